@@ -1,0 +1,55 @@
+import { createClient, type ClickHouseClient, type ClickHouseSettings } from '@clickhouse/client';
+import { MeterdError } from '../errors/meterd-error.js';
+
+/**
+ * One place that creates ClickHouse clients, with settings pinned so that 18.16 (Debian's package,
+ * what CI runs) and current servers (chDB 26.x, production) answer alike: 64-bit integers quoted as
+ * strings in JSON (so Int64 money never passes through a lossy double), and on current servers
+ * synchronous inserts (chDB defaults to async_insert=1, which would acknowledge before the data is
+ * queryable). Settings that 18.16 does not know must not be sent to it: it rejects unknown settings.
+ */
+export type ClickHouseFlavor = 'server-18' | 'current';
+
+export interface ClickHouseOptions {
+  url: URL;
+  database: string;
+  user: string;
+  password: string;
+  /** Defaults to 'server-18'; 'current' for 20+ servers and chDB. */
+  flavor?: ClickHouseFlavor;
+  requestTimeoutMs?: number;
+}
+
+export function pinnedSettings(flavor: ClickHouseFlavor): ClickHouseSettings {
+  const common: ClickHouseSettings = { output_format_json_quote_64bit_integers: 1 };
+  return flavor === 'current' ? { ...common, async_insert: 0, date_time_input_format: 'basic' } : common;
+}
+
+export function createClickHouse(opts: ClickHouseOptions): ClickHouseClient {
+  return createClient({
+    url: opts.url.origin + opts.url.pathname.replace(/\/$/, ''),
+    database: opts.database,
+    username: opts.user,
+    password: opts.password,
+    request_timeout: opts.requestTimeoutMs ?? 30_000,
+    // 18.16 does not understand the client's compression negotiation reliably; payloads are local.
+    compression: { request: false, response: false },
+    clickhouse_settings: pinnedSettings(opts.flavor ?? 'server-18'),
+  });
+}
+
+/** The numeric server error code: 18.16 puts it only in the text ("Code: 60, e.displayText() = …"). */
+export function clickHouseErrorCode(err: unknown): number | undefined {
+  const e = err as { code?: unknown; message?: unknown };
+  if (typeof e?.code === 'string' && /^\d+$/.test(e.code)) return Number(e.code);
+  const m = typeof e?.message === 'string' ? /Code: (\d+)/.exec(e.message) : null;
+  return m ? Number(m[1]) : undefined;
+}
+
+export class ClickHouseError extends MeterdError {
+  readonly serverCode: number | undefined;
+  constructor(action: string, cause: unknown) {
+    super('METERD_CLICKHOUSE_FAILED', `${action}: ${(cause as Error)?.message ?? String(cause)}`, { retryable: true, cause });
+    this.serverCode = clickHouseErrorCode(cause);
+  }
+}

@@ -1,0 +1,37 @@
+import { ClickHouseError } from './client.js';
+import { ident } from './sql.js';
+
+export interface RawInsertTarget {
+  url: URL;
+  database: string;
+  user: string;
+  password: string;
+  timeoutMs?: number;
+}
+
+/**
+ * Inserts bytes that are already in ClickHouse's JSONEachRow format, as they are: the ingest spool
+ * stores rows that way, so shipping is one POST of file bytes with no decoding or re-encoding
+ * (the client library's insert() would parse and re-serialise every row).
+ */
+export function createRawInserter(t: RawInsertTarget, table: string): (body: Buffer) => Promise<void> {
+  const query = `INSERT INTO ${ident(table)} FORMAT JSONEachRow`;
+  const endpoint = new URL(t.url.origin + t.url.pathname);
+  endpoint.searchParams.set('database', ident(t.database));
+  endpoint.searchParams.set('query', query);
+  const headers = { 'X-ClickHouse-User': t.user, 'X-ClickHouse-Key': t.password, 'Content-Type': 'application/x-ndjson' };
+  const href = endpoint.href;
+  return async (body) => {
+    let res: Response;
+    try {
+      res = await fetch(href, { method: 'POST', headers, body, signal: AbortSignal.timeout(t.timeoutMs ?? 30_000) });
+    } catch (err) {
+      throw new ClickHouseError(`inserting ${body.length} bytes into ${table}`, err);
+    }
+    if (!res.ok) {
+      const text = (await res.text()).slice(0, 2_000);
+      throw new ClickHouseError(`inserting into ${table} (HTTP ${res.status})`, new Error(text));
+    }
+    await res.arrayBuffer();
+  };
+}

@@ -1,0 +1,101 @@
+import { MeterdError } from '../errors/meterd-error.js';
+
+/**
+ * Configuration comes from the environment, is parsed once at start-up, and every problem is
+ * reported together (a service that fails on the first bad variable makes an operator fix them one
+ * restart at a time). The result is frozen; hot code receives it and never reads process.env.
+ */
+export interface VarSpec<T> {
+  /** What the variable does, for the README's configuration table. */
+  doc: string;
+  /** Default when unset or empty; omit to make the variable required. */
+  default?: string;
+  /** Turns the raw string into a value, or throws an Error whose message says what is wrong. */
+  parse: (raw: string) => T;
+  /** Never print the value (keys, passwords). */
+  secret?: boolean;
+}
+
+export type Spec = Record<string, VarSpec<unknown>>;
+export type ConfigOf<S extends Spec> = { readonly [K in keyof S]: S[K] extends VarSpec<infer T> ? T : never };
+
+export class ConfigError extends MeterdError {
+  readonly problems: readonly string[];
+  constructor(problems: string[]) {
+    super('METERD_CONFIG_INVALID', `invalid configuration:\n  ${problems.join('\n  ')}`);
+    this.problems = problems;
+  }
+}
+
+export function loadConfig<S extends Spec>(spec: S, env: NodeJS.ProcessEnv = process.env): ConfigOf<S> {
+  const out: Record<string, unknown> = {};
+  const problems: string[] = [];
+  for (const [name, v] of Object.entries(spec)) {
+    const raw = env[name];
+    const value = raw === undefined || raw === '' ? v.default : raw;
+    if (value === undefined) {
+      problems.push(`${name} is required: ${v.doc}`);
+      continue;
+    }
+    try {
+      out[name] = v.parse(value);
+    } catch (err) {
+      const shown = v.secret ? '(hidden)' : JSON.stringify(value);
+      problems.push(`${name}=${shown} is invalid: ${(err as Error).message}`);
+    }
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return Object.freeze(out) as ConfigOf<S>;
+}
+
+// Parsers. Each throws an Error whose message completes "NAME=value is invalid: …".
+
+export const str = (doc: string, def?: string, secret = false): VarSpec<string> =>
+  ({ doc, ...(def === undefined ? {} : { default: def }), parse: (s) => s, secret });
+
+export const int = (doc: string, def: number, min: number, max: number): VarSpec<number> => ({
+  doc,
+  default: String(def),
+  parse(s) {
+    if (!/^-?\d+$/.test(s)) throw new Error('expected a whole number');
+    const n = Number(s);
+    if (n < min || n > max) throw new Error(`expected a number from ${min} to ${max}`);
+    return n;
+  },
+});
+
+export const bool = (doc: string, def: boolean): VarSpec<boolean> => ({
+  doc,
+  default: String(def),
+  parse(s) {
+    if (s === 'true' || s === '1') return true;
+    if (s === 'false' || s === '0') return false;
+    throw new Error('expected true or false');
+  },
+});
+
+export const oneOf = <T extends string>(doc: string, def: T, values: readonly T[]): VarSpec<T> => ({
+  doc,
+  default: def,
+  parse(s) {
+    if (!(values as readonly string[]).includes(s)) throw new Error(`expected one of ${values.join(', ')}`);
+    return s as T;
+  },
+});
+
+export const url = (doc: string, def: string, protocols: readonly string[], secret = false): VarSpec<URL> => ({
+  doc,
+  default: def,
+  secret,
+  parse(s) {
+    let u: URL;
+    try {
+      u = new URL(s);
+    } catch {
+      throw new Error(`not a URL (expected e.g. ${def})`);
+    }
+    if (!protocols.includes(u.protocol)) throw new Error(`protocol must be ${protocols.join(' or ')}`);
+    if (u.hostname === '') throw new Error('the URL has no host');
+    return u;
+  },
+});

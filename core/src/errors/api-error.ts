@@ -1,0 +1,16 @@
+import { MeterdError } from './meterd-error.js';
+import { ERROR_CODES, type ErrorCode } from './codes.js';
+
+/** An error that is meant for the client: its code is in the wire registry and maps to a status. */
+export class ApiError extends MeterdError {
+  readonly status: number;
+  constructor(code: ErrorCode, message: string, field?: string, options: { retryable?: boolean; cause?: unknown } = {}) {
+    super(code, message, { ...options, ...(field === undefined ? {} : { field }) });
+    this.status = ERROR_CODES[code].status;
+  }
+}
+
+/** The seed's error body: `{ "error": { "code", "message", "field"? } }`. */
+export function errorBody(code: string, message: string, field?: string): string {
+  return JSON.stringify({ error: field === undefined ? { code, message } : { code, message, field } });
+}

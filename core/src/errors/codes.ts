@@ -1,0 +1,42 @@
+/**
+ * The registry of wire error codes: what a client sees in `{ "error": { "code" } }` and the HTTP
+ * status each maps to. One table for every HTTP service, so the same code never means two statuses.
+ * docs/errors.md documents each code; core/src/errors/codes.test.ts fails when one is missing there.
+ */
+export const ERROR_CODES = {
+  // request shape
+  invalid_json: { status: 400, summary: 'The body is not valid JSON.' },
+  invalid_body: { status: 400, summary: 'The body is valid JSON but not an object of the expected shape.' },
+  missing_field: { status: 400, summary: 'A required field is absent.' },
+  invalid_field: { status: 400, summary: 'A field has the wrong type or an invalid value.' },
+  unknown_field: { status: 400, summary: 'The body has a field the endpoint does not define (rejected so typos never drop data silently).' },
+  integer_out_of_range: { status: 400, summary: 'An integer is negative, not whole, or beyond ±(2^53−1), where JSON parsers lose precision.' },
+  invalid_timestamp: { status: 400, summary: '`occurred_at` is not an RFC 3339 date-time.' },
+  timestamp_out_of_window: { status: 400, summary: '`occurred_at` is more than 35 days in the past or more than 5 minutes in the future.' },
+  invalid_currency: { status: 400, summary: '`currency` is not an ISO 4217 code.' },
+  batch_too_large: { status: 400, summary: 'A batch holds more than 100 events.' },
+  payload_too_large: { status: 413, summary: 'The body exceeds the endpoint\'s size cap.' },
+  unsupported_media_type: { status: 415, summary: 'The Content-Type is not application/json.' },
+  // auth
+  missing_api_key: { status: 401, summary: 'No `Authorization: Bearer …` header.' },
+  invalid_api_key: { status: 401, summary: 'The key is malformed, unknown or revoked.' },
+  insufficient_scope: { status: 403, summary: 'The key lacks the scope the endpoint requires (e.g. `meter:write`).' },
+  workspace_mismatch: { status: 403, summary: '`workspace_id` is not the API key\'s workspace.' },
+  // state
+  idempotency_key_in_use: { status: 409, summary: 'Another request with the same idempotency key is being stored right now; retry after the Retry-After seconds.' },
+  plan_quota_exceeded: { status: 429, summary: 'The workspace has used all events its plan allows this billing period.' },
+  plan_limit_exceeded: { status: 429, summary: 'The workspace has reached its plan\'s handler limit.' },
+  workspace_not_found: { status: 404, summary: 'The operator key named a workspace that does not exist.' },
+  // routing
+  not_found: { status: 404, summary: 'No such route.' },
+  method_not_allowed: { status: 405, summary: 'The route exists but not for this method.' },
+  // server
+  service_unavailable: { status: 503, summary: 'A dependency (Redis, Postgres or the durable spool) is unavailable or full; nothing was stored, retry with backoff.' },
+  internal_error: { status: 500, summary: 'An unexpected error; logged on the server, no details in the body.' },
+} as const satisfies Record<string, { status: number; summary: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export function statusOf(code: string): number {
+  return (ERROR_CODES as Record<string, { status: number }>)[code]?.status ?? 500;
+}

@@ -1,0 +1,30 @@
+/**
+ * Plans and their quotas. Events are counted per calendar month (UTC), the billing period.
+ * Free's 500 events and the handler counts come from the seed; growth's and scale's event quotas
+ * are meterd's choice, documented in the README. `null` means unlimited.
+ */
+export const PLANS = ['free', 'growth', 'scale', 'enterprise'] as const;
+export type Plan = (typeof PLANS)[number];
+
+export interface PlanQuota {
+  eventsPerPeriod: number | null;
+  handlers: number | null;
+}
+
+export const PLAN_QUOTAS: Readonly<Record<Plan, PlanQuota>> = Object.freeze({
+  free: { eventsPerPeriod: 500, handlers: 1 },
+  growth: { eventsPerPeriod: 100_000, handlers: 3 },
+  scale: { eventsPerPeriod: 5_000_000, handlers: 10 },
+  enterprise: { eventsPerPeriod: null, handlers: null },
+});
+
+export function isPlan(s: unknown): s is Plan {
+  return typeof s === 'string' && (PLANS as readonly string[]).includes(s);
+}
+
+/** The billing period an instant falls in: `YYYYMM` of the UTC calendar month. */
+export function periodOf(ms: number): string {
+  const d = new Date(ms);
+  const m = d.getUTCMonth() + 1;
+  return `${d.getUTCFullYear()}${m < 10 ? '0' : ''}${m}`;
+}

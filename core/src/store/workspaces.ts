@@ -1,0 +1,75 @@
+import type pg from 'pg';
+import { newId } from '../ids.js';
+import { mintKey, type Scope, DEFAULT_SCOPES } from '../keys/api-key.js';
+import type { Plan } from '../plans.js';
+import { KEY_REVOKED_CHANNEL, type Redis } from './redis.js';
+
+export interface Workspace {
+  id: string;
+  slug: string;
+  display_name: string;
+  contact_email: string | null;
+  plan: Plan;
+  stripe_customer_id: string | null;
+  created_at: string;
+}
+
+export interface KeyRecord {
+  id: string;
+  workspace_id: string;
+  scopes: Scope[];
+  plan: Plan;
+}
+
+type Queryable = pg.Pool | pg.PoolClient;
+
+export async function insertWorkspace(
+  db: Queryable,
+  w: { slug: string; display_name: string; contact_email?: string | null; plan: Plan; stripe_customer_id?: string | null },
+): Promise<Workspace> {
+  const { rows } = await db.query<Workspace>(
+    `INSERT INTO workspaces (id, slug, display_name, contact_email, plan, stripe_customer_id)
+     VALUES ($1, $2, $3, $4, $5, $6)
+     RETURNING id, slug, display_name, contact_email, plan, stripe_customer_id, created_at`,
+    [newId('ws'), w.slug, w.display_name, w.contact_email ?? null, w.plan, w.stripe_customer_id ?? null],
+  );
+  return rows[0]!;
+}
+
+/** Mints a key for a workspace; the plaintext token is in the result and nowhere else. */
+export async function insertApiKey(
+  db: Queryable,
+  workspaceId: string,
+  scopes: readonly Scope[] = DEFAULT_SCOPES,
+  name: string | null = null,
+): Promise<{ id: string; token: string; display_prefix: string; scopes: readonly Scope[] }> {
+  const key = mintKey();
+  const id = newId('key');
+  await db.query(
+    `INSERT INTO api_keys (id, workspace_id, display_prefix, key_hash, scopes, name) VALUES ($1, $2, $3, $4, $5, $6)`,
+    [id, workspaceId, key.displayPrefix, key.hash, scopes, name],
+  );
+  return { id, token: key.token, display_prefix: key.displayPrefix, scopes };
+}
+
+/** The live (unrevoked) key with this hash, with its workspace's plan; undefined when none. */
+export async function findKeyByHash(db: Queryable, hash: Buffer): Promise<KeyRecord | undefined> {
+  const { rows } = await db.query<KeyRecord>(
+    `SELECT k.id, k.workspace_id, k.scopes, w.plan
+       FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id
+      WHERE k.key_hash = $1 AND k.revoked_at IS NULL`,
+    [hash],
+  );
+  return rows[0];
+}
+
+/** Revokes a key and tells every ingest process to drop it from its cache at once. */
+export async function revokeApiKey(db: Queryable, redis: Redis, workspaceId: string, keyId: string): Promise<boolean> {
+  const { rows } = await db.query<{ key_hash: Buffer }>(
+    `UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND workspace_id = $2 AND revoked_at IS NULL RETURNING key_hash`,
+    [keyId, workspaceId],
+  );
+  if (rows.length === 0) return false;
+  await redis.publish(KEY_REVOKED_CHANNEL, rows[0]!.key_hash.toString('hex'));
+  return true;
+}

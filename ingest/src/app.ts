@@ -1,0 +1,165 @@
+import { join, resolve } from 'node:path';
+import {
+  createLogger, createPool, createRawInserter, createRedis, errorBody, pgHealthy, redisHealthy, MetricsRegistry,
+  type Logger, type Pool, type Redis,
+} from '@meterd/core';
+import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
+import type { IngestConfig } from './config.js';
+import { loadNativeUws } from './native.js';
+import { defineIngestMetrics, type IngestMetrics } from './metrics.js';
+import { Authenticator } from './auth/authenticator.js';
+import { RedisDeduper } from './dedupe/redis.js';
+import type { Deduper } from './dedupe/deduper.js';
+import { SpoolWriter, type Spool } from './spool/writer.js';
+import { SpoolShipper, type InsertRows } from './spool/shipper.js';
+import { Pipeline } from './pipeline.js';
+import { MeterRoutes } from './http/meter.js';
+
+export interface IngestThread {
+  /** The port actually bound (useful with INGEST_PORT=0 in tests). */
+  port: number;
+  metrics: IngestMetrics;
+  shipper: SpoolShipper;
+  /** Stops accepting, waits for requests in flight, ships what it can, closes connections. */
+  close(flushWithinMs?: number): Promise<void>;
+}
+
+export interface ThreadOptions {
+  /** This thread's number; its spool lives in SPOOL_DIR/t<index>. */
+  index: number;
+  registry: MetricsRegistry;
+  /** Test seams: wrap the spool (fault injection) or replace the ClickHouse insert. */
+  wrapSpool?: (s: Spool) => Spool;
+  insertRows?: InsertRows;
+  /** Prefix of Redis keys (tests give each run its own). */
+  redisPrefix?: string;
+  log?: Logger;
+}
+
+/** Builds one ingest thread: config already validated, stores connected, routes registered, listening. */
+export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Promise<IngestThread> {
+  const uws = loadNativeUws();
+  const log = o.log ?? createLogger('ingest', cfg.LOG_LEVEL).child({ thread: o.index });
+  const metrics = defineIngestMetrics(o.registry);
+  const pool: Pool = createPool(cfg.DATABASE_URL, 4);
+  const redis: Redis = createRedis(cfg.REDIS_URL);
+  const sub: Redis = createRedis(cfg.REDIS_URL, { enableAutoPipelining: false });
+  for (const r of [redis, sub]) r.on('error', (err) => log.debug({ err }, 'redis connection error'));
+
+  const deduper: Deduper = new RedisDeduper(redis, {
+    windowSeconds: cfg.DEDUPE_WINDOW_SECONDS,
+    pendingTtlMs: cfg.DEDUPE_PENDING_TTL_MS,
+    roundTrips: metrics.dedupeRoundTrips,
+    ...(o.redisPrefix === undefined ? {} : { prefix: o.redisPrefix }),
+  });
+  const writer = SpoolWriter.open(join(resolve(cfg.SPOOL_DIR), `t${o.index}`), {
+    segmentBytes: cfg.SPOOL_SEGMENT_BYTES,
+    fsync: cfg.SPOOL_FSYNC === 'always',
+    fsyncs: metrics.spoolFsyncs,
+    commitSeconds: metrics.commitSeconds,
+  });
+  const insert = o.insertRows ?? createRawInserter(
+    { url: cfg.CLICKHOUSE_URL, database: cfg.CLICKHOUSE_DATABASE, user: cfg.CLICKHOUSE_USER, password: cfg.CLICKHOUSE_PASSWORD },
+    'events',
+  );
+  const shipper = new SpoolShipper(writer, insert, { batchRows: cfg.SHIP_BATCH_ROWS, intervalMs: cfg.SHIP_INTERVAL_MS, metrics, log });
+  const spool = o.wrapSpool ? o.wrapSpool(writer) : writer;
+  const guarded = new SpoolLimit(spool, shipper, cfg.SPOOL_MAX_BYTES);
+  const pipeline = new Pipeline(deduper, guarded, metrics, log);
+  const auth = new Authenticator(pool, sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY);
+  const routes = new MeterRoutes(auth, pipeline, deduper, metrics, log, {
+    maxBodyBytes: cfg.MAX_BODY_BYTES,
+    maxBatchBodyBytes: cfg.MAX_BATCH_BODY_BYTES,
+  });
+  const health = new Health(redis, pool, shipper, cfg.SPOOL_MAX_BYTES);
+
+  const app: TemplatedApp = uws.App();
+  app
+    .post('/api/v1/meter', (res, req) => routes.handle(res, req, false))
+    .post('/api/v1/meter/batch', (res, req) => routes.handle(res, req, true))
+    .get('/healthz', (res) => {
+      res.writeStatus('200 OK').writeHeader('content-type', 'application/json').end('{"status":"ok"}');
+    })
+    .get('/readyz', (res) => {
+      const r = health.report();
+      res.writeStatus(r.ready ? '200 OK' : '503 Service Unavailable').writeHeader('content-type', 'application/json').end(JSON.stringify(r));
+    })
+    .get('/metrics', (res) => {
+      res.writeHeader('content-type', 'text/plain; version=0.0.4').end(o.registry.render());
+    })
+    .any('/api/v1/meter', methodNotAllowed)
+    .any('/api/v1/meter/batch', methodNotAllowed)
+    .any('/*', (res) => {
+      metrics.requests.other!.inc();
+      res.writeStatus('404 Not Found').writeHeader('content-type', 'application/json').end(errorBody('not_found', 'no such route'));
+    });
+
+  const listenSocket = await new Promise<us_listen_socket>((resolvePromise, reject) => {
+    app.listen(cfg.INGEST_HOST, cfg.INGEST_PORT, (s) => (s ? resolvePromise(s) : reject(new Error(`ingest could not listen on ${cfg.INGEST_HOST}:${cfg.INGEST_PORT}`))));
+  });
+  const port = uws.us_socket_local_port(listenSocket);
+  shipper.start();
+  health.start();
+
+  return {
+    port,
+    metrics,
+    shipper,
+    async close(flushWithinMs = 5_000) {
+      uws.us_listen_socket_close(listenSocket);
+      const deadline = Date.now() + 10_000;
+      while (routes.tracker.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      health.stop();
+      await shipper.stop(flushWithinMs);
+      await writer.close();
+      // uWS v20.30 has no app.close(): keep-alive sockets stay open until the thread or process exits.
+      await Promise.allSettled([redis.quit(), sub.quit(), pool.end()]);
+    },
+  };
+}
+
+function methodNotAllowed(res: import('uWebSockets.js').HttpResponse): void {
+  res.writeStatus('405 Method Not Allowed').writeHeader('allow', 'POST').writeHeader('content-type', 'application/json')
+    .end(errorBody('method_not_allowed', 'use POST'));
+}
+
+/** Back-pressure: past SPOOL_MAX_BYTES unshipped (ClickHouse down for long), refuse rather than fill the disk. */
+class SpoolLimit implements Spool {
+  constructor(private readonly inner: Spool, private readonly shipper: SpoolShipper, private readonly max: number) {}
+  append(data: string, rows: number, done: (err: Error | null) => void): void {
+    if (this.shipper.unshippedBytes >= this.max) return done(new Error(`spool holds ${this.shipper.unshippedBytes} unshipped bytes (limit ${this.max})`));
+    this.inner.append(data, rows, done);
+  }
+}
+
+/** Dependency checks run on a timer, so /readyz answers from memory and never waits on a store. */
+class Health {
+  private redisOk = false;
+  private pgOk = false;
+  private timer: NodeJS.Timeout | undefined;
+  constructor(private readonly redis: Redis, private readonly pool: Pool, private readonly shipper: SpoolShipper, private readonly maxSpool: number) {}
+  start(): void {
+    const check = async () => {
+      [this.redisOk, this.pgOk] = await Promise.all([redisHealthy(this.redis), pgHealthy(this.pool)]);
+      this.shipper.updateGauges();
+      this.timer = setTimeout(check, 1_000);
+    };
+    void check();
+  }
+  stop(): void {
+    clearTimeout(this.timer);
+  }
+  report() {
+    const spoolBytes = this.shipper.unshippedBytes;
+    const spoolOk = spoolBytes < this.maxSpool;
+    return {
+      ready: this.redisOk && this.pgOk && spoolOk,
+      checks: {
+        redis: this.redisOk,
+        postgres: this.pgOk,
+        spool: { ok: spoolOk, unshipped_bytes: spoolBytes, limit_bytes: this.maxSpool },
+        clickhouse_shipping: this.shipper.lastError === undefined ? 'ok' : `retrying: ${this.shipper.lastError.slice(0, 200)}`,
+      },
+    };
+  }
+}

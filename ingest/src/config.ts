@@ -1,0 +1,27 @@
+import { availableParallelism } from 'node:os';
+import { loadConfig, storeVars, str, int, oneOf, type ConfigOf } from '@meterd/core';
+
+export const ingestVars = {
+  ...storeVars,
+  INGEST_HOST: str('Address ingest listens on.', '127.0.0.1'),
+  INGEST_PORT: int('Port of the ingest HTTP server (/api/v1/meter, /api/v1/meter/batch, /healthz, /readyz, /metrics).', 8081, 0, 65535),
+  INGEST_THREADS: int('uWebSockets.js threads sharing the port (SO_REUSEPORT); default: the number of cores.', availableParallelism(), 1, 64),
+  DEPLOY_API_KEY: str('Operator key accepted on every non-public endpoint, for any workspace. Empty disables it.', '', true),
+  SPOOL_DIR: str('Folder of the write-ahead spool (one sub-folder per thread). Must be on durable storage.', '.spool'),
+  SPOOL_FSYNC: oneOf('`always`: fdatasync before every 202 (group commit). `never`: skip it (benchmarks on throwaway disks only).', 'always', ['always', 'never'] as const),
+  SPOOL_MAX_BYTES: int('Unshipped spool bytes per thread past which ingest answers 503 instead of accepting more.', 1 << 30, 1 << 20, Number.MAX_SAFE_INTEGER),
+  SPOOL_SEGMENT_BYTES: int('Size at which the spool starts a new segment file.', 64 << 20, 1 << 16, 1 << 30),
+  SHIP_BATCH_ROWS: int('Most rows per ClickHouse insert.', 50_000, 1, 1_000_000),
+  SHIP_INTERVAL_MS: int('How often the spool is shipped to ClickHouse when a batch has not filled.', 250, 10, 60_000),
+  DEDUPE_WINDOW_SECONDS: int('How long an idempotency key is remembered (default 35 days, Stripe\'s meter event window).', 35 * 86_400, 60, 400 * 86_400),
+  DEDUPE_PENDING_TTL_MS: int('How long a claimed-but-unstored idempotency key blocks retries (409) before it is freed.', 10_000, 100, 300_000),
+  KEY_CACHE_TTL_MS: int('How long an API key lookup is cached (revocations are pushed over Redis at once).', 30_000, 0, 3_600_000),
+  MAX_BODY_BYTES: int('Largest body of POST /api/v1/meter (413 beyond).', 16 << 10, 1 << 10, 1 << 20),
+  MAX_BATCH_BODY_BYTES: int('Largest body of POST /api/v1/meter/batch (413 beyond).', 1 << 20, 1 << 12, 16 << 20),
+} as const;
+
+export type IngestConfig = ConfigOf<typeof ingestVars>;
+
+export function loadIngestConfig(env: NodeJS.ProcessEnv = process.env): IngestConfig {
+  return loadConfig(ingestVars, env);
+}

@@ -1,0 +1,33 @@
+/**
+ * The dedupe seam. `claim` marks idempotency keys as pending (short TTL) and counts them against
+ * the quota in one atomic step; after the events are durable `commit` stores each key's original
+ * row for the dedupe window; if storing failed, `release` frees the keys and the quota, so a retry
+ * is stored rather than reported as a duplicate of nothing (DESIGN.md invariant 3).
+ */
+export interface ClaimRequest {
+  workspaceId: string;
+  /** Events allowed this period; null = unlimited. */
+  limit: number | null;
+  period: string;
+  /** `event_type:idempotency_key`, distinct within the request. */
+  keys: string[];
+}
+
+/** Per key: '' = claimed now; 'P' = claimed by an earlier request, not yet stored; 'Q' = over quota; else the committed row. */
+export interface ClaimResult {
+  states: string[];
+  /** The workspace's event count this period after this claim. */
+  used: number;
+}
+
+export interface Deduper {
+  claim(req: ClaimRequest): Promise<ClaimResult>;
+  commit(workspaceId: string, keys: string[], rows: string[]): Promise<void>;
+  release(workspaceId: string, period: string, keys: string[]): Promise<void>;
+  /** The workspace's event count this period, read only (for answers that never reach a claim). */
+  used(workspaceId: string, period: string): Promise<number>;
+}
+
+export const PENDING = 'P';
+export const OVER_QUOTA = 'Q';
+export const CLAIMED = '';

@@ -1,0 +1,121 @@
+import type { Redis } from '@meterd/core';
+import type { Counter } from '@meterd/core';
+import type { ClaimRequest, ClaimResult, Deduper } from './deduper.js';
+
+/**
+ * Redis dedupe: one Lua call per workspace per tick claims every key of that tick and moves the
+ * quota counter, atomically (DESIGN.md: ~150–230k keys/s per call of 100 vs ~11k/s for awaited
+ * SET NX). Keys carry the `{workspace_id}` hash tag, so one call's keys share a Redis Cluster slot.
+ */
+const CLAIM = `
+local limit = tonumber(ARGV[1])
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local out = {}
+local added = 0
+for i = 2, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if v then
+    out[i - 1] = v
+  elseif limit >= 0 and used + added >= limit then
+    out[i - 1] = 'Q'
+  else
+    redis.call('SET', KEYS[i], 'P', 'PX', ARGV[2])
+    added = added + 1
+    out[i - 1] = ''
+  end
+end
+if added > 0 then
+  redis.call('INCRBY', KEYS[1], added)
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+out[#KEYS] = tostring(used + added)
+return out`;
+
+const COMMIT = `
+for i = 1, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1])
+end
+return #KEYS`;
+
+// Only keys still pending are freed: a key committed meanwhile belongs to a stored event.
+const RELEASE = `
+local freed = 0
+for i = 2, #KEYS do
+  if redis.call('GET', KEYS[i]) == 'P' then
+    redis.call('DEL', KEYS[i])
+    freed = freed + 1
+  end
+end
+if freed > 0 then redis.call('DECRBY', KEYS[1], freed) end
+return freed`;
+
+type Scripted = Redis & {
+  meterdClaim(n: number, ...args: (string | number)[]): Promise<string[]>;
+  meterdCommit(n: number, ...args: (string | number)[]): Promise<number>;
+  meterdRelease(n: number, ...args: (string | number)[]): Promise<number>;
+};
+
+export interface RedisDedupeOptions {
+  windowSeconds: number;
+  pendingTtlMs: number;
+  /** Prefix of every key, so tests (and several deployments on one Redis) never collide. */
+  prefix?: string;
+  roundTrips?: Counter;
+}
+
+/** Quota counters outlive their month by a little, so a late read of last period still works. */
+const QUOTA_TTL_SECONDS = 40 * 86_400;
+
+export class RedisDeduper implements Deduper {
+  private readonly r: Scripted;
+  private readonly prefix: string;
+
+  constructor(redis: Redis, private readonly opts: RedisDedupeOptions) {
+    this.prefix = opts.prefix ?? 'md';
+    for (const [name, lua] of [['meterdClaim', CLAIM], ['meterdCommit', COMMIT], ['meterdRelease', RELEASE]] as const) {
+      if (!(name in redis)) redis.defineCommand(name, { lua });
+    }
+    this.r = redis as Scripted;
+  }
+
+  dedupeKey(workspaceId: string, key: string): string {
+    return `${this.prefix}:{${workspaceId}}:d:${key}`;
+  }
+
+  quotaKey(workspaceId: string, period: string): string {
+    return `${this.prefix}:{${workspaceId}}:q:${period}`;
+  }
+
+  async claim(req: ClaimRequest): Promise<ClaimResult> {
+    const n = req.keys.length;
+    const args: (string | number)[] = new Array(n + 4);
+    args[0] = this.quotaKey(req.workspaceId, req.period);
+    for (let i = 0; i < n; i++) args[i + 1] = this.dedupeKey(req.workspaceId, req.keys[i]!);
+    args[n + 1] = req.limit ?? -1;
+    args[n + 2] = this.opts.pendingTtlMs;
+    args[n + 3] = QUOTA_TTL_SECONDS;
+    this.opts.roundTrips?.inc();
+    const out = await this.r.meterdClaim(n + 1, ...args);
+    return { states: out.slice(0, n), used: Number(out[n]) };
+  }
+
+  async commit(workspaceId: string, keys: string[], rows: string[]): Promise<void> {
+    const n = keys.length;
+    const args: (string | number)[] = new Array(2 * n + 1);
+    for (let i = 0; i < n; i++) args[i] = this.dedupeKey(workspaceId, keys[i]!);
+    args[n] = this.opts.windowSeconds;
+    for (let i = 0; i < n; i++) args[n + 1 + i] = rows[i]!;
+    this.opts.roundTrips?.inc();
+    await this.r.meterdCommit(n, ...args);
+  }
+
+  async used(workspaceId: string, period: string): Promise<number> {
+    return Number((await this.r.get(this.quotaKey(workspaceId, period))) ?? 0);
+  }
+
+  async release(workspaceId: string, period: string, keys: string[]): Promise<void> {
+    const args = [this.quotaKey(workspaceId, period), ...keys.map((k) => this.dedupeKey(workspaceId, k))];
+    this.opts.roundTrips?.inc();
+    await this.r.meterdRelease(args.length, ...args);
+  }
+}

@@ -1,0 +1,188 @@
+import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
+import { ApiError, PLAN_QUOTAS, Rejection, periodOf, validateMeterEvent, type ErrorCode, type Logger, type MeterEvent } from '@meterd/core';
+import { hasScope, type Authenticator, type Principal } from '../auth/authenticator.js';
+import type { Deduper } from '../dedupe/deduper.js';
+import type { IngestMetrics } from '../metrics.js';
+import type { EventResult, Pipeline, SubmitResult } from '../pipeline.js';
+import { rowJson } from '../rows.js';
+import { readBody } from './body.js';
+import { Ctx, sendError, sendJson, type PlanUsage } from './respond.js';
+
+export const MAX_BATCH_EVENTS = 100;
+
+export interface MeterRouteOptions {
+  maxBodyBytes: number;
+  maxBatchBodyBytes: number;
+}
+
+/**
+ * POST /api/v1/meter and /api/v1/meter/batch. The handler is a short list of steps: read the
+ * headers (uWS frees `req` when this function returns), read the body, authenticate, validate, hand
+ * the events to the pipeline, answer. Errors before the pipeline change nothing anywhere.
+ */
+export class MeterRoutes {
+  /** Requests read but not yet answered or aborted; close() waits for it to reach zero. */
+  readonly tracker = { inflight: 0 };
+
+  constructor(
+    private readonly auth: Authenticator,
+    private readonly pipeline: Pipeline,
+    private readonly deduper: Deduper,
+    private readonly metrics: IngestMetrics,
+    private readonly log: Logger,
+    private readonly opts: MeterRouteOptions,
+  ) {}
+
+  handle(res: HttpResponse, req: HttpRequest, batch: boolean): void {
+    const ctx = new Ctx(this.tracker);
+    res.onAborted(() => ctx.settle());
+    this.metrics.requests[batch ? 'batch' : 'meter']!.inc();
+    const authz = req.getHeader('authorization');
+    const ctype = req.getHeader('content-type');
+    readBody(res, ctx, batch ? this.opts.maxBatchBodyBytes : this.opts.maxBodyBytes, req.getHeader('content-length'), (body) => {
+      const p = this.auth.authenticate(authz);
+      if (p instanceof Promise) {
+        p.then((principal) => this.authenticated(res, ctx, principal, ctype, body, batch)).catch((err: unknown) => this.fail(res, ctx, err));
+      } else {
+        this.authenticated(res, ctx, p, ctype, body, batch);
+      }
+    });
+  }
+
+  private authenticated(res: HttpResponse, ctx: Ctx, p: Principal | ApiError, ctype: string, body: string, batch: boolean): void {
+    if (p instanceof ApiError) return this.reject(res, ctx, p.code as ErrorCode, p.message);
+    if (!hasScope(p, 'meter:write')) return this.reject(res, ctx, 'insufficient_scope', 'this key lacks the meter:write scope');
+    if (!isJson(ctype)) return this.reject(res, ctx, 'unsupported_media_type', 'send Content-Type: application/json');
+    let doc: unknown;
+    try {
+      doc = JSON.parse(body);
+    } catch {
+      return this.reject(res, ctx, 'invalid_json', 'the body is not valid JSON');
+    }
+    if (batch) this.batch(res, ctx, p, doc);
+    else this.single(res, ctx, p, doc);
+  }
+
+  private single(res: HttpResponse, ctx: Ctx, p: Principal, doc: unknown): void {
+    const now = Date.now();
+    const ev = validateMeterEvent(doc, now);
+    if (ev instanceof Rejection) {
+      const ws = p.workspaceId;
+      if (ws === null) return this.reject(res, ctx, ev.code, ev.message, ev.field);
+      return this.withUsage(ws, p, now, (usage) => this.reject(res, ctx, ev.code, ev.message, ev.field, usage));
+    }
+    if (p.workspaceId !== null && ev.workspace_id !== p.workspaceId) {
+      return this.withUsage(p.workspaceId, p, now, (usage) =>
+        this.reject(res, ctx, 'workspace_mismatch', 'workspace_id must be the API key\'s workspace', 'workspace_id', usage));
+    }
+    this.limitFor(p, ev.workspace_id).then((limit) => {
+      if (limit === undefined) return this.reject(res, ctx, 'workspace_not_found', `no workspace ${ev.workspace_id}`, 'workspace_id');
+      this.pipeline.submit({
+        workspaceId: ev.workspace_id,
+        limit,
+        events: [ev],
+        done: (r: SubmitResult) => {
+          const out = r.results[0]!;
+          const usage: PlanUsage = { used: r.used, limit };
+          if (out.kind === 'rejected') sendError(res, ctx, out.code, out.message, undefined, usage);
+          else sendJson(res, ctx, 202, rowJson(out.row, out.kind === 'duplicate'), usage);
+        },
+      });
+    }, (err: unknown) => this.fail(res, ctx, err));
+  }
+
+  private batch(res: HttpResponse, ctx: Ctx, p: Principal, doc: unknown): void {
+    if (typeof doc !== 'object' || doc === null || Array.isArray(doc) || !Array.isArray((doc as { events?: unknown }).events)) {
+      return this.reject(res, ctx, 'invalid_body', 'the body must be {"events": [ … ]}', 'events');
+    }
+    for (const k in doc) if (k !== 'events') return this.reject(res, ctx, 'unknown_field', `unknown field "${k.slice(0, 64)}"`, k.slice(0, 64));
+    const items = (doc as { events: unknown[] }).events;
+    if (items.length === 0) return this.reject(res, ctx, 'invalid_body', 'events must hold at least one event', 'events');
+    if (items.length > MAX_BATCH_EVENTS) return this.reject(res, ctx, 'batch_too_large', `a batch holds at most ${MAX_BATCH_EVENTS} events`, 'events');
+
+    const now = Date.now();
+    const results: (EventResult | Rejection)[] = new Array(items.length);
+    const valid: MeterEvent[] = [];
+    const where: number[] = [];
+    // The operator key may meter for any workspace, one workspace per batch: the first valid event's.
+    let ws = p.workspaceId;
+    for (let i = 0; i < items.length; i++) {
+      const ev = validateMeterEvent(items[i], now);
+      if (ev instanceof Rejection) results[i] = ev;
+      else if (ws !== null && ev.workspace_id !== ws) results[i] = new Rejection('workspace_mismatch', 'workspace_id must be the API key\'s workspace', 'workspace_id');
+      else {
+        ws = ev.workspace_id;
+        valid.push(ev);
+        where.push(i);
+      }
+    }
+    if (ws === null) return this.answerBatch(res, ctx, results, undefined);
+    const workspaceId = ws;
+    this.limitFor(p, workspaceId).then((limit) => {
+      if (limit === undefined) return this.reject(res, ctx, 'workspace_not_found', `no workspace ${workspaceId}`, 'workspace_id');
+      if (valid.length === 0) return this.withUsage(workspaceId, p, now, (usage) => this.answerBatch(res, ctx, results, usage));
+      this.pipeline.submit({
+        workspaceId,
+        limit,
+        events: valid,
+        done: (r) => {
+          for (let k = 0; k < where.length; k++) results[where[k]!] = r.results[k]!;
+          this.answerBatch(res, ctx, results, { used: r.used, limit });
+        },
+      });
+    }, (err: unknown) => this.fail(res, ctx, err));
+  }
+
+  private answerBatch(res: HttpResponse, ctx: Ctx, results: (EventResult | Rejection)[], usage: PlanUsage | undefined): void {
+    let accepted = 0;
+    let duplicates = 0;
+    let rejected = 0;
+    let list = '';
+    for (let i = 0; i < results.length; i++) {
+      const r = results[i]!;
+      if (i > 0) list += ',';
+      if (r instanceof Rejection || r.kind === 'rejected') {
+        rejected++;
+        if (r instanceof Rejection) this.metrics.rejected[r.code]!.inc();
+        const field = r instanceof Rejection && r.field !== undefined ? `,"field":${JSON.stringify(r.field)}` : '';
+        list += `{"index":${i},"status":${statusOf(r.code)},"error":{"code":"${r.code}","message":${JSON.stringify(r.message)}${field}}}`;
+      } else {
+        if (r.kind === 'stored') accepted++;
+        else duplicates++;
+        list += `{"index":${i},"status":202,"id":"${r.row.id}","duplicate":${r.kind === 'duplicate'}}`;
+      }
+    }
+    sendJson(res, ctx, 202, `{"accepted":${accepted},"duplicates":${duplicates},"rejected":${rejected},"results":[${list}]}`, usage);
+  }
+
+  /** The plan's event limit for a workspace: null = unlimited, undefined = no such workspace. */
+  private limitFor(p: Principal, workspaceId: string): Promise<number | null | undefined> {
+    if (p.plan !== null) return Promise.resolve(PLAN_QUOTAS[p.plan].eventsPerPeriod);
+    return this.auth.planOf(workspaceId).then((plan) => (plan === undefined ? undefined : PLAN_QUOTAS[plan].eventsPerPeriod));
+  }
+
+  /** Rejections of an authenticated workspace still carry the plan headers (read, never moved). */
+  private withUsage(workspaceId: string, p: Principal, now: number, then: (u: PlanUsage | undefined) => void): void {
+    const limit = p.plan === null ? undefined : PLAN_QUOTAS[p.plan].eventsPerPeriod;
+    if (limit === undefined) return then(undefined);
+    this.deduper.used(workspaceId, periodOf(now)).then((used) => then({ used, limit }), () => then(undefined));
+  }
+
+  private reject(res: HttpResponse, ctx: Ctx, code: ErrorCode, message: string, field?: string, usage?: PlanUsage): void {
+    this.metrics.rejected[code]?.inc();
+    sendError(res, ctx, code, message, field, usage);
+  }
+
+  private fail(res: HttpResponse, ctx: Ctx, err: unknown): void {
+    this.log.error({ err }, 'meter request failed');
+    this.reject(res, ctx, 'service_unavailable', 'a dependency is unavailable; nothing was stored, retry with backoff');
+  }
+}
+
+function isJson(ctype: string): boolean {
+  return ctype.length >= 16 && ctype.slice(0, 16).toLowerCase() === 'application/json' && (ctype.length === 16 || ctype[16] === ';' || ctype[16] === ' ');
+}
+
+function statusOf(code: ErrorCode): number {
+  return code === 'plan_quota_exceeded' ? 429 : code === 'idempotency_key_in_use' ? 409 : code === 'service_unavailable' ? 503 : code === 'workspace_mismatch' ? 403 : 400;
+}

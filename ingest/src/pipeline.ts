@@ -1,0 +1,196 @@
+import { newEventId, periodOf, type ErrorCode, type MeterEvent, type Logger } from '@meterd/core';
+import { CLAIMED, OVER_QUOTA, PENDING, type Deduper } from './dedupe/deduper.js';
+import type { Spool } from './spool/writer.js';
+import type { IngestMetrics } from './metrics.js';
+import { compactRow, expandRow, spoolLine, toRow, type StoredRow } from './rows.js';
+
+export type EventResult =
+  | { kind: 'stored'; row: StoredRow }
+  | { kind: 'duplicate'; row: StoredRow }
+  | { kind: 'rejected'; code: ErrorCode; message: string };
+
+export interface SubmitResult {
+  results: EventResult[];
+  /** Events counted this period after this request; NaN when Redis could not say. */
+  used: number;
+}
+
+/** All events of one submit belong to `workspaceId` (the handler rejects the rest before). */
+export interface Submit {
+  workspaceId: string;
+  limit: number | null;
+  events: MeterEvent[];
+  done: (r: SubmitResult) => void;
+}
+
+interface Slot { submit: Submit; i: number }
+interface Group {
+  workspaceId: string;
+  limit: number | null;
+  keys: string[];
+  /** first occurrence of each key in this tick, parallel to keys */
+  firsts: Slot[];
+  /** later occurrences of a key in the same tick: answered like the first, as duplicates */
+  follows: { slot: Slot; first: number }[];
+  index: Map<string, number>;
+  submits: Submit[];
+  used: number;
+  newRows: (StoredRow | undefined)[];
+}
+
+const IN_USE: EventResult = { kind: 'rejected', code: 'idempotency_key_in_use', message: 'an event with this idempotency key is being stored; retry shortly' };
+const OVER: EventResult = { kind: 'rejected', code: 'plan_quota_exceeded', message: 'the workspace has used every event its plan allows this period' };
+const UNAVAILABLE: EventResult = { kind: 'rejected', code: 'service_unavailable', message: 'the event could not be stored; nothing was recorded, retry with backoff' };
+
+/**
+ * The accept path, batched per event-loop tick: every request of a tick is grouped by workspace,
+ * each workspace's idempotency keys are claimed (and counted against its quota) in one Redis call,
+ * all new rows go to the spool in one group commit, and only then does any request get its answer.
+ * After the spool write the keys are committed with their rows; if the write failed they are
+ * released, so a retry is stored instead of being taken for a duplicate.
+ */
+export class Pipeline {
+  private queue: Submit[] = [];
+  private scheduled = false;
+
+  constructor(
+    private readonly deduper: Deduper,
+    private readonly spool: Spool,
+    private readonly metrics: IngestMetrics,
+    private readonly log: Logger,
+  ) {}
+
+  submit(s: Submit): void {
+    this.queue.push(s);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.run());
+    }
+  }
+
+  private run(): void {
+    const submits = this.queue;
+    this.queue = [];
+    this.scheduled = false;
+    const now = Date.now();
+    const period = periodOf(now);
+    const groups = new Map<string, Group>();
+    for (const s of submits) {
+      let g = groups.get(s.workspaceId);
+      if (g === undefined) {
+        g = { workspaceId: s.workspaceId, limit: s.limit, keys: [], firsts: [], follows: [], index: new Map(), submits: [], used: NaN, newRows: [] };
+        groups.set(s.workspaceId, g);
+      }
+      g.submits.push(s);
+      for (let i = 0; i < s.events.length; i++) {
+        const e = s.events[i]!;
+        const key = e.event_type + ':' + e.idempotency_key;
+        const first = g.index.get(key);
+        if (first === undefined) {
+          g.index.set(key, g.keys.length);
+          g.keys.push(key);
+          g.firsts.push({ submit: s, i });
+        } else {
+          g.follows.push({ slot: { submit: s, i }, first });
+        }
+      }
+    }
+    const results = new Map<Submit, EventResult[]>();
+    for (const s of submits) results.set(s, new Array<EventResult>(s.events.length));
+    let waiting = groups.size;
+    const claimed = (): void => {
+      if (--waiting === 0) this.store([...groups.values()], results, period);
+    };
+    for (const g of groups.values()) {
+      this.deduper.claim({ workspaceId: g.workspaceId, limit: g.limit, period, keys: g.keys }).then(
+        ({ states, used }) => {
+          g.used = used;
+          for (let k = 0; k < states.length; k++) {
+            const st = states[k]!;
+            const slot = g.firsts[k]!;
+            const out = results.get(slot.submit)!;
+            if (st === CLAIMED) {
+              const row = toRow(slot.submit.events[slot.i]!, newEventId(), now);
+              g.newRows[k] = row;
+            } else if (st === PENDING) {
+              out[slot.i] = IN_USE;
+            } else if (st === OVER_QUOTA) {
+              out[slot.i] = OVER;
+            } else {
+              const e = slot.submit.events[slot.i]!;
+              out[slot.i] = { kind: 'duplicate', row: expandRow(g.workspaceId, e.event_type, e.idempotency_key, st) };
+            }
+          }
+          claimed();
+        },
+        (err: unknown) => {
+          this.log.warn({ err, workspace_id: g.workspaceId }, 'claiming idempotency keys in Redis failed');
+          for (const slot of g.firsts) results.get(slot.submit)![slot.i] = UNAVAILABLE;
+          claimed();
+        },
+      );
+    }
+  }
+
+  private store(groups: Group[], results: Map<Submit, EventResult[]>, period: string): void {
+    let data = '';
+    let rows = 0;
+    for (const g of groups) for (const r of g.newRows) if (r !== undefined) {
+      data += spoolLine(r);
+      rows++;
+    }
+    if (rows === 0) return this.finish(groups, results);
+    this.spool.append(data, rows, (err) => {
+      for (const g of groups) {
+        const keys: string[] = [];
+        const compact: string[] = [];
+        for (let k = 0; k < g.newRows.length; k++) {
+          const row = g.newRows[k];
+          if (row === undefined) continue;
+          const slot = g.firsts[k]!;
+          results.get(slot.submit)![slot.i] = err ? UNAVAILABLE : { kind: 'stored', row };
+          keys.push(g.keys[k]!);
+          compact.push(compactRow(row));
+        }
+        if (keys.length === 0) continue;
+        if (err) {
+          this.deduper.release(g.workspaceId, period, keys).catch((e: unknown) => {
+            // The claims stay pending until their short TTL frees them: retries get 409, then succeed.
+            this.log.warn({ err: e, workspace_id: g.workspaceId }, 'releasing idempotency claims failed');
+          });
+        } else {
+          this.deduper.commit(g.workspaceId, keys, compact).catch((e: unknown) => {
+            // The events are durable; only the dedupe memory is missing. The pending claims expire,
+            // a later retry is stored again, and the events table collapses the copy.
+            this.log.warn({ err: e, workspace_id: g.workspaceId }, 'committing idempotency keys failed');
+          });
+        }
+      }
+      if (err) this.log.error({ err }, 'spool append failed; answering 503');
+      this.finish(groups, results);
+    });
+  }
+
+  private finish(groups: Group[], results: Map<Submit, EventResult[]>): void {
+    for (const g of groups) {
+      for (const { slot, first } of g.follows) {
+        const head = g.firsts[first]!;
+        const r = results.get(head.submit)![head.i]!;
+        results.get(slot.submit)![slot.i] = r.kind === 'stored' ? { kind: 'duplicate', row: r.row } : r;
+      }
+      for (const s of g.submits) {
+        const out = results.get(s)!;
+        let accepted = 0;
+        let dup = 0;
+        for (const r of out) {
+          if (r.kind === 'stored') accepted++;
+          else if (r.kind === 'duplicate') dup++;
+          else this.metrics.rejected[r.code]!.inc();
+        }
+        this.metrics.accepted.inc(accepted);
+        this.metrics.duplicate.inc(dup);
+        s.done({ results: out, used: g.used });
+      }
+    }
+  }
+}

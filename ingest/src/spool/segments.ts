@@ -1,0 +1,84 @@
+import { closeSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readdirSync, readFileSync, readSync, renameSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+/**
+ * On-disk layout of one thread's spool: numbered segment files of newline-delimited JSONEachRow
+ * rows (`000000000001.ndjson`, …) and a `checkpoint` naming the first byte not yet in ClickHouse.
+ * Rows are written in ClickHouse's input format so shipping sends the file bytes as they are.
+ */
+export interface Position {
+  segment: number;
+  offset: number;
+}
+
+const SEGMENT_RE = /^(\d{12})\.ndjson$/;
+
+export function segmentPath(dir: string, seq: number): string {
+  return join(dir, `${String(seq).padStart(12, '0')}.ndjson`);
+}
+
+export function listSegments(dir: string): number[] {
+  mkdirSync(dir, { recursive: true });
+  return readdirSync(dir)
+    .map((n) => SEGMENT_RE.exec(n))
+    .filter((m): m is RegExpExecArray => m !== null)
+    .map((m) => Number(m[1]))
+    .sort((a, b) => a - b);
+}
+
+export function readCheckpoint(dir: string): Position {
+  try {
+    const p = JSON.parse(readFileSync(join(dir, 'checkpoint'), 'utf8')) as Position;
+    if (Number.isSafeInteger(p.segment) && Number.isSafeInteger(p.offset)) return p;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  return { segment: 0, offset: 0 };
+}
+
+/** Atomic replace: write a temporary file, fsync it, rename over the old one, fsync the folder. */
+export function writeCheckpoint(dir: string, p: Position): void {
+  const tmp = join(dir, 'checkpoint.tmp');
+  writeFileSync(tmp, JSON.stringify(p));
+  const fd = openSync(tmp, 'r');
+  try { fdatasyncSync(fd); } finally { closeSync(fd); }
+  renameSync(tmp, join(dir, 'checkpoint'));
+  syncDir(dir);
+}
+
+export function syncDir(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try { fdatasyncSync(fd); } finally { closeSync(fd); }
+}
+
+/**
+ * A process killed mid-write can leave a partial last row. Such a row was never acknowledged (the
+ * 202 comes after fdatasync), so cutting the file back to its last newline loses nothing promised.
+ * Returns the file's size after the cut and how many rows it holds from `from` on.
+ */
+export function trimTornTail(path: string, from: number): { size: number; rows: number } {
+  const fd = openSync(path, 'r+');
+  try {
+    const size = fstatSync(fd).size;
+    const buf = Buffer.allocUnsafe(1 << 20);
+    let rows = 0;
+    let lastNewline = from - 1;
+    for (let pos = from; pos < size; ) {
+      const n = readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos);
+      if (n === 0) break;
+      for (let i = buf.indexOf(10, 0); i !== -1 && i < n; i = buf.indexOf(10, i + 1)) {
+        rows++;
+        lastNewline = pos + i;
+      }
+      pos += n;
+    }
+    const keep = Math.max(from, lastNewline + 1);
+    if (keep < size) {
+      ftruncateSync(fd, keep);
+      fdatasyncSync(fd);
+    }
+    return { size: keep, rows };
+  } finally {
+    closeSync(fd);
+  }
+}

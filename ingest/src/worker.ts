@@ -1,0 +1,23 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import { MetricsRegistry, createLogger } from '@meterd/core';
+import { loadIngestConfig } from './config.js';
+import { startIngestThread } from './app.js';
+
+/** One ingest thread: its own uWS app on the shared port, its own spool, Redis and Postgres clients. */
+interface Data { index: number; threads: number; metrics: SharedArrayBuffer }
+
+const { index, threads, metrics } = workerData as Data;
+const cfg = loadIngestConfig();
+const log = createLogger('ingest', cfg.LOG_LEVEL).child({ thread: index });
+const thread = await startIngestThread(cfg, { index, registry: new MetricsRegistry(threads, index, metrics), log });
+parentPort!.postMessage({ type: 'listening', port: thread.port });
+parentPort!.on('message', (m: { type: string }) => {
+  if (m.type !== 'drain') return;
+  thread.close().then(
+    () => parentPort!.postMessage({ type: 'drained' }),
+    (err: unknown) => {
+      log.error({ err }, 'draining failed');
+      parentPort!.postMessage({ type: 'drained' });
+    },
+  );
+});
