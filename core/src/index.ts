@@ -10,3 +10,4 @@ export { PLANS, PLAN_QUOTAS, isPlan, periodOf, type Plan, type PlanQuota } from 
 export { newId, newEventId } from './ids.js';
 export { createLogger, type Logger } from './log.js';
 export { REPO_ROOT, PG_MIGRATIONS_DIR, CH_MIGRATIONS_DIR } from './paths.js';
+export { Authenticator, hasScope, type Principal } from './auth/authenticator.js';

@@ -1,13 +1,12 @@
 import { join, resolve } from 'node:path';
 import {
-  createLogger, createPool, createRawInserter, createRedis, errorBody, pgHealthy, redisHealthy, MetricsRegistry,
+  Authenticator, createLogger, createPool, createRawInserter, createRedis, errorBody, pgHealthy, redisHealthy, MetricsRegistry,
   type Logger, type Pool, type Redis,
 } from '@meterd/core';
 import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import type { IngestConfig } from './config.js';
 import { loadNativeUws } from './native.js';
 import { defineIngestMetrics, type IngestMetrics } from './metrics.js';
-import { Authenticator } from './auth/authenticator.js';
 import { RedisDeduper } from './dedupe/redis.js';
 import type { Deduper } from './dedupe/deduper.js';
 import { SpoolWriter, type Spool } from './spool/writer.js';

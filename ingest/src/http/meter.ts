@@ -1,6 +1,5 @@
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
-import { ApiError, PLAN_QUOTAS, Rejection, periodOf, validateMeterEvent, type ErrorCode, type Logger, type MeterEvent } from '@meterd/core';
-import { hasScope, type Authenticator, type Principal } from '../auth/authenticator.js';
+import { ApiError, hasScope, PLAN_QUOTAS, type Authenticator, type Principal, Rejection, periodOf, validateMeterEvent, type ErrorCode, type Logger, type MeterEvent } from '@meterd/core';
 import type { Deduper } from '../dedupe/deduper.js';
 import type { IngestMetrics } from '../metrics.js';
 import type { EventResult, Pipeline, SubmitResult } from '../pipeline.js';

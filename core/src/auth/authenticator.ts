@@ -1,5 +1,10 @@
 import { timingSafeEqual } from 'node:crypto';
-import { ApiError, findKeyByHash, hashKey, isWellFormedKey, KEY_REVOKED_CHANNEL, type Plan, type Pool, type Redis, type Scope } from '@meterd/core';
+import { ApiError } from '../errors/api-error.js';
+import { findKeyByHash } from '../store/workspaces.js';
+import { hashKey, isWellFormedKey, type Scope } from '../keys/api-key.js';
+import { KEY_REVOKED_CHANNEL, type Redis } from '../store/redis.js';
+import type { Pool } from '../store/postgres.js';
+import type { Plan } from '../plans.js';
 
 /** Who is calling: a workspace key, or the operator (DEPLOY_API_KEY), who may act for any workspace. */
 export interface Principal {

@@ -1,0 +1,1 @@
+export { openTestStores, type TestStores } from './stores.js';
