@@ -27,6 +27,14 @@ export const ERROR_CODES = {
   plan_quota_exceeded: { status: 429, summary: 'The workspace has used all events its plan allows this billing period.' },
   plan_limit_exceeded: { status: 429, summary: 'The workspace has reached its plan\'s handler limit.' },
   workspace_not_found: { status: 404, summary: 'The operator key named a workspace that does not exist.' },
+  // control API
+  slug_taken: { status: 409, summary: 'Signup: another workspace already uses this slug.' },
+  rate_limited: { status: 429, summary: 'Too many requests from this client address; retry after the Retry-After seconds.' },
+  resource_not_found: { status: 404, summary: 'The API key, webhook endpoint, delivery or provision named in the path does not exist in this workspace.' },
+  invalid_signature: { status: 400, summary: 'A signed callback (Stripe webhook, Shopify OAuth callback) failed its signature, HMAC or state check.' },
+  upstream_error: { status: 502, summary: 'A provider the control API called (Stripe, Kubernetes) failed; nothing was changed, retry later.' },
+  not_configured: { status: 501, summary: 'The server is not configured for this feature (e.g. Stripe or Shopify credentials are unset).' },
+  no_billing_customer: { status: 409, summary: 'The workspace has no Stripe customer, so it has no billing portal.' },
   // routing
   not_found: { status: 404, summary: 'No such route.' },
   method_not_allowed: { status: 405, summary: 'The route exists but not for this method.' },

@@ -75,8 +75,13 @@ export async function openTestStores(label: string): Promise<TestStores> {
       return { workspace, token: key.token, keyId: key.id };
     },
     async close() {
-      const keys = await redis.keys(`${redisPrefix}:*`);
-      if (keys.length > 0) await redis.del(...keys);
+      // SCAN + UNLINK in chunks: a load test leaves tens of thousands of keys, too many for one call.
+      let cursor = '0';
+      do {
+        const [next, keys] = await redis.scan(cursor, 'MATCH', `${redisPrefix}:*`, 'COUNT', 1000);
+        cursor = next;
+        if (keys.length > 0) await redis.unlink(...keys);
+      } while (cursor !== '0');
       await redis.quit();
       await clickhouse.command({ query: `DROP DATABASE IF EXISTS ${chDatabase}` });
       await clickhouse.close();

@@ -1,0 +1,69 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { validateMeterEvent, Rejection, MAX_EVENT_AGE_MS, MAX_EVENT_SKEW_MS } from './meter-event.js';
+import { parseRfc3339, formatRfc3339 } from './time.js';
+
+const NOW = Date.UTC(2026, 10, 22, 12, 0, 0);
+const base = { workspace_id: 'ws_abc', event_type: 'checkout.completed', idempotency_key: 'order_1' };
+
+function code(v: unknown): string | undefined {
+  const r = validateMeterEvent(v, NOW);
+  return r instanceof Rejection ? `${r.code}${r.field ? `:${r.field}` : ''}` : undefined;
+}
+
+test('defaults: quantity 1, gmv 0, USD, occurred_at = now', () => {
+  assert.deepEqual(validateMeterEvent(base, NOW), { ...base, quantity: 1, gmv_cents: 0, currency: 'USD', occurred_at_ms: NOW });
+});
+
+test('currency is ISO 4217, case-insensitive, stored upper-case', () => {
+  const r = validateMeterEvent({ ...base, currency: 'eur' }, NOW);
+  assert.ok(!(r instanceof Rejection));
+  assert.equal(r.currency, 'EUR');
+  assert.equal(code({ ...base, currency: 'XXX1' }), 'invalid_currency:currency');
+  assert.equal(code({ ...base, currency: 'ZZZ' }), 'invalid_currency:currency');
+  assert.equal(code({ ...base, currency: 5 }), 'invalid_currency:currency');
+});
+
+test('integers: whole, non-negative and within ±(2^53−1); never rounded', () => {
+  assert.equal(code({ ...base, gmv_cents: Number.MAX_SAFE_INTEGER }), undefined);
+  assert.equal(code({ ...base, gmv_cents: JSON.parse('9007199254740993') }), 'integer_out_of_range:gmv_cents');
+  assert.equal(code({ ...base, gmv_cents: JSON.parse('9007199254740992') }), 'integer_out_of_range:gmv_cents');
+  assert.equal(code({ ...base, quantity: 1.5 }), 'integer_out_of_range:quantity');
+  assert.equal(code({ ...base, quantity: -1 }), 'integer_out_of_range:quantity');
+  assert.equal(code({ ...base, quantity: Infinity }), 'integer_out_of_range:quantity');
+  assert.equal(code({ ...base, quantity: '1' }), 'invalid_field:quantity');
+  assert.equal(code({ ...base, quantity: null }), 'invalid_field:quantity');
+  assert.equal(code({ ...base, quantity: 0 }), undefined);
+});
+
+test('required fields, shapes and unknown fields', () => {
+  assert.equal(code(null), 'invalid_body');
+  assert.equal(code([base]), 'invalid_body');
+  assert.equal(code({ ...base, workspace_id: undefined }), 'missing_field:workspace_id');
+  assert.equal(code({ ...base, workspace_id: 'acme' }), 'invalid_field:workspace_id');
+  assert.equal(code({ ...base, workspace_id: 'ws_{x}' }), 'invalid_field:workspace_id');
+  assert.equal(code({ ...base, event_type: '' }), 'invalid_field:event_type');
+  assert.equal(code({ ...base, event_type: 'a'.repeat(101) }), 'invalid_field:event_type');
+  assert.equal(code({ ...base, event_type: 'a'.repeat(100) }), undefined);
+  assert.equal(code({ ...base, idempotency_key: '' }), 'invalid_field:idempotency_key');
+  assert.equal(code({ ...base, idempotency_key: 'x'.repeat(255) }), undefined);
+  assert.equal(code({ ...base, idempotency_key: 'x\u007f' }), 'invalid_field:idempotency_key');
+  assert.equal(code({ ...base, idempotency_key: 'ünïcødé:{}|' }), undefined);
+  assert.equal(code({ ...base, extra: 1 }), 'unknown_field:extra');
+});
+
+test('occurred_at: RFC 3339 only, within 35 days back and 5 minutes ahead', () => {
+  const at = (s: string) => validateMeterEvent({ ...base, occurred_at: s }, NOW);
+  assert.deepEqual((at('2026-11-22T11:00:00Z') as any).occurred_at_ms, Date.UTC(2026, 10, 22, 11));
+  assert.deepEqual((at('2026-11-22T13:00:00+02:00') as any).occurred_at_ms, Date.UTC(2026, 10, 22, 11));
+  assert.deepEqual((at('2026-11-22T06:30:00.123456-05:00') as any).occurred_at_ms, Date.UTC(2026, 10, 22, 11, 30, 0, 123));
+  assert.equal(code({ ...base, occurred_at: formatRfc3339(NOW - MAX_EVENT_AGE_MS) }), undefined);
+  assert.equal(code({ ...base, occurred_at: formatRfc3339(NOW - MAX_EVENT_AGE_MS - 1000) }), 'timestamp_out_of_window:occurred_at');
+  assert.equal(code({ ...base, occurred_at: formatRfc3339(NOW + MAX_EVENT_SKEW_MS) }), undefined);
+  assert.equal(code({ ...base, occurred_at: formatRfc3339(NOW + MAX_EVENT_SKEW_MS + 1000) }), 'timestamp_out_of_window:occurred_at');
+  for (const bad of ['2026-11-22', '2026-11-22 11:00:00Z', '2026-11-22T11:00:00', '2026-02-29T00:00:00Z', '2026-11-31T00:00:00Z', '2026-11-22T24:00:00Z', '2026-11-22T11:00:60Z', '1795000000', 'now']) {
+    assert.ok(Number.isNaN(parseRfc3339(bad)), bad);
+  }
+  assert.equal(parseRfc3339('2028-02-29T00:00:00Z'), Date.UTC(2028, 1, 29));
+  assert.equal(code({ ...base, occurred_at: 1795000000 }), 'invalid_timestamp:occurred_at');
+});
