@@ -1,0 +1,59 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ClickHouseClient } from '@clickhouse/client';
+import { ApiError, hasScope, type Authenticator } from '@meterd/core';
+import { readRollups } from '../rollups/read.js';
+import { workspaceFreshness } from '../rollups/freshness.js';
+import { parseUsageQuery } from './usage-query.js';
+import { usageCsv, usageJson } from './usage-render.js';
+import { sendJson } from './respond.js';
+
+export interface UsageRouteDeps {
+  ch: ClickHouseClient;
+  auth: Authenticator;
+  shards: number;
+  freshnessTargetMs: number;
+}
+
+/**
+ * GET /api/v1/workspaces/:id/usage: authenticate (meter:read or the operator key), check the
+ * workspace, parse the parameters, read the current rollup rows and the shard's freshness, answer
+ * as JSON or CSV. Throws ApiError for every refusal; the server turns it into the error body.
+ */
+export async function handleUsage(deps: UsageRouteDeps, req: IncomingMessage, res: ServerResponse, workspaceId: string, params: URLSearchParams): Promise<void> {
+  const p = await deps.auth.authenticate(req.headers.authorization ?? '');
+  if (p instanceof ApiError) throw p;
+  if (!hasScope(p, 'meter:read')) throw new ApiError('insufficient_scope', 'this key lacks the meter:read scope');
+  if (p.workspaceId !== null && p.workspaceId !== workspaceId) {
+    throw new ApiError('workspace_mismatch', 'a key can read only its own workspace\'s usage', 'workspace_id');
+  }
+  const now = Date.now();
+  const q = parseUsageQuery(workspaceId, params, String(req.headers.accept ?? ''), now);
+  if (q instanceof ApiError) throw q;
+  if (p.workspaceId === null && (await deps.auth.planOf(workspaceId)) === undefined) {
+    throw new ApiError('workspace_not_found', `no workspace ${workspaceId}`, 'workspace_id');
+  }
+  const [rows, freshness] = await Promise.all([
+    readRollups(deps.ch, q.granularity, { workspaceId, from: q.from, to: q.to, ...(q.eventType === undefined ? {} : { eventType: q.eventType }) }),
+    workspaceFreshness(deps.ch, workspaceId, deps.shards, now),
+  ]);
+  const headers: Record<string, string> = {
+    'cache-control': 'no-store',
+    'x-meterd-freshness-target-ms': String(deps.freshnessTargetMs),
+  };
+  if (freshness.asOfMs !== null) {
+    headers['x-meterd-rollups-as-of'] = new Date(freshness.asOfMs).toISOString();
+    headers['x-meterd-freshness-lag-ms'] = String(freshness.lagMs);
+  }
+  if (q.format === 'csv') {
+    const body = usageCsv(q, rows);
+    res.writeHead(200, {
+      'content-type': 'text/csv; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+      'content-disposition': `attachment; filename="usage-${workspaceId}-${q.granularity}.csv"`,
+      ...headers,
+    });
+    res.end(body);
+    return;
+  }
+  sendJson(res, 200, usageJson(q, rows, freshness, deps.freshnessTargetMs), headers);
+}

@@ -1,0 +1,127 @@
+import type { ClickHouseClient } from '@clickhouse/client';
+import type { Logger } from '@meterd/core';
+import type { AggregatorMetrics } from '../metrics.js';
+import { detectChangedWindows } from './detect.js';
+import type { ShardLeases } from './leases.js';
+import { recomputeWindows } from './recompute.js';
+import { readShardStates, writeShardStates, type ShardState } from './state.js';
+
+export interface AggregatorOptions {
+  shards: number;
+  closeAfterSeconds: number;
+  windowsPerQuery: number;
+}
+
+export interface CycleResult {
+  shards: number;
+  windows: number;
+}
+
+/**
+ * The rollup worker. Each cycle, for the shards it holds a lease on: find the hours whose raw
+ * events changed since the shard's watermark, recompute them (and their days and months) exactly,
+ * then advance the watermark. Because a window is always recomputed whole from the distinct events
+ * and written with a higher version, doing a cycle twice (crash before the watermark moved, a
+ * lease handed over mid-cycle) changes nothing; skipping one is impossible since the watermark
+ * only moves after the rollups are written.
+ */
+export class Aggregator {
+  private readonly states = new Map<number, ShardState>();
+  private lastVersion = 0n;
+  private lastUpdated = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private running: Promise<void> | null = null;
+  private stopped = false;
+
+  constructor(
+    private readonly ch: ClickHouseClient,
+    private readonly leases: ShardLeases,
+    private readonly opts: AggregatorOptions,
+    private readonly metrics?: AggregatorMetrics,
+    private readonly log?: Logger,
+  ) {}
+
+  async runOnce(): Promise<CycleResult> {
+    const held = await this.leases.refresh();
+    for (const s of this.states.keys()) if (!held.has(s)) this.states.delete(s);
+    const fresh = [...held].filter((s) => !this.states.has(s));
+    if (fresh.length > 0) {
+      const stored = await readShardStates(this.ch, fresh);
+      for (const s of fresh) {
+        const st = stored.get(s) ?? { shard: s, block: 0n, version: 0n, asOfMs: 0 };
+        if (st.version > this.lastVersion) this.lastVersion = st.version;
+        this.states.set(s, st);
+      }
+    }
+    this.metrics?.shardsHeld.set(this.states.size);
+    if (this.states.size === 0) return { shards: 0, windows: 0 };
+
+    const asOf = Date.now();
+    const watermarks = new Map([...this.states].map(([s, st]) => [s, st.block]));
+    const found = await detectChangedWindows(this.ch, this.opts.shards, watermarks);
+    const version = this.nextVersion();
+    if (found.windows.length > 0) {
+      await recomputeWindows(this.ch, found.windows, version, this.opts.closeAfterSeconds, this.opts.windowsPerQuery);
+    }
+    const next: ShardState[] = [];
+    for (const st of this.states.values()) {
+      const block = found.maxBlock !== undefined && found.maxBlock > st.block ? found.maxBlock : st.block;
+      next.push({ shard: st.shard, block, version, asOfMs: asOf });
+    }
+    await writeShardStates(this.ch, next, this.nextUpdated());
+    for (const st of next) this.states.set(st.shard, st);
+    this.metrics?.windows.inc(found.windows.length);
+    return { shards: next.length, windows: found.windows.length };
+  }
+
+  /** Seconds since the oldest as-of of the held shards, or -1 when none is held. */
+  watermarkAgeSeconds(now = Date.now()): number {
+    let oldest = Infinity;
+    for (const st of this.states.values()) oldest = Math.min(oldest, st.asOfMs);
+    return oldest === Infinity ? -1 : (now - oldest) / 1000;
+  }
+
+  start(pollMs: number): void {
+    const tick = (): void => {
+      if (this.stopped) return;
+      const t0 = performance.now();
+      this.running = this.runOnce().then(
+        () => {
+          this.metrics?.cycles.inc();
+          this.metrics?.cycleSeconds.observe((performance.now() - t0) / 1000);
+        },
+        (err: unknown) => {
+          this.metrics?.cycleErrors.inc();
+          this.log?.error({ err }, 'rollup cycle failed; retrying on the next poll');
+        },
+      ).finally(() => {
+        this.running = null;
+        // Cycles start every pollMs; one that took longer than that is followed at once.
+        if (!this.stopped) this.timer = setTimeout(tick, Math.max(0, pollMs - (performance.now() - t0)));
+      });
+    };
+    tick();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    await this.running;
+    await this.leases.close();
+  }
+
+  /**
+   * Rollup versions: microseconds of wall time, strictly increasing in this process and above any
+   * version a previous holder of the shard wrote (read from aggregator_state on acquiring it).
+   */
+  private nextVersion(): bigint {
+    const now = BigInt(Date.now()) * 1000n;
+    this.lastVersion = now > this.lastVersion ? now : this.lastVersion + 1n;
+    return this.lastVersion;
+  }
+
+  private nextUpdated(): number {
+    this.lastUpdated = Math.max(Date.now(), this.lastUpdated + 1);
+    return this.lastUpdated;
+  }
+}

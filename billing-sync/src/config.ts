@@ -1,0 +1,66 @@
+import { loadConfig, storeVars, str, int, bool, oneOf, url, type ConfigOf } from '@meterd/core';
+
+export const VALUE_FIELDS = ['gmv_cents', 'quantity'] as const;
+export type ValueField = (typeof VALUE_FIELDS)[number];
+
+const meterValues = {
+  doc: 'Per event type, which total is pushed as the meter value: `checkout.completed=gmv_cents,api.call=quantity`. Types not listed use BILLING_DEFAULT_VALUE.',
+  default: '',
+  parse(s: string): ReadonlyMap<string, ValueField> {
+    const out = new Map<string, ValueField>();
+    for (const part of s.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+      const [type, field] = part.split('=');
+      if (!type || !field || !(VALUE_FIELDS as readonly string[]).includes(field)) throw new Error(`"${part}" is not event_type=gmv_cents|quantity`);
+      out.set(type, field as ValueField);
+    }
+    return out;
+  },
+};
+
+export const billingVars = {
+  ...storeVars,
+  BILLING_SYNC_HOST: str('Address of billing-sync\'s health/metrics server.', '127.0.0.1'),
+  BILLING_SYNC_PORT: int('Port of billing-sync\'s /healthz, /readyz and /metrics.', 8084, 0, 65535),
+  STRIPE_SECRET_KEY: str('Stripe secret key. Empty: dry run (the ledger is filled and each push is logged, nothing is sent).', '', true),
+  STRIPE_API_BASE: url('Stripe API base URL (stripe-local: http://127.0.0.1:12111).', 'https://api.stripe.com', ['http:', 'https:']),
+  STRIPE_METER_EVENTS_BASE: str('Base URL of the v2 meter event stream; empty: meter-events.stripe.com for api.stripe.com, else STRIPE_API_BASE. Must share STRIPE_API_BASE\'s protocol and port (the SDK sets those per client).', ''),
+  STRIPE_TRANSPORT: oneOf('`v2`: meter event stream, 100 events per call (v1 for events the stream refuses). `v1`: one POST /v1/billing/meter_events per event.', 'v2', ['v2', 'v1'] as const),
+  STRIPE_TIMEOUT_MS: int('Timeout of one Stripe request.', 30_000, 100, 300_000),
+  STRIPE_MAX_ATTEMPTS: int('Attempts per batch within one pass (429/5xx/timeouts, with backoff and jitter) before the rows wait for the next pass.', 6, 1, 50),
+  STRIPE_RETRY_BASE_MS: int('First retry delay; doubles each attempt (full jitter), capped by STRIPE_RETRY_MAX_MS.', 500, 1, 60_000),
+  STRIPE_RETRY_MAX_MS: int('Largest retry delay.', 30_000, 1, 600_000),
+  STRIPE_STREAM_RATE: int('Most meter event stream calls per second from this process (Stripe documents 10,000/s in live mode).', 5_000, 1, 10_000),
+  STRIPE_V1_RATE: int('Most POST /v1/billing/meter_events per second from this process (Stripe documents 1,000/s in live mode).', 500, 1, 1_000),
+  STRIPE_API_RATE: int('Most other Stripe calls per second (sessions, meters, adjustments, summaries; Stripe documents 100/s live, 25/s test).', 20, 1, 100),
+  BILLING_WINDOW: oneOf('Size of a pushed window: usage of one workspace and event type per hour or per day becomes one meter event.', 'hour', ['hour', 'day'] as const),
+  BILLING_CLOSE_DELAY_SECONDS: int('A window is pushed this long after it ends, so late-shipped events are in it (later arrivals become corrections).', 300, 0, 86_400),
+  BILLING_LOOKBACK_DAYS: int('How far back windows are compared with the ledger (corrections reach back this far). Below Stripe\'s 35-day timestamp limit.', 30, 1, 34),
+  BILLING_INTERVAL_MS: int('Pause between passes (plan, then push everything pending).', 30_000, 100, 3_600_000),
+  BILLING_BATCH_SIZE: int('Ledger rows claimed per batch (the stream takes at most 100 events per call).', 100, 1, 100),
+  BILLING_CONCURRENCY: int('Batches pushed in parallel.', 4, 1, 64),
+  BILLING_DEFAULT_VALUE: oneOf('Meter value of event types not in BILLING_METER_VALUES.', 'gmv_cents', VALUE_FIELDS),
+  BILLING_METER_VALUES: meterValues,
+  BILLING_ENSURE_METERS: bool('Create a sum meter in Stripe for each pushed event type that has none (handy with stripe-local; in production meters are set up with their prices).', false),
+  BILLING_RUN_ONCE: bool('Run one pass and exit (cron-style) instead of looping.', false),
+} as const;
+
+export type BillingConfig = ConfigOf<typeof billingVars>;
+
+export function loadBillingConfig(env: NodeJS.ProcessEnv = process.env): BillingConfig {
+  const cfg = loadConfig(billingVars, env);
+  const stream = meterEventsBase(cfg);
+  if (stream.protocol !== cfg.STRIPE_API_BASE.protocol || stream.port !== cfg.STRIPE_API_BASE.port) {
+    throw new Error('STRIPE_METER_EVENTS_BASE must use the same protocol and port as STRIPE_API_BASE');
+  }
+  return cfg;
+}
+
+export function meterEventsBase(cfg: Pick<BillingConfig, 'STRIPE_METER_EVENTS_BASE' | 'STRIPE_API_BASE'>): URL {
+  if (cfg.STRIPE_METER_EVENTS_BASE !== '') return new URL(cfg.STRIPE_METER_EVENTS_BASE);
+  if (cfg.STRIPE_API_BASE.hostname === 'api.stripe.com') return new URL('https://meter-events.stripe.com');
+  return cfg.STRIPE_API_BASE;
+}
+
+export function valueFieldOf(cfg: Pick<BillingConfig, 'BILLING_METER_VALUES' | 'BILLING_DEFAULT_VALUE'>, eventType: string): ValueField {
+  return cfg.BILLING_METER_VALUES.get(eventType) ?? cfg.BILLING_DEFAULT_VALUE;
+}

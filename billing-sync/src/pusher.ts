@@ -1,0 +1,36 @@
+import type { Pool } from '@meterd/core';
+import { claimPending, recordOutcomes, type Outcome, type PushRow } from './ledger.js';
+
+export interface Sender { push(rows: PushRow[]): Promise<Outcome[]> }
+
+/**
+ * Drains the pending rows: each batch is claimed with FOR UPDATE SKIP LOCKED inside a transaction
+ * that stays open while Stripe is called and commits with the outcomes. Replicas take different
+ * rows; if this process dies mid-call, the transaction rolls back, the rows are pending again, and
+ * the next attempt re-sends the same identifiers, which Stripe deduplicates.
+ */
+export async function drain(pool: Pool, sender: Sender, batchSize: number, concurrency: number, stopping: () => boolean): Promise<number> {
+  let sent = 0;
+  const lane = async (): Promise<void> => {
+    while (!stopping()) {
+      const c = await pool.connect();
+      let n = 0;
+      try {
+        await c.query('BEGIN');
+        const rows = await claimPending(c, batchSize);
+        n = rows.length;
+        if (n > 0) await recordOutcomes(c, await sender.push(rows));
+        await c.query('COMMIT');
+      } catch (err) {
+        await c.query('ROLLBACK').catch(() => {});
+        throw err;
+      } finally {
+        c.release();
+      }
+      if (n === 0) return;
+      sent += n;
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, lane));
+  return sent;
+}

@@ -1,0 +1,164 @@
+import type Stripe from 'stripe';
+import type { Logger } from '@meterd/core';
+import type { BillingConfig } from '../config.js';
+import type { Outcome, PushRow } from '../ledger.js';
+import type { BillingMetrics } from '../metrics.js';
+import { MeterEventSession } from './session.js';
+import { Pacer } from './pacer.js';
+import { backoffMs, classify, sleep, type Verdict } from './retry.js';
+import { streamHost } from './client.js';
+
+const STREAM_MAX = 100;
+const SESSION_RENEWALS = 3;
+
+type Attempt<T> = { ok: true; value: T } | { ok: false; verdict: Verdict; error: string };
+
+/**
+ * Sends ledger rows to Stripe and says what happened to each. The v2 stream carries the volume
+ * (one call per ≤100 events); rows the stream refuses outright go through v1 one by one, where
+ * Stripe validates synchronously and the refusal lands on the one bad row. Retries (429, 5xx,
+ * timeouts) back off with jitter and obey Stripe-Should-Retry; a row still failing after
+ * STRIPE_MAX_ATTEMPTS stays pending for the next pass.
+ */
+export class StripeSender {
+  private readonly session: MeterEventSession;
+  private readonly host: string;
+  private readonly streamPacer: Pacer;
+  private readonly v1Pacer: Pacer;
+  private readonly apiPacer: Pacer;
+
+  constructor(private readonly stripe: Stripe, private readonly cfg: BillingConfig, private readonly metrics: BillingMetrics, private readonly log: Logger) {
+    this.apiPacer = new Pacer(cfg.STRIPE_API_RATE);
+    this.streamPacer = new Pacer(cfg.STRIPE_STREAM_RATE);
+    this.v1Pacer = new Pacer(cfg.STRIPE_V1_RATE);
+    this.session = new MeterEventSession(stripe, this.apiPacer);
+    this.host = streamHost(cfg);
+  }
+
+  async push(rows: PushRow[]): Promise<Outcome[]> {
+    const outcomes: Outcome[] = [];
+    const ready: PushRow[] = [];
+    for (const row of rows) {
+      const cancelled = await this.cancelPrior(row);
+      if (cancelled !== undefined) outcomes.push(cancelled);
+      else if (row.value === 0n) outcomes.push({ identifier: row.identifier, status: 'sent', via: 'v1', response: { cancelled: row.cancels } });
+      else ready.push(row);
+    }
+    if (this.cfg.STRIPE_TRANSPORT === 'v1') return outcomes.concat(await this.sendV1(ready));
+    for (let i = 0; i < ready.length; i += STREAM_MAX) outcomes.push(...(await this.sendStream(ready.slice(i, i + STREAM_MAX))));
+    return outcomes;
+  }
+
+  /** A downward correction first cancels the events it replaces; undefined when all are cancelled. */
+  private async cancelPrior(row: PushRow): Promise<Outcome | undefined> {
+    for (const identifier of row.cancels) {
+      const r = await this.withRetries(this.apiPacer, () => this.stripe.billing.meterEventAdjustments.create({ event_name: row.event_type, type: 'cancel', cancel: { identifier } }));
+      if (r.ok || r.verdict.kind === 'already_cancelled') continue;
+      // Stripe does not know the identifier: nothing of it is counted, so nothing needs cancelling.
+      if (r.verdict.kind === 'permanent' && /no such meter event/i.test(r.error)) continue;
+      return this.failure(row, r);
+    }
+    return undefined;
+  }
+
+  private async sendStream(rows: PushRow[]): Promise<Outcome[]> {
+    const events = rows.map((r) => ({
+      event_name: r.event_type, identifier: r.identifier, timestamp: new Date(r.window_start * 1000).toISOString(),
+      payload: { stripe_customer_id: r.stripe_customer_id, value: r.value.toString() },
+    }));
+    let renewals = 0;
+    for (;;) {
+      let token: string;
+      try {
+        token = await this.session.get();
+      } catch (err) {
+        const r: Attempt<never> = { ok: false, verdict: classify(err), error: (err as Error).message };
+        if (r.verdict.kind === 'permanent') return this.sendV1(rows);
+        return rows.map((row) => this.failure(row, r));
+      }
+      const r = await this.withRetries(this.streamPacer, () => this.stripe.v2.billing.meterEventStream.create({ events }, { apiKey: token, host: this.host }));
+      if (r.ok) {
+        this.metrics.eventsSent.inc(rows.length);
+        this.metrics.streamCalls.inc();
+        return rows.map((row) => ({ identifier: row.identifier, status: 'sent', via: 'v2_stream', response: { accepted: true } }));
+      }
+      if (r.verdict.kind === 'session_expired' && renewals++ < SESSION_RENEWALS) {
+        this.metrics.sessionRenewals.inc();
+        this.session.invalidate(token);
+        continue;
+      }
+      if (r.verdict.kind === 'permanent') {
+        this.log.warn({ error: r.error, events: rows.length }, 'the meter event stream refused a batch; sending its events through v1 one by one');
+        return this.sendV1(rows);
+      }
+      return rows.map((row) => this.failure(row, r));
+    }
+  }
+
+  /**
+   * v1, one call per event. Stripe allows one concurrent call per customer per meter, so events of
+   * one (customer, event name) go one after another; different pairs run side by side.
+   */
+  private async sendV1(rows: PushRow[]): Promise<Outcome[]> {
+    const groups = new Map<string, PushRow[]>();
+    for (const r of rows) {
+      const k = `${r.stripe_customer_id}\n${r.event_type}`;
+      const g = groups.get(k);
+      if (g) g.push(r); else groups.set(k, [r]);
+    }
+    const out: Outcome[] = [];
+    const queue = [...groups.values()];
+    const worker = async (): Promise<void> => {
+      for (let g = queue.shift(); g !== undefined; g = queue.shift()) {
+        for (const row of g) out.push(await this.sendOneV1(row));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(8, queue.length) }, worker));
+    return out;
+  }
+
+  private async sendOneV1(row: PushRow): Promise<Outcome> {
+    const r = await this.withRetries(this.v1Pacer, () => this.stripe.billing.meterEvents.create({
+      event_name: row.event_type, identifier: row.identifier, timestamp: row.window_start,
+      payload: { stripe_customer_id: row.stripe_customer_id, value: row.value.toString() },
+    }));
+    if (r.ok) {
+      this.metrics.eventsSent.inc();
+      return { identifier: row.identifier, status: 'sent', via: 'v1', response: { created: r.value.created } };
+    }
+    if (r.verdict.kind === 'duplicate') {
+      this.metrics.duplicates.inc();
+      return { identifier: row.identifier, status: 'sent', via: 'v1', response: { duplicate: true, message: r.error } };
+    }
+    return this.failure(row, r);
+  }
+
+  private failure(row: PushRow, r: { verdict: Verdict; error: string }): Outcome {
+    if (r.verdict.kind === 'permanent') {
+      this.metrics.failures.inc();
+      this.log.error({ identifier: row.identifier, error: r.error }, 'Stripe refused a meter event for good');
+      return { identifier: row.identifier, status: 'failed', error: r.error, response: null };
+    }
+    return { identifier: row.identifier, status: 'retry', error: r.error, delayMs: Math.round(backoffMs(row.attempts + 1, this.cfg.STRIPE_RETRY_BASE_MS, this.cfg.STRIPE_RETRY_MAX_MS)) + 1_000 };
+  }
+
+  /** Runs `call` paced, retrying what is retryable; duplicates, expiries and permanent errors return at once. */
+  private async withRetries<T>(pacer: Pacer, call: () => Promise<T>): Promise<Attempt<T>> {
+    let last: Attempt<T> = { ok: false, verdict: { kind: 'retry' }, error: 'not attempted' };
+    for (let attempt = 0; attempt < this.cfg.STRIPE_MAX_ATTEMPTS; attempt++) {
+      if (attempt > 0) {
+        this.metrics.retries.inc();
+        await sleep(backoffMs(attempt, this.cfg.STRIPE_RETRY_BASE_MS, this.cfg.STRIPE_RETRY_MAX_MS));
+      }
+      await pacer.take();
+      try {
+        return { ok: true, value: await call() };
+      } catch (err) {
+        last = { ok: false, verdict: classify(err), error: (err as Error).message };
+        if ((err as { statusCode?: number }).statusCode === 429) this.metrics.rateLimited.inc();
+        if (last.verdict.kind !== 'retry') return last;
+      }
+    }
+    return last;
+  }
+}

@@ -1,0 +1,22 @@
+/**
+ * Where billing-sync reads usage: exact totals per workspace × event type × window, each distinct
+ * (workspace_id, event_type, idempotency_key) counted once. Implementations are named after their
+ * backend (clickhouse-raw.ts reads the deduplicated raw events table).
+ */
+export type WindowSize = 'hour' | 'day';
+
+export interface UsageTotal {
+  workspace_id: string;
+  event_type: string;
+  /** Window start, epoch seconds (UTC). */
+  window_start: number;
+  quantity: bigint;
+  gmv_cents: bigint;
+}
+
+export interface UsageSource {
+  /** Totals of windows starting in [fromS, toS); windows without events are absent. */
+  totals(fromS: number, toS: number, window: WindowSize): Promise<UsageTotal[]>;
+}
+
+export const WINDOW_SECONDS: Record<WindowSize, number> = { hour: 3_600, day: 86_400 };

@@ -1,0 +1,77 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { openTestStores, type TestStores } from '@meterd/core/testing';
+import { insertWorkspace } from '@meterd/core';
+import { BILLING_MAIN, billingEnv, expectedTotals, hourFloor, insertEvents, startLocalStripe, stripeTotals, type EventRow, type LocalStripe } from './helpers.js';
+
+/**
+ * kill -9 of billing-sync (the built main.js as a child process) at random moments, while
+ * stripe-local injects 5xx (before and after storing), timeouts after storing, 429s and an expired
+ * session, and late events keep arriving: once the faults stop and a last run drains the ledger,
+ * Stripe's totals equal ClickHouse's exactly — nothing lost, nothing doubled. Runs alternate
+ * between the v2 stream and v1, so both dedupe paths (silent drop, "already exists") are crossed.
+ */
+let stores: TestStores;
+let local: LocalStripe;
+before(async () => {
+  stores = await openTestStores('billing_crash');
+  local = await startLocalStripe();
+});
+after(async () => {
+  await local.close();
+  await stores.close();
+});
+
+const TYPES = ['checkout.completed', 'api.call'];
+const field = (t: string): 'gmv_cents' | 'quantity' => (t === 'api.call' ? 'quantity' : 'gmv_cents');
+
+function run(env: Record<string, string>, killAfterMs: number | undefined): Promise<number | string | null> {
+  const child = spawn(process.execPath, [BILLING_MAIN], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  if (killAfterMs !== undefined) setTimeout(() => child.kill('SIGKILL'), killAfterMs);
+  return new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));
+}
+
+test('kill -9 at random moments under 5xx, timeouts and 429s: Stripe totals still equal ClickHouse', async () => {
+  const customers = new Map<string, string>();
+  for (let i = 0; i < 60; i++) {
+    const w = await insertWorkspace(stores.pool, { slug: `k-${i}-${Date.now()}`, display_name: `K${i}`, plan: 'growth', stripe_customer_id: `cus_crash_${i}` });
+    customers.set(w.id, `cus_crash_${i}`);
+  }
+  const now = Math.floor(Date.now() / 1000);
+  const from = hourFloor(now) - 4 * 3600;
+  const to = hourFloor(now);
+  const rows: EventRow[] = [];
+  let k = 0;
+  const addEvents = (n: number): EventRow[] => {
+    const batch: EventRow[] = [];
+    for (let i = 0; i < n; i++) {
+      const ws = [...customers.keys()][Math.floor(Math.random() * customers.size)]!;
+      const type = TYPES[k % 2]!;
+      batch.push({ workspace_id: ws, event_type: type, idempotency_key: `e${k++}`, quantity: 1 + (k % 7), gmv_cents: 100 + (k % 997), occurred_at: from + Math.floor(Math.random() * 4 * 3600) });
+    }
+    rows.push(...batch);
+    return batch;
+  };
+  await insertEvents(stores, addEvents(3_000));
+  await local.faults({ error_rate: 0.15, applied_error_rate: 0.15, timeout_rate: 0.1, timeout_ms: 700, rate_limit_rate: 0.1 });
+
+  const base = billingEnv(stores, local, { BILLING_INTERVAL_MS: '100', STRIPE_TIMEOUT_MS: '500', BILLING_BATCH_SIZE: '50', BILLING_CONCURRENCY: '3' });
+  let kills = 0;
+  for (let i = 0; i < 8; i++) {
+    if (i === 3) await local.faults({ expire_sessions: true, rate_limit_storm_ms: 400 });
+    if (i % 3 === 2) await insertEvents(stores, addEvents(200)); // late data for windows already pushed
+    const env = { ...base, STRIPE_TRANSPORT: i % 2 === 0 ? 'v2' : 'v1' };
+    const exit = await run(env, 300 + Math.floor(Math.random() * 1_200));
+    if (exit === 'SIGKILL') kills++;
+  }
+  assert.ok(kills >= 6, `expected most runs killed mid-flight, got ${kills}`);
+  const { rows: mid } = await stores.pool.query<{ n: string }>(`SELECT count(*)::text AS n FROM billing_pushes WHERE revision > 1`);
+  assert.ok(Number(mid[0]!.n) > 0, 'late events produced corrections');
+
+  await local.faults({ reset: true });
+  assert.equal(await run({ ...base, BILLING_RUN_ONCE: 'true' }, undefined), 0);
+  const { rows: left } = await stores.pool.query<{ status: string; n: string }>(`SELECT status, count(*)::text AS n FROM billing_pushes GROUP BY status ORDER BY status`);
+  assert.deepEqual(left.filter((r) => r.status !== 'sent'), [], `every row sent: ${JSON.stringify(left)}`);
+  assert.deepEqual(await stripeTotals(local.stripe, customers, TYPES, from, to), expectedTotals(rows, from, to, field));
+});

@@ -1,0 +1,103 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import Stripe from 'stripe';
+import type { TestStores } from '@meterd/core/testing';
+import { loadBillingConfig, type BillingConfig } from '../src/config.js';
+
+const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+export const STRIPE_LOCAL_MAIN = `${REPO}stripe-local/dist/src/main.js`;
+export const BILLING_MAIN = `${REPO}billing-sync/dist/src/main.js`;
+export const KEY = 'sk_test_billing';
+
+/** stripe-local as its own process (as in `npm start`), on a random port read from its start-up log line. */
+export interface LocalStripe { url: string; port: number; stripe: Stripe; faults(f: Record<string, unknown>): Promise<void>; metric(name: string): Promise<number>; close(): Promise<void> }
+
+export async function startLocalStripe(env: Record<string, string> = {}): Promise<LocalStripe> {
+  const child = spawn(process.execPath, [STRIPE_LOCAL_MAIN], { env: { ...process.env, STRIPE_LOCAL_PORT: '0', LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise<string>((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout! });
+    rl.on('line', (l) => { try { const j = JSON.parse(l) as { url?: string }; if (j.url) resolve(j.url); } catch { /* not JSON */ } });
+    child.once('exit', (c) => reject(new Error(`stripe-local exited with ${c}`)));
+  });
+  const port = Number(new URL(url).port);
+  return {
+    url, port,
+    stripe: new Stripe(KEY, { host: '127.0.0.1', port, protocol: 'http', maxNetworkRetries: 0 }),
+    async faults(f) { await fetch(`${url}/_faults`, { method: 'POST', body: JSON.stringify(f) }); },
+    async metric(name) {
+      const text = await (await fetch(`${url}/metrics`)).text();
+      const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
+      return m ? Number(m[1]) : NaN;
+    },
+    async close() { child.kill('SIGTERM'); await new Promise((r) => child.once('exit', r)); },
+  };
+}
+
+export function billingEnv(stores: TestStores, local: LocalStripe | undefined, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    ...stores.env,
+    LOG_LEVEL: 'warn',
+    BILLING_SYNC_PORT: '0',
+    ...(local ? { STRIPE_SECRET_KEY: KEY, STRIPE_API_BASE: local.url } : { STRIPE_SECRET_KEY: '' }),
+    BILLING_CLOSE_DELAY_SECONDS: '0',
+    BILLING_ENSURE_METERS: 'true',
+    BILLING_METER_VALUES: 'api.call=quantity',
+    STRIPE_RETRY_BASE_MS: '20',
+    STRIPE_RETRY_MAX_MS: '200',
+    ...extra,
+  };
+}
+
+export function billingConfig(env: Record<string, string>): BillingConfig {
+  return loadBillingConfig(env);
+}
+
+export interface EventRow { workspace_id: string; event_type: string; idempotency_key: string; quantity: number; gmv_cents: number; occurred_at: number }
+
+export async function insertEvents(stores: TestStores, rows: EventRow[]): Promise<void> {
+  const fmt = (s: number): string => new Date(s * 1000).toISOString().slice(0, 19).replace('T', ' ');
+  await stores.clickhouse.insert({
+    table: 'events',
+    format: 'JSONEachRow',
+    values: rows.map((r) => ({
+      workspace_id: r.workspace_id, event_type: r.event_type, idempotency_key: r.idempotency_key, event_id: `evt_${r.idempotency_key}`,
+      quantity: r.quantity, gmv_cents: r.gmv_cents, currency: 'USD', occurred_at: fmt(r.occurred_at), received_at: fmt(r.occurred_at),
+    })),
+  });
+}
+
+/** The ground truth, computed from the events the test wrote (each triple once). */
+export function expectedTotals(rows: EventRow[], fromS: number, toS: number, field: (t: string) => 'gmv_cents' | 'quantity'): Map<string, number> {
+  const seen = new Set<string>();
+  const out = new Map<string, number>();
+  for (const r of rows) {
+    const triple = `${r.workspace_id}\n${r.event_type}\n${r.idempotency_key}`;
+    if (seen.has(triple) || r.occurred_at < fromS || r.occurred_at >= toS) continue;
+    seen.add(triple);
+    const k = `${r.workspace_id}\n${r.event_type}`;
+    out.set(k, (out.get(k) ?? 0) + r[field(r.event_type)]);
+  }
+  return out;
+}
+
+/** Stripe's (stripe-local's) summary for each workspace × event type over [from, to). */
+export async function stripeTotals(stripe: Stripe, customers: Map<string, string>, types: string[], fromS: number, toS: number): Promise<Map<string, number>> {
+  const meters = new Map<string, string>();
+  for await (const m of stripe.billing.meters.list({ limit: 100 })) meters.set(m.event_name, m.id);
+  const out = new Map<string, number>();
+  for (const [ws, cus] of customers) {
+    for (const t of types) {
+      const id = meters.get(t);
+      if (id === undefined) continue;
+      // Paced under stripe-local's 100/s default limit: the check itself must not be rate-limited.
+      await new Promise((r) => setTimeout(r, 12));
+      const s = await stripe.billing.meters.listEventSummaries(id, { customer: cus, start_time: fromS, end_time: toS });
+      const v = s.data.reduce((a, x) => a + x.aggregated_value, 0);
+      if (v !== 0) out.set(`${ws}\n${t}`, v);
+    }
+  }
+  return out;
+}
+
+export const hourFloor = (s: number): number => Math.floor(s / 3600) * 3600;

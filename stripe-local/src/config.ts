@@ -1,0 +1,21 @@
+import { loadConfig, str, int, oneOf, type ConfigOf } from '@meterd/core';
+
+export const stripeLocalVars = {
+  STRIPE_LOCAL_HOST: str('Address stripe-local listens on.', '127.0.0.1'),
+  STRIPE_LOCAL_PORT: int('Port of stripe-local (Stripe API v1 and v2, and meter-events stream, on one port).', 12111, 0, 65535),
+  STRIPE_LOCAL_API_KEY: str('Secret key clients must send; empty accepts any `sk_test_…`/`sk_live_…` key.', '', true),
+  STRIPE_LOCAL_STATE_FILE: str('JSON file the state is loaded from at start and saved to (every 2 s when changed, and on SIGTERM); empty keeps state in memory only.', ''),
+  STRIPE_LOCAL_RATE_METER_EVENTS: int('Requests per second accepted on POST /v1/billing/meter_events (Stripe documents 1,000/s in live mode); beyond: 429 rate_limit.', 1000, 1, 1_000_000),
+  STRIPE_LOCAL_RATE_STREAM: int('Requests per second accepted on POST /v2/billing/meter_event_stream (Stripe documents 10,000/s in live mode).', 10_000, 1, 1_000_000),
+  STRIPE_LOCAL_RATE_DEFAULT: int('Requests per second accepted on every other API route (Stripe documents 100/s in live mode, 25/s in test mode).', 100, 1, 1_000_000),
+  STRIPE_LOCAL_IDENTIFIER_WINDOW_HOURS: int('How long a meter event identifier is remembered for dedupe (Stripe: at least 24 hours).', 24, 1, 24 * 40),
+  STRIPE_LOCAL_SESSION_TTL_SECONDS: int('Lifetime of a v2 meter event session token (Stripe: 15 minutes).', 900, 1, 86_400),
+  STRIPE_LOCAL_FAULTS: str('Initial fault switches as JSON, same shape as POST /_faults (e.g. {"error_rate":0.1}).', '{}'),
+  LOG_LEVEL: oneOf('pino log level.', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+} as const;
+
+export type StripeLocalConfig = ConfigOf<typeof stripeLocalVars>;
+
+export function loadStripeLocalConfig(env: NodeJS.ProcessEnv = process.env): StripeLocalConfig {
+  return loadConfig(stripeLocalVars, env);
+}

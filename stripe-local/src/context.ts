@@ -1,0 +1,26 @@
+import type { Billing } from './billing.js';
+import type { StateData } from './state.js';
+
+/** What a route handler gets: the parsed request and the server's state. Handlers return a JSON body string. */
+export interface Request {
+  method: string;
+  path: string;
+  query: URLSearchParams;
+  /** Raw body text (form-encoded for v1, JSON for v2). */
+  body: string;
+  nowS: number;
+}
+
+export interface Context {
+  data: () => StateData;
+  billing: Billing;
+  changed: () => void;
+  /** Base URL the server is reachable at (for portal session URLs). */
+  baseUrl: () => string;
+  sessionTtlS: number;
+}
+
+export interface Routed {
+  status: number;
+  body: string;
+}

@@ -1,0 +1,3 @@
+export { startStripeLocal, sendWebhook, type StripeLocal, type StripeLocalOptions, type WebhookRequest } from './server.js';
+export { stripeSignature } from './signature.js';
+export type { Faults } from './faults.js';

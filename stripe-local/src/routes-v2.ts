@@ -1,0 +1,69 @@
+import { randomBytes } from 'node:crypto';
+import { StripeHttpError, invalid } from './stripe-error.js';
+import { stripeId } from './state.js';
+import type { Context, Request, Routed } from './context.js';
+
+const MAX_STREAM_EVENTS = 100;
+
+export const sessionExpired = (): StripeHttpError =>
+  new StripeHttpError(401, 'temporary_session_expired', 'The temporary session token has expired.', 'billing_meter_event_session_expired');
+
+function json(body: string): Record<string, unknown> {
+  try {
+    const v = JSON.parse(body === '' ? '{}' : body) as unknown;
+    if (typeof v === 'object' && v !== null && !Array.isArray(v)) return v as Record<string, unknown>;
+  } catch { /* answered below */ }
+  throw invalid('The request body must be a JSON object.');
+}
+
+const iso = (s: number): string => new Date(s * 1000).toISOString();
+
+/** Stripe API v2 routes authenticated by the secret key: sessions, single meter events, adjustments. */
+export function routeV2(ctx: Context, r: Request): Routed | undefined {
+  if (r.method !== 'POST') return undefined;
+  if (r.path === '/v2/billing/meter_event_session') {
+    const s = { id: stripeId('mes'), token: `mes_tok_${randomBytes(24).toString('base64url')}`, created: r.nowS, expires_at: r.nowS + ctx.sessionTtlS };
+    ctx.data().sessions[s.token] = s;
+    ctx.changed();
+    return { status: 200, body: JSON.stringify({ id: s.id, object: 'v2.billing.meter_event_session', authentication_token: s.token, created: iso(s.created), expires_at: iso(s.expires_at), livemode: false }) };
+  }
+  if (r.path === '/v2/billing/meter_events') {
+    const b = json(r.body);
+    const ev = ctx.billing.validate({ event_name: b.event_name, payload: b.payload, identifier: b.identifier, timestamp: b.timestamp }, r.nowS, 'v2');
+    ctx.billing.record(ev);
+    return { status: 200, body: JSON.stringify({ object: 'v2.billing.meter_event', created: iso(ev.created), event_name: ev.event_name, identifier: ev.identifier, livemode: false, payload: ev.payload, timestamp: iso(ev.timestamp) }) };
+  }
+  if (r.path === '/v2/billing/meter_event_adjustments') {
+    const b = json(r.body);
+    const c = ctx.billing.cancel(b.event_name, b.type, (b.cancel as Record<string, unknown> | undefined)?.identifier, r.nowS);
+    return { status: 200, body: JSON.stringify({ id: stripeId('mtr_event_adj'), object: 'v2.billing.meter_event_adjustment', cancel: { identifier: c.identifier }, created: iso(r.nowS), event_name: c.event_name, livemode: false, status: 'pending', type: 'cancel' }) };
+  }
+  return undefined;
+}
+
+/**
+ * POST /v2/billing/meter_event_stream, authenticated by a session token. Like Stripe, it answers
+ * as soon as the batch is well-formed and validates each event afterwards: a bad or duplicate
+ * event is dropped and reported in the error list (Stripe: the meter error report), not in the response.
+ */
+export function routeStream(ctx: Context, r: Request, token: string | undefined, expireAll: boolean): Routed {
+  const s = token === undefined ? undefined : ctx.data().sessions[token];
+  if (s === undefined) throw new StripeHttpError(401, 'invalid_request_error', 'Invalid authentication token for the meter event stream.', 'invalid_session_token');
+  if (expireAll || r.nowS >= s.expires_at) throw sessionExpired();
+  const b = json(r.body);
+  if (!Array.isArray(b.events)) throw invalid('events is required and must be an array.', 'events');
+  if (b.events.length === 0 || b.events.length > MAX_STREAM_EVENTS) throw invalid(`events must hold 1 to ${MAX_STREAM_EVENTS} events.`, 'events');
+  for (const raw of b.events as Array<Record<string, unknown>>) {
+    try {
+      const ev = ctx.billing.validate({ event_name: raw?.event_name, payload: raw?.payload, identifier: raw?.identifier, timestamp: raw?.timestamp }, r.nowS, 'v2_stream');
+      ctx.billing.record(ev);
+    } catch (err) {
+      const e = err as StripeHttpError;
+      // Bounded: a long chaos run must not grow memory without end.
+      if (ctx.data().streamErrors.length >= 10_000) ctx.data().streamErrors.shift();
+      ctx.data().streamErrors.push({ at: r.nowS, identifier: typeof raw?.identifier === 'string' ? raw.identifier : null, code: e.code ?? 'invalid', message: e.message });
+      ctx.changed();
+    }
+  }
+  return { status: 200, body: '{}' };
+}
