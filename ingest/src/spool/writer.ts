@@ -35,6 +35,8 @@ export class SpoolWriter implements Spool {
   private waiters: AppendCallback[] = [];
   private flushing = false;
   private closed = false;
+  /** Why closing the previous segment failed, if it did (kept for diagnostics). */
+  lastCloseError: Error | undefined;
 
   private constructor(readonly dir: string, private readonly opts: SpoolWriterOptions) {
     const existing = listSegments(dir);
@@ -150,7 +152,13 @@ export class SpoolWriter implements Spool {
 
   private rotate(): void {
     const last = this.segments.at(-1)!;
-    closeSync(this.fd);
+    try {
+      closeSync(this.fd);
+    } catch (err) {
+      // Rotation after a failed write: the old descriptor may be unusable (EBADF, EIO). Its
+      // durable bytes are already on disk and it is never written again, so only note the cause.
+      this.lastCloseError = err as Error;
+    }
     this.fd = openSync(segmentPath(this.dir, last.seq + 1), 'a');
     syncDir(this.dir);
     this.segments.push({ seq: last.seq + 1, size: 0 });
