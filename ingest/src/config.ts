@@ -5,7 +5,14 @@ export const ingestVars = {
   ...storeVars,
   INGEST_HOST: str('Address ingest listens on.', '127.0.0.1'),
   INGEST_PORT: int('Port of the ingest HTTP server (/api/v1/meter, /api/v1/meter/batch, /healthz, /readyz, /metrics).', 8081, 0, 65535),
-  INGEST_THREADS: int('uWebSockets.js threads sharing the port (SO_REUSEPORT); default: the number of cores.', availableParallelism(), 1, 64),
+  INGEST_THREADS: {
+    doc: 'uWebSockets.js threads sharing the port (SO_REUSEPORT); `auto` = one per core.',
+    default: 'auto',
+    parse: (s: string): number => {
+      if (s === 'auto') return availableParallelism();
+      return int('', 1, 1, 64).parse(s);
+    },
+  },
   DEPLOY_API_KEY: str('Operator key accepted on every non-public endpoint, for any workspace. Empty disables it.', '', true),
   SPOOL_DIR: str('Folder of the write-ahead spool (one sub-folder per thread). Must be on durable storage.', '.spool'),
   SPOOL_FSYNC: oneOf('`always`: fdatasync before every 202 (group commit). `never`: skip it (benchmarks on throwaway disks only).', 'always', ['always', 'never'] as const),
