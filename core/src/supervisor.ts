@@ -10,7 +10,8 @@ import { REPO_ROOT } from './paths.js';
  * backoff when it dies, and stops them all on Ctrl-C or SIGTERM. A package without a built entry
  * point is skipped with a note: nothing is started that does not exist.
  */
-interface ProcessSpec { name: string; main: string; url?: string; order?: number; health?: string; metrics?: string }
+/** `env`: defaults for local runs only (e.g. point billing-sync at stripe-local); the caller's environment wins. */
+interface ProcessSpec { name: string; main: string; url?: string; order?: number; health?: string; metrics?: string; env?: Record<string, string> }
 interface Running { spec: ProcessSpec; dir: string; child?: ChildProcess; restarts: number; startedAt: number }
 
 const COLORS = [36, 33, 35, 32, 34, 31, 96, 93];
@@ -31,7 +32,7 @@ const running: Running[] = [];
 let stopping = false;
 
 function start(r: Running, color: number): void {
-  const child = spawn(process.execPath, [join(r.dir, r.spec.main)], { cwd: REPO_ROOT, env: process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(r.dir, r.spec.main)], { cwd: REPO_ROOT, env: { ...r.spec.env, ...process.env }, stdio: ['ignore', 'pipe', 'pipe'] });
   r.child = child;
   r.startedAt = Date.now();
   const prefix = `\x1b[${color}m${r.spec.name.padEnd(14)}\x1b[0m| `;

@@ -1,4 +1,4 @@
-import { createClient, type ClickHouseClient, type ClickHouseSettings } from '@clickhouse/client';
+import { ClickHouseLogLevel, createClient, type ClickHouseClient, type ClickHouseSettings } from '@clickhouse/client';
 import { MeterdError } from '../errors/meterd-error.js';
 
 /**
@@ -35,6 +35,9 @@ export function createClickHouse(opts: ClickHouseOptions): ClickHouseClient {
     // 18.16 does not understand the client's compression negotiation reliably; payloads are local.
     compression: { request: false, response: false },
     clickhouse_settings: pinnedSettings(opts.flavor ?? 'server-18'),
+    // Callers wrap and log failures with context (ClickHouseError); the client's own multi-line
+    // dumps to the console would double every error and bypass the structured log.
+    log: { level: ClickHouseLogLevel.OFF },
   });
 }
 
