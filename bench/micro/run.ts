@@ -1,0 +1,6 @@
+import { print } from './harness.js';
+import { run as validate } from './validate.js';
+import { run as rows } from './rows.js';
+
+/** `npm run bench:micro`: every micro-benchmark of bench/micro, one table. */
+print([...validate(), ...(await rows())]);

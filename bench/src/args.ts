@@ -1,0 +1,145 @@
+import { BenchError } from './errors.js';
+
+export const SCENARIOS = ['single', 'batch', 'duplicates', 'mixed', 'quota'] as const;
+export type Scenario = (typeof SCENARIOS)[number];
+
+export interface BenchArgs {
+  /** What runs: one scenario, or with --quick and no --scenario, single + batch + duplicates. */
+  scenarios: Scenario[];
+  durationSec: number;
+  /** 0 = the scenario's default (see connectionsFor). */
+  connections: number;
+  /** Base URL of a running ingest; undefined = start one (and its stores) for this run. */
+  target: string | undefined;
+  /** API key for --target (or BENCH_API_KEY); the self-started stack mints its own. */
+  key: string | undefined;
+  /** Workspace of --key, needed with --target. */
+  workspace: string | undefined;
+  /** With --target: the ClickHouse database the target ships to, to verify against (CLICKHOUSE_URL). */
+  verifyDatabase: string | undefined;
+  quick: boolean;
+  /** Run the bare-uWS ceiling, the Redis SET NX rate and the Fastify baseline in the same run. */
+  compare: boolean;
+  /** ingest threads of the self-started ingest (and of the ceiling, for a like-for-like ratio). */
+  threads: number;
+  /** Write V8 CPU profiles of the self-started ingest to results/. */
+  cpuProf: boolean;
+  workspaces: number;
+  /** Extra environment of the self-started ingest (--ingest-env NAME=value, repeatable). */
+  ingestEnv: Record<string, string>;
+  out: string;
+}
+
+const HELP = `usage: npm run bench -- [options]
+
+  --scenario single|batch|duplicates|mixed|quota   (default single)
+  --duration 30s          run length per measured server (s, m suffix; default 30s)
+  --connections N         concurrent connections (default 50; batch 16)
+  --target URL            bench a running ingest instead of starting one (needs --key and --workspace)
+  --key sks_…             API key for --target (or env BENCH_API_KEY)
+  --workspace ws_…        workspace of that key
+  --verify-database NAME  with --target: ClickHouse database to verify against (at CLICKHOUSE_URL)
+  --threads N             threads of the self-started ingest and of the ceiling (default 2)
+  --workspaces N          workspaces in the mixed scenario (default 2000)
+  --no-compare            skip the ceiling and baseline runs
+  --ingest-env NAME=value extra environment for the self-started ingest (repeatable), e.g. SHIP_INTERVAL_MS=100
+  --cpu-prof              write CPU profiles of the self-started ingest to the results folder
+  --quick                 ~20 s correctness check under load (no loss, no duplicates); exits 1 on any
+  --out DIR               results folder (default bench/results)
+`;
+
+export function parseDuration(s: string): number {
+  const m = /^(\d+(?:\.\d+)?)(s|m)?$/.exec(s);
+  if (m === null) throw new BenchError('METERD_BENCH_USAGE', `--duration ${JSON.stringify(s)}: expected e.g. 30s, 2m or 45`);
+  const n = Number(m[1]) * (m[2] === 'm' ? 60 : 1);
+  if (n < 1 || n > 3600) throw new BenchError('METERD_BENCH_USAGE', '--duration must be between 1s and 60m');
+  return n;
+}
+
+function positive(flag: string, s: string | undefined, max: number): number {
+  if (s === undefined || !/^\d+$/.test(s) || Number(s) < 1 || Number(s) > max) {
+    throw new BenchError('METERD_BENCH_USAGE', `${flag} expects a whole number from 1 to ${max}`);
+  }
+  return Number(s);
+}
+
+export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defaultOut: string): BenchArgs | 'help' {
+  const a: BenchArgs = {
+    scenarios: ['single'], durationSec: 30, connections: 0, target: undefined, key: env.BENCH_API_KEY || undefined,
+    workspace: undefined, verifyDatabase: undefined, quick: false, compare: true, threads: 2, cpuProf: false,
+    workspaces: 2000, ingestEnv: {}, out: defaultOut,
+  };
+  let durationGiven = false;
+  let scenarioGiven = false;
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i]!;
+    const value = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new BenchError('METERD_BENCH_USAGE', `${flag} needs a value\n\n${HELP}`);
+      return v;
+    };
+    switch (flag) {
+      case '--help': case '-h': return 'help';
+      case '--scenario': {
+        const s = value();
+        if (!(SCENARIOS as readonly string[]).includes(s)) throw new BenchError('METERD_BENCH_USAGE', `--scenario must be one of ${SCENARIOS.join(', ')}`);
+        a.scenarios = [s as Scenario];
+        scenarioGiven = true;
+        break;
+      }
+      case '--duration': a.durationSec = parseDuration(value()); durationGiven = true; break;
+      case '--connections': a.connections = positive(flag, value(), 10_000); break;
+      case '--target': {
+        const t = value();
+        try {
+          const u = new URL(t);
+          if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('protocol');
+        } catch {
+          throw new BenchError('METERD_BENCH_USAGE', `--target ${JSON.stringify(t)} is not an http(s) URL`);
+        }
+        a.target = t.replace(/\/$/, '');
+        break;
+      }
+      case '--key': a.key = value(); break;
+      case '--workspace': a.workspace = value(); break;
+      case '--verify-database': a.verifyDatabase = value(); break;
+      case '--threads': a.threads = positive(flag, value(), 64); break;
+      case '--workspaces': a.workspaces = positive(flag, value(), 100_000); break;
+      case '--no-compare': a.compare = false; break;
+      case '--cpu-prof': a.cpuProf = true; break;
+      case '--quick': a.quick = true; break;
+      case '--out': a.out = value(); break;
+      case '--ingest-env': {
+        const kv = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(value());
+        if (kv === null) throw new BenchError('METERD_BENCH_USAGE', '--ingest-env expects NAME=value, e.g. SPOOL_FSYNC=never');
+        a.ingestEnv[kv[1]!] = kv[2]!;
+        break;
+      }
+      default: throw new BenchError('METERD_BENCH_USAGE', `unknown option ${JSON.stringify(flag)}\n\n${HELP}`);
+    }
+  }
+  if (a.quick) {
+    // Correctness, not speed: short, no side-by-side runs, so it fits in a test suite.
+    if (!durationGiven) a.durationSec = 4;
+    if (!scenarioGiven) a.scenarios = ['single', 'batch', 'duplicates'];
+    a.compare = false;
+  }
+
+  if (a.target !== undefined) {
+    if (a.key === undefined) throw new BenchError('METERD_BENCH_USAGE', '--target needs --key (or BENCH_API_KEY): an API key with the meter:write scope');
+    if (a.workspace === undefined) throw new BenchError('METERD_BENCH_USAGE', '--target needs --workspace: the workspace id of --key');
+    const own = a.scenarios.find((s) => s === 'mixed' || s === 'quota');
+    if (own !== undefined) {
+      throw new BenchError('METERD_BENCH_USAGE', `--scenario ${own} creates its own workspaces; it runs only against the self-started stack (no --target)`);
+    }
+  }
+  return a;
+}
+
+export { HELP };
+
+/** Default connections: enough to keep both server threads busy without queueing for nothing. */
+export function connectionsFor(a: BenchArgs, s: Scenario): number {
+  if (a.connections > 0) return a.connections;
+  return s === 'batch' ? 16 : s === 'quota' ? 10 : 50;
+}

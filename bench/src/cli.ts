@@ -1,0 +1,59 @@
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { REPO_ROOT, isMeterdError } from '@meterd/core';
+import { HELP, parseArgs } from './args.js';
+import { runBench, type BenchReport } from './run.js';
+import { renderMarkdown } from './report/markdown.js';
+import { renderSvg } from './report/svg.js';
+
+/**
+ * `npm run bench -- …`: runs the phases, writes <stamp>-<scenarios>.{json,md,svg} into the results
+ * folder, prints the Markdown summary. Exit 1 when any verification failed (an event lost or
+ * doubled), 2 on a usage or set-up error; targets missed are reported, not an exit status.
+ */
+async function main(): Promise<number> {
+  const argv = process.argv.slice(2);
+  const parsed = parseArgs(argv, process.env, join(REPO_ROOT, 'bench/results'));
+  if (parsed === 'help') {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+  const name = `${stamp}-${parsed.quick ? 'quick' : parsed.scenarios.join('-')}`;
+  const report = await runBench({
+    args: parsed,
+    command: `npm run bench -- ${argv.join(' ')}`.trim(),
+    progress: process.stderr,
+    profileDir: join(parsed.out, `${name}-profile`),
+  });
+  const files = writeReport(parsed.out, name, report);
+  process.stdout.write(`\n${renderMarkdown(report)}\nwritten: ${files.join(', ')}\n`);
+  return report.correct ? 0 : 1;
+}
+
+export function writeReport(dir: string, name: string, report: BenchReport): string[] {
+  mkdirSync(dir, { recursive: true });
+  const json = join(dir, `${name}.json`);
+  const md = join(dir, `${name}.md`);
+  const svg = join(dir, `${name}.svg`);
+  writeFileSync(json, JSON.stringify(report, null, 2));
+  writeFileSync(md, renderMarkdown(report));
+  const runs = report.phases.flatMap((p) => {
+    const unit = p.scenario === 'single' || p.scenario === 'quota' ? 'requests' as const : 'events' as const;
+    return [
+      { name: `meterd — ${p.scenario}`, summary: p.meterd, perSecond: unit },
+      ...(p.ceiling ? [{ name: `bare uWS ceiling — ${p.scenario}`, summary: p.ceiling, perSecond: unit }] : []),
+      ...(p.baseline ? [{ name: `Fastify baseline — ${p.scenario}`, summary: p.baseline, perSecond: unit }] : []),
+    ];
+  });
+  writeFileSync(svg, renderSvg(`meterd benchmark ${report.startedAt}`, runs));
+  return [json, md, svg];
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`\nbench: ${isMeterdError(err) ? `${err.message} [${err.code}]` : (err as Error)?.stack ?? String(err)}\n`);
+    process.exit(2);
+  },
+);

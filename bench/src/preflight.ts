@@ -1,0 +1,44 @@
+import { BenchError } from './errors.js';
+import type { Tenant } from './load/workloads.js';
+
+/**
+ * Before any load: is the target there, is it a meterd ingest, and does it take the key? The key
+ * check posts an empty event, which a valid key gets a 400 for and which stores nothing.
+ */
+export async function preflight(baseUrl: string, tenant: Tenant): Promise<void> {
+  try {
+    const res = await fetch(`${baseUrl}/healthz`, { signal: AbortSignal.timeout(5_000) });
+    await res.arrayBuffer();
+  } catch (err) {
+    const c = (err as { cause?: { code?: string; message?: string } }).cause;
+    const cause = c?.code ?? c?.message ?? (err as Error).message;
+    throw new BenchError('METERD_BENCH_TARGET_UNREACHABLE', `cannot reach ${baseUrl} (${cause}): is ingest running there? Start it, or omit --target to let the bench start its own`, err);
+  }
+  let res: Response;
+  try {
+    res = await fetch(`${baseUrl}/api/v1/meter`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tenant.token}`, 'content-type': 'application/json' },
+      body: '{}',
+      signal: AbortSignal.timeout(10_000),
+    });
+  } catch (err) {
+    throw new BenchError('METERD_BENCH_TARGET_UNREACHABLE', `${baseUrl}/api/v1/meter did not answer: ${(err as Error).message}`, err);
+  }
+  const text = await res.text();
+  let code = '';
+  let message = '';
+  try {
+    const e = (JSON.parse(text) as { error?: { code?: string; message?: string } }).error;
+    code = e?.code ?? '';
+    message = e?.message ?? '';
+  } catch {
+    // not JSON: not a meterd ingest
+  }
+  if (res.status === 401 || res.status === 403) {
+    throw new BenchError('METERD_BENCH_KEY_REFUSED', `${baseUrl} refused the API key (${res.status} ${code}: ${message}). Pass a live key with the meter:write scope for workspace ${tenant.workspaceId}`);
+  }
+  if (res.status !== 400 || code === '') {
+    throw new BenchError('METERD_BENCH_TARGET_REFUSED', `${baseUrl}/api/v1/meter answered ${res.status} to a probe; expected a meterd ingest's 400 (got ${JSON.stringify(text.slice(0, 200))})`);
+  }
+}

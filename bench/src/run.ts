@@ -1,0 +1,285 @@
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PLAN_QUOTAS, REPO_ROOT, createClickHouse, formatRfc3339, ident, loadConfig, storeVars } from '@meterd/core';
+import { connectionsFor, type BenchArgs, type Scenario } from './args.js';
+import { BenchError } from './errors.js';
+import { freePort, startChild, type Child } from './children/child.js';
+import { redisSetNxRate, type RedisRate } from './children/redis-rate.js';
+import { runLoad, type LoadSummary } from './load/run-load.js';
+import { buildWorkload, type AckCounters, type Tenant } from './load/workloads.js';
+import { preflight } from './preflight.js';
+import { summariseProfiles, type ProfileTop } from './report/profile.js';
+import { openBenchStores, type BenchStores } from './stack/stores.js';
+import { verifyKeys, type Verification } from './verify/clickhouse.js';
+import { FreshnessProbe, type Freshness } from './verify/freshness.js';
+import { waitForSpool } from './verify/spool.js';
+import { diff, scrape, type ServerMetrics } from './verify/server-metrics.js';
+import { evaluateTargets, type TargetCheck } from './targets.js';
+
+export interface PhaseReport {
+  scenario: Scenario;
+  describe: string;
+  meterd: LoadSummary;
+  /** Events as the load generator read them from meterd's answers. */
+  answers: AckCounters;
+  verification?: Verification;
+  probeVerification?: Verification;
+  freshness?: Freshness;
+  spoolDrainMs?: number;
+  /** From ingest's /metrics over the load (absent when the target exposes none). */
+  serverMetrics?: ServerMetrics;
+  quota?: { limit: number; acknowledged: number; ok: boolean };
+  ceiling?: LoadSummary;
+  baseline?: LoadSummary;
+  baselineVerification?: Verification;
+  redisSetNx?: RedisRate;
+  ratios: { vsCeiling?: number; vsBaseline?: number; vsRedisSetNx?: number };
+  targets: TargetCheck[];
+}
+
+export interface BenchReport {
+  startedAt: string;
+  command: string;
+  mode: 'self-started' | 'target';
+  target: string;
+  ingestThreads: number | undefined;
+  ingestEnv: Record<string, string>;
+  /** The aggregator the bench started for rollup freshness, or why there is none. */
+  aggregator: { running: boolean; note: string };
+  machine: { cores: number; loadavg1mAtStart: number; node: string };
+  phases: PhaseReport[];
+  profile?: ProfileTop;
+  /** Every verification passed (nothing lost, doubled or stored against a refusal). */
+  correct: boolean;
+}
+
+const INGEST_MAIN = join(REPO_ROOT, 'ingest/dist/src/main.js');
+const AGGREGATOR_MAIN = join(REPO_ROOT, 'aggregator/dist/src/main.js');
+const ROLLUP_TABLE = 'usage_hourly';
+const CHILDREN = new URL('./children/', import.meta.url);
+
+export interface RunOptions {
+  args: BenchArgs;
+  command: string;
+  progress?: NodeJS.WriteStream;
+  /** Where --cpu-prof profiles go. */
+  profileDir: string;
+}
+
+/** Runs every phase of one bench invocation and returns the report (nothing written to disk here). */
+export async function runBench(o: RunOptions): Promise<BenchReport> {
+  const { args } = o;
+  const report: BenchReport = {
+    startedAt: new Date().toISOString(),
+    command: o.command,
+    mode: args.target === undefined ? 'self-started' : 'target',
+    target: args.target ?? '',
+    ingestThreads: args.target === undefined ? args.threads : undefined,
+    ingestEnv: args.ingestEnv,
+    aggregator: { running: false, note: 'not started (runs only with the self-started stack)' },
+    machine: { cores: availableParallelism(), loadavg1mAtStart: Math.round(loadavg()[0]! * 100) / 100, node: process.version },
+    phases: [],
+    correct: true,
+  };
+  const occurredAt = formatRfc3339(Date.now());
+  let stores: BenchStores | undefined;
+  let ingest: Child | undefined;
+  let aggregator: Child | undefined;
+  let remoteCh: BenchStores['clickhouse'] | undefined;
+  let spoolDir: string | undefined;
+  const log = (s: string) => o.progress?.write(`${s}\n`);
+  try {
+    let base: string;
+    let mainTenant: Tenant;
+    if (args.target === undefined) {
+      if (!existsSync(INGEST_MAIN)) throw new BenchError('METERD_BENCH_NOT_BUILT', `${INGEST_MAIN} is missing: build ingest first (npx tsc -b ingest)`);
+      log('bench: creating databases and workspaces…');
+      stores = await openBenchStores();
+      mainTenant = await stores.tenant('enterprise');
+      spoolDir = mkdtempSync(join(tmpdir(), 'meterd-bench-spool-'));
+      const port = await freePort();
+      const nodeArgs = args.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] : [];
+      if (args.cpuProf) mkdirSync(o.profileDir, { recursive: true });
+      ingest = await startChild('ingest', INGEST_MAIN, {
+        ...stores.env,
+        INGEST_HOST: '127.0.0.1',
+        INGEST_PORT: String(port),
+        INGEST_THREADS: String(args.threads),
+        SPOOL_DIR: spoolDir,
+        LOG_LEVEL: 'warn',
+        // Ten minutes, not 35 days: a run writes millions of claims into a shared Redis.
+        DEDUPE_WINDOW_SECONDS: '600',
+        ...args.ingestEnv,
+      }, port, nodeArgs);
+      base = ingest.url;
+      aggregator = await startAggregator(stores, report);
+      if (aggregator) log(`bench: aggregator started at ${aggregator.url} (pid ${aggregator.pid}) for rollup freshness`);
+      log(`bench: ingest started at ${base} (pid ${ingest.pid}, ${args.threads} threads, ClickHouse database ${stores.chDatabase})`);
+    } else {
+      base = args.target;
+      mainTenant = { workspaceId: args.workspace!, token: args.key! };
+      if (args.verifyDatabase !== undefined) {
+        // Verify a remote deployment against the ClickHouse it ships to (CLICKHOUSE_URL and credentials).
+        const cfg = loadConfig(storeVars);
+        remoteCh = createClickHouse({ url: cfg.CLICKHOUSE_URL, database: ident(args.verifyDatabase), user: cfg.CLICKHOUSE_USER, password: cfg.CLICKHOUSE_PASSWORD });
+      }
+    }
+    await preflight(base, mainTenant);
+
+    for (const [i, scenario] of args.scenarios.entries()) {
+      const tag = `${stores?.tag ?? `t${Date.now().toString(36)}`}s${i}`;
+      const tenants = scenario === 'mixed' ? await stores!.tenants('enterprise', args.workspaces)
+        : scenario === 'quota' ? [await stores!.tenant('free')]
+        : [mainTenant];
+      const phase = await runPhase({
+        o, scenario, tag, base, tenants, probeTenant: mainTenant, occurredAt, stores, ingestPid: ingest?.pid, log,
+        verifyCh: stores?.clickhouse ?? remoteCh,
+        rollupTable: aggregator ? ROLLUP_TABLE : undefined,
+      });
+      report.phases.push(phase);
+      for (const v of [phase.verification, phase.probeVerification]) if (v && !v.ok) report.correct = false;
+      if (phase.quota && !phase.quota.ok) report.correct = false;
+    }
+  } finally {
+    if (ingest) await ingest.stop();
+    if (aggregator) await aggregator.stop();
+    if (args.cpuProf) {
+      const p = summariseProfiles(o.profileDir);
+      if (p) report.profile = p;
+    }
+    if (spoolDir) rmSync(spoolDir, { recursive: true, force: true });
+    if (stores) await stores.close();
+    if (remoteCh) await remoteCh.close();
+  }
+  return report;
+}
+
+/**
+ * The aggregator, pointed at the bench's own databases, so freshness can be measured up to the
+ * hourly rollup. Optional: without a built aggregator or its tables, freshness stops at `events`.
+ */
+async function startAggregator(stores: BenchStores, report: BenchReport): Promise<Child | undefined> {
+  if (!existsSync(AGGREGATOR_MAIN)) {
+    report.aggregator.note = `${AGGREGATOR_MAIN} not built: freshness measured up to the events table only`;
+    return undefined;
+  }
+  const rs = await stores.clickhouse.query({ query: `EXISTS TABLE ${ROLLUP_TABLE}`, format: 'TabSeparated' });
+  if ((await rs.text()).trim() !== '1') {
+    report.aggregator.note = `no ${ROLLUP_TABLE} table after migrating: freshness measured up to the events table only`;
+    return undefined;
+  }
+  const port = await freePort();
+  try {
+    const child = await startChild('aggregator', AGGREGATOR_MAIN, { ...stores.env, AGGREGATOR_PORT: String(port), LOG_LEVEL: 'warn' }, port);
+    report.aggregator = { running: true, note: `started for this run (pid ${child.pid})` };
+    return child;
+  } catch (err) {
+    report.aggregator.note = `could not start: ${(err as Error).message.slice(0, 300)}`;
+    return undefined;
+  }
+}
+
+interface PhaseInput {
+  o: RunOptions;
+  scenario: Scenario;
+  tag: string;
+  base: string;
+  tenants: Tenant[];
+  probeTenant: Tenant;
+  occurredAt: string;
+  stores: BenchStores | undefined;
+  ingestPid: number | undefined;
+  verifyCh: BenchStores['clickhouse'] | undefined;
+  rollupTable: string | undefined;
+  log: (s: string) => void;
+}
+
+async function runPhase(p: PhaseInput): Promise<PhaseReport> {
+  const { args } = p.o;
+  const connections = connectionsFor(args, p.scenario);
+  const work = buildWorkload(p.scenario, p.tag, p.tenants, p.occurredAt);
+  const probe = new FreshnessProbe(`${p.tag}p`, p.base, p.probeTenant, p.occurredAt, p.verifyCh, 'events', p.rollupTable);
+  p.log(`bench: ${p.scenario} — ${work.describe}; ${connections} connections for ${args.durationSec}s`);
+  const before = await scrape(p.base);
+  probe.start();
+  let meterd: LoadSummary;
+  try {
+    meterd = await runLoad({
+      label: `meterd ${p.scenario}`, url: p.base, connections, durationSec: args.durationSec, requests: work.requests,
+      counters: work.counters, ...(p.ingestPid === undefined ? {} : { serverPid: p.ingestPid }), ...(p.o.progress ? { progress: p.o.progress } : {}),
+    });
+  } catch (err) {
+    await probe.finish(0);
+    throw err;
+  }
+  const phase: PhaseReport = { scenario: p.scenario, describe: work.describe, meterd, answers: work.counters, ratios: {}, targets: [] };
+  const after = await scrape(p.base);
+  if (before && after) phase.serverMetrics = diff(before, after);
+
+  if (p.verifyCh) {
+    p.log('bench: waiting for the spool to ship, then verifying ClickHouse…');
+    const freshness = await probe.finish();
+    const drained = await waitForSpool(p.base);
+    if (drained !== undefined) phase.spoolDrainMs = drained;
+    phase.freshness = freshness;
+    phase.verification = await verifyKeys(p.verifyCh, 'events', work.tracker);
+    phase.probeVerification = await verifyKeys(p.verifyCh, 'events', probe.tracker);
+    if (drained === undefined) {
+      phase.verification.ok = false;
+      phase.verification.note = `${phase.verification.note ?? ''} the spool did not drain within 120 s`.trim();
+    }
+  } else {
+    phase.freshness = await probe.finish(0);
+  }
+  if (p.scenario === 'quota') {
+    const limit = PLAN_QUOTAS.free.eventsPerPeriod!;
+    const acknowledged = work.counters.stored;
+    phase.quota = { limit, acknowledged, ok: acknowledged === limit };
+  }
+
+  if (args.compare && p.stores && p.scenario !== 'quota') await compare(p, phase, connections);
+  phase.targets = evaluateTargets(phase);
+  return phase;
+}
+
+/** The same load against the bare-uWS ceiling and the conventional baseline, then Redis's own rate. */
+async function compare(p: PhaseInput, phase: PhaseReport, connections: number): Promise<void> {
+  const { args } = p.o;
+  const stores = p.stores!;
+  const run = async (name: string, script: string, env: Record<string, string>, verifyTable?: string): Promise<[LoadSummary, Verification | undefined]> => {
+    const port = await freePort();
+    const child = await startChild(name, new URL(script, CHILDREN).pathname, { ...env, PORT: String(port), THREADS: String(args.threads) }, port);
+    const work = buildWorkload(p.scenario, `${p.tag}${name[0]}`, p.tenants, p.occurredAt);
+    let summary: LoadSummary;
+    try {
+      summary = await runLoad({
+        label: `${name} ${p.scenario}`, url: child.url, connections, durationSec: args.durationSec, requests: work.requests,
+        counters: work.counters, serverPid: child.pid, ...(p.o.progress ? { progress: p.o.progress } : {}),
+      });
+    } finally {
+      // Stopped before verifying: its last inserts finish while it drains.
+      await child.stop();
+    }
+    const v = verifyTable ? await verifyKeys(stores.clickhouse, verifyTable, work.tracker) : undefined;
+    return [summary, v];
+  };
+  p.log('bench: ceiling — bare uWebSockets.js accept-and-drop, same load');
+  [phase.ceiling] = await run('ceiling', 'uws-drop.js', {});
+  p.log('bench: baseline — Fastify + ioredis SET NX per event + @clickhouse/client small batches, same load');
+  const [baseline, bv] = await run('baseline', 'baseline.js', { ...stores.env, BASELINE_TABLE: 'baseline_events' }, 'baseline_events');
+  phase.baseline = baseline;
+  if (bv) phase.baselineVerification = bv;
+  p.log('bench: Redis SET NX rate (redis-benchmark)…');
+  phase.redisSetNx = await redisSetNxRate(stores.cfg.REDIS_URL, p.tag);
+
+  const m = phase.meterd;
+  const ratio = (a: number | undefined, b: number | undefined) => (a && b ? Math.round((a / b) * 100) / 100 : undefined);
+  const perSec = (s: LoadSummary) => (p.scenario === 'single' ? s.requestsPerSec : s.eventsPerSec);
+  const vsCeiling = ratio(perSec(m), perSec(phase.ceiling!));
+  const vsBaseline = ratio(perSec(m), perSec(baseline));
+  const vsRedis = ratio(m.eventsPerSec, phase.redisSetNx.opsPerSec);
+  if (vsCeiling !== undefined) phase.ratios.vsCeiling = vsCeiling;
+  if (vsBaseline !== undefined) phase.ratios.vsBaseline = vsBaseline;
+  if (vsRedis !== undefined) phase.ratios.vsRedisSetNx = vsRedis;
+}

@@ -1,0 +1,29 @@
+/**
+ * Waits until ingest reports no unshipped spool rows (meterd_ingest_spool_unshipped_rows on
+ * /metrics, summed over threads), i.e. every acknowledged event has been inserted into ClickHouse.
+ * Returns the milliseconds waited, or undefined if the gauge did not reach zero in time.
+ */
+export async function waitForSpool(baseUrl: string, timeoutMs = 120_000): Promise<number | undefined> {
+  const started = Date.now();
+  let zeros = 0;
+  while (Date.now() - started < timeoutMs) {
+    const rows = await unshippedRows(baseUrl);
+    // Twice in a row: the gauge is refreshed after each ship and once a second by the health check.
+    zeros = rows === 0 ? zeros + 1 : 0;
+    if (zeros >= 2) return Date.now() - started;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return undefined;
+}
+
+export async function unshippedRows(baseUrl: string): Promise<number | undefined> {
+  try {
+    const res = await fetch(`${baseUrl}/metrics`, { signal: AbortSignal.timeout(5_000) });
+    const text = await res.text();
+    let sum: number | undefined;
+    for (const m of text.matchAll(/^meterd_ingest_spool_unshipped_rows(?:\{[^}]*\})? ([0-9.e+-]+)$/gm)) sum = (sum ?? 0) + Number(m[1]);
+    return sum;
+  } catch {
+    return undefined;
+  }
+}

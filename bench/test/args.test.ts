@@ -1,0 +1,45 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connectionsFor, parseArgs, parseDuration } from '../src/args.js';
+
+test('durations: seconds, minutes, bare numbers; nonsense refused', () => {
+  assert.equal(parseDuration('30s'), 30);
+  assert.equal(parseDuration('2m'), 120);
+  assert.equal(parseDuration('45'), 45);
+  assert.throws(() => parseDuration('soon'), /--duration/);
+  assert.throws(() => parseDuration('0s'), /between/);
+});
+
+test('--quick runs single, batch and duplicates briefly and without comparisons', () => {
+  const a = parseArgs(['--quick'], {}, '/tmp/r');
+  assert.ok(a !== 'help');
+  assert.deepEqual(a.scenarios, ['single', 'batch', 'duplicates']);
+  assert.equal(a.compare, false);
+  assert.ok(a.durationSec <= 5);
+});
+
+test('--target needs a key and a workspace, and refuses scenarios that create workspaces', () => {
+  assert.throws(() => parseArgs(['--target', 'http://h:1'], {}, '/r'), /--key/);
+  assert.throws(() => parseArgs(['--target', 'http://h:1', '--key', 'k'], {}, '/r'), /--workspace/);
+  assert.throws(() => parseArgs(['--target', 'http://h:1', '--key', 'k', '--workspace', 'ws_a', '--scenario', 'quota'], {}, '/r'), /self-started/);
+  const a = parseArgs(['--target', 'http://h:1/', '--workspace', 'ws_a'], { BENCH_API_KEY: 'sks_env' }, '/r');
+  assert.ok(a !== 'help');
+  assert.equal(a.key, 'sks_env');
+  assert.equal(a.target, 'http://h:1');
+});
+
+test('unknown options and scenarios are named in the error', () => {
+  assert.throws(() => parseArgs(['--scenraio', 'x'], {}, '/r'), /unknown option "--scenraio"/);
+  assert.throws(() => parseArgs(['--scenario', 'huge'], {}, '/r'), /must be one of/);
+  assert.throws(() => parseArgs(['--ingest-env', 'lower=1'], {}, '/r'), /NAME=value/);
+});
+
+test('connections default per scenario unless given', () => {
+  const a = parseArgs([], {}, '/r');
+  assert.ok(a !== 'help');
+  assert.equal(connectionsFor(a, 'batch'), 16);
+  assert.equal(connectionsFor(a, 'single'), 50);
+  const b = parseArgs(['--connections', '7'], {}, '/r');
+  assert.ok(b !== 'help');
+  assert.equal(connectionsFor(b, 'batch'), 7);
+});

@@ -1,0 +1,57 @@
+import Fastify, { type FastifyInstance } from 'fastify';
+import { Authenticator, type Logger, type Pool, type Redis } from '@meterd/core';
+import type Stripe from 'stripe';
+import type { ControlConfig } from './config.js';
+import type { Ctx } from './context.js';
+import type { SecretBox } from './crypto/secret-box.js';
+import { installErrorHandling } from './http/errors.js';
+import type { ControlMetrics } from './metrics.js';
+import type { Provisioner } from './provision/provisioner.js';
+import { healthRoutes } from './routes/health.js';
+import { keyRoutes } from './routes/keys.js';
+import { openApi } from './routes/openapi.js';
+import { provisionRoutes } from './routes/provision.js';
+import { signupRoutes } from './routes/signup.js';
+import { webhookRoutes } from './routes/webhooks.js';
+import { stripeRoutes } from './routes/stripe.js';
+import { shopifyRoutes } from './routes/shopify.js';
+
+export interface AppDeps {
+  pool: Pool;
+  redis: Redis;
+  /** A Redis connection of its own for the revocation subscription. */
+  sub: Redis;
+  log: Logger;
+  metrics: ControlMetrics;
+  box: SecretBox;
+  stripe: Stripe | null;
+  provisioner: Provisioner;
+}
+
+/** The control API's HTTP surface. Stores and workers are built by the caller (main.ts or a test). */
+export async function buildApp(cfg: ControlConfig, deps: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    trustProxy: cfg.TRUST_PROXY.split(',').map((s) => s.trim()).filter(Boolean),
+    bodyLimit: 256 << 10,
+    // Types are checked, never coerced, and unknown fields are refused, not silently removed.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+  });
+  app.decorateRequest('principal', null);
+  // Every body is JSON: anything else is a 415, not a string that fails validation later.
+  app.removeContentTypeParser('text/plain');
+  const ctx: Ctx = { cfg, ...deps, auth: new Authenticator(deps.pool, deps.sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY) };
+  installErrorHandling(app, deps.log, deps.metrics);
+  app.addHook('onResponse', async () => deps.metrics.requests.inc());
+
+  const doc = openApi(app);
+  doc.collect();
+  healthRoutes(app, ctx);
+  signupRoutes(app, ctx);
+  keyRoutes(app, ctx);
+  webhookRoutes(app, ctx);
+  provisionRoutes(app, ctx);
+  await app.register(async (scope) => stripeRoutes(scope, ctx));
+  shopifyRoutes(app, ctx);
+  doc.register();
+  return app;
+}

@@ -1,0 +1,64 @@
+import { PLAN_QUOTAS, inTransaction, periodOf, type Logger, type Plan, type Pool, type Redis } from '@meterd/core';
+import { emitEvent } from '../webhooks/outbox.js';
+
+export const THRESHOLDS = [80, 100] as const;
+
+/**
+ * Emits meter.quota.warning when a workspace's event counter (kept by ingest in Redis,
+ * `<prefix>:{<workspace>}:q:<YYYYMM>`) crosses 80 % and 100 % of its plan. The (workspace,
+ * period, threshold) row inserted in the event's transaction makes each warning fire once, even
+ * with several replicas checking at the same time.
+ */
+export class QuotaWatch {
+  private timer: NodeJS.Timeout | undefined;
+  private running = false;
+
+  constructor(private readonly pool: Pool, private readonly redis: Redis, private readonly prefix: string, private readonly log: Logger) {}
+
+  start(intervalMs: number): void {
+    this.timer = setInterval(() => void this.check().catch((err) => this.log.warn({ err }, 'quota check failed')), intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  /** One pass over every workspace with a finite plan; returns the warnings emitted. */
+  async check(now = Date.now()): Promise<number> {
+    if (this.running) return 0;
+    this.running = true;
+    try {
+      const period = periodOf(now);
+      let emitted = 0;
+      let after = '';
+      for (;;) {
+        const { rows } = await this.pool.query<{ id: string; plan: Plan }>(
+          `SELECT id, plan FROM workspaces WHERE plan <> 'enterprise' AND id > $1 ORDER BY id LIMIT 500`,
+          [after],
+        );
+        if (rows.length === 0) break;
+        after = rows[rows.length - 1]!.id;
+        const used = await this.redis.mget(rows.map((w) => `${this.prefix}:{${w.id}}:q:${period}`));
+        for (let i = 0; i < rows.length; i++) {
+          const limit = PLAN_QUOTAS[rows[i]!.plan].eventsPerPeriod;
+          const n = Number(used[i] ?? 0);
+          if (limit === null || n === 0) continue;
+          for (const t of THRESHOLDS) if (n * 100 >= limit * t) emitted += await this.warn(rows[i]!.id, rows[i]!.plan, period, t, n, limit);
+        }
+      }
+      return emitted;
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private warn(workspaceId: string, plan: Plan, period: string, threshold: number, used: number, limit: number): Promise<number> {
+    return inTransaction(this.pool, async (c) => {
+      const { rowCount } = await c.query('INSERT INTO quota_warnings (workspace_id, period, threshold) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [workspaceId, period, threshold]);
+      if (rowCount === 0) return 0;
+      await emitEvent(c, workspaceId, 'meter.quota.warning', { period, threshold_percent: threshold, events_used: used, events_limit: limit, plan });
+      return 1;
+    });
+  }
+}

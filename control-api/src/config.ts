@@ -1,0 +1,69 @@
+import { ConfigError, loadConfig, storeVars, str, int, bool, oneOf, url, type ConfigOf, type VarSpec } from '@meterd/core';
+
+/** A positive decimal, e.g. 0.01 to run the webhook retry schedule a hundred times faster in tests. */
+const scale = (doc: string, def: number): VarSpec<number> => ({
+  doc,
+  default: String(def),
+  parse(s) {
+    const n = Number(s);
+    if (!Number.isFinite(n) || n < 0 || n > 100) throw new Error('expected a number from 0 to 100');
+    return n;
+  },
+});
+
+/** 32 bytes, base64; '' means "use the development key" (refused when NODE_ENV=production, see secretsKeyOf). */
+const key32 = (doc: string): VarSpec<string> => ({
+  doc,
+  default: '',
+  secret: true,
+  parse(s) {
+    if (s !== '' && Buffer.from(s, 'base64').length !== 32) throw new Error('expected 32 bytes, base64-encoded (openssl rand -base64 32)');
+    return s;
+  },
+});
+
+export const controlVars = {
+  ...storeVars,
+  NODE_ENV: str('`production` makes SECRETS_KEY required.', 'development'),
+  CONTROL_API_HOST: str('Address the control API listens on.', '127.0.0.1'),
+  CONTROL_API_PORT: int('Port of the control API.', 8082, 0, 65535),
+  PUBLIC_BASE_URL: url('Public base URL of meterd (dashboard links, OAuth callbacks, handler METER_URL).', 'http://127.0.0.1:8080', ['http:', 'https:']),
+  DEPLOY_API_KEY: str('Operator key accepted on every non-public endpoint, for any workspace. Empty disables it.', '', true),
+  KEY_CACHE_TTL_MS: int('How long an API key lookup is cached (revocations are pushed over Redis at once).', 30_000, 0, 3_600_000),
+  TRUST_PROXY: str('Proxies whose X-Forwarded-For is believed (comma-separated addresses/CIDRs); the front router runs on loopback.', '127.0.0.1,::1'),
+  SECRETS_KEY: key32('AES-256-GCM key (32 bytes, base64) encrypting webhook secrets, provision configs and Shopify tokens at rest. Required when NODE_ENV=production; otherwise a fixed, public development key is used.'),
+  SIGNUP_RATE_PER_MINUTE: int('Signups allowed per client address per minute (token bucket, in-process).', 10, 1, 100_000),
+  SIGNUP_BURST: int('Signups a client address may make at once before the per-minute rate applies.', 5, 1, 100_000),
+  STRIPE_SECRET_KEY: str('Stripe secret key; empty disables Stripe (no customers at signup, no portal).', '', true),
+  STRIPE_API_BASE: url('Stripe API base URL (point at stripe-local in development and tests).', 'https://api.stripe.com', ['http:', 'https:']),
+  STRIPE_WEBHOOK_SECRET: str('Signing secret (whsec_…) of POST /webhooks/stripe; empty refuses every Stripe webhook.', '', true),
+  WEBHOOK_ALLOW_PRIVATE: bool('Development only: allow http:// webhook URLs and private, loopback and link-local addresses.', false),
+  WEBHOOK_RETRY_SCALE: scale('Multiplier of the webhook retry delays 0 s, 1 s, 3 s, 10 s (tests use e.g. 0.05).', 1),
+  WEBHOOK_POLL_MS: int('How often the delivery worker looks for due deliveries (it is also woken at once by local events).', 500, 10, 60_000),
+  WEBHOOK_TIMEOUT_MS: int('Timeout of one webhook POST.', 10_000, 100, 60_000),
+  WEBHOOK_WORKER: bool('Run the webhook delivery worker in this process.', true),
+  PROVISION_DRIVER: oneOf('How catalog services are deployed: `local` (child processes) or `kubernetes`.', 'local', ['local', 'kubernetes'] as const),
+  PROVISION_DOMAIN: str('DNS zone under which provisioned handlers get <customer>.<zone> (Kubernetes ingress hosts).', 'handlers.meterd.example'),
+  PROVISION_IMAGE_PREFIX: str('Container registry prefix of catalog images (Kubernetes driver).', 'ghcr.io/meterd'),
+  PROVISION_LOCAL_PORT_BASE: int('First port the local driver hands to a provisioned process.', 9100, 1024, 65000),
+  KUBE_API_URL: str('Kubernetes API server URL (Kubernetes driver), e.g. https://kubernetes.default.svc.', ''),
+  KUBE_TOKEN: str('Bearer token of the service account applying tenant manifests.', '', true),
+  KUBE_CA_FILE: str('CA bundle of the Kubernetes API server (PEM file).', ''),
+  CERT_MANAGER_ISSUER: str('cert-manager ClusterIssuer named in tenant Ingress annotations.', 'letsencrypt-prod'),
+  SHOPIFY_API_KEY: str('Shopify app client id; empty disables Shopify connect.', ''),
+  SHOPIFY_API_SECRET: str('Shopify app client secret (verifies callback HMACs).', '', true),
+  SHOPIFY_SCOPES: str('OAuth scopes requested from the shop.', 'read_orders'),
+  SHOPIFY_TOKEN_URL_TEMPLATE: str('Where the OAuth code is exchanged; {shop} is replaced (tests point it at a local server).', 'https://{shop}/admin/oauth/access_token'),
+  QUOTA_CHECK_MS: int('How often workspaces\' event counters are compared with their plan for meter.quota.warning.', 30_000, 100, 3_600_000),
+  INGEST_REDIS_PREFIX: str('Key prefix of ingest\'s quota counters in Redis (md:{ws}:q:YYYYMM).', 'md'),
+} as const;
+
+export type ControlConfig = ConfigOf<typeof controlVars>;
+
+export function loadControlConfig(env: NodeJS.ProcessEnv = process.env): ControlConfig {
+  const cfg = loadConfig(controlVars, env);
+  if (cfg.NODE_ENV === 'production' && cfg.SECRETS_KEY === '') {
+    throw new ConfigError([`SECRETS_KEY is required when NODE_ENV=production: ${controlVars.SECRETS_KEY.doc}`]);
+  }
+  return cfg;
+}

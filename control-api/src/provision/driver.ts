@@ -1,0 +1,19 @@
+import type { CatalogEntry } from './catalog.js';
+
+export interface DeploySpec {
+  provisionId: string;
+  workspaceId: string;
+  customerId: string;
+  service: CatalogEntry;
+  /** Environment of the service (may hold secrets: the driver keeps them out of logs). */
+  config: Readonly<Record<string, string>>;
+}
+
+/** How a provisioned service comes to life. Both calls are idempotent: a resumed deploy re-applies. */
+export interface ProvisionDriver {
+  readonly name: 'local' | 'kubernetes';
+  /** Resolves with the service's base URL once it is deployed and healthy. */
+  deploy(spec: DeploySpec): Promise<{ url: string }>;
+  destroy(spec: DeploySpec): Promise<void>;
+  close(): Promise<void>;
+}

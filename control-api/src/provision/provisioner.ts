@@ -1,0 +1,131 @@
+import { ApiError, PLAN_QUOTAS, inTransaction, newId, type Logger, type Plan, type Pool } from '@meterd/core';
+import type { SecretBox } from '../crypto/secret-box.js';
+import { emitEvent } from '../webhooks/outbox.js';
+import { CATALOG } from './catalog.js';
+import type { DeploySpec, ProvisionDriver } from './driver.js';
+
+export interface ProvisionRow {
+  id: string; workspace_id: string; service: string; customer_id: string; driver: string; status: string;
+  url: string | null; error: string | null; created_at: string; updated_at: string;
+}
+const COLS = 'id, workspace_id, service, customer_id, driver, status, url, error, created_at, updated_at';
+
+/** States that hold a handler slot against the plan's quota. */
+const ACTIVE = ['pending', 'running'];
+
+/**
+ * Provisioning records and their life: pending → running | failed, then deprovisioned. The quota
+ * check and the insert happen under a lock on the workspace row, so two concurrent requests can
+ * never both take the last slot. The deploy runs after the commit; its outcome is written together
+ * with the provision.running / provision.failed event.
+ */
+export class Provisioner {
+  private readonly inflight = new Set<Promise<void>>();
+
+  constructor(private readonly pool: Pool, private readonly driver: ProvisionDriver, private readonly box: SecretBox, private readonly log: Logger) {}
+
+  async create(workspaceId: string, service: string, customerId: string, config: Record<string, string>): Promise<ProvisionRow> {
+    const entry = CATALOG[service];
+    if (entry === undefined) throw new ApiError('invalid_field', `unknown service ${service}; the catalog has: ${Object.keys(CATALOG).join(', ')}`, 'service');
+    const missing = entry.requiredConfig.find((k) => !(k in config));
+    if (missing !== undefined) throw new ApiError('missing_field', `config.${missing} is required by ${service}`, `config.${missing}`);
+    const row = await inTransaction(this.pool, async (c) => {
+      const { rows: ws } = await c.query<{ plan: Plan }>('SELECT plan FROM workspaces WHERE id = $1 FOR UPDATE', [workspaceId]);
+      if (ws.length === 0) throw new ApiError('workspace_not_found', `no workspace ${workspaceId}`);
+      const limit = PLAN_QUOTAS[ws[0]!.plan].handlers;
+      if (limit !== null) {
+        const { rows } = await c.query<{ n: number }>('SELECT count(*)::int AS n FROM provisions WHERE workspace_id = $1 AND status = ANY ($2)', [workspaceId, ACTIVE]);
+        if (rows[0]!.n >= limit) {
+          throw new ApiError('plan_limit_exceeded', `the ${ws[0]!.plan} plan allows ${limit} handler${limit === 1 ? '' : 's'}; deprovision one or upgrade`);
+        }
+      }
+      const { rows } = await c.query<ProvisionRow>(
+        `INSERT INTO provisions (id, workspace_id, service, customer_id, driver, status, config_enc)
+         VALUES ($1, $2, $3, $4, $5, 'pending', $6) RETURNING ${COLS}`,
+        [newId('prv'), workspaceId, service, customerId, this.driver.name, this.box.seal(JSON.stringify(config))],
+      );
+      return rows[0]!;
+    });
+    this.track(this.run(row.id));
+    return row;
+  }
+
+  async get(id: string): Promise<ProvisionRow | undefined> {
+    const { rows } = await this.pool.query<ProvisionRow>(`SELECT ${COLS} FROM provisions WHERE id = $1`, [id]);
+    return rows[0];
+  }
+
+  async list(workspaceId: string): Promise<ProvisionRow[]> {
+    const { rows } = await this.pool.query<ProvisionRow>(`SELECT ${COLS} FROM provisions WHERE workspace_id = $1 ORDER BY created_at, id`, [workspaceId]);
+    return rows;
+  }
+
+  async deprovision(id: string): Promise<ProvisionRow> {
+    const spec = await this.spec(id);
+    if (spec === undefined) throw new ApiError('resource_not_found', `no provision ${id}`);
+    await this.driver.destroy(spec);
+    const { rows } = await this.pool.query<ProvisionRow>(
+      `UPDATE provisions SET status = 'deprovisioned', updated_at = now() WHERE id = $1 RETURNING ${COLS}`,
+      [id],
+    );
+    return rows[0]!;
+  }
+
+  /** Deploys left pending by a previous process (it died before the outcome was written). */
+  async resume(): Promise<void> {
+    const { rows } = await this.pool.query<{ id: string }>(`SELECT id FROM provisions WHERE status = 'pending' AND driver = $1`, [this.driver.name]);
+    for (const r of rows) this.track(this.run(r.id));
+  }
+
+  /** Waits for deploys in flight (tests, shutdown). */
+  async settle(): Promise<void> {
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+  }
+
+  async close(): Promise<void> {
+    await this.settle();
+    await this.driver.close();
+  }
+
+  private track(p: Promise<void>): void {
+    this.inflight.add(p);
+    void p.finally(() => this.inflight.delete(p));
+  }
+
+  private async spec(id: string): Promise<DeploySpec | undefined> {
+    const { rows } = await this.pool.query<{ workspace_id: string; service: string; customer_id: string; config_enc: string }>(
+      'SELECT workspace_id, service, customer_id, config_enc FROM provisions WHERE id = $1',
+      [id],
+    );
+    const r = rows[0];
+    if (r === undefined) return undefined;
+    return { provisionId: id, workspaceId: r.workspace_id, customerId: r.customer_id, service: CATALOG[r.service]!, config: JSON.parse(this.box.open(r.config_enc)) as Record<string, string> };
+  }
+
+  private async run(id: string): Promise<void> {
+    const spec = await this.spec(id);
+    if (spec === undefined) return;
+    let url: string | null = null;
+    let error: string | null = null;
+    try {
+      url = (await this.driver.deploy(spec)).url;
+    } catch (err) {
+      error = err instanceof Error ? err.message : String(err);
+      this.log.warn({ err, provision: id }, 'provisioning failed');
+    }
+    try {
+      await inTransaction(this.pool, async (c) => {
+        const { rows } = await c.query<ProvisionRow>(
+          `UPDATE provisions SET status = $2, url = $3, error = $4, updated_at = now() WHERE id = $1 AND status = 'pending' RETURNING ${COLS}`,
+          [id, error === null ? 'running' : 'failed', url, error],
+        );
+        const p = rows[0];
+        if (p === undefined) return;
+        const data = { provision: { id: p.id, service: p.service, customer_id: p.customer_id, status: p.status, url: p.url, error: p.error } };
+        await emitEvent(c, p.workspace_id, error === null ? 'provision.running' : 'provision.failed', data);
+      });
+    } catch (err) {
+      this.log.error({ err, provision: id }, 'recording the provisioning outcome failed; it will be retried at the next start');
+    }
+  }
+}

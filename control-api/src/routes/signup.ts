@@ -1,0 +1,82 @@
+import type { FastifyInstance } from 'fastify';
+import { ApiError, DEFAULT_SCOPES, PLANS, inTransaction, insertApiKey, insertWorkspace, type Plan, type Workspace } from '@meterd/core';
+import type { Ctx } from '../context.js';
+import { TokenBuckets } from '../http/rate-limit.js';
+import { emitEvent } from '../webhooks/outbox.js';
+
+/** DNS-safe: a label of 3–40 lowercase letters, digits and inner hyphens. */
+export const SLUG_PATTERN = '^[a-z0-9](?:[a-z0-9-]{1,38})[a-z0-9]$';
+
+const signupSchema = {
+  tags: ['signup'],
+  summary: 'Create a workspace and mint its first API key (public, rate-limited per client address).',
+  body: {
+    type: 'object',
+    required: ['slug', 'display_name'],
+    additionalProperties: false,
+    properties: {
+      slug: { type: 'string', minLength: 3, maxLength: 40, pattern: SLUG_PATTERN },
+      display_name: { type: 'string', minLength: 1, maxLength: 200 },
+      contact_email: { type: 'string', format: 'email', maxLength: 320 },
+      plan: { type: 'string', enum: [...PLANS] },
+    },
+  },
+} as const;
+
+interface SignupBody { slug: string; display_name: string; contact_email?: string; plan?: Plan }
+
+export function publicWorkspace(w: Workspace) {
+  return { id: w.id, slug: w.slug, display_name: w.display_name, contact_email: w.contact_email, plan: w.plan, stripe_customer_id: w.stripe_customer_id, created_at: w.created_at };
+}
+
+export function signupRoutes(app: FastifyInstance, ctx: Ctx): void {
+  const buckets = new TokenBuckets(ctx.cfg.SIGNUP_BURST, ctx.cfg.SIGNUP_RATE_PER_MINUTE);
+
+  app.post<{ Body: SignupBody }>('/api/v1/signup', { schema: signupSchema, preValidation: async (req) => buckets.take(req.ip) }, async (req, reply) => {
+    const b = req.body;
+    if (b.slug.includes('--')) throw new ApiError('invalid_field', 'slug must not contain consecutive hyphens', 'slug');
+    let customerId: string | null = null;
+    try {
+      const { workspace, key } = await inTransaction(ctx.pool, async (c) => {
+        let workspace: Workspace;
+        try {
+          workspace = await insertWorkspace(c, { slug: b.slug, display_name: b.display_name, contact_email: b.contact_email ?? null, plan: b.plan ?? 'free' });
+        } catch (err) {
+          if ((err as { code?: string }).code === '23505') throw new ApiError('slug_taken', `the slug ${b.slug} is taken`, 'slug');
+          throw err;
+        }
+        const key = await insertApiKey(c, workspace.id, DEFAULT_SCOPES, 'first key');
+        if (ctx.stripe !== null) {
+          // Inside the transaction: if Stripe fails, the workspace and key roll back with it.
+          customerId = await createCustomer(ctx, workspace);
+          await c.query('UPDATE workspaces SET stripe_customer_id = $2 WHERE id = $1', [workspace.id, customerId]);
+          workspace = { ...workspace, stripe_customer_id: customerId };
+        }
+        await emitEvent(c, workspace.id, 'workspace.signup', { workspace: publicWorkspace(workspace) });
+        return { workspace, key };
+      });
+      ctx.metrics.signups.inc();
+      return reply.status(201).send({
+        workspace: publicWorkspace(workspace),
+        api_key: { id: key.id, token: key.token, prefix: key.display_prefix, scopes: key.scopes },
+        dashboard_url: new URL(`/dashboard/onboarding?workspace=${workspace.id}`, ctx.cfg.PUBLIC_BASE_URL).toString(),
+      });
+    } catch (err) {
+      // The Stripe customer exists but the workspace does not (the commit failed): remove it too.
+      if (customerId !== null && ctx.stripe !== null) await ctx.stripe.customers.del(customerId).catch(() => {});
+      throw err;
+    }
+  });
+}
+
+async function createCustomer(ctx: Ctx, w: Workspace): Promise<string> {
+  try {
+    const customer = await ctx.stripe!.customers.create(
+      { name: w.display_name, ...(w.contact_email ? { email: w.contact_email } : {}), metadata: { workspace_id: w.id, slug: w.slug } },
+      { idempotencyKey: `meterd-signup-${w.id}` },
+    );
+    return customer.id;
+  } catch (err) {
+    throw new ApiError('upstream_error', 'creating the Stripe customer failed; nothing was created, retry later', undefined, { retryable: true, cause: err });
+  }
+}

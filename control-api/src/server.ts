@@ -1,0 +1,62 @@
+import type { FastifyInstance } from 'fastify';
+import { createLogger, createPool, createRedis, type Logger } from '@meterd/core';
+import { buildApp } from './app.js';
+import type { ControlConfig } from './config.js';
+import { SecretBox } from './crypto/secret-box.js';
+import { createStripe } from './billing/stripe-client.js';
+import { QuotaWatch } from './billing/quota-watch.js';
+import { defineControlMetrics } from './metrics.js';
+import { KubernetesDriver } from './provision/k8s-driver.js';
+import { LocalDriver } from './provision/local-driver.js';
+import type { ProvisionDriver } from './provision/driver.js';
+import { Provisioner } from './provision/provisioner.js';
+import { DeliveryWorker } from './webhooks/worker.js';
+
+export interface ControlServer {
+  app: FastifyInstance;
+  url: string;
+  worker: DeliveryWorker | null;
+  provisioner: Provisioner;
+  quota: QuotaWatch;
+  close(): Promise<void>;
+}
+
+/** Everything the control-api process runs: stores, HTTP app, delivery worker, quota watch. */
+export async function startControl(cfg: ControlConfig, o: { log?: Logger; driver?: ProvisionDriver } = {}): Promise<ControlServer> {
+  const log = o.log ?? createLogger('control-api', cfg.LOG_LEVEL);
+  const pool = createPool(cfg.DATABASE_URL, 10);
+  const redis = createRedis(cfg.REDIS_URL);
+  const sub = createRedis(cfg.REDIS_URL, { enableAutoPipelining: false });
+  for (const r of [redis, sub]) r.on('error', (err) => log.debug({ err }, 'redis connection error'));
+  const box = new SecretBox(cfg.SECRETS_KEY);
+  if (box.usesDevelopmentKey) log.warn('SECRETS_KEY is unset: secrets are encrypted with the public development key (refused when NODE_ENV=production)');
+  const metrics = defineControlMetrics();
+  const driver = o.driver ?? (cfg.PROVISION_DRIVER === 'kubernetes'
+    ? new KubernetesDriver({ apiUrl: cfg.KUBE_API_URL, token: cfg.KUBE_TOKEN, caFile: cfg.KUBE_CA_FILE, domain: cfg.PROVISION_DOMAIN, imagePrefix: cfg.PROVISION_IMAGE_PREFIX, clusterIssuer: cfg.CERT_MANAGER_ISSUER })
+    : new LocalDriver(log));
+  const provisioner = new Provisioner(pool, driver, box, log);
+  const app = await buildApp(cfg, { pool, redis, sub, log, metrics, box, stripe: createStripe(cfg), provisioner });
+  const worker = cfg.WEBHOOK_WORKER
+    ? new DeliveryWorker({ pool, databaseUrl: cfg.DATABASE_URL, box, log, metrics, retryScale: cfg.WEBHOOK_RETRY_SCALE, pollMs: cfg.WEBHOOK_POLL_MS, timeoutMs: cfg.WEBHOOK_TIMEOUT_MS, allowPrivate: cfg.WEBHOOK_ALLOW_PRIVATE })
+    : null;
+  const quota = new QuotaWatch(pool, redis, cfg.INGEST_REDIS_PREFIX, log);
+  const address = await app.listen({ host: cfg.CONTROL_API_HOST, port: cfg.CONTROL_API_PORT });
+  await worker?.start();
+  quota.start(cfg.QUOTA_CHECK_MS);
+  // A store that is down at start must not keep the API from serving: resume at the next start.
+  await provisioner.resume().catch((err: unknown) => log.error({ err }, 'resuming pending provisions failed'));
+  return {
+    app,
+    url: address,
+    worker,
+    provisioner,
+    quota,
+    async close() {
+      quota.stop();
+      await app.close();
+      await worker?.stop();
+      await provisioner.close();
+      await Promise.all([pool.end(), redis.quit().catch(() => {}), sub.quit().catch(() => {})]);
+    },
+  };
+}
