@@ -41,7 +41,8 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   const log = o.log ?? createLogger('ingest', cfg.LOG_LEVEL).child({ thread: o.index });
   const metrics = defineIngestMetrics(o.registry);
   const pool: Pool = createPool(cfg.DATABASE_URL, 4);
-  const redis: Redis = createRedis(cfg.REDIS_URL);
+  // A stalled Redis must turn into fast 503s, not requests that hang (and claims that outlive their TTL).
+  const redis: Redis = createRedis(cfg.REDIS_URL, { commandTimeout: 2_000 });
   const sub: Redis = createRedis(cfg.REDIS_URL, { enableAutoPipelining: false });
   for (const r of [redis, sub]) r.on('error', (err) => log.debug({ err }, 'redis connection error'));
 
@@ -64,7 +65,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   const shipper = new SpoolShipper(writer, insert, { batchRows: cfg.SHIP_BATCH_ROWS, intervalMs: cfg.SHIP_INTERVAL_MS, metrics, log });
   const spool = o.wrapSpool ? o.wrapSpool(writer) : writer;
   const guarded = new SpoolLimit(spool, shipper, cfg.SPOOL_MAX_BYTES);
-  const pipeline = new Pipeline(deduper, guarded, metrics, log);
+  const pipeline = new Pipeline(deduper, guarded, metrics, log, cfg.DEDUPE_PENDING_TTL_MS / 2);
   const auth = new Authenticator(pool, sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY);
   const routes = new MeterRoutes(auth, pipeline, deduper, metrics, log, {
     maxBodyBytes: cfg.MAX_BODY_BYTES,
@@ -106,13 +107,17 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     shipper,
     async close(flushWithinMs = 5_000) {
       uws.us_listen_socket_close(listenSocket);
+      routes.draining = true;
       const deadline = Date.now() + 10_000;
       while (routes.tracker.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
       health.stop();
       await shipper.stop(flushWithinMs);
       await writer.close();
-      // uWS v20.30 has no app.close(): keep-alive sockets stay open until the thread or process exits.
       await Promise.allSettled([redis.quit(), sub.quit(), pool.end()]);
+      // Closes every keep-alive connection too, so the thread's loop empties and it ends on its own.
+      // (A worker torn down while uWS handles are open aborts the whole process.) The method exists
+      // in this uWS build but is missing from its bundled type definitions.
+      (app as TemplatedApp & { close(): void }).close();
     },
   };
 }

@@ -37,19 +37,20 @@ function spawn(index: number, attempt = 0): void {
         log.info({ url: `http://${cfg.INGEST_HOST}:${m.port}`, threads: cfg.INGEST_THREADS }, 'ingest listening');
       }
     } else if (m.type === 'drained') {
-      void w.terminate();
+      // The thread closed every socket and ends by itself; 'exit' below counts it out.
+      log.info({ thread: index }, 'ingest thread drained');
     }
   });
   w.on('error', (err) => log.error({ err, thread: index }, 'ingest thread crashed'));
   w.on('exit', (code) => {
     workers.delete(index);
     if (stopping) {
-      if (workers.size === 0) process.exit(0);
+      if (workers.size === 0) process.exit(code === 0 ? 0 : 1);
       return;
     }
     const delay = Math.min(30_000, 500 * 2 ** (ready ? 0 : attempt));
     log.error({ thread: index, code, restart_in_ms: delay }, 'ingest thread exited; restarting');
-    setTimeout(() => spawn(index, ready ? 0 : attempt + 1), delay);
+    setTimeout(() => !stopping && spawn(index, ready ? 0 : attempt + 1), delay);
   });
 }
 

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { newEventId, periodOf, type ErrorCode, type MeterEvent, type Logger } from '@meterd/core';
 import { CLAIMED, OVER_QUOTA, PENDING, type Deduper } from './dedupe/deduper.js';
 import type { Spool } from './spool/writer.js';
@@ -52,12 +53,17 @@ const UNAVAILABLE: EventResult = { kind: 'rejected', code: 'service_unavailable'
 export class Pipeline {
   private queue: Submit[] = [];
   private scheduled = false;
+  /** Claim tokens are `P:<process-unique prefix>:<tick>`: unique without a random draw per tick. */
+  private readonly tokenPrefix = `${PENDING}${randomBytes(6).toString('hex')}:`;
+  private tick = 0;
 
   constructor(
     private readonly deduper: Deduper,
     private readonly spool: Spool,
     private readonly metrics: IngestMetrics,
     private readonly log: Logger,
+    /** A claim answered later than this is not trusted: its pending keys may have expired already. */
+    private readonly maxClaimMs: number,
   ) {}
 
   submit(s: Submit): void {
@@ -74,6 +80,7 @@ export class Pipeline {
     this.scheduled = false;
     const now = Date.now();
     const period = periodOf(now);
+    const token = this.tokenPrefix + this.tick++;
     const groups = new Map<string, Group>();
     for (const s of submits) {
       let g = groups.get(s.workspaceId);
@@ -99,11 +106,19 @@ export class Pipeline {
     for (const s of submits) results.set(s, new Array<EventResult>(s.events.length));
     let waiting = groups.size;
     const claimed = (): void => {
-      if (--waiting === 0) this.store([...groups.values()], results, period);
+      if (--waiting === 0) this.store([...groups.values()], results, period, token);
+    };
+    const unavailable = (g: Group, err: unknown): void => {
+      this.log.warn({ err, workspace_id: g.workspaceId }, 'claiming idempotency keys in Redis failed');
+      for (const slot of g.firsts) results.get(slot.submit)![slot.i] = UNAVAILABLE;
+      // The script may have run even though its answer was lost: free whatever it claimed.
+      this.release(g.workspaceId, period, g.keys, token);
+      claimed();
     };
     for (const g of groups.values()) {
-      this.deduper.claim({ workspaceId: g.workspaceId, limit: g.limit, period, keys: g.keys }).then(
+      this.deduper.claim({ workspaceId: g.workspaceId, limit: g.limit, period, keys: g.keys, token }).then(
         ({ states, used }) => {
+          if (Date.now() - now > this.maxClaimMs) return unavailable(g, new Error(`claim answered after ${Date.now() - now} ms`));
           g.used = used;
           for (let k = 0; k < states.length; k++) {
             const st = states[k]!;
@@ -112,7 +127,7 @@ export class Pipeline {
             if (st === CLAIMED) {
               const row = toRow(slot.submit.events[slot.i]!, newEventId(), now);
               g.newRows[k] = row;
-            } else if (st === PENDING) {
+            } else if (st.startsWith(PENDING)) {
               out[slot.i] = IN_USE;
             } else if (st === OVER_QUOTA) {
               out[slot.i] = OVER;
@@ -123,16 +138,19 @@ export class Pipeline {
           }
           claimed();
         },
-        (err: unknown) => {
-          this.log.warn({ err, workspace_id: g.workspaceId }, 'claiming idempotency keys in Redis failed');
-          for (const slot of g.firsts) results.get(slot.submit)![slot.i] = UNAVAILABLE;
-          claimed();
-        },
+        (err: unknown) => unavailable(g, err),
       );
     }
   }
 
-  private store(groups: Group[], results: Map<Submit, EventResult[]>, period: string): void {
+  private release(workspaceId: string, period: string, keys: string[], token: string): void {
+    this.deduper.release(workspaceId, period, keys, token).catch((e: unknown) => {
+      // The claims stay pending until their short TTL frees them: retries get 409, then succeed.
+      this.log.warn({ err: e, workspace_id: workspaceId }, 'releasing idempotency claims failed');
+    });
+  }
+
+  private store(groups: Group[], results: Map<Submit, EventResult[]>, period: string, token: string): void {
     let data = '';
     let rows = 0;
     for (const g of groups) for (const r of g.newRows) if (r !== undefined) {
@@ -154,12 +172,9 @@ export class Pipeline {
         }
         if (keys.length === 0) continue;
         if (err) {
-          this.deduper.release(g.workspaceId, period, keys).catch((e: unknown) => {
-            // The claims stay pending until their short TTL frees them: retries get 409, then succeed.
-            this.log.warn({ err: e, workspace_id: g.workspaceId }, 'releasing idempotency claims failed');
-          });
+          this.release(g.workspaceId, period, keys, token);
         } else {
-          this.deduper.commit(g.workspaceId, keys, compact).catch((e: unknown) => {
+          this.deduper.commit(g.workspaceId, keys, compact, token).catch((e: unknown) => {
             // The events are durable; only the dedupe memory is missing. The pending claims expire,
             // a later retry is stored again, and the events table collapses the copy.
             this.log.warn({ err: e, workspace_id: g.workspaceId }, 'committing idempotency keys failed');

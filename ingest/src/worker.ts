@@ -14,10 +14,14 @@ parentPort!.postMessage({ type: 'listening', port: thread.port });
 parentPort!.on('message', (m: { type: string }) => {
   if (m.type !== 'drain') return;
   thread.close().then(
-    () => parentPort!.postMessage({ type: 'drained' }),
+    () => {
+      parentPort!.postMessage({ type: 'drained' });
+      parentPort!.close(); // nothing keeps the thread alive now: it exits when its loop is empty
+    },
     (err: unknown) => {
       log.error({ err }, 'draining failed');
-      parentPort!.postMessage({ type: 'drained' });
+      process.exitCode = 1;
+      parentPort!.close();
     },
   );
 });

@@ -16,13 +16,13 @@ test('Redis memory per deduplicated key', async (t) => {
     const { workspace } = await stores.workspace('enterprise');
     const d = new RedisDeduper(stores.redis, { windowSeconds: 35 * 86_400, pendingTtlMs: 10_000, prefix: 'md' });
     const keys = Array.from({ length: 100 }, (_, i) => `checkout.completed:order_${1_000_000 + i}`);
-    const claim = await d.claim({ workspaceId: workspace.id, limit: null, period: '202611', keys });
+    const claim = await d.claim({ workspaceId: workspace.id, limit: null, period: '202611', keys, token: 'P:test:1' });
     assert.ok(claim.states.every((s) => s === ''));
     const rows = keys.map((k, i) => compactRow(toRow({
       workspace_id: workspace.id, event_type: 'checkout.completed', idempotency_key: k.split(':')[1]!,
       quantity: 1, gmv_cents: 4299 + i, currency: 'USD', occurred_at_ms: Date.now(),
     }, newEventId(), Date.now())));
-    await d.commit(workspace.id, keys, rows);
+    await d.commit(workspace.id, keys, rows, 'P:test:1');
     let total = 0;
     for (const k of keys) total += Number(await stores.redis.call('MEMORY', 'USAGE', d.dedupeKey(workspace.id, k), 'SAMPLES', '0'));
     const perKey = total / keys.length;

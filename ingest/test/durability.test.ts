@@ -112,3 +112,19 @@ test('ClickHouse stopped for 30 s under load, then started: no event that got a 
     await ch.stop();
   }
 });
+
+test('SIGTERM under load drains: requests in flight are answered, the spool is shipped, the process exits 0', async () => {
+  const { workspace, token } = await stores.workspace('enterprise');
+  const port = String(await freePort());
+  const ingest = await spawnIngest({ ...stores.env, INGEST_PORT: port, INGEST_THREADS: '2', SPOOL_DIR: tempDir('term'), SHIP_INTERVAL_MS: '60000' });
+  const l = load(ingest.url, workspace.id, token, 8);
+  await until(async () => l.acked.size, (n) => n > 2_000, 20_000, 'load before SIGTERM');
+  const exited = new Promise<number | null>((r) => ingest.child.once('exit', (code) => r(code)));
+  ingest.child.kill('SIGTERM');
+  assert.equal(await exited, 0, `${ingest.child.signalCode ?? ''} ${ingest.output()}`);
+  await l.stop();
+  // SHIP_INTERVAL_MS is a minute: only the drain's final flush can have put these rows in ClickHouse.
+  const s = await stored(stores.clickhouse, workspace.id);
+  assert.equal(s.doubled, 0);
+  assert.deepEqual([...l.acked].filter((k) => !s.keys.has(k)), []);
+});

@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import { ApiError } from '../errors/api-error.js';
-import { findKeyByHash } from '../store/workspaces.js';
+import { findKeyByHash, type KeyRecord } from '../store/workspaces.js';
 import { hashKey, isWellFormedKey, type Scope } from '../keys/api-key.js';
 import { KEY_REVOKED_CHANNEL, type Redis } from '../store/redis.js';
 import type { Pool } from '../store/postgres.js';
@@ -14,30 +14,146 @@ export interface Principal {
   plan: Plan | null;
 }
 
-interface Entry { value: Principal | null; expires: number }
+export interface AuthenticatorOptions {
+  /** Live keys kept in memory (default 100,000). */
+  maxKeys?: number;
+  /** Unknown or revoked keys remembered, so a retrying client does not cost a query each time (default 10,000). */
+  maxMisses?: number;
+  /** Workspace plans kept for operator requests (default 100,000; unknown workspaces get `maxMisses`). */
+  maxPlans?: number;
+  /**
+   * Key lookups allowed in Postgres at once (default: the pool's size). Further misses are answered
+   * `service_unavailable` at once: random tokens never repeat, so neither a queue nor coalescing
+   * would bound them, and a queue would only make every request behind it slower.
+   */
+  maxConcurrentLookups?: number;
+  /** How a key hash is looked up (default: findKeyByHash on the pool); tests slow it down to open race windows. */
+  findKey?: (hash: Buffer) => Promise<KeyRecord | undefined>;
+}
 
 const NEGATIVE_TTL_MS = 2_000;
 
 /**
+ * A TTL cache bounded by count. Every entry of one cache lives for the same `ttlMs` and a re-insert
+ * moves the key to the back, so Map insertion order is also expiry order: eviction drops the entry
+ * closest to expiry, and a sweep stops at the first live entry (amortised O(1) per insert). Hits do
+ * not reorder, which keeps them one Map.get and a compare with no allocation; a hot key evicted
+ * early costs one query, which its TTL would cost anyway.
+ */
+class TtlCache<V> {
+  private readonly map = new Map<string, { value: V; expires: number }>();
+  constructor(private readonly capacity: number, private readonly ttlMs: number) {}
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  get(key: string, now: number): V | undefined {
+    const e = this.map.get(key);
+    if (e === undefined) return undefined;
+    if (e.expires > now) return e.value;
+    this.map.delete(key);
+    return undefined;
+  }
+
+  set(key: string, value: V, now: number): void {
+    this.map.delete(key);
+    for (const [k, e] of this.map) {
+      if (e.expires > now) break;
+      this.map.delete(k);
+    }
+    if (this.map.size >= this.capacity) {
+      const oldest = this.map.keys().next();
+      if (oldest.done !== true) this.map.delete(oldest.value);
+    }
+    this.map.set(key, { value, expires: now + this.ttlMs });
+  }
+
+  delete(key: string): void {
+    this.map.delete(key);
+  }
+
+  clear(): void {
+    this.map.clear();
+  }
+}
+
+/**
  * Resolves `Authorization: Bearer …` to a principal. Keys are hashed on arrival and looked up by
- * hash (Postgres, cached for `ttlMs`); a revocation published on Redis drops the cache entry in
- * every process at once, and a (re)connected subscriber clears the whole cache, since messages sent
- * while it was away are lost. Concurrent misses for one key share one query.
+ * hash (Postgres, cached for `ttlMs`, every cache bounded); a revocation published on Redis drops
+ * the cache entry in every process at once, and a (re)connected subscriber clears the caches, since
+ * messages sent while it was away are lost. Concurrent misses for one key share one query, and at
+ * most `maxConcurrentLookups` queries run at once.
  */
 export class Authenticator {
-  private readonly cache = new Map<string, Entry>();
+  private readonly keys: TtlCache<Principal>;
+  private readonly misses: TtlCache<ApiError>;
+  private readonly plans: TtlCache<Plan>;
+  private readonly missingPlans: TtlCache<true>;
   private readonly inflight = new Map<string, Promise<Principal | ApiError>>();
   private readonly operatorHash: Buffer | null;
+  private readonly findKey: (hash: Buffer) => Promise<KeyRecord | undefined>;
+  private readonly maxLookups: number;
+  private lookups = 0;
+  /**
+   * Bumped by every revocation message and every (re)subscription. A lookup caches its row only if
+   * this did not move while it ran: a revocation that landed meanwhile may be for that very key,
+   * and the row it read may predate it.
+   */
+  private generation = 0;
+  private subscription: 'none' | 'pending' | 'done' = 'none';
+  /** Resolves once the revocation channel is subscribed; from then on revocations reach the cache. */
+  readonly subscribed: Promise<void>;
+  private markSubscribed!: () => void;
 
-  constructor(private readonly pool: Pool, private readonly sub: Redis, private readonly ttlMs: number, operatorKey: string) {
+  constructor(private readonly pool: Pool, private readonly sub: Redis, ttlMs: number, operatorKey: string, options: AuthenticatorOptions = {}) {
     this.operatorHash = operatorKey === '' ? null : hashKey(operatorKey);
-    sub.on('ready', () => this.cache.clear());
+    const missTtl = Math.min(NEGATIVE_TTL_MS, ttlMs);
+    this.keys = new TtlCache(positiveInt('maxKeys', options.maxKeys ?? 100_000), ttlMs);
+    this.misses = new TtlCache(positiveInt('maxMisses', options.maxMisses ?? 10_000), missTtl);
+    this.plans = new TtlCache(positiveInt('maxPlans', options.maxPlans ?? 100_000), ttlMs);
+    this.missingPlans = new TtlCache(positiveInt('maxMisses', options.maxMisses ?? 10_000), missTtl);
+    this.maxLookups = positiveInt('maxConcurrentLookups', options.maxConcurrentLookups ?? pool.options.max ?? 10);
+    this.findKey = options.findKey ?? ((hash) => findKeyByHash(pool, hash));
+    this.subscribed = new Promise((resolve) => (this.markSubscribed = resolve));
+
+    sub.on('ready', () => {
+      this.reset();
+      if (this.subscription === 'none') this.subscribe();
+    });
     sub.on('message', (channel: string, hashHex: string) => {
-      if (channel === KEY_REVOKED_CHANNEL) this.cache.delete(hashHex);
+      if (channel !== KEY_REVOKED_CHANNEL) return;
+      this.generation++;
+      this.keys.delete(hashHex);
+      // Later callers must not join a query that may have read the row before the revocation.
+      this.inflight.delete(hashHex);
     });
-    void sub.subscribe(KEY_REVOKED_CHANNEL).catch(() => {
-      // The 'ready' handler clears the cache and ioredis re-subscribes on reconnect.
-    });
+    this.subscribe();
+  }
+
+  private subscribe(): void {
+    this.subscription = 'pending';
+    this.sub.subscribe(KEY_REVOKED_CHANNEL).then(
+      () => {
+        // Anything cached before the subscription took effect could have missed a revocation.
+        this.reset();
+        this.subscription = 'done';
+        this.markSubscribed();
+      },
+      () => {
+        // Retried by the 'ready' handler when the connection comes back.
+        this.subscription = 'none';
+      },
+    );
+  }
+
+  private reset(): void {
+    this.generation++;
+    this.keys.clear();
+    this.misses.clear();
+    this.plans.clear();
+    this.missingPlans.clear();
+    this.inflight.clear();
   }
 
   authenticate(header: string): Principal | ApiError | Promise<Principal | ApiError> {
@@ -50,43 +166,72 @@ export class Authenticator {
     if (this.operatorHash !== null && timingSafeEqual(hash, this.operatorHash)) return OPERATOR;
     if (!isWellFormedKey(token)) return new ApiError('invalid_api_key', 'the API key is not valid');
     const hex = hash.toString('hex');
-    const hit = this.cache.get(hex);
-    if (hit !== undefined && hit.expires > Date.now()) return hit.value ?? INVALID;
-    let p = this.inflight.get(hex);
-    if (p === undefined) {
-      p = this.lookup(hex, hash);
-      this.inflight.set(hex, p);
-    }
+    const now = Date.now();
+    const hit = this.keys.get(hex, now) ?? this.misses.get(hex, now);
+    if (hit !== undefined) return hit;
+    return this.inflight.get(hex) ?? (this.lookups < this.maxLookups ? this.startLookup(hex, hash) : BUSY);
+  }
+
+  private startLookup(hex: string, hash: Buffer): Promise<Principal | ApiError> {
+    this.lookups++;
+    const p: Promise<Principal | ApiError> = this.lookup(hex, hash, this.generation).finally(() => {
+      this.lookups--;
+      // A revocation or reset may have replaced this entry with a newer query for the same key.
+      if (this.inflight.get(hex) === p) this.inflight.delete(hex);
+    });
+    this.inflight.set(hex, p);
     return p;
   }
 
-  private async lookup(hex: string, hash: Buffer): Promise<Principal | ApiError> {
+  private async lookup(hex: string, hash: Buffer, generation: number): Promise<Principal | ApiError> {
+    let rec: KeyRecord | undefined;
     try {
-      const rec = await findKeyByHash(this.pool, hash);
-      const value: Principal | null = rec === undefined ? null : { workspaceId: rec.workspace_id, scopes: new Set(rec.scopes), plan: rec.plan };
-      this.cache.set(hex, { value, expires: Date.now() + (value === null ? Math.min(NEGATIVE_TTL_MS, this.ttlMs) : this.ttlMs) });
-      return value ?? INVALID;
+      rec = await this.findKey(hash);
     } catch (err) {
       return new ApiError('service_unavailable', 'could not check the API key; retry shortly', undefined, { retryable: true, cause: err });
-    } finally {
-      this.inflight.delete(hex);
     }
+    if (rec === undefined) {
+      // A revocation only ever turns keys invalid, so it cannot make a negative answer stale.
+      this.misses.set(hex, INVALID, Date.now());
+      return INVALID;
+    }
+    const principal: Principal = { workspaceId: rec.workspace_id, scopes: new Set(rec.scopes), plan: rec.plan };
+    // Callers that asked before the revocation still get this answer; later ones query again.
+    if (generation === this.generation) this.keys.set(hex, principal, Date.now());
+    return principal;
   }
 
   /** The plan of any workspace, for operator requests (cached like keys). Undefined if there is no such workspace. */
-  private readonly plans = new Map<string, { plan: Plan | undefined; expires: number }>();
   async planOf(workspaceId: string): Promise<Plan | undefined> {
-    const hit = this.plans.get(workspaceId);
-    if (hit !== undefined && hit.expires > Date.now()) return hit.plan;
+    const now = Date.now();
+    const hit = this.plans.get(workspaceId, now);
+    if (hit !== undefined) return hit;
+    if (this.missingPlans.get(workspaceId, now) === true) return undefined;
+    const generation = this.generation;
     const { rows } = await this.pool.query<{ plan: Plan }>('SELECT plan FROM workspaces WHERE id = $1', [workspaceId]);
     const plan = rows[0]?.plan;
-    this.plans.set(workspaceId, { plan, expires: Date.now() + (plan === undefined ? NEGATIVE_TTL_MS : this.ttlMs) });
+    if (generation === this.generation) {
+      if (plan === undefined) this.missingPlans.set(workspaceId, true, Date.now());
+      else this.plans.set(workspaceId, plan, Date.now());
+    }
     return plan;
   }
+
+  /** Entries held in each cache and queries running (for tests and gauges). */
+  get cacheSizes(): { keys: number; misses: number; plans: number; lookups: number } {
+    return { keys: this.keys.size, misses: this.misses.size, plans: this.plans.size + this.missingPlans.size, lookups: this.lookups };
+  }
+}
+
+function positiveInt(name: string, n: number): number {
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`Authenticator option ${name} must be a positive integer, got ${n}`);
+  return n;
 }
 
 const OPERATOR: Principal = Object.freeze({ workspaceId: null, scopes: 'all', plan: null });
 const INVALID = new ApiError('invalid_api_key', 'the API key is not valid or has been revoked');
+// Shared like INVALID: under a flood, building an Error (and its stack) per rejected request is the cost to avoid.
+const BUSY = new ApiError('service_unavailable', 'too many API key checks in progress; retry shortly', undefined, { retryable: true });
 
 export function hasScope(p: Principal, scope: Scope): boolean {
   return p.scopes === 'all' || p.scopes.has(scope);

@@ -35,6 +35,8 @@ export const ERROR_CODES = {
   upstream_error: { status: 502, summary: 'A provider the control API called (Stripe, Kubernetes) failed; nothing was changed, retry later.' },
   not_configured: { status: 501, summary: 'The server is not configured for this feature (e.g. Stripe or Shopify credentials are unset).' },
   no_billing_customer: { status: 409, summary: 'The workspace has no Stripe customer, so it has no billing portal.' },
+  session_required: { status: 401, summary: 'Dashboard: no valid sign-in session (absent, expired, signed out, or its API key was revoked); sign in again.' },
+  csrf_token_invalid: { status: 403, summary: 'Dashboard: a state-changing call lacked the session\'s X-CSRF-Token header or sent a wrong one.' },
   // routing
   not_found: { status: 404, summary: 'No such route.' },
   method_not_allowed: { status: 405, summary: 'The route exists but not for this method.' },

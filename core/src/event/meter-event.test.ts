@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { validateMeterEvent, Rejection, MAX_EVENT_AGE_MS, MAX_EVENT_SKEW_MS } from './meter-event.js';
+import { validateMeterEvent, parseMeterJson, Rejection, MAX_EVENT_AGE_MS, MAX_EVENT_SKEW_MS } from './meter-event.js';
 import { parseRfc3339, formatRfc3339 } from './time.js';
 
 const NOW = Date.UTC(2026, 10, 22, 12, 0, 0);
@@ -66,4 +66,29 @@ test('occurred_at: RFC 3339 only, within 35 days back and 5 minutes ahead', () =
   }
   assert.equal(parseRfc3339('2028-02-29T00:00:00Z'), Date.UTC(2028, 1, 29));
   assert.equal(code({ ...base, occurred_at: 1795000000 }), 'invalid_timestamp:occurred_at');
+});
+
+test('numbers written with a fraction or exponent are refused per event, never rounded', () => {
+  const ws = '"workspace_id":"ws_abc","event_type":"e","idempotency_key"';
+  const one = (body: string) => code(parseMeterJson(body));
+  assert.equal(one(`{${ws}:"a","gmv_cents":4299.0000000000001}`), 'invalid_field:gmv_cents');
+  assert.equal(one(`{${ws}:"a","quantity":1E2}`), 'invalid_field:quantity');
+  assert.equal(one(`{${ws}:"a","quantity":-0.0}`), 'invalid_field:quantity');
+  assert.equal(one(`{${ws}:"a","gmv_cents":4299}`), undefined);
+  // Strings that look like such numbers are left alone, escaped quotes included.
+  const r = validateMeterEvent(parseMeterJson(`{${ws}:"order_5.1e3 \\\"9.5\\\"","gmv_cents":7}`), NOW);
+  assert.ok(!(r instanceof Rejection));
+  assert.equal(r.idempotency_key, 'order_5.1e3 "9.5"');
+  assert.equal(r.gmv_cents, 7);
+  // In a batch only the event carrying the bad number is refused.
+  const batch = parseMeterJson(`{"events":[{${ws}:"x","gmv_cents":1.5},{${ws}:"y","gmv_cents":2}]}`) as { events: unknown[] };
+  assert.equal(code(batch.events[0]), 'invalid_field:gmv_cents');
+  assert.equal(code(batch.events[1]), undefined);
+  assert.throws(() => parseMeterJson('{"a":1.5'), SyntaxError);
+});
+
+test('idempotency keys must be well-formed Unicode (a lone surrogate has no UTF-8 form)', () => {
+  assert.equal(code({ ...base, idempotency_key: 'poison\ud800' }), 'invalid_field:idempotency_key');
+  assert.equal(code({ ...base, idempotency_key: 'x\udc00' }), 'invalid_field:idempotency_key');
+  assert.equal(code({ ...base, idempotency_key: 'emoji \u{1F600}' }), undefined);
 });

@@ -52,8 +52,10 @@ export function validateMeterEvent(v: unknown, nowMs: number): MeterEvent | Reje
 
   const ik = o.idempotency_key;
   if (ik === undefined) return new Rejection('missing_field', 'idempotency_key is required', 'idempotency_key');
-  if (typeof ik !== 'string' || ik.length === 0 || ik.length > LIMITS.idempotencyKeyMax || CONTROL_RE.test(ik)) {
-    return new Rejection('invalid_field', 'idempotency_key must be a string of 1–255 characters without control characters', 'idempotency_key');
+  // isWellFormed: a lone surrogate has no UTF-8 form. Redis would store it as U+FFFD (so two keys
+  // would collide) and ClickHouse refuses the row (so shipping would stall).
+  if (typeof ik !== 'string' || ik.length === 0 || ik.length > LIMITS.idempotencyKeyMax || CONTROL_RE.test(ik) || !ik.isWellFormed()) {
+    return new Rejection('invalid_field', 'idempotency_key must be a string of 1–255 characters without control characters or unpaired surrogates', 'idempotency_key');
   }
 
   const quantity = o.quantity === undefined ? 1 : o.quantity;
@@ -84,10 +86,29 @@ export function validateMeterEvent(v: unknown, nowMs: number): MeterEvent | Reje
 }
 
 function checkInteger(v: unknown, field: string): Rejection | undefined {
-  if (typeof v !== 'number') return new Rejection('invalid_field', `${field} must be a whole number`, field);
+  if (typeof v !== 'number') {
+    const written = typeof v === 'string' && v.startsWith(NOT_AN_INTEGER) ? ` (got ${v.slice(NOT_AN_INTEGER.length, 40)})` : '';
+    return new Rejection('invalid_field', `${field} must be a whole number written without fraction or exponent${written}`, field);
+  }
   // JSON.parse has already rounded anything past 2^53−1, so such a value can't be trusted: refuse it.
   if (!Number.isSafeInteger(v) || v < 0) {
     return new Rejection('integer_out_of_range', `${field} must be a whole number from 0 to 9007199254740991`, field);
   }
   return undefined;
+}
+
+/**
+ * JSON.parse rounds silently: `4299.0000000000001` becomes 4299 and `1e2` becomes 100. meterd has no
+ * field that takes a non-integer number, so before parsing, every number token written with a
+ * fraction or an exponent is turned into a marked string, which validation then refuses for that
+ * event alone. The native regex test keeps the common body (no such token) on the fast path.
+ */
+const NOT_AN_INTEGER = '\u0000non-integer:';
+const MAYBE_NON_INTEGER = /\d[.eE]/;
+const STRING_OR_NUMBER = /"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
+
+export function parseMeterJson(text: string): unknown {
+  if (!MAYBE_NON_INTEGER.test(text)) return JSON.parse(text);
+  return JSON.parse(text.replace(STRING_OR_NUMBER, (tok) =>
+    tok.charCodeAt(0) === 34 || !/[.eE]/.test(tok) ? tok : JSON.stringify(NOT_AN_INTEGER + tok)));
 }

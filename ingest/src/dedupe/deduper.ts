@@ -11,9 +11,15 @@ export interface ClaimRequest {
   period: string;
   /** `event_type:idempotency_key`, distinct within the request. */
   keys: string[];
+  /**
+   * Marks these claims as this request's own (`P:<unique>`): commit and release act only on keys
+   * still holding it, so a claim that expired and was re-claimed by a retry is never overwritten
+   * or freed by the first request.
+   */
+  token: string;
 }
 
-/** Per key: '' = claimed now; 'P' = claimed by an earlier request, not yet stored; 'Q' = over quota; else the committed row. */
+/** Per key: '' = claimed now; 'P:…' = claimed by an earlier request, not yet stored; 'Q' = over quota; else the committed row. */
 export interface ClaimResult {
   states: string[];
   /** The workspace's event count this period after this claim. */
@@ -22,12 +28,13 @@ export interface ClaimResult {
 
 export interface Deduper {
   claim(req: ClaimRequest): Promise<ClaimResult>;
-  commit(workspaceId: string, keys: string[], rows: string[]): Promise<void>;
-  release(workspaceId: string, period: string, keys: string[]): Promise<void>;
+  commit(workspaceId: string, keys: string[], rows: string[], token: string): Promise<void>;
+  release(workspaceId: string, period: string, keys: string[], token: string): Promise<void>;
   /** The workspace's event count this period, read only (for answers that never reach a claim). */
   used(workspaceId: string, period: string): Promise<number>;
 }
 
-export const PENDING = 'P';
+/** Prefix of a pending claim's value. Committed values start with the event id (`evt_`). */
+export const PENDING = 'P:';
 export const OVER_QUOTA = 'Q';
 export const CLAIMED = '';

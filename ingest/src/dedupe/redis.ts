@@ -19,7 +19,7 @@ for i = 2, #KEYS do
   elseif limit >= 0 and used + added >= limit then
     out[i - 1] = 'Q'
   else
-    redis.call('SET', KEYS[i], 'P', 'PX', ARGV[2])
+    redis.call('SET', KEYS[i], ARGV[4], 'PX', ARGV[2])
     added = added + 1
     out[i - 1] = ''
   end
@@ -31,17 +31,24 @@ end
 out[#KEYS] = tostring(used + added)
 return out`;
 
+// A key whose claim expired is committed all the same (the event is durable); a key another
+// request re-claimed or committed meanwhile is left to that request.
 const COMMIT = `
+local n = 0
 for i = 1, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1])
+  local v = redis.call('GET', KEYS[i])
+  if not v or v == ARGV[2] then
+    redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[1])
+    n = n + 1
+  end
 end
-return #KEYS`;
+return n`;
 
-// Only keys still pending are freed: a key committed meanwhile belongs to a stored event.
+// Only this request's own pending claims are freed.
 const RELEASE = `
 local freed = 0
 for i = 2, #KEYS do
-  if redis.call('GET', KEYS[i]) == 'P' then
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
     redis.call('DEL', KEYS[i])
     freed = freed + 1
   end
@@ -65,6 +72,11 @@ export interface RedisDedupeOptions {
 
 /** Quota counters outlive their month by a little, so a late read of last period still works. */
 const QUOTA_TTL_SECONDS = 40 * 86_400;
+/**
+ * Keys per Lua call at most: a script blocks Redis while it runs, and V8 refuses calls with more
+ * than ~125k spread arguments. A tick's keys of one workspace above this go in several calls.
+ */
+export const MAX_KEYS_PER_CALL = 1_000;
 
 export class RedisDeduper implements Deduper {
   private readonly r: Scripted;
@@ -87,35 +99,51 @@ export class RedisDeduper implements Deduper {
   }
 
   async claim(req: ClaimRequest): Promise<ClaimResult> {
-    const n = req.keys.length;
-    const args: (string | number)[] = new Array(n + 4);
+    if (req.keys.length <= MAX_KEYS_PER_CALL) return this.claimChunk(req, req.keys);
+    const parts: Promise<ClaimResult>[] = [];
+    for (let i = 0; i < req.keys.length; i += MAX_KEYS_PER_CALL) parts.push(this.claimChunk(req, req.keys.slice(i, i + MAX_KEYS_PER_CALL)));
+    const done = await Promise.all(parts);
+    // Redis runs the calls in order (one connection), so the last one saw every earlier increment.
+    return { states: done.flatMap((d) => d.states), used: done.at(-1)!.used };
+  }
+
+  private async claimChunk(req: ClaimRequest, keys: string[]): Promise<ClaimResult> {
+    const n = keys.length;
+    const args: (string | number)[] = new Array(n + 5);
     args[0] = this.quotaKey(req.workspaceId, req.period);
-    for (let i = 0; i < n; i++) args[i + 1] = this.dedupeKey(req.workspaceId, req.keys[i]!);
+    for (let i = 0; i < n; i++) args[i + 1] = this.dedupeKey(req.workspaceId, keys[i]!);
     args[n + 1] = req.limit ?? -1;
     args[n + 2] = this.opts.pendingTtlMs;
     args[n + 3] = QUOTA_TTL_SECONDS;
+    args[n + 4] = req.token;
     this.opts.roundTrips?.inc();
     const out = await this.r.meterdClaim(n + 1, ...args);
     return { states: out.slice(0, n), used: Number(out[n]) };
   }
 
-  async commit(workspaceId: string, keys: string[], rows: string[]): Promise<void> {
-    const n = keys.length;
-    const args: (string | number)[] = new Array(2 * n + 1);
-    for (let i = 0; i < n; i++) args[i] = this.dedupeKey(workspaceId, keys[i]!);
-    args[n] = this.opts.windowSeconds;
-    for (let i = 0; i < n; i++) args[n + 1 + i] = rows[i]!;
-    this.opts.roundTrips?.inc();
-    await this.r.meterdCommit(n, ...args);
+  async commit(workspaceId: string, keys: string[], rows: string[], token: string): Promise<void> {
+    for (let c = 0; c < keys.length; c += MAX_KEYS_PER_CALL) {
+      const k = keys.slice(c, c + MAX_KEYS_PER_CALL);
+      const n = k.length;
+      const args: (string | number)[] = new Array(2 * n + 2);
+      for (let i = 0; i < n; i++) args[i] = this.dedupeKey(workspaceId, k[i]!);
+      args[n] = this.opts.windowSeconds;
+      args[n + 1] = token;
+      for (let i = 0; i < n; i++) args[n + 2 + i] = rows[c + i]!;
+      this.opts.roundTrips?.inc();
+      await this.r.meterdCommit(n, ...args);
+    }
   }
 
   async used(workspaceId: string, period: string): Promise<number> {
     return Number((await this.r.get(this.quotaKey(workspaceId, period))) ?? 0);
   }
 
-  async release(workspaceId: string, period: string, keys: string[]): Promise<void> {
-    const args = [this.quotaKey(workspaceId, period), ...keys.map((k) => this.dedupeKey(workspaceId, k))];
-    this.opts.roundTrips?.inc();
-    await this.r.meterdRelease(args.length, ...args);
+  async release(workspaceId: string, period: string, keys: string[], token: string): Promise<void> {
+    for (let c = 0; c < keys.length; c += MAX_KEYS_PER_CALL) {
+      const args = [this.quotaKey(workspaceId, period), ...keys.slice(c, c + MAX_KEYS_PER_CALL).map((k) => this.dedupeKey(workspaceId, k)), token];
+      this.opts.roundTrips?.inc();
+      await this.r.meterdRelease(args.length - 1, ...args);
+    }
   }
 }

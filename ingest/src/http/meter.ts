@@ -1,5 +1,5 @@
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
-import { ApiError, hasScope, PLAN_QUOTAS, type Authenticator, type Principal, Rejection, periodOf, validateMeterEvent, type ErrorCode, type Logger, type MeterEvent } from '@meterd/core';
+import { ApiError, hasScope, parseMeterJson, PLAN_QUOTAS, type Authenticator, type Principal, Rejection, periodOf, validateMeterEvent, type ErrorCode, type Logger, type MeterEvent } from '@meterd/core';
 import type { Deduper } from '../dedupe/deduper.js';
 import type { IngestMetrics } from '../metrics.js';
 import type { EventResult, Pipeline, SubmitResult } from '../pipeline.js';
@@ -22,6 +22,12 @@ export interface MeterRouteOptions {
 export class MeterRoutes {
   /** Requests read but not yet answered or aborted; close() waits for it to reach zero. */
   readonly tracker = { inflight: 0 };
+  /**
+   * Set when the thread drains. The listening socket is closed by then, but keep-alive connections
+   * still deliver requests: those get an immediate 503 (nothing stored), so the drain ends and the
+   * client's retry reaches another instance.
+   */
+  draining = false;
 
   constructor(
     private readonly auth: Authenticator,
@@ -35,6 +41,10 @@ export class MeterRoutes {
   handle(res: HttpResponse, req: HttpRequest, batch: boolean): void {
     const ctx = new Ctx(this.tracker);
     res.onAborted(() => ctx.settle());
+    if (this.draining) {
+      sendError(res, ctx, 'service_unavailable', 'this instance is shutting down; retry');
+      return;
+    }
     this.metrics.requests[batch ? 'batch' : 'meter']!.inc();
     const authz = req.getHeader('authorization');
     const ctype = req.getHeader('content-type');
@@ -54,7 +64,7 @@ export class MeterRoutes {
     if (!isJson(ctype)) return this.reject(res, ctx, 'unsupported_media_type', 'send Content-Type: application/json');
     let doc: unknown;
     try {
-      doc = JSON.parse(body);
+      doc = parseMeterJson(body);
     } catch {
       return this.reject(res, ctx, 'invalid_json', 'the body is not valid JSON');
     }

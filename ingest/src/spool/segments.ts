@@ -1,4 +1,4 @@
-import { closeSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readdirSync, readFileSync, readSync, renameSync, writeFileSync, mkdirSync } from 'node:fs';
+import { closeSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -15,6 +15,43 @@ const SEGMENT_RE = /^(\d{12})\.ndjson$/;
 
 export function segmentPath(dir: string, seq: number): string {
   return join(dir, `${String(seq).padStart(12, '0')}.ndjson`);
+}
+
+/**
+ * A segment abandoned after a failed write whose tail could not be cut back carries a sidecar
+ * `<segment>.durable` holding its durable size: bytes past it belong to requests that were answered
+ * with an error, and recovery cuts them off instead of shipping them.
+ */
+export function durableMarkPath(dir: string, seq: number): string {
+  return `${segmentPath(dir, seq)}.durable`;
+}
+
+export function writeDurableMark(dir: string, seq: number, size: number): void {
+  const path = durableMarkPath(dir, seq);
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, String(size));
+  const fd = openSync(tmp, 'r');
+  try { fdatasyncSync(fd); } finally { closeSync(fd); }
+  renameSync(tmp, path);
+  syncDir(dir);
+}
+
+export function readDurableMark(dir: string, seq: number): number | undefined {
+  try {
+    const n = Number(readFileSync(durableMarkPath(dir, seq), 'utf8'));
+    return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+export function removeDurableMark(dir: string, seq: number): void {
+  try {
+    unlinkSync(durableMarkPath(dir, seq));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
 }
 
 export function listSegments(dir: string): number[] {
@@ -54,12 +91,14 @@ export function syncDir(dir: string): void {
 /**
  * A process killed mid-write can leave a partial last row. Such a row was never acknowledged (the
  * 202 comes after fdatasync), so cutting the file back to its last newline loses nothing promised.
+ * With `durable` (an abandoned segment's recorded size), bytes past it are cut first.
  * Returns the file's size after the cut and how many rows it holds from `from` on.
  */
-export function trimTornTail(path: string, from: number): { size: number; rows: number } {
+export function trimTornTail(path: string, from: number, durable?: number): { size: number; rows: number } {
   const fd = openSync(path, 'r+');
   try {
-    const size = fstatSync(fd).size;
+    const actual = fstatSync(fd).size;
+    const size = durable === undefined ? actual : Math.min(actual, durable);
     const buf = Buffer.allocUnsafe(1 << 20);
     let rows = 0;
     let lastNewline = from - 1;
@@ -73,7 +112,7 @@ export function trimTornTail(path: string, from: number): { size: number; rows: 
       pos += n;
     }
     const keep = Math.max(from, lastNewline + 1);
-    if (keep < size) {
+    if (keep < actual) {
       ftruncateSync(fd, keep);
       fdatasyncSync(fd);
     }

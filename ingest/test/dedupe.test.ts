@@ -1,0 +1,53 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { openTestStores, type TestStores } from '@meterd/core/testing';
+import { RedisDeduper, MAX_KEYS_PER_CALL } from '../src/dedupe/redis.js';
+
+let stores: TestStores;
+let d: RedisDeduper;
+before(async () => {
+  stores = await openTestStores('dedupe');
+  d = new RedisDeduper(stores.redis, { windowSeconds: 3600, pendingTtlMs: 200, prefix: stores.redisPrefix });
+});
+after(() => stores.close());
+
+const req = (keys: string[], token: string, limit: number | null = null) => ({ workspaceId: 'ws_dedupe', limit, period: '202611', keys, token });
+
+test('claims are owned: an expired claim re-taken by a retry is neither committed over nor freed by the first request', async () => {
+  assert.deepEqual((await d.claim(req(['e:k1'], 'P:a:1'))).states, ['']);
+  assert.deepEqual((await d.claim(req(['e:k1'], 'P:b:1'))).states, ['P:a:1'], 'a second claimant sees the pending claim');
+  await new Promise((r) => setTimeout(r, 300)); // the first claim's TTL runs out
+  assert.deepEqual((await d.claim(req(['e:k1'], 'P:b:2'))).states, [''], 'the retry claims again');
+  await d.release('ws_dedupe', '202611', ['e:k1'], 'P:a:1');
+  assert.equal(await stores.redis.get(d.dedupeKey('ws_dedupe', 'e:k1')), 'P:b:2', 'a stale release frees nothing');
+  await d.commit('ws_dedupe', ['e:k1'], ['evt_a|1|1|USD|1|1'], 'P:a:1');
+  assert.equal(await stores.redis.get(d.dedupeKey('ws_dedupe', 'e:k1')), 'P:b:2', 'a stale commit does not overwrite');
+  await d.commit('ws_dedupe', ['e:k1'], ['evt_b|1|1|USD|1|1'], 'P:b:2');
+  assert.equal(await stores.redis.get(d.dedupeKey('ws_dedupe', 'e:k1')), 'evt_b|1|1|USD|1|1');
+  // A commit after the claim expired still records the stored event.
+  await d.claim(req(['e:k2'], 'P:c:1'));
+  await new Promise((r) => setTimeout(r, 300));
+  await d.commit('ws_dedupe', ['e:k2'], ['evt_c|1|1|USD|1|1'], 'P:c:1');
+  assert.equal(await stores.redis.get(d.dedupeKey('ws_dedupe', 'e:k2')), 'evt_c|1|1|USD|1|1');
+});
+
+test('release frees the claims and gives their quota back', async () => {
+  const r = await d.claim(req(['r:1', 'r:2'], 'P:r:1', 10));
+  const before = r.used;
+  await d.release('ws_dedupe', '202611', ['r:1', 'r:2'], 'P:r:1');
+  assert.equal(await d.used('ws_dedupe', '202611'), before - 2);
+  assert.deepEqual((await d.claim(req(['r:1'], 'P:r:2', 10))).states, ['']);
+});
+
+test('a tick with more keys than one call takes is split, and the quota still holds exactly', async () => {
+  const keys = Array.from({ length: MAX_KEYS_PER_CALL * 2 + 500 }, (_, i) => `big:${i}`);
+  const start = await d.used('ws_dedupe', '202611');
+  const limit = start + MAX_KEYS_PER_CALL + 10;
+  const r = await d.claim(req(keys, 'P:big:1', limit));
+  assert.equal(r.states.length, keys.length);
+  assert.equal(r.states.filter((s) => s === '').length, MAX_KEYS_PER_CALL + 10);
+  assert.equal(r.states.filter((s) => s === 'Q').length, keys.length - MAX_KEYS_PER_CALL - 10);
+  assert.equal(r.used, limit);
+  await d.commit('ws_dedupe', keys.slice(0, MAX_KEYS_PER_CALL + 10), keys.slice(0, MAX_KEYS_PER_CALL + 10).map((_, i) => `evt_${i}|1|1|USD|1|1`), 'P:big:1');
+  assert.equal(await stores.redis.get(d.dedupeKey('ws_dedupe', `big:${MAX_KEYS_PER_CALL + 5}`)), `evt_${MAX_KEYS_PER_CALL + 5}|1|1|USD|1|1`);
+});
