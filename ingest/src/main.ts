@@ -36,6 +36,8 @@ function spawn(index: number, attempt = 0): void {
         reported = true;
         log.info({ url: `http://${cfg.INGEST_HOST}:${m.port}`, threads: cfg.INGEST_THREADS }, 'ingest listening');
       }
+    } else if (m.type === 'fatal') {
+      process.exit(70); // EX_SOFTWARE: the supervisor restarts us; the spool is replayed at start
     } else if (m.type === 'drained') {
       // The thread closed every socket and ends by itself; 'exit' below counts it out.
       log.info({ thread: index }, 'ingest thread drained');

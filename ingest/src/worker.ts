@@ -9,6 +9,16 @@ interface Data { index: number; threads: number; metrics: SharedArrayBuffer }
 const { index, threads, metrics } = workerData as Data;
 const cfg = loadIngestConfig();
 const log = createLogger('ingest', cfg.LOG_LEVEL).child({ thread: index });
+// A thread that dies with uWS handles open aborts the whole process without a word (node asserts
+// in uv_loop_close), so the thread cannot be restarted alone: log the cause, then ask the main
+// thread to exit the process, for the supervisor (or Kubernetes) to restart it. The spool keeps
+// every acknowledged event across that restart.
+const fatal = (err: unknown) => {
+  log.fatal({ err }, 'ingest thread failed; restarting the process');
+  parentPort!.postMessage({ type: 'fatal' });
+};
+process.on('uncaughtException', fatal);
+process.on('unhandledRejection', fatal);
 const thread = await startIngestThread(cfg, { index, registry: new MetricsRegistry(threads, index, metrics), log });
 parentPort!.postMessage({ type: 'listening', port: thread.port });
 parentPort!.on('message', (m: { type: string }) => {
