@@ -10,7 +10,9 @@ import { insertEvents, rng, sleep, type Ev } from './helpers.js';
  * Freshness under load: ingest's shipper pattern (one insert every 250 ms) at ~20k events/s for
  * 8 s, the aggregator at its defaults (16 shards, 200 ms poll). For each insert, the lag is the
  * time from its acknowledgement until the rollups' as-of passes it (every row committed before
- * as-of is in the rollups). Prints p50/p99; fails if p99 misses the 2 s target.
+ * as-of is in the rollups). Reports p50/p99 as test diagnostics; it asserts only that every insert
+ * is rolled up. The 2 s p99 target is judged by the benchmark (bench/), where it is measured against
+ * ceilings of the same run: a timed assertion here would fail whenever the machine is busy.
  */
 const SHARDS = 16;
 const POLL_MS = 200;
@@ -18,7 +20,7 @@ let stores: TestStores;
 before(async () => { stores = await openTestStores('aggfresh'); });
 after(async () => { await stores.close(); });
 
-test('freshness p50/p99 under a steady insert load', async () => {
+test('freshness p50/p99 under a steady insert load', async (t) => {
   const rand = rng(5);
   const agg = new Aggregator(stores.clickhouse, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), { shards: SHARDS, closeAfterSeconds: 3600, windowsPerQuery: 200 });
   agg.start(POLL_MS);
@@ -34,6 +36,7 @@ test('freshness p50/p99 under a steady insert load', async () => {
     }
   })();
   let n = 0;
+  let inserts = 0;
   const started = Date.now();
   while (Date.now() - started < 8_000) {
     const t0 = Date.now();
@@ -47,6 +50,7 @@ test('freshness p50/p99 under a steady insert load', async () => {
     }
     await insertEvents(stores.clickhouse, batch);
     pending.push(Date.now());
+    inserts++;
     await sleep(Math.max(0, 250 - (Date.now() - t0)));
   }
   producing = false;
@@ -55,7 +59,7 @@ test('freshness p50/p99 under a steady insert load', async () => {
   lags.sort((a, b) => a - b);
   const pct = (p: number): number => lags[Math.min(lags.length - 1, Math.ceil((p / 100) * lags.length) - 1)]!;
   const rate = Math.round(n / ((Date.now() - started) / 1000));
-  console.log(`freshness over ${lags.length} inserts (${n} events, ~${rate} events/s): p50 ${pct(50)} ms, p99 ${pct(99)} ms, max ${lags.at(-1)} ms`);
-  assert.ok(lags.length > 20);
-  assert.ok(pct(99) < 2_000, `p99 ${pct(99)} ms misses the 2 s target`);
+  t.diagnostic(`freshness over ${lags.length} inserts (${n} events, ~${rate} events/s): p50 ${pct(50)} ms, p99 ${pct(99)} ms, max ${lags.at(-1)} ms`);
+  assert.ok(inserts > 20);
+  assert.equal(lags.length, inserts, 'every insert was rolled up');
 });

@@ -32,6 +32,8 @@ export const billingVars = {
   STRIPE_STREAM_RATE: int('Most meter event stream calls per second from this process (Stripe documents 10,000/s in live mode).', 5_000, 1, 10_000),
   STRIPE_V1_RATE: int('Most POST /v1/billing/meter_events per second from this process (Stripe documents 1,000/s in live mode).', 500, 1, 1_000),
   STRIPE_API_RATE: int('Most other Stripe calls per second (sessions, meters, adjustments, summaries; Stripe documents 100/s live, 25/s test).', 20, 1, 100),
+  BILLING_USAGE_SOURCE: oneOf('Where usage totals come from. `rollups`: the aggregator\'s usage_hourly/usage_daily (read with FINAL), windows closed only once aggregator_state says they are fully rolled up. `raw`: the deduplicated raw events table (no aggregator needed; reads every event of the look-back each pass).', 'rollups', ['rollups', 'raw'] as const),
+  AGGREGATOR_SHARDS: int('Number of aggregator shards (must equal the aggregator\'s AGGREGATOR_SHARDS): with BILLING_USAGE_SOURCE=rollups, windows close only once every shard has reported progress past them.', 16, 1, 4096),
   BILLING_WINDOW: oneOf('Size of a pushed window: usage of one workspace and event type per hour or per day becomes one meter event.', 'hour', ['hour', 'day'] as const),
   BILLING_CLOSE_DELAY_SECONDS: int('A window is pushed this long after it ends, so late-shipped events are in it (later arrivals become corrections).', 300, 0, 86_400),
   BILLING_LOOKBACK_DAYS: int('How far back windows are compared with the ledger (corrections reach back this far). Below Stripe\'s 35-day timestamp limit.', 30, 1, 34),

@@ -12,3 +12,9 @@ export class UsageReadError extends MeterdError {
     super('METERD_BILLING_USAGE_READ_FAILED', `${action}: ${(cause as Error)?.message ?? String(cause)}`, { retryable: true, cause });
   }
 }
+
+export class UsageSourceUnavailableError extends MeterdError {
+  constructor(message: string) {
+    super('METERD_BILLING_USAGE_SOURCE_UNAVAILABLE', message, { retryable: false });
+  }
+}

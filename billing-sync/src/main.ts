@@ -1,9 +1,9 @@
 import { createServer } from 'node:http';
-import { ConfigError, createClickHouse, createLogger, createPool, pgHealthy } from '@meterd/core';
+import { ConfigError, createClickHouse, createLogger, createPool, isMeterdError, pgHealthy } from '@meterd/core';
 import { loadBillingConfig, type BillingConfig } from './config.js';
 import { createBillingMetrics } from './metrics.js';
 import { createStripe } from './stripe/client.js';
-import { ClickHouseRawUsage } from './usage/clickhouse-raw.js';
+import { createUsageSource } from './usage/select.js';
 import { BillingWorker } from './worker.js';
 
 /** billing-sync: pushes closed windows of usage to Stripe meters, exactly once, on a loop. */
@@ -20,7 +20,23 @@ const ch = createClickHouse({ url: cfg.CLICKHOUSE_URL, database: cfg.CLICKHOUSE_
 const metrics = createBillingMetrics();
 const stripe = cfg.STRIPE_SECRET_KEY === '' ? undefined : createStripe(cfg);
 if (stripe === undefined) log.warn('STRIPE_SECRET_KEY is not set: dry run (the ledger is filled, nothing is sent)');
-const worker = new BillingWorker(pool, new ClickHouseRawUsage(ch), stripe, cfg, metrics, log);
+const source = await (async () => {
+  for (;;) {
+    try {
+      return await createUsageSource(cfg, ch);
+    } catch (err) {
+      // Missing rollup tables are a deployment mistake: stop. ClickHouse not answering yet is not.
+      if (!(isMeterdError(err) && err.retryable)) {
+        log.fatal({ err }, 'billing-sync cannot read usage');
+        await Promise.allSettled([ch.close(), pool.end()]);
+        process.exit(1);
+      }
+      log.warn({ err }, 'checking the usage source failed; retrying in 2 s');
+      await new Promise((r) => setTimeout(r, 2_000));
+    }
+  }
+})();
+const worker = new BillingWorker(pool, source, stripe, cfg, metrics, log);
 
 let lastPassOk = false;
 const http = createServer((req, res) => {
@@ -35,7 +51,7 @@ const http = createServer((req, res) => {
     res.writeHead(404, { 'Content-Type': 'application/json' }).end('{"error":{"code":"not_found","message":"No such route."}}');
   })();
 });
-http.listen(cfg.BILLING_SYNC_PORT, cfg.BILLING_SYNC_HOST, () => log.info({ url: `http://${cfg.BILLING_SYNC_HOST}:${cfg.BILLING_SYNC_PORT}`, dry_run: stripe === undefined }, 'billing-sync listening'));
+http.listen(cfg.BILLING_SYNC_PORT, cfg.BILLING_SYNC_HOST, () => log.info({ url: `http://${cfg.BILLING_SYNC_HOST}:${cfg.BILLING_SYNC_PORT}`, dry_run: stripe === undefined, usage_source: cfg.BILLING_USAGE_SOURCE }, 'billing-sync listening'));
 
 let stopping = false;
 let wake: (() => void) | undefined;

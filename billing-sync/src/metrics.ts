@@ -14,6 +14,7 @@ export interface BillingMetrics {
   failures: Counter;
   sessionRenewals: Counter;
   pending: Gauge;
+  usageAsOfAge: Gauge;
 }
 
 export function createBillingMetrics(): BillingMetrics {
@@ -32,5 +33,6 @@ export function createBillingMetrics(): BillingMetrics {
     failures: r.counter('billing_meter_events_failed_total', 'Meter events Stripe refused for good.'),
     sessionRenewals: r.counter('billing_session_renewals_total', 'v2 sessions renewed after Stripe reported them expired.'),
     pending: r.gauge('billing_pending_rows', 'Ledger rows waiting to be sent, after the last pass.'),
+    usageAsOfAge: r.gauge('billing_usage_as_of_age_seconds', 'Age of the usage source\'s as-of at the last pass (aggregator lag with rollups); -1: nothing complete yet.'),
   };
 }

@@ -13,6 +13,8 @@ export interface PlanResult {
   /** Downward corrections that could not be made (prior events older than Stripe's cancel window). */
   blocked: number;
   eventTypes: Set<string>;
+  /** The source's as-of (epoch s) windows were closed against; null: nothing complete yet, nothing planned. */
+  asOf: number | null;
 }
 
 /**
@@ -30,10 +32,14 @@ export interface PlanResult {
  */
 export async function plan(pool: Pool, source: UsageSource, cfg: BillingConfig, customers: ReadonlyMap<string, string>, nowS: number, dryRun: boolean, log: Logger): Promise<PlanResult> {
   const size = WINDOW_SECONDS[cfg.BILLING_WINDOW];
-  // A window is closed once its end plus the close delay has passed.
-  const lastClosedEnd = Math.floor((nowS - cfg.BILLING_CLOSE_DELAY_SECONDS) / size) * size;
+  const asOf = await source.asOf(nowS);
+  const result: PlanResult = { planned: 0, corrections: 0, blocked: 0, eventTypes: new Set(), asOf };
+  if (asOf === null) return result;
+  // A window is closed once its end plus the close delay has passed, measured on the source's
+  // as-of rather than the wall clock: events committed before the close must already be in the
+  // totals (a lagging aggregator delays the push instead of sending a half-computed window).
+  const lastClosedEnd = Math.floor((Math.min(nowS, asOf) - cfg.BILLING_CLOSE_DELAY_SECONDS) / size) * size;
   const fromS = Math.ceil((nowS - cfg.BILLING_LOOKBACK_DAYS * 86_400) / size) * size;
-  const result: PlanResult = { planned: 0, corrections: 0, blocked: 0, eventTypes: new Set() };
   if (lastClosedEnd <= fromS) return result;
   const totals = await source.totals(fromS, lastClosedEnd, cfg.BILLING_WINDOW);
 

@@ -9,7 +9,7 @@ import { drain } from './pusher.js';
 import { StripeSender } from './stripe/sender.js';
 import type { UsageSource } from './usage/source.js';
 
-export interface PassResult { planned: number; corrections: number; blocked: number; pushed: number; pending: number }
+export interface PassResult { planned: number; corrections: number; blocked: number; pushed: number; pending: number; asOf: number | null }
 
 /**
  * One pass: plan the differences between usage and the ledger, then push everything pending.
@@ -39,6 +39,8 @@ export class BillingWorker {
     this.metrics.planned.inc(p.planned);
     this.metrics.corrections.inc(p.corrections);
     this.metrics.blocked.inc(p.blocked);
+    this.metrics.usageAsOfAge.set(p.asOf === null ? -1 : nowS - p.asOf);
+    if (p.asOf === null) this.log.warn('usage source reports nothing complete yet (the aggregator has not reported every shard): no window is closed');
     let pushed = 0;
     if (this.sender !== undefined && this.stripe !== undefined) {
       if (this.cfg.BILLING_ENSURE_METERS && p.eventTypes.size > 0) {
@@ -50,7 +52,7 @@ export class BillingWorker {
     const pending = await pendingCount(this.pool);
     this.metrics.pending.set(pending);
     this.metrics.passes.inc();
-    return { planned: p.planned, corrections: p.corrections, blocked: p.blocked, pushed, pending };
+    return { planned: p.planned, corrections: p.corrections, blocked: p.blocked, pushed, pending, asOf: p.asOf };
   }
 
   private async customers(): Promise<Map<string, string>> {

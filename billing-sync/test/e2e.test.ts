@@ -105,7 +105,10 @@ test('a downward change cancels the earlier revisions and sends the new total on
   const w = hourFloor(now) - 3 * 3600;
   // An in-memory source stands in for a ClickHouse deletion (which this test cannot make synchronously on 18.16).
   let total = 500n;
-  const source: UsageSource = { totals: async (): Promise<UsageTotal[]> => [{ workspace_id: ws!, event_type: 'refund.test', window_start: w, quantity: 1n, gmv_cents: total }] };
+  const source: UsageSource = {
+    totals: async (): Promise<UsageTotal[]> => [{ workspace_id: ws!, event_type: 'refund.test', window_start: w, quantity: 1n, gmv_cents: total }],
+    asOf: async (nowS) => nowS,
+  };
   const worker = new BillingWorker(stores.pool, source, createStripe(cfg), cfg, createBillingMetrics(), log);
   await worker.pass(now);
   total = 800n;

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import Stripe from 'stripe';
@@ -8,6 +8,7 @@ import { loadBillingConfig, type BillingConfig } from '../src/config.js';
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 export const STRIPE_LOCAL_MAIN = `${REPO}stripe-local/dist/src/main.js`;
 export const BILLING_MAIN = `${REPO}billing-sync/dist/src/main.js`;
+export const AGGREGATOR_MAIN = `${REPO}aggregator/dist/src/main.js`;
 export const KEY = 'sk_test_billing';
 
 /** stripe-local as its own process (as in `npm start`), on a random port read from its start-up log line. */
@@ -40,6 +41,8 @@ export function billingEnv(stores: TestStores, local: LocalStripe | undefined, e
     LOG_LEVEL: 'warn',
     BILLING_SYNC_PORT: '0',
     ...(local ? { STRIPE_SECRET_KEY: KEY, STRIPE_API_BASE: local.url } : { STRIPE_SECRET_KEY: '' }),
+    // These tests write `events` directly; the rollup source, which needs the aggregator, has its own tests.
+    BILLING_USAGE_SOURCE: 'raw',
     BILLING_CLOSE_DELAY_SECONDS: '0',
     BILLING_ENSURE_METERS: 'true',
     BILLING_METER_VALUES: 'api.call=quantity',
@@ -53,7 +56,7 @@ export function billingConfig(env: Record<string, string>): BillingConfig {
   return loadBillingConfig(env);
 }
 
-export interface EventRow { workspace_id: string; event_type: string; idempotency_key: string; quantity: number; gmv_cents: number; occurred_at: number }
+export interface EventRow { workspace_id: string; event_type: string; idempotency_key: string; quantity: number; gmv_cents: number; occurred_at: number; currency?: string }
 
 export async function insertEvents(stores: TestStores, rows: EventRow[]): Promise<void> {
   const fmt = (s: number): string => new Date(s * 1000).toISOString().slice(0, 19).replace('T', ' ');
@@ -62,7 +65,7 @@ export async function insertEvents(stores: TestStores, rows: EventRow[]): Promis
     format: 'JSONEachRow',
     values: rows.map((r) => ({
       workspace_id: r.workspace_id, event_type: r.event_type, idempotency_key: r.idempotency_key, event_id: `evt_${r.idempotency_key}`,
-      quantity: r.quantity, gmv_cents: r.gmv_cents, currency: 'USD', occurred_at: fmt(r.occurred_at), received_at: fmt(r.occurred_at),
+      quantity: r.quantity, gmv_cents: r.gmv_cents, currency: r.currency ?? 'USD', occurred_at: fmt(r.occurred_at), received_at: fmt(r.occurred_at),
     })),
   });
 }
@@ -101,3 +104,26 @@ export async function stripeTotals(stripe: Stripe, customers: Map<string, string
 }
 
 export const hourFloor = (s: number): number => Math.floor(s / 3600) * 3600;
+
+/**
+ * The aggregator as its own process (billing-sync may not import it), on a random port read from
+ * its "aggregator listening" log line. It rolls up the test stores' `events` every `AGGREGATOR_POLL_MS`.
+ */
+export async function startAggregator(env: Record<string, string>): Promise<{ close(): Promise<void> }> {
+  const child = spawn(process.execPath, [AGGREGATOR_MAIN], { env: { ...process.env, AGGREGATOR_PORT: '0', LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout! });
+    rl.on('line', (l) => { if (l.includes('aggregator listening')) resolve(); });
+    child.once('exit', (c) => reject(new Error(`aggregator exited with ${c}`)));
+  });
+  return { async close() { if (child.exitCode === null) { child.kill('SIGTERM'); await new Promise((r) => child.once('exit', r)); } } };
+}
+
+/** Polls until `check` returns true (or fails the test after `ms`). */
+export async function waitFor(what: string, check: () => Promise<boolean>, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}

@@ -48,13 +48,13 @@ function assertCode(v: unknown, code: string): void {
 
 test('a valid key resolves, and the second call is answered synchronously from the cache', async () => {
   const { auth } = await open();
-  const { workspace, token } = await stores.workspace('pro');
+  const { workspace, token } = await stores.workspace('growth');
   const first = auth.authenticate(`Bearer ${token}`);
   assert.ok(first instanceof Promise, 'a cold key is looked up');
   const p = await first;
   assert.ok(!(p instanceof ApiError));
   assert.equal(p.workspaceId, workspace.id);
-  assert.equal(p.plan, 'pro');
+  assert.equal(p.plan, 'growth');
   const second = auth.authenticate(`Bearer ${token}`);
   assert.ok(!(second instanceof Promise), 'a cached key is answered without a promise');
   assert.equal((second as { workspaceId: string }).workspaceId, workspace.id);
@@ -151,7 +151,6 @@ test('20,000 random well-formed tokens leave at most maxMisses negative entries'
   const { auth } = await open(30_000, { maxMisses, maxConcurrentLookups: concurrency });
   const { token } = await stores.workspace();
   await auth.authenticate(`Bearer ${token}`);
-  const heapBefore = process.memoryUsage().heapUsed;
   const t0 = Date.now();
   for (let i = 0; i < 20_000; i += concurrency) {
     const batch = [];
@@ -160,7 +159,7 @@ test('20,000 random well-formed tokens leave at most maxMisses negative entries'
   }
   const ms = Date.now() - t0;
   const sizes = auth.cacheSizes;
-  console.log(`# 20k random tokens in ${ms} ms; sizes ${JSON.stringify(sizes)}; heap delta ${((process.memoryUsage().heapUsed - heapBefore) / 1e6).toFixed(1)} MB`);
+  console.log(`# 20k random tokens in ${ms} ms; sizes ${JSON.stringify(sizes)}`);
   assert.ok(sizes.misses <= maxMisses, `misses ${sizes.misses} > ${maxMisses}`);
   assert.ok(sizes.misses > 0);
   assert.equal(sizes.keys, 1);
@@ -181,7 +180,7 @@ test('misses beyond maxConcurrentLookups are refused at once with service_unavai
 });
 
 test('expired entries are swept as new ones arrive', async () => {
-  const { auth } = await open(40);
+  const { auth } = await open(40, { maxConcurrentLookups: 100 });
   await Promise.all(Array.from({ length: 100 }, () => auth.authenticate(`Bearer ${randomToken()}`)));
   assert.equal(auth.cacheSizes.misses, 100);
   await new Promise((r) => setTimeout(r, 60));
@@ -192,7 +191,7 @@ test('expired entries are swept as new ones arrive', async () => {
 test('the plans cache is bounded, and a reconnected subscriber clears every cache', async () => {
   const { auth, sub } = await open(30_000, { maxPlans: 3 });
   const ids = [];
-  for (let i = 0; i < 5; i++) ids.push((await stores.workspace(i % 2 === 0 ? 'free' : 'pro')).workspace.id);
+  for (let i = 0; i < 5; i++) ids.push((await stores.workspace(i % 2 === 0 ? 'free' : 'growth')).workspace.id);
   for (const id of ids) assert.ok((await auth.planOf(id)) !== undefined);
   assert.equal(auth.cacheSizes.plans, 3);
   assert.equal(await auth.planOf(ids[4]!), 'free');

@@ -7,10 +7,16 @@ import type { UsageSource, UsageTotal, WindowSize } from './source.js';
  * Totals straight from the raw `events` table. The table is a ReplacingMergeTree on the
  * idempotency triple, but rows replayed after a crash stay duplicated until a merge, so the inner
  * query collapses each triple to one row before summing: duplicates never count twice, merged or
- * not. (Used until the aggregator's rollups exist; both give the same numbers.)
+ * not. Reads every raw event of the look-back on each pass: `BILLING_USAGE_SOURCE=raw` is for
+ * deployments without the aggregator; both sources give the same numbers.
  */
 export class ClickHouseRawUsage implements UsageSource {
   constructor(private readonly ch: ClickHouseClient) {}
+
+  /** The raw table is its own truth: whatever is committed is counted at once. */
+  asOf(nowS: number): Promise<number | null> {
+    return Promise.resolve(nowS);
+  }
 
   async totals(fromS: number, toS: number, window: WindowSize): Promise<UsageTotal[]> {
     const bucket = window === 'hour' ? 'toStartOfHour(t)' : 'toStartOfDay(t)';

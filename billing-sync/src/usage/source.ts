@@ -1,7 +1,8 @@
 /**
  * Where billing-sync reads usage: exact totals per workspace × event type × window, each distinct
  * (workspace_id, event_type, idempotency_key) counted once. Implementations are named after their
- * backend (clickhouse-raw.ts reads the deduplicated raw events table).
+ * backend: clickhouse-rollups.ts reads the aggregator's rollups (the default), clickhouse-raw.ts
+ * the deduplicated raw events table.
  */
 export type WindowSize = 'hour' | 'day';
 
@@ -17,6 +18,13 @@ export interface UsageTotal {
 export interface UsageSource {
   /** Totals of windows starting in [fromS, toS); windows without events are absent. */
   totals(fromS: number, toS: number, window: WindowSize): Promise<UsageTotal[]>;
+  /**
+   * Epoch seconds before which every event committed to ClickHouse is reflected in totals(), at
+   * most `nowS`; null when nothing is known to be complete yet. Windows are closed against this
+   * instant, never against the wall clock alone, so a window is never pushed from totals that are
+   * still being computed.
+   */
+  asOf(nowS: number): Promise<number | null>;
 }
 
 export const WINDOW_SECONDS: Record<WindowSize, number> = { hour: 3_600, day: 86_400 };

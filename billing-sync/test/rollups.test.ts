@@ -1,0 +1,165 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { openTestStores, type TestStores } from '@meterd/core/testing';
+import { createClickHouse, createLogger, ident, insertWorkspace, loadConfig, storeVars } from '@meterd/core';
+import { createBillingMetrics } from '../src/metrics.js';
+import { createStripe } from '../src/stripe/client.js';
+import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';
+import { ClickHouseRollupUsage } from '../src/usage/clickhouse-rollups.js';
+import { createUsageSource } from '../src/usage/select.js';
+import type { UsageTotal } from '../src/usage/source.js';
+import { BillingWorker } from '../src/worker.js';
+import { billingConfig, billingEnv, expectedTotals, hourFloor, insertEvents, startAggregator, startLocalStripe, stripeTotals, waitFor, type EventRow, type LocalStripe } from './helpers.js';
+
+/**
+ * The rollup-backed usage source: with the real aggregator (its built main.js as a child process)
+ * rolling up `events`, the rollup totals equal the raw distinct-event totals, billing pushes them
+ * exactly and a late event becomes exactly one correction. Without the aggregator (hand-written
+ * rollup and state rows), a window is planned only once every shard's as-of has passed its close.
+ */
+let stores: TestStores;
+let local: LocalStripe;
+let aggregator: { close(): Promise<void> };
+const SHARDS = '4';
+const log = createLogger('billing-rollups-test', 'silent');
+const field = (t: string): 'gmv_cents' | 'quantity' => (t === 'api.call' ? 'quantity' : 'gmv_cents');
+const sorted = (t: UsageTotal[]): string[] => t.map((x) => `${x.workspace_id} ${x.event_type} ${x.window_start} ${x.quantity} ${x.gmv_cents}`).sort();
+
+before(async () => {
+  stores = await openTestStores('billing_rollups');
+  [local, aggregator] = await Promise.all([
+    startLocalStripe(),
+    startAggregator({ ...stores.env, AGGREGATOR_SHARDS: SHARDS, AGGREGATOR_POLL_MS: '100', LOG_LEVEL: 'info' }),
+  ]);
+});
+after(async () => {
+  await aggregator.close();
+  await local.close();
+  await stores.close();
+});
+
+/** Waits until every shard's rollups hold every event committed up to now. */
+async function rolledUp(source: ClickHouseRollupUsage): Promise<void> {
+  const since = Math.floor(Date.now() / 1000) + 1;
+  await waitFor('the aggregator to roll up the events', async () => ((await source.asOf(Number.MAX_SAFE_INTEGER)) ?? 0) >= since);
+}
+
+test('rollups equal the raw distinct events; billing pushes them exactly; a late event makes one correction', async () => {
+  const cfg = billingConfig(billingEnv(stores, local, { BILLING_USAGE_SOURCE: 'rollups', AGGREGATOR_SHARDS: SHARDS }));
+  const source = await createUsageSource(cfg, stores.clickhouse);
+  assert.ok(source instanceof ClickHouseRollupUsage);
+  const raw = new ClickHouseRawUsage(stores.clickhouse);
+  const customers = new Map<string, string>();
+  for (let i = 0; i < 3; i++) {
+    const c = await local.stripe.customers.create({ email: `r${i}@example.com` });
+    const w = await insertWorkspace(stores.pool, { slug: `r-${i}-${Date.now()}`, display_name: `R${i}`, plan: 'growth', stripe_customer_id: c.id });
+    customers.set(w.id, c.id);
+  }
+  const now = Math.floor(Date.now() / 1000);
+  const from = hourFloor(now) - 3 * 3600;
+  const to = hourFloor(now);
+  const rows: EventRow[] = [];
+  let k = 0;
+  for (const ws of customers.keys()) {
+    for (let h = 0; h < 3; h++) {
+      for (let j = 0; j < 4; j++) {
+        const t = from + h * 3600 + j * 900 + 11;
+        rows.push({ workspace_id: ws, event_type: 'checkout.completed', idempotency_key: `o${k++}`, quantity: 1, gmv_cents: 500 + k * 7, occurred_at: t, currency: j % 2 === 0 ? 'USD' : 'EUR' });
+        rows.push({ workspace_id: ws, event_type: 'api.call', idempotency_key: `a${k++}`, quantity: 2 + j, gmv_cents: 0, occurred_at: t });
+      }
+    }
+  }
+  await insertEvents(stores, rows);
+  await insertEvents(stores, rows.slice(0, 25)); // a replayed batch
+  await rolledUp(source as ClickHouseRollupUsage);
+
+  for (const size of ['hour', 'day'] as const) {
+    const lo = size === 'hour' ? from : Math.floor(from / 86_400) * 86_400;
+    const hi = size === 'hour' ? to : Math.ceil((to + 1) / 86_400) * 86_400;
+    const got = await source.totals(lo, hi, size);
+    assert.ok(got.length > 0);
+    assert.deepEqual(sorted(got), sorted(await raw.totals(lo, hi, size)), `${size} totals`);
+  }
+
+  const worker = new BillingWorker(stores.pool, source, createStripe(cfg), cfg, createBillingMetrics(), log);
+  const first = await worker.pass(now);
+  assert.equal(first.planned, 3 * 3 * 2);
+  assert.equal(first.pending, 0);
+  assert.ok(first.asOf !== null && first.asOf <= now);
+  assert.deepEqual(await stripeTotals(local.stripe, customers, ['checkout.completed', 'api.call'], from, to), expectedTotals(rows, from, to, field));
+
+  const [ws] = customers.keys();
+  const late: EventRow = { workspace_id: ws!, event_type: 'checkout.completed', idempotency_key: 'late-1', quantity: 1, gmv_cents: 909, occurred_at: from + 3600 + 42 };
+  rows.push(late);
+  await insertEvents(stores, [late, late]);
+  await rolledUp(source as ClickHouseRollupUsage);
+  const corrected = await worker.pass(Math.floor(Date.now() / 1000));
+  assert.equal(corrected.planned, 1);
+  assert.equal(corrected.corrections, 1);
+  assert.equal((await worker.pass(Math.floor(Date.now() / 1000))).planned, 0);
+  const { rows: revs } = await stores.pool.query<{ revision: number; value: string }>(
+    `SELECT revision, value::text FROM billing_pushes WHERE workspace_id = $1 AND event_type = 'checkout.completed' AND window_start = to_timestamp($2) ORDER BY revision`, [ws, from + 3600]);
+  assert.deepEqual(revs.map((r) => r.revision), [1, 2]);
+  assert.equal(revs[1]!.value, '909');
+  assert.deepEqual(await stripeTotals(local.stripe, customers, ['checkout.completed', 'api.call'], from, to), expectedTotals(rows, from, to, field));
+});
+
+test('a window is planned only once every aggregator shard\'s as-of has passed its close; FINAL picks the newest version', async () => {
+  const own = await openTestStores('billing_asof');
+  try {
+    const cfg = billingConfig(billingEnv(own, undefined, { BILLING_USAGE_SOURCE: 'rollups', AGGREGATOR_SHARDS: '2', BILLING_CLOSE_DELAY_SECONDS: '600' }));
+    const w = await insertWorkspace(own.pool, { slug: `asof-${Date.now()}`, display_name: 'AsOf', plan: 'growth', stripe_customer_id: 'cus_asof' });
+    const now = Math.floor(Date.now() / 1000);
+    const win = hourFloor(now) - 3 * 3600;
+    const closeAt = win + 3600 + 600;
+    const fmt = (s: number): string => new Date(s * 1000).toISOString().slice(0, 19).replace('T', ' ');
+    const rollup = (currency: string, gmv: number, version: number) => ({
+      workspace_id: w.id, event_type: 'checkout.completed', currency, window_start: fmt(win), events: 1, quantity: 1, gmv_cents: gmv,
+      first_event_at: fmt(win), last_event_at: fmt(win), late_events: 0, version, computed_at: fmt(now),
+    });
+    // Two versions of one key (an earlier, smaller recompute) and a second currency.
+    await own.clickhouse.insert({ table: 'usage_hourly', format: 'JSONEachRow', values: [rollup('USD', 100, 1), rollup('EUR', 40, 1)] });
+    await own.clickhouse.insert({ table: 'usage_hourly', format: 'JSONEachRow', values: [rollup('USD', 250, 2)] });
+    let updated = 1;
+    const state = async (shard: number, asOfS: number): Promise<void> => {
+      await own.clickhouse.insert({ table: 'aggregator_state', format: 'JSONEachRow', values: [{ shard, block: 1, version: 2, as_of_ms: asOfS * 1000, updated_ms: updated++ }] });
+    };
+    const worker = new BillingWorker(own.pool, await createUsageSource(cfg, own.clickhouse), undefined, cfg, createBillingMetrics(), log);
+
+    const none = await worker.pass(now);
+    assert.deepEqual([none.planned, none.asOf], [0, null], 'no aggregator progress yet: nothing is closed');
+    await state(0, closeAt + 60);
+    await state(7, 0); // a shard left over from a larger AGGREGATOR_SHARDS never holds billing back
+    const half = await worker.pass(now);
+    assert.deepEqual([half.planned, half.asOf], [0, null], 'one shard has not reported');
+    await state(1, closeAt - 1);
+    const early = await worker.pass(now);
+    assert.deepEqual([early.planned, early.asOf], [0, closeAt - 1], 'the lagging shard has not rolled up to the window\'s close');
+    await state(1, closeAt);
+    const done = await worker.pass(now);
+    assert.equal(done.planned, 1);
+    const { rows } = await own.pool.query<{ value: string; status: string }>(`SELECT value::text, status FROM billing_pushes`);
+    assert.deepEqual(rows.map((r) => [r.value, r.status]), [['290', 'dry_run']]);
+  } finally {
+    await own.close();
+  }
+});
+
+test('BILLING_USAGE_SOURCE=rollups refuses a database without the rollup tables; raw needs none', async () => {
+  const base = loadConfig(storeVars);
+  const db = ident(`meterd_t_norollups_${process.pid}`);
+  const admin = createClickHouse({ url: base.CLICKHOUSE_URL, database: 'default', user: base.CLICKHOUSE_USER, password: base.CLICKHOUSE_PASSWORD });
+  await admin.command({ query: `CREATE DATABASE IF NOT EXISTS ${db}` });
+  const ch = createClickHouse({ url: base.CLICKHOUSE_URL, database: db, user: base.CLICKHOUSE_USER, password: base.CLICKHOUSE_PASSWORD });
+  try {
+    const env = billingEnv(stores, undefined);
+    await assert.rejects(createUsageSource(billingConfig({ ...env, BILLING_USAGE_SOURCE: 'rollups' }), ch),
+      (err: Error & { code?: string }) => err.code === 'METERD_BILLING_USAGE_SOURCE_UNAVAILABLE' && /usage_hourly, usage_daily, aggregator_state/.test(err.message));
+    assert.ok((await createUsageSource(billingConfig({ ...env, BILLING_USAGE_SOURCE: 'raw' }), ch)) instanceof ClickHouseRawUsage);
+    assert.equal(billingConfig({ ...env, BILLING_USAGE_SOURCE: '' }).BILLING_USAGE_SOURCE, 'rollups', 'rollups is the default');
+  } finally {
+    await ch.close();
+    await admin.command({ query: `DROP DATABASE IF EXISTS ${db}` });
+    await admin.close();
+  }
+});

@@ -1,0 +1,76 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+/** The repository root (this file compiles to test/dist/support/services.js). */
+export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+
+/** A port nobody listens on right now: the OS picks it, we release it and hand it to a service. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** One built service (`<pkg>/dist/src/main.js`) running as its own process, like `npm start` runs it. */
+export interface Service {
+  name: string;
+  url: string;
+  proc: ChildProcess;
+  /** SIGTERM, then the exit code, or the name of the signal that ended it. */
+  stop(): Promise<number | string | null>;
+  /** The last 8 KB it wrote to stdout and stderr. */
+  output(): string;
+}
+
+/**
+ * Starts `node <pkg>/dist/src/main.js` with `env` over the current environment and waits until its
+ * GET /healthz answers 200. Its output is kept (last 8 KB) and shown if it dies before that.
+ */
+export async function startService(name: string, pkg: string, port: number, env: Record<string, string>, timeoutMs = 20_000): Promise<Service> {
+  const proc = spawn(process.execPath, [`${ROOT}${pkg}/dist/src/main.js`], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let tail = '';
+  const keep = (chunk: Buffer): void => { tail = (tail + chunk.toString('utf8')).slice(-8_192); };
+  proc.stdout!.on('data', keep);
+  proc.stderr!.on('data', keep);
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`${name} exited (${proc.exitCode ?? proc.signalCode}) before it was healthy:\n${tail}`);
+    const ok = await fetch(`${url}/healthz`).then((r) => r.ok, () => false);
+    if (ok) break;
+    if (Date.now() > deadline) {
+      proc.kill('SIGKILL');
+      throw new Error(`${name} was not healthy within ${timeoutMs} ms:\n${tail}`);
+    }
+    await sleep(50);
+  }
+  return {
+    name, url, proc,
+    output: () => tail,
+    stop() {
+      return new Promise((resolve) => {
+        if (proc.exitCode !== null || proc.signalCode !== null) return resolve(proc.exitCode ?? proc.signalCode);
+        proc.once('exit', (code, signal) => resolve(code ?? signal));
+        proc.kill('SIGTERM');
+      });
+    },
+  };
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `check` every 100 ms until it returns true; fails with `what` after `ms`. Returns the time waited. */
+export async function waitFor(what: string, check: () => Promise<boolean>, ms = 30_000): Promise<number> {
+  const t0 = Date.now();
+  while (!(await check())) {
+    if (Date.now() - t0 > ms) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(100);
+  }
+  return Date.now() - t0;
+}
