@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import {
   Authenticator, createLogger, createPool, createRawInserter, createRedis, errorBody, pgHealthy, redisHealthy, MetricsRegistry,
@@ -32,6 +33,11 @@ export interface ThreadOptions {
   insertRows?: InsertRows;
   /** Prefix of Redis keys (tests give each run its own). */
   redisPrefix?: string;
+  /**
+   * Spool folders of threads that no longer exist (INGEST_THREADS was lowered). Their events were
+   * acknowledged, so this thread ships them and then removes the folders.
+   */
+  adopt?: string[];
   log?: Logger;
 }
 
@@ -100,6 +106,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   const port = uws.us_socket_local_port(listenSocket);
   shipper.start();
   health.start();
+  const adopted = (o.adopt ?? []).map((dir) => shipOrphan(dir, insert, cfg, log));
 
   return {
     port,
@@ -111,6 +118,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
       const deadline = Date.now() + 10_000;
       while (routes.tracker.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
       health.stop();
+      await Promise.all(adopted.map((a) => a.stop()));
       await shipper.stop(flushWithinMs);
       await writer.close();
       await Promise.allSettled([redis.quit(), sub.quit(), pool.end()]);
@@ -118,6 +126,36 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
       // (A worker torn down while uWS handles are open aborts the whole process.) The method exists
       // in this uWS build but is missing from its bundled type definitions.
       (app as TemplatedApp & { close(): void }).close();
+    },
+  };
+}
+
+/** Ships a dead thread's spool to the end, then deletes the folder. */
+function shipOrphan(dir: string, insert: InsertRows, cfg: IngestConfig, log: Logger): { stop(): Promise<void> } {
+  const writer = SpoolWriter.open(dir, { segmentBytes: cfg.SPOOL_SEGMENT_BYTES, fsync: true });
+  // Its gauges would overwrite this thread's: give it a registry of its own and log instead.
+  const shipper = new SpoolShipper(writer, insert, {
+    batchRows: cfg.SHIP_BATCH_ROWS, intervalMs: cfg.SHIP_INTERVAL_MS, metrics: defineIngestMetrics(new MetricsRegistry()), log,
+  });
+  log.info({ dir, unshipped_bytes: shipper.unshippedBytes }, 'shipping the spool of a thread that no longer exists');
+  shipper.start();
+  let done = false;
+  const timer = setInterval(() => {
+    if (shipper.unshippedBytes > 0) return;
+    clearInterval(timer);
+    void shipper.stop().then(() => writer.close()).then(() => {
+      rmSync(dir, { recursive: true, force: true });
+      done = true;
+      log.info({ dir }, 'orphaned spool shipped and removed');
+    });
+  }, 200);
+  return {
+    async stop() {
+      clearInterval(timer);
+      if (!done) {
+        await shipper.stop();
+        await writer.close();
+      }
     },
   };
 }

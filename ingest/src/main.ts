@@ -1,3 +1,5 @@
+import { existsSync, readdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { ConfigError, MetricsRegistry, createLogger, isMeterdError } from '@meterd/core';
 import { loadIngestConfig, type IngestConfig } from './config.js';
@@ -23,9 +25,14 @@ const workers = new Map<number, Worker>();
 let stopping = false;
 let reported = false;
 
+// Spool folders of threads beyond INGEST_THREADS (the count was lowered): thread 0 ships them.
+const adopt = existsSync(cfg.SPOOL_DIR)
+  ? readdirSync(cfg.SPOOL_DIR).filter((n) => /^t\d+$/.test(n) && Number(n.slice(1)) >= cfg.INGEST_THREADS).map((n) => join(resolve(cfg.SPOOL_DIR), n))
+  : [];
+
 function spawn(index: number, attempt = 0): void {
   const w = new Worker(new URL('./worker.js', import.meta.url), {
-    workerData: { index, threads: cfg.INGEST_THREADS, metrics: registry.buffer },
+    workerData: { index, threads: cfg.INGEST_THREADS, metrics: registry.buffer, adopt: index === 0 ? adopt : [] },
   });
   workers.set(index, w);
   let ready = false;

@@ -4,9 +4,9 @@ import { loadIngestConfig } from './config.js';
 import { startIngestThread } from './app.js';
 
 /** One ingest thread: its own uWS app on the shared port, its own spool, Redis and Postgres clients. */
-interface Data { index: number; threads: number; metrics: SharedArrayBuffer }
+interface Data { index: number; threads: number; metrics: SharedArrayBuffer; adopt: string[] }
 
-const { index, threads, metrics } = workerData as Data;
+const { index, threads, metrics, adopt } = workerData as Data;
 const cfg = loadIngestConfig();
 const log = createLogger('ingest', cfg.LOG_LEVEL).child({ thread: index });
 // A thread that dies with uWS handles open aborts the whole process without a word (node asserts
@@ -19,7 +19,7 @@ const fatal = (err: unknown) => {
 };
 process.on('uncaughtException', fatal);
 process.on('unhandledRejection', fatal);
-const thread = await startIngestThread(cfg, { index, registry: new MetricsRegistry(threads, index, metrics), log });
+const thread = await startIngestThread(cfg, { index, registry: new MetricsRegistry(threads, index, metrics), log, adopt });
 parentPort!.postMessage({ type: 'listening', port: thread.port });
 parentPort!.on('message', (m: { type: string }) => {
   if (m.type !== 'drain') return;

@@ -2,6 +2,11 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { createClickHouse, migrateClickHouse, CH_MIGRATIONS_DIR } from '@meterd/core';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { newEventId } from '@meterd/core';
+import { SpoolWriter } from '../src/spool/writer.js';
+import { spoolLine, toRow } from '../src/rows.js';
 import { event, startTestIngest, tempDir, until, waitShipped } from './helpers.js';
 import { freePort, killHard, PrivateClickHouse, spawnIngest } from './processes.js';
 
@@ -127,4 +132,26 @@ test('SIGTERM under load drains: requests in flight are answered, the spool is s
   const s = await stored(stores.clickhouse, workspace.id);
   assert.equal(s.doubled, 0);
   assert.deepEqual([...l.acked].filter((k) => !s.keys.has(k)), []);
+});
+
+test('lowering INGEST_THREADS strands nothing: the spool of a thread that no longer exists is shipped, then removed', async () => {
+  const { workspace } = await stores.workspace('enterprise');
+  const spoolDir = tempDir('adopt');
+  // What a second thread left behind: acknowledged rows that never reached ClickHouse.
+  const orphan = SpoolWriter.open(join(spoolDir, 't1'), { segmentBytes: 1 << 20, fsync: true });
+  const now = Date.now();
+  let data = '';
+  for (let i = 0; i < 50; i++) {
+    data += spoolLine(toRow({ workspace_id: workspace.id, event_type: 'checkout.completed', idempotency_key: `orphan-${i}`, quantity: 1, gmv_cents: 100, currency: 'USD', occurred_at_ms: now }, newEventId(), now));
+  }
+  await new Promise<void>((res, rej) => orphan.append(data, 50, (e) => (e ? rej(e) : res())));
+  await orphan.close();
+  const ingest = await spawnIngest({ ...stores.env, INGEST_PORT: String(await freePort()), INGEST_THREADS: '1', SPOOL_DIR: spoolDir, SHIP_INTERVAL_MS: '100' });
+  try {
+    const s = await until(() => stored(stores.clickhouse, workspace.id), (x) => x.keys.size === 50, 15_000, 'orphaned rows in ClickHouse');
+    assert.equal(s.doubled, 0);
+    await until(async () => existsSync(join(spoolDir, 't1')), (e) => !e, 10_000, 'the orphaned folder to be removed');
+  } finally {
+    await killHard(ingest.child);
+  }
 });
