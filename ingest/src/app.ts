@@ -1,4 +1,4 @@
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import {
   Authenticator, createLogger, createPool, createRawInserter, createRedis, errorBody, pgHealthy, redisHealthy, MetricsRegistry,
@@ -63,12 +63,13 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     fsync: cfg.SPOOL_FSYNC === 'always',
     fsyncs: metrics.spoolFsyncs,
     commitSeconds: metrics.commitSeconds,
+    log,
   });
   const insert = o.insertRows ?? createRawInserter(
     { url: cfg.CLICKHOUSE_URL, database: cfg.CLICKHOUSE_DATABASE, user: cfg.CLICKHOUSE_USER, password: cfg.CLICKHOUSE_PASSWORD },
     'events',
   );
-  const shipper = new SpoolShipper(writer, insert, { batchRows: cfg.SHIP_BATCH_ROWS, intervalMs: cfg.SHIP_INTERVAL_MS, metrics, log });
+  const shipper = new SpoolShipper(writer, insert, { batchRows: cfg.SHIP_BATCH_ROWS, intervalMs: cfg.SHIP_INTERVAL_MS, metrics, log, quarantined: metrics.quarantinedRows });
   const spool = o.wrapSpool ? o.wrapSpool(writer) : writer;
   const guarded = new SpoolLimit(spool, shipper, cfg.SPOOL_MAX_BYTES);
   const pipeline = new Pipeline(deduper, guarded, metrics, log, cfg.DEDUPE_PENDING_TTL_MS / 2);
@@ -106,7 +107,16 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   const port = uws.us_socket_local_port(listenSocket);
   shipper.start();
   health.start();
-  const adopted = (o.adopt ?? []).map((dir) => shipOrphan(dir, insert, cfg, log));
+  const adopted = (o.adopt ?? []).flatMap((dir) => {
+    try {
+      return [shipOrphan(dir, insert, cfg, log)];
+    } catch (err) {
+      // Still owned by a live process (an old instance draining on the same volume): leave it.
+      if ((err as { code?: string }).code !== 'METERD_INGEST_SPOOL_LOCKED') throw err;
+      log.warn({ err, dir }, 'orphaned spool is in use by another process; not adopting it');
+      return [];
+    }
+  });
 
   return {
     port,
@@ -144,7 +154,8 @@ function shipOrphan(dir: string, insert: InsertRows, cfg: IngestConfig, log: Log
     if (shipper.unshippedBytes > 0) return;
     clearInterval(timer);
     void shipper.stop().then(() => writer.close()).then(() => {
-      rmSync(dir, { recursive: true, force: true });
+      // Rows ClickHouse refused are kept for an operator to replay: never delete a quarantine.
+      if (!existsSync(join(dir, 'quarantine'))) rmSync(dir, { recursive: true, force: true });
       done = true;
       log.info({ dir }, 'orphaned spool shipped and removed');
     });
@@ -175,6 +186,9 @@ class SpoolLimit implements Spool {
 }
 
 /** Dependency checks run on a timer, so /readyz answers from memory and never waits on a store. */
+/** A shipper failing this long means rows are piling up unseen by ClickHouse: worth an alert. */
+const SHIP_STUCK_MS = 60_000;
+
 class Health {
   private redisOk = false;
   private pgOk = false;
@@ -201,6 +215,11 @@ class Health {
         postgres: this.pgOk,
         spool: { ok: spoolOk, unshipped_bytes: spoolBytes, limit_bytes: this.maxSpool },
         clickhouse_shipping: this.shipper.lastError === undefined ? 'ok' : `retrying: ${this.shipper.lastError.slice(0, 200)}`,
+        // Not part of `ready`: the spool keeps accepting durably during a ClickHouse outage, and a
+        // full spool already flips readiness. These are for alerting.
+        clickhouse_shipping_stuck: this.shipper.msSinceLastSuccess > SHIP_STUCK_MS,
+        clickhouse_shipping_ms_since_success: this.shipper.msSinceLastSuccess,
+        quarantined_rows: this.shipper.quarantinedRows,
       },
     };
   }

@@ -20,6 +20,7 @@ export function defineIngestMetrics(reg: MetricsRegistry) {
     spoolBytes: reg.gauge('meterd_ingest_spool_unshipped_bytes', 'Spool bytes written durably but not yet in ClickHouse.'),
     spoolRows: reg.gauge('meterd_ingest_spool_unshipped_rows', 'Spool rows written durably but not yet in ClickHouse (buffer depth).'),
     shippedRows: reg.counter('meterd_ingest_shipped_rows_total', 'Rows inserted into ClickHouse from the spool.'),
+    quarantinedRows: reg.counter('meterd_ingest_quarantined_rows_total', 'Spool rows ClickHouse refused for their content (parse errors), moved to SPOOL_DIR/t<i>/quarantine/ instead of blocking shipping.'),
     shipFailures: reg.counter('meterd_ingest_ship_failures_total', 'Failed ClickHouse inserts (retried with backoff).'),
     shipSeconds: reg.histogram('meterd_ingest_flush_seconds', 'Time of one ClickHouse insert of a spool batch.', [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]),
     commitSeconds: reg.histogram('meterd_ingest_group_commit_seconds', 'Time of one spool write + fdatasync.', [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]),

@@ -1,8 +1,10 @@
 import { open, unlink } from 'node:fs/promises';
-import type { Logger } from '@meterd/core';
+import type { Counter, Logger } from '@meterd/core';
 import type { IngestMetrics } from '../metrics.js';
-import { readCheckpoint, segmentPath, writeCheckpoint, type Position } from './segments.js';
+import { readCheckpoint, removeDurableMark, segmentPath, writeCheckpoint, type Position } from './segments.js';
 import type { SpoolWriter } from './writer.js';
+import { rowRejectionCode } from './insert-errors.js';
+import { quarantineRows, type QuarantinedRow } from './quarantine.js';
 
 /** Where shipped rows go. The ClickHouse implementation posts JSONEachRow bytes as they are. */
 export type InsertRows = (body: Buffer) => Promise<void>;
@@ -12,6 +14,8 @@ export interface ShipperOptions {
   intervalMs: number;
   metrics: IngestMetrics;
   log: Logger;
+  /** Counts rows moved to quarantine (meterd_ingest_quarantined_rows_total once metrics.ts defines it). */
+  quarantined?: Counter;
 }
 
 /** Bytes read per ship at most; rows are ~200–300 bytes, so 50k rows fit in well under this. */
@@ -23,6 +27,11 @@ const MAX_BACKOFF_MS = 5_000;
  * ClickHouse acknowledged them. A crash between the two replays the same bytes: the events table
  * (ReplacingMergeTree on the idempotency triple) collapses the copies, and readers group by the
  * triple, so a replay never counts twice. A ClickHouse outage only makes the spool grow.
+ *
+ * A batch ClickHouse refuses for its content (a parse error: retrying can never help) is split in
+ * halves until the refused rows stand alone; those go to `quarantine/` with the server's error and
+ * the checkpoint moves past them, so one bad row cannot stop a thread's shipping for good.
+ * Transient errors (network, timeouts, 5xx without a parse code) retry with backoff instead.
  */
 export class SpoolShipper {
   private cp: Position;
@@ -31,6 +40,11 @@ export class SpoolShipper {
   private failures = 0;
   private stopped = false;
   lastError: string | undefined;
+  /** Rows moved to quarantine by this shipper. */
+  quarantinedRows = 0;
+  /** When the current failure streak began (epoch ms); undefined while shipping works. */
+  failingSince: number | undefined;
+  private lastSuccessAt = Date.now();
 
   constructor(private readonly writer: SpoolWriter, private readonly insert: InsertRows, private readonly opts: ShipperOptions) {
     this.cp = readCheckpoint(writer.dir);
@@ -39,6 +53,11 @@ export class SpoolShipper {
 
   get unshippedBytes(): number {
     return this.writer.bytesAfter(this.cp);
+  }
+
+  /** Time since a ship attempt last succeeded (an idle attempt counts): /readyz reports a stuck shipper by it. */
+  get msSinceLastSuccess(): number {
+    return Date.now() - this.lastSuccessAt;
   }
 
   start(): void {
@@ -60,8 +79,10 @@ export class SpoolShipper {
       if (this.failures > 0) this.opts.log.info({ after_failures: this.failures }, 'shipping to ClickHouse recovered');
       this.failures = 0;
       this.lastError = undefined;
+      this.failingSince = undefined;
     } catch (err) {
       this.failures++;
+      this.failingSince ??= Date.now();
       this.lastError = (err as Error).message;
       this.opts.metrics.shipFailures.inc();
       // One line per failure streak step, not per event: an outage must not flood the log.
@@ -76,21 +97,26 @@ export class SpoolShipper {
   /** Ships one insert's worth of rows from the checkpoint on; returns how many rows it shipped. */
   async shipOnce(): Promise<number> {
     const segs = this.writer.segments;
+    let seg;
     for (;;) {
-      const first = segs[0]!;
+      const first = segs[0];
+      if (first === undefined) return this.succeeded(0);
       if (this.cp.segment < first.seq) this.cp = { segment: first.seq, offset: 0 };
-      const seg = segs.find((s) => s.seq === this.cp.segment)!;
-      const sealed = seg !== segs.at(-1);
+      seg = segs.find((s) => s.seq === this.cp.segment);
+      if (seg === undefined) return this.succeeded(0);
       if (this.cp.offset < seg.size) break;
-      if (!sealed) return 0;
+      // Only a segment this writer sealed is finished: the one being written may still grow.
+      if (!seg.sealed) return this.succeeded(0);
+      // Deleting is only safe while this process owns the folder (another writer's files are not ours).
+      this.writer.assertOwner();
       // A finished segment: move on and delete it. The checkpoint moves first, so a crash in
       // between leaves a file that recovery skips (its number is below the checkpoint's).
       this.cp = { segment: seg.seq + 1, offset: 0 };
       writeCheckpoint(this.writer.dir, this.cp);
       segs.splice(segs.indexOf(seg), 1);
       await unlink(segmentPath(this.writer.dir, seg.seq));
+      removeDurableMark(this.writer.dir, seg.seq);
     }
-    const seg = segs.find((s) => s.seq === this.cp.segment)!;
     const want = Math.min(seg.size - this.cp.offset, MAX_READ_BYTES);
     const buf = Buffer.allocUnsafe(want);
     const fh = await open(segmentPath(this.writer.dir, seg.seq), 'r');
@@ -112,16 +138,64 @@ export class SpoolShipper {
       end = i + 1;
       if (rows === this.opts.batchRows) break;
     }
-    if (rows === 0) return 0;
+    if (rows === 0) return this.succeeded(0);
     const started = performance.now();
-    await this.insert(buf.subarray(0, end));
+    const batch = buf.subarray(0, end);
+    try {
+      await this.insert(batch);
+    } catch (err) {
+      if (rowRejectionCode(err) === undefined) throw err;
+      await this.isolateRejected(batch, seg.seq, this.cp.offset, err as Error);
+    }
     this.opts.metrics.shipSeconds.observe((performance.now() - started) / 1000);
     this.cp = { segment: seg.seq, offset: this.cp.offset + end };
     writeCheckpoint(this.writer.dir, this.cp);
     this.writer.unshippedRows -= rows;
     this.opts.metrics.shippedRows.inc(rows);
     this.updateGauges();
+    return this.succeeded(rows);
+  }
+
+  private succeeded(rows: number): number {
+    this.lastSuccessAt = Date.now();
     return rows;
+  }
+
+  /**
+   * Bisects a refused batch: halves are inserted on their own, and halves refused again are split
+   * further, until each refused row stands alone (~2·log2(n) inserts for one bad row in n). The
+   * refused rows are made durable in quarantine before the caller moves the checkpoint. A transient
+   * error on the way throws: the whole batch is retried later, and rows inserted twice collapse in
+   * the events table like any replay.
+   */
+  private async isolateRejected(batch: Buffer, segment: number, offset: number, first: Error): Promise<void> {
+    const starts = [0];
+    for (let i = batch.indexOf(10); i !== -1; i = batch.indexOf(10, i + 1)) starts.push(i + 1);
+    const refused: QuarantinedRow[] = [];
+    const refuse = (i: number, err: Error): void => {
+      refused.push({ segment, offset: offset + starts[i]!, error: err.message.slice(0, 2_000), row: batch.toString('utf8', starts[i]!, starts[i + 1]! - 1) });
+    };
+    const split = async (lo: number, hi: number, err: Error): Promise<void> => {
+      if (hi - lo === 1) return refuse(lo, err);
+      const mid = (lo + hi) >>> 1;
+      for (const [a, b] of [[lo, mid], [mid, hi]] as const) {
+        try {
+          await this.insert(batch.subarray(starts[a]!, starts[b]!));
+        } catch (e) {
+          if (rowRejectionCode(e) === undefined) throw e;
+          await split(a, b, e as Error);
+        }
+      }
+    };
+    await split(0, starts.length - 1, first);
+    if (refused.length === 0) return;
+    const file = await quarantineRows(this.writer.dir, refused);
+    this.quarantinedRows += refused.length;
+    this.opts.quarantined?.inc(refused.length);
+    this.opts.log.error(
+      { quarantined_rows: refused.length, batch_rows: starts.length - 1, segment, offset, file, clickhouse_error: refused[0]!.error.slice(0, 300) },
+      'ClickHouse refused spool rows for their content; moved them to quarantine and shipped the rest',
+    );
   }
 
   updateGauges(): void {

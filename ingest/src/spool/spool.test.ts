@@ -107,3 +107,25 @@ test('a failed write is cut back, so rows whose requests got an error are never 
   for (let i = 0; i < 5; i++) await s.shipOnce();
   assert.equal(Buffer.concat(sink).toString(), '{"ok":1}\n{"ok":2}\n');
 });
+
+test('the segment being written is never deleted, even when everything in it has shipped', async () => {
+  const d = dir();
+  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: true });
+  const live = w.durableEnd.segment;
+  await append(w, '{"n":1}\n');
+  const sink: Buffer[] = [];
+  const s = shipperFor(w, sink);
+  assert.equal(await s.shipOnce(), 1);
+  assert.equal(await s.shipOnce(), 0);
+  assert.equal(w.segments.find((x) => x.seq === live)?.sealed, false);
+  assert.ok(statSync(segmentPath(d, live)).isFile(), 'the live segment is still there');
+  await append(w, '{"n":2}\n');
+  assert.equal(await s.shipOnce(), 1);
+  assert.equal(Buffer.concat(sink).toString(), '{"n":1}\n{"n":2}\n');
+  await w.close();
+  // Its rows survive a restart too (the checkpoint, not a deletion, says they shipped).
+  const w2 = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: true });
+  assert.equal(w2.unshippedRows, 0);
+  assert.equal(w2.segments.find((x) => x.seq === live)?.sealed, true, 'a recovered segment is sealed by the writer that recovered it');
+  await w2.close();
+});
