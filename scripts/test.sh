@@ -5,6 +5,8 @@ source "$(dirname "$0")/lib.sh"
 require_node20
 ensure_deps
 ensure_stack
+# Debian's Chromium, for the dashboard's browser tests (no-op when installed).
+bash infra/stack/browser.sh
 build
 migrate
 echo "== tests"

@@ -15,6 +15,7 @@ import { signupRoutes } from './routes/signup.js';
 import { webhookRoutes } from './routes/webhooks.js';
 import { stripeRoutes } from './routes/stripe.js';
 import { shopifyRoutes } from './routes/shopify.js';
+import { dashboardPlugin } from './dashboard/index.js';
 
 export interface AppDeps {
   pool: Pool;
@@ -52,6 +53,7 @@ export async function buildApp(cfg: ControlConfig, deps: AppDeps): Promise<Fasti
   provisionRoutes(app, ctx);
   await app.register(async (scope) => stripeRoutes(scope, ctx));
   shopifyRoutes(app, ctx);
+  await app.register(async (scope) => dashboardPlugin(scope, ctx));
   doc.register();
   return app;
 }

@@ -56,6 +56,9 @@ export const controlVars = {
   SHOPIFY_TOKEN_URL_TEMPLATE: str('Where the OAuth code is exchanged; {shop} is replaced (tests point it at a local server).', 'https://{shop}/admin/oauth/access_token'),
   QUOTA_CHECK_MS: int('How often workspaces\' event counters are compared with their plan for meter.quota.warning.', 30_000, 100, 3_600_000),
   INGEST_REDIS_PREFIX: str('Key prefix of ingest\'s quota counters in Redis (md:{ws}:q:YYYYMM).', 'md'),
+  INGEST_URL: url('Ingest base URL whose /metrics the dashboard reads (events/s, duplicates, rejects by reason).', 'http://127.0.0.1:8081', ['http:', 'https:']),
+  AGGREGATOR_SHARDS: int('The aggregator\'s AGGREGATOR_SHARDS (same value): tells the dashboard which shard\'s freshness applies to a workspace.', 16, 1, 4096),
+  DASHBOARD_SESSION_TTL_SECONDS: int('Lifetime of a dashboard sign-in session (server-side, in Redis under INGEST_REDIS_PREFIX).', 43_200, 60, 30 * 86_400),
 } as const;
 
 export type ControlConfig = ConfigOf<typeof controlVars>;

@@ -1,0 +1,34 @@
+import type { FastifyInstance } from 'fastify';
+import { createClickHouse } from '@meterd/core';
+import type { Ctx } from '../context.js';
+import { cookiePolicy } from './cookies.js';
+import type { DashCtx } from './context.js';
+import { sessionGuard } from './guard.js';
+import { manageRoutes } from './routes-manage.js';
+import { overviewRoutes } from './routes-overview.js';
+import { pageRoutes } from './pages.js';
+import { sessionRoutes } from './routes-session.js';
+import { SessionStore } from './session.js';
+
+/**
+ * The dashboard under /dashboard: HTML pages and their assets, and a JSON API under
+ * /dashboard/api that a session cookie (not a bearer key) authorises. Registered in its own
+ * Fastify scope; its ClickHouse client closes with the app.
+ */
+export async function dashboardPlugin(app: FastifyInstance, ctx: Ctx): Promise<void> {
+  const cfg = ctx.cfg;
+  const sessions = new SessionStore(ctx.redis, cfg.INGEST_REDIS_PREFIX, cfg.DASHBOARD_SESSION_TTL_SECONDS);
+  const cookie = cookiePolicy(cfg.PUBLIC_BASE_URL, cfg.DASHBOARD_SESSION_TTL_SECONDS);
+  const ch = createClickHouse({ url: cfg.CLICKHOUSE_URL, database: cfg.CLICKHOUSE_DATABASE, user: cfg.CLICKHOUSE_USER, password: cfg.CLICKHOUSE_PASSWORD, requestTimeoutMs: 5_000 });
+  app.addHook('onClose', async () => ch.close());
+  app.decorateRequest('dash', null);
+  app.addHook('onSend', async (_req, reply) => {
+    // Nothing the dashboard answers (workspace data, a freshly minted token) belongs in a cache.
+    if (reply.getHeader('cache-control') === undefined) reply.header('cache-control', 'no-store');
+  });
+  const d: DashCtx = { ...ctx, sessions, cookie, ch, guard: sessionGuard(sessions, ctx.pool, cookie) };
+  sessionRoutes(app, d);
+  overviewRoutes(app, d);
+  manageRoutes(app, d);
+  pageRoutes(app, d);
+}

@@ -1,0 +1,55 @@
+/**
+ * Reads ingest's Prometheus /metrics. Its counters are per ingest process and cover every
+ * workspace (labelling them by workspace would make series grow with the customer count), so the
+ * dashboard shows them as platform-wide figures and says so.
+ */
+export interface IngestSnapshot {
+  source: string;
+  reachable: boolean;
+  scrapedAt: number;
+  accepted: number;
+  duplicate: number;
+  rejected: Record<string, number>;
+}
+
+const SAMPLE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)/;
+
+/** `name{labels} value` lines to (name, labels, value); comments and malformed lines are skipped. */
+export function parsePrometheus(text: string): { name: string; labels: Record<string, string>; value: number }[] {
+  const out: { name: string; labels: Record<string, string>; value: number }[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const m = SAMPLE.exec(line);
+    if (m === null) continue;
+    const labels: Record<string, string> = {};
+    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!;
+    const value = Number(m[3]);
+    if (Number.isFinite(value)) out.push({ name: m[1]!, labels, value });
+  }
+  return out;
+}
+
+export function snapshotOf(source: string, text: string, at: number): IngestSnapshot {
+  const s: IngestSnapshot = { source, reachable: true, scrapedAt: at, accepted: 0, duplicate: 0, rejected: {} };
+  for (const m of parsePrometheus(text)) {
+    if (m.name === 'meterd_ingest_events_accepted_total') s.accepted += m.value;
+    else if (m.name === 'meterd_ingest_events_duplicate_total') s.duplicate += m.value;
+    else if (m.name === 'meterd_ingest_events_rejected_total' && m.value > 0) {
+      const reason = m.labels.reason ?? 'unknown';
+      s.rejected[reason] = (s.rejected[reason] ?? 0) + m.value;
+    }
+  }
+  return s;
+}
+
+export async function scrapeIngest(baseUrl: string, timeoutMs = 2_000): Promise<IngestSnapshot> {
+  const url = new URL('/metrics', baseUrl).toString();
+  const at = Date.now();
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    if (!res.ok) throw new Error(`status ${res.status}`);
+    return snapshotOf(baseUrl, await res.text(), at);
+  } catch {
+    return { source: baseUrl, reachable: false, scrapedAt: at, accepted: 0, duplicate: 0, rejected: {} };
+  }
+}

@@ -1,0 +1,96 @@
+import type { FastifyInstance } from 'fastify';
+import { ApiError, SCOPES, inTransaction, insertApiKey, revokeApiKey, type Scope } from '@meterd/core';
+import { OUTBOX_CHANNEL, insertDelivery } from '../webhooks/outbox.js';
+import { hidden, type DashCtx } from './context.js';
+
+const idParam = (name: string) => ({ type: 'object', required: [name], properties: { [name]: { type: 'string', maxLength: 100 } } });
+
+/**
+ * Keys, webhooks and billing for the signed-in workspace. The same operations as the bearer API
+ * (routes/keys.ts, routes/webhooks.ts, routes/stripe.ts) over the same tables and core functions,
+ * authorised by the session instead of a bearer key.
+ */
+export function manageRoutes(app: FastifyInstance, d: DashCtx): void {
+  app.get('/dashboard/api/keys', { schema: hidden, preHandler: d.guard }, async (req) => {
+    const { rows } = await d.pool.query(
+      `SELECT id, name, display_prefix AS prefix, scopes, created_at, revoked_at FROM api_keys WHERE workspace_id = $1 ORDER BY created_at DESC, id`,
+      [req.dash!.workspace.id],
+    );
+    return { data: rows, current_key_id: req.dash!.session.keyId, scopes: SCOPES };
+  });
+
+  app.post<{ Body: { name?: string; scopes?: Scope[] } }>('/dashboard/api/keys', {
+    schema: {
+      ...hidden,
+      body: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { name: { type: 'string', maxLength: 200 }, scopes: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', enum: [...SCOPES] } } },
+      },
+    },
+    preHandler: d.guard,
+  }, async (req, reply) => {
+    const scopes = req.body?.scopes ?? ['meter:write', 'meter:read'];
+    const name = req.body?.name?.trim() || null;
+    const key = await insertApiKey(d.pool, req.dash!.workspace.id, scopes, name);
+    reply.header('cache-control', 'no-store');
+    return reply.status(201).send({ api_key: { id: key.id, token: key.token, prefix: key.display_prefix, scopes: key.scopes, name } });
+  });
+
+  app.delete<{ Params: { key_id: string } }>('/dashboard/api/keys/:key_id', { schema: { ...hidden, params: idParam('key_id') }, preHandler: d.guard }, async (req) => {
+    const { workspace, session } = req.dash!;
+    if (req.params.key_id === session.keyId) throw new ApiError('invalid_field', 'this session signed in with that key: sign in with another admin key to revoke it', 'key_id');
+    if (!(await revokeApiKey(d.pool, d.redis, workspace.id, req.params.key_id))) throw new ApiError('resource_not_found', `no live API key ${req.params.key_id} in this workspace`);
+    return { api_key: { id: req.params.key_id, revoked: true } };
+  });
+
+  app.get('/dashboard/api/webhooks', { schema: hidden, preHandler: d.guard }, async (req) => {
+    const ws = req.dash!.workspace.id;
+    const [endpoints, deliveries] = await Promise.all([
+      d.pool.query(`SELECT id, url, description, events, status, consecutive_failures, disabled_at, created_at FROM webhook_endpoints WHERE workspace_id = $1 ORDER BY created_at, id`, [ws]),
+      d.pool.query<{ id: string }>(
+        `SELECT d.id, e.event, d.event_id, d.endpoint_id, d.status, d.attempts, d.last_status_code, d.last_error, d.created_at, d.completed_at
+           FROM webhook_deliveries d JOIN outbox_events e ON e.id = d.event_id
+          WHERE d.workspace_id = $1 ORDER BY d.created_at DESC, d.id LIMIT 50`, [ws]),
+    ]);
+    const ids = deliveries.rows.map((r) => r.id);
+    const { rows: attempts } = await d.pool.query<{ delivery_id: string }>(
+      'SELECT delivery_id, attempt, status_code, latency_ms, error, attempted_at FROM webhook_attempts WHERE delivery_id = ANY ($1) ORDER BY delivery_id, attempt', [ids]);
+    const byDelivery = new Map<string, unknown[]>();
+    for (const a of attempts) byDelivery.set(a.delivery_id, [...(byDelivery.get(a.delivery_id) ?? []), a]);
+    return { endpoints: endpoints.rows, deliveries: deliveries.rows.map((r) => ({ ...r, attempts_log: byDelivery.get(r.id) ?? [] })) };
+  });
+
+  app.post<{ Params: { webhook_id: string } }>('/dashboard/api/webhooks/:webhook_id/reactivate', { schema: { ...hidden, params: idParam('webhook_id') }, preHandler: d.guard }, async (req) => {
+    const { rows } = await d.pool.query(
+      `UPDATE webhook_endpoints SET status = 'active', consecutive_failures = 0, disabled_at = NULL WHERE id = $1 AND workspace_id = $2 RETURNING id, status`,
+      [req.params.webhook_id, req.dash!.workspace.id],
+    );
+    if (rows.length === 0) throw new ApiError('resource_not_found', `no webhook ${req.params.webhook_id} in this workspace`);
+    return { webhook: rows[0] };
+  });
+
+  app.post<{ Params: { delivery_id: string } }>('/dashboard/api/deliveries/:delivery_id/resend', { schema: { ...hidden, params: idParam('delivery_id') }, preHandler: d.guard }, async (req, reply) => {
+    const ws = req.dash!.workspace.id;
+    const id = await inTransaction(d.pool, async (c) => {
+      const { rows } = await c.query<{ event_id: string; endpoint_id: string }>('SELECT event_id, endpoint_id FROM webhook_deliveries WHERE id = $1 AND workspace_id = $2', [req.params.delivery_id, ws]);
+      if (rows.length === 0) throw new ApiError('resource_not_found', `no delivery ${req.params.delivery_id} in this workspace`);
+      const dlv = await insertDelivery(c, rows[0]!.event_id, rows[0]!.endpoint_id, ws);
+      await c.query('SELECT pg_notify($1, $2)', [OUTBOX_CHANNEL, rows[0]!.event_id]);
+      return dlv;
+    });
+    return reply.status(202).send({ delivery: { id, resent_from: req.params.delivery_id, status: 'pending' } });
+  });
+
+  app.post('/dashboard/api/billing/portal', { schema: hidden, preHandler: d.guard }, async (req) => {
+    const ws = req.dash!.workspace;
+    if (d.stripe === null) throw new ApiError('not_configured', 'Stripe is not configured on this server');
+    if (ws.stripe_customer_id === null) throw new ApiError('no_billing_customer', 'this workspace has no Stripe customer');
+    try {
+      const session = await d.stripe.billingPortal.sessions.create({ customer: ws.stripe_customer_id, return_url: new URL('/dashboard/billing', d.cfg.PUBLIC_BASE_URL).toString() });
+      return { url: session.url };
+    } catch (err) {
+      throw new ApiError('upstream_error', 'Stripe did not create a portal session; retry later', undefined, { retryable: true, cause: err });
+    }
+  });
+}

@@ -1,0 +1,40 @@
+import type { FastifyInstance } from 'fastify';
+import { ApiError, PLAN_QUOTAS, findKeyByHash, hashKey, isWellFormedKey } from '@meterd/core';
+import { TokenBuckets } from '../http/rate-limit.js';
+import { clearedCookie, sessionCookie } from './cookies.js';
+import { hidden, type DashCtx } from './context.js';
+
+/** Sign-in turns an admin API key into a session cookie; the key travels once, in a POST body. */
+export function sessionRoutes(app: FastifyInstance, d: DashCtx): void {
+  // Keys have 256 bits of entropy, so this is about sparing Postgres from floods, not guessing.
+  const buckets = new TokenBuckets(10, 30);
+
+  app.post<{ Body: { api_key: string } }>('/dashboard/api/session', {
+    schema: { ...hidden, body: { type: 'object', required: ['api_key'], additionalProperties: false, properties: { api_key: { type: 'string', minLength: 1, maxLength: 200 } } } },
+    preValidation: async (req) => buckets.take(req.ip),
+  }, async (req, reply) => {
+    const token = req.body.api_key.trim();
+    const rec = isWellFormedKey(token) ? await findKeyByHash(d.pool, hashKey(token)) : undefined;
+    if (rec === undefined) throw new ApiError('invalid_api_key', 'this API key is not valid or has been revoked', 'api_key');
+    if (!rec.scopes.includes('admin')) throw new ApiError('insufficient_scope', 'the dashboard needs a key with the admin scope', 'api_key');
+    const { id, session } = await d.sessions.create(rec.workspace_id, rec.id);
+    return reply.header('set-cookie', sessionCookie(d.cookie, id)).status(201).send({ workspace_id: rec.workspace_id, csrf_token: session.csrf });
+  });
+
+  app.delete('/dashboard/api/session', { schema: hidden, preHandler: d.guard }, async (req, reply) => {
+    await d.sessions.destroy(req.dash!.sessionId);
+    return reply.header('set-cookie', clearedCookie(d.cookie)).status(204).send();
+  });
+
+  app.get('/dashboard/api/me', { schema: hidden, preHandler: d.guard }, async (req) => {
+    const { workspace, session } = req.dash!;
+    const quota = PLAN_QUOTAS[workspace.plan];
+    return {
+      workspace,
+      key_id: session.keyId,
+      csrf_token: session.csrf,
+      plan: { name: workspace.plan, events_per_period: quota.eventsPerPeriod, handlers: quota.handlers },
+      billing_portal_available: d.stripe !== null && workspace.stripe_customer_id !== null,
+    };
+  });
+}
