@@ -66,9 +66,22 @@ export class Pipeline {
     private readonly maxClaimMs: number,
   ) {}
 
+  /**
+   * Adaptive batching: at most one batch is claiming at a time. Requests that arrive while its
+   * Redis call is out wait for it and then go together, so under load a batch grows to whatever
+   * arrived during one round trip, and at low load a request waits for nothing but the next tick.
+   * (The bench profile showed ioredis command encoding as the largest CPU item when every tick of
+   * ~3 events paid its own claim and commit calls.)
+   */
+  private claiming = false;
+
   submit(s: Submit): void {
     this.queue.push(s);
-    if (!this.scheduled) {
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (!this.scheduled && !this.claiming && this.queue.length > 0) {
       this.scheduled = true;
       setImmediate(() => this.run());
     }
@@ -78,6 +91,7 @@ export class Pipeline {
     const submits = this.queue;
     this.queue = [];
     this.scheduled = false;
+    this.claiming = true;
     const now = Date.now();
     const period = periodOf(now);
     const token = this.tokenPrefix + this.tick++;
@@ -106,7 +120,10 @@ export class Pipeline {
     for (const s of submits) results.set(s, new Array<EventResult>(s.events.length));
     let waiting = groups.size;
     const claimed = (): void => {
-      if (--waiting === 0) this.store([...groups.values()], results, period, token);
+      if (--waiting > 0) return;
+      this.claiming = false;
+      this.schedule();
+      this.store([...groups.values()], results, period, token);
     };
     const unavailable = (g: Group, err: unknown): void => {
       this.log.warn({ err, workspace_id: g.workspaceId }, 'claiming idempotency keys in Redis failed');
