@@ -1,19 +1,10 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '@meterd/core';
+export { freePort };
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** Spawns a built entry point and waits until its /healthz answers. */
 export async function spawnService(main: string, env: Record<string, string>, healthUrl: string, timeoutMs = 20_000): Promise<ChildProcess> {

@@ -1,22 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { until } from './helpers.js';
+import { freePort } from '@meterd/core';
+export { freePort };
 
 export const INGEST_MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 /** Ingest as a real child process (for kill -9): resolves once /healthz answers. */
 export async function spawnIngest(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; output: () => string }> {

@@ -1,21 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '@meterd/core';
+export { freePort };
 
 /** The repository root (this file compiles to test/dist/support/services.js). */
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
-/** A port nobody listens on right now: the OS picks it, we release it and hand it to a service. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** One built service (`<pkg>/dist/src/main.js`) running as its own process, like `npm start` runs it. */
 export interface Service {

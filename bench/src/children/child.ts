@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { BenchError } from '../errors.js';
+import { freePort } from '@meterd/core';
+export { freePort };
 
 /** A server the bench started, on a port of its own, stopped when the run ends. */
 export interface Child {
@@ -11,16 +12,6 @@ export interface Child {
   stop(graceMs?: number): Promise<void>;
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /**
  * Starts `node [nodeArgs] script` with `env`, and resolves once GET `url + readyPath` answers 200.

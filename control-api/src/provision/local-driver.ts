@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { MeterdError, type Logger } from '@meterd/core';
 import type { DeploySpec, ProvisionDriver } from './driver.js';
+import { freePort } from '@meterd/core';
 
 /**
  * Runs a catalog service as a child process of the control API (so `npm start` provisions for
@@ -44,16 +44,6 @@ export class LocalDriver implements ProvisionDriver {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 async function waitHealthy(url: string, child: ChildProcess, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
