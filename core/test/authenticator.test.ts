@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { ApiError, Authenticator, createRedis, findKeyByHash, KEY_REVOKED_CHANNEL, revokeApiKey, type Redis } from '@meterd/core';
+import { ApiError, Authenticator, createRedis, findKeyByHash, KEY_REVOKED_CHANNEL, PLAN_CHANGED_CHANNEL, revokeApiKey, type Redis } from '@meterd/core';
 import type { AuthenticatorOptions } from '../src/auth/authenticator.js';
 
 const OPERATOR_KEY = `op-${randomBytes(16).toString('hex')}`;
@@ -204,4 +204,28 @@ test('the plans cache is bounded, and a reconnected subscriber clears every cach
   await ready;
   assert.deepEqual(auth.cacheSizes, { keys: 0, misses: 0, plans: 0, lookups: 0 });
   assert.ok(auth.authenticate(`Bearer ${token}`) instanceof Promise, 'looked up again after the reconnect');
+});
+
+test('a plan change published on Redis reaches the cached principal at once, not after the TTL', async () => {
+  const { auth } = await open(30_000);
+  await auth.subscribed;
+  const { workspace, token } = await stores.workspace('free');
+  const other = await stores.workspace('free');
+  const first = await auth.authenticate(`Bearer ${token}`);
+  assert.ok(!(first instanceof ApiError));
+  assert.equal(first.plan, 'free');
+  await auth.authenticate(`Bearer ${other.token}`);
+  await stores.pool.query(`UPDATE workspaces SET plan = 'scale' WHERE id = $1`, [workspace.id]);
+  assert.equal((auth.authenticate(`Bearer ${token}`) as { plan: string }).plan, 'free', 'cached until told');
+  await stores.redis.publish(PLAN_CHANGED_CHANNEL, workspace.id);
+  const deadline = Date.now() + 1_000;
+  let plan = 'free';
+  while (plan !== 'scale' && Date.now() < deadline) {
+    const p = await auth.authenticate(`Bearer ${token}`);
+    if (!(p instanceof ApiError)) plan = p.plan!;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.equal(plan, 'scale');
+  // Other workspaces' entries stay cached (answered synchronously).
+  assert.ok(!(auth.authenticate(`Bearer ${other.token}`) instanceof Promise));
 });

@@ -22,7 +22,7 @@ function planOf(sub: Stripe.Subscription, deleted: boolean): Plan | null {
  * transaction, so a redelivered event changes nothing more; the plan is only written when the
  * event is not older than the one that last set it (Stripe does not deliver in order).
  */
-export async function applyStripeEvent(pool: Pool, event: Stripe.Event): Promise<SyncOutcome> {
+export async function applyStripeEvent(pool: Pool, event: Stripe.Event, changed: string[] = []): Promise<SyncOutcome> {
   return inTransaction(pool, async (c) => {
     const { rowCount } = await c.query('INSERT INTO stripe_events (id, type, created) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [event.id, event.type, event.created]);
     if (rowCount === 0) return 'duplicate';
@@ -31,12 +31,13 @@ export async function applyStripeEvent(pool: Pool, event: Stripe.Event): Promise
     const plan = planOf(sub, event.type === 'customer.subscription.deleted');
     if (plan === null) return 'ignored';
     const customer = typeof sub.customer === 'string' ? sub.customer : sub.customer.id;
-    const { rowCount: changed, rows } = await c.query<{ id: string }>(
+    const { rowCount: updated, rows } = await c.query<{ id: string }>(
       `UPDATE workspaces SET plan = $1, plan_event_created = $2
         WHERE (stripe_customer_id = $3 OR id = $4) AND (plan_event_created IS NULL OR plan_event_created <= $2)
         RETURNING id`,
       [plan, event.created, customer, sub.metadata?.workspace_id ?? null],
     );
-    return changed === 0 && rows.length === 0 ? 'stale' : 'applied';
+    for (const r of rows) changed.push(r.id);
+    return updated === 0 && rows.length === 0 ? 'stale' : 'applied';
   });
 }

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type Stripe from 'stripe';
-import { ApiError } from '@meterd/core';
+import { ApiError, PLAN_CHANGED_CHANNEL } from '@meterd/core';
 import type { Ctx } from '../context.js';
 import { requireAuth, workspaceAccess } from '../http/auth.js';
 import { stripeOffline } from '../billing/stripe-client.js';
@@ -20,7 +20,10 @@ export function stripeRoutes(app: FastifyInstance, ctx: Ctx): void {
     } catch {
       throw new ApiError('invalid_signature', 'the Stripe signature does not verify');
     }
-    const outcome = await applyStripeEvent(ctx.pool, event);
+    const changed: string[] = [];
+    const outcome = await applyStripeEvent(ctx.pool, event, changed);
+    // After the commit: ingest and the other services drop the cached plan of these workspaces now.
+    for (const ws of changed) await ctx.redis.publish(PLAN_CHANGED_CHANNEL, ws);
     ctx.log.info({ stripe_event: event.id, type: event.type, outcome }, 'stripe webhook');
     return { received: true, outcome };
   });

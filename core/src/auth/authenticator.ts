@@ -2,7 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import { ApiError } from '../errors/api-error.js';
 import { findKeyByHash, type KeyRecord } from '../store/workspaces.js';
 import { hashKey, isWellFormedKey, type Scope } from '../keys/api-key.js';
-import { KEY_REVOKED_CHANNEL, type Redis } from '../store/redis.js';
+import { KEY_REVOKED_CHANNEL, PLAN_CHANGED_CHANNEL, type Redis } from '../store/redis.js';
 import type { Pool } from '../store/postgres.js';
 import type { Plan } from '../plans.js';
 
@@ -75,6 +75,11 @@ class TtlCache<V> {
     this.map.delete(key);
   }
 
+  /** A full scan: for rare events only (a workspace's plan changed). */
+  deleteWhere(pred: (v: V) => boolean): void {
+    for (const [k, e] of this.map) if (pred(e.value)) this.map.delete(k);
+  }
+
   clear(): void {
     this.map.clear();
   }
@@ -123,19 +128,26 @@ export class Authenticator {
       this.reset();
       if (this.subscription === 'none') this.subscribe();
     });
-    sub.on('message', (channel: string, hashHex: string) => {
-      if (channel !== KEY_REVOKED_CHANNEL) return;
-      this.generation++;
-      this.keys.delete(hashHex);
-      // Later callers must not join a query that may have read the row before the revocation.
-      this.inflight.delete(hashHex);
+    sub.on('message', (channel: string, message: string) => {
+      if (channel === KEY_REVOKED_CHANNEL) {
+        this.generation++;
+        this.keys.delete(message);
+        // Later callers must not join a query that may have read the row before the revocation.
+        this.inflight.delete(message);
+      } else if (channel === PLAN_CHANGED_CHANNEL) {
+        // The principal carries the plan, and so the quota ingest enforces: drop the workspace's
+        // entries so its next request reads the new plan, instead of after the cache TTL.
+        this.generation++;
+        this.keys.deleteWhere((p) => p.workspaceId === message);
+        this.plans.delete(message);
+      }
     });
     this.subscribe();
   }
 
   private subscribe(): void {
     this.subscription = 'pending';
-    this.sub.subscribe(KEY_REVOKED_CHANNEL).then(
+    this.sub.subscribe(KEY_REVOKED_CHANNEL, PLAN_CHANGED_CHANNEL).then(
       () => {
         // Anything cached before the subscription took effect could have missed a revocation.
         this.reset();

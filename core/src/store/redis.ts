@@ -28,3 +28,6 @@ export async function redisHealthy(redis: Redis): Promise<boolean> {
 
 /** Pub/sub channel on which a revoked key's hash is announced, so every ingest drops it from cache. */
 export const KEY_REVOKED_CHANNEL = 'meterd:keys:revoked';
+
+/** Pub/sub channel on which a workspace id is announced when its plan changed, so caches of its quota drop it. */
+export const PLAN_CHANGED_CHANNEL = 'meterd:plans:changed';
