@@ -1,5 +1,5 @@
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
-import { ApiError, hasScope, parseMeterJson, PLAN_QUOTAS, type Authenticator, type Principal, Rejection, periodOf, validateMeterEvent, type ErrorCode, type Logger, type MeterEvent } from '@meterd/core';
+import { ApiError, hasScope, parseMeterJson, PLAN_QUOTAS, statusOf, type Authenticator, type Principal, Rejection, periodOf, validateMeterEvent, type ErrorCode, type Logger, type MeterEvent } from '@meterd/core';
 import type { Deduper } from '../dedupe/deduper.js';
 import type { IngestMetrics } from '../metrics.js';
 import type { EventResult, Pipeline, SubmitResult } from '../pipeline.js';
@@ -190,8 +190,4 @@ export class MeterRoutes {
 
 function isJson(ctype: string): boolean {
   return ctype.length >= 16 && ctype.slice(0, 16).toLowerCase() === 'application/json' && (ctype.length === 16 || ctype[16] === ';' || ctype[16] === ' ');
-}
-
-function statusOf(code: ErrorCode): number {
-  return code === 'plan_quota_exceeded' ? 429 : code === 'idempotency_key_in_use' ? 409 : code === 'service_unavailable' ? 503 : code === 'workspace_mismatch' ? 403 : 400;
 }
