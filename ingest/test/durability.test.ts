@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { newEventId } from '@meterd/core';
 import { SpoolWriter } from '../src/spool/writer.js';
 import { spoolLine, toRow } from '../src/rows.js';
-import { event, startTestIngest, tempDir, until, waitShipped } from './helpers.js';
-import { freePort, killHard, PrivateClickHouse, spawnIngest } from './processes.js';
+import { event, post, startTestIngest, tempDir, until, waitShipped } from './helpers.js';
+import { freePort, killHard, PrivateClickHouse, PrivateRedis, spawnIngest } from './processes.js';
 
 /**
  * Invariant 1, acknowledged means durable: an event that got a 202 survives kill -9 of ingest and
@@ -153,5 +153,34 @@ test('lowering INGEST_THREADS strands nothing: the spool of a thread that no lon
     await until(async () => existsSync(join(spoolDir, 't1')), (e) => !e, 10_000, 'the orphaned folder to be removed');
   } finally {
     await killHard(ingest.child);
+  }
+});
+
+test('Redis killed (kill -9) under load and restarted: ingest answers 503 meanwhile, recovers by itself, and every 202 is stored exactly once', { timeout: 120_000 }, async () => {
+  const redis = new PrivateRedis(tempDir('redis'), await freePort());
+  await redis.start();
+  const { workspace, token } = await stores.workspace('enterprise');
+  const ingest = await startTestIngest(stores, { REDIS_URL: redis.url });
+  try {
+    const l = load(ingest.url, workspace.id, token, 4, 5);
+    await until(async () => l.acked.size, (n) => n > 1_000, 10_000, 'load before the outage');
+    await redis.kill();
+    const ackedAtKill = l.acked.size;
+    // During the outage nothing may be acknowledged that cannot be deduplicated: answers are 503.
+    const during = await post(ingest.url, '/api/v1/meter', event(workspace.id, 'during-outage'), token);
+    assert.equal(during.status, 503);
+    assert.equal(during.body.error.code, 'service_unavailable');
+    await new Promise((r) => setTimeout(r, 3_000));
+    assert.ok(l.acked.size - ackedAtKill < 50, `only requests already past their claim may finish: ${l.acked.size - ackedAtKill}`);
+    await redis.start();
+    await until(async () => l.acked.size, (n) => n > ackedAtKill + 1_000, 30_000, 'ingest to accept again after Redis came back');
+    await l.stop();
+    await waitShipped(ingest, 30_000);
+    const s = await stored(stores.clickhouse, workspace.id);
+    assert.equal(s.doubled, 0);
+    assert.deepEqual([...l.acked].filter((k) => !s.keys.has(k)), []);
+  } finally {
+    await ingest.close(0);
+    await redis.kill();
   }
 });

@@ -85,3 +85,36 @@ export class PrivateClickHouse {
     this.child = undefined;
   }
 }
+
+/** A Redis server of the test's own, with an fsync'd append-only file so a restart keeps its data. */
+export class PrivateRedis {
+  child: ChildProcess | undefined;
+  constructor(readonly dir: string, readonly port: number) {}
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    this.child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always'], { stdio: 'ignore' });
+    const { Redis } = await import('ioredis');
+    await until(async () => {
+      const r = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      r.on('error', () => {}); // refused while the server starts: the poll's expected answer
+      try {
+        await r.connect();
+        return await r.ping();
+      } catch {
+        return '';
+      } finally {
+        r.disconnect();
+      }
+    }, (p) => p === 'PONG', 15_000, 'private Redis to answer');
+  }
+
+  /** kill -9: an outage, not a clean shutdown. */
+  async kill(): Promise<void> {
+    if (this.child) await killHard(this.child);
+    this.child = undefined;
+  }
+}
