@@ -4,11 +4,11 @@ import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { createClickHouse, migrateClickHouse, CH_MIGRATIONS_DIR } from '@meterd/core';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { newEventId } from '@meterd/core';
+import { createPool, insertApiKey, insertWorkspace, migratePostgres, newEventId, PG_MIGRATIONS_DIR } from '@meterd/core';
 import { SpoolWriter } from '../src/spool/writer.js';
 import { spoolLine, toRow } from '../src/rows.js';
 import { event, post, startTestIngest, tempDir, until, waitShipped } from './helpers.js';
-import { freePort, killHard, PrivateClickHouse, PrivateRedis, spawnIngest } from './processes.js';
+import { freePort, killHard, PrivateClickHouse, PrivatePostgres, PrivateRedis, spawnIngest } from './processes.js';
 
 /**
  * Invariant 1, acknowledged means durable: an event that got a 202 survives kill -9 of ingest and
@@ -184,3 +184,41 @@ test('Redis killed (kill -9) under load and restarted: ingest answers 503 meanwh
     await redis.kill();
   }
 });
+
+test('Postgres stopped under load and restarted: cached keys keep working, an unseen key gets 503 (not 401), nothing acknowledged is lost',
+  { timeout: 120_000, skip: PrivatePostgres.available() ? false : 'needs root to run a private Postgres cluster as the postgres user' }, async () => {
+    const pg = new PrivatePostgres(tempDir('pg'), await freePort());
+    pg.init();
+    await pg.start();
+    const pool = createPool(new URL(pg.url), 2);
+    await migratePostgres(pool, PG_MIGRATIONS_DIR);
+    const wsA = await insertWorkspace(pool, { slug: 'pg-outage-a', display_name: 'A', plan: 'enterprise' });
+    const keyA = await insertApiKey(pool, wsA.id);
+    const wsB = await insertWorkspace(pool, { slug: 'pg-outage-b', display_name: 'B', plan: 'enterprise' });
+    const keyB = await insertApiKey(pool, wsB.id);
+    await pool.end();
+    const ingest = await startTestIngest(stores, { DATABASE_URL: pg.url });
+    try {
+      const l = load(ingest.url, wsA.id, keyA.token, 4, 5);
+      await until(async () => l.acked.size, (n) => n > 500, 10_000, 'load before the outage');
+      await pg.stop();
+      const ackedAtStop = l.acked.size;
+      await new Promise((r) => setTimeout(r, 2_000));
+      assert.ok(l.acked.size > ackedAtStop + 200, 'a cached key keeps metering while Postgres is down');
+      const unseen = await post(ingest.url, '/api/v1/meter', event(wsB.id, 'b-during'), keyB.token);
+      assert.equal(unseen.status, 503, 'a key that cannot be checked is not called invalid');
+      assert.equal(unseen.body.error.code, 'service_unavailable');
+      await pg.start();
+      const after = await until(() => post(ingest.url, '/api/v1/meter', event(wsB.id, 'b-after'), keyB.token), (r) => r.status === 202, 15_000, 'the unseen key to work again');
+      assert.equal(after.body.duplicate, false);
+      await l.stop();
+      await waitShipped(ingest, 30_000);
+      const s = await stored(stores.clickhouse, wsA.id);
+      assert.equal(s.doubled, 0);
+      assert.deepEqual([...l.acked].filter((k) => !s.keys.has(k)), []);
+      assert.equal((await stored(stores.clickhouse, wsB.id)).keys.size, 1);
+    } finally {
+      await ingest.close(0);
+      await pg.stop();
+    }
+  });

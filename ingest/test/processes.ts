@@ -1,5 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { until } from './helpers.js';
@@ -115,6 +115,52 @@ export class PrivateRedis {
   /** kill -9: an outage, not a clean shutdown. */
   async kill(): Promise<void> {
     if (this.child) await killHard(this.child);
+    this.child = undefined;
+  }
+}
+
+/**
+ * A Postgres cluster of the test's own (Debian's binaries, initdb as the `postgres` user, which
+ * needs root to switch to), stopped and started without touching the shared server.
+ */
+export class PrivatePostgres {
+  child: ChildProcess | undefined;
+  readonly bin: string;
+  constructor(readonly dir: string, readonly port: number) {
+    const versions = readdirSync('/usr/lib/postgresql').sort();
+    this.bin = join('/usr/lib/postgresql', versions.at(-1)!, 'bin');
+  }
+
+  get url(): string {
+    return `postgres://postgres@127.0.0.1:${this.port}/postgres`;
+  }
+
+  static available(): boolean {
+    return process.getuid?.() === 0 && existsSync('/usr/lib/postgresql');
+  }
+
+  init(): void {
+    chmodSync(this.dir, 0o777);
+    const r = spawnSync('runuser', ['-u', 'postgres', '--', join(this.bin, 'initdb'), '-D', join(this.dir, 'data'), '-U', 'postgres', '--auth=trust'], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`initdb failed: ${r.stderr}`);
+  }
+
+  async start(): Promise<void> {
+    this.child = spawn('runuser', ['-u', 'postgres', '--', join(this.bin, 'postgres'), '-D', join(this.dir, 'data'), '-p', String(this.port), '-k', this.dir, '-c', 'listen_addresses=127.0.0.1'], { stdio: 'ignore' });
+    await until(() => {
+      const r = spawnSync(join(this.bin, 'pg_isready'), ['-h', '127.0.0.1', '-p', String(this.port)]);
+      return Promise.resolve(r.status);
+    }, (s) => s === 0, 20_000, 'private Postgres to answer');
+  }
+
+  /** A fast shutdown (SIGINT to the postmaster), as an operator's restart would do. */
+  async stop(): Promise<void> {
+    const c = this.child;
+    if (c === undefined || c.exitCode !== null) return;
+    await new Promise<void>((resolve) => {
+      c.once('exit', () => resolve());
+      spawnSync('runuser', ['-u', 'postgres', '--', join(this.bin, 'pg_ctl'), '-D', join(this.dir, 'data'), '-m', 'fast', 'stop']);
+    });
     this.child = undefined;
   }
 }
