@@ -13,6 +13,8 @@ import type { Deduper } from './dedupe/deduper.js';
 import { SpoolWriter, type Spool } from './spool/writer.js';
 import { SpoolShipper, type InsertRows } from './spool/shipper.js';
 import { Pipeline } from './pipeline.js';
+import { recommitUnshipped } from './dedupe/recommit.js';
+import { unshippedLines } from './spool/unshipped.js';
 import { MeterRoutes } from './http/meter.js';
 
 export interface IngestThread {
@@ -79,6 +81,15 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     maxBatchBodyBytes: cfg.MAX_BATCH_BODY_BYTES,
   });
   const health = new Health(redis, pool, shipper, cfg.SPOOL_MAX_BYTES);
+  try {
+    const repaired = await recommitUnshipped(unshippedLines(writer), deduper);
+    if (repaired > 0) log.info({ rows: repaired }, 're-committed the dedupe keys of unshipped spool rows');
+  } catch (err) {
+    // Redis is down at start: the thread still starts (and ships), and the window this repair
+    // closes stays open for these rows only: a retry after their claims expire is stored again,
+    // where the events table and every reader's grouping by the triple collapse it.
+    log.warn({ err }, 'could not re-commit the dedupe keys of unshipped spool rows');
+  }
 
   const app: TemplatedApp = uws.App();
   app

@@ -81,3 +81,13 @@ export function expandRow(workspaceId: string, eventType: string, idempotencyKey
 export function rowJson(r: StoredRow, duplicate: boolean): string {
   return `{"id":"${r.id}","workspace_id":"${r.workspace_id}","event_type":"${r.event_type}","quantity":${r.quantity},"gmv_cents":${r.gmv_cents},"currency":"${r.currency}","idempotency_key":${JSON.stringify(r.idempotency_key)},"occurred_at":"${rfcTime.get(r.occurred_at_ms)}","received_at":"${rfcTime.get(r.received_at_ms)}","duplicate":${duplicate}}`;
 }
+
+/** The row a spool line holds (the inverse of spoolLine), for re-committing dedupe keys at start. */
+export function fromSpoolLine(line: string): StoredRow {
+  const r = JSON.parse(line) as Record<string, string | number>;
+  return {
+    id: String(r.event_id), workspace_id: String(r.workspace_id), event_type: String(r.event_type), idempotency_key: String(r.idempotency_key),
+    quantity: Number(r.quantity), gmv_cents: Number(r.gmv_cents), currency: String(r.currency),
+    occurred_at_ms: Date.parse(`${String(r.occurred_at).replace(' ', 'T')}Z`), received_at_ms: Date.parse(`${String(r.received_at).replace(' ', 'T')}Z`),
+  };
+}

@@ -222,3 +222,26 @@ test('Postgres stopped under load and restarted: cached keys keep working, an un
       await pg.stop();
     }
   });
+
+test('a crash between the spool fsync and the Redis commit: at restart the key is committed, so a retry is a duplicate of the stored event', async () => {
+  const { workspace, token } = await stores.workspace('free');
+  const spoolDir = tempDir('recommit');
+  const now = Date.now();
+  const row = toRow({ workspace_id: workspace.id, event_type: 'checkout.completed', idempotency_key: 'crash-1', quantity: 2, gmv_cents: 700, currency: 'EUR', occurred_at_ms: now }, newEventId(), now);
+  // What the crash left: the row durable in the spool, its claim still pending in Redis.
+  const w = SpoolWriter.open(join(spoolDir, 't0'), { segmentBytes: 1 << 20, fsync: true });
+  await new Promise<void>((res, rej) => w.append(spoolLine(row), 1, (e) => (e ? rej(e) : res())));
+  await w.close();
+  await stores.redis.set(`${stores.redisPrefix}:{${workspace.id}}:d:checkout.completed:crash-1`, 'P:deadbeef:7', 'PX', 60_000);
+  const ingest = await startTestIngest(stores, { SPOOL_DIR: spoolDir });
+  try {
+    const retry = await post(ingest.url, '/api/v1/meter', event(workspace.id, 'crash-1', { quantity: 2, gmv_cents: 700, currency: 'EUR' }), token);
+    assert.equal(retry.status, 202);
+    assert.equal(retry.body.duplicate, true);
+    assert.equal(retry.body.id, row.id);
+    await waitShipped(ingest);
+    assert.deepEqual((await stored(stores.clickhouse, workspace.id)).keys, new Set(['crash-1']));
+  } finally {
+    await ingest.close(0);
+  }
+});

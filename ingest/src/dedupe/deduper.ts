@@ -30,6 +30,11 @@ export interface Deduper {
   claim(req: ClaimRequest): Promise<ClaimResult>;
   commit(workspaceId: string, keys: string[], rows: string[], token: string): Promise<void>;
   release(workspaceId: string, period: string, keys: string[], token: string): Promise<void>;
+  /**
+   * Stores rows for keys that have no value or only a pending claim: at start-up, for events that
+   * were durable in the spool when a crash came before their commit. Never overwrites a stored row.
+   */
+  recommit(workspaceId: string, keys: string[], rows: string[]): Promise<void>;
   /** The workspace's event count this period, read only (for answers that never reach a claim). */
   used(workspaceId: string, period: string): Promise<number>;
 }

@@ -44,6 +44,18 @@ for i = 1, #KEYS do
 end
 return n`;
 
+// Start-up repair: keys of spooled events whose commit a crash prevented.
+const RECOMMIT = `
+local n = 0
+for i = 1, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if not v or string.sub(v, 1, 2) == 'P:' then
+    redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1])
+    n = n + 1
+  end
+end
+return n`;
+
 // Only this request's own pending claims are freed.
 const RELEASE = `
 local freed = 0
@@ -60,6 +72,7 @@ type Scripted = Redis & {
   meterdClaim(n: number, ...args: (string | number)[]): Promise<string[]>;
   meterdCommit(n: number, ...args: (string | number)[]): Promise<number>;
   meterdRelease(n: number, ...args: (string | number)[]): Promise<number>;
+  meterdRecommit(n: number, ...args: (string | number)[]): Promise<number>;
 };
 
 export interface RedisDedupeOptions {
@@ -84,7 +97,7 @@ export class RedisDeduper implements Deduper {
 
   constructor(redis: Redis, private readonly opts: RedisDedupeOptions) {
     this.prefix = opts.prefix ?? 'md';
-    for (const [name, lua] of [['meterdClaim', CLAIM], ['meterdCommit', COMMIT], ['meterdRelease', RELEASE]] as const) {
+    for (const [name, lua] of [['meterdClaim', CLAIM], ['meterdCommit', COMMIT], ['meterdRelease', RELEASE], ['meterdRecommit', RECOMMIT]] as const) {
       if (!(name in redis)) redis.defineCommand(name, { lua });
     }
     this.r = redis as Scripted;
@@ -132,6 +145,15 @@ export class RedisDeduper implements Deduper {
       for (let i = 0; i < n; i++) args[n + 2 + i] = rows[c + i]!;
       this.opts.roundTrips?.inc();
       await this.r.meterdCommit(n, ...args);
+    }
+  }
+
+  async recommit(workspaceId: string, keys: string[], rows: string[]): Promise<void> {
+    for (let c = 0; c < keys.length; c += MAX_KEYS_PER_CALL) {
+      const k = keys.slice(c, c + MAX_KEYS_PER_CALL);
+      const args: (string | number)[] = [...k.map((x) => this.dedupeKey(workspaceId, x)), this.opts.windowSeconds, ...rows.slice(c, c + MAX_KEYS_PER_CALL)];
+      this.opts.roundTrips?.inc();
+      await this.r.meterdRecommit(k.length, ...args);
     }
   }
 
