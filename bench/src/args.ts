@@ -27,6 +27,10 @@ export interface BenchArgs {
   workspaces: number;
   /** Extra environment of the self-started ingest (--ingest-env NAME=value, repeatable). */
   ingestEnv: Record<string, string>;
+  /** Entry point of the self-started ingest (default: this checkout's build). */
+  ingestMain: string | undefined;
+  /** --compare-ref: also bench this git ref's ingest, same scenario, and report this ÷ ref. */
+  compareRef: string | undefined;
   out: string;
 }
 
@@ -43,6 +47,9 @@ const HELP = `usage: npm run bench -- [options]
   --workspaces N          workspaces in the mixed scenario (default 2000)
   --no-compare            skip the ceiling and baseline runs
   --ingest-env NAME=value extra environment for the self-started ingest (repeatable), e.g. SHIP_INTERVAL_MS=100
+  --compare-ref REF       also bench git REF's ingest (e.g. main), alternating this, REF, this, REF;
+                          reports this ÷ REF (built in a temporary folder with its own npm ci)
+  --ingest-main PATH      entry point of the self-started ingest (default: this checkout's build)
   --cpu-prof              write CPU profiles of the self-started ingest to the results folder
   --quick                 ~20 s correctness check under load (no loss, no duplicates); exits 1 on any
   --out DIR               results folder (default bench/results)
@@ -67,7 +74,7 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defau
   const a: BenchArgs = {
     scenarios: ['single'], durationSec: 30, connections: 0, target: undefined, key: env.BENCH_API_KEY || undefined,
     workspace: undefined, verifyDatabase: undefined, quick: false, compare: true, threads: 2, cpuProf: false,
-    workspaces: 2000, ingestEnv: {}, out: defaultOut,
+    workspaces: 2000, ingestEnv: {}, out: defaultOut, ingestMain: undefined, compareRef: undefined,
   };
   let durationGiven = false;
   let scenarioGiven = false;
@@ -109,6 +116,13 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defau
       case '--cpu-prof': a.cpuProf = true; break;
       case '--quick': a.quick = true; break;
       case '--out': a.out = value(); break;
+      case '--ingest-main': a.ingestMain = value(); break;
+      case '--compare-ref': {
+        const ref = value();
+        if (!/^[A-Za-z0-9._\/-]{1,200}$/.test(ref) || ref.startsWith('-')) throw new BenchError('METERD_BENCH_USAGE', `--compare-ref ${JSON.stringify(ref)} is not a git ref`);
+        a.compareRef = ref;
+        break;
+      }
       case '--ingest-env': {
         const kv = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(value());
         if (kv === null) throw new BenchError('METERD_BENCH_USAGE', '--ingest-env expects NAME=value, e.g. SPOOL_FSYNC=never');
@@ -125,6 +139,11 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defau
     a.compare = false;
   }
 
+  if (a.compareRef !== undefined) {
+    if (a.target !== undefined) throw new BenchError('METERD_BENCH_USAGE', '--compare-ref benches two self-started builds; it cannot be combined with --target');
+    // Branch against branch: the ceilings and baseline add nothing to that comparison.
+    a.compare = false;
+  }
   if (a.target !== undefined) {
     if (a.key === undefined) throw new BenchError('METERD_BENCH_USAGE', '--target needs --key (or BENCH_API_KEY): an API key with the meter:write scope');
     if (a.workspace === undefined) throw new BenchError('METERD_BENCH_USAGE', '--target needs --workspace: the workspace id of --key');

@@ -1,7 +1,8 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT, isMeterdError } from '@meterd/core';
-import { HELP, parseArgs } from './args.js';
+import { HELP, parseArgs, type BenchArgs } from './args.js';
+import { buildRef, renderComparison } from './compare-ref.js';
 import { runBench, type BenchReport } from './run.js';
 import { renderMarkdown } from './report/markdown.js';
 import { renderSvg } from './report/svg.js';
@@ -20,6 +21,7 @@ async function main(): Promise<number> {
   }
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
   const name = `${stamp}-${parsed.quick ? 'quick' : parsed.scenarios.join('-')}`;
+  if (parsed.compareRef !== undefined) return compareWithRef(parsed, argv, name);
   const report = await runBench({
     args: parsed,
     command: `npm run bench -- ${argv.join(' ')}`.trim(),
@@ -29,6 +31,31 @@ async function main(): Promise<number> {
   const files = writeReport(parsed.out, name, report);
   process.stdout.write(`\n${renderMarkdown(report)}\nwritten: ${files.join(', ')}\n`);
   return report.correct ? 0 : 1;
+}
+
+/** --compare-ref: this checkout and the ref, alternately, twice each; then the ratio of medians. */
+async function compareWithRef(parsed: BenchArgs, argv: string[], name: string): Promise<number> {
+  const ref = parsed.compareRef!;
+  const { sha, ingestMain } = buildRef(ref, (s) => process.stderr.write(`${s}\n`));
+  const mine: BenchReport[] = [];
+  const theirs: BenchReport[] = [];
+  for (let round = 0; round < 2; round++) {
+    for (const [side, list, main] of [['this', mine, undefined], [ref, theirs, ingestMain]] as const) {
+      process.stderr.write(`bench: round ${round + 1}, ${side}\n`);
+      list.push(await runBench({
+        args: { ...parsed, ingestMain: main ?? parsed.ingestMain },
+        command: `npm run bench -- ${argv.join(' ')}`.trim(),
+        progress: process.stderr,
+        profileDir: join(parsed.out, `${name}-profile`),
+      }));
+    }
+  }
+  mine.forEach((r, i) => writeReport(parsed.out, `${name}-this-${i + 1}`, r));
+  theirs.forEach((r, i) => writeReport(parsed.out, `${name}-ref-${i + 1}`, r));
+  const table = renderComparison(ref, sha, mine, theirs);
+  writeFileSync(join(parsed.out, `${name}-compare.md`), table);
+  process.stdout.write(`\n${table}\nwritten: ${join(parsed.out, `${name}-compare.md`)} and each run's report\n`);
+  return [...mine, ...theirs].every((r) => r.correct) ? 0 : 1;
 }
 
 export function writeReport(dir: string, name: string, report: BenchReport): string[] {

@@ -93,7 +93,8 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
     let base: string;
     let mainTenant: Tenant;
     if (args.target === undefined) {
-      if (!existsSync(INGEST_MAIN)) throw new BenchError('METERD_BENCH_NOT_BUILT', `${INGEST_MAIN} is missing: build ingest first (npx tsc -b ingest)`);
+      const ingestMain = args.ingestMain ?? INGEST_MAIN;
+      if (!existsSync(ingestMain)) throw new BenchError('METERD_BENCH_NOT_BUILT', `${ingestMain} is missing: build ingest first (npx tsc -b ingest)`);
       log('bench: creating databases and workspaces…');
       stores = await openBenchStores();
       mainTenant = await stores.tenant('enterprise');
@@ -101,7 +102,7 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
       const port = await freePort();
       const nodeArgs = args.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] : [];
       if (args.cpuProf) mkdirSync(o.profileDir, { recursive: true });
-      ingest = await startChild('ingest', INGEST_MAIN, {
+      ingest = await startChild('ingest', ingestMain, {
         ...stores.env,
         INGEST_HOST: '127.0.0.1',
         INGEST_PORT: String(port),

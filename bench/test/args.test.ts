@@ -43,3 +43,15 @@ test('connections default per scenario unless given', () => {
   assert.ok(b !== 'help');
   assert.equal(connectionsFor(b, 'batch'), 7);
 });
+
+test('--compare-ref takes a git ref, skips the side-by-side ceilings, and refuses --target', () => {
+  const a = parseArgs(['--scenario', 'batch', '--compare-ref', 'main'], {}, '/tmp/out');
+  assert.ok(a !== 'help');
+  assert.equal(a.compareRef, 'main');
+  assert.equal(a.compare, false);
+  assert.throws(() => parseArgs(['--compare-ref', '--evil'], {}, '/tmp/out'), /is not a git ref/);
+  assert.throws(() => parseArgs(['--compare-ref', 'main', '--target', 'http://x:1', '--key', 'k', '--workspace', 'ws_a'], {}, '/tmp/out'), /cannot be combined with --target/);
+  const m = parseArgs(['--ingest-main', '/opt/other/ingest/dist/src/main.js'], {}, '/tmp/out');
+  assert.ok(m !== 'help');
+  assert.equal(m.ingestMain, '/opt/other/ingest/dist/src/main.js');
+});
