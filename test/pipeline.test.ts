@@ -38,15 +38,6 @@ before(async () => {
 });
 after(async () => {
   for (const s of services) if (s.proc.exitCode === null && s.proc.signalCode === null) s.proc.kill('SIGKILL');
-  // Ingest runs without a test prefix (its main has no such option): drop the keys of our workspaces.
-  for (const w of workspaces) {
-    let cursor = '0';
-    do {
-      const [next, keys] = await stores.redis.scan(cursor, 'MATCH', `md:{${w.id}}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) await stores.redis.unlink(...keys);
-    } while (cursor !== '0');
-  }
   rmSync(spoolDir, { recursive: true, force: true });
   await stores.close();
 });

@@ -48,12 +48,10 @@ before(async () => {
     spawnService(join(REPO, 'aggregator/dist/src/main.js'), { ...env, AGGREGATOR_PORT: String(aggPort), AGGREGATOR_POLL_MS: '100' }, `http://127.0.0.1:${aggPort}/healthz`),
     spawnService(join(REPO, 'stripe-local/dist/src/main.js'), { STRIPE_LOCAL_PORT: String(stripePort), LOG_LEVEL: 'warn' }, `${stripeUrl}/healthz`),
   ]);
-  // Ingest keeps its quota counters under its default prefix `md`; the workspace id keeps them apart.
   control = await startTestControl(stores, {
     CONTROL_API_PORT: String(controlPort),
     PUBLIC_BASE_URL: `http://127.0.0.1:${controlPort}`,
     INGEST_URL: ingestUrl,
-    INGEST_REDIS_PREFIX: 'md',
     DASHBOARD_SESSION_TTL_SECONDS: '600',
     STRIPE_SECRET_KEY: 'sk_test_dashboard',
     STRIPE_API_BASE: stripeUrl,

@@ -58,7 +58,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     windowSeconds: cfg.DEDUPE_WINDOW_SECONDS,
     pendingTtlMs: cfg.DEDUPE_PENDING_TTL_MS,
     roundTrips: metrics.dedupeRoundTrips,
-    ...(o.redisPrefix === undefined ? {} : { prefix: o.redisPrefix }),
+    prefix: o.redisPrefix ?? cfg.REDIS_KEY_PREFIX,
   });
   const writer = SpoolWriter.open(join(resolve(cfg.SPOOL_DIR), `t${o.index}`), {
     segmentBytes: cfg.SPOOL_SEGMENT_BYTES,

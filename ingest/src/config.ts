@@ -20,6 +20,7 @@ export const ingestVars = {
   SPOOL_SEGMENT_BYTES: int('Size at which the spool starts a new segment file.', 64 << 20, 1 << 16, 1 << 30),
   SHIP_BATCH_ROWS: int('Most rows per ClickHouse insert.', 50_000, 1, 1_000_000),
   SHIP_INTERVAL_MS: int('How often the spool is shipped to ClickHouse when a batch has not filled.', 250, 10, 60_000),
+  REDIS_KEY_PREFIX: str('Prefix of ingest\'s Redis keys (`<prefix>:{ws}:d:…` dedupe, `<prefix>:{ws}:q:YYYYMM` quota). The control API reads the quota counters with the same prefix (INGEST_REDIS_PREFIX).', 'md'),
   DEDUPE_WINDOW_SECONDS: int('How long an idempotency key is remembered (default 35 days, Stripe\'s meter event window).', 35 * 86_400, 60, 400 * 86_400),
   DEDUPE_PENDING_TTL_MS: int('How long a claimed-but-unstored idempotency key blocks retries (409) before it is freed.', 10_000, 100, 300_000),
   KEY_CACHE_TTL_MS: int('How long an API key lookup is cached (revocations are pushed over Redis at once).', 30_000, 0, 3_600_000),

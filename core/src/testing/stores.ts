@@ -45,13 +45,13 @@ export async function openTestStores(label: string): Promise<TestStores> {
   const pool = createPool(databaseUrl, 5);
   await migratePostgres(pool, PG_MIGRATIONS_DIR);
 
+  const redis = createRedis(base.REDIS_URL);
+  const redisPrefix = `t_${id}`;
   const chDatabase = ident(`meterd_t_${id}`);
   const connect = (database?: string) =>
     createClickHouse({ url: base.CLICKHOUSE_URL, database: database ?? 'default', user: base.CLICKHOUSE_USER, password: base.CLICKHOUSE_PASSWORD });
   await migrateClickHouse(connect, chDatabase, CH_MIGRATIONS_DIR);
   const clickhouse = connect(chDatabase);
-  const redis = createRedis(base.REDIS_URL);
-  const redisPrefix = `t_${id}`;
 
   return {
     id,
@@ -62,6 +62,10 @@ export async function openTestStores(label: string): Promise<TestStores> {
       CLICKHOUSE_DATABASE: chDatabase,
       CLICKHOUSE_USER: base.CLICKHOUSE_USER,
       CLICKHOUSE_PASSWORD: base.CLICKHOUSE_PASSWORD,
+      // Services started from this env keep their Redis keys under the test's prefix, which
+      // close() deletes (ingest writes them; the control API reads ingest's quota counters).
+      REDIS_KEY_PREFIX: redisPrefix,
+      INGEST_REDIS_PREFIX: redisPrefix,
     },
     databaseUrl,
     pool,
