@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify';
-import { ApiError, SCOPES, inTransaction, insertApiKey, revokeApiKey, type Scope } from '@meterd/core';
-import { OUTBOX_CHANNEL, insertDelivery } from '../webhooks/outbox.js';
+import { ApiError, SCOPES, insertApiKey, revokeApiKey, type Scope } from '@meterd/core';
+import { reactivateEndpoint, resendDelivery } from '../webhooks/actions.js';
 import { hidden, type DashCtx } from './context.js';
 
 const idParam = (name: string) => ({ type: 'object', required: [name], properties: { [name]: { type: 'string', maxLength: 100 } } });
@@ -62,23 +62,11 @@ export function manageRoutes(app: FastifyInstance, d: DashCtx): void {
   });
 
   app.post<{ Params: { webhook_id: string } }>('/dashboard/api/webhooks/:webhook_id/reactivate', { schema: { ...hidden, params: idParam('webhook_id') }, preHandler: d.guard }, async (req) => {
-    const { rows } = await d.pool.query(
-      `UPDATE webhook_endpoints SET status = 'active', consecutive_failures = 0, disabled_at = NULL WHERE id = $1 AND workspace_id = $2 RETURNING id, status`,
-      [req.params.webhook_id, req.dash!.workspace.id],
-    );
-    if (rows.length === 0) throw new ApiError('resource_not_found', `no webhook ${req.params.webhook_id} in this workspace`);
-    return { webhook: rows[0] };
+    return { webhook: await reactivateEndpoint(d.pool, req.dash!.workspace.id, req.params.webhook_id) };
   });
 
   app.post<{ Params: { delivery_id: string } }>('/dashboard/api/deliveries/:delivery_id/resend', { schema: { ...hidden, params: idParam('delivery_id') }, preHandler: d.guard }, async (req, reply) => {
-    const ws = req.dash!.workspace.id;
-    const id = await inTransaction(d.pool, async (c) => {
-      const { rows } = await c.query<{ event_id: string; endpoint_id: string }>('SELECT event_id, endpoint_id FROM webhook_deliveries WHERE id = $1 AND workspace_id = $2', [req.params.delivery_id, ws]);
-      if (rows.length === 0) throw new ApiError('resource_not_found', `no delivery ${req.params.delivery_id} in this workspace`);
-      const dlv = await insertDelivery(c, rows[0]!.event_id, rows[0]!.endpoint_id, ws);
-      await c.query('SELECT pg_notify($1, $2)', [OUTBOX_CHANNEL, rows[0]!.event_id]);
-      return dlv;
-    });
+    const id = await resendDelivery(d.pool, req.dash!.workspace.id, req.params.delivery_id);
     return reply.status(202).send({ delivery: { id, resent_from: req.params.delivery_id, status: 'pending' } });
   });
 

@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import { ApiError, inTransaction, newId } from '@meterd/core';
+import { ApiError, newId } from '@meterd/core';
 import type { Ctx } from '../context.js';
 import { requireAuth, workspaceAccess } from '../http/auth.js';
 import { checkResolvedHost, checkWebhookUrl } from '../webhooks/ssrf.js';
-import { EVENT_TYPES, OUTBOX_CHANNEL, insertDelivery } from '../webhooks/outbox.js';
+import { EVENT_TYPES } from '../webhooks/outbox.js';
+import { ENDPOINT_COLS, reactivateEndpoint, resendDelivery } from '../webhooks/actions.js';
 
 const ws = { id: { type: 'string' } } as const;
 const params = (extra: string[] = []) => ({
@@ -17,7 +18,6 @@ interface EndpointRow {
   id: string; url: string; description: string | null; events: string[] | null; status: string;
   consecutive_failures: number; disabled_at: string | null; created_at: string;
 }
-const ENDPOINT_COLS = 'id, url, description, events, status, consecutive_failures, disabled_at, created_at';
 
 interface DeliveryRow {
   id: string; event_id: string; event: string; endpoint_id: string; status: string; attempts: number;
@@ -83,13 +83,7 @@ export function webhookRoutes(app: FastifyInstance, ctx: Ctx): void {
     preHandler: guard,
   }, async (req) => {
     const wsId = await workspaceAccess(ctx.pool, req, req.params.id);
-    const { rows } = await ctx.pool.query<EndpointRow>(
-      `UPDATE webhook_endpoints SET status = 'active', consecutive_failures = 0, disabled_at = NULL
-        WHERE id = $1 AND workspace_id = $2 RETURNING ${ENDPOINT_COLS}`,
-      [req.params.webhook_id, wsId],
-    );
-    if (rows.length === 0) throw new ApiError('resource_not_found', `no webhook ${req.params.webhook_id} in this workspace`);
-    return { webhook: rows[0] };
+    return { webhook: await reactivateEndpoint<EndpointRow>(ctx.pool, wsId, req.params.webhook_id) };
   });
 
   const deliveries = '/api/v1/workspaces/:id/webhook-deliveries';
@@ -144,16 +138,7 @@ export function webhookRoutes(app: FastifyInstance, ctx: Ctx): void {
     preHandler: guard,
   }, async (req, reply) => {
     const wsId = await workspaceAccess(ctx.pool, req, req.params.id);
-    const id = await inTransaction(ctx.pool, async (c) => {
-      const { rows } = await c.query<{ event_id: string; endpoint_id: string }>(
-        'SELECT event_id, endpoint_id FROM webhook_deliveries WHERE id = $1 AND workspace_id = $2',
-        [req.params.delivery_id, wsId],
-      );
-      if (rows.length === 0) throw new ApiError('resource_not_found', `no delivery ${req.params.delivery_id} in this workspace`);
-      const dlv = await insertDelivery(c, rows[0]!.event_id, rows[0]!.endpoint_id, wsId);
-      await c.query('SELECT pg_notify($1, $2)', [OUTBOX_CHANNEL, rows[0]!.event_id]);
-      return dlv;
-    });
+    const id = await resendDelivery(ctx.pool, wsId, req.params.delivery_id);
     return reply.status(202).send({ delivery: { id, resent_from: req.params.delivery_id, status: 'pending' } });
   });
 }
