@@ -32,25 +32,15 @@ out[#KEYS] = tostring(used + added)
 return out`;
 
 // A key whose claim expired is committed all the same (the event is durable); a key another
-// request re-claimed or committed meanwhile is left to that request.
+// request re-claimed or committed meanwhile is left to that request. The token ANY_PENDING takes
+// any pending claim (start-up repair of spooled events whose commit a crash prevented), but never
+// overwrites a stored row.
 const COMMIT = `
 local n = 0
 for i = 1, #KEYS do
   local v = redis.call('GET', KEYS[i])
-  if not v or v == ARGV[2] then
+  if not v or v == ARGV[2] or (ARGV[2] == 'P:*' and string.sub(v, 1, 2) == 'P:') then
     redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[1])
-    n = n + 1
-  end
-end
-return n`;
-
-// Start-up repair: keys of spooled events whose commit a crash prevented.
-const RECOMMIT = `
-local n = 0
-for i = 1, #KEYS do
-  local v = redis.call('GET', KEYS[i])
-  if not v or string.sub(v, 1, 2) == 'P:' then
-    redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ARGV[1])
     n = n + 1
   end
 end
@@ -72,7 +62,6 @@ type Scripted = Redis & {
   meterdClaim(n: number, ...args: (string | number)[]): Promise<string[]>;
   meterdCommit(n: number, ...args: (string | number)[]): Promise<number>;
   meterdRelease(n: number, ...args: (string | number)[]): Promise<number>;
-  meterdRecommit(n: number, ...args: (string | number)[]): Promise<number>;
 };
 
 export interface RedisDedupeOptions {
@@ -90,6 +79,8 @@ const QUOTA_TTL_SECONDS = 40 * 86_400;
  * than ~125k spread arguments. A tick's keys of one workspace above this go in several calls.
  */
 export const MAX_KEYS_PER_CALL = 1_000;
+/** Commit token matching every pending claim (claim tokens are `P:<prefix>:<tick>`, never `P:*`). */
+const ANY_PENDING = 'P:*';
 
 export class RedisDeduper implements Deduper {
   private readonly r: Scripted;
@@ -97,7 +88,7 @@ export class RedisDeduper implements Deduper {
 
   constructor(redis: Redis, private readonly opts: RedisDedupeOptions) {
     this.prefix = opts.prefix ?? 'md';
-    for (const [name, lua] of [['meterdClaim', CLAIM], ['meterdCommit', COMMIT], ['meterdRelease', RELEASE], ['meterdRecommit', RECOMMIT]] as const) {
+    for (const [name, lua] of [['meterdClaim', CLAIM], ['meterdCommit', COMMIT], ['meterdRelease', RELEASE]] as const) {
       if (!(name in redis)) redis.defineCommand(name, { lua });
     }
     this.r = redis as Scripted;
@@ -148,13 +139,8 @@ export class RedisDeduper implements Deduper {
     }
   }
 
-  async recommit(workspaceId: string, keys: string[], rows: string[]): Promise<void> {
-    for (let c = 0; c < keys.length; c += MAX_KEYS_PER_CALL) {
-      const k = keys.slice(c, c + MAX_KEYS_PER_CALL);
-      const args: (string | number)[] = [...k.map((x) => this.dedupeKey(workspaceId, x)), this.opts.windowSeconds, ...rows.slice(c, c + MAX_KEYS_PER_CALL)];
-      this.opts.roundTrips?.inc();
-      await this.r.meterdRecommit(k.length, ...args);
-    }
+  recommit(workspaceId: string, keys: string[], rows: string[]): Promise<void> {
+    return this.commit(workspaceId, keys, rows, ANY_PENDING);
   }
 
   async used(workspaceId: string, period: string): Promise<number> {
