@@ -52,7 +52,7 @@ export async function startControl(cfg: ControlConfig, o: { log?: Logger; driver
     provisioner,
     quota,
     async close() {
-      quota.stop();
+      await quota.stop();
       await app.close();
       await worker?.stop();
       await provisioner.close();

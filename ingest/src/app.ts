@@ -1,7 +1,7 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import {
-  Authenticator, createLogger, createPool, createRawInserter, createRedis, errorBody, pgHealthy, redisHealthy, MetricsRegistry,
+  Authenticator, Loop, createLogger, createPool, createRawInserter, createRedis, errorBody, pgHealthy, redisHealthy, MetricsRegistry,
   type Logger, type Pool, type Redis,
 } from '@meterd/core';
 import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
@@ -80,7 +80,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     maxBodyBytes: cfg.MAX_BODY_BYTES,
     maxBatchBodyBytes: cfg.MAX_BATCH_BODY_BYTES,
   });
-  const health = new Health(redis, pool, shipper, cfg.SPOOL_MAX_BYTES);
+  const health = new Health(redis, pool, shipper, cfg.SPOOL_MAX_BYTES, log);
   try {
     const repaired = await recommitUnshipped(unshippedLines(writer), deduper);
     if (repaired > 0) log.info({ rows: repaired }, 're-committed the dedupe keys of unshipped spool rows');
@@ -138,7 +138,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
       routes.draining = true;
       const deadline = Date.now() + 10_000;
       while (routes.tracker.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
-      health.stop();
+      await health.stop();
       await Promise.all(adopted.map((a) => a.stop()));
       await shipper.stop(flushWithinMs);
       await writer.close();
@@ -161,19 +161,20 @@ function shipOrphan(dir: string, insert: InsertRows, cfg: IngestConfig, log: Log
   log.info({ dir, unshipped_bytes: shipper.unshippedBytes }, 'shipping the spool of a thread that no longer exists');
   shipper.start();
   let done = false;
-  const timer = setInterval(() => {
+  // Polls until the spool is empty, then stops the shipper and removes the folder, once.
+  const watch = new Loop(async () => {
     if (shipper.unshippedBytes > 0) return;
-    clearInterval(timer);
-    void shipper.stop().then(() => writer.close()).then(() => {
-      // Rows ClickHouse refused are kept for an operator to replay: never delete a quarantine.
-      if (!existsSync(join(dir, 'quarantine'))) rmSync(dir, { recursive: true, force: true });
-      done = true;
-      log.info({ dir }, 'orphaned spool shipped and removed');
-    });
-  }, 200);
+    await shipper.stop();
+    await writer.close();
+    // Rows ClickHouse refused are kept for an operator to replay: never delete a quarantine.
+    if (!existsSync(join(dir, 'quarantine'))) rmSync(dir, { recursive: true, force: true });
+    done = true;
+    log.info({ dir }, 'orphaned spool shipped and removed');
+    return null;
+  }, { intervalMs: 200, onError: (err) => log.error({ err, dir }, 'finishing an orphaned spool failed') }).start(200);
   return {
     async stop() {
-      clearInterval(timer);
+      await watch.stop();
       if (!done) {
         await shipper.stop();
         await writer.close();
@@ -203,18 +204,19 @@ const SHIP_STUCK_MS = 60_000;
 class Health {
   private redisOk = false;
   private pgOk = false;
-  private timer: NodeJS.Timeout | undefined;
-  constructor(private readonly redis: Redis, private readonly pool: Pool, private readonly shipper: SpoolShipper, private readonly maxSpool: number) {}
-  start(): void {
-    const check = async () => {
+  private readonly loop: Loop;
+  constructor(private readonly redis: Redis, private readonly pool: Pool, private readonly shipper: SpoolShipper, private readonly maxSpool: number, log: Logger) {
+    this.loop = new Loop(async () => {
       [this.redisOk, this.pgOk] = await Promise.all([redisHealthy(this.redis), pgHealthy(this.pool)]);
       this.shipper.updateGauges();
-      this.timer = setTimeout(check, 1_000);
-    };
-    void check();
+    }, { intervalMs: 1_000, onError: (err) => log.warn({ err }, 'health check failed') });
   }
-  stop(): void {
-    clearTimeout(this.timer);
+  start(): void {
+    this.loop.start();
+  }
+  /** Resolves once a check in flight has finished, so the stores it uses can be closed after. */
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
   report() {
     const spoolBytes = this.shipper.unshippedBytes;

@@ -39,7 +39,7 @@ export interface StripeLocal {
 }
 
 export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLocal> {
-  const file = o.stateFile === '' ? undefined : new StateFile(o.stateFile);
+  const file = o.stateFile === '' ? undefined : new StateFile(o.stateFile, (err) => console.error('stripe-local: saving the state file failed; retrying', err));
   let data = file ? await file.load() : emptyState();
   let faults: Faults = applyFaults({ ...NO_FAULTS }, o.faults);
   let baseUrl = '';

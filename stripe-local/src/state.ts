@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile, rename } from 'node:fs/promises';
+import { Loop } from '@meterd/core';
 
 /** What stripe-local remembers. Plain JSON-able records so the whole state can be saved to a file. */
 export interface Customer {
@@ -47,9 +48,9 @@ export function stripeId(prefix: string): string {
 
 export class StateFile {
   private dirty = false;
-  private timer: NodeJS.Timeout | undefined;
+  private loop: Loop | undefined;
 
-  constructor(private readonly path: string) {}
+  constructor(private readonly path: string, private readonly onError: (err: unknown) => void) {}
 
   async load(): Promise<StateData> {
     try {
@@ -63,8 +64,7 @@ export class StateFile {
   markDirty(): void { this.dirty = true; }
 
   start(get: () => StateData, everyMs = 2_000): void {
-    this.timer = setInterval(() => { void this.save(get()); }, everyMs);
-    this.timer.unref();
+    this.loop = new Loop(() => this.save(get()), { intervalMs: everyMs, onError: (err) => this.onError(err) }).start(everyMs);
   }
 
   async save(data: StateData): Promise<void> {
@@ -72,12 +72,18 @@ export class StateFile {
     this.dirty = false;
     // Write-then-rename: a crash mid-write leaves the previous file intact.
     const tmp = `${this.path}.tmp`;
-    await writeFile(tmp, JSON.stringify(data));
-    await rename(tmp, this.path);
+    try {
+      await writeFile(tmp, JSON.stringify(data));
+      await rename(tmp, this.path);
+    } catch (err) {
+      this.dirty = true;
+      throw err;
+    }
   }
 
   async stop(data: StateData): Promise<void> {
-    if (this.timer) clearInterval(this.timer);
+    // Waits for a save in flight: two saves at once would race on the same temporary file.
+    await this.loop?.stop();
     await this.save(data);
   }
 }

@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import type { Logger } from '@meterd/core';
+import { Loop, type Logger } from '@meterd/core';
 import type { AggregatorMetrics } from '../metrics.js';
 import { detectChangedWindows } from './detect.js';
 import type { ShardLeases } from './leases.js';
@@ -29,9 +29,7 @@ export class Aggregator {
   private readonly states = new Map<number, ShardState>();
   private lastVersion = 0n;
   private lastUpdated = 0;
-  private timer: NodeJS.Timeout | null = null;
-  private running: Promise<void> | null = null;
-  private stopped = false;
+  private loop: Loop | undefined;
 
   constructor(
     private readonly ch: ClickHouseClient,
@@ -82,31 +80,25 @@ export class Aggregator {
   }
 
   start(pollMs: number): void {
-    const tick = (): void => {
-      if (this.stopped) return;
+    // Cycles start every pollMs; one that took longer than that is followed at once.
+    this.loop = new Loop(async () => {
       const t0 = performance.now();
-      this.running = this.runOnce().then(
-        () => {
-          this.metrics?.cycles.inc();
-          this.metrics?.cycleSeconds.observe((performance.now() - t0) / 1000);
-        },
-        (err: unknown) => {
-          this.metrics?.cycleErrors.inc();
-          this.log?.error({ err }, 'rollup cycle failed; retrying on the next poll');
-        },
-      ).finally(() => {
-        this.running = null;
-        // Cycles start every pollMs; one that took longer than that is followed at once.
-        if (!this.stopped) this.timer = setTimeout(tick, Math.max(0, pollMs - (performance.now() - t0)));
-      });
-    };
-    tick();
+      await this.runOnce();
+      const seconds = (performance.now() - t0) / 1000;
+      this.metrics?.cycles.inc();
+      this.metrics?.cycleSeconds.observe(seconds);
+      return Math.max(0, pollMs - seconds * 1000);
+    }, {
+      intervalMs: pollMs,
+      onError: (err) => {
+        this.metrics?.cycleErrors.inc();
+        this.log?.error({ err }, 'rollup cycle failed; retrying on the next poll');
+      },
+    }).start();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer !== null) clearTimeout(this.timer);
-    await this.running;
+    await this.loop?.stop();
     await this.leases.close();
   }
 

@@ -1,4 +1,4 @@
-import { PLAN_QUOTAS, inTransaction, periodOf, type Logger, type Plan, type Pool, type Redis } from '@meterd/core';
+import { Loop, PLAN_QUOTAS, inTransaction, periodOf, type Logger, type Plan, type Pool, type Redis } from '@meterd/core';
 import { emitEvent } from '../webhooks/outbox.js';
 
 export const THRESHOLDS = [80, 100] as const;
@@ -10,18 +10,18 @@ export const THRESHOLDS = [80, 100] as const;
  * with several replicas checking at the same time.
  */
 export class QuotaWatch {
-  private timer: NodeJS.Timeout | undefined;
+  private loop: Loop | undefined;
   private running = false;
 
   constructor(private readonly pool: Pool, private readonly redis: Redis, private readonly prefix: string, private readonly log: Logger) {}
 
   start(intervalMs: number): void {
-    this.timer = setInterval(() => void this.check().catch((err) => this.log.warn({ err }, 'quota check failed')), intervalMs);
-    this.timer.unref();
+    this.loop = new Loop(async () => void (await this.check()), { intervalMs, onError: (err) => this.log.warn({ err }, 'quota check failed') }).start(intervalMs);
   }
 
-  stop(): void {
-    clearInterval(this.timer);
+  /** Resolves once a check in flight has finished, so the pool and Redis can be closed after. */
+  async stop(): Promise<void> {
+    await this.loop?.stop();
   }
 
   /** One pass over every workspace with a finite plan; returns the warnings emitted. */

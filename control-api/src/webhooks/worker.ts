@@ -87,6 +87,7 @@ export class DeliveryWorker {
   }
 
   private async listen(): Promise<void> {
+    if (this.stopped) return;
     const c = new pg.Client({ connectionString: this.o.databaseUrl.toString() });
     c.on('error', (err) => {
       this.o.log.warn({ err }, 'outbox LISTEN connection lost; polling until it is back');
@@ -97,6 +98,11 @@ export class DeliveryWorker {
     try {
       await c.connect();
       await c.query(`LISTEN ${OUTBOX_CHANNEL}`);
+      // stop() may have run while this connected: it could not end a client it did not see yet.
+      if (this.stopped) {
+        await c.end();
+        return;
+      }
       this.listener = c;
     } catch (err) {
       this.o.log.warn({ err }, 'could not LISTEN for outbox events; polling only');

@@ -1,1 +1,3 @@
 export { openTestStores, type TestStores } from './stores.js';
+export { runUntilExit, moduleUrl, type ExitReport } from './exits.js';
+export { GateProxy } from './gate-proxy.js';

@@ -1,5 +1,5 @@
 import { open, unlink } from 'node:fs/promises';
-import type { Counter, Logger } from '@meterd/core';
+import { Loop, type Counter, type Logger } from '@meterd/core';
 import type { IngestMetrics } from '../metrics.js';
 import { readCheckpoint, removeDurableMark, segmentPath, writeCheckpoint, type Position } from './segments.js';
 import type { SpoolWriter } from './writer.js';
@@ -35,10 +35,8 @@ const MAX_BACKOFF_MS = 5_000;
  */
 export class SpoolShipper {
   private cp: Position;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
+  private readonly loop: Loop;
   private failures = 0;
-  private stopped = false;
   lastError: string | undefined;
   /** Rows moved to quarantine by this shipper. */
   quarantinedRows = 0;
@@ -49,6 +47,8 @@ export class SpoolShipper {
   constructor(private readonly writer: SpoolWriter, private readonly insert: InsertRows, private readonly opts: ShipperOptions) {
     this.cp = readCheckpoint(writer.dir);
     this.updateGauges();
+    // tick() turns shipping errors into the state /readyz reports; onError sees only a bug in it.
+    this.loop = new Loop(() => this.tick(), { intervalMs: opts.intervalMs, onError: (err) => opts.log.error({ err }, 'ship tick failed') });
   }
 
   get unshippedBytes(): number {
@@ -61,17 +61,11 @@ export class SpoolShipper {
   }
 
   start(): void {
-    this.schedule(0);
+    this.loop.start();
   }
 
-  private schedule(ms: number): void {
-    if (this.stopped) return;
-    this.timer = setTimeout(() => {
-      this.running = this.tick().finally(() => (this.running = undefined));
-    }, ms);
-  }
-
-  private async tick(): Promise<void> {
+  /** One ship attempt; returns the delay before the next (at once while full batches remain, backoff on failure). */
+  private async tick(): Promise<number> {
     let full = false;
     try {
       const shipped = await this.shipOnce();
@@ -90,8 +84,7 @@ export class SpoolShipper {
         this.opts.log.warn({ err, failures: this.failures, unshipped_bytes: this.unshippedBytes }, 'shipping spool to ClickHouse failed; retrying');
       }
     }
-    const backoff = this.failures === 0 ? (full ? 0 : this.opts.intervalMs) : Math.min(MAX_BACKOFF_MS, 100 * 2 ** this.failures);
-    this.schedule(backoff);
+    return this.failures === 0 ? (full ? 0 : this.opts.intervalMs) : Math.min(MAX_BACKOFF_MS, 100 * 2 ** this.failures);
   }
 
   /** Ships one insert's worth of rows from the checkpoint on; returns how many rows it shipped. */
@@ -205,9 +198,7 @@ export class SpoolShipper {
 
   /** Stops the loop; with `flushWithinMs`, first ships what it can in that time. */
   async stop(flushWithinMs = 0): Promise<void> {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    await this.running;
+    await this.loop.stop();
     const deadline = Date.now() + flushWithinMs;
     while (Date.now() < deadline && this.unshippedBytes > 0) {
       try {
