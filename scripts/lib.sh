@@ -34,3 +34,10 @@ migrate() {
   echo "== migrations"
   node core/dist/src/migrate/cli.js
 }
+
+# ESLint (type-aware: floating and misused promises are errors) and Prettier; `npm run format` fixes.
+lint() {
+  echo "== lint and format check"
+  npx --no-install eslint .
+  npx --no-install prettier --check --log-level warn .
+}

@@ -119,7 +119,7 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defau
       case '--ingest-main': a.ingestMain = value(); break;
       case '--compare-ref': {
         const ref = value();
-        if (!/^[A-Za-z0-9._\/-]{1,200}$/.test(ref) || ref.startsWith('-')) throw new BenchError('METERD_BENCH_USAGE', `--compare-ref ${JSON.stringify(ref)} is not a git ref`);
+        if (!/^[A-Za-z0-9._/-]{1,200}$/.test(ref) || ref.startsWith('-')) throw new BenchError('METERD_BENCH_USAGE', `--compare-ref ${JSON.stringify(ref)} is not a git ref`);
         a.compareRef = ref;
         break;
       }

@@ -14,7 +14,7 @@ export async function drain(pool: Pool, sender: Sender, batchSize: number, concu
   const lane = async (): Promise<void> => {
     while (!stopping()) {
       const c = await pool.connect();
-      let n = 0;
+      let n: number;
       try {
         await c.query('BEGIN');
         const rows = await claimPending(c, batchSize);

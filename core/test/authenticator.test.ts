@@ -154,7 +154,7 @@ test('20,000 random well-formed tokens leave at most maxMisses negative entries'
   const t0 = Date.now();
   for (let i = 0; i < 20_000; i += concurrency) {
     const batch = [];
-    for (let j = 0; j < concurrency; j++) batch.push(auth.authenticate(`Bearer ${randomToken()}`));
+    for (let j = 0; j < concurrency; j++) batch.push(Promise.resolve(auth.authenticate(`Bearer ${randomToken()}`)));
     for (const r of await Promise.all(batch)) assertCode(r, 'invalid_api_key');
   }
   const ms = Date.now() - t0;
@@ -180,10 +180,12 @@ test('misses beyond maxConcurrentLookups are refused at once with service_unavai
 });
 
 test('expired entries are swept as new ones arrive', async () => {
-  const { auth } = await open(40, { maxConcurrentLookups: 100 });
-  await Promise.all(Array.from({ length: 100 }, () => auth.authenticate(`Bearer ${randomToken()}`)));
+  // A clock of the test's own: on a busy machine the 100 lookups can outlast a real 40 ms TTL.
+  let clock = 1_000_000;
+  const { auth } = await open(40, { maxConcurrentLookups: 100, now: () => clock });
+  await Promise.all(Array.from({ length: 100 }, async () => auth.authenticate(`Bearer ${randomToken()}`)));
   assert.equal(auth.cacheSizes.misses, 100);
-  await new Promise((r) => setTimeout(r, 60));
+  clock += 60;
   await auth.authenticate(`Bearer ${randomToken()}`);
   assert.equal(auth.cacheSizes.misses, 1);
 });

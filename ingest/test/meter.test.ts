@@ -83,7 +83,7 @@ test('batch: per-event results, rejects counted in `rejected`, duplicates inside
     events: [
       event(workspace.id, 'b-1'),
       event('ws_someoneelse', 'b-2'),
-      event(workspace.id, 'b-3', { gmv_cents: 9007199254740993 }),
+      event(workspace.id, 'b-3', { gmv_cents: Number.MAX_SAFE_INTEGER + 1 }),
       event(workspace.id, 'b-1'),
       event(workspace.id, 'b-4', { currency: 'eur' }),
     ],

@@ -1,6 +1,5 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { ClickHouseClient } from '@clickhouse/client';
 import { ApiError, pgHealthy, type Logger, type Pool } from '@meterd/core';
 import type { AggregatorMetrics } from '../metrics.js';
 import { handleUsage, type UsageRouteDeps } from './usage-route.js';

@@ -56,7 +56,7 @@ export function signupRoutes(app: FastifyInstance, ctx: Ctx): void {
         return { workspace, key };
       });
       ctx.metrics.signups.inc();
-      return reply.status(201).send({
+      return await reply.status(201).send({
         workspace: publicWorkspace(workspace),
         api_key: { id: key.id, token: key.token, prefix: key.display_prefix, scopes: key.scopes },
         dashboard_url: new URL(`/dashboard/onboarding?workspace=${workspace.id}`, ctx.cfg.PUBLIC_BASE_URL).toString(),

@@ -31,6 +31,8 @@ export interface AuthenticatorOptions {
   maxConcurrentLookups?: number;
   /** How a key hash is looked up (default: findKeyByHash on the pool); tests slow it down to open race windows. */
   findKey?: (hash: Buffer) => Promise<KeyRecord | undefined>;
+  /** The clock cache entries expire by (default Date.now); tests move it instead of sleeping. */
+  now?: () => number;
 }
 
 const NEGATIVE_TTL_MS = 2_000;
@@ -108,6 +110,7 @@ export class Authenticator {
    * and the row it read may predate it.
    */
   private generation = 0;
+  private readonly now: () => number;
   private subscription: 'none' | 'pending' | 'done' = 'none';
   /** Resolves once the revocation channel is subscribed; from then on revocations reach the cache. */
   readonly subscribed: Promise<void>;
@@ -122,6 +125,7 @@ export class Authenticator {
     this.missingPlans = new TtlCache(positiveInt('maxMisses', options.maxMisses ?? 10_000), missTtl);
     this.maxLookups = positiveInt('maxConcurrentLookups', options.maxConcurrentLookups ?? 1_000);
     this.findKey = options.findKey ?? ((hash) => findKeyByHash(pool, hash));
+    this.now = options.now ?? Date.now;
     this.subscribed = new Promise((resolve) => (this.markSubscribed = resolve));
 
     sub.on('ready', () => {
@@ -180,7 +184,7 @@ export class Authenticator {
     if (this.operatorHash !== null && timingSafeEqual(hash, this.operatorHash)) return OPERATOR;
     if (!isWellFormedKey(token)) return new ApiError('invalid_api_key', 'the API key is not valid');
     const hex = hash.toString('hex');
-    const now = Date.now();
+    const now = this.now();
     const hit = this.keys.get(hex, now) ?? this.misses.get(hex, now);
     if (hit !== undefined) return hit;
     return this.inflight.get(hex) ?? (this.lookups < this.maxLookups ? this.startLookup(hex, hash) : BUSY);
@@ -206,18 +210,18 @@ export class Authenticator {
     }
     if (rec === undefined) {
       // A revocation only ever turns keys invalid, so it cannot make a negative answer stale.
-      this.misses.set(hex, INVALID, Date.now());
+      this.misses.set(hex, INVALID, this.now());
       return INVALID;
     }
     const principal: Principal = { workspaceId: rec.workspace_id, scopes: new Set(rec.scopes), plan: rec.plan };
     // Callers that asked before the revocation still get this answer; later ones query again.
-    if (generation === this.generation) this.keys.set(hex, principal, Date.now());
+    if (generation === this.generation) this.keys.set(hex, principal, this.now());
     return principal;
   }
 
   /** The plan of any workspace, for operator requests (cached like keys). Undefined if there is no such workspace. */
   async planOf(workspaceId: string): Promise<Plan | undefined> {
-    const now = Date.now();
+    const now = this.now();
     const hit = this.plans.get(workspaceId, now);
     if (hit !== undefined) return hit;
     if (this.missingPlans.get(workspaceId, now) === true) return undefined;
@@ -225,8 +229,8 @@ export class Authenticator {
     const { rows } = await this.pool.query<{ plan: Plan }>('SELECT plan FROM workspaces WHERE id = $1', [workspaceId]);
     const plan = rows[0]?.plan;
     if (generation === this.generation) {
-      if (plan === undefined) this.missingPlans.set(workspaceId, true, Date.now());
-      else this.plans.set(workspaceId, plan, Date.now());
+      if (plan === undefined) this.missingPlans.set(workspaceId, true, this.now());
+      else this.plans.set(workspaceId, plan, this.now());
     }
     return plan;
   }
