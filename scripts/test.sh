@@ -32,6 +32,7 @@ if [ "${#files[@]}" -eq 0 ]; then echo "no test files found" >&2; exit 1; fi
 # Files run two at a time: each has its own databases and key prefix; the machine has 2 cores.
 set +e
 timeout --kill-after=30s "${TEST_RUN_LIMIT:-60m}" node --test --test-concurrency="${TEST_CONCURRENCY:-2}" --test-timeout=300000 \
+  --test-reporter=tap --test-reporter-destination=stdout --test-reporter=./scripts/test-slowest.mjs --test-reporter-destination=stderr \
   --import ./scripts/test-watchdog.mjs "${files[@]}"
 rc=$?
 set -e

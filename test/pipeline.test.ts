@@ -232,7 +232,10 @@ test('ingest → ClickHouse → rollups → billing-sync → stripe-local: Strip
   sent.push(late, late);
   await waitFor('the late event to be corrected at Stripe', async () => (await ledger()).some((r) => r.revision === 2 && r.status === 'sent'));
   const correctionMs = Date.now() - lateSentAt;
-  await sleep(1_000); // five more billing passes: none may plan anything else
+  // Five more billing passes (counted, not guessed with a sleep): none may plan anything else.
+  const passes = async (): Promise<number> => Number(/^billing_passes_total (\d+)/m.exec(await (await fetch(`${billing.url}/metrics`)).text())?.[1] ?? NaN);
+  const passesBefore = await passes();
+  await waitFor('five more billing passes', async () => (await passes()) >= passesBefore + 5);
   const afterLate = await ledger();
   const corrections = afterLate.filter((r) => r.revision > 1);
   assert.deepEqual(corrections.map((r) => [r.workspace_id, r.event_type, r.window_start, r.revision, r.value, r.status]),

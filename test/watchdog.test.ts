@@ -9,9 +9,12 @@ import { ROOT } from './support/services.js';
  */
 function runFixture(fixture: string): Promise<{ code: number | null; output: string; ms: number }> {
   const started = Date.now();
+  // Inside a test file node sets NODE_TEST_CONTEXT, and a child `node --test` would then run nothing.
+  const env: NodeJS.ProcessEnv = { ...process.env, METERD_TEST_TIMEOUT_MS: '1000', METERD_TEST_EXIT_GRACE_MS: '1000' };
+  delete env.NODE_TEST_CONTEXT;
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--test', '--test-timeout=60000', '--import', `${ROOT}scripts/test-watchdog.mjs`, `${ROOT}test/fixtures/${fixture}`], {
-      env: { ...process.env, METERD_TEST_TIMEOUT_MS: '1000', METERD_TEST_EXIT_GRACE_MS: '1000' },
+      env,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';
