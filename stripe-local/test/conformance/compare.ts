@@ -57,3 +57,24 @@ export function compare(got: unknown, want: unknown, type: TypeInfo | undefined,
     if (field?.optional !== true) problems.push(`${path}.${k}: extra (not in Stripe's example${field ? ', and not optional in stripe-node' : ''})`);
   }
 }
+
+/**
+ * For an object type Stripe's fixtures lack (the v2 meter objects and events): the same check
+ * against stripe-node's declaration alone — every required field present, no undeclared field,
+ * null only where declared nullable, JSON kinds as declared.
+ */
+export function compareToType(got: unknown, type: TypeInfo, path: string, problems: string[], root = true): void {
+  const g = jsonKind(got);
+  if (type.kinds.size > 0 && !type.kinds.has(g)) { problems.push(`${path}: ${g}, where stripe-node has ${[...type.kinds].join('|')}`); return; }
+  if (g === 'array' && type.element) (got as unknown[]).forEach((x, i) => compareToType(x, type.element!, `${path}[${i}]`, problems, false));
+  if (g !== 'object' || type.map || type.fields === undefined) return;
+  const o = got as Record<string, unknown>;
+  // A nested API object (a list's items) is checked under its own type.
+  if (!root && typeof o.object === 'string') return;
+  for (const [k, f] of type.fields) {
+    if (!(k in o)) { if (!f.optional) problems.push(`${path}.${k}: missing`); continue; }
+    if (o[k] === null) { if (!f.nullable) problems.push(`${path}.${k}: null, not nullable in stripe-node`); continue; }
+    if (f.type) compareToType(o[k], f.type, `${path}.${k}`, problems, false);
+  }
+  for (const k of Object.keys(o)) if (!type.fields.has(k)) problems.push(`${path}.${k}: not declared by stripe-node`);
+}

@@ -87,6 +87,10 @@ export class StripeTypes {
 
 /** `billing.meter_event` → `Billing.MeterEvent`, `billing_portal.session` → `BillingPortal.Session`, `v2.billing.meter_event` → `V2.Billing.MeterEvent`. */
 export function stripeTypePath(objectType: string): string {
-  const special: Record<string, string> = { event: 'Event', 'v2.core.event': 'V2.EventBase' };
+  const special: Record<string, string> = { event: 'Event', list: 'ApiList<unknown>' };
+  // `v2.core.event:v1.billing.meter.error_report_triggered` → `Events.V1BillingMeterErrorReportTriggeredEvent`.
+  if (objectType.startsWith('v2.core.event:')) {
+    return `Events.${objectType.slice('v2.core.event:'.length).split(/[._]/).map((w) => w.charAt(0).toUpperCase() + w.slice(1)).join('')}Event`;
+  }
   return special[objectType] ?? objectType.split('.').map((seg) => seg.split('_').map((w) => w.charAt(0).toUpperCase() + w.slice(1)).join('')).join('.');
 }
