@@ -31,9 +31,7 @@ export async function startControl(cfg: ControlConfig, o: { log?: Logger; driver
   const box = new SecretBox(cfg.SECRETS_KEY);
   if (box.usesDevelopmentKey) log.warn('SECRETS_KEY is unset: secrets are encrypted with the public development key (refused when NODE_ENV=production)');
   const metrics = defineControlMetrics();
-  const driver = o.driver ?? (cfg.PROVISION_DRIVER === 'kubernetes'
-    ? new KubernetesDriver({ apiUrl: cfg.KUBE_API_URL, token: cfg.KUBE_TOKEN, caFile: cfg.KUBE_CA_FILE, domain: cfg.PROVISION_DOMAIN, imagePrefix: cfg.PROVISION_IMAGE_PREFIX, clusterIssuer: cfg.CERT_MANAGER_ISSUER })
-    : new LocalDriver(log));
+  const driver = o.driver ?? driverOf(cfg, log);
   const provisioner = new Provisioner(pool, driver, box, log);
   const app = await buildApp(cfg, { pool, redis, sub, log, metrics, box, stripe: createStripe(cfg), provisioner });
   const worker = cfg.WEBHOOK_WORKER
@@ -59,4 +57,12 @@ export async function startControl(cfg: ControlConfig, o: { log?: Logger; driver
       await Promise.all([pool.end(), redis.quit().catch(() => {}), sub.quit().catch(() => {})]);
     },
   };
+}
+
+/** The configured provisioning driver; null when it is the local one and that is not enabled. */
+function driverOf(cfg: ControlConfig, log: Logger): ProvisionDriver | null {
+  if (cfg.PROVISION_DRIVER === 'kubernetes') {
+    return new KubernetesDriver({ apiUrl: cfg.KUBE_API_URL, token: cfg.KUBE_TOKEN, caFile: cfg.KUBE_CA_FILE, domain: cfg.PROVISION_DOMAIN, imagePrefix: cfg.PROVISION_IMAGE_PREFIX, clusterIssuer: cfg.CERT_MANAGER_ISSUER });
+  }
+  return cfg.PROVISION_LOCAL_ENABLED ? new LocalDriver(log) : null;
 }

@@ -16,7 +16,7 @@ let s: ControlServer;
 
 before(async () => {
   stores = await openTestStores('ctlprov');
-  s = await startTestControl(stores, { STRIPE_WEBHOOK_SECRET: WHSEC });
+  s = await startTestControl(stores, { STRIPE_WEBHOOK_SECRET: WHSEC, PROVISION_LOCAL_ENABLED: 'true' });
 });
 after(async () => {
   await s.close();

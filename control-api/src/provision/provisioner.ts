@@ -1,7 +1,7 @@
 import { ApiError, PLAN_QUOTAS, inTransaction, newId, type Logger, type Plan, type Pool } from '@meterd/core';
 import type { SecretBox } from '../crypto/secret-box.js';
 import { emitEvent } from '../webhooks/outbox.js';
-import { CATALOG } from './catalog.js';
+import { CATALOG, checkConfig, declaredConfig } from './catalog.js';
 import type { DeploySpec, ProvisionDriver } from './driver.js';
 
 export interface ProvisionRow {
@@ -22,13 +22,14 @@ const ACTIVE = ['pending', 'running'];
 export class Provisioner {
   private readonly inflight = new Set<Promise<void>>();
 
-  constructor(private readonly pool: Pool, private readonly driver: ProvisionDriver, private readonly box: SecretBox, private readonly log: Logger) {}
+  /** `driver` null: provisioning is off (PROVISION_DRIVER=local without PROVISION_LOCAL_ENABLED). */
+  constructor(private readonly pool: Pool, private readonly driver: ProvisionDriver | null, private readonly box: SecretBox, private readonly log: Logger) {}
 
   async create(workspaceId: string, service: string, customerId: string, config: Record<string, string>): Promise<ProvisionRow> {
+    const driver = this.enabledDriver();
     const entry = CATALOG[service];
     if (entry === undefined) throw new ApiError('invalid_field', `unknown service ${service}; the catalog has: ${Object.keys(CATALOG).join(', ')}`, 'service');
-    const missing = entry.requiredConfig.find((k) => !(k in config));
-    if (missing !== undefined) throw new ApiError('missing_field', `config.${missing} is required by ${service}`, `config.${missing}`);
+    checkConfig(entry, config);
     const row = await inTransaction(this.pool, async (c) => {
       const { rows: ws } = await c.query<{ plan: Plan }>('SELECT plan FROM workspaces WHERE id = $1 FOR UPDATE', [workspaceId]);
       if (ws.length === 0) throw new ApiError('workspace_not_found', `no workspace ${workspaceId}`);
@@ -42,7 +43,7 @@ export class Provisioner {
       const { rows } = await c.query<ProvisionRow>(
         `INSERT INTO provisions (id, workspace_id, service, customer_id, driver, status, config_enc)
          VALUES ($1, $2, $3, $4, $5, 'pending', $6) RETURNING ${COLS}`,
-        [newId('prv'), workspaceId, service, customerId, this.driver.name, this.box.seal(JSON.stringify(config))],
+        [newId('prv'), workspaceId, service, customerId, driver.name, this.box.seal(JSON.stringify(config))],
       );
       return rows[0]!;
     });
@@ -63,7 +64,8 @@ export class Provisioner {
   async deprovision(id: string): Promise<ProvisionRow> {
     const spec = await this.spec(id);
     if (spec === undefined) throw new ApiError('resource_not_found', `no provision ${id}`);
-    await this.driver.destroy(spec);
+    // Without a driver nothing can be running: local children die with the process that ran them.
+    await this.driver?.destroy(spec);
     const { rows } = await this.pool.query<ProvisionRow>(
       `UPDATE provisions SET status = 'deprovisioned', updated_at = now() WHERE id = $1 RETURNING ${COLS}`,
       [id],
@@ -73,6 +75,7 @@ export class Provisioner {
 
   /** Deploys left pending by a previous process (it died before the outcome was written). */
   async resume(): Promise<void> {
+    if (this.driver === null) return;
     const { rows } = await this.pool.query<{ id: string }>(`SELECT id FROM provisions WHERE status = 'pending' AND driver = $1`, [this.driver.name]);
     for (const r of rows) this.track(this.run(r.id));
   }
@@ -84,7 +87,14 @@ export class Provisioner {
 
   async close(): Promise<void> {
     await this.settle();
-    await this.driver.close();
+    await this.driver?.close();
+  }
+
+  private enabledDriver(): ProvisionDriver {
+    if (this.driver === null) {
+      throw new ApiError('not_configured', 'provisioning is off on this server: local provisioning runs only with PROVISION_LOCAL_ENABLED=true in development (npm start), otherwise set PROVISION_DRIVER=kubernetes');
+    }
+    return this.driver;
   }
 
   private track(p: Promise<void>): void {
@@ -99,7 +109,9 @@ export class Provisioner {
     );
     const r = rows[0];
     if (r === undefined) return undefined;
-    return { provisionId: id, workspaceId: r.workspace_id, customerId: r.customer_id, service: CATALOG[r.service]!, config: JSON.parse(this.box.open(r.config_enc)) as Record<string, string> };
+    const service = CATALOG[r.service]!;
+    const config = declaredConfig(service, JSON.parse(this.box.open(r.config_enc)) as Record<string, string>);
+    return { provisionId: id, workspaceId: r.workspace_id, customerId: r.customer_id, service, config };
   }
 
   private async run(id: string): Promise<void> {
@@ -108,7 +120,7 @@ export class Provisioner {
     let url: string | null = null;
     let error: string | null = null;
     try {
-      url = (await this.driver.deploy(spec)).url;
+      url = (await this.enabledDriver().deploy(spec)).url;
     } catch (err) {
       error = err instanceof Error ? err.message : String(err);
       this.log.warn({ err, provision: id }, 'provisioning failed');
