@@ -35,7 +35,7 @@ export async function startControl(cfg: ControlConfig, o: { log?: Logger; driver
   const provisioner = new Provisioner(pool, driver, box, log);
   const app = await buildApp(cfg, { pool, redis, sub, log, metrics, box, stripe: createStripe(cfg), provisioner });
   const worker = cfg.WEBHOOK_WORKER
-    ? new DeliveryWorker({ pool, databaseUrl: cfg.DATABASE_URL, box, log, metrics, retryScale: cfg.WEBHOOK_RETRY_SCALE, pollMs: cfg.WEBHOOK_POLL_MS, timeoutMs: cfg.WEBHOOK_TIMEOUT_MS, allowPrivate: cfg.WEBHOOK_ALLOW_PRIVATE })
+    ? new DeliveryWorker({ pool, databaseUrl: cfg.DATABASE_URL, box, log, metrics, retryScale: cfg.WEBHOOK_RETRY_SCALE, pollMs: cfg.WEBHOOK_POLL_MS, timeoutMs: cfg.WEBHOOK_TIMEOUT_MS, allowPrivate: cfg.WEBHOOK_ALLOW_PRIVATE, concurrency: cfg.WEBHOOK_CONCURRENCY })
     : null;
   const quota = new QuotaWatch(pool, redis, cfg.INGEST_REDIS_PREFIX, log);
   const address = await app.listen({ host: cfg.CONTROL_API_HOST, port: cfg.CONTROL_API_PORT });
