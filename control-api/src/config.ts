@@ -1,4 +1,4 @@
-import { ConfigError, loadConfig, storeVars, str, int, bool, oneOf, url, type ConfigOf, type VarSpec } from '@meterd/core';
+import { ConfigError, loadConfig, storeVars, str, int, bool, oneOf, url, addressList, type ConfigOf, type VarSpec } from '@meterd/core';
 
 /** A positive decimal, e.g. 0.01 to run the webhook retry schedule a hundred times faster in tests. */
 const scale = (doc: string, def: number): VarSpec<number> => ({
@@ -30,9 +30,9 @@ export const controlVars = {
   PUBLIC_BASE_URL: url('Public base URL of meterd (dashboard links, OAuth callbacks, handler METER_URL).', 'http://127.0.0.1:8080', ['http:', 'https:']),
   DEPLOY_API_KEY: str('Operator key accepted on every non-public endpoint, for any workspace. Empty disables it.', '', true),
   KEY_CACHE_TTL_MS: int('How long an API key lookup is cached (revocations are pushed over Redis at once).', 30_000, 0, 3_600_000),
-  TRUST_PROXY: str('Proxies whose X-Forwarded-For is believed (comma-separated addresses/CIDRs); the front router runs on loopback.', '127.0.0.1,::1'),
+  TRUSTED_PROXIES: addressList('Proxies (comma-separated IPs/CIDRs) whose X-Forwarded-For is honoured for the client address (rate limits, logs). Default: none, so the socket address counts and a client cannot pick its address by sending the header. Set it to the ingress/load balancer addresses; `npm start` sets loopback, where its front router runs.', ''),
   SECRETS_KEY: key32('AES-256-GCM key (32 bytes, base64) encrypting webhook secrets, provision configs and Shopify tokens at rest. Required unless NODE_ENV=development, where a fixed, public development key is used.'),
-  SIGNUP_RATE_PER_MINUTE: int('Signups allowed per client address per minute (token bucket, in-process).', 10, 1, 100_000),
+  SIGNUP_RATE_PER_MINUTE: int('Signups allowed per client address per minute (token bucket in Redis, shared by all control-api processes).', 10, 1, 100_000),
   SIGNUP_BURST: int('Signups a client address may make at once before the per-minute rate applies.', 5, 1, 100_000),
   STRIPE_SECRET_KEY: str('Stripe secret key; empty disables Stripe (no customers at signup, no portal).', '', true),
   STRIPE_API_BASE: url('Stripe API base URL (point at stripe-local in development and tests).', 'https://api.stripe.com', ['http:', 'https:']),
