@@ -22,6 +22,20 @@ const key32 = (doc: string): VarSpec<string> => ({
   },
 });
 
+/** Comma-separated keys like SECRETS_KEY's: ones that retired, still needed to open older values. */
+const keyList = (doc: string): VarSpec<readonly string[]> => ({
+  doc,
+  default: '',
+  secret: true,
+  parse(s) {
+    const keys = s.split(',').map((k) => k.trim()).filter(Boolean);
+    keys.forEach((k, i) => {
+      if (Buffer.from(k, 'base64').length !== 32) throw new Error(`key ${i + 1}: expected 32 bytes, base64-encoded`);
+    });
+    return Object.freeze(keys);
+  },
+});
+
 export const controlVars = {
   ...storeVars,
   NODE_ENV: str('`development` (what `npm start` sets) allows the public development SECRETS_KEY and local provisioning; any other value, and the default, is production mode.', 'production'),
@@ -32,6 +46,7 @@ export const controlVars = {
   KEY_CACHE_TTL_MS: int('How long an API key lookup is cached (revocations are pushed over Redis at once).', 30_000, 0, 3_600_000),
   TRUSTED_PROXIES: addressList('Proxies (comma-separated IPs/CIDRs) whose X-Forwarded-For is honoured for the client address (rate limits, logs). Default: none, so the socket address counts and a client cannot pick its address by sending the header. Set it to the ingress/load balancer addresses; `npm start` sets loopback, where its front router runs.', ''),
   SECRETS_KEY: key32('AES-256-GCM key (32 bytes, base64) encrypting webhook secrets, provision configs and Shopify tokens at rest. Required unless NODE_ENV=development, where a fixed, public development key is used.'),
+  SECRETS_KEYS_OLD: keyList('Retired SECRETS_KEY values (comma-separated), to open secrets sealed under them during a rotation; new values are always sealed with SECRETS_KEY (docs/security.md).'),
   SIGNUP_RATE_PER_MINUTE: int('Signups allowed per client address per minute (token bucket in Redis, shared by all control-api processes).', 10, 1, 100_000),
   SIGNUP_BURST: int('Signups a client address may make at once before the per-minute rate applies.', 5, 1, 100_000),
   STRIPE_SECRET_KEY: str('Stripe secret key; empty disables Stripe (no customers at signup, no portal).', '', true),

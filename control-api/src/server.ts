@@ -28,8 +28,8 @@ export async function startControl(cfg: ControlConfig, o: { log?: Logger; driver
   const redis = createRedis(cfg.REDIS_URL);
   const sub = createRedis(cfg.REDIS_URL, { enableAutoPipelining: false });
   for (const r of [redis, sub]) r.on('error', (err) => log.debug({ err }, 'redis connection error'));
-  const box = new SecretBox(cfg.SECRETS_KEY);
-  if (box.usesDevelopmentKey) log.warn('SECRETS_KEY is unset: secrets are encrypted with the public development key (refused when NODE_ENV=production)');
+  const box = new SecretBox(cfg.SECRETS_KEY, cfg.SECRETS_KEYS_OLD);
+  if (box.usesDevelopmentKey) log.warn('SECRETS_KEY is unset: secrets are encrypted with the public development key (allowed only with NODE_ENV=development)');
   const metrics = defineControlMetrics();
   const driver = o.driver ?? driverOf(cfg, log);
   const provisioner = new Provisioner(pool, driver, box, log);

@@ -15,6 +15,11 @@ export class LocalDriver implements ProvisionDriver {
 
   constructor(private readonly log: Logger, private readonly readyTimeoutMs = 15_000) {}
 
+  /** Local services answer on a loopback port, not on a host of their own. */
+  hostOf(): null {
+    return null;
+  }
+
   async deploy(spec: DeploySpec): Promise<{ url: string }> {
     await this.destroy(spec);
     const port = await freePort();

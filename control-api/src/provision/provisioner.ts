@@ -31,8 +31,9 @@ export class Provisioner {
     if (entry === undefined) throw new ApiError('invalid_field', `unknown service ${service}; the catalog has: ${Object.keys(CATALOG).join(', ')}`, 'service');
     checkConfig(entry, config);
     const row = await inTransaction(this.pool, async (c) => {
-      const { rows: ws } = await c.query<{ plan: Plan }>('SELECT plan FROM workspaces WHERE id = $1 FOR UPDATE', [workspaceId]);
+      const { rows: ws } = await c.query<{ plan: Plan; slug: string }>('SELECT plan, slug FROM workspaces WHERE id = $1 FOR UPDATE', [workspaceId]);
       if (ws.length === 0) throw new ApiError('workspace_not_found', `no workspace ${workspaceId}`);
+      const host = driver.hostOf({ customerId, service: entry, workspaceSlug: ws[0]!.slug });
       const limit = PLAN_QUOTAS[ws[0]!.plan].handlers;
       if (limit !== null) {
         const { rows } = await c.query<{ n: number }>('SELECT count(*)::int AS n FROM provisions WHERE workspace_id = $1 AND status = ANY ($2)', [workspaceId, ACTIVE]);
@@ -40,12 +41,17 @@ export class Provisioner {
           throw new ApiError('plan_limit_exceeded', `the ${ws[0]!.plan} plan allows ${limit} handler${limit === 1 ? '' : 's'}; deprovision one or upgrade`);
         }
       }
-      const { rows } = await c.query<ProvisionRow>(
-        `INSERT INTO provisions (id, workspace_id, service, customer_id, driver, status, config_enc)
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6) RETURNING ${COLS}`,
-        [newId('prv'), workspaceId, service, customerId, driver.name, this.box.seal(JSON.stringify(config))],
-      );
-      return rows[0]!;
+      try {
+        const { rows } = await c.query<ProvisionRow>(
+          `INSERT INTO provisions (id, workspace_id, service, customer_id, driver, status, config_enc, host)
+           VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7) RETURNING ${COLS}`,
+          [newId('prv'), workspaceId, service, customerId, driver.name, this.box.seal(JSON.stringify(config)), host],
+        );
+        return rows[0]!;
+      } catch (err) {
+        if ((err as { constraint?: string }).constraint === 'provisions_host_key') throw new ApiError('host_taken', `the host ${host} is already in use; choose another customer_id`, 'customer_id');
+        throw err;
+      }
     });
     this.track(this.run(row.id));
     return row;
@@ -103,15 +109,15 @@ export class Provisioner {
   }
 
   private async spec(id: string): Promise<DeploySpec | undefined> {
-    const { rows } = await this.pool.query<{ workspace_id: string; service: string; customer_id: string; config_enc: string }>(
-      'SELECT workspace_id, service, customer_id, config_enc FROM provisions WHERE id = $1',
+    const { rows } = await this.pool.query<{ workspace_id: string; slug: string; service: string; customer_id: string; config_enc: string }>(
+      'SELECT p.workspace_id, w.slug, p.service, p.customer_id, p.config_enc FROM provisions p JOIN workspaces w ON w.id = p.workspace_id WHERE p.id = $1',
       [id],
     );
     const r = rows[0];
     if (r === undefined) return undefined;
     const service = CATALOG[r.service]!;
     const config = declaredConfig(service, JSON.parse(this.box.open(r.config_enc)) as Record<string, string>);
-    return { provisionId: id, workspaceId: r.workspace_id, customerId: r.customer_id, service, config };
+    return { provisionId: id, workspaceId: r.workspace_id, workspaceSlug: r.slug, customerId: r.customer_id, service, config };
   }
 
   private async run(id: string): Promise<void> {
