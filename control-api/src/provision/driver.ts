@@ -7,7 +7,7 @@ export interface DeploySpec {
   workspaceSlug: string;
   customerId: string;
   service: CatalogEntry;
-  /** Environment of the service (may hold secrets: the driver keeps them out of logs). */
+  /** Environment of the service: only keys its catalog entry declares (may hold secrets: the driver keeps them out of logs). */
   config: Readonly<Record<string, string>>;
 }
 
