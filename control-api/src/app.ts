@@ -32,7 +32,8 @@ export interface AppDeps {
 /** The control API's HTTP surface. Stores and workers are built by the caller (main.ts or a test). */
 export async function buildApp(cfg: ControlConfig, deps: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
-    trustProxy: cfg.TRUST_PROXY.split(',').map((s) => s.trim()).filter(Boolean),
+    // req.ip: walking X-Forwarded-For from the right, the first address that is not a trusted proxy.
+    trustProxy: cfg.TRUSTED_PROXIES.length === 0 ? false : [...cfg.TRUSTED_PROXIES],
     bodyLimit: 256 << 10,
     // Types are checked, never coerced, and unknown fields are refused, not silently removed.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },

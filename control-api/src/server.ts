@@ -28,16 +28,14 @@ export async function startControl(cfg: ControlConfig, o: { log?: Logger; driver
   const redis = createRedis(cfg.REDIS_URL);
   const sub = createRedis(cfg.REDIS_URL, { enableAutoPipelining: false });
   for (const r of [redis, sub]) r.on('error', (err) => log.debug({ err }, 'redis connection error'));
-  const box = new SecretBox(cfg.SECRETS_KEY);
-  if (box.usesDevelopmentKey) log.warn('SECRETS_KEY is unset: secrets are encrypted with the public development key (refused when NODE_ENV=production)');
+  const box = new SecretBox(cfg.SECRETS_KEY, cfg.SECRETS_KEYS_OLD);
+  if (box.usesDevelopmentKey) log.warn('SECRETS_KEY is unset: secrets are encrypted with the public development key (allowed only with NODE_ENV=development)');
   const metrics = defineControlMetrics();
-  const driver = o.driver ?? (cfg.PROVISION_DRIVER === 'kubernetes'
-    ? new KubernetesDriver({ apiUrl: cfg.KUBE_API_URL, token: cfg.KUBE_TOKEN, caFile: cfg.KUBE_CA_FILE, domain: cfg.PROVISION_DOMAIN, imagePrefix: cfg.PROVISION_IMAGE_PREFIX, clusterIssuer: cfg.CERT_MANAGER_ISSUER })
-    : new LocalDriver(log));
+  const driver = o.driver ?? driverOf(cfg, log);
   const provisioner = new Provisioner(pool, driver, box, log);
   const app = await buildApp(cfg, { pool, redis, sub, log, metrics, box, stripe: createStripe(cfg), provisioner });
   const worker = cfg.WEBHOOK_WORKER
-    ? new DeliveryWorker({ pool, databaseUrl: cfg.DATABASE_URL, box, log, metrics, retryScale: cfg.WEBHOOK_RETRY_SCALE, pollMs: cfg.WEBHOOK_POLL_MS, timeoutMs: cfg.WEBHOOK_TIMEOUT_MS, allowPrivate: cfg.WEBHOOK_ALLOW_PRIVATE })
+    ? new DeliveryWorker({ pool, databaseUrl: cfg.DATABASE_URL, box, log, metrics, retryScale: cfg.WEBHOOK_RETRY_SCALE, pollMs: cfg.WEBHOOK_POLL_MS, timeoutMs: cfg.WEBHOOK_TIMEOUT_MS, allowPrivate: cfg.WEBHOOK_ALLOW_PRIVATE, concurrency: cfg.WEBHOOK_CONCURRENCY })
     : null;
   const quota = new QuotaWatch(pool, redis, cfg.INGEST_REDIS_PREFIX, log);
   const address = await app.listen({ host: cfg.CONTROL_API_HOST, port: cfg.CONTROL_API_PORT });
@@ -59,4 +57,12 @@ export async function startControl(cfg: ControlConfig, o: { log?: Logger; driver
       await Promise.all([pool.end(), redis.quit().catch(() => {}), sub.quit().catch(() => {})]);
     },
   };
+}
+
+/** The configured provisioning driver; null when it is the local one and that is not enabled. */
+function driverOf(cfg: ControlConfig, log: Logger): ProvisionDriver | null {
+  if (cfg.PROVISION_DRIVER === 'kubernetes') {
+    return new KubernetesDriver({ apiUrl: cfg.KUBE_API_URL, token: cfg.KUBE_TOKEN, caFile: cfg.KUBE_CA_FILE, domain: cfg.PROVISION_DOMAIN, imagePrefix: cfg.PROVISION_IMAGE_PREFIX, clusterIssuer: cfg.CERT_MANAGER_ISSUER });
+  }
+  return cfg.PROVISION_LOCAL_ENABLED ? new LocalDriver(log) : null;
 }

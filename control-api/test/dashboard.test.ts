@@ -47,7 +47,9 @@ test('sign-in sets an HttpOnly, SameSite session cookie; Redis holds only the ha
 });
 
 test('the cookie is Secure and __Host- prefixed when PUBLIC_BASE_URL is https', async () => {
-  const s2 = await startTestControl(stores, { PUBLIC_BASE_URL: 'https://meterd.example', INGEST_URL: 'http://127.0.0.1:9' });
+  // A Redis prefix of its own: sign-in buckets are shared through Redis, and this file's sign-ins
+  // through `control` already use the burst of one address.
+  const s2 = await startTestControl(stores, { PUBLIC_BASE_URL: 'https://meterd.example', INGEST_URL: 'http://127.0.0.1:9', INGEST_REDIS_PREFIX: `${stores.redisPrefix}:s2` });
   try {
     const { token } = await stores.workspace();
     const r = await call(s2.url, 'POST', '/dashboard/api/session', { body: { api_key: token } });

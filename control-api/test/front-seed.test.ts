@@ -20,7 +20,8 @@ let spool: string;
 
 before(async () => {
   stores = await openTestStores('ctlfront');
-  control = await startTestControl(stores);
+  // As `npm start` runs it: local provisioning on, the front router on loopback as the trusted proxy.
+  control = await startTestControl(stores, { PROVISION_LOCAL_ENABLED: 'true', TRUSTED_PROXIES: '127.0.0.1,::1' });
   spool = mkdtempSync(join(tmpdir(), 'meterd-front-'));
   const ingestPort = await freePort();
   ingest = await spawnService(join(REPO, 'ingest/dist/src/main.js'), {

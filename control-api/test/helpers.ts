@@ -11,6 +11,7 @@ export const OPERATOR_KEY = 'operator-test-key-0123456789';
 export function testEnv(stores: TestStores, extra: Record<string, string> = {}): Record<string, string> {
   return {
     ...stores.env,
+    NODE_ENV: 'development',
     CONTROL_API_PORT: '0',
     LOG_LEVEL: 'silent',
     DEPLOY_API_KEY: OPERATOR_KEY,

@@ -16,7 +16,7 @@ let s: ControlServer;
 
 before(async () => {
   stores = await openTestStores('ctlprov');
-  s = await startTestControl(stores, { STRIPE_WEBHOOK_SECRET: WHSEC });
+  s = await startTestControl(stores, { STRIPE_WEBHOOK_SECRET: WHSEC, PROVISION_LOCAL_ENABLED: 'true' });
 });
 after(async () => {
   await s.close();
@@ -63,7 +63,7 @@ test('provision: pending → running through the local driver, emits provision.r
 });
 
 test('rendered Kubernetes manifests validate against the schemas of their kinds', () => {
-  const spec = { provisionId: 'prv_ABC', workspaceId: 'ws_Abc123', customerId: 'acme', service: CATALOG['acp-handler']!, config: { METER_URL: 'https://x', METER_WORKSPACE_ID: 'ws_Abc123', METER_API_KEY: 'sks_x' } };
+  const spec = { provisionId: 'prv_ABC', workspaceId: 'ws_Abc123', workspaceSlug: 'acme-corp', customerId: 'acme', service: CATALOG['acp-handler']!, config: { METER_URL: 'https://x', METER_WORKSPACE_ID: 'ws_Abc123', METER_API_KEY: 'sks_x' } };
   const ms = renderManifests(spec, { domain: 'handlers.example.com', imagePrefix: 'ghcr.io/meterd', clusterIssuer: 'letsencrypt-prod' });
   const models: Record<string, new (d: any) => { validate(): void }> = { Namespace, Secret, Service, ResourceQuota, Deployment, Ingress, NetworkPolicy };
   assert.deepEqual(ms.map((m) => m.kind).sort(), Object.keys(models).sort());

@@ -59,7 +59,8 @@ test('signup validates slug and plan, and a taken slug is a 409 that creates not
 });
 
 test('signup is rate-limited per client address', async () => {
-  const limited = await startTestControl(stores, { SIGNUP_BURST: '2', SIGNUP_RATE_PER_MINUTE: '1' });
+  // Buckets live in Redis under the key prefix: a prefix of its own keeps other tests' signups out of them.
+  const limited = await startTestControl(stores, { SIGNUP_BURST: '2', SIGNUP_RATE_PER_MINUTE: '1', TRUSTED_PROXIES: '127.0.0.1,::1', INGEST_REDIS_PREFIX: `${stores.redisPrefix}:rl` });
   try {
     const codes: number[] = [];
     for (let i = 0; i < 3; i++) codes.push((await call(limited.url, 'POST', '/api/v1/signup', { body: { slug: `rl-${i}-co`, display_name: 'X' } })).status);

@@ -1,13 +1,13 @@
 import type { FastifyInstance } from 'fastify';
 import { ApiError, PLAN_QUOTAS, findKeyByHash, hashKey, isWellFormedKey } from '@meterd/core';
-import { TokenBuckets } from '../http/rate-limit.js';
+import { RedisTokenBuckets } from '../http/rate-limit.js';
 import { clearedCookie, sessionCookie } from './cookies.js';
 import { hidden, type DashCtx } from './context.js';
 
 /** Sign-in turns an admin API key into a session cookie; the key travels once, in a POST body. */
 export function sessionRoutes(app: FastifyInstance, d: DashCtx): void {
   // Keys have 256 bits of entropy, so this is about sparing Postgres from floods, not guessing.
-  const buckets = new TokenBuckets(10, 30);
+  const buckets = new RedisTokenBuckets(d.redis, d.cfg.INGEST_REDIS_PREFIX, 'dashboard-signin', 10, 30);
 
   app.post<{ Body: { api_key: string } }>('/dashboard/api/session', {
     schema: { ...hidden, body: { type: 'object', required: ['api_key'], additionalProperties: false, properties: { api_key: { type: 'string', minLength: 1, maxLength: 200 } } } },

@@ -1,38 +1,62 @@
-import { ApiError } from '@meterd/core';
+import { ApiError, type Redis } from '@meterd/core';
 
 /**
- * A token bucket per client address, in this process's memory: enough to blunt signup floods from
- * one address. With several replicas each keeps its own buckets (the effective limit multiplies by
- * the replica count); a shared limit would need Redis, which signup's low rate does not justify.
+ * Reads, refills and takes one token atomically, on Redis's clock (so replicas whose clocks
+ * disagree still refill a bucket alike). Returns {1, 0} when a token was taken, else {0, ms until
+ * one is available}. The key expires once the bucket would be full again: it then holds nothing.
  */
-export class TokenBuckets {
-  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+const TAKE = `
+local burst = tonumber(ARGV[1])
+local per_ms = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(b[1]) or burst
+local at = tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - at) * per_ms)
+local taken = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  taken = 1
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / per_ms) + 1000)
+if taken == 1 then return {1, 0} end
+return {0, math.ceil((1 - tokens) / per_ms)}
+`;
+
+type Scripted = Redis & { meterdTakeToken(key: string, burst: number, perMs: number): Promise<[number, number]> };
+
+/**
+ * A token bucket per client address in Redis, shared by every control-api process: the limit
+ * holds for the deployment, not per replica. Redis unavailable means the request is refused
+ * (503), never let through unlimited.
+ */
+export class RedisTokenBuckets {
+  private readonly r: Scripted;
   private readonly perMs: number;
 
-  constructor(private readonly burst: number, perMinute: number, private readonly maxKeys = 100_000) {
+  /** `name` tells the limits apart (signup, dashboard sign-in); `prefix` is the deployment's Redis key prefix. */
+  constructor(redis: Redis, private readonly prefix: string, private readonly name: string, private readonly burst: number, perMinute: number) {
+    if (!('meterdTakeToken' in redis)) redis.defineCommand('meterdTakeToken', { numberOfKeys: 1, lua: TAKE });
+    this.r = redis as Scripted;
     this.perMs = perMinute / 60_000;
   }
 
-  /** Takes one token for `key`, or throws rate_limited with the seconds until one is available. */
-  take(key: string, now = Date.now()): void {
-    let b = this.buckets.get(key);
-    if (b === undefined) {
-      if (this.buckets.size >= this.maxKeys) this.sweep(now);
-      b = { tokens: this.burst, at: now };
-      this.buckets.set(key, b);
-    }
-    b.tokens = Math.min(this.burst, b.tokens + (now - b.at) * this.perMs);
-    b.at = now;
-    if (b.tokens < 1) {
-      const retryAfter = Math.ceil((1 - b.tokens) / this.perMs / 1000);
-      throw Object.assign(new ApiError('rate_limited', `too many requests from this address; retry in ${retryAfter} s`), { retryAfter });
-    }
-    b.tokens -= 1;
+  key(address: string): string {
+    return `${this.prefix}:rl:${this.name}:${address}`;
   }
 
-  /** Forgets buckets that have refilled completely (they hold no information). */
-  private sweep(now: number): void {
-    for (const [k, b] of this.buckets) if (b.tokens + (now - b.at) * this.perMs >= this.burst) this.buckets.delete(k);
-    if (this.buckets.size >= this.maxKeys) this.buckets.clear();
+  /** Takes one token for `address`, or throws rate_limited with the seconds until one is available. */
+  async take(address: string): Promise<void> {
+    let res: [number, number];
+    try {
+      res = await this.r.meterdTakeToken(this.key(address), this.burst, this.perMs);
+    } catch (err) {
+      throw new ApiError('service_unavailable', 'the rate limiter (Redis) is unavailable; retry later', undefined, { retryable: true, cause: err });
+    }
+    if (res[0] === 1) return;
+    const retryAfter = Math.max(1, Math.ceil(res[1] / 1000));
+    throw Object.assign(new ApiError('rate_limited', `too many requests from this address; retry in ${retryAfter} s`), { retryAfter });
   }
 }

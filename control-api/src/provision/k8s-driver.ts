@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import http from 'node:http';
-import { MeterdError } from '@meterd/core';
-import type { DeploySpec, ProvisionDriver } from './driver.js';
-import { apiPath, hostOf, namespaceOf, renderManifests, type RenderOptions } from './k8s-manifests.js';
+import { ApiError, MeterdError } from '@meterd/core';
+import type { DeploySpec, HostSpec, ProvisionDriver } from './driver.js';
+import { MAX_LABEL, apiPath, hostOf, namespaceOf, renderManifests, type RenderOptions } from './k8s-manifests.js';
 
 export interface KubeOptions extends RenderOptions {
   apiUrl: string;
@@ -25,6 +25,16 @@ export class KubernetesDriver implements ProvisionDriver {
     this.agent = o.apiUrl.startsWith('https:')
       ? new https.Agent({ keepAlive: true, ...(o.caFile === '' ? {} : { ca: readFileSync(o.caFile) }) })
       : new http.Agent({ keepAlive: true });
+  }
+
+  hostOf(spec: HostSpec): string {
+    const host = hostOf(spec, this.o.domain);
+    const label = host.slice(0, host.indexOf('.'));
+    if (label.length > MAX_LABEL) {
+      const room = MAX_LABEL - (label.length - spec.customerId.length);
+      throw new ApiError('invalid_field', `customer_id is too long for the host ${label}: at most ${Math.max(room, 0)} characters with this service and workspace slug`, 'customer_id');
+    }
+    return host;
   }
 
   async deploy(spec: DeploySpec): Promise<{ url: string }> {

@@ -1,4 +1,4 @@
-import type { DeploySpec } from './driver.js';
+import type { DeploySpec, HostSpec } from './driver.js';
 
 export interface RenderOptions {
   domain: string;
@@ -16,9 +16,17 @@ export function namespaceOf(spec: Pick<DeploySpec, 'customerId' | 'workspaceId'>
   return `t-${spec.customerId}-${ws}`.slice(0, 63).replace(/-+$/, '');
 }
 
-export function hostOf(spec: Pick<DeploySpec, 'customerId' | 'service'>, domain: string): string {
-  return `${spec.customerId}-${spec.service.name}.${domain}`;
+/**
+ * `<customer>-<service>-<workspace slug>.<domain>`: the slug ties the host to its workspace. Two
+ * workspaces can still spell the same label (customer `a-b` + slug `c`, customer `a` + slug `b-c`),
+ * which is why the provisions table keeps hosts unique (provisions_host_key).
+ */
+export function hostOf(spec: HostSpec, domain: string): string {
+  return `${spec.customerId}-${spec.service.name}-${spec.workspaceSlug}.${domain}`;
 }
+
+/** DNS allows 63 characters per label. */
+export const MAX_LABEL = 63;
 
 /**
  * The tenant's objects, in apply order: an isolated namespace with a quota, the config as a

@@ -6,7 +6,8 @@ import { freePort } from '@meterd/core';
 /**
  * Runs a catalog service as a child process of the control API (so `npm start` provisions for
  * real on one machine). Children die with the control API; provisions still `pending` are
- * redeployed at the next start. Not for production: there is no isolation between tenants.
+ * redeployed at the next start. Development only (PROVISION_LOCAL_ENABLED, refused unless
+ * NODE_ENV=development): the child runs as the control API's user, so tenants share the host.
  */
 export class LocalDriver implements ProvisionDriver {
   readonly name = 'local' as const;
@@ -14,11 +15,18 @@ export class LocalDriver implements ProvisionDriver {
 
   constructor(private readonly log: Logger, private readonly readyTimeoutMs = 15_000) {}
 
+  /** Local services answer on a loopback port, not on a host of their own. */
+  hostOf(): null {
+    return null;
+  }
+
   async deploy(spec: DeploySpec): Promise<{ url: string }> {
     await this.destroy(spec);
     const port = await freePort();
+    // A minimal environment built from scratch: nothing of the control API's own (its Stripe key,
+    // database URL) is inherited, and spec.config holds only keys the catalog entry declares.
     const child = spawn(process.execPath, [spec.service.localEntry], {
-      env: { PATH: process.env.PATH ?? '', ...spec.config, PORT: String(port), HOST: '127.0.0.1' },
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...spec.config, PORT: String(port), HOST: '127.0.0.1' },
       stdio: ['ignore', 'inherit', 'inherit'],
     });
     this.children.set(spec.provisionId, child);

@@ -1,7 +1,7 @@
 import { ApiError, PLAN_QUOTAS, inTransaction, newId, type Logger, type Plan, type Pool } from '@meterd/core';
 import type { SecretBox } from '../crypto/secret-box.js';
 import { emitEvent } from '../webhooks/outbox.js';
-import { CATALOG } from './catalog.js';
+import { CATALOG, checkConfig, declaredConfig } from './catalog.js';
 import type { DeploySpec, ProvisionDriver } from './driver.js';
 
 export interface ProvisionRow {
@@ -22,16 +22,18 @@ const ACTIVE = ['pending', 'running'];
 export class Provisioner {
   private readonly inflight = new Set<Promise<void>>();
 
-  constructor(private readonly pool: Pool, private readonly driver: ProvisionDriver, private readonly box: SecretBox, private readonly log: Logger) {}
+  /** `driver` null: provisioning is off (PROVISION_DRIVER=local without PROVISION_LOCAL_ENABLED). */
+  constructor(private readonly pool: Pool, private readonly driver: ProvisionDriver | null, private readonly box: SecretBox, private readonly log: Logger) {}
 
   async create(workspaceId: string, service: string, customerId: string, config: Record<string, string>): Promise<ProvisionRow> {
+    const driver = this.enabledDriver();
     const entry = CATALOG[service];
     if (entry === undefined) throw new ApiError('invalid_field', `unknown service ${service}; the catalog has: ${Object.keys(CATALOG).join(', ')}`, 'service');
-    const missing = entry.requiredConfig.find((k) => !(k in config));
-    if (missing !== undefined) throw new ApiError('missing_field', `config.${missing} is required by ${service}`, `config.${missing}`);
+    checkConfig(entry, config);
     const row = await inTransaction(this.pool, async (c) => {
-      const { rows: ws } = await c.query<{ plan: Plan }>('SELECT plan FROM workspaces WHERE id = $1 FOR UPDATE', [workspaceId]);
+      const { rows: ws } = await c.query<{ plan: Plan; slug: string }>('SELECT plan, slug FROM workspaces WHERE id = $1 FOR UPDATE', [workspaceId]);
       if (ws.length === 0) throw new ApiError('workspace_not_found', `no workspace ${workspaceId}`);
+      const host = driver.hostOf({ customerId, service: entry, workspaceSlug: ws[0]!.slug });
       const limit = PLAN_QUOTAS[ws[0]!.plan].handlers;
       if (limit !== null) {
         const { rows } = await c.query<{ n: number }>('SELECT count(*)::int AS n FROM provisions WHERE workspace_id = $1 AND status = ANY ($2)', [workspaceId, ACTIVE]);
@@ -39,12 +41,17 @@ export class Provisioner {
           throw new ApiError('plan_limit_exceeded', `the ${ws[0]!.plan} plan allows ${limit} handler${limit === 1 ? '' : 's'}; deprovision one or upgrade`);
         }
       }
-      const { rows } = await c.query<ProvisionRow>(
-        `INSERT INTO provisions (id, workspace_id, service, customer_id, driver, status, config_enc)
-         VALUES ($1, $2, $3, $4, $5, 'pending', $6) RETURNING ${COLS}`,
-        [newId('prv'), workspaceId, service, customerId, this.driver.name, this.box.seal(JSON.stringify(config))],
-      );
-      return rows[0]!;
+      try {
+        const { rows } = await c.query<ProvisionRow>(
+          `INSERT INTO provisions (id, workspace_id, service, customer_id, driver, status, config_enc, host)
+           VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7) RETURNING ${COLS}`,
+          [newId('prv'), workspaceId, service, customerId, driver.name, this.box.seal(JSON.stringify(config)), host],
+        );
+        return rows[0]!;
+      } catch (err) {
+        if ((err as { constraint?: string }).constraint === 'provisions_host_key') throw new ApiError('host_taken', `the host ${host} is already in use; choose another customer_id`, 'customer_id');
+        throw err;
+      }
     });
     this.track(this.run(row.id));
     return row;
@@ -63,7 +70,8 @@ export class Provisioner {
   async deprovision(id: string): Promise<ProvisionRow> {
     const spec = await this.spec(id);
     if (spec === undefined) throw new ApiError('resource_not_found', `no provision ${id}`);
-    await this.driver.destroy(spec);
+    // Without a driver nothing can be running: local children die with the process that ran them.
+    await this.driver?.destroy(spec);
     const { rows } = await this.pool.query<ProvisionRow>(
       `UPDATE provisions SET status = 'deprovisioned', updated_at = now() WHERE id = $1 RETURNING ${COLS}`,
       [id],
@@ -73,6 +81,7 @@ export class Provisioner {
 
   /** Deploys left pending by a previous process (it died before the outcome was written). */
   async resume(): Promise<void> {
+    if (this.driver === null) return;
     const { rows } = await this.pool.query<{ id: string }>(`SELECT id FROM provisions WHERE status = 'pending' AND driver = $1`, [this.driver.name]);
     for (const r of rows) this.track(this.run(r.id));
   }
@@ -84,7 +93,14 @@ export class Provisioner {
 
   async close(): Promise<void> {
     await this.settle();
-    await this.driver.close();
+    await this.driver?.close();
+  }
+
+  private enabledDriver(): ProvisionDriver {
+    if (this.driver === null) {
+      throw new ApiError('not_configured', 'provisioning is off on this server: local provisioning runs only with PROVISION_LOCAL_ENABLED=true in development (npm start), otherwise set PROVISION_DRIVER=kubernetes');
+    }
+    return this.driver;
   }
 
   private track(p: Promise<void>): void {
@@ -93,13 +109,15 @@ export class Provisioner {
   }
 
   private async spec(id: string): Promise<DeploySpec | undefined> {
-    const { rows } = await this.pool.query<{ workspace_id: string; service: string; customer_id: string; config_enc: string }>(
-      'SELECT workspace_id, service, customer_id, config_enc FROM provisions WHERE id = $1',
+    const { rows } = await this.pool.query<{ workspace_id: string; slug: string; service: string; customer_id: string; config_enc: string }>(
+      'SELECT p.workspace_id, w.slug, p.service, p.customer_id, p.config_enc FROM provisions p JOIN workspaces w ON w.id = p.workspace_id WHERE p.id = $1',
       [id],
     );
     const r = rows[0];
     if (r === undefined) return undefined;
-    return { provisionId: id, workspaceId: r.workspace_id, customerId: r.customer_id, service: CATALOG[r.service]!, config: JSON.parse(this.box.open(r.config_enc)) as Record<string, string> };
+    const service = CATALOG[r.service]!;
+    const config = declaredConfig(service, JSON.parse(this.box.open(r.config_enc)) as Record<string, string>);
+    return { provisionId: id, workspaceId: r.workspace_id, workspaceSlug: r.slug, customerId: r.customer_id, service, config };
   }
 
   private async run(id: string): Promise<void> {
@@ -108,7 +126,7 @@ export class Provisioner {
     let url: string | null = null;
     let error: string | null = null;
     try {
-      url = (await this.driver.deploy(spec)).url;
+      url = (await this.enabledDriver().deploy(spec)).url;
     } catch (err) {
       error = err instanceof Error ? err.message : String(err);
       this.log.warn({ err, provision: id }, 'provisioning failed');

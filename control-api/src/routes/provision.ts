@@ -25,11 +25,16 @@ export function provisionRoutes(app: FastifyInstance, ctx: Ctx): void {
   const p = ctx.provisioner;
 
   app.get('/api/v1/catalog', { schema: { tags: ['provisioning'], summary: 'Services that can be provisioned.' } }, async () => ({
-    data: Object.values(CATALOG).map((e) => ({ name: e.name, description: e.description, required_config: e.requiredConfig })),
+    data: Object.values(CATALOG).map((e) => ({
+      name: e.name,
+      description: e.description,
+      required_config: e.config.filter((k) => k.required).map((k) => k.name),
+      config: e.config.map((k) => ({ name: k.name, type: k.type, required: k.required, secret: k.secret })),
+    })),
   }));
 
   app.post<{ Body: ProvisionBody }>('/api/v1/provision', {
-    schema: { tags: ['provisioning'], summary: 'Deploy a catalog service for a workspace (429 plan_limit_exceeded beyond the plan\'s handlers).', body },
+    schema: { tags: ['provisioning'], summary: 'Deploy a catalog service for a workspace. config takes only the keys the catalog declares (400 invalid_field names any other); 429 plan_limit_exceeded beyond the plan\'s handlers.', body },
     preHandler: guard,
   }, async (req, reply) => {
     const b = req.body;

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { ApiError, DEFAULT_SCOPES, PLANS, inTransaction, insertApiKey, insertWorkspace, type Plan, type Workspace } from '@meterd/core';
 import type { Ctx } from '../context.js';
-import { TokenBuckets } from '../http/rate-limit.js';
+import { RedisTokenBuckets } from '../http/rate-limit.js';
 import { emitEvent } from '../webhooks/outbox.js';
 
 /** DNS-safe: a label of 3–40 lowercase letters, digits and inner hyphens. */
@@ -9,7 +9,7 @@ export const SLUG_PATTERN = '^[a-z0-9](?:[a-z0-9-]{1,38})[a-z0-9]$';
 
 const signupSchema = {
   tags: ['signup'],
-  summary: 'Create a workspace and mint its first API key (public, rate-limited per client address).',
+  summary: 'Create a workspace and mint its first API key (public, rate-limited per client address across all replicas).',
   body: {
     type: 'object',
     required: ['slug', 'display_name'],
@@ -30,7 +30,8 @@ export function publicWorkspace(w: Workspace) {
 }
 
 export function signupRoutes(app: FastifyInstance, ctx: Ctx): void {
-  const buckets = new TokenBuckets(ctx.cfg.SIGNUP_BURST, ctx.cfg.SIGNUP_RATE_PER_MINUTE);
+  // Keyed on req.ip: the socket address, or the client address a TRUSTED_PROXIES proxy reported.
+  const buckets = new RedisTokenBuckets(ctx.redis, ctx.cfg.INGEST_REDIS_PREFIX, 'signup', ctx.cfg.SIGNUP_BURST, ctx.cfg.SIGNUP_RATE_PER_MINUTE);
 
   app.post<{ Body: SignupBody }>('/api/v1/signup', { schema: signupSchema, preValidation: async (req) => buckets.take(req.ip) }, async (req, reply) => {
     const b = req.body;

@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import { ApiError, newId } from '@meterd/core';
+import { ApiError } from '@meterd/core';
 import type { Ctx } from '../context.js';
 import { requireAuth, workspaceAccess } from '../http/auth.js';
 import { checkResolvedHost, checkWebhookUrl } from '../webhooks/ssrf.js';
 import { EVENT_TYPES } from '../webhooks/outbox.js';
-import { ENDPOINT_COLS, reactivateEndpoint, resendDelivery } from '../webhooks/actions.js';
+import { ENDPOINT_COLS, createEndpoint, reactivateEndpoint, resendDelivery } from '../webhooks/actions.js';
 
 const ws = { id: { type: 'string' } } as const;
 const params = (extra: string[] = []) => ({
@@ -35,7 +35,7 @@ export function webhookRoutes(app: FastifyInstance, ctx: Ctx): void {
   app.post<{ Params: { id: string }; Body: { url: string; description?: string; events?: string[] } }>(base, {
     schema: {
       tags: ['webhooks'],
-      summary: 'Subscribe an endpoint; the whsec_ signing secret is in this response only.',
+      summary: 'Subscribe an endpoint (at most WEBHOOK_MAX_ENDPOINTS per workspace, 16 by default: 409 endpoint_limit_exceeded); the whsec_ signing secret is in this response only.',
       params: params(),
       body: {
         type: 'object',
@@ -55,11 +55,8 @@ export function webhookRoutes(app: FastifyInstance, ctx: Ctx): void {
     if (!ctx.cfg.WEBHOOK_ALLOW_PRIVATE) await checkResolvedHost(url.hostname);
     const secret = `whsec_${randomBytes(32).toString('base64url')}`;
     const events = req.body.events === undefined || req.body.events.length === 0 ? null : req.body.events;
-    const { rows } = await ctx.pool.query<EndpointRow>(
-      `INSERT INTO webhook_endpoints (id, workspace_id, url, description, events, secret_enc) VALUES ($1, $2, $3, $4, $5, $6) RETURNING ${ENDPOINT_COLS}`,
-      [newId('we'), wsId, url.toString(), req.body.description ?? null, events, ctx.box.seal(secret)],
-    );
-    return reply.status(201).send({ webhook: { ...rows[0]!, secret } });
+    const row = await createEndpoint<EndpointRow>(ctx.pool, wsId, { url: url.toString(), description: req.body.description ?? null, events, secretEnc: ctx.box.seal(secret) }, ctx.cfg.WEBHOOK_MAX_ENDPOINTS);
+    return reply.status(201).send({ webhook: { ...row, secret } });
   });
 
   app.get<{ Params: { id: string } }>(base, { schema: { tags: ['webhooks'], summary: 'List endpoints with their status (never their secret).', params: params() }, preHandler: guard }, async (req) => {

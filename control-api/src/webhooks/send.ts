@@ -16,16 +16,22 @@ const MAX_RESPONSE_BYTES = 64 << 10;
  * One POST of a delivery. Redirects are not followed (a 3xx counts as a failure): following one
  * would reach a URL nobody checked. Unless private addresses are allowed, the socket connects
  * only to an address the SSRF guard approved.
+ *
+ * `deadlineMs` bounds the whole attempt (DNS, connect, request, headers and body): Node's
+ * `timeout` option is an idle timeout, which a receiver trickling one byte at a time never trips,
+ * and an attempt must end within the delivery lease or another worker would send it again.
  */
-export function postWebhook(url: string, body: string, headers: Record<string, string>, timeoutMs: number, allowPrivate: boolean): Promise<SendResult> {
+export function postWebhook(url: string, body: string, headers: Record<string, string>, deadlineMs: number, allowPrivate: boolean): Promise<SendResult> {
   const started = performance.now();
   const u = new URL(url);
   const mod = u.protocol === 'https:' ? https : http;
   return new Promise((resolve) => {
     let settled = false;
+    let deadline: NodeJS.Timeout | undefined;
     const done = (status: number | null, error: string | null) => {
       if (settled) return;
       settled = true;
+      clearTimeout(deadline);
       resolve({ status, latencyMs: Math.round(performance.now() - started), error });
     };
     const req = mod.request(
@@ -33,7 +39,6 @@ export function postWebhook(url: string, body: string, headers: Record<string, s
       {
         method: 'POST',
         headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'user-agent': 'meterd-webhooks/1', ...headers },
-        timeout: timeoutMs,
         agent: false,
         ...(allowPrivate ? {} : { lookup: guardedLookup }),
       },
@@ -48,7 +53,12 @@ export function postWebhook(url: string, body: string, headers: Record<string, s
         res.on('error', () => done(res.statusCode ?? null, null));
       },
     );
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    // The outcome is decided here, before the socket is torn down: a status line that came in
+    // time does not make a receiver that never finished its answer a success.
+    deadline = setTimeout(() => {
+      done(null, `no complete answer within ${deadlineMs} ms`);
+      req.destroy();
+    }, deadlineMs);
     req.on('error', (err) => done(null, err.message));
     req.end(body);
   });

@@ -21,10 +21,11 @@ export interface WorkerOptions {
   metrics: ControlMetrics;
   retryScale: number;
   pollMs: number;
+  /** Total deadline of one attempt (connect, headers and body). */
   timeoutMs: number;
   allowPrivate: boolean;
-  /** Deliveries claimed per round. */
-  batch?: number;
+  /** Attempts in flight at once in this process, over all endpoints (at most one per endpoint). */
+  concurrency: number;
 }
 
 interface Claimed {
@@ -44,19 +45,25 @@ interface Claimed {
  * control-api replicas share the work without sending an attempt twice, and a worker that dies
  * mid-send leaves a lease that expires and is taken again (the receiver dedupes by
  * StateSet-Event-Id). Woken by NOTIFY when an emitting transaction commits; polls as a fallback.
+ *
+ * Isolation: an endpoint has at most one attempt in flight (here, and across replicas through the
+ * live lease), each attempt is bounded by a total deadline, and every attempt runs on its own in a
+ * pool of `concurrency` slots: a finished attempt frees its slot and claims the next due delivery
+ * at once. A slow receiver therefore holds one slot and delays only its own deliveries.
  */
 export class DeliveryWorker {
   private timer: NodeJS.Timeout | undefined;
   private listener: pg.Client | undefined;
-  private running: Promise<void> | undefined;
+  private claiming: Promise<void> | undefined;
   private again = false;
   private stopped = false;
-  private readonly batch: number;
+  /** Endpoints with an attempt in flight in this process. */
+  private readonly busy = new Set<string>();
+  private readonly inflight = new Set<Promise<void>>();
   private readonly leaseSeconds: number;
 
   constructor(private readonly o: WorkerOptions) {
-    this.batch = o.batch ?? 20;
-    // Long enough to send (bounded by the timeout) and record the outcome; short, so that the
+    // Longer than an attempt can take (its deadline) plus recording its outcome; short, so that the
     // attempt of a worker that died mid-send is taken over within seconds.
     this.leaseSeconds = Math.ceil(o.timeoutMs / 1000) + 5;
   }
@@ -67,23 +74,25 @@ export class DeliveryWorker {
     this.wake();
   }
 
-  /** Runs a round now, or right after the current one. */
+  /** Fills free slots now, or right after the claim in progress. */
   wake(): void {
     if (this.stopped) return;
-    if (this.running) {
+    if (this.claiming) {
       this.again = true;
       return;
     }
-    this.running = this.loop().finally(() => {
-      this.running = undefined;
+    this.claiming = this.fill().finally(() => {
+      this.claiming = undefined;
     });
   }
 
+  /** Stops claiming and waits for the attempts in flight (each ends by its deadline). */
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.timer);
     await this.listener?.end().catch(() => {});
-    await this.running;
+    await this.claiming;
+    await Promise.allSettled([...this.inflight]);
   }
 
   private async listen(): Promise<void> {
@@ -110,37 +119,61 @@ export class DeliveryWorker {
     }
   }
 
-  private async loop(): Promise<void> {
+  private async fill(): Promise<void> {
     do {
       this.again = false;
       try {
-        let n: number;
-        do n = await this.round();
-        while (n === this.batch && !this.stopped);
+        while (!this.stopped && this.free() > 0 && (await this.claim(this.free())) > 0);
       } catch (err) {
-        this.o.log.error({ err }, 'webhook delivery round failed');
+        this.o.log.error({ err }, 'claiming webhook deliveries failed');
       }
     } while (this.again && !this.stopped);
   }
 
-  /** Claims due deliveries, sends them concurrently, records each outcome. Returns how many it claimed. */
-  async round(): Promise<number> {
+  private free(): number {
+    return this.o.concurrency - this.inflight.size;
+  }
+
+  /**
+   * Claims up to `n` due deliveries, at most one per endpoint and none for an endpoint with an
+   * attempt in flight, and starts each. Returns how many it started.
+   */
+  private async claim(n: number): Promise<number> {
     const { rows } = await this.o.pool.query<Claimed>(
       `WITH due AS (
-         SELECT id FROM webhook_deliveries
-          WHERE (status = 'pending' AND next_attempt_at <= now()) OR (status = 'delivering' AND lease_until < now())
-          ORDER BY next_attempt_at
-          LIMIT $1
-          FOR UPDATE SKIP LOCKED)
+         SELECT d.id, d.endpoint_id, d.next_attempt_at, d.created_at FROM webhook_deliveries d
+          WHERE ((d.status = 'pending' AND d.next_attempt_at <= now()) OR (d.status = 'delivering' AND d.lease_until < now()))
+            AND d.endpoint_id <> ALL ($3::text[])
+            AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x
+                             WHERE x.endpoint_id = d.endpoint_id AND x.status = 'delivering' AND x.lease_until >= now())
+          ORDER BY d.next_attempt_at
+          LIMIT $1 * 4
+          FOR UPDATE SKIP LOCKED),
+       first_per_endpoint AS (
+         SELECT DISTINCT ON (endpoint_id) id, next_attempt_at FROM due ORDER BY endpoint_id, next_attempt_at, created_at),
+       picked AS (SELECT id FROM first_per_endpoint ORDER BY next_attempt_at LIMIT $1)
        UPDATE webhook_deliveries d
           SET status = 'delivering', attempts = d.attempts + 1, lease_until = now() + make_interval(secs => $2)
-         FROM due, outbox_events e, webhook_endpoints w
-        WHERE d.id = due.id AND e.id = d.event_id AND w.id = d.endpoint_id
+         FROM picked, outbox_events e, webhook_endpoints w
+        WHERE d.id = picked.id AND e.id = d.event_id AND w.id = d.endpoint_id
        RETURNING d.id, d.attempts, d.event_id, e.event, e.body, w.url, w.secret_enc, w.id AS endpoint_id, w.status AS endpoint_status`,
-      [this.batch, this.leaseSeconds],
+      [n, this.leaseSeconds, [...this.busy]],
     );
-    await Promise.all(rows.map((r) => this.deliver(r)));
+    for (const d of rows) this.start1(d);
     return rows.length;
+  }
+
+  /** Runs one attempt in its own slot; when it ends, the slot and the endpoint are free again. */
+  private start1(d: Claimed): void {
+    this.busy.add(d.endpoint_id);
+    const p = this.deliver(d)
+      .catch((err: unknown) => this.o.log.error({ err, delivery: d.id }, 'webhook delivery failed; its lease expires and it is retried'))
+      .finally(() => {
+        this.inflight.delete(p);
+        this.busy.delete(d.endpoint_id);
+        this.wake();
+      });
+    this.inflight.add(p);
   }
 
   private async deliver(d: Claimed): Promise<void> {

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { MeterdError } from '../errors/meterd-error.js';
 
 /**
@@ -97,5 +98,22 @@ export const url = (doc: string, def: string, protocols: readonly string[], secr
     if (!protocols.includes(u.protocol)) throw new Error(`protocol must be ${protocols.join(' or ')}`);
     if (u.hostname === '') throw new Error('the URL has no host');
     return u;
+  },
+});
+
+/** Comma-separated IP addresses and CIDR blocks (IPv4 or IPv6), e.g. `10.0.0.0/8,::1`; '' is none. */
+export const addressList = (doc: string, def: string): VarSpec<readonly string[]> => ({
+  doc,
+  default: def,
+  parse(s) {
+    const items = s.split(',').map((x) => x.trim()).filter(Boolean);
+    for (const item of items) {
+      const [addr, bits, extra] = item.split('/');
+      const family = isIP(addr!);
+      const maxBits = family === 6 ? 128 : 32;
+      const bitsOk = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= maxBits);
+      if (family === 0 || extra !== undefined || !bitsOk) throw new Error(`${JSON.stringify(item)} is not an IP address or CIDR block`);
+    }
+    return Object.freeze(items);
   },
 });

@@ -1,2 +1,2 @@
-export { loadConfig, ConfigError, str, int, bool, oneOf, url, type Spec, type VarSpec, type ConfigOf } from './env.js';
+export { loadConfig, ConfigError, str, int, bool, oneOf, url, addressList, type Spec, type VarSpec, type ConfigOf } from './env.js';
 export { storeVars } from './common.js';

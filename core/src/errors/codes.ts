@@ -29,6 +29,8 @@ export const ERROR_CODES = {
   workspace_not_found: { status: 404, summary: 'The operator key named a workspace that does not exist.' },
   // control API
   slug_taken: { status: 409, summary: 'Signup: another workspace already uses this slug.' },
+  endpoint_limit_exceeded: { status: 409, summary: 'The workspace already has WEBHOOK_MAX_ENDPOINTS webhook endpoints (16 by default); delete one first.' },
+  host_taken: { status: 409, summary: 'Provisioning: the ingress host this provision would get is already in use by another provision.' },
   rate_limited: { status: 429, summary: 'Too many requests from this client address; retry after the Retry-After seconds.' },
   resource_not_found: { status: 404, summary: 'The API key, webhook endpoint, delivery or provision named in the path does not exist in this workspace.' },
   invalid_signature: { status: 400, summary: 'A signed callback (Stripe webhook, Shopify OAuth callback) failed its signature, HMAC or state check.' },
