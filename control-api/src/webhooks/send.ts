@@ -27,13 +27,18 @@ export function postWebhook(url: string, body: string, headers: Record<string, s
   const mod = u.protocol === 'https:' ? https : http;
   return new Promise((resolve) => {
     let settled = false;
-    let deadline: NodeJS.Timeout | undefined;
     const done = (status: number | null, error: string | null) => {
       if (settled) return;
       settled = true;
       clearTimeout(deadline);
       resolve({ status, latencyMs: Math.round(performance.now() - started), error });
     };
+    // The outcome is decided here, before the socket is torn down: a status line that came in
+    // time does not make a receiver that never finished its answer a success.
+    const deadline = setTimeout(() => {
+      done(null, `no complete answer within ${deadlineMs} ms`);
+      req.destroy();
+    }, deadlineMs);
     const req = mod.request(
       u,
       {
@@ -53,12 +58,6 @@ export function postWebhook(url: string, body: string, headers: Record<string, s
         res.on('error', () => done(res.statusCode ?? null, null));
       },
     );
-    // The outcome is decided here, before the socket is torn down: a status line that came in
-    // time does not make a receiver that never finished its answer a success.
-    deadline = setTimeout(() => {
-      done(null, `no complete answer within ${deadlineMs} ms`);
-      req.destroy();
-    }, deadlineMs);
     req.on('error', (err) => done(null, err.message));
     req.end(body);
   });
