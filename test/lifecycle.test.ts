@@ -85,7 +85,7 @@ test('control-api: the API, webhook worker and quota watch end by themselves aft
     const s = await startControl(loadControlConfig());
     await expect(s.url + '/healthz', 200);
     await s.close();
-  `, { ...stores.env, CONTROL_API_PORT: '0', QUOTA_CHECK_MS: '100', WEBHOOK_POLL_MS: '10', LOG_LEVEL: 'silent' }));
+  `, { ...stores.env, NODE_ENV: 'development', CONTROL_API_PORT: '0', QUOTA_CHECK_MS: '100', WEBHOOK_POLL_MS: '10', LOG_LEVEL: 'silent' }));
 });
 
 test('billing-sync: a pass and the loop end by themselves after close', async () => {
