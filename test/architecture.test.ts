@@ -1,0 +1,61 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, relative, resolve, sep } from 'node:path';
+import { ROOT } from './support/services.js';
+
+/**
+ * The import rules of docs/architecture.md, checked on every TypeScript source: a service imports
+ * only core (through `@meterd/core` or `@meterd/core/testing`), never another service; core imports
+ * no service; relative imports stay inside their own package. The root test/ folder (end-to-end)
+ * is exempt: it drives every service.
+ */
+const SERVICES = ['ingest', 'aggregator', 'billing-sync', 'control-api', 'stripe-local', 'bench'];
+const PACKAGES = ['core', ...SERVICES];
+
+function sources(dir: string): string[] {
+  const out: string[] = [];
+  for (const name of readdirSync(dir)) {
+    if (name === 'node_modules' || name === 'dist') continue;
+    const p = join(dir, name);
+    if (statSync(p).isDirectory()) out.push(...sources(p));
+    else if (name.endsWith('.ts')) out.push(p);
+  }
+  return out;
+}
+
+const IMPORT = /(?:^|\s)(?:import|export)\s[^'"`;]*?from\s+['"]([^'"]+)['"]|import\(\s*['"]([^'"]+)['"]\s*\)/g;
+
+function violations(pkg: string): string[] {
+  const found: string[] = [];
+  for (const file of sources(join(ROOT, pkg))) {
+    const text = readFileSync(file, 'utf8');
+    for (const m of text.matchAll(IMPORT)) {
+      const spec = (m[1] ?? m[2])!;
+      const where = `${relative(ROOT, file)} imports '${spec}'`;
+      if (spec.startsWith('@meterd/')) {
+        const target = spec.slice('@meterd/'.length).split('/')[0]!;
+        if (target !== 'core') found.push(where);
+      } else if (spec.startsWith('.')) {
+        const target = relative(ROOT, resolve(dirname(file), spec)).split(sep)[0]!;
+        if (target !== pkg) found.push(where);
+      }
+    }
+  }
+  return found;
+}
+
+for (const pkg of PACKAGES) {
+  test(`${pkg} imports ${pkg === 'core' ? 'no service' : 'only core, never another service'}`, () => {
+    assert.deepEqual(violations(pkg), []);
+  });
+}
+
+test('the rule sees a violation when there is one (a service importing another, a relative path out of its package)', () => {
+  const probe = (text: string): string[] => [...text.matchAll(IMPORT)].map((m) => (m[1] ?? m[2])!);
+  assert.deepEqual(probe(`import { x } from '@meterd/ingest';\nconst y = await import('../../aggregator/src/app.js');\nexport { z } from './z.js';`), [
+    '@meterd/ingest',
+    '../../aggregator/src/app.js',
+    './z.js',
+  ]);
+});
