@@ -12,3 +12,4 @@ export { createLogger, type Logger } from './log.js';
 export { REPO_ROOT, PG_MIGRATIONS_DIR, CH_MIGRATIONS_DIR } from './paths.js';
 export { Authenticator, hasScope, type Principal } from './auth/authenticator.js';
 export { freePort } from './net.js';
+export { currencyExponent, currencyExponents, formatMinorUnits } from './money/currency.js';

@@ -1,0 +1,1 @@
+-- Placeholder on branch i13b: 004 belongs to another branch. Delete this file when merging it.

@@ -1,0 +1,1 @@
+-- Placeholder on branch i13b: 005 belongs to another branch. Delete this file when merging it.
