@@ -36,7 +36,7 @@ export const billingVars = {
   AGGREGATOR_SHARDS: int('Number of aggregator shards (must equal the aggregator\'s AGGREGATOR_SHARDS): with BILLING_USAGE_SOURCE=rollups, windows close only once every shard has reported progress past them.', 16, 1, 4096),
   BILLING_WINDOW: oneOf('Size of a pushed window: usage of one workspace and event type per hour or per day becomes one meter event.', 'hour', ['hour', 'day'] as const),
   BILLING_CLOSE_DELAY_SECONDS: int('A window is pushed this long after it ends, so late-shipped events are in it (later arrivals become corrections).', 300, 0, 86_400),
-  BILLING_LOOKBACK_DAYS: int('How far back windows are compared with the ledger (corrections reach back this far). Below Stripe\'s 35-day timestamp limit.', 30, 1, 34),
+  STRIPE_RESEND_CHECK_HOURS: int('A row first sent more than this many hours ago is checked against Stripe\'s meter event summaries before it is sent again (Stripe dedupes identifiers for at least 24 h only).', 20, 1, 23),
   BILLING_INTERVAL_MS: int('Pause between passes (plan, then push everything pending).', 30_000, 100, 3_600_000),
   BILLING_BATCH_SIZE: int('Ledger rows claimed per batch (the stream takes at most 100 events per call).', 100, 1, 100),
   BILLING_CONCURRENCY: int('Batches pushed in parallel.', 4, 1, 64),
