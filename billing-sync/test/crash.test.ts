@@ -16,7 +16,8 @@ let stores: TestStores;
 let local: LocalStripe;
 before(async () => {
   stores = await openTestStores('billing_crash');
-  local = await startLocalStripe();
+  // Live-mode limits (the paced summary check runs at ~80/s) and synthetic customer ids.
+  local = await startLocalStripe({ STRIPE_LOCAL_RATE_TEST_MODE: '0', STRIPE_LOCAL_CHECK_CUSTOMERS: 'false' });
 });
 after(async () => {
   await local.close();

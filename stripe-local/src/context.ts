@@ -1,4 +1,5 @@
 import type { Billing } from './billing.js';
+import type { EventsOut } from './events-out.js';
 import type { StateData } from './state.js';
 
 /** What a route handler gets: the parsed request and the server's state. Handlers return a JSON body string. */
@@ -18,6 +19,10 @@ export interface Context {
   /** Base URL the server is reachable at (for portal session URLs). */
   baseUrl: () => string;
   sessionTtlS: number;
+  /** Emits v1 and v2 events (stored, and delivered to the configured endpoint). */
+  events: EventsOut;
+  /** Runs work after the answer, the way Stripe applies adjustments asynchronously. */
+  later: (work: () => void) => void;
 }
 
 export interface Routed {

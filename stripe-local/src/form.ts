@@ -1,4 +1,4 @@
-import { invalid } from './stripe-error.js';
+import { invalid, unknownParam } from './stripe-error.js';
 
 /**
  * Stripe v1 bodies and query strings are form-encoded with bracketed nesting:
@@ -48,4 +48,20 @@ export function obj(o: FormObject, key: string): FormObject | undefined {
     throw invalid(`Invalid object: ${key}`, key);
   }
   return v;
+}
+
+/** Which parameters an endpoint takes: `true` a scalar, `'map'` free-form keys (metadata, payload), or nested params. */
+export interface ParamSpec { [k: string]: true | 'map' | ParamSpec }
+
+/**
+ * Refuses a parameter the endpoint does not take, as Stripe does ("Received unknown parameter: x",
+ * code `parameter_unknown`), so a typo cannot be silently ignored. Works on v1 forms and v2 JSON.
+ */
+export function onlyParams(o: Record<string, unknown>, spec: ParamSpec, prefix = ''): void {
+  for (const [k, v] of Object.entries(o)) {
+    const name = prefix === '' ? k : `${prefix}[${k}]`;
+    const s = spec[k];
+    if (s === undefined) throw unknownParam(name);
+    if (typeof s === 'object' && typeof v === 'object' && v !== null && !Array.isArray(v)) onlyParams(v as Record<string, unknown>, s, name);
+  }
 }

@@ -24,6 +24,13 @@ const server = await startStripeLocal({
   identifierWindowHours: cfg.STRIPE_LOCAL_IDENTIFIER_WINDOW_HOURS,
   sessionTtlSeconds: cfg.STRIPE_LOCAL_SESSION_TTL_SECONDS,
   faults,
+  rateTestMode: cfg.STRIPE_LOCAL_RATE_TEST_MODE,
+  webhookUrl: cfg.STRIPE_LOCAL_WEBHOOK_URL,
+  webhookSecret: cfg.STRIPE_LOCAL_WEBHOOK_SECRET,
+  errorReportWindowMs: cfg.STRIPE_LOCAL_ERROR_REPORT_WINDOW_MS,
+  checkCustomers: cfg.STRIPE_LOCAL_CHECK_CUSTOMERS,
+  recordDir: cfg.STRIPE_LOCAL_RECORD_DIR,
+  onWebhookError: (e) => log.warn(e, 'webhook delivery failed'),
 });
 // The port line is parsed by tests that start this process with STRIPE_LOCAL_PORT=0.
 log.info({ url: server.url }, 'stripe-local listening');

@@ -1,10 +1,24 @@
-import { parseForm, str, obj, type FormObject } from './form.js';
+import { randomBytes } from 'node:crypto';
+import type Stripe from 'stripe';
+import { parseForm, str, obj, onlyParams, type FormObject, type ParamSpec } from './form.js';
 import { invalid, missingParam, notFound, StripeHttpError } from './stripe-error.js';
 import { listOf } from './http-util.js';
 import { stripeId, type Customer, type Meter } from './state.js';
 import type { Context, Request, Routed } from './context.js';
 
 const ok = (body: unknown): Routed => ({ status: 200, body: JSON.stringify(body) });
+
+/** Parameters each create/update endpoint takes (anything else: 400 parameter_unknown). */
+const PARAMS = {
+  customer: { email: true, name: true, description: true, phone: true, metadata: 'map', expand: 'map' },
+  meter: {
+    display_name: true, event_name: true, event_time_window: true, expand: 'map',
+    default_aggregation: { formula: true }, customer_mapping: { event_payload_key: true, type: true }, value_settings: { event_payload_key: true },
+  },
+  meterEvent: { event_name: true, payload: 'map', identifier: true, timestamp: true, expand: 'map' },
+  adjustment: { event_name: true, type: true, cancel: { identifier: true }, expand: 'map' },
+  portal: { customer: true, return_url: true, locale: true, expand: 'map' },
+} satisfies Record<string, ParamSpec>;
 
 /** Stripe API v1 routes stripe-local implements: customers, meters, meter events, adjustments, summaries, portal sessions. */
 export function routeV1(ctx: Context, r: Request): Routed | undefined {
@@ -42,26 +56,34 @@ export function routeV1(ctx: Context, r: Request): Routed | undefined {
 
   if (p === '/v1/billing/meter_events' && m === 'POST') {
     const f = form();
-    const ev = ctx.billing.validate({ event_name: f.event_name, payload: obj(f, 'payload'), identifier: f.identifier, timestamp: f.timestamp }, r.nowS, 'v1');
-    ctx.billing.record(ev);
-    return ok({ object: 'billing.meter_event', created: ev.created, event_name: ev.event_name, identifier: ev.identifier, livemode: false, payload: ev.payload, timestamp: ev.timestamp });
+    onlyParams(f, PARAMS.meterEvent);
+    const ev = ctx.billing.accept({ event_name: f.event_name, payload: obj(f, 'payload'), identifier: f.identifier, timestamp: f.timestamp }, r.nowS, 'v1');
+    const body: Stripe.Billing.MeterEvent = { object: 'billing.meter_event', created: ev.created, event_name: ev.event_name, identifier: ev.identifier, livemode: false, payload: ev.payload, timestamp: ev.timestamp };
+    return ok(body);
   }
   if (p === '/v1/billing/meter_event_adjustments' && m === 'POST') {
     const f = form();
-    const c = ctx.billing.cancel(f.event_name, f.type, obj(f, 'cancel')?.identifier, r.nowS);
-    return ok({ object: 'billing.meter_event_adjustment', livemode: false, status: 'pending', event_name: c.event_name, type: 'cancel', cancel: { identifier: c.identifier } });
+    onlyParams(f, PARAMS.adjustment);
+    const c = ctx.billing.cancel(f.event_name, f.type, obj(f, 'cancel')?.identifier, r.nowS, 'v1');
+    ctx.later(c.apply);
+    const body: Stripe.Billing.MeterEventAdjustment = { object: 'billing.meter_event_adjustment', cancel: { identifier: c.identifier }, event_name: c.event_name, livemode: false, status: 'pending', type: 'cancel' };
+    return ok(body);
   }
 
   if (p === '/v1/billing_portal/sessions' && m === 'POST') {
     const f = form();
+    onlyParams(f, PARAMS.portal);
     const customer = str(f, 'customer');
     if (customer === undefined) throw missingParam('customer');
     if (ctx.data().customers[customer] === undefined) throw notFound('customer', customer, 'customer');
     const id = stripeId('bps');
-    return ok({
-      id, object: 'billing_portal.session', created: r.nowS, customer, livemode: false, locale: null,
-      return_url: str(f, 'return_url') ?? null, url: `${ctx.baseUrl()}/p/session/${id}`, configuration: 'bpc_local', flow: null, on_behalf_of: null,
-    });
+    // `customer_account` is newer than stripe-node 17's type (Stripe's fixture has it, null for a customer).
+    const body: Stripe.BillingPortal.Session & { customer_account: null } = {
+      id, object: 'billing_portal.session', configuration: 'bpc_local', created: r.nowS, customer, customer_account: null, flow: null, livemode: false,
+      locale: (str(f, 'locale') ?? null) as Stripe.BillingPortal.Session.Locale | null, on_behalf_of: null,
+      return_url: str(f, 'return_url') ?? null, url: `${ctx.baseUrl()}/p/session/${id}`,
+    };
+    return ok(body);
   }
   return undefined;
 }
@@ -76,27 +98,43 @@ function metadataOf(f: FormObject): Record<string, string> {
   return out;
 }
 
+/** A customer with every field Stripe returns (https://docs.stripe.com/api/customers/object); what stripe-local does not model is empty as in a new Stripe customer. */
 function createCustomer(ctx: Context, f: FormObject, nowS: number): Customer {
+  onlyParams(f, PARAMS.customer);
   const c: Customer = {
-    id: stripeId('cus'), object: 'customer', created: nowS, email: str(f, 'email') ?? null, name: str(f, 'name') ?? null,
-    description: str(f, 'description') ?? null, metadata: metadataOf(f), livemode: false,
+    id: stripeId('cus'), object: 'customer', address: null, balance: 0, created: nowS, currency: null, default_source: null, delinquent: false,
+    description: str(f, 'description') ?? null, discount: null, email: str(f, 'email') ?? null,
+    invoice_prefix: randomBytes(4).toString('hex').toUpperCase(),
+    invoice_settings: { custom_fields: null, default_payment_method: null, footer: null, rendering_options: null },
+    livemode: false, metadata: metadataOf(f), name: str(f, 'name') ?? null, next_invoice_sequence: 1, phone: str(f, 'phone') ?? null,
+    preferred_locales: [], shipping: null, tax_exempt: 'none', test_clock: null,
   };
   ctx.data().customers[c.id] = c;
   ctx.changed();
+  ctx.events.emitEvent('customer.created', { ...c });
   return c;
 }
 
 function updateCustomer(ctx: Context, c: Customer, f: FormObject): Customer {
-  for (const k of ['email', 'name', 'description'] as const) {
+  onlyParams(f, PARAMS.customer);
+  const previous: Record<string, unknown> = {};
+  for (const k of ['email', 'name', 'description', 'phone'] as const) {
     const v = str(f, k);
-    if (v !== undefined) c[k] = v === '' ? null : v;
+    if (v === undefined) continue;
+    previous[k] = c[k] ?? null;
+    c[k] = v === '' ? null : v;
   }
-  if (f.metadata !== undefined) c.metadata = { ...c.metadata, ...metadataOf(f) };
+  if (f.metadata !== undefined) {
+    previous.metadata = { ...c.metadata };
+    c.metadata = { ...c.metadata, ...metadataOf(f) };
+  }
   ctx.changed();
+  ctx.events.emitEvent('customer.updated', { ...c }, previous);
   return c;
 }
 
 function createMeter(ctx: Context, f: FormObject, nowS: number): Meter {
+  onlyParams(f, PARAMS.meter);
   const display = str(f, 'display_name');
   if (display === undefined) throw missingParam('display_name');
   const eventName = str(f, 'event_name');
@@ -104,6 +142,10 @@ function createMeter(ctx: Context, f: FormObject, nowS: number): Meter {
   const formula = str(obj(f, 'default_aggregation') ?? {}, 'formula');
   if (formula === undefined) throw missingParam('default_aggregation[formula]');
   if (formula !== 'sum' && formula !== 'count' && formula !== 'last') throw invalid('Invalid default_aggregation[formula]', 'default_aggregation[formula]');
+  const window = str(f, 'event_time_window') ?? null;
+  if (window !== null && window !== 'day' && window !== 'hour') throw invalid('Invalid event_time_window: must be one of day or hour', 'event_time_window');
+  const mappingType = str(obj(f, 'customer_mapping') ?? {}, 'type') ?? 'by_id';
+  if (mappingType !== 'by_id') throw invalid('Invalid customer_mapping[type]: must be by_id', 'customer_mapping[type]');
   if (ctx.billing.meterForEvent(eventName) !== undefined) {
     throw invalid(`An active meter with event_name ${eventName} already exists.`, 'event_name', 'resource_already_exists');
   }
@@ -112,7 +154,7 @@ function createMeter(ctx: Context, f: FormObject, nowS: number): Meter {
     status: 'active', livemode: false, default_aggregation: { formula },
     customer_mapping: { type: 'by_id', event_payload_key: str(obj(f, 'customer_mapping') ?? {}, 'event_payload_key') ?? 'stripe_customer_id' },
     value_settings: { event_payload_key: str(obj(f, 'value_settings') ?? {}, 'event_payload_key') ?? 'value' },
-    event_time_window: null, status_transitions: { deactivated_at: null },
+    event_time_window: window, status_transitions: { deactivated_at: null },
   };
   ctx.data().meters[meter.id] = meter;
   ctx.changed();
@@ -131,8 +173,8 @@ function eventSummaries(ctx: Context, meter: Meter, q: URLSearchParams): string 
   if (grouping !== null && grouping !== 'hour' && grouping !== 'day') throw invalid('Invalid value_grouping_window', 'value_grouping_window');
   const step = grouping === 'hour' ? 3_600 : grouping === 'day' ? 86_400 : 0;
   if (step > 0 && (start % step !== 0 || end % step !== 0)) throw invalid(`start_time and end_time must be aligned with ${grouping} boundaries.`, 'start_time');
-  const rows = ctx.billing.summaries(meter, customer, start, end, grouping ?? undefined).map((s) => ({
-    id: `mtrusg_${meter.id.slice(4)}_${s.start}`, object: 'billing.meter_event_summary', aggregated_value: s.value,
+  const rows = ctx.billing.summaries(meter, customer, start, end, grouping ?? undefined).map((s): Stripe.Billing.MeterEventSummary => ({
+    id: `mtrusg_${meter.id.slice(4)}_${customer}_${s.start}`, object: 'billing.meter_event_summary', aggregated_value: s.value,
     end_time: s.end, livemode: false, meter: meter.id, start_time: s.start,
   }));
   return listOf(rows, `/v1/billing/meters/${meter.id}/event_summaries`, q);

@@ -1,12 +1,17 @@
 import { randomBytes } from 'node:crypto';
-import { StripeHttpError, invalid } from './stripe-error.js';
+import type Stripe from 'stripe';
+import { StripeHttpError, StripeV2Error, invalid } from './stripe-error.js';
+import { onlyParams, type ParamSpec } from './form.js';
 import { stripeId } from './state.js';
 import type { Context, Request, Routed } from './context.js';
+
+const EVENT: ParamSpec = { event_name: true, payload: 'map', identifier: true, timestamp: true };
+const ADJUSTMENT: ParamSpec = { event_name: true, type: true, cancel: { identifier: true } };
 
 const MAX_STREAM_EVENTS = 100;
 
 export const sessionExpired = (): StripeHttpError =>
-  new StripeHttpError(401, 'temporary_session_expired', 'The temporary session token has expired.', 'billing_meter_event_session_expired');
+  new StripeV2Error(401, 'billing_meter_event_session_expired', 'The temporary session token has expired.', 'temporary_session_expired');
 
 function json(body: string): Record<string, unknown> {
   try {
@@ -22,29 +27,37 @@ const iso = (s: number): string => new Date(s * 1000).toISOString();
 export function routeV2(ctx: Context, r: Request): Routed | undefined {
   if (r.method !== 'POST') return undefined;
   if (r.path === '/v2/billing/meter_event_session') {
+    onlyParams(json(r.body), {});
     const s = { id: stripeId('mes'), token: `mes_tok_${randomBytes(24).toString('base64url')}`, created: r.nowS, expires_at: r.nowS + ctx.sessionTtlS };
     ctx.data().sessions[s.token] = s;
     ctx.changed();
-    return { status: 200, body: JSON.stringify({ id: s.id, object: 'v2.billing.meter_event_session', authentication_token: s.token, created: iso(s.created), expires_at: iso(s.expires_at), livemode: false }) };
+    const body: Stripe.V2.Billing.MeterEventSession = { id: s.id, object: 'v2.billing.meter_event_session', authentication_token: s.token, created: iso(s.created), expires_at: iso(s.expires_at), livemode: false };
+    return { status: 200, body: JSON.stringify(body) };
   }
   if (r.path === '/v2/billing/meter_events') {
     const b = json(r.body);
-    const ev = ctx.billing.validate({ event_name: b.event_name, payload: b.payload, identifier: b.identifier, timestamp: b.timestamp }, r.nowS, 'v2');
-    ctx.billing.record(ev);
-    return { status: 200, body: JSON.stringify({ object: 'v2.billing.meter_event', created: iso(ev.created), event_name: ev.event_name, identifier: ev.identifier, livemode: false, payload: ev.payload, timestamp: iso(ev.timestamp) }) };
+    onlyParams(b, EVENT);
+    const ev = ctx.billing.accept({ event_name: b.event_name, payload: b.payload, identifier: b.identifier, timestamp: b.timestamp }, r.nowS, 'v2');
+    const body: Stripe.V2.Billing.MeterEvent = { object: 'v2.billing.meter_event', created: iso(ev.created), event_name: ev.event_name, identifier: ev.identifier, livemode: false, payload: ev.payload, timestamp: iso(ev.timestamp) };
+    return { status: 200, body: JSON.stringify(body) };
   }
   if (r.path === '/v2/billing/meter_event_adjustments') {
     const b = json(r.body);
-    const c = ctx.billing.cancel(b.event_name, b.type, (b.cancel as Record<string, unknown> | undefined)?.identifier, r.nowS);
-    return { status: 200, body: JSON.stringify({ id: stripeId('mtr_event_adj'), object: 'v2.billing.meter_event_adjustment', cancel: { identifier: c.identifier }, created: iso(r.nowS), event_name: c.event_name, livemode: false, status: 'pending', type: 'cancel' }) };
+    onlyParams(b, ADJUSTMENT);
+    const c = ctx.billing.cancel(b.event_name, b.type, (b.cancel as Record<string, unknown> | undefined)?.identifier, r.nowS, 'v2');
+    ctx.later(c.apply);
+    const body: Stripe.V2.Billing.MeterEventAdjustment = { id: stripeId('mtr_event_adj'), object: 'v2.billing.meter_event_adjustment', cancel: { identifier: c.identifier }, created: iso(r.nowS), event_name: c.event_name, livemode: false, status: 'pending', type: 'cancel' };
+    return { status: 200, body: JSON.stringify(body) };
   }
   return undefined;
 }
 
 /**
  * POST /v2/billing/meter_event_stream, authenticated by a session token. Like Stripe, it answers
- * as soon as the batch is well-formed and validates each event afterwards: a bad or duplicate
- * event is dropped and reported in the error list (Stripe: the meter error report), not in the response.
+ * as soon as the batch is well-formed and validates each event's content afterwards: a bad event
+ * is dropped and reported in a meter error report, not in the response. A duplicate identifier is
+ * dropped too (not counted twice); Stripe's error report codes have none for it, so it is only
+ * listed in /_state's stream_errors.
  */
 export function routeStream(ctx: Context, r: Request, token: string | undefined, expireAll: boolean): Routed {
   const s = token === undefined ? undefined : ctx.data().sessions[token];
@@ -53,15 +66,20 @@ export function routeStream(ctx: Context, r: Request, token: string | undefined,
   const b = json(r.body);
   if (!Array.isArray(b.events)) throw invalid('events is required and must be an array.', 'events');
   if (b.events.length === 0 || b.events.length > MAX_STREAM_EVENTS) throw invalid(`events must hold 1 to ${MAX_STREAM_EVENTS} events.`, 'events');
-  for (const raw of b.events as Array<Record<string, unknown>>) {
+  onlyParams(b, { events: true });
+  const events = b.events as unknown[];
+  events.forEach((raw, i) => {
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw invalid(`events[${i}] must be an object.`, `events[${i}]`);
+    onlyParams(raw as Record<string, unknown>, EVENT, `events[${i}]`);
+  });
+  for (const raw of events as Array<Record<string, unknown>>) {
     try {
-      const ev = ctx.billing.validate({ event_name: raw?.event_name, payload: raw?.payload, identifier: raw?.identifier, timestamp: raw?.timestamp }, r.nowS, 'v2_stream');
-      ctx.billing.record(ev);
+      ctx.billing.accept({ event_name: raw.event_name, payload: raw.payload, identifier: raw.identifier, timestamp: raw.timestamp }, r.nowS, 'v2_stream');
     } catch (err) {
-      const e = err as StripeHttpError;
+      if (!(err instanceof StripeHttpError)) throw err;
       // Bounded: a long chaos run must not grow memory without end.
       if (ctx.data().streamErrors.length >= 10_000) ctx.data().streamErrors.shift();
-      ctx.data().streamErrors.push({ at: r.nowS, identifier: typeof raw?.identifier === 'string' ? raw.identifier : null, code: e.code ?? 'invalid', message: e.message });
+      ctx.data().streamErrors.push({ at: r.nowS, identifier: typeof raw.identifier === 'string' ? raw.identifier : null, code: err.code ?? 'invalid', message: err.message });
       ctx.changed();
     }
   }

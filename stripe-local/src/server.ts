@@ -2,13 +2,17 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { MetricsRegistry } from '@meterd/core';
 import { Billing } from './billing.js';
+import { ErrorReports } from './error-reports.js';
+import { EventsOut } from './events-out.js';
+import { Recorder } from './recorder.js';
+import { routeEvents } from './routes-events.js';
 import { applyFaults, NO_FAULTS, type Faults } from './faults.js';
 import { readBody, send, sendError } from './http-util.js';
 import { TokenBucket } from './rate-limit.js';
 import { routeV1 } from './routes-v1.js';
 import { routeStream, routeV2 } from './routes-v2.js';
 import { StateFile, emptyState, stripeId, type StateData } from './state.js';
-import { rateLimited, StripeHttpError } from './stripe-error.js';
+import { asV2, rateLimited, StripeHttpError } from './stripe-error.js';
 import { stripeSignature } from './signature.js';
 import type { Context, Request, Routed } from './context.js';
 
@@ -23,9 +27,22 @@ export interface StripeLocalOptions {
   identifierWindowHours: number;
   sessionTtlSeconds: number;
   faults: Partial<Faults>;
+  /** Requests per second for test keys (`sk_test_…`/`rk_test_…`) on every route but the stream; 0: test keys get the live limits. Default 25 (Stripe's test mode). */
+  rateTestMode?: number;
+  /** Where emitted events are POSTed, signed with `webhookSecret`; empty: stored only. */
+  webhookUrl?: string;
+  webhookSecret?: string;
+  /** Length of a meter error report's validation window (Stripe's reports cover about 10 s). */
+  errorReportWindowMs?: number;
+  /** Refuse (asynchronously, with an error report) events for customers stripe-local does not know. Default true. */
+  checkCustomers?: boolean;
+  /** Record every returned object here (see recorder.ts); empty: off. */
+  recordDir?: string;
+  /** Logs failed webhook deliveries. */
+  onWebhookError?: (e: { id: string; type: string; attempt: number; status?: number; message: string }) => void;
 }
 
-type RouteClass = 'meter_events' | 'stream' | 'default';
+type RouteClass = 'meter_events' | 'stream' | 'default' | 'test';
 
 /** Routes where fault switches apply: the meter event paths billing-sync depends on. */
 const FAULTY = new Set(['/v1/billing/meter_events', '/v1/billing/meter_event_adjustments', '/v2/billing/meter_event_session', '/v2/billing/meter_event_stream', '/v2/billing/meter_events', '/v2/billing/meter_event_adjustments']);
@@ -35,6 +52,10 @@ export interface StripeLocal {
   state: () => StateData;
   faults: () => Faults;
   setFaults(update: unknown): Faults;
+  /** Moves stripe-local's clock forward (dedupe, cancel and session windows, timestamps), as a test clock would. */
+  advanceClock(seconds: number): void;
+  /** Emits the meter error reports gathered so far without waiting for the window to end. */
+  flushErrorReports(): void;
   close(): Promise<void>;
 }
 
@@ -44,12 +65,23 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
   let faults: Faults = applyFaults({ ...NO_FAULTS }, o.faults);
   let baseUrl = '';
   const changed = (): void => file?.markDirty();
-  const billing = new Billing(() => data, o.identifierWindowHours * 3_600, changed);
-  const ctx: Context = { data: () => data, billing, changed, baseUrl: () => baseUrl, sessionTtlS: o.sessionTtlSeconds };
+  let clockOffsetS = 0;
+  const nowS = (): number => Math.floor(Date.now() / 1000) + clockOffsetS;
+  const recorder = o.recordDir ? new Recorder(o.recordDir) : undefined;
+  const events = new EventsOut(() => data, changed, {
+    url: o.webhookUrl ?? '', secret: o.webhookSecret ?? '', nowS, onDeliveryError: o.onWebhookError, sent: (body, where) => recorder?.record(body, where),
+  });
+  const reports = new ErrorReports(events, o.errorReportWindowMs ?? 10_000, nowS);
+  const billing = new Billing(() => data, { identifierWindowS: o.identifierWindowHours * 3_600, checkCustomers: o.checkCustomers ?? true }, changed, reports);
+  let stopped = false;
+  const later = (work: () => void): void => { setImmediate(() => { if (!stopped) work(); }); };
+  const ctx: Context = { data: () => data, billing, changed, baseUrl: () => baseUrl, sessionTtlS: o.sessionTtlSeconds, events, later };
+  const rateTest = o.rateTestMode ?? 25;
   const buckets: Record<RouteClass, TokenBucket> = {
     meter_events: new TokenBucket(o.rateMeterEvents),
     stream: new TokenBucket(o.rateStream),
     default: new TokenBucket(o.rateDefault),
+    test: new TokenBucket(Math.max(rateTest, 1)),
   };
   const idempotent = new Map<string, Routed>();
 
@@ -71,9 +103,15 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
     events: metrics.counter('stripe_local_meter_events_total', 'Meter events accepted.'),
   };
 
-  function classOf(path: string): RouteClass {
-    if (path === '/v1/billing/meter_events') return 'meter_events';
+  /**
+   * Stripe's limits (https://docs.stripe.com/rate-limits): live mode 100/s basic, meter events
+   * 1,000/s apart from it, the stream 10,000/s; test mode 25/s basic, meter event calls included
+   * in it. The stream is authenticated by a session, not a key, and keeps its own limit.
+   */
+  function classOf(path: string, key: string | undefined): RouteClass {
     if (path === '/v2/billing/meter_event_stream') return 'stream';
+    if (rateTest > 0 && key !== undefined && /^(sk|rk)_test_/.test(key)) return 'test';
+    if (path === '/v1/billing/meter_events') return 'meter_events';
     return 'default';
   }
 
@@ -97,6 +135,15 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
     if (path === '/_faults') {
       if (req.method === 'POST') setFaults(JSON.parse((await readBody(req)) || '{}'));
       send(res, 200, JSON.stringify(faults));
+      return true;
+    }
+    if (path === '/_clock' && req.method === 'POST') {
+      const b = JSON.parse((await readBody(req)) || '{}') as { advance_seconds?: unknown };
+      if (typeof b.advance_seconds !== 'number' || !Number.isInteger(b.advance_seconds) || b.advance_seconds < 0) {
+        throw new StripeHttpError(400, 'invalid_request_error', 'advance_seconds must be a whole number of seconds, 0 or more.');
+      }
+      clockOffsetS += b.advance_seconds;
+      send(res, 200, JSON.stringify({ now: nowS(), offset_seconds: clockOffsetS }));
       return true;
     }
     if (path === '/_reset' && req.method === 'POST') {
@@ -134,12 +181,12 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
       counters.limited.inc();
       throw rateLimited();
     }
-    if (!buckets[classOf(path)].take()) {
+    const bearer = req.headers.authorization?.startsWith('Bearer ') ? req.headers.authorization.slice(7) : undefined;
+    if (!buckets[classOf(path, bearer)].take()) {
       counters.limited.inc();
       throw rateLimited();
     }
     const body = await readBody(req);
-    const bearer = req.headers.authorization?.startsWith('Bearer ') ? req.headers.authorization.slice(7) : undefined;
     if (path !== '/v2/billing/meter_event_stream') authorize(req);
     if (faulty && Math.random() < faults.error_rate) {
       counters.faults.inc();
@@ -149,13 +196,13 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
     const replay = typeof idemKey === 'string' ? idempotent.get(`${path}\n${idemKey}`) : undefined;
     if (replay !== undefined) { send(res, replay.status, replay.body, { 'Idempotent-Replayed': 'true' }); return; }
 
-    const r: Request = { method: req.method ?? 'GET', path, query: url.searchParams, body, nowS: Math.floor(now / 1000) };
+    const r: Request = { method: req.method ?? 'GET', path, query: url.searchParams, body, nowS: nowS() };
     const before = Object.keys(data.events).length;
     let routed: Routed | undefined;
     if (path === '/v2/billing/meter_event_stream' && r.method === 'POST') {
       routed = routeStream(ctx, r, bearer, false);
-    } else if (path.startsWith('/v1/')) routed = routeV1(ctx, r);
-    else if (path.startsWith('/v2/')) routed = routeV2(ctx, r);
+    } else if (path.startsWith('/v1/')) routed = routeV1(ctx, r) ?? routeEvents(ctx, r);
+    else if (path.startsWith('/v2/')) routed = routeV2(ctx, r) ?? routeEvents(ctx, r);
     if (routed === undefined) throw new StripeHttpError(404, 'invalid_request_error', `Unrecognized request URL (${r.method}: ${path}).`);
     counters.events.inc(Object.keys(data.events).length - before);
     if (typeof idemKey === 'string') idempotent.set(`${path}\n${idemKey}`, routed);
@@ -170,6 +217,7 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
       counters.faults.inc();
       throw new StripeHttpError(500, 'api_error', 'An unknown error occurred (injected by stripe-local, after storing).', undefined, undefined, true);
     }
+    recorder?.record(routed.body, `${r.method} ${path}`);
     send(res, routed.status, routed.body, { 'Stripe-Version': '2024-09-30.acacia' });
   }
 
@@ -181,7 +229,8 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
         if (await control(req, res, url.pathname)) return;
         await api(req, res, url);
       } catch (err) {
-        if (err instanceof StripeHttpError) sendError(res, err);
+        // API v2 answers errors in its own shape.
+        if (err instanceof StripeHttpError) sendError(res, url.pathname.startsWith('/v2/') ? asV2(err) : err);
         else if (err instanceof SyntaxError) sendError(res, new StripeHttpError(400, 'invalid_request_error', `Invalid JSON: ${err.message}`));
         else sendError(res, new StripeHttpError(500, 'api_error', 'An unknown error occurred.'));
       }
@@ -201,8 +250,13 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
     state: () => data,
     faults: () => faults,
     setFaults,
+    advanceClock(seconds) { clockOffsetS += seconds; },
+    flushErrorReports() { reports.flush(); },
     async close() {
       await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); });
+      stopped = true;
+      reports.close();
+      await events.close();
       await file?.stop(data);
     },
   };

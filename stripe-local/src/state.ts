@@ -1,44 +1,60 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile, rename } from 'node:fs/promises';
+import type Stripe from 'stripe';
 
-/** What stripe-local remembers. Plain JSON-able records so the whole state can be saved to a file. */
-export interface Customer {
-  id: string; object: 'customer'; created: number; email: string | null; name: string | null;
-  description: string | null; metadata: Record<string, string>; livemode: false;
-}
+/**
+ * What stripe-local remembers. Plain JSON-able records so the whole state can be saved to a file.
+ * The objects it returns are typed with stripe-node's own types, so a field Stripe has and
+ * stripe-local forgot is a compile error rather than a surprise in production.
+ */
+export type Customer = Stripe.Customer;
 
-export interface Meter {
-  id: string; object: 'billing.meter'; created: number; updated: number; display_name: string; event_name: string;
-  status: 'active' | 'inactive'; livemode: false;
-  default_aggregation: { formula: 'sum' | 'count' | 'last' };
-  customer_mapping: { type: 'by_id'; event_payload_key: string };
-  value_settings: { event_payload_key: string };
-  event_time_window: null;
-  status_transitions: { deactivated_at: number | null };
-}
+/** stripe-node 17's Meter type predates the `last` formula (added to the API in 2025); stripe-local keeps it. */
+export type Meter = Omit<Stripe.Billing.Meter, 'default_aggregation'> & {
+  default_aggregation: { formula: Stripe.Billing.Meter.DefaultAggregation.Formula | 'last' };
+};
 
 export interface MeterEvent {
+  /** Internal key: an identifier seen again after its dedupe window is a new event, so identifiers are not unique here. */
+  key: string;
   identifier: string; event_name: string; timestamp: number; created: number;
-  payload: Record<string, string>; cancelled: boolean; via: 'v1' | 'v2' | 'v2_stream';
+  payload: Record<string, string>;
+  /** A cancel was accepted (answered `pending`); `cancelled` is set once it has been applied. */
+  cancel_requested: boolean;
+  cancelled: boolean;
+  via: 'v1' | 'v2' | 'v2_stream';
 }
 
 export interface Session { id: string; token: string; created: number; expires_at: number }
 
 export interface StreamError { at: number; identifier: string | null; code: string; message: string }
 
+/** A v2 "thin" event (Stripe's event destinations), stored with its data for GET /v2/core/events/:id. */
+export type ThinEvent = Stripe.V2.EventBase & {
+  /** Absent when the event relates to no object (`v1.billing.meter.no_meter_found`). */
+  related_object?: { id: string; type: string; url: string };
+  data: Record<string, unknown>;
+};
+
 export interface StateData {
   customers: Record<string, Customer>;
   meters: Record<string, Meter>;
-  /** Keyed by identifier: Stripe's dedupe is per account and identifier. */
+  /** Keyed by MeterEvent.key. */
   events: Record<string, MeterEvent>;
+  /** Identifier → key of its latest event: Stripe's dedupe is per account and identifier. */
+  identifiers: Record<string, string>;
   sessions: Record<string, Session>;
-  /** Errors found by the asynchronous validation of stream events (Stripe reports these later as
-   *  `v1.billing.meter.error_report_triggered`); kept so tests and operators can see them. */
+  /** Errors found by the asynchronous validation of events; also reported as Stripe reports them
+   *  (`v1.billing.meter.error_report_triggered`). Kept so tests and operators can see them. */
   streamErrors: StreamError[];
+  /** v1 (snapshot) events, newest last, for GET /v1/events. */
+  v1Events: Stripe.Event[];
+  /** v2 (thin) events, newest last, for GET /v2/core/events. */
+  v2Events: ThinEvent[];
 }
 
 export function emptyState(): StateData {
-  return { customers: {}, meters: {}, events: {}, sessions: {}, streamErrors: [] };
+  return { customers: {}, meters: {}, events: {}, identifiers: {}, sessions: {}, streamErrors: [], v1Events: [], v2Events: [] };
 }
 
 export function stripeId(prefix: string): string {

@@ -27,6 +27,29 @@ export class StripeHttpError extends Error {
   }
 }
 
+/**
+ * API v2's error shape, `{ "error": { "code", "message", "type"? } }` (no `param`), with v2's own
+ * codes (`no_meter`, `duplicate_meter_event`, `payload_no_customer_defined`, …): the v2.error.*
+ * schemas of Stripe's OpenAPI spec (https://github.com/stripe/openapi, spec3 `v2.error.*`) and
+ * https://docs.stripe.com/api-v2-overview. The meter event errors carry no `type`; stripe-node
+ * then raises a StripeError whose `code` is the v2 code.
+ */
+export class StripeV2Error extends StripeHttpError {
+  constructor(status: number, code: string, message: string, readonly v2Type?: StripeErrorType, shouldRetry?: boolean) {
+    super(status, v2Type ?? 'invalid_request_error', message, code, undefined, shouldRetry);
+  }
+
+  override body(): string {
+    return JSON.stringify({ error: { ...(this.v2Type === undefined ? {} : { type: this.v2Type }), code: this.code, message: this.message } });
+  }
+}
+
+/** Any error answered on a /v2/ route, in v2's shape (a v1-style error keeps its type and code). */
+export function asV2(err: StripeHttpError): StripeV2Error {
+  if (err instanceof StripeV2Error) return err;
+  return new StripeV2Error(err.status, err.code ?? 'invalid_request', err.message, err.type, err.shouldRetry);
+}
+
 export const invalid = (message: string, param?: string, code?: string): StripeHttpError =>
   new StripeHttpError(400, 'invalid_request_error', message, code ?? (param === undefined ? undefined : 'parameter_invalid'), param);
 
@@ -35,6 +58,9 @@ export const missingParam = (param: string): StripeHttpError =>
 
 export const notFound = (what: string, id: string, param = 'id'): StripeHttpError =>
   new StripeHttpError(404, 'invalid_request_error', `No such ${what}: '${id}'`, 'resource_missing', param);
+
+export const unknownParam = (param: string): StripeHttpError =>
+  new StripeHttpError(400, 'invalid_request_error', `Received unknown parameter: ${param}`, 'parameter_unknown', param);
 
 export const rateLimited = (): StripeHttpError =>
   new StripeHttpError(429, 'invalid_request_error', 'Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.', 'rate_limit');

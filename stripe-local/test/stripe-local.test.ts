@@ -21,7 +21,7 @@ function sdk(): Stripe {
 before(async () => {
   local = await startStripeLocal({
     host: '127.0.0.1', port: 0, apiKey: '', stateFile: '', rateMeterEvents: 1000, rateStream: 10_000, rateDefault: 1000,
-    identifierWindowHours: 24, sessionTtlSeconds: 900, faults: {},
+    identifierWindowHours: 24, sessionTtlSeconds: 900, faults: {}, rateTestMode: 0, recordDir: process.env.STRIPE_LOCAL_RECORD_DIR ?? '',
   });
   port = Number(new URL(local.url).port);
   stripe = sdk();
@@ -91,8 +91,12 @@ test('an adjustment cancels an event by identifier and the summary drops it', as
   await stripe.billing.meterEvents.create({ event_name: 't4.cancel', payload: { stripe_customer_id: customer.id, value: '7' }, identifier: 'c2', timestamp: t });
   const adj = await stripe.billing.meterEventAdjustments.create({ event_name: 't4.cancel', type: 'cancel', cancel: { identifier: 'c1' } });
   assert.equal(adj.cancel?.identifier, 'c1');
-  const s = await stripe.billing.meters.listEventSummaries(meter.id, { customer: customer.id, start_time: t, end_time: t + 60 });
-  assert.equal(s.data[0]!.aggregated_value, 7);
+  assert.equal(adj.status, 'pending', 'Stripe applies adjustments asynchronously');
+  let value: number | undefined;
+  for (const end = Date.now() + 5_000; value !== 7 && Date.now() < end;) {
+    value = (await stripe.billing.meters.listEventSummaries(meter.id, { customer: customer.id, start_time: t, end_time: t + 60 })).data[0]!.aggregated_value;
+  }
+  assert.equal(value, 7);
   await assert.rejects(stripe.billing.meterEventAdjustments.create({ event_name: 't4.cancel', type: 'cancel', cancel: { identifier: 'c1' } }), /already been canceled/);
 });
 
@@ -120,7 +124,7 @@ test('v2: a session token authenticates the stream; up to 100 events per call; a
 test('rate limits answer 429 rate_limit; fault switches inject 5xx and storms', async () => {
   const limited = await startStripeLocal({
     host: '127.0.0.1', port: 0, apiKey: '', stateFile: '', rateMeterEvents: 5, rateStream: 10_000, rateDefault: 1000,
-    identifierWindowHours: 24, sessionTtlSeconds: 900, faults: {},
+    identifierWindowHours: 24, sessionTtlSeconds: 900, faults: {}, rateTestMode: 0,
   });
   try {
     const s = new Stripe(KEY, { host: '127.0.0.1', port: Number(new URL(limited.url).port), protocol: 'http', maxNetworkRetries: 0 });
