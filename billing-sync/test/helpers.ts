@@ -10,6 +10,7 @@ const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 export const STRIPE_LOCAL_MAIN = `${REPO}stripe-local/dist/src/main.js`;
 export const BILLING_MAIN = `${REPO}billing-sync/dist/src/main.js`;
 export const AGGREGATOR_MAIN = `${REPO}aggregator/dist/src/main.js`;
+export const RECONCILE_MAIN = `${REPO}billing-sync/dist/src/reconcile-cli.js`;
 export const KEY = 'sk_test_billing';
 
 /** stripe-local as its own process (as in `npm start`), on a random port read from its start-up log line. */
@@ -133,4 +134,14 @@ export async function waitFor(what: string, check: () => Promise<boolean>, ms = 
     if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** Runs a CLI (`npm run reconcile:stripe` is `node RECONCILE_MAIN`) to its exit; stdout and stderr together. */
+export async function runCli(main: string, args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string }> {
+  const child = spawn(process.execPath, [main, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => { out += b.toString('utf8'); });
+  child.stderr!.on('data', (b: Buffer) => { out += b.toString('utf8'); });
+  const code = await new Promise<number | null>((r) => child.once('exit', r));
+  return { code, out };
 }

@@ -9,7 +9,7 @@ import { ClickHouseRollupUsage } from '../src/usage/clickhouse-rollups.js';
 import type { UsageSource, UsageTotal } from '../src/usage/source.js';
 import { reconcileLedger } from '../src/reconcile.js';
 import { BillingWorker } from '../src/worker.js';
-import { billingConfig, billingEnv, hourFloor, insertEvents, startAggregator, startLocalStripe, stripeTotals, waitFor, type EventRow, type LocalStripe } from './helpers.js';
+import { RECONCILE_MAIN, billingConfig, billingEnv, hourFloor, insertEvents, runCli, startAggregator, startLocalStripe, stripeTotals, waitFor, type EventRow, type LocalStripe } from './helpers.js';
 
 /**
  * The money path through the real SDK, stripe-local and the real stores: currencies billed on
@@ -206,4 +206,34 @@ test('the planner never corrects downward from totals older than those a window 
   const newer = new BillingWorker(stores.pool, view(now + 60, 800n), createStripe(cfg), cfg, createBillingMetrics(), log);
   assert.equal((await newer.pass(now + 60)).planned, 1);
   assert.deepEqual((await ledger(ws)).map((x) => x.value), ['900', '-100']);
+});
+
+test('npm run reconcile:stripe exits 0 when the ledger, ClickHouse and Stripe agree, and non-zero on a seeded drift', async () => {
+  const own = await openTestStores('billing_recon_cli');
+  try {
+    const env = billingEnv(own, local);
+    const cfg = billingConfig(env);
+    const c = await local.stripe.customers.create({ email: 'recon@example.com' });
+    const w = await insertWorkspace(own.pool, { slug: `recon-${Date.now()}`, display_name: 'Recon', plan: 'growth', stripe_customer_id: c.id });
+    const now = Math.floor(Date.now() / 1000);
+    const h = hourFloor(now) - 2 * 3600;
+    await insertEvents(own, [
+      { workspace_id: w.id, event_type: 'checkout.completed', idempotency_key: 'r1', quantity: 1, gmv_cents: 1500, currency: 'EUR', occurred_at: h + 5 },
+      { workspace_id: w.id, event_type: 'checkout.completed', idempotency_key: 'r2', quantity: 1, gmv_cents: -200, currency: 'EUR', occurred_at: h + 6 },
+    ]);
+    await new BillingWorker(own.pool, new ClickHouseRawUsage(own.clickhouse), createStripe(cfg), cfg, createBillingMetrics(), log).pass(now);
+    const args = ['--from', new Date(h * 1000).toISOString(), '--to', new Date((h + 3600) * 1000).toISOString()];
+    const clean = await runCli(RECONCILE_MAIN, args, env);
+    assert.equal(clean.code, 0, clean.out);
+    assert.match(clean.out, /ledger against Stripe over 1 month\(s\): 1 customer×meter total\(s\), 0 drift\(s\)/);
+
+    // Drift: Stripe holds an event billing-sync never sent (another system, or a push the ledger lost).
+    await local.stripe.billing.meterEvents.create({ event_name: 'checkout.completed.eur', payload: { stripe_customer_id: c.id, value: '25' }, timestamp: h + 60 });
+    const drift = await runCli(RECONCILE_MAIN, args, env);
+    assert.equal(drift.code, 1, drift.out);
+    assert.match(drift.out, new RegExp(`^DRIFT ${c.id} checkout\\.completed\\.eur \\S+ stripe=1325 ledger=1300 diff=25$`, 'm'));
+    assert.match(drift.out, new RegExp(`^MISMATCH ${w.id} ${c.id} checkout\\.completed\\.eur \\S+ stripe=1325 clickhouse=1300 diff=25$`, 'm'));
+  } finally {
+    await own.close();
+  }
 });
