@@ -136,17 +136,17 @@ export type Outcome =
 
 /** Records what happened to each claimed row; `nowS` stamps the first attempt of rows sent now. */
 export async function recordOutcomes(c: PoolClient, outcomes: Outcome[], nowS: number): Promise<void> {
-  const first = `first_attempt_at = COALESCE(first_attempt_at, to_timestamp(${Math.floor(nowS)}))`;
+  const first = 'first_attempt_at = COALESCE(first_attempt_at, to_timestamp($2))';
   for (const o of outcomes) {
     if (o.status === 'sent') {
-      await c.query(`UPDATE billing_pushes SET status = 'sent', via = $2, sent_at = now(), attempts = attempts + 1, stripe_response = $3, last_error = NULL, ${first} WHERE identifier = $1`,
-        [o.identifier, o.via, JSON.stringify(o.response ?? null)]);
+      await c.query(`UPDATE billing_pushes SET status = 'sent', via = $3, sent_at = now(), attempts = attempts + 1, stripe_response = $4, last_error = NULL, ${first} WHERE identifier = $1`,
+        [o.identifier, nowS, o.via, JSON.stringify(o.response ?? null)]);
     } else if (o.status === 'failed') {
-      await c.query(`UPDATE billing_pushes SET status = 'failed', attempts = attempts + 1, last_error = $2, stripe_response = $3, ${first} WHERE identifier = $1`,
-        [o.identifier, o.error, JSON.stringify(o.response ?? null)]);
+      await c.query(`UPDATE billing_pushes SET status = 'failed', attempts = attempts + 1, last_error = $3, stripe_response = $4, ${first} WHERE identifier = $1`,
+        [o.identifier, nowS, o.error, JSON.stringify(o.response ?? null)]);
     } else if (o.status === 'retry') {
-      await c.query(`UPDATE billing_pushes SET attempts = attempts + 1, last_error = $2, next_attempt_at = now() + ($3::int * interval '1 millisecond'), ${first} WHERE identifier = $1`,
-        [o.identifier, o.error, o.delayMs]);
+      await c.query(`UPDATE billing_pushes SET attempts = attempts + 1, last_error = $3, next_attempt_at = now() + ($4::int * interval '1 millisecond'), ${first} WHERE identifier = $1`,
+        [o.identifier, nowS, o.error, o.delayMs]);
     } else {
       await c.query(`UPDATE billing_pushes SET status = $2, reason = $3, rejected_at = CASE WHEN $2 = 'rejected' THEN now() END WHERE identifier = $1`,
         [o.identifier, o.status, o.reason]);
@@ -182,7 +182,7 @@ export async function rejectedCount(pool: Pool): Promise<number> {
  * workspace's customer exists); rows rejected for any other reason wait for an operator
  * (`reconcile:stripe --retry-rejected`).
  */
-const SELF_CHECKED = ['no_meter', 'archived_meter', 'meter_event_customer_not_found', 'meter_event_no_customer_defined'];
+const SELF_CHECKED = ['no_meter', 'archived_meter', 'meter_event_customer_not_found'];
 
 /** Rejected rows whose cause may be fixed now: their meter and the workspace's current customer. */
 export async function rejectedCauses(pool: Pool, limit: number): Promise<Array<{ event_name: string; customer: string }>> {

@@ -64,9 +64,10 @@ export async function plan(pool: Pool, source: UsageSource, cfg: BillingConfig, 
       const s = states.get(keyOf(t.workspace_id, t.event_type, t.currency, t.window_start));
       const counted = s?.counted ?? 0n;
       if (t.total === counted || s?.rejected === true) continue;
-      if (t.total < counted && s?.maxAsOf != null && asOf < s.maxAsOf) {
+      const plannedAsOf = s?.maxAsOf ?? null;
+      if (t.total < counted && plannedAsOf !== null && asOf < plannedAsOf) {
         result.stale++;
-        log.warn({ workspace_id: t.workspace_id, event_type: t.event_type, currency: t.currency, window_start: t.window_start, as_of: asOf, ledger_as_of: s.maxAsOf },
+        log.warn({ workspace_id: t.workspace_id, event_type: t.event_type, currency: t.currency, window_start: t.window_start, as_of: asOf, ledger_as_of: plannedAsOf },
           'totals are older than those the window was last planned from; no downward correction from them');
         continue;
       }
