@@ -14,15 +14,18 @@ import { ROOT, freePort, sleep, startService, waitFor, type Service } from './su
  * duplicates and a replayed batch), ingest spools and ships them to ClickHouse, the aggregator
  * rolls them up, billing-sync reads the rollups (its default source) and pushes closed windows to
  * stripe-local through the real Stripe SDK. Checked: Stripe's meter event summaries equal the
- * ClickHouse rollups exactly per customer and period (and both equal the distinct events sent);
+ * ClickHouse rollups exactly per customer, meter and period (money meters per currency, never
+ * summed; both equal the distinct events sent);
  * a window is not pushed before it closes; an event arriving after its window was pushed makes
  * exactly one correction and the totals agree again; both reconcile commands exit 0; every
  * service stops cleanly on SIGTERM.
  */
 const KEY = 'sk_test_pipeline';
-const TYPES = ['checkout.completed', 'api.call'] as const;
-type EventType = (typeof TYPES)[number];
+type EventType = 'checkout.completed' | 'api.call';
 const valueOf = (type: EventType, e: { gmv_cents: number; quantity: number }): number => (type === 'api.call' ? e.quantity : e.gmv_cents);
+/** Stripe meters: checkout amounts per currency (never summed), api.call units over every currency. */
+const METERS = ['checkout.completed.usd', 'checkout.completed.eur', 'api.call'];
+const meterOf = (type: EventType, currency: string): string => (type === 'api.call' ? type : `${type}.${currency.toLowerCase()}`);
 const SHARDS = '4';
 
 interface SentEvent { workspace_id: string; event_type: EventType; idempotency_key: string; quantity: number; gmv_cents: number; currency: string; occurred_at: string }
@@ -50,17 +53,18 @@ async function post(url: string, token: string, body: unknown): Promise<{ status
   return { status: r.status, json: (await r.json()) as Record<string, unknown> };
 }
 
-/** Exact totals per `workspace|type|hour` straight from ClickHouse's hourly rollups (FINAL, all currencies). */
+/** Exact totals per `workspace|meter|hour` straight from ClickHouse's hourly rollups (FINAL). */
 async function rollupTotals(): Promise<Map<string, number>> {
   const ids = workspaces.map((w) => lit(w.id)).join(', ');
   const rs = await stores.clickhouse.query({
-    query: `SELECT workspace_id, event_type, toUInt32(window_start) AS w, toString(sum(quantity)) AS q, toString(sum(gmv_cents)) AS g
-      FROM usage_hourly FINAL WHERE workspace_id IN (${ids}) GROUP BY workspace_id, event_type, w`,
+    query: `SELECT workspace_id, event_type, currency AS cur, toUInt32(window_start) AS w, toString(sum(quantity)) AS q, toString(sum(gmv_cents)) AS g
+      FROM usage_hourly FINAL WHERE workspace_id IN (${ids}) GROUP BY workspace_id, event_type, cur, w`,
     format: 'JSONEachRow',
   });
   const out = new Map<string, number>();
-  for (const r of await rs.json<{ workspace_id: string; event_type: EventType; w: number | string; q: string; g: string }>()) {
-    out.set(`${r.workspace_id}|${r.event_type}|${Number(r.w)}`, Number(r.event_type === 'api.call' ? r.q : r.g));
+  for (const r of await rs.json<{ workspace_id: string; event_type: EventType; cur: string; w: number | string; q: string; g: string }>()) {
+    const k = `${r.workspace_id}|${meterOf(r.event_type, r.cur)}|${Number(r.w)}`;
+    out.set(k, (out.get(k) ?? 0) + Number(r.event_type === 'api.call' ? r.q : r.g));
   }
   return out;
 }
@@ -73,13 +77,13 @@ function expectedTotals(sent: SentEvent[]): Map<string, number> {
     const triple = `${e.workspace_id}|${e.event_type}|${e.idempotency_key}`;
     if (seen.has(triple)) continue;
     seen.add(triple);
-    const k = `${e.workspace_id}|${e.event_type}|${hourFloor(Date.parse(e.occurred_at) / 1000)}`;
+    const k = `${e.workspace_id}|${meterOf(e.event_type, e.currency)}|${hourFloor(Date.parse(e.occurred_at) / 1000)}`;
     out.set(k, (out.get(k) ?? 0) + valueOf(e.event_type, e));
   }
   return out;
 }
 
-/** Sum of `totals` per `workspace|type` over [from, to). */
+/** Sum of `totals` per `workspace|meter` over [from, to). */
 function periodTotals(totals: Map<string, number>, from: number, to: number): Map<string, number> {
   const out = new Map<string, number>();
   for (const [k, v] of totals) {
@@ -90,16 +94,16 @@ function periodTotals(totals: Map<string, number>, from: number, to: number): Ma
   return out;
 }
 
-/** stripe-local's meter event summaries per `workspace|type` over [from, to), paced under its 100/s limit. */
+/** stripe-local's meter event summaries per `workspace|meter` over [from, to), paced under its limits. */
 async function stripeTotals(stripe: Stripe, from: number, to: number): Promise<Map<string, number>> {
   const meters = new Map<string, string>();
   for await (const m of stripe.billing.meters.list({ limit: 100 })) meters.set(m.event_name, m.id);
   const out = new Map<string, number>();
   for (const w of workspaces) {
-    for (const type of TYPES) {
+    for (const type of METERS) {
       const id = meters.get(type);
       if (id === undefined) continue;
-      await sleep(12);
+      await sleep(45); // under Stripe's (and stripe-local's) 25/s test-mode limit
       const s = await stripe.billing.meters.listEventSummaries(id, { customer: w.customer, start_time: from, end_time: to });
       const v = s.data.reduce((a, x) => a + x.aggregated_value, 0);
       if (v !== 0) out.set(`${w.id}|${type}`, v);
@@ -181,7 +185,7 @@ test('ingest → ClickHouse → rollups → billing-sync → stripe-local: Strip
     sent.push(...events.slice(0, 30));
   }
   const expected = expectedTotals(sent);
-  assert.equal(expected.size, workspaces.length * 2 * TYPES.length);
+  assert.equal(expected.size, workspaces.length * 2 * METERS.length);
 
   // Ingest ships the spool every 100 ms and the aggregator polls every 100 ms: wait until the rollups hold exactly the distinct events.
   const rollupMs = await waitFor('the rollups to equal the distinct events sent', async () => {
@@ -195,7 +199,7 @@ test('ingest → ClickHouse → rollups → billing-sync → stripe-local: Strip
     BILLING_METER_VALUES: 'api.call=quantity', AGGREGATOR_SHARDS: SHARDS, LOG_LEVEL: 'warn',
   });
   services.push(billing);
-  const perHour = workspaces.length * TYPES.length;
+  const perHour = workspaces.length * METERS.length;
   const sentIn = (rows: Awaited<ReturnType<typeof ledger>>, h: number): number => rows.filter((r) => r.window_start === h && r.status === 'sent').length;
 
   // H1 is closed at once; H2 must wait for its close.
@@ -255,7 +259,8 @@ test('ingest → ClickHouse → rollups → billing-sync → stripe-local: Strip
     ...stores.env, STRIPE_SECRET_KEY: KEY, STRIPE_API_BASE: stripeUrl, BILLING_METER_VALUES: 'api.call=quantity', AGGREGATOR_SHARDS: SHARDS, LOG_LEVEL: 'warn',
   });
   assert.equal(billingReconcile.status, 0, billingReconcile.out);
-  assert.match(billingReconcile.out, new RegExp(`compared ${workspaces.length * TYPES.length} customer×meter totals .*: 0 difference`));
+  assert.match(billingReconcile.out, new RegExp(`compared ${workspaces.length * METERS.length} customer×meter totals .*: 0 difference`));
+  assert.match(billingReconcile.out, /ledger against Stripe over \d month\(s\): \d+ customer×meter total\(s\), 0 drift\(s\)/);
 
   const exits = await Promise.all(services.map(async (s) => [s.name, await s.stop()] as const));
   assert.deepEqual(exits.filter(([, code]) => code !== 0), [], `every service stops cleanly on SIGTERM; ingest output:\n${ingest.output()}`);

@@ -54,8 +54,9 @@ export interface StreamOptions {
 /**
  * A random stream of insert batches: distinct events in shuffled (out-of-order) order, some
  * received long after their hour closed (late), some copied inside a batch, some retried later
- * with a new event id but the same business event, and whole batches replayed (a spool segment
- * shipped again after a crash). Returns the batches and the distinct events they carry.
+ * with a new event id but the same business event (some in another hour: a retry Redis forgot), and
+ * whole batches replayed (a spool segment shipped again after a crash). Returns the batches and the
+ * distinct events they carry (each counts once, in the hour of the copy received first).
  */
 export function randomStream(rand: () => number, o: StreamOptions): { batches: Ev[][]; distinct: Ev[] } {
   const types = ['checkout.completed', 'refund.issued', 'api.call'];
@@ -80,18 +81,27 @@ export function randomStream(rand: () => number, o: StreamOptions): { batches: E
   }
   const order = [...distinct].sort(() => rand() - 0.5);
   const batches: Ev[][] = [];
+  // Retries that Redis forgot: stored again in a later batch, received hours to days later, with
+  // occurred_at = their own arrival (the client left it out), so usually in another hour, day or month.
+  let forgotten: Ev[] = [];
   let i = 0;
   while (i < order.length) {
     const n = 1 + Math.floor(rand() * 40);
-    const batch = order.slice(i, i + n);
+    const batch = [...forgotten, ...order.slice(i, i + n)];
+    forgotten = [];
     i += n;
-    for (const e of [...batch]) {
+    for (const e of order.slice(i - n, i)) {
       if (rand() < 0.15) batch.push(e);
       if (rand() < 0.1) batch.push({ ...e, event_id: `${e.event_id}_retry`, received_ms: e.received_ms + 1000 });
+      if (rand() < 0.08) {
+        const at = e.received_ms + 3_600_000 + Math.floor(rand() * 10 * 86_400) * 1000;
+        forgotten.push({ ...e, event_id: `${e.event_id}_forgotten`, occurred_ms: at, received_ms: at });
+      }
     }
     batches.push(batch);
     if (batches.length > 1 && rand() < 0.2) batches.push(batches[Math.floor(rand() * batches.length)]!);
   }
+  if (forgotten.length > 0) batches.push(forgotten);
   return { batches, distinct };
 }
 

@@ -90,6 +90,8 @@ test('CSV (Accept or format=csv) carries the same rows as JSON', async () => {
     const cols = header!.split(',');
     const parsed = lines.map((l) => Object.fromEntries(l.split(',').map((v, i) => [cols[i], v])));
     assert.deepEqual(parsed, json.data.map((d) => Object.fromEntries(cols.map((c) => [c, String(d[c])]))));
+    assert.equal(cols.at(-1), 'currency_exponent');
+    assert.deepEqual([...new Set(parsed.map((p) => `${p.currency} ${p.currency_exponent}`))].sort(), ['EUR 2', 'USD 2'], 'ISO 4217 minor units of each row\'s currency');
   }
 });
 

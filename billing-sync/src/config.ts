@@ -34,15 +34,15 @@ export const billingVars = {
   STRIPE_API_RATE: int('Most other Stripe calls per second (sessions, meters, adjustments, summaries; Stripe documents 100/s live, 25/s test).', 20, 1, 100),
   BILLING_USAGE_SOURCE: oneOf('Where usage totals come from. `rollups`: the aggregator\'s usage_hourly/usage_daily (read with FINAL), windows closed only once aggregator_state says they are fully rolled up. `raw`: the deduplicated raw events table (no aggregator needed; reads every event of the look-back each pass).', 'rollups', ['rollups', 'raw'] as const),
   AGGREGATOR_SHARDS: int('Number of aggregator shards (must equal the aggregator\'s AGGREGATOR_SHARDS): with BILLING_USAGE_SOURCE=rollups, windows close only once every shard has reported progress past them.', 16, 1, 4096),
-  BILLING_WINDOW: oneOf('Size of a pushed window: usage of one workspace and event type per hour or per day becomes one meter event.', 'hour', ['hour', 'day'] as const),
+  BILLING_WINDOW: oneOf('Size of a pushed window: usage of one workspace, event type and currency (money meters) per hour or per day becomes one meter event.', 'hour', ['hour', 'day'] as const),
   BILLING_CLOSE_DELAY_SECONDS: int('A window is pushed this long after it ends, so late-shipped events are in it (later arrivals become corrections).', 300, 0, 86_400),
-  BILLING_LOOKBACK_DAYS: int('How far back windows are compared with the ledger (corrections reach back this far). Below Stripe\'s 35-day timestamp limit.', 30, 1, 34),
+  STRIPE_RESEND_CHECK_HOURS: int('A row first sent more than this many hours ago is checked against Stripe\'s meter event summaries before it is sent again (Stripe dedupes identifiers for at least 24 h only).', 20, 1, 23),
   BILLING_INTERVAL_MS: int('Pause between passes (plan, then push everything pending).', 30_000, 100, 3_600_000),
   BILLING_BATCH_SIZE: int('Ledger rows claimed per batch (the stream takes at most 100 events per call).', 100, 1, 100),
   BILLING_CONCURRENCY: int('Batches pushed in parallel.', 4, 1, 64),
   BILLING_DEFAULT_VALUE: oneOf('Meter value of event types not in BILLING_METER_VALUES.', 'gmv_cents', VALUE_FIELDS),
   BILLING_METER_VALUES: meterValues,
-  BILLING_ENSURE_METERS: bool('Create a sum meter in Stripe for each pushed event type that has none (handy with stripe-local; in production meters are set up with their prices).', false),
+  BILLING_ENSURE_METERS: bool('Create a sum meter in Stripe for each pushed event name that has none (`checkout.completed.eur` for money meters; handy with stripe-local; in production meters are set up with their prices). Off: rows for a missing meter are rejected with no_meter and retried once it exists.', false),
   BILLING_RUN_ONCE: bool('Run one pass and exit (cron-style) instead of looping.', false),
 } as const;
 

@@ -1,10 +1,14 @@
 import type { Pool, PoolClient } from '@meterd/core';
 import type { ValueField } from './config.js';
 
-/** One row of billing_pushes (infra/postgres/003_billing_ledger.sql). */
+/** One row of billing_pushes (infra/postgres/003_billing_ledger.sql, 005_billing_money_path.sql). */
 export interface PushRow {
   workspace_id: string;
   event_type: string;
+  /** ISO 4217 code for money meters, '' for unit meters. */
+  currency: string;
+  /** The Stripe meter's event_name (meters.ts). */
+  event_name: string;
   window_start: number;
   window_end: number;
   revision: number;
@@ -12,119 +16,193 @@ export interface PushRow {
   stripe_customer_id: string;
   value_field: ValueField;
   total: bigint;
+  /** What this row adds to Stripe's sum; negative for refunds and downward corrections. */
   value: bigint;
   cancels: string[];
   attempts: number;
+  /** The usage as-of (epoch s) the row was planned from. */
+  as_of: number | null;
+  /** When the row was first sent (epoch s); null before its first attempt. */
+  first_attempt_at: number | null;
 }
 
-/** What the ledger already says about one window: the sum of rows that count, and the live rows. */
+export type NewRow = Omit<PushRow, 'first_attempt_at'> & { status: 'pending' | 'dry_run' | 'unbillable'; reason: string | null };
+
+/** What the ledger already says about one billed key (workspace, event type, currency, window). */
 export interface WindowState {
+  /** Sum of the rows Stripe has been (or will be) told, plus what was recorded as unbillable. */
   counted: bigint;
   maxRevision: number;
-  /** Identifiers of counted rows (what a downward correction must cancel), with when each was sent. */
-  live: Array<{ identifier: string; revision: number; status: string; sent_at: number | null }>;
+  /** Newest as-of any counted row was planned from (epoch s); null when none recorded one. */
+  maxAsOf: number | null;
+  /** A rejected row waits for its cause to be fixed: the key is not re-planned meanwhile. */
+  rejected: boolean;
 }
 
-export const keyOf = (ws: string, type: string, windowStart: number): string => `${ws}\n${type}\n${windowStart}`;
+export interface LedgerView {
+  states: Map<string, WindowState>;
+  /** (workspace, event type, window) keys holding rows from before per-currency billing (006). */
+  legacy: Set<string>;
+}
+
+export const keyOf = (ws: string, type: string, currency: string, windowStart: number): string => `${ws}\n${type}\n${currency}\n${windowStart}`;
+export const legacyKeyOf = (ws: string, type: string, windowStart: number): string => `${ws}\n${type}\n${windowStart}`;
 
 /**
- * The ledger's view of windows starting at or after `fromS`. `counted` statuses are those whose
- * value Stripe has been (or will be) told: pending, sent and failed in live mode (a refused row is
- * not re-planned forever; reconciliation reports it), dry_run in dry run. Superseded rows never count.
+ * The ledger's view of windows starting at or after `fromS`. Rows that count: pending, sent and
+ * failed in live mode (a refused row is not re-planned forever; reconciliation reports it) and
+ * unbillable (the difference is accounted for, not re-recorded every pass); dry_run in dry run.
+ * Superseded and retried rows never count; rejected rows neither, and they hold their key back.
  */
-export async function readWindowStates(c: PoolClient | Pool, fromS: number, dryRun: boolean): Promise<Map<string, WindowState>> {
-  const counted = dryRun ? ['dry_run'] : ['pending', 'sent', 'failed'];
-  const { rows } = await c.query<{ workspace_id: string; event_type: string; ws: string; revision: number; identifier: string; status: string; value: string; sent: string | null; superseded_by: number | null }>(
-    `SELECT workspace_id, event_type, extract(epoch FROM window_start)::bigint AS ws, revision, identifier, status, value::text,
-            extract(epoch FROM sent_at)::bigint AS sent, superseded_by
+export async function readLedger(c: PoolClient | Pool, fromS: number, dryRun: boolean): Promise<LedgerView> {
+  const counted = dryRun ? ['dry_run'] : ['pending', 'sent', 'failed', 'unbillable'];
+  const { rows } = await c.query<{ workspace_id: string; event_type: string; currency: string; value_field: string; ws: string; revision: number; status: string; value: string; as_of: string | null; superseded_by: number | null }>(
+    `SELECT workspace_id, event_type, currency, value_field, extract(epoch FROM window_start)::bigint AS ws, revision, status, value::text,
+            extract(epoch FROM as_of)::bigint AS as_of, superseded_by
        FROM billing_pushes WHERE window_start >= to_timestamp($1)`,
     [fromS],
   );
-  const out = new Map<string, WindowState>();
+  const states = new Map<string, WindowState>();
+  const legacy = new Set<string>();
   for (const r of rows) {
-    const k = keyOf(r.workspace_id, r.event_type, Number(r.ws));
-    let s = out.get(k);
-    if (s === undefined) out.set(k, (s = { counted: 0n, maxRevision: 0, live: [] }));
+    const w = Number(r.ws);
+    if (r.value_field === 'gmv_cents' && r.currency === '') legacy.add(legacyKeyOf(r.workspace_id, r.event_type, w));
+    const k = keyOf(r.workspace_id, r.event_type, r.currency, w);
+    let s = states.get(k);
+    if (s === undefined) states.set(k, (s = { counted: 0n, maxRevision: 0, maxAsOf: null, rejected: false }));
     s.maxRevision = Math.max(s.maxRevision, r.revision);
+    if (r.status === 'rejected') s.rejected = true;
     if (r.superseded_by !== null || !counted.includes(r.status)) continue;
     s.counted += BigInt(r.value);
-    s.live.push({ identifier: r.identifier, revision: r.revision, status: r.status, sent_at: r.sent === null ? null : Number(r.sent) });
+    if (r.as_of !== null) s.maxAsOf = Math.max(s.maxAsOf ?? 0, Number(r.as_of));
   }
-  return out;
+  return { states, legacy };
 }
 
-export async function insertRows(c: PoolClient, rows: PushRow[], status: 'pending' | 'dry_run'): Promise<number> {
+export async function insertRows(c: PoolClient, rows: NewRow[]): Promise<number> {
   let inserted = 0;
   // Chunks keep each statement's parameter arrays reasonable for 10,000s of rows.
   for (let i = 0; i < rows.length; i += 5_000) {
     const part = rows.slice(i, i + 5_000);
-    const col = <K extends keyof PushRow>(k: K): unknown[] => part.map((r) => (typeof r[k] === 'bigint' ? String(r[k]) : r[k]));
+    const col = <K extends keyof NewRow>(k: K): unknown[] => part.map((r) => (typeof r[k] === 'bigint' ? String(r[k]) : r[k]));
     const res = await c.query(
-      `INSERT INTO billing_pushes (workspace_id, event_type, window_start, window_end, revision, identifier, stripe_customer_id,
-                                   value_field, total, value, cancels, status, via, sent_at)
-       SELECT w, e, to_timestamp(s), to_timestamp(en), r, i, cu, f, t::bigint, v::bigint,
-              CASE WHEN ca = '' THEN '{}'::text[] ELSE string_to_array(ca, ' ') END, $12,
-              CASE WHEN $12 = 'dry_run' THEN 'dry_run' END, CASE WHEN $12 = 'dry_run' THEN now() END
-         FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::int[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[])
-              AS x(w, e, s, en, r, i, cu, f, t, v, ca)
+      `INSERT INTO billing_pushes (workspace_id, event_type, currency, event_name, window_start, window_end, revision, identifier, stripe_customer_id,
+                                   value_field, total, value, cancels, status, via, sent_at, as_of, reason)
+       SELECT w, e, cur, en, to_timestamp(s), to_timestamp(se), r, i, cu, f, t::bigint, v::bigint, '{}'::text[], st,
+              CASE WHEN st = 'dry_run' THEN 'dry_run' END, CASE WHEN st = 'dry_run' THEN now() END, to_timestamp(a), re
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::int[], $8::text[], $9::text[], $10::text[],
+                     $11::text[], $12::text[], $13::text[], $14::bigint[], $15::text[])
+              AS x(w, e, cur, en, s, se, r, i, cu, f, t, v, st, a, re)
        ON CONFLICT DO NOTHING`,
-      [col('workspace_id'), col('event_type'), col('window_start'), col('window_end'), col('revision'), col('identifier'),
-        col('stripe_customer_id'), col('value_field'), col('total'), col('value'), part.map((r) => r.cancels.join(' ')), status],
+      [col('workspace_id'), col('event_type'), col('currency'), col('event_name'), col('window_start'), col('window_end'), col('revision'), col('identifier'),
+        col('stripe_customer_id'), col('value_field'), col('total'), col('value'), col('status'), col('as_of'), col('reason')],
     );
     inserted += res.rowCount ?? 0;
   }
   return inserted;
 }
 
-/** Marks the rows a downward correction replaces; pending ones will never be sent. */
-export async function supersede(c: PoolClient, ws: string, type: string, windowStart: number, revisions: number[], by: number): Promise<void> {
-  await c.query(
-    `UPDATE billing_pushes SET superseded_by = $5, status = CASE WHEN status = 'pending' THEN 'superseded' ELSE status END
-      WHERE workspace_id = $1 AND event_type = $2 AND window_start = to_timestamp($3) AND revision = ANY($4::int[])`,
-    [ws, type, windowStart, revisions, by],
-  );
-}
-
-/** Claims due pending rows for this transaction; other replicas skip them (and get them back if we crash). */
-export async function claimPending(c: PoolClient, limit: number): Promise<PushRow[]> {
+/**
+ * Claims due pending rows for this transaction; other replicas skip them (and get them back if we
+ * crash). Due means by the database clock or by the pass's clock, whichever is later.
+ */
+export async function claimPending(c: PoolClient, limit: number, nowS: number): Promise<PushRow[]> {
   const { rows } = await c.query<Record<string, unknown>>(
-    `SELECT workspace_id, event_type, extract(epoch FROM window_start)::bigint AS window_start, extract(epoch FROM window_end)::bigint AS window_end,
-            revision, identifier, stripe_customer_id, value_field, total::text, value::text, cancels, attempts
+    `SELECT workspace_id, event_type, currency, event_name, extract(epoch FROM window_start)::bigint AS window_start, extract(epoch FROM window_end)::bigint AS window_end,
+            revision, identifier, stripe_customer_id, value_field, total::text, value::text, cancels, attempts,
+            extract(epoch FROM as_of)::bigint AS as_of, extract(epoch FROM first_attempt_at)::bigint AS first_attempt_at
        FROM billing_pushes
-      WHERE status = 'pending' AND next_attempt_at <= now()
+      WHERE status = 'pending' AND next_attempt_at <= greatest(now(), to_timestamp($2))
       ORDER BY next_attempt_at, identifier
       LIMIT $1
       FOR UPDATE SKIP LOCKED`,
-    [limit],
+    [limit, nowS],
   );
+  const num = (v: unknown): number | null => (v === null ? null : Number(v));
   return rows.map((r) => ({
-    workspace_id: r.workspace_id as string, event_type: r.event_type as string, window_start: Number(r.window_start), window_end: Number(r.window_end),
+    workspace_id: r.workspace_id as string, event_type: r.event_type as string, currency: r.currency as string, event_name: r.event_name as string,
+    window_start: Number(r.window_start), window_end: Number(r.window_end),
     revision: r.revision as number, identifier: r.identifier as string, stripe_customer_id: r.stripe_customer_id as string,
     value_field: r.value_field as ValueField, total: BigInt(r.total as string), value: BigInt(r.value as string), cancels: r.cancels as string[], attempts: r.attempts as number,
+    as_of: num(r.as_of), first_attempt_at: num(r.first_attempt_at),
   }));
 }
 
 export type Outcome =
-  | { identifier: string; status: 'sent'; via: 'v2_stream' | 'v1'; response: unknown }
+  | { identifier: string; status: 'sent'; via: 'v2_stream' | 'v1' | 'summary'; response: unknown }
   | { identifier: string; status: 'failed'; error: string; response: unknown }
-  | { identifier: string; status: 'retry'; error: string; delayMs: number };
+  | { identifier: string; status: 'retry'; error: string; delayMs: number }
+  | { identifier: string; status: 'rejected' | 'unbillable'; reason: string };
 
-export async function recordOutcomes(c: PoolClient, outcomes: Outcome[]): Promise<void> {
+/** Records what happened to each claimed row; `nowS` stamps the first attempt of rows sent now. */
+export async function recordOutcomes(c: PoolClient, outcomes: Outcome[], nowS: number): Promise<void> {
+  const first = 'first_attempt_at = COALESCE(first_attempt_at, to_timestamp($2))';
   for (const o of outcomes) {
     if (o.status === 'sent') {
-      await c.query(`UPDATE billing_pushes SET status = 'sent', via = $2, sent_at = now(), attempts = attempts + 1, stripe_response = $3, last_error = NULL WHERE identifier = $1`,
-        [o.identifier, o.via, JSON.stringify(o.response ?? null)]);
+      await c.query(`UPDATE billing_pushes SET status = 'sent', via = $3, sent_at = now(), attempts = attempts + 1, stripe_response = $4, last_error = NULL, ${first} WHERE identifier = $1`,
+        [o.identifier, nowS, o.via, JSON.stringify(o.response ?? null)]);
     } else if (o.status === 'failed') {
-      await c.query(`UPDATE billing_pushes SET status = 'failed', attempts = attempts + 1, last_error = $2, stripe_response = $3 WHERE identifier = $1`,
-        [o.identifier, o.error, JSON.stringify(o.response ?? null)]);
+      await c.query(`UPDATE billing_pushes SET status = 'failed', attempts = attempts + 1, last_error = $3, stripe_response = $4, ${first} WHERE identifier = $1`,
+        [o.identifier, nowS, o.error, JSON.stringify(o.response ?? null)]);
+    } else if (o.status === 'retry') {
+      await c.query(`UPDATE billing_pushes SET attempts = attempts + 1, last_error = $3, next_attempt_at = now() + ($4::int * interval '1 millisecond'), ${first} WHERE identifier = $1`,
+        [o.identifier, nowS, o.error, o.delayMs]);
     } else {
-      await c.query(`UPDATE billing_pushes SET attempts = attempts + 1, last_error = $2, next_attempt_at = now() + ($3::int * interval '1 millisecond') WHERE identifier = $1`,
-        [o.identifier, o.error, o.delayMs]);
+      await c.query(`UPDATE billing_pushes SET status = $2, reason = $3, rejected_at = CASE WHEN $2 = 'rejected' THEN now() END WHERE identifier = $1`,
+        [o.identifier, o.status, o.reason]);
     }
   }
+}
+
+/**
+ * What the ledger says Stripe holds for one customer × meter × window: the rows sent (or
+ * verified) to it. Rows of every workspace sharing the customer count, as they do at Stripe.
+ */
+export async function sentValue(c: PoolClient | Pool, customer: string, eventName: string, windowStart: number): Promise<bigint> {
+  const { rows } = await c.query<{ v: string }>(
+    `SELECT COALESCE(sum(value), 0)::text AS v FROM billing_pushes
+      WHERE stripe_customer_id = $1 AND event_name = $2 AND window_start = to_timestamp($3) AND status = 'sent' AND superseded_by IS NULL`,
+    [customer, eventName, windowStart],
+  );
+  return BigInt(rows[0]!.v);
 }
 
 export async function pendingCount(pool: Pool): Promise<number> {
   const { rows } = await pool.query<{ n: string }>(`SELECT count(*)::text AS n FROM billing_pushes WHERE status = 'pending'`);
   return Number(rows[0]!.n);
+}
+
+export async function rejectedCount(pool: Pool): Promise<number> {
+  const { rows } = await pool.query<{ n: string }>(`SELECT count(*)::text AS n FROM billing_pushes WHERE status = 'rejected'`);
+  return Number(rows[0]!.n);
+}
+
+/**
+ * Error codes whose cause billing-sync can see fixed by itself (the meter now exists and the
+ * workspace's customer exists); rows rejected for any other reason wait for an operator
+ * (`reconcile:stripe --retry-rejected`).
+ */
+const SELF_CHECKED = ['no_meter', 'archived_meter', 'meter_event_customer_not_found'];
+
+/** Rejected rows whose cause may be fixed now: their meter and the workspace's current customer. */
+export async function rejectedCauses(pool: Pool, limit: number): Promise<Array<{ event_name: string; customer: string }>> {
+  const { rows } = await pool.query<{ event_name: string; customer: string }>(
+    `SELECT DISTINCT p.event_name, w.stripe_customer_id AS customer
+       FROM billing_pushes p JOIN workspaces w ON w.id = p.workspace_id
+      WHERE p.status = 'rejected' AND w.stripe_customer_id IS NOT NULL AND split_part(p.reason, ':', 1) = ANY($2::text[])
+      LIMIT $1`,
+    [limit, SELF_CHECKED],
+  );
+  return rows;
+}
+
+/** Rejected rows of this meter and customer's workspaces become `retried`: the planner sends their amount again. */
+export async function retryRejected(pool: Pool, where: { event_name: string; customer: string } | 'all'): Promise<number> {
+  const res = where === 'all'
+    ? await pool.query(`UPDATE billing_pushes SET status = 'retried' WHERE status = 'rejected'`)
+    : await pool.query(
+      `UPDATE billing_pushes SET status = 'retried'
+        WHERE status = 'rejected' AND event_name = $1 AND workspace_id IN (SELECT id FROM workspaces WHERE stripe_customer_id = $2)`,
+      [where.event_name, where.customer]);
+  return res.rowCount ?? 0;
 }

@@ -5,7 +5,14 @@ export interface BillingMetrics {
   passes: Counter;
   planned: Counter;
   corrections: Counter;
-  blocked: Counter;
+  unbillable: Counter;
+  stale: Counter;
+  rejected: Counter;
+  retriedRejected: Counter;
+  resendChecks: Counter;
+  resendSettled: Counter;
+  resendUnsettled: Counter;
+  rejectedRows: Gauge;
   eventsSent: Counter;
   streamCalls: Counter;
   duplicates: Counter;
@@ -24,7 +31,14 @@ export function createBillingMetrics(): BillingMetrics {
     passes: r.counter('billing_passes_total', 'Plan-and-push passes completed.'),
     planned: r.counter('billing_rows_planned_total', 'Ledger rows (meter events to send) planned.'),
     corrections: r.counter('billing_corrections_total', 'Revisions after the first of a window (late data).'),
-    blocked: r.counter('billing_corrections_blocked_total', 'Downward corrections impossible because Stripe\'s 24 h cancel window had passed.'),
+    unbillable: r.counter('billing_unbillable_total', 'Differences Stripe can no longer apply (window past its 35-day limit), recorded as unbillable in the ledger.'),
+    stale: r.counter('billing_stale_corrections_skipped_total', 'Downward corrections not planned because the totals read were older than the window\'s last planning.'),
+    rejected: r.counter('billing_rejected_total', 'Ledger rows rejected: no active meter for their event name, or named in a Stripe error report.'),
+    retriedRejected: r.counter('billing_rejected_retried_total', 'Rejected rows whose cause was fixed (meter and customer exist), planned again.'),
+    resendChecks: r.counter('billing_resend_checks_total', 'Summaries read before re-sending rows first sent more than STRIPE_RESEND_CHECK_HOURS ago.'),
+    resendSettled: r.counter('billing_resend_settled_total', 'Rows found already counted by Stripe\'s summary: marked sent, not re-sent.'),
+    resendUnsettled: r.counter('billing_resend_unsettled_total', 'Rows not re-sent because Stripe\'s summary matched neither outcome.'),
+    rejectedRows: r.gauge('billing_rejected_rows', 'Ledger rows rejected and not yet retried, after the last pass.'),
     eventsSent: r.counter('billing_meter_events_sent_total', 'Meter events Stripe accepted.'),
     streamCalls: r.counter('billing_stream_calls_total', 'Successful v2 meter event stream calls.'),
     duplicates: r.counter('billing_duplicates_total', 'Events Stripe already had (identifier dedupe): counted as delivered.'),

@@ -1,87 +1,111 @@
-import { inTransaction, type Logger, type Pool } from '@meterd/core';
+import { inTransaction, MAX_EVENT_AGE_MS, type Logger, type Pool } from '@meterd/core';
 import { valueFieldOf, type BillingConfig } from './config.js';
+import { STRIPE_MAX_AGE_S } from './horizon.js';
 import { meterIdentifier } from './identifier.js';
-import { insertRows, keyOf, readWindowStates, supersede, type PushRow } from './ledger.js';
-import { WINDOW_SECONDS, type UsageSource } from './usage/source.js';
-
-/** Stripe cancels a meter event only within 24 hours of receiving it; keep a margin. */
-const CANCEL_LIMIT_S = 23 * 3_600;
+import { insertRows, keyOf, legacyKeyOf, readLedger, type NewRow } from './ledger.js';
+import { meterEventName } from './meters.js';
+import { WINDOW_SECONDS, type UsageSource, type UsageTotal } from './usage/source.js';
 
 export interface PlanResult {
   planned: number;
   corrections: number;
-  /** Downward corrections that could not be made (prior events older than Stripe's cancel window). */
-  blocked: number;
-  eventTypes: Set<string>;
+  /** Differences recorded as unbillable (their window is past what Stripe accepts). */
+  unbillable: number;
+  /** Downward corrections not planned because this pass read totals older than the ledger's. */
+  stale: number;
+  /** Event names (Stripe meters) of the rows planned to be sent. */
+  eventNames: Set<string>;
   /** The source's as-of (epoch s) windows were closed against; null: nothing complete yet, nothing planned. */
   asOf: number | null;
 }
 
+/** One billed key: a workspace's event type in one currency ('' for unit meters) and window. */
+interface Billed { workspace_id: string; event_type: string; currency: string; window_start: number; total: bigint; field: 'gmv_cents' | 'quantity' }
+
 /**
  * Compares usage totals of closed windows with what the ledger says Stripe has been told, and
- * records the difference as new ledger rows (status pending, or dry_run). It is the only writer of
- * new rows and runs under a transaction-level advisory lock, so replicas never plan the same
- * revision twice; the primary key (workspace, type, window, revision) backs that up.
+ * records the difference as a new ledger row (pending, dry_run, or unbillable). It is the only
+ * writer of new rows and runs under a transaction-level advisory lock; the totals are read inside
+ * the lock, so two replicas never plan from reads made in a different order than they write.
  *
- * - First push of a window: revision 1 with the whole total.
- * - More usage arrived later: one new revision whose value is the increase.
- * - Less usage (data removed): Stripe meters only add, and values are whole non-negative numbers,
- *   so the correction cancels every counted earlier revision (meter event adjustments) and sends
- *   the full new total as a new revision. Stripe cancels only within 24 hours of receipt; past that
- *   the window is left as it is, logged and counted, and the reconciliation report shows it.
+ * - The look-back equals ingest's horizon (35 days, plus the window and the close delay), so every
+ *   accepted event's window is compared. A difference in a window older than Stripe accepts is
+ *   recorded as `unbillable` with the reason, never silently dropped.
+ * - Money meters are per currency (meters.ts); unit meters (quantity) sum every currency.
+ * - The difference is sent as it is, negative included: refunds and downward corrections are
+ *   negative meter event values, which Stripe's sum meters add like any other.
+ * - A downward correction is never planned from an as-of older than the one the window was last
+ *   planned from: a replica with stale totals would otherwise take back usage that exists.
+ * - A key with a rejected row waits until the cause is fixed (worker.ts re-checks it).
  */
 export async function plan(pool: Pool, source: UsageSource, cfg: BillingConfig, customers: ReadonlyMap<string, string>, nowS: number, dryRun: boolean, log: Logger): Promise<PlanResult> {
   const size = WINDOW_SECONDS[cfg.BILLING_WINDOW];
-  const asOf = await source.asOf(nowS);
-  const result: PlanResult = { planned: 0, corrections: 0, blocked: 0, eventTypes: new Set(), asOf };
-  if (asOf === null) return result;
-  // A window is closed once its end plus the close delay has passed, measured on the source's
-  // as-of rather than the wall clock: events committed before the close must already be in the
-  // totals (a lagging aggregator delays the push instead of sending a half-computed window).
-  const lastClosedEnd = Math.floor((Math.min(nowS, asOf) - cfg.BILLING_CLOSE_DELAY_SECONDS) / size) * size;
-  const fromS = Math.ceil((nowS - cfg.BILLING_LOOKBACK_DAYS * 86_400) / size) * size;
-  if (lastClosedEnd <= fromS) return result;
-  const totals = await source.totals(fromS, lastClosedEnd, cfg.BILLING_WINDOW);
+  const result: PlanResult = { planned: 0, corrections: 0, unbillable: 0, stale: 0, eventNames: new Set(), asOf: null };
+  const fromS = Math.floor((nowS - MAX_EVENT_AGE_MS / 1000 - cfg.BILLING_CLOSE_DELAY_SECONDS) / size) * size - size;
+  const stripeFloor = nowS - STRIPE_MAX_AGE_S;
 
   await inTransaction(pool, async (c) => {
     await c.query(`SELECT pg_advisory_xact_lock(hashtext('meterd:billing:plan'))`);
-    const states = await readWindowStates(c, fromS, dryRun);
-    const rows: PushRow[] = [];
-    for (const t of totals) {
+    const asOf = await source.asOf(nowS);
+    result.asOf = asOf;
+    if (asOf === null) return;
+    // A window is closed once its end plus the close delay has passed, measured on the source's
+    // as-of rather than the wall clock: events committed before the close must already be in the
+    // totals (a lagging aggregator delays the push instead of sending a half-computed window).
+    const lastClosedEnd = Math.floor((Math.min(nowS, asOf) - cfg.BILLING_CLOSE_DELAY_SECONDS) / size) * size;
+    if (lastClosedEnd <= fromS) return;
+    const billed = billedKeys(await source.totals(fromS, lastClosedEnd, cfg.BILLING_WINDOW), cfg);
+    const { states, legacy } = await readLedger(c, fromS, dryRun);
+    const rows: NewRow[] = [];
+    for (const t of billed) {
       const customer = customers.get(t.workspace_id);
       if (customer === undefined) continue;
-      const field = valueFieldOf(cfg, t.event_type);
-      const total = t[field];
-      const s = states.get(keyOf(t.workspace_id, t.event_type, t.window_start));
+      if (t.currency !== '' && legacy.has(legacyKeyOf(t.workspace_id, t.event_type, t.window_start))) continue;
+      const s = states.get(keyOf(t.workspace_id, t.event_type, t.currency, t.window_start));
       const counted = s?.counted ?? 0n;
-      if (total === counted) continue;
+      if (t.total === counted || s?.rejected === true) continue;
+      const plannedAsOf = s?.maxAsOf ?? null;
+      if (t.total < counted && plannedAsOf !== null && asOf < plannedAsOf) {
+        result.stale++;
+        log.warn({ workspace_id: t.workspace_id, event_type: t.event_type, currency: t.currency, window_start: t.window_start, as_of: asOf, ledger_as_of: plannedAsOf },
+          'totals are older than those the window was last planned from; no downward correction from them');
+        continue;
+      }
       const revision = (s?.maxRevision ?? 0) + 1;
-      const base = {
-        workspace_id: t.workspace_id, event_type: t.event_type, window_start: t.window_start, window_end: t.window_start + size, revision,
-        identifier: meterIdentifier(t.workspace_id, t.event_type, t.window_start, revision), stripe_customer_id: customer, value_field: field, total, attempts: 0,
-      };
-      if (total > counted) {
-        rows.push({ ...base, value: total - counted, cancels: [] });
-        if (counted > 0n) result.corrections++;
-        continue;
+      const unbillable = t.window_start < stripeFloor;
+      rows.push({
+        workspace_id: t.workspace_id, event_type: t.event_type, currency: t.currency, event_name: meterEventName(t.event_type, t.currency),
+        window_start: t.window_start, window_end: t.window_start + size, revision,
+        identifier: meterIdentifier(t.workspace_id, t.event_type, t.currency, t.window_start, revision), stripe_customer_id: customer,
+        value_field: t.field, total: t.total, value: t.total - counted, cancels: [], attempts: 0, as_of: asOf,
+        status: unbillable ? 'unbillable' : dryRun ? 'dry_run' : 'pending',
+        reason: unbillable ? `window older than the 35 days Stripe accepts: ${t.total - counted} not billed` : null,
+      });
+      if (unbillable) {
+        result.unbillable++;
+        log.error({ workspace_id: t.workspace_id, event_type: t.event_type, currency: t.currency, window_start: t.window_start, value: String(t.total - counted) },
+          'usage changed in a window Stripe no longer accepts: recorded as unbillable');
+      } else if (s !== undefined) {
+        result.corrections++;
       }
-      const live = s!.live;
-      const tooOld = live.some((l) => l.status === 'sent' && l.sent_at !== null && nowS - l.sent_at > CANCEL_LIMIT_S);
-      if (tooOld && !dryRun) {
-        result.blocked++;
-        log.warn({ workspace_id: t.workspace_id, event_type: t.event_type, window_start: t.window_start, total: String(total), counted: String(counted) },
-          'usage went down after Stripe accepted the window more than 23 h ago; Stripe can no longer cancel it: left for reconciliation');
-        continue;
-      }
-      // Only events Stripe may hold need cancelling; never-sent pending rows are simply superseded.
-      const cancels = live.filter((l) => l.status === 'sent').map((l) => l.identifier);
-      await supersede(c, t.workspace_id, t.event_type, t.window_start, live.map((l) => l.revision), revision);
-      if (total > 0n || cancels.length > 0) rows.push({ ...base, value: total, cancels });
-      result.corrections++;
     }
-    result.planned = await insertRows(c, rows, dryRun ? 'dry_run' : 'pending');
-    for (const r of rows) result.eventTypes.add(r.event_type);
-    if (dryRun) for (const r of rows) log.info({ identifier: r.identifier, customer: r.stripe_customer_id, event_name: r.event_type, value: String(r.value), timestamp: r.window_start, cancels: r.cancels }, 'dry run: would push meter event');
+    result.planned = await insertRows(c, rows);
+    for (const r of rows) if (r.status !== 'unbillable') result.eventNames.add(r.event_name);
+    if (dryRun) for (const r of rows) log.info({ identifier: r.identifier, customer: r.stripe_customer_id, event_name: r.event_name, value: String(r.value), timestamp: r.window_start }, 'dry run: would push meter event');
   });
   return result;
+}
+
+/** Usage totals → billed keys: money meters keep their currency, unit meters sum every currency into ''. */
+function billedKeys(totals: UsageTotal[], cfg: BillingConfig): Billed[] {
+  const out = new Map<string, Billed>();
+  for (const t of totals) {
+    const field = valueFieldOf(cfg, t.event_type);
+    const currency = field === 'gmv_cents' ? t.currency : '';
+    const k = keyOf(t.workspace_id, t.event_type, currency, t.window_start);
+    const b = out.get(k);
+    if (b === undefined) out.set(k, { workspace_id: t.workspace_id, event_type: t.event_type, currency, window_start: t.window_start, total: t[field], field });
+    else b.total += t[field];
+  }
+  return [...out.values()];
 }

@@ -1,7 +1,7 @@
 import type { Pool } from '@meterd/core';
 import { claimPending, recordOutcomes, type Outcome, type PushRow } from './ledger.js';
 
-export interface Sender { push(rows: PushRow[]): Promise<Outcome[]> }
+export type Send = (rows: PushRow[]) => Promise<Outcome[]>;
 
 /**
  * Drains the pending rows: each batch is claimed with FOR UPDATE SKIP LOCKED inside a transaction
@@ -9,7 +9,7 @@ export interface Sender { push(rows: PushRow[]): Promise<Outcome[]> }
  * rows; if this process dies mid-call, the transaction rolls back, the rows are pending again, and
  * the next attempt re-sends the same identifiers, which Stripe deduplicates.
  */
-export async function drain(pool: Pool, sender: Sender, batchSize: number, concurrency: number, stopping: () => boolean): Promise<number> {
+export async function drain(pool: Pool, send: Send, batchSize: number, concurrency: number, nowS: number, stopping: () => boolean): Promise<number> {
   let sent = 0;
   const lane = async (): Promise<void> => {
     while (!stopping()) {
@@ -17,9 +17,9 @@ export async function drain(pool: Pool, sender: Sender, batchSize: number, concu
       let n: number;
       try {
         await c.query('BEGIN');
-        const rows = await claimPending(c, batchSize);
+        const rows = await claimPending(c, batchSize, nowS);
         n = rows.length;
-        if (n > 0) await recordOutcomes(c, await sender.push(rows));
+        if (n > 0) await recordOutcomes(c, await send(rows), nowS);
         await c.query('COMMIT');
       } catch (err) {
         await c.query('ROLLBACK').catch(() => {});

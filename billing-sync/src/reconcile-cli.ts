@@ -2,19 +2,26 @@
 import { parseArgs } from 'node:util';
 import { createClickHouse, createPool } from '@meterd/core';
 import { loadBillingConfig } from './config.js';
-import { reconcile } from './reconcile.js';
+import { retryRejected } from './ledger.js';
+import { reconcile, reconcileLedger } from './reconcile.js';
 import { createStripe } from './stripe/client.js';
 import { createUsageSource } from './usage/select.js';
 import { WINDOW_SECONDS } from './usage/source.js';
 
 /**
  * `node billing-sync/dist/src/reconcile-cli.js --from 2026-04-01T00:00:00Z --to 2026-05-01T00:00:00Z [--workspace ws_…]`
- * Compares Stripe's meter event summaries with ClickHouse totals per customer and meter over the
- * period, prints each difference, and exits 1 when there is any (2 on a usage error).
+ * Three checks over the period, each printed line by line:
+ * - MISMATCH: Stripe's meter event summaries against the ClickHouse totals, per customer × meter
+ *   (money meters per currency);
+ * - DRIFT: per UTC month, the ledger's sent rows against Stripe's summaries, per customer × meter;
+ * - UNBILLABLE / REJECTED: ledger rows Stripe never billed, with their reason.
+ * Exits 1 when there is any mismatch or drift, 2 on a usage or configuration error.
  * Defaults: from the start of the current month to the end of the last closed window.
+ * `--retry-rejected`: the operator has fixed the causes of rejected rows (e.g. an invalid value):
+ * mark them all `retried`, so billing-sync sends their amounts again, then reconcile.
  */
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { from: { type: 'string' }, to: { type: 'string' }, workspace: { type: 'string' } } });
+  const { values } = parseArgs({ options: { from: { type: 'string' }, to: { type: 'string' }, workspace: { type: 'string' }, 'retry-rejected': { type: 'boolean' } } });
   const cfg = loadBillingConfig();
   if (cfg.STRIPE_SECRET_KEY === '') { console.error('reconcile: STRIPE_SECRET_KEY is required'); return 2; }
   const size = WINDOW_SECONDS[cfg.BILLING_WINDOW];
@@ -37,15 +44,24 @@ async function main(): Promise<number> {
       console.error(`reconcile: nothing to compare: the period ends (${new Date(to * 1000).toISOString()}) before it starts`);
       return 2;
     }
+    if (values['retry-rejected'] === true) console.log(`RETRIED ${await retryRejected(pool, 'all')} rejected row(s): billing-sync plans their amounts again on its next pass`);
     const { rows } = await pool.query<{ id: string; stripe_customer_id: string }>(
       `SELECT id, stripe_customer_id FROM workspaces WHERE stripe_customer_id IS NOT NULL AND ($1::text IS NULL OR id = $1)`, [values.workspace ?? null]);
-    const report = await reconcile(createStripe(cfg), source, cfg, new Map(rows.map((r) => [r.id, r.stripe_customer_id])), from, to);
-    const period = `${new Date(from * 1000).toISOString()}..${new Date(to * 1000).toISOString()}`;
+    const stripe = createStripe(cfg);
+    const report = await reconcile(stripe, source, cfg, new Map(rows.map((r) => [r.id, r.stripe_customer_id])), from, to);
+    const iso = (s: number): string => new Date(s * 1000).toISOString();
+    const period = `${iso(from)}..${iso(to)}`;
     for (const d of report.differences) {
-      console.log(`MISMATCH ${d.workspace_id} ${d.stripe_customer_id} ${d.event_type} ${period} stripe=${d.stripe} clickhouse=${d.clickhouse} diff=${d.stripe - d.clickhouse}`);
+      console.log(`MISMATCH ${d.workspace_id} ${d.stripe_customer_id} ${d.event_name} ${period} stripe=${d.stripe} clickhouse=${d.clickhouse} diff=${d.stripe - d.clickhouse}`);
     }
     console.log(`compared ${report.compared} customer×meter totals for ${period}: ${report.differences.length} difference(s)`);
-    return report.differences.length === 0 ? 0 : 1;
+    const ledger = await reconcileLedger(stripe, pool, cfg, from, to, values.workspace);
+    for (const d of ledger.drifts) {
+      console.log(`DRIFT ${d.stripe_customer_id} ${d.event_name} ${iso(d.start_time)}..${iso(d.end_time)} stripe=${d.stripe} ledger=${d.ledger} diff=${d.stripe - d.ledger}`);
+    }
+    for (const h of ledger.held) console.log(`${h.status.toUpperCase()} ${h.workspace_id} ${h.event_name} ${iso(h.window_start)} value=${h.value} ${h.identifier}: ${h.reason}`);
+    console.log(`ledger against Stripe over ${ledger.periods} month(s): ${ledger.compared} customer×meter total(s), ${ledger.drifts.length} drift(s); ${ledger.held.length} row(s) unbillable or rejected`);
+    return report.differences.length === 0 && ledger.drifts.length === 0 ? 0 : 1;
   } finally {
     await ch.close();
     await pool.end();

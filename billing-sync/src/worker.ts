@@ -1,23 +1,27 @@
 import type Stripe from 'stripe';
 import type { Logger, Pool } from '@meterd/core';
 import type { BillingConfig } from './config.js';
-import { pendingCount } from './ledger.js';
-import { ensureMeters } from './meters.js';
+import { pendingCount, rejectedCauses, rejectedCount, retryRejected } from './ledger.js';
+import { activeMeters, ensureMeters } from './meters.js';
 import type { BillingMetrics } from './metrics.js';
 import { plan } from './planner.js';
 import { drain } from './pusher.js';
+import type { Pacer } from './stripe/pacer.js';
 import { StripeSender } from './stripe/sender.js';
 import type { UsageSource } from './usage/source.js';
 
-export interface PassResult { planned: number; corrections: number; blocked: number; pushed: number; pending: number; asOf: number | null }
+export interface PassResult { planned: number; corrections: number; unbillable: number; stale: number; retried: number; pushed: number; pending: number; rejected: number; asOf: number | null }
+
+/** Distinct (meter, customer) causes of rejected rows re-checked per pass: bounds the Stripe calls. */
+const RECHECKS_PER_PASS = 50;
 
 /**
- * One pass: plan the differences between usage and the ledger, then push everything pending.
- * Without a Stripe client (no STRIPE_SECRET_KEY) it is a dry run: rows are recorded as dry_run and logged.
+ * One pass: re-check rejected rows, plan the differences between usage and the ledger, then push
+ * everything pending. Without a Stripe client (no STRIPE_SECRET_KEY) it is a dry run: rows are
+ * recorded as dry_run and logged.
  */
 export class BillingWorker {
   private readonly sender: StripeSender | undefined;
-  private readonly knownMeters = new Set<string>();
   private stopped = false;
 
   constructor(
@@ -28,31 +32,59 @@ export class BillingWorker {
     private readonly metrics: BillingMetrics,
     private readonly log: Logger,
   ) {
-    this.sender = stripe === undefined ? undefined : new StripeSender(stripe, cfg, metrics, log);
+    this.sender = stripe === undefined ? undefined : new StripeSender(stripe, pool, cfg, metrics, log);
   }
 
   stop(): void { this.stopped = true; }
 
   async pass(nowS = Math.floor(Date.now() / 1000)): Promise<PassResult> {
     const customers = await this.customers();
+    const meters = this.stripe === undefined ? undefined : await activeMeters(this.stripe);
+    const retried = this.stripe === undefined || this.sender === undefined || meters === undefined ? 0 : await this.recheckRejected(this.stripe, this.sender.apiPacer, meters);
     const p = await plan(this.pool, this.source, this.cfg, customers, nowS, this.sender === undefined, this.log);
     this.metrics.planned.inc(p.planned);
     this.metrics.corrections.inc(p.corrections);
-    this.metrics.blocked.inc(p.blocked);
+    this.metrics.unbillable.inc(p.unbillable);
+    this.metrics.stale.inc(p.stale);
     this.metrics.usageAsOfAge.set(p.asOf === null ? -1 : nowS - p.asOf);
     if (p.asOf === null) this.log.warn('usage source reports nothing complete yet (the aggregator has not reported every shard): no window is closed');
     let pushed = 0;
-    if (this.sender !== undefined && this.stripe !== undefined) {
-      if (this.cfg.BILLING_ENSURE_METERS && p.eventTypes.size > 0) {
-        const created = await ensureMeters(this.stripe, p.eventTypes, this.knownMeters);
+    if (this.sender !== undefined && this.stripe !== undefined && meters !== undefined) {
+      if (this.cfg.BILLING_ENSURE_METERS && p.eventNames.size > 0) {
+        const created = await ensureMeters(this.stripe, p.eventNames, meters);
         if (created.length > 0) this.log.info({ event_names: created }, 'created Stripe meters');
       }
-      pushed = await drain(this.pool, this.sender, this.cfg.BILLING_BATCH_SIZE, this.cfg.BILLING_CONCURRENCY, () => this.stopped);
+      const sender = this.sender;
+      pushed = await drain(this.pool, (rows) => sender.push(rows, nowS, meters), this.cfg.BILLING_BATCH_SIZE, this.cfg.BILLING_CONCURRENCY, nowS, () => this.stopped);
     }
-    const pending = await pendingCount(this.pool);
+    const [pending, rejected] = await Promise.all([pendingCount(this.pool), rejectedCount(this.pool)]);
     this.metrics.pending.set(pending);
+    this.metrics.rejectedRows.set(rejected);
     this.metrics.passes.inc();
-    return { planned: p.planned, corrections: p.corrections, blocked: p.blocked, pushed, pending, asOf: p.asOf };
+    return { planned: p.planned, corrections: p.corrections, unbillable: p.unbillable, stale: p.stale, retried, pushed, pending, rejected, asOf: p.asOf };
+  }
+
+  /**
+   * Rejected rows whose cause was a missing meter or customer are retried once both exist: the
+   * meter is active and the workspace's current customer is not deleted. They become `retried`
+   * and the planner sends the amount again under a new revision (a new identifier).
+   */
+  private async recheckRejected(stripe: Stripe, pacer: Pacer, meters: ReadonlyMap<string, string>): Promise<number> {
+    let retried = 0;
+    for (const cause of await rejectedCauses(this.pool, RECHECKS_PER_PASS)) {
+      if (!meters.has(cause.event_name)) continue;
+      await pacer.take();
+      const customer = await stripe.customers.retrieve(cause.customer).catch((err: { statusCode?: number }) => {
+        if (err.statusCode === 404) return { deleted: true };
+        throw err;
+      });
+      if ('deleted' in customer && customer.deleted === true) continue;
+      const n = await retryRejected(this.pool, cause);
+      retried += n;
+      this.metrics.retriedRejected.inc(n);
+      this.log.info({ event_name: cause.event_name, customer: cause.customer, rows: n }, 'the meter and customer of rejected rows exist now: their amounts are planned again');
+    }
+    return retried;
   }
 
   private async customers(): Promise<Map<string, string>> {

@@ -13,12 +13,12 @@ import { billingConfig, billingEnv, expectedTotals, hourFloor, insertEvents, sta
 /**
  * Events in ClickHouse → billing-sync → stripe-local: Stripe's summaries equal the totals exactly
  * per customer and period; a second pass sends nothing; a late event produces exactly one
- * correction; a downward change cancels and re-sends; a dry run fills the ledger and sends nothing.
+ * correction; a downward change is one negative correction; a dry run fills the ledger and sends nothing.
  */
 let stores: TestStores;
 let local: LocalStripe;
 const log = createLogger('billing-test', 'silent');
-const TYPES = ['checkout.completed', 'api.call'];
+const TYPES = ['checkout.completed.usd', 'api.call'];
 const field = (t: string): 'gmv_cents' | 'quantity' => (t === 'api.call' ? 'quantity' : 'gmv_cents');
 
 before(async () => {
@@ -97,7 +97,7 @@ test('end to end: totals at Stripe equal ClickHouse per customer and period; lat
   assert.equal(bad.differences[0]!.stripe - bad.differences[0]!.clickhouse, 1n);
 });
 
-test('a downward change cancels the earlier revisions and sends the new total once', async () => {
+test('a downward change is sent as one negative correction', async () => {
   const cfg = billingConfig(billingEnv(stores, local));
   const customers = await workspacesWithCustomers(1);
   const [ws] = customers.keys();
@@ -106,7 +106,7 @@ test('a downward change cancels the earlier revisions and sends the new total on
   // An in-memory source stands in for a ClickHouse deletion (which this test cannot make synchronously on 18.16).
   let total = 500n;
   const source: UsageSource = {
-    totals: async (): Promise<UsageTotal[]> => [{ workspace_id: ws!, event_type: 'refund.test', window_start: w, quantity: 1n, gmv_cents: total }],
+    totals: async (): Promise<UsageTotal[]> => [{ workspace_id: ws!, event_type: 'refund.test', currency: 'USD', window_start: w, quantity: 1n, gmv_cents: total }],
     asOf: async (nowS) => nowS,
   };
   const worker = new BillingWorker(stores.pool, source, createStripe(cfg), cfg, createBillingMetrics(), log);
@@ -116,11 +116,11 @@ test('a downward change cancels the earlier revisions and sends the new total on
   total = 300n;
   const down = await worker.pass(now);
   assert.equal(down.corrections, 1);
-  const got = await stripeTotals(local.stripe, customers, ['refund.test'], w, w + 3600);
-  assert.equal(got.get(`${ws}\nrefund.test`), 300);
-  const { rows } = await stores.pool.query<{ revision: number; value: string; superseded_by: number | null }>(
-    `SELECT revision, value::text, superseded_by FROM billing_pushes WHERE workspace_id = $1 ORDER BY revision`, [ws]);
-  assert.deepEqual(rows.map((r) => [r.revision, r.value, r.superseded_by]), [[1, '500', 3], [2, '300', 3], [3, '300', null]]);
+  const got = await stripeTotals(local.stripe, customers, ['refund.test.usd'], w, w + 3600);
+  assert.equal(got.get(`${ws}\nrefund.test.usd`), 300);
+  const { rows } = await stores.pool.query<{ revision: number; value: string; status: string }>(
+    `SELECT revision, value::text, status FROM billing_pushes WHERE workspace_id = $1 ORDER BY revision`, [ws]);
+  assert.deepEqual(rows.map((r) => [r.revision, r.value, r.status]), [[1, '500', 'sent'], [2, '300', 'sent'], [3, '-500', 'sent']]);
   assert.equal((await worker.pass(now)).planned, 0);
 });
 
@@ -137,7 +137,7 @@ test('dry run: without STRIPE_SECRET_KEY the ledger is filled and nothing reache
     assert.equal(r.planned, 1);
     const { rows } = await dry.pool.query<{ status: string; value: string; identifier: string }>(`SELECT status, value::text, identifier FROM billing_pushes`);
     assert.deepEqual(rows.map((x) => [x.status, x.value]), [['dry_run', '4299']]);
-    assert.equal(rows[0]!.identifier, `${w.id}:checkout.completed:${hourFloor(now) - 3600}:1`);
+    assert.equal(rows[0]!.identifier, `${w.id}:checkout.completed:USD:${hourFloor(now) - 3600}:1`);
     assert.equal((await worker.pass(now)).planned, 0);
     const afterState = (await (await fetch(`${local.url}/_state`)).json()) as { events: number };
     assert.equal(afterState.events, before.events);

@@ -4,11 +4,13 @@ import { fileURLToPath } from 'node:url';
 import Stripe from 'stripe';
 import type { TestStores } from '@meterd/core/testing';
 import { loadBillingConfig, type BillingConfig } from '../src/config.js';
+import { meterEventName } from '../src/meters.js';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 export const STRIPE_LOCAL_MAIN = `${REPO}stripe-local/dist/src/main.js`;
 export const BILLING_MAIN = `${REPO}billing-sync/dist/src/main.js`;
 export const AGGREGATOR_MAIN = `${REPO}aggregator/dist/src/main.js`;
+export const RECONCILE_MAIN = `${REPO}billing-sync/dist/src/reconcile-cli.js`;
 export const KEY = 'sk_test_billing';
 
 /** stripe-local as its own process (as in `npm start`), on a random port read from its start-up log line. */
@@ -56,7 +58,8 @@ export function billingConfig(env: Record<string, string>): BillingConfig {
   return loadBillingConfig(env);
 }
 
-export interface EventRow { workspace_id: string; event_type: string; idempotency_key: string; quantity: number; gmv_cents: number; occurred_at: number; currency?: string }
+/** An `events` row as ingest writes it; `received_at` defaults to `occurred_at`, `event_id` to one derived from the key. */
+export interface EventRow { workspace_id: string; event_type: string; idempotency_key: string; quantity: number; gmv_cents: number; occurred_at: number; currency?: string; received_at?: number; event_id?: string }
 
 export async function insertEvents(stores: TestStores, rows: EventRow[]): Promise<void> {
   const fmt = (s: number): string => new Date(s * 1000).toISOString().slice(0, 19).replace('T', ' ');
@@ -64,27 +67,32 @@ export async function insertEvents(stores: TestStores, rows: EventRow[]): Promis
     table: 'events',
     format: 'JSONEachRow',
     values: rows.map((r) => ({
-      workspace_id: r.workspace_id, event_type: r.event_type, idempotency_key: r.idempotency_key, event_id: `evt_${r.idempotency_key}`,
-      quantity: r.quantity, gmv_cents: r.gmv_cents, currency: r.currency ?? 'USD', occurred_at: fmt(r.occurred_at), received_at: fmt(r.occurred_at),
+      workspace_id: r.workspace_id, event_type: r.event_type, idempotency_key: r.idempotency_key, event_id: r.event_id ?? `evt_${r.idempotency_key}`,
+      quantity: r.quantity, gmv_cents: r.gmv_cents, currency: r.currency ?? 'USD', occurred_at: fmt(r.occurred_at), received_at: fmt(r.received_at ?? r.occurred_at),
     })),
   });
 }
 
-/** The ground truth, computed from the events the test wrote (each triple once). */
+/**
+ * The ground truth, computed from the events the test wrote: each triple once (its first copy),
+ * per workspace × Stripe meter (money meters per currency, unit meters over every currency).
+ */
 export function expectedTotals(rows: EventRow[], fromS: number, toS: number, field: (t: string) => 'gmv_cents' | 'quantity'): Map<string, number> {
   const seen = new Set<string>();
   const out = new Map<string, number>();
   for (const r of rows) {
     const triple = `${r.workspace_id}\n${r.event_type}\n${r.idempotency_key}`;
-    if (seen.has(triple) || r.occurred_at < fromS || r.occurred_at >= toS) continue;
+    if (seen.has(triple)) continue;
     seen.add(triple);
-    const k = `${r.workspace_id}\n${r.event_type}`;
-    out.set(k, (out.get(k) ?? 0) + r[field(r.event_type)]);
+    if (r.occurred_at < fromS || r.occurred_at >= toS) continue;
+    const f = field(r.event_type);
+    const k = `${r.workspace_id}\n${meterEventName(r.event_type, f === 'gmv_cents' ? r.currency ?? 'USD' : '')}`;
+    out.set(k, (out.get(k) ?? 0) + r[f]);
   }
   return out;
 }
 
-/** Stripe's (stripe-local's) summary for each workspace × event type over [from, to). */
+/** Stripe's (stripe-local's) summary for each workspace × meter event name over [from, to). */
 export async function stripeTotals(stripe: Stripe, customers: Map<string, string>, types: string[], fromS: number, toS: number): Promise<Map<string, number>> {
   const meters = new Map<string, string>();
   for await (const m of stripe.billing.meters.list({ limit: 100 })) meters.set(m.event_name, m.id);
@@ -126,4 +134,14 @@ export async function waitFor(what: string, check: () => Promise<boolean>, ms = 
     if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** Runs a CLI (`npm run reconcile:stripe` is `node RECONCILE_MAIN`) to its exit; stdout and stderr together. */
+export async function runCli(main: string, args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string }> {
+  const child = spawn(process.execPath, [main, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => { out += b.toString('utf8'); });
+  child.stderr!.on('data', (b: Buffer) => { out += b.toString('utf8'); });
+  const code = await new Promise<number | null>((r) => child.once('exit', r));
+  return { code, out };
 }

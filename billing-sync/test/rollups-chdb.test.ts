@@ -25,7 +25,7 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-test('rollup totals (FINAL, newest version, currencies summed) and the as-of rule on the current engine', async () => {
+test('rollup totals (FINAL, newest version, one per currency) and the as-of rule on the current engine', async () => {
   assert.deepEqual(await missingRollupTables(ch), []);
   const src = new ClickHouseRollupUsage(ch, 2);
   const h = 1_700_000_000 - (1_700_000_000 % 3600);
@@ -36,9 +36,9 @@ test('rollup totals (FINAL, newest version, currencies summed) and the as-of rul
   });
   await ch.insert({ table: 'usage_hourly', format: 'JSONEachRow', values: [row('ws_a', h, 'USD', 1, 100, 1), row('ws_a', h, 'EUR', 2, 30, 1), row('ws_b', h + 3600, 'USD', 5, 7, 1)] });
   await ch.insert({ table: 'usage_hourly', format: 'JSONEachRow', values: [row('ws_a', h, 'USD', 3, 900, 2)] });
-  const got = (await src.totals(h, h + 7200, 'hour')).map((t) => [t.workspace_id, t.window_start, t.quantity, t.gmv_cents]).sort();
-  assert.deepEqual(got, [['ws_a', h, 5n, 930n], ['ws_b', h + 3600, 5n, 7n]]);
-  assert.deepEqual(await src.totals(h, h + 3600, 'hour').then((r) => r.length), 1);
+  const got = (await src.totals(h, h + 7200, 'hour')).map((t) => [t.workspace_id, t.currency, t.window_start, t.quantity, t.gmv_cents]).sort();
+  assert.deepEqual(got, [['ws_a', 'EUR', h, 2n, 30n], ['ws_a', 'USD', h, 3n, 900n], ['ws_b', 'USD', h + 3600, 5n, 7n]]);
+  assert.deepEqual(await src.totals(h, h + 3600, 'hour').then((r) => r.length), 2);
 
   assert.equal(await src.asOf(h + 99_999), null);
   const state = (shard: number, asOfS: number, updated: number) => ({ shard, block: 1, version: 1, as_of_ms: asOfS * 1000, updated_ms: updated });

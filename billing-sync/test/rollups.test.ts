@@ -23,7 +23,8 @@ let aggregator: { close(): Promise<void> };
 const SHARDS = '4';
 const log = createLogger('billing-rollups-test', 'silent');
 const field = (t: string): 'gmv_cents' | 'quantity' => (t === 'api.call' ? 'quantity' : 'gmv_cents');
-const sorted = (t: UsageTotal[]): string[] => t.map((x) => `${x.workspace_id} ${x.event_type} ${x.window_start} ${x.quantity} ${x.gmv_cents}`).sort();
+const sorted = (t: UsageTotal[]): string[] => t.map((x) => `${x.workspace_id} ${x.event_type} ${x.currency} ${x.window_start} ${x.quantity} ${x.gmv_cents}`).sort();
+const NAMES = ['checkout.completed.usd', 'checkout.completed.eur', 'api.call'];
 
 before(async () => {
   stores = await openTestStores('billing_rollups');
@@ -83,10 +84,10 @@ test('rollups equal the raw distinct events; billing pushes them exactly; a late
 
   const worker = new BillingWorker(stores.pool, source, createStripe(cfg), cfg, createBillingMetrics(), log);
   const first = await worker.pass(now);
-  assert.equal(first.planned, 3 * 3 * 2);
+  assert.equal(first.planned, 3 * 3 * 3, 'per workspace and hour: checkout in USD, checkout in EUR, api.call');
   assert.equal(first.pending, 0);
   assert.ok(first.asOf !== null && first.asOf <= now);
-  assert.deepEqual(await stripeTotals(local.stripe, customers, ['checkout.completed', 'api.call'], from, to), expectedTotals(rows, from, to, field));
+  assert.deepEqual(await stripeTotals(local.stripe, customers, NAMES, from, to), expectedTotals(rows, from, to, field));
 
   const [ws] = customers.keys();
   const late: EventRow = { workspace_id: ws!, event_type: 'checkout.completed', idempotency_key: 'late-1', quantity: 1, gmv_cents: 909, occurred_at: from + 3600 + 42 };
@@ -98,10 +99,10 @@ test('rollups equal the raw distinct events; billing pushes them exactly; a late
   assert.equal(corrected.corrections, 1);
   assert.equal((await worker.pass(Math.floor(Date.now() / 1000))).planned, 0);
   const { rows: revs } = await stores.pool.query<{ revision: number; value: string }>(
-    `SELECT revision, value::text FROM billing_pushes WHERE workspace_id = $1 AND event_type = 'checkout.completed' AND window_start = to_timestamp($2) ORDER BY revision`, [ws, from + 3600]);
+    `SELECT revision, value::text FROM billing_pushes WHERE workspace_id = $1 AND event_name = 'checkout.completed.usd' AND window_start = to_timestamp($2) ORDER BY revision`, [ws, from + 3600]);
   assert.deepEqual(revs.map((r) => r.revision), [1, 2]);
   assert.equal(revs[1]!.value, '909');
-  assert.deepEqual(await stripeTotals(local.stripe, customers, ['checkout.completed', 'api.call'], from, to), expectedTotals(rows, from, to, field));
+  assert.deepEqual(await stripeTotals(local.stripe, customers, NAMES, from, to), expectedTotals(rows, from, to, field));
 });
 
 test('a window is planned only once every aggregator shard\'s as-of has passed its close; FINAL picks the newest version', async () => {
@@ -137,9 +138,9 @@ test('a window is planned only once every aggregator shard\'s as-of has passed i
     assert.deepEqual([early.planned, early.asOf], [0, closeAt - 1], 'the lagging shard has not rolled up to the window\'s close');
     await state(1, closeAt);
     const done = await worker.pass(now);
-    assert.equal(done.planned, 1);
-    const { rows } = await own.pool.query<{ value: string; status: string }>(`SELECT value::text, status FROM billing_pushes`);
-    assert.deepEqual(rows.map((r) => [r.value, r.status]), [['290', 'dry_run']]);
+    assert.equal(done.planned, 2);
+    const { rows } = await own.pool.query<{ value: string; status: string; event_name: string }>(`SELECT value::text, status, event_name FROM billing_pushes ORDER BY event_name`);
+    assert.deepEqual(rows.map((r) => [r.event_name, r.value, r.status]), [['checkout.completed.eur', '40', 'dry_run'], ['checkout.completed.usd', '250', 'dry_run']], 'the newest USD version, and EUR on its own meter: never summed');
   } finally {
     await own.close();
   }

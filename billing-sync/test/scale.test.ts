@@ -48,7 +48,7 @@ test('10,000 workspaces: every window pushed inside Stripe\'s rate limits; time 
   assert.equal(await local.metric('stripe_local_rate_limited_total'), 0, 'no request was over a documented limit');
   assert.equal(await local.metric('stripe_local_meter_events_total'), N);
   const sample = new Map(ids.filter((_, i) => i % 1000 === 0).map((ws) => [ws, `cus_${ws}`]));
-  const got = await stripeTotals(local.stripe, sample, ['checkout.completed'], w, w + 3600);
-  for (const ws of sample.keys()) assert.equal(got.get(`${ws}\ncheckout.completed`), 1000 + ids.indexOf(ws));
+  const got = await stripeTotals(local.stripe, sample, ['checkout.completed.usd'], w, w + 3600);
+  for (const ws of sample.keys()) assert.equal(got.get(`${ws}\ncheckout.completed.usd`), 1000 + ids.indexOf(ws));
   console.log(`# scale: ${N} workspace windows planned and pushed (v2 stream, ${N / 100} calls) in ${Math.round(ms)} ms`);
 });

@@ -13,3 +13,5 @@ export { REPO_ROOT, PG_MIGRATIONS_DIR, CH_MIGRATIONS_DIR } from './paths.js';
 export { Authenticator, hasScope, type Principal } from './auth/authenticator.js';
 export { freePort } from './net.js';
 export { Loop, type LoopOptions, type Tick } from './loop.js';
+export { currencyExponent, currencyExponents, formatMinorUnits } from './money/currency.js';
+export { markRejectedRows, METER_ERROR_EVENTS, type MeterErrorReport, type MeterErrorOutcome } from './billing/meter-errors.js';

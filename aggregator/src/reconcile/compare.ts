@@ -51,15 +51,14 @@ export async function reconcile(ch: ClickHouseClient, scope: ReconcileScope): Pr
 }
 
 async function expectedTotals(ch: ClickHouseClient, g: Granularity, s: ReconcileScope): Promise<Map<string, Totals>> {
-  const bucket = bucketSql(g, 'occurred_at');
+  const inRange = (t: string): string => `${bucketSql(g, t)} >= ${dt(s.from)} AND ${bucketSql(g, t)} < ${dt(s.to)}`;
   const where = [
     ...(s.workspaceId === undefined ? [] : [`workspace_id = ${lit(s.workspaceId)}`]),
-    `${bucket} >= ${dt(s.from)}`,
-    `${bucket} < ${dt(s.to)}`,
+    inRange('occurred_at'),
   ].join(' AND ');
   let rows: Record<string, string>[];
   try {
-    const rs = await ch.query({ query: totalsFromEventsSql(g, where, s.closeAfterSeconds), format: 'JSONEachRow' });
+    const rs = await ch.query({ query: totalsFromEventsSql(g, where, inRange, s.closeAfterSeconds), format: 'JSONEachRow' });
     rows = await rs.json();
   } catch (err) {
     throw new ClickHouseError(`recomputing ${g} totals from events`, err);

@@ -1,4 +1,4 @@
-import { dateTimeLit, ident, lit } from '@meterd/core';
+import { dateTimeLit, ident, lit, winningEventsSql } from '@meterd/core';
 import { bucketSql, type Granularity } from './granularity.js';
 
 /** A DateTime('UTC') literal expression; values reach SQL only through core's escaping helpers. */
@@ -16,33 +16,20 @@ export function workspacesIn(ids: Iterable<string>): string {
 }
 
 /**
- * The distinct events: one row per (workspace_id, event_type, idempotency_key), whatever number of
- * copies replays and retries left in `events` and whether or not merges have collapsed them yet.
- * Copies of a triple are one business event (ingest stores the first and answers later ones as
- * duplicates of it), so they carry the same values; the earliest stored copy is taken so that the
- * choice is deterministic even if they did not. Aliases differ from column names on purpose: in
- * ClickHouse an alias equal to a column name shadows the column inside other expressions.
- */
-export function distinctEventsSql(where: string): string {
-  const first = '(received_at, event_id)';
-  return `SELECT workspace_id, event_type, idempotency_key,
-      argMin(quantity, ${first}) AS q, argMin(gmv_cents, ${first}) AS g, argMin(currency, ${first}) AS c,
-      argMin(occurred_at, ${first}) AS o, min(received_at) AS r
-    FROM events WHERE ${where}
-    GROUP BY workspace_id, event_type, idempotency_key`;
-}
-
-/**
- * Exact totals per workspace × event_type × currency × bucket, straight from the distinct events.
+ * Exact totals per workspace × event_type × currency × bucket of the distinct events: one row per
+ * (workspace_id, event_type, idempotency_key), its winning copy (core's winningEventsSql: the
+ * same rule merges apply), counted in the bucket of the winner's occurred_at. `where` picks the
+ * candidate rows and `keep` bounds the winner (given its occurred_at expression): a copy inside
+ * the range whose winner lies outside never counts here, whatever hour it was stored in.
  * An event is late when it was received more than `closeAfterSeconds` after the end of its hour,
  * i.e. after billing may already have pushed that hour (docs/rollups.md).
  * Output columns: workspace_id, event_type, cur, bucket, n, qs, gs, fo, lo, late.
  */
-export function totalsFromEventsSql(g: Granularity, where: string, closeAfterSeconds: number): string {
+export function totalsFromEventsSql(g: Granularity, where: string, keep: (o: string) => string, closeAfterSeconds: number): string {
   return `SELECT workspace_id, event_type, c AS cur, ${bucketSql(g, 'o')} AS bucket,
       count() AS n, sum(q) AS qs, sum(g) AS gs, min(o) AS fo, max(o) AS lo,
       countIf(r >= toStartOfHour(o) + ${lit(3600 + closeAfterSeconds)}) AS late
-    FROM (${distinctEventsSql(where)})
+    FROM (${winningEventsSql(where, keep)})
     GROUP BY workspace_id, event_type, cur, bucket`;
 }
 

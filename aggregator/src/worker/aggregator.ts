@@ -27,7 +27,6 @@ export interface CycleResult {
  */
 export class Aggregator {
   private readonly states = new Map<number, ShardState>();
-  private lastVersion = 0n;
   private lastUpdated = 0;
   private loop: Loop | undefined;
 
@@ -46,9 +45,7 @@ export class Aggregator {
     if (fresh.length > 0) {
       const stored = await readShardStates(this.ch, fresh);
       for (const s of fresh) {
-        const st = stored.get(s) ?? { shard: s, block: 0n, version: 0n, asOfMs: 0 };
-        if (st.version > this.lastVersion) this.lastVersion = st.version;
-        this.states.set(s, st);
+        this.states.set(s, stored.get(s) ?? { shard: s, block: 0n, version: 0n, asOfMs: 0 });
       }
     }
     this.metrics?.shardsHeld.set(this.states.size);
@@ -57,9 +54,16 @@ export class Aggregator {
     const asOf = Date.now();
     const watermarks = new Map([...this.states].map(([s, st]) => [s, st.block]));
     const found = await detectChangedWindows(this.ch, this.opts.shards, watermarks);
-    const version = this.nextVersion();
-    if (found.windows.length > 0) {
-      await recomputeWindows(this.ch, found.windows, version, this.opts.closeAfterSeconds, this.opts.windowsPerQuery);
+    // The version is drawn before the recompute reads the events, so a successor that draws later
+    // writes a higher version from a snapshot at least as new. The leases are re-checked last: a
+    // process that lost them meanwhile writes nothing.
+    const version = await this.leases.nextVersion();
+    const still = await this.leases.verify();
+    for (const s of this.states.keys()) if (!still.has(s)) this.states.delete(s);
+    if (this.states.size === 0) return { shards: 0, windows: 0 };
+    const windows = found.windows.filter((w) => still.has(w.shard));
+    if (windows.length > 0) {
+      await recomputeWindows(this.ch, windows, version, this.opts.closeAfterSeconds, this.opts.windowsPerQuery);
     }
     const next: ShardState[] = [];
     for (const st of this.states.values()) {
@@ -68,8 +72,8 @@ export class Aggregator {
     }
     await writeShardStates(this.ch, next, this.nextUpdated());
     for (const st of next) this.states.set(st.shard, st);
-    this.metrics?.windows.inc(found.windows.length);
-    return { shards: next.length, windows: found.windows.length };
+    this.metrics?.windows.inc(windows.length);
+    return { shards: next.length, windows: windows.length };
   }
 
   /** Seconds since the oldest as-of of the held shards, or -1 when none is held. */
@@ -100,16 +104,6 @@ export class Aggregator {
   async stop(): Promise<void> {
     await this.loop?.stop();
     await this.leases.close();
-  }
-
-  /**
-   * Rollup versions: microseconds of wall time, strictly increasing in this process and above any
-   * version a previous holder of the shard wrote (read from aggregator_state on acquiring it).
-   */
-  private nextVersion(): bigint {
-    const now = BigInt(Date.now()) * 1000n;
-    this.lastVersion = now > this.lastVersion ? now : this.lastVersion + 1n;
-    return this.lastVersion;
   }
 
   private nextUpdated(): number {

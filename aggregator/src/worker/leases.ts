@@ -4,6 +4,10 @@ import pg from 'pg';
 export interface ShardLeases {
   /** Keeps held leases alive and may take one more; returns the shards held afterwards. */
   refresh(): Promise<ReadonlySet<number>>;
+  /** Asks Postgres which of the held shards this process still holds (none if it cannot tell). */
+  verify(): Promise<ReadonlySet<number>>;
+  /** The next rollup version, from one sequence shared by every replica. */
+  nextVersion(): Promise<bigint>;
   close(): Promise<void>;
 }
 
@@ -40,6 +44,34 @@ export class PgAdvisoryLeases implements ShardLeases {
       this.drop();
     }
     return this.held;
+  }
+
+  /**
+   * The shards whose advisory lock the lease connection still holds, read from pg_locks just before
+   * rollups are written: a process that lost its connection (and so its leases) after refresh()
+   * writes nothing, instead of a snapshot its successor may already have superseded.
+   */
+  async verify(): Promise<ReadonlySet<number>> {
+    if (this.client === null || this.held.size === 0) return new Set();
+    try {
+      const { rows } = await this.client.query<{ s: number }>(
+        `SELECT objid::int AS s FROM pg_locks
+          WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted AND classid::bigint = $1::bigint AND objsubid = 2`,
+        [LOCK_CLASS],
+      );
+      const still = new Set(rows.map((r) => Number(r.s)).filter((s) => this.held.has(s)));
+      for (const s of this.held) if (!still.has(s)) this.held.delete(s);
+      return still;
+    } catch {
+      this.drop();
+      return new Set();
+    }
+  }
+
+  async nextVersion(): Promise<bigint> {
+    const c = await this.connect();
+    const { rows } = await c.query<{ v: string }>(`SELECT nextval('rollup_version_seq')::text AS v`);
+    return BigInt(rows[0]!.v);
   }
 
   async close(): Promise<void> {

@@ -31,11 +31,14 @@ export async function recomputeWindows(
 async function recomputeHours(ch: ClickHouseClient, hours: readonly WindowRef[], version: bigint, closeAfterSeconds: number): Promise<void> {
   const { lo, hi } = span('hour', hours);
   // The workspace and occurred_at bounds prune by primary key and partition; the tuple IN is exact.
+  // Candidates are the triples with a copy in these hours; each counts in the hour of its winning
+  // copy only, so an hour holding just a losing copy (a forgotten retry) does not count it.
   const where = `${workspacesIn(hours.map((h) => h.workspaceId))} AND occurred_at >= ${dt(lo)} AND occurred_at < ${dt(hi)}
       AND ${windowsIn('toStartOfHour(occurred_at)', hours)}`;
+  const keep = (o: string): string => windowsIn(`toStartOfHour(${o})`, hours);
   const query = `INSERT INTO ${ROLLUP_TABLE.hour} (${INSERT_COLUMNS})
     SELECT workspace_id, event_type, cur, bucket, n, qs, gs, fo, lo, late, toUInt64(${lit(version)}), now()
-    FROM (${totalsFromEventsSql('hour', where, closeAfterSeconds)})`;
+    FROM (${totalsFromEventsSql('hour', where, keep, closeAfterSeconds)})`;
   try {
     await ch.command({ query });
   } catch (err) {

@@ -1,5 +1,5 @@
 import type Stripe from 'stripe';
-import type { Logger } from '@meterd/core';
+import type { Logger, Pool } from '@meterd/core';
 import type { BillingConfig } from '../config.js';
 import type { Outcome, PushRow } from '../ledger.js';
 import type { BillingMetrics } from '../metrics.js';
@@ -7,6 +7,8 @@ import { MeterEventSession } from './session.js';
 import { Pacer } from './pacer.js';
 import { backoffMs, classify, sleep, type Verdict } from './retry.js';
 import { streamHost } from './client.js';
+import { ResendCheck } from './resend.js';
+import { STRIPE_MAX_AGE_S } from '../horizon.js';
 
 const STREAM_MAX = 100;
 const SESSION_RENEWALS = 3;
@@ -25,20 +27,51 @@ export class StripeSender {
   private readonly host: string;
   private readonly streamPacer: Pacer;
   private readonly v1Pacer: Pacer;
-  private readonly apiPacer: Pacer;
+  /** Paces every Stripe call other than meter events (sessions, adjustments, summaries, customers). */
+  readonly apiPacer: Pacer;
+  private readonly resend: ResendCheck;
 
-  constructor(private readonly stripe: Stripe, private readonly cfg: BillingConfig, private readonly metrics: BillingMetrics, private readonly log: Logger) {
+  constructor(private readonly stripe: Stripe, private readonly pool: Pool, private readonly cfg: BillingConfig, private readonly metrics: BillingMetrics, private readonly log: Logger) {
     this.apiPacer = new Pacer(cfg.STRIPE_API_RATE);
     this.streamPacer = new Pacer(cfg.STRIPE_STREAM_RATE);
     this.v1Pacer = new Pacer(cfg.STRIPE_V1_RATE);
     this.session = new MeterEventSession(stripe, this.apiPacer);
     this.host = streamHost(cfg);
+    this.resend = new ResendCheck(stripe, pool, this.apiPacer, metrics, log);
   }
 
-  async push(rows: PushRow[]): Promise<Outcome[]> {
+  /**
+   * Sends claimed rows. Before anything is sent: a row whose window Stripe no longer accepts is
+   * unbillable; a row without an active meter (`meters`: event_name → meter id) is rejected with
+   * `no_meter` (the worker retries it once the meter exists); rows first sent more than
+   * STRIPE_RESEND_CHECK_HOURS ago are checked against Stripe's summaries (`resend.ts`), since
+   * Stripe may have forgotten their identifiers.
+   */
+  async push(rows: PushRow[], nowS: number, meters: ReadonlyMap<string, string>): Promise<Outcome[]> {
     const outcomes: Outcome[] = [];
-    const ready: PushRow[] = [];
+    const fresh: PushRow[] = [];
+    const stale: PushRow[] = [];
     for (const row of rows) {
+      if (row.window_start < nowS - STRIPE_MAX_AGE_S) {
+        this.metrics.unbillable.inc();
+        outcomes.push({ identifier: row.identifier, status: 'unbillable', reason: `window older than the 35 days Stripe accepts when it was due to be sent: ${row.value} not billed` });
+      } else if (!meters.has(row.event_name)) {
+        this.metrics.rejected.inc();
+        this.log.error({ identifier: row.identifier, event_name: row.event_name }, 'no active Stripe meter for this event name (currency): the row waits until one exists');
+        outcomes.push({ identifier: row.identifier, status: 'rejected', reason: `no_meter: no active Stripe meter has event_name ${row.event_name}` });
+      } else if (row.first_attempt_at !== null && nowS - row.first_attempt_at > this.cfg.STRIPE_RESEND_CHECK_HOURS * 3_600) {
+        stale.push(row);
+      } else {
+        fresh.push(row);
+      }
+    }
+    const ready: PushRow[] = [];
+    if (stale.length > 0) {
+      const checked = await this.resend.check(stale, meters);
+      outcomes.push(...checked.outcomes);
+      ready.push(...checked.send);
+    }
+    for (const row of fresh) {
       const cancelled = await this.cancelPrior(row);
       if (cancelled !== undefined) outcomes.push(cancelled);
       else if (row.value === 0n) outcomes.push({ identifier: row.identifier, status: 'sent', via: 'v1', response: { cancelled: row.cancels } });
@@ -49,10 +82,13 @@ export class StripeSender {
     return outcomes;
   }
 
-  /** A downward correction first cancels the events it replaces; undefined when all are cancelled. */
+  /**
+   * Rows planned before refunds were sent as negative values (006) may carry cancels of earlier
+   * revisions; they cancel those first. Undefined when all are cancelled.
+   */
   private async cancelPrior(row: PushRow): Promise<Outcome | undefined> {
     for (const identifier of row.cancels) {
-      const r = await this.withRetries(this.apiPacer, () => this.stripe.billing.meterEventAdjustments.create({ event_name: row.event_type, type: 'cancel', cancel: { identifier } }));
+      const r = await this.withRetries(this.apiPacer, () => this.stripe.billing.meterEventAdjustments.create({ event_name: row.event_name, type: 'cancel', cancel: { identifier } }));
       if (r.ok || r.verdict.kind === 'already_cancelled') continue;
       // Stripe does not know the identifier: nothing of it is counted, so nothing needs cancelling.
       if (r.verdict.kind === 'permanent' && /no such meter event/i.test(r.error)) continue;
@@ -63,7 +99,7 @@ export class StripeSender {
 
   private async sendStream(rows: PushRow[]): Promise<Outcome[]> {
     const events = rows.map((r) => ({
-      event_name: r.event_type, identifier: r.identifier, timestamp: new Date(r.window_start * 1000).toISOString(),
+      event_name: r.event_name, identifier: r.identifier, timestamp: new Date(r.window_start * 1000).toISOString(),
       payload: { stripe_customer_id: r.stripe_customer_id, value: r.value.toString() },
     }));
     let renewals = 0;
@@ -102,7 +138,7 @@ export class StripeSender {
   private async sendV1(rows: PushRow[]): Promise<Outcome[]> {
     const groups = new Map<string, PushRow[]>();
     for (const r of rows) {
-      const k = `${r.stripe_customer_id}\n${r.event_type}`;
+      const k = `${r.stripe_customer_id}\n${r.event_name}`;
       const g = groups.get(k);
       if (g) g.push(r); else groups.set(k, [r]);
     }
@@ -119,7 +155,7 @@ export class StripeSender {
 
   private async sendOneV1(row: PushRow): Promise<Outcome> {
     const r = await this.withRetries(this.v1Pacer, () => this.stripe.billing.meterEvents.create({
-      event_name: row.event_type, identifier: row.identifier, timestamp: row.window_start,
+      event_name: row.event_name, identifier: row.identifier, timestamp: row.window_start,
       payload: { stripe_customer_id: row.stripe_customer_id, value: row.value.toString() },
     }));
     if (r.ok) {

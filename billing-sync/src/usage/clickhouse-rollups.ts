@@ -11,8 +11,8 @@ const TABLE: Record<WindowSize, string> = { hour: 'usage_hourly', day: 'usage_da
  * Totals from the aggregator's rollups: one small row per workspace × event type × currency ×
  * window instead of every raw event of the look-back. The tables are ReplacingMergeTree(version)
  * and every recompute of a window adds a row with a higher version, so they are read with FINAL
- * (the newest version per key, merged or not), as docs/rollups.md prescribes. Currencies are summed
- * per window exactly as the raw source does, so both sources give the same numbers.
+ * (the newest version per key, merged or not), as docs/rollups.md prescribes. Each currency stays
+ * its own total, exactly as the raw source gives it.
  *
  * Completeness comes from `aggregator_state`: `as_of_ms` of a shard says every event committed
  * before it is in that shard's rollups, and the state row is written only after the rollups, so
@@ -26,15 +26,15 @@ export class ClickHouseRollupUsage implements UsageSource {
   async totals(fromS: number, toS: number, window: WindowSize): Promise<UsageTotal[]> {
     // Aliases differ from column names: in ClickHouse an alias shadows the column inside sum(…).
     const query = `
-      SELECT workspace_id, event_type, toUInt32(window_start) AS w, toString(sum(quantity)) AS q, toString(sum(gmv_cents)) AS g
+      SELECT workspace_id, event_type, currency AS cur, toUInt32(window_start) AS w, toString(sum(quantity)) AS q, toString(sum(gmv_cents)) AS g
       FROM ${TABLE[window]} FINAL
       WHERE window_start >= toDateTime(${lit(fromS)}, 'UTC') AND window_start < toDateTime(${lit(toS)}, 'UTC')
-      GROUP BY workspace_id, event_type, w`;
+      GROUP BY workspace_id, event_type, cur, w`;
     try {
       const rs = await this.ch.query({ query, format: 'JSONEachRow' });
-      const rows = await rs.json<{ workspace_id: string; event_type: string; w: number | string; q: string; g: string }>();
+      const rows = await rs.json<{ workspace_id: string; event_type: string; cur: string; w: number | string; q: string; g: string }>();
       return rows.map((r) => ({
-        workspace_id: r.workspace_id, event_type: r.event_type, window_start: Number(r.w),
+        workspace_id: r.workspace_id, event_type: r.event_type, currency: r.cur, window_start: Number(r.w),
         quantity: BigInt(r.q), gmv_cents: BigInt(r.g),
       }));
     } catch (err) {

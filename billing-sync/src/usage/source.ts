@@ -1,6 +1,6 @@
 /**
- * Where billing-sync reads usage: exact totals per workspace × event type × window, each distinct
- * (workspace_id, event_type, idempotency_key) counted once. Implementations are named after their
+ * Where billing-sync reads usage: exact totals per workspace × event type × currency × window, each
+ * distinct (workspace_id, event_type, idempotency_key) counted once, in its winning copy's window. Implementations are named after their
  * backend: clickhouse-rollups.ts reads the aggregator's rollups (the default), clickhouse-raw.ts
  * the deduplicated raw events table.
  */
@@ -9,6 +9,8 @@ export type WindowSize = 'hour' | 'day';
 export interface UsageTotal {
   workspace_id: string;
   event_type: string;
+  /** ISO 4217 code of the events' amounts; never summed across (billing keeps one meter per currency). */
+  currency: string;
   /** Window start, epoch seconds (UTC). */
   window_start: number;
   quantity: bigint;

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { ApiError, SCOPES, insertApiKey, revokeApiKey, type Scope } from '@meterd/core';
+import { ApiError, SCOPES, currencyExponents, insertApiKey, revokeApiKey, type Scope } from '@meterd/core';
 import { reactivateEndpoint, resendDelivery } from '../webhooks/actions.js';
 import { hidden, type DashCtx } from './context.js';
 
@@ -68,6 +68,18 @@ export function manageRoutes(app: FastifyInstance, d: DashCtx): void {
   app.post<{ Params: { delivery_id: string } }>('/dashboard/api/deliveries/:delivery_id/resend', { schema: { ...hidden, params: idParam('delivery_id') }, preHandler: d.guard }, async (req, reply) => {
     const id = await resendDelivery(d.pool, req.dash!.workspace.id, req.params.delivery_id);
     return reply.status(202).send({ delivery: { id, resent_from: req.params.delivery_id, status: 'pending' } });
+  });
+
+  // Usage Stripe did not bill: ledger rows billing-sync recorded as unbillable (past Stripe's
+  // 35-day limit) or rejected (Stripe's error reports, a missing meter), with their reason.
+  app.get('/dashboard/api/billing/unbilled', { schema: hidden, preHandler: d.guard }, async (req) => {
+    const { rows } = await d.pool.query<{ identifier: string; event_name: string; event_type: string; currency: string; value_field: string; window_start: Date; value: string; status: string; reason: string | null }>(
+      `SELECT identifier, event_name, event_type, currency, value_field, window_start, value::text, status, reason FROM billing_pushes
+        WHERE workspace_id = $1 AND status IN ('unbillable', 'rejected') ORDER BY window_start DESC, identifier LIMIT 200`, [req.dash!.workspace.id]);
+    return {
+      rows: rows.map((r) => ({ ...r, window_start: r.window_start.getTime() })),
+      currency_exponents: currencyExponents(new Set(rows.map((r) => r.currency).filter((c) => c !== ''))),
+    };
   });
 
   app.post('/dashboard/api/billing/portal', { schema: hidden, preHandler: d.guard }, async (req) => {

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { PLAN_QUOTAS, periodOf } from '@meterd/core';
+import { PLAN_QUOTAS, currencyExponents, periodOf } from '@meterd/core';
 import { hidden, type DashCtx } from './context.js';
 import { scrapeIngest } from './ingest-metrics.js';
 import { chartRange, hasAnyEvent, readFreshness, readMonthTotals, readSeries, type ChartGranularity } from './rollups.js';
@@ -40,9 +40,13 @@ export function overviewRoutes(app: FastifyInstance, d: DashCtx): void {
       part(d, 'the quota counter', () => eventsUsed(d, ws.id, now)),
       scrapeIngest(d.cfg.INGEST_URL.origin),
     ]);
+    // ISO 4217 minor units of every currency shown (amounts are whole minor units: JPY 0, KWD 3),
+    // and of USD, the contract's default currency, which an empty chart shows.
+    const currencies = new Set(['USD', ...[...(Array.isArray(series) ? series : []), ...(Array.isArray(totals) ? totals : [])].map((r) => r.currency)]);
     return {
       now,
       granularity: g,
+      currency_exponents: currencyExponents(currencies),
       range,
       series,
       month_totals: totals,

@@ -1,16 +1,17 @@
 import type { FastifyInstance } from 'fastify';
 import type Stripe from 'stripe';
-import { ApiError, PLAN_CHANGED_CHANNEL } from '@meterd/core';
+import { ApiError, METER_ERROR_EVENTS, PLAN_CHANGED_CHANNEL } from '@meterd/core';
 import type { Ctx } from '../context.js';
 import { requireAuth, workspaceAccess } from '../http/auth.js';
 import { stripeOffline } from '../billing/stripe-client.js';
 import { applyStripeEvent } from '../billing/plan-sync.js';
+import { applyMeterErrorEvent, type ThinEvent } from '../billing/meter-errors.js';
 
 /** Registered in its own scope: the webhook needs the raw bytes that Stripe signed. */
 export function stripeRoutes(app: FastifyInstance, ctx: Ctx): void {
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
-  app.post('/webhooks/stripe', { schema: { tags: ['billing'], summary: 'Stripe webhooks: subscription lookup_key growth/scale/enterprise sets the plan.' } }, async (req) => {
+  app.post('/webhooks/stripe', { schema: { tags: ['billing'], summary: 'Stripe webhooks: subscription lookup_key growth/scale/enterprise sets the plan; meter error reports (thin events) mark billing ledger rows rejected.' } }, async (req) => {
     if (ctx.cfg.STRIPE_WEBHOOK_SECRET === '') throw new ApiError('not_configured', 'STRIPE_WEBHOOK_SECRET is not set');
     const sig = req.headers['stripe-signature'];
     if (typeof sig !== 'string' || !Buffer.isBuffer(req.body)) throw new ApiError('invalid_signature', 'missing Stripe-Signature header or body');
@@ -19,6 +20,18 @@ export function stripeRoutes(app: FastifyInstance, ctx: Ctx): void {
       event = stripeOffline.webhooks.constructEvent(req.body, sig, ctx.cfg.STRIPE_WEBHOOK_SECRET);
     } catch {
       throw new ApiError('invalid_signature', 'the Stripe signature does not verify');
+    }
+    if ((event as { object?: string }).object === 'v2.core.event') {
+      const thin = event as unknown as ThinEvent;
+      if (!METER_ERROR_EVENTS.has(thin.type)) return { received: true, outcome: 'ignored' };
+      const r = await applyMeterErrorEvent(ctx.pool, ctx.stripe, thin);
+      if (r !== 'duplicate') {
+        ctx.metrics.meterErrorReports.inc();
+        ctx.metrics.meterEventsRejected.inc(r.reported);
+        ctx.metrics.ledgerRowsRejected.inc(r.marked);
+        ctx.log.error({ stripe_event: thin.id, type: thin.type, reported: r.reported, marked: r.marked }, 'Stripe rejected meter events: ledger rows marked rejected');
+      }
+      return { received: true, outcome: r === 'duplicate' ? r : 'applied' };
     }
     const changed: string[] = [];
     const outcome = await applyStripeEvent(ctx.pool, event, changed);

@@ -10,7 +10,7 @@ export const ERROR_CODES = {
   missing_field: { status: 400, summary: 'A required field is absent.' },
   invalid_field: { status: 400, summary: 'A field has the wrong type or an invalid value.' },
   unknown_field: { status: 400, summary: 'The body has a field the endpoint does not define (rejected so typos never drop data silently).' },
-  integer_out_of_range: { status: 400, summary: 'An integer is negative, not whole, or beyond ±(2^53−1), where JSON parsers lose precision.' },
+  integer_out_of_range: { status: 400, summary: 'An integer is not whole or is beyond ±(2^53−1), where JSON parsers lose precision.' },
   invalid_timestamp: { status: 400, summary: '`occurred_at` is not an RFC 3339 date-time.' },
   timestamp_out_of_window: { status: 400, summary: '`occurred_at` is more than 35 days in the past or more than 5 minutes in the future.' },
   invalid_currency: { status: 400, summary: '`currency` is not an ISO 4217 code.' },

@@ -24,12 +24,14 @@ test('currency is ISO 4217, case-insensitive, stored upper-case', () => {
   assert.equal(code({ ...base, currency: 5 }), 'invalid_currency:currency');
 });
 
-test('integers: whole, non-negative and within ±(2^53−1); never rounded', () => {
+test('integers: whole and within ±(2^53−1), negatives included (refunds); never rounded', () => {
   assert.equal(code({ ...base, gmv_cents: Number.MAX_SAFE_INTEGER }), undefined);
   assert.equal(code({ ...base, gmv_cents: JSON.parse('9007199254740993') }), 'integer_out_of_range:gmv_cents');
   assert.equal(code({ ...base, gmv_cents: JSON.parse('9007199254740992') }), 'integer_out_of_range:gmv_cents');
   assert.equal(code({ ...base, quantity: 1.5 }), 'integer_out_of_range:quantity');
-  assert.equal(code({ ...base, quantity: -1 }), 'integer_out_of_range:quantity');
+  assert.equal(code({ ...base, quantity: -1 }), undefined);
+  assert.equal(code({ ...base, gmv_cents: -Number.MAX_SAFE_INTEGER }), undefined);
+  assert.equal(code({ ...base, gmv_cents: JSON.parse('-9007199254740992') }), 'integer_out_of_range:gmv_cents');
   assert.equal(code({ ...base, quantity: Infinity }), 'integer_out_of_range:quantity');
   assert.equal(code({ ...base, quantity: '1' }), 'invalid_field:quantity');
   assert.equal(code({ ...base, quantity: null }), 'invalid_field:quantity');

@@ -90,9 +90,10 @@ function checkInteger(v: unknown, field: string): Rejection | undefined {
     const written = typeof v === 'string' && v.startsWith(NOT_AN_INTEGER) ? ` (got ${v.slice(NOT_AN_INTEGER.length, 40)})` : '';
     return new Rejection('invalid_field', `${field} must be a whole number written without fraction or exponent${written}`, field);
   }
-  // JSON.parse has already rounded anything past 2^53−1, so such a value can't be trusted: refuse it.
-  if (!Number.isSafeInteger(v) || v < 0) {
-    return new Rejection('integer_out_of_range', `${field} must be a whole number from 0 to 9007199254740991`, field);
+  // JSON.parse has already rounded anything past ±(2^53−1), so such a value can't be trusted: refuse it.
+  // Negative values are refunds and credits (the seed's fields are i64; Stripe meters sum them too).
+  if (!Number.isSafeInteger(v)) {
+    return new Rejection('integer_out_of_range', `${field} must be a whole number from -9007199254740991 to 9007199254740991`, field);
   }
   return undefined;
 }

@@ -33,12 +33,23 @@ export function fmtInt(s) {
   return BigInt(s ?? 0).toLocaleString('en-US');
 }
 
-/** Minor units to a decimal amount without floating point: "429901" cents → "4,299.01 USD". */
-export function fmtMoney(cents, currency) {
-  const v = BigInt(cents ?? 0);
+// ISO 4217 minor units per currency, from the server's table (core/src/money/currency.ts): the
+// API answers carry `currency_exponents` for every currency they contain.
+const exponents = new Map();
+export function setCurrencyExponents(o) {
+  for (const [c, e] of Object.entries(o ?? {})) exponents.set(c, e);
+}
+
+/** A whole number of minor units in major units: 4299 USD → 42.99 USD, 4299 JPY → 4,299 JPY, 4299 KWD → 4.299 KWD. */
+export function fmtMoney(minor, currency) {
+  const v = BigInt(minor ?? 0);
+  const e = exponents.get(currency);
+  if (e === undefined) return `${v.toLocaleString('en-US')} minor units of ${currency}`;
   const neg = v < 0n;
   const a = neg ? -v : v;
-  return `${neg ? '-' : ''}${(a / 100n).toLocaleString('en-US')}.${String(a % 100n).padStart(2, '0')} ${currency}`;
+  const scale = 10n ** BigInt(e);
+  const frac = e === 0 ? '' : `.${String(a % scale).padStart(e, '0')}`;
+  return `${neg ? '-' : ''}${(a / scale).toLocaleString('en-US')}${frac} ${currency}`;
 }
 
 export function fmtTime(v) {

@@ -2,7 +2,7 @@
 // function that app.js calls on a timer.
 import { api } from './api.js';
 import { renderChart } from './chart.js';
-import { badge, fmtAgo, fmtInt, fmtMoney, fmtTime, h, replace, table } from './dom.js';
+import { badge, fmtAgo, fmtInt, fmtMoney, fmtTime, h, replace, setCurrencyExponents, table } from './dom.js';
 
 const content = () => document.getElementById('content');
 
@@ -53,6 +53,7 @@ export async function overview() {
 
   async function refresh() {
     const o = await api('GET', `overview?granularity=${view.granularity}`);
+    setCurrencyExponents(o.currency_exponents);
     const at = Date.now();
     const blocks = [];
     // Usage against the plan, and the workspace's own event rate from its exact quota counter.
@@ -278,6 +279,19 @@ export async function billing() {
     }
   });
   const used = ov && typeof ov.usage.used === 'number' ? ov.usage.used : null;
+  const unbilled = await api('GET', 'billing/unbilled').catch(() => null);
+  if (unbilled) setCurrencyExponents(unbilled.currency_exponents);
+  // Usage Stripe did not bill: unbillable (too old for Stripe) or rejected (Stripe's error reports).
+  const unbilledCard = h('section', { class: 'card', id: 'unbilled', 'aria-labelledby': 'unbilled-label' }, h('h2', { id: 'unbilled-label' }, 'Usage Stripe did not bill'));
+  if (!unbilled) unbilledCard.append(h('p', { class: 'error' }, 'The billing ledger is unavailable right now.'));
+  else if (unbilled.rows.length === 0) unbilledCard.append(h('p', { class: 'muted' }, 'None: every amount billing-sync recorded reached Stripe.'));
+  else {
+    unbilledCard.append(table('Ledger rows recorded as unbillable or rejected, newest first', ['Window', 'Meter', 'Amount', 'Status', 'Reason'],
+      unbilled.rows.map((r) => h('tr', { 'data-identifier': r.identifier },
+        h('td', {}, fmtTime(r.window_start)), h('td', {}, r.event_name),
+        h('td', {}, r.value_field === 'gmv_cents' ? fmtMoney(r.value, r.currency) : `${fmtInt(r.value)} units`),
+        h('td', {}, r.status), h('td', {}, r.reason ?? '')))));
+  }
   replace(root, h('section', { class: 'card' },
     h('h2', {}, 'Current plan'),
     h('p', { class: 'big', id: 'plan-name' }, me.plan.name),
@@ -290,6 +304,6 @@ export async function billing() {
     h('p', { id: 'portal-help', class: 'muted' }, me.billing_portal_available
       ? 'Change plan, payment method and invoices on Stripe; plan changes apply here automatically.'
       : 'The billing portal needs Stripe configured on this server and a Stripe customer for this workspace.'),
-    err));
+    err), unbilledCard);
   return null;
 }

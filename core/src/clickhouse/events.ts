@@ -1,0 +1,30 @@
+/**
+ * The one rule that picks the surviving copy of a (workspace_id, event_type, idempotency_key)
+ * triple in `events`, shared by every reader (aggregator rollups and reconcile, billing's raw
+ * source). Copies exist when a spool segment is replayed (identical rows) or when a retry reaches
+ * ingest after Redis forgot the key (a new event id, a later received_at, and a new occurred_at
+ * when the client left it out, possibly in another hour).
+ *
+ * The winner is the copy with the highest `ver` (infra/clickhouse/003_events_winner.sql): the
+ * earliest received second, ties broken by a hash of the event id. ReplacingMergeTree(ver) keeps
+ * exactly that copy when it merges, so readers and merges agree before and after a merge: the
+ * first copy ingest accepted is the event, later copies never count, wherever their hour is.
+ */
+export const WINNER = 'ver';
+
+/**
+ * One row per triple: the winning copy's columns as q (quantity), g (gmv_cents), c (currency),
+ * o (occurred_at), r (received_at). `where` picks candidate rows (it may bound time and
+ * workspace); every copy of each candidate triple is then compared, not only the copies `where`
+ * matched, so that a copy in the range never counts when the winner lies outside it. `keep` is a
+ * condition on the winner (e.g. its hour), applied after the winner is known.
+ */
+export function winningEventsSql(where: string, keep: (o: string) => string): string {
+  return `SELECT workspace_id, event_type, idempotency_key,
+      argMax(quantity, ${WINNER}) AS q, argMax(gmv_cents, ${WINNER}) AS g, argMax(currency, ${WINNER}) AS c,
+      argMax(occurred_at, ${WINNER}) AS o, argMax(received_at, ${WINNER}) AS r
+    FROM events
+    WHERE (workspace_id, event_type, idempotency_key) IN (SELECT workspace_id, event_type, idempotency_key FROM events WHERE ${where})
+    GROUP BY workspace_id, event_type, idempotency_key
+    HAVING ${keep('o')}`;
+}
