@@ -20,6 +20,7 @@ export const ERROR_CODES = {
   // auth
   missing_api_key: { status: 401, summary: 'No `Authorization: Bearer …` header.' },
   invalid_api_key: { status: 401, summary: 'The key is malformed, unknown or revoked.' },
+  too_many_auth_failures: { status: 429, summary: 'Ingest: this client address sent too many unknown API keys; keys that need a lookup are refused until Retry-After (keys already verified keep working).' },
   insufficient_scope: { status: 403, summary: 'The key lacks the scope the endpoint requires (e.g. `meter:write`).' },
   workspace_mismatch: { status: 403, summary: '`workspace_id` is not the API key\'s workspace.' },
   // state
