@@ -1,4 +1,4 @@
-import { loadConfig, str, int, oneOf, type ConfigOf } from '@meterd/core';
+import { ConfigError, loadConfig, str, int, oneOf, type ConfigOf } from '@meterd/core';
 
 export const stripeLocalVars = {
   STRIPE_LOCAL_HOST: str('Address stripe-local listens on.', '127.0.0.1'),
@@ -11,11 +11,18 @@ export const stripeLocalVars = {
   STRIPE_LOCAL_IDENTIFIER_WINDOW_HOURS: int('How long a meter event identifier is remembered for dedupe (Stripe: at least 24 hours).', 24, 1, 24 * 40),
   STRIPE_LOCAL_SESSION_TTL_SECONDS: int('Lifetime of a v2 meter event session token (Stripe: 15 minutes).', 900, 1, 86_400),
   STRIPE_LOCAL_FAULTS: str('Initial fault switches as JSON, same shape as POST /_faults (e.g. {"error_rate":0.1}).', '{}'),
+  STRIPE_LOCAL_WEBHOOK_URL: str('Where billing events (checkout.session.completed, customer.subscription.*) are POSTed, like a Stripe webhook endpoint (e.g. the control API\'s /webhooks/stripe); empty sends none.', ''),
+  STRIPE_LOCAL_WEBHOOK_SECRET: str('Signing secret (whsec_…) of those webhooks; the receiver verifies with the same value. Required with STRIPE_LOCAL_WEBHOOK_URL.', '', true),
+  STRIPE_LOCAL_SEED_PRICES: str('Monthly USD prices created at start unless an active price has the lookup key, as lookup_key:cents pairs (e.g. growth:4900,scale:29900).', ''),
   LOG_LEVEL: oneOf('pino log level.', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
 } as const;
 
 export type StripeLocalConfig = ConfigOf<typeof stripeLocalVars>;
 
 export function loadStripeLocalConfig(env: NodeJS.ProcessEnv = process.env): StripeLocalConfig {
-  return loadConfig(stripeLocalVars, env);
+  const cfg = loadConfig(stripeLocalVars, env);
+  if (cfg.STRIPE_LOCAL_WEBHOOK_URL !== '' && cfg.STRIPE_LOCAL_WEBHOOK_SECRET === '') {
+    throw new ConfigError(['STRIPE_LOCAL_WEBHOOK_SECRET is required when STRIPE_LOCAL_WEBHOOK_URL is set: webhooks are always signed']);
+  }
+  return cfg;
 }

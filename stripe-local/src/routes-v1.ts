@@ -66,7 +66,7 @@ export function routeV1(ctx: Context, r: Request): Routed | undefined {
   return undefined;
 }
 
-function metadataOf(f: FormObject): Record<string, string> {
+export function metadataOf(f: FormObject): Record<string, string> {
   const md = obj(f, 'metadata') ?? {};
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(md)) {

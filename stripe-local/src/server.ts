@@ -7,9 +7,12 @@ import { readBody, send, sendError } from './http-util.js';
 import { TokenBucket } from './rate-limit.js';
 import { routeV1 } from './routes-v1.js';
 import { routeStream, routeV2 } from './routes-v2.js';
-import { StateFile, emptyState, stripeId, type StateData } from './state.js';
+import { StateFile, emptyState, type StateData } from './state.js';
 import { rateLimited, StripeHttpError } from './stripe-error.js';
 import { stripeSignature } from './signature.js';
+import { routeCheckout, seedPrices, type PriceSeed } from './routes-checkout.js';
+import { checkoutControl } from './checkout-control.js';
+import { stripeEventBody, WebhookOut, type WebhookEndpoint } from './webhook-out.js';
 import type { Context, Request, Routed } from './context.js';
 
 export interface StripeLocalOptions {
@@ -23,6 +26,10 @@ export interface StripeLocalOptions {
   identifierWindowHours: number;
   sessionTtlSeconds: number;
   faults: Partial<Faults>;
+  /** Where billing events (checkout, subscriptions) are sent, signed with its secret; unset sends none. */
+  webhook?: WebhookEndpoint | null;
+  /** Prices created at start unless an active price already has their lookup key. */
+  seedPrices?: PriceSeed[];
 }
 
 type RouteClass = 'meter_events' | 'stream' | 'default';
@@ -52,6 +59,8 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
     default: new TokenBucket(o.rateDefault),
   };
   const idempotent = new Map<string, Routed>();
+  const hooks = new WebhookOut(o.webhook ?? null);
+  seedPrices(ctx, o.seedPrices ?? [], Math.floor(Date.now() / 1000));
 
   /** `expire_sessions` is a one-shot switch: every token issued so far expires now; new ones work. */
   function setFaults(update: unknown): Faults {
@@ -118,6 +127,7 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
       send(res, 200, JSON.stringify(await sendWebhook(JSON.parse(await readBody(req)) as WebhookRequest)));
       return true;
     }
+    if (await checkoutControl(ctx, hooks, req, res, path)) return true;
     const portal = /^\/p\/session\/(bps_[A-Za-z0-9]+)$/.exec(path);
     if (portal && req.method === 'GET') {
       res.writeHead(200, { 'Content-Type': 'text/html' }).end(`<!doctype html><title>Billing portal (stripe-local)</title><p>Billing portal session ${portal[1]}</p>`);
@@ -154,7 +164,7 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
     let routed: Routed | undefined;
     if (path === '/v2/billing/meter_event_stream' && r.method === 'POST') {
       routed = routeStream(ctx, r, bearer, false);
-    } else if (path.startsWith('/v1/')) routed = routeV1(ctx, r);
+    } else if (path.startsWith('/v1/')) routed = routeV1(ctx, r) ?? routeCheckout(ctx, hooks, r);
     else if (path.startsWith('/v2/')) routed = routeV2(ctx, r);
     if (routed === undefined) throw new StripeHttpError(404, 'invalid_request_error', `Unrecognized request URL (${r.method}: ${path}).`);
     counters.events.inc(Object.keys(data.events).length - before);
@@ -203,6 +213,7 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
     setFaults,
     async close() {
       await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); });
+      await hooks.close();
       await file?.stop(data);
     },
   };
@@ -225,12 +236,7 @@ export async function sendWebhook(w: WebhookRequest): Promise<{ id: string; stat
   if (typeof w?.url !== 'string' || typeof w.secret !== 'string' || typeof w.type !== 'string' || typeof w.object !== 'object') {
     throw new StripeHttpError(400, 'invalid_request_error', 'url, secret, type and object are required.');
   }
-  const id = stripeId('evt');
-  const body = JSON.stringify({
-    id, object: 'event', api_version: '2024-09-30.acacia', created: Math.floor(Date.now() / 1000), livemode: false,
-    pending_webhooks: 1, request: { id: null, idempotency_key: null }, type: w.type,
-    data: { object: w.object, ...(w.previous_attributes ? { previous_attributes: w.previous_attributes } : {}) },
-  });
+  const { id, body } = stripeEventBody(w.type, w.object, w.previous_attributes);
   const res = await fetch(w.url, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json; charset=utf-8', 'Stripe-Signature': stripeSignature(w.secret, body), 'User-Agent': 'Stripe/1.0 (+https://stripe.com/docs/webhooks)' },

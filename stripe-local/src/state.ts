@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile, rename } from 'node:fs/promises';
+import type { CheckoutState } from './checkout-state.js';
 
 /** What stripe-local remembers. Plain JSON-able records so the whole state can be saved to a file. */
 export interface Customer {
@@ -35,10 +36,12 @@ export interface StateData {
   /** Errors found by the asynchronous validation of stream events (Stripe reports these later as
    *  `v1.billing.meter.error_report_triggered`); kept so tests and operators can see them. */
   streamErrors: StreamError[];
+  /** Products, prices, Checkout Sessions and subscriptions (routes-checkout.ts). */
+  checkout: CheckoutState;
 }
 
 export function emptyState(): StateData {
-  return { customers: {}, meters: {}, events: {}, sessions: {}, streamErrors: [] };
+  return { customers: {}, meters: {}, events: {}, sessions: {}, streamErrors: [], checkout: { products: {}, prices: {}, sessions: {}, subscriptions: {} } };
 }
 
 export function stripeId(prefix: string): string {
