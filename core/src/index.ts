@@ -6,7 +6,7 @@ export * from './event/index.js';
 export * from './metrics/index.js';
 export * from './store/index.js';
 export * from './migrate/index.js';
-export { PLANS, PLAN_QUOTAS, isPlan, periodOf, type Plan, type PlanQuota } from './plans.js';
+export { PLANS, PLAN_QUOTAS, PAID_PLANS, isPaidPlan, isPlan, periodOf, type PaidPlan, type Plan, type PlanQuota } from './plans.js';
 export { newId, newEventId } from './ids.js';
 export { createLogger, type Logger } from './log.js';
 export { REPO_ROOT, PG_MIGRATIONS_DIR, CH_MIGRATIONS_DIR } from './paths.js';
