@@ -65,17 +65,17 @@ export class MeterRoutes {
       return;
     }
     const addr = clientAddress(res, req, this.opts.trustedProxies);
-    const wait = this.opts.authFailures.take(addr, Date.now());
-    if (wait > 0) {
+    const admission = this.opts.authFailures.take(addr, Date.now());
+    if (admission > 0) {
       this.metrics.rejected.too_many_auth_failures!.inc();
-      sendAndClose(res, ctx, 'too_many_auth_failures', 'too many unknown API keys from this address; retry after the Retry-After seconds', undefined, wait);
+      sendAndClose(res, ctx, 'too_many_auth_failures', 'too many unknown API keys from this address; retry after the Retry-After seconds', undefined, admission);
       return;
     }
-    this.lookUp(res, ctx, authz, addr, ctype, cap, declared, batch);
+    this.lookUp(res, ctx, authz, addr, admission, ctype, cap, declared, batch);
   }
 
   /** A key that needs a query: the body waits (paused, at most uWS's read buffer taken in) until the key is known. */
-  private lookUp(res: HttpResponse, ctx: Ctx, authz: string, addr: string, ctype: string, cap: number, declared: string, batch: boolean): void {
+  private lookUp(res: HttpResponse, ctx: Ctx, authz: string, addr: string, admission: number, ctype: string, cap: number, declared: string, batch: boolean): void {
     let principal: Principal | undefined;
     let body: string | undefined;
     readBody(res, ctx, cap, declared, (b) => {
@@ -85,17 +85,16 @@ export class MeterRoutes {
     if (ctx.aborted) return; // readBody refused a declared length over the cap
     res.pause();
     Promise.resolve(this.auth.authenticate(authz)).then((p) => {
+      // Only an unknown key counts against the address: a lookup that could not run (503) was not its fault.
+      this.opts.authFailures.settle(addr, admission, !(p instanceof ApiError && p.code === 'invalid_api_key'), Date.now());
       if (ctx.aborted) return;
       // Resumed in every case: a paused socket would also stall the connection's next request. A
       // body completing inside resume() is handled by readBody's callback once `principal` is set.
       const ready = body;
       if (p instanceof ApiError) {
-        // Only an unknown key keeps its token: a lookup that could not run (503) was not the client's fault.
-        if (p.code !== 'invalid_api_key') this.opts.authFailures.refund(addr, Date.now());
         res.resume();
         return this.refuse(res, ctx, p, declared);
       }
-      this.opts.authFailures.refund(addr, Date.now());
       principal = p;
       res.resume();
       if (ready !== undefined) this.authenticated(res, ctx, p, ctype, ready, batch);
