@@ -33,9 +33,11 @@ const randomToken = (): string => `sks_${randomBytes(32).toString('base64url')}`
 
 interface Answer { status: number; headers: Record<string, string | string[] | undefined>; body: string }
 
-function send(path: string, body: string, token: string, localAddress: string, agent?: Agent): Promise<Answer> {
+function send(path: string, body: string, token: string, localAddress: string, agent?: Agent, o: { port?: number; forwardedFor?: string } = {}): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, method: 'POST', localAddress, agent: agent ?? false, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
+    const headers: Record<string, string | number> = { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+    if (o.forwardedFor !== undefined) headers['x-forwarded-for'] = o.forwardedFor;
+    const req = request({ host: '127.0.0.1', port: o.port ?? port, path, method: 'POST', localAddress, agent: agent ?? false, headers }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (c: string) => (text += c));
@@ -131,4 +133,22 @@ test('a flood of random tokens from one address is cut off with 429 + Retry-Afte
   assert.ok(Number(retryAfter) >= 1, `429 carries Retry-After (got ${retryAfter})`);
   assert.deepEqual([...tally.keys()].sort(), ['invalid_api_key', 'too_many_auth_failures']);
 
+});
+
+test('behind a trusted proxy each forwarded client has its own budget; a client cannot escape its budget by writing X-Forwarded-For', async () => {
+  const proxied = await startTestIngest(stores, { INGEST_TRUST_PROXY: '127.0.0.1', AUTH_FAILURE_BURST: '2', AUTH_FAILURE_RATE_PER_SECOND: '1' });
+  try {
+    const unknown = (from: string, forwardedFor: string) => send('/api/v1/meter', '{}', randomToken(), from, undefined, { port: proxied.port, forwardedFor });
+    /** Unknown keys until the first 429 (at most 10: the budget refills by one a second). */
+    const drain = async (from: string, forwardedFor: string): Promise<number> => {
+      for (let i = 1; i <= 10; i++) if ((await unknown(from, forwardedFor)).status === 429) return i;
+      return 0;
+    };
+    assert.ok((await drain('127.0.0.1', '198.51.100.7, 10.0.0.1')) > 0, 'the forwarded client 10.0.0.1 is rationed');
+    assert.equal((await unknown('127.0.0.1', '10.0.0.2')).status, 401, 'another forwarded client is not');
+    assert.ok((await drain('127.0.0.2', '10.0.0.3')) > 0, 'an untrusted peer is rationed by its own address');
+    assert.equal((await unknown('127.0.0.2', '10.0.0.4')).status, 429, 'whatever X-Forwarded-For it writes');
+  } finally {
+    await proxied.close(0);
+  }
 });
