@@ -8,6 +8,37 @@ import { openTestStores } from '@meterd/core/testing';
 import { ROOT, waitFor } from './support/services.js';
 
 /**
+ * Under npm start's own wiring (issue 12, items 2 and 3): a signup for growth starts on free
+ * quotas at ingest; paying its Checkout in stripe-local sends the signed webhook to the control
+ * API, and ingest reports the growth quota within a second of the payment.
+ */
+async function paidPlanEndToEnd(url: Record<string, string>): Promise<void> {
+  const signup = await fetch(`${url['control-api']}/api/v1/signup`, {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ slug: `start-${Date.now().toString(36)}`, display_name: 'Start', plan: 'growth' }),
+  });
+  const s = (await signup.json()) as { workspace: { id: string; plan: string }; api_key: { token: string }; checkout_url: string };
+  assert.equal(signup.status, 201, JSON.stringify(s));
+  assert.equal(s.workspace.plan, 'free');
+  let n = 0;
+  const limitAtIngest = async (): Promise<string | null> => {
+    const r = await fetch(`${url.ingest}/api/v1/meter`, {
+      method: 'POST', headers: { authorization: `Bearer ${s.api_key.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ workspace_id: s.workspace.id, event_type: 'api.call', quantity: 1, gmv_cents: 0, idempotency_key: `start-${n++}`, occurred_at: new Date().toISOString() }),
+    });
+    await r.arrayBuffer();
+    assert.equal(r.status, 202);
+    return r.headers.get('x-plan-events-limit');
+  };
+  assert.equal(await limitAtIngest(), '500', 'free quotas until Stripe says it is paid');
+  const session = /\/c\/pay\/(cs_[A-Za-z0-9_]+)$/.exec(s.checkout_url)![1];
+  const paid = await fetch(`${url['stripe-local']}/_test/checkout/sessions/${session}/complete`, { method: 'POST' });
+  const deliveries = ((await paid.json()) as { deliveries: { type: string; status: number }[] }).deliveries;
+  assert.deepEqual(deliveries.map((d) => d.status), [200, 200], 'the control API verified both webhooks');
+  await waitFor('the growth quota at ingest', async () => (await limitAtIngest()) === '100000', 1_000);
+}
+
+/**
  * What `npm start` runs after the stack and migrations: the supervisor with every built service.
  * Each service it announces must answer GET /healthz; Ctrl-C (SIGINT) must stop them all.
  * It binds the fixed local ports (8080–8084, 12111), as `npm start` does.
@@ -28,6 +59,7 @@ test('the supervisor starts every service, each answers /healthz, and Ctrl-C sto
     for (const { name, url } of urls) {
       await waitFor(`${name} to answer ${url}/healthz`, () => fetch(`${url}/healthz`).then((r) => r.status === 200, () => false), 30_000);
     }
+    await paidPlanEndToEnd(Object.fromEntries(urls.map((u) => [u.name, u.url])));
     const exited = new Promise<number | null>((r) => sup.once('exit', (code) => r(code)));
     sup.kill('SIGINT');
     assert.equal(await exited, 0, out.slice(-4_000));

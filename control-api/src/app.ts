@@ -14,6 +14,7 @@ import { provisionRoutes } from './routes/provision.js';
 import { signupRoutes } from './routes/signup.js';
 import { webhookRoutes } from './routes/webhooks.js';
 import { stripeRoutes } from './routes/stripe.js';
+import { billingRoutes } from './routes/billing.js';
 import { shopifyRoutes } from './routes/shopify.js';
 import { dashboardPlugin } from './dashboard/index.js';
 
@@ -53,6 +54,7 @@ export async function buildApp(cfg: ControlConfig, deps: AppDeps): Promise<Fasti
   webhookRoutes(app, ctx);
   provisionRoutes(app, ctx);
   await app.register(async (scope) => stripeRoutes(scope, ctx));
+  billingRoutes(app, ctx);
   shopifyRoutes(app, ctx);
   await app.register(async (scope) => dashboardPlugin(scope, ctx));
   doc.register();

@@ -33,6 +33,7 @@ let browser: BrowserContext;
 let page: Page;
 let rx: Receiver;
 let ws: { id: string; token: string; dashboardUrl: string };
+const WHSEC = 'whsec_dashboard_e2e';
 
 before(async () => {
   assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: run infra/stack/browser.sh (scripts/test.sh does)`);
@@ -46,7 +47,10 @@ before(async () => {
   [ingest, aggregator, stripe] = await Promise.all([
     spawnService(join(REPO, 'ingest/dist/src/main.js'), { ...env, INGEST_PORT: String(ingestPort), INGEST_THREADS: '1', SPOOL_DIR: spool, SHIP_INTERVAL_MS: '100' }, `${ingestUrl}/readyz`),
     spawnService(join(REPO, 'aggregator/dist/src/main.js'), { ...env, AGGREGATOR_PORT: String(aggPort), AGGREGATOR_POLL_MS: '100' }, `http://127.0.0.1:${aggPort}/healthz`),
-    spawnService(join(REPO, 'stripe-local/dist/src/main.js'), { STRIPE_LOCAL_PORT: String(stripePort), LOG_LEVEL: 'warn' }, `${stripeUrl}/healthz`),
+    spawnService(join(REPO, 'stripe-local/dist/src/main.js'), {
+      STRIPE_LOCAL_PORT: String(stripePort), LOG_LEVEL: 'warn', STRIPE_LOCAL_SEED_PRICES: 'growth:4900',
+      STRIPE_LOCAL_WEBHOOK_URL: `http://127.0.0.1:${controlPort}/webhooks/stripe`, STRIPE_LOCAL_WEBHOOK_SECRET: WHSEC,
+    }, `${stripeUrl}/healthz`),
   ]);
   control = await startTestControl(stores, {
     CONTROL_API_PORT: String(controlPort),
@@ -55,11 +59,16 @@ before(async () => {
     DASHBOARD_SESSION_TTL_SECONDS: '600',
     STRIPE_SECRET_KEY: 'sk_test_dashboard',
     STRIPE_API_BASE: stripeUrl,
+    STRIPE_WEBHOOK_SECRET: WHSEC,
   });
   // A real signup: a workspace with a Stripe customer, its first key, and the dashboard_url to follow.
+  // Growth is paid through Checkout: paying it (stripe-local's test card) makes Stripe's webhook set the plan.
   const signup = await call(control.url, 'POST', '/api/v1/signup', { body: { slug: `dash-${Date.now().toString(36)}`, display_name: 'Acme', plan: 'growth' } });
   assert.equal(signup.status, 201, signup.text);
   ws = { id: signup.json.workspace.id, token: signup.json.api_key.token, dashboardUrl: signup.json.dashboard_url };
+  const session = /\/c\/pay\/(cs_[A-Za-z0-9_]+)$/.exec(signup.json.checkout_url as string)![1];
+  assert.equal((await fetch(`${stripeUrl}/_test/checkout/sessions/${session}/complete`, { method: 'POST' })).status, 200);
+  await eventually(async () => (await stores.pool.query('SELECT plan FROM workspaces WHERE id = $1', [ws.id])).rows[0].plan === 'growth', 10_000, 'the growth plan');
   rx = await new Receiver().start();
   profile = mkdtempSync(join(tmpdir(), 'meterd-chromium-'));
   browser = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS, viewport: { width: 1280, height: 900 } });

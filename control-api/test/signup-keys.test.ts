@@ -49,9 +49,9 @@ test('signup validates slug and plan, and a taken slug is a 409 that creates not
   const missing = await call(s.url, 'POST', '/api/v1/signup', { body: { slug: 'missing-co' } });
   assert.deepEqual([missing.json.error.code, missing.json.error.field], ['missing_field', 'display_name']);
 
-  const first = await call(s.url, 'POST', '/api/v1/signup', { body: { slug: 'taken-co', display_name: 'A', plan: 'growth' } });
+  const first = await call(s.url, 'POST', '/api/v1/signup', { body: { slug: 'taken-co', display_name: 'A', plan: 'free' } });
   assert.equal(first.status, 201);
-  assert.equal(first.json.workspace.plan, 'growth');
+  assert.equal(first.json.workspace.plan, 'free');
   const again = await call(s.url, 'POST', '/api/v1/signup', { body: { slug: 'taken-co', display_name: 'B' } });
   assert.deepEqual([again.status, again.json.error.code], [409, 'slug_taken']);
   const { rows } = await stores.pool.query(`SELECT count(*)::int AS n FROM workspaces WHERE slug = 'taken-co'`);

@@ -18,6 +18,14 @@ export const PLAN_QUOTAS: Readonly<Record<Plan, PlanQuota>> = Object.freeze({
   enterprise: { eventsPerPeriod: null, handlers: null },
 });
 
+/** Plans bought through Stripe (a price whose lookup_key is the plan's name); free needs no payment. */
+export const PAID_PLANS = ['growth', 'scale', 'enterprise'] as const satisfies readonly Plan[];
+export type PaidPlan = (typeof PAID_PLANS)[number];
+
+export function isPaidPlan(s: unknown): s is PaidPlan {
+  return typeof s === 'string' && (PAID_PLANS as readonly string[]).includes(s);
+}
+
 export function isPlan(s: unknown): s is Plan {
   return typeof s === 'string' && (PLANS as readonly string[]).includes(s);
 }

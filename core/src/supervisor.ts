@@ -1,38 +1,26 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from './paths.js';
+import { discoverProcesses, processEnv, RunSecrets, type ProcessSpec } from './supervisor-plan.js';
 
 /**
  * `npm start`'s process supervisor. Every workspace package may declare processes in its
- * package.json under "meterd": { "processes": [{ name, main, url?, order? }] }; the supervisor runs
+ * package.json (see supervisor-plan.ts); the supervisor runs
  * each built entry point as its own process, prefixes its log lines with its name, restarts it with
  * backoff when it dies, and stops them all on Ctrl-C or SIGTERM. A package without a built entry
  * point is skipped with a note: nothing is started that does not exist.
  */
-/** `env`: defaults for local runs only (e.g. point billing-sync at stripe-local); the caller's environment wins. */
-interface ProcessSpec { name: string; main: string; url?: string; order?: number; health?: string; metrics?: string; env?: Record<string, string> }
 interface Running { spec: ProcessSpec; dir: string; child?: ChildProcess; restarts: number; startedAt: number }
 
 const COLORS = [36, 33, 35, 32, 34, 31, 96, 93];
 
-function discover(): { spec: ProcessSpec; dir: string }[] {
-  const root = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { workspaces: string[] };
-  const found: { spec: ProcessSpec; dir: string }[] = [];
-  for (const ws of root.workspaces) {
-    const pj = join(REPO_ROOT, ws, 'package.json');
-    if (!existsSync(pj)) continue;
-    const procs = (JSON.parse(readFileSync(pj, 'utf8')) as { meterd?: { processes?: ProcessSpec[] } }).meterd?.processes ?? [];
-    for (const spec of procs) found.push({ spec, dir: join(REPO_ROOT, ws) });
-  }
-  return found.sort((a, b) => (a.spec.order ?? 50) - (b.spec.order ?? 50));
-}
-
 const running: Running[] = [];
+const secrets = new RunSecrets();
 let stopping = false;
 
 function start(r: Running, color: number): void {
-  const child = spawn(process.execPath, [join(r.dir, r.spec.main)], { cwd: REPO_ROOT, env: { ...r.spec.env, ...process.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(r.dir, r.spec.main)], { cwd: REPO_ROOT, env: processEnv(r.spec, secrets), stdio: ['ignore', 'pipe', 'pipe'] });
   r.child = child;
   r.startedAt = Date.now();
   const prefix = `\x1b[${color}m${r.spec.name.padEnd(14)}\x1b[0m| `;
@@ -72,7 +60,7 @@ function stop(signal: NodeJS.Signals): void {
   maybeExit();
 }
 
-const all = discover();
+const all = discoverProcesses();
 all.forEach(({ spec, dir }, i) => {
   if (!existsSync(join(dir, spec.main))) {
     console.log(`(skipping ${spec.name}: ${spec.main} is not built)`);

@@ -1,7 +1,7 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import {
-  Authenticator, Loop, createLogger, createPool, createRawInserter, createRedis, errorBody, pgHealthy, redisHealthy, MetricsRegistry,
+  Authenticator, Loop, addressMatcher, createLogger, createPool, createRawInserter, createRedis, errorBody, pgHealthy, redisHealthy, MetricsRegistry,
   type Logger, type Pool, type Redis,
 } from '@meterd/core';
 import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
@@ -16,6 +16,7 @@ import { Pipeline } from './pipeline.js';
 import { recommitUnshipped } from './dedupe/recommit.js';
 import { unshippedLines } from './spool/unshipped.js';
 import { MeterRoutes } from './http/meter.js';
+import { AuthFailureLimiter } from './http/auth-failures.js';
 
 export interface IngestThread {
   /** The port actually bound (useful with INGEST_PORT=0 in tests). */
@@ -79,6 +80,8 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   const routes = new MeterRoutes(auth, pipeline, deduper, metrics, log, {
     maxBodyBytes: cfg.MAX_BODY_BYTES,
     maxBatchBodyBytes: cfg.MAX_BATCH_BODY_BYTES,
+    authFailures: new AuthFailureLimiter(cfg.AUTH_FAILURE_BURST, cfg.AUTH_FAILURE_RATE_PER_SECOND),
+    trustedProxy: addressMatcher(cfg.TRUSTED_PROXIES),
   });
   const health = new Health(redis, pool, shipper, cfg.SPOOL_MAX_BYTES, log);
   try {

@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os';
-import { loadConfig, storeVars, str, int, oneOf, type ConfigOf } from '@meterd/core';
+import { addressList, loadConfig, storeVars, str, int, oneOf, type ConfigOf } from '@meterd/core';
 
 export const ingestVars = {
   ...storeVars,
@@ -24,6 +24,9 @@ export const ingestVars = {
   DEDUPE_WINDOW_SECONDS: int('How long an idempotency key is remembered (default 35 days, Stripe\'s meter event window).', 35 * 86_400, 60, 400 * 86_400),
   DEDUPE_PENDING_TTL_MS: int('How long a claimed-but-unstored idempotency key blocks retries (409) before it is freed.', 10_000, 100, 300_000),
   KEY_CACHE_TTL_MS: int('How long an API key lookup is cached (revocations are pushed over Redis at once).', 30_000, 0, 3_600_000),
+  AUTH_FAILURE_BURST: int('Unknown API keys one client address may send at once before ingest stops looking its keys up (429 too_many_auth_failures); per ingest thread.', 20, 1, 1_000_000),
+  AUTH_FAILURE_RATE_PER_SECOND: int('Unknown API keys per second a client address may send after its burst (the budget refills at this rate).', 2, 1, 1_000_000),
+  TRUSTED_PROXIES: addressList('HTTP proxies (comma-separated IPs/CIDRs) whose X-Forwarded-For names the client for the per-address limit on failed authentication; default none, so a client cannot pick its address by sending the header. PROXY protocol v2 needs no setting.', ''),
   MAX_BODY_BYTES: int('Largest body of POST /api/v1/meter (413 beyond).', 16 << 10, 1 << 10, 1 << 20),
   MAX_BATCH_BODY_BYTES: int('Largest body of POST /api/v1/meter/batch (413 beyond).', 1 << 20, 1 << 12, 16 << 20),
 } as const;

@@ -21,6 +21,8 @@ export interface Context {
   sessionTtlS: number;
   /** Emits v1 and v2 events (stored, and delivered to the configured endpoint). */
   events: EventsOut;
+  /** stripe-local's clock in Unix seconds (a test can move it forward). */
+  nowS: () => number;
   /** Runs work after the answer, the way Stripe applies adjustments asynchronously. */
   later: (work: () => void) => void;
 }

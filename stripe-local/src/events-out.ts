@@ -31,27 +31,27 @@ export interface EventsOutOptions {
   sent?: (body: string, where: string) => void;
 }
 
-const API_VERSION = '2024-09-30.acacia';
+/** Stripe's API version stripe-local speaks. */
+export const API_VERSION = '2024-09-30.acacia';
 const MAX_STORED = 10_000;
 
 export class EventsOut {
   private stopped = false;
-  private readonly timers = new Set<NodeJS.Timeout>();
-  private readonly inFlight = new Set<Promise<void>>();
+  private readonly waking = new Set<() => void>();
+  private readonly inFlight = new Set<Promise<unknown>>();
 
   constructor(private readonly data: () => StateData, private readonly changed: () => void, private readonly o: EventsOutOptions) {}
 
-  /** A v1 snapshot event: `type` such as `customer.created`, `dataObject` the object as it now is. */
-  emitEvent(type: string, dataObject: Record<string, unknown>, previousAttributes?: Record<string, unknown>): Stripe.Event {
-    const event = {
-      id: stripeId('evt'), object: 'event', api_version: API_VERSION, created: this.o.nowS(),
-      data: { object: dataObject, ...(previousAttributes ? { previous_attributes: previousAttributes } : {}) },
-      livemode: false, pending_webhooks: this.o.url === '' ? 0 : 1, request: { id: null, idempotency_key: null }, type,
-    } as unknown as Stripe.Event;
+  /**
+   * A v1 snapshot event: `type` such as `customer.created`, `dataObject` the object as it now is.
+   * `delivery` settles with the final outcome (after retries), or null when no endpoint is set.
+   */
+  emitEvent(type: string, dataObject: object, previousAttributes?: Record<string, unknown>): { event: Stripe.Event; delivery: Promise<Delivery | null> } {
+    const event = snapshotEvent(type, dataObject, this.o.nowS(), previousAttributes, this.o.url === '' ? 0 : 1);
     push(this.data().v1Events, event);
     this.changed();
-    this.deliver(event.id, type, JSON.stringify(event), () => { event.pending_webhooks = 0; });
-    return event;
+    const delivery = this.deliver(event.id, type, JSON.stringify(event), () => { event.pending_webhooks = 0; });
+    return { event, delivery };
   }
 
   /** A v2 thin event: stored with `data`, delivered without it. */
@@ -65,45 +65,77 @@ export class EventsOut {
     // The delivery is thin: no `data`, and no `related_object` when there is none.
     const thin: Record<string, unknown> = { id: event.id, object: event.object, type, created: event.created, context: null, livemode: false, reason: null };
     if (related !== null) thin.related_object = related;
-    this.deliver(event.id, type, JSON.stringify(thin));
+    void this.deliver(event.id, type, JSON.stringify(thin));
     return event;
   }
 
-  private deliver(id: string, type: string, body: string, delivered?: () => void, attempt = 0): void {
-    if (this.o.url === '' || this.stopped) return;
-    if (attempt === 0) this.o.sent?.(body, `webhook ${type}`);
-    const p = (async () => {
-      let status: number | undefined;
-      try {
-        const res = await fetch(this.o.url, {
-          method: 'POST',
-          headers: { 'Content-Type': 'application/json; charset=utf-8', 'Stripe-Signature': stripeSignature(this.o.secret, body), 'User-Agent': 'Stripe/1.0 (+https://stripe.com/docs/webhooks)' },
-          body,
-          signal: AbortSignal.timeout(10_000),
-        });
-        status = res.status;
-        await res.arrayBuffer();
-        if (res.ok) { delivered?.(); return; }
-        this.o.onDeliveryError?.({ id, type, attempt, status, message: `endpoint answered ${res.status}` });
-      } catch (err) {
-        this.o.onDeliveryError?.({ id, type, attempt, message: (err as Error).message });
+  private deliver(id: string, type: string, body: string, delivered?: () => void): Promise<Delivery | null> {
+    if (this.o.url === '' || this.stopped) return Promise.resolve(null);
+    this.o.sent?.(body, `webhook ${type}`);
+    const delays = this.o.retryDelaysMs ?? [1_000, 5_000, 25_000];
+    const p = (async (): Promise<Delivery> => {
+      for (let attempt = 0; ; attempt++) {
+        const d = await signedPost(this.o.url, this.o.secret, id, type, body);
+        if (d.status !== null && d.status >= 200 && d.status < 300) {
+          delivered?.();
+          return d;
+        }
+        this.o.onDeliveryError?.({ id, type, attempt, ...(d.status === null ? {} : { status: d.status }), message: d.error ?? `endpoint answered ${d.status}` });
+        if (attempt >= delays.length || !(await this.pause(delays[attempt]!))) return d;
       }
-      const delays = this.o.retryDelaysMs ?? [1_000, 5_000, 25_000];
-      if (attempt >= delays.length || this.stopped) return;
-      const t = setTimeout(() => { this.timers.delete(t); this.deliver(id, type, body, delivered, attempt + 1); }, delays[attempt]);
-      t.unref();
-      this.timers.add(t);
     })();
     this.inFlight.add(p);
     void p.finally(() => this.inFlight.delete(p));
+    return p;
+  }
+
+  /** Waits `ms` before a retry; resolves false at once when closed. */
+  private pause(ms: number): Promise<boolean> {
+    if (this.stopped) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(t);
+        this.waking.delete(wake);
+        resolve(!this.stopped);
+      };
+      const t = setTimeout(wake, ms);
+      t.unref();
+      this.waking.add(wake);
+    });
   }
 
   /** Stops retries and waits for deliveries under way. */
   async close(): Promise<void> {
     this.stopped = true;
-    for (const t of this.timers) clearTimeout(t);
-    this.timers.clear();
+    for (const wake of [...this.waking]) wake();
     await Promise.all([...this.inFlight]);
+  }
+}
+
+/** One delivery's outcome: the receiver's status, or null with the error when it could not be reached. */
+export interface Delivery { id: string; type: string; status: number | null; error?: string }
+
+/** A v1 snapshot event as Stripe serialises it: `data.object` is the object after the change. */
+export function snapshotEvent(type: string, object: object, nowS: number, previousAttributes?: Record<string, unknown>, pendingWebhooks = 0): Stripe.Event {
+  return {
+    id: stripeId('evt'), object: 'event', api_version: API_VERSION, created: nowS,
+    data: { object, ...(previousAttributes ? { previous_attributes: previousAttributes } : {}) },
+    livemode: false, pending_webhooks: pendingWebhooks, request: { id: null, idempotency_key: null }, type,
+  } as unknown as Stripe.Event;
+}
+
+/** POSTs one event body signed as Stripe signs webhooks. */
+export async function signedPost(url: string, secret: string, id: string, type: string, body: string): Promise<Delivery & { body?: string }> {
+  try {
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json; charset=utf-8', 'Stripe-Signature': stripeSignature(secret, body), 'User-Agent': 'Stripe/1.0 (+https://stripe.com/docs/webhooks)' },
+      body,
+      signal: AbortSignal.timeout(10_000),
+    });
+    return { id, type, status: res.status, body: (await res.text()).slice(0, 2_000) };
+  } catch (err) {
+    return { id, type, status: null, error: (err as Error).message };
   }
 }
 

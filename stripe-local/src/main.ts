@@ -1,15 +1,18 @@
 import { ConfigError, createLogger } from '@meterd/core';
 import { loadStripeLocalConfig, type StripeLocalConfig } from './config.js';
 import { startStripeLocal } from './server.js';
+import { parsePriceSeeds, type PriceSeed } from './routes-checkout.js';
 
 /** stripe-local: a Stripe-compatible test double for the billing endpoints meterd uses. */
 let cfg: StripeLocalConfig;
 let faults: Record<string, unknown>;
+let prices: PriceSeed[];
 try {
   cfg = loadStripeLocalConfig();
   faults = JSON.parse(cfg.STRIPE_LOCAL_FAULTS) as Record<string, unknown>;
+  prices = parsePriceSeeds(cfg.STRIPE_LOCAL_SEED_PRICES);
 } catch (err) {
-  console.error(err instanceof ConfigError ? `stripe-local: ${err.message}` : `stripe-local: STRIPE_LOCAL_FAULTS: ${(err as Error).message}`);
+  console.error(err instanceof ConfigError ? `stripe-local: ${err.message}` : `stripe-local: STRIPE_LOCAL_FAULTS or STRIPE_LOCAL_SEED_PRICES: ${(err as Error).message}`);
   process.exit(1);
 }
 const log = createLogger('stripe-local', cfg.LOG_LEVEL);
@@ -31,6 +34,7 @@ const server = await startStripeLocal({
   checkCustomers: cfg.STRIPE_LOCAL_CHECK_CUSTOMERS,
   recordDir: cfg.STRIPE_LOCAL_RECORD_DIR,
   onWebhookError: (e) => log.warn(e, 'webhook delivery failed'),
+  seedPrices: prices,
 });
 // The port line is parsed by tests that start this process with STRIPE_LOCAL_PORT=0.
 log.info({ url: server.url }, 'stripe-local listening');

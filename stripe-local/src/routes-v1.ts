@@ -88,7 +88,7 @@ export function routeV1(ctx: Context, r: Request): Routed | undefined {
   return undefined;
 }
 
-function metadataOf(f: FormObject): Record<string, string> {
+export function metadataOf(f: FormObject): Record<string, string> {
   const md = obj(f, 'metadata') ?? {};
   const out: Record<string, string> = {};
   for (const [k, v] of Object.entries(md)) {
@@ -98,15 +98,22 @@ function metadataOf(f: FormObject): Record<string, string> {
   return out;
 }
 
-/** A customer with every field Stripe returns (https://docs.stripe.com/api/customers/object); what stripe-local does not model is empty as in a new Stripe customer. */
 function createCustomer(ctx: Context, f: FormObject, nowS: number): Customer {
   onlyParams(f, PARAMS.customer);
+  return newCustomer(ctx, { email: str(f, 'email') ?? null, name: str(f, 'name') ?? null, description: str(f, 'description') ?? null, phone: str(f, 'phone') ?? null, metadata: metadataOf(f) }, nowS);
+}
+
+/**
+ * Stores a customer with every field Stripe returns (https://docs.stripe.com/api/customers/object)
+ * and emits `customer.created`; what stripe-local does not model is empty as in a new Stripe customer.
+ */
+export function newCustomer(ctx: Context, given: Pick<Customer, 'email' | 'name' | 'description' | 'phone' | 'metadata'>, nowS: number): Customer {
   const c: Customer = {
     id: stripeId('cus'), object: 'customer', address: null, balance: 0, created: nowS, currency: null, default_source: null, delinquent: false,
-    description: str(f, 'description') ?? null, discount: null, email: str(f, 'email') ?? null,
+    description: given.description, discount: null, email: given.email,
     invoice_prefix: randomBytes(4).toString('hex').toUpperCase(),
     invoice_settings: { custom_fields: null, default_payment_method: null, footer: null, rendering_options: null },
-    livemode: false, metadata: metadataOf(f), name: str(f, 'name') ?? null, next_invoice_sequence: 1, phone: str(f, 'phone') ?? null,
+    livemode: false, metadata: given.metadata, name: given.name, next_invoice_sequence: 1, phone: given.phone,
     preferred_locales: [], shipping: null, tax_exempt: 'none', test_clock: null,
   };
   ctx.data().customers[c.id] = c;

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { MetricsRegistry } from '@meterd/core';
 import { Billing } from './billing.js';
 import { ErrorReports } from './error-reports.js';
-import { EventsOut } from './events-out.js';
+import { EventsOut, signedPost, snapshotEvent } from './events-out.js';
 import { Recorder } from './recorder.js';
 import { routeEvents } from './routes-events.js';
 import { applyFaults, NO_FAULTS, type Faults } from './faults.js';
@@ -11,9 +11,10 @@ import { readBody, send, sendError } from './http-util.js';
 import { TokenBucket } from './rate-limit.js';
 import { routeV1 } from './routes-v1.js';
 import { routeStream, routeV2 } from './routes-v2.js';
-import { StateFile, emptyState, stripeId, type StateData } from './state.js';
+import { StateFile, emptyState, type StateData } from './state.js';
 import { asV2, rateLimited, StripeHttpError } from './stripe-error.js';
-import { stripeSignature } from './signature.js';
+import { routeCheckout, seedPrices, type PriceSeed } from './routes-checkout.js';
+import { checkoutControl } from './checkout-control.js';
 import type { Context, Request, Routed } from './context.js';
 
 export interface StripeLocalOptions {
@@ -40,6 +41,8 @@ export interface StripeLocalOptions {
   recordDir?: string;
   /** Logs failed webhook deliveries. */
   onWebhookError?: (e: { id: string; type: string; attempt: number; status?: number; message: string }) => void;
+  /** Prices created at start unless an active price already has their lookup key. */
+  seedPrices?: PriceSeed[];
 }
 
 type RouteClass = 'meter_events' | 'stream' | 'default' | 'test';
@@ -75,7 +78,7 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
   const billing = new Billing(() => data, { identifierWindowS: o.identifierWindowHours * 3_600, checkCustomers: o.checkCustomers ?? true }, changed, reports);
   let stopped = false;
   const later = (work: () => void): void => { setImmediate(() => { if (!stopped) work(); }); };
-  const ctx: Context = { data: () => data, billing, changed, baseUrl: () => baseUrl, sessionTtlS: o.sessionTtlSeconds, events, later };
+  const ctx: Context = { data: () => data, billing, changed, baseUrl: () => baseUrl, sessionTtlS: o.sessionTtlSeconds, events, nowS, later };
   const rateTest = o.rateTestMode ?? 25;
   const buckets: Record<RouteClass, TokenBucket> = {
     meter_events: new TokenBucket(o.rateMeterEvents),
@@ -84,6 +87,7 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
     test: new TokenBucket(Math.max(rateTest, 1)),
   };
   const idempotent = new Map<string, Routed>();
+  seedPrices(ctx, o.seedPrices ?? [], nowS());
 
   /** `expire_sessions` is a one-shot switch: every token issued so far expires now; new ones work. */
   function setFaults(update: unknown): Faults {
@@ -165,6 +169,7 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
       send(res, 200, JSON.stringify(await sendWebhook(JSON.parse(await readBody(req)) as WebhookRequest)));
       return true;
     }
+    if (await checkoutControl(ctx, req, res, path)) return true;
     const portal = /^\/p\/session\/(bps_[A-Za-z0-9]+)$/.exec(path);
     if (portal && req.method === 'GET') {
       res.writeHead(200, { 'Content-Type': 'text/html' }).end(`<!doctype html><title>Billing portal (stripe-local)</title><p>Billing portal session ${portal[1]}</p>`);
@@ -201,7 +206,7 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
     let routed: Routed | undefined;
     if (path === '/v2/billing/meter_event_stream' && r.method === 'POST') {
       routed = routeStream(ctx, r, bearer, false);
-    } else if (path.startsWith('/v1/')) routed = routeV1(ctx, r) ?? routeEvents(ctx, r);
+    } else if (path.startsWith('/v1/')) routed = routeV1(ctx, r) ?? routeCheckout(ctx, r) ?? routeEvents(ctx, r);
     else if (path.startsWith('/v2/')) routed = routeV2(ctx, r) ?? routeEvents(ctx, r);
     if (routed === undefined) throw new StripeHttpError(404, 'invalid_request_error', `Unrecognized request URL (${r.method}: ${path}).`);
     counters.events.inc(Object.keys(data.events).length - before);
@@ -275,21 +280,11 @@ export interface WebhookRequest {
 }
 
 /** Sends one Stripe-shaped event, signed as Stripe signs webhooks, and reports the receiver's answer. */
-export async function sendWebhook(w: WebhookRequest): Promise<{ id: string; status: number; body: string }> {
+export async function sendWebhook(w: WebhookRequest): Promise<{ id: string; status: number | null; body: string }> {
   if (typeof w?.url !== 'string' || typeof w.secret !== 'string' || typeof w.type !== 'string' || typeof w.object !== 'object') {
     throw new StripeHttpError(400, 'invalid_request_error', 'url, secret, type and object are required.');
   }
-  const id = stripeId('evt');
-  const body = JSON.stringify({
-    id, object: 'event', api_version: '2024-09-30.acacia', created: Math.floor(Date.now() / 1000), livemode: false,
-    pending_webhooks: 1, request: { id: null, idempotency_key: null }, type: w.type,
-    data: { object: w.object, ...(w.previous_attributes ? { previous_attributes: w.previous_attributes } : {}) },
-  });
-  const res = await fetch(w.url, {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json; charset=utf-8', 'Stripe-Signature': stripeSignature(w.secret, body), 'User-Agent': 'Stripe/1.0 (+https://stripe.com/docs/webhooks)' },
-    body,
-    signal: AbortSignal.timeout(10_000),
-  });
-  return { id, status: res.status, body: (await res.text()).slice(0, 2_000) };
+  const event = snapshotEvent(w.type, w.object, Math.floor(Date.now() / 1000), w.previous_attributes, 1);
+  const d = await signedPost(w.url, w.secret, event.id, w.type, JSON.stringify(event));
+  return { id: event.id, status: d.status, body: d.body ?? d.error ?? '' };
 }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile, rename } from 'node:fs/promises';
 import type Stripe from 'stripe';
 import { Loop } from '@meterd/core';
+import type { CheckoutState } from './checkout-state.js';
 
 /**
  * What stripe-local remembers. Plain JSON-able records so the whole state can be saved to a file.
@@ -52,10 +53,15 @@ export interface StateData {
   v1Events: Stripe.Event[];
   /** v2 (thin) events, newest last, for GET /v2/core/events. */
   v2Events: ThinEvent[];
+  /** Products, prices, Checkout Sessions and subscriptions (routes-checkout.ts). */
+  checkout: CheckoutState;
 }
 
 export function emptyState(): StateData {
-  return { customers: {}, meters: {}, events: {}, identifiers: {}, sessions: {}, streamErrors: [], v1Events: [], v2Events: [] };
+  return {
+    customers: {}, meters: {}, events: {}, identifiers: {}, sessions: {}, streamErrors: [], v1Events: [], v2Events: [],
+    checkout: { products: {}, prices: {}, sessions: {}, subscriptions: {} },
+  };
 }
 
 export function stripeId(prefix: string): string {

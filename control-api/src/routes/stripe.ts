@@ -11,7 +11,7 @@ import { applyMeterErrorEvent, type ThinEvent } from '../billing/meter-errors.js
 export function stripeRoutes(app: FastifyInstance, ctx: Ctx): void {
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
-  app.post('/webhooks/stripe', { schema: { tags: ['billing'], summary: 'Stripe webhooks: subscription lookup_key growth/scale/enterprise sets the plan; meter error reports (thin events) mark billing ledger rows rejected.' } }, async (req) => {
+  app.post('/webhooks/stripe', { schema: { tags: ['billing'], summary: 'Stripe webhooks: checkout.session.completed and customer.subscription.* set the plan from the price lookup_key (growth/scale/enterprise; canceled or deleted is free); meter error reports (thin events) mark billing ledger rows rejected.' } }, async (req) => {
     if (ctx.cfg.STRIPE_WEBHOOK_SECRET === '') throw new ApiError('not_configured', 'STRIPE_WEBHOOK_SECRET is not set');
     const sig = req.headers['stripe-signature'];
     if (typeof sig !== 'string' || !Buffer.isBuffer(req.body)) throw new ApiError('invalid_signature', 'missing Stripe-Signature header or body');
@@ -34,7 +34,12 @@ export function stripeRoutes(app: FastifyInstance, ctx: Ctx): void {
       return { received: true, outcome: r === 'duplicate' ? r : 'applied' };
     }
     const changed: string[] = [];
-    const outcome = await applyStripeEvent(ctx.pool, event, changed);
+    const stripe = ctx.stripe;
+    const fetchSubscription = stripe === null ? null : (id: string) => stripe.subscriptions.retrieve(id).catch((err: unknown) => {
+      // Nothing is recorded yet: the 502 makes Stripe redeliver the event, and it applies then.
+      throw new ApiError('upstream_error', 'reading the subscription from Stripe failed; the event will be retried', undefined, { retryable: true, cause: err });
+    });
+    const outcome = await applyStripeEvent(ctx.pool, event, changed, fetchSubscription);
     // After the commit: ingest and the other services drop the cached plan of these workspaces now.
     for (const ws of changed) await ctx.redis.publish(PLAN_CHANGED_CHANNEL, ws);
     ctx.log.info({ stripe_event: event.id, type: event.type, outcome }, 'stripe webhook');

@@ -35,6 +35,12 @@ export interface AuthenticatorOptions {
   now?: () => number;
 }
 
+/**
+ * How long an unknown key hash is remembered. A new key cannot be stuck here: its token is minted
+ * from random bytes and leaves the server only after its row is committed, so nobody can present
+ * it (and have its miss cached) before it exists. The TTL stays short anyway, so that a row restored
+ * by hand (or a replica catching up) is seen within two seconds.
+ */
 const NEGATIVE_TTL_MS = 2_000;
 
 /**
@@ -175,18 +181,29 @@ export class Authenticator {
   }
 
   authenticate(header: string): Principal | ApiError | Promise<Principal | ApiError> {
-    if (header.length === 0) return new ApiError('missing_api_key', 'send Authorization: Bearer <api key>');
-    if (header.length < 8 || header.slice(0, 7).toLowerCase() !== 'bearer ') {
-      return new ApiError('invalid_api_key', 'the Authorization header must be "Bearer <api key>"');
-    }
+    return this.resolve(header, true)!;
+  }
+
+  /**
+   * The answer known without a query: malformed, operator, or held by a cache (live key or recent
+   * miss). `undefined` means only a lookup can tell, so a caller can ration lookups (ingest refuses
+   * them to an address that keeps sending unknown keys) before calling `authenticate`.
+   */
+  cached(header: string): Principal | ApiError | undefined {
+    return this.resolve(header, false) as Principal | ApiError | undefined;
+  }
+
+  private resolve(header: string, lookup: boolean): Principal | ApiError | Promise<Principal | ApiError> | undefined {
+    if (header.length === 0) return MISSING;
+    if (header.length < 8 || header.slice(0, 7).toLowerCase() !== 'bearer ') return MALFORMED_HEADER;
     const token = header.slice(7).trim();
     const hash = hashKey(token);
     if (this.operatorHash !== null && timingSafeEqual(hash, this.operatorHash)) return OPERATOR;
-    if (!isWellFormedKey(token)) return new ApiError('invalid_api_key', 'the API key is not valid');
+    if (!isWellFormedKey(token)) return MALFORMED_KEY;
     const hex = hash.toString('hex');
     const now = this.now();
     const hit = this.keys.get(hex, now) ?? this.misses.get(hex, now);
-    if (hit !== undefined) return hit;
+    if (hit !== undefined || !lookup) return hit;
     return this.inflight.get(hex) ?? (this.lookups < this.maxLookups ? this.startLookup(hex, hash) : BUSY);
   }
 
@@ -248,6 +265,10 @@ function positiveInt(name: string, n: number): number {
 
 const OPERATOR: Principal = Object.freeze({ workspaceId: null, scopes: 'all', plan: null });
 const INVALID = new ApiError('invalid_api_key', 'the API key is not valid or has been revoked');
+// Shared for the same reason as INVALID: a flood of junk headers must not build an Error each.
+const MISSING = new ApiError('missing_api_key', 'send Authorization: Bearer <api key>');
+const MALFORMED_HEADER = new ApiError('invalid_api_key', 'the Authorization header must be "Bearer <api key>"');
+const MALFORMED_KEY = new ApiError('invalid_api_key', 'the API key is not valid');
 // Shared like INVALID: under a flood, building an Error (and its stack) per rejected request is the cost to avoid.
 const BUSY = new ApiError('service_unavailable', 'too many API key checks in progress; retry shortly', undefined, { retryable: true });
 

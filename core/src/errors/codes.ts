@@ -20,6 +20,7 @@ export const ERROR_CODES = {
   // auth
   missing_api_key: { status: 401, summary: 'No `Authorization: Bearer …` header.' },
   invalid_api_key: { status: 401, summary: 'The key is malformed, unknown or revoked.' },
+  too_many_auth_failures: { status: 429, summary: 'Ingest: this client address sent too many unknown API keys; keys that need a lookup are refused until Retry-After (keys already verified keep working).' },
   insufficient_scope: { status: 403, summary: 'The key lacks the scope the endpoint requires (e.g. `meter:write`).' },
   workspace_mismatch: { status: 403, summary: '`workspace_id` is not the API key\'s workspace.' },
   // state
@@ -36,6 +37,9 @@ export const ERROR_CODES = {
   invalid_signature: { status: 400, summary: 'A signed callback (Stripe webhook, Shopify OAuth callback) failed its signature, HMAC or state check.' },
   upstream_error: { status: 502, summary: 'A provider the control API called (Stripe, Kubernetes) failed; nothing was changed, retry later.' },
   not_configured: { status: 501, summary: 'The server is not configured for this feature (e.g. Stripe or Shopify credentials are unset).' },
+  payment_required: { status: 402, summary: 'A paid plan was asked for where it cannot be paid: this server has no Stripe configured, so only the operator can set a paid plan (`PATCH /api/v1/workspaces/:id`).' },
+  already_subscribed: { status: 409, summary: 'The workspace is already on a paid plan: change or cancel it in the Stripe billing portal, not with a new Checkout.' },
+  operator_only: { status: 403, summary: 'Only the operator key (DEPLOY_API_KEY) may do this, e.g. set a workspace\'s plan directly.' },
   no_billing_customer: { status: 409, summary: 'The workspace has no Stripe customer, so it has no billing portal.' },
   session_required: { status: 401, summary: 'Dashboard: no valid sign-in session (absent, expired, signed out, or its API key was revoked); sign in again.' },
   csrf_token_invalid: { status: 403, summary: 'Dashboard: a state-changing call lacked the session\'s X-CSRF-Token header or sent a wrong one.' },

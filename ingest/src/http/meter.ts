@@ -5,18 +5,24 @@ import type { IngestMetrics } from '../metrics.js';
 import type { EventResult, Pipeline, SubmitResult } from '../pipeline.js';
 import { rowJson } from '../rows.js';
 import { readBody } from './body.js';
-import { Ctx, sendError, sendJson, type PlanUsage } from './respond.js';
+import { Ctx, sendAndClose, sendError, sendJson, type PlanUsage } from './respond.js';
+import type { AuthFailureLimiter } from './auth-failures.js';
+import { clientAddress } from './client-address.js';
 
 export const MAX_BATCH_EVENTS = 100;
 
 export interface MeterRouteOptions {
   maxBodyBytes: number;
   maxBatchBodyBytes: number;
+  /** Key lookups per client address that failures drain (this thread's); past the budget, lookups are refused with 429. */
+  authFailures: AuthFailureLimiter;
+  /** Proxies whose X-Forwarded-For names the client (exact addresses). */
+  trustedProxy: (address: string) => boolean;
 }
 
 /**
  * POST /api/v1/meter and /api/v1/meter/batch. The handler is a short list of steps: read the
- * headers (uWS frees `req` when this function returns), read the body, authenticate, validate, hand
+ * headers (uWS frees `req` when this function returns), authenticate, read the body, validate, hand
  * the events to the pipeline, answer. Errors before the pipeline change nothing anywhere.
  */
 export class MeterRoutes {
@@ -48,18 +54,62 @@ export class MeterRoutes {
     this.metrics.requests[batch ? 'batch' : 'meter']!.inc();
     const authz = req.getHeader('authorization');
     const ctype = req.getHeader('content-type');
-    readBody(res, ctx, batch ? this.opts.maxBatchBodyBytes : this.opts.maxBodyBytes, req.getHeader('content-length'), (body) => {
-      const p = this.auth.authenticate(authz);
-      if (p instanceof Promise) {
-        p.then((principal) => this.authenticated(res, ctx, principal, ctype, body, batch)).catch((err: unknown) => this.fail(res, ctx, err));
-      } else {
-        this.authenticated(res, ctx, p, ctype, body, batch);
-      }
-    });
+    const cap = batch ? this.opts.maxBatchBodyBytes : this.opts.maxBodyBytes;
+    const declared = req.getHeader('content-length');
+    // The key is checked from the headers before any of the body is read: a request that cannot
+    // authenticate costs neither the body's bytes nor (past its address's budget) a query.
+    const known = this.auth.cached(authz);
+    if (known instanceof ApiError) return this.refuse(res, ctx, known, declared);
+    if (known !== undefined) {
+      readBody(res, ctx, cap, declared, (body) => this.authenticated(res, ctx, known, ctype, body, batch));
+      return;
+    }
+    const addr = clientAddress(res, req, this.opts.trustedProxy);
+    const admission = this.opts.authFailures.take(addr, Date.now());
+    if (admission > 0) {
+      this.metrics.rejected.too_many_auth_failures!.inc();
+      sendAndClose(res, ctx, 'too_many_auth_failures', 'too many unknown API keys from this address; retry after the Retry-After seconds', undefined, admission);
+      return;
+    }
+    this.lookUp(res, ctx, authz, addr, admission, ctype, cap, declared, batch);
   }
 
-  private authenticated(res: HttpResponse, ctx: Ctx, p: Principal | ApiError, ctype: string, body: string, batch: boolean): void {
-    if (p instanceof ApiError) return this.reject(res, ctx, p.code as ErrorCode, p.message);
+  /** A key that needs a query: the body waits (paused, at most uWS's read buffer taken in) until the key is known. */
+  private lookUp(res: HttpResponse, ctx: Ctx, authz: string, addr: string, admission: number, ctype: string, cap: number, declared: string, batch: boolean): void {
+    let principal: Principal | undefined;
+    let body: string | undefined;
+    readBody(res, ctx, cap, declared, (b) => {
+      body = b;
+      if (principal !== undefined) this.authenticated(res, ctx, principal, ctype, body, batch);
+    });
+    if (ctx.aborted) return; // readBody refused a declared length over the cap
+    res.pause();
+    Promise.resolve(this.auth.authenticate(authz)).then((p) => {
+      // Only an unknown key counts against the address: a lookup that could not run (503) was not its fault.
+      this.opts.authFailures.settle(addr, admission, !(p instanceof ApiError && p.code === 'invalid_api_key'), Date.now());
+      if (ctx.aborted) return;
+      // Resumed in every case: a paused socket would also stall the connection's next request. A
+      // body completing inside resume() is handled by readBody's callback once `principal` is set.
+      const ready = body;
+      if (p instanceof ApiError) {
+        res.resume();
+        return this.refuse(res, ctx, p, declared);
+      }
+      principal = p;
+      res.resume();
+      if (ready !== undefined) this.authenticated(res, ctx, p, ctype, ready, batch);
+    }).catch((err: unknown) => this.fail(res, ctx, err));
+  }
+
+  /** 401 (or 503 when keys cannot be checked) before the body: answered, and the connection closed unless it carried no body. */
+  private refuse(res: HttpResponse, ctx: Ctx, err: ApiError, declared: string): void {
+    const code = err.code as ErrorCode;
+    this.metrics.rejected[code]?.inc();
+    if (declared === '0') sendError(res, ctx, code, err.message);
+    else sendAndClose(res, ctx, code, err.message, undefined, code === 'service_unavailable' ? 1 : undefined);
+  }
+
+  private authenticated(res: HttpResponse, ctx: Ctx, p: Principal, ctype: string, body: string, batch: boolean): void {
     if (!hasScope(p, 'meter:write')) return this.reject(res, ctx, 'insufficient_scope', 'this key lacks the meter:write scope');
     if (!isJson(ctype)) return this.reject(res, ctx, 'unsupported_media_type', 'send Content-Type: application/json');
     let doc: unknown;

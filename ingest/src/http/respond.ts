@@ -59,15 +59,22 @@ export function sendJson(res: HttpResponse, ctx: Ctx, status: number, body: stri
 export function sendError(res: HttpResponse, ctx: Ctx, code: ErrorCode, message: string, field?: string, usage?: PlanUsage, closeConnection = false): void {
   if (ctx.aborted) return;
   const retry: [string, string] | undefined = code === 'idempotency_key_in_use' || code === 'service_unavailable' ? ['retry-after', '1'] : undefined;
-  if (closeConnection) {
-    // The rest of an oversized body is never read: answer, then close so it is not parsed as a request.
-    ctx.settle();
-    res.cork(() => {
-      res.writeStatus(STATUS[ERROR_CODES[code].status]!);
-      res.writeHeader('content-type', 'application/json');
-      res.end(errorBody(code, message, field), true);
-    });
-    return;
-  }
+  if (closeConnection) return sendAndClose(res, ctx, code, message, field);
   sendJson(res, ctx, ERROR_CODES[code].status, errorBody(code, message, field), usage, retry);
+}
+
+/**
+ * Answers without reading (the rest of) the body, then closes the connection, so the unread bytes
+ * are never parsed as a request: for oversized bodies, and for requests refused before their key
+ * is known, whose bodies the server never spends time on.
+ */
+export function sendAndClose(res: HttpResponse, ctx: Ctx, code: ErrorCode, message: string, field?: string, retryAfterS?: number): void {
+  if (ctx.aborted) return;
+  ctx.settle();
+  res.cork(() => {
+    res.writeStatus(STATUS[ERROR_CODES[code].status]!);
+    res.writeHeader('content-type', 'application/json');
+    if (retryAfterS !== undefined) res.writeHeader('retry-after', String(retryAfterS));
+    res.end(errorBody(code, message, field), true);
+  });
 }
