@@ -18,7 +18,8 @@ const END = '<!-- config:end -->';
 
 const { storeVars } = await import(`${root}core/dist/src/index.js`);
 const cell = (s) => String(s).replace(/\|/g, '\\|').replace(/\n/g, ' ');
-const row = (name, v) => `| \`${name}\` | ${v.default === undefined ? '(required)' : v.default === '' ? '(empty)' : `\`${cell(v.default)}\``} | ${cell(v.doc)} |\n`;
+const row = (name, v) =>
+  `| \`${name}\` | ${v.default === undefined ? '(required)' : v.default === '' ? '(empty)' : `\`${cell(v.default)}\``} | ${cell(v.doc)} |\n`;
 const head = '| variable | default | what it does |\n|---|---|---|\n';
 
 let out = `${START}\n### Every service\n\n${head}`;

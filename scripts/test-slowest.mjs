@@ -12,7 +12,10 @@ export default async function* slowest(source) {
     if (event.type === 'test:pass' || event.type === 'test:fail') f.last = now;
     files.set(file, f);
   }
-  const rows = [...files].map(([file, f]) => ({ file: file.replace(process.cwd() + '/', ''), s: (f.last - f.first) / 1000 }));
+  const rows = [...files].map(([file, f]) => ({
+    file: file.replace(process.cwd() + '/', ''),
+    s: (f.last - f.first) / 1000,
+  }));
   rows.sort((a, b) => b.s - a.s);
   yield '\nslowest test files:\n';
   for (const r of rows.slice(0, 10)) yield `  ${r.s.toFixed(1).padStart(7)} s  ${r.file}\n`;

@@ -20,7 +20,13 @@ function fail(message) {
 
 beforeEach((t) => {
   const started = Date.now();
-  const timer = setTimeout(() => fail(`test "${t.name}" in ${file} did not finish within ${testLimitMs} ms (started ${new Date(started).toISOString()})`), testLimitMs);
+  const timer = setTimeout(
+    () =>
+      fail(
+        `test "${t.name}" in ${file} did not finish within ${testLimitMs} ms (started ${new Date(started).toISOString()})`,
+      ),
+    testLimitMs,
+  );
   timers.set(t, timer.unref());
 });
 
@@ -31,6 +37,8 @@ afterEach((t) => {
 
 after(() => {
   setTimeout(() => {
-    fail(`${file} finished its tests but did not exit within ${exitGraceMs} ms; still on its event loop: ${JSON.stringify(process.getActiveResourcesInfo())}`);
+    fail(
+      `${file} finished its tests but did not exit within ${exitGraceMs} ms; still on its event loop: ${JSON.stringify(process.getActiveResourcesInfo())}`,
+    );
   }, exitGraceMs).unref();
 });

@@ -53,9 +53,10 @@ for (const pkg of PACKAGES) {
 
 test('the rule sees a violation when there is one (a service importing another, a relative path out of its package)', () => {
   const probe = (text: string): string[] => [...text.matchAll(IMPORT)].map((m) => (m[1] ?? m[2])!);
-  assert.deepEqual(probe(`import { x } from '@meterd/ingest';\nconst y = await import('../../aggregator/src/app.js');\nexport { z } from './z.js';`), [
-    '@meterd/ingest',
-    '../../aggregator/src/app.js',
-    './z.js',
-  ]);
+  assert.deepEqual(
+    probe(
+      `import { x } from '@meterd/ingest';\nconst y = await import('../../aggregator/src/app.js');\nexport { z } from './z.js';`,
+    ),
+    ['@meterd/ingest', '../../aggregator/src/app.js', './z.js'],
+  );
 });

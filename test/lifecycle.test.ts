@@ -34,8 +34,16 @@ const expect = `const expect = async (url, status, init) => { const r = await fe
 
 test('ingest: a thread that served a meter request and was closed ends by itself', async () => {
   const { token, workspace } = await stores.workspace('free');
-  const body = JSON.stringify({ workspace_id: workspace.id, event_type: 'checkout.completed', quantity: 1, gmv_cents: 100, idempotency_key: 'lifecycle-1' });
-  exitedByItself(await runUntilExit(`
+  const body = JSON.stringify({
+    workspace_id: workspace.id,
+    event_type: 'checkout.completed',
+    quantity: 1,
+    gmv_cents: 100,
+    idempotency_key: 'lifecycle-1',
+  });
+  exitedByItself(
+    await runUntilExit(
+      `
     const { startIngestThread } = await import(${dist('ingest', 'app.js')});
     const { loadIngestConfig } = await import(${dist('ingest', 'config.js')});
     const { MetricsRegistry } = await import(${dist('core', 'index.js')});
@@ -44,12 +52,17 @@ test('ingest: a thread that served a meter request and was closed ends by itself
     await expect('http://127.0.0.1:' + t.port + '/api/v1/meter', 202, { method: 'POST', headers: { authorization: 'Bearer ${token}', 'content-type': 'application/json' }, body: ${JSON.stringify(body)} });
     await expect('http://127.0.0.1:' + t.port + '/readyz', 200);
     await t.close(2_000);
-  `, { ...stores.env, INGEST_PORT: '0', SPOOL_DIR: join(dir, 'spool'), SHIP_INTERVAL_MS: '20', LOG_LEVEL: 'silent' }));
+  `,
+      { ...stores.env, INGEST_PORT: '0', SPOOL_DIR: join(dir, 'spool'), SHIP_INTERVAL_MS: '20', LOG_LEVEL: 'silent' },
+    ),
+  );
 });
 
 test('ingest: closed while a health check awaits Redis, the check does not re-arm itself', async () => {
   const redis = new URL(stores.env.REDIS_URL!);
-  exitedByItself(await runUntilExit(`
+  exitedByItself(
+    await runUntilExit(
+      `
     const { startIngestThread } = await import(${dist('ingest', 'app.js')});
     const { loadIngestConfig } = await import(${dist('ingest', 'config.js')});
     const { MetricsRegistry } = await import(${dist('core', 'index.js')});
@@ -63,33 +76,55 @@ test('ingest: closed while a health check awaits Redis, the check does not re-ar
     gate.release();
     await closing;
     await gate.close();
-  `, { ...stores.env, INGEST_PORT: '0', SPOOL_DIR: join(dir, 'spool-gate'), LOG_LEVEL: 'silent' }));
+  `,
+      { ...stores.env, INGEST_PORT: '0', SPOOL_DIR: join(dir, 'spool-gate'), LOG_LEVEL: 'silent' },
+    ),
+  );
 });
 
 test('aggregator: the rollup loop and usage API, closed mid-cycle, end by themselves', async () => {
-  exitedByItself(await runUntilExit(`
+  exitedByItself(
+    await runUntilExit(
+      `
     const { startAggregatorApp } = await import(${dist('aggregator', 'app.js')});
     const { loadAggregatorConfig } = await import(${dist('aggregator', 'config.js')});
     ${expect}
     const app = await startAggregatorApp(loadAggregatorConfig());
     await expect('http://127.0.0.1:' + app.port + '/healthz', 200);
     await app.close();
-  `, { ...stores.env, AGGREGATOR_PORT: '0', AGGREGATOR_POLL_MS: '10', LOG_LEVEL: 'silent' }));
+  `,
+      { ...stores.env, AGGREGATOR_PORT: '0', AGGREGATOR_POLL_MS: '10', LOG_LEVEL: 'silent' },
+    ),
+  );
 });
 
 test('control-api: the API, webhook worker and quota watch end by themselves after close', async () => {
-  exitedByItself(await runUntilExit(`
+  exitedByItself(
+    await runUntilExit(
+      `
     const { startControl } = await import(${dist('control-api', 'server.js')});
     const { loadControlConfig } = await import(${dist('control-api', 'config.js')});
     ${expect}
     const s = await startControl(loadControlConfig());
     await expect(s.url + '/healthz', 200);
     await s.close();
-  `, { ...stores.env, NODE_ENV: 'development', CONTROL_API_PORT: '0', QUOTA_CHECK_MS: '100', WEBHOOK_POLL_MS: '10', LOG_LEVEL: 'silent' }));
+  `,
+      {
+        ...stores.env,
+        NODE_ENV: 'development',
+        CONTROL_API_PORT: '0',
+        QUOTA_CHECK_MS: '100',
+        WEBHOOK_POLL_MS: '10',
+        LOG_LEVEL: 'silent',
+      },
+    ),
+  );
 });
 
 test('billing-sync: a pass and the loop end by themselves after close', async () => {
-  exitedByItself(await runUntilExit(`
+  exitedByItself(
+    await runUntilExit(
+      `
     const { startBillingSync } = await import(${dist('billing-sync', 'service.js')});
     const { loadBillingConfig } = await import(${dist('billing-sync', 'config.js')});
     const { createLogger } = await import(${dist('core', 'index.js')});
@@ -99,27 +134,47 @@ test('billing-sync: a pass and the loop end by themselves after close', async ()
     s.startLoop();
     await expect(s.url + '/metrics', 200);
     await s.close();
-  `, { ...stores.env, BILLING_SYNC_PORT: '0', BILLING_INTERVAL_MS: '100', BILLING_USAGE_SOURCE: 'raw', STRIPE_SECRET_KEY: '', LOG_LEVEL: 'silent' }));
+  `,
+      {
+        ...stores.env,
+        BILLING_SYNC_PORT: '0',
+        BILLING_INTERVAL_MS: '100',
+        BILLING_USAGE_SOURCE: 'raw',
+        STRIPE_SECRET_KEY: '',
+        LOG_LEVEL: 'silent',
+      },
+    ),
+  );
 });
 
 test('stripe-local: the server and its state-saving loop end by themselves after close', async () => {
-  exitedByItself(await runUntilExit(`
+  exitedByItself(
+    await runUntilExit(
+      `
     const { startStripeLocal } = await import(${dist('stripe-local', 'server.js')});
     ${expect}
     const s = await startStripeLocal({ host: '127.0.0.1', port: 0, apiKey: 'sk_test_lifecycle', stateFile: ${JSON.stringify(join(dir, 'stripe.json'))},
       rateMeterEvents: 1000, rateStream: 1000, rateDefault: 1000, identifierWindowHours: 24, sessionTtlSeconds: 900, faults: {} });
     await expect(s.url + '/v1/customers', 200, { method: 'POST', headers: { authorization: 'Bearer sk_test_lifecycle', 'content-type': 'application/x-www-form-urlencoded' }, body: 'email=a%40b.test' });
     await s.close();
-  `, {}));
+  `,
+      {},
+    ),
+  );
 });
 
 test('front router: closed with a keep-alive connection open, it ends by itself', async () => {
-  exitedByItself(await runUntilExit(`
+  exitedByItself(
+    await runUntilExit(
+      `
     const { createFront } = await import(${dist('control-api', 'front/router.js')});
     const server = createFront({ ingest: new URL('http://127.0.0.1:9'), aggregator: new URL('http://127.0.0.1:9'), control: new URL('http://127.0.0.1:9') });
     await new Promise((r) => server.listen(0, '127.0.0.1', r));
     const r = await fetch('http://127.0.0.1:' + server.address().port + '/healthz');
     await r.arrayBuffer();
     await new Promise((r) => { server.close(r); server.closeAllConnections(); });
-  `, {}));
+  `,
+      {},
+    ),
+  );
 });

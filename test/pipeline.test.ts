@@ -22,13 +22,23 @@ import { ROOT, freePort, sleep, startService, waitFor, type Service } from './su
  */
 const KEY = 'sk_test_pipeline';
 type EventType = 'checkout.completed' | 'api.call';
-const valueOf = (type: EventType, e: { gmv_cents: number; quantity: number }): number => (type === 'api.call' ? e.quantity : e.gmv_cents);
+const valueOf = (type: EventType, e: { gmv_cents: number; quantity: number }): number =>
+  type === 'api.call' ? e.quantity : e.gmv_cents;
 /** Stripe meters: checkout amounts per currency (never summed), api.call units over every currency. */
 const METERS = ['checkout.completed.usd', 'checkout.completed.eur', 'api.call'];
-const meterOf = (type: EventType, currency: string): string => (type === 'api.call' ? type : `${type}.${currency.toLowerCase()}`);
+const meterOf = (type: EventType, currency: string): string =>
+  type === 'api.call' ? type : `${type}.${currency.toLowerCase()}`;
 const SHARDS = '4';
 
-interface SentEvent { workspace_id: string; event_type: EventType; idempotency_key: string; quantity: number; gmv_cents: number; currency: string; occurred_at: string }
+interface SentEvent {
+  workspace_id: string;
+  event_type: EventType;
+  idempotency_key: string;
+  quantity: number;
+  gmv_cents: number;
+  currency: string;
+  occurred_at: string;
+}
 
 let stores: TestStores;
 let spoolDir: string;
@@ -48,8 +58,16 @@ after(async () => {
 const rfc3339 = (s: number): string => new Date(s * 1000).toISOString().replace('.000Z', 'Z');
 const hourFloor = (s: number): number => Math.floor(s / 3600) * 3600;
 
-async function post(url: string, token: string, body: unknown): Promise<{ status: number; json: Record<string, unknown> }> {
-  const r = await fetch(url, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+async function post(
+  url: string,
+  token: string,
+  body: unknown,
+): Promise<{ status: number; json: Record<string, unknown> }> {
+  const r = await fetch(url, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
   return { status: r.status, json: (await r.json()) as Record<string, unknown> };
 }
 
@@ -62,7 +80,14 @@ async function rollupTotals(): Promise<Map<string, number>> {
     format: 'JSONEachRow',
   });
   const out = new Map<string, number>();
-  for (const r of await rs.json<{ workspace_id: string; event_type: EventType; cur: string; w: number | string; q: string; g: string }>()) {
+  for (const r of await rs.json<{
+    workspace_id: string;
+    event_type: EventType;
+    cur: string;
+    w: number | string;
+    q: string;
+    g: string;
+  }>()) {
     const k = `${r.workspace_id}|${meterOf(r.event_type, r.cur)}|${Number(r.w)}`;
     out.set(k, (out.get(k) ?? 0) + Number(r.event_type === 'api.call' ? r.q : r.g));
   }
@@ -104,7 +129,11 @@ async function stripeTotals(stripe: Stripe, from: number, to: number): Promise<M
       const id = meters.get(type);
       if (id === undefined) continue;
       await sleep(45); // under Stripe's (and stripe-local's) 25/s test-mode limit
-      const s = await stripe.billing.meters.listEventSummaries(id, { customer: w.customer, start_time: from, end_time: to });
+      const s = await stripe.billing.meters.listEventSummaries(id, {
+        customer: w.customer,
+        start_time: from,
+        end_time: to,
+      });
       const v = s.data.reduce((a, x) => a + x.aggregated_value, 0);
       if (v !== 0) out.set(`${w.id}|${type}`, v);
     }
@@ -112,20 +141,40 @@ async function stripeTotals(stripe: Stripe, from: number, to: number): Promise<M
   return out;
 }
 
-async function ledger(): Promise<{ window_start: number; revision: number; status: string; value: string; workspace_id: string; event_type: string }[]> {
-  const { rows } = await stores.pool.query<{ window_start: string; revision: number; status: string; value: string; workspace_id: string; event_type: string }>(
-    `SELECT extract(epoch FROM window_start)::bigint::text AS window_start, revision, status, value::text, workspace_id, event_type FROM billing_pushes ORDER BY window_start, workspace_id, event_type, revision`);
+async function ledger(): Promise<
+  { window_start: number; revision: number; status: string; value: string; workspace_id: string; event_type: string }[]
+> {
+  const { rows } = await stores.pool.query<{
+    window_start: string;
+    revision: number;
+    status: string;
+    value: string;
+    workspace_id: string;
+    event_type: string;
+  }>(
+    `SELECT extract(epoch FROM window_start)::bigint::text AS window_start, revision, status, value::text, workspace_id, event_type FROM billing_pushes ORDER BY window_start, workspace_id, event_type, revision`,
+  );
   return rows.map((r) => ({ ...r, window_start: Number(r.window_start) }));
 }
 
 function run(args: string[], env: Record<string, string>): { status: number | null; out: string } {
-  const r = spawnSync('npm', ['run', '--silent', ...args], { cwd: ROOT, env: { ...process.env, ...env }, encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync('npm', ['run', '--silent', ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
   return { status: r.status, out: `${r.stdout}${r.stderr}` };
 }
 
 test('ingest → ClickHouse → rollups → billing-sync → stripe-local: Stripe equals the rollups exactly; late data makes one correction', async (t) => {
   const t0 = Date.now();
-  const [ingestPort, aggregatorPort, stripePort, billingPort] = await Promise.all([freePort(), freePort(), freePort(), freePort()]);
+  const [ingestPort, aggregatorPort, stripePort, billingPort] = await Promise.all([
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+  ]);
   const now = Math.floor(t0 / 1000);
   // Two whole hours that have already ended (2–4 hours ago). H1 is closed for billing from the
   // start; H2 closes CLOSE_IN seconds after this point, so the test sees a window close while it runs.
@@ -137,13 +186,25 @@ test('ingest → ClickHouse → rollups → billing-sync → stripe-local: Strip
 
   const stripeUrl = `http://127.0.0.1:${stripePort}`;
   const [stripeLocal, ingest, aggregator] = await Promise.all([
-    startService('stripe-local', 'stripe-local', stripePort, { STRIPE_LOCAL_PORT: String(stripePort), LOG_LEVEL: 'warn' }),
+    startService('stripe-local', 'stripe-local', stripePort, {
+      STRIPE_LOCAL_PORT: String(stripePort),
+      LOG_LEVEL: 'warn',
+    }),
     startService('ingest', 'ingest', ingestPort, {
-      ...stores.env, INGEST_PORT: String(ingestPort), INGEST_THREADS: '1', SPOOL_DIR: spoolDir, SHIP_INTERVAL_MS: '100', LOG_LEVEL: 'warn',
+      ...stores.env,
+      INGEST_PORT: String(ingestPort),
+      INGEST_THREADS: '1',
+      SPOOL_DIR: spoolDir,
+      SHIP_INTERVAL_MS: '100',
+      LOG_LEVEL: 'warn',
     }),
     startService('aggregator', 'aggregator', aggregatorPort, {
-      ...stores.env, AGGREGATOR_PORT: String(aggregatorPort), AGGREGATOR_POLL_MS: '100', AGGREGATOR_SHARDS: SHARDS,
-      AGGREGATOR_CLOSE_AFTER_SECONDS: String(closeDelay), LOG_LEVEL: 'warn',
+      ...stores.env,
+      AGGREGATOR_PORT: String(aggregatorPort),
+      AGGREGATOR_POLL_MS: '100',
+      AGGREGATOR_SHARDS: SHARDS,
+      AGGREGATOR_CLOSE_AFTER_SECONDS: String(closeDelay),
+      LOG_LEVEL: 'warn',
     }),
   ]);
   services.push(stripeLocal, ingest, aggregator);
@@ -152,7 +213,10 @@ test('ingest → ClickHouse → rollups → billing-sync → stripe-local: Strip
   const stripe = new Stripe(KEY, { host: '127.0.0.1', port: stripePort, protocol: 'http', maxNetworkRetries: 0 });
   for (let i = 0; i < 3; i++) {
     const { workspace, token } = await stores.workspace('enterprise');
-    const customer = await stripe.customers.create({ email: `pipeline${i}@example.com`, metadata: { workspace_id: workspace.id } });
+    const customer = await stripe.customers.create({
+      email: `pipeline${i}@example.com`,
+      metadata: { workspace_id: workspace.id },
+    });
     await stores.pool.query('UPDATE workspaces SET stripe_customer_id = $2 WHERE id = $1', [workspace.id, customer.id]);
     workspaces.push({ id: workspace.id, token, customer: customer.id });
   }
@@ -166,8 +230,24 @@ test('ingest → ClickHouse → rollups → billing-sync → stripe-local: Strip
     for (const [hi, h] of [h1, h2].entries()) {
       for (let j = 0; j < 12; j++) {
         const at = rfc3339(h + j * 290 + wi * 7 + 3);
-        events.push({ workspace_id: w.id, event_type: 'checkout.completed', idempotency_key: `ord-${wi}-${hi}-${j}`, quantity: 1, gmv_cents: 1_999 + 37 * n++, currency: j % 3 === 0 ? 'EUR' : 'USD', occurred_at: at });
-        events.push({ workspace_id: w.id, event_type: 'api.call', idempotency_key: `req-${wi}-${hi}-${j}`, quantity: 1 + (n++ % 5), gmv_cents: 0, currency: 'USD', occurred_at: at });
+        events.push({
+          workspace_id: w.id,
+          event_type: 'checkout.completed',
+          idempotency_key: `ord-${wi}-${hi}-${j}`,
+          quantity: 1,
+          gmv_cents: 1_999 + 37 * n++,
+          currency: j % 3 === 0 ? 'EUR' : 'USD',
+          occurred_at: at,
+        });
+        events.push({
+          workspace_id: w.id,
+          event_type: 'api.call',
+          idempotency_key: `req-${wi}-${hi}-${j}`,
+          quantity: 1 + (n++ % 5),
+          gmv_cents: 0,
+          currency: 'USD',
+          occurred_at: at,
+        });
       }
     }
     // A handler retrying one event inside its own batch.
@@ -194,13 +274,21 @@ test('ingest → ClickHouse → rollups → billing-sync → stripe-local: Strip
   });
 
   const billing = await startService('billing-sync', 'billing-sync', billingPort, {
-    ...stores.env, BILLING_SYNC_PORT: String(billingPort), STRIPE_SECRET_KEY: KEY, STRIPE_API_BASE: stripeUrl,
-    BILLING_CLOSE_DELAY_SECONDS: String(closeDelay), BILLING_INTERVAL_MS: '200', BILLING_ENSURE_METERS: 'true',
-    BILLING_METER_VALUES: 'api.call=quantity', AGGREGATOR_SHARDS: SHARDS, LOG_LEVEL: 'warn',
+    ...stores.env,
+    BILLING_SYNC_PORT: String(billingPort),
+    STRIPE_SECRET_KEY: KEY,
+    STRIPE_API_BASE: stripeUrl,
+    BILLING_CLOSE_DELAY_SECONDS: String(closeDelay),
+    BILLING_INTERVAL_MS: '200',
+    BILLING_ENSURE_METERS: 'true',
+    BILLING_METER_VALUES: 'api.call=quantity',
+    AGGREGATOR_SHARDS: SHARDS,
+    LOG_LEVEL: 'warn',
   });
   services.push(billing);
   const perHour = workspaces.length * METERS.length;
-  const sentIn = (rows: Awaited<ReturnType<typeof ledger>>, h: number): number => rows.filter((r) => r.window_start === h && r.status === 'sent').length;
+  const sentIn = (rows: Awaited<ReturnType<typeof ledger>>, h: number): number =>
+    rows.filter((r) => r.window_start === h && r.status === 'sent').length;
 
   // H1 is closed at once; H2 must wait for its close.
   await waitFor('the closed hour H1 to be pushed', async () => sentIn(await ledger(), h1) === perHour);
@@ -210,15 +298,31 @@ test('ingest → ClickHouse → rollups → billing-sync → stripe-local: Strip
   } else {
     t.diagnostic('H2 closed before H1 was observed pushed: the not-before-close check was skipped (slow machine)');
   }
-  await waitFor('H2 to be pushed after its close', async () => sentIn(await ledger(), h2) === perHour, (CLOSE_IN + 30) * 1000);
+  await waitFor(
+    'H2 to be pushed after its close',
+    async () => sentIn(await ledger(), h2) === perHour,
+    (CLOSE_IN + 30) * 1000,
+  );
   const h2PushedMs = Date.now() - closeAt * 1000;
   assert.ok(h2PushedMs >= 0, 'H2 was pushed only once it had closed');
 
   const checkStripe = async (expectedNow: Map<string, number>): Promise<void> => {
     const rollups = await rollupTotals();
-    assert.deepEqual(new Map([...rollups].sort()), new Map([...expectedNow].sort()), 'the rollups equal the distinct events sent');
-    for (const [from, to] of [[h1, h1 + 3600], [h2, h2 + 3600], [h1, h2 + 3600]] as const) {
-      assert.deepEqual(await stripeTotals(stripe, from, to), periodTotals(rollups, from, to), `Stripe equals the rollups for ${rfc3339(from)}..${rfc3339(to)}`);
+    assert.deepEqual(
+      new Map([...rollups].sort()),
+      new Map([...expectedNow].sort()),
+      'the rollups equal the distinct events sent',
+    );
+    for (const [from, to] of [
+      [h1, h1 + 3600],
+      [h2, h2 + 3600],
+      [h1, h2 + 3600],
+    ] as const) {
+      assert.deepEqual(
+        await stripeTotals(stripe, from, to),
+        periodTotals(rollups, from, to),
+        `Stripe equals the rollups for ${rfc3339(from)}..${rfc3339(to)}`,
+      );
     }
   };
   await checkStripe(expected);
@@ -227,23 +331,37 @@ test('ingest → ClickHouse → rollups → billing-sync → stripe-local: Strip
   assert.ok(firstRows.every((r) => r.revision === 1 && r.status === 'sent'));
 
   // Late: an event for H2, after H2 was pushed, sent twice (the second is a duplicate).
-  const late: SentEvent = { workspace_id: workspaces[0]!.id, event_type: 'checkout.completed', idempotency_key: 'ord-late-1', quantity: 1, gmv_cents: 4_321, currency: 'USD', occurred_at: rfc3339(h2 + 1_234) };
+  const late: SentEvent = {
+    workspace_id: workspaces[0]!.id,
+    event_type: 'checkout.completed',
+    idempotency_key: 'ord-late-1',
+    quantity: 1,
+    gmv_cents: 4_321,
+    currency: 'USD',
+    occurred_at: rfc3339(h2 + 1_234),
+  };
   const lateSentAt = Date.now();
   const l1 = await post(`${ingest.url}/api/v1/meter`, workspaces[0]!.token, late);
   const l2 = await post(`${ingest.url}/api/v1/meter`, workspaces[0]!.token, late);
   sentCalls += 2;
   assert.deepEqual([l1.status, l1.json.duplicate, l2.status, l2.json.duplicate], [202, false, 202, true]);
   sent.push(late, late);
-  await waitFor('the late event to be corrected at Stripe', async () => (await ledger()).some((r) => r.revision === 2 && r.status === 'sent'));
+  await waitFor('the late event to be corrected at Stripe', async () =>
+    (await ledger()).some((r) => r.revision === 2 && r.status === 'sent'),
+  );
   const correctionMs = Date.now() - lateSentAt;
   // Five more billing passes (counted, not guessed with a sleep): none may plan anything else.
-  const passes = async (): Promise<number> => Number(/^billing_passes_total (\d+)/m.exec(await (await fetch(`${billing.url}/metrics`)).text())?.[1] ?? NaN);
+  const passes = async (): Promise<number> =>
+    Number(/^billing_passes_total (\d+)/m.exec(await (await fetch(`${billing.url}/metrics`)).text())?.[1] ?? NaN);
   const passesBefore = await passes();
   await waitFor('five more billing passes', async () => (await passes()) >= passesBefore + 5);
   const afterLate = await ledger();
   const corrections = afterLate.filter((r) => r.revision > 1);
-  assert.deepEqual(corrections.map((r) => [r.workspace_id, r.event_type, r.window_start, r.revision, r.value, r.status]),
-    [[late.workspace_id, 'checkout.completed', h2, 2, '4321', 'sent']], 'exactly one correction, worth the late event');
+  assert.deepEqual(
+    corrections.map((r) => [r.workspace_id, r.event_type, r.window_start, r.revision, r.value, r.status]),
+    [[late.workspace_id, 'checkout.completed', h2, 2, '4321', 'sent']],
+    'exactly one correction, worth the late event',
+  );
   assert.equal(afterLate.length, firstRows.length + 1);
   await checkStripe(expectedTotals(sent));
   // The aggregator flags it as late: received after its hour was closed for billing.
@@ -253,18 +371,38 @@ test('ingest → ClickHouse → rollups → billing-sync → stripe-local: Strip
   });
   assert.equal((await lateRs.json<{ l: string }>())[0]!.l, '1');
 
-  const aggReconcile = run(['reconcile', '--', '--all'], { ...stores.env, AGGREGATOR_CLOSE_AFTER_SECONDS: String(closeDelay) });
+  const aggReconcile = run(['reconcile', '--', '--all'], {
+    ...stores.env,
+    AGGREGATOR_CLOSE_AFTER_SECONDS: String(closeDelay),
+  });
   assert.equal(aggReconcile.status, 0, aggReconcile.out);
   const billingReconcile = run(['reconcile:stripe', '--', '--from', rfc3339(h1), '--to', rfc3339(h2 + 3600)], {
-    ...stores.env, STRIPE_SECRET_KEY: KEY, STRIPE_API_BASE: stripeUrl, BILLING_METER_VALUES: 'api.call=quantity', AGGREGATOR_SHARDS: SHARDS, LOG_LEVEL: 'warn',
+    ...stores.env,
+    STRIPE_SECRET_KEY: KEY,
+    STRIPE_API_BASE: stripeUrl,
+    BILLING_METER_VALUES: 'api.call=quantity',
+    AGGREGATOR_SHARDS: SHARDS,
+    LOG_LEVEL: 'warn',
   });
   assert.equal(billingReconcile.status, 0, billingReconcile.out);
-  assert.match(billingReconcile.out, new RegExp(`compared ${workspaces.length * METERS.length} customer×meter totals .*: 0 difference`));
-  assert.match(billingReconcile.out, /ledger against Stripe over \d month\(s\): \d+ customer×meter total\(s\), 0 drift\(s\)/);
+  assert.match(
+    billingReconcile.out,
+    new RegExp(`compared ${workspaces.length * METERS.length} customer×meter totals .*: 0 difference`),
+  );
+  assert.match(
+    billingReconcile.out,
+    /ledger against Stripe over \d month\(s\): \d+ customer×meter total\(s\), 0 drift\(s\)/,
+  );
 
   const exits = await Promise.all(services.map(async (s) => [s.name, await s.stop()] as const));
-  assert.deepEqual(exits.filter(([, code]) => code !== 0), [], `every service stops cleanly on SIGTERM; ingest output:\n${ingest.output()}`);
+  assert.deepEqual(
+    exits.filter(([, code]) => code !== 0),
+    [],
+    `every service stops cleanly on SIGTERM; ingest output:\n${ingest.output()}`,
+  );
   const distinct = new Set(sent.map((e) => `${e.workspace_id}|${e.event_type}|${e.idempotency_key}`)).size;
-  console.log(`# pipeline: ${sent.length} events sent in ${sentCalls} requests (${distinct} distinct); all in the rollups ${rollupMs} ms after the last ack; `
-    + `${afterLate.length} meter events pushed (${firstRows.length} windows + 1 correction); H2 pushed ${h2PushedMs} ms after its close; late event corrected at Stripe in ${correctionMs} ms; whole test ${Date.now() - t0} ms`);
+  console.log(
+    `# pipeline: ${sent.length} events sent in ${sentCalls} requests (${distinct} distinct); all in the rollups ${rollupMs} ms after the last ack; ` +
+      `${afterLate.length} meter events pushed (${firstRows.length} windows + 1 correction); H2 pushed ${h2PushedMs} ms after its close; late event corrected at Stripe in ${correctionMs} ms; whole test ${Date.now() - t0} ms`,
+  );
 });

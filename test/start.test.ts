@@ -14,17 +14,30 @@ import { ROOT, waitFor } from './support/services.js';
  */
 async function paidPlanEndToEnd(url: Record<string, string>): Promise<void> {
   const signup = await fetch(`${url['control-api']}/api/v1/signup`, {
-    method: 'POST', headers: { 'content-type': 'application/json' },
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
     body: JSON.stringify({ slug: `start-${Date.now().toString(36)}`, display_name: 'Start', plan: 'growth' }),
   });
-  const s = (await signup.json()) as { workspace: { id: string; plan: string }; api_key: { token: string }; checkout_url: string };
+  const s = (await signup.json()) as {
+    workspace: { id: string; plan: string };
+    api_key: { token: string };
+    checkout_url: string;
+  };
   assert.equal(signup.status, 201, JSON.stringify(s));
   assert.equal(s.workspace.plan, 'free');
   let n = 0;
   const limitAtIngest = async (): Promise<string | null> => {
     const r = await fetch(`${url.ingest}/api/v1/meter`, {
-      method: 'POST', headers: { authorization: `Bearer ${s.api_key.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ workspace_id: s.workspace.id, event_type: 'api.call', quantity: 1, gmv_cents: 0, idempotency_key: `start-${n++}`, occurred_at: new Date().toISOString() }),
+      method: 'POST',
+      headers: { authorization: `Bearer ${s.api_key.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        workspace_id: s.workspace.id,
+        event_type: 'api.call',
+        quantity: 1,
+        gmv_cents: 0,
+        idempotency_key: `start-${n++}`,
+        occurred_at: new Date().toISOString(),
+      }),
     });
     await r.arrayBuffer();
     assert.equal(r.status, 202);
@@ -34,7 +47,11 @@ async function paidPlanEndToEnd(url: Record<string, string>): Promise<void> {
   const session = /\/c\/pay\/(cs_[A-Za-z0-9_]+)$/.exec(s.checkout_url)![1];
   const paid = await fetch(`${url['stripe-local']}/_test/checkout/sessions/${session}/complete`, { method: 'POST' });
   const deliveries = ((await paid.json()) as { deliveries: { type: string; status: number }[] }).deliveries;
-  assert.deepEqual(deliveries.map((d) => d.status), [200, 200], 'the control API verified both webhooks');
+  assert.deepEqual(
+    deliveries.map((d) => d.status),
+    [200, 200],
+    'the control API verified both webhooks',
+  );
   await waitFor('the growth quota at ingest', async () => (await limitAtIngest()) === '100000', 1_000);
 }
 
@@ -43,31 +60,70 @@ async function paidPlanEndToEnd(url: Record<string, string>): Promise<void> {
  * Each service it announces must answer GET /healthz; Ctrl-C (SIGINT) must stop them all.
  * It binds the fixed local ports (8080–8084, 12111), as `npm start` does.
  */
-test('the supervisor starts every service, each answers /healthz, and Ctrl-C stops them all', { timeout: 90_000 }, async () => {
-  const stores = await openTestStores('start');
-  let out = '';
-  const sup = spawn(process.execPath, [join(ROOT, 'core/dist/src/supervisor.js')], {
-    env: { ...process.env, ...stores.env, SPOOL_DIR: mkdtempSync(join(tmpdir(), 'start-spool-')), LOG_LEVEL: 'warn', INGEST_THREADS: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  sup.stdout!.on('data', (c) => (out += c));
-  sup.stderr!.on('data', (c) => (out += c));
-  try {
-    await waitFor('the supervisor to announce its services', async () => out.includes('Ctrl-C stops everything'), 20_000);
-    const urls = [...out.matchAll(/^ {2}(\S+)\s+(http:\/\/127\.0\.0\.1:\d+)/gm)].map((m) => ({ name: m[1]!, url: m[2]! }));
-    assert.deepEqual(urls.map((u) => u.name).sort(), ['aggregator', 'billing-sync', 'control-api', 'front', 'ingest', 'stripe-local']);
-    for (const { name, url } of urls) {
-      await waitFor(`${name} to answer ${url}/healthz`, () => fetch(`${url}/healthz`).then((r) => r.status === 200, () => false), 30_000);
+test(
+  'the supervisor starts every service, each answers /healthz, and Ctrl-C stops them all',
+  { timeout: 90_000 },
+  async () => {
+    const stores = await openTestStores('start');
+    let out = '';
+    const sup = spawn(process.execPath, [join(ROOT, 'core/dist/src/supervisor.js')], {
+      env: {
+        ...process.env,
+        ...stores.env,
+        SPOOL_DIR: mkdtempSync(join(tmpdir(), 'start-spool-')),
+        LOG_LEVEL: 'warn',
+        INGEST_THREADS: '1',
+      },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    sup.stdout!.on('data', (c) => (out += c));
+    sup.stderr!.on('data', (c) => (out += c));
+    try {
+      await waitFor(
+        'the supervisor to announce its services',
+        async () => out.includes('Ctrl-C stops everything'),
+        20_000,
+      );
+      const urls = [...out.matchAll(/^ {2}(\S+)\s+(http:\/\/127\.0\.0\.1:\d+)/gm)].map((m) => ({
+        name: m[1]!,
+        url: m[2]!,
+      }));
+      assert.deepEqual(urls.map((u) => u.name).sort(), [
+        'aggregator',
+        'billing-sync',
+        'control-api',
+        'front',
+        'ingest',
+        'stripe-local',
+      ]);
+      for (const { name, url } of urls) {
+        await waitFor(
+          `${name} to answer ${url}/healthz`,
+          () =>
+            fetch(`${url}/healthz`).then(
+              (r) => r.status === 200,
+              () => false,
+            ),
+          30_000,
+        );
+      }
+      await paidPlanEndToEnd(Object.fromEntries(urls.map((u) => [u.name, u.url])));
+      const exited = new Promise<number | null>((r) => sup.once('exit', (code) => r(code)));
+      sup.kill('SIGINT');
+      assert.equal(await exited, 0, out.slice(-4_000));
+      for (const { name, url } of urls) {
+        assert.equal(
+          await fetch(`${url}/healthz`).then(
+            () => 'up',
+            () => 'down',
+          ),
+          'down',
+          `${name} still answers after Ctrl-C`,
+        );
+      }
+    } finally {
+      if (sup.exitCode === null) sup.kill('SIGKILL');
+      await stores.close();
     }
-    await paidPlanEndToEnd(Object.fromEntries(urls.map((u) => [u.name, u.url])));
-    const exited = new Promise<number | null>((r) => sup.once('exit', (code) => r(code)));
-    sup.kill('SIGINT');
-    assert.equal(await exited, 0, out.slice(-4_000));
-    for (const { name, url } of urls) {
-      assert.equal(await fetch(`${url}/healthz`).then(() => 'up', () => 'down'), 'down', `${name} still answers after Ctrl-C`);
-    }
-  } finally {
-    if (sup.exitCode === null) sup.kill('SIGKILL');
-    await stores.close();
-  }
-});
+  },
+);

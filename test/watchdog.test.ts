@@ -13,10 +13,20 @@ function runFixture(fixture: string): Promise<{ code: number | null; output: str
   const env: NodeJS.ProcessEnv = { ...process.env, METERD_TEST_TIMEOUT_MS: '1000', METERD_TEST_EXIT_GRACE_MS: '1000' };
   delete env.NODE_TEST_CONTEXT;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--test', '--test-timeout=60000', '--import', `${ROOT}scripts/test-watchdog.mjs`, `${ROOT}test/fixtures/${fixture}`], {
-      env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        '--test',
+        '--test-timeout=60000',
+        '--import',
+        `${ROOT}scripts/test-watchdog.mjs`,
+        `${ROOT}test/fixtures/${fixture}`,
+      ],
+      {
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let output = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (output += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (output += d));
@@ -33,7 +43,10 @@ function runFixture(fixture: string): Promise<{ code: number | null; output: str
 test('a test that never finishes fails within its timeout and names itself', async () => {
   const r = await runFixture('hangs.fixture.mjs');
   assert.notEqual(r.code, 0, r.output);
-  assert.match(r.output, /WATCHDOG: test "waits forever on a promise that never settles" in .*hangs\.fixture\.mjs did not finish within 1000 ms/);
+  assert.match(
+    r.output,
+    /WATCHDOG: test "waits forever on a promise that never settles" in .*hangs\.fixture\.mjs did not finish within 1000 ms/,
+  );
   assert.match(r.output, /^ok 1 - passes at once/m);
   assert.ok(r.ms < 20_000, `took ${r.ms} ms`);
 });
@@ -41,6 +54,9 @@ test('a test that never finishes fails within its timeout and names itself', asy
 test('a file whose tests passed but which stays alive fails and names what it left on the event loop', async () => {
   const r = await runFixture('leaves-timer.fixture.mjs');
   assert.notEqual(r.code, 0, r.output);
-  assert.match(r.output, /WATCHDOG: .*leaves-timer\.fixture\.mjs finished its tests but did not exit within 1000 ms; still on its event loop: .*Timeout/);
+  assert.match(
+    r.output,
+    /WATCHDOG: .*leaves-timer\.fixture\.mjs finished its tests but did not exit within 1000 ms; still on its event loop: .*Timeout/,
+  );
   assert.ok(r.ms < 20_000, `took ${r.ms} ms`);
 });

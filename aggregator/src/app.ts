@@ -14,29 +14,47 @@ export interface AggregatorApp {
 /** Builds the whole service from a parsed config: stores, worker (unless disabled), HTTP server. */
 export async function startAggregatorApp(cfg: AggregatorConfig): Promise<AggregatorApp> {
   const log = createLogger('aggregator', cfg.LOG_LEVEL);
-  const ch = createClickHouse({ url: cfg.CLICKHOUSE_URL, database: cfg.CLICKHOUSE_DATABASE, user: cfg.CLICKHOUSE_USER, password: cfg.CLICKHOUSE_PASSWORD });
+  const ch = createClickHouse({
+    url: cfg.CLICKHOUSE_URL,
+    database: cfg.CLICKHOUSE_DATABASE,
+    user: cfg.CLICKHOUSE_USER,
+    password: cfg.CLICKHOUSE_PASSWORD,
+  });
   const pool = createPool(cfg.DATABASE_URL, 4);
   const sub = createRedis(cfg.REDIS_URL);
   const auth = new Authenticator(pool, sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY);
   const metrics = createAggregatorMetrics();
 
   const aggregator = cfg.AGGREGATOR_WORKER
-    ? new Aggregator(ch, new PgAdvisoryLeases(cfg.DATABASE_URL, cfg.AGGREGATOR_SHARDS), {
-        shards: cfg.AGGREGATOR_SHARDS,
-        closeAfterSeconds: cfg.AGGREGATOR_CLOSE_AFTER_SECONDS,
-        windowsPerQuery: cfg.AGGREGATOR_WINDOWS_PER_QUERY,
-      }, metrics, log)
+    ? new Aggregator(
+        ch,
+        new PgAdvisoryLeases(cfg.DATABASE_URL, cfg.AGGREGATOR_SHARDS),
+        {
+          shards: cfg.AGGREGATOR_SHARDS,
+          closeAfterSeconds: cfg.AGGREGATOR_CLOSE_AFTER_SECONDS,
+          windowsPerQuery: cfg.AGGREGATOR_WINDOWS_PER_QUERY,
+        },
+        metrics,
+        log,
+      )
     : null;
 
   const http = createAggregatorServer({
-    ch, auth, pool, metrics, log,
+    ch,
+    auth,
+    pool,
+    metrics,
+    log,
     shards: cfg.AGGREGATOR_SHARDS,
     freshnessTargetMs: cfg.AGGREGATOR_FRESHNESS_TARGET_MS,
     beforeScrape: () => metrics.watermarkAge.set(aggregator?.watermarkAgeSeconds() ?? -1),
   });
   const port = await http.listen(cfg.AGGREGATOR_PORT, cfg.AGGREGATOR_HOST);
   aggregator?.start(cfg.AGGREGATOR_POLL_MS);
-  log.info({ url: `http://${cfg.AGGREGATOR_HOST}:${port}`, worker: aggregator !== null, shards: cfg.AGGREGATOR_SHARDS }, 'aggregator listening');
+  log.info(
+    { url: `http://${cfg.AGGREGATOR_HOST}:${port}`, worker: aggregator !== null, shards: cfg.AGGREGATOR_SHARDS },
+    'aggregator listening',
+  );
 
   return {
     port,

@@ -5,13 +5,42 @@ export const aggregatorVars = {
   AGGREGATOR_HOST: str('Address the aggregator (usage API, /healthz, /readyz, /metrics) listens on.', '127.0.0.1'),
   AGGREGATOR_PORT: int('Port of the usage API (GET /api/v1/workspaces/:id/usage) and health/metrics.', 8083, 0, 65535),
   AGGREGATOR_WORKER: bool('Run the rollup worker in this process (false: serve the usage API only).', true),
-  AGGREGATOR_POLL_MS: int('How often the worker looks for newly inserted event parts; bounds the rollup lag together with the cycle time.', 200, 10, 60_000),
-  AGGREGATOR_SHARDS: int('Workspace shards leased between aggregator replicas (Postgres advisory locks). Every replica and the usage API must use the same value.', 16, 1, 4096),
+  AGGREGATOR_POLL_MS: int(
+    'How often the worker looks for newly inserted event parts; bounds the rollup lag together with the cycle time.',
+    200,
+    10,
+    60_000,
+  ),
+  AGGREGATOR_SHARDS: int(
+    'Workspace shards leased between aggregator replicas (Postgres advisory locks). Every replica and the usage API must use the same value.',
+    16,
+    1,
+    4096,
+  ),
   AGGREGATOR_WINDOWS_PER_QUERY: int('Most (workspace, hour) windows recomputed per ClickHouse query.', 200, 1, 5_000),
-  AGGREGATOR_CLOSE_AFTER_SECONDS: int('An hour is closed for billing this long after it ends; events received later are counted in their hour and flagged as late_events.', 3_600, 0, 90 * 86_400),
-  AGGREGATOR_FRESHNESS_TARGET_MS: int('Freshness target reported by the usage API next to the measured lag (the rollup lag SLO).', 2_000, 1, 3_600_000),
-  DEPLOY_API_KEY: str('Operator key accepted on every non-public endpoint, for any workspace. Empty disables it.', '', true),
-  KEY_CACHE_TTL_MS: int('How long an API key lookup is cached (revocations are pushed over Redis at once).', 30_000, 0, 3_600_000),
+  AGGREGATOR_CLOSE_AFTER_SECONDS: int(
+    'An hour is closed for billing this long after it ends; events received later are counted in their hour and flagged as late_events.',
+    3_600,
+    0,
+    90 * 86_400,
+  ),
+  AGGREGATOR_FRESHNESS_TARGET_MS: int(
+    'Freshness target reported by the usage API next to the measured lag (the rollup lag SLO).',
+    2_000,
+    1,
+    3_600_000,
+  ),
+  DEPLOY_API_KEY: str(
+    'Operator key accepted on every non-public endpoint, for any workspace. Empty disables it.',
+    '',
+    true,
+  ),
+  KEY_CACHE_TTL_MS: int(
+    'How long an API key lookup is cached (revocations are pushed over Redis at once).',
+    30_000,
+    0,
+    3_600_000,
+  ),
 } as const;
 
 export type AggregatorConfig = ConfigOf<typeof aggregatorVars>;

@@ -26,10 +26,13 @@ function shutdown(signal: string): void {
   stopping = true;
   log.info({ signal }, 'stopping aggregator');
   setTimeout(() => process.exit(0), 10_000).unref();
-  app.close().then(() => process.exit(0), (err: unknown) => {
-    log.error({ err }, 'error while stopping');
-    process.exit(1);
-  });
+  app.close().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      log.error({ err }, 'error while stopping');
+      process.exit(1);
+    },
+  );
 }
 process.on('SIGTERM', () => shutdown('SIGTERM'));
 process.on('SIGINT', () => shutdown('SIGINT'));

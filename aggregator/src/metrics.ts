@@ -15,9 +15,19 @@ export function createAggregatorMetrics(registry = new MetricsRegistry()): Aggre
   return {
     registry,
     cycles: registry.counter('aggregator_cycles_total', 'Completed rollup cycles.'),
-    cycleErrors: registry.counter('aggregator_cycle_errors_total', 'Rollup cycles that failed (retried on the next poll).'),
-    windows: registry.counter('aggregator_windows_recomputed_total', 'Hourly (workspace, hour) windows recomputed from raw events.'),
-    cycleSeconds: registry.histogram('aggregator_cycle_seconds', 'Duration of one rollup cycle.', [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]),
+    cycleErrors: registry.counter(
+      'aggregator_cycle_errors_total',
+      'Rollup cycles that failed (retried on the next poll).',
+    ),
+    windows: registry.counter(
+      'aggregator_windows_recomputed_total',
+      'Hourly (workspace, hour) windows recomputed from raw events.',
+    ),
+    cycleSeconds: registry.histogram(
+      'aggregator_cycle_seconds',
+      'Duration of one rollup cycle.',
+      [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    ),
     shardsHeld: registry.gauge('aggregator_shards_held', 'Workspace shards this process holds the lease of.'),
     watermarkAge: registry.gauge(
       'aggregator_watermark_age_seconds',

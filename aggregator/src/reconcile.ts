@@ -18,15 +18,23 @@ function fail(msg: string, code: number): never {
 let args: { workspace?: string; all?: boolean; from?: string; to?: string };
 try {
   args = parseArgs({
-    options: { workspace: { type: 'string' }, all: { type: 'boolean' }, from: { type: 'string' }, to: { type: 'string' } },
+    options: {
+      workspace: { type: 'string' },
+      all: { type: 'boolean' },
+      from: { type: 'string' },
+      to: { type: 'string' },
+    },
     strict: true,
   }).values;
 } catch (err) {
   fail(`${(err as Error).message}\n${USAGE}`, 2);
 }
-if ((args.workspace === undefined) === (args.all !== true)) fail(`give exactly one of --workspace and --all\n${USAGE}`, 2);
-if (args.workspace !== undefined && !/^ws_[A-Za-z0-9]{1,61}$/.test(args.workspace)) fail('--workspace must be a workspace id like ws_…', 2);
-if (args.workspace !== undefined && (args.from === undefined || args.to === undefined)) fail(`--workspace needs --from and --to\n${USAGE}`, 2);
+if ((args.workspace === undefined) === (args.all !== true))
+  fail(`give exactly one of --workspace and --all\n${USAGE}`, 2);
+if (args.workspace !== undefined && !/^ws_[A-Za-z0-9]{1,61}$/.test(args.workspace))
+  fail('--workspace must be a workspace id like ws_…', 2);
+if (args.workspace !== undefined && (args.from === undefined || args.to === undefined))
+  fail(`--workspace needs --from and --to\n${USAGE}`, 2);
 const from = args.from === undefined ? 0 : parseRfc3339(args.from);
 const to = args.to === undefined ? Date.UTC(2100, 0, 1) : parseRfc3339(args.to);
 if (Number.isNaN(from)) fail('--from must be an RFC 3339 date-time', 2);
@@ -37,23 +45,36 @@ let cfg;
 try {
   cfg = loadConfig({
     ...storeVars,
-    AGGREGATOR_CLOSE_AFTER_SECONDS: int('An hour is closed for billing this long after it ends (must match the aggregator).', 3_600, 0, 90 * 86_400),
+    AGGREGATOR_CLOSE_AFTER_SECONDS: int(
+      'An hour is closed for billing this long after it ends (must match the aggregator).',
+      3_600,
+      0,
+      90 * 86_400,
+    ),
   });
 } catch (err) {
   fail((err as Error).message, 2);
 }
 
-const ch = createClickHouse({ url: cfg.CLICKHOUSE_URL, database: cfg.CLICKHOUSE_DATABASE, user: cfg.CLICKHOUSE_USER, password: cfg.CLICKHOUSE_PASSWORD });
+const ch = createClickHouse({
+  url: cfg.CLICKHOUSE_URL,
+  database: cfg.CLICKHOUSE_DATABASE,
+  user: cfg.CLICKHOUSE_USER,
+  password: cfg.CLICKHOUSE_PASSWORD,
+});
 try {
   const diffs = await reconcile(ch, {
     ...(args.workspace === undefined ? {} : { workspaceId: args.workspace }),
-    from, to, closeAfterSeconds: cfg.AGGREGATOR_CLOSE_AFTER_SECONDS,
+    from,
+    to,
+    closeAfterSeconds: cfg.AGGREGATOR_CLOSE_AFTER_SECONDS,
   });
   const scope = args.workspace ?? 'all workspaces';
   if (diffs.length === 0) {
     console.log(`reconcile: rollups match the distinct raw events (${scope})`);
   } else {
-    for (const d of diffs) console.log(`${d.granularity}\t${d.key}\t${d.field}\texpected=${d.expected}\tactual=${d.actual}`);
+    for (const d of diffs)
+      console.log(`${d.granularity}\t${d.key}\t${d.field}\texpected=${d.expected}\tactual=${d.actual}`);
     console.log(`reconcile: ${diffs.length} difference(s) (${scope})`);
   }
   await ch.close();

@@ -4,7 +4,10 @@ import { fileURLToPath } from 'node:url';
 /** The built service entry point, run as its own process like `npm start` does. */
 export const MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 
-export interface Child { proc: ChildProcess; port: Promise<number> }
+export interface Child {
+  proc: ChildProcess;
+  port: Promise<number>;
+}
 
 /** Spawns the aggregator; `port` resolves from its "aggregator listening" log line. */
 export function spawnAggregator(env: Record<string, string>): Child {

@@ -4,13 +4,26 @@ import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { overallAsOf } from '../src/rollups/freshness.js';
 import { reconcile } from '../src/reconcile/compare.js';
 import { spawnAggregator, killHard, stopGracefully, type Child } from './child.js';
-import { insertEvents, randomStream, referenceSnapshot, rng, rollupSnapshot, sleep, snapshotToObject, type Ev } from './helpers.js';
+import {
+  insertEvents,
+  randomStream,
+  referenceSnapshot,
+  rng,
+  rollupSnapshot,
+  sleep,
+  snapshotToObject,
+  type Ev,
+} from './helpers.js';
 
 const SHARDS = 8;
 const CLOSE_AFTER = 600;
 let stores: TestStores;
-before(async () => { stores = await openTestStores('aggcrash'); });
-after(async () => { await stores.close(); });
+before(async () => {
+  stores = await openTestStores('aggcrash');
+});
+after(async () => {
+  await stores.close();
+});
 
 const envFor = (): Record<string, string> => ({
   ...stores.env,
@@ -46,18 +59,34 @@ async function assertExact(distinct: Ev[], workspaces: string[]): Promise<void> 
   }
   assert.deepEqual(snapshotToObject(got), snapshotToObject(want));
   for (const ws of workspaces) {
-    assert.deepEqual(await reconcile(stores.clickhouse, { workspaceId: ws, from: Date.UTC(2024, 0, 1), to: Date.UTC(2024, 2, 1), closeAfterSeconds: CLOSE_AFTER }), []);
+    assert.deepEqual(
+      await reconcile(stores.clickhouse, {
+        workspaceId: ws,
+        from: Date.UTC(2024, 0, 1),
+        to: Date.UTC(2024, 2, 1),
+        closeAfterSeconds: CLOSE_AFTER,
+      }),
+      [],
+    );
   }
 }
 
 test('kill -9 of the aggregator at random moments while events flow: after a restart nothing is lost or double-counted', async () => {
   const rand = rng(77);
   const workspaces = ['ws_crasha', 'ws_crashb', 'ws_crashc', 'ws_crashd'];
-  const { batches, distinct } = randomStream(rand, { workspaces, distinct: 1500, base: Date.UTC(2024, 0, 30), spanMs: 3 * 86_400_000, closeAfterSeconds: CLOSE_AFTER });
+  const { batches, distinct } = randomStream(rand, {
+    workspaces,
+    distinct: 1500,
+    base: Date.UTC(2024, 0, 30),
+    spanMs: 3 * 86_400_000,
+    closeAfterSeconds: CLOSE_AFTER,
+  });
   let child: Child = spawnAggregator(envFor());
   let kills = 0;
   let feeding = true;
-  const fed = feed(batches, 15).finally(() => { feeding = false; });
+  const fed = feed(batches, 15).finally(() => {
+    feeding = false;
+  });
   while (feeding) {
     await sleep(100 + rand() * 600);
     await killHard(child);
@@ -78,7 +107,13 @@ test('kill -9 of the aggregator at random moments while events flow: after a res
 test('two aggregators at once share the shards and the rollups stay exact', async () => {
   const rand = rng(78);
   const workspaces = ['ws_twoa', 'ws_twob', 'ws_twoc', 'ws_twod', 'ws_twoe', 'ws_twof'];
-  const { batches, distinct } = randomStream(rand, { workspaces, distinct: 1000, base: Date.UTC(2024, 0, 30), spanMs: 3 * 86_400_000, closeAfterSeconds: CLOSE_AFTER });
+  const { batches, distinct } = randomStream(rand, {
+    workspaces,
+    distinct: 1000,
+    base: Date.UTC(2024, 0, 30),
+    spanMs: 3 * 86_400_000,
+    closeAfterSeconds: CLOSE_AFTER,
+  });
   const a = spawnAggregator(envFor());
   const b = spawnAggregator(envFor());
   try {
@@ -86,10 +121,12 @@ test('two aggregators at once share the shards and the rollups stay exact', asyn
     const lastInsert = await feed(batches, 10);
     await waitUntilCaughtUp(lastInsert);
     await assertExact(distinct, workspaces);
-    const held = await Promise.all(ports.map(async (p) => {
-      const text = await (await fetch(`http://127.0.0.1:${p}/metrics`)).text();
-      return Number(/^aggregator_shards_held (\S+)$/m.exec(text)?.[1]);
-    }));
+    const held = await Promise.all(
+      ports.map(async (p) => {
+        const text = await (await fetch(`http://127.0.0.1:${p}/metrics`)).text();
+        return Number(/^aggregator_shards_held (\S+)$/m.exec(text)?.[1]);
+      }),
+    );
     assert.equal(held[0]! + held[1]!, SHARDS, `every shard is held by exactly one aggregator (${held.join(' + ')})`);
   } finally {
     await Promise.all([stopGracefully(a), stopGracefully(b)]);

@@ -17,12 +17,20 @@ import { insertEvents, rng, sleep, type Ev } from './helpers.js';
 const SHARDS = 16;
 const POLL_MS = 200;
 let stores: TestStores;
-before(async () => { stores = await openTestStores('aggfresh'); });
-after(async () => { await stores.close(); });
+before(async () => {
+  stores = await openTestStores('aggfresh');
+});
+after(async () => {
+  await stores.close();
+});
 
 test('freshness p50/p99 under a steady insert load', async (t) => {
   const rand = rng(5);
-  const agg = new Aggregator(stores.clickhouse, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), { shards: SHARDS, closeAfterSeconds: 3600, windowsPerQuery: 200 });
+  const agg = new Aggregator(stores.clickhouse, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), {
+    shards: SHARDS,
+    closeAfterSeconds: 3600,
+    windowsPerQuery: 200,
+  });
   agg.start(POLL_MS);
   const pending: number[] = [];
   const lags: number[] = [];
@@ -44,8 +52,15 @@ test('freshness p50/p99 under a steady insert load', async (t) => {
     for (let i = 0; i < 5_000; i++, n++) {
       const occurred = Math.floor((t0 - rand() * 60_000) / 1000) * 1000;
       batch.push({
-        workspace_id: `ws_fresh${n % 50}`, event_type: 'checkout.completed', idempotency_key: `o${n}`, event_id: `e${n}`,
-        quantity: 1, gmv_cents: 4299, currency: 'USD', occurred_ms: occurred, received_ms: Math.floor(t0 / 1000) * 1000,
+        workspace_id: `ws_fresh${n % 50}`,
+        event_type: 'checkout.completed',
+        idempotency_key: `o${n}`,
+        event_id: `e${n}`,
+        quantity: 1,
+        gmv_cents: 4299,
+        currency: 'USD',
+        occurred_ms: occurred,
+        received_ms: Math.floor(t0 / 1000) * 1000,
       });
     }
     await insertEvents(stores.clickhouse, batch);
@@ -59,7 +74,9 @@ test('freshness p50/p99 under a steady insert load', async (t) => {
   lags.sort((a, b) => a - b);
   const pct = (p: number): number => lags[Math.min(lags.length - 1, Math.ceil((p / 100) * lags.length) - 1)]!;
   const rate = Math.round(n / ((Date.now() - started) / 1000));
-  t.diagnostic(`freshness over ${lags.length} inserts (${n} events, ~${rate} events/s): p50 ${pct(50)} ms, p99 ${pct(99)} ms, max ${lags.at(-1)} ms`);
+  t.diagnostic(
+    `freshness over ${lags.length} inserts (${n} events, ~${rate} events/s): p50 ${pct(50)} ms, p99 ${pct(99)} ms, max ${lags.at(-1)} ms`,
+  );
   assert.ok(inserts > 20);
   assert.equal(lags.length, inserts, 'every insert was rolled up');
 });

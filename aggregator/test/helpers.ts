@@ -30,9 +30,15 @@ export interface Ev {
 
 export function row(e: Ev): Record<string, string | number> {
   return {
-    workspace_id: e.workspace_id, event_type: e.event_type, idempotency_key: e.idempotency_key, event_id: e.event_id,
-    quantity: e.quantity, gmv_cents: e.gmv_cents, currency: e.currency,
-    occurred_at: toClickHouseDateTime(e.occurred_ms), received_at: toClickHouseDateTime(e.received_ms),
+    workspace_id: e.workspace_id,
+    event_type: e.event_type,
+    idempotency_key: e.idempotency_key,
+    event_id: e.event_id,
+    quantity: e.quantity,
+    gmv_cents: e.gmv_cents,
+    currency: e.currency,
+    occurred_at: toClickHouseDateTime(e.occurred_ms),
+    received_at: toClickHouseDateTime(e.received_ms),
   };
 }
 
@@ -65,7 +71,9 @@ export function randomStream(rand: () => number, o: StreamOptions): { batches: E
   for (let i = 0; i < o.distinct; i++) {
     const occurred = o.base + Math.floor((rand() * o.spanMs) / 1000) * 1000;
     const late = rand() < 0.1;
-    const delay = late ? 3_600_000 + o.closeAfterSeconds * 1000 + Math.floor(rand() * 7200) * 1000 : Math.floor(rand() * 20) * 1000;
+    const delay = late
+      ? 3_600_000 + o.closeAfterSeconds * 1000 + Math.floor(rand() * 7200) * 1000
+      : Math.floor(rand() * 20) * 1000;
     distinct.push({
       workspace_id: o.workspaces[Math.floor(rand() * o.workspaces.length)]!,
       event_type: types[Math.floor(rand() * types.length)]!,
@@ -105,10 +113,14 @@ export function randomStream(rand: () => number, o: StreamOptions): { batches: E
   return { batches, distinct };
 }
 
-export type Totals = Record<'events' | 'quantity' | 'gmv_cents' | 'first_event_at' | 'last_event_at' | 'late_events', string>;
+export type Totals = Record<
+  'events' | 'quantity' | 'gmv_cents' | 'first_event_at' | 'last_event_at' | 'late_events',
+  string
+>;
 export type Snapshot = Record<Granularity, Map<string, Totals>>;
 
-const key = (ws: string, et: string, cur: string, start: number): string => `${ws} ${et} ${cur} ${formatRfc3339(start)}`;
+const key = (ws: string, et: string, cur: string, start: number): string =>
+  `${ws} ${et} ${cur} ${formatRfc3339(start)}`;
 
 /** What the rollups must say, computed here from the distinct events alone. */
 export function referenceSnapshot(distinct: readonly Ev[], closeAfterSeconds: number): Snapshot {
@@ -126,10 +138,19 @@ export function referenceSnapshot(distinct: readonly Ev[], closeAfterSeconds: nu
       if (e.received_ms >= bucketStart('hour', e.occurred_ms) + 3_600_000 + closeAfterSeconds * 1000) a.late += 1n;
       acc.set(k, a);
     }
-    out[g] = new Map([...acc].map(([k, a]) => [k, {
-      events: String(a.n), quantity: String(a.q), gmv_cents: String(a.gmv),
-      first_event_at: formatRfc3339(a.first), last_event_at: formatRfc3339(a.last), late_events: String(a.late),
-    }]));
+    out[g] = new Map(
+      [...acc].map(([k, a]) => [
+        k,
+        {
+          events: String(a.n),
+          quantity: String(a.q),
+          gmv_cents: String(a.gmv),
+          first_event_at: formatRfc3339(a.first),
+          last_event_at: formatRfc3339(a.last),
+          late_events: String(a.late),
+        },
+      ]),
+    );
   }
   return out;
 }
@@ -139,16 +160,27 @@ export async function rollupSnapshot(ch: ClickHouseClient): Promise<Snapshot> {
   const out = {} as Snapshot;
   for (const g of GRANULARITIES) {
     const rows = await readRollups(ch, g, { from: 0, to: Date.UTC(2100, 0, 1) });
-    out[g] = new Map(rows.map((r) => [key(r.workspace_id, r.event_type, r.currency, r.window_start), {
-      events: r.events, quantity: r.quantity, gmv_cents: r.gmv_cents,
-      first_event_at: formatRfc3339(r.first_event_at), last_event_at: formatRfc3339(r.last_event_at), late_events: r.late_events,
-    }]));
+    out[g] = new Map(
+      rows.map((r) => [
+        key(r.workspace_id, r.event_type, r.currency, r.window_start),
+        {
+          events: r.events,
+          quantity: r.quantity,
+          gmv_cents: r.gmv_cents,
+          first_event_at: formatRfc3339(r.first_event_at),
+          last_event_at: formatRfc3339(r.last_event_at),
+          late_events: r.late_events,
+        },
+      ]),
+    );
   }
   return out;
 }
 
 export function snapshotToObject(s: Snapshot): Record<string, Record<string, Totals>> {
-  return Object.fromEntries(GRANULARITIES.map((g) => [g, Object.fromEntries([...s[g]].sort(([a], [b]) => (a < b ? -1 : 1)))]));
+  return Object.fromEntries(
+    GRANULARITIES.map((g) => [g, Object.fromEntries([...s[g]].sort(([a], [b]) => (a < b ? -1 : 1)))]),
+  );
 }
 
 /** Runs cycles until every shard is held and one full cycle has run after the last insert. */

@@ -11,8 +11,12 @@ import { insertEvents, rollupSnapshot, type Ev } from './helpers.js';
  * rollups are written.
  */
 let stores: TestStores;
-before(async () => { stores = await openTestStores('agglease'); });
-after(async () => { await stores.close(); });
+before(async () => {
+  stores = await openTestStores('agglease');
+});
+after(async () => {
+  await stores.close();
+});
 
 const SHARDS = 2;
 const opts = { shards: SHARDS, closeAfterSeconds: 600, windowsPerQuery: 10 };
@@ -42,7 +46,9 @@ test('a process that loses its leases between refresh and write writes nothing; 
     async refresh() {
       const held = new Set(await inner.refresh());
       if (stealAfterRefresh) {
-        await stores.pool.query(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid::bigint = 1095190354 AND pid <> pg_backend_pid()`);
+        await stores.pool.query(
+          `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid::bigint = 1095190354 AND pid <> pg_backend_pid()`,
+        );
         assert.equal((await successor.refresh()).size, SHARDS, 'the successor takes every shard');
       }
       return held;
@@ -56,7 +62,17 @@ test('a process that loses its leases between refresh and write writes nothing; 
   try {
     assert.equal((await old.runOnce()).shards, SHARDS);
     const at = Date.UTC(2024, 5, 3, 10, 15);
-    const ev: Ev = { workspace_id: 'ws_lease1', event_type: 'checkout.completed', idempotency_key: 'o1', event_id: 'evt_l1', quantity: 1, gmv_cents: 700, currency: 'USD', occurred_ms: at, received_ms: at };
+    const ev: Ev = {
+      workspace_id: 'ws_lease1',
+      event_type: 'checkout.completed',
+      idempotency_key: 'o1',
+      event_id: 'evt_l1',
+      quantity: 1,
+      gmv_cents: 700,
+      currency: 'USD',
+      occurred_ms: at,
+      received_ms: at,
+    };
     await insertEvents(stores.clickhouse, [ev]);
     stealAfterRefresh = true;
     const r = await old.runOnce();
@@ -67,7 +83,10 @@ test('a process that loses its leases between refresh and write writes nothing; 
     const done = await next.runOnce();
     assert.equal(done.shards, SHARDS);
     const hour = [...(await rollupSnapshot(stores.clickhouse)).hour.values()];
-    assert.deepEqual(hour.map((h) => h.gmv_cents), ['700']);
+    assert.deepEqual(
+      hour.map((h) => h.gmv_cents),
+      ['700'],
+    );
   } finally {
     await old.stop();
     await next.stop();

@@ -14,7 +14,10 @@ let dir: string;
 let ch: ClickHouseClient;
 // chdb's connection is typed against its own copy of @clickhouse/client-common; the shapes match.
 const connect = (): ClickHouseClient =>
-  createClient({ connection: createChdbConnection({ path: dir }) as never, clickhouse_settings: pinnedSettings('current') });
+  createClient({
+    connection: createChdbConnection({ path: dir }) as never,
+    clickhouse_settings: pinnedSettings('current'),
+  });
 
 before(async () => {
   stores = await openTestStores('aggpropchdb');

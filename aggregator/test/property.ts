@@ -3,7 +3,16 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import { Aggregator } from '../src/worker/aggregator.js';
 import { PgAdvisoryLeases } from '../src/worker/leases.js';
 import { reconcile } from '../src/reconcile/compare.js';
-import { catchUp, insertEvents, type Ev, randomStream, referenceSnapshot, rng, rollupSnapshot, snapshotToObject } from './helpers.js';
+import {
+  catchUp,
+  insertEvents,
+  type Ev,
+  randomStream,
+  referenceSnapshot,
+  rng,
+  rollupSnapshot,
+  snapshotToObject,
+} from './helpers.js';
 
 const SHARDS = 4;
 const CLOSE_AFTER = 600;
@@ -18,27 +27,48 @@ export async function checkProperty(ch: ClickHouseClient, pgUrl: URL, seed: numb
   const workspaces = [`ws_p${seed}a`, `ws_p${seed}b`, `ws_p${seed}c`];
   // 28 Jan 22:00 to ~2 Feb: crosses day and month boundaries.
   const base = Date.UTC(2024, 0, 28, 22);
-  const { batches, distinct } = randomStream(rand, { workspaces, distinct: 300, base, spanMs: 4 * 86_400_000, closeAfterSeconds: CLOSE_AFTER });
-  const agg = new Aggregator(ch, new PgAdvisoryLeases(pgUrl, SHARDS), { shards: SHARDS, closeAfterSeconds: CLOSE_AFTER, windowsPerQuery: 7 });
+  const { batches, distinct } = randomStream(rand, {
+    workspaces,
+    distinct: 300,
+    base,
+    spanMs: 4 * 86_400_000,
+    closeAfterSeconds: CLOSE_AFTER,
+  });
+  const agg = new Aggregator(ch, new PgAdvisoryLeases(pgUrl, SHARDS), {
+    shards: SHARDS,
+    closeAfterSeconds: CLOSE_AFTER,
+    windowsPerQuery: 7,
+  });
   try {
     // Mid-stream checks matter most: copies in different parts are not merged yet, so only the
     // aggregator's own dedupe stands between them and a double count.
     const seen = new Set<string>();
-    const tripleOf = (e: { workspace_id: string; event_type: string; idempotency_key: string }): string => `${e.workspace_id}|${e.event_type}|${e.idempotency_key}`;
+    const tripleOf = (e: { workspace_id: string; event_type: string; idempotency_key: string }): string =>
+      `${e.workspace_id}|${e.event_type}|${e.idempotency_key}`;
     await catchUp(agg, SHARDS);
     for (const b of batches) {
       await insertEvents(ch, b);
       for (const e of b) seen.add(tripleOf(e));
       if (rand() < 0.3) {
         await agg.runOnce();
-        await assertRollups(ch, workspaces, distinct.filter((e) => seen.has(tripleOf(e))), `seed ${seed}, mid-stream`);
+        await assertRollups(
+          ch,
+          workspaces,
+          distinct.filter((e) => seen.has(tripleOf(e))),
+          `seed ${seed}, mid-stream`,
+        );
       }
     }
     await agg.runOnce();
     await assertRollups(ch, workspaces, distinct, `seed ${seed}`);
     const reconciled = async (when: string): Promise<void> => {
       for (const ws of workspaces) {
-        const diffs = await reconcile(ch, { workspaceId: ws, from: Date.UTC(2024, 0, 1), to: Date.UTC(2024, 2, 1), closeAfterSeconds: CLOSE_AFTER });
+        const diffs = await reconcile(ch, {
+          workspaceId: ws,
+          from: Date.UTC(2024, 0, 1),
+          to: Date.UTC(2024, 2, 1),
+          closeAfterSeconds: CLOSE_AFTER,
+        });
         assert.deepEqual(diffs, [], `seed ${seed}: reconcile found differences for ${ws} ${when}`);
       }
     };

@@ -9,18 +9,35 @@ import { catchUp, insertEvents, randomStream, rng } from './helpers.js';
 
 const CLI = fileURLToPath(new URL('../src/reconcile.js', import.meta.url));
 let stores: TestStores;
-before(async () => { stores = await openTestStores('aggrecon'); });
-after(async () => { await stores.close(); });
+before(async () => {
+  stores = await openTestStores('aggrecon');
+});
+after(async () => {
+  await stores.close();
+});
 
 const run = (...args: string[]): { status: number | null; out: string } => {
-  const r = spawnSync(process.execPath, [CLI, ...args], { env: { ...process.env, ...stores.env, AGGREGATOR_CLOSE_AFTER_SECONDS: '600' }, encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    env: { ...process.env, ...stores.env, AGGREGATOR_CLOSE_AFTER_SECONDS: '600' },
+    encoding: 'utf8',
+  });
   return { status: r.status, out: r.stdout + r.stderr };
 };
 
 test('reconcile CLI: 0 when rollups match, 1 and the difference when a rollup is wrong, 2 on bad arguments', async () => {
-  const { batches } = randomStream(rng(9), { workspaces: ['ws_reca', 'ws_recb'], distinct: 200, base: Date.UTC(2024, 0, 30), spanMs: 86_400_000, closeAfterSeconds: 600 });
+  const { batches } = randomStream(rng(9), {
+    workspaces: ['ws_reca', 'ws_recb'],
+    distinct: 200,
+    base: Date.UTC(2024, 0, 30),
+    spanMs: 86_400_000,
+    closeAfterSeconds: 600,
+  });
   for (const b of batches) await insertEvents(stores.clickhouse, b);
-  const agg = new Aggregator(stores.clickhouse, new PgAdvisoryLeases(stores.databaseUrl, 2), { shards: 2, closeAfterSeconds: 600, windowsPerQuery: 100 });
+  const agg = new Aggregator(stores.clickhouse, new PgAdvisoryLeases(stores.databaseUrl, 2), {
+    shards: 2,
+    closeAfterSeconds: 600,
+    windowsPerQuery: 100,
+  });
   await catchUp(agg, 2);
   await agg.stop();
 
@@ -37,7 +54,10 @@ test('reconcile CLI: 0 when rollups match, 1 and the difference when a rollup is
   r = run('--all');
   assert.equal(r.status, 1, r.out);
   assert.match(r.out, /hour\tws_recb .*\tevents\texpected=\d+\tactual=\d+/);
-  assert.equal(run('--workspace', 'ws_reca', '--from', '2024-01-01T00:00:00Z', '--to', '2024-03-01T00:00:00Z').status, 0);
+  assert.equal(
+    run('--workspace', 'ws_reca', '--from', '2024-01-01T00:00:00Z', '--to', '2024-03-01T00:00:00Z').status,
+    0,
+  );
 
   assert.equal(run('--workspace', 'ws_reca').status, 2);
   assert.equal(run('--all', '--workspace', 'ws_reca').status, 2);

@@ -2,7 +2,11 @@
  * A tiny timing harness for hot helpers: warm up, then run batches of calls for about a second and
  * report the median batch, so one GC pause or a neighbour's compile does not set the figure.
  */
-export interface MicroResult { name: string; nsPerOp: number; opsPerSec: number }
+export interface MicroResult {
+  name: string;
+  nsPerOp: number;
+  opsPerSec: number;
+}
 
 let sink: unknown;
 export function keep(v: unknown): void {
@@ -31,8 +35,11 @@ export function measure(name: string, fn: (i: number) => unknown, ms = 1_000, pe
 export function print(results: MicroResult[]): void {
   const w = Math.max(...results.map((r) => r.name.length));
   for (const r of results) {
-    process.stdout.write(`${r.name.padEnd(w)}  ${String(r.nsPerOp).padStart(8)} ns/op  ${r.opsPerSec.toLocaleString('en-US').padStart(13)} ops/s\n`);
+    process.stdout.write(
+      `${r.name.padEnd(w)}  ${String(r.nsPerOp).padStart(8)} ns/op  ${r.opsPerSec.toLocaleString('en-US').padStart(13)} ops/s\n`,
+    );
   }
 }
 
-export const isMain = (url: string): boolean => process.argv[1] !== undefined && url === new URL(`file://${process.argv[1]}`).href;
+export const isMain = (url: string): boolean =>
+  process.argv[1] !== undefined && url === new URL(`file://${process.argv[1]}`).href;

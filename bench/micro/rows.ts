@@ -11,8 +11,15 @@ import { isMain, measure, print, type MicroResult } from './harness.js';
  * of a row fall in different seconds.
  */
 interface StoredRow {
-  id: string; workspace_id: string; event_type: string; quantity: number; gmv_cents: number; currency: string;
-  idempotency_key: string; occurred_at_ms: number; received_at_ms: number;
+  id: string;
+  workspace_id: string;
+  event_type: string;
+  quantity: number;
+  gmv_cents: number;
+  currency: string;
+  idempotency_key: string;
+  occurred_at_ms: number;
+  received_at_ms: number;
 }
 interface RowsModule {
   spoolLine(r: StoredRow): string;
@@ -32,8 +39,15 @@ export async function run(): Promise<MicroResult[]> {
   const now = Date.now();
   const sec = Math.floor(now / 1000) * 1000;
   const row = (i: number, occurred: number): StoredRow => ({
-    id: `ev_${i.toString(36).padStart(22, '0')}`, workspace_id: 'ws_abcdefghijklmnop', event_type: 'checkout.completed',
-    quantity: 1, gmv_cents: 1000 + i, currency: 'USD', idempotency_key: `order-${i}-2f1c`, occurred_at_ms: occurred, received_at_ms: sec + 500,
+    id: `ev_${i.toString(36).padStart(22, '0')}`,
+    workspace_id: 'ws_abcdefghijklmnop',
+    event_type: 'checkout.completed',
+    quantity: 1,
+    gmv_cents: 1000 + i,
+    currency: 'USD',
+    idempotency_key: `order-${i}-2f1c`,
+    occurred_at_ms: occurred,
+    received_at_ms: sec + 500,
   });
   const same = Array.from({ length: 1024 }, (_, i) => row(i, sec));
   const earlier = Array.from({ length: 1024 }, (_, i) => row(i, sec - 2_000));

@@ -9,8 +9,11 @@ import { isMain, keep, measure, print, type MicroResult } from './harness.js';
 export function run(): MicroResult[] {
   const now = Date.now();
   const at = formatRfc3339(now - 1_000);
-  const texts = Array.from({ length: 1024 }, (_, i) =>
-    `{"workspace_id":"ws_abcdefghijklmnop","event_type":"checkout.completed","quantity":1,"gmv_cents":${1000 + i},"currency":"USD","idempotency_key":"order-${i}-2f1c","occurred_at":"${at}"}`);
+  const texts = Array.from(
+    { length: 1024 },
+    (_, i) =>
+      `{"workspace_id":"ws_abcdefghijklmnop","event_type":"checkout.completed","quantity":1,"gmv_cents":${1000 + i},"currency":"USD","idempotency_key":"order-${i}-2f1c","occurred_at":"${at}"}`,
+  );
   const docs = texts.map((t) => JSON.parse(t) as Record<string, unknown>);
   const noTime = docs.map((d) => {
     const c = { ...d };
@@ -23,11 +26,16 @@ export function run(): MicroResult[] {
     measure('JSON.parse(one event)', (i) => JSON.parse(texts[i & 1023]!)),
     measure('validateMeterEvent (with occurred_at)', (i) => validateMeterEvent(docs[i & 1023], now)),
     measure('validateMeterEvent (no occurred_at)', (i) => validateMeterEvent(noTime[i & 1023], now)),
-    measure('JSON.parse + validate, per event of a 100-event batch', (i) => {
-      const b = JSON.parse(batches[i % 9]!) as { events: unknown[] };
-      for (const e of b.events) keep(validateMeterEvent(e, now));
-      return b;
-    }, 1_000, 100),
+    measure(
+      'JSON.parse + validate, per event of a 100-event batch',
+      (i) => {
+        const b = JSON.parse(batches[i % 9]!) as { events: unknown[] };
+        for (const e of b.events) keep(validateMeterEvent(e, now));
+        return b;
+      },
+      1_000,
+      100,
+    ),
     measure('hashKey (SHA-256 of the API key)', () => hashKey(token)),
   ];
 }

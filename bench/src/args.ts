@@ -57,7 +57,8 @@ const HELP = `usage: npm run bench -- [options]
 
 export function parseDuration(s: string): number {
   const m = /^(\d+(?:\.\d+)?)(s|m)?$/.exec(s);
-  if (m === null) throw new BenchError('METERD_BENCH_USAGE', `--duration ${JSON.stringify(s)}: expected e.g. 30s, 2m or 45`);
+  if (m === null)
+    throw new BenchError('METERD_BENCH_USAGE', `--duration ${JSON.stringify(s)}: expected e.g. 30s, 2m or 45`);
   const n = Number(m[1]) * (m[2] === 'm' ? 60 : 1);
   if (n < 1 || n > 3600) throw new BenchError('METERD_BENCH_USAGE', '--duration must be between 1s and 60m');
   return n;
@@ -72,9 +73,22 @@ function positive(flag: string, s: string | undefined, max: number): number {
 
 export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defaultOut: string): BenchArgs | 'help' {
   const a: BenchArgs = {
-    scenarios: ['single'], durationSec: 30, connections: 0, target: undefined, key: env.BENCH_API_KEY || undefined,
-    workspace: undefined, verifyDatabase: undefined, quick: false, compare: true, threads: 2, cpuProf: false,
-    workspaces: 2000, ingestEnv: {}, out: defaultOut, ingestMain: undefined, compareRef: undefined,
+    scenarios: ['single'],
+    durationSec: 30,
+    connections: 0,
+    target: undefined,
+    key: env.BENCH_API_KEY || undefined,
+    workspace: undefined,
+    verifyDatabase: undefined,
+    quick: false,
+    compare: true,
+    threads: 2,
+    cpuProf: false,
+    workspaces: 2000,
+    ingestEnv: {},
+    out: defaultOut,
+    ingestMain: undefined,
+    compareRef: undefined,
   };
   let durationGiven = false;
   let scenarioGiven = false;
@@ -86,16 +100,24 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defau
       return v;
     };
     switch (flag) {
-      case '--help': case '-h': return 'help';
+      case '--help':
+      case '-h':
+        return 'help';
       case '--scenario': {
         const s = value();
-        if (!(SCENARIOS as readonly string[]).includes(s)) throw new BenchError('METERD_BENCH_USAGE', `--scenario must be one of ${SCENARIOS.join(', ')}`);
+        if (!(SCENARIOS as readonly string[]).includes(s))
+          throw new BenchError('METERD_BENCH_USAGE', `--scenario must be one of ${SCENARIOS.join(', ')}`);
         a.scenarios = [s as Scenario];
         scenarioGiven = true;
         break;
       }
-      case '--duration': a.durationSec = parseDuration(value()); durationGiven = true; break;
-      case '--connections': a.connections = positive(flag, value(), 10_000); break;
+      case '--duration':
+        a.durationSec = parseDuration(value());
+        durationGiven = true;
+        break;
+      case '--connections':
+        a.connections = positive(flag, value(), 10_000);
+        break;
       case '--target': {
         const t = value();
         try {
@@ -107,29 +129,52 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defau
         a.target = t.replace(/\/$/, '');
         break;
       }
-      case '--key': a.key = value(); break;
-      case '--workspace': a.workspace = value(); break;
-      case '--verify-database': a.verifyDatabase = value(); break;
-      case '--threads': a.threads = positive(flag, value(), 64); break;
-      case '--workspaces': a.workspaces = positive(flag, value(), 100_000); break;
-      case '--no-compare': a.compare = false; break;
-      case '--cpu-prof': a.cpuProf = true; break;
-      case '--quick': a.quick = true; break;
-      case '--out': a.out = value(); break;
-      case '--ingest-main': a.ingestMain = value(); break;
+      case '--key':
+        a.key = value();
+        break;
+      case '--workspace':
+        a.workspace = value();
+        break;
+      case '--verify-database':
+        a.verifyDatabase = value();
+        break;
+      case '--threads':
+        a.threads = positive(flag, value(), 64);
+        break;
+      case '--workspaces':
+        a.workspaces = positive(flag, value(), 100_000);
+        break;
+      case '--no-compare':
+        a.compare = false;
+        break;
+      case '--cpu-prof':
+        a.cpuProf = true;
+        break;
+      case '--quick':
+        a.quick = true;
+        break;
+      case '--out':
+        a.out = value();
+        break;
+      case '--ingest-main':
+        a.ingestMain = value();
+        break;
       case '--compare-ref': {
         const ref = value();
-        if (!/^[A-Za-z0-9._/-]{1,200}$/.test(ref) || ref.startsWith('-')) throw new BenchError('METERD_BENCH_USAGE', `--compare-ref ${JSON.stringify(ref)} is not a git ref`);
+        if (!/^[A-Za-z0-9._/-]{1,200}$/.test(ref) || ref.startsWith('-'))
+          throw new BenchError('METERD_BENCH_USAGE', `--compare-ref ${JSON.stringify(ref)} is not a git ref`);
         a.compareRef = ref;
         break;
       }
       case '--ingest-env': {
         const kv = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(value());
-        if (kv === null) throw new BenchError('METERD_BENCH_USAGE', '--ingest-env expects NAME=value, e.g. SPOOL_FSYNC=never');
+        if (kv === null)
+          throw new BenchError('METERD_BENCH_USAGE', '--ingest-env expects NAME=value, e.g. SPOOL_FSYNC=never');
         a.ingestEnv[kv[1]!] = kv[2]!;
         break;
       }
-      default: throw new BenchError('METERD_BENCH_USAGE', `unknown option ${JSON.stringify(flag)}\n\n${HELP}`);
+      default:
+        throw new BenchError('METERD_BENCH_USAGE', `unknown option ${JSON.stringify(flag)}\n\n${HELP}`);
     }
   }
   if (a.quick) {
@@ -140,16 +185,28 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defau
   }
 
   if (a.compareRef !== undefined) {
-    if (a.target !== undefined) throw new BenchError('METERD_BENCH_USAGE', '--compare-ref benches two self-started builds; it cannot be combined with --target');
+    if (a.target !== undefined)
+      throw new BenchError(
+        'METERD_BENCH_USAGE',
+        '--compare-ref benches two self-started builds; it cannot be combined with --target',
+      );
     // Branch against branch: the ceilings and baseline add nothing to that comparison.
     a.compare = false;
   }
   if (a.target !== undefined) {
-    if (a.key === undefined) throw new BenchError('METERD_BENCH_USAGE', '--target needs --key (or BENCH_API_KEY): an API key with the meter:write scope');
-    if (a.workspace === undefined) throw new BenchError('METERD_BENCH_USAGE', '--target needs --workspace: the workspace id of --key');
+    if (a.key === undefined)
+      throw new BenchError(
+        'METERD_BENCH_USAGE',
+        '--target needs --key (or BENCH_API_KEY): an API key with the meter:write scope',
+      );
+    if (a.workspace === undefined)
+      throw new BenchError('METERD_BENCH_USAGE', '--target needs --workspace: the workspace id of --key');
     const own = a.scenarios.find((s) => s === 'mixed' || s === 'quota');
     if (own !== undefined) {
-      throw new BenchError('METERD_BENCH_USAGE', `--scenario ${own} creates its own workspaces; it runs only against the self-started stack (no --target)`);
+      throw new BenchError(
+        'METERD_BENCH_USAGE',
+        `--scenario ${own} creates its own workspaces; it runs only against the self-started stack (no --target)`,
+      );
     }
   }
   return a;

@@ -8,7 +8,12 @@ declare module 'autocannon' {
     headers?: Record<string, string>;
     body?: string | Buffer;
     setupRequest?: (req: AcRequest, context: Record<string, unknown>) => AcRequest | null | undefined;
-    onResponse?: (status: number, body: string, context: Record<string, unknown>, headers: Record<string, string>) => void;
+    onResponse?: (
+      status: number,
+      body: string,
+      context: Record<string, unknown>,
+      headers: Record<string, string>,
+    ) => void;
   }
 
   export interface AcOptions {
@@ -25,7 +30,18 @@ declare module 'autocannon' {
     bailout?: number;
   }
 
-  export interface AcHistogram { average: number; mean: number; stddev: number; min: number; max: number; p50: number; p90: number; p99: number; p97_5: number; p2_5: number }
+  export interface AcHistogram {
+    average: number;
+    mean: number;
+    stddev: number;
+    min: number;
+    max: number;
+    p50: number;
+    p90: number;
+    p99: number;
+    p97_5: number;
+    p2_5: number;
+  }
 
   export interface AcResult {
     requests: AcHistogram & { total: number; sent: number };
@@ -38,7 +54,11 @@ declare module 'autocannon' {
     start: Date;
     finish: Date;
     statusCodeStats: Record<string, { count: number }>;
-    '1xx': number; '2xx': number; '3xx': number; '4xx': number; '5xx': number;
+    '1xx': number;
+    '2xx': number;
+    '3xx': number;
+    '4xx': number;
+    '5xx': number;
   }
 
   export interface AcInstance extends EventEmitter {

@@ -40,14 +40,19 @@ async function compareWithRef(parsed: BenchArgs, argv: string[], name: string): 
   const mine: BenchReport[] = [];
   const theirs: BenchReport[] = [];
   for (let round = 0; round < 2; round++) {
-    for (const [side, list, main] of [['this', mine, undefined], [ref, theirs, ingestMain]] as const) {
+    for (const [side, list, main] of [
+      ['this', mine, undefined],
+      [ref, theirs, ingestMain],
+    ] as const) {
       process.stderr.write(`bench: round ${round + 1}, ${side}\n`);
-      list.push(await runBench({
-        args: { ...parsed, ingestMain: main ?? parsed.ingestMain },
-        command: `npm run bench -- ${argv.join(' ')}`.trim(),
-        progress: process.stderr,
-        profileDir: join(parsed.out, `${name}-profile`),
-      }));
+      list.push(
+        await runBench({
+          args: { ...parsed, ingestMain: main ?? parsed.ingestMain },
+          command: `npm run bench -- ${argv.join(' ')}`.trim(),
+          progress: process.stderr,
+          profileDir: join(parsed.out, `${name}-profile`),
+        }),
+      );
     }
   }
   mine.forEach((r, i) => writeReport(parsed.out, `${name}-this-${i + 1}`, r));
@@ -66,7 +71,7 @@ export function writeReport(dir: string, name: string, report: BenchReport): str
   writeFileSync(json, JSON.stringify(report, null, 2));
   writeFileSync(md, renderMarkdown(report));
   const runs = report.phases.flatMap((p) => {
-    const unit = p.scenario === 'single' || p.scenario === 'quota' ? 'requests' as const : 'events' as const;
+    const unit = p.scenario === 'single' || p.scenario === 'quota' ? ('requests' as const) : ('events' as const);
     return [
       { name: `meterd — ${p.scenario}`, summary: p.meterd, perSecond: unit },
       ...(p.ceiling ? [{ name: `bare uWS ceiling — ${p.scenario}`, summary: p.ceiling, perSecond: unit }] : []),
@@ -80,7 +85,9 @@ export function writeReport(dir: string, name: string, report: BenchReport): str
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {
-    process.stderr.write(`\nbench: ${isMeterdError(err) ? `${err.message} [${err.code}]` : (err as Error)?.stack ?? String(err)}\n`);
+    process.stderr.write(
+      `\nbench: ${isMeterdError(err) ? `${err.message} [${err.code}]` : ((err as Error)?.stack ?? String(err))}\n`,
+    );
     process.exit(2);
   },
 );

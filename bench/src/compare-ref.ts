@@ -15,7 +15,10 @@ import type { BenchReport } from './run.js';
 export function buildRef(ref: string, log: (s: string) => void): { sha: string; ingestMain: string } {
   let sha: string;
   try {
-    sha = execFileSync('git', ['rev-parse', '--verify', `${ref}^{commit}`], { cwd: REPO_ROOT, encoding: 'utf8' }).trim();
+    sha = execFileSync('git', ['rev-parse', '--verify', `${ref}^{commit}`], {
+      cwd: REPO_ROOT,
+      encoding: 'utf8',
+    }).trim();
   } catch {
     throw new BenchError('METERD_BENCH_USAGE', `--compare-ref ${JSON.stringify(ref)}: no such commit in ${REPO_ROOT}`);
   }
@@ -28,7 +31,10 @@ export function buildRef(ref: string, log: (s: string) => void): { sha: string; 
     try {
       execFileSync(cmd, args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
     } catch (err) {
-      throw new BenchError('METERD_BENCH_NOT_BUILT', `building ${ref}: ${cmd} ${args.join(' ')} failed: ${(err as { stderr?: Buffer }).stderr?.toString().slice(-2_000) ?? err}`);
+      throw new BenchError(
+        'METERD_BENCH_NOT_BUILT',
+        `building ${ref}: ${cmd} ${args.join(' ')} failed: ${(err as { stderr?: Buffer }).stderr?.toString().slice(-2_000) ?? err}`,
+      );
     }
   };
   run('bash', ['-c', `git archive --format=tar ${sha} | tar -x -C "${dir}"`], REPO_ROOT);

@@ -12,7 +12,11 @@ export async function preflight(baseUrl: string, tenant: Tenant): Promise<void> 
   } catch (err) {
     const c = (err as { cause?: { code?: string; message?: string } }).cause;
     const cause = c?.code ?? c?.message ?? (err as Error).message;
-    throw new BenchError('METERD_BENCH_TARGET_UNREACHABLE', `cannot reach ${baseUrl} (${cause}): is ingest running there? Start it, or omit --target to let the bench start its own`, err);
+    throw new BenchError(
+      'METERD_BENCH_TARGET_UNREACHABLE',
+      `cannot reach ${baseUrl} (${cause}): is ingest running there? Start it, or omit --target to let the bench start its own`,
+      err,
+    );
   }
   let res: Response;
   try {
@@ -23,7 +27,11 @@ export async function preflight(baseUrl: string, tenant: Tenant): Promise<void> 
       signal: AbortSignal.timeout(10_000),
     });
   } catch (err) {
-    throw new BenchError('METERD_BENCH_TARGET_UNREACHABLE', `${baseUrl}/api/v1/meter did not answer: ${(err as Error).message}`, err);
+    throw new BenchError(
+      'METERD_BENCH_TARGET_UNREACHABLE',
+      `${baseUrl}/api/v1/meter did not answer: ${(err as Error).message}`,
+      err,
+    );
   }
   const text = await res.text();
   let code = '';
@@ -36,9 +44,15 @@ export async function preflight(baseUrl: string, tenant: Tenant): Promise<void> 
     // not JSON: not a meterd ingest
   }
   if (res.status === 401 || res.status === 403) {
-    throw new BenchError('METERD_BENCH_KEY_REFUSED', `${baseUrl} refused the API key (${res.status} ${code}: ${message}). Pass a live key with the meter:write scope for workspace ${tenant.workspaceId}`);
+    throw new BenchError(
+      'METERD_BENCH_KEY_REFUSED',
+      `${baseUrl} refused the API key (${res.status} ${code}: ${message}). Pass a live key with the meter:write scope for workspace ${tenant.workspaceId}`,
+    );
   }
   if (res.status !== 400 || code === '') {
-    throw new BenchError('METERD_BENCH_TARGET_REFUSED', `${baseUrl}/api/v1/meter answered ${res.status} to a probe; expected a meterd ingest's 400 (got ${JSON.stringify(text.slice(0, 200))})`);
+    throw new BenchError(
+      'METERD_BENCH_TARGET_REFUSED',
+      `${baseUrl}/api/v1/meter answered ${res.status} to a probe; expected a meterd ingest's 400 (got ${JSON.stringify(text.slice(0, 200))})`,
+    );
   }
 }

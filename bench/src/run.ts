@@ -78,7 +78,11 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
     ingestThreads: args.target === undefined ? args.threads : undefined,
     ingestEnv: args.ingestEnv,
     aggregator: { running: false, note: 'not started (runs only with the self-started stack)' },
-    machine: { cores: availableParallelism(), loadavg1mAtStart: Math.round(loadavg()[0]! * 100) / 100, node: process.version },
+    machine: {
+      cores: availableParallelism(),
+      loadavg1mAtStart: Math.round(loadavg()[0]! * 100) / 100,
+      node: process.version,
+    },
     phases: [],
     correct: true,
   };
@@ -94,7 +98,11 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
     let mainTenant: Tenant;
     if (args.target === undefined) {
       const ingestMain = args.ingestMain ?? INGEST_MAIN;
-      if (!existsSync(ingestMain)) throw new BenchError('METERD_BENCH_NOT_BUILT', `${ingestMain} is missing: build ingest first (npx tsc -b ingest)`);
+      if (!existsSync(ingestMain))
+        throw new BenchError(
+          'METERD_BENCH_NOT_BUILT',
+          `${ingestMain} is missing: build ingest first (npx tsc -b ingest)`,
+        );
       log('bench: creating databases and workspaces…');
       stores = await openBenchStores();
       mainTenant = await stores.tenant('enterprise');
@@ -102,39 +110,65 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
       const port = await freePort();
       const nodeArgs = args.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] : [];
       if (args.cpuProf) mkdirSync(o.profileDir, { recursive: true });
-      ingest = await startChild('ingest', ingestMain, {
-        ...stores.env,
-        INGEST_HOST: '127.0.0.1',
-        INGEST_PORT: String(port),
-        INGEST_THREADS: String(args.threads),
-        SPOOL_DIR: spoolDir,
-        LOG_LEVEL: 'warn',
-        // Ten minutes, not 35 days: a run writes millions of claims into a shared Redis.
-        DEDUPE_WINDOW_SECONDS: '600',
-        ...args.ingestEnv,
-      }, port, nodeArgs);
+      ingest = await startChild(
+        'ingest',
+        ingestMain,
+        {
+          ...stores.env,
+          INGEST_HOST: '127.0.0.1',
+          INGEST_PORT: String(port),
+          INGEST_THREADS: String(args.threads),
+          SPOOL_DIR: spoolDir,
+          LOG_LEVEL: 'warn',
+          // Ten minutes, not 35 days: a run writes millions of claims into a shared Redis.
+          DEDUPE_WINDOW_SECONDS: '600',
+          ...args.ingestEnv,
+        },
+        port,
+        nodeArgs,
+      );
       base = ingest.url;
       aggregator = await startAggregator(stores, report);
-      if (aggregator) log(`bench: aggregator started at ${aggregator.url} (pid ${aggregator.pid}) for rollup freshness`);
-      log(`bench: ingest started at ${base} (pid ${ingest.pid}, ${args.threads} threads, ClickHouse database ${stores.chDatabase})`);
+      if (aggregator)
+        log(`bench: aggregator started at ${aggregator.url} (pid ${aggregator.pid}) for rollup freshness`);
+      log(
+        `bench: ingest started at ${base} (pid ${ingest.pid}, ${args.threads} threads, ClickHouse database ${stores.chDatabase})`,
+      );
     } else {
       base = args.target;
       mainTenant = { workspaceId: args.workspace!, token: args.key! };
       if (args.verifyDatabase !== undefined) {
         // Verify a remote deployment against the ClickHouse it ships to (CLICKHOUSE_URL and credentials).
         const cfg = loadConfig(storeVars);
-        remoteCh = createClickHouse({ url: cfg.CLICKHOUSE_URL, database: ident(args.verifyDatabase), user: cfg.CLICKHOUSE_USER, password: cfg.CLICKHOUSE_PASSWORD });
+        remoteCh = createClickHouse({
+          url: cfg.CLICKHOUSE_URL,
+          database: ident(args.verifyDatabase),
+          user: cfg.CLICKHOUSE_USER,
+          password: cfg.CLICKHOUSE_PASSWORD,
+        });
       }
     }
     await preflight(base, mainTenant);
 
     for (const [i, scenario] of args.scenarios.entries()) {
       const tag = `${stores?.tag ?? `t${Date.now().toString(36)}`}s${i}`;
-      const tenants = scenario === 'mixed' ? await stores!.tenants('enterprise', args.workspaces)
-        : scenario === 'quota' ? [await stores!.tenant('free')]
-        : [mainTenant];
+      const tenants =
+        scenario === 'mixed'
+          ? await stores!.tenants('enterprise', args.workspaces)
+          : scenario === 'quota'
+            ? [await stores!.tenant('free')]
+            : [mainTenant];
       const phase = await runPhase({
-        o, scenario, tag, base, tenants, probeTenant: mainTenant, occurredAt, stores, ingestPid: ingest?.pid, log,
+        o,
+        scenario,
+        tag,
+        base,
+        tenants,
+        probeTenant: mainTenant,
+        occurredAt,
+        stores,
+        ingestPid: ingest?.pid,
+        log,
         verifyCh: stores?.clickhouse ?? remoteCh,
         rollupTable: aggregator ? ROLLUP_TABLE : undefined,
       });
@@ -172,7 +206,12 @@ async function startAggregator(stores: BenchStores, report: BenchReport): Promis
   }
   const port = await freePort();
   try {
-    const child = await startChild('aggregator', AGGREGATOR_MAIN, { ...stores.env, AGGREGATOR_PORT: String(port), LOG_LEVEL: 'warn' }, port);
+    const child = await startChild(
+      'aggregator',
+      AGGREGATOR_MAIN,
+      { ...stores.env, AGGREGATOR_PORT: String(port), LOG_LEVEL: 'warn' },
+      port,
+    );
     report.aggregator = { running: true, note: `started for this run (pid ${child.pid})` };
     return child;
   } catch (err) {
@@ -200,21 +239,42 @@ async function runPhase(p: PhaseInput): Promise<PhaseReport> {
   const { args } = p.o;
   const connections = connectionsFor(args, p.scenario);
   const work = buildWorkload(p.scenario, p.tag, p.tenants, p.occurredAt);
-  const probe = new FreshnessProbe(`${p.tag}p`, p.base, p.probeTenant, p.occurredAt, p.verifyCh, 'events', p.rollupTable);
+  const probe = new FreshnessProbe(
+    `${p.tag}p`,
+    p.base,
+    p.probeTenant,
+    p.occurredAt,
+    p.verifyCh,
+    'events',
+    p.rollupTable,
+  );
   p.log(`bench: ${p.scenario} — ${work.describe}; ${connections} connections for ${args.durationSec}s`);
   const before = await scrape(p.base);
   probe.start();
   let meterd: LoadSummary;
   try {
     meterd = await runLoad({
-      label: `meterd ${p.scenario}`, url: p.base, connections, durationSec: args.durationSec, requests: work.requests,
-      counters: work.counters, ...(p.ingestPid === undefined ? {} : { serverPid: p.ingestPid }), ...(p.o.progress ? { progress: p.o.progress } : {}),
+      label: `meterd ${p.scenario}`,
+      url: p.base,
+      connections,
+      durationSec: args.durationSec,
+      requests: work.requests,
+      counters: work.counters,
+      ...(p.ingestPid === undefined ? {} : { serverPid: p.ingestPid }),
+      ...(p.o.progress ? { progress: p.o.progress } : {}),
     });
   } catch (err) {
     await probe.finish(0);
     throw err;
   }
-  const phase: PhaseReport = { scenario: p.scenario, describe: work.describe, meterd, answers: work.counters, ratios: {}, targets: [] };
+  const phase: PhaseReport = {
+    scenario: p.scenario,
+    describe: work.describe,
+    meterd,
+    answers: work.counters,
+    ratios: {},
+    targets: [],
+  };
   const after = await scrape(p.base);
   if (before && after) phase.serverMetrics = diff(before, after);
 
@@ -248,15 +308,31 @@ async function runPhase(p: PhaseInput): Promise<PhaseReport> {
 async function compare(p: PhaseInput, phase: PhaseReport, connections: number): Promise<void> {
   const { args } = p.o;
   const stores = p.stores!;
-  const run = async (name: string, script: string, env: Record<string, string>, verifyTable?: string): Promise<[LoadSummary, Verification | undefined]> => {
+  const run = async (
+    name: string,
+    script: string,
+    env: Record<string, string>,
+    verifyTable?: string,
+  ): Promise<[LoadSummary, Verification | undefined]> => {
     const port = await freePort();
-    const child = await startChild(name, new URL(script, CHILDREN).pathname, { ...env, PORT: String(port), THREADS: String(args.threads) }, port);
+    const child = await startChild(
+      name,
+      new URL(script, CHILDREN).pathname,
+      { ...env, PORT: String(port), THREADS: String(args.threads) },
+      port,
+    );
     const work = buildWorkload(p.scenario, `${p.tag}${name[0]}`, p.tenants, p.occurredAt);
     let summary: LoadSummary;
     try {
       summary = await runLoad({
-        label: `${name} ${p.scenario}`, url: child.url, connections, durationSec: args.durationSec, requests: work.requests,
-        counters: work.counters, serverPid: child.pid, ...(p.o.progress ? { progress: p.o.progress } : {}),
+        label: `${name} ${p.scenario}`,
+        url: child.url,
+        connections,
+        durationSec: args.durationSec,
+        requests: work.requests,
+        counters: work.counters,
+        serverPid: child.pid,
+        ...(p.o.progress ? { progress: p.o.progress } : {}),
       });
     } finally {
       // Stopped before verifying: its last inserts finish while it drains.
@@ -268,14 +344,20 @@ async function compare(p: PhaseInput, phase: PhaseReport, connections: number): 
   p.log('bench: ceiling — bare uWebSockets.js accept-and-drop, same load');
   [phase.ceiling] = await run('ceiling', 'uws-drop.js', {});
   p.log('bench: baseline — Fastify + ioredis SET NX per event + @clickhouse/client small batches, same load');
-  const [baseline, bv] = await run('baseline', 'baseline.js', { ...stores.env, BASELINE_TABLE: 'baseline_events' }, 'baseline_events');
+  const [baseline, bv] = await run(
+    'baseline',
+    'baseline.js',
+    { ...stores.env, BASELINE_TABLE: 'baseline_events' },
+    'baseline_events',
+  );
   phase.baseline = baseline;
   if (bv) phase.baselineVerification = bv;
   p.log('bench: Redis SET NX rate (redis-benchmark)…');
   phase.redisSetNx = await redisSetNxRate(stores.cfg.REDIS_URL, p.tag);
 
   const m = phase.meterd;
-  const ratio = (a: number | undefined, b: number | undefined) => (a && b ? Math.round((a / b) * 100) / 100 : undefined);
+  const ratio = (a: number | undefined, b: number | undefined) =>
+    a && b ? Math.round((a / b) * 100) / 100 : undefined;
   const perSec = (s: LoadSummary) => (p.scenario === 'single' ? s.requestsPerSec : s.eventsPerSec);
   const vsCeiling = ratio(perSec(m), perSec(phase.ceiling!));
   const vsBaseline = ratio(perSec(m), perSec(baseline));

@@ -21,7 +21,10 @@ test('--quick runs single, batch and duplicates briefly and without comparisons'
 test('--target needs a key and a workspace, and refuses scenarios that create workspaces', () => {
   assert.throws(() => parseArgs(['--target', 'http://h:1'], {}, '/r'), /--key/);
   assert.throws(() => parseArgs(['--target', 'http://h:1', '--key', 'k'], {}, '/r'), /--workspace/);
-  assert.throws(() => parseArgs(['--target', 'http://h:1', '--key', 'k', '--workspace', 'ws_a', '--scenario', 'quota'], {}, '/r'), /self-started/);
+  assert.throws(
+    () => parseArgs(['--target', 'http://h:1', '--key', 'k', '--workspace', 'ws_a', '--scenario', 'quota'], {}, '/r'),
+    /self-started/,
+  );
   const a = parseArgs(['--target', 'http://h:1/', '--workspace', 'ws_a'], { BENCH_API_KEY: 'sks_env' }, '/r');
   assert.ok(a !== 'help');
   assert.equal(a.key, 'sks_env');
@@ -50,7 +53,15 @@ test('--compare-ref takes a git ref, skips the side-by-side ceilings, and refuse
   assert.equal(a.compareRef, 'main');
   assert.equal(a.compare, false);
   assert.throws(() => parseArgs(['--compare-ref', '--evil'], {}, '/tmp/out'), /is not a git ref/);
-  assert.throws(() => parseArgs(['--compare-ref', 'main', '--target', 'http://x:1', '--key', 'k', '--workspace', 'ws_a'], {}, '/tmp/out'), /cannot be combined with --target/);
+  assert.throws(
+    () =>
+      parseArgs(
+        ['--compare-ref', 'main', '--target', 'http://x:1', '--key', 'k', '--workspace', 'ws_a'],
+        {},
+        '/tmp/out',
+      ),
+    /cannot be combined with --target/,
+  );
   const m = parseArgs(['--ingest-main', '/opt/other/ingest/dist/src/main.js'], {}, '/tmp/out');
   assert.ok(m !== 'help');
   assert.equal(m.ingestMain, '/opt/other/ingest/dist/src/main.js');

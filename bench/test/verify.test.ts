@@ -17,8 +17,15 @@ async function insert(keys: string[], eventId = (k: string) => `ev_${k}`): Promi
     table: 'events',
     format: 'JSONEachRow',
     values: keys.map((k) => ({
-      workspace_id: 'ws_verify', event_type: 'checkout.completed', idempotency_key: k, event_id: eventId(k),
-      quantity: 1, gmv_cents: 100, currency: 'USD', occurred_at: '2026-01-01 00:00:00', received_at: '2026-01-01 00:00:00',
+      workspace_id: 'ws_verify',
+      event_type: 'checkout.completed',
+      idempotency_key: k,
+      event_id: eventId(k),
+      quantity: 1,
+      gmv_cents: 100,
+      currency: 'USD',
+      occurred_at: '2026-01-01 00:00:00',
+      received_at: '2026-01-01 00:00:00',
     })),
   });
 }

@@ -6,7 +6,13 @@ import { createHash } from 'node:crypto';
  * same row always yields the same identifier, so a re-send after a crash meets Stripe's identifier
  * dedupe. Stripe caps identifiers at 100 characters: a long event type is replaced by its hash.
  */
-export function meterIdentifier(workspaceId: string, eventType: string, currency: string, windowStart: number, revision: number): string {
+export function meterIdentifier(
+  workspaceId: string,
+  eventType: string,
+  currency: string,
+  windowStart: number,
+  revision: number,
+): string {
   const cur = currency === '' ? '' : `:${currency}`;
   const full = `${workspaceId}:${eventType}${cur}:${windowStart}:${revision}`;
   if (full.length <= 100) return full;

@@ -26,7 +26,10 @@ export interface PushRow {
   first_attempt_at: number | null;
 }
 
-export type NewRow = Omit<PushRow, 'first_attempt_at'> & { status: 'pending' | 'dry_run' | 'unbillable'; reason: string | null };
+export type NewRow = Omit<PushRow, 'first_attempt_at'> & {
+  status: 'pending' | 'dry_run' | 'unbillable';
+  reason: string | null;
+};
 
 /** What the ledger already says about one billed key (workspace, event type, currency, window). */
 export interface WindowState {
@@ -45,7 +48,8 @@ export interface LedgerView {
   legacy: Set<string>;
 }
 
-export const keyOf = (ws: string, type: string, currency: string, windowStart: number): string => `${ws}\n${type}\n${currency}\n${windowStart}`;
+export const keyOf = (ws: string, type: string, currency: string, windowStart: number): string =>
+  `${ws}\n${type}\n${currency}\n${windowStart}`;
 export const legacyKeyOf = (ws: string, type: string, windowStart: number): string => `${ws}\n${type}\n${windowStart}`;
 
 /**
@@ -56,7 +60,18 @@ export const legacyKeyOf = (ws: string, type: string, windowStart: number): stri
  */
 export async function readLedger(c: PoolClient | Pool, fromS: number, dryRun: boolean): Promise<LedgerView> {
   const counted = dryRun ? ['dry_run'] : ['pending', 'sent', 'failed', 'unbillable'];
-  const { rows } = await c.query<{ workspace_id: string; event_type: string; currency: string; value_field: string; ws: string; revision: number; status: string; value: string; as_of: string | null; superseded_by: number | null }>(
+  const { rows } = await c.query<{
+    workspace_id: string;
+    event_type: string;
+    currency: string;
+    value_field: string;
+    ws: string;
+    revision: number;
+    status: string;
+    value: string;
+    as_of: string | null;
+    superseded_by: number | null;
+  }>(
     `SELECT workspace_id, event_type, currency, value_field, extract(epoch FROM window_start)::bigint AS ws, revision, status, value::text,
             extract(epoch FROM as_of)::bigint AS as_of, superseded_by
        FROM billing_pushes WHERE window_start >= to_timestamp($1)`,
@@ -84,7 +99,8 @@ export async function insertRows(c: PoolClient, rows: NewRow[]): Promise<number>
   // Chunks keep each statement's parameter arrays reasonable for 10,000s of rows.
   for (let i = 0; i < rows.length; i += 5_000) {
     const part = rows.slice(i, i + 5_000);
-    const col = <K extends keyof NewRow>(k: K): unknown[] => part.map((r) => (typeof r[k] === 'bigint' ? String(r[k]) : r[k]));
+    const col = <K extends keyof NewRow>(k: K): unknown[] =>
+      part.map((r) => (typeof r[k] === 'bigint' ? String(r[k]) : r[k]));
     const res = await c.query(
       `INSERT INTO billing_pushes (workspace_id, event_type, currency, event_name, window_start, window_end, revision, identifier, stripe_customer_id,
                                    value_field, total, value, cancels, status, via, sent_at, as_of, reason)
@@ -94,8 +110,23 @@ export async function insertRows(c: PoolClient, rows: NewRow[]): Promise<number>
                      $11::text[], $12::text[], $13::text[], $14::bigint[], $15::text[])
               AS x(w, e, cur, en, s, se, r, i, cu, f, t, v, st, a, re)
        ON CONFLICT DO NOTHING`,
-      [col('workspace_id'), col('event_type'), col('currency'), col('event_name'), col('window_start'), col('window_end'), col('revision'), col('identifier'),
-        col('stripe_customer_id'), col('value_field'), col('total'), col('value'), col('status'), col('as_of'), col('reason')],
+      [
+        col('workspace_id'),
+        col('event_type'),
+        col('currency'),
+        col('event_name'),
+        col('window_start'),
+        col('window_end'),
+        col('revision'),
+        col('identifier'),
+        col('stripe_customer_id'),
+        col('value_field'),
+        col('total'),
+        col('value'),
+        col('status'),
+        col('as_of'),
+        col('reason'),
+      ],
     );
     inserted += res.rowCount ?? 0;
   }
@@ -120,11 +151,22 @@ export async function claimPending(c: PoolClient, limit: number, nowS: number): 
   );
   const num = (v: unknown): number | null => (v === null ? null : Number(v));
   return rows.map((r) => ({
-    workspace_id: r.workspace_id as string, event_type: r.event_type as string, currency: r.currency as string, event_name: r.event_name as string,
-    window_start: Number(r.window_start), window_end: Number(r.window_end),
-    revision: r.revision as number, identifier: r.identifier as string, stripe_customer_id: r.stripe_customer_id as string,
-    value_field: r.value_field as ValueField, total: BigInt(r.total as string), value: BigInt(r.value as string), cancels: r.cancels as string[], attempts: r.attempts as number,
-    as_of: num(r.as_of), first_attempt_at: num(r.first_attempt_at),
+    workspace_id: r.workspace_id as string,
+    event_type: r.event_type as string,
+    currency: r.currency as string,
+    event_name: r.event_name as string,
+    window_start: Number(r.window_start),
+    window_end: Number(r.window_end),
+    revision: r.revision as number,
+    identifier: r.identifier as string,
+    stripe_customer_id: r.stripe_customer_id as string,
+    value_field: r.value_field as ValueField,
+    total: BigInt(r.total as string),
+    value: BigInt(r.value as string),
+    cancels: r.cancels as string[],
+    attempts: r.attempts as number,
+    as_of: num(r.as_of),
+    first_attempt_at: num(r.first_attempt_at),
   }));
 }
 
@@ -139,17 +181,25 @@ export async function recordOutcomes(c: PoolClient, outcomes: Outcome[], nowS: n
   const first = 'first_attempt_at = COALESCE(first_attempt_at, to_timestamp($2))';
   for (const o of outcomes) {
     if (o.status === 'sent') {
-      await c.query(`UPDATE billing_pushes SET status = 'sent', via = $3, sent_at = now(), attempts = attempts + 1, stripe_response = $4, last_error = NULL, ${first} WHERE identifier = $1`,
-        [o.identifier, nowS, o.via, JSON.stringify(o.response ?? null)]);
+      await c.query(
+        `UPDATE billing_pushes SET status = 'sent', via = $3, sent_at = now(), attempts = attempts + 1, stripe_response = $4, last_error = NULL, ${first} WHERE identifier = $1`,
+        [o.identifier, nowS, o.via, JSON.stringify(o.response ?? null)],
+      );
     } else if (o.status === 'failed') {
-      await c.query(`UPDATE billing_pushes SET status = 'failed', attempts = attempts + 1, last_error = $3, stripe_response = $4, ${first} WHERE identifier = $1`,
-        [o.identifier, nowS, o.error, JSON.stringify(o.response ?? null)]);
+      await c.query(
+        `UPDATE billing_pushes SET status = 'failed', attempts = attempts + 1, last_error = $3, stripe_response = $4, ${first} WHERE identifier = $1`,
+        [o.identifier, nowS, o.error, JSON.stringify(o.response ?? null)],
+      );
     } else if (o.status === 'retry') {
-      await c.query(`UPDATE billing_pushes SET attempts = attempts + 1, last_error = $3, next_attempt_at = now() + ($4::int * interval '1 millisecond'), ${first} WHERE identifier = $1`,
-        [o.identifier, nowS, o.error, o.delayMs]);
+      await c.query(
+        `UPDATE billing_pushes SET attempts = attempts + 1, last_error = $3, next_attempt_at = now() + ($4::int * interval '1 millisecond'), ${first} WHERE identifier = $1`,
+        [o.identifier, nowS, o.error, o.delayMs],
+      );
     } else {
-      await c.query(`UPDATE billing_pushes SET status = $2, reason = $3, rejected_at = CASE WHEN $2 = 'rejected' THEN now() END WHERE identifier = $1`,
-        [o.identifier, o.status, o.reason]);
+      await c.query(
+        `UPDATE billing_pushes SET status = $2, reason = $3, rejected_at = CASE WHEN $2 = 'rejected' THEN now() END WHERE identifier = $1`,
+        [o.identifier, o.status, o.reason],
+      );
     }
   }
 }
@@ -158,7 +208,12 @@ export async function recordOutcomes(c: PoolClient, outcomes: Outcome[], nowS: n
  * What the ledger says Stripe holds for one customer × meter × window: the rows sent (or
  * verified) to it. Rows of every workspace sharing the customer count, as they do at Stripe.
  */
-export async function sentValue(c: PoolClient | Pool, customer: string, eventName: string, windowStart: number): Promise<bigint> {
+export async function sentValue(
+  c: PoolClient | Pool,
+  customer: string,
+  eventName: string,
+  windowStart: number,
+): Promise<bigint> {
   const { rows } = await c.query<{ v: string }>(
     `SELECT COALESCE(sum(value), 0)::text AS v FROM billing_pushes
       WHERE stripe_customer_id = $1 AND event_name = $2 AND window_start = to_timestamp($3) AND status = 'sent' AND superseded_by IS NULL`,
@@ -168,12 +223,16 @@ export async function sentValue(c: PoolClient | Pool, customer: string, eventNam
 }
 
 export async function pendingCount(pool: Pool): Promise<number> {
-  const { rows } = await pool.query<{ n: string }>(`SELECT count(*)::text AS n FROM billing_pushes WHERE status = 'pending'`);
+  const { rows } = await pool.query<{ n: string }>(
+    `SELECT count(*)::text AS n FROM billing_pushes WHERE status = 'pending'`,
+  );
   return Number(rows[0]!.n);
 }
 
 export async function rejectedCount(pool: Pool): Promise<number> {
-  const { rows } = await pool.query<{ n: string }>(`SELECT count(*)::text AS n FROM billing_pushes WHERE status = 'rejected'`);
+  const { rows } = await pool.query<{ n: string }>(
+    `SELECT count(*)::text AS n FROM billing_pushes WHERE status = 'rejected'`,
+  );
   return Number(rows[0]!.n);
 }
 
@@ -185,7 +244,10 @@ export async function rejectedCount(pool: Pool): Promise<number> {
 const SELF_CHECKED = ['no_meter', 'archived_meter', 'meter_event_customer_not_found'];
 
 /** Rejected rows whose cause may be fixed now: their meter and the workspace's current customer. */
-export async function rejectedCauses(pool: Pool, limit: number): Promise<Array<{ event_name: string; customer: string }>> {
+export async function rejectedCauses(
+  pool: Pool,
+  limit: number,
+): Promise<Array<{ event_name: string; customer: string }>> {
   const { rows } = await pool.query<{ event_name: string; customer: string }>(
     `SELECT DISTINCT p.event_name, w.stripe_customer_id AS customer
        FROM billing_pushes p JOIN workspaces w ON w.id = p.workspace_id
@@ -197,12 +259,17 @@ export async function rejectedCauses(pool: Pool, limit: number): Promise<Array<{
 }
 
 /** Rejected rows of this meter and customer's workspaces become `retried`: the planner sends their amount again. */
-export async function retryRejected(pool: Pool, where: { event_name: string; customer: string } | 'all'): Promise<number> {
-  const res = where === 'all'
-    ? await pool.query(`UPDATE billing_pushes SET status = 'retried' WHERE status = 'rejected'`)
-    : await pool.query(
-      `UPDATE billing_pushes SET status = 'retried'
+export async function retryRejected(
+  pool: Pool,
+  where: { event_name: string; customer: string } | 'all',
+): Promise<number> {
+  const res =
+    where === 'all'
+      ? await pool.query(`UPDATE billing_pushes SET status = 'retried' WHERE status = 'rejected'`)
+      : await pool.query(
+          `UPDATE billing_pushes SET status = 'retried'
         WHERE status = 'rejected' AND event_name = $1 AND workspace_id IN (SELECT id FROM workspaces WHERE stripe_customer_id = $2)`,
-      [where.event_name, where.customer]);
+          [where.event_name, where.customer],
+        );
   return res.rowCount ?? 0;
 }

@@ -17,11 +17,19 @@ export async function activeMeters(stripe: Stripe): Promise<Map<string, string>>
 }
 
 /** Creates a sum meter for each event name that has no active meter (BILLING_ENSURE_METERS); adds it to `known`. */
-export async function ensureMeters(stripe: Stripe, eventNames: Iterable<string>, known: Map<string, string>): Promise<string[]> {
+export async function ensureMeters(
+  stripe: Stripe,
+  eventNames: Iterable<string>,
+  known: Map<string, string>,
+): Promise<string[]> {
   const created: string[] = [];
   for (const name of eventNames) {
     if (known.has(name)) continue;
-    const m = await stripe.billing.meters.create({ display_name: name, event_name: name, default_aggregation: { formula: 'sum' } });
+    const m = await stripe.billing.meters.create({
+      display_name: name,
+      event_name: name,
+      default_aggregation: { formula: 'sum' },
+    });
     known.set(name, m.id);
     created.push(name);
   }

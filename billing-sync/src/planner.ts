@@ -20,7 +20,14 @@ export interface PlanResult {
 }
 
 /** One billed key: a workspace's event type in one currency ('' for unit meters) and window. */
-interface Billed { workspace_id: string; event_type: string; currency: string; window_start: number; total: bigint; field: 'gmv_cents' | 'quantity' }
+interface Billed {
+  workspace_id: string;
+  event_type: string;
+  currency: string;
+  window_start: number;
+  total: bigint;
+  field: 'gmv_cents' | 'quantity';
+}
 
 /**
  * Compares usage totals of closed windows with what the ledger says Stripe has been told, and
@@ -38,7 +45,15 @@ interface Billed { workspace_id: string; event_type: string; currency: string; w
  *   planned from: a replica with stale totals would otherwise take back usage that exists.
  * - A key with a rejected row waits until the cause is fixed (worker.ts re-checks it).
  */
-export async function plan(pool: Pool, source: UsageSource, cfg: BillingConfig, customers: ReadonlyMap<string, string>, nowS: number, dryRun: boolean, log: Logger): Promise<PlanResult> {
+export async function plan(
+  pool: Pool,
+  source: UsageSource,
+  cfg: BillingConfig,
+  customers: ReadonlyMap<string, string>,
+  nowS: number,
+  dryRun: boolean,
+  log: Logger,
+): Promise<PlanResult> {
   const size = WINDOW_SECONDS[cfg.BILLING_WINDOW];
   const result: PlanResult = { planned: 0, corrections: 0, unbillable: 0, stale: 0, eventNames: new Set(), asOf: null };
   const fromS = Math.floor((nowS - MAX_EVENT_AGE_MS / 1000 - cfg.BILLING_CLOSE_DELAY_SECONDS) / size) * size - size;
@@ -67,31 +82,70 @@ export async function plan(pool: Pool, source: UsageSource, cfg: BillingConfig, 
       const plannedAsOf = s?.maxAsOf ?? null;
       if (t.total < counted && plannedAsOf !== null && asOf < plannedAsOf) {
         result.stale++;
-        log.warn({ workspace_id: t.workspace_id, event_type: t.event_type, currency: t.currency, window_start: t.window_start, as_of: asOf, ledger_as_of: plannedAsOf },
-          'totals are older than those the window was last planned from; no downward correction from them');
+        log.warn(
+          {
+            workspace_id: t.workspace_id,
+            event_type: t.event_type,
+            currency: t.currency,
+            window_start: t.window_start,
+            as_of: asOf,
+            ledger_as_of: plannedAsOf,
+          },
+          'totals are older than those the window was last planned from; no downward correction from them',
+        );
         continue;
       }
       const revision = (s?.maxRevision ?? 0) + 1;
       const unbillable = t.window_start < stripeFloor;
       rows.push({
-        workspace_id: t.workspace_id, event_type: t.event_type, currency: t.currency, event_name: meterEventName(t.event_type, t.currency),
-        window_start: t.window_start, window_end: t.window_start + size, revision,
-        identifier: meterIdentifier(t.workspace_id, t.event_type, t.currency, t.window_start, revision), stripe_customer_id: customer,
-        value_field: t.field, total: t.total, value: t.total - counted, cancels: [], attempts: 0, as_of: asOf,
+        workspace_id: t.workspace_id,
+        event_type: t.event_type,
+        currency: t.currency,
+        event_name: meterEventName(t.event_type, t.currency),
+        window_start: t.window_start,
+        window_end: t.window_start + size,
+        revision,
+        identifier: meterIdentifier(t.workspace_id, t.event_type, t.currency, t.window_start, revision),
+        stripe_customer_id: customer,
+        value_field: t.field,
+        total: t.total,
+        value: t.total - counted,
+        cancels: [],
+        attempts: 0,
+        as_of: asOf,
         status: unbillable ? 'unbillable' : dryRun ? 'dry_run' : 'pending',
         reason: unbillable ? `window older than the 35 days Stripe accepts: ${t.total - counted} not billed` : null,
       });
       if (unbillable) {
         result.unbillable++;
-        log.error({ workspace_id: t.workspace_id, event_type: t.event_type, currency: t.currency, window_start: t.window_start, value: String(t.total - counted) },
-          'usage changed in a window Stripe no longer accepts: recorded as unbillable');
+        log.error(
+          {
+            workspace_id: t.workspace_id,
+            event_type: t.event_type,
+            currency: t.currency,
+            window_start: t.window_start,
+            value: String(t.total - counted),
+          },
+          'usage changed in a window Stripe no longer accepts: recorded as unbillable',
+        );
       } else if (s !== undefined) {
         result.corrections++;
       }
     }
     result.planned = await insertRows(c, rows);
     for (const r of rows) if (r.status !== 'unbillable') result.eventNames.add(r.event_name);
-    if (dryRun) for (const r of rows) log.info({ identifier: r.identifier, customer: r.stripe_customer_id, event_name: r.event_name, value: String(r.value), timestamp: r.window_start }, 'dry run: would push meter event');
+    if (dryRun)
+      for (const r of rows)
+        log.info(
+          {
+            identifier: r.identifier,
+            customer: r.stripe_customer_id,
+            event_name: r.event_name,
+            value: String(r.value),
+            timestamp: r.window_start,
+          },
+          'dry run: would push meter event',
+        );
   });
   return result;
 }
@@ -104,7 +158,15 @@ function billedKeys(totals: UsageTotal[], cfg: BillingConfig): Billed[] {
     const currency = field === 'gmv_cents' ? t.currency : '';
     const k = keyOf(t.workspace_id, t.event_type, currency, t.window_start);
     const b = out.get(k);
-    if (b === undefined) out.set(k, { workspace_id: t.workspace_id, event_type: t.event_type, currency, window_start: t.window_start, total: t[field], field });
+    if (b === undefined)
+      out.set(k, {
+        workspace_id: t.workspace_id,
+        event_type: t.event_type,
+        currency,
+        window_start: t.window_start,
+        total: t[field],
+        field,
+      });
     else b.total += t[field];
   }
   return [...out.values()];

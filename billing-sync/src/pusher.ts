@@ -9,7 +9,14 @@ export type Send = (rows: PushRow[]) => Promise<Outcome[]>;
  * rows; if this process dies mid-call, the transaction rolls back, the rows are pending again, and
  * the next attempt re-sends the same identifiers, which Stripe deduplicates.
  */
-export async function drain(pool: Pool, send: Send, batchSize: number, concurrency: number, nowS: number, stopping: () => boolean): Promise<number> {
+export async function drain(
+  pool: Pool,
+  send: Send,
+  batchSize: number,
+  concurrency: number,
+  nowS: number,
+  stopping: () => boolean,
+): Promise<number> {
   let sent = 0;
   const lane = async (): Promise<void> => {
     while (!stopping()) {

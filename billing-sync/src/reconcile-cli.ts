@@ -21,19 +21,41 @@ import { WINDOW_SECONDS } from './usage/source.js';
  * mark them all `retried`, so billing-sync sends their amounts again, then reconcile.
  */
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { from: { type: 'string' }, to: { type: 'string' }, workspace: { type: 'string' }, 'retry-rejected': { type: 'boolean' } } });
+  const { values } = parseArgs({
+    options: {
+      from: { type: 'string' },
+      to: { type: 'string' },
+      workspace: { type: 'string' },
+      'retry-rejected': { type: 'boolean' },
+    },
+  });
   const cfg = loadBillingConfig();
-  if (cfg.STRIPE_SECRET_KEY === '') { console.error('reconcile: STRIPE_SECRET_KEY is required'); return 2; }
+  if (cfg.STRIPE_SECRET_KEY === '') {
+    console.error('reconcile: STRIPE_SECRET_KEY is required');
+    return 2;
+  }
   const size = WINDOW_SECONDS[cfg.BILLING_WINDOW];
   const now = new Date();
-  const from = values.from ? Date.parse(values.from) / 1000 : Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1) / 1000;
+  const from = values.from
+    ? Date.parse(values.from) / 1000
+    : Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1) / 1000;
   const explicitTo = values.to ? Date.parse(values.to) / 1000 : undefined;
-  if (!Number.isInteger(from) || (explicitTo !== undefined && !Number.isInteger(explicitTo)) || from % size !== 0 || (explicitTo ?? 0) % size !== 0) {
+  if (
+    !Number.isInteger(from) ||
+    (explicitTo !== undefined && !Number.isInteger(explicitTo)) ||
+    from % size !== 0 ||
+    (explicitTo ?? 0) % size !== 0
+  ) {
     console.error(`reconcile: --from and --to must be ${cfg.BILLING_WINDOW}-aligned UTC instants with from < to`);
     return 2;
   }
   const pool = createPool(cfg.DATABASE_URL, 2);
-  const ch = createClickHouse({ url: cfg.CLICKHOUSE_URL, database: cfg.CLICKHOUSE_DATABASE, user: cfg.CLICKHOUSE_USER, password: cfg.CLICKHOUSE_PASSWORD });
+  const ch = createClickHouse({
+    url: cfg.CLICKHOUSE_URL,
+    database: cfg.CLICKHOUSE_DATABASE,
+    user: cfg.CLICKHOUSE_USER,
+    password: cfg.CLICKHOUSE_PASSWORD,
+  });
   try {
     const source = await createUsageSource(cfg, ch);
     // By default up to the last window billing itself would have closed (same as-of rule as the planner).
@@ -41,26 +63,51 @@ async function main(): Promise<number> {
     const asOf = (await source.asOf(nowS)) ?? 0;
     const to = explicitTo ?? Math.floor((Math.min(nowS, asOf) - cfg.BILLING_CLOSE_DELAY_SECONDS) / size) * size;
     if (to <= from) {
-      console.error(`reconcile: nothing to compare: the period ends (${new Date(to * 1000).toISOString()}) before it starts`);
+      console.error(
+        `reconcile: nothing to compare: the period ends (${new Date(to * 1000).toISOString()}) before it starts`,
+      );
       return 2;
     }
-    if (values['retry-rejected'] === true) console.log(`RETRIED ${await retryRejected(pool, 'all')} rejected row(s): billing-sync plans their amounts again on its next pass`);
+    if (values['retry-rejected'] === true)
+      console.log(
+        `RETRIED ${await retryRejected(pool, 'all')} rejected row(s): billing-sync plans their amounts again on its next pass`,
+      );
     const { rows } = await pool.query<{ id: string; stripe_customer_id: string }>(
-      `SELECT id, stripe_customer_id FROM workspaces WHERE stripe_customer_id IS NOT NULL AND ($1::text IS NULL OR id = $1)`, [values.workspace ?? null]);
+      `SELECT id, stripe_customer_id FROM workspaces WHERE stripe_customer_id IS NOT NULL AND ($1::text IS NULL OR id = $1)`,
+      [values.workspace ?? null],
+    );
     const stripe = createStripe(cfg);
-    const report = await reconcile(stripe, source, cfg, new Map(rows.map((r) => [r.id, r.stripe_customer_id])), from, to);
+    const report = await reconcile(
+      stripe,
+      source,
+      cfg,
+      new Map(rows.map((r) => [r.id, r.stripe_customer_id])),
+      from,
+      to,
+    );
     const iso = (s: number): string => new Date(s * 1000).toISOString();
     const period = `${iso(from)}..${iso(to)}`;
     for (const d of report.differences) {
-      console.log(`MISMATCH ${d.workspace_id} ${d.stripe_customer_id} ${d.event_name} ${period} stripe=${d.stripe} clickhouse=${d.clickhouse} diff=${d.stripe - d.clickhouse}`);
+      console.log(
+        `MISMATCH ${d.workspace_id} ${d.stripe_customer_id} ${d.event_name} ${period} stripe=${d.stripe} clickhouse=${d.clickhouse} diff=${d.stripe - d.clickhouse}`,
+      );
     }
-    console.log(`compared ${report.compared} customer×meter totals for ${period}: ${report.differences.length} difference(s)`);
+    console.log(
+      `compared ${report.compared} customer×meter totals for ${period}: ${report.differences.length} difference(s)`,
+    );
     const ledger = await reconcileLedger(stripe, pool, cfg, from, to, values.workspace);
     for (const d of ledger.drifts) {
-      console.log(`DRIFT ${d.stripe_customer_id} ${d.event_name} ${iso(d.start_time)}..${iso(d.end_time)} stripe=${d.stripe} ledger=${d.ledger} diff=${d.stripe - d.ledger}`);
+      console.log(
+        `DRIFT ${d.stripe_customer_id} ${d.event_name} ${iso(d.start_time)}..${iso(d.end_time)} stripe=${d.stripe} ledger=${d.ledger} diff=${d.stripe - d.ledger}`,
+      );
     }
-    for (const h of ledger.held) console.log(`${h.status.toUpperCase()} ${h.workspace_id} ${h.event_name} ${iso(h.window_start)} value=${h.value} ${h.identifier}: ${h.reason}`);
-    console.log(`ledger against Stripe over ${ledger.periods} month(s): ${ledger.compared} customer×meter total(s), ${ledger.drifts.length} drift(s); ${ledger.held.length} row(s) unbillable or rejected`);
+    for (const h of ledger.held)
+      console.log(
+        `${h.status.toUpperCase()} ${h.workspace_id} ${h.event_name} ${iso(h.window_start)} value=${h.value} ${h.identifier}: ${h.reason}`,
+      );
+    console.log(
+      `ledger against Stripe over ${ledger.periods} month(s): ${ledger.compared} customer×meter total(s), ${ledger.drifts.length} drift(s); ${ledger.held.length} row(s) unbillable or rejected`,
+    );
     return report.differences.length === 0 && ledger.drifts.length === 0 ? 0 : 1;
   } finally {
     await ch.close();
@@ -68,4 +115,10 @@ async function main(): Promise<number> {
   }
 }
 
-main().then((code) => process.exit(code), (err) => { console.error(`reconcile: ${(err as Error).message}`); process.exit(2); });
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    console.error(`reconcile: ${(err as Error).message}`);
+    process.exit(2);
+  },
+);

@@ -16,10 +16,20 @@ export interface Difference {
   clickhouse: bigint;
 }
 
-export interface ReconcileReport { compared: number; differences: Difference[] }
+export interface ReconcileReport {
+  compared: number;
+  differences: Difference[];
+}
 
 /** Stripe's summed meter value of one customer over [startS, endS). */
-async function stripeSum(stripe: Stripe, pacer: Pacer, meterId: string, customer: string, startS: number, endS: number): Promise<bigint> {
+async function stripeSum(
+  stripe: Stripe,
+  pacer: Pacer,
+  meterId: string,
+  customer: string,
+  startS: number,
+  endS: number,
+): Promise<bigint> {
   await pacer.take();
   const s = await stripe.billing.meters.listEventSummaries(meterId, { customer, start_time: startS, end_time: endS });
   return s.data.reduce((a, row) => a + BigInt(Math.round(row.aggregated_value)), 0n);
@@ -31,7 +41,14 @@ async function stripeSum(stripe: Stripe, pacer: Pacer, meterId: string, customer
  * window-aligned (and Stripe wants them minute-aligned). Stripe aggregates asynchronously in
  * production: run this after the push settles.
  */
-export async function reconcile(stripe: Stripe, source: UsageSource, cfg: BillingConfig, customers: ReadonlyMap<string, string>, startS: number, endS: number): Promise<ReconcileReport> {
+export async function reconcile(
+  stripe: Stripe,
+  source: UsageSource,
+  cfg: BillingConfig,
+  customers: ReadonlyMap<string, string>,
+  startS: number,
+  endS: number,
+): Promise<ReconcileReport> {
   const expected = new Map<string, bigint>();
   for (const t of await source.totals(startS, endS, cfg.BILLING_WINDOW)) {
     if (!customers.has(t.workspace_id)) continue;
@@ -54,14 +71,43 @@ export async function reconcile(stripe: Stripe, source: UsageSource, cfg: Billin
     const meter = meters.get(name);
     const got = meter === undefined ? 0n : await stripeSum(stripe, pacer, meter, customer, startS, endS);
     compared++;
-    if (got !== want) differences.push({ workspace_id: ws, stripe_customer_id: customer, event_name: name, start_time: startS, end_time: endS, stripe: got, clickhouse: want });
+    if (got !== want)
+      differences.push({
+        workspace_id: ws,
+        stripe_customer_id: customer,
+        event_name: name,
+        start_time: startS,
+        end_time: endS,
+        stripe: got,
+        clickhouse: want,
+      });
   }
   return { compared, differences };
 }
 
-export interface LedgerDrift { stripe_customer_id: string; event_name: string; start_time: number; end_time: number; stripe: bigint; ledger: bigint }
-export interface HeldRow { identifier: string; workspace_id: string; event_name: string; window_start: number; value: bigint; status: 'unbillable' | 'rejected'; reason: string }
-export interface LedgerReport { periods: number; compared: number; drifts: LedgerDrift[]; held: HeldRow[] }
+export interface LedgerDrift {
+  stripe_customer_id: string;
+  event_name: string;
+  start_time: number;
+  end_time: number;
+  stripe: bigint;
+  ledger: bigint;
+}
+export interface HeldRow {
+  identifier: string;
+  workspace_id: string;
+  event_name: string;
+  window_start: number;
+  value: bigint;
+  status: 'unbillable' | 'rejected';
+  reason: string;
+}
+export interface LedgerReport {
+  periods: number;
+  compared: number;
+  drifts: LedgerDrift[];
+  held: HeldRow[];
+}
 
 /** UTC calendar months cut at [fromS, toS): the periods finance closes (docs/rollups.md, month close). */
 export function monthPeriods(fromS: number, toS: number): Array<[number, number]> {
@@ -81,7 +127,14 @@ export function monthPeriods(fromS: number, toS: number): Array<[number, number]
  * billing-sync, a lost or double-counted push, a rejection nobody recorded) is listed. Rows Stripe
  * never billed (unbillable, rejected) are listed with their reason, period by period.
  */
-export async function reconcileLedger(stripe: Stripe, pool: Pool, cfg: BillingConfig, fromS: number, toS: number, workspaceId?: string): Promise<LedgerReport> {
+export async function reconcileLedger(
+  stripe: Stripe,
+  pool: Pool,
+  cfg: BillingConfig,
+  fromS: number,
+  toS: number,
+  workspaceId?: string,
+): Promise<LedgerReport> {
   const meters = await activeMeters(stripe);
   const pacer = new Pacer(cfg.STRIPE_API_RATE);
   const periods = monthPeriods(fromS, toS);
@@ -93,23 +146,51 @@ export async function reconcileLedger(stripe: Stripe, pool: Pool, cfg: BillingCo
          FROM billing_pushes
         WHERE window_start >= to_timestamp($1) AND window_start < to_timestamp($2) AND ($3::text IS NULL OR workspace_id = $3)
         GROUP BY stripe_customer_id, event_name`,
-      [a, b, workspaceId ?? null]);
+      [a, b, workspaceId ?? null],
+    );
     for (const r of rows) {
       const ledger = BigInt(r.v ?? '0');
       const meter = meters.get(r.event_name);
       const got = meter === undefined ? 0n : await stripeSum(stripe, pacer, meter, r.customer, a, b);
       compared++;
-      if (got !== ledger) drifts.push({ stripe_customer_id: r.customer, event_name: r.event_name, start_time: a, end_time: b, stripe: got, ledger });
+      if (got !== ledger)
+        drifts.push({
+          stripe_customer_id: r.customer,
+          event_name: r.event_name,
+          start_time: a,
+          end_time: b,
+          stripe: got,
+          ledger,
+        });
     }
   }
-  const { rows: held } = await pool.query<{ identifier: string; workspace_id: string; event_name: string; ws: string; value: string; status: 'unbillable' | 'rejected'; reason: string | null }>(
+  const { rows: held } = await pool.query<{
+    identifier: string;
+    workspace_id: string;
+    event_name: string;
+    ws: string;
+    value: string;
+    status: 'unbillable' | 'rejected';
+    reason: string | null;
+  }>(
     `SELECT identifier, workspace_id, event_name, extract(epoch FROM window_start)::bigint AS ws, value::text, status, reason
        FROM billing_pushes
       WHERE status IN ('unbillable', 'rejected') AND window_start >= to_timestamp($1) AND window_start < to_timestamp($2) AND ($3::text IS NULL OR workspace_id = $3)
       ORDER BY window_start, identifier`,
-    [fromS, toS, workspaceId ?? null]);
+    [fromS, toS, workspaceId ?? null],
+  );
   return {
-    periods: periods.length, compared, drifts,
-    held: held.map((h) => ({ identifier: h.identifier, workspace_id: h.workspace_id, event_name: h.event_name, window_start: Number(h.ws), value: BigInt(h.value), status: h.status, reason: h.reason ?? '' })),
+    periods: periods.length,
+    compared,
+    drifts,
+    held: held.map((h) => ({
+      identifier: h.identifier,
+      workspace_id: h.workspace_id,
+      event_name: h.event_name,
+      window_start: Number(h.ws),
+      value: BigInt(h.value),
+      status: h.status,
+      reason: h.reason ?? '',
+    })),
   };
 }

@@ -21,7 +21,12 @@ export interface BillingSync {
 /** billing-sync's composition: stores, Stripe, the worker, its HTTP surface and its loop, in-process. */
 export async function startBillingSync(cfg: BillingConfig, log: Logger, signal?: AbortSignal): Promise<BillingSync> {
   const pool = createPool(cfg.DATABASE_URL, cfg.BILLING_CONCURRENCY + 2);
-  const ch = createClickHouse({ url: cfg.CLICKHOUSE_URL, database: cfg.CLICKHOUSE_DATABASE, user: cfg.CLICKHOUSE_USER, password: cfg.CLICKHOUSE_PASSWORD });
+  const ch = createClickHouse({
+    url: cfg.CLICKHOUSE_URL,
+    database: cfg.CLICKHOUSE_DATABASE,
+    user: cfg.CLICKHOUSE_USER,
+    password: cfg.CLICKHOUSE_PASSWORD,
+  });
   const metrics = createBillingMetrics();
   const stripe = cfg.STRIPE_SECRET_KEY === '' ? undefined : createStripe(cfg);
   if (stripe === undefined) log.warn('STRIPE_SECRET_KEY is not set: dry run (the ledger is filled, nothing is sent)');
@@ -46,17 +51,27 @@ export async function startBillingSync(cfg: BillingConfig, log: Logger, signal?:
       log.error({ err }, 'billing pass failed; retrying next interval');
     }
   };
-  const loop = new Loop(passOnce, { intervalMs: cfg.BILLING_INTERVAL_MS, onError: (err) => log.error({ err }, 'billing pass failed'), ref: true });
+  const loop = new Loop(passOnce, {
+    intervalMs: cfg.BILLING_INTERVAL_MS,
+    onError: (err) => log.error({ err }, 'billing pass failed'),
+    ref: true,
+  });
 
   const http = createServer((req, res) => {
     void (async () => {
-      if (req.url === '/healthz') return void res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"status":"ok"}');
+      if (req.url === '/healthz')
+        return void res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"status":"ok"}');
       if (req.url === '/readyz') {
         const ok = (await pgHealthy(pool)) && lastPassOk;
-        return void res.writeHead(ok ? 200 : 503, { 'Content-Type': 'application/json' }).end(JSON.stringify({ status: ok ? 'ready' : 'not_ready' }));
+        return void res
+          .writeHead(ok ? 200 : 503, { 'Content-Type': 'application/json' })
+          .end(JSON.stringify({ status: ok ? 'ready' : 'not_ready' }));
       }
-      if (req.url === '/metrics') return void res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4' }).end(metrics.registry.render());
-      res.writeHead(404, { 'Content-Type': 'application/json' }).end('{"error":{"code":"not_found","message":"No such route."}}');
+      if (req.url === '/metrics')
+        return void res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4' }).end(metrics.registry.render());
+      res
+        .writeHead(404, { 'Content-Type': 'application/json' })
+        .end('{"error":{"code":"not_found","message":"No such route."}}');
     })();
   });
   await listen(http, cfg.BILLING_SYNC_PORT, cfg.BILLING_SYNC_HOST);
@@ -84,7 +99,12 @@ export async function startBillingSync(cfg: BillingConfig, log: Logger, signal?:
 }
 
 /** Missing rollup tables are a deployment mistake: fail. ClickHouse not answering yet is not: wait for it. */
-async function openUsageSource(cfg: BillingConfig, ch: ReturnType<typeof createClickHouse>, log: Logger, signal?: AbortSignal): Promise<UsageSource> {
+async function openUsageSource(
+  cfg: BillingConfig,
+  ch: ReturnType<typeof createClickHouse>,
+  log: Logger,
+  signal?: AbortSignal,
+): Promise<UsageSource> {
   for (;;) {
     try {
       return await createUsageSource(cfg, ch);
@@ -93,10 +113,14 @@ async function openUsageSource(cfg: BillingConfig, ch: ReturnType<typeof createC
       log.warn({ err }, 'checking the usage source failed; retrying in 2 s');
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, 2_000);
-        signal?.addEventListener('abort', () => {
-          clearTimeout(t);
-          resolve();
-        }, { once: true });
+        signal?.addEventListener(
+          'abort',
+          () => {
+            clearTimeout(t);
+            resolve();
+          },
+          { once: true },
+        );
       });
     }
   }

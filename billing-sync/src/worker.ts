@@ -10,7 +10,17 @@ import type { Pacer } from './stripe/pacer.js';
 import { StripeSender } from './stripe/sender.js';
 import type { UsageSource } from './usage/source.js';
 
-export interface PassResult { planned: number; corrections: number; unbillable: number; stale: number; retried: number; pushed: number; pending: number; rejected: number; asOf: number | null }
+export interface PassResult {
+  planned: number;
+  corrections: number;
+  unbillable: number;
+  stale: number;
+  retried: number;
+  pushed: number;
+  pending: number;
+  rejected: number;
+  asOf: number | null;
+}
 
 /** Distinct (meter, customer) causes of rejected rows re-checked per pass: bounds the Stripe calls. */
 const RECHECKS_PER_PASS = 50;
@@ -35,19 +45,27 @@ export class BillingWorker {
     this.sender = stripe === undefined ? undefined : new StripeSender(stripe, pool, cfg, metrics, log);
   }
 
-  stop(): void { this.stopped = true; }
+  stop(): void {
+    this.stopped = true;
+  }
 
   async pass(nowS = Math.floor(Date.now() / 1000)): Promise<PassResult> {
     const customers = await this.customers();
     const meters = this.stripe === undefined ? undefined : await activeMeters(this.stripe);
-    const retried = this.stripe === undefined || this.sender === undefined || meters === undefined ? 0 : await this.recheckRejected(this.stripe, this.sender.apiPacer, meters);
+    const retried =
+      this.stripe === undefined || this.sender === undefined || meters === undefined
+        ? 0
+        : await this.recheckRejected(this.stripe, this.sender.apiPacer, meters);
     const p = await plan(this.pool, this.source, this.cfg, customers, nowS, this.sender === undefined, this.log);
     this.metrics.planned.inc(p.planned);
     this.metrics.corrections.inc(p.corrections);
     this.metrics.unbillable.inc(p.unbillable);
     this.metrics.stale.inc(p.stale);
     this.metrics.usageAsOfAge.set(p.asOf === null ? -1 : nowS - p.asOf);
-    if (p.asOf === null) this.log.warn('usage source reports nothing complete yet (the aggregator has not reported every shard): no window is closed');
+    if (p.asOf === null)
+      this.log.warn(
+        'usage source reports nothing complete yet (the aggregator has not reported every shard): no window is closed',
+      );
     let pushed = 0;
     if (this.sender !== undefined && this.stripe !== undefined && meters !== undefined) {
       if (this.cfg.BILLING_ENSURE_METERS && p.eventNames.size > 0) {
@@ -55,13 +73,30 @@ export class BillingWorker {
         if (created.length > 0) this.log.info({ event_names: created }, 'created Stripe meters');
       }
       const sender = this.sender;
-      pushed = await drain(this.pool, (rows) => sender.push(rows, nowS, meters), this.cfg.BILLING_BATCH_SIZE, this.cfg.BILLING_CONCURRENCY, nowS, () => this.stopped);
+      pushed = await drain(
+        this.pool,
+        (rows) => sender.push(rows, nowS, meters),
+        this.cfg.BILLING_BATCH_SIZE,
+        this.cfg.BILLING_CONCURRENCY,
+        nowS,
+        () => this.stopped,
+      );
     }
     const [pending, rejected] = await Promise.all([pendingCount(this.pool), rejectedCount(this.pool)]);
     this.metrics.pending.set(pending);
     this.metrics.rejectedRows.set(rejected);
     this.metrics.passes.inc();
-    return { planned: p.planned, corrections: p.corrections, unbillable: p.unbillable, stale: p.stale, retried, pushed, pending, rejected, asOf: p.asOf };
+    return {
+      planned: p.planned,
+      corrections: p.corrections,
+      unbillable: p.unbillable,
+      stale: p.stale,
+      retried,
+      pushed,
+      pending,
+      rejected,
+      asOf: p.asOf,
+    };
   }
 
   /**
@@ -82,13 +117,18 @@ export class BillingWorker {
       const n = await retryRejected(this.pool, cause);
       retried += n;
       this.metrics.retriedRejected.inc(n);
-      this.log.info({ event_name: cause.event_name, customer: cause.customer, rows: n }, 'the meter and customer of rejected rows exist now: their amounts are planned again');
+      this.log.info(
+        { event_name: cause.event_name, customer: cause.customer, rows: n },
+        'the meter and customer of rejected rows exist now: their amounts are planned again',
+      );
     }
     return retried;
   }
 
   private async customers(): Promise<Map<string, string>> {
-    const { rows } = await this.pool.query<{ id: string; stripe_customer_id: string }>(`SELECT id, stripe_customer_id FROM workspaces WHERE stripe_customer_id IS NOT NULL`);
+    const { rows } = await this.pool.query<{ id: string; stripe_customer_id: string }>(
+      `SELECT id, stripe_customer_id FROM workspaces WHERE stripe_customer_id IS NOT NULL`,
+    );
     return new Map(rows.map((r) => [r.id, r.stripe_customer_id]));
   }
 }

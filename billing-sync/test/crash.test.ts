@@ -3,7 +3,17 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { insertWorkspace } from '@meterd/core';
-import { BILLING_MAIN, billingEnv, expectedTotals, hourFloor, insertEvents, startLocalStripe, stripeTotals, type EventRow, type LocalStripe } from './helpers.js';
+import {
+  BILLING_MAIN,
+  billingEnv,
+  expectedTotals,
+  hourFloor,
+  insertEvents,
+  startLocalStripe,
+  stripeTotals,
+  type EventRow,
+  type LocalStripe,
+} from './helpers.js';
 
 /**
  * kill -9 of billing-sync (the built main.js as a child process) at random moments, while
@@ -28,7 +38,10 @@ const TYPES = ['checkout.completed', 'api.call'];
 const field = (t: string): 'gmv_cents' | 'quantity' => (t === 'api.call' ? 'quantity' : 'gmv_cents');
 
 function run(env: Record<string, string>, killAfterMs: number | undefined): Promise<number | string | null> {
-  const child = spawn(process.execPath, [BILLING_MAIN], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, [BILLING_MAIN], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   if (killAfterMs !== undefined) setTimeout(() => child.kill('SIGKILL'), killAfterMs);
   return new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));
 }
@@ -36,7 +49,12 @@ function run(env: Record<string, string>, killAfterMs: number | undefined): Prom
 test('kill -9 at random moments under 5xx, timeouts and 429s: Stripe totals still equal ClickHouse', async () => {
   const customers = new Map<string, string>();
   for (let i = 0; i < 60; i++) {
-    const w = await insertWorkspace(stores.pool, { slug: `k-${i}-${Date.now()}`, display_name: `K${i}`, plan: 'growth', stripe_customer_id: `cus_crash_${i}` });
+    const w = await insertWorkspace(stores.pool, {
+      slug: `k-${i}-${Date.now()}`,
+      display_name: `K${i}`,
+      plan: 'growth',
+      stripe_customer_id: `cus_crash_${i}`,
+    });
     customers.set(w.id, `cus_crash_${i}`);
   }
   const now = Math.floor(Date.now() / 1000);
@@ -49,15 +67,33 @@ test('kill -9 at random moments under 5xx, timeouts and 429s: Stripe totals stil
     for (let i = 0; i < n; i++) {
       const ws = [...customers.keys()][Math.floor(Math.random() * customers.size)]!;
       const type = TYPES[k % 2]!;
-      batch.push({ workspace_id: ws, event_type: type, idempotency_key: `e${k++}`, quantity: 1 + (k % 7), gmv_cents: 100 + (k % 997), occurred_at: from + Math.floor(Math.random() * 4 * 3600) });
+      batch.push({
+        workspace_id: ws,
+        event_type: type,
+        idempotency_key: `e${k++}`,
+        quantity: 1 + (k % 7),
+        gmv_cents: 100 + (k % 997),
+        occurred_at: from + Math.floor(Math.random() * 4 * 3600),
+      });
     }
     rows.push(...batch);
     return batch;
   };
   await insertEvents(stores, addEvents(3_000));
-  await local.faults({ error_rate: 0.15, applied_error_rate: 0.15, timeout_rate: 0.1, timeout_ms: 700, rate_limit_rate: 0.1 });
+  await local.faults({
+    error_rate: 0.15,
+    applied_error_rate: 0.15,
+    timeout_rate: 0.1,
+    timeout_ms: 700,
+    rate_limit_rate: 0.1,
+  });
 
-  const base = billingEnv(stores, local, { BILLING_INTERVAL_MS: '100', STRIPE_TIMEOUT_MS: '500', BILLING_BATCH_SIZE: '50', BILLING_CONCURRENCY: '3' });
+  const base = billingEnv(stores, local, {
+    BILLING_INTERVAL_MS: '100',
+    STRIPE_TIMEOUT_MS: '500',
+    BILLING_BATCH_SIZE: '50',
+    BILLING_CONCURRENCY: '3',
+  });
   let kills = 0;
   for (let i = 0; i < 8; i++) {
     if (i === 3) await local.faults({ expire_sessions: true, rate_limit_storm_ms: 400 });
@@ -73,12 +109,24 @@ test('kill -9 at random moments under 5xx, timeouts and 429s: Stripe totals stil
   // Whether a killed run got to plan before its kill depends on the machine's speed; this does
   // not: every window has now been pushed, so late events for them must become corrections.
   const corrections = async (): Promise<number> =>
-    Number((await stores.pool.query<{ n: string }>(`SELECT count(*)::text AS n FROM billing_pushes WHERE revision > 1`)).rows[0]!.n);
+    Number(
+      (await stores.pool.query<{ n: string }>(`SELECT count(*)::text AS n FROM billing_pushes WHERE revision > 1`))
+        .rows[0]!.n,
+    );
   const before = await corrections();
   await insertEvents(stores, addEvents(200));
   assert.equal(await run({ ...base, BILLING_RUN_ONCE: 'true' }, undefined), 0);
   assert.ok((await corrections()) > before, 'late events for pushed windows produced corrections');
-  const { rows: left } = await stores.pool.query<{ status: string; n: string }>(`SELECT status, count(*)::text AS n FROM billing_pushes GROUP BY status ORDER BY status`);
-  assert.deepEqual(left.filter((r) => r.status !== 'sent'), [], `every row sent: ${JSON.stringify(left)}`);
-  assert.deepEqual(await stripeTotals(local.stripe, customers, ['checkout.completed.usd', 'api.call'], from, to), expectedTotals(rows, from, to, field));
+  const { rows: left } = await stores.pool.query<{ status: string; n: string }>(
+    `SELECT status, count(*)::text AS n FROM billing_pushes GROUP BY status ORDER BY status`,
+  );
+  assert.deepEqual(
+    left.filter((r) => r.status !== 'sent'),
+    [],
+    `every row sent: ${JSON.stringify(left)}`,
+  );
+  assert.deepEqual(
+    await stripeTotals(local.stripe, customers, ['checkout.completed.usd', 'api.call'], from, to),
+    expectedTotals(rows, from, to, field),
+  );
 });

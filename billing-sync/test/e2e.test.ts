@@ -8,7 +8,17 @@ import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';
 import { BillingWorker } from '../src/worker.js';
 import { reconcile } from '../src/reconcile.js';
 import type { UsageSource, UsageTotal } from '../src/usage/source.js';
-import { billingConfig, billingEnv, expectedTotals, hourFloor, insertEvents, startLocalStripe, stripeTotals, type EventRow, type LocalStripe } from './helpers.js';
+import {
+  billingConfig,
+  billingEnv,
+  expectedTotals,
+  hourFloor,
+  insertEvents,
+  startLocalStripe,
+  stripeTotals,
+  type EventRow,
+  type LocalStripe,
+} from './helpers.js';
 
 /**
  * Events in ClickHouse → billing-sync → stripe-local: Stripe's summaries equal the totals exactly
@@ -34,7 +44,12 @@ async function workspacesWithCustomers(n: number): Promise<Map<string, string>> 
   const out = new Map<string, string>();
   for (let i = 0; i < n; i++) {
     const c = await local.stripe.customers.create({ email: `w${i}@example.com` });
-    const w = await insertWorkspace(stores.pool, { slug: `b-${i}-${Date.now()}`, display_name: `W${i}`, plan: 'growth', stripe_customer_id: c.id });
+    const w = await insertWorkspace(stores.pool, {
+      slug: `b-${i}-${Date.now()}`,
+      display_name: `W${i}`,
+      plan: 'growth',
+      stripe_customer_id: c.id,
+    });
     out.set(w.id, c.id);
   }
   return out;
@@ -42,7 +57,14 @@ async function workspacesWithCustomers(n: number): Promise<Map<string, string>> 
 
 test('end to end: totals at Stripe equal ClickHouse per customer and period; late data makes exactly one correction', async () => {
   const cfg = billingConfig(billingEnv(stores, local));
-  const worker = new BillingWorker(stores.pool, new ClickHouseRawUsage(stores.clickhouse), createStripe(cfg), cfg, createBillingMetrics(), log);
+  const worker = new BillingWorker(
+    stores.pool,
+    new ClickHouseRawUsage(stores.clickhouse),
+    createStripe(cfg),
+    cfg,
+    createBillingMetrics(),
+    log,
+  );
   const customers = await workspacesWithCustomers(3);
   const now = Math.floor(Date.now() / 1000);
   const from = hourFloor(now) - 4 * 3600;
@@ -53,13 +75,34 @@ test('end to end: totals at Stripe equal ClickHouse per customer and period; lat
     for (let h = 0; h < 4; h++) {
       for (let j = 0; j < 5; j++) {
         const t = from + h * 3600 + j * 600 + 7;
-        rows.push({ workspace_id: ws, event_type: 'checkout.completed', idempotency_key: `o${k++}`, quantity: 1, gmv_cents: 1000 + k * 13, occurred_at: t });
-        rows.push({ workspace_id: ws, event_type: 'api.call', idempotency_key: `a${k++}`, quantity: 3 + j, gmv_cents: 0, occurred_at: t });
+        rows.push({
+          workspace_id: ws,
+          event_type: 'checkout.completed',
+          idempotency_key: `o${k++}`,
+          quantity: 1,
+          gmv_cents: 1000 + k * 13,
+          occurred_at: t,
+        });
+        rows.push({
+          workspace_id: ws,
+          event_type: 'api.call',
+          idempotency_key: `a${k++}`,
+          quantity: 3 + j,
+          gmv_cents: 0,
+          occurred_at: t,
+        });
       }
     }
   }
   // A workspace without a Stripe customer is never pushed.
-  rows.push({ workspace_id: 'ws_without_customer', event_type: 'checkout.completed', idempotency_key: 'x', quantity: 1, gmv_cents: 5, occurred_at: from + 10 });
+  rows.push({
+    workspace_id: 'ws_without_customer',
+    event_type: 'checkout.completed',
+    idempotency_key: 'x',
+    quantity: 1,
+    gmv_cents: 5,
+    occurred_at: from + 10,
+  });
   await insertEvents(stores, rows);
   // A replayed batch: the same rows again must not count twice.
   await insertEvents(stores, rows.slice(0, 20));
@@ -67,7 +110,12 @@ test('end to end: totals at Stripe equal ClickHouse per customer and period; lat
   const first = await worker.pass(now);
   assert.equal(first.planned, 3 * 4 * 2);
   assert.equal(first.pending, 0);
-  const expected = expectedTotals(rows.filter((r) => customers.has(r.workspace_id)), from, to, field);
+  const expected = expectedTotals(
+    rows.filter((r) => customers.has(r.workspace_id)),
+    from,
+    to,
+    field,
+  );
   assert.deepEqual(await stripeTotals(local.stripe, customers, TYPES, from, to), expected);
 
   const again = await worker.pass(now);
@@ -75,23 +123,57 @@ test('end to end: totals at Stripe equal ClickHouse per customer and period; lat
 
   // Late: an event for a window that was already pushed.
   const [ws] = customers.keys();
-  const late: EventRow = { workspace_id: ws!, event_type: 'checkout.completed', idempotency_key: 'late-1', quantity: 1, gmv_cents: 777, occurred_at: from + 3600 + 5 };
+  const late: EventRow = {
+    workspace_id: ws!,
+    event_type: 'checkout.completed',
+    idempotency_key: 'late-1',
+    quantity: 1,
+    gmv_cents: 777,
+    occurred_at: from + 3600 + 5,
+  };
   rows.push(late);
   await insertEvents(stores, [late, late]);
   const corrected = await worker.pass(now);
   assert.equal(corrected.planned, 1);
   assert.equal(corrected.corrections, 1);
   const { rows: revs } = await stores.pool.query<{ revision: number; value: string; status: string }>(
-    `SELECT revision, value::text, status FROM billing_pushes WHERE workspace_id = $1 AND event_type = 'checkout.completed' AND window_start = to_timestamp($2) ORDER BY revision`, [ws, from + 3600]);
-  assert.deepEqual(revs.map((r) => [r.revision, r.value, r.status]), [[1, revs[0]!.value, 'sent'], [2, '777', 'sent']]);
+    `SELECT revision, value::text, status FROM billing_pushes WHERE workspace_id = $1 AND event_type = 'checkout.completed' AND window_start = to_timestamp($2) ORDER BY revision`,
+    [ws, from + 3600],
+  );
+  assert.deepEqual(
+    revs.map((r) => [r.revision, r.value, r.status]),
+    [
+      [1, revs[0]!.value, 'sent'],
+      [2, '777', 'sent'],
+    ],
+  );
   assert.equal((await worker.pass(now)).planned, 0);
-  assert.deepEqual(await stripeTotals(local.stripe, customers, TYPES, from, to), expectedTotals(rows.filter((r) => customers.has(r.workspace_id)), from, to, field));
+  assert.deepEqual(
+    await stripeTotals(local.stripe, customers, TYPES, from, to),
+    expectedTotals(
+      rows.filter((r) => customers.has(r.workspace_id)),
+      from,
+      to,
+      field,
+    ),
+  );
 
-  const report = await reconcile(createStripe(cfg), new ClickHouseRawUsage(stores.clickhouse), cfg, customers, from, to);
+  const report = await reconcile(
+    createStripe(cfg),
+    new ClickHouseRawUsage(stores.clickhouse),
+    cfg,
+    customers,
+    from,
+    to,
+  );
   assert.equal(report.differences.length, 0);
   assert.ok(report.compared >= 6);
   // Reconciliation does find a difference when Stripe holds something ClickHouse does not.
-  await local.stripe.billing.meterEvents.create({ event_name: 'api.call', payload: { stripe_customer_id: customers.get(ws!)!, value: '1' }, timestamp: from + 60 });
+  await local.stripe.billing.meterEvents.create({
+    event_name: 'api.call',
+    payload: { stripe_customer_id: customers.get(ws!)!, value: '1' },
+    timestamp: from + 60,
+  });
   const bad = await reconcile(createStripe(cfg), new ClickHouseRawUsage(stores.clickhouse), cfg, customers, from, to);
   assert.equal(bad.differences.length, 1);
   assert.equal(bad.differences[0]!.stripe - bad.differences[0]!.clickhouse, 1n);
@@ -106,7 +188,16 @@ test('a downward change is sent as one negative correction', async () => {
   // An in-memory source stands in for a ClickHouse deletion (which this test cannot make synchronously on 18.16).
   let total = 500n;
   const source: UsageSource = {
-    totals: async (): Promise<UsageTotal[]> => [{ workspace_id: ws!, event_type: 'refund.test', currency: 'USD', window_start: w, quantity: 1n, gmv_cents: total }],
+    totals: async (): Promise<UsageTotal[]> => [
+      {
+        workspace_id: ws!,
+        event_type: 'refund.test',
+        currency: 'USD',
+        window_start: w,
+        quantity: 1n,
+        gmv_cents: total,
+      },
+    ],
     asOf: async (nowS) => nowS,
   };
   const worker = new BillingWorker(stores.pool, source, createStripe(cfg), cfg, createBillingMetrics(), log);
@@ -119,8 +210,17 @@ test('a downward change is sent as one negative correction', async () => {
   const got = await stripeTotals(local.stripe, customers, ['refund.test.usd'], w, w + 3600);
   assert.equal(got.get(`${ws}\nrefund.test.usd`), 300);
   const { rows } = await stores.pool.query<{ revision: number; value: string; status: string }>(
-    `SELECT revision, value::text, status FROM billing_pushes WHERE workspace_id = $1 ORDER BY revision`, [ws]);
-  assert.deepEqual(rows.map((r) => [r.revision, r.value, r.status]), [[1, '500', 'sent'], [2, '300', 'sent'], [3, '-500', 'sent']]);
+    `SELECT revision, value::text, status FROM billing_pushes WHERE workspace_id = $1 ORDER BY revision`,
+    [ws],
+  );
+  assert.deepEqual(
+    rows.map((r) => [r.revision, r.value, r.status]),
+    [
+      [1, '500', 'sent'],
+      [2, '300', 'sent'],
+      [3, '-500', 'sent'],
+    ],
+  );
   assert.equal((await worker.pass(now)).planned, 0);
 });
 
@@ -128,15 +228,41 @@ test('dry run: without STRIPE_SECRET_KEY the ledger is filled and nothing reache
   const dry = await openTestStores('billing_dry');
   try {
     const cfg = billingConfig(billingEnv(dry, undefined));
-    const w = await insertWorkspace(dry.pool, { slug: `dry-${Date.now()}`, display_name: 'Dry', plan: 'free', stripe_customer_id: 'cus_dry_run' });
+    const w = await insertWorkspace(dry.pool, {
+      slug: `dry-${Date.now()}`,
+      display_name: 'Dry',
+      plan: 'free',
+      stripe_customer_id: 'cus_dry_run',
+    });
     const now = Math.floor(Date.now() / 1000);
-    await insertEvents(dry, [{ workspace_id: w.id, event_type: 'checkout.completed', idempotency_key: 'd1', quantity: 1, gmv_cents: 4299, occurred_at: hourFloor(now) - 1800 }]);
+    await insertEvents(dry, [
+      {
+        workspace_id: w.id,
+        event_type: 'checkout.completed',
+        idempotency_key: 'd1',
+        quantity: 1,
+        gmv_cents: 4299,
+        occurred_at: hourFloor(now) - 1800,
+      },
+    ]);
     const before = (await (await fetch(`${local.url}/_state`)).json()) as { events: number };
-    const worker = new BillingWorker(dry.pool, new ClickHouseRawUsage(dry.clickhouse), undefined, cfg, createBillingMetrics(), log);
+    const worker = new BillingWorker(
+      dry.pool,
+      new ClickHouseRawUsage(dry.clickhouse),
+      undefined,
+      cfg,
+      createBillingMetrics(),
+      log,
+    );
     const r = await worker.pass(now);
     assert.equal(r.planned, 1);
-    const { rows } = await dry.pool.query<{ status: string; value: string; identifier: string }>(`SELECT status, value::text, identifier FROM billing_pushes`);
-    assert.deepEqual(rows.map((x) => [x.status, x.value]), [['dry_run', '4299']]);
+    const { rows } = await dry.pool.query<{ status: string; value: string; identifier: string }>(
+      `SELECT status, value::text, identifier FROM billing_pushes`,
+    );
+    assert.deepEqual(
+      rows.map((x) => [x.status, x.value]),
+      [['dry_run', '4299']],
+    );
     assert.equal(rows[0]!.identifier, `${w.id}:checkout.completed:USD:${hourFloor(now) - 3600}:1`);
     assert.equal((await worker.pass(now)).planned, 0);
     const afterState = (await (await fetch(`${local.url}/_state`)).json()) as { events: number };

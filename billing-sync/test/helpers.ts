@@ -14,30 +14,57 @@ export const RECONCILE_MAIN = `${REPO}billing-sync/dist/src/reconcile-cli.js`;
 export const KEY = 'sk_test_billing';
 
 /** stripe-local as its own process (as in `npm start`), on a random port read from its start-up log line. */
-export interface LocalStripe { url: string; port: number; stripe: Stripe; faults(f: Record<string, unknown>): Promise<void>; metric(name: string): Promise<number>; close(): Promise<void> }
+export interface LocalStripe {
+  url: string;
+  port: number;
+  stripe: Stripe;
+  faults(f: Record<string, unknown>): Promise<void>;
+  metric(name: string): Promise<number>;
+  close(): Promise<void>;
+}
 
 export async function startLocalStripe(env: Record<string, string> = {}): Promise<LocalStripe> {
-  const child = spawn(process.execPath, [STRIPE_LOCAL_MAIN], { env: { ...process.env, STRIPE_LOCAL_PORT: '0', LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [STRIPE_LOCAL_MAIN], {
+    env: { ...process.env, STRIPE_LOCAL_PORT: '0', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const url = await new Promise<string>((resolve, reject) => {
     const rl = createInterface({ input: child.stdout! });
-    rl.on('line', (l) => { try { const j = JSON.parse(l) as { url?: string }; if (j.url) resolve(j.url); } catch { /* not JSON */ } });
+    rl.on('line', (l) => {
+      try {
+        const j = JSON.parse(l) as { url?: string };
+        if (j.url) resolve(j.url);
+      } catch {
+        /* not JSON */
+      }
+    });
     child.once('exit', (c) => reject(new Error(`stripe-local exited with ${c}`)));
   });
   const port = Number(new URL(url).port);
   return {
-    url, port,
+    url,
+    port,
     stripe: new Stripe(KEY, { host: '127.0.0.1', port, protocol: 'http', maxNetworkRetries: 0 }),
-    async faults(f) { await fetch(`${url}/_faults`, { method: 'POST', body: JSON.stringify(f) }); },
+    async faults(f) {
+      await fetch(`${url}/_faults`, { method: 'POST', body: JSON.stringify(f) });
+    },
     async metric(name) {
       const text = await (await fetch(`${url}/metrics`)).text();
       const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
       return m ? Number(m[1]) : NaN;
     },
-    async close() { child.kill('SIGTERM'); await new Promise((r) => child.once('exit', r)); },
+    async close() {
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    },
   };
 }
 
-export function billingEnv(stores: TestStores, local: LocalStripe | undefined, extra: Record<string, string> = {}): Record<string, string> {
+export function billingEnv(
+  stores: TestStores,
+  local: LocalStripe | undefined,
+  extra: Record<string, string> = {},
+): Record<string, string> {
   return {
     ...stores.env,
     LOG_LEVEL: 'warn',
@@ -59,7 +86,17 @@ export function billingConfig(env: Record<string, string>): BillingConfig {
 }
 
 /** An `events` row as ingest writes it; `received_at` defaults to `occurred_at`, `event_id` to one derived from the key. */
-export interface EventRow { workspace_id: string; event_type: string; idempotency_key: string; quantity: number; gmv_cents: number; occurred_at: number; currency?: string; received_at?: number; event_id?: string }
+export interface EventRow {
+  workspace_id: string;
+  event_type: string;
+  idempotency_key: string;
+  quantity: number;
+  gmv_cents: number;
+  occurred_at: number;
+  currency?: string;
+  received_at?: number;
+  event_id?: string;
+}
 
 export async function insertEvents(stores: TestStores, rows: EventRow[]): Promise<void> {
   const fmt = (s: number): string => new Date(s * 1000).toISOString().slice(0, 19).replace('T', ' ');
@@ -67,8 +104,15 @@ export async function insertEvents(stores: TestStores, rows: EventRow[]): Promis
     table: 'events',
     format: 'JSONEachRow',
     values: rows.map((r) => ({
-      workspace_id: r.workspace_id, event_type: r.event_type, idempotency_key: r.idempotency_key, event_id: r.event_id ?? `evt_${r.idempotency_key}`,
-      quantity: r.quantity, gmv_cents: r.gmv_cents, currency: r.currency ?? 'USD', occurred_at: fmt(r.occurred_at), received_at: fmt(r.received_at ?? r.occurred_at),
+      workspace_id: r.workspace_id,
+      event_type: r.event_type,
+      idempotency_key: r.idempotency_key,
+      event_id: r.event_id ?? `evt_${r.idempotency_key}`,
+      quantity: r.quantity,
+      gmv_cents: r.gmv_cents,
+      currency: r.currency ?? 'USD',
+      occurred_at: fmt(r.occurred_at),
+      received_at: fmt(r.received_at ?? r.occurred_at),
     })),
   });
 }
@@ -77,7 +121,12 @@ export async function insertEvents(stores: TestStores, rows: EventRow[]): Promis
  * The ground truth, computed from the events the test wrote: each triple once (its first copy),
  * per workspace × Stripe meter (money meters per currency, unit meters over every currency).
  */
-export function expectedTotals(rows: EventRow[], fromS: number, toS: number, field: (t: string) => 'gmv_cents' | 'quantity'): Map<string, number> {
+export function expectedTotals(
+  rows: EventRow[],
+  fromS: number,
+  toS: number,
+  field: (t: string) => 'gmv_cents' | 'quantity',
+): Map<string, number> {
   const seen = new Set<string>();
   const out = new Map<string, number>();
   for (const r of rows) {
@@ -86,14 +135,20 @@ export function expectedTotals(rows: EventRow[], fromS: number, toS: number, fie
     seen.add(triple);
     if (r.occurred_at < fromS || r.occurred_at >= toS) continue;
     const f = field(r.event_type);
-    const k = `${r.workspace_id}\n${meterEventName(r.event_type, f === 'gmv_cents' ? r.currency ?? 'USD' : '')}`;
+    const k = `${r.workspace_id}\n${meterEventName(r.event_type, f === 'gmv_cents' ? (r.currency ?? 'USD') : '')}`;
     out.set(k, (out.get(k) ?? 0) + r[f]);
   }
   return out;
 }
 
 /** Stripe's (stripe-local's) summary for each workspace × meter event name over [from, to). */
-export async function stripeTotals(stripe: Stripe, customers: Map<string, string>, types: string[], fromS: number, toS: number): Promise<Map<string, number>> {
+export async function stripeTotals(
+  stripe: Stripe,
+  customers: Map<string, string>,
+  types: string[],
+  fromS: number,
+  toS: number,
+): Promise<Map<string, number>> {
   const meters = new Map<string, string>();
   for await (const m of stripe.billing.meters.list({ limit: 100 })) meters.set(m.event_name, m.id);
   const out = new Map<string, number>();
@@ -118,13 +173,25 @@ export const hourFloor = (s: number): number => Math.floor(s / 3600) * 3600;
  * its "aggregator listening" log line. It rolls up the test stores' `events` every `AGGREGATOR_POLL_MS`.
  */
 export async function startAggregator(env: Record<string, string>): Promise<{ close(): Promise<void> }> {
-  const child = spawn(process.execPath, [AGGREGATOR_MAIN], { env: { ...process.env, AGGREGATOR_PORT: '0', LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [AGGREGATOR_MAIN], {
+    env: { ...process.env, AGGREGATOR_PORT: '0', LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   await new Promise<void>((resolve, reject) => {
     const rl = createInterface({ input: child.stdout! });
-    rl.on('line', (l) => { if (l.includes('aggregator listening')) resolve(); });
+    rl.on('line', (l) => {
+      if (l.includes('aggregator listening')) resolve();
+    });
     child.once('exit', (c) => reject(new Error(`aggregator exited with ${c}`)));
   });
-  return { async close() { if (child.exitCode === null) { child.kill('SIGTERM'); await new Promise((r) => child.once('exit', r)); } } };
+  return {
+    async close() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await new Promise((r) => child.once('exit', r));
+      }
+    },
+  };
 }
 
 /** Polls until `check` returns true (or fails the test after `ms`). */
@@ -137,11 +204,22 @@ export async function waitFor(what: string, check: () => Promise<boolean>, ms = 
 }
 
 /** Runs a CLI (`npm run reconcile:stripe` is `node RECONCILE_MAIN`) to its exit; stdout and stderr together. */
-export async function runCli(main: string, args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string }> {
-  const child = spawn(process.execPath, [main, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+export async function runCli(
+  main: string,
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ code: number | null; out: string }> {
+  const child = spawn(process.execPath, [main, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let out = '';
-  child.stdout!.on('data', (b: Buffer) => { out += b.toString('utf8'); });
-  child.stderr!.on('data', (b: Buffer) => { out += b.toString('utf8'); });
+  child.stdout!.on('data', (b: Buffer) => {
+    out += b.toString('utf8');
+  });
+  child.stderr!.on('data', (b: Buffer) => {
+    out += b.toString('utf8');
+  });
   const code = await new Promise<number | null>((r) => child.once('exit', r));
   return { code, out };
 }

@@ -9,7 +9,20 @@ import { ClickHouseRollupUsage } from '../src/usage/clickhouse-rollups.js';
 import type { UsageSource, UsageTotal } from '../src/usage/source.js';
 import { reconcileLedger } from '../src/reconcile.js';
 import { BillingWorker } from '../src/worker.js';
-import { RECONCILE_MAIN, billingConfig, billingEnv, hourFloor, insertEvents, runCli, startAggregator, startLocalStripe, stripeTotals, waitFor, type EventRow, type LocalStripe } from './helpers.js';
+import {
+  RECONCILE_MAIN,
+  billingConfig,
+  billingEnv,
+  hourFloor,
+  insertEvents,
+  runCli,
+  startAggregator,
+  startLocalStripe,
+  stripeTotals,
+  waitFor,
+  type EventRow,
+  type LocalStripe,
+} from './helpers.js';
 
 /**
  * The money path through the real SDK, stripe-local and the real stores: currencies billed on
@@ -32,13 +45,28 @@ after(async () => {
 
 async function workspace(label: string): Promise<{ ws: string; customer: string }> {
   const c = await local.stripe.customers.create({ email: `${label}@example.com` });
-  const w = await insertWorkspace(stores.pool, { slug: `${label}-${Date.now()}-${Math.floor(Math.random() * 1e6)}`, display_name: label, plan: 'growth', stripe_customer_id: c.id });
+  const w = await insertWorkspace(stores.pool, {
+    slug: `${label}-${Date.now()}-${Math.floor(Math.random() * 1e6)}`,
+    display_name: label,
+    plan: 'growth',
+    stripe_customer_id: c.id,
+  });
   return { ws: w.id, customer: c.id };
 }
 
-async function ledger(ws: string): Promise<Array<{ event_name: string; revision: number; value: string; status: string; reason: string | null }>> {
-  const { rows } = await stores.pool.query<{ event_name: string; revision: number; value: string; status: string; reason: string | null }>(
-    `SELECT event_name, revision, value::text, status, reason FROM billing_pushes WHERE workspace_id = $1 ORDER BY event_name, window_start, revision`, [ws]);
+async function ledger(
+  ws: string,
+): Promise<Array<{ event_name: string; revision: number; value: string; status: string; reason: string | null }>> {
+  const { rows } = await stores.pool.query<{
+    event_name: string;
+    revision: number;
+    value: string;
+    status: string;
+    reason: string | null;
+  }>(
+    `SELECT event_name, revision, value::text, status, reason FROM billing_pushes WHERE workspace_id = $1 ORDER BY event_name, window_start, revision`,
+    [ws],
+  );
   return rows;
 }
 
@@ -46,55 +74,143 @@ test('USD and EUR are billed on their own meters, never summed; a currency witho
   const cfg = billingConfig(billingEnv(stores, local, { BILLING_ENSURE_METERS: 'false' }));
   for (const name of ['checkout.completed.usd', 'checkout.completed.eur']) {
     const existing = await local.stripe.billing.meters.list({ status: 'active', limit: 100 });
-    if (!existing.data.some((m) => m.event_name === name)) await local.stripe.billing.meters.create({ display_name: name, event_name: name, default_aggregation: { formula: 'sum' } });
+    if (!existing.data.some((m) => m.event_name === name))
+      await local.stripe.billing.meters.create({
+        display_name: name,
+        event_name: name,
+        default_aggregation: { formula: 'sum' },
+      });
   }
   const metrics = createBillingMetrics();
-  const worker = new BillingWorker(stores.pool, new ClickHouseRawUsage(stores.clickhouse), createStripe(cfg), cfg, metrics, log);
+  const worker = new BillingWorker(
+    stores.pool,
+    new ClickHouseRawUsage(stores.clickhouse),
+    createStripe(cfg),
+    cfg,
+    metrics,
+    log,
+  );
   const { ws, customer } = await workspace('fx');
   const now = Math.floor(Date.now() / 1000);
   const w = hourFloor(now) - 2 * 3600;
-  const ev = (key: string, gmv: number, currency: string): EventRow => ({ workspace_id: ws, event_type: 'checkout.completed', idempotency_key: key, quantity: 1, gmv_cents: gmv, currency, occurred_at: w + 60 });
-  await insertEvents(stores, [ev('u1', 4299, 'USD'), ev('u2', 1000, 'USD'), ev('e1', 2500, 'EUR'), ev('j1', 5000, 'JPY')]);
+  const ev = (key: string, gmv: number, currency: string): EventRow => ({
+    workspace_id: ws,
+    event_type: 'checkout.completed',
+    idempotency_key: key,
+    quantity: 1,
+    gmv_cents: gmv,
+    currency,
+    occurred_at: w + 60,
+  });
+  await insertEvents(stores, [
+    ev('u1', 4299, 'USD'),
+    ev('u2', 1000, 'USD'),
+    ev('e1', 2500, 'EUR'),
+    ev('j1', 5000, 'JPY'),
+  ]);
 
   const r = await worker.pass(now);
   assert.equal(r.planned, 3);
   assert.equal(r.rejected, 1);
-  const totals = await stripeTotals(local.stripe, new Map([[ws, customer]]), ['checkout.completed.usd', 'checkout.completed.eur', 'checkout.completed'], w, w + 3600);
-  assert.deepEqual(Object.fromEntries(totals), { [`${ws}\ncheckout.completed.usd`]: 5299, [`${ws}\ncheckout.completed.eur`]: 2500 }, 'per currency; nothing on a currency-less meter');
+  const totals = await stripeTotals(
+    local.stripe,
+    new Map([[ws, customer]]),
+    ['checkout.completed.usd', 'checkout.completed.eur', 'checkout.completed'],
+    w,
+    w + 3600,
+  );
+  assert.deepEqual(
+    Object.fromEntries(totals),
+    { [`${ws}\ncheckout.completed.usd`]: 5299, [`${ws}\ncheckout.completed.eur`]: 2500 },
+    'per currency; nothing on a currency-less meter',
+  );
   const jpy = (await ledger(ws)).find((x) => x.event_name === 'checkout.completed.jpy')!;
   assert.equal(jpy.status, 'rejected');
   assert.match(jpy.reason!, /^no_meter: no active Stripe meter has event_name checkout\.completed\.jpy/);
   assert.equal(metrics.registry.render().match(/^billing_rejected_rows 1$/m)?.[0], 'billing_rejected_rows 1');
 
   assert.equal((await worker.pass(now)).planned, 0, 'the rejected key waits for its meter');
-  await local.stripe.billing.meters.create({ display_name: 'JPY', event_name: 'checkout.completed.jpy', default_aggregation: { formula: 'sum' } });
+  await local.stripe.billing.meters.create({
+    display_name: 'JPY',
+    event_name: 'checkout.completed.jpy',
+    default_aggregation: { formula: 'sum' },
+  });
   const fixed = await worker.pass(now);
   assert.deepEqual([fixed.retried, fixed.planned, fixed.rejected], [1, 1, 0]);
   const jpyTotal = await stripeTotals(local.stripe, new Map([[ws, customer]]), ['checkout.completed.jpy'], w, w + 3600);
   assert.equal(jpyTotal.get(`${ws}\ncheckout.completed.jpy`), 5000);
-  assert.deepEqual((await ledger(ws)).filter((x) => x.event_name === 'checkout.completed.jpy').map((x) => [x.revision, x.value, x.status]), [[1, '5000', 'retried'], [2, '5000', 'sent']]);
+  assert.deepEqual(
+    (await ledger(ws))
+      .filter((x) => x.event_name === 'checkout.completed.jpy')
+      .map((x) => [x.revision, x.value, x.status]),
+    [
+      [1, '5000', 'retried'],
+      [2, '5000', 'sent'],
+    ],
+  );
 });
 
 test('a refund (negative gmv_cents) lowers the Stripe total, in its own window and as a late event in a pushed one', async () => {
   const cfg = billingConfig(billingEnv(stores, local));
-  const worker = new BillingWorker(stores.pool, new ClickHouseRawUsage(stores.clickhouse), createStripe(cfg), cfg, createBillingMetrics(), log);
+  const worker = new BillingWorker(
+    stores.pool,
+    new ClickHouseRawUsage(stores.clickhouse),
+    createStripe(cfg),
+    cfg,
+    createBillingMetrics(),
+    log,
+  );
   const { ws, customer } = await workspace('refund');
   const now = Math.floor(Date.now() / 1000);
   const w1 = hourFloor(now) - 3 * 3600;
   const w2 = w1 + 3600;
   await insertEvents(stores, [
-    { workspace_id: ws, event_type: 'checkout.completed', idempotency_key: 'order-1', quantity: 1, gmv_cents: 5000, occurred_at: w1 + 10 },
-    { workspace_id: ws, event_type: 'checkout.completed', idempotency_key: 'refund-1', quantity: -1, gmv_cents: -1500, occurred_at: w2 + 10 },
+    {
+      workspace_id: ws,
+      event_type: 'checkout.completed',
+      idempotency_key: 'order-1',
+      quantity: 1,
+      gmv_cents: 5000,
+      occurred_at: w1 + 10,
+    },
+    {
+      workspace_id: ws,
+      event_type: 'checkout.completed',
+      idempotency_key: 'refund-1',
+      quantity: -1,
+      gmv_cents: -1500,
+      occurred_at: w2 + 10,
+    },
   ]);
   await worker.pass(now);
-  const total = async (): Promise<number | undefined> => (await stripeTotals(local.stripe, new Map([[ws, customer]]), ['checkout.completed.usd'], w1, w2 + 3600)).get(`${ws}\ncheckout.completed.usd`);
+  const total = async (): Promise<number | undefined> =>
+    (await stripeTotals(local.stripe, new Map([[ws, customer]]), ['checkout.completed.usd'], w1, w2 + 3600)).get(
+      `${ws}\ncheckout.completed.usd`,
+    );
   assert.equal(await total(), 3500);
   // A late refund in the first window: one negative correction.
-  await insertEvents(stores, [{ workspace_id: ws, event_type: 'checkout.completed', idempotency_key: 'refund-2', quantity: -1, gmv_cents: -700, occurred_at: w1 + 20, received_at: now }]);
+  await insertEvents(stores, [
+    {
+      workspace_id: ws,
+      event_type: 'checkout.completed',
+      idempotency_key: 'refund-2',
+      quantity: -1,
+      gmv_cents: -700,
+      occurred_at: w1 + 20,
+      received_at: now,
+    },
+  ]);
   const late = await worker.pass(now);
   assert.equal(late.corrections, 1);
   assert.equal(await total(), 2800);
-  assert.deepEqual((await ledger(ws)).map((x) => [x.revision, x.value, x.status]), [[1, '5000', 'sent'], [2, '-700', 'sent'], [1, '-1500', 'sent']]);
+  assert.deepEqual(
+    (await ledger(ws)).map((x) => [x.revision, x.value, x.status]),
+    [
+      [1, '5000', 'sent'],
+      [2, '-700', 'sent'],
+      [1, '-1500', 'sent'],
+    ],
+  );
 });
 
 test('a retry that Redis forgot, stored again in another hour, counts once in the rollups and at Stripe', async () => {
@@ -104,20 +220,60 @@ test('a retry that Redis forgot, stored again in another hour, counts once in th
     const cfg = billingConfig(billingEnv(own, local, { BILLING_USAGE_SOURCE: 'rollups', AGGREGATOR_SHARDS: '2' }));
     const source = new ClickHouseRollupUsage(own.clickhouse, 2);
     const c = await local.stripe.customers.create({ email: 'forgot@example.com' });
-    const w = await insertWorkspace(own.pool, { slug: `forgot-${Date.now()}`, display_name: 'Forgot', plan: 'growth', stripe_customer_id: c.id });
+    const w = await insertWorkspace(own.pool, {
+      slug: `forgot-${Date.now()}`,
+      display_name: 'Forgot',
+      plan: 'growth',
+      stripe_customer_id: c.id,
+    });
     const now = Math.floor(Date.now() / 1000);
     const h1 = hourFloor(now) - 3 * 3600;
     const h2 = h1 + 3600;
     // The first copy, then the client's retry an hour later after Redis lost the key: a new event
     // id, and, since the client sent no occurred_at, its own arrival time in another hour.
-    const first: EventRow = { workspace_id: w.id, event_type: 'checkout.completed', idempotency_key: 'order-77', quantity: 1, gmv_cents: 4200, occurred_at: h1 + 100 };
-    await insertEvents(own, [first, { workspace_id: w.id, event_type: 'checkout.completed', idempotency_key: 'other', quantity: 1, gmv_cents: 10, occurred_at: h2 + 5 }]);
-    await insertEvents(own, [{ ...first, event_id: 'evt_retry_after_redis_forgot', occurred_at: h2 + 200, received_at: h2 + 200 }]);
+    const first: EventRow = {
+      workspace_id: w.id,
+      event_type: 'checkout.completed',
+      idempotency_key: 'order-77',
+      quantity: 1,
+      gmv_cents: 4200,
+      occurred_at: h1 + 100,
+    };
+    await insertEvents(own, [
+      first,
+      {
+        workspace_id: w.id,
+        event_type: 'checkout.completed',
+        idempotency_key: 'other',
+        quantity: 1,
+        gmv_cents: 10,
+        occurred_at: h2 + 5,
+      },
+    ]);
+    await insertEvents(own, [
+      { ...first, event_id: 'evt_retry_after_redis_forgot', occurred_at: h2 + 200, received_at: h2 + 200 },
+    ]);
     const since = Math.floor(Date.now() / 1000) + 1;
-    await waitFor('the aggregator to roll up both copies', async () => ((await source.asOf(Number.MAX_SAFE_INTEGER)) ?? 0) >= since);
+    await waitFor(
+      'the aggregator to roll up both copies',
+      async () => ((await source.asOf(Number.MAX_SAFE_INTEGER)) ?? 0) >= since,
+    );
     const byHour = (await source.totals(h1, h2 + 3600, 'hour')).map((t) => [t.window_start, t.gmv_cents]).sort();
-    assert.deepEqual(byHour, [[h1, 4200n], [h2, 10n]], 'the retry is not in its own hour');
-    assert.deepEqual((await new ClickHouseRawUsage(own.clickhouse).totals(h1, h2 + 3600, 'hour')).map((t) => [t.window_start, t.gmv_cents]).sort(), byHour, 'the raw source agrees');
+    assert.deepEqual(
+      byHour,
+      [
+        [h1, 4200n],
+        [h2, 10n],
+      ],
+      'the retry is not in its own hour',
+    );
+    assert.deepEqual(
+      (await new ClickHouseRawUsage(own.clickhouse).totals(h1, h2 + 3600, 'hour'))
+        .map((t) => [t.window_start, t.gmv_cents])
+        .sort(),
+      byHour,
+      'the raw source agrees',
+    );
 
     const worker = new BillingWorker(own.pool, source, createStripe(cfg), cfg, createBillingMetrics(), log);
     await worker.pass(now);
@@ -132,39 +288,86 @@ test('a retry that Redis forgot, stored again in another hour, counts once in th
 test('a difference in a window Stripe no longer accepts is recorded as unbillable, counted and reported', async () => {
   const cfg = billingConfig(billingEnv(stores, local));
   const metrics = createBillingMetrics();
-  const worker = new BillingWorker(stores.pool, new ClickHouseRawUsage(stores.clickhouse), createStripe(cfg), cfg, metrics, log);
+  const worker = new BillingWorker(
+    stores.pool,
+    new ClickHouseRawUsage(stores.clickhouse),
+    createStripe(cfg),
+    cfg,
+    metrics,
+    log,
+  );
   const { ws } = await workspace('horizon');
   const now = Math.floor(Date.now() / 1000);
   // Accepted by ingest (under 35 days old) but in an hour that starts past Stripe's limit.
   const old = now - 35 * 86_400 + 600;
-  await insertEvents(stores, [{ workspace_id: ws, event_type: 'checkout.completed', idempotency_key: 'old-1', quantity: 1, gmv_cents: 999, occurred_at: old }]);
+  await insertEvents(stores, [
+    {
+      workspace_id: ws,
+      event_type: 'checkout.completed',
+      idempotency_key: 'old-1',
+      quantity: 1,
+      gmv_cents: 999,
+      occurred_at: old,
+    },
+  ]);
   const r = await worker.pass(now);
   assert.equal(r.unbillable, 1);
   const rows = await ledger(ws);
-  assert.deepEqual(rows.map((x) => [x.value, x.status]), [['999', 'unbillable']]);
+  assert.deepEqual(
+    rows.map((x) => [x.value, x.status]),
+    [['999', 'unbillable']],
+  );
   assert.match(rows[0]!.reason!, /older than the 35 days Stripe accepts/);
   assert.match(metrics.registry.render(), /^billing_unbillable_total 1$/m);
   assert.equal((await worker.pass(now)).unbillable, 0, 'recorded once, not every pass');
   const report = await reconcileLedger(createStripe(cfg), stores.pool, cfg, hourFloor(old), hourFloor(old) + 3600, ws);
-  assert.deepEqual(report.held.map((h) => [h.status, String(h.value)]), [['unbillable', '999']]);
+  assert.deepEqual(
+    report.held.map((h) => [h.status, String(h.value)]),
+    [['unbillable', '999']],
+  );
 });
 
-test('a push pending through a 25-hour outage is checked against Stripe\'s summaries before it is sent again', async () => {
+test("a push pending through a 25-hour outage is checked against Stripe's summaries before it is sent again", async () => {
   // Live clock: both cases share stripe-local, whose clock only moves forward.
   const cfg = billingConfig(billingEnv(stores, local, { STRIPE_MAX_ATTEMPTS: '1', STRIPE_TRANSPORT: 'v1' }));
   const metrics = createBillingMetrics();
-  const worker = new BillingWorker(stores.pool, new ClickHouseRawUsage(stores.clickhouse), createStripe(cfg), cfg, metrics, log);
+  const worker = new BillingWorker(
+    stores.pool,
+    new ClickHouseRawUsage(stores.clickhouse),
+    createStripe(cfg),
+    cfg,
+    metrics,
+    log,
+  );
   const stored = await workspace('outage-stored');
   const lost = await workspace('outage-lost');
   const now = Math.floor(Date.now() / 1000);
   const w = hourFloor(now) - 3600;
-  await insertEvents(stores, [{ workspace_id: stored.ws, event_type: 'checkout.completed', idempotency_key: 's1', quantity: 1, gmv_cents: 1234, occurred_at: w + 1 }]);
+  await insertEvents(stores, [
+    {
+      workspace_id: stored.ws,
+      event_type: 'checkout.completed',
+      idempotency_key: 's1',
+      quantity: 1,
+      gmv_cents: 1234,
+      occurred_at: w + 1,
+    },
+  ]);
   // Stripe stores the event but the answer is lost (a 500 after storing): the row stays pending.
   await local.faults({ applied_error_rate: 1 });
   const down = await worker.pass(now);
   await local.faults({ reset: true });
   assert.equal(down.pending, 1);
-  await insertEvents(stores, [{ workspace_id: lost.ws, event_type: 'checkout.completed', idempotency_key: 'l1', quantity: 1, gmv_cents: 4321, occurred_at: w + 2 }]);
+  await insertEvents(stores, [
+    {
+      workspace_id: lost.ws,
+      event_type: 'checkout.completed',
+      idempotency_key: 'l1',
+      quantity: 1,
+      gmv_cents: 4321,
+      occurred_at: w + 2,
+    },
+  ]);
   await local.faults({ error_rate: 1 });
   assert.equal((await worker.pass(now)).pending, 2, 'the second never reached Stripe');
   await local.faults({ reset: true });
@@ -176,12 +379,34 @@ test('a push pending through a 25-hour outage is checked against Stripe\'s summa
   assert.equal(later.pending, 0);
   assert.match(metrics.registry.render(), /^billing_resend_checks_total 2$/m);
   assert.match(metrics.registry.render(), /^billing_resend_settled_total 1$/m);
-  const totals = await stripeTotals(local.stripe, new Map([[stored.ws, stored.customer], [lost.ws, lost.customer]]), ['checkout.completed.usd'], w, w + 3600);
+  const totals = await stripeTotals(
+    local.stripe,
+    new Map([
+      [stored.ws, stored.customer],
+      [lost.ws, lost.customer],
+    ]),
+    ['checkout.completed.usd'],
+    w,
+    w + 3600,
+  );
   assert.equal(totals.get(`${stored.ws}\ncheckout.completed.usd`), 1234, 'the event Stripe had is not counted twice');
   assert.equal(totals.get(`${lost.ws}\ncheckout.completed.usd`), 4321, 'the event Stripe never had is sent');
-  assert.equal(await local.metric('stripe_local_meter_events_total') - eventsBefore, 1, 'only the lost one was sent again');
-  const { rows } = await stores.pool.query<{ workspace_id: string; via: string }>(`SELECT workspace_id, via FROM billing_pushes WHERE workspace_id = ANY($1) ORDER BY workspace_id`, [[stored.ws, lost.ws]]);
-  assert.deepEqual(new Map(rows.map((r) => [r.workspace_id, r.via])), new Map([[stored.ws, 'summary'], [lost.ws, 'v1']]));
+  assert.equal(
+    (await local.metric('stripe_local_meter_events_total')) - eventsBefore,
+    1,
+    'only the lost one was sent again',
+  );
+  const { rows } = await stores.pool.query<{ workspace_id: string; via: string }>(
+    `SELECT workspace_id, via FROM billing_pushes WHERE workspace_id = ANY($1) ORDER BY workspace_id`,
+    [[stored.ws, lost.ws]],
+  );
+  assert.deepEqual(
+    new Map(rows.map((r) => [r.workspace_id, r.via])),
+    new Map([
+      [stored.ws, 'summary'],
+      [lost.ws, 'v1'],
+    ]),
+  );
 });
 
 test('the planner never corrects downward from totals older than those a window was planned from', async () => {
@@ -192,20 +417,46 @@ test('the planner never corrects downward from totals older than those a window 
   // Two replicas' views of the same window: the current one (as of now) and a stale one (as of
   // an hour ago, before a late event arrived). They stand for two usage sources at different as-ofs.
   const view = (asOf: number, gmv: bigint): UsageSource => ({
-    totals: async (): Promise<UsageTotal[]> => [{ workspace_id: ws, event_type: 'checkout.completed', currency: 'USD', window_start: w, quantity: 1n, gmv_cents: gmv }],
+    totals: async (): Promise<UsageTotal[]> => [
+      {
+        workspace_id: ws,
+        event_type: 'checkout.completed',
+        currency: 'USD',
+        window_start: w,
+        quantity: 1n,
+        gmv_cents: gmv,
+      },
+    ],
     asOf: async () => asOf,
   });
   const current = new BillingWorker(stores.pool, view(now, 900n), createStripe(cfg), cfg, createBillingMetrics(), log);
-  const stale = new BillingWorker(stores.pool, view(now - 3600, 600n), createStripe(cfg), cfg, createBillingMetrics(), log);
+  const stale = new BillingWorker(
+    stores.pool,
+    view(now - 3600, 600n),
+    createStripe(cfg),
+    cfg,
+    createBillingMetrics(),
+    log,
+  );
   assert.equal((await current.pass(now)).planned, 1);
   const r = await stale.pass(now);
   assert.deepEqual([r.planned, r.stale], [0, 1]);
   const got = await stripeTotals(local.stripe, new Map([[ws, customer]]), ['checkout.completed.usd'], w, w + 3600);
   assert.equal(got.get(`${ws}\ncheckout.completed.usd`), 900);
   // Newer totals may still go down (a refund's negative event, say).
-  const newer = new BillingWorker(stores.pool, view(now + 60, 800n), createStripe(cfg), cfg, createBillingMetrics(), log);
+  const newer = new BillingWorker(
+    stores.pool,
+    view(now + 60, 800n),
+    createStripe(cfg),
+    cfg,
+    createBillingMetrics(),
+    log,
+  );
   assert.equal((await newer.pass(now + 60)).planned, 1);
-  assert.deepEqual((await ledger(ws)).map((x) => x.value), ['900', '-100']);
+  assert.deepEqual(
+    (await ledger(ws)).map((x) => x.value),
+    ['900', '-100'],
+  );
 });
 
 test('npm run reconcile:stripe exits 0 when the ledger, ClickHouse and Stripe agree, and non-zero on a seeded drift', async () => {
@@ -214,25 +465,63 @@ test('npm run reconcile:stripe exits 0 when the ledger, ClickHouse and Stripe ag
     const env = billingEnv(own, local);
     const cfg = billingConfig(env);
     const c = await local.stripe.customers.create({ email: 'recon@example.com' });
-    const w = await insertWorkspace(own.pool, { slug: `recon-${Date.now()}`, display_name: 'Recon', plan: 'growth', stripe_customer_id: c.id });
+    const w = await insertWorkspace(own.pool, {
+      slug: `recon-${Date.now()}`,
+      display_name: 'Recon',
+      plan: 'growth',
+      stripe_customer_id: c.id,
+    });
     const now = Math.floor(Date.now() / 1000);
     const h = hourFloor(now) - 2 * 3600;
     await insertEvents(own, [
-      { workspace_id: w.id, event_type: 'checkout.completed', idempotency_key: 'r1', quantity: 1, gmv_cents: 1500, currency: 'EUR', occurred_at: h + 5 },
-      { workspace_id: w.id, event_type: 'checkout.completed', idempotency_key: 'r2', quantity: 1, gmv_cents: -200, currency: 'EUR', occurred_at: h + 6 },
+      {
+        workspace_id: w.id,
+        event_type: 'checkout.completed',
+        idempotency_key: 'r1',
+        quantity: 1,
+        gmv_cents: 1500,
+        currency: 'EUR',
+        occurred_at: h + 5,
+      },
+      {
+        workspace_id: w.id,
+        event_type: 'checkout.completed',
+        idempotency_key: 'r2',
+        quantity: 1,
+        gmv_cents: -200,
+        currency: 'EUR',
+        occurred_at: h + 6,
+      },
     ]);
-    await new BillingWorker(own.pool, new ClickHouseRawUsage(own.clickhouse), createStripe(cfg), cfg, createBillingMetrics(), log).pass(now);
+    await new BillingWorker(
+      own.pool,
+      new ClickHouseRawUsage(own.clickhouse),
+      createStripe(cfg),
+      cfg,
+      createBillingMetrics(),
+      log,
+    ).pass(now);
     const args = ['--from', new Date(h * 1000).toISOString(), '--to', new Date((h + 3600) * 1000).toISOString()];
     const clean = await runCli(RECONCILE_MAIN, args, env);
     assert.equal(clean.code, 0, clean.out);
     assert.match(clean.out, /ledger against Stripe over 1 month\(s\): 1 customer×meter total\(s\), 0 drift\(s\)/);
 
     // Drift: Stripe holds an event billing-sync never sent (another system, or a push the ledger lost).
-    await local.stripe.billing.meterEvents.create({ event_name: 'checkout.completed.eur', payload: { stripe_customer_id: c.id, value: '25' }, timestamp: h + 60 });
+    await local.stripe.billing.meterEvents.create({
+      event_name: 'checkout.completed.eur',
+      payload: { stripe_customer_id: c.id, value: '25' },
+      timestamp: h + 60,
+    });
     const drift = await runCli(RECONCILE_MAIN, args, env);
     assert.equal(drift.code, 1, drift.out);
-    assert.match(drift.out, new RegExp(`^DRIFT ${c.id} checkout\\.completed\\.eur \\S+ stripe=1325 ledger=1300 diff=25$`, 'm'));
-    assert.match(drift.out, new RegExp(`^MISMATCH ${w.id} ${c.id} checkout\\.completed\\.eur \\S+ stripe=1325 clickhouse=1300 diff=25$`, 'm'));
+    assert.match(
+      drift.out,
+      new RegExp(`^DRIFT ${c.id} checkout\\.completed\\.eur \\S+ stripe=1325 ledger=1300 diff=25$`, 'm'),
+    );
+    assert.match(
+      drift.out,
+      new RegExp(`^MISMATCH ${w.id} ${c.id} checkout\\.completed\\.eur \\S+ stripe=1325 clickhouse=1300 diff=25$`, 'm'),
+    );
   } finally {
     await own.close();
   }

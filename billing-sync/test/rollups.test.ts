@@ -9,7 +9,19 @@ import { ClickHouseRollupUsage } from '../src/usage/clickhouse-rollups.js';
 import { createUsageSource } from '../src/usage/select.js';
 import type { UsageTotal } from '../src/usage/source.js';
 import { BillingWorker } from '../src/worker.js';
-import { billingConfig, billingEnv, expectedTotals, hourFloor, insertEvents, startAggregator, startLocalStripe, stripeTotals, waitFor, type EventRow, type LocalStripe } from './helpers.js';
+import {
+  billingConfig,
+  billingEnv,
+  expectedTotals,
+  hourFloor,
+  insertEvents,
+  startAggregator,
+  startLocalStripe,
+  stripeTotals,
+  waitFor,
+  type EventRow,
+  type LocalStripe,
+} from './helpers.js';
 
 /**
  * The rollup-backed usage source: with the real aggregator (its built main.js as a child process)
@@ -23,7 +35,8 @@ let aggregator: { close(): Promise<void> };
 const SHARDS = '4';
 const log = createLogger('billing-rollups-test', 'silent');
 const field = (t: string): 'gmv_cents' | 'quantity' => (t === 'api.call' ? 'quantity' : 'gmv_cents');
-const sorted = (t: UsageTotal[]): string[] => t.map((x) => `${x.workspace_id} ${x.event_type} ${x.currency} ${x.window_start} ${x.quantity} ${x.gmv_cents}`).sort();
+const sorted = (t: UsageTotal[]): string[] =>
+  t.map((x) => `${x.workspace_id} ${x.event_type} ${x.currency} ${x.window_start} ${x.quantity} ${x.gmv_cents}`).sort();
 const NAMES = ['checkout.completed.usd', 'checkout.completed.eur', 'api.call'];
 
 before(async () => {
@@ -42,7 +55,10 @@ after(async () => {
 /** Waits until every shard's rollups hold every event committed up to now. */
 async function rolledUp(source: ClickHouseRollupUsage): Promise<void> {
   const since = Math.floor(Date.now() / 1000) + 1;
-  await waitFor('the aggregator to roll up the events', async () => ((await source.asOf(Number.MAX_SAFE_INTEGER)) ?? 0) >= since);
+  await waitFor(
+    'the aggregator to roll up the events',
+    async () => ((await source.asOf(Number.MAX_SAFE_INTEGER)) ?? 0) >= since,
+  );
 }
 
 test('rollups equal the raw distinct events; billing pushes them exactly; a late event makes one correction', async () => {
@@ -53,7 +69,12 @@ test('rollups equal the raw distinct events; billing pushes them exactly; a late
   const customers = new Map<string, string>();
   for (let i = 0; i < 3; i++) {
     const c = await local.stripe.customers.create({ email: `r${i}@example.com` });
-    const w = await insertWorkspace(stores.pool, { slug: `r-${i}-${Date.now()}`, display_name: `R${i}`, plan: 'growth', stripe_customer_id: c.id });
+    const w = await insertWorkspace(stores.pool, {
+      slug: `r-${i}-${Date.now()}`,
+      display_name: `R${i}`,
+      plan: 'growth',
+      stripe_customer_id: c.id,
+    });
     customers.set(w.id, c.id);
   }
   const now = Math.floor(Date.now() / 1000);
@@ -65,8 +86,23 @@ test('rollups equal the raw distinct events; billing pushes them exactly; a late
     for (let h = 0; h < 3; h++) {
       for (let j = 0; j < 4; j++) {
         const t = from + h * 3600 + j * 900 + 11;
-        rows.push({ workspace_id: ws, event_type: 'checkout.completed', idempotency_key: `o${k++}`, quantity: 1, gmv_cents: 500 + k * 7, occurred_at: t, currency: j % 2 === 0 ? 'USD' : 'EUR' });
-        rows.push({ workspace_id: ws, event_type: 'api.call', idempotency_key: `a${k++}`, quantity: 2 + j, gmv_cents: 0, occurred_at: t });
+        rows.push({
+          workspace_id: ws,
+          event_type: 'checkout.completed',
+          idempotency_key: `o${k++}`,
+          quantity: 1,
+          gmv_cents: 500 + k * 7,
+          occurred_at: t,
+          currency: j % 2 === 0 ? 'USD' : 'EUR',
+        });
+        rows.push({
+          workspace_id: ws,
+          event_type: 'api.call',
+          idempotency_key: `a${k++}`,
+          quantity: 2 + j,
+          gmv_cents: 0,
+          occurred_at: t,
+        });
       }
     }
   }
@@ -90,7 +126,14 @@ test('rollups equal the raw distinct events; billing pushes them exactly; a late
   assert.deepEqual(await stripeTotals(local.stripe, customers, NAMES, from, to), expectedTotals(rows, from, to, field));
 
   const [ws] = customers.keys();
-  const late: EventRow = { workspace_id: ws!, event_type: 'checkout.completed', idempotency_key: 'late-1', quantity: 1, gmv_cents: 909, occurred_at: from + 3600 + 42 };
+  const late: EventRow = {
+    workspace_id: ws!,
+    event_type: 'checkout.completed',
+    idempotency_key: 'late-1',
+    quantity: 1,
+    gmv_cents: 909,
+    occurred_at: from + 3600 + 42,
+  };
   rows.push(late);
   await insertEvents(stores, [late, late]);
   await rolledUp(source as ClickHouseRollupUsage);
@@ -99,33 +142,74 @@ test('rollups equal the raw distinct events; billing pushes them exactly; a late
   assert.equal(corrected.corrections, 1);
   assert.equal((await worker.pass(Math.floor(Date.now() / 1000))).planned, 0);
   const { rows: revs } = await stores.pool.query<{ revision: number; value: string }>(
-    `SELECT revision, value::text FROM billing_pushes WHERE workspace_id = $1 AND event_name = 'checkout.completed.usd' AND window_start = to_timestamp($2) ORDER BY revision`, [ws, from + 3600]);
-  assert.deepEqual(revs.map((r) => r.revision), [1, 2]);
+    `SELECT revision, value::text FROM billing_pushes WHERE workspace_id = $1 AND event_name = 'checkout.completed.usd' AND window_start = to_timestamp($2) ORDER BY revision`,
+    [ws, from + 3600],
+  );
+  assert.deepEqual(
+    revs.map((r) => r.revision),
+    [1, 2],
+  );
   assert.equal(revs[1]!.value, '909');
   assert.deepEqual(await stripeTotals(local.stripe, customers, NAMES, from, to), expectedTotals(rows, from, to, field));
 });
 
-test('a window is planned only once every aggregator shard\'s as-of has passed its close; FINAL picks the newest version', async () => {
+test("a window is planned only once every aggregator shard's as-of has passed its close; FINAL picks the newest version", async () => {
   const own = await openTestStores('billing_asof');
   try {
-    const cfg = billingConfig(billingEnv(own, undefined, { BILLING_USAGE_SOURCE: 'rollups', AGGREGATOR_SHARDS: '2', BILLING_CLOSE_DELAY_SECONDS: '600' }));
-    const w = await insertWorkspace(own.pool, { slug: `asof-${Date.now()}`, display_name: 'AsOf', plan: 'growth', stripe_customer_id: 'cus_asof' });
+    const cfg = billingConfig(
+      billingEnv(own, undefined, {
+        BILLING_USAGE_SOURCE: 'rollups',
+        AGGREGATOR_SHARDS: '2',
+        BILLING_CLOSE_DELAY_SECONDS: '600',
+      }),
+    );
+    const w = await insertWorkspace(own.pool, {
+      slug: `asof-${Date.now()}`,
+      display_name: 'AsOf',
+      plan: 'growth',
+      stripe_customer_id: 'cus_asof',
+    });
     const now = Math.floor(Date.now() / 1000);
     const win = hourFloor(now) - 3 * 3600;
     const closeAt = win + 3600 + 600;
     const fmt = (s: number): string => new Date(s * 1000).toISOString().slice(0, 19).replace('T', ' ');
     const rollup = (currency: string, gmv: number, version: number) => ({
-      workspace_id: w.id, event_type: 'checkout.completed', currency, window_start: fmt(win), events: 1, quantity: 1, gmv_cents: gmv,
-      first_event_at: fmt(win), last_event_at: fmt(win), late_events: 0, version, computed_at: fmt(now),
+      workspace_id: w.id,
+      event_type: 'checkout.completed',
+      currency,
+      window_start: fmt(win),
+      events: 1,
+      quantity: 1,
+      gmv_cents: gmv,
+      first_event_at: fmt(win),
+      last_event_at: fmt(win),
+      late_events: 0,
+      version,
+      computed_at: fmt(now),
     });
     // Two versions of one key (an earlier, smaller recompute) and a second currency.
-    await own.clickhouse.insert({ table: 'usage_hourly', format: 'JSONEachRow', values: [rollup('USD', 100, 1), rollup('EUR', 40, 1)] });
+    await own.clickhouse.insert({
+      table: 'usage_hourly',
+      format: 'JSONEachRow',
+      values: [rollup('USD', 100, 1), rollup('EUR', 40, 1)],
+    });
     await own.clickhouse.insert({ table: 'usage_hourly', format: 'JSONEachRow', values: [rollup('USD', 250, 2)] });
     let updated = 1;
     const state = async (shard: number, asOfS: number): Promise<void> => {
-      await own.clickhouse.insert({ table: 'aggregator_state', format: 'JSONEachRow', values: [{ shard, block: 1, version: 2, as_of_ms: asOfS * 1000, updated_ms: updated++ }] });
+      await own.clickhouse.insert({
+        table: 'aggregator_state',
+        format: 'JSONEachRow',
+        values: [{ shard, block: 1, version: 2, as_of_ms: asOfS * 1000, updated_ms: updated++ }],
+      });
     };
-    const worker = new BillingWorker(own.pool, await createUsageSource(cfg, own.clickhouse), undefined, cfg, createBillingMetrics(), log);
+    const worker = new BillingWorker(
+      own.pool,
+      await createUsageSource(cfg, own.clickhouse),
+      undefined,
+      cfg,
+      createBillingMetrics(),
+      log,
+    );
 
     const none = await worker.pass(now);
     assert.deepEqual([none.planned, none.asOf], [0, null], 'no aggregator progress yet: nothing is closed');
@@ -135,12 +219,25 @@ test('a window is planned only once every aggregator shard\'s as-of has passed i
     assert.deepEqual([half.planned, half.asOf], [0, null], 'one shard has not reported');
     await state(1, closeAt - 1);
     const early = await worker.pass(now);
-    assert.deepEqual([early.planned, early.asOf], [0, closeAt - 1], 'the lagging shard has not rolled up to the window\'s close');
+    assert.deepEqual(
+      [early.planned, early.asOf],
+      [0, closeAt - 1],
+      "the lagging shard has not rolled up to the window's close",
+    );
     await state(1, closeAt);
     const done = await worker.pass(now);
     assert.equal(done.planned, 2);
-    const { rows } = await own.pool.query<{ value: string; status: string; event_name: string }>(`SELECT value::text, status, event_name FROM billing_pushes ORDER BY event_name`);
-    assert.deepEqual(rows.map((r) => [r.event_name, r.value, r.status]), [['checkout.completed.eur', '40', 'dry_run'], ['checkout.completed.usd', '250', 'dry_run']], 'the newest USD version, and EUR on its own meter: never summed');
+    const { rows } = await own.pool.query<{ value: string; status: string; event_name: string }>(
+      `SELECT value::text, status, event_name FROM billing_pushes ORDER BY event_name`,
+    );
+    assert.deepEqual(
+      rows.map((r) => [r.event_name, r.value, r.status]),
+      [
+        ['checkout.completed.eur', '40', 'dry_run'],
+        ['checkout.completed.usd', '250', 'dry_run'],
+      ],
+      'the newest USD version, and EUR on its own meter: never summed',
+    );
   } finally {
     await own.close();
   }
@@ -149,15 +246,36 @@ test('a window is planned only once every aggregator shard\'s as-of has passed i
 test('BILLING_USAGE_SOURCE=rollups refuses a database without the rollup tables; raw needs none', async () => {
   const base = loadConfig(storeVars);
   const db = ident(`meterd_t_norollups_${process.pid}`);
-  const admin = createClickHouse({ url: base.CLICKHOUSE_URL, database: 'default', user: base.CLICKHOUSE_USER, password: base.CLICKHOUSE_PASSWORD });
+  const admin = createClickHouse({
+    url: base.CLICKHOUSE_URL,
+    database: 'default',
+    user: base.CLICKHOUSE_USER,
+    password: base.CLICKHOUSE_PASSWORD,
+  });
   await admin.command({ query: `CREATE DATABASE IF NOT EXISTS ${db}` });
-  const ch = createClickHouse({ url: base.CLICKHOUSE_URL, database: db, user: base.CLICKHOUSE_USER, password: base.CLICKHOUSE_PASSWORD });
+  const ch = createClickHouse({
+    url: base.CLICKHOUSE_URL,
+    database: db,
+    user: base.CLICKHOUSE_USER,
+    password: base.CLICKHOUSE_PASSWORD,
+  });
   try {
     const env = billingEnv(stores, undefined);
-    await assert.rejects(createUsageSource(billingConfig({ ...env, BILLING_USAGE_SOURCE: 'rollups' }), ch),
-      (err: Error & { code?: string }) => err.code === 'METERD_BILLING_USAGE_SOURCE_UNAVAILABLE' && /usage_hourly, usage_daily, aggregator_state/.test(err.message));
-    assert.ok((await createUsageSource(billingConfig({ ...env, BILLING_USAGE_SOURCE: 'raw' }), ch)) instanceof ClickHouseRawUsage);
-    assert.equal(billingConfig({ ...env, BILLING_USAGE_SOURCE: '' }).BILLING_USAGE_SOURCE, 'rollups', 'rollups is the default');
+    await assert.rejects(
+      createUsageSource(billingConfig({ ...env, BILLING_USAGE_SOURCE: 'rollups' }), ch),
+      (err: Error & { code?: string }) =>
+        err.code === 'METERD_BILLING_USAGE_SOURCE_UNAVAILABLE' &&
+        /usage_hourly, usage_daily, aggregator_state/.test(err.message),
+    );
+    assert.ok(
+      (await createUsageSource(billingConfig({ ...env, BILLING_USAGE_SOURCE: 'raw' }), ch)) instanceof
+        ClickHouseRawUsage,
+    );
+    assert.equal(
+      billingConfig({ ...env, BILLING_USAGE_SOURCE: '' }).BILLING_USAGE_SOURCE,
+      'rollups',
+      'rollups is the default',
+    );
   } finally {
     await ch.close();
     await admin.command({ query: `DROP DATABASE IF EXISTS ${db}` });

@@ -6,7 +6,16 @@ import { createBillingMetrics } from '../src/metrics.js';
 import { createStripe } from '../src/stripe/client.js';
 import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';
 import { BillingWorker } from '../src/worker.js';
-import { billingConfig, billingEnv, hourFloor, insertEvents, startLocalStripe, stripeTotals, type EventRow, type LocalStripe } from './helpers.js';
+import {
+  billingConfig,
+  billingEnv,
+  hourFloor,
+  insertEvents,
+  startLocalStripe,
+  stripeTotals,
+  type EventRow,
+  type LocalStripe,
+} from './helpers.js';
 
 /**
  * 10,000 workspaces' windows pushed through the v2 stream against stripe-local enforcing Stripe's
@@ -26,19 +35,35 @@ after(async () => {
   await stores.close();
 });
 
-test('10,000 workspaces: every window pushed inside Stripe\'s rate limits; time measured', async () => {
+test("10,000 workspaces: every window pushed inside Stripe's rate limits; time measured", async () => {
   const N = 10_000;
   const ids = Array.from({ length: N }, (_, i) => `ws_scale_${String(i).padStart(5, '0')}`);
   await stores.pool.query(
     `INSERT INTO workspaces (id, slug, display_name, plan, stripe_customer_id)
-     SELECT id, 'scale-' || id, 'Scale', 'growth', 'cus_' || id FROM unnest($1::text[]) AS id`, [ids]);
+     SELECT id, 'scale-' || id, 'Scale', 'growth', 'cus_' || id FROM unnest($1::text[]) AS id`,
+    [ids],
+  );
   const now = Math.floor(Date.now() / 1000);
   const w = hourFloor(now) - 3600;
-  const rows: EventRow[] = ids.map((ws, i) => ({ workspace_id: ws, event_type: 'checkout.completed', idempotency_key: `s${i}`, quantity: 1, gmv_cents: 1000 + i, occurred_at: w + (i % 3600) }));
+  const rows: EventRow[] = ids.map((ws, i) => ({
+    workspace_id: ws,
+    event_type: 'checkout.completed',
+    idempotency_key: `s${i}`,
+    quantity: 1,
+    gmv_cents: 1000 + i,
+    occurred_at: w + (i % 3600),
+  }));
   await insertEvents(stores, rows);
 
   const cfg = billingConfig(billingEnv(stores, local, { LOG_LEVEL: 'silent' }));
-  const worker = new BillingWorker(stores.pool, new ClickHouseRawUsage(stores.clickhouse), createStripe(cfg), cfg, createBillingMetrics(), createLogger('scale', 'silent'));
+  const worker = new BillingWorker(
+    stores.pool,
+    new ClickHouseRawUsage(stores.clickhouse),
+    createStripe(cfg),
+    cfg,
+    createBillingMetrics(),
+    createLogger('scale', 'silent'),
+  );
   const t0 = performance.now();
   const r = await worker.pass(now);
   const ms = performance.now() - t0;
@@ -50,5 +75,7 @@ test('10,000 workspaces: every window pushed inside Stripe\'s rate limits; time 
   const sample = new Map(ids.filter((_, i) => i % 1000 === 0).map((ws) => [ws, `cus_${ws}`]));
   const got = await stripeTotals(local.stripe, sample, ['checkout.completed.usd'], w, w + 3600);
   for (const ws of sample.keys()) assert.equal(got.get(`${ws}\ncheckout.completed.usd`), 1000 + ids.indexOf(ws));
-  console.log(`# scale: ${N} workspace windows planned and pushed (v2 stream, ${N / 100} calls) in ${Math.round(ms)} ms`);
+  console.log(
+    `# scale: ${N} workspace windows planned and pushed (v2 stream, ${N / 100} calls) in ${Math.round(ms)} ms`,
+  );
 });

@@ -42,7 +42,11 @@ export async function buildApp(cfg: ControlConfig, deps: AppDeps): Promise<Fasti
   app.decorateRequest('principal', null);
   // Every body is JSON: anything else is a 415, not a string that fails validation later.
   app.removeContentTypeParser('text/plain');
-  const ctx: Ctx = { cfg, ...deps, auth: new Authenticator(deps.pool, deps.sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY) };
+  const ctx: Ctx = {
+    cfg,
+    ...deps,
+    auth: new Authenticator(deps.pool, deps.sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY),
+  };
   installErrorHandling(app, deps.log, deps.metrics);
   app.addHook('onResponse', async () => deps.metrics.requests.inc());
 

@@ -22,10 +22,13 @@ function shutdown(signal: string): void {
   stopping = true;
   log.info({ signal }, 'stopping control-api');
   setTimeout(() => process.exit(0), 15_000).unref();
-  server.close().then(() => process.exit(0), (err: unknown) => {
-    log.error({ err }, 'error while stopping');
-    process.exit(1);
-  });
+  server.close().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      log.error({ err }, 'error while stopping');
+      process.exit(1);
+    },
+  );
 }
 process.on('SIGTERM', () => shutdown('SIGTERM'));
 process.on('SIGINT', () => shutdown('SIGINT'));

@@ -22,20 +22,37 @@ export interface ControlServer {
 }
 
 /** Everything the control-api process runs: stores, HTTP app, delivery worker, quota watch. */
-export async function startControl(cfg: ControlConfig, o: { log?: Logger; driver?: ProvisionDriver } = {}): Promise<ControlServer> {
+export async function startControl(
+  cfg: ControlConfig,
+  o: { log?: Logger; driver?: ProvisionDriver } = {},
+): Promise<ControlServer> {
   const log = o.log ?? createLogger('control-api', cfg.LOG_LEVEL);
   const pool = createPool(cfg.DATABASE_URL, 10);
   const redis = createRedis(cfg.REDIS_URL);
   const sub = createRedis(cfg.REDIS_URL, { enableAutoPipelining: false });
   for (const r of [redis, sub]) r.on('error', (err) => log.debug({ err }, 'redis connection error'));
   const box = new SecretBox(cfg.SECRETS_KEY, cfg.SECRETS_KEYS_OLD);
-  if (box.usesDevelopmentKey) log.warn('SECRETS_KEY is unset: secrets are encrypted with the public development key (allowed only with NODE_ENV=development)');
+  if (box.usesDevelopmentKey)
+    log.warn(
+      'SECRETS_KEY is unset: secrets are encrypted with the public development key (allowed only with NODE_ENV=development)',
+    );
   const metrics = defineControlMetrics();
   const driver = o.driver ?? driverOf(cfg, log);
   const provisioner = new Provisioner(pool, driver, box, log);
   const app = await buildApp(cfg, { pool, redis, sub, log, metrics, box, stripe: createStripe(cfg), provisioner });
   const worker = cfg.WEBHOOK_WORKER
-    ? new DeliveryWorker({ pool, databaseUrl: cfg.DATABASE_URL, box, log, metrics, retryScale: cfg.WEBHOOK_RETRY_SCALE, pollMs: cfg.WEBHOOK_POLL_MS, timeoutMs: cfg.WEBHOOK_TIMEOUT_MS, allowPrivate: cfg.WEBHOOK_ALLOW_PRIVATE, concurrency: cfg.WEBHOOK_CONCURRENCY })
+    ? new DeliveryWorker({
+        pool,
+        databaseUrl: cfg.DATABASE_URL,
+        box,
+        log,
+        metrics,
+        retryScale: cfg.WEBHOOK_RETRY_SCALE,
+        pollMs: cfg.WEBHOOK_POLL_MS,
+        timeoutMs: cfg.WEBHOOK_TIMEOUT_MS,
+        allowPrivate: cfg.WEBHOOK_ALLOW_PRIVATE,
+        concurrency: cfg.WEBHOOK_CONCURRENCY,
+      })
     : null;
   const quota = new QuotaWatch(pool, redis, cfg.INGEST_REDIS_PREFIX, log);
   const address = await app.listen({ host: cfg.CONTROL_API_HOST, port: cfg.CONTROL_API_PORT });
@@ -62,7 +79,14 @@ export async function startControl(cfg: ControlConfig, o: { log?: Logger; driver
 /** The configured provisioning driver; null when it is the local one and that is not enabled. */
 function driverOf(cfg: ControlConfig, log: Logger): ProvisionDriver | null {
   if (cfg.PROVISION_DRIVER === 'kubernetes') {
-    return new KubernetesDriver({ apiUrl: cfg.KUBE_API_URL, token: cfg.KUBE_TOKEN, caFile: cfg.KUBE_CA_FILE, domain: cfg.PROVISION_DOMAIN, imagePrefix: cfg.PROVISION_IMAGE_PREFIX, clusterIssuer: cfg.CERT_MANAGER_ISSUER });
+    return new KubernetesDriver({
+      apiUrl: cfg.KUBE_API_URL,
+      token: cfg.KUBE_TOKEN,
+      caFile: cfg.KUBE_CA_FILE,
+      domain: cfg.PROVISION_DOMAIN,
+      imagePrefix: cfg.PROVISION_IMAGE_PREFIX,
+      clusterIssuer: cfg.CERT_MANAGER_ISSUER,
+    });
   }
   return cfg.PROVISION_LOCAL_ENABLED ? new LocalDriver(log) : null;
 }

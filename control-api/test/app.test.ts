@@ -31,7 +31,10 @@ test('errors use the seed body with registry codes', async () => {
   const bad = await call(s.url, 'POST', '/api/v1/signup', { raw: '{"slug":' });
   assert.equal(bad.status, 400);
   assert.equal(bad.json.error.code, 'invalid_json');
-  const media = await call(s.url, 'POST', '/api/v1/signup', { raw: 'slug=x', headers: { 'content-type': 'text/plain' } });
+  const media = await call(s.url, 'POST', '/api/v1/signup', {
+    raw: 'slug=x',
+    headers: { 'content-type': 'text/plain' },
+  });
   assert.equal(media.status, 415);
   assert.equal(media.json.error.code, 'unsupported_media_type');
   const noKey = await call(s.url, 'GET', '/api/v1/workspaces/ws_x/api-keys');
@@ -41,7 +44,9 @@ test('errors use the seed body with registry codes', async () => {
 
 test('an unexpected error is a 500 without internals', async () => {
   // A control API whose database does not exist: its queries fail with errors that are not ApiErrors.
-  const broken = await startTestControl(stores, { DATABASE_URL: stores.databaseUrl.toString().replace(/\/[^/]+$/, '/meterd_no_such_db') });
+  const broken = await startTestControl(stores, {
+    DATABASE_URL: stores.databaseUrl.toString().replace(/\/[^/]+$/, '/meterd_no_such_db'),
+  });
   try {
     const res = await call(broken.url, 'POST', '/api/v1/signup', { body: { slug: 'boom-co', display_name: 'Boom' } });
     assert.equal(res.status, 500);
@@ -54,7 +59,14 @@ test('an unexpected error is a 500 without internals', async () => {
 test('the OpenAPI document lists the seed endpoints', async () => {
   const doc = (await call(s.url, 'GET', '/api/v1/openapi.json')).json;
   assert.equal(doc.openapi, '3.0.3');
-  for (const p of ['/api/v1/signup', '/api/v1/provision', '/api/v1/workspaces/{id}/webhooks', '/api/v1/workspaces/{id}/webhooks/{webhook_id}/reactivate', '/webhooks/stripe', '/api/v1/workspaces/{id}/billing/portal-session']) {
+  for (const p of [
+    '/api/v1/signup',
+    '/api/v1/provision',
+    '/api/v1/workspaces/{id}/webhooks',
+    '/api/v1/workspaces/{id}/webhooks/{webhook_id}/reactivate',
+    '/webhooks/stripe',
+    '/api/v1/workspaces/{id}/billing/portal-session',
+  ]) {
     assert.ok(doc.paths[p], `missing ${p}`);
   }
   assert.ok(doc.components.schemas.Error.properties.error.properties.code.enum.includes('plan_limit_exceeded'));

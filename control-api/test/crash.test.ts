@@ -23,7 +23,12 @@ test('kill -9 of control-api right after the cause committed: the delivery still
   let first = await spawnService(main, env, `${base}/healthz`);
   try {
     const w = await stores.workspace('free');
-    const hook = (await call(base, 'POST', `/api/v1/workspaces/${w.workspace.id}/webhooks`, { token: w.token, body: { url: rx.url } })).json.webhook;
+    const hook = (
+      await call(base, 'POST', `/api/v1/workspaces/${w.workspace.id}/webhooks`, {
+        token: w.token,
+        body: { url: rx.url },
+      })
+    ).json.webhook;
     // The first attempt reaches the receiver, which kills the process before answering: the
     // event is committed, the attempt is claimed, and nothing records its outcome.
     rx.respond = (_r, n) => {
@@ -37,8 +42,13 @@ test('kill -9 of control-api right after the cause committed: the delivery still
     await stores.redis.set(`${stores.redisPrefix}:{${w.workspace.id}}:q:${periodOf(Date.now())}`, '450');
     await rx.waitFor(1, 10_000);
     await exited(first);
-    const { rows } = await stores.pool.query(`SELECT status FROM webhook_deliveries WHERE workspace_id = $1`, [w.workspace.id]);
-    assert.deepEqual(rows.map((r) => r.status), ['delivering']);
+    const { rows } = await stores.pool.query(`SELECT status FROM webhook_deliveries WHERE workspace_id = $1`, [
+      w.workspace.id,
+    ]);
+    assert.deepEqual(
+      rows.map((r) => r.status),
+      ['delivering'],
+    );
 
     first = await spawnService(main, env, `${base}/healthz`);
     const got = await rx.waitFor(2, 20_000);
@@ -47,7 +57,10 @@ test('kill -9 of control-api right after the cause committed: the delivery still
     assert.equal(seedVerify(got[1]!.body, got[1]!.headers['stateset-signature'] as string, hook.secret), true);
     assert.equal(JSON.parse(got[1]!.body).event, 'meter.quota.warning');
     // Exactly one warning for the 80 % threshold, despite the restart re-checking the counter.
-    const { rows: ev } = await stores.pool.query(`SELECT count(*)::int AS n FROM outbox_events WHERE workspace_id = $1`, [w.workspace.id]);
+    const { rows: ev } = await stores.pool.query(
+      `SELECT count(*)::int AS n FROM outbox_events WHERE workspace_id = $1`,
+      [w.workspace.id],
+    );
     assert.equal(ev[0].n, 1);
   } finally {
     first.kill('SIGTERM');

@@ -26,39 +26,77 @@ async function signIn(token: string): Promise<{ cookie: string }> {
   return { cookie: (r.headers.get('set-cookie') ?? '').split(';')[0]! };
 }
 
-test('amounts are ISO 4217 minor units: the overview gives each currency\'s exponent; the billing page lists what Stripe did not bill', async () => {
+test("amounts are ISO 4217 minor units: the overview gives each currency's exponent; the billing page lists what Stripe did not bill", async () => {
   const { token, workspace } = await stores.workspace();
   const other = await stores.workspace();
   const s = await signIn(token);
   const day = Math.floor(Date.now() / 86_400_000) * 86_400_000;
   const fmt = (ms: number): string => new Date(ms).toISOString().slice(0, 19).replace('T', ' ');
   const row = (currency: string, gmv: number) => ({
-    workspace_id: workspace.id, event_type: 'checkout.completed', currency, window_start: fmt(day), events: 1, quantity: 1, gmv_cents: gmv,
-    first_event_at: fmt(day), last_event_at: fmt(day), late_events: 0, version: 1, computed_at: fmt(day),
+    workspace_id: workspace.id,
+    event_type: 'checkout.completed',
+    currency,
+    window_start: fmt(day),
+    events: 1,
+    quantity: 1,
+    gmv_cents: gmv,
+    first_event_at: fmt(day),
+    last_event_at: fmt(day),
+    late_events: 0,
+    version: 1,
+    computed_at: fmt(day),
   });
-  await stores.clickhouse.insert({ table: 'usage_daily', format: 'JSONEachRow', values: [row('JPY', 4299), row('KWD', 4299), row('EUR', -250)] });
+  await stores.clickhouse.insert({
+    table: 'usage_daily',
+    format: 'JSONEachRow',
+    values: [row('JPY', 4299), row('KWD', 4299), row('EUR', -250)],
+  });
   const o = await call(base, 'GET', '/dashboard/api/overview?granularity=day', { headers: { cookie: s.cookie } });
   assert.equal(o.status, 200, o.text);
   assert.deepEqual(o.json.currency_exponents, { USD: 2, JPY: 0, KWD: 3, EUR: 2 });
-  assert.deepEqual(o.json.series.map((p: { currency: string; gmv_cents: string }) => [p.currency, p.gmv_cents]).sort(), [['EUR', '-250'], ['JPY', '4299'], ['KWD', '4299']]);
+  assert.deepEqual(
+    o.json.series.map((p: { currency: string; gmv_cents: string }) => [p.currency, p.gmv_cents]).sort(),
+    [
+      ['EUR', '-250'],
+      ['JPY', '4299'],
+      ['KWD', '4299'],
+    ],
+  );
 
-  const ledgerRow = (ws: string, identifier: string, status: string, reason: string) => stores.pool.query(
-    `INSERT INTO billing_pushes (workspace_id, event_type, currency, event_name, window_start, window_end, revision, identifier, stripe_customer_id, value_field, total, value, status, reason)
+  const ledgerRow = (ws: string, identifier: string, status: string, reason: string) =>
+    stores.pool.query(
+      `INSERT INTO billing_pushes (workspace_id, event_type, currency, event_name, window_start, window_end, revision, identifier, stripe_customer_id, value_field, total, value, status, reason)
      VALUES ($1, 'checkout.completed', 'JPY', 'checkout.completed.jpy', to_timestamp($2), to_timestamp($2 + 3600), 1, $3, 'cus_x', 'gmv_cents', 5000, 5000, $4, $5)`,
-    [ws, day / 1000, identifier, status, reason]);
-  await ledgerRow(workspace.id, 'id-unbillable', 'unbillable', 'window older than the 35 days Stripe accepts: 5000 not billed');
+      [ws, day / 1000, identifier, status, reason],
+    );
+  await ledgerRow(
+    workspace.id,
+    'id-unbillable',
+    'unbillable',
+    'window older than the 35 days Stripe accepts: 5000 not billed',
+  );
   await ledgerRow(other.workspace.id, 'id-other', 'rejected', 'meter_event_customer_not_found: no such customer');
   const u = await call(base, 'GET', '/dashboard/api/billing/unbilled', { headers: { cookie: s.cookie } });
   assert.equal(u.status, 200, u.text);
-  assert.deepEqual(u.json.rows.map((r: { identifier: string; status: string; value: string; currency: string }) => [r.identifier, r.status, r.value, r.currency]), [['id-unbillable', 'unbillable', '5000', 'JPY']], 'only this workspace\'s rows');
+  assert.deepEqual(
+    u.json.rows.map((r: { identifier: string; status: string; value: string; currency: string }) => [
+      r.identifier,
+      r.status,
+      r.value,
+      r.currency,
+    ]),
+    [['id-unbillable', 'unbillable', '5000', 'JPY']],
+    "only this workspace's rows",
+  );
   assert.deepEqual(u.json.currency_exponents, { JPY: 0 });
   assert.equal((await call(base, 'GET', '/dashboard/api/billing/unbilled')).status, 401);
 });
 
-test('the dashboard formats minor units with each currency\'s exponent (JPY 0, USD 2, KWD 3), negatives included', async () => {
+test("the dashboard formats minor units with each currency's exponent (JPY 0, USD 2, KWD 3), negatives included", async () => {
   // The browser module itself (public/dom.js): its formatting functions touch no DOM.
   const dom = (await import(new URL('../../src/dashboard/public/dom.js', import.meta.url).href)) as {
-    setCurrencyExponents(o: Record<string, number>): void; fmtMoney(minor: string, currency: string): string;
+    setCurrencyExponents(o: Record<string, number>): void;
+    fmtMoney(minor: string, currency: string): string;
   };
   assert.equal(dom.fmtMoney('4299', 'JPY'), '4,299 minor units of JPY', 'no exponent known yet: never guessed');
   dom.setCurrencyExponents({ USD: 2, JPY: 0, KWD: 3 });

@@ -19,7 +19,16 @@ import type { ControlServer } from '../src/server.js';
  */
 const CHROMIUM = '/usr/bin/chromium';
 const SHOTS = join(REPO, 'test-results', 'screenshots');
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 let stores: TestStores;
 let control: ControlServer;
@@ -40,17 +49,37 @@ before(async () => {
   mkdirSync(SHOTS, { recursive: true });
   stores = await openTestStores('dashe2e');
   spool = mkdtempSync(join(tmpdir(), 'meterd-dash-spool-'));
-  const [ingestPort, aggPort, stripePort, controlPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const [ingestPort, aggPort, stripePort, controlPort] = [
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+  ];
   ingestUrl = `http://127.0.0.1:${ingestPort}`;
   const stripeUrl = `http://127.0.0.1:${stripePort}`;
   const env = { ...stores.env, LOG_LEVEL: 'warn' };
   [ingest, aggregator, stripe] = await Promise.all([
-    spawnService(join(REPO, 'ingest/dist/src/main.js'), { ...env, INGEST_PORT: String(ingestPort), INGEST_THREADS: '1', SPOOL_DIR: spool, SHIP_INTERVAL_MS: '100' }, `${ingestUrl}/readyz`),
-    spawnService(join(REPO, 'aggregator/dist/src/main.js'), { ...env, AGGREGATOR_PORT: String(aggPort), AGGREGATOR_POLL_MS: '100' }, `http://127.0.0.1:${aggPort}/healthz`),
-    spawnService(join(REPO, 'stripe-local/dist/src/main.js'), {
-      STRIPE_LOCAL_PORT: String(stripePort), LOG_LEVEL: 'warn', STRIPE_LOCAL_SEED_PRICES: 'growth:4900',
-      STRIPE_LOCAL_WEBHOOK_URL: `http://127.0.0.1:${controlPort}/webhooks/stripe`, STRIPE_LOCAL_WEBHOOK_SECRET: WHSEC,
-    }, `${stripeUrl}/healthz`),
+    spawnService(
+      join(REPO, 'ingest/dist/src/main.js'),
+      { ...env, INGEST_PORT: String(ingestPort), INGEST_THREADS: '1', SPOOL_DIR: spool, SHIP_INTERVAL_MS: '100' },
+      `${ingestUrl}/readyz`,
+    ),
+    spawnService(
+      join(REPO, 'aggregator/dist/src/main.js'),
+      { ...env, AGGREGATOR_PORT: String(aggPort), AGGREGATOR_POLL_MS: '100' },
+      `http://127.0.0.1:${aggPort}/healthz`,
+    ),
+    spawnService(
+      join(REPO, 'stripe-local/dist/src/main.js'),
+      {
+        STRIPE_LOCAL_PORT: String(stripePort),
+        LOG_LEVEL: 'warn',
+        STRIPE_LOCAL_SEED_PRICES: 'growth:4900',
+        STRIPE_LOCAL_WEBHOOK_URL: `http://127.0.0.1:${controlPort}/webhooks/stripe`,
+        STRIPE_LOCAL_WEBHOOK_SECRET: WHSEC,
+      },
+      `${stripeUrl}/healthz`,
+    ),
   ]);
   control = await startTestControl(stores, {
     CONTROL_API_PORT: String(controlPort),
@@ -63,15 +92,30 @@ before(async () => {
   });
   // A real signup: a workspace with a Stripe customer, its first key, and the dashboard_url to follow.
   // Growth is paid through Checkout: paying it (stripe-local's test card) makes Stripe's webhook set the plan.
-  const signup = await call(control.url, 'POST', '/api/v1/signup', { body: { slug: `dash-${Date.now().toString(36)}`, display_name: 'Acme', plan: 'growth' } });
+  const signup = await call(control.url, 'POST', '/api/v1/signup', {
+    body: { slug: `dash-${Date.now().toString(36)}`, display_name: 'Acme', plan: 'growth' },
+  });
   assert.equal(signup.status, 201, signup.text);
   ws = { id: signup.json.workspace.id, token: signup.json.api_key.token, dashboardUrl: signup.json.dashboard_url };
   const session = /\/c\/pay\/(cs_[A-Za-z0-9_]+)$/.exec(signup.json.checkout_url as string)![1];
-  assert.equal((await fetch(`${stripeUrl}/_test/checkout/sessions/${session}/complete`, { method: 'POST' })).status, 200);
-  await eventually(async () => (await stores.pool.query('SELECT plan FROM workspaces WHERE id = $1', [ws.id])).rows[0].plan === 'growth', 10_000, 'the growth plan');
+  assert.equal(
+    (await fetch(`${stripeUrl}/_test/checkout/sessions/${session}/complete`, { method: 'POST' })).status,
+    200,
+  );
+  await eventually(
+    async () =>
+      (await stores.pool.query('SELECT plan FROM workspaces WHERE id = $1', [ws.id])).rows[0].plan === 'growth',
+    10_000,
+    'the growth plan',
+  );
   rx = await new Receiver().start();
   profile = mkdtempSync(join(tmpdir(), 'meterd-chromium-'));
-  browser = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: ARGS, viewport: { width: 1280, height: 900 } });
+  browser = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ARGS,
+    viewport: { width: 1280, height: 900 },
+  });
   page = browser.pages()[0] ?? (await browser.newPage());
   page.on('dialog', (d) => void d.accept());
 });
@@ -104,7 +148,7 @@ async function shot(name: string, p: Page = page): Promise<void> {
 
 const url = (path: string) => new URL(path, control.url).toString();
 
-test('sign in from signup\'s dashboard_url with the workspace key: the key goes in a POST body only, the cookie is HttpOnly', async () => {
+test("sign in from signup's dashboard_url with the workspace key: the key goes in a POST body only, the cookie is HttpOnly", async () => {
   const requests: string[] = [];
   page.on('request', (r) => requests.push(r.url()));
   await page.goto(ws.dashboardUrl);
@@ -114,13 +158,18 @@ test('sign in from signup\'s dashboard_url with the workspace key: the key goes 
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.waitForURL(/\/dashboard\/onboarding\?workspace=/);
   await page.locator('#step-api_key[data-done="true"]').waitFor();
-  assert.ok(requests.every((u) => !u.includes(ws.token)), 'the key never appears in a URL');
+  assert.ok(
+    requests.every((u) => !u.includes(ws.token)),
+    'the key never appears in a URL',
+  );
   const cookies = await browser.cookies();
   assert.equal(cookies.length, 1);
   assert.equal(cookies[0]!.httpOnly, true);
   assert.equal(cookies[0]!.sameSite, 'Lax');
   assert.ok(!cookies[0]!.value.includes(ws.token));
-  const stored = await page.evaluate<string>('JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie');
+  const stored = await page.evaluate<string>(
+    'JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }) + document.cookie',
+  );
   assert.ok(!stored.includes(ws.token) && !stored.includes('sks_'), 'nothing in web storage or script-visible cookies');
   assert.equal(await page.locator('#step-first_event').getAttribute('data-unlocked'), 'false');
   await shot('02-onboarding');
@@ -136,12 +185,26 @@ test('an event sent through ingest appears in the overview chart', async () => {
   const occurred = new Date(Date.now() - 60_000).toISOString().replace(/\.\d{3}Z$/, 'Z');
   const sent = await call(ingestUrl, 'POST', '/api/v1/meter', {
     token: ws.token,
-    body: { workspace_id: ws.id, event_type: 'checkout.completed', quantity: 1, gmv_cents: 4299, idempotency_key: 'order_5521', occurred_at: occurred },
+    body: {
+      workspace_id: ws.id,
+      event_type: 'checkout.completed',
+      quantity: 1,
+      gmv_cents: 4299,
+      idempotency_key: 'order_5521',
+      occurred_at: occurred,
+    },
   });
   assert.equal(sent.status, 202, sent.text);
   const dup = await call(ingestUrl, 'POST', '/api/v1/meter', {
     token: ws.token,
-    body: { workspace_id: ws.id, event_type: 'checkout.completed', quantity: 1, gmv_cents: 4299, idempotency_key: 'order_5521', occurred_at: occurred },
+    body: {
+      workspace_id: ws.id,
+      event_type: 'checkout.completed',
+      quantity: 1,
+      gmv_cents: 4299,
+      idempotency_key: 'order_5521',
+      occurred_at: occurred,
+    },
   });
   assert.equal(dup.json.duplicate, true);
   // The page refreshes itself: ingest spools and ships the event, the aggregator folds it in.
@@ -175,31 +238,63 @@ test('create a key (token shown once, and it works), then revoke it', async () =
   await shot('06-keys-created');
   const ok = await call(ingestUrl, 'POST', '/api/v1/meter', {
     token,
-    body: { workspace_id: ws.id, event_type: 'checkout.completed', gmv_cents: 100, idempotency_key: 'order_5522', occurred_at: new Date().toISOString() },
+    body: {
+      workspace_id: ws.id,
+      event_type: 'checkout.completed',
+      gmv_cents: 100,
+      idempotency_key: 'order_5522',
+      occurred_at: new Date().toISOString(),
+    },
   });
   assert.equal(ok.status, 202, 'the new key meters');
   const row = page.locator('tr', { hasText: 'ci handler' });
   await row.getByRole('button', { name: 'Revoke key ci handler' }).click();
   await row.locator('.badge', { hasText: 'revoked' }).waitFor();
   await shot('07-keys-revoked');
-  const { rows } = await stores.pool.query('SELECT revoked_at FROM api_keys WHERE workspace_id = $1 AND name = $2', [ws.id, 'ci handler']);
+  const { rows } = await stores.pool.query('SELECT revoked_at FROM api_keys WHERE workspace_id = $1 AND name = $2', [
+    ws.id,
+    'ci handler',
+  ]);
   assert.ok(rows[0].revoked_at !== null);
   await page.reload();
   assert.equal(await page.locator('#new-key-token').count(), 0, 'the token is never shown again');
-  await eventually(async () => (await call(ingestUrl, 'POST', '/api/v1/meter', {
-    token,
-    body: { workspace_id: ws.id, event_type: 'checkout.completed', gmv_cents: 100, idempotency_key: 'order_5523', occurred_at: new Date().toISOString() },
-  })).status === 401, 5_000, 'ingest to refuse the revoked key');
+  await eventually(
+    async () =>
+      (
+        await call(ingestUrl, 'POST', '/api/v1/meter', {
+          token,
+          body: {
+            workspace_id: ws.id,
+            event_type: 'checkout.completed',
+            gmv_cents: 100,
+            idempotency_key: 'order_5523',
+            occurred_at: new Date().toISOString(),
+          },
+        })
+      ).status === 401,
+    5_000,
+    'ingest to refuse the revoked key',
+  );
 });
 
 test('a disabled endpoint is reactivated and a failed delivery resent from the webhooks page', async () => {
   rx.respond = () => 500;
-  const created = await call(control.url, 'POST', `/api/v1/workspaces/${ws.id}/webhooks`, { token: ws.token, body: { url: rx.url, description: 'Prod Zapier pipe' } });
+  const created = await call(control.url, 'POST', `/api/v1/workspaces/${ws.id}/webhooks`, {
+    token: ws.token,
+    body: { url: rx.url, description: 'Prod Zapier pipe' },
+  });
   assert.equal(created.status, 201);
   const hookId = created.json.webhook.id as string;
   // Five deliveries that exhaust their five attempts disable the endpoint (the seed's rule).
-  for (let i = 0; i < 5; i++) await inTransaction(stores.pool, (c) => emitEvent(c, ws.id, 'meter.quota.warning', { n: i }));
-  await eventually(async () => (await stores.pool.query('SELECT status FROM webhook_endpoints WHERE id = $1', [hookId])).rows[0].status === 'disabled', 20_000, 'the endpoint to be disabled');
+  for (let i = 0; i < 5; i++)
+    await inTransaction(stores.pool, (c) => emitEvent(c, ws.id, 'meter.quota.warning', { n: i }));
+  await eventually(
+    async () =>
+      (await stores.pool.query('SELECT status FROM webhook_endpoints WHERE id = $1', [hookId])).rows[0].status ===
+      'disabled',
+    20_000,
+    'the endpoint to be disabled',
+  );
   await page.goto(url('/dashboard/webhooks'));
   const endpointRow = page.locator(`tr[data-endpoint-id="${hookId}"]`);
   await endpointRow.locator('.badge', { hasText: 'disabled' }).waitFor();
@@ -213,12 +308,21 @@ test('a disabled endpoint is reactivated and a failed delivery resent from the w
   const before = rx.received.length;
   await endpointRow.getByRole('button', { name: `Reactivate endpoint ${rx.url}` }).click();
   await endpointRow.locator('.badge', { hasText: 'active' }).waitFor();
-  assert.equal((await stores.pool.query('SELECT status FROM webhook_endpoints WHERE id = $1', [hookId])).rows[0].status, 'active');
+  assert.equal(
+    (await stores.pool.query('SELECT status FROM webhook_endpoints WHERE id = $1', [hookId])).rows[0].status,
+    'active',
+  );
 
   const failedId = await page.locator('tr[data-status="failed"]').first().getAttribute('data-delivery-id');
-  await page.locator(`tr[data-delivery-id="${failedId}"]`).getByRole('button', { name: /^Resend delivery/ }).click();
+  await page
+    .locator(`tr[data-delivery-id="${failedId}"]`)
+    .getByRole('button', { name: /^Resend delivery/ })
+    .click();
   await rx.waitFor(before + 1);
-  const { rows } = await stores.pool.query(`SELECT body FROM outbox_events e JOIN webhook_deliveries d ON d.event_id = e.id WHERE d.id = $1`, [failedId]);
+  const { rows } = await stores.pool.query(
+    `SELECT body FROM outbox_events e JOIN webhook_deliveries d ON d.event_id = e.id WHERE d.id = $1`,
+    [failedId],
+  );
   assert.equal(rx.received.at(-1)!.body, rows[0].body, 'the resend carries the same event');
   await page.locator('tr[data-status="succeeded"]').first().waitFor({ timeout: 10_000 });
   assert.match(await page.locator('tr[data-status="succeeded"]').first().innerText(), /200/);
@@ -240,7 +344,11 @@ test('billing shows the plan and opens the Stripe billing portal; sign-out ends 
 });
 
 test('every control on every page has an accessible name', async () => {
-  const ctx2 = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'meterd-chromium-')), { executablePath: CHROMIUM, headless: true, args: ARGS });
+  const ctx2 = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'meterd-chromium-')), {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ARGS,
+  });
   try {
     const p = ctx2.pages()[0] ?? (await ctx2.newPage());
     await p.goto(url('/dashboard/signin'));

@@ -38,7 +38,9 @@ test('sign-in sets an HttpOnly, SameSite session cookie; Redis holds only the ha
   assert.ok(raw);
   assert.equal(JSON.parse(raw).keyId, keyId);
   assert.ok(!raw.includes(token) && !raw.includes(id));
-  assert.ok((await stores.redis.ttl(`${stores.redisPrefix}:dash:s:${createHash('sha256').update(id).digest('hex')}`)) <= 120);
+  assert.ok(
+    (await stores.redis.ttl(`${stores.redisPrefix}:dash:s:${createHash('sha256').update(id).digest('hex')}`)) <= 120,
+  );
   const me = await call(base, 'GET', '/dashboard/api/me', { headers: { cookie: s.cookie } });
   assert.equal(me.status, 200);
   assert.equal(me.json.workspace.id, workspace.id);
@@ -49,11 +51,18 @@ test('sign-in sets an HttpOnly, SameSite session cookie; Redis holds only the ha
 test('the cookie is Secure and __Host- prefixed when PUBLIC_BASE_URL is https', async () => {
   // A Redis prefix of its own: sign-in buckets are shared through Redis, and this file's sign-ins
   // through `control` already use the burst of one address.
-  const s2 = await startTestControl(stores, { PUBLIC_BASE_URL: 'https://meterd.example', INGEST_URL: 'http://127.0.0.1:9', INGEST_REDIS_PREFIX: `${stores.redisPrefix}:s2` });
+  const s2 = await startTestControl(stores, {
+    PUBLIC_BASE_URL: 'https://meterd.example',
+    INGEST_URL: 'http://127.0.0.1:9',
+    INGEST_REDIS_PREFIX: `${stores.redisPrefix}:s2`,
+  });
   try {
     const { token } = await stores.workspace();
     const r = await call(s2.url, 'POST', '/dashboard/api/session', { body: { api_key: token } });
-    assert.match(r.headers.get('set-cookie') ?? '', /^__Host-meterd_session=[^;]+; Path=\/; HttpOnly; SameSite=Lax; Max-Age=\d+; Secure$/);
+    assert.match(
+      r.headers.get('set-cookie') ?? '',
+      /^__Host-meterd_session=[^;]+; Path=\/; HttpOnly; SameSite=Lax; Max-Age=\d+; Secure$/,
+    );
   } finally {
     await s2.close();
   }
@@ -73,21 +82,31 @@ test('bad keys, keys without admin, and calls without a session are refused with
   const anon = await call(base, 'GET', '/dashboard/api/overview');
   assert.equal(anon.status, 401);
   assert.equal(anon.json.error.code, 'session_required');
-  const forged = await call(base, 'GET', '/dashboard/api/me', { headers: { cookie: `meterd_session=${'a'.repeat(43)}` } });
+  const forged = await call(base, 'GET', '/dashboard/api/me', {
+    headers: { cookie: `meterd_session=${'a'.repeat(43)}` },
+  });
   assert.equal(forged.json.error.code, 'session_required');
 });
 
-test('state-changing calls need the session\'s CSRF token; reads do not', async () => {
+test("state-changing calls need the session's CSRF token; reads do not", async () => {
   const { token, workspace } = await stores.workspace('growth');
   const s = await signIn(token);
   const none = await call(base, 'POST', '/dashboard/api/keys', { headers: { cookie: s.cookie }, body: { name: 'x' } });
   assert.equal(none.status, 403);
   assert.equal(none.json.error.code, 'csrf_token_invalid');
-  const wrong = await call(base, 'POST', '/dashboard/api/keys', { headers: { cookie: s.cookie, 'x-csrf-token': s.csrf.slice(1) + 'x' }, body: { name: 'x' } });
+  const wrong = await call(base, 'POST', '/dashboard/api/keys', {
+    headers: { cookie: s.cookie, 'x-csrf-token': s.csrf.slice(1) + 'x' },
+    body: { name: 'x' },
+  });
   assert.equal(wrong.json.error.code, 'csrf_token_invalid');
-  const { rows } = await stores.pool.query('SELECT count(*)::int AS n FROM api_keys WHERE workspace_id = $1', [workspace.id]);
+  const { rows } = await stores.pool.query('SELECT count(*)::int AS n FROM api_keys WHERE workspace_id = $1', [
+    workspace.id,
+  ]);
   assert.equal(rows[0].n, 1, 'a refused call created nothing');
-  const ok = await call(base, 'POST', '/dashboard/api/keys', { headers: { cookie: s.cookie, 'x-csrf-token': s.csrf }, body: { name: 'ci', scopes: ['meter:write'] } });
+  const ok = await call(base, 'POST', '/dashboard/api/keys', {
+    headers: { cookie: s.cookie, 'x-csrf-token': s.csrf },
+    body: { name: 'ci', scopes: ['meter:write'] },
+  });
   assert.equal(ok.status, 201);
   assert.match(ok.json.api_key.token, /^sks_/);
   const list = await call(base, 'GET', '/dashboard/api/keys', { headers: { cookie: s.cookie } });
@@ -98,28 +117,45 @@ test('state-changing calls need the session\'s CSRF token; reads do not', async 
 test('revoking the key a session signed in with ends that session; sign-out ends it too', async () => {
   const { token, workspace } = await stores.workspace('growth');
   const a = await signIn(token);
-  const created = await call(base, 'POST', '/dashboard/api/keys', { headers: { cookie: a.cookie, 'x-csrf-token': a.csrf }, body: { name: 'second', scopes: ['admin'] } });
+  const created = await call(base, 'POST', '/dashboard/api/keys', {
+    headers: { cookie: a.cookie, 'x-csrf-token': a.csrf },
+    body: { name: 'second', scopes: ['admin'] },
+  });
   const b = await signIn(created.json.api_key.token);
-  const self = await call(base, 'DELETE', `/dashboard/api/keys/${created.json.api_key.id}`, { headers: { cookie: b.cookie, 'x-csrf-token': b.csrf } });
+  const self = await call(base, 'DELETE', `/dashboard/api/keys/${created.json.api_key.id}`, {
+    headers: { cookie: b.cookie, 'x-csrf-token': b.csrf },
+  });
   assert.equal(self.status, 400, 'a session does not saw off the key it stands on');
-  const revoke = await call(base, 'DELETE', `/dashboard/api/keys/${created.json.api_key.id}`, { headers: { cookie: a.cookie, 'x-csrf-token': a.csrf } });
+  const revoke = await call(base, 'DELETE', `/dashboard/api/keys/${created.json.api_key.id}`, {
+    headers: { cookie: a.cookie, 'x-csrf-token': a.csrf },
+  });
   assert.equal(revoke.status, 200);
   assert.equal((await call(base, 'GET', '/dashboard/api/me', { headers: { cookie: b.cookie } })).status, 401);
   assert.equal((await call(base, 'GET', '/dashboard/api/me', { headers: { cookie: a.cookie } })).status, 200);
-  const out = await call(base, 'DELETE', '/dashboard/api/session', { headers: { cookie: a.cookie, 'x-csrf-token': a.csrf } });
+  const out = await call(base, 'DELETE', '/dashboard/api/session', {
+    headers: { cookie: a.cookie, 'x-csrf-token': a.csrf },
+  });
   assert.equal(out.status, 204);
   assert.match(out.headers.get('set-cookie') ?? '', /Max-Age=0/);
   assert.equal((await call(base, 'GET', '/dashboard/api/me', { headers: { cookie: a.cookie } })).status, 401);
   const other = await stores.workspace();
   const c = await signIn(other.token);
-  const cross = await call(base, 'DELETE', `/dashboard/api/keys/${(await stores.pool.query('SELECT id FROM api_keys WHERE workspace_id = $1 AND revoked_at IS NULL', [workspace.id])).rows[0].id}`, { headers: { cookie: c.cookie, 'x-csrf-token': c.csrf } });
+  const cross = await call(
+    base,
+    'DELETE',
+    `/dashboard/api/keys/${(await stores.pool.query('SELECT id FROM api_keys WHERE workspace_id = $1 AND revoked_at IS NULL', [workspace.id])).rows[0].id}`,
+    { headers: { cookie: c.cookie, 'x-csrf-token': c.csrf } },
+  );
   assert.equal(cross.status, 404, 'a session reaches only its own workspace');
 });
 
 test('pages redirect to sign-in without a session, keeping only a dashboard path as next; pages carry a strict CSP', async () => {
   const r = await call(base, 'GET', '/dashboard/onboarding?workspace=ws_abc&shopify=connected');
   assert.equal(r.status, 302);
-  assert.equal(r.headers.get('location'), `/dashboard/signin?next=${encodeURIComponent('/dashboard/onboarding?workspace=ws_abc&shopify=connected')}`);
+  assert.equal(
+    r.headers.get('location'),
+    `/dashboard/signin?next=${encodeURIComponent('/dashboard/onboarding?workspace=ws_abc&shopify=connected')}`,
+  );
   const page = await call(base, 'GET', '/dashboard/signin?next=https://evil.example/');
   assert.equal(page.status, 200);
   assert.match(page.headers.get('content-security-policy') ?? '', /default-src 'none'; script-src 'self'/);
@@ -140,7 +176,10 @@ test('pages redirect to sign-in without a session, keeping only a dashboard path
 test('overview and onboarding answer from real state, and say which parts are unavailable', async () => {
   const { token, workspace } = await stores.workspace('free');
   const s = await signIn(token);
-  await stores.redis.set(`${stores.redisPrefix}:{${workspace.id}}:q:${new Date().toISOString().slice(0, 7).replace('-', '')}`, '7');
+  await stores.redis.set(
+    `${stores.redisPrefix}:{${workspace.id}}:q:${new Date().toISOString().slice(0, 7).replace('-', '')}`,
+    '7',
+  );
   const o = await call(base, 'GET', '/dashboard/api/overview?granularity=day', { headers: { cookie: s.cookie } });
   assert.equal(o.status, 200, o.text);
   assert.deepEqual(o.json.usage.used, 7);
@@ -149,11 +188,19 @@ test('overview and onboarding answer from real state, and say which parts are un
   assert.deepEqual(o.json.series, []);
   assert.equal(o.json.range.step, 86_400_000);
   const ob = await call(base, 'GET', '/dashboard/api/onboarding', { headers: { cookie: s.cookie } });
-  assert.deepEqual(ob.json.steps.map((x: { done: boolean }) => x.done), [true, false, true]);
+  assert.deepEqual(
+    ob.json.steps.map((x: { done: boolean }) => x.done),
+    [true, false, true],
+  );
   assert.equal(ob.json.steps[2].unlocked, false);
-  const unlocked = await call(base, 'GET', '/dashboard/api/onboarding?shopify=connected', { headers: { cookie: s.cookie } });
+  const unlocked = await call(base, 'GET', '/dashboard/api/onboarding?shopify=connected', {
+    headers: { cookie: s.cookie },
+  });
   assert.equal(unlocked.json.steps[2].unlocked, true);
-  await stores.pool.query(`INSERT INTO shopify_connections (workspace_id, shop_domain, access_token_enc) VALUES ($1, 'acme.myshopify.com', 'x')`, [workspace.id]);
+  await stores.pool.query(
+    `INSERT INTO shopify_connections (workspace_id, shop_domain, access_token_enc) VALUES ($1, 'acme.myshopify.com', 'x')`,
+    [workspace.id],
+  );
   const viaDb = await call(base, 'GET', '/dashboard/api/onboarding', { headers: { cookie: s.cookie } });
   assert.equal(viaDb.json.steps[2].unlocked, true);
   assert.equal(viaDb.json.shopify.shop_domain, 'acme.myshopify.com');

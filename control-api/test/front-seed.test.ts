@@ -24,10 +24,23 @@ before(async () => {
   control = await startTestControl(stores, { PROVISION_LOCAL_ENABLED: 'true', TRUSTED_PROXIES: '127.0.0.1,::1' });
   spool = mkdtempSync(join(tmpdir(), 'meterd-front-'));
   const ingestPort = await freePort();
-  ingest = await spawnService(join(REPO, 'ingest/dist/src/main.js'), {
-    ...stores.env, INGEST_PORT: String(ingestPort), INGEST_THREADS: '1', SPOOL_DIR: spool, DEPLOY_API_KEY: OPERATOR_KEY, LOG_LEVEL: 'silent',
-  }, `http://127.0.0.1:${ingestPort}/healthz`);
-  front = createFront({ ingest: new URL(`http://127.0.0.1:${ingestPort}`), aggregator: new URL('http://127.0.0.1:9'), control: new URL(control.url) });
+  ingest = await spawnService(
+    join(REPO, 'ingest/dist/src/main.js'),
+    {
+      ...stores.env,
+      INGEST_PORT: String(ingestPort),
+      INGEST_THREADS: '1',
+      SPOOL_DIR: spool,
+      DEPLOY_API_KEY: OPERATOR_KEY,
+      LOG_LEVEL: 'silent',
+    },
+    `http://127.0.0.1:${ingestPort}/healthz`,
+  );
+  front = createFront({
+    ingest: new URL(`http://127.0.0.1:${ingestPort}`),
+    aggregator: new URL('http://127.0.0.1:9'),
+    control: new URL(control.url),
+  });
   await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
   base = `http://127.0.0.1:${(front.address() as { port: number }).port}`;
 });
@@ -48,8 +61,10 @@ test('routing table', () => {
   assert.equal(routeOf('/api/v1/meterx'), 'control');
 });
 
-test('the seed\'s three curl calls work against the front with only the host changed', async () => {
-  const signup = await call(base, 'POST', '/api/v1/signup', { body: { slug: 'acme', display_name: 'Acme', contact_email: 'ops@acme.com' } });
+test("the seed's three curl calls work against the front with only the host changed", async () => {
+  const signup = await call(base, 'POST', '/api/v1/signup', {
+    body: { slug: 'acme', display_name: 'Acme', contact_email: 'ops@acme.com' },
+  });
   assert.equal(signup.status, 201);
   const SKS = signup.json.api_key.token as string;
   const WS = signup.json.workspace.id as string;
@@ -57,13 +72,25 @@ test('the seed\'s three curl calls work against the front with only the host cha
   assert.match(WS, /^ws_/);
 
   const prov = await call(base, 'POST', '/api/v1/provision', {
-    token: SKS, body: { service: 'acp-handler', customer_id: 'acme', config: { METER_URL: base, METER_WORKSPACE_ID: WS, METER_API_KEY: SKS } },
+    token: SKS,
+    body: {
+      service: 'acp-handler',
+      customer_id: 'acme',
+      config: { METER_URL: base, METER_WORKSPACE_ID: WS, METER_API_KEY: SKS },
+    },
   });
   assert.equal(prov.status, 202);
 
   const meter = await call(base, 'POST', '/api/v1/meter', {
     token: SKS,
-    body: { workspace_id: WS, event_type: 'checkout.completed', quantity: 1, gmv_cents: 4299, idempotency_key: 'order_5521', occurred_at: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z') },
+    body: {
+      workspace_id: WS,
+      event_type: 'checkout.completed',
+      quantity: 1,
+      gmv_cents: 4299,
+      idempotency_key: 'order_5521',
+      occurred_at: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
+    },
   });
   assert.equal(meter.status, 202);
   assert.equal(meter.headers.get('x-plan-events-used'), '1');
@@ -71,11 +98,19 @@ test('the seed\'s three curl calls work against the front with only the host cha
   assert.equal(meter.headers.get('x-plan-events-remaining'), '499');
 
   // The provisioned handler meters through the same base URL.
-  const p = await eventually(async () => {
-    const r = await call(base, 'GET', `/api/v1/provision/${prov.json.provision.id}`, { token: SKS });
-    return r.json.provision.status === 'running' ? r.json.provision : undefined;
-  }, 20_000, 'handler running');
-  const done = await fetch(`${p.url}/checkout_sessions/cs_1/complete`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ total_cents: 1000 }) });
+  const p = await eventually(
+    async () => {
+      const r = await call(base, 'GET', `/api/v1/provision/${prov.json.provision.id}`, { token: SKS });
+      return r.json.provision.status === 'running' ? r.json.provision : undefined;
+    },
+    20_000,
+    'handler running',
+  );
+  const done = await fetch(`${p.url}/checkout_sessions/cs_1/complete`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ total_cents: 1000 }),
+  });
   assert.equal(done.status, 200);
   assert.equal(((await done.json()) as { meter_status: number }).meter_status, 202);
   await control.provisioner.settle();

@@ -25,31 +25,59 @@ export function testEnv(stores: TestStores, extra: Record<string, string> = {}):
   };
 }
 
-export async function startTestControl(stores: TestStores, extra: Record<string, string> = {}, driver?: ProvisionDriver): Promise<ControlServer & { cfg: ControlConfig }> {
+export async function startTestControl(
+  stores: TestStores,
+  extra: Record<string, string> = {},
+  driver?: ProvisionDriver,
+): Promise<ControlServer & { cfg: ControlConfig }> {
   const cfg = loadControlConfig(testEnv(stores, extra));
-  const s = await startControl(cfg, { log: createLogger('control-api-test', process.env.TEST_LOG_LEVEL ?? 'silent'), ...(driver ? { driver } : {}) });
+  const s = await startControl(cfg, {
+    log: createLogger('control-api-test', process.env.TEST_LOG_LEVEL ?? 'silent'),
+    ...(driver ? { driver } : {}),
+  });
   return Object.assign(s, { cfg });
 }
 
-export interface Reply { status: number; json: any; headers: Headers; text: string }
+export interface Reply {
+  status: number;
+  json: any;
+  headers: Headers;
+  text: string;
+}
 
-export async function call(base: string, method: string, path: string, o: { token?: string; body?: unknown; raw?: string; headers?: Record<string, string> } = {}): Promise<Reply> {
+export async function call(
+  base: string,
+  method: string,
+  path: string,
+  o: { token?: string; body?: unknown; raw?: string; headers?: Record<string, string> } = {},
+): Promise<Reply> {
   const headers: Record<string, string> = { ...(o.headers ?? {}) };
   if (o.token) headers.authorization = `Bearer ${o.token}`;
   let body: string | undefined;
   if (o.raw !== undefined) body = o.raw;
   else if (o.body !== undefined) body = JSON.stringify(o.body);
   if (body !== undefined && headers['content-type'] === undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(new URL(path, base), { method, headers, ...(body === undefined ? {} : { body }), redirect: 'manual' });
+  const res = await fetch(new URL(path, base), {
+    method,
+    headers,
+    ...(body === undefined ? {} : { body }),
+    redirect: 'manual',
+  });
   const text = await res.text();
   let json: unknown = undefined;
   try {
     json = JSON.parse(text);
-  } catch { /* not JSON */ }
+  } catch {
+    /* not JSON */
+  }
   return { status: res.status, json, headers: res.headers, text };
 }
 
-export interface Received { headers: IncomingMessage['headers']; body: string; at: number }
+export interface Received {
+  headers: IncomingMessage['headers'];
+  body: string;
+  at: number;
+}
 
 /** A real local HTTP receiver whose answers the test scripts. */
 export class Receiver {
@@ -96,7 +124,11 @@ export class Receiver {
   }
 }
 
-export async function eventually<T>(fn: () => Promise<T | undefined | false>, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+export async function eventually<T>(
+  fn: () => Promise<T | undefined | false>,
+  timeoutMs = 10_000,
+  what = 'condition',
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -110,9 +142,6 @@ export async function eventually<T>(fn: () => Promise<T | undefined | false>, ti
 import crypto from 'node:crypto';
 export function seedVerify(raw: string, header: string, secret: string): boolean {
   const parts = Object.fromEntries(header.split(',').map((p) => p.split('=')));
-  const expected = crypto
-    .createHmac('sha256', secret)
-    .update(`${parts.t}.${raw}`)
-    .digest('hex');
+  const expected = crypto.createHmac('sha256', secret).update(`${parts.t}.${raw}`).digest('hex');
   return crypto.timingSafeEqual(Buffer.from(expected), Buffer.from(parts.v1));
 }

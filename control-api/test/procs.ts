@@ -5,16 +5,26 @@ export { freePort };
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 
-
 /** Spawns a built entry point and waits until its /healthz answers. */
-export async function spawnService(main: string, env: Record<string, string>, healthUrl: string, timeoutMs = 20_000): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [main], { cwd: REPO, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'ignore', process.env.TEST_CHILD_STDERR ? 'inherit' : 'ignore'] });
+export async function spawnService(
+  main: string,
+  env: Record<string, string>,
+  healthUrl: string,
+  timeoutMs = 20_000,
+): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [main], {
+    cwd: REPO,
+    env: { PATH: process.env.PATH ?? '', ...env },
+    stdio: ['ignore', 'ignore', process.env.TEST_CHILD_STDERR ? 'inherit' : 'ignore'],
+  });
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     if (child.exitCode !== null) throw new Error(`${main} exited with ${child.exitCode}`);
     try {
       if ((await fetch(healthUrl)).ok) return child;
-    } catch { /* not yet */ }
+    } catch {
+      /* not yet */
+    }
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
       throw new Error(`${main} not healthy within ${timeoutMs} ms`);
@@ -24,5 +34,7 @@ export async function spawnService(main: string, env: Record<string, string>, he
 }
 
 export function exited(child: ChildProcess): Promise<void> {
-  return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', () => r()));
+  return child.exitCode !== null || child.signalCode !== null
+    ? Promise.resolve()
+    : new Promise((r) => child.once('exit', () => r()));
 }

@@ -24,7 +24,9 @@ after(async () => {
 });
 
 const seedProvision = (ws: string, sks: string, customer = 'acme') => ({
-  service: 'acp-handler', customer_id: customer, config: { METER_URL: 'http://127.0.0.1:9', METER_WORKSPACE_ID: ws, METER_API_KEY: sks },
+  service: 'acp-handler',
+  customer_id: customer,
+  config: { METER_URL: 'http://127.0.0.1:9', METER_WORKSPACE_ID: ws, METER_API_KEY: sks },
 });
 
 test('provision: pending → running through the local driver, emits provision.running, quota 429 beyond the plan, deprovision frees the slot', async () => {
@@ -36,24 +38,37 @@ test('provision: pending → running through the local driver, emits provision.r
     assert.equal(res.status, 202);
     assert.equal(res.json.provision.status, 'pending');
     const id = res.json.provision.id as string;
-    const running = await eventually(async () => {
-      const r = await call(s.url, 'GET', `/api/v1/provision/${id}`, { token });
-      return r.json.provision.status !== 'pending' ? r.json.provision : undefined;
-    }, 20_000, 'provision settled');
+    const running = await eventually(
+      async () => {
+        const r = await call(s.url, 'GET', `/api/v1/provision/${id}`, { token });
+        return r.json.provision.status !== 'pending' ? r.json.provision : undefined;
+      },
+      20_000,
+      'provision settled',
+    );
     assert.equal(running.status, 'running', running.error);
     assert.equal((await fetch(`${running.url}/healthz`)).status, 200);
     const [evt] = await rx.waitFor(1);
     assert.equal(JSON.parse(evt!.body).event, 'provision.running');
 
-    const over = await call(s.url, 'POST', '/api/v1/provision', { token, body: seedProvision(workspace.id, token, 'acme-two') });
+    const over = await call(s.url, 'POST', '/api/v1/provision', {
+      token,
+      body: seedProvision(workspace.id, token, 'acme-two'),
+    });
     assert.deepEqual([over.status, over.json.error.code], [429, 'plan_limit_exceeded']);
-    const unknown = await call(s.url, 'POST', '/api/v1/provision', { token, body: { ...seedProvision(workspace.id, token), service: 'nope' } });
+    const unknown = await call(s.url, 'POST', '/api/v1/provision', {
+      token,
+      body: { ...seedProvision(workspace.id, token), service: 'nope' },
+    });
     assert.deepEqual([unknown.status, unknown.json.error.field], [400, 'service']);
 
     const gone = await call(s.url, 'DELETE', `/api/v1/provision/${id}`, { token });
     assert.equal(gone.json.provision.status, 'deprovisioned');
     await assert.rejects(fetch(`${running.url}/healthz`));
-    const again = await call(s.url, 'POST', '/api/v1/provision', { token, body: seedProvision(workspace.id, token, 'acme-three') });
+    const again = await call(s.url, 'POST', '/api/v1/provision', {
+      token,
+      body: seedProvision(workspace.id, token, 'acme-three'),
+    });
     assert.equal(again.status, 202);
     await s.provisioner.settle();
     await call(s.url, 'DELETE', `/api/v1/provision/${again.json.provision.id}`, { token });
@@ -63,9 +78,28 @@ test('provision: pending → running through the local driver, emits provision.r
 });
 
 test('rendered Kubernetes manifests validate against the schemas of their kinds', () => {
-  const spec = { provisionId: 'prv_ABC', workspaceId: 'ws_Abc123', workspaceSlug: 'acme-corp', customerId: 'acme', service: CATALOG['acp-handler']!, config: { METER_URL: 'https://x', METER_WORKSPACE_ID: 'ws_Abc123', METER_API_KEY: 'sks_x' } };
-  const ms = renderManifests(spec, { domain: 'handlers.example.com', imagePrefix: 'ghcr.io/meterd', clusterIssuer: 'letsencrypt-prod' });
-  const models: Record<string, new (d: any) => { validate(): void }> = { Namespace, Secret, Service, ResourceQuota, Deployment, Ingress, NetworkPolicy };
+  const spec = {
+    provisionId: 'prv_ABC',
+    workspaceId: 'ws_Abc123',
+    workspaceSlug: 'acme-corp',
+    customerId: 'acme',
+    service: CATALOG['acp-handler']!,
+    config: { METER_URL: 'https://x', METER_WORKSPACE_ID: 'ws_Abc123', METER_API_KEY: 'sks_x' },
+  };
+  const ms = renderManifests(spec, {
+    domain: 'handlers.example.com',
+    imagePrefix: 'ghcr.io/meterd',
+    clusterIssuer: 'letsencrypt-prod',
+  });
+  const models: Record<string, new (d: any) => { validate(): void }> = {
+    Namespace,
+    Secret,
+    Service,
+    ResourceQuota,
+    Deployment,
+    Ingress,
+    NetworkPolicy,
+  };
   assert.deepEqual(ms.map((m) => m.kind).sort(), Object.keys(models).sort());
   for (const m of ms) new models[m.kind]!(m).validate();
   const ingress = ms.find((m) => m.kind === 'Ingress')!;
@@ -80,13 +114,19 @@ test('a failing driver leaves the provision failed with provision.failed', async
   const bad = await startTestControl(stores, { PROVISION_DRIVER: 'kubernetes', KUBE_API_URL: 'http://127.0.0.1:9' });
   try {
     const { workspace } = await stores.workspace('growth');
-    const res = await call(bad.url, 'POST', '/api/v1/provision', { token: OPERATOR_KEY, body: { ...seedProvision(workspace.id, 'sks_x'), workspace_id: workspace.id } });
+    const res = await call(bad.url, 'POST', '/api/v1/provision', {
+      token: OPERATOR_KEY,
+      body: { ...seedProvision(workspace.id, 'sks_x'), workspace_id: workspace.id },
+    });
     assert.equal(res.status, 202);
     await bad.provisioner.settle();
     const st = await call(bad.url, 'GET', `/api/v1/provision/${res.json.provision.id}`, { token: OPERATOR_KEY });
     assert.equal(st.json.provision.status, 'failed');
     const { rows } = await stores.pool.query(`SELECT event FROM outbox_events WHERE workspace_id = $1`, [workspace.id]);
-    assert.deepEqual(rows.map((r) => r.event), ['provision.failed']);
+    assert.deepEqual(
+      rows.map((r) => r.event),
+      ['provision.failed'],
+    );
   } finally {
     await bad.close();
   }
@@ -94,20 +134,37 @@ test('a failing driver leaves the provision failed with provision.failed', async
 
 function stripeEvent(id: string, created: number, customer: string, lookupKey: string) {
   return JSON.stringify({
-    id, object: 'event', type: 'customer.subscription.updated', created,
-    data: { object: { id: 'sub_1', object: 'subscription', customer, status: 'active', metadata: {}, items: { object: 'list', data: [{ id: 'si_1', price: { id: 'price_1', lookup_key: lookupKey } }] } } },
+    id,
+    object: 'event',
+    type: 'customer.subscription.updated',
+    created,
+    data: {
+      object: {
+        id: 'sub_1',
+        object: 'subscription',
+        customer,
+        status: 'active',
+        metadata: {},
+        items: { object: 'list', data: [{ id: 'si_1', price: { id: 'price_1', lookup_key: lookupKey } }] },
+      },
+    },
   });
 }
-const sign = (payload: string, secret = WHSEC) => new Stripe('sk_test_unused').webhooks.generateTestHeaderString({ payload, secret });
+const sign = (payload: string, secret = WHSEC) =>
+  new Stripe('sk_test_unused').webhooks.generateTestHeaderString({ payload, secret });
 
 test('Stripe webhooks: bad signature 400 changes nothing; lookup_key scale → 10 handlers; duplicates and older events change nothing', async () => {
   const { workspace } = await stores.workspace('free');
   await stores.pool.query(`UPDATE workspaces SET stripe_customer_id = 'cus_test1' WHERE id = $1`, [workspace.id]);
   const now = Math.floor(Date.now() / 1000);
   const body = stripeEvent('evt_s1', now, 'cus_test1', 'scale');
-  const bad = await call(s.url, 'POST', '/webhooks/stripe', { raw: body, headers: { 'stripe-signature': sign(body, 'whsec_wrong') } });
+  const bad = await call(s.url, 'POST', '/webhooks/stripe', {
+    raw: body,
+    headers: { 'stripe-signature': sign(body, 'whsec_wrong') },
+  });
   assert.deepEqual([bad.status, bad.json.error.code], [400, 'invalid_signature']);
-  const planOf = async () => (await stores.pool.query('SELECT plan FROM workspaces WHERE id = $1', [workspace.id])).rows[0].plan;
+  const planOf = async () =>
+    (await stores.pool.query('SELECT plan FROM workspaces WHERE id = $1', [workspace.id])).rows[0].plan;
   assert.equal(await planOf(), 'free');
 
   const ok = await call(s.url, 'POST', '/webhooks/stripe', { raw: body, headers: { 'stripe-signature': sign(body) } });
@@ -116,7 +173,10 @@ test('Stripe webhooks: bad signature 400 changes nothing; lookup_key scale → 1
   const dup = await call(s.url, 'POST', '/webhooks/stripe', { raw: body, headers: { 'stripe-signature': sign(body) } });
   assert.equal(dup.json.outcome, 'duplicate');
   const older = stripeEvent('evt_s0', now - 60, 'cus_test1', 'growth');
-  const stale = await call(s.url, 'POST', '/webhooks/stripe', { raw: older, headers: { 'stripe-signature': sign(older) } });
+  const stale = await call(s.url, 'POST', '/webhooks/stripe', {
+    raw: older,
+    headers: { 'stripe-signature': sign(older) },
+  });
   assert.equal(stale.json.outcome, 'stale');
   assert.equal(await planOf(), 'scale');
 
@@ -124,17 +184,25 @@ test('Stripe webhooks: bad signature 400 changes nothing; lookup_key scale → 1
   // unreachable here, so slots are taken by pending/failed records; count only what the quota sees).
   const { rows } = await stores.pool.query(
     `INSERT INTO provisions (id, workspace_id, service, customer_id, driver, status, config_enc)
-     SELECT 'prv_fill' || g, $1, 'acp-handler', 'c' || g, 'local', 'running', 'v1.x' FROM generate_series(1, 9) g RETURNING id`, [workspace.id]);
+     SELECT 'prv_fill' || g, $1, 'acp-handler', 'c' || g, 'local', 'running', 'v1.x' FROM generate_series(1, 9) g RETURNING id`,
+    [workspace.id],
+  );
   assert.equal(rows.length, 9);
-  const tenth = await call(s.url, 'POST', '/api/v1/provision', { token: OPERATOR_KEY, body: { ...seedProvision(workspace.id, 'sks_x', 'tenth'), workspace_id: workspace.id } });
+  const tenth = await call(s.url, 'POST', '/api/v1/provision', {
+    token: OPERATOR_KEY,
+    body: { ...seedProvision(workspace.id, 'sks_x', 'tenth'), workspace_id: workspace.id },
+  });
   assert.equal(tenth.status, 202);
-  const eleventh = await call(s.url, 'POST', '/api/v1/provision', { token: OPERATOR_KEY, body: { ...seedProvision(workspace.id, 'sks_x', 'eleventh'), workspace_id: workspace.id } });
+  const eleventh = await call(s.url, 'POST', '/api/v1/provision', {
+    token: OPERATOR_KEY,
+    body: { ...seedProvision(workspace.id, 'sks_x', 'eleventh'), workspace_id: workspace.id },
+  });
   assert.deepEqual([eleventh.status, eleventh.json.error.code], [429, 'plan_limit_exceeded']);
   await s.provisioner.settle();
   await call(s.url, 'DELETE', `/api/v1/provision/${tenth.json.provision.id}`, { token: OPERATOR_KEY });
 });
 
-test('meter.quota.warning fires once per threshold per period from ingest\'s Redis counters', async () => {
+test("meter.quota.warning fires once per threshold per period from ingest's Redis counters", async () => {
   const { workspace } = await stores.workspace('free');
   const key = `${stores.redisPrefix}:{${workspace.id}}:q:${new Date().toISOString().slice(0, 7).replace('-', '')}`;
   await stores.redis.set(key, '399');
@@ -145,6 +213,12 @@ test('meter.quota.warning fires once per threshold per period from ingest\'s Red
   await stores.redis.set(key, '500');
   await s.quota.check();
   await s.quota.check();
-  const { rows } = await stores.pool.query(`SELECT body FROM outbox_events WHERE workspace_id = $1 AND event = 'meter.quota.warning' ORDER BY created_at`, [workspace.id]);
-  assert.deepEqual(rows.map((r) => JSON.parse(r.body).data.threshold_percent), [80, 100]);
+  const { rows } = await stores.pool.query(
+    `SELECT body FROM outbox_events WHERE workspace_id = $1 AND event = 'meter.quota.warning' ORDER BY created_at`,
+    [workspace.id],
+  );
+  assert.deepEqual(
+    rows.map((r) => JSON.parse(r.body).data.threshold_percent),
+    [80, 100],
+  );
 });

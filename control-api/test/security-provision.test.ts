@@ -31,14 +31,23 @@ after(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const injection = (marker: string) => `--import=data:text/javascript,import{writeFileSync}from'node:fs';writeFileSync('${marker}','pwned')`;
-const legit = (ws: string, token: string) => ({ METER_URL: 'http://127.0.0.1:9', METER_WORKSPACE_ID: ws, METER_API_KEY: token });
+const injection = (marker: string) =>
+  `--import=data:text/javascript,import{writeFileSync}from'node:fs';writeFileSync('${marker}','pwned')`;
+const legit = (ws: string, token: string) => ({
+  METER_URL: 'http://127.0.0.1:9',
+  METER_WORKSPACE_ID: ws,
+  METER_API_KEY: token,
+});
 
 async function settled(id: string, token: string): Promise<{ status: string; url: string | null }> {
-  return eventually(async () => {
-    const r = await call(s.url, 'GET', `/api/v1/provision/${id}`, { token });
-    return r.json.provision.status !== 'pending' ? r.json.provision : undefined;
-  }, 20_000, 'provision settled');
+  return eventually(
+    async () => {
+      const r = await call(s.url, 'GET', `/api/v1/provision/${id}`, { token });
+      return r.json.provision.status !== 'pending' ? r.json.provision : undefined;
+    },
+    20_000,
+    'provision settled',
+  );
 }
 
 /** The environment of this process's child running `entry`, read from /proc as an attacker would. */
@@ -63,25 +72,51 @@ function childEnviron(entry: string): Record<string, string> {
 test('the NODE_OPTIONS injection is refused with 400 invalid_field naming the key; nothing is stored or run; a legit provision runs', async () => {
   const { workspace, token } = await stores.workspace('growth');
   const marker = join(dir, 'post');
-  for (const [key, value] of [['NODE_OPTIONS', injection(marker)], ['LD_PRELOAD', '/tmp/evil.so'], ['PATH', '/tmp/evil-bin']] as const) {
-    const res = await call(s.url, 'POST', '/api/v1/provision', { token, body: { service: 'acp-handler', customer_id: 'acme', config: { ...legit(workspace.id, token), [key]: value } } });
+  for (const [key, value] of [
+    ['NODE_OPTIONS', injection(marker)],
+    ['LD_PRELOAD', '/tmp/evil.so'],
+    ['PATH', '/tmp/evil-bin'],
+  ] as const) {
+    const res = await call(s.url, 'POST', '/api/v1/provision', {
+      token,
+      body: { service: 'acp-handler', customer_id: 'acme', config: { ...legit(workspace.id, token), [key]: value } },
+    });
     assert.equal(res.status, 400, key);
     assert.equal(res.json.error.code, 'invalid_field');
     assert.equal(res.json.error.field, `config.${key}`);
     assert.match(res.json.error.message, new RegExp(`config\\.${key} is not a config key of acp-handler`));
   }
-  const bad = await call(s.url, 'POST', '/api/v1/provision', { token, body: { service: 'acp-handler', customer_id: 'acme', config: { ...legit(workspace.id, token), METER_URL: 'file:///etc/passwd' } } });
+  const bad = await call(s.url, 'POST', '/api/v1/provision', {
+    token,
+    body: {
+      service: 'acp-handler',
+      customer_id: 'acme',
+      config: { ...legit(workspace.id, token), METER_URL: 'file:///etc/passwd' },
+    },
+  });
   assert.deepEqual([bad.status, bad.json.error.field], [400, 'config.METER_URL']);
-  const { rows } = await stores.pool.query('SELECT count(*)::int AS n FROM provisions WHERE workspace_id = $1', [workspace.id]);
+  const { rows } = await stores.pool.query('SELECT count(*)::int AS n FROM provisions WHERE workspace_id = $1', [
+    workspace.id,
+  ]);
   assert.equal(rows[0].n, 0, 'a refused request stores nothing');
   await s.provisioner.settle();
   assert.equal(existsSync(marker), false, 'the injected code ran');
 
   // The catalog says which keys exist, so clients can build the form.
   const cat = await call(s.url, 'GET', '/api/v1/catalog');
-  assert.deepEqual(cat.json.data[0].config.map((k: { name: string; secret: boolean }) => [k.name, k.secret]), [['METER_URL', false], ['METER_WORKSPACE_ID', false], ['METER_API_KEY', true]]);
+  assert.deepEqual(
+    cat.json.data[0].config.map((k: { name: string; secret: boolean }) => [k.name, k.secret]),
+    [
+      ['METER_URL', false],
+      ['METER_WORKSPACE_ID', false],
+      ['METER_API_KEY', true],
+    ],
+  );
 
-  const ok = await call(s.url, 'POST', '/api/v1/provision', { token, body: { service: 'acp-handler', customer_id: 'acme', config: legit(workspace.id, token) } });
+  const ok = await call(s.url, 'POST', '/api/v1/provision', {
+    token,
+    body: { service: 'acp-handler', customer_id: 'acme', config: legit(workspace.id, token) },
+  });
   assert.equal(ok.status, 202);
   const p = await settled(ok.json.provision.id, token);
   assert.equal(p.status, 'running');
@@ -89,13 +124,17 @@ test('the NODE_OPTIONS injection is refused with 400 invalid_field naming the ke
   await call(s.url, 'DELETE', `/api/v1/provision/${ok.json.provision.id}`, { token });
 });
 
-test('a stored config holding NODE_OPTIONS (written before the check) deploys without it: the child sees only PATH, the declared keys, PORT and HOST, never the control API\'s secrets', async () => {
+test("a stored config holding NODE_OPTIONS (written before the check) deploys without it: the child sees only PATH, the declared keys, PORT and HOST, never the control API's secrets", async () => {
   // The control API's own secrets live in its environment (this test process is the control API).
   process.env.STRIPE_SECRET_KEY = 'sk_live_parent_secret_must_not_leak';
   process.env.DATABASE_URL_SECRET_PROBE = 'postgres://admin:hunter2@db';
   const { workspace, token } = await stores.workspace('growth');
   const marker = join(dir, 'stored');
-  const config = { ...legit(workspace.id, token), NODE_OPTIONS: injection(marker), STRIPE_SECRET_KEY: 'sk_tenant_override' };
+  const config = {
+    ...legit(workspace.id, token),
+    NODE_OPTIONS: injection(marker),
+    STRIPE_SECRET_KEY: 'sk_tenant_override',
+  };
   await stores.pool.query(
     `INSERT INTO provisions (id, workspace_id, service, customer_id, driver, status, config_enc) VALUES ($1, $2, 'acp-handler', 'legacy', 'local', 'pending', $3)`,
     ['prv_legacyinject', workspace.id, new SecretBox('').seal(JSON.stringify(config))],
@@ -106,9 +145,19 @@ test('a stored config holding NODE_OPTIONS (written before the check) deploys wi
     const p = await settled('prv_legacyinject', token);
     assert.equal(p.status, 'running');
     const env = childEnviron('acp-handler.js');
-    assert.deepEqual(Object.keys(env).sort(), ['HOST', 'METER_API_KEY', 'METER_URL', 'METER_WORKSPACE_ID', 'PATH', 'PORT']);
+    assert.deepEqual(Object.keys(env).sort(), [
+      'HOST',
+      'METER_API_KEY',
+      'METER_URL',
+      'METER_WORKSPACE_ID',
+      'PATH',
+      'PORT',
+    ]);
     assert.equal(env.METER_API_KEY, token, 'the declared secret key is passed');
-    assert.equal(Object.values(env).some((v) => v.includes('parent_secret') || v.includes('hunter2')), false);
+    assert.equal(
+      Object.values(env).some((v) => v.includes('parent_secret') || v.includes('hunter2')),
+      false,
+    );
     assert.equal(existsSync(marker), false, 'the injected code ran');
   } finally {
     delete process.env.STRIPE_SECRET_KEY;
@@ -121,18 +170,30 @@ test('local provisioning runs only where enabled: off by default (501, nothing s
   const off = await startTestControl(stores);
   try {
     const { workspace, token } = await stores.workspace('growth');
-    const res = await call(off.url, 'POST', '/api/v1/provision', { token, body: { service: 'acp-handler', customer_id: 'acme', config: legit(workspace.id, token) } });
+    const res = await call(off.url, 'POST', '/api/v1/provision', {
+      token,
+      body: { service: 'acp-handler', customer_id: 'acme', config: legit(workspace.id, token) },
+    });
     assert.deepEqual([res.status, res.json.error.code], [501, 'not_configured']);
-    const { rows } = await stores.pool.query('SELECT count(*)::int AS n FROM provisions WHERE workspace_id = $1', [workspace.id]);
+    const { rows } = await stores.pool.query('SELECT count(*)::int AS n FROM provisions WHERE workspace_id = $1', [
+      workspace.id,
+    ]);
     assert.equal(rows[0].n, 0);
   } finally {
     await off.close();
   }
   const prod = { ...testEnv(stores), NODE_ENV: 'production', SECRETS_KEY: Buffer.alloc(32, 7).toString('base64') };
   assert.equal(loadControlConfig(prod).PROVISION_LOCAL_ENABLED, false);
-  assert.throws(() => loadControlConfig({ ...prod, PROVISION_LOCAL_ENABLED: 'true' }), (err: unknown) => err instanceof ConfigError && /PROVISION_LOCAL_ENABLED=true is refused outside development mode/.test(err.message));
+  assert.throws(
+    () => loadControlConfig({ ...prod, PROVISION_LOCAL_ENABLED: 'true' }),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      /PROVISION_LOCAL_ENABLED=true is refused outside development mode/.test(err.message),
+  );
   // `npm start`'s supervisor gives the control API development mode with local provisioning.
-  const pj = JSON.parse(readFileSync(join(REPO, 'control-api/package.json'), 'utf8')) as { meterd: { processes: { name: string; env?: Record<string, string> }[] } };
+  const pj = JSON.parse(readFileSync(join(REPO, 'control-api/package.json'), 'utf8')) as {
+    meterd: { processes: { name: string; env?: Record<string, string> }[] };
+  };
   const env = pj.meterd.processes.find((p) => p.name === 'control-api')!.env!;
   assert.equal(loadControlConfig({ ...testEnv(stores), ...env }).PROVISION_LOCAL_ENABLED, true);
 });

@@ -23,7 +23,11 @@ after(async () => {
 });
 
 /** A tight limit in a Redis key prefix of its own, so only this test's signups count. */
-const limits = (name: string) => ({ SIGNUP_BURST: '2', SIGNUP_RATE_PER_MINUTE: '1', INGEST_REDIS_PREFIX: `${stores.redisPrefix}:${name}` });
+const limits = (name: string) => ({
+  SIGNUP_BURST: '2',
+  SIGNUP_RATE_PER_MINUTE: '1',
+  INGEST_REDIS_PREFIX: `${stores.redisPrefix}:${name}`,
+});
 
 let slugs = 0;
 /** POST /api/v1/signup from source address `from`, optionally claiming another address in X-Forwarded-For. */
@@ -31,37 +35,57 @@ function signup(base: string, from: string, forwardedFor?: string): Promise<numb
   const body = JSON.stringify({ slug: `rl-co-${++slugs}`, display_name: 'X' });
   const u = new URL('/api/v1/signup', base);
   return new Promise((resolve, reject) => {
-    const req = http.request({
-      host: u.hostname, port: u.port, path: u.pathname, method: 'POST', localAddress: from,
-      headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), ...(forwardedFor ? { 'x-forwarded-for': forwardedFor } : {}) },
-    }, (res) => {
-      res.resume();
-      res.on('end', () => resolve(res.statusCode!));
-    });
+    const req = http.request(
+      {
+        host: u.hostname,
+        port: u.port,
+        path: u.pathname,
+        method: 'POST',
+        localAddress: from,
+        headers: {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+          ...(forwardedFor ? { 'x-forwarded-for': forwardedFor } : {}),
+        },
+      },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode!));
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
 }
 
-test('the signup limit is shared through Redis: two control-api processes draw from one bucket per client', { timeout: 60_000 }, async () => {
-  const inProcess = await startTestControl(stores, limits('rl1'));
-  const port = await freePort();
-  const other = await spawnService(join(REPO, 'control-api/dist/src/main.js'), testEnv(stores, { ...limits('rl1'), CONTROL_API_PORT: String(port) }), `http://127.0.0.1:${port}/healthz`);
-  try {
-    const viaOther = `http://127.0.0.1:${port}`;
-    // The attack: spread signups over the replicas to multiply the limit.
-    const codes = [];
-    for (const base of [inProcess.url, viaOther, inProcess.url, viaOther]) codes.push(await signup(base, '127.0.0.2'));
-    assert.deepEqual(codes, [201, 201, 429, 429]);
-    // Another client is unaffected, on either process.
-    assert.equal(await signup(viaOther, '127.0.0.3'), 201);
-    assert.equal(await signup(inProcess.url, '127.0.0.3'), 201);
-  } finally {
-    other.kill('SIGTERM');
-    await exited(other);
-    await inProcess.close();
-  }
-});
+test(
+  'the signup limit is shared through Redis: two control-api processes draw from one bucket per client',
+  { timeout: 60_000 },
+  async () => {
+    const inProcess = await startTestControl(stores, limits('rl1'));
+    const port = await freePort();
+    const other = await spawnService(
+      join(REPO, 'control-api/dist/src/main.js'),
+      testEnv(stores, { ...limits('rl1'), CONTROL_API_PORT: String(port) }),
+      `http://127.0.0.1:${port}/healthz`,
+    );
+    try {
+      const viaOther = `http://127.0.0.1:${port}`;
+      // The attack: spread signups over the replicas to multiply the limit.
+      const codes = [];
+      for (const base of [inProcess.url, viaOther, inProcess.url, viaOther])
+        codes.push(await signup(base, '127.0.0.2'));
+      assert.deepEqual(codes, [201, 201, 429, 429]);
+      // Another client is unaffected, on either process.
+      assert.equal(await signup(viaOther, '127.0.0.3'), 201);
+      assert.equal(await signup(inProcess.url, '127.0.0.3'), 201);
+    } finally {
+      other.kill('SIGTERM');
+      await exited(other);
+      await inProcess.close();
+    }
+  },
+);
 
 test('by default no proxy is trusted: a client sending X-Forwarded-For cannot leave its bucket', async () => {
   const s = await startTestControl(stores, limits('rl2'));
@@ -78,7 +102,11 @@ test('by default no proxy is trusted: a client sending X-Forwarded-For cannot le
 
 test('behind a trusted proxy (the front router), each client has its own bucket and a spoofed X-Forwarded-For does not help', async () => {
   const s = await startTestControl(stores, { ...limits('rl3'), TRUSTED_PROXIES: '127.0.0.1' });
-  const front: Server = createFront({ ingest: new URL('http://127.0.0.1:9'), aggregator: new URL('http://127.0.0.1:9'), control: new URL(s.url) });
+  const front: Server = createFront({
+    ingest: new URL('http://127.0.0.1:9'),
+    aggregator: new URL('http://127.0.0.1:9'),
+    control: new URL(s.url),
+  });
   await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
   const base = `http://127.0.0.1:${(front.address() as { port: number }).port}`;
   try {
@@ -95,6 +123,13 @@ test('behind a trusted proxy (the front router), each client has its own bucket 
     front.closeAllConnections();
     await s.close();
   }
-  assert.throws(() => loadControlConfig(testEnv(stores, { TRUSTED_PROXIES: '10.0.0.0/33,proxy.internal' })), (err: unknown) => err instanceof ConfigError && /TRUSTED_PROXIES=.*is not an IP address or CIDR block/.test(err.message));
-  assert.deepEqual(loadControlConfig(testEnv(stores, { TRUSTED_PROXIES: '10.0.0.0/8, ::1' })).TRUSTED_PROXIES, ['10.0.0.0/8', '::1']);
+  assert.throws(
+    () => loadControlConfig(testEnv(stores, { TRUSTED_PROXIES: '10.0.0.0/33,proxy.internal' })),
+    (err: unknown) =>
+      err instanceof ConfigError && /TRUSTED_PROXIES=.*is not an IP address or CIDR block/.test(err.message),
+  );
+  assert.deepEqual(loadControlConfig(testEnv(stores, { TRUSTED_PROXIES: '10.0.0.0/8, ::1' })).TRUSTED_PROXIES, [
+    '10.0.0.0/8',
+    '::1',
+  ]);
 });

@@ -18,7 +18,11 @@ before(async () => {
   stores = await openTestStores('ctlstripe');
   const port = await freePort();
   stripeUrl = `http://127.0.0.1:${port}`;
-  stripeLocal = await spawnService(join(REPO, 'stripe-local/dist/src/main.js'), { STRIPE_LOCAL_PORT: String(port), LOG_LEVEL: 'warn' }, `${stripeUrl}/healthz`);
+  stripeLocal = await spawnService(
+    join(REPO, 'stripe-local/dist/src/main.js'),
+    { STRIPE_LOCAL_PORT: String(port), LOG_LEVEL: 'warn' },
+    `${stripeUrl}/healthz`,
+  );
 });
 after(async () => {
   stripeLocal.kill('SIGTERM');
@@ -28,11 +32,15 @@ after(async () => {
 test('signup links a Stripe customer that exists at Stripe', async () => {
   const s = await startTestControl(stores, { STRIPE_SECRET_KEY: KEY, STRIPE_API_BASE: stripeUrl });
   try {
-    const res = await call(s.url, 'POST', '/api/v1/signup', { body: { slug: 'stripe-linked', display_name: 'Linked', contact_email: 'ops@linked.example' } });
+    const res = await call(s.url, 'POST', '/api/v1/signup', {
+      body: { slug: 'stripe-linked', display_name: 'Linked', contact_email: 'ops@linked.example' },
+    });
     assert.equal(res.status, 201, res.text);
     const customerId = res.json.workspace.stripe_customer_id as string;
     assert.match(customerId, /^cus_/);
-    const { rows } = await stores.pool.query('SELECT stripe_customer_id FROM workspaces WHERE id = $1', [res.json.workspace.id]);
+    const { rows } = await stores.pool.query('SELECT stripe_customer_id FROM workspaces WHERE id = $1', [
+      res.json.workspace.id,
+    ]);
     assert.equal(rows[0].stripe_customer_id, customerId);
     const u = new URL(stripeUrl);
     const stripe = new Stripe(KEY, { host: u.hostname, port: Number(u.port), protocol: 'http' });
@@ -52,7 +60,9 @@ test('a failing Stripe call leaves nothing half-created', async () => {
     assert.equal(res.json.error.code, 'upstream_error');
     const ws = await stores.pool.query(`SELECT id FROM workspaces WHERE slug = 'stripe-down'`);
     assert.equal(ws.rowCount, 0);
-    const keys = await stores.pool.query(`SELECT k.id FROM api_keys k LEFT JOIN workspaces w ON w.id = k.workspace_id WHERE w.id IS NULL`);
+    const keys = await stores.pool.query(
+      `SELECT k.id FROM api_keys k LEFT JOIN workspaces w ON w.id = k.workspace_id WHERE w.id IS NULL`,
+    );
     assert.equal(keys.rowCount, 0);
     const events = await stores.pool.query(`SELECT id FROM outbox_events WHERE body LIKE '%stripe-down%'`);
     assert.equal(events.rowCount, 0);

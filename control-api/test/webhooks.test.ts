@@ -23,11 +23,15 @@ after(async () => {
 });
 
 /** Commits an event the way every cause does: through the outbox, in a transaction. */
-const emit = (ws: string, data: Record<string, unknown> = {}) => inTransaction(stores.pool, (c) => emitEvent(c, ws, 'meter.quota.warning', data));
+const emit = (ws: string, data: Record<string, unknown> = {}) =>
+  inTransaction(stores.pool, (c) => emitEvent(c, ws, 'meter.quota.warning', data));
 
 async function endpoint(rx: Receiver, events?: string[]) {
   const w = await stores.workspace('free');
-  const res = await call(s.url, 'POST', `/api/v1/workspaces/${w.workspace.id}/webhooks`, { token: w.token, body: { url: rx.url, description: 'test', ...(events ? { events } : {}) } });
+  const res = await call(s.url, 'POST', `/api/v1/workspaces/${w.workspace.id}/webhooks`, {
+    token: w.token,
+    body: { url: rx.url, description: 'test', ...(events ? { events } : {}) },
+  });
   assert.equal(res.status, 201);
   return { ...w, hook: res.json.webhook as { id: string; secret: string } };
 }
@@ -46,7 +50,10 @@ test('a delivery carries the seed body and headers, and its signature verifies w
     const [r] = await rx.waitFor(1);
     const body = JSON.parse(r!.body);
     assert.deepEqual(Object.keys(body).sort(), ['created_at', 'data', 'event', 'id', 'workspace_id']);
-    assert.deepEqual([body.id, body.event, body.workspace_id, body.data.threshold_percent], [id, 'meter.quota.warning', workspace.id, 80]);
+    assert.deepEqual(
+      [body.id, body.event, body.workspace_id, body.data.threshold_percent],
+      [id, 'meter.quota.warning', workspace.id, 80],
+    );
     assert.match(body.created_at, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
     assert.equal(r!.headers['stateset-event'], 'meter.quota.warning');
     assert.equal(r!.headers['stateset-event-id'], id);
@@ -70,23 +77,41 @@ test('failures are retried after 0 s, 1 s, 3 s, 10 s (scaled) with an incrementi
     const { workspace, token, hook } = await endpoint(rx);
     await emit(workspace.id);
     const got = await rx.waitFor(5, 15_000);
-    assert.deepEqual(got.map((r) => r.headers['stateset-delivery-attempt']), ['1', '2', '3', '4', '5']);
+    assert.deepEqual(
+      got.map((r) => r.headers['stateset-delivery-attempt']),
+      ['1', '2', '3', '4', '5'],
+    );
     assert.equal(new Set(got.map((r) => r.headers['stateset-event-id'])).size, 1);
     const gaps = got.slice(1).map((r, i) => r.at - got[i]!.at);
     const expected = [0, 1000, 3000, 10000].map((ms) => ms * SCALE);
-    for (let i = 0; i < 4; i++) assert.ok(gaps[i]! >= expected[i]! * 0.9, `gap ${i}: ${gaps[i]} ms < ${expected[i]} ms`);
+    for (let i = 0; i < 4; i++)
+      assert.ok(gaps[i]! >= expected[i]! * 0.9, `gap ${i}: ${gaps[i]} ms < ${expected[i]} ms`);
     assert.ok(gaps[3]! > gaps[2]! && gaps[2]! > gaps[1]!, `gaps grow: ${gaps.join(', ')}`);
 
-    const dl = await eventually(async () => {
-      const r = await call(s.url, 'GET', `/api/v1/workspaces/${workspace.id}/webhook-deliveries?webhook_id=${hook.id}`, { token });
-      return r.json.data[0]?.status === 'succeeded' ? r.json.data[0] : undefined;
-    }, 5_000, 'delivery succeeded');
+    const dl = await eventually(
+      async () => {
+        const r = await call(
+          s.url,
+          'GET',
+          `/api/v1/workspaces/${workspace.id}/webhook-deliveries?webhook_id=${hook.id}`,
+          { token },
+        );
+        return r.json.data[0]?.status === 'succeeded' ? r.json.data[0] : undefined;
+      },
+      5_000,
+      'delivery succeeded',
+    );
     const one = await call(s.url, 'GET', `/api/v1/workspaces/${workspace.id}/webhook-deliveries/${dl.id}`, { token });
-    assert.deepEqual(one.json.delivery.attempts_log.map((a: { status_code: number }) => a.status_code), [503, 503, 503, 503, 200]);
+    assert.deepEqual(
+      one.json.delivery.attempts_log.map((a: { status_code: number }) => a.status_code),
+      [503, 503, 503, 503, 200],
+    );
     assert.ok(one.json.delivery.attempts_log.every((a: { latency_ms: number }) => a.latency_ms >= 0));
 
     // Resend: a new delivery of the same event, with its own log.
-    const re = await call(s.url, 'POST', `/api/v1/workspaces/${workspace.id}/webhook-deliveries/${dl.id}/resend`, { token });
+    const re = await call(s.url, 'POST', `/api/v1/workspaces/${workspace.id}/webhook-deliveries/${dl.id}/resend`, {
+      token,
+    });
     assert.equal(re.status, 202);
     const again = await rx.waitFor(6);
     assert.equal(again[5]!.headers['stateset-event-id'], got[0]!.headers['stateset-event-id']);
@@ -105,7 +130,10 @@ test('a 4xx answer stops the retries', async () => {
     await rx.waitFor(1);
     await new Promise((r) => setTimeout(r, 14_000 * SCALE + 300));
     assert.equal(rx.received.length, 1);
-    const { rows } = await stores.pool.query('SELECT status, attempts, last_status_code FROM webhook_deliveries WHERE endpoint_id = $1', [hook.id]);
+    const { rows } = await stores.pool.query(
+      'SELECT status, attempts, last_status_code FROM webhook_deliveries WHERE endpoint_id = $1',
+      [hook.id],
+    );
     assert.deepEqual(rows[0], { status: 'failed', attempts: 1, last_status_code: 410 });
   } finally {
     await rx.close();
@@ -119,10 +147,14 @@ test('five consecutive exhausted deliveries disable the endpoint; reactivate bri
   try {
     const { workspace, token, hook } = await endpoint(rx);
     for (let i = 0; i < 5; i++) await emit(workspace.id, { n: i });
-    const disabled = await eventually(async () => {
-      const r = await call(s.url, 'GET', `/api/v1/workspaces/${workspace.id}/webhooks`, { token });
-      return r.json.data[0].status === 'disabled' ? r.json.data[0] : undefined;
-    }, 15_000, 'endpoint disabled');
+    const disabled = await eventually(
+      async () => {
+        const r = await call(s.url, 'GET', `/api/v1/workspaces/${workspace.id}/webhooks`, { token });
+        return r.json.data[0].status === 'disabled' ? r.json.data[0] : undefined;
+      },
+      15_000,
+      'endpoint disabled',
+    );
     assert.equal(disabled.consecutive_failures, 5);
     assert.equal(rx.received.length, 25);
 
@@ -132,7 +164,9 @@ test('five consecutive exhausted deliveries disable the endpoint; reactivate bri
     assert.equal(rx.received.length, 25);
 
     healthy = true;
-    const re = await call(s.url, 'POST', `/api/v1/workspaces/${workspace.id}/webhooks/${hook.id}/reactivate`, { token });
+    const re = await call(s.url, 'POST', `/api/v1/workspaces/${workspace.id}/webhooks/${hook.id}/reactivate`, {
+      token,
+    });
     assert.deepEqual([re.status, re.json.webhook.status, re.json.webhook.consecutive_failures], [200, 'active', 0]);
     await emit(workspace.id, { n: 'after' });
     const got = await rx.waitFor(26);
@@ -147,13 +181,21 @@ test('events filter subscriptions, and delete removes an endpoint', async () => 
   try {
     const { workspace, token, hook } = await endpoint(rx, ['shopify.connected']);
     await emit(workspace.id);
-    await inTransaction(stores.pool, (c) => emitEvent(c, workspace.id, 'shopify.connected', { shop_domain: 'x.myshopify.com' }));
+    await inTransaction(stores.pool, (c) =>
+      emitEvent(c, workspace.id, 'shopify.connected', { shop_domain: 'x.myshopify.com' }),
+    );
     const got = await rx.waitFor(1);
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(got.length, 1);
     assert.equal(got[0]!.headers['stateset-event'], 'shopify.connected');
-    assert.equal((await call(s.url, 'DELETE', `/api/v1/workspaces/${workspace.id}/webhooks/${hook.id}`, { token })).status, 204);
-    assert.equal((await call(s.url, 'GET', `/api/v1/workspaces/${workspace.id}/webhooks`, { token })).json.data.length, 0);
+    assert.equal(
+      (await call(s.url, 'DELETE', `/api/v1/workspaces/${workspace.id}/webhooks/${hook.id}`, { token })).status,
+      204,
+    );
+    assert.equal(
+      (await call(s.url, 'GET', `/api/v1/workspaces/${workspace.id}/webhooks`, { token })).json.data.length,
+      0,
+    );
   } finally {
     await rx.close();
   }
@@ -163,8 +205,19 @@ test('webhook URLs: https only, no private, loopback, link-local or metadata add
   const strict = await startTestControl(stores, { WEBHOOK_ALLOW_PRIVATE: 'false', WEBHOOK_WORKER: 'false' });
   try {
     const w = await stores.workspace('free');
-    for (const url of ['https://127.0.0.1/h', 'https://169.254.169.254/latest/meta-data', 'https://10.0.0.1/h', 'https://[::1]/h', 'https://localhost/h', 'http://example.com/h', 'https://[::ffff:127.0.0.1]/h']) {
-      const r = await call(strict.url, 'POST', `/api/v1/workspaces/${w.workspace.id}/webhooks`, { token: w.token, body: { url } });
+    for (const url of [
+      'https://127.0.0.1/h',
+      'https://169.254.169.254/latest/meta-data',
+      'https://10.0.0.1/h',
+      'https://[::1]/h',
+      'https://localhost/h',
+      'http://example.com/h',
+      'https://[::ffff:127.0.0.1]/h',
+    ]) {
+      const r = await call(strict.url, 'POST', `/api/v1/workspaces/${w.workspace.id}/webhooks`, {
+        token: w.token,
+        body: { url },
+      });
       assert.deepEqual([r.status, r.json.error.code, r.json.error.field], [400, 'invalid_field', 'url'], url);
     }
   } finally {

@@ -5,9 +5,20 @@ import { pino, type Logger } from 'pino';
  * site has to remember: an API key or signing secret must never reach a log line.
  */
 const REDACT = [
-  'authorization', '*.authorization', 'req.headers.authorization', 'headers.authorization',
-  'token', '*.token', 'secret', '*.secret', 'password', '*.password', 'api_key', '*.api_key',
-  'DEPLOY_API_KEY', '*.DEPLOY_API_KEY',
+  'authorization',
+  '*.authorization',
+  'req.headers.authorization',
+  'headers.authorization',
+  'token',
+  '*.token',
+  'secret',
+  '*.secret',
+  'password',
+  '*.password',
+  'api_key',
+  '*.api_key',
+  'DEPLOY_API_KEY',
+  '*.DEPLOY_API_KEY',
 ];
 
 export function createLogger(service: string, level: string): Logger {

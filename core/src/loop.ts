@@ -76,21 +76,23 @@ export class Loop {
   private run(): void {
     this.timer = undefined;
     this.again = false;
-    this.inflight = this.tick(this.abort.signal).then(
-      (next) => {
-        this.failures = 0;
-        if (next === null) return null;
-        return this.again ? 0 : (next ?? this.opts.intervalMs);
-      },
-      (err: unknown) => {
-        this.failures++;
-        this.opts.onError(err, this.failures);
-        return this.again ? 0 : (this.opts.errorDelayMs?.(this.failures) ?? this.opts.intervalMs);
-      },
-    ).then((next) => {
-      this.inflight = undefined;
-      if (next === null) this.stopped = true;
-      else this.arm(next);
-    });
+    this.inflight = this.tick(this.abort.signal)
+      .then(
+        (next) => {
+          this.failures = 0;
+          if (next === null) return null;
+          return this.again ? 0 : (next ?? this.opts.intervalMs);
+        },
+        (err: unknown) => {
+          this.failures++;
+          this.opts.onError(err, this.failures);
+          return this.again ? 0 : (this.opts.errorDelayMs?.(this.failures) ?? this.opts.intervalMs);
+        },
+      )
+      .then((next) => {
+        this.inflight = undefined;
+        if (next === null) this.stopped = true;
+        else this.arm(next);
+      });
   }
 }

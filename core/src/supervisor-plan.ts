@@ -11,7 +11,15 @@ import { REPO_ROOT } from './paths.js';
  * run and shared by every process naming it: stripe-local signs its webhooks with the same
  * `whsec_` the control API verifies them with, and no fixed secret sits in the repository.
  */
-export interface ProcessSpec { name: string; main: string; url?: string; order?: number; health?: string; metrics?: string; env?: Record<string, string> }
+export interface ProcessSpec {
+  name: string;
+  main: string;
+  url?: string;
+  order?: number;
+  health?: string;
+  metrics?: string;
+  env?: Record<string, string>;
+}
 
 export function discoverProcesses(root = REPO_ROOT): { spec: ProcessSpec; dir: string }[] {
   const pkg = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { workspaces: string[] };
@@ -19,7 +27,8 @@ export function discoverProcesses(root = REPO_ROOT): { spec: ProcessSpec; dir: s
   for (const ws of pkg.workspaces) {
     const pj = join(root, ws, 'package.json');
     if (!existsSync(pj)) continue;
-    const procs = (JSON.parse(readFileSync(pj, 'utf8')) as { meterd?: { processes?: ProcessSpec[] } }).meterd?.processes ?? [];
+    const procs =
+      (JSON.parse(readFileSync(pj, 'utf8')) as { meterd?: { processes?: ProcessSpec[] } }).meterd?.processes ?? [];
     for (const spec of procs) found.push({ spec, dir: join(root, ws) });
   }
   return found.sort((a, b) => (a.spec.order ?? 50) - (b.spec.order ?? 50));
@@ -38,7 +47,11 @@ export class RunSecrets {
 }
 
 /** A process's environment: its spec's defaults (generated values filled in) under the caller's. */
-export function processEnv(spec: ProcessSpec, secrets: RunSecrets, caller: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+export function processEnv(
+  spec: ProcessSpec,
+  secrets: RunSecrets,
+  caller: NodeJS.ProcessEnv = process.env,
+): NodeJS.ProcessEnv {
   const defaults: Record<string, string> = {};
   for (const [k, v] of Object.entries(spec.env ?? {})) {
     const m = GENERATED.exec(v);

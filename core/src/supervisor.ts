@@ -11,7 +11,13 @@ import { discoverProcesses, processEnv, RunSecrets, type ProcessSpec } from './s
  * backoff when it dies, and stops them all on Ctrl-C or SIGTERM. A package without a built entry
  * point is skipped with a note: nothing is started that does not exist.
  */
-interface Running { spec: ProcessSpec; dir: string; child?: ChildProcess; restarts: number; startedAt: number }
+interface Running {
+  spec: ProcessSpec;
+  dir: string;
+  child?: ChildProcess;
+  restarts: number;
+  startedAt: number;
+}
 
 const COLORS = [36, 33, 35, 32, 34, 31, 96, 93];
 
@@ -20,7 +26,11 @@ const secrets = new RunSecrets();
 let stopping = false;
 
 function start(r: Running, color: number): void {
-  const child = spawn(process.execPath, [join(r.dir, r.spec.main)], { cwd: REPO_ROOT, env: processEnv(r.spec, secrets), stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(r.dir, r.spec.main)], {
+    cwd: REPO_ROOT,
+    env: processEnv(r.spec, secrets),
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   r.child = child;
   r.startedAt = Date.now();
   const prefix = `\x1b[${color}m${r.spec.name.padEnd(14)}\x1b[0m| `;
@@ -77,7 +87,12 @@ if (running.length === 0) {
 console.log('\nmeterd is starting:');
 for (const { spec } of running) {
   if (spec.url === undefined) continue;
-  const extra = [spec.health && `health ${spec.url}${spec.health}`, spec.metrics && `metrics ${spec.url}${spec.metrics}`].filter(Boolean).join(', ');
+  const extra = [
+    spec.health && `health ${spec.url}${spec.health}`,
+    spec.metrics && `metrics ${spec.url}${spec.metrics}`,
+  ]
+    .filter(Boolean)
+    .join(', ');
   console.log(`  ${spec.name.padEnd(14)} ${spec.url}${extra ? `  (${extra})` : ''}`);
 }
 console.log('Ctrl-C stops everything.\n');

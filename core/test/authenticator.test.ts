@@ -3,7 +3,16 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { ApiError, Authenticator, createRedis, findKeyByHash, KEY_REVOKED_CHANNEL, PLAN_CHANGED_CHANNEL, revokeApiKey, type Redis } from '@meterd/core';
+import {
+  ApiError,
+  Authenticator,
+  createRedis,
+  findKeyByHash,
+  KEY_REVOKED_CHANNEL,
+  PLAN_CHANGED_CHANNEL,
+  revokeApiKey,
+  type Redis,
+} from '@meterd/core';
 import type { AuthenticatorOptions } from '../src/auth/authenticator.js';
 
 const OPERATOR_KEY = `op-${randomBytes(16).toString('hex')}`;

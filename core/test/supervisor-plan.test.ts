@@ -19,13 +19,19 @@ test('control-api verifies with the secret stripe-local signs with, generated pe
   assert.equal(stripe.STRIPE_LOCAL_WEBHOOK_URL, `${spec('control-api').url}/webhooks/stripe`);
   assert.equal(control.STRIPE_API_BASE, spec('stripe-local').url);
   // The paid plans are priced in stripe-local, found by lookup_key like an operator's Stripe catalogue.
-  assert.deepEqual(stripe.STRIPE_LOCAL_SEED_PRICES!.split(',').map((p) => p.split(':')[0]), ['growth', 'scale', 'enterprise']);
+  assert.deepEqual(
+    stripe.STRIPE_LOCAL_SEED_PRICES!.split(',').map((p) => p.split(':')[0]),
+    ['growth', 'scale', 'enterprise'],
+  );
   // A restarted child keeps the run's secret; the next run gets a new one (none is fixed in the repository).
   assert.equal(processEnv(spec('control-api'), secrets, {}).STRIPE_WEBHOOK_SECRET, control.STRIPE_WEBHOOK_SECRET);
-  assert.notEqual(processEnv(spec('control-api'), new RunSecrets(), {}).STRIPE_WEBHOOK_SECRET, control.STRIPE_WEBHOOK_SECRET);
+  assert.notEqual(
+    processEnv(spec('control-api'), new RunSecrets(), {}).STRIPE_WEBHOOK_SECRET,
+    control.STRIPE_WEBHOOK_SECRET,
+  );
 });
 
-test('the caller\'s environment still wins over every default', () => {
+test("the caller's environment still wins over every default", () => {
   const env = processEnv(spec('control-api'), new RunSecrets(), { STRIPE_WEBHOOK_SECRET: 'whsec_mine', PATH: '/bin' });
   assert.equal(env.STRIPE_WEBHOOK_SECRET, 'whsec_mine');
   assert.equal(env.PATH, '/bin');

@@ -1,8 +1,20 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import {
-  Authenticator, Loop, addressMatcher, createLogger, createPool, createRawInserter, createRedis, errorBody, pgHealthy, redisHealthy, MetricsRegistry,
-  type Logger, type Pool, type Redis,
+  Authenticator,
+  Loop,
+  addressMatcher,
+  createLogger,
+  createPool,
+  createRawInserter,
+  createRedis,
+  errorBody,
+  pgHealthy,
+  redisHealthy,
+  MetricsRegistry,
+  type Logger,
+  type Pool,
+  type Redis,
 } from '@meterd/core';
 import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import type { IngestConfig } from './config.js';
@@ -68,11 +80,24 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     commitSeconds: metrics.commitSeconds,
     log,
   });
-  const insert = o.insertRows ?? createRawInserter(
-    { url: cfg.CLICKHOUSE_URL, database: cfg.CLICKHOUSE_DATABASE, user: cfg.CLICKHOUSE_USER, password: cfg.CLICKHOUSE_PASSWORD },
-    'events',
-  );
-  const shipper = new SpoolShipper(writer, insert, { batchRows: cfg.SHIP_BATCH_ROWS, intervalMs: cfg.SHIP_INTERVAL_MS, metrics, log, quarantined: metrics.quarantinedRows });
+  const insert =
+    o.insertRows ??
+    createRawInserter(
+      {
+        url: cfg.CLICKHOUSE_URL,
+        database: cfg.CLICKHOUSE_DATABASE,
+        user: cfg.CLICKHOUSE_USER,
+        password: cfg.CLICKHOUSE_PASSWORD,
+      },
+      'events',
+    );
+  const shipper = new SpoolShipper(writer, insert, {
+    batchRows: cfg.SHIP_BATCH_ROWS,
+    intervalMs: cfg.SHIP_INTERVAL_MS,
+    metrics,
+    log,
+    quarantined: metrics.quarantinedRows,
+  });
   const spool = o.wrapSpool ? o.wrapSpool(writer) : writer;
   const guarded = new SpoolLimit(spool, shipper, cfg.SPOOL_MAX_BYTES);
   const pipeline = new Pipeline(deduper, guarded, metrics, log, cfg.DEDUPE_PENDING_TTL_MS / 2);
@@ -103,7 +128,10 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     })
     .get('/readyz', (res) => {
       const r = health.report();
-      res.writeStatus(r.ready ? '200 OK' : '503 Service Unavailable').writeHeader('content-type', 'application/json').end(JSON.stringify(r));
+      res
+        .writeStatus(r.ready ? '200 OK' : '503 Service Unavailable')
+        .writeHeader('content-type', 'application/json')
+        .end(JSON.stringify(r));
     })
     .get('/metrics', (res) => {
       res.writeHeader('content-type', 'text/plain; version=0.0.4').end(o.registry.render());
@@ -112,11 +140,16 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     .any('/api/v1/meter/batch', methodNotAllowed)
     .any('/*', (res) => {
       metrics.requests.other!.inc();
-      res.writeStatus('404 Not Found').writeHeader('content-type', 'application/json').end(errorBody('not_found', 'no such route'));
+      res
+        .writeStatus('404 Not Found')
+        .writeHeader('content-type', 'application/json')
+        .end(errorBody('not_found', 'no such route'));
     });
 
   const listenSocket = await new Promise<us_listen_socket>((resolvePromise, reject) => {
-    app.listen(cfg.INGEST_HOST, cfg.INGEST_PORT, (s) => (s ? resolvePromise(s) : reject(new Error(`ingest could not listen on ${cfg.INGEST_HOST}:${cfg.INGEST_PORT}`))));
+    app.listen(cfg.INGEST_HOST, cfg.INGEST_PORT, (s) =>
+      s ? resolvePromise(s) : reject(new Error(`ingest could not listen on ${cfg.INGEST_HOST}:${cfg.INGEST_PORT}`)),
+    );
   });
   const port = uws.us_socket_local_port(listenSocket);
   shipper.start();
@@ -159,22 +192,28 @@ function shipOrphan(dir: string, insert: InsertRows, cfg: IngestConfig, log: Log
   const writer = SpoolWriter.open(dir, { segmentBytes: cfg.SPOOL_SEGMENT_BYTES, fsync: true });
   // Its gauges would overwrite this thread's: give it a registry of its own and log instead.
   const shipper = new SpoolShipper(writer, insert, {
-    batchRows: cfg.SHIP_BATCH_ROWS, intervalMs: cfg.SHIP_INTERVAL_MS, metrics: defineIngestMetrics(new MetricsRegistry()), log,
+    batchRows: cfg.SHIP_BATCH_ROWS,
+    intervalMs: cfg.SHIP_INTERVAL_MS,
+    metrics: defineIngestMetrics(new MetricsRegistry()),
+    log,
   });
   log.info({ dir, unshipped_bytes: shipper.unshippedBytes }, 'shipping the spool of a thread that no longer exists');
   shipper.start();
   let done = false;
   // Polls until the spool is empty, then stops the shipper and removes the folder, once.
-  const watch = new Loop(async () => {
-    if (shipper.unshippedBytes > 0) return;
-    await shipper.stop();
-    await writer.close();
-    // Rows ClickHouse refused are kept for an operator to replay: never delete a quarantine.
-    if (!existsSync(join(dir, 'quarantine'))) rmSync(dir, { recursive: true, force: true });
-    done = true;
-    log.info({ dir }, 'orphaned spool shipped and removed');
-    return null;
-  }, { intervalMs: 200, onError: (err) => log.error({ err, dir }, 'finishing an orphaned spool failed') }).start(200);
+  const watch = new Loop(
+    async () => {
+      if (shipper.unshippedBytes > 0) return;
+      await shipper.stop();
+      await writer.close();
+      // Rows ClickHouse refused are kept for an operator to replay: never delete a quarantine.
+      if (!existsSync(join(dir, 'quarantine'))) rmSync(dir, { recursive: true, force: true });
+      done = true;
+      log.info({ dir }, 'orphaned spool shipped and removed');
+      return null;
+    },
+    { intervalMs: 200, onError: (err) => log.error({ err, dir }, 'finishing an orphaned spool failed') },
+  ).start(200);
   return {
     async stop() {
       await watch.stop();
@@ -187,15 +226,23 @@ function shipOrphan(dir: string, insert: InsertRows, cfg: IngestConfig, log: Log
 }
 
 function methodNotAllowed(res: import('uWebSockets.js').HttpResponse): void {
-  res.writeStatus('405 Method Not Allowed').writeHeader('allow', 'POST').writeHeader('content-type', 'application/json')
+  res
+    .writeStatus('405 Method Not Allowed')
+    .writeHeader('allow', 'POST')
+    .writeHeader('content-type', 'application/json')
     .end(errorBody('method_not_allowed', 'use POST'));
 }
 
 /** Back-pressure: past SPOOL_MAX_BYTES unshipped (ClickHouse down for long), refuse rather than fill the disk. */
 class SpoolLimit implements Spool {
-  constructor(private readonly inner: Spool, private readonly shipper: SpoolShipper, private readonly max: number) {}
+  constructor(
+    private readonly inner: Spool,
+    private readonly shipper: SpoolShipper,
+    private readonly max: number,
+  ) {}
   append(data: string, rows: number, done: (err: Error | null) => void): void {
-    if (this.shipper.unshippedBytes >= this.max) return done(new Error(`spool holds ${this.shipper.unshippedBytes} unshipped bytes (limit ${this.max})`));
+    if (this.shipper.unshippedBytes >= this.max)
+      return done(new Error(`spool holds ${this.shipper.unshippedBytes} unshipped bytes (limit ${this.max})`));
     this.inner.append(data, rows, done);
   }
 }
@@ -208,11 +255,20 @@ class Health {
   private redisOk = false;
   private pgOk = false;
   private readonly loop: Loop;
-  constructor(private readonly redis: Redis, private readonly pool: Pool, private readonly shipper: SpoolShipper, private readonly maxSpool: number, log: Logger) {
-    this.loop = new Loop(async () => {
-      [this.redisOk, this.pgOk] = await Promise.all([redisHealthy(this.redis), pgHealthy(this.pool)]);
-      this.shipper.updateGauges();
-    }, { intervalMs: 1_000, onError: (err) => log.warn({ err }, 'health check failed') });
+  constructor(
+    private readonly redis: Redis,
+    private readonly pool: Pool,
+    private readonly shipper: SpoolShipper,
+    private readonly maxSpool: number,
+    log: Logger,
+  ) {
+    this.loop = new Loop(
+      async () => {
+        [this.redisOk, this.pgOk] = await Promise.all([redisHealthy(this.redis), pgHealthy(this.pool)]);
+        this.shipper.updateGauges();
+      },
+      { intervalMs: 1_000, onError: (err) => log.warn({ err }, 'health check failed') },
+    );
   }
   start(): void {
     this.loop.start();
@@ -230,7 +286,8 @@ class Health {
         redis: this.redisOk,
         postgres: this.pgOk,
         spool: { ok: spoolOk, unshipped_bytes: spoolBytes, limit_bytes: this.maxSpool },
-        clickhouse_shipping: this.shipper.lastError === undefined ? 'ok' : `retrying: ${this.shipper.lastError.slice(0, 200)}`,
+        clickhouse_shipping:
+          this.shipper.lastError === undefined ? 'ok' : `retrying: ${this.shipper.lastError.slice(0, 200)}`,
         // Not part of `ready`: the spool keeps accepting durably during a ClickHouse outage, and a
         // full spool already flips readiness. These are for alerting.
         clickhouse_shipping_stuck: this.shipper.msSinceLastSuccess > SHIP_STUCK_MS,

@@ -4,7 +4,12 @@ import { addressList, loadConfig, storeVars, str, int, oneOf, type ConfigOf } fr
 export const ingestVars = {
   ...storeVars,
   INGEST_HOST: str('Address ingest listens on.', '127.0.0.1'),
-  INGEST_PORT: int('Port of the ingest HTTP server (/api/v1/meter, /api/v1/meter/batch, /healthz, /readyz, /metrics).', 8081, 0, 65535),
+  INGEST_PORT: int(
+    'Port of the ingest HTTP server (/api/v1/meter, /api/v1/meter/batch, /healthz, /readyz, /metrics).',
+    8081,
+    0,
+    65535,
+  ),
   INGEST_THREADS: {
     doc: 'uWebSockets.js threads sharing the port (SO_REUSEPORT); `auto` = one per core.',
     default: 'auto',
@@ -13,20 +18,64 @@ export const ingestVars = {
       return int('', 1, 1, 64).parse(s);
     },
   },
-  DEPLOY_API_KEY: str('Operator key accepted on every non-public endpoint, for any workspace. Empty disables it.', '', true),
+  DEPLOY_API_KEY: str(
+    'Operator key accepted on every non-public endpoint, for any workspace. Empty disables it.',
+    '',
+    true,
+  ),
   SPOOL_DIR: str('Folder of the write-ahead spool (one sub-folder per thread). Must be on durable storage.', '.spool'),
-  SPOOL_FSYNC: oneOf('`always`: fdatasync before every 202 (group commit). `never`: skip it (benchmarks on throwaway disks only).', 'always', ['always', 'never'] as const),
-  SPOOL_MAX_BYTES: int('Unshipped spool bytes per thread past which ingest answers 503 instead of accepting more.', 1 << 30, 1 << 20, Number.MAX_SAFE_INTEGER),
+  SPOOL_FSYNC: oneOf(
+    '`always`: fdatasync before every 202 (group commit). `never`: skip it (benchmarks on throwaway disks only).',
+    'always',
+    ['always', 'never'] as const,
+  ),
+  SPOOL_MAX_BYTES: int(
+    'Unshipped spool bytes per thread past which ingest answers 503 instead of accepting more.',
+    1 << 30,
+    1 << 20,
+    Number.MAX_SAFE_INTEGER,
+  ),
   SPOOL_SEGMENT_BYTES: int('Size at which the spool starts a new segment file.', 64 << 20, 1 << 16, 1 << 30),
   SHIP_BATCH_ROWS: int('Most rows per ClickHouse insert.', 50_000, 1, 1_000_000),
   SHIP_INTERVAL_MS: int('How often the spool is shipped to ClickHouse when a batch has not filled.', 250, 10, 60_000),
-  REDIS_KEY_PREFIX: str('Prefix of ingest\'s Redis keys (`<prefix>:{ws}:d:…` dedupe, `<prefix>:{ws}:q:YYYYMM` quota). The control API reads the quota counters with the same prefix (INGEST_REDIS_PREFIX).', 'md'),
-  DEDUPE_WINDOW_SECONDS: int('How long an idempotency key is remembered (default 35 days, Stripe\'s meter event window).', 35 * 86_400, 60, 400 * 86_400),
-  DEDUPE_PENDING_TTL_MS: int('How long a claimed-but-unstored idempotency key blocks retries (409) before it is freed.', 10_000, 100, 300_000),
-  KEY_CACHE_TTL_MS: int('How long an API key lookup is cached (revocations are pushed over Redis at once).', 30_000, 0, 3_600_000),
-  AUTH_FAILURE_BURST: int('Unknown API keys one client address may send at once before ingest stops looking its keys up (429 too_many_auth_failures); per ingest thread.', 20, 1, 1_000_000),
-  AUTH_FAILURE_RATE_PER_SECOND: int('Unknown API keys per second a client address may send after its burst (the budget refills at this rate).', 2, 1, 1_000_000),
-  TRUSTED_PROXIES: addressList('HTTP proxies (comma-separated IPs/CIDRs) whose X-Forwarded-For names the client for the per-address limit on failed authentication; default none, so a client cannot pick its address by sending the header. PROXY protocol v2 needs no setting.', ''),
+  REDIS_KEY_PREFIX: str(
+    "Prefix of ingest's Redis keys (`<prefix>:{ws}:d:…` dedupe, `<prefix>:{ws}:q:YYYYMM` quota). The control API reads the quota counters with the same prefix (INGEST_REDIS_PREFIX).",
+    'md',
+  ),
+  DEDUPE_WINDOW_SECONDS: int(
+    "How long an idempotency key is remembered (default 35 days, Stripe's meter event window).",
+    35 * 86_400,
+    60,
+    400 * 86_400,
+  ),
+  DEDUPE_PENDING_TTL_MS: int(
+    'How long a claimed-but-unstored idempotency key blocks retries (409) before it is freed.',
+    10_000,
+    100,
+    300_000,
+  ),
+  KEY_CACHE_TTL_MS: int(
+    'How long an API key lookup is cached (revocations are pushed over Redis at once).',
+    30_000,
+    0,
+    3_600_000,
+  ),
+  AUTH_FAILURE_BURST: int(
+    'Unknown API keys one client address may send at once before ingest stops looking its keys up (429 too_many_auth_failures); per ingest thread.',
+    20,
+    1,
+    1_000_000,
+  ),
+  AUTH_FAILURE_RATE_PER_SECOND: int(
+    'Unknown API keys per second a client address may send after its burst (the budget refills at this rate).',
+    2,
+    1,
+    1_000_000,
+  ),
+  TRUSTED_PROXIES: addressList(
+    'HTTP proxies (comma-separated IPs/CIDRs) whose X-Forwarded-For names the client for the per-address limit on failed authentication; default none, so a client cannot pick its address by sending the header. PROXY protocol v2 needs no setting.',
+    '',
+  ),
   MAX_BODY_BYTES: int('Largest body of POST /api/v1/meter (413 beyond).', 16 << 10, 1 << 10, 1 << 20),
   MAX_BATCH_BODY_BYTES: int('Largest body of POST /api/v1/meter/batch (413 beyond).', 1 << 20, 1 << 12, 16 << 20),
 } as const;

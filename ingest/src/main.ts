@@ -27,7 +27,9 @@ let reported = false;
 
 // Spool folders of threads beyond INGEST_THREADS (the count was lowered): thread 0 ships them.
 const adopt = existsSync(cfg.SPOOL_DIR)
-  ? readdirSync(cfg.SPOOL_DIR).filter((n) => /^t\d+$/.test(n) && Number(n.slice(1)) >= cfg.INGEST_THREADS).map((n) => join(resolve(cfg.SPOOL_DIR), n))
+  ? readdirSync(cfg.SPOOL_DIR)
+      .filter((n) => /^t\d+$/.test(n) && Number(n.slice(1)) >= cfg.INGEST_THREADS)
+      .map((n) => join(resolve(cfg.SPOOL_DIR), n))
   : [];
 
 function spawn(index: number, attempt = 0): void {

@@ -24,7 +24,10 @@ export interface Submit {
   done: (r: SubmitResult) => void;
 }
 
-interface Slot { submit: Submit; i: number }
+interface Slot {
+  submit: Submit;
+  i: number;
+}
 interface Group {
   workspaceId: string;
   limit: number | null;
@@ -39,9 +42,21 @@ interface Group {
   newRows: (StoredRow | undefined)[];
 }
 
-const IN_USE: EventResult = { kind: 'rejected', code: 'idempotency_key_in_use', message: 'an event with this idempotency key is being stored; retry shortly' };
-const OVER: EventResult = { kind: 'rejected', code: 'plan_quota_exceeded', message: 'the workspace has used every event its plan allows this period' };
-const UNAVAILABLE: EventResult = { kind: 'rejected', code: 'service_unavailable', message: 'the event could not be stored; nothing was recorded, retry with backoff' };
+const IN_USE: EventResult = {
+  kind: 'rejected',
+  code: 'idempotency_key_in_use',
+  message: 'an event with this idempotency key is being stored; retry shortly',
+};
+const OVER: EventResult = {
+  kind: 'rejected',
+  code: 'plan_quota_exceeded',
+  message: 'the workspace has used every event its plan allows this period',
+};
+const UNAVAILABLE: EventResult = {
+  kind: 'rejected',
+  code: 'service_unavailable',
+  message: 'the event could not be stored; nothing was recorded, retry with backoff',
+};
 
 /**
  * The accept path, batched per event-loop tick: every request of a tick is grouped by workspace,
@@ -99,7 +114,17 @@ export class Pipeline {
     for (const s of submits) {
       let g = groups.get(s.workspaceId);
       if (g === undefined) {
-        g = { workspaceId: s.workspaceId, limit: s.limit, keys: [], firsts: [], follows: [], index: new Map(), submits: [], used: NaN, newRows: [] };
+        g = {
+          workspaceId: s.workspaceId,
+          limit: s.limit,
+          keys: [],
+          firsts: [],
+          follows: [],
+          index: new Map(),
+          submits: [],
+          used: NaN,
+          newRows: [],
+        };
         groups.set(s.workspaceId, g);
       }
       g.submits.push(s);
@@ -135,7 +160,8 @@ export class Pipeline {
     for (const g of groups.values()) {
       this.deduper.claim({ workspaceId: g.workspaceId, limit: g.limit, period, keys: g.keys, token }).then(
         ({ states, used }) => {
-          if (Date.now() - now > this.maxClaimMs) return unavailable(g, new Error(`claim answered after ${Date.now() - now} ms`));
+          if (Date.now() - now > this.maxClaimMs)
+            return unavailable(g, new Error(`claim answered after ${Date.now() - now} ms`));
           g.used = used;
           for (let k = 0; k < states.length; k++) {
             const st = states[k]!;
@@ -170,10 +196,12 @@ export class Pipeline {
   private store(groups: Group[], results: Map<Submit, EventResult[]>, period: string, token: string): void {
     let data = '';
     let rows = 0;
-    for (const g of groups) for (const r of g.newRows) if (r !== undefined) {
-      data += spoolLine(r);
-      rows++;
-    }
+    for (const g of groups)
+      for (const r of g.newRows)
+        if (r !== undefined) {
+          data += spoolLine(r);
+          rows++;
+        }
     if (rows === 0) return this.finish(groups, results);
     this.spool.append(data, rows, (err) => {
       for (const g of groups) {

@@ -72,8 +72,15 @@ export function compactRow(r: StoredRow): string {
 export function expandRow(workspaceId: string, eventType: string, idempotencyKey: string, compact: string): StoredRow {
   const [id, q, g, c, o, r] = compact.split('|');
   return {
-    id: id!, workspace_id: workspaceId, event_type: eventType, idempotency_key: idempotencyKey,
-    quantity: Number(q), gmv_cents: Number(g), currency: c!, occurred_at_ms: Number(o) * 1000, received_at_ms: Number(r) * 1000,
+    id: id!,
+    workspace_id: workspaceId,
+    event_type: eventType,
+    idempotency_key: idempotencyKey,
+    quantity: Number(q),
+    gmv_cents: Number(g),
+    currency: c!,
+    occurred_at_ms: Number(o) * 1000,
+    received_at_ms: Number(r) * 1000,
   };
 }
 
@@ -86,8 +93,14 @@ export function rowJson(r: StoredRow, duplicate: boolean): string {
 export function fromSpoolLine(line: string): StoredRow {
   const r = JSON.parse(line) as Record<string, string | number>;
   return {
-    id: String(r.event_id), workspace_id: String(r.workspace_id), event_type: String(r.event_type), idempotency_key: String(r.idempotency_key),
-    quantity: Number(r.quantity), gmv_cents: Number(r.gmv_cents), currency: String(r.currency),
-    occurred_at_ms: Date.parse(`${String(r.occurred_at).replace(' ', 'T')}Z`), received_at_ms: Date.parse(`${String(r.received_at).replace(' ', 'T')}Z`),
+    id: String(r.event_id),
+    workspace_id: String(r.workspace_id),
+    event_type: String(r.event_type),
+    idempotency_key: String(r.idempotency_key),
+    quantity: Number(r.quantity),
+    gmv_cents: Number(r.gmv_cents),
+    currency: String(r.currency),
+    occurred_at_ms: Date.parse(`${String(r.occurred_at).replace(' ', 'T')}Z`),
+    received_at_ms: Date.parse(`${String(r.received_at).replace(' ', 'T')}Z`),
   };
 }

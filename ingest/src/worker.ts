@@ -4,7 +4,12 @@ import { loadIngestConfig } from './config.js';
 import { startIngestThread } from './app.js';
 
 /** One ingest thread: its own uWS app on the shared port, its own spool, Redis and Postgres clients. */
-interface Data { index: number; threads: number; metrics: SharedArrayBuffer; adopt: string[] }
+interface Data {
+  index: number;
+  threads: number;
+  metrics: SharedArrayBuffer;
+  adopt: string[];
+}
 
 const { index, threads, metrics, adopt } = workerData as Data;
 const cfg = loadIngestConfig();
@@ -19,7 +24,12 @@ const fatal = (err: unknown) => {
 };
 process.on('uncaughtException', fatal);
 process.on('unhandledRejection', fatal);
-const thread = await startIngestThread(cfg, { index, registry: new MetricsRegistry(threads, index, metrics), log, adopt });
+const thread = await startIngestThread(cfg, {
+  index,
+  registry: new MetricsRegistry(threads, index, metrics),
+  log,
+  adopt,
+});
 parentPort!.postMessage({ type: 'listening', port: thread.port });
 parentPort!.on('message', (m: { type: string }) => {
   if (m.type !== 'drain') return;

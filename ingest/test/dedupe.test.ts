@@ -11,11 +11,21 @@ before(async () => {
 });
 after(() => stores.close());
 
-const req = (keys: string[], token: string, limit: number | null = null) => ({ workspaceId: 'ws_dedupe', limit, period: '202611', keys, token });
+const req = (keys: string[], token: string, limit: number | null = null) => ({
+  workspaceId: 'ws_dedupe',
+  limit,
+  period: '202611',
+  keys,
+  token,
+});
 
 test('claims are owned: an expired claim re-taken by a retry is neither committed over nor freed by the first request', async () => {
   assert.deepEqual((await d.claim(req(['e:k1'], 'P:a:1'))).states, ['']);
-  assert.deepEqual((await d.claim(req(['e:k1'], 'P:b:1'))).states, ['P:a:1'], 'a second claimant sees the pending claim');
+  assert.deepEqual(
+    (await d.claim(req(['e:k1'], 'P:b:1'))).states,
+    ['P:a:1'],
+    'a second claimant sees the pending claim',
+  );
   await new Promise((r) => setTimeout(r, 300)); // the first claim's TTL runs out
   assert.deepEqual((await d.claim(req(['e:k1'], 'P:b:2'))).states, [''], 'the retry claims again');
   await d.release('ws_dedupe', '202611', ['e:k1'], 'P:a:1');
@@ -48,6 +58,14 @@ test('a tick with more keys than one call takes is split, and the quota still ho
   assert.equal(r.states.filter((s) => s === '').length, MAX_KEYS_PER_CALL + 10);
   assert.equal(r.states.filter((s) => s === 'Q').length, keys.length - MAX_KEYS_PER_CALL - 10);
   assert.equal(r.used, limit);
-  await d.commit('ws_dedupe', keys.slice(0, MAX_KEYS_PER_CALL + 10), keys.slice(0, MAX_KEYS_PER_CALL + 10).map((_, i) => `evt_${i}|1|1|USD|1|1`), 'P:big:1');
-  assert.equal(await stores.redis.get(d.dedupeKey('ws_dedupe', `big:${MAX_KEYS_PER_CALL + 5}`)), `evt_${MAX_KEYS_PER_CALL + 5}|1|1|USD|1|1`);
+  await d.commit(
+    'ws_dedupe',
+    keys.slice(0, MAX_KEYS_PER_CALL + 10),
+    keys.slice(0, MAX_KEYS_PER_CALL + 10).map((_, i) => `evt_${i}|1|1|USD|1|1`),
+    'P:big:1',
+  );
+  assert.equal(
+    await stores.redis.get(d.dedupeKey('ws_dedupe', `big:${MAX_KEYS_PER_CALL + 5}`)),
+    `evt_${MAX_KEYS_PER_CALL + 5}|1|1|USD|1|1`,
+  );
 });

@@ -19,14 +19,37 @@ export async function startTestIngest(
   opts: Partial<ThreadOptions> = {},
 ): Promise<IngestThread & { url: string; spoolDir: string }> {
   const spoolDir = env.SPOOL_DIR ?? tempDir('spool');
-  const cfg = loadIngestConfig({ ...stores.env, INGEST_PORT: '0', SPOOL_DIR: spoolDir, SHIP_INTERVAL_MS: '50', LOG_LEVEL: 'silent', ...env });
-  const t = await startIngestThread(cfg, { index: 0, registry: new MetricsRegistry(1, 0), redisPrefix: stores.redisPrefix, log: QUIET, ...opts });
+  const cfg = loadIngestConfig({
+    ...stores.env,
+    INGEST_PORT: '0',
+    SPOOL_DIR: spoolDir,
+    SHIP_INTERVAL_MS: '50',
+    LOG_LEVEL: 'silent',
+    ...env,
+  });
+  const t = await startIngestThread(cfg, {
+    index: 0,
+    registry: new MetricsRegistry(1, 0),
+    redisPrefix: stores.redisPrefix,
+    log: QUIET,
+    ...opts,
+  });
   return Object.assign(t, { url: `http://127.0.0.1:${t.port}`, spoolDir });
 }
 
-export interface Reply { status: number; headers: Headers; body: any }
+export interface Reply {
+  status: number;
+  headers: Headers;
+  body: any;
+}
 
-export async function post(url: string, path: string, body: unknown, token?: string, headers: Record<string, string> = {}): Promise<Reply> {
+export async function post(
+  url: string,
+  path: string,
+  body: unknown,
+  token?: string,
+  headers: Record<string, string> = {},
+): Promise<Reply> {
   const res = await fetch(url + path, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers },
@@ -34,16 +57,31 @@ export async function post(url: string, path: string, body: unknown, token?: str
   });
   const text = await res.text();
   let parsed: unknown = text;
-  try { parsed = JSON.parse(text); } catch { /* not JSON: the test asserts on it */ }
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    /* not JSON: the test asserts on it */
+  }
   return { status: res.status, headers: res.headers, body: parsed };
 }
 
 export function event(workspaceId: string, key: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
-  return { workspace_id: workspaceId, event_type: 'checkout.completed', quantity: 1, gmv_cents: 4299, idempotency_key: key, occurred_at: new Date().toISOString(), ...extra };
+  return {
+    workspace_id: workspaceId,
+    event_type: 'checkout.completed',
+    quantity: 1,
+    gmv_cents: 4299,
+    idempotency_key: key,
+    occurred_at: new Date().toISOString(),
+    ...extra,
+  };
 }
 
 /** Rows for a workspace in ClickHouse: `total` counts every stored copy, `distinct` the idempotency triples. */
-export async function storedCounts(stores: TestStores, workspaceId: string): Promise<{ total: number; distinct: number }> {
+export async function storedCounts(
+  stores: TestStores,
+  workspaceId: string,
+): Promise<{ total: number; distinct: number }> {
   const rs = await stores.clickhouse.query({
     query: `SELECT count() AS total, uniqExact(event_type, idempotency_key) AS distinct FROM events WHERE workspace_id = '${workspaceId}'`,
     format: 'JSONEachRow',
@@ -61,7 +99,12 @@ export async function waitShipped(t: IngestThread, ms = 10_000): Promise<void> {
   }
 }
 
-export async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, ms = 15_000, label = 'condition'): Promise<T> {
+export async function until<T>(
+  fn: () => Promise<T>,
+  ok: (v: T) => boolean,
+  ms = 15_000,
+  label = 'condition',
+): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await fn();

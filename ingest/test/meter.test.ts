@@ -79,31 +79,45 @@ test('10,000 events sent concurrently, 10 % repeats: ClickHouse holds exactly th
 
 test('batch: per-event results, rejects counted in `rejected`, duplicates inside the batch answered as duplicates', async () => {
   const { workspace, token } = await stores.workspace('growth');
-  const r = await post(ingest.url, '/api/v1/meter/batch', {
-    events: [
-      event(workspace.id, 'b-1'),
-      event('ws_someoneelse', 'b-2'),
-      event(workspace.id, 'b-3', { gmv_cents: Number.MAX_SAFE_INTEGER + 1 }),
-      event(workspace.id, 'b-1'),
-      event(workspace.id, 'b-4', { currency: 'eur' }),
-    ],
-  }, token);
+  const r = await post(
+    ingest.url,
+    '/api/v1/meter/batch',
+    {
+      events: [
+        event(workspace.id, 'b-1'),
+        event('ws_someoneelse', 'b-2'),
+        event(workspace.id, 'b-3', { gmv_cents: Number.MAX_SAFE_INTEGER + 1 }),
+        event(workspace.id, 'b-1'),
+        event(workspace.id, 'b-4', { currency: 'eur' }),
+      ],
+    },
+    token,
+  );
   assert.equal(r.status, 202);
   assert.equal(r.body.accepted, 2);
   assert.equal(r.body.duplicates, 1);
   assert.equal(r.body.rejected, 2);
-  assert.deepEqual(r.body.results.map((x: any) => [x.index, x.status, x.error?.code ?? null, x.duplicate ?? null]), [
-    [0, 202, null, false],
-    [1, 403, 'workspace_mismatch', null],
-    [2, 400, 'integer_out_of_range', null],
-    [3, 202, null, true],
-    [4, 202, null, false],
-  ]);
+  assert.deepEqual(
+    r.body.results.map((x: any) => [x.index, x.status, x.error?.code ?? null, x.duplicate ?? null]),
+    [
+      [0, 202, null, false],
+      [1, 403, 'workspace_mismatch', null],
+      [2, 400, 'integer_out_of_range', null],
+      [3, 202, null, true],
+      [4, 202, null, false],
+    ],
+  );
   assert.equal(r.body.results[3].id, r.body.results[0].id);
   assert.equal(r.headers.get('x-plan-events-used'), '2');
   await waitShipped(ingest);
-  const rs = await stores.clickhouse.query({ query: `SELECT idempotency_key, currency FROM events FINAL WHERE workspace_id = '${workspace.id}' ORDER BY idempotency_key`, format: 'JSONEachRow' });
-  assert.deepEqual(await rs.json(), [{ idempotency_key: 'b-1', currency: 'USD' }, { idempotency_key: 'b-4', currency: 'EUR' }]);
+  const rs = await stores.clickhouse.query({
+    query: `SELECT idempotency_key, currency FROM events FINAL WHERE workspace_id = '${workspace.id}' ORDER BY idempotency_key`,
+    format: 'JSONEachRow',
+  });
+  assert.deepEqual(await rs.json(), [
+    { idempotency_key: 'b-1', currency: 'USD' },
+    { idempotency_key: 'b-4', currency: 'EUR' },
+  ]);
 });
 
 test('plan quota: the free plan takes 500 events, then 429 plan_quota_exceeded; duplicates never count', async () => {
@@ -121,8 +135,16 @@ test('plan quota: the free plan takes 500 events, then 429 plan_quota_exceeded; 
   assert.equal(over.body.error.code, 'plan_quota_exceeded');
   assert.equal(over.headers.get('x-plan-events-used'), '500');
   assert.equal(over.headers.get('x-plan-events-remaining'), '0');
-  const batch = await post(ingest.url, '/api/v1/meter/batch', { events: [event(workspace.id, 'q-501'), event(workspace.id, 'q-3')] }, token);
-  assert.deepEqual(batch.body.results.map((x: any) => x.error?.code ?? 'ok'), ['plan_quota_exceeded', 'ok']);
+  const batch = await post(
+    ingest.url,
+    '/api/v1/meter/batch',
+    { events: [event(workspace.id, 'q-501'), event(workspace.id, 'q-3')] },
+    token,
+  );
+  assert.deepEqual(
+    batch.body.results.map((x: any) => x.error?.code ?? 'ok'),
+    ['plan_quota_exceeded', 'ok'],
+  );
   assert.equal(await quotaCounter(workspace.id), 500);
   await waitShipped(ingest);
   assert.deepEqual(await storedCounts(stores, workspace.id), { total: 500, distinct: 500 });
@@ -130,14 +152,18 @@ test('plan quota: the free plan takes 500 events, then 429 plan_quota_exceeded; 
 
 test('a storage write failing after the Redis claim: the retry is stored, not reported as a duplicate', async () => {
   let failNext = 1;
-  const flaky = await startTestIngest(stores, {}, {
-    wrapSpool: (inner) => ({
-      append(data, rows, done) {
-        if (failNext-- > 0) return done(new Error('injected disk failure'));
-        inner.append(data, rows, done);
-      },
-    }),
-  });
+  const flaky = await startTestIngest(
+    stores,
+    {},
+    {
+      wrapSpool: (inner) => ({
+        append(data, rows, done) {
+          if (failNext-- > 0) return done(new Error('injected disk failure'));
+          inner.append(data, rows, done);
+        },
+      }),
+    },
+  );
   try {
     const { workspace, token } = await stores.workspace('free');
     const body = event(workspace.id, 'order-after-failure');
@@ -161,7 +187,12 @@ test('a revoked key stops working within a second', async () => {
   assert.equal((await post(ingest.url, '/api/v1/meter', event(workspace.id, 'r-1'), token)).status, 202);
   const revokedAt = Date.now();
   assert.equal(await revokeApiKey(stores.pool, stores.redis, workspace.id, keyId), true);
-  const r = await until(() => post(ingest.url, '/api/v1/meter', event(workspace.id, 'r-2'), token), (x) => x.status === 401, 1_000, 'the revoked key to be refused');
+  const r = await until(
+    () => post(ingest.url, '/api/v1/meter', event(workspace.id, 'r-2'), token),
+    (x) => x.status === 401,
+    1_000,
+    'the revoked key to be refused',
+  );
   assert.equal(r.body.error.code, 'invalid_api_key');
   assert.ok(Date.now() - revokedAt < 1_000);
 });
@@ -171,7 +202,12 @@ test('the operator key meters for any workspace; an unknown workspace is 404', a
   const r = await post(ingest.url, '/api/v1/meter', event(workspace.id, 'op-1'), 'operator-secret-for-tests');
   assert.equal(r.status, 202);
   assert.equal(r.headers.get('x-plan-events-limit'), '5000000');
-  const missing = await post(ingest.url, '/api/v1/meter', event('ws_doesnotexist', 'op-2'), 'operator-secret-for-tests');
+  const missing = await post(
+    ingest.url,
+    '/api/v1/meter',
+    event('ws_doesnotexist', 'op-2'),
+    'operator-secret-for-tests',
+  );
   assert.equal(missing.status, 404);
   assert.equal(missing.body.error.code, 'workspace_not_found');
 });
@@ -186,7 +222,11 @@ test('enterprise is unlimited and says so in the headers', async () => {
 
 test('health, readiness and metrics', async () => {
   assert.equal((await fetch(ingest.url + '/healthz')).status, 200);
-  const ready = await until(async () => (await fetch(ingest.url + '/readyz')).json() as Promise<any>, (x) => x.ready === true, 5_000);
+  const ready = await until(
+    async () => (await fetch(ingest.url + '/readyz')).json() as Promise<any>,
+    (x) => x.ready === true,
+    5_000,
+  );
   assert.equal(ready.checks.redis, true);
   assert.equal(ready.checks.postgres, true);
   const text = await (await fetch(ingest.url + '/metrics')).text();

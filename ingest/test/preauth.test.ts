@@ -21,7 +21,11 @@ let port: number;
 before(async () => {
   stores = await openTestStores('preauth');
   // A 50 ms key cache: the valid key's entry keeps expiring, so it needs lookups during the flood.
-  ingest = await startTestIngest(stores, { KEY_CACHE_TTL_MS: '50', AUTH_FAILURE_BURST: '20', AUTH_FAILURE_RATE_PER_SECOND: '2' });
+  ingest = await startTestIngest(stores, {
+    KEY_CACHE_TTL_MS: '50',
+    AUTH_FAILURE_BURST: '20',
+    AUTH_FAILURE_RATE_PER_SECOND: '2',
+  });
   port = ingest.port;
 });
 after(async () => {
@@ -31,20 +35,40 @@ after(async () => {
 
 const randomToken = (): string => `sks_${randomBytes(32).toString('base64url')}`;
 
-interface Answer { status: number; headers: Record<string, string | string[] | undefined>; body: string }
+interface Answer {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
 
-function send(path: string, body: string, token: string, localAddress: string, agent?: Agent, o: { port?: number; forwardedFor?: string } = {}): Promise<Answer> {
+function send(
+  path: string,
+  body: string,
+  token: string,
+  localAddress: string,
+  agent?: Agent,
+  o: { port?: number; forwardedFor?: string } = {},
+): Promise<Answer> {
   return new Promise((resolve, reject) => {
-    const headers: Record<string, string | number> = { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) };
+    const headers: Record<string, string | number> = {
+      authorization: `Bearer ${token}`,
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(body),
+    };
     if (o.forwardedFor !== undefined) headers['x-forwarded-for'] = o.forwardedFor;
-    const req = request({ host: '127.0.0.1', port: o.port ?? port, path, method: 'POST', localAddress, agent: agent ?? false, headers }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (text += c));
-      res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: text }));
-    });
+    const req = request(
+      { host: '127.0.0.1', port: o.port ?? port, path, method: 'POST', localAddress, agent: agent ?? false, headers },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode!, headers: res.headers, body: text }));
+      },
+    );
     // The server may answer and close before the body is sent: that is the point, not an error.
-    req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' || err.code === 'ECONNRESET' ? undefined : reject(err)));
+    req.on('error', (err: NodeJS.ErrnoException) =>
+      err.code === 'EPIPE' || err.code === 'ECONNRESET' ? undefined : reject(err),
+    );
     req.end(body);
   });
 }
@@ -58,20 +82,36 @@ function headersOnly(authorization: string | undefined): Promise<{ response: str
   return new Promise((resolve, reject) => {
     const s = connect({ host: '127.0.0.1', port });
     let response = '';
-    const timer = setTimeout(() => { s.destroy(); reject(new Error(`no answer within 5 s; got ${JSON.stringify(response)}`)); }, 5_000);
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`no answer within 5 s; got ${JSON.stringify(response)}`));
+    }, 5_000);
     s.setEncoding('utf8');
     s.on('data', (c: string) => (response += c));
-    s.on('end', () => { clearTimeout(timer); s.destroy(); resolve({ response, closed: true }); });
-    s.on('error', (err) => { clearTimeout(timer); reject(err); });
+    s.on('end', () => {
+      clearTimeout(timer);
+      s.destroy();
+      resolve({ response, closed: true });
+    });
+    s.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
     s.on('connect', () => {
-      s.write(`POST /api/v1/meter/batch HTTP/1.1\r\nHost: ingest\r\n${authorization === undefined ? '' : `Authorization: ${authorization}\r\n`}Content-Type: application/json\r\nContent-Length: ${1 << 20}\r\n\r\n`);
+      s.write(
+        `POST /api/v1/meter/batch HTTP/1.1\r\nHost: ingest\r\n${authorization === undefined ? '' : `Authorization: ${authorization}\r\n`}Content-Type: application/json\r\nContent-Length: ${1 << 20}\r\n\r\n`,
+      );
       s.write(`{"events":[${' '.repeat(1024)}`);
     });
   });
 }
 
 test('a 1 MiB body without a valid key is answered 401 before the client has sent it, and the connection is closed', async () => {
-  for (const [what, authz] of [['no key', undefined], ['a malformed key', 'Bearer nope'], ['an unknown well-formed key', `Bearer ${randomToken()}`]] as const) {
+  for (const [what, authz] of [
+    ['no key', undefined],
+    ['a malformed key', 'Bearer nope'],
+    ['an unknown well-formed key', `Bearer ${randomToken()}`],
+  ] as const) {
     const { response, closed } = await headersOnly(authz);
     assert.match(response, /^HTTP\/1\.1 401 /, `${what}: ${response}`);
     assert.match(response, /"code":"(missing_api_key|invalid_api_key)"/, what);
@@ -132,13 +172,17 @@ test('a flood of random tokens from one address is cut off with 429 + Retry-Afte
   assert.ok(looked <= 32 + 20 + Math.ceil(2 * (elapsedS + 1)), `the flood cost ${looked} lookups in ${elapsedS} s`);
   assert.ok(Number(retryAfter) >= 1, `429 carries Retry-After (got ${retryAfter})`);
   assert.deepEqual([...tally.keys()].sort(), ['invalid_api_key', 'too_many_auth_failures']);
-
 });
 
 test('behind a trusted proxy each forwarded client has its own budget; a client cannot escape its budget by writing X-Forwarded-For', async () => {
-  const proxied = await startTestIngest(stores, { TRUSTED_PROXIES: '127.0.0.1', AUTH_FAILURE_BURST: '2', AUTH_FAILURE_RATE_PER_SECOND: '1' });
+  const proxied = await startTestIngest(stores, {
+    TRUSTED_PROXIES: '127.0.0.1',
+    AUTH_FAILURE_BURST: '2',
+    AUTH_FAILURE_RATE_PER_SECOND: '1',
+  });
   try {
-    const unknown = (from: string, forwardedFor: string) => send('/api/v1/meter', '{}', randomToken(), from, undefined, { port: proxied.port, forwardedFor });
+    const unknown = (from: string, forwardedFor: string) =>
+      send('/api/v1/meter', '{}', randomToken(), from, undefined, { port: proxied.port, forwardedFor });
     /** Unknown keys until the first 429 (at most 10: the budget refills by one a second). */
     const drain = async (from: string, forwardedFor: string): Promise<number> => {
       for (let i = 1; i <= 10; i++) if ((await unknown(from, forwardedFor)).status === 429) return i;

@@ -8,18 +8,30 @@ export { freePort };
 
 export const INGEST_MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));
 
-
 /** Ingest as a real child process (for kill -9): resolves once /healthz answers. */
-export async function spawnIngest(env: Record<string, string>): Promise<{ child: ChildProcess; url: string; output: () => string }> {
+export async function spawnIngest(
+  env: Record<string, string>,
+): Promise<{ child: ChildProcess; url: string; output: () => string }> {
   let out = '';
-  const child = spawn(process.execPath, [INGEST_MAIN], { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [INGEST_MAIN], {
+    env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   child.stdout!.on('data', (c) => (out += c));
   child.stderr!.on('data', (c) => (out += c));
   const url = `http://127.0.0.1:${env.INGEST_PORT}`;
-  await until(async () => {
-    if (child.exitCode !== null) throw new Error(`ingest exited with ${child.exitCode}: ${out}`);
-    return fetch(url + '/readyz').then((r) => r.status, () => 0);
-  }, (s) => s === 200, 15_000, 'ingest to be ready');
+  await until(
+    async () => {
+      if (child.exitCode !== null) throw new Error(`ingest exited with ${child.exitCode}: ${out}`);
+      return fetch(url + '/readyz').then(
+        (r) => r.status,
+        () => 0,
+      );
+    },
+    (s) => s === 200,
+    15_000,
+    'ingest to be ready',
+  );
   return { child, url, output: () => out };
 }
 
@@ -38,9 +50,16 @@ export function killHard(child: ChildProcess): Promise<void> {
  */
 export class PrivateClickHouse {
   child: ChildProcess | undefined;
-  constructor(readonly dir: string, readonly httpPort: number, readonly tcpPort: number) {
-    for (const d of ['data', 'tmp', 'log', 'user_files', 'format_schemas']) mkdirSync(join(dir, d), { recursive: true });
-    writeFileSync(join(dir, 'config.xml'), `<?xml version="1.0"?>
+  constructor(
+    readonly dir: string,
+    readonly httpPort: number,
+    readonly tcpPort: number,
+  ) {
+    for (const d of ['data', 'tmp', 'log', 'user_files', 'format_schemas'])
+      mkdirSync(join(dir, d), { recursive: true });
+    writeFileSync(
+      join(dir, 'config.xml'),
+      `<?xml version="1.0"?>
 <yandex>
   <logger><level>warning</level><log>${dir}/log/server.log</log><errorlog>${dir}/log/server.err.log</errorlog><size>10M</size><count>1</count></logger>
   <listen_host>127.0.0.1</listen_host>
@@ -57,13 +76,17 @@ export class PrivateClickHouse {
   <default_database>default</default_database>
   <timezone>UTC</timezone>
   <mlock_executable>false</mlock_executable>
-</yandex>`);
-    writeFileSync(join(dir, 'users.xml'), `<?xml version="1.0"?>
+</yandex>`,
+    );
+    writeFileSync(
+      join(dir, 'users.xml'),
+      `<?xml version="1.0"?>
 <yandex>
   <profiles><default><max_memory_usage>2000000000</max_memory_usage></default></profiles>
   <users><default><password></password><networks><ip>127.0.0.1</ip><ip>::1</ip></networks><profile>default</profile><quota>default</quota></default></users>
   <quotas><default><interval><duration>3600</duration><queries>0</queries><errors>0</errors><result_rows>0</result_rows><read_rows>0</read_rows><execution_time>0</execution_time></interval></default></quotas>
-</yandex>`);
+</yandex>`,
+    );
   }
 
   get url(): string {
@@ -72,7 +95,16 @@ export class PrivateClickHouse {
 
   async start(): Promise<void> {
     this.child = spawn('clickhouse-server', [`--config-file=${join(this.dir, 'config.xml')}`], { stdio: 'ignore' });
-    await until(() => fetch(this.url + '/ping').then((r) => r.status, () => 0), (s) => s === 200, 30_000, 'private ClickHouse to answer');
+    await until(
+      () =>
+        fetch(this.url + '/ping').then(
+          (r) => r.status,
+          () => 0,
+        ),
+      (s) => s === 200,
+      30_000,
+      'private ClickHouse to answer',
+    );
   }
 
   async stop(): Promise<void> {
@@ -89,27 +121,52 @@ export class PrivateClickHouse {
 /** A Redis server of the test's own, with an fsync'd append-only file so a restart keeps its data. */
 export class PrivateRedis {
   child: ChildProcess | undefined;
-  constructor(readonly dir: string, readonly port: number) {}
+  constructor(
+    readonly dir: string,
+    readonly port: number,
+  ) {}
 
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
   }
 
   async start(): Promise<void> {
-    this.child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--save', '', '--appendonly', 'yes', '--appendfsync', 'always'], { stdio: 'ignore' });
+    this.child = spawn(
+      'redis-server',
+      [
+        '--port',
+        String(this.port),
+        '--bind',
+        '127.0.0.1',
+        '--dir',
+        this.dir,
+        '--save',
+        '',
+        '--appendonly',
+        'yes',
+        '--appendfsync',
+        'always',
+      ],
+      { stdio: 'ignore' },
+    );
     const { Redis } = await import('ioredis');
-    await until(async () => {
-      const r = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-      r.on('error', () => {}); // refused while the server starts: the poll's expected answer
-      try {
-        await r.connect();
-        return await r.ping();
-      } catch {
-        return '';
-      } finally {
-        r.disconnect();
-      }
-    }, (p) => p === 'PONG', 15_000, 'private Redis to answer');
+    await until(
+      async () => {
+        const r = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+        r.on('error', () => {}); // refused while the server starts: the poll's expected answer
+        try {
+          await r.connect();
+          return await r.ping();
+        } catch {
+          return '';
+        } finally {
+          r.disconnect();
+        }
+      },
+      (p) => p === 'PONG',
+      15_000,
+      'private Redis to answer',
+    );
   }
 
   /** kill -9: an outage, not a clean shutdown. */
@@ -126,7 +183,10 @@ export class PrivateRedis {
 export class PrivatePostgres {
   child: ChildProcess | undefined;
   readonly bin: string;
-  constructor(readonly dir: string, readonly port: number) {
+  constructor(
+    readonly dir: string,
+    readonly port: number,
+  ) {
     const versions = readdirSync('/usr/lib/postgresql').sort();
     this.bin = join('/usr/lib/postgresql', versions.at(-1)!, 'bin');
   }
@@ -141,16 +201,52 @@ export class PrivatePostgres {
 
   init(): void {
     chmodSync(this.dir, 0o777);
-    const r = spawnSync('runuser', ['-u', 'postgres', '--', join(this.bin, 'initdb'), '-D', join(this.dir, 'data'), '-U', 'postgres', '--auth=trust'], { encoding: 'utf8' });
+    const r = spawnSync(
+      'runuser',
+      [
+        '-u',
+        'postgres',
+        '--',
+        join(this.bin, 'initdb'),
+        '-D',
+        join(this.dir, 'data'),
+        '-U',
+        'postgres',
+        '--auth=trust',
+      ],
+      { encoding: 'utf8' },
+    );
     if (r.status !== 0) throw new Error(`initdb failed: ${r.stderr}`);
   }
 
   async start(): Promise<void> {
-    this.child = spawn('runuser', ['-u', 'postgres', '--', join(this.bin, 'postgres'), '-D', join(this.dir, 'data'), '-p', String(this.port), '-k', this.dir, '-c', 'listen_addresses=127.0.0.1'], { stdio: 'ignore' });
-    await until(() => {
-      const r = spawnSync(join(this.bin, 'pg_isready'), ['-h', '127.0.0.1', '-p', String(this.port)]);
-      return Promise.resolve(r.status);
-    }, (s) => s === 0, 20_000, 'private Postgres to answer');
+    this.child = spawn(
+      'runuser',
+      [
+        '-u',
+        'postgres',
+        '--',
+        join(this.bin, 'postgres'),
+        '-D',
+        join(this.dir, 'data'),
+        '-p',
+        String(this.port),
+        '-k',
+        this.dir,
+        '-c',
+        'listen_addresses=127.0.0.1',
+      ],
+      { stdio: 'ignore' },
+    );
+    await until(
+      () => {
+        const r = spawnSync(join(this.bin, 'pg_isready'), ['-h', '127.0.0.1', '-p', String(this.port)]);
+        return Promise.resolve(r.status);
+      },
+      (s) => s === 0,
+      20_000,
+      'private Postgres to answer',
+    );
   }
 
   /** A fast shutdown (SIGINT to the postmaster), as an operator's restart would do. */
@@ -159,7 +255,17 @@ export class PrivatePostgres {
     if (c === undefined || c.exitCode !== null) return;
     await new Promise<void>((resolve) => {
       c.once('exit', () => resolve());
-      spawnSync('runuser', ['-u', 'postgres', '--', join(this.bin, 'pg_ctl'), '-D', join(this.dir, 'data'), '-m', 'fast', 'stop']);
+      spawnSync('runuser', [
+        '-u',
+        'postgres',
+        '--',
+        join(this.bin, 'pg_ctl'),
+        '-D',
+        join(this.dir, 'data'),
+        '-m',
+        'fast',
+        'stop',
+      ]);
     });
     this.child = undefined;
   }

@@ -42,7 +42,12 @@ export interface BillingOptions {
 }
 
 /** One rule broken: the v1 error (code, param), the v2 code, and the error report code for asynchronous paths. */
-interface Rule { v1: () => StripeHttpError; v2: string; report: ErrorReportCode | undefined; message: string }
+interface Rule {
+  v1: () => StripeHttpError;
+  v2: string;
+  report: ErrorReportCode | undefined;
+  message: string;
+}
 
 function broken(r: Rule, via: Via): StripeHttpError {
   return via === 'v2' ? new StripeV2Error(400, r.v2, r.message) : r.v1();
@@ -63,7 +68,8 @@ export class Billing {
   accept(e: EventInput, nowS: number, via: Via): MeterEvent {
     const ev = this.shape(e, nowS, via);
     const meter = this.meterForEvent(ev.event_name);
-    if (meter === undefined && via === 'v2') throw new StripeV2Error(400, 'no_meter', `No active meter was found for event_name ${ev.event_name}.`);
+    if (meter === undefined && via === 'v2')
+      throw new StripeV2Error(400, 'no_meter', `No active meter was found for event_name ${ev.event_name}.`);
     const rule = this.contentRule(ev, meter, nowS);
     if (rule !== undefined) {
       if (via !== 'v2_stream' || rule.report === undefined) throw broken(rule, via);
@@ -72,9 +78,18 @@ export class Billing {
     }
     this.record(ev);
     // Stripe's later checks: the meter and the customer must exist.
-    if (meter === undefined) this.reject(ev, undefined, 'no_meter', `No active meter was found for event_name ${ev.event_name}.`);
-    else if (this.o.checkCustomers && this.data().customers[ev.payload[meter.customer_mapping.event_payload_key]!] === undefined) {
-      this.reject(ev, meter, 'meter_event_customer_not_found', `No customer was found with ID ${ev.payload[meter.customer_mapping.event_payload_key]}.`);
+    if (meter === undefined)
+      this.reject(ev, undefined, 'no_meter', `No active meter was found for event_name ${ev.event_name}.`);
+    else if (
+      this.o.checkCustomers &&
+      this.data().customers[ev.payload[meter.customer_mapping.event_payload_key]!] === undefined
+    ) {
+      this.reject(
+        ev,
+        meter,
+        'meter_event_customer_not_found',
+        `No customer was found with ID ${ev.payload[meter.customer_mapping.event_payload_key]}.`,
+      );
     }
     return ev;
   }
@@ -82,7 +97,8 @@ export class Billing {
   /** The request's own shape (types, lengths): refused synchronously on every path. */
   private shape(e: EventInput, nowS: number, via: Via): MeterEvent {
     if (e.event_name === undefined || e.event_name === '') throw missingParam('event_name');
-    if (typeof e.event_name !== 'string' || e.event_name.length > MAX_LEN) throw invalid('event_name must be a string of at most 100 characters.', 'event_name');
+    if (typeof e.event_name !== 'string' || e.event_name.length > MAX_LEN)
+      throw invalid('event_name must be a string of at most 100 characters.', 'event_name');
     if (typeof e.payload !== 'object' || e.payload === null || Array.isArray(e.payload)) throw missingParam('payload');
     const payload: Record<string, string> = {};
     for (const [k, v] of Object.entries(e.payload as Record<string, unknown>)) {
@@ -91,11 +107,19 @@ export class Billing {
     }
     let identifier: string;
     if (e.identifier === undefined || e.identifier === '') identifier = stripeId('mev');
-    else if (typeof e.identifier !== 'string' || e.identifier.length > MAX_LEN) throw invalid('identifier must be a string of at most 100 characters.', 'identifier');
+    else if (typeof e.identifier !== 'string' || e.identifier.length > MAX_LEN)
+      throw invalid('identifier must be a string of at most 100 characters.', 'identifier');
     else identifier = e.identifier;
     return {
-      key: '', identifier, event_name: e.event_name, timestamp: parseTimestamp(e.timestamp, nowS), created: nowS, payload,
-      cancel_requested: false, cancelled: false, via,
+      key: '',
+      identifier,
+      event_name: e.event_name,
+      timestamp: parseTimestamp(e.timestamp, nowS),
+      created: nowS,
+      payload,
+      cancel_requested: false,
+      cancelled: false,
+      via,
     };
   }
 
@@ -105,26 +129,43 @@ export class Billing {
       const past = ev.timestamp < nowS - PAST_S;
       const message = 'Timestamp must be within the past 35 calendar days or up to 5 minutes in the future.';
       return {
-        v1: () => invalid(message, 'timestamp', 'timestamp_outside_range'), v2: past ? 'timestamp_too_far_in_past' : 'timestamp_in_future',
-        report: past ? 'timestamp_too_far_in_past' : 'timestamp_in_future', message,
+        v1: () => invalid(message, 'timestamp', 'timestamp_outside_range'),
+        v2: past ? 'timestamp_too_far_in_past' : 'timestamp_in_future',
+        report: past ? 'timestamp_too_far_in_past' : 'timestamp_in_future',
+        message,
       };
     }
     const customerKey = meter?.customer_mapping.event_payload_key ?? 'stripe_customer_id';
     const valueKey = meter?.value_settings.event_payload_key ?? 'value';
     if (ev.payload[customerKey] === undefined) {
       const message = `Customer mapping key ${customerKey} not found in payload.`;
-      return { v1: () => invalid(message, 'payload', 'meter_event_no_customer_defined'), v2: 'payload_no_customer_defined', report: 'meter_event_no_customer_defined', message };
+      return {
+        v1: () => invalid(message, 'payload', 'meter_event_no_customer_defined'),
+        v2: 'payload_no_customer_defined',
+        report: 'meter_event_no_customer_defined',
+        message,
+      };
     }
     const value = ev.payload[valueKey];
     // count meters need no value; sum and last need a whole number.
     if (meter?.default_aggregation.formula === 'count' && value === undefined) return undefined;
     if (value === undefined) {
       const message = `Value key ${valueKey} not found in payload.`;
-      return { v1: () => invalid(message, `payload[${valueKey}]`, 'meter_event_value_not_found'), v2: 'payload_no_value_defined', report: 'meter_event_invalid_value', message };
+      return {
+        v1: () => invalid(message, `payload[${valueKey}]`, 'meter_event_value_not_found'),
+        v2: 'payload_no_value_defined',
+        report: 'meter_event_invalid_value',
+        message,
+      };
     }
     if (!/^-?\d{1,16}$/.test(value) || !Number.isSafeInteger(Number(value))) {
       const message = `payload[${valueKey}] must be a whole number within ±(2^53−1), got "${value}".`;
-      return { v1: () => invalid(message, `payload[${valueKey}]`, 'meter_event_invalid_value'), v2: 'payload_invalid_value', report: 'meter_event_invalid_value', message };
+      return {
+        v1: () => invalid(message, `payload[${valueKey}]`, 'meter_event_invalid_value'),
+        v2: 'payload_invalid_value',
+        report: 'meter_event_invalid_value',
+        message,
+      };
     }
     return undefined;
   }
@@ -163,14 +204,21 @@ export class Billing {
    * Accepts a cancel (answered `pending`); `apply` runs later. Refused at once only when Stripe
    * can tell from the request: a malformed one, an event older than 24 hours, or one already cancelled.
    */
-  cancel(eventName: unknown, type: unknown, identifier: unknown, nowS: number, via: Via): { identifier: string; event_name: string; apply: () => void } {
+  cancel(
+    eventName: unknown,
+    type: unknown,
+    identifier: unknown,
+    nowS: number,
+    via: Via,
+  ): { identifier: string; event_name: string; apply: () => void } {
     if (typeof eventName !== 'string' || eventName === '') throw missingParam('event_name');
     if (type !== 'cancel') throw invalid('type must be cancel.', 'type');
     if (typeof identifier !== 'string' || identifier === '') throw missingParam('cancel[identifier]');
     const key = this.data().identifiers[identifier];
     const ev = key === undefined ? undefined : this.data().events[key];
     const known = ev !== undefined && ev.event_name === eventName;
-    if (known && nowS - ev.created > CANCEL_WINDOW_S) throw invalid('You can only cancel events within 24 hours of Stripe receiving them.', 'cancel[identifier]');
+    if (known && nowS - ev.created > CANCEL_WINDOW_S)
+      throw invalid('You can only cancel events within 24 hours of Stripe receiving them.', 'cancel[identifier]');
     if (known && ev.cancel_requested) {
       const message = `The meter event with identifier ${identifier} has already been canceled.`;
       if (via === 'v2') throw new StripeV2Error(400, 'meter_event_already_canceled', message);
@@ -178,7 +226,8 @@ export class Billing {
     }
     if (known) ev.cancel_requested = true;
     return {
-      identifier, event_name: eventName,
+      identifier,
+      event_name: eventName,
       apply: () => {
         if (!known || ev.cancelled) return;
         ev.cancelled = true;
@@ -188,7 +237,8 @@ export class Billing {
   }
 
   meterForEvent(eventName: string): Meter | undefined {
-    for (const m of Object.values(this.data().meters)) if (m.event_name === eventName && m.status === 'active') return m;
+    for (const m of Object.values(this.data().meters))
+      if (m.event_name === eventName && m.status === 'active') return m;
     return undefined;
   }
 
@@ -197,11 +247,25 @@ export class Billing {
    * A pre-aggregated meter (`event_time_window` hour/day) places each event at the start of its
    * window, so its value lands in the summary that holds the window start.
    */
-  summaries(meter: Meter, customer: string, start: number, end: number, grouping: 'hour' | 'day' | undefined): Array<{ start: number; end: number; value: number }> {
+  summaries(
+    meter: Meter,
+    customer: string,
+    start: number,
+    end: number,
+    grouping: 'hour' | 'day' | undefined,
+  ): Array<{ start: number; end: number; value: number }> {
     const step = grouping === 'hour' ? 3_600 : grouping === 'day' ? 86_400 : end - start;
     // `last`: the value of the latest event by timestamp, ties broken by the later receipt.
-    const buckets: Array<{ start: number; end: number; value: number; last: number; lastAt: number; lastCreated: number }> = [];
-    for (let s = start; s < end; s += step) buckets.push({ start: s, end: Math.min(end, s + step), value: 0, last: 0, lastAt: -1, lastCreated: -1 });
+    const buckets: Array<{
+      start: number;
+      end: number;
+      value: number;
+      last: number;
+      lastAt: number;
+      lastCreated: number;
+    }> = [];
+    for (let s = start; s < end; s += step)
+      buckets.push({ start: s, end: Math.min(end, s + step), value: 0, last: 0, lastAt: -1, lastCreated: -1 });
     const ck = meter.customer_mapping.event_payload_key;
     const vk = meter.value_settings.event_payload_key;
     const f = meter.default_aggregation.formula;
@@ -214,7 +278,11 @@ export class Billing {
       const v = Number(ev.payload[vk] ?? 0);
       if (f === 'count') b.value += 1;
       else if (f === 'sum') b.value += v;
-      else if (ev.timestamp > b.lastAt || (ev.timestamp === b.lastAt && ev.created >= b.lastCreated)) { b.last = v; b.lastAt = ev.timestamp; b.lastCreated = ev.created; }
+      else if (ev.timestamp > b.lastAt || (ev.timestamp === b.lastAt && ev.created >= b.lastCreated)) {
+        b.last = v;
+        b.lastAt = ev.timestamp;
+        b.lastCreated = ev.created;
+      }
     }
     return buckets.map((b) => ({ start: b.start, end: b.end, value: f === 'last' ? b.last : b.value }));
   }
@@ -228,5 +296,8 @@ function parseTimestamp(t: unknown, nowS: number): number {
     const ms = Date.parse(t);
     if (Number.isFinite(ms) && /^\d{4}-\d{2}-\d{2}T/.test(t)) return Math.floor(ms / 1000);
   }
-  throw invalid('Invalid timestamp: must be an integer Unix timestamp (v1) or an RFC 3339 date-time (v2).', 'timestamp');
+  throw invalid(
+    'Invalid timestamp: must be an integer Unix timestamp (v1) or an RFC 3339 date-time (v2).',
+    'timestamp',
+  );
 }

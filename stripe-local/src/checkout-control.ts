@@ -9,11 +9,19 @@ import type { Context } from './context.js';
  * answer with the subscription and the webhook deliveries; a browser form is redirected to the
  * session's success_url). Test-only: real Stripe completes a session when a customer pays.
  */
-export async function checkoutControl(ctx: Context, req: IncomingMessage, res: ServerResponse, path: string): Promise<boolean> {
+export async function checkoutControl(
+  ctx: Context,
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+): Promise<boolean> {
   const done = /^\/_test\/checkout\/sessions\/([A-Za-z0-9_]+)\/complete$/.exec(path);
   if (done && req.method === 'POST') {
     const out = await completeSession(ctx, done[1]!, ctx.nowS());
-    if (req.headers['content-type']?.startsWith('application/x-www-form-urlencoded') && out.session.success_url !== null) {
+    if (
+      req.headers['content-type']?.startsWith('application/x-www-form-urlencoded') &&
+      out.session.success_url !== null
+    ) {
       res.writeHead(303, { Location: out.session.success_url }).end();
     } else {
       send(res, 200, JSON.stringify(out));
@@ -25,12 +33,19 @@ export async function checkoutControl(ctx: Context, req: IncomingMessage, res: S
     const stored = ctx.data().checkout.sessions[page[1]!];
     if (stored === undefined) return false;
     const s = stored.session;
-    const amount = stored.items.reduce((a, it) => a + (ctx.data().checkout.prices[it.price]?.unit_amount ?? 0) * it.quantity, 0);
-    res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' }).end(
-      `<!doctype html><title>Checkout (stripe-local)</title><h1>Checkout session ${s.id}</h1>` +
-      `<p>Status: ${s.status}. Subscription: ${(amount / 100).toFixed(2)} ${(s.currency ?? '').toUpperCase()} per period.</p>` +
-      (s.status === 'open' ? `<form method="post" action="/_test/checkout/sessions/${s.id}/complete"><button>Pay with a test card</button></form>` : ''),
+    const amount = stored.items.reduce(
+      (a, it) => a + (ctx.data().checkout.prices[it.price]?.unit_amount ?? 0) * it.quantity,
+      0,
     );
+    res
+      .writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' })
+      .end(
+        `<!doctype html><title>Checkout (stripe-local)</title><h1>Checkout session ${s.id}</h1>` +
+          `<p>Status: ${s.status}. Subscription: ${(amount / 100).toFixed(2)} ${(s.currency ?? '').toUpperCase()} per period.</p>` +
+          (s.status === 'open'
+            ? `<form method="post" action="/_test/checkout/sessions/${s.id}/complete"><button>Pay with a test card</button></form>`
+            : ''),
+      );
     return true;
   }
   return false;

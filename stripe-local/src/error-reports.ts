@@ -10,7 +10,10 @@ export const SAMPLES_PER_CODE = 5;
 
 interface Pending {
   meter: Meter | undefined;
-  byCode: Map<ErrorReportCode, { count: number; samples: Array<{ error_message: string; request: { identifier: string } }> }>;
+  byCode: Map<
+    ErrorReportCode,
+    { count: number; samples: Array<{ error_message: string; request: { identifier: string } }> }
+  >;
   count: number;
 }
 
@@ -31,21 +34,28 @@ export class ErrorReports {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
 
-  constructor(private readonly out: EventsOut, private readonly windowMs: number, private readonly nowS: () => number) {}
+  constructor(
+    private readonly out: EventsOut,
+    private readonly windowMs: number,
+    private readonly nowS: () => number,
+  ) {}
 
   report(meter: Meter | undefined, code: ErrorReportCode, message: string, identifier: string): void {
     if (this.stopped) return;
     const key = meter?.id ?? '';
     let p = this.pending.get(key);
-    if (p === undefined) this.pending.set(key, p = { meter, byCode: new Map(), count: 0 });
+    if (p === undefined) this.pending.set(key, (p = { meter, byCode: new Map(), count: 0 }));
     let c = p.byCode.get(code);
-    if (c === undefined) p.byCode.set(code, c = { count: 0, samples: [] });
+    if (c === undefined) p.byCode.set(code, (c = { count: 0, samples: [] }));
     c.count += 1;
     p.count += 1;
     if (c.samples.length < SAMPLES_PER_CODE) c.samples.push({ error_message: message, request: { identifier } });
     this.windowStartS ??= this.nowS();
     if (this.timer === undefined) {
-      this.timer = setTimeout(() => { this.timer = undefined; this.flush(); }, this.windowMs);
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.flush();
+      }, this.windowMs);
       this.timer.unref();
     }
   }
@@ -66,7 +76,12 @@ export class ErrorReports {
         validation_start: start,
       };
       if (p.meter === undefined) this.out.emitThinEvent('v1.billing.meter.no_meter_found', null, data);
-      else this.out.emitThinEvent('v1.billing.meter.error_report_triggered', { id: p.meter.id, type: 'billing.meter', url: `/v1/billing/meters/${p.meter.id}` }, data);
+      else
+        this.out.emitThinEvent(
+          'v1.billing.meter.error_report_triggered',
+          { id: p.meter.id, type: 'billing.meter', url: `/v1/billing/meters/${p.meter.id}` },
+          data,
+        );
     }
     this.pending.clear();
     this.windowStartS = undefined;

@@ -40,30 +40,55 @@ export class EventsOut {
   private readonly waking = new Set<() => void>();
   private readonly inFlight = new Set<Promise<unknown>>();
 
-  constructor(private readonly data: () => StateData, private readonly changed: () => void, private readonly o: EventsOutOptions) {}
+  constructor(
+    private readonly data: () => StateData,
+    private readonly changed: () => void,
+    private readonly o: EventsOutOptions,
+  ) {}
 
   /**
    * A v1 snapshot event: `type` such as `customer.created`, `dataObject` the object as it now is.
    * `delivery` settles with the final outcome (after retries), or null when no endpoint is set.
    */
-  emitEvent(type: string, dataObject: object, previousAttributes?: Record<string, unknown>): { event: Stripe.Event; delivery: Promise<Delivery | null> } {
+  emitEvent(
+    type: string,
+    dataObject: object,
+    previousAttributes?: Record<string, unknown>,
+  ): { event: Stripe.Event; delivery: Promise<Delivery | null> } {
     const event = snapshotEvent(type, dataObject, this.o.nowS(), previousAttributes, this.o.url === '' ? 0 : 1);
     push(this.data().v1Events, event);
     this.changed();
-    const delivery = this.deliver(event.id, type, JSON.stringify(event), () => { event.pending_webhooks = 0; });
+    const delivery = this.deliver(event.id, type, JSON.stringify(event), () => {
+      event.pending_webhooks = 0;
+    });
     return { event, delivery };
   }
 
   /** A v2 thin event: stored with `data`, delivered without it. */
   emitThinEvent(type: string, related: ThinEvent['related_object'] | null, data: Record<string, unknown>): ThinEvent {
     const event: ThinEvent = {
-      id: stripeId('evt_test'), object: 'v2.core.event', type, created: new Date(this.o.nowS() * 1000).toISOString(),
-      context: null, livemode: false, reason: null, ...(related === null ? {} : { related_object: related }), data,
+      id: stripeId('evt_test'),
+      object: 'v2.core.event',
+      type,
+      created: new Date(this.o.nowS() * 1000).toISOString(),
+      context: null,
+      livemode: false,
+      reason: null,
+      ...(related === null ? {} : { related_object: related }),
+      data,
     };
     push(this.data().v2Events, event);
     this.changed();
     // The delivery is thin: no `data`, and no `related_object` when there is none.
-    const thin: Record<string, unknown> = { id: event.id, object: event.object, type, created: event.created, context: null, livemode: false, reason: null };
+    const thin: Record<string, unknown> = {
+      id: event.id,
+      object: event.object,
+      type,
+      created: event.created,
+      context: null,
+      livemode: false,
+      reason: null,
+    };
     if (related !== null) thin.related_object = related;
     void this.deliver(event.id, type, JSON.stringify(thin));
     return event;
@@ -80,7 +105,13 @@ export class EventsOut {
           delivered?.();
           return d;
         }
-        this.o.onDeliveryError?.({ id, type, attempt, ...(d.status === null ? {} : { status: d.status }), message: d.error ?? `endpoint answered ${d.status}` });
+        this.o.onDeliveryError?.({
+          id,
+          type,
+          attempt,
+          ...(d.status === null ? {} : { status: d.status }),
+          message: d.error ?? `endpoint answered ${d.status}`,
+        });
         if (attempt >= delays.length || !(await this.pause(delays[attempt]!))) return d;
       }
     })();
@@ -113,23 +144,50 @@ export class EventsOut {
 }
 
 /** One delivery's outcome: the receiver's status, or null with the error when it could not be reached. */
-export interface Delivery { id: string; type: string; status: number | null; error?: string }
+export interface Delivery {
+  id: string;
+  type: string;
+  status: number | null;
+  error?: string;
+}
 
 /** A v1 snapshot event as Stripe serialises it: `data.object` is the object after the change. */
-export function snapshotEvent(type: string, object: object, nowS: number, previousAttributes?: Record<string, unknown>, pendingWebhooks = 0): Stripe.Event {
+export function snapshotEvent(
+  type: string,
+  object: object,
+  nowS: number,
+  previousAttributes?: Record<string, unknown>,
+  pendingWebhooks = 0,
+): Stripe.Event {
   return {
-    id: stripeId('evt'), object: 'event', api_version: API_VERSION, created: nowS,
+    id: stripeId('evt'),
+    object: 'event',
+    api_version: API_VERSION,
+    created: nowS,
     data: { object, ...(previousAttributes ? { previous_attributes: previousAttributes } : {}) },
-    livemode: false, pending_webhooks: pendingWebhooks, request: { id: null, idempotency_key: null }, type,
+    livemode: false,
+    pending_webhooks: pendingWebhooks,
+    request: { id: null, idempotency_key: null },
+    type,
   } as unknown as Stripe.Event;
 }
 
 /** POSTs one event body signed as Stripe signs webhooks. */
-export async function signedPost(url: string, secret: string, id: string, type: string, body: string): Promise<Delivery & { body?: string }> {
+export async function signedPost(
+  url: string,
+  secret: string,
+  id: string,
+  type: string,
+  body: string,
+): Promise<Delivery & { body?: string }> {
   try {
     const res = await fetch(url, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/json; charset=utf-8', 'Stripe-Signature': stripeSignature(secret, body), 'User-Agent': 'Stripe/1.0 (+https://stripe.com/docs/webhooks)' },
+      headers: {
+        'Content-Type': 'application/json; charset=utf-8',
+        'Stripe-Signature': stripeSignature(secret, body),
+        'User-Agent': 'Stripe/1.0 (+https://stripe.com/docs/webhooks)',
+      },
       body,
       signal: AbortSignal.timeout(10_000),
     });

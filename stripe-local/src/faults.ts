@@ -22,12 +22,19 @@ export interface Faults {
 }
 
 export const NO_FAULTS: Readonly<Faults> = Object.freeze({
-  error_rate: 0, applied_error_rate: 0, timeout_rate: 0, timeout_ms: 2_000, rate_limit_until: 0, rate_limit_rate: 0, expire_sessions: false,
+  error_rate: 0,
+  applied_error_rate: 0,
+  timeout_rate: 0,
+  timeout_ms: 2_000,
+  rate_limit_until: 0,
+  rate_limit_rate: 0,
+  expire_sessions: false,
 });
 
 /** Merges a partial update (JSON from /_faults) over the current faults; `{ "reset": true }` clears. */
 export function applyFaults(current: Faults, update: unknown): Faults {
-  if (typeof update !== 'object' || update === null || Array.isArray(update)) throw invalid('faults must be a JSON object');
+  if (typeof update !== 'object' || update === null || Array.isArray(update))
+    throw invalid('faults must be a JSON object');
   const u = update as Record<string, unknown>;
   const next: Faults = u.reset === true ? { ...NO_FAULTS } : { ...current };
   for (const [k, v] of Object.entries(u)) {

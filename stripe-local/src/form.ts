@@ -6,7 +6,9 @@ import { invalid, unknownParam } from './stripe-error.js';
  * into plain objects (numeric keys stay object keys; v1 routes here never need real arrays).
  */
 export type FormValue = string | FormObject;
-export interface FormObject { [k: string]: FormValue }
+export interface FormObject {
+  [k: string]: FormValue;
+}
 
 export function parseForm(text: string): FormObject {
   const out: FormObject = {};
@@ -51,7 +53,9 @@ export function obj(o: FormObject, key: string): FormObject | undefined {
 }
 
 /** Which parameters an endpoint takes: `true` a scalar, `'map'` free-form keys (metadata, payload), or nested params. */
-export interface ParamSpec { [k: string]: true | 'map' | ParamSpec }
+export interface ParamSpec {
+  [k: string]: true | 'map' | ParamSpec;
+}
 
 /**
  * Refuses a parameter the endpoint does not take, as Stripe does ("Received unknown parameter: x",
@@ -62,6 +66,7 @@ export function onlyParams(o: Record<string, unknown>, spec: ParamSpec, prefix =
     const name = prefix === '' ? k : `${prefix}[${k}]`;
     const s = spec[k];
     if (s === undefined) throw unknownParam(name);
-    if (typeof s === 'object' && typeof v === 'object' && v !== null && !Array.isArray(v)) onlyParams(v as Record<string, unknown>, s, name);
+    if (typeof s === 'object' && typeof v === 'object' && v !== null && !Array.isArray(v))
+      onlyParams(v as Record<string, unknown>, s, name);
   }
 }

@@ -44,13 +44,26 @@ export function listOf<T extends { id: string }>(items: T[], url: string, q: URL
   const rawLimit = q.get('limit');
   const limit = rawLimit === null ? 10 : Number(rawLimit);
   if (!Number.isInteger(limit) || limit < 1 || limit > 100) {
-    throw new StripeHttpError(400, 'invalid_request_error', 'Invalid integer: limit must be from 1 to 100.', 'parameter_invalid_integer', 'limit');
+    throw new StripeHttpError(
+      400,
+      'invalid_request_error',
+      'Invalid integer: limit must be from 1 to 100.',
+      'parameter_invalid_integer',
+      'limit',
+    );
   }
   let from = 0;
   const after = q.get('starting_after');
   if (after !== null) {
     const i = items.findIndex((x) => x.id === after);
-    if (i === -1) throw new StripeHttpError(400, 'invalid_request_error', `No such object: '${after}'`, 'resource_missing', 'starting_after');
+    if (i === -1)
+      throw new StripeHttpError(
+        400,
+        'invalid_request_error',
+        `No such object: '${after}'`,
+        'resource_missing',
+        'starting_after',
+      );
     from = i + 1;
   }
   const data = items.slice(from, from + limit);

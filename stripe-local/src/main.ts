@@ -12,7 +12,11 @@ try {
   faults = JSON.parse(cfg.STRIPE_LOCAL_FAULTS) as Record<string, unknown>;
   prices = parsePriceSeeds(cfg.STRIPE_LOCAL_SEED_PRICES);
 } catch (err) {
-  console.error(err instanceof ConfigError ? `stripe-local: ${err.message}` : `stripe-local: STRIPE_LOCAL_FAULTS or STRIPE_LOCAL_SEED_PRICES: ${(err as Error).message}`);
+  console.error(
+    err instanceof ConfigError
+      ? `stripe-local: ${err.message}`
+      : `stripe-local: STRIPE_LOCAL_FAULTS or STRIPE_LOCAL_SEED_PRICES: ${(err as Error).message}`,
+  );
   process.exit(1);
 }
 const log = createLogger('stripe-local', cfg.LOG_LEVEL);

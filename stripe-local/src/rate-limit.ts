@@ -7,7 +7,10 @@ export class TokenBucket {
   private tokens: number;
   private last: number;
 
-  constructor(private rate: number, private readonly now: () => number = () => performance.now()) {
+  constructor(
+    private rate: number,
+    private readonly now: () => number = () => performance.now(),
+  ) {
     this.tokens = rate;
     this.last = now();
   }

@@ -20,7 +20,11 @@ export class Recorder {
   /** `body` is a JSON text as sent; a body that is not JSON (a portal page) is not an API object. */
   record(body: string, where: string): void {
     let parsed: unknown;
-    try { parsed = JSON.parse(body); } catch { return; }
+    try {
+      parsed = JSON.parse(body);
+    } catch {
+      return;
+    }
     const lines: string[] = [];
     visit(parsed, (o) => lines.push(JSON.stringify({ object: o.object, where, value: o })));
     // Synchronous on purpose: recording is a test-only switch, and a line must not be lost at exit.
@@ -29,7 +33,10 @@ export class Recorder {
 }
 
 function visit(v: unknown, found: (o: Record<string, unknown> & { object: string }) => void): void {
-  if (Array.isArray(v)) { for (const x of v) visit(x, found); return; }
+  if (Array.isArray(v)) {
+    for (const x of v) visit(x, found);
+    return;
+  }
   if (typeof v !== 'object' || v === null) return;
   const o = v as Record<string, unknown>;
   if (typeof o.object === 'string') found(o as Record<string, unknown> & { object: string });

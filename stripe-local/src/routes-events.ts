@@ -14,8 +14,19 @@ export function routeEvents(ctx: Context, r: Request): Routed | undefined {
   if (r.path === '/v1/events') {
     const type = r.query.get('type');
     // Stripe's `type` filter takes one `*` wildcard, e.g. `customer.*`.
-    const re = type === null ? undefined : new RegExp(`^${type.split('*').map((x) => x.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
-    const all = ctx.data().v1Events.filter((e) => re === undefined || re.test(e.type)).reverse();
+    const re =
+      type === null
+        ? undefined
+        : new RegExp(
+            `^${type
+              .split('*')
+              .map((x) => x.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+              .join('.*')}$`,
+          );
+    const all = ctx
+      .data()
+      .v1Events.filter((e) => re === undefined || re.test(e.type))
+      .reverse();
     return { status: 200, body: listOf(all, '/v1/events', r.query) };
   }
   let m = /^\/v1\/events\/([^/]+)$/.exec(r.path);
@@ -29,8 +40,14 @@ export function routeEvents(ctx: Context, r: Request): Routed | undefined {
     const rawLimit = r.query.get('limit');
     const limit = rawLimit === null ? 20 : Number(rawLimit);
     if (!Number.isInteger(limit) || limit < 1 || limit > 100) throw invalid('limit must be from 1 to 100.', 'limit');
-    const all = ctx.data().v2Events.filter((e) => objectId === null || e.related_object?.id === objectId).reverse();
-    return { status: 200, body: JSON.stringify({ data: all.slice(0, limit), next_page_url: null, previous_page_url: null }) };
+    const all = ctx
+      .data()
+      .v2Events.filter((e) => objectId === null || e.related_object?.id === objectId)
+      .reverse();
+    return {
+      status: 200,
+      body: JSON.stringify({ data: all.slice(0, limit), next_page_url: null, previous_page_url: null }),
+    };
   }
   m = /^\/v2\/core\/events\/([^/]+)$/.exec(r.path);
   if (m) {

@@ -12,8 +12,13 @@ const ok = (body: unknown): Routed => ({ status: 200, body: JSON.stringify(body)
 const PARAMS = {
   customer: { email: true, name: true, description: true, phone: true, metadata: 'map', expand: 'map' },
   meter: {
-    display_name: true, event_name: true, event_time_window: true, expand: 'map',
-    default_aggregation: { formula: true }, customer_mapping: { event_payload_key: true, type: true }, value_settings: { event_payload_key: true },
+    display_name: true,
+    event_name: true,
+    event_time_window: true,
+    expand: 'map',
+    default_aggregation: { formula: true },
+    customer_mapping: { event_payload_key: true, type: true },
+    value_settings: { event_payload_key: true },
   },
   meterEvent: { event_name: true, payload: 'map', identifier: true, timestamp: true, expand: 'map' },
   adjustment: { event_name: true, type: true, cancel: { identifier: true }, expand: 'map' },
@@ -29,7 +34,9 @@ export function routeV1(ctx: Context, r: Request): Routed | undefined {
   if (p === '/v1/customers' && m === 'POST') return ok(createCustomer(ctx, form(), r.nowS));
   if (p === '/v1/customers' && m === 'GET') {
     const email = r.query.get('email');
-    const all = Object.values(ctx.data().customers).filter((c) => email === null || c.email === email).sort((a, b) => b.created - a.created);
+    const all = Object.values(ctx.data().customers)
+      .filter((c) => email === null || c.email === email)
+      .sort((a, b) => b.created - a.created);
     return { status: 200, body: listOf(all, '/v1/customers', r.query) };
   }
   let match = /^\/v1\/customers\/([^/]+)$/.exec(p);
@@ -43,7 +50,9 @@ export function routeV1(ctx: Context, r: Request): Routed | undefined {
   if (p === '/v1/billing/meters' && m === 'POST') return ok(createMeter(ctx, form(), r.nowS));
   if (p === '/v1/billing/meters' && m === 'GET') {
     const status = r.query.get('status');
-    const all = Object.values(ctx.data().meters).filter((x) => status === null || x.status === status).sort((a, b) => a.created - b.created);
+    const all = Object.values(ctx.data().meters)
+      .filter((x) => status === null || x.status === status)
+      .sort((a, b) => a.created - b.created);
     return { status: 200, body: listOf(all, '/v1/billing/meters', r.query) };
   }
   match = /^\/v1\/billing\/meters\/([^/]+)(\/event_summaries)?$/.exec(p);
@@ -57,8 +66,20 @@ export function routeV1(ctx: Context, r: Request): Routed | undefined {
   if (p === '/v1/billing/meter_events' && m === 'POST') {
     const f = form();
     onlyParams(f, PARAMS.meterEvent);
-    const ev = ctx.billing.accept({ event_name: f.event_name, payload: obj(f, 'payload'), identifier: f.identifier, timestamp: f.timestamp }, r.nowS, 'v1');
-    const body: Stripe.Billing.MeterEvent = { object: 'billing.meter_event', created: ev.created, event_name: ev.event_name, identifier: ev.identifier, livemode: false, payload: ev.payload, timestamp: ev.timestamp };
+    const ev = ctx.billing.accept(
+      { event_name: f.event_name, payload: obj(f, 'payload'), identifier: f.identifier, timestamp: f.timestamp },
+      r.nowS,
+      'v1',
+    );
+    const body: Stripe.Billing.MeterEvent = {
+      object: 'billing.meter_event',
+      created: ev.created,
+      event_name: ev.event_name,
+      identifier: ev.identifier,
+      livemode: false,
+      payload: ev.payload,
+      timestamp: ev.timestamp,
+    };
     return ok(body);
   }
   if (p === '/v1/billing/meter_event_adjustments' && m === 'POST') {
@@ -66,7 +87,14 @@ export function routeV1(ctx: Context, r: Request): Routed | undefined {
     onlyParams(f, PARAMS.adjustment);
     const c = ctx.billing.cancel(f.event_name, f.type, obj(f, 'cancel')?.identifier, r.nowS, 'v1');
     ctx.later(c.apply);
-    const body: Stripe.Billing.MeterEventAdjustment = { object: 'billing.meter_event_adjustment', cancel: { identifier: c.identifier }, event_name: c.event_name, livemode: false, status: 'pending', type: 'cancel' };
+    const body: Stripe.Billing.MeterEventAdjustment = {
+      object: 'billing.meter_event_adjustment',
+      cancel: { identifier: c.identifier },
+      event_name: c.event_name,
+      livemode: false,
+      status: 'pending',
+      type: 'cancel',
+    };
     return ok(body);
   }
 
@@ -79,9 +107,18 @@ export function routeV1(ctx: Context, r: Request): Routed | undefined {
     const id = stripeId('bps');
     // `customer_account` is newer than stripe-node 17's type (Stripe's fixture has it, null for a customer).
     const body: Stripe.BillingPortal.Session & { customer_account: null } = {
-      id, object: 'billing_portal.session', configuration: 'bpc_local', created: r.nowS, customer, customer_account: null, flow: null, livemode: false,
-      locale: (str(f, 'locale') ?? null) as Stripe.BillingPortal.Session.Locale | null, on_behalf_of: null,
-      return_url: str(f, 'return_url') ?? null, url: `${ctx.baseUrl()}/p/session/${id}`,
+      id,
+      object: 'billing_portal.session',
+      configuration: 'bpc_local',
+      created: r.nowS,
+      customer,
+      customer_account: null,
+      flow: null,
+      livemode: false,
+      locale: (str(f, 'locale') ?? null) as Stripe.BillingPortal.Session.Locale | null,
+      on_behalf_of: null,
+      return_url: str(f, 'return_url') ?? null,
+      url: `${ctx.baseUrl()}/p/session/${id}`,
     };
     return ok(body);
   }
@@ -100,21 +137,51 @@ export function metadataOf(f: FormObject): Record<string, string> {
 
 function createCustomer(ctx: Context, f: FormObject, nowS: number): Customer {
   onlyParams(f, PARAMS.customer);
-  return newCustomer(ctx, { email: str(f, 'email') ?? null, name: str(f, 'name') ?? null, description: str(f, 'description') ?? null, phone: str(f, 'phone') ?? null, metadata: metadataOf(f) }, nowS);
+  return newCustomer(
+    ctx,
+    {
+      email: str(f, 'email') ?? null,
+      name: str(f, 'name') ?? null,
+      description: str(f, 'description') ?? null,
+      phone: str(f, 'phone') ?? null,
+      metadata: metadataOf(f),
+    },
+    nowS,
+  );
 }
 
 /**
  * Stores a customer with every field Stripe returns (https://docs.stripe.com/api/customers/object)
  * and emits `customer.created`; what stripe-local does not model is empty as in a new Stripe customer.
  */
-export function newCustomer(ctx: Context, given: Pick<Customer, 'email' | 'name' | 'description' | 'phone' | 'metadata'>, nowS: number): Customer {
+export function newCustomer(
+  ctx: Context,
+  given: Pick<Customer, 'email' | 'name' | 'description' | 'phone' | 'metadata'>,
+  nowS: number,
+): Customer {
   const c: Customer = {
-    id: stripeId('cus'), object: 'customer', address: null, balance: 0, created: nowS, currency: null, default_source: null, delinquent: false,
-    description: given.description, discount: null, email: given.email,
+    id: stripeId('cus'),
+    object: 'customer',
+    address: null,
+    balance: 0,
+    created: nowS,
+    currency: null,
+    default_source: null,
+    delinquent: false,
+    description: given.description,
+    discount: null,
+    email: given.email,
     invoice_prefix: randomBytes(4).toString('hex').toUpperCase(),
     invoice_settings: { custom_fields: null, default_payment_method: null, footer: null, rendering_options: null },
-    livemode: false, metadata: given.metadata, name: given.name, next_invoice_sequence: 1, phone: given.phone,
-    preferred_locales: [], shipping: null, tax_exempt: 'none', test_clock: null,
+    livemode: false,
+    metadata: given.metadata,
+    name: given.name,
+    next_invoice_sequence: 1,
+    phone: given.phone,
+    preferred_locales: [],
+    shipping: null,
+    tax_exempt: 'none',
+    test_clock: null,
   };
   ctx.data().customers[c.id] = c;
   ctx.changed();
@@ -148,20 +215,37 @@ function createMeter(ctx: Context, f: FormObject, nowS: number): Meter {
   if (eventName === undefined) throw missingParam('event_name');
   const formula = str(obj(f, 'default_aggregation') ?? {}, 'formula');
   if (formula === undefined) throw missingParam('default_aggregation[formula]');
-  if (formula !== 'sum' && formula !== 'count' && formula !== 'last') throw invalid('Invalid default_aggregation[formula]', 'default_aggregation[formula]');
+  if (formula !== 'sum' && formula !== 'count' && formula !== 'last')
+    throw invalid('Invalid default_aggregation[formula]', 'default_aggregation[formula]');
   const window = str(f, 'event_time_window') ?? null;
-  if (window !== null && window !== 'day' && window !== 'hour') throw invalid('Invalid event_time_window: must be one of day or hour', 'event_time_window');
+  if (window !== null && window !== 'day' && window !== 'hour')
+    throw invalid('Invalid event_time_window: must be one of day or hour', 'event_time_window');
   const mappingType = str(obj(f, 'customer_mapping') ?? {}, 'type') ?? 'by_id';
   if (mappingType !== 'by_id') throw invalid('Invalid customer_mapping[type]: must be by_id', 'customer_mapping[type]');
   if (ctx.billing.meterForEvent(eventName) !== undefined) {
-    throw invalid(`An active meter with event_name ${eventName} already exists.`, 'event_name', 'resource_already_exists');
+    throw invalid(
+      `An active meter with event_name ${eventName} already exists.`,
+      'event_name',
+      'resource_already_exists',
+    );
   }
   const meter: Meter = {
-    id: stripeId('mtr'), object: 'billing.meter', created: nowS, updated: nowS, display_name: display, event_name: eventName,
-    status: 'active', livemode: false, default_aggregation: { formula },
-    customer_mapping: { type: 'by_id', event_payload_key: str(obj(f, 'customer_mapping') ?? {}, 'event_payload_key') ?? 'stripe_customer_id' },
+    id: stripeId('mtr'),
+    object: 'billing.meter',
+    created: nowS,
+    updated: nowS,
+    display_name: display,
+    event_name: eventName,
+    status: 'active',
+    livemode: false,
+    default_aggregation: { formula },
+    customer_mapping: {
+      type: 'by_id',
+      event_payload_key: str(obj(f, 'customer_mapping') ?? {}, 'event_payload_key') ?? 'stripe_customer_id',
+    },
     value_settings: { event_payload_key: str(obj(f, 'value_settings') ?? {}, 'event_payload_key') ?? 'value' },
-    event_time_window: window, status_transitions: { deactivated_at: null },
+    event_time_window: window,
+    status_transitions: { deactivated_at: null },
   };
   ctx.data().meters[meter.id] = meter;
   ctx.changed();
@@ -177,19 +261,29 @@ function eventSummaries(ctx: Context, meter: Meter, q: URLSearchParams): string 
   if (end % 60 !== 0) throw invalid('end_time must be aligned with minute boundaries.', 'end_time');
   if (end <= start) throw invalid('end_time must be after start_time.', 'end_time');
   const grouping = q.get('value_grouping_window');
-  if (grouping !== null && grouping !== 'hour' && grouping !== 'day') throw invalid('Invalid value_grouping_window', 'value_grouping_window');
+  if (grouping !== null && grouping !== 'hour' && grouping !== 'day')
+    throw invalid('Invalid value_grouping_window', 'value_grouping_window');
   const step = grouping === 'hour' ? 3_600 : grouping === 'day' ? 86_400 : 0;
-  if (step > 0 && (start % step !== 0 || end % step !== 0)) throw invalid(`start_time and end_time must be aligned with ${grouping} boundaries.`, 'start_time');
-  const rows = ctx.billing.summaries(meter, customer, start, end, grouping ?? undefined).map((s): Stripe.Billing.MeterEventSummary => ({
-    id: `mtrusg_${meter.id.slice(4)}_${customer}_${s.start}`, object: 'billing.meter_event_summary', aggregated_value: s.value,
-    end_time: s.end, livemode: false, meter: meter.id, start_time: s.start,
-  }));
+  if (step > 0 && (start % step !== 0 || end % step !== 0))
+    throw invalid(`start_time and end_time must be aligned with ${grouping} boundaries.`, 'start_time');
+  const rows = ctx.billing
+    .summaries(meter, customer, start, end, grouping ?? undefined)
+    .map((s): Stripe.Billing.MeterEventSummary => ({
+      id: `mtrusg_${meter.id.slice(4)}_${customer}_${s.start}`,
+      object: 'billing.meter_event_summary',
+      aggregated_value: s.value,
+      end_time: s.end,
+      livemode: false,
+      meter: meter.id,
+      start_time: s.start,
+    }));
   return listOf(rows, `/v1/billing/meters/${meter.id}/event_summaries`, q);
 }
 
 function intParam(q: URLSearchParams, name: string): number {
   const v = q.get(name);
   if (v === null || v === '') throw missingParam(name);
-  if (!/^\d+$/.test(v)) throw new StripeHttpError(400, 'invalid_request_error', `Invalid integer: ${v}`, 'parameter_invalid_integer', name);
+  if (!/^\d+$/.test(v))
+    throw new StripeHttpError(400, 'invalid_request_error', `Invalid integer: ${v}`, 'parameter_invalid_integer', name);
   return Number(v);
 }

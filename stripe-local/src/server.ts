@@ -48,7 +48,14 @@ export interface StripeLocalOptions {
 type RouteClass = 'meter_events' | 'stream' | 'default' | 'test';
 
 /** Routes where fault switches apply: the meter event paths billing-sync depends on. */
-const FAULTY = new Set(['/v1/billing/meter_events', '/v1/billing/meter_event_adjustments', '/v2/billing/meter_event_session', '/v2/billing/meter_event_stream', '/v2/billing/meter_events', '/v2/billing/meter_event_adjustments']);
+const FAULTY = new Set([
+  '/v1/billing/meter_events',
+  '/v1/billing/meter_event_adjustments',
+  '/v2/billing/meter_event_session',
+  '/v2/billing/meter_event_stream',
+  '/v2/billing/meter_events',
+  '/v2/billing/meter_event_adjustments',
+]);
 
 export interface StripeLocal {
   url: string;
@@ -63,7 +70,10 @@ export interface StripeLocal {
 }
 
 export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLocal> {
-  const file = o.stateFile === '' ? undefined : new StateFile(o.stateFile, (err) => console.error('stripe-local: saving the state file failed; retrying', err));
+  const file =
+    o.stateFile === ''
+      ? undefined
+      : new StateFile(o.stateFile, (err) => console.error('stripe-local: saving the state file failed; retrying', err));
   let data = file ? await file.load() : emptyState();
   let faults: Faults = applyFaults({ ...NO_FAULTS }, o.faults);
   let baseUrl = '';
@@ -72,13 +82,35 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
   const nowS = (): number => Math.floor(Date.now() / 1000) + clockOffsetS;
   const recorder = o.recordDir ? new Recorder(o.recordDir) : undefined;
   const events = new EventsOut(() => data, changed, {
-    url: o.webhookUrl ?? '', secret: o.webhookSecret ?? '', nowS, onDeliveryError: o.onWebhookError, sent: (body, where) => recorder?.record(body, where),
+    url: o.webhookUrl ?? '',
+    secret: o.webhookSecret ?? '',
+    nowS,
+    onDeliveryError: o.onWebhookError,
+    sent: (body, where) => recorder?.record(body, where),
   });
   const reports = new ErrorReports(events, o.errorReportWindowMs ?? 10_000, nowS);
-  const billing = new Billing(() => data, { identifierWindowS: o.identifierWindowHours * 3_600, checkCustomers: o.checkCustomers ?? true }, changed, reports);
+  const billing = new Billing(
+    () => data,
+    { identifierWindowS: o.identifierWindowHours * 3_600, checkCustomers: o.checkCustomers ?? true },
+    changed,
+    reports,
+  );
   let stopped = false;
-  const later = (work: () => void): void => { setImmediate(() => { if (!stopped) work(); }); };
-  const ctx: Context = { data: () => data, billing, changed, baseUrl: () => baseUrl, sessionTtlS: o.sessionTtlSeconds, events, nowS, later };
+  const later = (work: () => void): void => {
+    setImmediate(() => {
+      if (!stopped) work();
+    });
+  };
+  const ctx: Context = {
+    data: () => data,
+    billing,
+    changed,
+    baseUrl: () => baseUrl,
+    sessionTtlS: o.sessionTtlSeconds,
+    events,
+    nowS,
+    later,
+  };
   const rateTest = o.rateTestMode ?? 25;
   const buckets: Record<RouteClass, TokenBucket> = {
     meter_events: new TokenBucket(o.rateMeterEvents),
@@ -123,17 +155,26 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
     const h = req.headers.authorization;
     const key = h?.startsWith('Bearer ') ? h.slice(7) : undefined;
     if (key === undefined || key === '') {
-      throw new StripeHttpError(401, 'invalid_request_error', 'You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth.');
+      throw new StripeHttpError(
+        401,
+        'invalid_request_error',
+        'You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth.',
+      );
     }
     const okKey = o.apiKey === '' ? /^(sk|rk)_(test|live)_/.test(key) : key === o.apiKey;
     if (!okKey) throw new StripeHttpError(401, 'invalid_request_error', 'Invalid API Key provided.', 'api_key_invalid');
   }
 
   async function control(req: IncomingMessage, res: ServerResponse, path: string): Promise<boolean> {
-    if (path === '/healthz' || path === '/readyz') { send(res, 200, '{"status":"ok"}'); return true; }
+    if (path === '/healthz' || path === '/readyz') {
+      send(res, 200, '{"status":"ok"}');
+      return true;
+    }
     if (path === '/metrics') {
       const body = metrics.render();
-      res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4', 'Content-Length': Buffer.byteLength(body) }).end(body);
+      res
+        .writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4', 'Content-Length': Buffer.byteLength(body) })
+        .end(body);
       return true;
     }
     if (path === '/_faults') {
@@ -144,7 +185,11 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
     if (path === '/_clock' && req.method === 'POST') {
       const b = JSON.parse((await readBody(req)) || '{}') as { advance_seconds?: unknown };
       if (typeof b.advance_seconds !== 'number' || !Number.isInteger(b.advance_seconds) || b.advance_seconds < 0) {
-        throw new StripeHttpError(400, 'invalid_request_error', 'advance_seconds must be a whole number of seconds, 0 or more.');
+        throw new StripeHttpError(
+          400,
+          'invalid_request_error',
+          'advance_seconds must be a whole number of seconds, 0 or more.',
+        );
       }
       clockOffsetS += b.advance_seconds;
       send(res, 200, JSON.stringify({ now: nowS(), offset_seconds: clockOffsetS }));
@@ -158,11 +203,18 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
     }
     if (path === '/_state' && req.method === 'GET') {
       const evs = Object.values(data.events);
-      send(res, 200, JSON.stringify({
-        customers: Object.keys(data.customers).length, meters: Object.keys(data.meters).length,
-        events: evs.length, cancelled: evs.filter((e) => e.cancelled).length, sessions: Object.keys(data.sessions).length,
-        stream_errors: data.streamErrors.slice(-100),
-      }));
+      send(
+        res,
+        200,
+        JSON.stringify({
+          customers: Object.keys(data.customers).length,
+          meters: Object.keys(data.meters).length,
+          events: evs.length,
+          cancelled: evs.filter((e) => e.cancelled).length,
+          sessions: Object.keys(data.sessions).length,
+          stream_errors: data.streamErrors.slice(-100),
+        }),
+      );
       return true;
     }
     if (path === '/_webhooks/send' && req.method === 'POST') {
@@ -172,7 +224,9 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
     if (await checkoutControl(ctx, req, res, path)) return true;
     const portal = /^\/p\/session\/(bps_[A-Za-z0-9]+)$/.exec(path);
     if (portal && req.method === 'GET') {
-      res.writeHead(200, { 'Content-Type': 'text/html' }).end(`<!doctype html><title>Billing portal (stripe-local)</title><p>Billing portal session ${portal[1]}</p>`);
+      res
+        .writeHead(200, { 'Content-Type': 'text/html' })
+        .end(`<!doctype html><title>Billing portal (stripe-local)</title><p>Billing portal session ${portal[1]}</p>`);
       return true;
     }
     return false;
@@ -195,11 +249,21 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
     if (path !== '/v2/billing/meter_event_stream') authorize(req);
     if (faulty && Math.random() < faults.error_rate) {
       counters.faults.inc();
-      throw new StripeHttpError(500, 'api_error', 'An unknown error occurred (injected by stripe-local).', undefined, undefined, true);
+      throw new StripeHttpError(
+        500,
+        'api_error',
+        'An unknown error occurred (injected by stripe-local).',
+        undefined,
+        undefined,
+        true,
+      );
     }
     const idemKey = req.method === 'POST' && path.startsWith('/v1/') ? req.headers['idempotency-key'] : undefined;
     const replay = typeof idemKey === 'string' ? idempotent.get(`${path}\n${idemKey}`) : undefined;
-    if (replay !== undefined) { send(res, replay.status, replay.body, { 'Idempotent-Replayed': 'true' }); return; }
+    if (replay !== undefined) {
+      send(res, replay.status, replay.body, { 'Idempotent-Replayed': 'true' });
+      return;
+    }
 
     const r: Request = { method: req.method ?? 'GET', path, query: url.searchParams, body, nowS: nowS() };
     const before = Object.keys(data.events).length;
@@ -208,7 +272,8 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
       routed = routeStream(ctx, r, bearer, false);
     } else if (path.startsWith('/v1/')) routed = routeV1(ctx, r) ?? routeCheckout(ctx, r) ?? routeEvents(ctx, r);
     else if (path.startsWith('/v2/')) routed = routeV2(ctx, r) ?? routeEvents(ctx, r);
-    if (routed === undefined) throw new StripeHttpError(404, 'invalid_request_error', `Unrecognized request URL (${r.method}: ${path}).`);
+    if (routed === undefined)
+      throw new StripeHttpError(404, 'invalid_request_error', `Unrecognized request URL (${r.method}: ${path}).`);
     counters.events.inc(Object.keys(data.events).length - before);
     if (typeof idemKey === 'string') idempotent.set(`${path}\n${idemKey}`, routed);
 
@@ -220,7 +285,14 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
     }
     if (faulty && Math.random() < faults.applied_error_rate) {
       counters.faults.inc();
-      throw new StripeHttpError(500, 'api_error', 'An unknown error occurred (injected by stripe-local, after storing).', undefined, undefined, true);
+      throw new StripeHttpError(
+        500,
+        'api_error',
+        'An unknown error occurred (injected by stripe-local, after storing).',
+        undefined,
+        undefined,
+        true,
+      );
     }
     recorder?.record(routed.body, `${r.method} ${path}`);
     send(res, routed.status, routed.body, { 'Stripe-Version': '2024-09-30.acacia' });
@@ -236,7 +308,8 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
       } catch (err) {
         // API v2 answers errors in its own shape.
         if (err instanceof StripeHttpError) sendError(res, url.pathname.startsWith('/v2/') ? asV2(err) : err);
-        else if (err instanceof SyntaxError) sendError(res, new StripeHttpError(400, 'invalid_request_error', `Invalid JSON: ${err.message}`));
+        else if (err instanceof SyntaxError)
+          sendError(res, new StripeHttpError(400, 'invalid_request_error', `Invalid JSON: ${err.message}`));
         else sendError(res, new StripeHttpError(500, 'api_error', 'An unknown error occurred.'));
       }
     })();
@@ -255,10 +328,17 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
     state: () => data,
     faults: () => faults,
     setFaults,
-    advanceClock(seconds) { clockOffsetS += seconds; },
-    flushErrorReports() { reports.flush(); },
+    advanceClock(seconds) {
+      clockOffsetS += seconds;
+    },
+    flushErrorReports() {
+      reports.flush();
+    },
     async close() {
-      await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeAllConnections(); });
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
       stopped = true;
       reports.close();
       await events.close();
@@ -281,7 +361,12 @@ export interface WebhookRequest {
 
 /** Sends one Stripe-shaped event, signed as Stripe signs webhooks, and reports the receiver's answer. */
 export async function sendWebhook(w: WebhookRequest): Promise<{ id: string; status: number | null; body: string }> {
-  if (typeof w?.url !== 'string' || typeof w.secret !== 'string' || typeof w.type !== 'string' || typeof w.object !== 'object') {
+  if (
+    typeof w?.url !== 'string' ||
+    typeof w.secret !== 'string' ||
+    typeof w.type !== 'string' ||
+    typeof w.object !== 'object'
+  ) {
     throw new StripeHttpError(400, 'invalid_request_error', 'url, secret, type and object are required.');
   }
   const event = snapshotEvent(w.type, w.object, Math.floor(Date.now() / 1000), w.previous_attributes, 1);

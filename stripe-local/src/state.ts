@@ -19,7 +19,10 @@ export type Meter = Omit<Stripe.Billing.Meter, 'default_aggregation'> & {
 export interface MeterEvent {
   /** Internal key: an identifier seen again after its dedupe window is a new event, so identifiers are not unique here. */
   key: string;
-  identifier: string; event_name: string; timestamp: number; created: number;
+  identifier: string;
+  event_name: string;
+  timestamp: number;
+  created: number;
   payload: Record<string, string>;
   /** A cancel was accepted (answered `pending`); `cancelled` is set once it has been applied. */
   cancel_requested: boolean;
@@ -27,9 +30,19 @@ export interface MeterEvent {
   via: 'v1' | 'v2' | 'v2_stream';
 }
 
-export interface Session { id: string; token: string; created: number; expires_at: number }
+export interface Session {
+  id: string;
+  token: string;
+  created: number;
+  expires_at: number;
+}
 
-export interface StreamError { at: number; identifier: string | null; code: string; message: string }
+export interface StreamError {
+  at: number;
+  identifier: string | null;
+  code: string;
+  message: string;
+}
 
 /** A v2 "thin" event (Stripe's event destinations), stored with its data for GET /v2/core/events/:id. */
 export type ThinEvent = Stripe.V2.EventBase & {
@@ -59,7 +72,14 @@ export interface StateData {
 
 export function emptyState(): StateData {
   return {
-    customers: {}, meters: {}, events: {}, identifiers: {}, sessions: {}, streamErrors: [], v1Events: [], v2Events: [],
+    customers: {},
+    meters: {},
+    events: {},
+    identifiers: {},
+    sessions: {},
+    streamErrors: [],
+    v1Events: [],
+    v2Events: [],
     checkout: { products: {}, prices: {}, sessions: {}, subscriptions: {} },
   };
 }
@@ -72,7 +92,10 @@ export class StateFile {
   private dirty = false;
   private loop: Loop | undefined;
 
-  constructor(private readonly path: string, private readonly onError: (err: unknown) => void) {}
+  constructor(
+    private readonly path: string,
+    private readonly onError: (err: unknown) => void,
+  ) {}
 
   async load(): Promise<StateData> {
     try {
@@ -83,10 +106,14 @@ export class StateFile {
     }
   }
 
-  markDirty(): void { this.dirty = true; }
+  markDirty(): void {
+    this.dirty = true;
+  }
 
   start(get: () => StateData, everyMs = 2_000): void {
-    this.loop = new Loop(() => this.save(get()), { intervalMs: everyMs, onError: (err) => this.onError(err) }).start(everyMs);
+    this.loop = new Loop(() => this.save(get()), { intervalMs: everyMs, onError: (err) => this.onError(err) }).start(
+      everyMs,
+    );
   }
 
   async save(data: StateData): Promise<void> {

@@ -35,12 +35,20 @@ export class StripeHttpError extends Error {
  * then raises a StripeError whose `code` is the v2 code.
  */
 export class StripeV2Error extends StripeHttpError {
-  constructor(status: number, code: string, message: string, readonly v2Type?: StripeErrorType, shouldRetry?: boolean) {
+  constructor(
+    status: number,
+    code: string,
+    message: string,
+    readonly v2Type?: StripeErrorType,
+    shouldRetry?: boolean,
+  ) {
     super(status, v2Type ?? 'invalid_request_error', message, code, undefined, shouldRetry);
   }
 
   override body(): string {
-    return JSON.stringify({ error: { ...(this.v2Type === undefined ? {} : { type: this.v2Type }), code: this.code, message: this.message } });
+    return JSON.stringify({
+      error: { ...(this.v2Type === undefined ? {} : { type: this.v2Type }), code: this.code, message: this.message },
+    });
   }
 }
 
@@ -51,7 +59,13 @@ export function asV2(err: StripeHttpError): StripeV2Error {
 }
 
 export const invalid = (message: string, param?: string, code?: string): StripeHttpError =>
-  new StripeHttpError(400, 'invalid_request_error', message, code ?? (param === undefined ? undefined : 'parameter_invalid'), param);
+  new StripeHttpError(
+    400,
+    'invalid_request_error',
+    message,
+    code ?? (param === undefined ? undefined : 'parameter_invalid'),
+    param,
+  );
 
 export const missingParam = (param: string): StripeHttpError =>
   new StripeHttpError(400, 'invalid_request_error', `Missing required param: ${param}.`, 'parameter_missing', param);
@@ -63,4 +77,9 @@ export const unknownParam = (param: string): StripeHttpError =>
   new StripeHttpError(400, 'invalid_request_error', `Received unknown parameter: ${param}`, 'parameter_unknown', param);
 
 export const rateLimited = (): StripeHttpError =>
-  new StripeHttpError(429, 'invalid_request_error', 'Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.', 'rate_limit');
+  new StripeHttpError(
+    429,
+    'invalid_request_error',
+    'Request rate limit exceeded. Learn more about rate limits here https://stripe.com/docs/rate-limits.',
+    'rate_limit',
+  );

@@ -33,13 +33,31 @@ before(async () => {
   });
   await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
   local = await startStripeLocal({
-    host: '127.0.0.1', port: 0, apiKey: '', stateFile: '', rateMeterEvents: 1000, rateStream: 10_000, rateDefault: 1000,
-    identifierWindowHours: 24, sessionTtlSeconds: 900, faults: {},
-    webhookUrl: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`, webhookSecret: SECRET,
-    seedPrices: [{ lookup_key: 'growth', unit_amount: 4900, currency: 'usd' }, { lookup_key: 'scale', unit_amount: 29900, currency: 'usd' }],
+    host: '127.0.0.1',
+    port: 0,
+    apiKey: '',
+    stateFile: '',
+    rateMeterEvents: 1000,
+    rateStream: 10_000,
+    rateDefault: 1000,
+    identifierWindowHours: 24,
+    sessionTtlSeconds: 900,
+    faults: {},
+    webhookUrl: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`,
+    webhookSecret: SECRET,
+    seedPrices: [
+      { lookup_key: 'growth', unit_amount: 4900, currency: 'usd' },
+      { lookup_key: 'scale', unit_amount: 29900, currency: 'usd' },
+    ],
   });
   const u = new URL(local.url);
-  stripe = new Stripe('sk_test_local', { host: u.hostname, port: Number(u.port), protocol: 'http', maxNetworkRetries: 0, timeout: 3_000 });
+  stripe = new Stripe('sk_test_local', {
+    host: u.hostname,
+    port: Number(u.port),
+    protocol: 'http',
+    maxNetworkRetries: 0,
+    timeout: 3_000,
+  });
 });
 after(async () => {
   await local.close();
@@ -51,11 +69,17 @@ after(async () => {
  * Fields of API version 2024-09-30.acacia (what stripe-local speaks and the pinned SDK types
  * require) that Stripe's newer example objects no longer carry.
  */
-const OLDER_API_FIELDS = new Set(['checkout.session.shipping_details', 'subscription.discount', 'subscription.current_period_end', 'subscription.current_period_start']);
+const OLDER_API_FIELDS = new Set([
+  'checkout.session.shipping_details',
+  'subscription.discount',
+  'subscription.current_period_end',
+  'subscription.current_period_start',
+]);
 
 /** Every field we send exists in Stripe's example with the same JSON type (null matches anything). */
 function assertStripeShape(kind: string, ours: unknown): void {
-  const fixture = (JSON.parse(readFileSync(FIXTURES, 'utf8')) as { resources: Record<string, Record<string, unknown>> }).resources[kind]!;
+  const fixture = (JSON.parse(readFileSync(FIXTURES, 'utf8')) as { resources: Record<string, Record<string, unknown>> })
+    .resources[kind]!;
   const typeOf = (v: unknown): string => (v === null ? 'null' : Array.isArray(v) ? 'array' : typeof v);
   for (const [k, v] of Object.entries(ours as Record<string, unknown>)) {
     if (OLDER_API_FIELDS.has(`${kind}.${k}`)) continue;
@@ -66,28 +90,42 @@ function assertStripeShape(kind: string, ours: unknown): void {
   }
 }
 
-test('seeded prices are found by lookup_key, and have Stripe\'s price and product shape', async () => {
+test("seeded prices are found by lookup_key, and have Stripe's price and product shape", async () => {
   const list = await stripe.prices.list({ lookup_keys: ['growth'], active: true });
   assert.equal(list.data.length, 1);
   const price = list.data[0]!;
-  assert.deepEqual([price.lookup_key, price.unit_amount, price.currency, price.recurring?.interval, price.type], ['growth', 4900, 'usd', 'month', 'recurring']);
+  assert.deepEqual(
+    [price.lookup_key, price.unit_amount, price.currency, price.recurring?.interval, price.type],
+    ['growth', 4900, 'usd', 'month', 'recurring'],
+  );
   assertStripeShape('price', price);
   assertStripeShape('product', await stripe.products.retrieve(price.product as string));
   assert.equal((await stripe.prices.list({ lookup_keys: ['enterprise'] })).data.length, 0);
   assert.equal((await stripe.prices.list({ lookup_keys: ['growth', 'scale'] })).data.length, 2);
-  await assert.rejects(stripe.prices.create({ currency: 'usd', unit_amount: 1, lookup_key: 'growth', product_data: { name: 'x' } }), /already uses that lookup key/);
+  await assert.rejects(
+    stripe.prices.create({ currency: 'usd', unit_amount: 1, lookup_key: 'growth', product_data: { name: 'x' } }),
+    /already uses that lookup key/,
+  );
 });
 
 test('a subscription Checkout Session completes like a test card payment: subscription created, signed webhooks sent; cancel sends deleted', async () => {
   const price = (await stripe.prices.list({ lookup_keys: ['scale'] })).data[0]!;
   const customer = await stripe.customers.create({ email: 'pay@example.com' });
   const session = await stripe.checkout.sessions.create({
-    mode: 'subscription', customer: customer.id, client_reference_id: 'ws_123', metadata: { workspace_id: 'ws_123', plan: 'scale' },
-    subscription_data: { metadata: { workspace_id: 'ws_123' } }, line_items: [{ price: price.id, quantity: 1 }],
-    success_url: 'https://app.example/ok', cancel_url: 'https://app.example/cancel',
+    mode: 'subscription',
+    customer: customer.id,
+    client_reference_id: 'ws_123',
+    metadata: { workspace_id: 'ws_123', plan: 'scale' },
+    subscription_data: { metadata: { workspace_id: 'ws_123' } },
+    line_items: [{ price: price.id, quantity: 1 }],
+    success_url: 'https://app.example/ok',
+    cancel_url: 'https://app.example/cancel',
   });
   assert.match(session.id, /^cs_test_/);
-  assert.deepEqual([session.status, session.payment_status, session.mode, session.subscription], ['open', 'unpaid', 'subscription', null]);
+  assert.deepEqual(
+    [session.status, session.payment_status, session.mode, session.subscription],
+    ['open', 'unpaid', 'subscription', null],
+  );
   assert.ok(session.url?.startsWith(`${local.url}/c/pay/`));
   assertStripeShape('checkout.session', session);
   assert.equal((await fetch(session.url!)).status, 200);
@@ -96,20 +134,29 @@ test('a subscription Checkout Session completes like a test card payment: subscr
   const done = await fetch(`${local.url}/_test/checkout/sessions/${session.id}/complete`, { method: 'POST' });
   assert.equal(done.status, 200);
   const events = received.slice(before);
-  assert.deepEqual(events.map((e) => e.type), ['customer.subscription.created', 'checkout.session.completed']);
+  assert.deepEqual(
+    events.map((e) => e.type),
+    ['customer.subscription.created', 'checkout.session.completed'],
+  );
   const completed = await stripe.checkout.sessions.retrieve(session.id);
   assert.deepEqual([completed.status, completed.payment_status, completed.amount_total], ['complete', 'paid', 29900]);
   assert.equal((events[1]!.data.object as Stripe.Checkout.Session).subscription, completed.subscription);
   assert.equal((events[1]!.data.object as Stripe.Checkout.Session).client_reference_id, 'ws_123');
 
   const sub = await stripe.subscriptions.retrieve(completed.subscription as string);
-  assert.deepEqual([sub.status, sub.customer, sub.metadata.workspace_id, sub.items.data[0]!.price.lookup_key], ['active', customer.id, 'ws_123', 'scale']);
+  assert.deepEqual(
+    [sub.status, sub.customer, sub.metadata.workspace_id, sub.items.data[0]!.price.lookup_key],
+    ['active', customer.id, 'ws_123', 'scale'],
+  );
   assertStripeShape('subscription', sub);
   assertStripeShape('subscription_item', sub.items.data[0]);
   assertStripeShape('event', events[0]);
 
   // Completing twice is refused, as Stripe never completes a session twice.
-  assert.equal((await fetch(`${local.url}/_test/checkout/sessions/${session.id}/complete`, { method: 'POST' })).status, 400);
+  assert.equal(
+    (await fetch(`${local.url}/_test/checkout/sessions/${session.id}/complete`, { method: 'POST' })).status,
+    400,
+  );
 
   const canceled = await stripe.subscriptions.cancel(sub.id);
   assert.equal(canceled.status, 'canceled');
@@ -121,8 +168,19 @@ test('a subscription Checkout Session completes like a test card payment: subscr
 });
 
 test('checkout refuses what Stripe refuses: no mode, an unknown price, a one-time price in subscription mode', async () => {
-  await assert.rejects(stripe.checkout.sessions.create({ line_items: [{ price: 'price_missing', quantity: 1 }], mode: 'subscription' }), (e: Stripe.errors.StripeError) => e.statusCode === 404);
+  await assert.rejects(
+    stripe.checkout.sessions.create({ line_items: [{ price: 'price_missing', quantity: 1 }], mode: 'subscription' }),
+    (e: Stripe.errors.StripeError) => e.statusCode === 404,
+  );
   const oneTime = await stripe.prices.create({ currency: 'usd', unit_amount: 100, product_data: { name: 'once' } });
-  await assert.rejects(stripe.checkout.sessions.create({ line_items: [{ price: oneTime.id, quantity: 1 }], mode: 'subscription' }), /recurring price/);
-  await assert.rejects(stripe.checkout.sessions.create({ line_items: [{ price: oneTime.id, quantity: 1 }] } as Stripe.Checkout.SessionCreateParams), /mode/);
+  await assert.rejects(
+    stripe.checkout.sessions.create({ line_items: [{ price: oneTime.id, quantity: 1 }], mode: 'subscription' }),
+    /recurring price/,
+  );
+  await assert.rejects(
+    stripe.checkout.sessions.create({
+      line_items: [{ price: oneTime.id, quantity: 1 }],
+    } as Stripe.Checkout.SessionCreateParams),
+    /mode/,
+  );
 });

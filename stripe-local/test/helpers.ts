@@ -6,10 +6,23 @@ import { startStripeLocal, type StripeLocal, type StripeLocalOptions } from '../
 export const KEY = 'sk_test_local';
 
 /** stripe-local in this process with the documented live limits for test keys unless a test asks otherwise. */
-export async function startLocal(o: Partial<StripeLocalOptions> = {}): Promise<{ local: StripeLocal; stripe: Stripe; port: number }> {
+export async function startLocal(
+  o: Partial<StripeLocalOptions> = {},
+): Promise<{ local: StripeLocal; stripe: Stripe; port: number }> {
   const local = await startStripeLocal({
-    host: '127.0.0.1', port: 0, apiKey: '', stateFile: '', rateMeterEvents: 1000, rateStream: 10_000, rateDefault: 1000,
-    identifierWindowHours: 24, sessionTtlSeconds: 900, faults: {}, rateTestMode: 0, recordDir: process.env.STRIPE_LOCAL_RECORD_DIR ?? '', ...o,
+    host: '127.0.0.1',
+    port: 0,
+    apiKey: '',
+    stateFile: '',
+    rateMeterEvents: 1000,
+    rateStream: 10_000,
+    rateDefault: 1000,
+    identifierWindowHours: 24,
+    sessionTtlSeconds: 900,
+    faults: {},
+    rateTestMode: 0,
+    recordDir: process.env.STRIPE_LOCAL_RECORD_DIR ?? '',
+    ...o,
   });
   const port = Number(new URL(local.url).port);
   return { local, port, stripe: sdk(port) };
@@ -20,7 +33,11 @@ export function sdk(port: number, key = KEY): Stripe {
 }
 
 /** A webhook endpoint that keeps every delivery (raw body and Stripe-Signature header). */
-export async function startReceiver(): Promise<{ url: string; got: Array<{ body: string; signature: string }>; close(): Promise<void> }> {
+export async function startReceiver(): Promise<{
+  url: string;
+  got: Array<{ body: string; signature: string }>;
+  close(): Promise<void>;
+}> {
   const got: Array<{ body: string; signature: string }> = [];
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -34,12 +51,20 @@ export async function startReceiver(): Promise<{ url: string; got: Array<{ body:
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/webhooks/stripe`,
     got,
-    close: () => new Promise<void>((r) => { server.close(() => r()); server.closeAllConnections(); }),
+    close: () =>
+      new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      }),
   };
 }
 
 /** Polls `check` until it returns a value (not undefined), failing after `ms`. */
-export async function waitFor<T>(what: string, check: () => T | undefined | Promise<T | undefined>, ms = 10_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => T | undefined | Promise<T | undefined>,
+  ms = 10_000,
+): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = await check();

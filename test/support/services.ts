@@ -6,7 +6,6 @@ export { freePort };
 /** The repository root (this file compiles to test/dist/support/services.js). */
 export const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 
-
 /** One built service (`<pkg>/dist/src/main.js`) running as its own process, like `npm start` runs it. */
 export interface Service {
   name: string;
@@ -22,17 +21,32 @@ export interface Service {
  * Starts `node <pkg>/dist/src/main.js` with `env` over the current environment and waits until its
  * GET /healthz answers 200. Its output is kept (last 8 KB) and shown if it dies before that.
  */
-export async function startService(name: string, pkg: string, port: number, env: Record<string, string>, timeoutMs = 20_000): Promise<Service> {
-  const proc = spawn(process.execPath, [`${ROOT}${pkg}/dist/src/main.js`], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startService(
+  name: string,
+  pkg: string,
+  port: number,
+  env: Record<string, string>,
+  timeoutMs = 20_000,
+): Promise<Service> {
+  const proc = spawn(process.execPath, [`${ROOT}${pkg}/dist/src/main.js`], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let tail = '';
-  const keep = (chunk: Buffer): void => { tail = (tail + chunk.toString('utf8')).slice(-8_192); };
+  const keep = (chunk: Buffer): void => {
+    tail = (tail + chunk.toString('utf8')).slice(-8_192);
+  };
   proc.stdout!.on('data', keep);
   proc.stderr!.on('data', keep);
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`${name} exited (${proc.exitCode ?? proc.signalCode}) before it was healthy:\n${tail}`);
-    const ok = await fetch(`${url}/healthz`).then((r) => r.ok, () => false);
+    if (proc.exitCode !== null || proc.signalCode !== null)
+      throw new Error(`${name} exited (${proc.exitCode ?? proc.signalCode}) before it was healthy:\n${tail}`);
+    const ok = await fetch(`${url}/healthz`).then(
+      (r) => r.ok,
+      () => false,
+    );
     if (ok) break;
     if (Date.now() > deadline) {
       proc.kill('SIGKILL');
@@ -41,7 +55,9 @@ export async function startService(name: string, pkg: string, port: number, env:
     await sleep(50);
   }
   return {
-    name, url, proc,
+    name,
+    url,
+    proc,
     output: () => tail,
     stop() {
       return new Promise((resolve) => {

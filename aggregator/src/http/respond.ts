@@ -1,8 +1,17 @@
 import type { ServerResponse } from 'node:http';
 import { ApiError, errorBody, isMeterdError, type Logger } from '@meterd/core';
 
-export function sendJson(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
-  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), ...headers });
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: string,
+  headers: Record<string, string> = {},
+): void {
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    ...headers,
+  });
   res.end(body);
 }
 
@@ -18,7 +27,9 @@ export function sendError(res: ServerResponse, err: unknown, log: Logger): void 
   }
   if (isMeterdError(err) && err.retryable) {
     log.warn({ err }, 'a store is unavailable');
-    return sendJson(res, 503, errorBody('service_unavailable', 'a store is unavailable; retry shortly'), { 'retry-after': '1' });
+    return sendJson(res, 503, errorBody('service_unavailable', 'a store is unavailable; retry shortly'), {
+      'retry-after': '1',
+    });
   }
   log.error({ err }, 'unexpected error');
   sendJson(res, 500, errorBody('internal_error', 'internal error'));

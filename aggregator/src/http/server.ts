@@ -16,7 +16,11 @@ export interface ServerDeps extends UsageRouteDeps {
 const USAGE_PATH = /^\/api\/v1\/workspaces\/([^/]+)\/usage\/?$/;
 
 /** The aggregator's HTTP surface: the usage API plus /healthz, /readyz and /metrics. */
-export function createAggregatorServer(deps: ServerDeps): { server: Server; listen(port: number, host: string): Promise<number>; close(): Promise<void> } {
+export function createAggregatorServer(deps: ServerDeps): {
+  server: Server;
+  listen(port: number, host: string): Promise<number>;
+  close(): Promise<void>;
+} {
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://aggregator');
     const path = url.pathname;
@@ -59,6 +63,16 @@ export function createAggregatorServer(deps: ServerDeps): { server: Server; list
 }
 
 async function ready(deps: ServerDeps, res: import('node:http').ServerResponse): Promise<void> {
-  const [pg, ch] = await Promise.all([pgHealthy(deps.pool), deps.ch.ping().then((r) => r.success, () => false)]);
-  sendJson(res, pg && ch ? 200 : 503, JSON.stringify({ status: pg && ch ? 'ready' : 'unavailable', postgres: pg, clickhouse: ch }));
+  const [pg, ch] = await Promise.all([
+    pgHealthy(deps.pool),
+    deps.ch.ping().then(
+      (r) => r.success,
+      () => false,
+    ),
+  ]);
+  sendJson(
+    res,
+    pg && ch ? 200 : 503,
+    JSON.stringify({ status: pg && ch ? 'ready' : 'unavailable', postgres: pg, clickhouse: ch }),
+  );
 }

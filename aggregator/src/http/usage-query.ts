@@ -23,21 +23,37 @@ const DEFAULT_SPAN: Record<Granularity, number> = { hour: 24, day: 31, month: 12
  * Defaults: granularity=day, to=now, from = `to` minus 24 hours / 31 days / 12 months.
  * Unknown parameters are rejected so that a typo (`granularty=`) never silently changes the answer.
  */
-export function parseUsageQuery(workspaceId: string, params: URLSearchParams, accept: string, now: number): UsageQuery | ApiError {
-  if (!WORKSPACE_ID_RE.test(workspaceId)) return new ApiError('invalid_field', 'the path must name a workspace id like ws_…', 'workspace_id');
-  for (const k of params.keys()) if (!PARAMS.has(k)) return new ApiError('unknown_field', `unknown query parameter "${k.slice(0, 64)}"`, k.slice(0, 64));
-  for (const k of PARAMS) if (params.getAll(k).length > 1) return new ApiError('invalid_field', `${k} is given more than once`, k);
+export function parseUsageQuery(
+  workspaceId: string,
+  params: URLSearchParams,
+  accept: string,
+  now: number,
+): UsageQuery | ApiError {
+  if (!WORKSPACE_ID_RE.test(workspaceId))
+    return new ApiError('invalid_field', 'the path must name a workspace id like ws_…', 'workspace_id');
+  for (const k of params.keys())
+    if (!PARAMS.has(k))
+      return new ApiError('unknown_field', `unknown query parameter "${k.slice(0, 64)}"`, k.slice(0, 64));
+  for (const k of PARAMS)
+    if (params.getAll(k).length > 1) return new ApiError('invalid_field', `${k} is given more than once`, k);
 
   const g = params.get('granularity') ?? 'day';
-  if (!(GRANULARITIES as readonly string[]).includes(g)) return new ApiError('invalid_field', 'granularity must be hour, day or month', 'granularity');
+  if (!(GRANULARITIES as readonly string[]).includes(g))
+    return new ApiError('invalid_field', 'granularity must be hour, day or month', 'granularity');
   const granularity = g as Granularity;
 
   const fmt = params.get('format');
-  if (fmt !== null && fmt !== 'json' && fmt !== 'csv') return new ApiError('invalid_field', 'format must be json or csv', 'format');
+  if (fmt !== null && fmt !== 'json' && fmt !== 'csv')
+    return new ApiError('invalid_field', 'format must be json or csv', 'format');
   const format = fmt ?? (/\btext\/csv\b/i.test(accept) ? 'csv' : 'json');
 
   const et = params.get('event_type');
-  if (et !== null && !EVENT_TYPE_RE.test(et)) return new ApiError('invalid_field', 'event_type must be 1–100 characters of letters, digits, ".", "_" or "-"', 'event_type');
+  if (et !== null && !EVENT_TYPE_RE.test(et))
+    return new ApiError(
+      'invalid_field',
+      'event_type must be 1–100 characters of letters, digits, ".", "_" or "-"',
+      'event_type',
+    );
 
   const toText = params.get('to');
   const toRaw = toText === null ? now : parseRfc3339(toText);
@@ -51,7 +67,11 @@ export function parseUsageQuery(workspaceId: string, params: URLSearchParams, ac
   const lastStart = bucketStart(granularity, toRaw - 1);
   const to = bucketEnd(granularity, lastStart);
   if (countBuckets(granularity, from, to) > MAX_BUCKETS) {
-    return new ApiError('invalid_field', `the range spans more than ${MAX_BUCKETS} ${granularity} buckets; narrow it or use a coarser granularity`, 'from');
+    return new ApiError(
+      'invalid_field',
+      `the range spans more than ${MAX_BUCKETS} ${granularity} buckets; narrow it or use a coarser granularity`,
+      'from',
+    );
   }
   return { workspaceId, granularity, from, to, eventType: et ?? undefined, format };
 }

@@ -19,12 +19,18 @@ export interface UsageRouteDeps {
  * workspace, parse the parameters, read the current rollup rows and the shard's freshness, answer
  * as JSON or CSV. Throws ApiError for every refusal; the server turns it into the error body.
  */
-export async function handleUsage(deps: UsageRouteDeps, req: IncomingMessage, res: ServerResponse, workspaceId: string, params: URLSearchParams): Promise<void> {
+export async function handleUsage(
+  deps: UsageRouteDeps,
+  req: IncomingMessage,
+  res: ServerResponse,
+  workspaceId: string,
+  params: URLSearchParams,
+): Promise<void> {
   const p = await deps.auth.authenticate(req.headers.authorization ?? '');
   if (p instanceof ApiError) throw p;
   if (!hasScope(p, 'meter:read')) throw new ApiError('insufficient_scope', 'this key lacks the meter:read scope');
   if (p.workspaceId !== null && p.workspaceId !== workspaceId) {
-    throw new ApiError('workspace_mismatch', 'a key can read only its own workspace\'s usage', 'workspace_id');
+    throw new ApiError('workspace_mismatch', "a key can read only its own workspace's usage", 'workspace_id');
   }
   const now = Date.now();
   const q = parseUsageQuery(workspaceId, params, String(req.headers.accept ?? ''), now);
@@ -33,7 +39,12 @@ export async function handleUsage(deps: UsageRouteDeps, req: IncomingMessage, re
     throw new ApiError('workspace_not_found', `no workspace ${workspaceId}`, 'workspace_id');
   }
   const [rows, freshness] = await Promise.all([
-    readRollups(deps.ch, q.granularity, { workspaceId, from: q.from, to: q.to, ...(q.eventType === undefined ? {} : { eventType: q.eventType }) }),
+    readRollups(deps.ch, q.granularity, {
+      workspaceId,
+      from: q.from,
+      to: q.to,
+      ...(q.eventType === undefined ? {} : { eventType: q.eventType }),
+    }),
     workspaceFreshness(deps.ch, workspaceId, deps.shards, now),
   ]);
   const headers: Record<string, string> = {

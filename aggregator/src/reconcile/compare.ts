@@ -33,7 +33,9 @@ export async function reconcile(ch: ClickHouseClient, scope: ReconcileScope): Pr
   const out: Difference[] = [];
   for (const g of GRANULARITIES) {
     const [expected, actual] = await Promise.all([expectedTotals(ch, g, scope), readRollups(ch, g, scope)]);
-    const got = new Map(actual.map((r) => [keyOf(r.workspace_id, r.event_type, r.currency, r.window_start), totalsOf(r)]));
+    const got = new Map(
+      actual.map((r) => [keyOf(r.workspace_id, r.event_type, r.currency, r.window_start), totalsOf(r)]),
+    );
     for (const [key, want] of expected) {
       const have = got.get(key);
       got.delete(key);
@@ -58,24 +60,37 @@ async function expectedTotals(ch: ClickHouseClient, g: Granularity, s: Reconcile
   ].join(' AND ');
   let rows: Record<string, string>[];
   try {
-    const rs = await ch.query({ query: totalsFromEventsSql(g, where, inRange, s.closeAfterSeconds), format: 'JSONEachRow' });
+    const rs = await ch.query({
+      query: totalsFromEventsSql(g, where, inRange, s.closeAfterSeconds),
+      format: 'JSONEachRow',
+    });
     rows = await rs.json();
   } catch (err) {
     throw new ClickHouseError(`recomputing ${g} totals from events`, err);
   }
-  return new Map(rows.map((r) => [
-    keyOf(r.workspace_id!, r.event_type!, r.cur!, parseChDateTime(r.bucket!)),
-    {
-      events: String(r.n), quantity: String(r.qs), gmv_cents: String(r.gs),
-      first_event_at: formatRfc3339(parseChDateTime(r.fo!)), last_event_at: formatRfc3339(parseChDateTime(r.lo!)), late_events: String(r.late),
-    },
-  ]));
+  return new Map(
+    rows.map((r) => [
+      keyOf(r.workspace_id!, r.event_type!, r.cur!, parseChDateTime(r.bucket!)),
+      {
+        events: String(r.n),
+        quantity: String(r.qs),
+        gmv_cents: String(r.gs),
+        first_event_at: formatRfc3339(parseChDateTime(r.fo!)),
+        last_event_at: formatRfc3339(parseChDateTime(r.lo!)),
+        late_events: String(r.late),
+      },
+    ]),
+  );
 }
 
 function totalsOf(r: RollupRow): Totals {
   return {
-    events: r.events, quantity: r.quantity, gmv_cents: r.gmv_cents,
-    first_event_at: formatRfc3339(r.first_event_at), last_event_at: formatRfc3339(r.last_event_at), late_events: r.late_events,
+    events: r.events,
+    quantity: r.quantity,
+    gmv_cents: r.gmv_cents,
+    first_event_at: formatRfc3339(r.first_event_at),
+    last_event_at: formatRfc3339(r.last_event_at),
+    late_events: r.late_events,
   };
 }
 

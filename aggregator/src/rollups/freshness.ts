@@ -8,7 +8,12 @@ export interface Freshness {
 }
 
 /** Freshness of one workspace's rollups: the as-of time of the shard that holds it. */
-export async function workspaceFreshness(ch: ClickHouseClient, workspaceId: string, shards: number, now: number): Promise<Freshness> {
+export async function workspaceFreshness(
+  ch: ClickHouseClient,
+  workspaceId: string,
+  shards: number,
+  now: number,
+): Promise<Freshness> {
   const query = `SELECT argMax(as_of_ms, updated_ms) AS a FROM aggregator_state
     WHERE shard = cityHash64(${lit(workspaceId)}) % ${lit(shards)} GROUP BY shard`;
   try {

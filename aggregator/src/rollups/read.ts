@@ -34,7 +34,9 @@ export function rollupWhere(f: RollupFilter, timeColumn = 'window_start'): strin
   return parts.join(' AND ');
 }
 
-interface RawRow { [k: string]: string }
+interface RawRow {
+  [k: string]: string;
+}
 
 export async function readRollups(ch: ClickHouseClient, g: Granularity, f: RollupFilter): Promise<RollupRow[]> {
   let rows: RawRow[];

@@ -25,7 +25,12 @@ export function workspacesIn(ids: Iterable<string>): string {
  * i.e. after billing may already have pushed that hour (docs/rollups.md).
  * Output columns: workspace_id, event_type, cur, bucket, n, qs, gs, fo, lo, late.
  */
-export function totalsFromEventsSql(g: Granularity, where: string, keep: (o: string) => string, closeAfterSeconds: number): string {
+export function totalsFromEventsSql(
+  g: Granularity,
+  where: string,
+  keep: (o: string) => string,
+  closeAfterSeconds: number,
+): string {
   return `SELECT workspace_id, event_type, c AS cur, ${bucketSql(g, 'o')} AS bucket,
       count() AS n, sum(q) AS qs, sum(g) AS gs, min(o) AS fo, max(o) AS lo,
       countIf(r >= toStartOfHour(o) + ${lit(3600 + closeAfterSeconds)}) AS late

@@ -85,20 +85,23 @@ export class Aggregator {
 
   start(pollMs: number): void {
     // Cycles start every pollMs; one that took longer than that is followed at once.
-    this.loop = new Loop(async () => {
-      const t0 = performance.now();
-      await this.runOnce();
-      const seconds = (performance.now() - t0) / 1000;
-      this.metrics?.cycles.inc();
-      this.metrics?.cycleSeconds.observe(seconds);
-      return Math.max(0, pollMs - seconds * 1000);
-    }, {
-      intervalMs: pollMs,
-      onError: (err) => {
-        this.metrics?.cycleErrors.inc();
-        this.log?.error({ err }, 'rollup cycle failed; retrying on the next poll');
+    this.loop = new Loop(
+      async () => {
+        const t0 = performance.now();
+        await this.runOnce();
+        const seconds = (performance.now() - t0) / 1000;
+        this.metrics?.cycles.inc();
+        this.metrics?.cycleSeconds.observe(seconds);
+        return Math.max(0, pollMs - seconds * 1000);
       },
-    }).start();
+      {
+        intervalMs: pollMs,
+        onError: (err) => {
+          this.metrics?.cycleErrors.inc();
+          this.log?.error({ err }, 'rollup cycle failed; retrying on the next poll');
+        },
+      },
+    ).start();
   }
 
   async stop(): Promise<void> {

@@ -3,7 +3,11 @@ import { ClickHouseError, lit } from '@meterd/core';
 import { parseChDateTime } from '../rollups/granularity.js';
 
 /** An hour of one workspace whose raw events changed. */
-export interface Window { shard: number; workspaceId: string; start: number }
+export interface Window {
+  shard: number;
+  workspaceId: string;
+  start: number;
+}
 
 export interface Detection {
   windows: Window[];
@@ -54,7 +58,8 @@ export async function detectChangedWindows(
     const blk = BigInt(r.blk);
     const shard = Number(r.shard);
     if (maxBlock === undefined || blk > maxBlock) maxBlock = blk;
-    if (blk > (watermarks.get(shard) ?? -1n)) windows.push({ shard, workspaceId: r.workspace_id, start: parseChDateTime(r.hour) });
+    if (blk > (watermarks.get(shard) ?? -1n))
+      windows.push({ shard, workspaceId: r.workspace_id, start: parseChDateTime(r.hour) });
   }
   return { windows, maxBlock };
 }

@@ -27,7 +27,10 @@ export class PgAdvisoryLeases implements ShardLeases {
   private readonly held = new Set<number>();
   private connecting: Promise<pg.Client> | null = null;
 
-  constructor(private readonly url: URL, private readonly shards: number) {}
+  constructor(
+    private readonly url: URL,
+    private readonly shards: number,
+  ) {}
 
   async refresh(): Promise<ReadonlySet<number>> {
     let c: pg.Client;

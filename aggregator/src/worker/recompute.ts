@@ -3,9 +3,13 @@ import { ClickHouseError, lit } from '@meterd/core';
 import { bucketSql, bucketStart, bucketEnd, ROLLUP_TABLE, type Granularity } from '../rollups/granularity.js';
 import { dt, totalsFromEventsSql, windowsIn, workspacesIn } from '../rollups/sql.js';
 
-export interface WindowRef { workspaceId: string; start: number }
+export interface WindowRef {
+  workspaceId: string;
+  start: number;
+}
 
-const INSERT_COLUMNS = 'workspace_id, event_type, currency, window_start, events, quantity, gmv_cents, first_event_at, last_event_at, late_events, version, computed_at';
+const INSERT_COLUMNS =
+  'workspace_id, event_type, currency, window_start, events, quantity, gmv_cents, first_event_at, last_event_at, late_events, version, computed_at';
 
 /**
  * Rewrites the rollups of the given hours, and of the days and months holding them, with `version`.
@@ -28,7 +32,12 @@ export async function recomputeWindows(
   for (const part of chunks(months, chunk)) await rollUp(ch, 'day', 'month', part, version);
 }
 
-async function recomputeHours(ch: ClickHouseClient, hours: readonly WindowRef[], version: bigint, closeAfterSeconds: number): Promise<void> {
+async function recomputeHours(
+  ch: ClickHouseClient,
+  hours: readonly WindowRef[],
+  version: bigint,
+  closeAfterSeconds: number,
+): Promise<void> {
   const { lo, hi } = span('hour', hours);
   // The workspace and occurred_at bounds prune by primary key and partition; the tuple IN is exact.
   // Candidates are the triples with a copy in these hours; each counts in the hour of its winning
@@ -46,7 +55,13 @@ async function recomputeHours(ch: ClickHouseClient, hours: readonly WindowRef[],
   }
 }
 
-async function rollUp(ch: ClickHouseClient, from: Granularity, to: Granularity, windows: readonly WindowRef[], version: bigint): Promise<void> {
+async function rollUp(
+  ch: ClickHouseClient,
+  from: Granularity,
+  to: Granularity,
+  windows: readonly WindowRef[],
+  version: bigint,
+): Promise<void> {
   const { lo, hi } = span(to, windows);
   const bucket = bucketSql(to, 'window_start');
   const query = `INSERT INTO ${ROLLUP_TABLE[to]} (${INSERT_COLUMNS})

@@ -12,7 +12,10 @@ export interface ShardState {
   asOfMs: number;
 }
 
-export async function readShardStates(ch: ClickHouseClient, shards?: readonly number[]): Promise<Map<number, ShardState>> {
+export async function readShardStates(
+  ch: ClickHouseClient,
+  shards?: readonly number[],
+): Promise<Map<number, ShardState>> {
   const where = shards === undefined ? '' : `WHERE shard IN (${shards.map((s) => lit(s)).join(', ')})`;
   // argMax rather than FINAL: the newest write wins whether or not a merge has happened yet.
   const query = `SELECT shard, argMax(block, updated_ms) AS b, argMax(version, updated_ms) AS v, argMax(as_of_ms, updated_ms) AS a
@@ -20,17 +23,30 @@ export async function readShardStates(ch: ClickHouseClient, shards?: readonly nu
   try {
     const rs = await ch.query({ query, format: 'JSONEachRow' });
     const rows = await rs.json<{ shard: number | string; b: string; v: string; a: string }>();
-    return new Map(rows.map((r) => [Number(r.shard), { shard: Number(r.shard), block: BigInt(r.b), version: BigInt(r.v), asOfMs: Number(r.a) }]));
+    return new Map(
+      rows.map((r) => [
+        Number(r.shard),
+        { shard: Number(r.shard), block: BigInt(r.b), version: BigInt(r.v), asOfMs: Number(r.a) },
+      ]),
+    );
   } catch (err) {
     throw new ClickHouseError('reading aggregator_state', err);
   }
 }
 
-export async function writeShardStates(ch: ClickHouseClient, states: readonly ShardState[], updatedMs: number): Promise<void> {
+export async function writeShardStates(
+  ch: ClickHouseClient,
+  states: readonly ShardState[],
+  updatedMs: number,
+): Promise<void> {
   if (states.length === 0) return;
-  const values = states.map((s) => `(${lit(s.shard)}, ${lit(s.block)}, ${lit(s.version)}, ${lit(s.asOfMs)}, ${lit(updatedMs)})`).join(', ');
+  const values = states
+    .map((s) => `(${lit(s.shard)}, ${lit(s.block)}, ${lit(s.version)}, ${lit(s.asOfMs)}, ${lit(updatedMs)})`)
+    .join(', ');
   try {
-    await ch.command({ query: `INSERT INTO aggregator_state (shard, block, version, as_of_ms, updated_ms) VALUES ${values}` });
+    await ch.command({
+      query: `INSERT INTO aggregator_state (shard, block, version, as_of_ms, updated_ms) VALUES ${values}`,
+    });
   } catch (err) {
     throw new ClickHouseError('advancing aggregator_state', err);
   }

@@ -3,8 +3,20 @@ import { createClient } from '@clickhouse/client';
 import Fastify, { type FastifyReply } from 'fastify';
 import { Redis } from 'ioredis';
 import {
-  ApiError, Authenticator, Rejection, createPool, errorBody, formatRfc3339, hasScope, newEventId, periodOf,
-  pinnedSettings, toClickHouseDateTime, validateMeterEvent, type MeterEvent, type Principal,
+  ApiError,
+  Authenticator,
+  Rejection,
+  createPool,
+  errorBody,
+  formatRfc3339,
+  hasScope,
+  newEventId,
+  periodOf,
+  pinnedSettings,
+  toClickHouseDateTime,
+  validateMeterEvent,
+  type MeterEvent,
+  type Principal,
 } from '@meterd/core';
 
 /**
@@ -38,7 +50,11 @@ async function serve(): Promise<void> {
   const sub = new Redis(env.REDIS_URL!);
   const pool = createPool(new URL(env.DATABASE_URL!), 4);
   const auth = new Authenticator(pool, sub, 30_000, '');
-  const ch = createClient({ url: env.CLICKHOUSE_URL!, database: env.CLICKHOUSE_DATABASE!, clickhouse_settings: pinnedSettings('server-18') });
+  const ch = createClient({
+    url: env.CLICKHOUSE_URL!,
+    database: env.CLICKHOUSE_DATABASE!,
+    clickhouse_settings: pinnedSettings('server-18'),
+  });
   const table = env.BASELINE_TABLE ?? 'baseline_events';
   const WINDOW = 600;
 
@@ -53,22 +69,28 @@ async function serve(): Promise<void> {
       (err: Error) => batch.waiters.forEach((w) => w(err)),
     );
   };
-  const store = (rows: Record<string, unknown>[]): Promise<void> => new Promise((resolve, reject) => {
-    let b = pending;
-    if (b === undefined) {
-      const created: Batch = { rows: [], waiters: [], timer: setTimeout(() => flush(created), 20) };
-      b = pending = created;
-    }
-    b.rows.push(...rows);
-    b.waiters.push((err) => (err ? reject(err) : resolve()));
-    if (b.rows.length >= 1_000) flush(b);
-  });
+  const store = (rows: Record<string, unknown>[]): Promise<void> =>
+    new Promise((resolve, reject) => {
+      let b = pending;
+      if (b === undefined) {
+        const created: Batch = { rows: [], waiters: [], timer: setTimeout(() => flush(created), 20) };
+        b = pending = created;
+      }
+      b.rows.push(...rows);
+      b.waiters.push((err) => (err ? reject(err) : resolve()));
+      if (b.rows.length >= 1_000) flush(b);
+    });
 
   const app = Fastify({ logger: false, bodyLimit: 1 << 20 });
   app.get('/healthz', async () => ({ status: 'ok' }));
 
-  const principal = async (header: string | undefined): Promise<Principal | ApiError> => auth.authenticate(header ?? '');
-  const fail = (reply: FastifyReply, e: ApiError) => reply.code(e.status).type('application/json').send(errorBody(e.code, e.message, e.field));
+  const principal = async (header: string | undefined): Promise<Principal | ApiError> =>
+    auth.authenticate(header ?? '');
+  const fail = (reply: FastifyReply, e: ApiError) =>
+    reply
+      .code(e.status)
+      .type('application/json')
+      .send(errorBody(e.code, e.message, e.field));
 
   type Outcome = { status: number; body: Record<string, unknown> };
   const accept = async (ev: MeterEvent): Promise<Outcome> => {
@@ -76,8 +98,15 @@ async function serve(): Promise<void> {
     const id = newEventId();
     const dkey = `bl:{${ev.workspace_id}}:d:${ev.event_type}:${ev.idempotency_key}`;
     const row = {
-      id, workspace_id: ev.workspace_id, event_type: ev.event_type, quantity: ev.quantity, gmv_cents: ev.gmv_cents, currency: ev.currency,
-      idempotency_key: ev.idempotency_key, occurred_at: formatRfc3339(ev.occurred_at_ms), received_at: formatRfc3339(now),
+      id,
+      workspace_id: ev.workspace_id,
+      event_type: ev.event_type,
+      quantity: ev.quantity,
+      gmv_cents: ev.gmv_cents,
+      currency: ev.currency,
+      idempotency_key: ev.idempotency_key,
+      occurred_at: formatRfc3339(ev.occurred_at_ms),
+      received_at: formatRfc3339(now),
     };
     const claimed = await redis.set(dkey, JSON.stringify(row), 'EX', WINDOW, 'NX');
     if (claimed === null) {
@@ -85,11 +114,19 @@ async function serve(): Promise<void> {
       return { status: 202, body: { ...(prior ? JSON.parse(prior) : row), duplicate: true } };
     }
     try {
-      await store([{
-        workspace_id: ev.workspace_id, event_type: ev.event_type, idempotency_key: ev.idempotency_key, event_id: id,
-        quantity: ev.quantity, gmv_cents: ev.gmv_cents, currency: ev.currency,
-        occurred_at: toClickHouseDateTime(ev.occurred_at_ms), received_at: toClickHouseDateTime(now),
-      }]);
+      await store([
+        {
+          workspace_id: ev.workspace_id,
+          event_type: ev.event_type,
+          idempotency_key: ev.idempotency_key,
+          event_id: id,
+          quantity: ev.quantity,
+          gmv_cents: ev.gmv_cents,
+          currency: ev.currency,
+          occurred_at: toClickHouseDateTime(ev.occurred_at_ms),
+          received_at: toClickHouseDateTime(now),
+        },
+      ]);
     } catch {
       await redis.del(dkey);
       return { status: 503, body: { error: { code: 'service_unavailable', message: 'not stored; retry' } } };
@@ -102,7 +139,8 @@ async function serve(): Promise<void> {
     if (p instanceof ApiError) return p;
     if (!hasScope(p, 'meter:write')) return new ApiError('insufficient_scope', 'this key lacks the meter:write scope');
     if (ev instanceof Rejection) return ev;
-    if (p.workspaceId !== null && ev.workspace_id !== p.workspaceId) return new Rejection('workspace_mismatch', 'workspace_id must be the API key\'s workspace', 'workspace_id');
+    if (p.workspaceId !== null && ev.workspace_id !== p.workspaceId)
+      return new Rejection('workspace_mismatch', "workspace_id must be the API key's workspace", 'workspace_id');
     return ev;
   };
 
@@ -110,7 +148,11 @@ async function serve(): Promise<void> {
     const p = await principal(req.headers.authorization);
     const ev = check(p, validateMeterEvent(req.body, Date.now()));
     if (ev instanceof ApiError) return fail(reply, ev);
-    if (ev instanceof Rejection) return reply.code(400).type('application/json').send(errorBody(ev.code, ev.message, ev.field));
+    if (ev instanceof Rejection)
+      return reply
+        .code(400)
+        .type('application/json')
+        .send(errorBody(ev.code, ev.message, ev.field));
     const out = await accept(ev);
     return reply.code(out.status).header('x-plan-events-limit', 'unlimited').send(out.body);
   });
@@ -120,15 +162,21 @@ async function serve(): Promise<void> {
     if (p instanceof ApiError) return fail(reply, p);
     const items = (req.body as { events?: unknown[] } | null)?.events;
     if (!Array.isArray(items) || items.length === 0 || items.length > 100) {
-      return reply.code(400).type('application/json').send(errorBody('invalid_body', 'the body must be {"events": [1–100 events]}', 'events'));
+      return reply
+        .code(400)
+        .type('application/json')
+        .send(errorBody('invalid_body', 'the body must be {"events": [1–100 events]}', 'events'));
     }
     const now = Date.now();
-    const results = await Promise.all(items.map(async (item, index) => {
-      const ev = check(p, validateMeterEvent(item, now));
-      if (ev instanceof ApiError || ev instanceof Rejection) return { index, status: 400, error: { code: ev.code, message: ev.message } };
-      const out = await accept(ev);
-      return { index, status: out.status, id: out.body.id, duplicate: out.body.duplicate };
-    }));
+    const results = await Promise.all(
+      items.map(async (item, index) => {
+        const ev = check(p, validateMeterEvent(item, now));
+        if (ev instanceof ApiError || ev instanceof Rejection)
+          return { index, status: 400, error: { code: ev.code, message: ev.message } };
+        const out = await accept(ev);
+        return { index, status: out.status, id: out.body.id, duplicate: out.body.duplicate };
+      }),
+    );
     const accepted = results.filter((r) => r.status === 202 && r.duplicate === false).length;
     const duplicates = results.filter((r) => r.duplicate === true).length;
     return reply.code(202).send({ accepted, duplicates, rejected: results.length - accepted - duplicates, results });

@@ -18,8 +18,27 @@ export interface RedisRate {
 export async function redisSetNxRate(redisUrl: URL, tag: string, requests = 2_000_000): Promise<RedisRate> {
   const host = redisUrl.hostname;
   const port = redisUrl.port || '6379';
-  const args = ['-h', host, '-p', port, '-n', String(requests), '-c', '50', '-P', '16', '-r', '100000000', '-q',
-    'SET', `bench:${tag}:nx:__rand_int__`, 'x', 'NX', 'EX', '30'];
+  const args = [
+    '-h',
+    host,
+    '-p',
+    port,
+    '-n',
+    String(requests),
+    '-c',
+    '50',
+    '-P',
+    '16',
+    '-r',
+    '100000000',
+    '-q',
+    'SET',
+    `bench:${tag}:nx:__rand_int__`,
+    'x',
+    'NX',
+    'EX',
+    '30',
+  ];
   try {
     const out = await new Promise<string>((resolve, reject) => {
       execFile('redis-benchmark', args, { timeout: 120_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout)));
@@ -27,7 +46,12 @@ export async function redisSetNxRate(redisUrl: URL, tag: string, requests = 2_00
     // Lines are rewritten with \r while running; the last figure is the final one.
     const all = [...out.matchAll(/([\d.]+) requests per second/g)];
     const last = all[all.length - 1];
-    if (last) return { opsPerSec: Math.round(Number(last[1])), tool: `redis-benchmark ${args.slice(4, 10).join(' ')} SET <random> x NX EX 30`, what: 'Redis executing pipelined SET NX EX (50 clients × 16 deep), no Lua' };
+    if (last)
+      return {
+        opsPerSec: Math.round(Number(last[1])),
+        tool: `redis-benchmark ${args.slice(4, 10).join(' ')} SET <random> x NX EX 30`,
+        what: 'Redis executing pipelined SET NX EX (50 clients × 16 deep), no Lua',
+      };
   } catch {
     // not installed or failed: measure from Node instead
   }
@@ -51,5 +75,9 @@ async function ioredisLoop(redisUrl: URL, tag: string, ms: number): Promise<Redi
   await Promise.all(lanes);
   const secs = (performance.now() - started) / 1000;
   await r.quit();
-  return { opsPerSec: Math.round(done / secs), tool: 'ioredis pipelines of 1,000 SET NX EX, 8 in flight', what: 'Redis executing pipelined SET NX EX from one Node process (the client may be the limit)' };
+  return {
+    opsPerSec: Math.round(done / secs),
+    tool: 'ioredis pipelines of 1,000 SET NX EX, 8 in flight',
+    what: 'Redis executing pipelined SET NX EX from one Node process (the client may be the limit)',
+  };
 }

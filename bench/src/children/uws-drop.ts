@@ -24,17 +24,24 @@ if (isMainThread || (workerData as { worker?: boolean })?.worker) serve();
 function serve(): void {
   const drop = (res: import('uWebSockets.js').HttpResponse): void => {
     let aborted = false;
-    res.onAborted(() => { aborted = true; });
+    res.onAborted(() => {
+      aborted = true;
+    });
     res.onData((_chunk, isLast) => {
       if (isLast && !aborted) {
-        res.cork(() => res.writeStatus('202 Accepted').writeHeader('content-type', 'application/json').end('{"accepted":true}'));
+        res.cork(() =>
+          res.writeStatus('202 Accepted').writeHeader('content-type', 'application/json').end('{"accepted":true}'),
+        );
       }
     });
   };
-  uws.App()
+  uws
+    .App()
     .post('/api/v1/meter', drop)
     .post('/api/v1/meter/batch', drop)
-    .get('/healthz', (res) => { res.end('{"status":"ok"}'); })
+    .get('/healthz', (res) => {
+      res.end('{"status":"ok"}');
+    })
     .listen('127.0.0.1', port, (s) => {
       if (!s) {
         console.error(`uws-drop: cannot listen on ${port}`);

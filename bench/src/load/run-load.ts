@@ -69,21 +69,24 @@ export function runLoad(o: LoadOptions): Promise<LoadSummary> {
   const started = performance.now();
 
   return new Promise((resolve, reject) => {
-    const inst = autocannon({
-      url: o.url,
-      connections: o.connections,
-      duration: o.durationSec,
-      // Long enough that no request times out under load: a timeout resets the connection and its
-      // answer is lost, which would leave keys of unknown fate (counted, but inexact).
-      timeout: 30,
-      requests: o.requests,
-    }, (err, result) => {
-      clearInterval(timer);
-      tick();
-      if (o.progress) o.progress.write('\n');
-      if (err) return reject(err);
-      resolve(summarise(o, result, series, eventsOf()));
-    });
+    const inst = autocannon(
+      {
+        url: o.url,
+        connections: o.connections,
+        duration: o.durationSec,
+        // Long enough that no request times out under load: a timeout resets the connection and its
+        // answer is lost, which would leave keys of unknown fate (counted, but inexact).
+        timeout: 30,
+        requests: o.requests,
+      },
+      (err, result) => {
+        clearInterval(timer);
+        tick();
+        if (o.progress) o.progress.write('\n');
+        if (err) return reject(err);
+        resolve(summarise(o, result, series, eventsOf()));
+      },
+    );
     inst.on('response', (_client: unknown, status: number, _bytes: number, ms: number) => {
       reqs++;
       if (status < 200 || status > 299) non2xx++;
@@ -112,7 +115,8 @@ export function runLoad(o: LoadOptions): Promise<LoadSummary> {
       non2xx = 0;
       second = [];
       if (o.progress) {
-        const line = `[${o.label}] ${s.t.toFixed(0)}s/${o.durationSec}s  ${fmt(s.requests)} req/s  ${fmt(s.events)} ev/s  ` +
+        const line =
+          `[${o.label}] ${s.t.toFixed(0)}s/${o.durationSec}s  ${fmt(s.requests)} req/s  ${fmt(s.events)} ev/s  ` +
           `p50 ${s.p50Ms.toFixed(1)} ms  p99 ${s.p99Ms.toFixed(1)} ms  non-2xx ${s.non2xx}  server cpu ${s.serverCpuPct}%  bench cpu ${s.generatorCpuPct}%  redis ${s.redisCpuPct}%  clickhouse ${s.clickhouseCpuPct}%`;
         o.progress.write(o.progress.isTTY ? `\r\x1b[K${line}` : `${line}\n`);
       }
@@ -125,7 +129,8 @@ function summarise(o: LoadOptions, r: AcResult, series: Sample[], events: number
   const statusCounts: Record<string, number> = {};
   for (const [code, v] of Object.entries(r.statusCodeStats ?? {})) statusCounts[code] = v.count;
   const cpu = series.filter((s) => s.requests > 0);
-  const avg = (f: (s: Sample) => number) => (cpu.length === 0 ? 0 : Math.round(cpu.reduce((a, s) => a + f(s), 0) / cpu.length));
+  const avg = (f: (s: Sample) => number) =>
+    cpu.length === 0 ? 0 : Math.round(cpu.reduce((a, s) => a + f(s), 0) / cpu.length);
   const duration = r.duration || o.durationSec;
   return {
     label: o.label,

@@ -45,7 +45,11 @@ export class KeyTracker {
   acked(): { count: number; sum: number } {
     let count = 0;
     let sum = 0;
-    for (let n = 0; n < this.next; n++) if (this.state[n]! & ACKED) { count++; sum += n; }
+    for (let n = 0; n < this.next; n++)
+      if (this.state[n]! & ACKED) {
+        count++;
+        sum += n;
+      }
     return { count, sum };
   }
 

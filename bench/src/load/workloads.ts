@@ -3,10 +3,17 @@ import type { Scenario } from '../args.js';
 import { KeyTracker } from './tracker.js';
 
 /** A workspace the load generator meters for, with the key it sends. */
-export interface Tenant { workspaceId: string; token: string }
+export interface Tenant {
+  workspaceId: string;
+  token: string;
+}
 
 /** Counters the load generator keeps from response bodies, read once a second by the sampler. */
-export interface AckCounters { stored: number; duplicate: number; rejected: number }
+export interface AckCounters {
+  stored: number;
+  duplicate: number;
+  rejected: number;
+}
 
 export interface Workload {
   scenario: Scenario;
@@ -17,7 +24,11 @@ export interface Workload {
   describe: string;
 }
 
-interface InFlight { n: number; count: number; batch: boolean }
+interface InFlight {
+  n: number;
+  count: number;
+  batch: boolean;
+}
 type Context = { q?: InFlight[] };
 
 export const BATCH_SIZE = 100;
@@ -33,7 +44,12 @@ const BATCH_PATH = '/api/v1/meter/batch';
  * setupRequest (autocannon's idReplacement does not work for POST bodies); each connection keeps a
  * FIFO of the keys it has in flight, so onResponse knows which keys the answer acknowledges.
  */
-export function buildWorkload(scenario: Scenario, tag: string, tenants: readonly Tenant[], occurredAt: string): Workload {
+export function buildWorkload(
+  scenario: Scenario,
+  tag: string,
+  tenants: readonly Tenant[],
+  occurredAt: string,
+): Workload {
   const tracker = new KeyTracker(tag);
   const counters: AckCounters = { stored: 0, duplicate: 0, rejected: 0 };
   const headersOf = tenants.map((t) => ({ authorization: `Bearer ${t.token}`, 'content-type': 'application/json' }));
@@ -74,7 +90,10 @@ export function buildWorkload(scenario: Scenario, tag: string, tenants: readonly
   switch (scenario) {
     case 'single':
     case 'quota':
-      describe = scenario === 'quota' ? 'one event per request to a free-plan workspace (500 events/period)' : 'one event per request';
+      describe =
+        scenario === 'quota'
+          ? 'one event per request to a free-plan workspace (500 events/period)'
+          : 'one event per request';
       setup = (req, ctx) => single(req, ctx, 0, tracker.fresh());
       break;
     case 'batch':
@@ -84,7 +103,8 @@ export function buildWorkload(scenario: Scenario, tag: string, tenants: readonly
     case 'duplicates':
       describe = 'one event per request, half of them retries of a recently sent key';
       setup = (req, ctx) => {
-        if (recentFill > 0 && Math.random() < 0.5) return single(req, ctx, 0, recent[Math.floor(Math.random() * Math.min(recentFill, RECENT))]!);
+        if (recentFill > 0 && Math.random() < 0.5)
+          return single(req, ctx, 0, recent[Math.floor(Math.random() * Math.min(recentFill, RECENT))]!);
         const n = tracker.fresh();
         recent[recentFill++ % RECENT] = n;
         return single(req, ctx, 0, n);
@@ -92,7 +112,10 @@ export function buildWorkload(scenario: Scenario, tag: string, tenants: readonly
       break;
     case 'mixed':
       describe = `${tenants.length} workspaces; 80 % single events, 20 % batches of ${MIXED_BATCH_SIZE}`;
-      setup = (req, ctx) => (Math.random() < 0.8 ? single(req, ctx, pickTenant(), tracker.fresh()) : batch(req, ctx, pickTenant(), MIXED_BATCH_SIZE));
+      setup = (req, ctx) =>
+        Math.random() < 0.8
+          ? single(req, ctx, pickTenant(), tracker.fresh())
+          : batch(req, ctx, pickTenant(), MIXED_BATCH_SIZE);
       break;
   }
 
@@ -151,19 +174,21 @@ export function buildWorkload(scenario: Scenario, tag: string, tenants: readonly
     tracker,
     counters,
     describe,
-    requests: [{
-      method: 'POST',
-      path: scenario === 'batch' ? BATCH_PATH : SINGLE_PATH,
-      setupRequest: setup as AcRequest['setupRequest'],
-      // An exception here would surface inside autocannon's HTTP parser and kill the run.
-      onResponse: ((status: number, body: string, ctx: Context) => {
-        try {
-          onResponse(status, body, ctx);
-        } catch {
-          counters.rejected++;
-        }
-      }) as AcRequest['onResponse'],
-    }],
+    requests: [
+      {
+        method: 'POST',
+        path: scenario === 'batch' ? BATCH_PATH : SINGLE_PATH,
+        setupRequest: setup as AcRequest['setupRequest'],
+        // An exception here would surface inside autocannon's HTTP parser and kill the run.
+        onResponse: ((status: number, body: string, ctx: Context) => {
+          try {
+            onResponse(status, body, ctx);
+          } catch {
+            counters.rejected++;
+          }
+        }) as AcRequest['onResponse'],
+      },
+    ],
   };
 }
 

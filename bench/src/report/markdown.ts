@@ -2,7 +2,8 @@ import type { LoadSummary } from '../load/run-load.js';
 import type { BenchReport, PhaseReport } from '../run.js';
 import type { Verification } from '../verify/clickhouse.js';
 
-const n = (v: number | undefined, d = 0) => (v === undefined ? 'n/a' : v.toLocaleString('en-US', { maximumFractionDigits: d }));
+const n = (v: number | undefined, d = 0) =>
+  v === undefined ? 'n/a' : v.toLocaleString('en-US', { maximumFractionDigits: d });
 
 /** The human summary of a run: what ran, the figures, the ratios, the verification, the targets. */
 export function renderMarkdown(r: BenchReport): string {
@@ -24,7 +25,8 @@ export function renderMarkdown(r: BenchReport): string {
 
 function phase(p: PhaseReport): string {
   let md = `## ${p.scenario}: ${p.describe}\n\n`;
-  md += '| server | connections | req/s | events/s | p50 ms | p90 ms | p99 ms | max ms | non-2xx | errors | server CPU % | server RSS MB | bench CPU % | Redis CPU % | ClickHouse CPU % |\n';
+  md +=
+    '| server | connections | req/s | events/s | p50 ms | p90 ms | p99 ms | max ms | non-2xx | errors | server CPU % | server RSS MB | bench CPU % | Redis CPU % | ClickHouse CPU % |\n';
   md += '|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n';
   md += row('meterd ingest', p.meterd);
   if (p.ceiling) md += row('bare uWS (ceiling)', p.ceiling);
@@ -32,16 +34,20 @@ function phase(p: PhaseReport): string {
   md += `\nmeterd's answers: ${n(p.answers.stored)} events stored, ${n(p.answers.duplicate)} answered as duplicates, ${n(p.answers.rejected)} refused.\n\n`;
   if (p.serverMetrics) {
     const m = p.serverMetrics;
-    md += `Inside ingest (its /metrics over the load): ${n(m.groupCommits)} group commits carrying ${n(m.eventsPerCommit, 1)} events each, ` +
+    md +=
+      `Inside ingest (its /metrics over the load): ${n(m.groupCommits)} group commits carrying ${n(m.eventsPerCommit, 1)} events each, ` +
       `commit (write + fdatasync) mean ${n(m.commitMeanMs, 2)} ms, p99 ≤ ${n(m.commitP99Ms, 2)} ms; ${n(m.redisRoundTrips)} Redis round trips, ` +
       `${n(m.eventsPerRedisRoundTrip, 1)} events each; ${n(m.clickhouseInserts)} ClickHouse inserts of ${n(m.rowsPerInsert)} rows, mean ${n(m.insertMeanMs, 1)} ms.\n\n`;
   }
-  if (p.redisSetNx) md += `Redis's own rate: **${n(p.redisSetNx.opsPerSec)} SET NX/s** (${p.redisSetNx.tool}; measures ${p.redisSetNx.what}).\n\n`;
+  if (p.redisSetNx)
+    md += `Redis's own rate: **${n(p.redisSetNx.opsPerSec)} SET NX/s** (${p.redisSetNx.tool}; measures ${p.redisSetNx.what}).\n\n`;
   const ratios: string[] = [];
   if (p.ratios.vsCeiling !== undefined) ratios.push(`meterd ÷ bare uWS = **${p.ratios.vsCeiling}**`);
   if (p.ratios.vsBaseline !== undefined) ratios.push(`meterd ÷ baseline = **${p.ratios.vsBaseline}**`);
-  if (p.ratios.vsRedisSetNx !== undefined) ratios.push(`meterd events/s ÷ Redis SET NX/s = **${p.ratios.vsRedisSetNx}**`);
-  if (ratios.length > 0) md += `Ratios (${p.scenario === 'single' ? 'requests' : 'events'}/s, same run): ${ratios.join('; ')}.\n\n`;
+  if (p.ratios.vsRedisSetNx !== undefined)
+    ratios.push(`meterd events/s ÷ Redis SET NX/s = **${p.ratios.vsRedisSetNx}**`);
+  if (ratios.length > 0)
+    md += `Ratios (${p.scenario === 'single' ? 'requests' : 'events'}/s, same run): ${ratios.join('; ')}.\n\n`;
   if (p.verification) md += verification('meterd, load events', p.verification, p.spoolDrainMs);
   if (p.probeVerification) md += verification('meterd, freshness probes', p.probeVerification);
   if (p.baselineVerification) md += verification('baseline', p.baselineVerification);
@@ -52,21 +58,29 @@ function phase(p: PhaseReport): string {
       md += `Freshness (sent → counted in \`${f.rollup.table}\` FINAL by the aggregator): p50 **${n(f.rollup.p50Ms)} ms**, p99 **${n(f.rollup.p99Ms)} ms**, max ${n(f.rollup.maxMs)} ms over ${f.rollup.probesCounted} of ${f.probesAcknowledged} probes.\n\n`;
     }
   }
-  if (p.quota) md += `Quota: ${n(p.quota.acknowledged)} events acknowledged for a free-plan workspace with a limit of ${p.quota.limit}: **${p.quota.ok ? 'PASS' : 'FAIL'}**.\n\n`;
+  if (p.quota)
+    md += `Quota: ${n(p.quota.acknowledged)} events acknowledged for a free-plan workspace with a limit of ${p.quota.limit}: **${p.quota.ok ? 'PASS' : 'FAIL'}**.\n\n`;
   md += '| target | goal | measured | |\n|---|---|---|---|\n';
-  for (const t of p.targets) md += `| ${t.name} | ${t.target} | ${t.measured} | ${t.pass === undefined ? '–' : t.pass ? '✅' : '❌'} |\n`;
+  for (const t of p.targets)
+    md += `| ${t.name} | ${t.target} | ${t.measured} | ${t.pass === undefined ? '–' : t.pass ? '✅' : '❌'} |\n`;
   return md + '\n';
 }
 
 function row(name: string, s: LoadSummary): string {
-  const non2xx = Object.entries(s.statusCounts).filter(([c]) => !c.startsWith('2')).map(([c, k]) => `${c}: ${n(k)}`).join(', ') || '0';
+  const non2xx =
+    Object.entries(s.statusCounts)
+      .filter(([c]) => !c.startsWith('2'))
+      .map(([c, k]) => `${c}: ${n(k)}`)
+      .join(', ') || '0';
   return `| ${name} | ${s.connections} | ${n(s.requestsPerSec)} | ${n(s.eventsPerSec)} | ${s.latencyMs.p50} | ${s.latencyMs.p90} | ${s.latencyMs.p99} | ${s.latencyMs.max} | ${non2xx} | ${s.errors + s.timeouts} | ${n(s.server.cpuPctAvg)} | ${n(s.server.rssMbMax)} | ${s.generatorCpuPctAvg} | ${s.redisCpuPctAvg} | ${s.clickhouseCpuPctAvg} |\n`;
 }
 
 function verification(what: string, v: Verification, drainMs?: number): string {
-  return `Verification (${what}, table \`${v.table}\`): **${v.ok ? 'PASS' : 'FAIL'}** — ${n(v.acknowledged)} acknowledged, ${n(v.distinctInTable)} distinct in ClickHouse ` +
+  return (
+    `Verification (${what}, table \`${v.table}\`): **${v.ok ? 'PASS' : 'FAIL'}** — ${n(v.acknowledged)} acknowledged, ${n(v.distinctInTable)} distinct in ClickHouse ` +
     `(count() FINAL ${n(v.rowsFinal)}, raw rows ${n(v.rawRows)}); lost ${v.lost}, doubled ${v.doubled}, stored though refused ${v.stray}; ` +
     `${v.unansweredSent} sent without an answer, ${v.unansweredStored} of them stored` +
     `${v.replayCopies > 0 ? `; ${v.replayCopies} replayed copies collapsed by ReplacingMergeTree` : ''}` +
-    `${drainMs !== undefined ? `; spool drained ${drainMs} ms after the load stopped` : ''}${v.note ? ` — ${v.note}` : ''}.\n\n`;
+    `${drainMs !== undefined ? `; spool drained ${drainMs} ms after the load stopped` : ''}${v.note ? ` — ${v.note}` : ''}.\n\n`
+  );
 }

@@ -2,11 +2,32 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { REPO_ROOT } from '@meterd/core';
 
-interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount?: number; children?: number[] }
-interface Profile { nodes: Node[]; samples?: number[]; timeDeltas?: number[]; startTime: number; endTime: number }
+interface Node {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount?: number;
+  children?: number[];
+}
+interface Profile {
+  nodes: Node[];
+  samples?: number[];
+  timeDeltas?: number[];
+  startTime: number;
+  endTime: number;
+}
 
-export interface HotFunction { fn: string; where: string; selfPct: number; selfMs: number }
-export interface ProfileTop { files: string[]; totalMs: number; idlePct: number; top: HotFunction[] }
+export interface HotFunction {
+  fn: string;
+  where: string;
+  selfPct: number;
+  selfMs: number;
+}
+export interface ProfileTop {
+  files: string[];
+  totalMs: number;
+  idlePct: number;
+  top: HotFunction[];
+}
 
 /**
  * Self time per function over every .cpuprofile in `dir` (ingest writes one per thread with
@@ -46,9 +67,19 @@ export function summariseProfiles(dir: string, limit = 20): ProfileTop | undefin
     .slice(0, limit)
     .map(([k, us]) => {
       const [fn, where] = k.split('\t') as [string, string];
-      return { fn, where, selfMs: Math.round(us / 1000), selfPct: busy === 0 ? 0 : Math.round((us / busy) * 1000) / 10 };
+      return {
+        fn,
+        where,
+        selfMs: Math.round(us / 1000),
+        selfPct: busy === 0 ? 0 : Math.round((us / busy) * 1000) / 10,
+      };
     });
-  return { files: files.map((f) => join(dir, f)), totalMs: Math.round(total / 1000), idlePct: total === 0 ? 0 : Math.round((idle / total) * 1000) / 10, top };
+  return {
+    files: files.map((f) => join(dir, f)),
+    totalMs: Math.round(total / 1000),
+    idlePct: total === 0 ? 0 : Math.round((idle / total) * 1000) / 10,
+    top,
+  };
 }
 
 function shortUrl(url: string): string {

@@ -9,7 +9,10 @@ const PANEL_H = 200;
 const PAD = { l: 70, r: 70, t: 34, b: 30 };
 const COLORS = { thr: '#2563eb', p50: '#16a34a', p99: '#dc2626' };
 
-export function renderSvg(title: string, runs: { name: string; summary: LoadSummary; perSecond: 'requests' | 'events' }[]): string {
+export function renderSvg(
+  title: string,
+  runs: { name: string; summary: LoadSummary; perSecond: 'requests' | 'events' }[],
+): string {
   const h = runs.length * (PANEL_H + PAD.t + PAD.b) + 40;
   let out = `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${h}" viewBox="0 0 ${W} ${h}" font-family="sans-serif" font-size="11">\n`;
   out += `<rect width="100%" height="100%" fill="white"/>\n<text x="${W / 2}" y="20" text-anchor="middle" font-size="14" font-weight="bold">${esc(title)}</text>\n`;
@@ -42,11 +45,22 @@ function panel(name: string, series: Sample[], unit: 'requests' | 'events', top:
     g += `<text x="${x1 + 6}" y="${y + 4}" fill="${COLORS.p99}">${((maxL * k) / 4).toFixed(maxL < 8 ? 1 : 0)} ms</text>\n`;
   }
   g += `<text x="${(x0 + x1) / 2}" y="${y1 + 22}" text-anchor="middle">seconds</text>`;
-  for (let t = 0; t <= maxX; t += Math.max(1, Math.ceil(maxX / 10))) g += `<text x="${sx(t)}" y="${y1 + 12}" text-anchor="middle">${t}</text>`;
+  for (let t = 0; t <= maxX; t += Math.max(1, Math.ceil(maxX / 10)))
+    g += `<text x="${sx(t)}" y="${y1 + 12}" text-anchor="middle">${t}</text>`;
   g += '\n';
   g += line(thr, syT, COLORS.thr);
-  g += line(series.map((s) => s.p50Ms), syL, COLORS.p50, '4 3');
-  g += line(series.map((s) => s.p99Ms), syL, COLORS.p99, '4 3');
+  g += line(
+    series.map((s) => s.p50Ms),
+    syL,
+    COLORS.p50,
+    '4 3',
+  );
+  g += line(
+    series.map((s) => s.p99Ms),
+    syL,
+    COLORS.p99,
+    '4 3',
+  );
   const lx = x1 - 250;
   g += `<text x="${lx}" y="${top + 22}"><tspan fill="${COLORS.thr}">━ ${unit}/s</tspan>  <tspan fill="${COLORS.p50}">┅ p50</tspan>  <tspan fill="${COLORS.p99}">┅ p99 latency</tspan></text>\n`;
   return g;

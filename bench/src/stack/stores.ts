@@ -1,8 +1,22 @@
 import { randomBytes } from 'node:crypto';
 import type { ClickHouseClient } from '@clickhouse/client';
 import {
-  CH_MIGRATIONS_DIR, PG_MIGRATIONS_DIR, createClickHouse, createPool, createRedis, ident, insertApiKey, insertWorkspace, loadConfig,
-  migrateClickHouse, migratePostgres, storeVars, type ConfigOf, type Plan, type Pool, type Redis,
+  CH_MIGRATIONS_DIR,
+  PG_MIGRATIONS_DIR,
+  createClickHouse,
+  createPool,
+  createRedis,
+  ident,
+  insertApiKey,
+  insertWorkspace,
+  loadConfig,
+  migrateClickHouse,
+  migratePostgres,
+  storeVars,
+  type ConfigOf,
+  type Plan,
+  type Pool,
+  type Redis,
 } from '@meterd/core';
 import type { Tenant } from '../load/workloads.js';
 
@@ -43,7 +57,12 @@ export async function openBenchStores(env: NodeJS.ProcessEnv = process.env): Pro
   const pool = createPool(databaseUrl, 8);
   await migratePostgres(pool, PG_MIGRATIONS_DIR);
   const connect = (database?: string) =>
-    createClickHouse({ url: cfg.CLICKHOUSE_URL, database: database ?? 'default', user: cfg.CLICKHOUSE_USER, password: cfg.CLICKHOUSE_PASSWORD });
+    createClickHouse({
+      url: cfg.CLICKHOUSE_URL,
+      database: database ?? 'default',
+      user: cfg.CLICKHOUSE_USER,
+      password: cfg.CLICKHOUSE_PASSWORD,
+    });
   await migrateClickHouse(connect, name, CH_MIGRATIONS_DIR);
   const clickhouse = connect(name);
   // The baseline writes to a table of the same shape, so its inserts cost what meterd's would.
@@ -52,14 +71,24 @@ export async function openBenchStores(env: NodeJS.ProcessEnv = process.env): Pro
   const workspaceIds: string[] = [];
 
   const tenant = async (plan: Plan): Promise<Tenant> => {
-    const w = await insertWorkspace(pool, { slug: `bench-${randomBytes(6).toString('hex')}`, display_name: `bench ${tag}`, plan });
+    const w = await insertWorkspace(pool, {
+      slug: `bench-${randomBytes(6).toString('hex')}`,
+      display_name: `bench ${tag}`,
+      plan,
+    });
     const k = await insertApiKey(pool, w.id, ['meter:write'], `bench ${tag}`);
     workspaceIds.push(w.id);
     return { workspaceId: w.id, token: k.token };
   };
 
   return {
-    tag, cfg, databaseUrl, chDatabase: name, clickhouse, pool, redis,
+    tag,
+    cfg,
+    databaseUrl,
+    chDatabase: name,
+    clickhouse,
+    pool,
+    redis,
     env: {
       DATABASE_URL: databaseUrl.toString(),
       REDIS_URL: cfg.REDIS_URL.toString(),
@@ -72,7 +101,8 @@ export async function openBenchStores(env: NodeJS.ProcessEnv = process.env): Pro
     async tenants(plan, n) {
       const out: Tenant[] = [];
       // A few inserts at a time: thousands of workspaces in seconds without hogging the pool.
-      for (let i = 0; i < n; i += 8) out.push(...(await Promise.all(Array.from({ length: Math.min(8, n - i) }, () => tenant(plan)))));
+      for (let i = 0; i < n; i += 8)
+        out.push(...(await Promise.all(Array.from({ length: Math.min(8, n - i) }, () => tenant(plan)))));
       return out;
     },
     async close(keep = false) {

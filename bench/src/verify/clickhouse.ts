@@ -40,17 +40,21 @@ export async function verifyKeys(ch: ClickHouseClient, table: string, tracker: K
   await settle(ch, `SELECT count() AS c FROM ${t} WHERE idempotency_key LIKE ${like}`);
   const offset = tracker.tag.length + 2;
   const nExpr = `toUInt64(substring(idempotency_key, ${offset}, 20))`;
-  const head = await one<{ raw: string; distinct: string; s: string }>(ch,
-    `SELECT count() AS raw, uniqExact(workspace_id, event_type, idempotency_key) AS distinct, sum(${nExpr}) AS s FROM ${t} WHERE idempotency_key LIKE ${like}`);
+  const head = await one<{ raw: string; distinct: string; s: string }>(
+    ch,
+    `SELECT count() AS raw, uniqExact(workspace_id, event_type, idempotency_key) AS distinct, sum(${nExpr}) AS s FROM ${t} WHERE idempotency_key LIKE ${like}`,
+  );
   const raw = num(head.raw);
   const distinct = num(head.distinct);
   let keySum = num(head.s);
   let doubled = 0;
   if (raw > distinct) {
     // Copies exist: sum each triple once, and find triples stored under several event ids.
-    const g = await one<{ s: string; doubled: string }>(ch,
+    const g = await one<{ s: string; doubled: string }>(
+      ch,
       `SELECT sum(n) AS s, countIf(ids > 1) AS doubled FROM (SELECT any(${nExpr}) AS n, uniqExact(event_id) AS ids FROM ${t} ` +
-      `WHERE idempotency_key LIKE ${like} GROUP BY workspace_id, event_type, idempotency_key)`);
+        `WHERE idempotency_key LIKE ${like} GROUP BY workspace_id, event_type, idempotency_key)`,
+    );
     keySum = num(g.s);
     doubled = num(g.doubled);
   }
@@ -62,8 +66,10 @@ export async function verifyKeys(ch: ClickHouseClient, table: string, tracker: K
   let presentSum = 0;
   for (let i = 0; i < unanswered.length; i += 2_000) {
     const chunk = unanswered.slice(i, i + 2_000);
-    const r = await one<{ c: string; s: string }>(ch,
-      `SELECT count() AS c, sum(n) AS s FROM (SELECT DISTINCT ${nExpr} AS n FROM ${t} WHERE idempotency_key IN (${chunk.map((n) => lit(tracker.key(n))).join(',')}))`);
+    const r = await one<{ c: string; s: string }>(
+      ch,
+      `SELECT count() AS c, sum(n) AS s FROM (SELECT DISTINCT ${nExpr} AS n FROM ${t} WHERE idempotency_key IN (${chunk.map((n) => lit(tracker.key(n))).join(',')}))`,
+    );
     presentCount += num(r.c);
     presentSum += num(r.s);
   }
@@ -75,13 +81,24 @@ export async function verifyKeys(ch: ClickHouseClient, table: string, tracker: K
   if (lost === 0 && stray === 0 && keySum !== expectedSum) {
     lost = 1;
     stray = 1;
-    note = 'counts match but the key sums differ: at least one acknowledged event is missing and one refused event is stored';
+    note =
+      'counts match but the key sums differ: at least one acknowledged event is missing and one refused event is stored';
   }
   const rowsFinal = num(fin.c);
-  if (rowsFinal !== distinct) note = `${note ? note + '; ' : ''}count() FINAL (${rowsFinal}) differs from the distinct triples (${distinct})`;
+  if (rowsFinal !== distinct)
+    note = `${note ? note + '; ' : ''}count() FINAL (${rowsFinal}) differs from the distinct triples (${distinct})`;
   return {
-    table, acknowledged: acked.count, unansweredSent: unanswered.length, unansweredStored: presentCount, distinctInTable: distinct,
-    rowsFinal, rawRows: raw, lost, stray, doubled, replayCopies: raw - distinct,
+    table,
+    acknowledged: acked.count,
+    unansweredSent: unanswered.length,
+    unansweredStored: presentCount,
+    distinctInTable: distinct,
+    rowsFinal,
+    rawRows: raw,
+    lost,
+    stray,
+    doubled,
+    replayCopies: raw - distinct,
     ok: lost === 0 && stray === 0 && doubled === 0 && rowsFinal === distinct,
     ...(note === undefined ? {} : { note }),
   };

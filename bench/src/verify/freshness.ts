@@ -85,18 +85,23 @@ export class FreshnessProbe {
       headers: { authorization: `Bearer ${this.tenant.token}`, 'content-type': 'application/json' },
       body,
       signal: AbortSignal.timeout(30_000),
-    }).then(async (res) => {
-      await res.arrayBuffer();
-      if (res.status === 202) {
-        this.tracker.ack(n);
-        this.sentAt.set(key, sent);
-        let i = this.ackedSent.length;
-        while (i > 0 && this.ackedSent[i - 1]! > sent) i--;
-        this.ackedSent.splice(i, 0, sent);
-      } else if (res.status !== 409) {
-        this.tracker.refuse(n);
-      }
-    }, () => {}).finally(() => this.inflight.delete(p));
+    })
+      .then(
+        async (res) => {
+          await res.arrayBuffer();
+          if (res.status === 202) {
+            this.tracker.ack(n);
+            this.sentAt.set(key, sent);
+            let i = this.ackedSent.length;
+            while (i > 0 && this.ackedSent[i - 1]! > sent) i--;
+            this.ackedSent.splice(i, 0, sent);
+          } else if (res.status !== 409) {
+            this.tracker.refuse(n);
+          }
+        },
+        () => {},
+      )
+      .finally(() => this.inflight.delete(p));
     this.inflight.add(p);
   }
 
@@ -106,7 +111,8 @@ export class FreshnessProbe {
     try {
       const keys = [...this.sentAt.keys()];
       const rs = await this.ch!.query({
-        query: `SELECT DISTINCT idempotency_key AS k FROM ${ident(this.table)} WHERE workspace_id = ${lit(this.tenant.workspaceId)} ` +
+        query:
+          `SELECT DISTINCT idempotency_key AS k FROM ${ident(this.table)} WHERE workspace_id = ${lit(this.tenant.workspaceId)} ` +
           `AND event_type = ${lit(this.eventType)} AND idempotency_key IN (${keys.map(lit).join(',')})`,
         format: 'JSONEachRow',
       });
@@ -134,7 +140,8 @@ export class FreshnessProbe {
       });
       const c = Number((await rs.json<{ c: string }>())[0]?.c ?? 0);
       const now = Date.now();
-      while (this.rollupAfter.length < Math.min(c, this.ackedSent.length)) this.rollupAfter.push(now - this.ackedSent[this.rollupAfter.length]!);
+      while (this.rollupAfter.length < Math.min(c, this.ackedSent.length))
+        this.rollupAfter.push(now - this.ackedSent[this.rollupAfter.length]!);
     } catch {
       // the rollup table may lag or be mid-migration: the next poll tries again
     } finally {
@@ -147,23 +154,33 @@ export class FreshnessProbe {
     clearInterval(this.sendTimer);
     await Promise.allSettled([...this.inflight]);
     const deadline = Date.now() + waitMs;
-    const pending = () => this.sentAt.size > 0 || (this.rollupTable !== undefined && this.rollupAfter.length < this.ackedSent.length);
+    const pending = () =>
+      this.sentAt.size > 0 || (this.rollupTable !== undefined && this.rollupAfter.length < this.ackedSent.length);
     while (this.ch && pending() && Date.now() < deadline) await new Promise((r) => setTimeout(r, POLL_EVERY_MS));
     clearInterval(this.pollTimer);
     const s = [...this.seenAfter].sort((a, b) => a - b);
     const q = (p: number) => (s.length === 0 ? undefined : s[Math.min(s.length - 1, Math.floor(p * s.length))]);
     const r = [...this.rollupAfter].sort((a, b) => a - b);
     const qr = (p: number) => (r.length === 0 ? undefined : r[Math.min(r.length - 1, Math.floor(p * r.length))]);
-    const rollup: RollupFreshness | undefined = this.rollupTable === undefined ? undefined : {
-      table: this.rollupTable, probesCounted: r.length, p50Ms: qr(0.5), p99Ms: qr(0.99), maxMs: r.length === 0 ? undefined : r[r.length - 1],
-    };
+    const rollup: RollupFreshness | undefined =
+      this.rollupTable === undefined
+        ? undefined
+        : {
+            table: this.rollupTable,
+            probesCounted: r.length,
+            p50Ms: qr(0.5),
+            p99Ms: qr(0.99),
+            maxMs: r.length === 0 ? undefined : r[r.length - 1],
+          };
     return {
       ...(rollup ? { rollup } : {}),
       table: this.table,
       probesSent: this.tracker.issued,
       probesAcknowledged: this.tracker.acked().count,
       probesSeen: s.length,
-      p50Ms: q(0.5), p99Ms: q(0.99), maxMs: s.length === 0 ? undefined : s[s.length - 1],
+      p50Ms: q(0.5),
+      p99Ms: q(0.99),
+      maxMs: s.length === 0 ? undefined : s[s.length - 1],
       resolutionMs: POLL_EVERY_MS,
     };
   }

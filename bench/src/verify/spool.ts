@@ -21,7 +21,8 @@ export async function unshippedRows(baseUrl: string): Promise<number | undefined
     const res = await fetch(`${baseUrl}/metrics`, { signal: AbortSignal.timeout(5_000) });
     const text = await res.text();
     let sum: number | undefined;
-    for (const m of text.matchAll(/^meterd_ingest_spool_unshipped_rows(?:\{[^}]*\})? ([0-9.e+-]+)$/gm)) sum = (sum ?? 0) + Number(m[1]);
+    for (const m of text.matchAll(/^meterd_ingest_spool_unshipped_rows(?:\{[^}]*\})? ([0-9.e+-]+)$/gm))
+      sum = (sum ?? 0) + Number(m[1]);
     return sum;
   } catch {
     return undefined;

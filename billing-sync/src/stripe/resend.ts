@@ -19,14 +19,21 @@ const UNSETTLED_DELAY_MS = 3_600_000;
  *   (reconcile:stripe shows the window).
  */
 export class ResendCheck {
-  constructor(private readonly stripe: Stripe, private readonly pool: Pool, private readonly pacer: Pacer, private readonly metrics: BillingMetrics, private readonly log: Logger) {}
+  constructor(
+    private readonly stripe: Stripe,
+    private readonly pool: Pool,
+    private readonly pacer: Pacer,
+    private readonly metrics: BillingMetrics,
+    private readonly log: Logger,
+  ) {}
 
   async check(rows: PushRow[], meters: ReadonlyMap<string, string>): Promise<{ outcomes: Outcome[]; send: PushRow[] }> {
     const groups = new Map<string, PushRow[]>();
     for (const r of rows) {
       const k = `${r.stripe_customer_id}\n${r.event_name}\n${r.window_start}`;
       const g = groups.get(k);
-      if (g) g.push(r); else groups.set(k, [r]);
+      if (g) g.push(r);
+      else groups.set(k, [r]);
     }
     const outcomes: Outcome[] = [];
     const send: PushRow[] = [];
@@ -36,10 +43,20 @@ export class ResendCheck {
       let atStripe = 0n;
       try {
         await this.pacer.take();
-        const s = await this.stripe.billing.meters.listEventSummaries(meters.get(eventName)!, { customer, start_time: start, end_time: end });
+        const s = await this.stripe.billing.meters.listEventSummaries(meters.get(eventName)!, {
+          customer,
+          start_time: start,
+          end_time: end,
+        });
         for (const row of s.data) atStripe += BigInt(Math.round(row.aggregated_value));
       } catch (err) {
-        for (const r of g) outcomes.push({ identifier: r.identifier, status: 'retry', error: `reading Stripe's summary before a re-send: ${(err as Error).message}`, delayMs: 60_000 });
+        for (const r of g)
+          outcomes.push({
+            identifier: r.identifier,
+            status: 'retry',
+            error: `reading Stripe's summary before a re-send: ${(err as Error).message}`,
+            delayMs: 60_000,
+          });
         continue;
       }
       const told = await sentValue(this.pool, customer, eventName, start);
@@ -48,12 +65,33 @@ export class ResendCheck {
         send.push(...g);
       } else if (atStripe === told + waiting) {
         this.metrics.resendSettled.inc(g.length);
-        for (const r of g) outcomes.push({ identifier: r.identifier, status: 'sent', via: 'summary', response: { summary: String(atStripe), ledger: String(told) } });
+        for (const r of g)
+          outcomes.push({
+            identifier: r.identifier,
+            status: 'sent',
+            via: 'summary',
+            response: { summary: String(atStripe), ledger: String(told) },
+          });
       } else {
         this.metrics.resendUnsettled.inc(g.length);
-        this.log.error({ customer, event_name: eventName, window_start: start, stripe: String(atStripe), ledger_sent: String(told), waiting: String(waiting) },
-          'Stripe\'s summary matches neither the rows sent nor those plus the waiting ones: not re-sending');
-        for (const r of g) outcomes.push({ identifier: r.identifier, status: 'retry', error: `summary ${atStripe} ≠ sent ${told} (+ waiting ${waiting}): not re-sent`, delayMs: UNSETTLED_DELAY_MS });
+        this.log.error(
+          {
+            customer,
+            event_name: eventName,
+            window_start: start,
+            stripe: String(atStripe),
+            ledger_sent: String(told),
+            waiting: String(waiting),
+          },
+          "Stripe's summary matches neither the rows sent nor those plus the waiting ones: not re-sending",
+        );
+        for (const r of g)
+          outcomes.push({
+            identifier: r.identifier,
+            status: 'retry',
+            error: `summary ${atStripe} ≠ sent ${told} (+ waiting ${waiting}): not re-sent`,
+            delayMs: UNSETTLED_DELAY_MS,
+          });
       }
     }
     return { outcomes, send };

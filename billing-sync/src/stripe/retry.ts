@@ -16,8 +16,10 @@ export type Verdict =
 export function classify(err: unknown): Verdict {
   const e = err as Partial<Stripe.errors.StripeError> & { message?: string };
   const message = e?.message ?? String(err);
-  if (/already exists with identifier/i.test(message) || e?.code === 'duplicate_meter_event') return { kind: 'duplicate' };
-  if (/already been cancel/i.test(message) || e?.code === 'meter_event_already_canceled') return { kind: 'already_cancelled' };
+  if (/already exists with identifier/i.test(message) || e?.code === 'duplicate_meter_event')
+    return { kind: 'duplicate' };
+  if (/already been cancel/i.test(message) || e?.code === 'meter_event_already_canceled')
+    return { kind: 'already_cancelled' };
   if (e?.code === 'billing_meter_event_session_expired') return { kind: 'session_expired' };
   const should = e?.headers?.['stripe-should-retry'];
   if (should === 'true') return { kind: 'retry' };

@@ -31,7 +31,13 @@ export class StripeSender {
   readonly apiPacer: Pacer;
   private readonly resend: ResendCheck;
 
-  constructor(private readonly stripe: Stripe, private readonly pool: Pool, private readonly cfg: BillingConfig, private readonly metrics: BillingMetrics, private readonly log: Logger) {
+  constructor(
+    private readonly stripe: Stripe,
+    private readonly pool: Pool,
+    private readonly cfg: BillingConfig,
+    private readonly metrics: BillingMetrics,
+    private readonly log: Logger,
+  ) {
     this.apiPacer = new Pacer(cfg.STRIPE_API_RATE);
     this.streamPacer = new Pacer(cfg.STRIPE_STREAM_RATE);
     this.v1Pacer = new Pacer(cfg.STRIPE_V1_RATE);
@@ -54,12 +60,26 @@ export class StripeSender {
     for (const row of rows) {
       if (row.window_start < nowS - STRIPE_MAX_AGE_S) {
         this.metrics.unbillable.inc();
-        outcomes.push({ identifier: row.identifier, status: 'unbillable', reason: `window older than the 35 days Stripe accepts when it was due to be sent: ${row.value} not billed` });
+        outcomes.push({
+          identifier: row.identifier,
+          status: 'unbillable',
+          reason: `window older than the 35 days Stripe accepts when it was due to be sent: ${row.value} not billed`,
+        });
       } else if (!meters.has(row.event_name)) {
         this.metrics.rejected.inc();
-        this.log.error({ identifier: row.identifier, event_name: row.event_name }, 'no active Stripe meter for this event name (currency): the row waits until one exists');
-        outcomes.push({ identifier: row.identifier, status: 'rejected', reason: `no_meter: no active Stripe meter has event_name ${row.event_name}` });
-      } else if (row.first_attempt_at !== null && nowS - row.first_attempt_at > this.cfg.STRIPE_RESEND_CHECK_HOURS * 3_600) {
+        this.log.error(
+          { identifier: row.identifier, event_name: row.event_name },
+          'no active Stripe meter for this event name (currency): the row waits until one exists',
+        );
+        outcomes.push({
+          identifier: row.identifier,
+          status: 'rejected',
+          reason: `no_meter: no active Stripe meter has event_name ${row.event_name}`,
+        });
+      } else if (
+        row.first_attempt_at !== null &&
+        nowS - row.first_attempt_at > this.cfg.STRIPE_RESEND_CHECK_HOURS * 3_600
+      ) {
         stale.push(row);
       } else {
         fresh.push(row);
@@ -74,11 +94,13 @@ export class StripeSender {
     for (const row of fresh) {
       const cancelled = await this.cancelPrior(row);
       if (cancelled !== undefined) outcomes.push(cancelled);
-      else if (row.value === 0n) outcomes.push({ identifier: row.identifier, status: 'sent', via: 'v1', response: { cancelled: row.cancels } });
+      else if (row.value === 0n)
+        outcomes.push({ identifier: row.identifier, status: 'sent', via: 'v1', response: { cancelled: row.cancels } });
       else ready.push(row);
     }
     if (this.cfg.STRIPE_TRANSPORT === 'v1') return outcomes.concat(await this.sendV1(ready));
-    for (let i = 0; i < ready.length; i += STREAM_MAX) outcomes.push(...(await this.sendStream(ready.slice(i, i + STREAM_MAX))));
+    for (let i = 0; i < ready.length; i += STREAM_MAX)
+      outcomes.push(...(await this.sendStream(ready.slice(i, i + STREAM_MAX))));
     return outcomes;
   }
 
@@ -88,7 +110,13 @@ export class StripeSender {
    */
   private async cancelPrior(row: PushRow): Promise<Outcome | undefined> {
     for (const identifier of row.cancels) {
-      const r = await this.withRetries(this.apiPacer, () => this.stripe.billing.meterEventAdjustments.create({ event_name: row.event_name, type: 'cancel', cancel: { identifier } }));
+      const r = await this.withRetries(this.apiPacer, () =>
+        this.stripe.billing.meterEventAdjustments.create({
+          event_name: row.event_name,
+          type: 'cancel',
+          cancel: { identifier },
+        }),
+      );
       if (r.ok || r.verdict.kind === 'already_cancelled') continue;
       // Stripe does not know the identifier: nothing of it is counted, so nothing needs cancelling.
       if (r.verdict.kind === 'permanent' && /no such meter event/i.test(r.error)) continue;
@@ -99,7 +127,9 @@ export class StripeSender {
 
   private async sendStream(rows: PushRow[]): Promise<Outcome[]> {
     const events = rows.map((r) => ({
-      event_name: r.event_name, identifier: r.identifier, timestamp: new Date(r.window_start * 1000).toISOString(),
+      event_name: r.event_name,
+      identifier: r.identifier,
+      timestamp: new Date(r.window_start * 1000).toISOString(),
       payload: { stripe_customer_id: r.stripe_customer_id, value: r.value.toString() },
     }));
     let renewals = 0;
@@ -112,11 +142,18 @@ export class StripeSender {
         if (r.verdict.kind === 'permanent') return this.sendV1(rows);
         return rows.map((row) => this.failure(row, r));
       }
-      const r = await this.withRetries(this.streamPacer, () => this.stripe.v2.billing.meterEventStream.create({ events }, { apiKey: token, host: this.host }));
+      const r = await this.withRetries(this.streamPacer, () =>
+        this.stripe.v2.billing.meterEventStream.create({ events }, { apiKey: token, host: this.host }),
+      );
       if (r.ok) {
         this.metrics.eventsSent.inc(rows.length);
         this.metrics.streamCalls.inc();
-        return rows.map((row) => ({ identifier: row.identifier, status: 'sent', via: 'v2_stream', response: { accepted: true } }));
+        return rows.map((row) => ({
+          identifier: row.identifier,
+          status: 'sent',
+          via: 'v2_stream',
+          response: { accepted: true },
+        }));
       }
       if (r.verdict.kind === 'session_expired' && renewals++ < SESSION_RENEWALS) {
         this.metrics.sessionRenewals.inc();
@@ -124,7 +161,10 @@ export class StripeSender {
         continue;
       }
       if (r.verdict.kind === 'permanent') {
-        this.log.warn({ error: r.error, events: rows.length }, 'the meter event stream refused a batch; sending its events through v1 one by one');
+        this.log.warn(
+          { error: r.error, events: rows.length },
+          'the meter event stream refused a batch; sending its events through v1 one by one',
+        );
         return this.sendV1(rows);
       }
       return rows.map((row) => this.failure(row, r));
@@ -140,7 +180,8 @@ export class StripeSender {
     for (const r of rows) {
       const k = `${r.stripe_customer_id}\n${r.event_name}`;
       const g = groups.get(k);
-      if (g) g.push(r); else groups.set(k, [r]);
+      if (g) g.push(r);
+      else groups.set(k, [r]);
     }
     const out: Outcome[] = [];
     const queue = [...groups.values()];
@@ -154,10 +195,14 @@ export class StripeSender {
   }
 
   private async sendOneV1(row: PushRow): Promise<Outcome> {
-    const r = await this.withRetries(this.v1Pacer, () => this.stripe.billing.meterEvents.create({
-      event_name: row.event_name, identifier: row.identifier, timestamp: row.window_start,
-      payload: { stripe_customer_id: row.stripe_customer_id, value: row.value.toString() },
-    }));
+    const r = await this.withRetries(this.v1Pacer, () =>
+      this.stripe.billing.meterEvents.create({
+        event_name: row.event_name,
+        identifier: row.identifier,
+        timestamp: row.window_start,
+        payload: { stripe_customer_id: row.stripe_customer_id, value: row.value.toString() },
+      }),
+    );
     if (r.ok) {
       this.metrics.eventsSent.inc();
       return { identifier: row.identifier, status: 'sent', via: 'v1', response: { created: r.value.created } };
@@ -175,7 +220,13 @@ export class StripeSender {
       this.log.error({ identifier: row.identifier, error: r.error }, 'Stripe refused a meter event for good');
       return { identifier: row.identifier, status: 'failed', error: r.error, response: null };
     }
-    return { identifier: row.identifier, status: 'retry', error: r.error, delayMs: Math.round(backoffMs(row.attempts + 1, this.cfg.STRIPE_RETRY_BASE_MS, this.cfg.STRIPE_RETRY_MAX_MS)) + 1_000 };
+    return {
+      identifier: row.identifier,
+      status: 'retry',
+      error: r.error,
+      delayMs:
+        Math.round(backoffMs(row.attempts + 1, this.cfg.STRIPE_RETRY_BASE_MS, this.cfg.STRIPE_RETRY_MAX_MS)) + 1_000,
+    };
   }
 
   /** Runs `call` paced, retrying what is retryable; duplicates, expiries and permanent errors return at once. */

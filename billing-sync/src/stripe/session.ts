@@ -10,12 +10,17 @@ export class MeterEventSession {
   private expiresAt = 0;
   private pending: Promise<string> | undefined;
 
-  constructor(private readonly stripe: Stripe, private readonly pacer: Pacer) {}
+  constructor(
+    private readonly stripe: Stripe,
+    private readonly pacer: Pacer,
+  ) {}
 
   async get(): Promise<string> {
     if (this.token !== undefined && Date.now() < this.expiresAt - RENEW_MARGIN_MS) return this.token;
     // One renewal at a time: parallel batches share it.
-    this.pending ??= this.renew().finally(() => { this.pending = undefined; });
+    this.pending ??= this.renew().finally(() => {
+      this.pending = undefined;
+    });
     return this.pending;
   }
 

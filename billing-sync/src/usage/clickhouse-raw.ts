@@ -20,7 +20,8 @@ export class ClickHouseRawUsage implements UsageSource {
   }
 
   async totals(fromS: number, toS: number, window: WindowSize): Promise<UsageTotal[]> {
-    const inRange = (t: string): string => `${t} >= toDateTime(${lit(fromS)}, 'UTC') AND ${t} < toDateTime(${lit(toS)}, 'UTC')`;
+    const inRange = (t: string): string =>
+      `${t} >= toDateTime(${lit(fromS)}, 'UTC') AND ${t} < toDateTime(${lit(toS)}, 'UTC')`;
     const bucket = window === 'hour' ? 'toStartOfHour(o)' : 'toStartOfDay(o)';
     const query = `
       SELECT workspace_id, event_type, c AS cur, toUInt32(${bucket}) AS window_start, toString(sum(q)) AS quantity, toString(sum(g)) AS gmv_cents
@@ -28,10 +29,21 @@ export class ClickHouseRawUsage implements UsageSource {
       GROUP BY workspace_id, event_type, cur, window_start`;
     try {
       const rs = await this.ch.query({ query, format: 'JSONEachRow' });
-      const rows = await rs.json<{ workspace_id: string; event_type: string; cur: string; window_start: number | string; quantity: string; gmv_cents: string }>();
+      const rows = await rs.json<{
+        workspace_id: string;
+        event_type: string;
+        cur: string;
+        window_start: number | string;
+        quantity: string;
+        gmv_cents: string;
+      }>();
       return rows.map((r) => ({
-        workspace_id: r.workspace_id, event_type: r.event_type, currency: r.cur, window_start: Number(r.window_start),
-        quantity: BigInt(r.quantity), gmv_cents: BigInt(r.gmv_cents),
+        workspace_id: r.workspace_id,
+        event_type: r.event_type,
+        currency: r.cur,
+        window_start: Number(r.window_start),
+        quantity: BigInt(r.quantity),
+        gmv_cents: BigInt(r.gmv_cents),
       }));
     } catch (err) {
       throw new UsageReadError('reading usage totals from events', err);

@@ -21,7 +21,10 @@ const TABLE: Record<WindowSize, string> = { hour: 'usage_hourly', day: 'usage_da
  * value as the aggregator's) has reported once, nothing counts as complete.
  */
 export class ClickHouseRollupUsage implements UsageSource {
-  constructor(private readonly ch: ClickHouseClient, private readonly shards: number) {}
+  constructor(
+    private readonly ch: ClickHouseClient,
+    private readonly shards: number,
+  ) {}
 
   async totals(fromS: number, toS: number, window: WindowSize): Promise<UsageTotal[]> {
     // Aliases differ from column names: in ClickHouse an alias shadows the column inside sum(…).
@@ -32,10 +35,21 @@ export class ClickHouseRollupUsage implements UsageSource {
       GROUP BY workspace_id, event_type, cur, w`;
     try {
       const rs = await this.ch.query({ query, format: 'JSONEachRow' });
-      const rows = await rs.json<{ workspace_id: string; event_type: string; cur: string; w: number | string; q: string; g: string }>();
+      const rows = await rs.json<{
+        workspace_id: string;
+        event_type: string;
+        cur: string;
+        w: number | string;
+        q: string;
+        g: string;
+      }>();
       return rows.map((r) => ({
-        workspace_id: r.workspace_id, event_type: r.event_type, currency: r.cur, window_start: Number(r.w),
-        quantity: BigInt(r.q), gmv_cents: BigInt(r.g),
+        workspace_id: r.workspace_id,
+        event_type: r.event_type,
+        currency: r.cur,
+        window_start: Number(r.w),
+        quantity: BigInt(r.q),
+        gmv_cents: BigInt(r.g),
       }));
     } catch (err) {
       throw new UsageReadError(`reading usage totals from ${TABLE[window]}`, err);
@@ -53,7 +67,7 @@ export class ClickHouseRollupUsage implements UsageSource {
       if (row === undefined || Number(row.n) < this.shards) return null;
       return Math.min(nowS, Math.floor(Number(row.m) / 1000));
     } catch (err) {
-      throw new UsageReadError('reading the aggregator\'s progress from aggregator_state', err);
+      throw new UsageReadError("reading the aggregator's progress from aggregator_state", err);
     }
   }
 }

@@ -31,9 +31,17 @@ export async function createPlanCheckout(stripe: Stripe, t: CheckoutTarget): Pro
       cancel_url: t.cancelUrl,
     });
   } catch (err) {
-    throw new ApiError('upstream_error', 'Stripe did not create a Checkout Session; nothing was changed, retry later', undefined, { retryable: true, cause: err });
+    throw new ApiError(
+      'upstream_error',
+      'Stripe did not create a Checkout Session; nothing was changed, retry later',
+      undefined,
+      { retryable: true, cause: err },
+    );
   }
-  if (session.url === null) throw new ApiError('upstream_error', 'Stripe returned a Checkout Session without a URL', undefined, { retryable: true });
+  if (session.url === null)
+    throw new ApiError('upstream_error', 'Stripe returned a Checkout Session without a URL', undefined, {
+      retryable: true,
+    });
   return { id: session.id, url: session.url };
 }
 
@@ -42,17 +50,24 @@ async function priceOf(stripe: Stripe, plan: PaidPlan): Promise<string> {
   try {
     prices = await stripe.prices.list({ lookup_keys: [plan], active: true, limit: 1 });
   } catch (err) {
-    throw new ApiError('upstream_error', 'looking up the plan\'s Stripe price failed; retry later', undefined, { retryable: true, cause: err });
+    throw new ApiError('upstream_error', "looking up the plan's Stripe price failed; retry later", undefined, {
+      retryable: true,
+      cause: err,
+    });
   }
   const price = prices.data[0];
   if (price === undefined) {
-    throw new ApiError('not_configured', `no active Stripe price has lookup_key "${plan}": the operator must create one for this plan`);
+    throw new ApiError(
+      'not_configured',
+      `no active Stripe price has lookup_key "${plan}": the operator must create one for this plan`,
+    );
   }
   return price.id;
 }
 
 /** Where Stripe sends the customer back: the dashboard's billing page, told how it went. */
 export function returnUrls(publicBase: string, workspaceId: string): { successUrl: string; cancelUrl: string } {
-  const at = (outcome: string) => new URL(`/dashboard/billing?workspace=${workspaceId}&checkout=${outcome}`, publicBase).toString();
+  const at = (outcome: string) =>
+    new URL(`/dashboard/billing?workspace=${workspaceId}&checkout=${outcome}`, publicBase).toString();
   return { successUrl: at('success'), cancelUrl: at('cancel') };
 }

@@ -21,7 +21,11 @@ function planOf(sub: Stripe.Subscription, deleted: boolean): Plan | null {
 const idOf = (x: string | { id: string } | null): string | null => (x === null || typeof x === 'string' ? x : x.id);
 
 /** What an event says about a plan: the subscription, and the workspace it names besides its customer. */
-interface Change { sub: Stripe.Subscription; deleted: boolean; workspaceId: string | null }
+interface Change {
+  sub: Stripe.Subscription;
+  deleted: boolean;
+  workspaceId: string | null;
+}
 
 /**
  * The change an event carries, if any. `checkout.session.completed` names its subscription by id,
@@ -31,14 +35,24 @@ interface Change { sub: Stripe.Subscription; deleted: boolean; workspaceId: stri
 async function changeOf(event: Stripe.Event, fetchSubscription: FetchSubscription | null): Promise<Change | null> {
   if (event.type.startsWith('customer.subscription.')) {
     const sub = event.data.object as Stripe.Subscription;
-    return { sub, deleted: event.type === 'customer.subscription.deleted', workspaceId: sub.metadata?.workspace_id ?? null };
+    return {
+      sub,
+      deleted: event.type === 'customer.subscription.deleted',
+      workspaceId: sub.metadata?.workspace_id ?? null,
+    };
   }
   if (event.type === 'checkout.session.completed') {
     const s = event.data.object as Stripe.Checkout.Session;
     const subId = idOf(s.subscription);
-    if (s.mode !== 'subscription' || subId === null || (s.payment_status !== 'paid' && s.payment_status !== 'no_payment_required')) return null;
+    if (
+      s.mode !== 'subscription' ||
+      subId === null ||
+      (s.payment_status !== 'paid' && s.payment_status !== 'no_payment_required')
+    )
+      return null;
     if (fetchSubscription === null) return null;
-    const sub = typeof s.subscription === 'object' && s.subscription !== null ? s.subscription : await fetchSubscription(subId);
+    const sub =
+      typeof s.subscription === 'object' && s.subscription !== null ? s.subscription : await fetchSubscription(subId);
     return { sub, deleted: false, workspaceId: s.client_reference_id ?? sub.metadata?.workspace_id ?? null };
   }
   return null;
@@ -49,10 +63,18 @@ async function changeOf(event: Stripe.Event, fetchSubscription: FetchSubscriptio
  * transaction, so a redelivered event changes nothing more; the plan is only written when the
  * event is not older than the one that last set it (Stripe does not deliver in order).
  */
-export async function applyStripeEvent(pool: Pool, event: Stripe.Event, changed: string[] = [], fetchSubscription: FetchSubscription | null = null): Promise<SyncOutcome> {
+export async function applyStripeEvent(
+  pool: Pool,
+  event: Stripe.Event,
+  changed: string[] = [],
+  fetchSubscription: FetchSubscription | null = null,
+): Promise<SyncOutcome> {
   const change = await changeOf(event, fetchSubscription);
   return inTransaction(pool, async (c) => {
-    const { rowCount } = await c.query('INSERT INTO stripe_events (id, type, created) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [event.id, event.type, event.created]);
+    const { rowCount } = await c.query(
+      'INSERT INTO stripe_events (id, type, created) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING',
+      [event.id, event.type, event.created],
+    );
     if (rowCount === 0) return 'duplicate';
     if (change === null) return 'ignored';
     const plan = planOf(change.sub, change.deleted);

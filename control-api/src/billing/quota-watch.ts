@@ -1,4 +1,13 @@
-import { Loop, PLAN_QUOTAS, inTransaction, periodOf, type Logger, type Plan, type Pool, type Redis } from '@meterd/core';
+import {
+  Loop,
+  PLAN_QUOTAS,
+  inTransaction,
+  periodOf,
+  type Logger,
+  type Plan,
+  type Pool,
+  type Redis,
+} from '@meterd/core';
 import { emitEvent } from '../webhooks/outbox.js';
 
 export const THRESHOLDS = [80, 100] as const;
@@ -13,10 +22,18 @@ export class QuotaWatch {
   private loop: Loop | undefined;
   private running = false;
 
-  constructor(private readonly pool: Pool, private readonly redis: Redis, private readonly prefix: string, private readonly log: Logger) {}
+  constructor(
+    private readonly pool: Pool,
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly log: Logger,
+  ) {}
 
   start(intervalMs: number): void {
-    this.loop = new Loop(async () => void (await this.check()), { intervalMs, onError: (err) => this.log.warn({ err }, 'quota check failed') }).start(intervalMs);
+    this.loop = new Loop(async () => void (await this.check()), {
+      intervalMs,
+      onError: (err) => this.log.warn({ err }, 'quota check failed'),
+    }).start(intervalMs);
   }
 
   /** Resolves once a check in flight has finished, so the pool and Redis can be closed after. */
@@ -44,7 +61,8 @@ export class QuotaWatch {
           const limit = PLAN_QUOTAS[rows[i]!.plan].eventsPerPeriod;
           const n = Number(used[i] ?? 0);
           if (limit === null || n === 0) continue;
-          for (const t of THRESHOLDS) if (n * 100 >= limit * t) emitted += await this.warn(rows[i]!.id, rows[i]!.plan, period, t, n, limit);
+          for (const t of THRESHOLDS)
+            if (n * 100 >= limit * t) emitted += await this.warn(rows[i]!.id, rows[i]!.plan, period, t, n, limit);
         }
       }
       return emitted;
@@ -53,11 +71,27 @@ export class QuotaWatch {
     }
   }
 
-  private warn(workspaceId: string, plan: Plan, period: string, threshold: number, used: number, limit: number): Promise<number> {
+  private warn(
+    workspaceId: string,
+    plan: Plan,
+    period: string,
+    threshold: number,
+    used: number,
+    limit: number,
+  ): Promise<number> {
     return inTransaction(this.pool, async (c) => {
-      const { rowCount } = await c.query('INSERT INTO quota_warnings (workspace_id, period, threshold) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING', [workspaceId, period, threshold]);
+      const { rowCount } = await c.query(
+        'INSERT INTO quota_warnings (workspace_id, period, threshold) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING',
+        [workspaceId, period, threshold],
+      );
       if (rowCount === 0) return 0;
-      await emitEvent(c, workspaceId, 'meter.quota.warning', { period, threshold_percent: threshold, events_used: used, events_limit: limit, plan });
+      await emitEvent(c, workspaceId, 'meter.quota.warning', {
+        period,
+        threshold_percent: threshold,
+        events_used: used,
+        events_limit: limit,
+        plan,
+      });
       return 1;
     });
   }

@@ -31,21 +31,33 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
 const server = createServer((req, res) => {
   const m = /^\/checkout_sessions\/([A-Za-z0-9_-]{1,100})\/complete$/.exec(req.url ?? '');
   if (req.method === 'GET' && req.url === '/healthz') return send(res, 200, { status: 'ok' });
-  if (req.method !== 'POST' || m === null) return send(res, 404, { error: { code: 'not_found', message: 'no such route' } });
+  if (req.method !== 'POST' || m === null)
+    return send(res, 404, { error: { code: 'not_found', message: 'no such route' } });
   readJson(req)
     .then(async (b) => {
       const total = b.total_cents;
-      if (!Number.isSafeInteger(total) || (total as number) < 0) return send(res, 400, { error: { code: 'invalid_field', message: 'total_cents must be a whole number', field: 'total_cents' } });
+      if (!Number.isSafeInteger(total) || (total as number) < 0)
+        return send(res, 400, {
+          error: { code: 'invalid_field', message: 'total_cents must be a whole number', field: 'total_cents' },
+        });
       const meter = await fetch(new URL('/api/v1/meter', METER_URL), {
         method: 'POST',
         headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
         body: JSON.stringify({
-          workspace_id: WORKSPACE, event_type: 'checkout.completed', quantity: 1, gmv_cents: total,
+          workspace_id: WORKSPACE,
+          event_type: 'checkout.completed',
+          quantity: 1,
+          gmv_cents: total,
           currency: typeof b.currency === 'string' ? b.currency.toUpperCase() : 'USD',
-          idempotency_key: `checkout_${m[1]}`, occurred_at: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
+          idempotency_key: `checkout_${m[1]}`,
+          occurred_at: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
         }),
       });
-      send(res, meter.ok ? 200 : 502, { id: m[1], status: meter.ok ? 'completed' : 'metering_failed', meter_status: meter.status });
+      send(res, meter.ok ? 200 : 502, {
+        id: m[1],
+        status: meter.ok ? 'completed' : 'metering_failed',
+        meter_status: meter.status,
+      });
     })
     .catch(() => send(res, 400, { error: { code: 'invalid_json', message: 'the body is not valid JSON' } }));
 });

@@ -23,7 +23,11 @@ export async function rewrapAll(pool: Pool, box: SecretBox): Promise<Record<stri
       if (!box.isStale(r.sealed!)) continue;
       const fresh = box.seal(box.open(r.sealed!));
       const where = t.key.map((k, i) => `${k} = $${i + 3}`).join(' AND ');
-      const res = await pool.query(`UPDATE ${t.table} SET ${t.column} = $1 WHERE ${t.column} = $2 AND ${where}`, [fresh, r.sealed, ...t.key.map((k) => r[k])]);
+      const res = await pool.query(`UPDATE ${t.table} SET ${t.column} = $1 WHERE ${t.column} = $2 AND ${where}`, [
+        fresh,
+        r.sealed,
+        ...t.key.map((k) => r[k]),
+      ]);
       n += res.rowCount ?? 0;
     }
     done[t.table] = n;

@@ -19,7 +19,11 @@ export class SecretBox {
     for (const key of keys) {
       const kid = keyId(key);
       const known = this.byKid.get(kid);
-      if (known !== undefined && !known.equals(key)) throw new MeterdError('METERD_SECRETS_KEY_INVALID', `two secrets keys share the key id ${kid}; generate a new one`);
+      if (known !== undefined && !known.equals(key))
+        throw new MeterdError(
+          'METERD_SECRETS_KEY_INVALID',
+          `two secrets keys share the key id ${kid}; generate a new one`,
+        );
       this.byKid.set(kid, key);
     }
     this.current = { kid: keyId(keys[0]!), key: keys[0]! };
@@ -43,14 +47,25 @@ export class SecretBox {
         const plain = tryOpen(key, raw);
         if (plain !== undefined) return plain;
       }
-      throw new MeterdError('METERD_SECRET_UNREADABLE', 'decrypting a stored secret written before key ids: no configured key (SECRETS_KEY, SECRETS_KEYS_OLD) opens it');
+      throw new MeterdError(
+        'METERD_SECRET_UNREADABLE',
+        'decrypting a stored secret written before key ids: no configured key (SECRETS_KEY, SECRETS_KEYS_OLD) opens it',
+      );
     }
     const m = /^v2\.([0-9a-f]{8})\.(.*)$/s.exec(sealed);
     if (m === null) throw new MeterdError('METERD_SECRET_UNREADABLE', 'unknown secret format');
     const key = this.byKid.get(m[1]!);
-    if (key === undefined) throw new MeterdError('METERD_SECRET_UNREADABLE', `a stored secret is encrypted under key id ${m[1]}, which is neither SECRETS_KEY nor in SECRETS_KEYS_OLD`);
+    if (key === undefined)
+      throw new MeterdError(
+        'METERD_SECRET_UNREADABLE',
+        `a stored secret is encrypted under key id ${m[1]}, which is neither SECRETS_KEY nor in SECRETS_KEYS_OLD`,
+      );
     const plain = tryOpen(key, Buffer.from(m[2]!, 'base64'));
-    if (plain === undefined) throw new MeterdError('METERD_SECRET_UNREADABLE', `decrypting a stored secret under key id ${m[1]} failed (tampered or corrupt)`);
+    if (plain === undefined)
+      throw new MeterdError(
+        'METERD_SECRET_UNREADABLE',
+        `decrypting a stored secret under key id ${m[1]} failed (tampered or corrupt)`,
+      );
     return plain;
   }
 
@@ -67,7 +82,8 @@ export function keyId(key: Buffer): string {
 
 function decodeKey(b64: string): Buffer {
   const key = Buffer.from(b64, 'base64');
-  if (key.length !== 32) throw new MeterdError('METERD_SECRETS_KEY_INVALID', 'a secrets key must be 32 bytes, base64-encoded');
+  if (key.length !== 32)
+    throw new MeterdError('METERD_SECRETS_KEY_INVALID', 'a secrets key must be 32 bytes, base64-encoded');
   return key;
 }
 

@@ -1,5 +1,9 @@
 /** The session cookie's name and attributes; `secure` follows PUBLIC_BASE_URL's scheme. */
-export interface CookiePolicy { name: string; secure: boolean; maxAgeSeconds: number }
+export interface CookiePolicy {
+  name: string;
+  secure: boolean;
+  maxAgeSeconds: number;
+}
 
 export function cookiePolicy(publicBaseUrl: URL, maxAgeSeconds: number): CookiePolicy {
   const secure = publicBaseUrl.protocol === 'https:';

@@ -4,10 +4,20 @@ import { ApiError, type Plan, type Pool } from '@meterd/core';
 import { readCookie, type CookiePolicy } from './cookies.js';
 import type { Session, SessionStore } from './session.js';
 
-export interface DashWorkspace { id: string; slug: string; display_name: string; plan: Plan; stripe_customer_id: string | null }
+export interface DashWorkspace {
+  id: string;
+  slug: string;
+  display_name: string;
+  plan: Plan;
+  stripe_customer_id: string | null;
+}
 
 /** The signed-in caller of a dashboard route. */
-export interface Dash { sessionId: string; session: Session; workspace: DashWorkspace }
+export interface Dash {
+  sessionId: string;
+  session: Session;
+  workspace: DashWorkspace;
+}
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -21,7 +31,12 @@ export const CSRF_HEADER = 'x-csrf-token';
  * Resolves the session cookie to a workspace, or undefined. The key that signed in must still be
  * live: revoking it (from the dashboard, the API or another replica) ends its sessions at once.
  */
-export async function resolveSession(req: FastifyRequest, store: SessionStore, pool: Pool, cookie: CookiePolicy): Promise<Dash | undefined> {
+export async function resolveSession(
+  req: FastifyRequest,
+  store: SessionStore,
+  pool: Pool,
+  cookie: CookiePolicy,
+): Promise<Dash | undefined> {
   const sessionId = readCookie(req.headers.cookie, cookie.name);
   const session = await store.get(sessionId);
   if (session === undefined) return undefined;

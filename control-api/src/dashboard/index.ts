@@ -19,7 +19,13 @@ export async function dashboardPlugin(app: FastifyInstance, ctx: Ctx): Promise<v
   const cfg = ctx.cfg;
   const sessions = new SessionStore(ctx.redis, cfg.INGEST_REDIS_PREFIX, cfg.DASHBOARD_SESSION_TTL_SECONDS);
   const cookie = cookiePolicy(cfg.PUBLIC_BASE_URL, cfg.DASHBOARD_SESSION_TTL_SECONDS);
-  const ch = createClickHouse({ url: cfg.CLICKHOUSE_URL, database: cfg.CLICKHOUSE_DATABASE, user: cfg.CLICKHOUSE_USER, password: cfg.CLICKHOUSE_PASSWORD, requestTimeoutMs: 5_000 });
+  const ch = createClickHouse({
+    url: cfg.CLICKHOUSE_URL,
+    database: cfg.CLICKHOUSE_DATABASE,
+    user: cfg.CLICKHOUSE_USER,
+    password: cfg.CLICKHOUSE_PASSWORD,
+    requestTimeoutMs: 5_000,
+  });
   app.addHook('onClose', async () => ch.close());
   app.decorateRequest('dash', null);
   app.addHook('onSend', async (_req, reply) => {

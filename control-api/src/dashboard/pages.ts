@@ -23,7 +23,8 @@ export const PAGES = [
 ] as const;
 
 /** Only this origin's own files; no inline script, so an injected <script> cannot run. */
-const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+const CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 const esc = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
@@ -36,7 +37,10 @@ function secured(reply: FastifyReply): FastifyReply {
 }
 
 function shell(o: { page: string; title: string; csrf?: string; workspace?: string; body: string }): string {
-  const nav = o.csrf === undefined ? '' : `
+  const nav =
+    o.csrf === undefined
+      ? ''
+      : `
   <nav class="nav" aria-label="Dashboard sections"><ul>
     ${PAGES.map((p) => `<li><a href="/dashboard/${p.path}"${p.path === o.page ? ' aria-current="page"' : ''}>${p.title}</a></li>`).join('')}
   </ul>
@@ -65,24 +69,41 @@ const SIGNIN_BODY = `
 
 /** Redirect targets after sign-in: dashboard pages only, never another origin. */
 function safeNext(next: unknown): string {
-  return typeof next === 'string' && /^\/dashboard\/[a-z]+(\?[A-Za-z0-9=&_%-]*)?$/.test(next) ? next : '/dashboard/overview';
+  return typeof next === 'string' && /^\/dashboard\/[a-z]+(\?[A-Za-z0-9=&_%-]*)?$/.test(next)
+    ? next
+    : '/dashboard/overview';
 }
 
 export function pageRoutes(app: FastifyInstance, d: DashCtx): void {
-  const files = new Map(Object.entries(ASSETS).map(([name, type]) => [name, { type, body: readFileSync(new URL(name, PUBLIC_DIR)) }]));
+  const files = new Map(
+    Object.entries(ASSETS).map(([name, type]) => [name, { type, body: readFileSync(new URL(name, PUBLIC_DIR)) }]),
+  );
 
   app.get<{ Params: { file: string } }>('/dashboard/assets/:file', { schema: hidden }, async (req, reply) => {
     const f = files.get(req.params.file);
     if (f === undefined) return reply.callNotFound();
-    return reply.header('x-content-type-options', 'nosniff').header('cache-control', 'no-cache').type(f.type).send(f.body);
+    return reply
+      .header('x-content-type-options', 'nosniff')
+      .header('cache-control', 'no-cache')
+      .type(f.type)
+      .send(f.body);
   });
 
   app.get('/dashboard', { schema: hidden }, async (_req, reply) => reply.redirect('/dashboard/overview', 302));
 
   app.get<{ Querystring: { next?: string } }>('/dashboard/signin', { schema: hidden }, async (req, reply) => {
-    if ((await resolveSession(req, d.sessions, d.pool, d.cookie)) !== undefined) return reply.redirect(safeNext(req.query.next), 302);
-    return secured(reply).header('cache-control', 'no-store').type('text/html; charset=utf-8')
-      .send(shell({ page: 'signin', title: 'Sign in', body: SIGNIN_BODY.replace('<form', `<form data-next="${esc(safeNext(req.query.next))}"`) }));
+    if ((await resolveSession(req, d.sessions, d.pool, d.cookie)) !== undefined)
+      return reply.redirect(safeNext(req.query.next), 302);
+    return secured(reply)
+      .header('cache-control', 'no-store')
+      .type('text/html; charset=utf-8')
+      .send(
+        shell({
+          page: 'signin',
+          title: 'Sign in',
+          body: SIGNIN_BODY.replace('<form', `<form data-next="${esc(safeNext(req.query.next))}"`),
+        }),
+      );
   });
 
   for (const p of PAGES) {
@@ -92,13 +113,18 @@ export function pageRoutes(app: FastifyInstance, d: DashCtx): void {
         const next = req.url.startsWith(`/dashboard/${p.path}`) ? req.url : `/dashboard/${p.path}`;
         return reply.redirect(`/dashboard/signin?next=${encodeURIComponent(safeNext(next))}`, 302);
       }
-      return secured(reply).header('cache-control', 'no-store').type('text/html; charset=utf-8').send(shell({
-        page: p.path,
-        title: p.title,
-        csrf: dash.session.csrf,
-        workspace: `${dash.workspace.display_name} (${dash.workspace.id})`,
-        body: '<div id="content" aria-live="polite"><p class="muted">Loading…</p></div>',
-      }));
+      return secured(reply)
+        .header('cache-control', 'no-store')
+        .type('text/html; charset=utf-8')
+        .send(
+          shell({
+            page: p.path,
+            title: p.title,
+            csrf: dash.session.csrf,
+            workspace: `${dash.workspace.display_name} (${dash.workspace.id})`,
+            body: '<div id="content" aria-live="polite"><p class="muted">Loading…</p></div>',
+          }),
+        );
     });
   }
 }

@@ -16,8 +16,19 @@ const STEP_MS: Record<ChartGranularity, number> = { hour: 3_600_000, day: 86_400
 /** 48 hours or 30 days: enough bars to see a trend, few enough for a phone screen. */
 const WINDOWS: Record<ChartGranularity, number> = { hour: 48, day: 30 };
 
-export interface Point { t: number; currency: string; events: string; gmv_cents: string }
-export interface TypeTotal { event_type: string; currency: string; events: string; gmv_cents: string; quantity: string }
+export interface Point {
+  t: number;
+  currency: string;
+  events: string;
+  gmv_cents: string;
+}
+export interface TypeTotal {
+  event_type: string;
+  currency: string;
+  events: string;
+  gmv_cents: string;
+  quantity: string;
+}
 
 const toMs = (s: string) => Date.parse(`${s.replace(' ', 'T')}Z`);
 
@@ -36,33 +47,62 @@ export function chartRange(g: ChartGranularity, now: number): { from: number; to
 }
 
 /** Events and GMV per window and currency (summed over event types). 64-bit sums stay strings. */
-export async function readSeries(ch: ClickHouseClient, workspaceId: string, g: ChartGranularity, from: number, to: number): Promise<Point[]> {
-  const got = await rows<{ w: string; currency: string; e: string; g: string }>(ch,
+export async function readSeries(
+  ch: ClickHouseClient,
+  workspaceId: string,
+  g: ChartGranularity,
+  from: number,
+  to: number,
+): Promise<Point[]> {
+  const got = await rows<{ w: string; currency: string; e: string; g: string }>(
+    ch,
     `SELECT window_start AS w, currency, sum(events) AS e, sum(gmv_cents) AS g FROM ${TABLE[g]} FINAL
       WHERE workspace_id = ${lit(workspaceId)} AND window_start >= toDateTime(${dateTimeLit(from)}, 'UTC') AND window_start < toDateTime(${dateTimeLit(to)}, 'UTC')
-      GROUP BY w, currency ORDER BY w, currency`, `reading ${TABLE[g]} for the dashboard`);
+      GROUP BY w, currency ORDER BY w, currency`,
+    `reading ${TABLE[g]} for the dashboard`,
+  );
   return got.map((r) => ({ t: toMs(r.w), currency: r.currency, events: String(r.e), gmv_cents: String(r.g) }));
 }
 
 /** This calendar month's totals per event type and currency (usage_monthly). */
-export async function readMonthTotals(ch: ClickHouseClient, workspaceId: string, monthStart: number): Promise<TypeTotal[]> {
-  const got = await rows<{ event_type: string; currency: string; e: string; g: string; q: string }>(ch,
+export async function readMonthTotals(
+  ch: ClickHouseClient,
+  workspaceId: string,
+  monthStart: number,
+): Promise<TypeTotal[]> {
+  const got = await rows<{ event_type: string; currency: string; e: string; g: string; q: string }>(
+    ch,
     `SELECT event_type, currency, sum(events) AS e, sum(gmv_cents) AS g, sum(quantity) AS q FROM usage_monthly FINAL
       WHERE workspace_id = ${lit(workspaceId)} AND window_start = toDateTime(${dateTimeLit(monthStart)}, 'UTC')
-      GROUP BY event_type, currency ORDER BY event_type, currency`, 'reading usage_monthly for the dashboard');
-  return got.map((r) => ({ event_type: r.event_type, currency: r.currency, events: String(r.e), gmv_cents: String(r.g), quantity: String(r.q) }));
+      GROUP BY event_type, currency ORDER BY event_type, currency`,
+    'reading usage_monthly for the dashboard',
+  );
+  return got.map((r) => ({
+    event_type: r.event_type,
+    currency: r.currency,
+    events: String(r.e),
+    gmv_cents: String(r.g),
+    quantity: String(r.q),
+  }));
 }
 
 /** When the workspace's shard last caught up (epoch ms), or null before the aggregator's first cycle. */
 export async function readFreshness(ch: ClickHouseClient, workspaceId: string, shards: number): Promise<number | null> {
-  const got = await rows<{ a: string }>(ch,
+  const got = await rows<{ a: string }>(
+    ch,
     `SELECT argMax(as_of_ms, updated_ms) AS a FROM aggregator_state
-      WHERE shard = cityHash64(${lit(workspaceId)}) % ${lit(shards)} GROUP BY shard`, 'reading aggregator_state for the dashboard');
+      WHERE shard = cityHash64(${lit(workspaceId)}) % ${lit(shards)} GROUP BY shard`,
+    'reading aggregator_state for the dashboard',
+  );
   return got.length === 0 ? null : Number(got[0]!.a);
 }
 
 /** Whether any event of the workspace reached ClickHouse (onboarding's last step). */
 export async function hasAnyEvent(ch: ClickHouseClient, workspaceId: string): Promise<boolean> {
-  const got = await rows<{ one: number }>(ch, `SELECT 1 AS one FROM events WHERE workspace_id = ${lit(workspaceId)} LIMIT 1`, 'looking for a first event');
+  const got = await rows<{ one: number }>(
+    ch,
+    `SELECT 1 AS one FROM events WHERE workspace_id = ${lit(workspaceId)} LIMIT 1`,
+    'looking for a first event',
+  );
   return got.length > 0;
 }

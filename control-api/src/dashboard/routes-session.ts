@@ -9,17 +9,34 @@ export function sessionRoutes(app: FastifyInstance, d: DashCtx): void {
   // Keys have 256 bits of entropy, so this is about sparing Postgres from floods, not guessing.
   const buckets = new RedisTokenBuckets(d.redis, d.cfg.INGEST_REDIS_PREFIX, 'dashboard-signin', 10, 30);
 
-  app.post<{ Body: { api_key: string } }>('/dashboard/api/session', {
-    schema: { ...hidden, body: { type: 'object', required: ['api_key'], additionalProperties: false, properties: { api_key: { type: 'string', minLength: 1, maxLength: 200 } } } },
-    preValidation: async (req) => buckets.take(req.ip),
-  }, async (req, reply) => {
-    const token = req.body.api_key.trim();
-    const rec = isWellFormedKey(token) ? await findKeyByHash(d.pool, hashKey(token)) : undefined;
-    if (rec === undefined) throw new ApiError('invalid_api_key', 'this API key is not valid or has been revoked', 'api_key');
-    if (!rec.scopes.includes('admin')) throw new ApiError('insufficient_scope', 'the dashboard needs a key with the admin scope', 'api_key');
-    const { id, session } = await d.sessions.create(rec.workspace_id, rec.id);
-    return reply.header('set-cookie', sessionCookie(d.cookie, id)).status(201).send({ workspace_id: rec.workspace_id, csrf_token: session.csrf });
-  });
+  app.post<{ Body: { api_key: string } }>(
+    '/dashboard/api/session',
+    {
+      schema: {
+        ...hidden,
+        body: {
+          type: 'object',
+          required: ['api_key'],
+          additionalProperties: false,
+          properties: { api_key: { type: 'string', minLength: 1, maxLength: 200 } },
+        },
+      },
+      preValidation: async (req) => buckets.take(req.ip),
+    },
+    async (req, reply) => {
+      const token = req.body.api_key.trim();
+      const rec = isWellFormedKey(token) ? await findKeyByHash(d.pool, hashKey(token)) : undefined;
+      if (rec === undefined)
+        throw new ApiError('invalid_api_key', 'this API key is not valid or has been revoked', 'api_key');
+      if (!rec.scopes.includes('admin'))
+        throw new ApiError('insufficient_scope', 'the dashboard needs a key with the admin scope', 'api_key');
+      const { id, session } = await d.sessions.create(rec.workspace_id, rec.id);
+      return reply
+        .header('set-cookie', sessionCookie(d.cookie, id))
+        .status(201)
+        .send({ workspace_id: rec.workspace_id, csrf_token: session.csrf });
+    },
+  );
 
   app.delete('/dashboard/api/session', { schema: hidden, preHandler: d.guard }, async (req, reply) => {
     await d.sessions.destroy(req.dash!.sessionId);

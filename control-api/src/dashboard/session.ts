@@ -20,7 +20,11 @@ const SESSION_ID = /^[A-Za-z0-9_-]{43}$/;
  * stored: the session remembers which key signed in, not the key.
  */
 export class SessionStore {
-  constructor(private readonly redis: Redis, private readonly prefix: string, private readonly ttlSeconds: number) {}
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+    private readonly ttlSeconds: number,
+  ) {}
 
   private key(id: string): string {
     return `${this.prefix}:dash:s:${createHash('sha256').update(id).digest('hex')}`;

@@ -29,7 +29,8 @@ export function requireAuth(auth: Authenticator, scopes: readonly Scope[]) {
 export async function workspaceAccess(pool: Pool, req: FastifyRequest, workspaceId: string): Promise<string> {
   const p = req.principal!;
   if (p.workspaceId !== null) {
-    if (p.workspaceId !== workspaceId) throw new ApiError('workspace_mismatch', 'this API key belongs to another workspace');
+    if (p.workspaceId !== workspaceId)
+      throw new ApiError('workspace_mismatch', 'this API key belongs to another workspace');
     return workspaceId;
   }
   const { rowCount } = await pool.query('SELECT 1 FROM workspaces WHERE id = $1', [workspaceId]);

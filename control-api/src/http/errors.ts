@@ -11,7 +11,12 @@ const FASTIFY_CODES: Record<string, keyof typeof ERROR_CODES> = {
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_body',
 };
 
-interface Wire { status: number; code: string; message: string; field?: string }
+interface Wire {
+  status: number;
+  code: string;
+  message: string;
+  field?: string;
+}
 
 function dotted(path: string): string {
   return path.replace(/^\//, '').replace(/\//g, '.');
@@ -30,18 +35,29 @@ function fromValidation(err: FastifyError): Wire {
     const field = at === '' ? params.additionalProperty! : `${at}.${params.additionalProperty}`;
     return { status: 400, code: 'unknown_field', message: `${field} is not a field of this endpoint`, field };
   }
-  if (at === '') return { status: 400, code: 'invalid_body', message: `the ${err.validationContext ?? 'body'} ${v.message ?? 'is invalid'}` };
+  if (at === '')
+    return {
+      status: 400,
+      code: 'invalid_body',
+      message: `the ${err.validationContext ?? 'body'} ${v.message ?? 'is invalid'}`,
+    };
   return { status: 400, code: 'invalid_field', message: `${at} ${v.message ?? 'is invalid'}`, field: at };
 }
 
 function toWire(err: FastifyError): Wire | null {
   if (isMeterdError(err) && err.code in ERROR_CODES) {
-    return { status: statusOf(err.code), code: err.code, message: err.message, ...(err.field === undefined ? {} : { field: err.field }) };
+    return {
+      status: statusOf(err.code),
+      code: err.code,
+      message: err.message,
+      ...(err.field === undefined ? {} : { field: err.field }),
+    };
   }
   if (err.validation) return fromValidation(err);
   const mapped = FASTIFY_CODES[err.code];
   if (mapped !== undefined) return { status: ERROR_CODES[mapped].status, code: mapped, message: err.message };
-  if (err instanceof SyntaxError && err.statusCode === 400) return { status: 400, code: 'invalid_json', message: 'the body is not valid JSON' };
+  if (err instanceof SyntaxError && err.statusCode === 400)
+    return { status: 400, code: 'invalid_json', message: 'the body is not valid JSON' };
   return null;
 }
 
@@ -61,9 +77,15 @@ export function installErrorHandling(app: FastifyInstance, log: Logger, metrics:
     if (wire.code === 'rate_limited' && (err as { retryAfter?: number }).retryAfter !== undefined) {
       void reply.header('retry-after', String((err as { retryAfter?: number }).retryAfter));
     }
-    return reply.status(wire.status).type('application/json').send(errorBody(wire.code, wire.message, wire.field));
+    return reply
+      .status(wire.status)
+      .type('application/json')
+      .send(errorBody(wire.code, wire.message, wire.field));
   });
   app.setNotFoundHandler((req, reply) => {
-    void reply.status(404).type('application/json').send(errorBody('not_found', `no route ${req.method} ${req.url.split('?')[0]}`));
+    void reply
+      .status(404)
+      .type('application/json')
+      .send(errorBody('not_found', `no route ${req.method} ${req.url.split('?')[0]}`));
   });
 }

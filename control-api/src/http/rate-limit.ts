@@ -37,7 +37,13 @@ export class RedisTokenBuckets {
   private readonly perMs: number;
 
   /** `name` tells the limits apart (signup, dashboard sign-in); `prefix` is the deployment's Redis key prefix. */
-  constructor(redis: Redis, private readonly prefix: string, private readonly name: string, private readonly burst: number, perMinute: number) {
+  constructor(
+    redis: Redis,
+    private readonly prefix: string,
+    private readonly name: string,
+    private readonly burst: number,
+    perMinute: number,
+  ) {
     if (!('meterdTakeToken' in redis)) redis.defineCommand('meterdTakeToken', { numberOfKeys: 1, lua: TAKE });
     this.r = redis as Scripted;
     this.perMs = perMinute / 60_000;
@@ -53,10 +59,15 @@ export class RedisTokenBuckets {
     try {
       res = await this.r.meterdTakeToken(this.key(address), this.burst, this.perMs);
     } catch (err) {
-      throw new ApiError('service_unavailable', 'the rate limiter (Redis) is unavailable; retry later', undefined, { retryable: true, cause: err });
+      throw new ApiError('service_unavailable', 'the rate limiter (Redis) is unavailable; retry later', undefined, {
+        retryable: true,
+        cause: err,
+      });
     }
     if (res[0] === 1) return;
     const retryAfter = Math.max(1, Math.ceil(res[1] / 1000));
-    throw Object.assign(new ApiError('rate_limited', `too many requests from this address; retry in ${retryAfter} s`), { retryAfter });
+    throw Object.assign(new ApiError('rate_limited', `too many requests from this address; retry in ${retryAfter} s`), {
+      retryAfter,
+    });
   }
 }

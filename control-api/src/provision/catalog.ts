@@ -54,16 +54,22 @@ export function checkConfig(entry: CatalogEntry, config: Readonly<Record<string,
   const declared = new Map(entry.config.map((k) => [k.name, k]));
   for (const name of Object.keys(config)) {
     if (!declared.has(name)) {
-      throw new ApiError('invalid_field', `config.${name} is not a config key of ${entry.name}; it accepts ${[...declared.keys()].join(', ')}`, `config.${name}`);
+      throw new ApiError(
+        'invalid_field',
+        `config.${name} is not a config key of ${entry.name}; it accepts ${[...declared.keys()].join(', ')}`,
+        `config.${name}`,
+      );
     }
   }
   for (const k of entry.config) {
     const v = config[k.name];
     if (v === undefined) {
-      if (k.required) throw new ApiError('missing_field', `config.${k.name} is required by ${entry.name}`, `config.${k.name}`);
+      if (k.required)
+        throw new ApiError('missing_field', `config.${k.name} is required by ${entry.name}`, `config.${k.name}`);
       continue;
     }
-    if (k.type === 'url' && !isHttpUrl(v)) throw new ApiError('invalid_field', `config.${k.name} must be an http(s) URL`, `config.${k.name}`);
+    if (k.type === 'url' && !isHttpUrl(v))
+      throw new ApiError('invalid_field', `config.${k.name} must be an http(s) URL`, `config.${k.name}`);
   }
 }
 

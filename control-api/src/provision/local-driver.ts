@@ -13,7 +13,10 @@ export class LocalDriver implements ProvisionDriver {
   readonly name = 'local' as const;
   private readonly children = new Map<string, ChildProcess>();
 
-  constructor(private readonly log: Logger, private readonly readyTimeoutMs = 15_000) {}
+  constructor(
+    private readonly log: Logger,
+    private readonly readyTimeoutMs = 15_000,
+  ) {}
 
   /** Local services answer on a loopback port, not on a host of their own. */
   hostOf(): null {
@@ -52,11 +55,14 @@ export class LocalDriver implements ProvisionDriver {
   }
 }
 
-
 async function waitHealthy(url: string, child: ChildProcess, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new MeterdError('METERD_PROVISION_EXITED', `the service exited during start-up (${child.exitCode ?? child.signalCode})`);
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new MeterdError(
+        'METERD_PROVISION_EXITED',
+        `the service exited during start-up (${child.exitCode ?? child.signalCode})`,
+      );
     try {
       const res = await fetch(`${url}/healthz`);
       if (res.ok) return;

@@ -5,8 +5,16 @@ import { CATALOG, checkConfig, declaredConfig } from './catalog.js';
 import type { DeploySpec, ProvisionDriver } from './driver.js';
 
 export interface ProvisionRow {
-  id: string; workspace_id: string; service: string; customer_id: string; driver: string; status: string;
-  url: string | null; error: string | null; created_at: string; updated_at: string;
+  id: string;
+  workspace_id: string;
+  service: string;
+  customer_id: string;
+  driver: string;
+  status: string;
+  url: string | null;
+  error: string | null;
+  created_at: string;
+  updated_at: string;
 }
 const COLS = 'id, workspace_id, service, customer_id, driver, status, url, error, created_at, updated_at';
 
@@ -23,22 +31,46 @@ export class Provisioner {
   private readonly inflight = new Set<Promise<void>>();
 
   /** `driver` null: provisioning is off (PROVISION_DRIVER=local without PROVISION_LOCAL_ENABLED). */
-  constructor(private readonly pool: Pool, private readonly driver: ProvisionDriver | null, private readonly box: SecretBox, private readonly log: Logger) {}
+  constructor(
+    private readonly pool: Pool,
+    private readonly driver: ProvisionDriver | null,
+    private readonly box: SecretBox,
+    private readonly log: Logger,
+  ) {}
 
-  async create(workspaceId: string, service: string, customerId: string, config: Record<string, string>): Promise<ProvisionRow> {
+  async create(
+    workspaceId: string,
+    service: string,
+    customerId: string,
+    config: Record<string, string>,
+  ): Promise<ProvisionRow> {
     const driver = this.enabledDriver();
     const entry = CATALOG[service];
-    if (entry === undefined) throw new ApiError('invalid_field', `unknown service ${service}; the catalog has: ${Object.keys(CATALOG).join(', ')}`, 'service');
+    if (entry === undefined)
+      throw new ApiError(
+        'invalid_field',
+        `unknown service ${service}; the catalog has: ${Object.keys(CATALOG).join(', ')}`,
+        'service',
+      );
     checkConfig(entry, config);
     const row = await inTransaction(this.pool, async (c) => {
-      const { rows: ws } = await c.query<{ plan: Plan; slug: string }>('SELECT plan, slug FROM workspaces WHERE id = $1 FOR UPDATE', [workspaceId]);
+      const { rows: ws } = await c.query<{ plan: Plan; slug: string }>(
+        'SELECT plan, slug FROM workspaces WHERE id = $1 FOR UPDATE',
+        [workspaceId],
+      );
       if (ws.length === 0) throw new ApiError('workspace_not_found', `no workspace ${workspaceId}`);
       const host = driver.hostOf({ customerId, service: entry, workspaceSlug: ws[0]!.slug });
       const limit = PLAN_QUOTAS[ws[0]!.plan].handlers;
       if (limit !== null) {
-        const { rows } = await c.query<{ n: number }>('SELECT count(*)::int AS n FROM provisions WHERE workspace_id = $1 AND status = ANY ($2)', [workspaceId, ACTIVE]);
+        const { rows } = await c.query<{ n: number }>(
+          'SELECT count(*)::int AS n FROM provisions WHERE workspace_id = $1 AND status = ANY ($2)',
+          [workspaceId, ACTIVE],
+        );
         if (rows[0]!.n >= limit) {
-          throw new ApiError('plan_limit_exceeded', `the ${ws[0]!.plan} plan allows ${limit} handler${limit === 1 ? '' : 's'}; deprovision one or upgrade`);
+          throw new ApiError(
+            'plan_limit_exceeded',
+            `the ${ws[0]!.plan} plan allows ${limit} handler${limit === 1 ? '' : 's'}; deprovision one or upgrade`,
+          );
         }
       }
       try {
@@ -49,7 +81,12 @@ export class Provisioner {
         );
         return rows[0]!;
       } catch (err) {
-        if ((err as { constraint?: string }).constraint === 'provisions_host_key') throw new ApiError('host_taken', `the host ${host} is already in use; choose another customer_id`, 'customer_id');
+        if ((err as { constraint?: string }).constraint === 'provisions_host_key')
+          throw new ApiError(
+            'host_taken',
+            `the host ${host} is already in use; choose another customer_id`,
+            'customer_id',
+          );
         throw err;
       }
     });
@@ -63,7 +100,10 @@ export class Provisioner {
   }
 
   async list(workspaceId: string): Promise<ProvisionRow[]> {
-    const { rows } = await this.pool.query<ProvisionRow>(`SELECT ${COLS} FROM provisions WHERE workspace_id = $1 ORDER BY created_at, id`, [workspaceId]);
+    const { rows } = await this.pool.query<ProvisionRow>(
+      `SELECT ${COLS} FROM provisions WHERE workspace_id = $1 ORDER BY created_at, id`,
+      [workspaceId],
+    );
     return rows;
   }
 
@@ -82,7 +122,10 @@ export class Provisioner {
   /** Deploys left pending by a previous process (it died before the outcome was written). */
   async resume(): Promise<void> {
     if (this.driver === null) return;
-    const { rows } = await this.pool.query<{ id: string }>(`SELECT id FROM provisions WHERE status = 'pending' AND driver = $1`, [this.driver.name]);
+    const { rows } = await this.pool.query<{ id: string }>(
+      `SELECT id FROM provisions WHERE status = 'pending' AND driver = $1`,
+      [this.driver.name],
+    );
     for (const r of rows) this.track(this.run(r.id));
   }
 
@@ -98,7 +141,10 @@ export class Provisioner {
 
   private enabledDriver(): ProvisionDriver {
     if (this.driver === null) {
-      throw new ApiError('not_configured', 'provisioning is off on this server: local provisioning runs only with PROVISION_LOCAL_ENABLED=true in development (npm start), otherwise set PROVISION_DRIVER=kubernetes');
+      throw new ApiError(
+        'not_configured',
+        'provisioning is off on this server: local provisioning runs only with PROVISION_LOCAL_ENABLED=true in development (npm start), otherwise set PROVISION_DRIVER=kubernetes',
+      );
     }
     return this.driver;
   }
@@ -109,7 +155,13 @@ export class Provisioner {
   }
 
   private async spec(id: string): Promise<DeploySpec | undefined> {
-    const { rows } = await this.pool.query<{ workspace_id: string; slug: string; service: string; customer_id: string; config_enc: string }>(
+    const { rows } = await this.pool.query<{
+      workspace_id: string;
+      slug: string;
+      service: string;
+      customer_id: string;
+      config_enc: string;
+    }>(
       'SELECT p.workspace_id, w.slug, p.service, p.customer_id, p.config_enc FROM provisions p JOIN workspaces w ON w.id = p.workspace_id WHERE p.id = $1',
       [id],
     );
@@ -117,7 +169,14 @@ export class Provisioner {
     if (r === undefined) return undefined;
     const service = CATALOG[r.service]!;
     const config = declaredConfig(service, JSON.parse(this.box.open(r.config_enc)) as Record<string, string>);
-    return { provisionId: id, workspaceId: r.workspace_id, workspaceSlug: r.slug, customerId: r.customer_id, service, config };
+    return {
+      provisionId: id,
+      workspaceId: r.workspace_id,
+      workspaceSlug: r.slug,
+      customerId: r.customer_id,
+      service,
+      config,
+    };
   }
 
   private async run(id: string): Promise<void> {
@@ -139,11 +198,23 @@ export class Provisioner {
         );
         const p = rows[0];
         if (p === undefined) return;
-        const data = { provision: { id: p.id, service: p.service, customer_id: p.customer_id, status: p.status, url: p.url, error: p.error } };
+        const data = {
+          provision: {
+            id: p.id,
+            service: p.service,
+            customer_id: p.customer_id,
+            status: p.status,
+            url: p.url,
+            error: p.error,
+          },
+        };
         await emitEvent(c, p.workspace_id, error === null ? 'provision.running' : 'provision.failed', data);
       });
     } catch (err) {
-      this.log.error({ err, provision: id }, 'recording the provisioning outcome failed; it will be retried at the next start');
+      this.log.error(
+        { err, provision: id },
+        'recording the provisioning outcome failed; it will be retried at the next start',
+      );
     }
   }
 }

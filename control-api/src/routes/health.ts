@@ -13,5 +13,6 @@ export function healthRoutes(app: FastifyInstance, ctx: Ctx): void {
     return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'unavailable', postgres, redis });
   });
   app.get('/metrics', { schema: hidden }, async (_req, reply) =>
-    reply.type('text/plain; version=0.0.4').send(ctx.metrics.registry.render()));
+    reply.type('text/plain; version=0.0.4').send(ctx.metrics.registry.render()),
+  );
 }

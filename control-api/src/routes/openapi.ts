@@ -10,7 +10,11 @@ declare module 'fastify' {
   }
 }
 
-interface Seen { method: string; url: string; schema: Record<string, unknown> | undefined }
+interface Seen {
+  method: string;
+  url: string;
+  schema: Record<string, unknown> | undefined;
+}
 
 /**
  * /api/v1/openapi.json, generated from the route schemas the server actually validates with, so
@@ -40,16 +44,33 @@ function build(routes: Seen[]) {
     const path = r.url.replace(/:([A-Za-z_]+)/g, '{$1}');
     const s = r.schema ?? {};
     const params = [
-      ...Object.keys((s.params as { properties?: object } | undefined)?.properties ?? {}).map((name) => ({ name, in: 'path', required: true, schema: { type: 'string' } })),
-      ...Object.entries((s.querystring as { properties?: Record<string, object> } | undefined)?.properties ?? {}).map(([name, schema]) => ({ name, in: 'query', schema })),
+      ...Object.keys((s.params as { properties?: object } | undefined)?.properties ?? {}).map((name) => ({
+        name,
+        in: 'path',
+        required: true,
+        schema: { type: 'string' },
+      })),
+      ...Object.entries((s.querystring as { properties?: Record<string, object> } | undefined)?.properties ?? {}).map(
+        ([name, schema]) => ({ name, in: 'query', schema }),
+      ),
     ];
     (paths[path] ??= {})[r.method] = {
       ...(s.summary ? { summary: s.summary } : {}),
       ...(s.tags ? { tags: s.tags } : {}),
       ...(params.length ? { parameters: params } : {}),
       ...(s.body ? { requestBody: { required: true, content: { 'application/json': { schema: s.body } } } } : {}),
-      ...(r.url.startsWith('/api/v1/signup') || r.url === '/webhooks/stripe' || r.url.includes('/shopify/callback') || r.url === '/api/v1/catalog' ? {} : { security: [{ bearer: [] }] }),
-      responses: { default: { description: 'Error', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } } },
+      ...(r.url.startsWith('/api/v1/signup') ||
+      r.url === '/webhooks/stripe' ||
+      r.url.includes('/shopify/callback') ||
+      r.url === '/api/v1/catalog'
+        ? {}
+        : { security: [{ bearer: [] }] }),
+      responses: {
+        default: {
+          description: 'Error',
+          content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } },
+        },
+      },
     };
   }
   return {
@@ -57,7 +78,13 @@ function build(routes: Seen[]) {
     info: { title: 'meterd control API', version: '1' },
     paths,
     components: {
-      securitySchemes: { bearer: { type: 'http', scheme: 'bearer', description: 'A workspace key (sks_…) or the operator DEPLOY_API_KEY.' } },
+      securitySchemes: {
+        bearer: {
+          type: 'http',
+          scheme: 'bearer',
+          description: 'A workspace key (sks_…) or the operator DEPLOY_API_KEY.',
+        },
+      },
       schemas: {
         Error: {
           type: 'object',
@@ -66,7 +93,11 @@ function build(routes: Seen[]) {
             error: {
               type: 'object',
               required: ['code', 'message'],
-              properties: { code: { type: 'string', enum: Object.keys(ERROR_CODES) }, message: { type: 'string' }, field: { type: 'string' } },
+              properties: {
+                code: { type: 'string', enum: Object.keys(ERROR_CODES) },
+                message: { type: 'string' },
+                field: { type: 'string' },
+              },
             },
           },
         },

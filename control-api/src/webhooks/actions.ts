@@ -7,7 +7,12 @@ import { OUTBOX_CHANNEL, insertDelivery } from './outbox.js';
  */
 export const ENDPOINT_COLS = 'id, url, description, events, status, consecutive_failures, disabled_at, created_at';
 
-export interface NewEndpoint { url: string; description: string | null; events: string[] | null; secretEnc: string }
+export interface NewEndpoint {
+  url: string;
+  description: string | null;
+  events: string[] | null;
+  secretEnc: string;
+}
 
 /**
  * Subscribes an endpoint unless the workspace already has `max`. The count and the insert run
@@ -16,8 +21,15 @@ export interface NewEndpoint { url: string; description: string | null; events: 
 export async function createEndpoint<Row>(pool: Pool, workspaceId: string, e: NewEndpoint, max: number): Promise<Row> {
   return inTransaction(pool, async (c) => {
     await c.query('SELECT 1 FROM workspaces WHERE id = $1 FOR UPDATE', [workspaceId]);
-    const { rows: n } = await c.query<{ n: number }>('SELECT count(*)::int AS n FROM webhook_endpoints WHERE workspace_id = $1', [workspaceId]);
-    if (n[0]!.n >= max) throw new ApiError('endpoint_limit_exceeded', `a workspace may have ${max} webhook endpoints; delete one before adding another`);
+    const { rows: n } = await c.query<{ n: number }>(
+      'SELECT count(*)::int AS n FROM webhook_endpoints WHERE workspace_id = $1',
+      [workspaceId],
+    );
+    if (n[0]!.n >= max)
+      throw new ApiError(
+        'endpoint_limit_exceeded',
+        `a workspace may have ${max} webhook endpoints; delete one before adding another`,
+      );
     const { rows } = await c.query(
       `INSERT INTO webhook_endpoints (id, workspace_id, url, description, events, secret_enc) VALUES ($1, $2, $3, $4, $5, $6) RETURNING ${ENDPOINT_COLS}`,
       [newId('we'), workspaceId, e.url, e.description, e.events, e.secretEnc],

@@ -1,7 +1,13 @@
 import { newEventId, newId, type PoolClient } from '@meterd/core';
 
 /** Every event the platform emits (the seed's list). */
-export const EVENT_TYPES = ['workspace.signup', 'shopify.connected', 'provision.running', 'provision.failed', 'meter.quota.warning'] as const;
+export const EVENT_TYPES = [
+  'workspace.signup',
+  'shopify.connected',
+  'provision.running',
+  'provision.failed',
+  'meter.quota.warning',
+] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
 /** Channel the delivery workers LISTEN on; NOTIFY is delivered only when the emitting transaction commits. */
@@ -13,11 +19,22 @@ export const OUTBOX_CHANNEL = 'meterd_outbox';
  * with its cause, an event exists exactly when its cause does, and a crash after the commit loses
  * nothing: the worker finds the pending rows whenever it next runs.
  */
-export async function emitEvent(c: PoolClient, workspaceId: string, event: EventType, data: Record<string, unknown>): Promise<string> {
+export async function emitEvent(
+  c: PoolClient,
+  workspaceId: string,
+  event: EventType,
+  data: Record<string, unknown>,
+): Promise<string> {
   const id = newEventId();
   const createdAt = new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
   const body = JSON.stringify({ id, event, workspace_id: workspaceId, created_at: createdAt, data });
-  await c.query('INSERT INTO outbox_events (id, workspace_id, event, body, created_at) VALUES ($1, $2, $3, $4, $5)', [id, workspaceId, event, body, createdAt]);
+  await c.query('INSERT INTO outbox_events (id, workspace_id, event, body, created_at) VALUES ($1, $2, $3, $4, $5)', [
+    id,
+    workspaceId,
+    event,
+    body,
+    createdAt,
+  ]);
   const { rows: endpoints } = await c.query<{ id: string }>(
     `SELECT id FROM webhook_endpoints
       WHERE workspace_id = $1 AND status = 'active' AND (events IS NULL OR $2 = ANY (events))`,
@@ -28,8 +45,18 @@ export async function emitEvent(c: PoolClient, workspaceId: string, event: Event
   return id;
 }
 
-export async function insertDelivery(c: PoolClient, eventId: string, endpointId: string, workspaceId: string): Promise<string> {
+export async function insertDelivery(
+  c: PoolClient,
+  eventId: string,
+  endpointId: string,
+  workspaceId: string,
+): Promise<string> {
   const id = newId('dlv');
-  await c.query('INSERT INTO webhook_deliveries (id, event_id, endpoint_id, workspace_id) VALUES ($1, $2, $3, $4)', [id, eventId, endpointId, workspaceId]);
+  await c.query('INSERT INTO webhook_deliveries (id, event_id, endpoint_id, workspace_id) VALUES ($1, $2, $3, $4)', [
+    id,
+    eventId,
+    endpointId,
+    workspaceId,
+  ]);
   return id;
 }

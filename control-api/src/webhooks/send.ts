@@ -21,7 +21,13 @@ const MAX_RESPONSE_BYTES = 64 << 10;
  * `timeout` option is an idle timeout, which a receiver trickling one byte at a time never trips,
  * and an attempt must end within the delivery lease or another worker would send it again.
  */
-export function postWebhook(url: string, body: string, headers: Record<string, string>, deadlineMs: number, allowPrivate: boolean): Promise<SendResult> {
+export function postWebhook(
+  url: string,
+  body: string,
+  headers: Record<string, string>,
+  deadlineMs: number,
+  allowPrivate: boolean,
+): Promise<SendResult> {
   const started = performance.now();
   const u = new URL(url);
   const mod = u.protocol === 'https:' ? https : http;
@@ -43,7 +49,12 @@ export function postWebhook(url: string, body: string, headers: Record<string, s
       u,
       {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'user-agent': 'meterd-webhooks/1', ...headers },
+        headers: {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(body),
+          'user-agent': 'meterd-webhooks/1',
+          ...headers,
+        },
         agent: false,
         ...(allowPrivate ? {} : { lookup: guardedLookup }),
       },

@@ -10,10 +10,28 @@ import { ApiError } from '@meterd/core';
  */
 const blocked = new BlockList();
 for (const [net, bits] of [
-  ['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12],
-  ['192.0.0.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['224.0.0.0', 4], ['240.0.0.0', 4],
-] as const) blocked.addSubnet(net, bits, 'ipv4');
-for (const [net, bits] of [['::', 128], ['::1', 128], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8], ['64:ff9b::', 96]] as const) blocked.addSubnet(net, bits, 'ipv6');
+  ['0.0.0.0', 8],
+  ['10.0.0.0', 8],
+  ['100.64.0.0', 10],
+  ['127.0.0.0', 8],
+  ['169.254.0.0', 16],
+  ['172.16.0.0', 12],
+  ['192.0.0.0', 24],
+  ['192.168.0.0', 16],
+  ['198.18.0.0', 15],
+  ['224.0.0.0', 4],
+  ['240.0.0.0', 4],
+] as const)
+  blocked.addSubnet(net, bits, 'ipv4');
+for (const [net, bits] of [
+  ['::', 128],
+  ['::1', 128],
+  ['fc00::', 7],
+  ['fe80::', 10],
+  ['ff00::', 8],
+  ['64:ff9b::', 96],
+] as const)
+  blocked.addSubnet(net, bits, 'ipv6');
 
 export function isForbiddenAddress(address: string): boolean {
   const family = isIP(address);
@@ -32,15 +50,19 @@ export function checkWebhookUrl(raw: string, allowPrivate: boolean): URL {
   } catch {
     throw new ApiError('invalid_field', 'url is not a valid URL', 'url');
   }
-  if (u.username !== '' || u.password !== '') throw new ApiError('invalid_field', 'url must not carry credentials', 'url');
+  if (u.username !== '' || u.password !== '')
+    throw new ApiError('invalid_field', 'url must not carry credentials', 'url');
   if (allowPrivate) {
-    if (u.protocol !== 'https:' && u.protocol !== 'http:') throw new ApiError('invalid_field', 'url must be http(s)', 'url');
+    if (u.protocol !== 'https:' && u.protocol !== 'http:')
+      throw new ApiError('invalid_field', 'url must be http(s)', 'url');
     return u;
   }
   if (u.protocol !== 'https:') throw new ApiError('invalid_field', 'url must use https', 'url');
   const host = u.hostname.replace(/^\[|\]$/g, '');
-  if (isIP(host) !== 0 && isForbiddenAddress(host)) throw new ApiError('invalid_field', 'url points at a private, loopback or link-local address', 'url');
-  if (host === 'localhost' || host.endsWith('.localhost') || host.endsWith('.internal')) throw new ApiError('invalid_field', 'url points at a local name', 'url');
+  if (isIP(host) !== 0 && isForbiddenAddress(host))
+    throw new ApiError('invalid_field', 'url points at a private, loopback or link-local address', 'url');
+  if (host === 'localhost' || host.endsWith('.localhost') || host.endsWith('.internal'))
+    throw new ApiError('invalid_field', 'url points at a local name', 'url');
   return u;
 }
 
@@ -48,7 +70,8 @@ export function checkWebhookUrl(raw: string, allowPrivate: boolean): URL {
 export async function checkResolvedHost(host: string): Promise<void> {
   const bare = host.replace(/^\[|\]$/g, '');
   if (isIP(bare) !== 0) {
-    if (isForbiddenAddress(bare)) throw new ApiError('invalid_field', 'url points at a private, loopback or link-local address', 'url');
+    if (isForbiddenAddress(bare))
+      throw new ApiError('invalid_field', 'url points at a private, loopback or link-local address', 'url');
     return;
   }
   const addrs = await new Promise<{ address: string }[]>((resolve, reject) =>
@@ -56,7 +79,12 @@ export async function checkResolvedHost(host: string): Promise<void> {
   ).catch(() => {
     throw new ApiError('invalid_field', `url host ${bare} does not resolve`, 'url');
   });
-  if (addrs.some((a) => isForbiddenAddress(a.address))) throw new ApiError('invalid_field', `url host ${bare} resolves to a private, loopback or link-local address`, 'url');
+  if (addrs.some((a) => isForbiddenAddress(a.address)))
+    throw new ApiError(
+      'invalid_field',
+      `url host ${bare} resolves to a private, loopback or link-local address`,
+      'url',
+    );
 }
 
 /**
@@ -69,10 +97,14 @@ export const guardedLookup: LookupFunction = (hostname, options, callback) => {
     const list = addrs as unknown as { address: string; family: number }[];
     const bad = list.find((a) => isForbiddenAddress(a.address));
     if (bad !== undefined) {
-      const e = Object.assign(new Error(`refusing to deliver to ${hostname}: resolves to forbidden address ${bad.address}`), { code: 'EFORBIDDENADDR' });
+      const e = Object.assign(
+        new Error(`refusing to deliver to ${hostname}: resolves to forbidden address ${bad.address}`),
+        { code: 'EFORBIDDENADDR' },
+      );
       return callback(e, '', 4);
     }
-    if ((options as { all?: boolean }).all) return (callback as unknown as (e: null, a: typeof list) => void)(null, list);
+    if ((options as { all?: boolean }).all)
+      return (callback as unknown as (e: null, a: typeof list) => void)(null, list);
     callback(null, list[0]!.address, list[0]!.family);
   });
 };

@@ -167,7 +167,9 @@ export class DeliveryWorker {
   private start1(d: Claimed): void {
     this.busy.add(d.endpoint_id);
     const p = this.deliver(d)
-      .catch((err: unknown) => this.o.log.error({ err, delivery: d.id }, 'webhook delivery failed; its lease expires and it is retried'))
+      .catch((err: unknown) =>
+        this.o.log.error({ err, delivery: d.id }, 'webhook delivery failed; its lease expires and it is retried'),
+      )
       .finally(() => {
         this.inflight.delete(p);
         this.busy.delete(d.endpoint_id);
@@ -203,9 +205,10 @@ export class DeliveryWorker {
     const outcome = ok ? 'succeeded' : permanent || exhausted ? 'failed' : 'retry';
     this.o.metrics.webhookAttempts[outcome].inc();
     await inTransaction(this.o.pool, async (c) => {
-      await c.query('INSERT INTO webhook_attempts (delivery_id, attempt, status_code, latency_ms, error) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING', [
-        d.id, d.attempts, res.status, res.latencyMs, res.error,
-      ]);
+      await c.query(
+        'INSERT INTO webhook_attempts (delivery_id, attempt, status_code, latency_ms, error) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING',
+        [d.id, d.attempts, res.status, res.latencyMs, res.error],
+      );
       if (outcome === 'retry') {
         const delayMs = Math.round(RETRY_DELAYS_S[d.attempts - 1]! * 1000 * this.o.retryScale);
         await c.query(
@@ -222,7 +225,10 @@ export class DeliveryWorker {
         [d.id, ok ? 'succeeded' : 'failed', res.status, res.latencyMs, res.error],
       );
       if (ok) {
-        await c.query('UPDATE webhook_endpoints SET consecutive_failures = 0 WHERE id = $1 AND consecutive_failures <> 0', [d.endpoint_id]);
+        await c.query(
+          'UPDATE webhook_endpoints SET consecutive_failures = 0 WHERE id = $1 AND consecutive_failures <> 0',
+          [d.endpoint_id],
+        );
       } else if (exhausted) {
         const { rows } = await c.query<{ status: string }>(
           `UPDATE webhook_endpoints
@@ -232,7 +238,11 @@ export class DeliveryWorker {
             WHERE id = $1 RETURNING status`,
           [d.endpoint_id, DISABLE_AFTER_EXHAUSTED],
         );
-        if (rows[0]?.status === 'disabled') this.o.log.warn({ endpoint: d.endpoint_id }, 'webhook endpoint disabled after consecutive exhausted deliveries');
+        if (rows[0]?.status === 'disabled')
+          this.o.log.warn(
+            { endpoint: d.endpoint_id },
+            'webhook endpoint disabled after consecutive exhausted deliveries',
+          );
       }
     });
   }

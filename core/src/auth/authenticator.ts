@@ -52,7 +52,10 @@ const NEGATIVE_TTL_MS = 2_000;
  */
 class TtlCache<V> {
   private readonly map = new Map<string, { value: V; expires: number }>();
-  constructor(private readonly capacity: number, private readonly ttlMs: number) {}
+  constructor(
+    private readonly capacity: number,
+    private readonly ttlMs: number,
+  ) {}
 
   get size(): number {
     return this.map.size;
@@ -122,7 +125,13 @@ export class Authenticator {
   readonly subscribed: Promise<void>;
   private markSubscribed!: () => void;
 
-  constructor(private readonly pool: Pool, private readonly sub: Redis, ttlMs: number, operatorKey: string, options: AuthenticatorOptions = {}) {
+  constructor(
+    private readonly pool: Pool,
+    private readonly sub: Redis,
+    ttlMs: number,
+    operatorKey: string,
+    options: AuthenticatorOptions = {},
+  ) {
     this.operatorHash = operatorKey === '' ? null : hashKey(operatorKey);
     const missTtl = Math.min(NEGATIVE_TTL_MS, ttlMs);
     this.keys = new TtlCache(positiveInt('maxKeys', options.maxKeys ?? 100_000), ttlMs);
@@ -223,7 +232,10 @@ export class Authenticator {
     try {
       rec = await this.findKey(hash);
     } catch (err) {
-      return new ApiError('service_unavailable', 'could not check the API key; retry shortly', undefined, { retryable: true, cause: err });
+      return new ApiError('service_unavailable', 'could not check the API key; retry shortly', undefined, {
+        retryable: true,
+        cause: err,
+      });
     }
     if (rec === undefined) {
       // A revocation only ever turns keys invalid, so it cannot make a negative answer stale.
@@ -254,12 +266,18 @@ export class Authenticator {
 
   /** Entries held in each cache and queries running (for tests and gauges). */
   get cacheSizes(): { keys: number; misses: number; plans: number; lookups: number } {
-    return { keys: this.keys.size, misses: this.misses.size, plans: this.plans.size + this.missingPlans.size, lookups: this.lookups };
+    return {
+      keys: this.keys.size,
+      misses: this.misses.size,
+      plans: this.plans.size + this.missingPlans.size,
+      lookups: this.lookups,
+    };
   }
 }
 
 function positiveInt(name: string, n: number): number {
-  if (!Number.isInteger(n) || n < 1) throw new RangeError(`Authenticator option ${name} must be a positive integer, got ${n}`);
+  if (!Number.isInteger(n) || n < 1)
+    throw new RangeError(`Authenticator option ${name} must be a positive integer, got ${n}`);
   return n;
 }
 
@@ -270,7 +288,9 @@ const MISSING = new ApiError('missing_api_key', 'send Authorization: Bearer <api
 const MALFORMED_HEADER = new ApiError('invalid_api_key', 'the Authorization header must be "Bearer <api key>"');
 const MALFORMED_KEY = new ApiError('invalid_api_key', 'the API key is not valid');
 // Shared like INVALID: under a flood, building an Error (and its stack) per rejected request is the cost to avoid.
-const BUSY = new ApiError('service_unavailable', 'too many API key checks in progress; retry shortly', undefined, { retryable: true });
+const BUSY = new ApiError('service_unavailable', 'too many API key checks in progress; retry shortly', undefined, {
+  retryable: true,
+});
 
 export function hasScope(p: Principal, scope: Scope): boolean {
   return p.scopes === 'all' || p.scopes.has(scope);

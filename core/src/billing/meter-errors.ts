@@ -8,7 +8,11 @@ import type { Pool, PoolClient } from '../store/postgres.js';
 export interface MeterErrorReport {
   reason: {
     error_count: number;
-    error_types: Array<{ code: string; error_count: number; sample_errors: Array<{ error_message: string; request?: { identifier?: string } }> }>;
+    error_types: Array<{
+      code: string;
+      error_count: number;
+      sample_errors: Array<{ error_message: string; request?: { identifier?: string } }>;
+    }>;
   };
 }
 
@@ -20,7 +24,10 @@ export interface MeterErrorOutcome {
 }
 
 /** Thin event types that report meter events Stripe rejected after accepting them. */
-export const METER_ERROR_EVENTS: ReadonlySet<string> = new Set(['v1.billing.meter.error_report_triggered', 'v1.billing.meter.no_meter_found']);
+export const METER_ERROR_EVENTS: ReadonlySet<string> = new Set([
+  'v1.billing.meter.error_report_triggered',
+  'v1.billing.meter.no_meter_found',
+]);
 
 /**
  * Marks the ledger rows (billing_pushes, written by billing-sync) a meter error report names as
@@ -38,7 +45,8 @@ export async function markRejectedRows(c: Pool | PoolClient, report: MeterErrorR
       const res = await c.query(
         `UPDATE billing_pushes SET status = 'rejected', reason = $2, rejected_at = now()
           WHERE identifier = $1 AND status IN ('pending', 'sent')`,
-        [identifier, `${t.code}: ${s.error_message}`.slice(0, 1_000)]);
+        [identifier, `${t.code}: ${s.error_message}`.slice(0, 1_000)],
+      );
       marked += res.rowCount ?? 0;
     }
   }

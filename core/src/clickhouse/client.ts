@@ -52,7 +52,10 @@ export function clickHouseErrorCode(err: unknown): number | undefined {
 export class ClickHouseError extends MeterdError {
   readonly serverCode: number | undefined;
   constructor(action: string, cause: unknown) {
-    super('METERD_CLICKHOUSE_FAILED', `${action}: ${(cause as Error)?.message ?? String(cause)}`, { retryable: true, cause });
+    super('METERD_CLICKHOUSE_FAILED', `${action}: ${(cause as Error)?.message ?? String(cause)}`, {
+      retryable: true,
+      cause,
+    });
     this.serverCode = clickHouseErrorCode(cause);
   }
 }

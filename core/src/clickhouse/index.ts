@@ -1,4 +1,11 @@
-export { createClickHouse, pinnedSettings, clickHouseErrorCode, ClickHouseError, type ClickHouseFlavor, type ClickHouseOptions } from './client.js';
+export {
+  createClickHouse,
+  pinnedSettings,
+  clickHouseErrorCode,
+  ClickHouseError,
+  type ClickHouseFlavor,
+  type ClickHouseOptions,
+} from './client.js';
 export { ident, lit, dateTimeLit, toClickHouseDateTime } from './sql.js';
 export { createRawInserter, type RawInsertTarget } from './raw-insert.js';
 export { WINNER, winningEventsSql } from './events.js';

@@ -19,7 +19,11 @@ export function createRawInserter(t: RawInsertTarget, table: string): (body: Buf
   const endpoint = new URL(t.url.origin + t.url.pathname);
   endpoint.searchParams.set('database', ident(t.database));
   endpoint.searchParams.set('query', query);
-  const headers = { 'X-ClickHouse-User': t.user, 'X-ClickHouse-Key': t.password, 'Content-Type': 'application/x-ndjson' };
+  const headers = {
+    'X-ClickHouse-User': t.user,
+    'X-ClickHouse-Key': t.password,
+    'Content-Type': 'application/x-ndjson',
+  };
   const href = endpoint.href;
   return async (body) => {
     let res: Response;

@@ -15,7 +15,8 @@ test('lit quotes strings and escapes backslash, quote and NUL', () => {
 
 test('ident accepts only plain identifiers', () => {
   assert.equal(ident('events_2026'), 'events_2026');
-  for (const bad of ['', '1abc', 'a-b', 'a b', 'a;b', '`x`', 'x'.repeat(129)]) assert.throws(() => ident(bad), TypeError, bad);
+  for (const bad of ['', '1abc', 'a-b', 'a b', 'a;b', '`x`', 'x'.repeat(129)])
+    assert.throws(() => ident(bad), TypeError, bad);
 });
 
 test('DateTime text is UTC, second precision', () => {
@@ -23,7 +24,7 @@ test('DateTime text is UTC, second precision', () => {
 });
 
 test('server error codes are read from 18.16 text and from current clients', () => {
-  assert.equal(clickHouseErrorCode(new Error('Code: 60, e.displayText() = DB::Exception: Table x doesn\'t exist')), 60);
-  assert.equal(clickHouseErrorCode({ code: '81', message: 'Database x doesn\'t exist' }), 81);
+  assert.equal(clickHouseErrorCode(new Error("Code: 60, e.displayText() = DB::Exception: Table x doesn't exist")), 60);
+  assert.equal(clickHouseErrorCode({ code: '81', message: "Database x doesn't exist" }), 81);
   assert.equal(clickHouseErrorCode(new Error('socket hang up')), undefined);
 });

@@ -2,8 +2,18 @@ import { str, url, oneOf } from './env.js';
 
 /** Variables every service reads: where the stores are, and logging. */
 export const storeVars = {
-  DATABASE_URL: url('Postgres connection URL (control-plane source of truth).', 'postgres://postgres@127.0.0.1:5432/meterd', ['postgres:', 'postgresql:'], true),
-  REDIS_URL: url('Redis URL (dedupe claims, quota counters, key-revocation pub/sub).', 'redis://127.0.0.1:6379', ['redis:', 'rediss:'], true),
+  DATABASE_URL: url(
+    'Postgres connection URL (control-plane source of truth).',
+    'postgres://postgres@127.0.0.1:5432/meterd',
+    ['postgres:', 'postgresql:'],
+    true,
+  ),
+  REDIS_URL: url(
+    'Redis URL (dedupe claims, quota counters, key-revocation pub/sub).',
+    'redis://127.0.0.1:6379',
+    ['redis:', 'rediss:'],
+    true,
+  ),
   CLICKHOUSE_URL: url('ClickHouse HTTP interface URL.', 'http://127.0.0.1:8123', ['http:', 'https:'], true),
   CLICKHOUSE_DATABASE: str('ClickHouse database holding the events and rollups.', 'meterd'),
   CLICKHOUSE_USER: str('ClickHouse user.', 'default'),

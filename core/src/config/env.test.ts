@@ -36,5 +36,8 @@ test('every problem is reported together, naming the variable; secrets are not e
 });
 
 test('a URL with the wrong protocol is refused', () => {
-  assert.throws(() => loadConfig(spec, { NAME: 'x', REDIS_URL: 'http://127.0.0.1:6379' }), /REDIS_URL=\(hidden\) is invalid: protocol must be redis:/);
+  assert.throws(
+    () => loadConfig(spec, { NAME: 'x', REDIS_URL: 'http://127.0.0.1:6379' }),
+    /REDIS_URL=\(hidden\) is invalid: protocol must be redis:/,
+  );
 });

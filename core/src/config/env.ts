@@ -51,8 +51,12 @@ export function loadConfig<S extends Spec>(spec: S, env: NodeJS.ProcessEnv = pro
 
 // Parsers. Each throws an Error whose message completes "NAME=value is invalid: …".
 
-export const str = (doc: string, def?: string, secret = false): VarSpec<string> =>
-  ({ doc, ...(def === undefined ? {} : { default: def }), parse: (s) => s, secret });
+export const str = (doc: string, def?: string, secret = false): VarSpec<string> => ({
+  doc,
+  ...(def === undefined ? {} : { default: def }),
+  parse: (s) => s,
+  secret,
+});
 
 export const int = (doc: string, def: number, min: number, max: number): VarSpec<number> => ({
   doc,
@@ -106,13 +110,17 @@ export const addressList = (doc: string, def: string): VarSpec<readonly string[]
   doc,
   default: def,
   parse(s) {
-    const items = s.split(',').map((x) => x.trim()).filter(Boolean);
+    const items = s
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean);
     for (const item of items) {
       const [addr, bits, extra] = item.split('/');
       const family = isIP(addr!);
       const maxBits = family === 6 ? 128 : 32;
       const bitsOk = bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= maxBits);
-      if (family === 0 || extra !== undefined || !bitsOk) throw new Error(`${JSON.stringify(item)} is not an IP address or CIDR block`);
+      if (family === 0 || extra !== undefined || !bitsOk)
+        throw new Error(`${JSON.stringify(item)} is not an IP address or CIDR block`);
     }
     return Object.freeze(items);
   },

@@ -1,2 +1,14 @@
-export { loadConfig, ConfigError, str, int, bool, oneOf, url, addressList, type Spec, type VarSpec, type ConfigOf } from './env.js';
+export {
+  loadConfig,
+  ConfigError,
+  str,
+  int,
+  bool,
+  oneOf,
+  url,
+  addressList,
+  type Spec,
+  type VarSpec,
+  type ConfigOf,
+} from './env.js';
 export { storeVars } from './common.js';

@@ -4,7 +4,12 @@ import { ERROR_CODES, type ErrorCode } from './codes.js';
 /** An error that is meant for the client: its code is in the wire registry and maps to a status. */
 export class ApiError extends MeterdError {
   readonly status: number;
-  constructor(code: ErrorCode, message: string, field?: string, options: { retryable?: boolean; cause?: unknown } = {}) {
+  constructor(
+    code: ErrorCode,
+    message: string,
+    field?: string,
+    options: { retryable?: boolean; cause?: unknown } = {},
+  ) {
     super(code, message, { ...options, ...(field === undefined ? {} : { field }) });
     this.status = ERROR_CODES[code].status;
   }

@@ -8,7 +8,8 @@ import { renderErrorsDoc } from './docs.js';
 
 test('docs/errors.md documents every wire error code (regenerate with npm run docs:errors)', () => {
   const doc = readFileSync(join(REPO_ROOT, 'docs', 'errors.md'), 'utf8');
-  for (const code of Object.keys(ERROR_CODES)) assert.ok(doc.includes(`| \`${code}\` |`), `docs/errors.md lacks ${code}`);
+  for (const code of Object.keys(ERROR_CODES))
+    assert.ok(doc.includes(`| \`${code}\` |`), `docs/errors.md lacks ${code}`);
   assert.equal(doc, renderErrorsDoc(), 'docs/errors.md is out of date: run npm run docs:errors');
 });
 

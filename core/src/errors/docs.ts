@@ -20,6 +20,7 @@ they differ.
 | code | HTTP status | meaning |
 |---|---|---|
 `;
-  for (const [code, { status, summary }] of Object.entries(ERROR_CODES)) out += `| \`${code}\` | ${status} | ${summary.replace(/\|/g, '\\|')} |\n`;
+  for (const [code, { status, summary }] of Object.entries(ERROR_CODES))
+    out += `| \`${code}\` | ${status} | ${summary.replace(/\|/g, '\\|')} |\n`;
   return out;
 }

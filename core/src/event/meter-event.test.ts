@@ -12,7 +12,13 @@ function code(v: unknown): string | undefined {
 }
 
 test('defaults: quantity 1, gmv 0, USD, occurred_at = now', () => {
-  assert.deepEqual(validateMeterEvent(base, NOW), { ...base, quantity: 1, gmv_cents: 0, currency: 'USD', occurred_at_ms: NOW });
+  assert.deepEqual(validateMeterEvent(base, NOW), {
+    ...base,
+    quantity: 1,
+    gmv_cents: 0,
+    currency: 'USD',
+    occurred_at_ms: NOW,
+  });
 });
 
 test('currency is ISO 4217, case-insensitive, stored upper-case', () => {
@@ -58,12 +64,31 @@ test('occurred_at: RFC 3339 only, within 35 days back and 5 minutes ahead', () =
   const at = (s: string) => validateMeterEvent({ ...base, occurred_at: s }, NOW);
   assert.deepEqual((at('2026-11-22T11:00:00Z') as any).occurred_at_ms, Date.UTC(2026, 10, 22, 11));
   assert.deepEqual((at('2026-11-22T13:00:00+02:00') as any).occurred_at_ms, Date.UTC(2026, 10, 22, 11));
-  assert.deepEqual((at('2026-11-22T06:30:00.123456-05:00') as any).occurred_at_ms, Date.UTC(2026, 10, 22, 11, 30, 0, 123));
+  assert.deepEqual(
+    (at('2026-11-22T06:30:00.123456-05:00') as any).occurred_at_ms,
+    Date.UTC(2026, 10, 22, 11, 30, 0, 123),
+  );
   assert.equal(code({ ...base, occurred_at: formatRfc3339(NOW - MAX_EVENT_AGE_MS) }), undefined);
-  assert.equal(code({ ...base, occurred_at: formatRfc3339(NOW - MAX_EVENT_AGE_MS - 1000) }), 'timestamp_out_of_window:occurred_at');
+  assert.equal(
+    code({ ...base, occurred_at: formatRfc3339(NOW - MAX_EVENT_AGE_MS - 1000) }),
+    'timestamp_out_of_window:occurred_at',
+  );
   assert.equal(code({ ...base, occurred_at: formatRfc3339(NOW + MAX_EVENT_SKEW_MS) }), undefined);
-  assert.equal(code({ ...base, occurred_at: formatRfc3339(NOW + MAX_EVENT_SKEW_MS + 1000) }), 'timestamp_out_of_window:occurred_at');
-  for (const bad of ['2026-11-22', '2026-11-22 11:00:00Z', '2026-11-22T11:00:00', '2026-02-29T00:00:00Z', '2026-11-31T00:00:00Z', '2026-11-22T24:00:00Z', '2026-11-22T11:00:60Z', '1795000000', 'now']) {
+  assert.equal(
+    code({ ...base, occurred_at: formatRfc3339(NOW + MAX_EVENT_SKEW_MS + 1000) }),
+    'timestamp_out_of_window:occurred_at',
+  );
+  for (const bad of [
+    '2026-11-22',
+    '2026-11-22 11:00:00Z',
+    '2026-11-22T11:00:00',
+    '2026-02-29T00:00:00Z',
+    '2026-11-31T00:00:00Z',
+    '2026-11-22T24:00:00Z',
+    '2026-11-22T11:00:60Z',
+    '1795000000',
+    'now',
+  ]) {
     assert.ok(Number.isNaN(parseRfc3339(bad)), bad);
   }
   assert.equal(parseRfc3339('2028-02-29T00:00:00Z'), Date.UTC(2028, 1, 29));
@@ -83,7 +108,9 @@ test('numbers written with a fraction or exponent are refused per event, never r
   assert.equal(r.idempotency_key, 'order_5.1e3 "9.5"');
   assert.equal(r.gmv_cents, 7);
   // In a batch only the event carrying the bad number is refused.
-  const batch = parseMeterJson(`{"events":[{${ws}:"x","gmv_cents":1.5},{${ws}:"y","gmv_cents":2}]}`) as { events: unknown[] };
+  const batch = parseMeterJson(`{"events":[{${ws}:"x","gmv_cents":1.5},{${ws}:"y","gmv_cents":2}]}`) as {
+    events: unknown[];
+  };
   assert.equal(code(batch.events[0]), 'invalid_field:gmv_cents');
   assert.equal(code(batch.events[1]), undefined);
   assert.throws(() => parseMeterJson('{"a":1.5'), SyntaxError);

@@ -14,7 +14,11 @@ export interface MeterEvent {
 
 /** Why one event was refused. A class, not a thrown error: batches reject per event, cheaply. */
 export class Rejection {
-  constructor(readonly code: ErrorCode, readonly message: string, readonly field?: string) {}
+  constructor(
+    readonly code: ErrorCode,
+    readonly message: string,
+    readonly field?: string,
+  ) {}
 }
 
 /** Stripe meters refuse events older than 35 days or more than 5 minutes ahead; so does meterd. */
@@ -22,7 +26,15 @@ export const MAX_EVENT_AGE_MS = 35 * 24 * 3600_000;
 export const MAX_EVENT_SKEW_MS = 5 * 60_000;
 export const LIMITS = Object.freeze({ eventTypeMax: 100, idempotencyKeyMax: 255, workspaceIdMax: 64 });
 
-const FIELDS = new Set(['workspace_id', 'event_type', 'quantity', 'gmv_cents', 'currency', 'idempotency_key', 'occurred_at']);
+const FIELDS = new Set([
+  'workspace_id',
+  'event_type',
+  'quantity',
+  'gmv_cents',
+  'currency',
+  'idempotency_key',
+  'occurred_at',
+]);
 // No ':' in event types: the dedupe key joins event type and idempotency key with ':'.
 const EVENT_TYPE_RE = /^[A-Za-z0-9_.-]{1,100}$/;
 const WORKSPACE_ID_RE = /^ws_[A-Za-z0-9]{1,61}$/;
@@ -36,26 +48,43 @@ const CURRENCIES = new Set(Intl.supportedValuesOf('currency'));
  * (`unknown_field`) so that a misspelt `gmv_cent` cannot silently bill zero.
  */
 export function validateMeterEvent(v: unknown, nowMs: number): MeterEvent | Rejection {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return new Rejection('invalid_body', 'an event must be a JSON object');
+  if (typeof v !== 'object' || v === null || Array.isArray(v))
+    return new Rejection('invalid_body', 'an event must be a JSON object');
   const o = v as Record<string, unknown>;
-  for (const k in o) if (!FIELDS.has(k)) return new Rejection('unknown_field', `unknown field "${k.slice(0, 64)}"`, k.slice(0, 64));
+  for (const k in o)
+    if (!FIELDS.has(k)) return new Rejection('unknown_field', `unknown field "${k.slice(0, 64)}"`, k.slice(0, 64));
 
   const ws = o.workspace_id;
   if (ws === undefined) return new Rejection('missing_field', 'workspace_id is required', 'workspace_id');
-  if (typeof ws !== 'string' || !WORKSPACE_ID_RE.test(ws)) return new Rejection('invalid_field', 'workspace_id must be a workspace id like ws_…', 'workspace_id');
+  if (typeof ws !== 'string' || !WORKSPACE_ID_RE.test(ws))
+    return new Rejection('invalid_field', 'workspace_id must be a workspace id like ws_…', 'workspace_id');
 
   const et = o.event_type;
   if (et === undefined) return new Rejection('missing_field', 'event_type is required', 'event_type');
   if (typeof et !== 'string' || !EVENT_TYPE_RE.test(et)) {
-    return new Rejection('invalid_field', 'event_type must be 1–100 characters of letters, digits, ".", "_" or "-"', 'event_type');
+    return new Rejection(
+      'invalid_field',
+      'event_type must be 1–100 characters of letters, digits, ".", "_" or "-"',
+      'event_type',
+    );
   }
 
   const ik = o.idempotency_key;
   if (ik === undefined) return new Rejection('missing_field', 'idempotency_key is required', 'idempotency_key');
   // isWellFormed: a lone surrogate has no UTF-8 form. Redis would store it as U+FFFD (so two keys
   // would collide) and ClickHouse refuses the row (so shipping would stall).
-  if (typeof ik !== 'string' || ik.length === 0 || ik.length > LIMITS.idempotencyKeyMax || CONTROL_RE.test(ik) || !ik.isWellFormed()) {
-    return new Rejection('invalid_field', 'idempotency_key must be a string of 1–255 characters without control characters or unpaired surrogates', 'idempotency_key');
+  if (
+    typeof ik !== 'string' ||
+    ik.length === 0 ||
+    ik.length > LIMITS.idempotencyKeyMax ||
+    CONTROL_RE.test(ik) ||
+    !ik.isWellFormed()
+  ) {
+    return new Rejection(
+      'invalid_field',
+      'idempotency_key must be a string of 1–255 characters without control characters or unpaired surrogates',
+      'idempotency_key',
+    );
   }
 
   const quantity = o.quantity === undefined ? 1 : o.quantity;
@@ -67,33 +96,66 @@ export function validateMeterEvent(v: unknown, nowMs: number): MeterEvent | Reje
 
   let currency = 'USD';
   if (o.currency !== undefined) {
-    if (typeof o.currency !== 'string' || o.currency.length !== 3) return new Rejection('invalid_currency', 'currency must be a 3-letter ISO 4217 code', 'currency');
+    if (typeof o.currency !== 'string' || o.currency.length !== 3)
+      return new Rejection('invalid_currency', 'currency must be a 3-letter ISO 4217 code', 'currency');
     currency = o.currency.toUpperCase();
-    if (!CURRENCIES.has(currency)) return new Rejection('invalid_currency', `currency ${JSON.stringify(o.currency)} is not an ISO 4217 code`, 'currency');
+    if (!CURRENCIES.has(currency))
+      return new Rejection(
+        'invalid_currency',
+        `currency ${JSON.stringify(o.currency)} is not an ISO 4217 code`,
+        'currency',
+      );
   }
 
   let occurred = nowMs;
   if (o.occurred_at !== undefined) {
-    if (typeof o.occurred_at !== 'string') return new Rejection('invalid_timestamp', 'occurred_at must be an RFC 3339 string', 'occurred_at');
+    if (typeof o.occurred_at !== 'string')
+      return new Rejection('invalid_timestamp', 'occurred_at must be an RFC 3339 string', 'occurred_at');
     occurred = parseRfc3339(o.occurred_at);
-    if (Number.isNaN(occurred)) return new Rejection('invalid_timestamp', 'occurred_at must be an RFC 3339 date-time like 2026-04-18T12:34:56Z', 'occurred_at');
+    if (Number.isNaN(occurred))
+      return new Rejection(
+        'invalid_timestamp',
+        'occurred_at must be an RFC 3339 date-time like 2026-04-18T12:34:56Z',
+        'occurred_at',
+      );
     if (occurred < nowMs - MAX_EVENT_AGE_MS || occurred > nowMs + MAX_EVENT_SKEW_MS) {
-      return new Rejection('timestamp_out_of_window', 'occurred_at must be within the last 35 days and at most 5 minutes ahead', 'occurred_at');
+      return new Rejection(
+        'timestamp_out_of_window',
+        'occurred_at must be within the last 35 days and at most 5 minutes ahead',
+        'occurred_at',
+      );
     }
   }
 
-  return { workspace_id: ws, event_type: et, quantity: quantity as number, gmv_cents: gmv as number, currency, idempotency_key: ik, occurred_at_ms: occurred };
+  return {
+    workspace_id: ws,
+    event_type: et,
+    quantity: quantity as number,
+    gmv_cents: gmv as number,
+    currency,
+    idempotency_key: ik,
+    occurred_at_ms: occurred,
+  };
 }
 
 function checkInteger(v: unknown, field: string): Rejection | undefined {
   if (typeof v !== 'number') {
-    const written = typeof v === 'string' && v.startsWith(NOT_AN_INTEGER) ? ` (got ${v.slice(NOT_AN_INTEGER.length, 40)})` : '';
-    return new Rejection('invalid_field', `${field} must be a whole number written without fraction or exponent${written}`, field);
+    const written =
+      typeof v === 'string' && v.startsWith(NOT_AN_INTEGER) ? ` (got ${v.slice(NOT_AN_INTEGER.length, 40)})` : '';
+    return new Rejection(
+      'invalid_field',
+      `${field} must be a whole number written without fraction or exponent${written}`,
+      field,
+    );
   }
   // JSON.parse has already rounded anything past ±(2^53−1), so such a value can't be trusted: refuse it.
   // Negative values are refunds and credits (the seed's fields are i64; Stripe meters sum them too).
   if (!Number.isSafeInteger(v)) {
-    return new Rejection('integer_out_of_range', `${field} must be a whole number from -9007199254740991 to 9007199254740991`, field);
+    return new Rejection(
+      'integer_out_of_range',
+      `${field} must be a whole number from -9007199254740991 to 9007199254740991`,
+      field,
+    );
   }
   return undefined;
 }
@@ -110,6 +172,9 @@ const STRING_OR_NUMBER = /"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?/g;
 
 export function parseMeterJson(text: string): unknown {
   if (!MAYBE_NON_INTEGER.test(text)) return JSON.parse(text);
-  return JSON.parse(text.replace(STRING_OR_NUMBER, (tok) =>
-    tok.charCodeAt(0) === 34 || !/[.eE]/.test(tok) ? tok : JSON.stringify(NOT_AN_INTEGER + tok)));
+  return JSON.parse(
+    text.replace(STRING_OR_NUMBER, (tok) =>
+      tok.charCodeAt(0) === 34 || !/[.eE]/.test(tok) ? tok : JSON.stringify(NOT_AN_INTEGER + tok),
+    ),
+  );
 }

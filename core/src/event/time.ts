@@ -8,13 +8,19 @@ const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9
 export function parseRfc3339(s: string): number {
   const m = RFC3339.exec(s);
   if (m === null) return NaN;
-  const year = +m[1]!, month = +m[2]!, day = +m[3]!, hour = +m[4]!, minute = +m[5]!, second = +m[6]!;
+  const year = +m[1]!,
+    month = +m[2]!,
+    day = +m[3]!,
+    hour = +m[4]!,
+    minute = +m[5]!,
+    second = +m[6]!;
   if (month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 59) return NaN;
   if (day > daysInMonth(year, month)) return NaN;
   const ms = m[7] === undefined ? 0 : +m[7].slice(0, 3).padEnd(3, '0');
   let t = Date.UTC(year, month - 1, day, hour, minute, second, ms);
   if (m[8] === undefined) {
-    const offH = +m[10]!, offM = +m[11]!;
+    const offH = +m[10]!,
+      offM = +m[11]!;
     if (offH > 23 || offM > 59) return NaN;
     const off = (offH * 60 + offM) * 60_000;
     t += m[9] === '+' ? -off : off;

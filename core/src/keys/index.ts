@@ -1,1 +1,11 @@
-export { mintKey, hashKey, isWellFormedKey, secretsEqual, KEY_PREFIX, SCOPES, DEFAULT_SCOPES, type MintedKey, type Scope } from './api-key.js';
+export {
+  mintKey,
+  hashKey,
+  isWellFormedKey,
+  secretsEqual,
+  KEY_PREFIX,
+  SCOPES,
+  DEFAULT_SCOPES,
+  type MintedKey,
+  type Scope,
+} from './api-key.js';

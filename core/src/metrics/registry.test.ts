@@ -31,7 +31,7 @@ test('counters, gauges and histograms render in the Prometheus text format', () 
   assert.match(out, /^lat_seconds_sum 5.55$/m);
 });
 
-test('a scrape served by any thread sums every thread\'s slot', async () => {
+test("a scrape served by any thread sums every thread's slot", async () => {
   const main = new MetricsRegistry(2, 0);
   define(main).c.inc(1);
   const src = `
@@ -41,7 +41,10 @@ test('a scrape served by any thread sums every thread\'s slot', async () => {
       reg.counter('x_total', 'x', { reason: 'a' }).inc(41);
       parentPort.postMessage('done');
     });`;
-  const w = new Worker(src, { eval: true, workerData: { buf: main.buffer, mod: new URL('./registry.js', import.meta.url).href } });
+  const w = new Worker(src, {
+    eval: true,
+    workerData: { buf: main.buffer, mod: new URL('./registry.js', import.meta.url).href },
+  });
   await new Promise((r) => w.once('message', r));
   await w.terminate();
   assert.match(main.render(), /^x_total\{reason="a"\} 42$/m);

@@ -9,8 +9,17 @@
 const CAPACITY = 2048;
 
 type Kind = 'counter' | 'gauge' | 'histogram';
-interface Family { name: string; help: string; kind: Kind; series: Series[] }
-interface Series { labels: string; cell: number; buckets?: readonly number[] }
+interface Family {
+  name: string;
+  help: string;
+  kind: Kind;
+  series: Series[];
+}
+interface Series {
+  labels: string;
+  cell: number;
+  buckets?: readonly number[];
+}
 
 export class MetricsRegistry {
   readonly buffer: SharedArrayBuffer;
@@ -20,7 +29,11 @@ export class MetricsRegistry {
   private next = 0;
 
   /** `slots` threads share `buffer`; this thread writes slot `slot`. Omit buffer to create one. */
-  constructor(readonly slots = 1, slot = 0, buffer?: SharedArrayBuffer) {
+  constructor(
+    readonly slots = 1,
+    slot = 0,
+    buffer?: SharedArrayBuffer,
+  ) {
     this.buffer = buffer ?? new SharedArrayBuffer(CAPACITY * slots * 8);
     this.cells = new Float64Array(this.buffer);
     this.base = slot * CAPACITY;
@@ -71,34 +84,64 @@ export class MetricsRegistry {
     return v;
   }
 
-  private alloc(name: string, help: string, kind: Kind, labels: Record<string, string> | undefined, width: number, buckets?: readonly number[]): number {
+  private alloc(
+    name: string,
+    help: string,
+    kind: Kind,
+    labels: Record<string, string> | undefined,
+    width: number,
+    buckets?: readonly number[],
+  ): number {
     let f = this.families.get(name);
     if (f === undefined) this.families.set(name, (f = { name, help, kind, series: [] }));
     else if (f.kind !== kind) throw new TypeError(`metric ${name} is already a ${f.kind}`);
     if (this.next + width > CAPACITY) throw new RangeError(`metrics registry full (${CAPACITY} cells)`);
     const cell = this.next;
     this.next += width;
-    const l = labels === undefined ? '' : Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, '_')}"`).join(',');
+    const l =
+      labels === undefined
+        ? ''
+        : Object.entries(labels)
+            .map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, '_')}"`)
+            .join(',');
     f.series.push({ labels: l, cell, ...(buckets ? { buckets } : {}) });
     return cell;
   }
 }
 
 export class Counter {
-  constructor(private readonly cells: Float64Array, private readonly i: number) {}
-  inc(n = 1): void { this.cells[this.i]! += n; }
+  constructor(
+    private readonly cells: Float64Array,
+    private readonly i: number,
+  ) {}
+  inc(n = 1): void {
+    this.cells[this.i]! += n;
+  }
 }
 
 /** Thread gauges add up across threads (e.g. each thread's spool depth → the process's). */
 export class Gauge {
-  constructor(private readonly cells: Float64Array, private readonly i: number) {}
-  set(v: number): void { this.cells[this.i] = v; }
-  inc(n = 1): void { this.cells[this.i]! += n; }
-  dec(n = 1): void { this.cells[this.i]! -= n; }
+  constructor(
+    private readonly cells: Float64Array,
+    private readonly i: number,
+  ) {}
+  set(v: number): void {
+    this.cells[this.i] = v;
+  }
+  inc(n = 1): void {
+    this.cells[this.i]! += n;
+  }
+  dec(n = 1): void {
+    this.cells[this.i]! -= n;
+  }
 }
 
 export class Histogram {
-  constructor(private readonly cells: Float64Array, private readonly i: number, private readonly buckets: readonly number[]) {}
+  constructor(
+    private readonly cells: Float64Array,
+    private readonly i: number,
+    private readonly buckets: readonly number[],
+  ) {}
   observe(v: number): void {
     const b = this.buckets;
     let k = 0;

@@ -22,7 +22,13 @@ async function main(): Promise<void> {
     await pool.end();
   }
   const ch = await migrateClickHouse(
-    (database) => createClickHouse({ url: cfg.CLICKHOUSE_URL, database: database ?? 'default', user: cfg.CLICKHOUSE_USER, password: cfg.CLICKHOUSE_PASSWORD }),
+    (database) =>
+      createClickHouse({
+        url: cfg.CLICKHOUSE_URL,
+        database: database ?? 'default',
+        user: cfg.CLICKHOUSE_USER,
+        password: cfg.CLICKHOUSE_PASSWORD,
+      }),
     cfg.CLICKHOUSE_DATABASE,
     CH_MIGRATIONS_DIR,
   );

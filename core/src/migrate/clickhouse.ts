@@ -11,7 +11,11 @@ export type ClickHouseConnector = (database?: string) => ClickHouseClient;
  * (`IF NOT EXISTS`) so that a migration interrupted half-way can simply run again.
  * Migrations name tables without a database; they run with `database` selected.
  */
-export async function migrateClickHouse(connect: ClickHouseConnector, database: string, dir: string): Promise<string[]> {
+export async function migrateClickHouse(
+  connect: ClickHouseConnector,
+  database: string,
+  dir: string,
+): Promise<string[]> {
   const db = ident(database);
   const migrations = await readMigrations(dir);
   // The server refuses any request naming a database that does not exist yet, CREATE DATABASE too.

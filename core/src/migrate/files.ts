@@ -18,7 +18,11 @@ export async function readMigrations(dir: string): Promise<Migration[]> {
   for (const [i, name] of names.entries()) {
     const m = NAME_RE.exec(name);
     if (!m) throw new MeterdError('METERD_MIGRATION_NAME', `migration ${join(dir, name)} is not named NNN_name.sql`);
-    if (Number(m[1]) !== i + 1) throw new MeterdError('METERD_MIGRATION_NAME', `migration ${name} breaks the sequence in ${dir}: expected number ${String(i + 1).padStart(3, '0')}`);
+    if (Number(m[1]) !== i + 1)
+      throw new MeterdError(
+        'METERD_MIGRATION_NAME',
+        `migration ${name} breaks the sequence in ${dir}: expected number ${String(i + 1).padStart(3, '0')}`,
+      );
     const sql = await readFile(join(dir, name), 'utf8');
     out.push({ name, sql, checksum: createHash('sha256').update(sql).digest('hex') });
   }
@@ -35,13 +39,20 @@ export function splitStatements(sql: string): string[] {
 
 export class MigrationError extends MeterdError {
   constructor(store: string, name: string, cause: unknown) {
-    super('METERD_MIGRATION_FAILED', `${store} migration ${name} failed: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    super(
+      'METERD_MIGRATION_FAILED',
+      `${store} migration ${name} failed: ${(cause as Error)?.message ?? String(cause)}`,
+      { cause },
+    );
   }
 }
 
 /** An applied migration whose file changed: migrations are append-only, so this is always a mistake. */
 export function checkUnchanged(store: string, m: Migration, appliedChecksum: string): void {
   if (appliedChecksum !== m.checksum) {
-    throw new MeterdError('METERD_MIGRATION_CHANGED', `${store} migration ${m.name} was edited after it was applied; add a new migration instead`);
+    throw new MeterdError(
+      'METERD_MIGRATION_CHANGED',
+      `${store} migration ${m.name} was edited after it was applied; add a new migration instead`,
+    );
   }
 }

@@ -1,3 +1,10 @@
 export { createPool, pgHealthy, inTransaction, type Pool, type PoolClient } from './postgres.js';
 export { createRedis, redisHealthy, KEY_REVOKED_CHANNEL, PLAN_CHANGED_CHANNEL, type Redis } from './redis.js';
-export { insertWorkspace, insertApiKey, findKeyByHash, revokeApiKey, type Workspace, type KeyRecord } from './workspaces.js';
+export {
+  insertWorkspace,
+  insertApiKey,
+  findKeyByHash,
+  revokeApiKey,
+  type Workspace,
+  type KeyRecord,
+} from './workspaces.js';

@@ -25,7 +25,13 @@ type Queryable = pg.Pool | pg.PoolClient;
 
 export async function insertWorkspace(
   db: Queryable,
-  w: { slug: string; display_name: string; contact_email?: string | null; plan: Plan; stripe_customer_id?: string | null },
+  w: {
+    slug: string;
+    display_name: string;
+    contact_email?: string | null;
+    plan: Plan;
+    stripe_customer_id?: string | null;
+  },
 ): Promise<Workspace> {
   const { rows } = await db.query<Workspace>(
     `INSERT INTO workspaces (id, slug, display_name, contact_email, plan, stripe_customer_id)

@@ -3,7 +3,10 @@ import assert from 'node:assert/strict';
 import { runUntilExit } from './exits.js';
 
 test('a child that closes everything exits by itself with code 0', async () => {
-  const r = await runUntilExit(`const t = setInterval(() => {}, 10); await new Promise((r) => setTimeout(r, 20)); clearInterval(t);`, {});
+  const r = await runUntilExit(
+    `const t = setInterval(() => {}, 10); await new Promise((r) => setTimeout(r, 20)); clearInterval(t);`,
+    {},
+  );
   assert.equal(r.code, 0, r.stderr);
   assert.equal(r.leftover, undefined);
 });

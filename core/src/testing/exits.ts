@@ -13,7 +13,12 @@ export interface ExitReport {
  * after its source finished prints what is left on its event loop and exits 99, so a loop that
  * re-armed itself after close shows up as a failure naming the resource, never as a hang.
  */
-export function runUntilExit(source: string, env: Record<string, string>, graceMs = 3_000, hardLimitMs = 60_000): Promise<ExitReport> {
+export function runUntilExit(
+  source: string,
+  env: Record<string, string>,
+  graceMs = 3_000,
+  hardLimitMs = 60_000,
+): Promise<ExitReport> {
   const program = `${source}
 ;setTimeout(() => {
   process.stderr.write('\\nLEFT-ON-LOOP ' + JSON.stringify(process.getActiveResourcesInfo()) + '\\n');
@@ -21,7 +26,10 @@ export function runUntilExit(source: string, env: Record<string, string>, graceM
 }, ${graceMs}).unref();
 `;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--input-type=module', '-e', program], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, ['--input-type=module', '-e', program], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     // Only a child stuck before close (e.g. a start that never returns) reaches this.

@@ -35,7 +35,10 @@ export interface TestStores {
 
 export async function openTestStores(label: string): Promise<TestStores> {
   const base = loadConfig(storeVars);
-  const id = `${label.replace(/[^a-z0-9]/gi, '').toLowerCase().slice(0, 20)}_${randomBytes(4).toString('hex')}`;
+  const id = `${label
+    .replace(/[^a-z0-9]/gi, '')
+    .toLowerCase()
+    .slice(0, 20)}_${randomBytes(4).toString('hex')}`;
   const pgName = ident(`meterd_t_${id}`);
   const admin = createPool(base.DATABASE_URL, 1);
   await admin.query(`CREATE DATABASE ${pgName}`);
@@ -49,7 +52,12 @@ export async function openTestStores(label: string): Promise<TestStores> {
   const redisPrefix = `t_${id}`;
   const chDatabase = ident(`meterd_t_${id}`);
   const connect = (database?: string) =>
-    createClickHouse({ url: base.CLICKHOUSE_URL, database: database ?? 'default', user: base.CLICKHOUSE_USER, password: base.CLICKHOUSE_PASSWORD });
+    createClickHouse({
+      url: base.CLICKHOUSE_URL,
+      database: database ?? 'default',
+      user: base.CLICKHOUSE_USER,
+      password: base.CLICKHOUSE_PASSWORD,
+    });
   await migrateClickHouse(connect, chDatabase, CH_MIGRATIONS_DIR);
   const clickhouse = connect(chDatabase);
 
@@ -74,7 +82,11 @@ export async function openTestStores(label: string): Promise<TestStores> {
     clickhouse,
     chDatabase,
     async workspace(plan: Plan = 'free', scopes?: Scope[]) {
-      const workspace = await insertWorkspace(pool, { slug: `t-${randomBytes(6).toString('hex')}`, display_name: 'Test', plan });
+      const workspace = await insertWorkspace(pool, {
+        slug: `t-${randomBytes(6).toString('hex')}`,
+        display_name: 'Test',
+        plan,
+      });
       const key = await insertApiKey(pool, workspace.id, scopes);
       return { workspace, token: key.token, keyId: key.id };
     },

@@ -86,9 +86,16 @@ export class RedisDeduper implements Deduper {
   private readonly r: Scripted;
   private readonly prefix: string;
 
-  constructor(redis: Redis, private readonly opts: RedisDedupeOptions) {
+  constructor(
+    redis: Redis,
+    private readonly opts: RedisDedupeOptions,
+  ) {
     this.prefix = opts.prefix ?? 'md';
-    for (const [name, lua] of [['meterdClaim', CLAIM], ['meterdCommit', COMMIT], ['meterdRelease', RELEASE]] as const) {
+    for (const [name, lua] of [
+      ['meterdClaim', CLAIM],
+      ['meterdCommit', COMMIT],
+      ['meterdRelease', RELEASE],
+    ] as const) {
       if (!(name in redis)) redis.defineCommand(name, { lua });
     }
     this.r = redis as Scripted;
@@ -105,7 +112,8 @@ export class RedisDeduper implements Deduper {
   async claim(req: ClaimRequest): Promise<ClaimResult> {
     if (req.keys.length <= MAX_KEYS_PER_CALL) return this.claimChunk(req, req.keys);
     const parts: Promise<ClaimResult>[] = [];
-    for (let i = 0; i < req.keys.length; i += MAX_KEYS_PER_CALL) parts.push(this.claimChunk(req, req.keys.slice(i, i + MAX_KEYS_PER_CALL)));
+    for (let i = 0; i < req.keys.length; i += MAX_KEYS_PER_CALL)
+      parts.push(this.claimChunk(req, req.keys.slice(i, i + MAX_KEYS_PER_CALL)));
     const done = await Promise.all(parts);
     // Redis runs the calls in order (one connection), so the last one saw every earlier increment.
     return { states: done.flatMap((d) => d.states), used: done.at(-1)!.used };
@@ -149,7 +157,11 @@ export class RedisDeduper implements Deduper {
 
   async release(workspaceId: string, period: string, keys: string[], token: string): Promise<void> {
     for (let c = 0; c < keys.length; c += MAX_KEYS_PER_CALL) {
-      const args = [this.quotaKey(workspaceId, period), ...keys.slice(c, c + MAX_KEYS_PER_CALL).map((k) => this.dedupeKey(workspaceId, k)), token];
+      const args = [
+        this.quotaKey(workspaceId, period),
+        ...keys.slice(c, c + MAX_KEYS_PER_CALL).map((k) => this.dedupeKey(workspaceId, k)),
+        token,
+      ];
       this.opts.roundTrips?.inc();
       await this.r.meterdRelease(args.length - 1, ...args);
     }

@@ -15,7 +15,11 @@
 export class AuthFailureLimiter {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
 
-  constructor(private readonly burst: number, private readonly perSecond: number, private readonly capacity = 65_536) {}
+  constructor(
+    private readonly burst: number,
+    private readonly perSecond: number,
+    private readonly capacity = 65_536,
+  ) {}
 
   /**
    * Before a lookup: the whole seconds to wait (> 0, refused), `TOKEN_TAKEN` (0) or `UNTRACKED`

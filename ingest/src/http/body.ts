@@ -6,7 +6,13 @@ import { sendError, type Ctx } from './respond.js';
  * one chunk, is decoded straight from uWS's buffer with no copy (the buffer is only valid during
  * the callback, so decoding happens inside it). Over the cap: 413 and the connection is closed.
  */
-export function readBody(res: HttpResponse, ctx: Ctx, cap: number, declaredLength: string, done: (body: string) => void): void {
+export function readBody(
+  res: HttpResponse,
+  ctx: Ctx,
+  cap: number,
+  declaredLength: string,
+  done: (body: string) => void,
+): void {
   if (declaredLength !== '' && Number(declaredLength) > cap) {
     sendError(res, ctx, 'payload_too_large', `the body must be at most ${cap} bytes`, undefined, undefined, true);
     return;

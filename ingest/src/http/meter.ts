@@ -1,5 +1,19 @@
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
-import { ApiError, hasScope, parseMeterJson, PLAN_QUOTAS, statusOf, type Authenticator, type Principal, Rejection, periodOf, validateMeterEvent, type ErrorCode, type Logger, type MeterEvent } from '@meterd/core';
+import {
+  ApiError,
+  hasScope,
+  parseMeterJson,
+  PLAN_QUOTAS,
+  statusOf,
+  type Authenticator,
+  type Principal,
+  Rejection,
+  periodOf,
+  validateMeterEvent,
+  type ErrorCode,
+  type Logger,
+  type MeterEvent,
+} from '@meterd/core';
 import type { Deduper } from '../dedupe/deduper.js';
 import type { IngestMetrics } from '../metrics.js';
 import type { EventResult, Pipeline, SubmitResult } from '../pipeline.js';
@@ -68,14 +82,31 @@ export class MeterRoutes {
     const admission = this.opts.authFailures.take(addr, Date.now());
     if (admission > 0) {
       this.metrics.rejected.too_many_auth_failures!.inc();
-      sendAndClose(res, ctx, 'too_many_auth_failures', 'too many unknown API keys from this address; retry after the Retry-After seconds', undefined, admission);
+      sendAndClose(
+        res,
+        ctx,
+        'too_many_auth_failures',
+        'too many unknown API keys from this address; retry after the Retry-After seconds',
+        undefined,
+        admission,
+      );
       return;
     }
     this.lookUp(res, ctx, authz, addr, admission, ctype, cap, declared, batch);
   }
 
   /** A key that needs a query: the body waits (paused, at most uWS's read buffer taken in) until the key is known. */
-  private lookUp(res: HttpResponse, ctx: Ctx, authz: string, addr: string, admission: number, ctype: string, cap: number, declared: string, batch: boolean): void {
+  private lookUp(
+    res: HttpResponse,
+    ctx: Ctx,
+    authz: string,
+    addr: string,
+    admission: number,
+    ctype: string,
+    cap: number,
+    declared: string,
+    batch: boolean,
+  ): void {
     let principal: Principal | undefined;
     let body: string | undefined;
     readBody(res, ctx, cap, declared, (b) => {
@@ -84,21 +115,28 @@ export class MeterRoutes {
     });
     if (ctx.aborted) return; // readBody refused a declared length over the cap
     res.pause();
-    Promise.resolve(this.auth.authenticate(authz)).then((p) => {
-      // Only an unknown key counts against the address: a lookup that could not run (503) was not its fault.
-      this.opts.authFailures.settle(addr, admission, !(p instanceof ApiError && p.code === 'invalid_api_key'), Date.now());
-      if (ctx.aborted) return;
-      // Resumed in every case: a paused socket would also stall the connection's next request. A
-      // body completing inside resume() is handled by readBody's callback once `principal` is set.
-      const ready = body;
-      if (p instanceof ApiError) {
+    Promise.resolve(this.auth.authenticate(authz))
+      .then((p) => {
+        // Only an unknown key counts against the address: a lookup that could not run (503) was not its fault.
+        this.opts.authFailures.settle(
+          addr,
+          admission,
+          !(p instanceof ApiError && p.code === 'invalid_api_key'),
+          Date.now(),
+        );
+        if (ctx.aborted) return;
+        // Resumed in every case: a paused socket would also stall the connection's next request. A
+        // body completing inside resume() is handled by readBody's callback once `principal` is set.
+        const ready = body;
+        if (p instanceof ApiError) {
+          res.resume();
+          return this.refuse(res, ctx, p, declared);
+        }
+        principal = p;
         res.resume();
-        return this.refuse(res, ctx, p, declared);
-      }
-      principal = p;
-      res.resume();
-      if (ready !== undefined) this.authenticated(res, ctx, p, ctype, ready, batch);
-    }).catch((err: unknown) => this.fail(res, ctx, err));
+        if (ready !== undefined) this.authenticated(res, ctx, p, ctype, ready, batch);
+      })
+      .catch((err: unknown) => this.fail(res, ctx, err));
   }
 
   /** 401 (or 503 when keys cannot be checked) before the body: answered, and the connection closed unless it carried no body. */
@@ -110,7 +148,8 @@ export class MeterRoutes {
   }
 
   private authenticated(res: HttpResponse, ctx: Ctx, p: Principal, ctype: string, body: string, batch: boolean): void {
-    if (!hasScope(p, 'meter:write')) return this.reject(res, ctx, 'insufficient_scope', 'this key lacks the meter:write scope');
+    if (!hasScope(p, 'meter:write'))
+      return this.reject(res, ctx, 'insufficient_scope', 'this key lacks the meter:write scope');
     if (!isJson(ctype)) return this.reject(res, ctx, 'unsupported_media_type', 'send Content-Type: application/json');
     let doc: unknown;
     try {
@@ -132,32 +171,53 @@ export class MeterRoutes {
     }
     if (p.workspaceId !== null && ev.workspace_id !== p.workspaceId) {
       return this.withUsage(p.workspaceId, p, now, (usage) =>
-        this.reject(res, ctx, 'workspace_mismatch', 'workspace_id must be the API key\'s workspace', 'workspace_id', usage));
+        this.reject(
+          res,
+          ctx,
+          'workspace_mismatch',
+          "workspace_id must be the API key's workspace",
+          'workspace_id',
+          usage,
+        ),
+      );
     }
-    this.limitFor(p, ev.workspace_id).then((limit) => {
-      if (limit === undefined) return this.reject(res, ctx, 'workspace_not_found', `no workspace ${ev.workspace_id}`, 'workspace_id');
-      this.pipeline.submit({
-        workspaceId: ev.workspace_id,
-        limit,
-        events: [ev],
-        done: (r: SubmitResult) => {
-          const out = r.results[0]!;
-          const usage: PlanUsage = { used: r.used, limit };
-          if (out.kind === 'rejected') sendError(res, ctx, out.code, out.message, undefined, usage);
-          else sendJson(res, ctx, 202, rowJson(out.row, out.kind === 'duplicate'), usage);
-        },
-      });
-    }, (err: unknown) => this.fail(res, ctx, err));
+    this.limitFor(p, ev.workspace_id).then(
+      (limit) => {
+        if (limit === undefined)
+          return this.reject(res, ctx, 'workspace_not_found', `no workspace ${ev.workspace_id}`, 'workspace_id');
+        this.pipeline.submit({
+          workspaceId: ev.workspace_id,
+          limit,
+          events: [ev],
+          done: (r: SubmitResult) => {
+            const out = r.results[0]!;
+            const usage: PlanUsage = { used: r.used, limit };
+            if (out.kind === 'rejected') sendError(res, ctx, out.code, out.message, undefined, usage);
+            else sendJson(res, ctx, 202, rowJson(out.row, out.kind === 'duplicate'), usage);
+          },
+        });
+      },
+      (err: unknown) => this.fail(res, ctx, err),
+    );
   }
 
   private batch(res: HttpResponse, ctx: Ctx, p: Principal, doc: unknown): void {
-    if (typeof doc !== 'object' || doc === null || Array.isArray(doc) || !Array.isArray((doc as { events?: unknown }).events)) {
+    if (
+      typeof doc !== 'object' ||
+      doc === null ||
+      Array.isArray(doc) ||
+      !Array.isArray((doc as { events?: unknown }).events)
+    ) {
       return this.reject(res, ctx, 'invalid_body', 'the body must be {"events": [ … ]}', 'events');
     }
-    for (const k in doc) if (k !== 'events') return this.reject(res, ctx, 'unknown_field', `unknown field "${k.slice(0, 64)}"`, k.slice(0, 64));
+    for (const k in doc)
+      if (k !== 'events')
+        return this.reject(res, ctx, 'unknown_field', `unknown field "${k.slice(0, 64)}"`, k.slice(0, 64));
     const items = (doc as { events: unknown[] }).events;
-    if (items.length === 0) return this.reject(res, ctx, 'invalid_body', 'events must hold at least one event', 'events');
-    if (items.length > MAX_BATCH_EVENTS) return this.reject(res, ctx, 'batch_too_large', `a batch holds at most ${MAX_BATCH_EVENTS} events`, 'events');
+    if (items.length === 0)
+      return this.reject(res, ctx, 'invalid_body', 'events must hold at least one event', 'events');
+    if (items.length > MAX_BATCH_EVENTS)
+      return this.reject(res, ctx, 'batch_too_large', `a batch holds at most ${MAX_BATCH_EVENTS} events`, 'events');
 
     const now = Date.now();
     const results: (EventResult | Rejection)[] = new Array(items.length);
@@ -168,7 +228,12 @@ export class MeterRoutes {
     for (let i = 0; i < items.length; i++) {
       const ev = validateMeterEvent(items[i], now);
       if (ev instanceof Rejection) results[i] = ev;
-      else if (ws !== null && ev.workspace_id !== ws) results[i] = new Rejection('workspace_mismatch', 'workspace_id must be the API key\'s workspace', 'workspace_id');
+      else if (ws !== null && ev.workspace_id !== ws)
+        results[i] = new Rejection(
+          'workspace_mismatch',
+          "workspace_id must be the API key's workspace",
+          'workspace_id',
+        );
       else {
         ws = ev.workspace_id;
         valid.push(ev);
@@ -177,22 +242,32 @@ export class MeterRoutes {
     }
     if (ws === null) return this.answerBatch(res, ctx, results, undefined);
     const workspaceId = ws;
-    this.limitFor(p, workspaceId).then((limit) => {
-      if (limit === undefined) return this.reject(res, ctx, 'workspace_not_found', `no workspace ${workspaceId}`, 'workspace_id');
-      if (valid.length === 0) return this.withUsage(workspaceId, p, now, (usage) => this.answerBatch(res, ctx, results, usage));
-      this.pipeline.submit({
-        workspaceId,
-        limit,
-        events: valid,
-        done: (r) => {
-          for (let k = 0; k < where.length; k++) results[where[k]!] = r.results[k]!;
-          this.answerBatch(res, ctx, results, { used: r.used, limit });
-        },
-      });
-    }, (err: unknown) => this.fail(res, ctx, err));
+    this.limitFor(p, workspaceId).then(
+      (limit) => {
+        if (limit === undefined)
+          return this.reject(res, ctx, 'workspace_not_found', `no workspace ${workspaceId}`, 'workspace_id');
+        if (valid.length === 0)
+          return this.withUsage(workspaceId, p, now, (usage) => this.answerBatch(res, ctx, results, usage));
+        this.pipeline.submit({
+          workspaceId,
+          limit,
+          events: valid,
+          done: (r) => {
+            for (let k = 0; k < where.length; k++) results[where[k]!] = r.results[k]!;
+            this.answerBatch(res, ctx, results, { used: r.used, limit });
+          },
+        });
+      },
+      (err: unknown) => this.fail(res, ctx, err),
+    );
   }
 
-  private answerBatch(res: HttpResponse, ctx: Ctx, results: (EventResult | Rejection)[], usage: PlanUsage | undefined): void {
+  private answerBatch(
+    res: HttpResponse,
+    ctx: Ctx,
+    results: (EventResult | Rejection)[],
+    usage: PlanUsage | undefined,
+  ): void {
     let accepted = 0;
     let duplicates = 0;
     let rejected = 0;
@@ -211,23 +286,41 @@ export class MeterRoutes {
         list += `{"index":${i},"status":202,"id":"${r.row.id}","duplicate":${r.kind === 'duplicate'}}`;
       }
     }
-    sendJson(res, ctx, 202, `{"accepted":${accepted},"duplicates":${duplicates},"rejected":${rejected},"results":[${list}]}`, usage);
+    sendJson(
+      res,
+      ctx,
+      202,
+      `{"accepted":${accepted},"duplicates":${duplicates},"rejected":${rejected},"results":[${list}]}`,
+      usage,
+    );
   }
 
   /** The plan's event limit for a workspace: null = unlimited, undefined = no such workspace. */
   private limitFor(p: Principal, workspaceId: string): Promise<number | null | undefined> {
     if (p.plan !== null) return Promise.resolve(PLAN_QUOTAS[p.plan].eventsPerPeriod);
-    return this.auth.planOf(workspaceId).then((plan) => (plan === undefined ? undefined : PLAN_QUOTAS[plan].eventsPerPeriod));
+    return this.auth
+      .planOf(workspaceId)
+      .then((plan) => (plan === undefined ? undefined : PLAN_QUOTAS[plan].eventsPerPeriod));
   }
 
   /** Rejections of an authenticated workspace still carry the plan headers (read, never moved). */
   private withUsage(workspaceId: string, p: Principal, now: number, then: (u: PlanUsage | undefined) => void): void {
     const limit = p.plan === null ? undefined : PLAN_QUOTAS[p.plan].eventsPerPeriod;
     if (limit === undefined) return then(undefined);
-    this.deduper.used(workspaceId, periodOf(now)).then((used) => then({ used, limit }), () => then(undefined));
+    this.deduper.used(workspaceId, periodOf(now)).then(
+      (used) => then({ used, limit }),
+      () => then(undefined),
+    );
   }
 
-  private reject(res: HttpResponse, ctx: Ctx, code: ErrorCode, message: string, field?: string, usage?: PlanUsage): void {
+  private reject(
+    res: HttpResponse,
+    ctx: Ctx,
+    code: ErrorCode,
+    message: string,
+    field?: string,
+    usage?: PlanUsage,
+  ): void {
     this.metrics.rejected[code]?.inc();
     sendError(res, ctx, code, message, field, usage);
   }
@@ -239,5 +332,9 @@ export class MeterRoutes {
 }
 
 function isJson(ctype: string): boolean {
-  return ctype.length >= 16 && ctype.slice(0, 16).toLowerCase() === 'application/json' && (ctype.length === 16 || ctype[16] === ';' || ctype[16] === ' ');
+  return (
+    ctype.length >= 16 &&
+    ctype.slice(0, 16).toLowerCase() === 'application/json' &&
+    (ctype.length === 16 || ctype[16] === ';' || ctype[16] === ' ')
+  );
 }

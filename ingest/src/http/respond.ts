@@ -23,19 +23,39 @@ export class Ctx {
 
 // Status lines built once (uWS writes them verbatim).
 const STATUS: Record<number, string> = {
-  200: '200 OK', 202: '202 Accepted', 400: '400 Bad Request', 401: '401 Unauthorized', 403: '403 Forbidden',
-  404: '404 Not Found', 405: '405 Method Not Allowed', 409: '409 Conflict', 413: '413 Payload Too Large',
-  415: '415 Unsupported Media Type', 429: '429 Too Many Requests', 500: '500 Internal Server Error', 503: '503 Service Unavailable',
+  200: '200 OK',
+  202: '202 Accepted',
+  400: '400 Bad Request',
+  401: '401 Unauthorized',
+  403: '403 Forbidden',
+  404: '404 Not Found',
+  405: '405 Method Not Allowed',
+  409: '409 Conflict',
+  413: '413 Payload Too Large',
+  415: '415 Unsupported Media Type',
+  429: '429 Too Many Requests',
+  500: '500 Internal Server Error',
+  503: '503 Service Unavailable',
 };
 
 /** The seed's plan headers: what the workspace used this period, its limit, and what remains. */
-export interface PlanUsage { used: number; limit: number | null }
+export interface PlanUsage {
+  used: number;
+  limit: number | null;
+}
 
 /**
  * Writes a whole JSON response. Called from async callbacks, so it corks: status, headers and body
  * leave in one syscall (uWS: writes outside a cork from async code are separate sends).
  */
-export function sendJson(res: HttpResponse, ctx: Ctx, status: number, body: string, usage?: PlanUsage, extra?: [string, string]): void {
+export function sendJson(
+  res: HttpResponse,
+  ctx: Ctx,
+  status: number,
+  body: string,
+  usage?: PlanUsage,
+  extra?: [string, string],
+): void {
   if (ctx.aborted) return;
   ctx.settle();
   res.cork(() => {
@@ -56,9 +76,18 @@ export function sendJson(res: HttpResponse, ctx: Ctx, status: number, body: stri
   });
 }
 
-export function sendError(res: HttpResponse, ctx: Ctx, code: ErrorCode, message: string, field?: string, usage?: PlanUsage, closeConnection = false): void {
+export function sendError(
+  res: HttpResponse,
+  ctx: Ctx,
+  code: ErrorCode,
+  message: string,
+  field?: string,
+  usage?: PlanUsage,
+  closeConnection = false,
+): void {
   if (ctx.aborted) return;
-  const retry: [string, string] | undefined = code === 'idempotency_key_in_use' || code === 'service_unavailable' ? ['retry-after', '1'] : undefined;
+  const retry: [string, string] | undefined =
+    code === 'idempotency_key_in_use' || code === 'service_unavailable' ? ['retry-after', '1'] : undefined;
   if (closeConnection) return sendAndClose(res, ctx, code, message, field);
   sendJson(res, ctx, ERROR_CODES[code].status, errorBody(code, message, field), usage, retry);
 }
@@ -68,7 +97,14 @@ export function sendError(res: HttpResponse, ctx: Ctx, code: ErrorCode, message:
  * are never parsed as a request: for oversized bodies, and for requests refused before their key
  * is known, whose bodies the server never spends time on.
  */
-export function sendAndClose(res: HttpResponse, ctx: Ctx, code: ErrorCode, message: string, field?: string, retryAfterS?: number): void {
+export function sendAndClose(
+  res: HttpResponse,
+  ctx: Ctx,
+  code: ErrorCode,
+  message: string,
+  field?: string,
+  retryAfterS?: number,
+): void {
   if (ctx.aborted) return;
   ctx.settle();
   res.cork(() => {

@@ -15,12 +15,19 @@ import { durableMarkPath, segmentPath } from './segments.js';
  */
 const log = createLogger('disk-test', 'silent');
 const dir = () => mkdtempSync(join(tmpdir(), 'spool-disk-'));
-const append = (w: SpoolWriter, data: string) => new Promise<void>((res, rej) => w.append(data, 1, (e) => (e ? rej(e) : res())));
+const append = (w: SpoolWriter, data: string) =>
+  new Promise<void>((res, rej) => w.append(data, 1, (e) => (e ? rej(e) : res())));
 const errno = (code: string) => Object.assign(new Error(`${code}: injected`), { code });
 
 async function shipAll(w: SpoolWriter): Promise<string> {
   const sink: Buffer[] = [];
-  const s = new SpoolShipper(w, async (b) => { sink.push(Buffer.from(b)); }, { batchRows: 1000, intervalMs: 10, metrics: defineIngestMetrics(new MetricsRegistry()), log });
+  const s = new SpoolShipper(
+    w,
+    async (b) => {
+      sink.push(Buffer.from(b));
+    },
+    { batchRows: 1000, intervalMs: 10, metrics: defineIngestMetrics(new MetricsRegistry()), log },
+  );
   for (let i = 0; i < 20; i++) await s.shipOnce();
   return Buffer.concat(sink).toString();
 }
@@ -47,7 +54,11 @@ test('an abandoned segment is cut to its durable size on recovery: rows answered
   f.truncate = true;
   // The bytes reach the file but their fdatasync fails and the tail cannot be cut: the client gets a 503.
   await assert.rejects(append(w, '{"failed":1}\n'), /writing to the spool/);
-  assert.equal(statSync(segmentPath(d, seg)).size, '{"ok":1}\n{"failed":1}\n'.length, 'the failed row is still in the file');
+  assert.equal(
+    statSync(segmentPath(d, seg)).size,
+    '{"ok":1}\n{"failed":1}\n'.length,
+    'the failed row is still in the file',
+  );
   assert.equal(readFileSync(durableMarkPath(d, seg), 'utf8'), String('{"ok":1}\n'.length));
   f.sync = false;
   f.truncate = false;

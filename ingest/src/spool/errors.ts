@@ -2,7 +2,11 @@ import { MeterdError } from '@meterd/core';
 
 /** Another live process (or this thread, twice) already writes this spool folder. */
 export class SpoolLockedError extends MeterdError {
-  constructor(readonly dir: string, readonly holderPid: number, detail: string) {
+  constructor(
+    readonly dir: string,
+    readonly holderPid: number,
+    detail: string,
+  ) {
     super(
       'METERD_INGEST_SPOOL_LOCKED',
       `spool folder ${dir} is in use by process ${holderPid} (${detail}); two writers on one folder would delete each other's segments. ` +
@@ -15,13 +19,20 @@ export class SpoolLockedError extends MeterdError {
 /** The spool folder's lock could not be taken or checked (unreadable lock file, permissions, …). */
 export class SpoolLockError extends MeterdError {
   constructor(dir: string, action: string, cause: unknown) {
-    super('METERD_INGEST_SPOOL_LOCK_FAILED', `${action} of spool folder ${dir} failed: ${(cause as Error)?.message ?? String(cause)}`, { cause });
+    super(
+      'METERD_INGEST_SPOOL_LOCK_FAILED',
+      `${action} of spool folder ${dir} failed: ${(cause as Error)?.message ?? String(cause)}`,
+      { cause },
+    );
   }
 }
 
 /** This writer no longer holds its folder's lock, so it must not delete anything there. */
 export class SpoolLockLostError extends MeterdError {
   constructor(dir: string, detail: string) {
-    super('METERD_INGEST_SPOOL_LOCK_LOST', `the lock of spool folder ${dir} is no longer held by this writer (${detail}); not deleting shipped segments`);
+    super(
+      'METERD_INGEST_SPOOL_LOCK_LOST',
+      `the lock of spool folder ${dir} is no longer held by this writer (${detail}); not deleting shipped segments`,
+    );
   }
 }

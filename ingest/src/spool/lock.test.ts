@@ -14,7 +14,8 @@ import { segmentPath } from './segments.js';
 
 const dir = () => mkdtempSync(join(tmpdir(), 'spool-lock-'));
 const opts = { segmentBytes: 1 << 20, fsync: true };
-const append = (w: SpoolWriter, data: string) => new Promise<void>((res, rej) => w.append(data, 1, (e) => (e ? rej(e) : res())));
+const append = (w: SpoolWriter, data: string) =>
+  new Promise<void>((res, rej) => w.append(data, 1, (e) => (e ? rej(e) : res())));
 const lockedBy = (d: string, pid: number) => (err: unknown) => {
   const e = err as { code?: string; message: string };
   assert.equal(e.code, 'METERD_INGEST_SPOOL_LOCKED');
@@ -41,12 +42,25 @@ test('another live process holding the folder is refused (real second process)',
   await append(w, '{"acked":1}\n');
   const writerUrl = new URL('./writer.js', import.meta.url).href;
   const script = `import(${JSON.stringify(writerUrl)}).then((m) => { try { m.SpoolWriter.open(${JSON.stringify(d)}, { segmentBytes: 1 << 20, fsync: true }); console.log('opened'); } catch (e) { console.log(e.code + ' ' + e.message); } })`;
-  const out = await new Promise<string>((res, rej) => execFile(process.execPath, ['--input-type=module', '-e', script], (err, stdout) => (err ? rej(err) : res(stdout))));
+  const out = await new Promise<string>((res, rej) =>
+    execFile(process.execPath, ['--input-type=module', '-e', script], (err, stdout) => (err ? rej(err) : res(stdout))),
+  );
   assert.match(out, /^METERD_INGEST_SPOOL_LOCKED /);
   assert.ok(out.includes(`process ${process.pid}`));
   // Our live segment is untouched by the refused process.
   const sink: Buffer[] = [];
-  const s = new SpoolShipper(w, async (b) => { sink.push(Buffer.from(b)); }, { batchRows: 100, intervalMs: 10, metrics: defineIngestMetrics(new MetricsRegistry()), log: createLogger('t', 'silent') });
+  const s = new SpoolShipper(
+    w,
+    async (b) => {
+      sink.push(Buffer.from(b));
+    },
+    {
+      batchRows: 100,
+      intervalMs: 10,
+      metrics: defineIngestMetrics(new MetricsRegistry()),
+      log: createLogger('t', 'silent'),
+    },
+  );
   await s.shipOnce();
   assert.equal(Buffer.concat(sink).toString(), '{"acked":1}\n');
   await w.close();
@@ -70,7 +84,10 @@ test('a lock whose pid now belongs to a process started at another time (pid reu
   const child = spawn('sleep', ['30'], { stdio: 'ignore' });
   await once(child, 'spawn');
   try {
-    writeFileSync(join(d, 'lock'), JSON.stringify({ pid: child.pid, start: (processStartTime(child.pid!) ?? 0) - 1, thread: 0 }));
+    writeFileSync(
+      join(d, 'lock'),
+      JSON.stringify({ pid: child.pid, start: (processStartTime(child.pid!) ?? 0) - 1, thread: 0 }),
+    );
     const w = SpoolWriter.open(d, opts);
     await w.close();
   } finally {
@@ -89,7 +106,12 @@ test('a writer that lost its lock ships but never deletes segments', async () =>
   await once(child, 'spawn');
   try {
     writeFileSync(join(d, 'lock'), JSON.stringify({ pid: child.pid, start: processStartTime(child.pid!), thread: 0 }));
-    const s = new SpoolShipper(w, async () => {}, { batchRows: 100, intervalMs: 10, metrics: defineIngestMetrics(new MetricsRegistry()), log: createLogger('t', 'silent') });
+    const s = new SpoolShipper(w, async () => {}, {
+      batchRows: 100,
+      intervalMs: 10,
+      metrics: defineIngestMetrics(new MetricsRegistry()),
+      log: createLogger('t', 'silent'),
+    });
     assert.equal(await s.shipOnce(), 2);
     await assert.rejects(s.shipOnce(), (e: { code?: string }) => e.code === 'METERD_INGEST_SPOOL_LOCK_LOST');
     assert.ok(existsSync(segmentPath(d, sealed)), 'the segment is kept');

@@ -53,7 +53,11 @@ function isAlive(h: LockHolder): boolean {
 }
 
 export class FolderLock {
-  private constructor(readonly dir: string, readonly path: string, private readonly token: string) {}
+  private constructor(
+    readonly dir: string,
+    readonly path: string,
+    private readonly token: string,
+  ) {}
 
   /** Takes the lock of `dir` or throws SpoolLockedError naming the live holder. */
   static acquire(dir: string): FolderLock {
@@ -82,26 +86,36 @@ export class FolderLock {
           heldHere.add(path);
           return new FolderLock(dir, path, token);
         } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new SpoolLockError(dir, 'creating the lock file', err);
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST')
+            throw new SpoolLockError(dir, 'creating the lock file', err);
         }
         const seen = readLock(path);
         if (seen === undefined) continue; // released meanwhile
         const holder = parseHolder(seen);
         if (holder !== undefined && isLive(holder, me)) {
-          throw new SpoolLockedError(dir, holder.pid, holder.pid === me.pid ? 'another thread of this process' : 'a live process');
+          throw new SpoolLockedError(
+            dir,
+            holder.pid,
+            holder.pid === me.pid ? 'another thread of this process' : 'a live process',
+          );
         }
         removeStale(path, seen);
       }
       throw new SpoolLockedError(dir, parseHolder(readLock(path) ?? '')?.pid ?? 0, 'the lock kept changing hands');
     } finally {
-      try { unlinkSync(tmp); } catch { /* already gone */ }
+      try {
+        unlinkSync(tmp);
+      } catch {
+        /* already gone */
+      }
     }
   }
 
   /** Throws SpoolLockLostError when the lock file no longer names this writer (removed or taken over). */
   assertHeld(): void {
     const seen = readLock(this.path);
-    if (seen !== this.token) throw new SpoolLockLostError(this.dir, seen === undefined ? 'the lock file is gone' : `it now names ${seen}`);
+    if (seen !== this.token)
+      throw new SpoolLockLostError(this.dir, seen === undefined ? 'the lock file is gone' : `it now names ${seen}`);
   }
 
   release(): void {
@@ -126,7 +140,8 @@ function readLock(path: string): string | undefined {
 function parseHolder(text: string): LockHolder | undefined {
   try {
     const h = JSON.parse(text) as LockHolder;
-    if (Number.isSafeInteger(h.pid) && h.pid > 0) return { pid: h.pid, start: Number.isSafeInteger(h.start) ? h.start : null, thread: Number(h.thread) };
+    if (Number.isSafeInteger(h.pid) && h.pid > 0)
+      return { pid: h.pid, start: Number.isSafeInteger(h.start) ? h.start : null, thread: Number(h.thread) };
   } catch {
     // Unreadable content: no process can be named, so it is treated as stale.
   }
@@ -157,7 +172,15 @@ function removeStale(path: string, judged: string): void {
   const moved = readLock(aside);
   if (moved !== judged) {
     // We moved a lock someone took in between: put it back if the place is still free.
-    try { linkSync(aside, path); } catch { /* a third contender holds it now */ }
+    try {
+      linkSync(aside, path);
+    } catch {
+      /* a third contender holds it now */
+    }
   }
-  try { unlinkSync(aside); } catch { /* gone */ }
+  try {
+    unlinkSync(aside);
+  } catch {
+    /* gone */
+  }
 }

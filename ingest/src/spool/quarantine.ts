@@ -29,7 +29,9 @@ export async function quarantineRows(spoolDir: string, rows: QuarantinedRow[]): 
   const path = join(dir, `${String(rows[0]!.segment).padStart(12, '0')}.ndjson`);
   const at = new Date().toISOString();
   let text = '';
-  for (const r of rows) text += JSON.stringify({ quarantined_at: at, segment: r.segment, offset: r.offset, error: r.error, row: r.row }) + '\n';
+  for (const r of rows)
+    text +=
+      JSON.stringify({ quarantined_at: at, segment: r.segment, offset: r.offset, error: r.error, row: r.row }) + '\n';
   const fh = await open(path, 'a');
   try {
     await fh.writeFile(text);

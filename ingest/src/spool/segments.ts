@@ -1,4 +1,17 @@
-import { closeSync, fdatasyncSync, fstatSync, ftruncateSync, openSync, readdirSync, readFileSync, readSync, renameSync, unlinkSync, writeFileSync, mkdirSync } from 'node:fs';
+import {
+  closeSync,
+  fdatasyncSync,
+  fstatSync,
+  ftruncateSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  unlinkSync,
+  writeFileSync,
+  mkdirSync,
+} from 'node:fs';
 import { join } from 'node:path';
 
 /**
@@ -31,7 +44,11 @@ export function writeDurableMark(dir: string, seq: number, size: number): void {
   const tmp = `${path}.tmp`;
   writeFileSync(tmp, String(size));
   const fd = openSync(tmp, 'r');
-  try { fdatasyncSync(fd); } finally { closeSync(fd); }
+  try {
+    fdatasyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
   renameSync(tmp, path);
   syncDir(dir);
 }
@@ -78,14 +95,22 @@ export function writeCheckpoint(dir: string, p: Position): void {
   const tmp = join(dir, 'checkpoint.tmp');
   writeFileSync(tmp, JSON.stringify(p));
   const fd = openSync(tmp, 'r');
-  try { fdatasyncSync(fd); } finally { closeSync(fd); }
+  try {
+    fdatasyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
   renameSync(tmp, join(dir, 'checkpoint'));
   syncDir(dir);
 }
 
 export function syncDir(dir: string): void {
   const fd = openSync(dir, 'r');
-  try { fdatasyncSync(fd); } finally { closeSync(fd); }
+  try {
+    fdatasyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**
@@ -102,7 +127,7 @@ export function trimTornTail(path: string, from: number, durable?: number): { si
     const buf = Buffer.allocUnsafe(1 << 20);
     let rows = 0;
     let lastNewline = from - 1;
-    for (let pos = from; pos < size; ) {
+    for (let pos = from; pos < size;) {
       const n = readSync(fd, buf, 0, Math.min(buf.length, size - pos), pos);
       if (n === 0) break;
       for (let i = buf.indexOf(10, 0); i !== -1 && i < n; i = buf.indexOf(10, i + 1)) {

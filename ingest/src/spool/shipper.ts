@@ -44,11 +44,18 @@ export class SpoolShipper {
   failingSince: number | undefined;
   private lastSuccessAt = Date.now();
 
-  constructor(private readonly writer: SpoolWriter, private readonly insert: InsertRows, private readonly opts: ShipperOptions) {
+  constructor(
+    private readonly writer: SpoolWriter,
+    private readonly insert: InsertRows,
+    private readonly opts: ShipperOptions,
+  ) {
     this.cp = readCheckpoint(writer.dir);
     this.updateGauges();
     // tick() turns shipping errors into the state /readyz reports; onError sees only a bug in it.
-    this.loop = new Loop(() => this.tick(), { intervalMs: opts.intervalMs, onError: (err) => opts.log.error({ err }, 'ship tick failed') });
+    this.loop = new Loop(() => this.tick(), {
+      intervalMs: opts.intervalMs,
+      onError: (err) => opts.log.error({ err }, 'ship tick failed'),
+    });
   }
 
   get unshippedBytes(): number {
@@ -81,7 +88,10 @@ export class SpoolShipper {
       this.opts.metrics.shipFailures.inc();
       // One line per failure streak step, not per event: an outage must not flood the log.
       if (this.failures === 1 || this.failures % 20 === 0) {
-        this.opts.log.warn({ err, failures: this.failures, unshipped_bytes: this.unshippedBytes }, 'shipping spool to ClickHouse failed; retrying');
+        this.opts.log.warn(
+          { err, failures: this.failures, unshipped_bytes: this.unshippedBytes },
+          'shipping spool to ClickHouse failed; retrying',
+        );
       }
     }
     return this.failures === 0 ? (full ? 0 : this.opts.intervalMs) : Math.min(MAX_BACKOFF_MS, 100 * 2 ** this.failures);
@@ -166,12 +176,20 @@ export class SpoolShipper {
     for (let i = batch.indexOf(10); i !== -1; i = batch.indexOf(10, i + 1)) starts.push(i + 1);
     const refused: QuarantinedRow[] = [];
     const refuse = (i: number, err: Error): void => {
-      refused.push({ segment, offset: offset + starts[i]!, error: err.message.slice(0, 2_000), row: batch.toString('utf8', starts[i]!, starts[i + 1]! - 1) });
+      refused.push({
+        segment,
+        offset: offset + starts[i]!,
+        error: err.message.slice(0, 2_000),
+        row: batch.toString('utf8', starts[i]!, starts[i + 1]! - 1),
+      });
     };
     const split = async (lo: number, hi: number, err: Error): Promise<void> => {
       if (hi - lo === 1) return refuse(lo, err);
       const mid = (lo + hi) >>> 1;
-      for (const [a, b] of [[lo, mid], [mid, hi]] as const) {
+      for (const [a, b] of [
+        [lo, mid],
+        [mid, hi],
+      ] as const) {
         try {
           await this.insert(batch.subarray(starts[a]!, starts[b]!));
         } catch (e) {
@@ -186,7 +204,14 @@ export class SpoolShipper {
     this.quarantinedRows += refused.length;
     this.opts.quarantined?.inc(refused.length);
     this.opts.log.error(
-      { quarantined_rows: refused.length, batch_rows: starts.length - 1, segment, offset, file, clickhouse_error: refused[0]!.error.slice(0, 300) },
+      {
+        quarantined_rows: refused.length,
+        batch_rows: starts.length - 1,
+        segment,
+        offset,
+        file,
+        clickhouse_error: refused[0]!.error.slice(0, 300),
+      },
       'ClickHouse refused spool rows for their content; moved them to quarantine and shipped the rest',
     );
   }

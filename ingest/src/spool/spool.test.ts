@@ -11,14 +11,19 @@ import { readCheckpoint, segmentPath } from './segments.js';
 
 const log = createLogger('spool-test', 'silent');
 const dir = () => mkdtempSync(join(tmpdir(), 'spool-'));
-const append = (w: SpoolWriter, data: string, rows = 1) => new Promise<void>((res, rej) => w.append(data, rows, (e) => (e ? rej(e) : res())));
+const append = (w: SpoolWriter, data: string, rows = 1) =>
+  new Promise<void>((res, rej) => w.append(data, rows, (e) => (e ? rej(e) : res())));
 
 function shipperFor(w: SpoolWriter, sink: Buffer[], opts: { batchRows?: number; fail?: () => boolean } = {}) {
   const metrics = defineIngestMetrics(new MetricsRegistry());
-  return new SpoolShipper(w, async (b) => {
-    if (opts.fail?.()) throw new Error('ClickHouse is down');
-    sink.push(Buffer.from(b));
-  }, { batchRows: opts.batchRows ?? 1000, intervalMs: 10, metrics, log });
+  return new SpoolShipper(
+    w,
+    async (b) => {
+      if (opts.fail?.()) throw new Error('ClickHouse is down');
+      sink.push(Buffer.from(b));
+    },
+    { batchRows: opts.batchRows ?? 1000, intervalMs: 10, metrics, log },
+  );
 }
 
 test('appends in the same tick share one write + fdatasync (group commit)', async () => {
@@ -74,7 +79,10 @@ test('the checkpoint moves only after the insert succeeded; a restart ships from
   assert.equal(Buffer.concat(sink).toString(), '{"n":1}\n{"n":2}\n{"n":3}\n');
   // Shipped segments are deleted; only the live one remains.
   await s2.shipOnce();
-  assert.deepEqual(readdirSync(d).filter((f) => f.endsWith('.ndjson')), [segmentPath(d, w2.durableEnd.segment).split('/').pop()]);
+  assert.deepEqual(
+    readdirSync(d).filter((f) => f.endsWith('.ndjson')),
+    [segmentPath(d, w2.durableEnd.segment).split('/').pop()],
+  );
   await w2.close();
 });
 
@@ -126,6 +134,10 @@ test('the segment being written is never deleted, even when everything in it has
   // Its rows survive a restart too (the checkpoint, not a deletion, says they shipped).
   const w2 = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: true });
   assert.equal(w2.unshippedRows, 0);
-  assert.equal(w2.segments.find((x) => x.seq === live)?.sealed, true, 'a recovered segment is sealed by the writer that recovered it');
+  assert.equal(
+    w2.segments.find((x) => x.seq === live)?.sealed,
+    true,
+    'a recovered segment is sealed by the writer that recovered it',
+  );
   await w2.close();
 });

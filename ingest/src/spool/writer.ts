@@ -2,13 +2,27 @@ import { close, closeSync, fdatasync, ftruncate, openSync, unlinkSync, write } f
 import type { Counter, Histogram, Logger } from '@meterd/core';
 import { FolderLock } from './lock.js';
 import {
-  listSegments, readCheckpoint, readDurableMark, removeDurableMark, segmentPath, syncDir, trimTornTail, writeDurableMark, type Position,
+  listSegments,
+  readCheckpoint,
+  readDurableMark,
+  removeDurableMark,
+  segmentPath,
+  syncDir,
+  trimTornTail,
+  writeDurableMark,
+  type Position,
 } from './segments.js';
 
 /** The file calls the writer makes, replaceable so tests can inject disk failures. */
 export interface SpoolIo {
   openSegment(path: string): number;
-  write(fd: number, buf: Buffer, offset: number, length: number, cb: (err: Error | null, written: number) => void): void;
+  write(
+    fd: number,
+    buf: Buffer,
+    offset: number,
+    length: number,
+    cb: (err: Error | null, written: number) => void,
+  ): void;
   fdatasync(fd: number, cb: (err: Error | null) => void): void;
   ftruncate(fd: number, len: number, cb: (err: Error | null) => void): void;
 }
@@ -38,7 +52,11 @@ export interface Spool {
 }
 
 /** `sealed`: this writer will never write it again, so once shipped it may be deleted. */
-export interface Segment { seq: number; size: number; sealed: boolean }
+export interface Segment {
+  seq: number;
+  size: number;
+  sealed: boolean;
+}
 
 /**
  * Append-only spool with group commit. Appends arriving while a write + fdatasync is in flight are
@@ -69,7 +87,11 @@ export class SpoolWriter implements Spool {
   /** Why closing or abandoning a previous segment failed, if it did (kept for diagnostics). */
   lastCloseError: Error | undefined;
 
-  private constructor(readonly dir: string, private readonly opts: SpoolWriterOptions, private readonly lock: FolderLock) {
+  private constructor(
+    readonly dir: string,
+    private readonly opts: SpoolWriterOptions,
+    private readonly lock: FolderLock,
+  ) {
     this.io = { ...nodeIo, ...opts.io };
     const existing = listSegments(dir);
     const cp = readCheckpoint(dir);
@@ -153,7 +175,10 @@ export class SpoolWriter implements Spool {
     const fd = this.fd;
     if (fd === undefined) {
       const cause = this.rotateError;
-      const e = new Error(`writing to the spool in ${this.dir} failed: no segment to write to (${cause?.message ?? 'unknown'})`, { cause });
+      const e = new Error(
+        `writing to the spool in ${this.dir} failed: no segment to write to (${cause?.message ?? 'unknown'})`,
+        { cause },
+      );
       for (const w of waiters) w(e);
       return this.next();
     }
@@ -212,9 +237,15 @@ export class SpoolWriter implements Spool {
       // The disk refuses even a tiny file: rows of the failed group may ship after a restart. They
       // got a 503 and their keys were released, so a retry stores a copy the events table collapses.
       this.lastCloseError = markErr as Error;
-      this.opts.log?.error({ err: markErr, segment: seg.seq, durable_bytes: seg.size }, 'could not record the durable size of an abandoned spool segment');
+      this.opts.log?.error(
+        { err: markErr, segment: seg.seq, durable_bytes: seg.size },
+        'could not record the durable size of an abandoned spool segment',
+      );
     }
-    this.opts.log?.warn({ err: why, segment: seg.seq, durable_bytes: seg.size }, 'abandoning spool segment after a failed write could not be cut back');
+    this.opts.log?.warn(
+      { err: why, segment: seg.seq, durable_bytes: seg.size },
+      'abandoning spool segment after a failed write could not be cut back',
+    );
     seg.sealed = true;
     this.closeQuietly(fd);
     this.fd = undefined;
@@ -257,7 +288,10 @@ export class SpoolWriter implements Spool {
   private rotateFailed(err: Error, seq: number): void {
     this.rotateDue = true;
     if (this.rotateError === undefined) {
-      this.opts.log?.warn({ err, segment: seq, writing: this.fd !== undefined }, 'starting a new spool segment failed; retrying at the next write');
+      this.opts.log?.warn(
+        { err, segment: seq, writing: this.fd !== undefined },
+        'starting a new spool segment failed; retrying at the next write',
+      );
     }
     this.rotateError = err;
   }

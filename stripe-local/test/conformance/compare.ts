@@ -20,21 +20,35 @@ export function jsonKind(v: unknown): string {
   return typeof v;
 }
 
-export function compare(got: unknown, want: unknown, type: TypeInfo | undefined, path: string, problems: string[], root = true): void {
+export function compare(
+  got: unknown,
+  want: unknown,
+  type: TypeInfo | undefined,
+  path: string,
+  problems: string[],
+  root = true,
+): void {
   const g = jsonKind(got);
   const w = jsonKind(want);
   if (g === 'null') return; // nullability is decided by the caller, which knows the field
   if (w === 'null') {
-    if (type !== undefined && type.kinds.size > 0 && !type.kinds.has(g)) problems.push(`${path}: ${g}, where stripe-node allows ${[...type.kinds].join('|')}`);
+    if (type !== undefined && type.kinds.size > 0 && !type.kinds.has(g))
+      problems.push(`${path}: ${g}, where stripe-node allows ${[...type.kinds].join('|')}`);
     return;
   }
-  if (g !== w) { problems.push(`${path}: ${g}, Stripe has ${w}`); return; }
+  if (g !== w) {
+    problems.push(`${path}: ${g}, Stripe has ${w}`);
+    return;
+  }
   if (g === 'array') {
     const gotArr = got as unknown[];
     const wantArr = want as unknown[];
     if (wantArr.length === 0) return;
     gotArr.forEach((x, i) => {
-      if (x === null) { problems.push(`${path}[${i}]: null element`); return; }
+      if (x === null) {
+        problems.push(`${path}[${i}]: null element`);
+        return;
+      }
       compare(x, wantArr[0], type?.element, `${path}[${i}]`, problems, false);
     });
     return;
@@ -46,15 +60,22 @@ export function compare(got: unknown, want: unknown, type: TypeInfo | undefined,
   const isMap = type?.map === true || (Object.keys(wo).length === 0 && type?.fields === undefined);
   if (isMap) return;
   for (const k of Object.keys(wo)) {
-    if (!(k in go)) { problems.push(`${path}.${k}: missing`); continue; }
+    if (!(k in go)) {
+      problems.push(`${path}.${k}: missing`);
+      continue;
+    }
     const field = type?.fields?.get(k);
-    if (go[k] === null && wo[k] !== null && !(field?.nullable ?? false)) { problems.push(`${path}.${k}: null, where Stripe's is ${jsonKind(wo[k])} and stripe-node does not allow null`); continue; }
+    if (go[k] === null && wo[k] !== null && !(field?.nullable ?? false)) {
+      problems.push(`${path}.${k}: null, where Stripe's is ${jsonKind(wo[k])} and stripe-node does not allow null`);
+      continue;
+    }
     compare(go[k], wo[k], field?.type, `${path}.${k}`, problems, false);
   }
   for (const k of Object.keys(go)) {
     if (k in wo) continue;
     const field = type?.fields?.get(k);
-    if (field?.optional !== true) problems.push(`${path}.${k}: extra (not in Stripe's example${field ? ', and not optional in stripe-node' : ''})`);
+    if (field?.optional !== true)
+      problems.push(`${path}.${k}: extra (not in Stripe's example${field ? ', and not optional in stripe-node' : ''})`);
   }
 }
 
@@ -65,15 +86,25 @@ export function compare(got: unknown, want: unknown, type: TypeInfo | undefined,
  */
 export function compareToType(got: unknown, type: TypeInfo, path: string, problems: string[], root = true): void {
   const g = jsonKind(got);
-  if (type.kinds.size > 0 && !type.kinds.has(g)) { problems.push(`${path}: ${g}, where stripe-node has ${[...type.kinds].join('|')}`); return; }
-  if (g === 'array' && type.element) (got as unknown[]).forEach((x, i) => compareToType(x, type.element!, `${path}[${i}]`, problems, false));
+  if (type.kinds.size > 0 && !type.kinds.has(g)) {
+    problems.push(`${path}: ${g}, where stripe-node has ${[...type.kinds].join('|')}`);
+    return;
+  }
+  if (g === 'array' && type.element)
+    (got as unknown[]).forEach((x, i) => compareToType(x, type.element!, `${path}[${i}]`, problems, false));
   if (g !== 'object' || type.map || type.fields === undefined) return;
   const o = got as Record<string, unknown>;
   // A nested API object (a list's items) is checked under its own type.
   if (!root && typeof o.object === 'string') return;
   for (const [k, f] of type.fields) {
-    if (!(k in o)) { if (!f.optional) problems.push(`${path}.${k}: missing`); continue; }
-    if (o[k] === null) { if (!f.nullable) problems.push(`${path}.${k}: null, not nullable in stripe-node`); continue; }
+    if (!(k in o)) {
+      if (!f.optional) problems.push(`${path}.${k}: missing`);
+      continue;
+    }
+    if (o[k] === null) {
+      if (!f.nullable) problems.push(`${path}.${k}: null, not nullable in stripe-node`);
+      continue;
+    }
     if (f.type) compareToType(o[k], f.type, `${path}.${k}`, problems, false);
   }
   for (const k of Object.keys(o)) if (!type.fields.has(k)) problems.push(`${path}.${k}: not declared by stripe-node`);

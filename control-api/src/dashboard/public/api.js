@@ -15,7 +15,12 @@ export async function api(method, path, body) {
   const headers = { accept: 'application/json' };
   if (method !== 'GET') headers['x-csrf-token'] = csrf();
   if (body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(`/dashboard/api/${path}`, { method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body) });
+  const res = await fetch(`/dashboard/api/${path}`, {
+    method,
+    headers,
+    credentials: 'same-origin',
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
   if (res.status === 401) {
     location.assign(`/dashboard/signin?next=${encodeURIComponent(location.pathname + location.search)}`);
     throw new ApiError(401, null);

@@ -39,7 +39,9 @@ async function main() {
   const refresh = await render();
   if (typeof refresh === 'function') {
     // Poll only while the tab is visible: a background tab costs the stores nothing.
-    setInterval(() => { if (document.visibilityState === 'visible') void refresh(); }, REFRESH_MS);
+    setInterval(() => {
+      if (document.visibilityState === 'visible') void refresh();
+    }, REFRESH_MS);
   }
 }
 

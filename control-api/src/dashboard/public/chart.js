@@ -3,7 +3,12 @@
 import { fmtInt, fmtMoney } from './dom.js';
 
 const NS = 'http://www.w3.org/2000/svg';
-const W = 720, H = 240, PAD_L = 8, PAD_R = 8, PAD_T = 16, PAD_B = 28;
+const W = 720,
+  H = 240,
+  PAD_L = 8,
+  PAD_R = 8,
+  PAD_T = 16,
+  PAD_B = 28;
 
 function s(tag, attrs = {}, text) {
   const el = document.createElementNS(NS, tag);
@@ -18,28 +23,62 @@ export function renderChart(windows, { currency, granularity, summary }) {
   const maxG = windows.reduce((m, w) => (BigInt(w.gmv_cents) > m ? BigInt(w.gmv_cents) : m), 0n);
   const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': summary, class: 'chart' });
   svg.append(s('title', {}, summary));
-  const plotW = W - PAD_L - PAD_R, plotH = H - PAD_T - PAD_B;
+  const plotW = W - PAD_L - PAD_R,
+    plotH = H - PAD_T - PAD_B;
   const step = plotW / Math.max(1, windows.length);
   // Ratios in floating point are fine here: they only place pixels; labels use the exact strings.
   const y = (v, max) => PAD_T + plotH - (max === 0n ? 0 : (Number(v) / Number(max)) * plotH);
-  for (let i = 0; i <= 4; i++) svg.append(s('line', { x1: PAD_L, x2: W - PAD_R, y1: PAD_T + (plotH * i) / 4, y2: PAD_T + (plotH * i) / 4, class: 'grid' }));
+  for (let i = 0; i <= 4; i++)
+    svg.append(
+      s('line', { x1: PAD_L, x2: W - PAD_R, y1: PAD_T + (plotH * i) / 4, y2: PAD_T + (plotH * i) / 4, class: 'grid' }),
+    );
   const points = [];
   windows.forEach((w, i) => {
     const x = PAD_L + i * step;
     const top = y(w.events, maxE);
-    const label = `${new Date(w.t).toISOString().slice(0, granularity === 'hour' ? 13 : 10).replace('T', ' ')}${granularity === 'hour' ? ':00' : ''} UTC: ${fmtInt(w.events)} events, ${fmtMoney(w.gmv_cents, currency)}`;
-    const bar = s('rect', { x: x + step * 0.15, y: top, width: Math.max(1, step * 0.7), height: PAD_T + plotH - top, class: 'bar', 'data-t': w.t, 'data-events': w.events, 'data-gmv-cents': w.gmv_cents });
+    const label = `${new Date(w.t)
+      .toISOString()
+      .slice(0, granularity === 'hour' ? 13 : 10)
+      .replace(
+        'T',
+        ' ',
+      )}${granularity === 'hour' ? ':00' : ''} UTC: ${fmtInt(w.events)} events, ${fmtMoney(w.gmv_cents, currency)}`;
+    const bar = s('rect', {
+      x: x + step * 0.15,
+      y: top,
+      width: Math.max(1, step * 0.7),
+      height: PAD_T + plotH - top,
+      class: 'bar',
+      'data-t': w.t,
+      'data-events': w.events,
+      'data-gmv-cents': w.gmv_cents,
+    });
     bar.append(s('title', {}, label));
     svg.append(bar);
     points.push(`${(x + step / 2).toFixed(1)},${y(w.gmv_cents, maxG).toFixed(1)}`);
     const every = Math.ceil(windows.length / 8);
     if (i % every === 0) {
       const d = new Date(w.t);
-      const text = granularity === 'hour' ? `${String(d.getUTCHours()).padStart(2, '0')}:00` : `${d.getUTCMonth() + 1}/${d.getUTCDate()}`;
-      svg.append(s('text', { x: i === 0 ? x : x + step / 2, y: H - 8, class: 'axis', 'text-anchor': i === 0 ? 'start' : 'middle' }, text));
+      const text =
+        granularity === 'hour'
+          ? `${String(d.getUTCHours()).padStart(2, '0')}:00`
+          : `${d.getUTCMonth() + 1}/${d.getUTCDate()}`;
+      svg.append(
+        s(
+          'text',
+          { x: i === 0 ? x : x + step / 2, y: H - 8, class: 'axis', 'text-anchor': i === 0 ? 'start' : 'middle' },
+          text,
+        ),
+      );
     }
   });
   if (maxG > 0n) svg.append(s('polyline', { points: points.join(' '), class: 'gmv-line' }));
-  svg.append(s('text', { x: PAD_L + 2, y: PAD_T - 4, class: 'axis' }, `max ${fmtInt(maxE.toString())} events · ${fmtMoney(maxG.toString(), currency)}`));
+  svg.append(
+    s(
+      'text',
+      { x: PAD_L + 2, y: PAD_T - 4, class: 'axis' },
+      `max ${fmtInt(maxE.toString())} events · ${fmtMoney(maxG.toString(), currency)}`,
+    ),
+  );
   return svg;
 }

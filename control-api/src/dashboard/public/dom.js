@@ -6,7 +6,10 @@ export function h(tag, attrs = {}, ...children) {
   for (const [k, v] of Object.entries(attrs)) {
     if (v === undefined || v === null) continue;
     // data-* keep booleans as text ("true"/"false"); elsewhere false means "attribute absent".
-    if (k.startsWith('data-')) { el.setAttribute(k, String(v)); continue; }
+    if (k.startsWith('data-')) {
+      el.setAttribute(k, String(v));
+      continue;
+    }
     if (v === false) continue;
     if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
     else if (k === 'class') el.className = v;
@@ -70,9 +73,27 @@ export function badge(text, kind) {
 }
 
 export function table(caption, headers, rows) {
-  return h('div', { class: 'table-wrap' },
-    h('table', {},
+  return h(
+    'div',
+    { class: 'table-wrap' },
+    h(
+      'table',
+      {},
       h('caption', {}, caption),
-      h('thead', {}, h('tr', {}, headers.map((x) => h('th', { scope: 'col' }, x)))),
-      h('tbody', {}, rows.length === 0 ? h('tr', {}, h('td', { colspan: headers.length, class: 'muted' }, 'Nothing yet.')) : rows)));
+      h(
+        'thead',
+        {},
+        h(
+          'tr',
+          {},
+          headers.map((x) => h('th', { scope: 'col' }, x)),
+        ),
+      ),
+      h(
+        'tbody',
+        {},
+        rows.length === 0 ? h('tr', {}, h('td', { colspan: headers.length, class: 'muted' }, 'Nothing yet.')) : rows,
+      ),
+    ),
+  );
 }

@@ -26,7 +26,8 @@ const view = { granularity: 'hour', currency: null };
 function filled(o, currency) {
   const by = new Map(o.series.filter((p) => p.currency === currency).map((p) => [p.t, p]));
   const out = [];
-  for (let t = o.range.from; t < o.range.to; t += o.range.step) out.push(by.get(t) ?? { t, events: '0', gmv_cents: '0' });
+  for (let t = o.range.from; t < o.range.to; t += o.range.step)
+    out.push(by.get(t) ?? { t, events: '0', gmv_cents: '0' });
   return out;
 }
 
@@ -36,18 +37,42 @@ function perSecond(prev, cur, value) {
 }
 
 function card(label, value, detail, id) {
-  return h('section', { class: 'card stat', 'aria-labelledby': `${id}-label` },
-    h('h2', { id: `${id}-label` }, label), h('p', { class: 'big', id }, value), detail ? h('p', { class: 'muted' }, detail) : null);
+  return h(
+    'section',
+    { class: 'card stat', 'aria-labelledby': `${id}-label` },
+    h('h2', { id: `${id}-label` }, label),
+    h('p', { class: 'big', id }, value),
+    detail ? h('p', { class: 'muted' }, detail) : null,
+  );
 }
 
 export async function overview() {
   const root = content();
-  const controls = h('form', { class: 'controls', onsubmit: (e) => e.preventDefault() },
+  const controls = h(
+    'form',
+    { class: 'controls', onsubmit: (e) => e.preventDefault() },
     h('label', { for: 'granularity' }, 'Chart by '),
-    h('select', { id: 'granularity', onchange: (e) => { view.granularity = e.target.value; void refresh(); } },
-      h('option', { value: 'hour' }, 'hour (last 48 hours)'), h('option', { value: 'day' }, 'day (last 30 days)')),
+    h(
+      'select',
+      {
+        id: 'granularity',
+        onchange: (e) => {
+          view.granularity = e.target.value;
+          void refresh();
+        },
+      },
+      h('option', { value: 'hour' }, 'hour (last 48 hours)'),
+      h('option', { value: 'day' }, 'day (last 30 days)'),
+    ),
     h('label', { for: 'currency' }, ' Currency '),
-    h('select', { id: 'currency', onchange: (e) => { view.currency = e.target.value; void refresh(); } }));
+    h('select', {
+      id: 'currency',
+      onchange: (e) => {
+        view.currency = e.target.value;
+        void refresh();
+      },
+    }),
+  );
   const body = h('div', { id: 'overview-body' });
   replace(root, controls, body);
 
@@ -63,25 +88,61 @@ export async function overview() {
     const eps = cur ? perSecond(rate.last, cur, (x) => x.n) : null;
     if (cur) rate.last = cur;
     const pct = usedOk && usage.limit ? Math.min(100, (usage.used / usage.limit) * 100) : null;
-    blocks.push(h('div', { class: 'stats' },
-      h('section', { class: 'card stat', 'aria-labelledby': 'usage-label' },
-        h('h2', { id: 'usage-label' }, `Events this period (${usage.period.slice(0, 4)}-${usage.period.slice(4)})`),
-        h('p', { class: 'big', id: 'usage-used' }, usedOk ? `${fmtInt(String(usage.used))} / ${usage.limit === null ? 'unlimited' : fmtInt(String(usage.limit))}` : '—'),
-        pct === null ? null : h('progress', { max: 100, value: pct.toFixed(1), 'aria-label': `${pct.toFixed(1)} % of the ${usage.plan} plan's quota used` }),
-        h('p', { class: 'muted' }, usedOk ? `${usage.plan} plan` : usage.used.unavailable)),
-      card('Events per second now', eps === null ? 'measuring…' : eps.toFixed(eps < 10 ? 2 : 0), 'this workspace, accepted events (from the quota counter)', 'eps'),
-      card('Rollup freshness', o.freshness.unavailable ? '—' : fmtAgo(o.freshness.lag_ms),
-        o.freshness.unavailable ?? `rollups include every event stored before ${fmtTime(o.freshness.as_of)}`, 'freshness')));
+    blocks.push(
+      h(
+        'div',
+        { class: 'stats' },
+        h(
+          'section',
+          { class: 'card stat', 'aria-labelledby': 'usage-label' },
+          h('h2', { id: 'usage-label' }, `Events this period (${usage.period.slice(0, 4)}-${usage.period.slice(4)})`),
+          h(
+            'p',
+            { class: 'big', id: 'usage-used' },
+            usedOk
+              ? `${fmtInt(String(usage.used))} / ${usage.limit === null ? 'unlimited' : fmtInt(String(usage.limit))}`
+              : '—',
+          ),
+          pct === null
+            ? null
+            : h('progress', {
+                max: 100,
+                value: pct.toFixed(1),
+                'aria-label': `${pct.toFixed(1)} % of the ${usage.plan} plan's quota used`,
+              }),
+          h('p', { class: 'muted' }, usedOk ? `${usage.plan} plan` : usage.used.unavailable),
+        ),
+        card(
+          'Events per second now',
+          eps === null ? 'measuring…' : eps.toFixed(eps < 10 ? 2 : 0),
+          'this workspace, accepted events (from the quota counter)',
+          'eps',
+        ),
+        card(
+          'Rollup freshness',
+          o.freshness.unavailable ? '—' : fmtAgo(o.freshness.lag_ms),
+          o.freshness.unavailable ?? `rollups include every event stored before ${fmtTime(o.freshness.as_of)}`,
+          'freshness',
+        ),
+      ),
+    );
 
     // The chart, for one currency at a time (GMV of different currencies never adds up).
-    const chartCard = h('section', { class: 'card', 'aria-labelledby': 'chart-label' }, h('h2', { id: 'chart-label' }, 'GMV and events over time'));
+    const chartCard = h(
+      'section',
+      { class: 'card', 'aria-labelledby': 'chart-label' },
+      h('h2', { id: 'chart-label' }, 'GMV and events over time'),
+    );
     if (o.series.unavailable) chartCard.append(notice(o.series.unavailable, 'error'));
     else {
       const currencies = [...new Set(o.series.map((p) => p.currency))].sort();
       if (currencies.length === 0) currencies.push('USD');
       if (!currencies.includes(view.currency)) view.currency = currencies[0];
       const sel = document.getElementById('currency');
-      replace(sel, currencies.map((c) => h('option', { value: c, selected: c === view.currency }, c)));
+      replace(
+        sel,
+        currencies.map((c) => h('option', { value: c, selected: c === view.currency }, c)),
+      );
       const windows = filled(o, view.currency);
       const events = windows.reduce((n, w) => n + BigInt(w.events), 0n).toString();
       const gmv = windows.reduce((n, w) => n + BigInt(w.gmv_cents), 0n).toString();
@@ -89,18 +150,66 @@ export async function overview() {
       const summary = `${span}: ${fmtInt(events)} event${events === '1' ? '' : 's'}, GMV ${fmtMoney(gmv, view.currency)}`;
       chartCard.append(
         h('p', { id: 'chart-summary', 'data-events': events, 'data-gmv-cents': gmv }, summary),
-        renderChart(windows, { currency: view.currency, granularity: view.granularity, summary: `Chart by ${view.granularity}, ${summary}` }),
-        h('p', { class: 'legend muted' }, h('span', { class: 'key bar-key' }), ' events per window ', h('span', { class: 'key line-key' }), ' GMV per window'),
-        h('details', {}, h('summary', {}, 'Chart data as a table'),
-          table(`Windows with events (${view.currency})`, ['Window start', 'Events', 'GMV'],
-            windows.filter((w) => w.events !== '0').map((w) => h('tr', {}, h('td', {}, fmtTime(w.t)), h('td', {}, fmtInt(w.events)), h('td', {}, fmtMoney(w.gmv_cents, view.currency)))))));
+        renderChart(windows, {
+          currency: view.currency,
+          granularity: view.granularity,
+          summary: `Chart by ${view.granularity}, ${summary}`,
+        }),
+        h(
+          'p',
+          { class: 'legend muted' },
+          h('span', { class: 'key bar-key' }),
+          ' events per window ',
+          h('span', { class: 'key line-key' }),
+          ' GMV per window',
+        ),
+        h(
+          'details',
+          {},
+          h('summary', {}, 'Chart data as a table'),
+          table(
+            `Windows with events (${view.currency})`,
+            ['Window start', 'Events', 'GMV'],
+            windows
+              .filter((w) => w.events !== '0')
+              .map((w) =>
+                h(
+                  'tr',
+                  {},
+                  h('td', {}, fmtTime(w.t)),
+                  h('td', {}, fmtInt(w.events)),
+                  h('td', {}, fmtMoney(w.gmv_cents, view.currency)),
+                ),
+              ),
+          ),
+        ),
+      );
     }
     blocks.push(chartCard);
 
-    blocks.push(h('section', { class: 'card' }, h('h2', {}, 'This month by event type'),
-      o.month_totals.unavailable ? notice(o.month_totals.unavailable, 'error') :
-        table('Rollup totals for the current month', ['Event type', 'Events', 'Quantity', 'GMV'],
-          o.month_totals.map((r) => h('tr', {}, h('td', {}, r.event_type), h('td', {}, fmtInt(r.events)), h('td', {}, fmtInt(r.quantity)), h('td', {}, fmtMoney(r.gmv_cents, r.currency)))))));
+    blocks.push(
+      h(
+        'section',
+        { class: 'card' },
+        h('h2', {}, 'This month by event type'),
+        o.month_totals.unavailable
+          ? notice(o.month_totals.unavailable, 'error')
+          : table(
+              'Rollup totals for the current month',
+              ['Event type', 'Events', 'Quantity', 'GMV'],
+              o.month_totals.map((r) =>
+                h(
+                  'tr',
+                  {},
+                  h('td', {}, r.event_type),
+                  h('td', {}, fmtInt(r.events)),
+                  h('td', {}, fmtInt(r.quantity)),
+                  h('td', {}, fmtMoney(r.gmv_cents, r.currency)),
+                ),
+              ),
+            ),
+      ),
+    );
 
     // Ingest's counters: per process and for all workspaces, and the page says so.
     const ing = o.ingest;
@@ -108,13 +217,37 @@ export async function overview() {
     const ingEps = ingCur ? perSecond(rate.ingestLast, ingCur, (x) => x.n) : null;
     if (ingCur) rate.ingestLast = ingCur;
     const reasons = Object.entries(ing.rejected).sort((a, b) => b[1] - a[1]);
-    blocks.push(h('section', { class: 'card', 'aria-labelledby': 'ingest-label' }, h('h2', { id: 'ingest-label' }, 'Ingest: duplicates and rejects'),
-      h('p', { class: 'muted' }, `Platform-wide: these counters come from the ingest process at ${ing.source} (its /metrics). They cover every workspace it serves, not only this one, and restart from zero when that process restarts.`),
-      ing.reachable ? h('dl', { class: 'kv' },
-        h('dt', {}, 'Accepted events per second'), h('dd', { id: 'ingest-eps' }, ingEps === null ? 'measuring…' : ingEps.toFixed(1)),
-        h('dt', {}, 'Accepted since start'), h('dd', {}, fmtInt(String(ing.accepted))),
-        h('dt', {}, 'Duplicates since start'), h('dd', { id: 'ingest-duplicates' }, fmtInt(String(ing.duplicate)))) : notice('ingest\'s /metrics is unreachable right now', 'error'),
-      ing.reachable ? table('Rejected events by reason', ['Reason (error code)', 'Events'], reasons.map(([r, n]) => h('tr', {}, h('td', {}, h('code', {}, r)), h('td', {}, fmtInt(String(n)))))) : null));
+    blocks.push(
+      h(
+        'section',
+        { class: 'card', 'aria-labelledby': 'ingest-label' },
+        h('h2', { id: 'ingest-label' }, 'Ingest: duplicates and rejects'),
+        h(
+          'p',
+          { class: 'muted' },
+          `Platform-wide: these counters come from the ingest process at ${ing.source} (its /metrics). They cover every workspace it serves, not only this one, and restart from zero when that process restarts.`,
+        ),
+        ing.reachable
+          ? h(
+              'dl',
+              { class: 'kv' },
+              h('dt', {}, 'Accepted events per second'),
+              h('dd', { id: 'ingest-eps' }, ingEps === null ? 'measuring…' : ingEps.toFixed(1)),
+              h('dt', {}, 'Accepted since start'),
+              h('dd', {}, fmtInt(String(ing.accepted))),
+              h('dt', {}, 'Duplicates since start'),
+              h('dd', { id: 'ingest-duplicates' }, fmtInt(String(ing.duplicate))),
+            )
+          : notice("ingest's /metrics is unreachable right now", 'error'),
+        ing.reachable
+          ? table(
+              'Rejected events by reason',
+              ['Reason (error code)', 'Events'],
+              reasons.map(([r, n]) => h('tr', {}, h('td', {}, h('code', {}, r)), h('td', {}, fmtInt(String(n))))),
+            )
+          : null,
+      ),
+    );
     replace(body, blocks);
   }
   await guarded(body, refresh);
@@ -133,30 +266,76 @@ export async function onboarding() {
   async function refresh() {
     const o = await api('GET', `onboarding${query}`);
     const [key, prov, first] = o.steps;
-    const state = (s) => s.done ? badge('Done', 'ok') : s.unlocked === false ? badge('Locked', 'muted') : badge('To do', 'todo');
+    const state = (s) =>
+      s.done ? badge('Done', 'ok') : s.unlocked === false ? badge('Locked', 'muted') : badge('To do', 'todo');
     const base = o.meter_url.replace(/\/$/, '');
     const items = [
-      h('li', { class: 'step', id: 'step-api_key', 'data-done': key.done },
+      h(
+        'li',
+        { class: 'step', id: 'step-api_key', 'data-done': key.done },
         h('h2', {}, '1. API key ', state(key)),
-        h('p', {}, `Your workspace ${o.workspace_id} has ${key.live_keys} live API key${key.live_keys === 1 ? '' : 's'}. Export the token signup returned (it is shown only once):`),
+        h(
+          'p',
+          {},
+          `Your workspace ${o.workspace_id} has ${key.live_keys} live API key${key.live_keys === 1 ? '' : 's'}. Export the token signup returned (it is shown only once):`,
+        ),
         code(`export SKS=sks_…\nexport WS=${o.workspace_id}`),
-        h('p', {}, h('a', { href: '/dashboard/keys' }, 'Manage API keys'))),
-      h('li', { class: 'step', id: 'step-provision', 'data-done': prov.done },
+        h('p', {}, h('a', { href: '/dashboard/keys' }, 'Manage API keys')),
+      ),
+      h(
+        'li',
+        { class: 'step', id: 'step-provision', 'data-done': prov.done },
         h('h2', {}, '2. Provision the acp-handler ', state(prov)),
-        prov.provision ? h('p', {}, 'Latest provision: ', badge(prov.provision.status, prov.provision.status === 'running' ? 'ok' : prov.provision.status === 'failed' ? 'bad' : 'todo'),
-          prov.provision.url ? ` at ${prov.provision.url}` : '', prov.provision.error ? ` (${prov.provision.error})` : '') : h('p', {}, 'No handler yet. Deploy one:'),
-        code(`curl -s -X POST ${base}/api/v1/provision \\\n  -H "authorization: Bearer $SKS" \\\n  -H 'content-type: application/json' \\\n  -d "{\\"service\\":\\"acp-handler\\",\\"customer_id\\":\\"acme\\",\\"config\\":{\\"METER_URL\\":\\"${base}\\",\\"METER_WORKSPACE_ID\\":\\"$WS\\",\\"METER_API_KEY\\":\\"$SKS\\"}}"`)),
-      h('li', { class: 'step', id: 'step-first_event', 'data-done': first.done, 'data-unlocked': first.unlocked },
+        prov.provision
+          ? h(
+              'p',
+              {},
+              'Latest provision: ',
+              badge(
+                prov.provision.status,
+                prov.provision.status === 'running' ? 'ok' : prov.provision.status === 'failed' ? 'bad' : 'todo',
+              ),
+              prov.provision.url ? ` at ${prov.provision.url}` : '',
+              prov.provision.error ? ` (${prov.provision.error})` : '',
+            )
+          : h('p', {}, 'No handler yet. Deploy one:'),
+        code(
+          `curl -s -X POST ${base}/api/v1/provision \\\n  -H "authorization: Bearer $SKS" \\\n  -H 'content-type: application/json' \\\n  -d "{\\"service\\":\\"acp-handler\\",\\"customer_id\\":\\"acme\\",\\"config\\":{\\"METER_URL\\":\\"${base}\\",\\"METER_WORKSPACE_ID\\":\\"$WS\\",\\"METER_API_KEY\\":\\"$SKS\\"}}"`,
+        ),
+      ),
+      h(
+        'li',
+        { class: 'step', id: 'step-first_event', 'data-done': first.done, 'data-unlocked': first.unlocked },
         h('h2', {}, '3. Emit your first event ', state(first)),
         first.unlocked || first.done
-          ? [h('p', {}, first.done ? 'meterd has received events from this workspace.' : 'Send a billable GMV event (the handler does this for each completed checkout):'),
-            code(`curl -s -X POST ${base}/api/v1/meter \\\n  -H "authorization: Bearer $SKS" \\\n  -H 'content-type: application/json' \\\n  -d "{\\"workspace_id\\":\\"$WS\\",\\"event_type\\":\\"checkout.completed\\",\\"quantity\\":1,\\"gmv_cents\\":4299,\\"idempotency_key\\":\\"order_5521\\",\\"occurred_at\\":\\"$(date -u +%FT%TZ)\\"}"`),
-            first.done ? h('p', {}, h('a', { href: '/dashboard/overview' }, 'See it on the overview')) : null]
-          : h('p', { class: 'muted' }, 'Unlocks once the handler is running or your Shopify store is connected.')),
+          ? [
+              h(
+                'p',
+                {},
+                first.done
+                  ? 'meterd has received events from this workspace.'
+                  : 'Send a billable GMV event (the handler does this for each completed checkout):',
+              ),
+              code(
+                `curl -s -X POST ${base}/api/v1/meter \\\n  -H "authorization: Bearer $SKS" \\\n  -H 'content-type: application/json' \\\n  -d "{\\"workspace_id\\":\\"$WS\\",\\"event_type\\":\\"checkout.completed\\",\\"quantity\\":1,\\"gmv_cents\\":4299,\\"idempotency_key\\":\\"order_5521\\",\\"occurred_at\\":\\"$(date -u +%FT%TZ)\\"}"`,
+              ),
+              first.done ? h('p', {}, h('a', { href: '/dashboard/overview' }, 'See it on the overview')) : null,
+            ]
+          : h('p', { class: 'muted' }, 'Unlocks once the handler is running or your Shopify store is connected.'),
+      ),
     ];
-    replace(root,
-      o.shopify.just_connected || o.shopify.connected ? notice(o.shopify.connected ? `Shopify store ${o.shopify.shop_domain} is connected.` : 'Shopify connected: step 3 is unlocked.', 'ok') : null,
-      h('ol', { class: 'steps' }, items));
+    replace(
+      root,
+      o.shopify.just_connected || o.shopify.connected
+        ? notice(
+            o.shopify.connected
+              ? `Shopify store ${o.shopify.shop_domain} is connected.`
+              : 'Shopify connected: step 3 is unlocked.',
+            'ok',
+          )
+        : null,
+      h('ol', { class: 'steps' }, items),
+    );
   }
   await guarded(root, refresh);
   return () => guarded(root, refresh);
@@ -181,22 +360,107 @@ export async function webhooks() {
   async function refresh() {
     const o = await api('GET', 'webhooks');
     const urlOf = new Map(o.endpoints.map((e) => [e.id, e.url]));
-    replace(body,
-      h('section', { class: 'card' }, h('h2', {}, 'Endpoints'),
-        table('Webhook endpoints', ['URL', 'State', 'Failed in a row', ''], o.endpoints.map((e) => h('tr', { 'data-endpoint-id': e.id },
-          h('td', { class: 'wrap' }, e.url, e.description ? h('div', { class: 'muted' }, e.description) : null),
-          h('td', {}, badge(e.status, e.status === 'active' ? 'ok' : 'bad'), e.disabled_at ? h('div', { class: 'muted' }, `since ${fmtTime(e.disabled_at)}`) : null),
-          h('td', {}, String(e.consecutive_failures)),
-          h('td', {}, e.status === 'disabled' ? h('button', { type: 'button', 'aria-label': `Reactivate endpoint ${e.url}`, onclick: act(`Endpoint ${e.url} reactivated.`, () => api('POST', `webhooks/${encodeURIComponent(e.id)}/reactivate`)) }, 'Reactivate') : null))))),
-      h('section', { class: 'card' }, h('h2', {}, 'Delivery log'),
-        table('Latest 50 deliveries, newest first', ['Event', 'Endpoint', 'Status', 'Attempts', 'Last response', ''], o.deliveries.map((d) => h('tr', { 'data-delivery-id': d.id, 'data-status': d.status },
-          h('td', {}, h('code', {}, d.event), h('div', { class: 'muted' }, fmtTime(d.created_at))),
-          h('td', { class: 'wrap' }, urlOf.get(d.endpoint_id) ?? d.endpoint_id),
-          h('td', {}, badge(d.status, d.status === 'succeeded' ? 'ok' : d.status === 'failed' ? 'bad' : 'todo')),
-          h('td', {}, d.attempts_log.length === 0 ? String(d.attempts) : h('details', {}, h('summary', {}, `${d.attempts} attempt${d.attempts === 1 ? '' : 's'}`),
-            h('ol', { class: 'attempts' }, d.attempts_log.map((a) => h('li', {}, `${fmtTime(a.attempted_at)}: ${a.status_code ?? 'no response'} in ${a.latency_ms} ms${a.error ? ` (${a.error})` : ''}`))))),
-          h('td', {}, d.last_status_code === null ? (d.last_error ?? '—') : String(d.last_status_code)),
-          h('td', {}, d.status === 'failed' || d.status === 'succeeded' ? h('button', { type: 'button', 'aria-label': `Resend delivery ${d.id} of ${d.event}`, onclick: act(`Delivery ${d.id} queued again.`, () => api('POST', `deliveries/${encodeURIComponent(d.id)}/resend`)) }, 'Resend') : null))))));
+    replace(
+      body,
+      h(
+        'section',
+        { class: 'card' },
+        h('h2', {}, 'Endpoints'),
+        table(
+          'Webhook endpoints',
+          ['URL', 'State', 'Failed in a row', ''],
+          o.endpoints.map((e) =>
+            h(
+              'tr',
+              { 'data-endpoint-id': e.id },
+              h('td', { class: 'wrap' }, e.url, e.description ? h('div', { class: 'muted' }, e.description) : null),
+              h(
+                'td',
+                {},
+                badge(e.status, e.status === 'active' ? 'ok' : 'bad'),
+                e.disabled_at ? h('div', { class: 'muted' }, `since ${fmtTime(e.disabled_at)}`) : null,
+              ),
+              h('td', {}, String(e.consecutive_failures)),
+              h(
+                'td',
+                {},
+                e.status === 'disabled'
+                  ? h(
+                      'button',
+                      {
+                        type: 'button',
+                        'aria-label': `Reactivate endpoint ${e.url}`,
+                        onclick: act(`Endpoint ${e.url} reactivated.`, () =>
+                          api('POST', `webhooks/${encodeURIComponent(e.id)}/reactivate`),
+                        ),
+                      },
+                      'Reactivate',
+                    )
+                  : null,
+              ),
+            ),
+          ),
+        ),
+      ),
+      h(
+        'section',
+        { class: 'card' },
+        h('h2', {}, 'Delivery log'),
+        table(
+          'Latest 50 deliveries, newest first',
+          ['Event', 'Endpoint', 'Status', 'Attempts', 'Last response', ''],
+          o.deliveries.map((d) =>
+            h(
+              'tr',
+              { 'data-delivery-id': d.id, 'data-status': d.status },
+              h('td', {}, h('code', {}, d.event), h('div', { class: 'muted' }, fmtTime(d.created_at))),
+              h('td', { class: 'wrap' }, urlOf.get(d.endpoint_id) ?? d.endpoint_id),
+              h('td', {}, badge(d.status, d.status === 'succeeded' ? 'ok' : d.status === 'failed' ? 'bad' : 'todo')),
+              h(
+                'td',
+                {},
+                d.attempts_log.length === 0
+                  ? String(d.attempts)
+                  : h(
+                      'details',
+                      {},
+                      h('summary', {}, `${d.attempts} attempt${d.attempts === 1 ? '' : 's'}`),
+                      h(
+                        'ol',
+                        { class: 'attempts' },
+                        d.attempts_log.map((a) =>
+                          h(
+                            'li',
+                            {},
+                            `${fmtTime(a.attempted_at)}: ${a.status_code ?? 'no response'} in ${a.latency_ms} ms${a.error ? ` (${a.error})` : ''}`,
+                          ),
+                        ),
+                      ),
+                    ),
+              ),
+              h('td', {}, d.last_status_code === null ? (d.last_error ?? '—') : String(d.last_status_code)),
+              h(
+                'td',
+                {},
+                d.status === 'failed' || d.status === 'succeeded'
+                  ? h(
+                      'button',
+                      {
+                        type: 'button',
+                        'aria-label': `Resend delivery ${d.id} of ${d.event}`,
+                        onclick: act(`Delivery ${d.id} queued again.`, () =>
+                          api('POST', `deliveries/${encodeURIComponent(d.id)}/resend`),
+                        ),
+                      },
+                      'Resend',
+                    )
+                  : null,
+              ),
+            ),
+          ),
+        ),
+      ),
+    );
   }
   await guarded(body, refresh);
   return () => guarded(body, refresh);
@@ -212,28 +476,81 @@ export async function keys() {
   async function refresh() {
     const o = await api('GET', 'keys');
     scopes = o.scopes;
-    replace(listEl, table('API keys of this workspace (secrets are never shown again)', ['Name', 'Prefix', 'Scopes', 'Created', 'State', ''], o.data.map((k) => h('tr', { 'data-key-id': k.id },
-      h('td', {}, k.name ?? h('span', { class: 'muted' }, 'unnamed')),
-      h('td', {}, h('code', {}, k.prefix)),
-      h('td', {}, k.scopes.join(', ')),
-      h('td', {}, fmtTime(k.created_at)),
-      h('td', {}, k.revoked_at ? badge('revoked', 'bad') : badge('live', 'ok'), k.id === o.current_key_id ? h('div', { class: 'muted' }, 'this session') : null),
-      h('td', {}, k.revoked_at || k.id === o.current_key_id ? null : h('button', {
-        type: 'button', class: 'danger', 'aria-label': `Revoke key ${k.name ?? k.prefix}`,
-        onclick: async () => {
-          if (!confirm(`Revoke ${k.name ?? k.prefix}? Requests with it fail at once.`)) return;
-          try { await api('DELETE', `keys/${encodeURIComponent(k.id)}`); } catch (err) { if (err.status !== 401) reveal.replaceChildren(notice(err.message, 'error')); }
-          await refresh();
-        },
-      }, 'Revoke'))))));
+    replace(
+      listEl,
+      table(
+        'API keys of this workspace (secrets are never shown again)',
+        ['Name', 'Prefix', 'Scopes', 'Created', 'State', ''],
+        o.data.map((k) =>
+          h(
+            'tr',
+            { 'data-key-id': k.id },
+            h('td', {}, k.name ?? h('span', { class: 'muted' }, 'unnamed')),
+            h('td', {}, h('code', {}, k.prefix)),
+            h('td', {}, k.scopes.join(', ')),
+            h('td', {}, fmtTime(k.created_at)),
+            h(
+              'td',
+              {},
+              k.revoked_at ? badge('revoked', 'bad') : badge('live', 'ok'),
+              k.id === o.current_key_id ? h('div', { class: 'muted' }, 'this session') : null,
+            ),
+            h(
+              'td',
+              {},
+              k.revoked_at || k.id === o.current_key_id
+                ? null
+                : h(
+                    'button',
+                    {
+                      type: 'button',
+                      class: 'danger',
+                      'aria-label': `Revoke key ${k.name ?? k.prefix}`,
+                      onclick: async () => {
+                        if (!confirm(`Revoke ${k.name ?? k.prefix}? Requests with it fail at once.`)) return;
+                        try {
+                          await api('DELETE', `keys/${encodeURIComponent(k.id)}`);
+                        } catch (err) {
+                          if (err.status !== 401) reveal.replaceChildren(notice(err.message, 'error'));
+                        }
+                        await refresh();
+                      },
+                    },
+                    'Revoke',
+                  ),
+            ),
+          ),
+        ),
+      ),
+    );
   }
   await guarded(listEl, refresh);
-  const form = h('form', { class: 'card', id: 'create-key' },
+  const form = h(
+    'form',
+    { class: 'card', id: 'create-key' },
     h('h2', {}, 'Create a key'),
-    h('label', { for: 'key-name' }, 'Name'), h('input', { id: 'key-name', name: 'name', maxlength: 200, placeholder: 'e.g. production handler' }),
-    h('fieldset', {}, h('legend', {}, 'Scopes'), scopes.map((s) => h('label', { class: 'check' },
-      h('input', { type: 'checkbox', name: 'scopes', value: s, checked: s === 'meter:write' || s === 'meter:read' }), ` ${s}`))),
-    h('button', { type: 'submit' }, 'Create key'));
+    h('label', { for: 'key-name' }, 'Name'),
+    h('input', { id: 'key-name', name: 'name', maxlength: 200, placeholder: 'e.g. production handler' }),
+    h(
+      'fieldset',
+      {},
+      h('legend', {}, 'Scopes'),
+      scopes.map((s) =>
+        h(
+          'label',
+          { class: 'check' },
+          h('input', {
+            type: 'checkbox',
+            name: 'scopes',
+            value: s,
+            checked: s === 'meter:write' || s === 'meter:read',
+          }),
+          ` ${s}`,
+        ),
+      ),
+    ),
+    h('button', { type: 'submit' }, 'Create key'),
+  );
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     const fd = new FormData(form);
@@ -241,13 +558,49 @@ export async function keys() {
     if (chosen.length === 0) return reveal.replaceChildren(notice('Pick at least one scope.', 'error'));
     try {
       const { api_key: k } = await api('POST', 'keys', { name: String(fd.get('name') ?? ''), scopes: chosen });
-      const out = h('input', { id: 'new-key-token', readonly: true, value: k.token, 'aria-label': 'New API key token', spellcheck: 'false' });
-      replace(reveal, h('section', { class: 'card reveal' },
-        h('h2', {}, 'Your new key'),
-        h('p', {}, 'Copy it now: this is the only time it is shown.'),
-        out,
-        h('button', { type: 'button', 'aria-label': 'Copy the new key', onclick: async () => { out.select(); try { await navigator.clipboard.writeText(k.token); } catch { document.execCommand('copy'); } } }, 'Copy'),
-        h('button', { type: 'button', class: 'link', 'aria-label': 'Hide the new key', onclick: () => reveal.replaceChildren() }, 'Done, hide it')));
+      const out = h('input', {
+        id: 'new-key-token',
+        readonly: true,
+        value: k.token,
+        'aria-label': 'New API key token',
+        spellcheck: 'false',
+      });
+      replace(
+        reveal,
+        h(
+          'section',
+          { class: 'card reveal' },
+          h('h2', {}, 'Your new key'),
+          h('p', {}, 'Copy it now: this is the only time it is shown.'),
+          out,
+          h(
+            'button',
+            {
+              type: 'button',
+              'aria-label': 'Copy the new key',
+              onclick: async () => {
+                out.select();
+                try {
+                  await navigator.clipboard.writeText(k.token);
+                } catch {
+                  document.execCommand('copy');
+                }
+              },
+            },
+            'Copy',
+          ),
+          h(
+            'button',
+            {
+              type: 'button',
+              class: 'link',
+              'aria-label': 'Hide the new key',
+              onclick: () => reveal.replaceChildren(),
+            },
+            'Done, hide it',
+          ),
+        ),
+      );
       form.reset();
       await refresh();
     } catch (err) {
@@ -266,7 +619,11 @@ export async function billing() {
   const me = await api('GET', 'me');
   const ov = await api('GET', 'overview?granularity=day').catch(() => null);
   const err = h('p', { id: 'billing-error', role: 'alert', class: 'error', hidden: true });
-  const button = h('button', { type: 'button', id: 'portal', disabled: !me.billing_portal_available, 'aria-describedby': 'portal-help' }, 'Open the Stripe billing portal');
+  const button = h(
+    'button',
+    { type: 'button', id: 'portal', disabled: !me.billing_portal_available, 'aria-describedby': 'portal-help' },
+    'Open the Stripe billing portal',
+  );
   button.addEventListener('click', async () => {
     button.disabled = true;
     try {
@@ -282,28 +639,63 @@ export async function billing() {
   const unbilled = await api('GET', 'billing/unbilled').catch(() => null);
   if (unbilled) setCurrencyExponents(unbilled.currency_exponents);
   // Usage Stripe did not bill: unbillable (too old for Stripe) or rejected (Stripe's error reports).
-  const unbilledCard = h('section', { class: 'card', id: 'unbilled', 'aria-labelledby': 'unbilled-label' }, h('h2', { id: 'unbilled-label' }, 'Usage Stripe did not bill'));
+  const unbilledCard = h(
+    'section',
+    { class: 'card', id: 'unbilled', 'aria-labelledby': 'unbilled-label' },
+    h('h2', { id: 'unbilled-label' }, 'Usage Stripe did not bill'),
+  );
   if (!unbilled) unbilledCard.append(h('p', { class: 'error' }, 'The billing ledger is unavailable right now.'));
-  else if (unbilled.rows.length === 0) unbilledCard.append(h('p', { class: 'muted' }, 'None: every amount billing-sync recorded reached Stripe.'));
+  else if (unbilled.rows.length === 0)
+    unbilledCard.append(h('p', { class: 'muted' }, 'None: every amount billing-sync recorded reached Stripe.'));
   else {
-    unbilledCard.append(table('Ledger rows recorded as unbillable or rejected, newest first', ['Window', 'Meter', 'Amount', 'Status', 'Reason'],
-      unbilled.rows.map((r) => h('tr', { 'data-identifier': r.identifier },
-        h('td', {}, fmtTime(r.window_start)), h('td', {}, r.event_name),
-        h('td', {}, r.value_field === 'gmv_cents' ? fmtMoney(r.value, r.currency) : `${fmtInt(r.value)} units`),
-        h('td', {}, r.status), h('td', {}, r.reason ?? '')))));
+    unbilledCard.append(
+      table(
+        'Ledger rows recorded as unbillable or rejected, newest first',
+        ['Window', 'Meter', 'Amount', 'Status', 'Reason'],
+        unbilled.rows.map((r) =>
+          h(
+            'tr',
+            { 'data-identifier': r.identifier },
+            h('td', {}, fmtTime(r.window_start)),
+            h('td', {}, r.event_name),
+            h('td', {}, r.value_field === 'gmv_cents' ? fmtMoney(r.value, r.currency) : `${fmtInt(r.value)} units`),
+            h('td', {}, r.status),
+            h('td', {}, r.reason ?? ''),
+          ),
+        ),
+      ),
+    );
   }
-  replace(root, h('section', { class: 'card' },
-    h('h2', {}, 'Current plan'),
-    h('p', { class: 'big', id: 'plan-name' }, me.plan.name),
-    h('dl', { class: 'kv' },
-      h('dt', {}, 'Events per month'), h('dd', {}, me.plan.events_per_period === null ? 'unlimited' : fmtInt(String(me.plan.events_per_period))),
-      h('dt', {}, 'Used this month'), h('dd', {}, used === null ? '—' : fmtInt(String(used))),
-      h('dt', {}, 'Handlers'), h('dd', {}, me.plan.handlers === null ? 'unlimited' : String(me.plan.handlers)),
-      h('dt', {}, 'Stripe customer'), h('dd', {}, me.workspace.stripe_customer_id ?? 'none')),
-    button,
-    h('p', { id: 'portal-help', class: 'muted' }, me.billing_portal_available
-      ? 'Change plan, payment method and invoices on Stripe; plan changes apply here automatically.'
-      : 'The billing portal needs Stripe configured on this server and a Stripe customer for this workspace.'),
-    err), unbilledCard);
+  replace(
+    root,
+    h(
+      'section',
+      { class: 'card' },
+      h('h2', {}, 'Current plan'),
+      h('p', { class: 'big', id: 'plan-name' }, me.plan.name),
+      h(
+        'dl',
+        { class: 'kv' },
+        h('dt', {}, 'Events per month'),
+        h('dd', {}, me.plan.events_per_period === null ? 'unlimited' : fmtInt(String(me.plan.events_per_period))),
+        h('dt', {}, 'Used this month'),
+        h('dd', {}, used === null ? '—' : fmtInt(String(used))),
+        h('dt', {}, 'Handlers'),
+        h('dd', {}, me.plan.handlers === null ? 'unlimited' : String(me.plan.handlers)),
+        h('dt', {}, 'Stripe customer'),
+        h('dd', {}, me.workspace.stripe_customer_id ?? 'none'),
+      ),
+      button,
+      h(
+        'p',
+        { id: 'portal-help', class: 'muted' },
+        me.billing_portal_available
+          ? 'Change plan, payment method and invoices on Stripe; plan changes apply here automatically.'
+          : 'The billing portal needs Stripe configured on this server and a Stripe customer for this workspace.',
+      ),
+      err,
+    ),
+    unbilledCard,
+  );
   return null;
 }
