@@ -21,6 +21,9 @@ export function testEnv(stores: TestStores, extra: Record<string, string> = {}):
     WEBHOOK_TIMEOUT_MS: '2000',
     INGEST_REDIS_PREFIX: stores.redisPrefix,
     QUOTA_CHECK_MS: '3600000',
+    // Every test signs up from 127.0.0.1 into one Redis bucket per file; the tests of the limit
+    // itself set their own burst and prefix.
+    SIGNUP_BURST: '1000',
     ...extra,
   };
 }
