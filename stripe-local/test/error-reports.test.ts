@@ -71,7 +71,8 @@ test('events rejected asynchronously are reported per meter, with codes, counts 
     });
 
     // The endpoint also gets the v1 customer.created: wait for the two thin events themselves.
-    const isThin = (d: { body: string }): boolean => (JSON.parse(d.body) as { object: string }).object === 'v2.core.event';
+    const isThin = (d: { body: string }): boolean =>
+      (JSON.parse(d.body) as { object: string }).object === 'v2.core.event';
     const thin = await waitFor('two thin events delivered', () => {
       const t = rx.got.filter(isThin);
       return t.length >= 2 ? t : undefined;
