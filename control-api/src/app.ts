@@ -6,7 +6,8 @@ import type { Ctx } from './context.js';
 import type { SecretBox } from './crypto/secret-box.js';
 import { installErrorHandling } from './http/errors.js';
 import type { ControlMetrics } from './metrics.js';
-import type { Provisioner } from './provision/provisioner.js';
+import type { Provisioner } from './services/provisions.js';
+import { createServices } from './services/index.js';
 import { healthRoutes } from './routes/health.js';
 import { keyRoutes } from './routes/keys.js';
 import { openApi } from './routes/openapi.js';
@@ -44,15 +45,18 @@ export async function buildApp(cfg: ControlConfig, deps: AppDeps): Promise<Fasti
   app.removeContentTypeParser('text/plain');
   const ctx: Ctx = {
     cfg,
-    ...deps,
+    redis: deps.redis,
+    log: deps.log,
+    metrics: deps.metrics,
     auth: new Authenticator(deps.pool, deps.sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY),
+    services: createServices(cfg, deps),
   };
   installErrorHandling(app, deps.log, deps.metrics);
   app.addHook('onResponse', async () => deps.metrics.requests.inc());
 
   const doc = openApi(app);
   doc.collect();
-  healthRoutes(app, ctx);
+  healthRoutes(app, deps);
   signupRoutes(app, ctx);
   keyRoutes(app, ctx);
   webhookRoutes(app, ctx);
