@@ -1,13 +1,9 @@
 import Fastify, { type FastifyInstance } from 'fastify';
-import { Authenticator, type Logger, type Pool, type Redis } from '@meterd/core';
-import type Stripe from 'stripe';
+import { Authenticator, type Redis } from '@meterd/core';
 import type { ControlConfig } from './config.js';
 import type { Ctx } from './context.js';
-import type { SecretBox } from './crypto/secret-box.js';
 import { installErrorHandling } from './http/errors.js';
-import type { ControlMetrics } from './metrics.js';
-import type { Provisioner } from './services/provisions.js';
-import { createServices } from './services/index.js';
+import { createServices, type ServiceDeps } from './services/index.js';
 import { healthRoutes } from './routes/health.js';
 import { keyRoutes } from './routes/keys.js';
 import { openApi } from './routes/openapi.js';
@@ -19,16 +15,9 @@ import { billingRoutes } from './routes/billing.js';
 import { shopifyRoutes } from './routes/shopify.js';
 import { dashboardPlugin } from './dashboard/index.js';
 
-export interface AppDeps {
-  pool: Pool;
-  redis: Redis;
+export interface AppDeps extends ServiceDeps {
   /** A Redis connection of its own for the revocation subscription. */
   sub: Redis;
-  log: Logger;
-  metrics: ControlMetrics;
-  box: SecretBox;
-  stripe: Stripe | null;
-  provisioner: Provisioner;
 }
 
 /** The control API's HTTP surface. Stores and workers are built by the caller (main.ts or a test). */

@@ -28,13 +28,7 @@ export function publicWorkspace(w: Workspace) {
 }
 
 /** The workspace a dashboard session acts for. */
-export interface SessionWorkspace {
-  id: string;
-  slug: string;
-  display_name: string;
-  plan: Plan;
-  stripe_customer_id: string | null;
-}
+export type SessionWorkspace = Pick<Workspace, 'id' | 'slug' | 'display_name' | 'plan' | 'stripe_customer_id'>;
 
 export interface SignupInput {
   slug: string;
