@@ -1,12 +1,9 @@
 import Fastify, { type FastifyInstance } from 'fastify';
-import { Authenticator, type Logger, type Pool, type Redis } from '@meterd/core';
-import type Stripe from 'stripe';
+import { Authenticator, type Redis } from '@meterd/core';
 import type { ControlConfig } from './config.js';
 import type { Ctx } from './context.js';
-import type { SecretBox } from './crypto/secret-box.js';
 import { installErrorHandling } from './http/errors.js';
-import type { ControlMetrics } from './metrics.js';
-import type { Provisioner } from './provision/provisioner.js';
+import { createServices, type ServiceDeps } from './services/index.js';
 import { healthRoutes } from './routes/health.js';
 import { keyRoutes } from './routes/keys.js';
 import { openApi } from './routes/openapi.js';
@@ -18,16 +15,9 @@ import { billingRoutes } from './routes/billing.js';
 import { shopifyRoutes } from './routes/shopify.js';
 import { dashboardPlugin } from './dashboard/index.js';
 
-export interface AppDeps {
-  pool: Pool;
-  redis: Redis;
+export interface AppDeps extends ServiceDeps {
   /** A Redis connection of its own for the revocation subscription. */
   sub: Redis;
-  log: Logger;
-  metrics: ControlMetrics;
-  box: SecretBox;
-  stripe: Stripe | null;
-  provisioner: Provisioner;
 }
 
 /** The control API's HTTP surface. Stores and workers are built by the caller (main.ts or a test). */
@@ -44,15 +34,18 @@ export async function buildApp(cfg: ControlConfig, deps: AppDeps): Promise<Fasti
   app.removeContentTypeParser('text/plain');
   const ctx: Ctx = {
     cfg,
-    ...deps,
+    redis: deps.redis,
+    log: deps.log,
+    metrics: deps.metrics,
     auth: new Authenticator(deps.pool, deps.sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY),
+    services: createServices(cfg, deps),
   };
   installErrorHandling(app, deps.log, deps.metrics);
   app.addHook('onResponse', async () => deps.metrics.requests.inc());
 
   const doc = openApi(app);
   doc.collect();
-  healthRoutes(app, ctx);
+  healthRoutes(app, deps);
   signupRoutes(app, ctx);
   keyRoutes(app, ctx);
   webhookRoutes(app, ctx);

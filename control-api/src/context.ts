@@ -1,20 +1,18 @@
-import type Stripe from 'stripe';
-import type { Authenticator, Logger, Pool, Redis } from '@meterd/core';
+import type { Authenticator, Logger, Redis } from '@meterd/core';
 import type { ControlConfig } from './config.js';
-import type { SecretBox } from './crypto/secret-box.js';
 import type { ControlMetrics } from './metrics.js';
-import type { Provisioner } from './provision/provisioner.js';
+import type { Services } from './services/index.js';
 
-/** What route modules share: built once in buildApp, never re-read from the environment. */
+/**
+ * What route modules share: built once in buildApp, never re-read from the environment. Routes
+ * reach Postgres and Stripe only through `services`; `redis` is for HTTP concerns (rate limits,
+ * sessions).
+ */
 export interface Ctx {
   cfg: ControlConfig;
-  pool: Pool;
   redis: Redis;
   auth: Authenticator;
-  box: SecretBox;
   log: Logger;
   metrics: ControlMetrics;
-  /** null when STRIPE_SECRET_KEY is unset. */
-  stripe: Stripe | null;
-  provisioner: Provisioner;
+  services: Services;
 }

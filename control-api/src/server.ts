@@ -9,7 +9,7 @@ import { defineControlMetrics } from './metrics.js';
 import { KubernetesDriver } from './provision/k8s-driver.js';
 import { LocalDriver } from './provision/local-driver.js';
 import type { ProvisionDriver } from './provision/driver.js';
-import { Provisioner } from './provision/provisioner.js';
+import { Provisioner } from './services/provisions.js';
 import { DeliveryWorker } from './webhooks/worker.js';
 
 export interface ControlServer {

@@ -1,5 +1,6 @@
 import type Stripe from 'stripe';
 import { ApiError, type PaidPlan } from '@meterd/core';
+import { callStripe } from './stripe-client.js';
 
 /**
  * Buying a paid plan: a Stripe Checkout Session in subscription mode for the plan's price. The plan
@@ -17,9 +18,8 @@ export interface CheckoutTarget {
 
 export async function createPlanCheckout(stripe: Stripe, t: CheckoutTarget): Promise<{ id: string; url: string }> {
   const price = await priceOf(stripe, t.plan);
-  let session: Stripe.Checkout.Session;
-  try {
-    session = await stripe.checkout.sessions.create({
+  const session = await callStripe('Stripe did not create a Checkout Session; nothing was changed, retry later', () =>
+    stripe.checkout.sessions.create({
       mode: 'subscription',
       customer: t.customerId,
       client_reference_id: t.workspaceId,
@@ -29,15 +29,8 @@ export async function createPlanCheckout(stripe: Stripe, t: CheckoutTarget): Pro
       subscription_data: { metadata: { workspace_id: t.workspaceId } },
       success_url: t.successUrl,
       cancel_url: t.cancelUrl,
-    });
-  } catch (err) {
-    throw new ApiError(
-      'upstream_error',
-      'Stripe did not create a Checkout Session; nothing was changed, retry later',
-      undefined,
-      { retryable: true, cause: err },
-    );
-  }
+    }),
+  );
   if (session.url === null)
     throw new ApiError('upstream_error', 'Stripe returned a Checkout Session without a URL', undefined, {
       retryable: true,
@@ -46,15 +39,9 @@ export async function createPlanCheckout(stripe: Stripe, t: CheckoutTarget): Pro
 }
 
 async function priceOf(stripe: Stripe, plan: PaidPlan): Promise<string> {
-  let prices: Stripe.ApiList<Stripe.Price>;
-  try {
-    prices = await stripe.prices.list({ lookup_keys: [plan], active: true, limit: 1 });
-  } catch (err) {
-    throw new ApiError('upstream_error', "looking up the plan's Stripe price failed; retry later", undefined, {
-      retryable: true,
-      cause: err,
-    });
-  }
+  const prices = await callStripe("looking up the plan's Stripe price failed; retry later", () =>
+    stripe.prices.list({ lookup_keys: [plan], active: true, limit: 1 }),
+  );
   const price = prices.data[0];
   if (price === undefined) {
     throw new ApiError(

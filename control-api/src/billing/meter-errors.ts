@@ -7,6 +7,7 @@ import {
   type MeterErrorReport,
   type Pool,
 } from '@meterd/core';
+import { callStripe } from './stripe-client.js';
 
 /** A v2 thin event as delivered: a reference only; the `data` is fetched from /v2/core/events/:id. */
 export interface ThinEvent {
@@ -31,17 +32,9 @@ export async function applyMeterErrorEvent(
       'not_configured',
       'Stripe is not configured on this server: meter error reports cannot be fetched',
     );
-  let full: Stripe.V2.Event;
-  try {
-    full = await stripe.v2.core.events.retrieve(thin.id);
-  } catch (err) {
-    throw new ApiError(
-      'upstream_error',
-      'Stripe did not return the reported event; it will be delivered again',
-      undefined,
-      { retryable: true, cause: err },
-    );
-  }
+  const full = await callStripe('Stripe did not return the reported event; it will be delivered again', () =>
+    stripe.v2.core.events.retrieve(thin.id),
+  );
   const data = (full as unknown as { data?: MeterErrorReport }).data;
   if (data?.reason?.error_types === undefined)
     throw new ApiError('invalid_field', 'the meter error report has no reason.error_types', 'data');

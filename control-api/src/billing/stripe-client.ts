@@ -1,4 +1,5 @@
 import Stripe from 'stripe';
+import { ApiError } from '@meterd/core';
 import type { ControlConfig } from '../config.js';
 
 /** The real SDK, pointed at STRIPE_API_BASE (stripe-local in development and tests). */
@@ -18,3 +19,15 @@ export function createStripe(cfg: Pick<ControlConfig, 'STRIPE_SECRET_KEY' | 'STR
 
 /** Only for verifying incoming webhooks, which needs no key and no network. */
 export const stripeOffline = new Stripe('sk_offline_verification_only');
+
+/**
+ * Runs a call to Stripe; a failure becomes a retryable 502 `upstream_error` saying what did not
+ * happen, with Stripe's error as the cause (logged, never sent to the client).
+ */
+export async function callStripe<T>(failure: string, call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    throw new ApiError('upstream_error', failure, undefined, { retryable: true, cause: err });
+  }
+}

@@ -1,22 +1,15 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { ApiError, type Plan, type Pool } from '@meterd/core';
+import { ApiError } from '@meterd/core';
+import type { SessionWorkspace, WorkspaceService } from '../services/workspaces.js';
 import { readCookie, type CookiePolicy } from './cookies.js';
 import type { Session, SessionStore } from './session.js';
-
-export interface DashWorkspace {
-  id: string;
-  slug: string;
-  display_name: string;
-  plan: Plan;
-  stripe_customer_id: string | null;
-}
 
 /** The signed-in caller of a dashboard route. */
 export interface Dash {
   sessionId: string;
   session: Session;
-  workspace: DashWorkspace;
+  workspace: SessionWorkspace;
 }
 
 declare module 'fastify' {
@@ -34,23 +27,18 @@ export const CSRF_HEADER = 'x-csrf-token';
 export async function resolveSession(
   req: FastifyRequest,
   store: SessionStore,
-  pool: Pool,
+  workspaces: WorkspaceService,
   cookie: CookiePolicy,
 ): Promise<Dash | undefined> {
   const sessionId = readCookie(req.headers.cookie, cookie.name);
   const session = await store.get(sessionId);
   if (session === undefined) return undefined;
-  const { rows } = await pool.query<DashWorkspace>(
-    `SELECT w.id, w.slug, w.display_name, w.plan, w.stripe_customer_id
-       FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id
-      WHERE k.id = $1 AND k.workspace_id = $2 AND k.revoked_at IS NULL`,
-    [session.keyId, session.workspaceId],
-  );
-  if (rows.length === 0) {
+  const workspace = await workspaces.ofLiveKey(session.keyId, session.workspaceId);
+  if (workspace === undefined) {
     await store.destroy(sessionId);
     return undefined;
   }
-  return { sessionId: sessionId!, session, workspace: rows[0]! };
+  return { sessionId: sessionId!, session, workspace };
 }
 
 function csrfMatches(sent: string | string[] | undefined, expected: string): boolean {
@@ -61,9 +49,9 @@ function csrfMatches(sent: string | string[] | undefined, expected: string): boo
 }
 
 /** preHandler for the dashboard's JSON API: a session, and the CSRF token on anything but GET. */
-export function sessionGuard(store: SessionStore, pool: Pool, cookie: CookiePolicy) {
+export function sessionGuard(store: SessionStore, workspaces: WorkspaceService, cookie: CookiePolicy) {
   return async (req: FastifyRequest, _reply: FastifyReply): Promise<void> => {
-    const dash = await resolveSession(req, store, pool, cookie);
+    const dash = await resolveSession(req, store, workspaces, cookie);
     if (dash === undefined) throw new ApiError('session_required', 'sign in to the dashboard first');
     if (req.method !== 'GET' && req.method !== 'HEAD' && !csrfMatches(req.headers[CSRF_HEADER], dash.session.csrf)) {
       throw new ApiError('csrf_token_invalid', 'missing or wrong X-CSRF-Token header');

@@ -32,7 +32,7 @@ export async function dashboardPlugin(app: FastifyInstance, ctx: Ctx): Promise<v
     // Nothing the dashboard answers (workspace data, a freshly minted token) belongs in a cache.
     if (reply.getHeader('cache-control') === undefined) reply.header('cache-control', 'no-store');
   });
-  const d: DashCtx = { ...ctx, sessions, cookie, ch, guard: sessionGuard(sessions, ctx.pool, cookie) };
+  const d: DashCtx = { ...ctx, sessions, cookie, ch, guard: sessionGuard(sessions, ctx.services.workspaces, cookie) };
   sessionRoutes(app, d);
   overviewRoutes(app, d);
   manageRoutes(app, d);

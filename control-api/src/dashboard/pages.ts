@@ -92,7 +92,7 @@ export function pageRoutes(app: FastifyInstance, d: DashCtx): void {
   app.get('/dashboard', { schema: hidden }, async (_req, reply) => reply.redirect('/dashboard/overview', 302));
 
   app.get<{ Querystring: { next?: string } }>('/dashboard/signin', { schema: hidden }, async (req, reply) => {
-    if ((await resolveSession(req, d.sessions, d.pool, d.cookie)) !== undefined)
+    if ((await resolveSession(req, d.sessions, d.services.workspaces, d.cookie)) !== undefined)
       return reply.redirect(safeNext(req.query.next), 302);
     return secured(reply)
       .header('cache-control', 'no-store')
@@ -108,7 +108,7 @@ export function pageRoutes(app: FastifyInstance, d: DashCtx): void {
 
   for (const p of PAGES) {
     app.get(`/dashboard/${p.path}`, { schema: hidden }, async (req, reply) => {
-      const dash = await resolveSession(req, d.sessions, d.pool, d.cookie);
+      const dash = await resolveSession(req, d.sessions, d.services.workspaces, d.cookie);
       if (dash === undefined) {
         const next = req.url.startsWith(`/dashboard/${p.path}`) ? req.url : `/dashboard/${p.path}`;
         return reply.redirect(`/dashboard/signin?next=${encodeURIComponent(safeNext(next))}`, 302);

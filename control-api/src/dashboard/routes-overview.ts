@@ -96,32 +96,22 @@ export function overviewRoutes(app: FastifyInstance, d: DashCtx): void {
     async (req) => {
       const ws = req.dash!.workspace;
       const now = Date.now();
-      const [keys, provisions, shops, used, stored] = await Promise.all([
-        d.pool.query<{ n: number }>(
-          'SELECT count(*)::int AS n FROM api_keys WHERE workspace_id = $1 AND revoked_at IS NULL',
-          [ws.id],
-        ),
-        d.pool.query<{ id: string; status: string; url: string | null; error: string | null }>(
-          `SELECT id, status, url, error FROM provisions WHERE workspace_id = $1 AND service = 'acp-handler' AND status <> 'deprovisioned' ORDER BY created_at DESC LIMIT 1`,
-          [ws.id],
-        ),
-        d.pool.query<{ shop_domain: string }>(
-          'SELECT shop_domain FROM shopify_connections WHERE workspace_id = $1 ORDER BY connected_at DESC LIMIT 1',
-          [ws.id],
-        ),
+      const { keys, provisions, shopify } = d.services;
+      const [liveKeys, provision, shop, used, stored] = await Promise.all([
+        keys.liveCount(ws.id),
+        provisions.latest(ws.id, 'acp-handler'),
+        shopify.latestShop(ws.id),
         eventsUsed(d, ws.id, now).catch(() => 0),
         // The quota counter restarts each month: an event stored earlier still counts as the first one.
         hasAnyEvent(d.ch, ws.id).catch(() => false),
       ]);
-      const provision = provisions.rows[0] ?? null;
-      const shop = shops.rows[0]?.shop_domain ?? null;
       const provisioned = provision?.status === 'running';
       return {
         workspace_id: ws.id,
         meter_url: d.cfg.PUBLIC_BASE_URL.toString(),
         shopify: { connected: shop !== null, shop_domain: shop, just_connected: req.query.shopify === 'connected' },
         steps: [
-          { id: 'api_key', done: keys.rows[0]!.n > 0, live_keys: keys.rows[0]!.n },
+          { id: 'api_key', done: liveKeys > 0, live_keys: liveKeys },
           { id: 'provision', done: provisioned, provision },
           // The seed: after Shopify's OAuth the merchant lands here "with step 3 unlocked".
           {

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { ApiError, PLAN_QUOTAS, findKeyByHash, hashKey, isWellFormedKey } from '@meterd/core';
+import { PLAN_QUOTAS } from '@meterd/core';
 import { RedisTokenBuckets } from '../http/rate-limit.js';
 import { clearedCookie, sessionCookie } from './cookies.js';
 import { hidden, type DashCtx } from './context.js';
@@ -24,17 +24,12 @@ export function sessionRoutes(app: FastifyInstance, d: DashCtx): void {
       preValidation: async (req) => buckets.take(req.ip),
     },
     async (req, reply) => {
-      const token = req.body.api_key.trim();
-      const rec = isWellFormedKey(token) ? await findKeyByHash(d.pool, hashKey(token)) : undefined;
-      if (rec === undefined)
-        throw new ApiError('invalid_api_key', 'this API key is not valid or has been revoked', 'api_key');
-      if (!rec.scopes.includes('admin'))
-        throw new ApiError('insufficient_scope', 'the dashboard needs a key with the admin scope', 'api_key');
-      const { id, session } = await d.sessions.create(rec.workspace_id, rec.id);
+      const key = await d.services.keys.adminKey(req.body.api_key.trim());
+      const { id, session } = await d.sessions.create(key.workspaceId, key.keyId);
       return reply
         .header('set-cookie', sessionCookie(d.cookie, id))
         .status(201)
-        .send({ workspace_id: rec.workspace_id, csrf_token: session.csrf });
+        .send({ workspace_id: key.workspaceId, csrf_token: session.csrf });
     },
   );
 
@@ -51,7 +46,7 @@ export function sessionRoutes(app: FastifyInstance, d: DashCtx): void {
       key_id: session.keyId,
       csrf_token: session.csrf,
       plan: { name: workspace.plan, events_per_period: quota.eventsPerPeriod, handlers: quota.handlers },
-      billing_portal_available: d.stripe !== null && workspace.stripe_customer_id !== null,
+      billing_portal_available: d.services.billing.portalAvailable(workspace),
     };
   });
 }

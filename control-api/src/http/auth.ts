@@ -1,5 +1,6 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { ApiError, hasScope, type Authenticator, type Principal, type Pool, type Scope } from '@meterd/core';
+import { ApiError, hasScope, type Authenticator, type Principal, type Scope } from '@meterd/core';
+import type { WorkspaceService } from '../services/workspaces.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -26,14 +27,17 @@ export function requireAuth(auth: Authenticator, scopes: readonly Scope[]) {
  * The workspace a request may act on: a workspace key only its own (403 otherwise), the operator
  * any that exists (404 otherwise).
  */
-export async function workspaceAccess(pool: Pool, req: FastifyRequest, workspaceId: string): Promise<string> {
+export async function workspaceAccess(
+  workspaces: WorkspaceService,
+  req: FastifyRequest,
+  workspaceId: string,
+): Promise<string> {
   const p = req.principal!;
   if (p.workspaceId !== null) {
     if (p.workspaceId !== workspaceId)
       throw new ApiError('workspace_mismatch', 'this API key belongs to another workspace');
     return workspaceId;
   }
-  const { rowCount } = await pool.query('SELECT 1 FROM workspaces WHERE id = $1', [workspaceId]);
-  if (rowCount === 0) throw new ApiError('workspace_not_found', `no workspace ${workspaceId}`);
+  if (!(await workspaces.exists(workspaceId))) throw new ApiError('workspace_not_found', `no workspace ${workspaceId}`);
   return workspaceId;
 }

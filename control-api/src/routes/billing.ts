@@ -1,23 +1,9 @@
 import type { FastifyInstance } from 'fastify';
-import type Stripe from 'stripe';
-import {
-  ApiError,
-  PAID_PLANS,
-  PLANS,
-  PLAN_CHANGED_CHANNEL,
-  isPaidPlan,
-  type PaidPlan,
-  type Plan,
-  type Workspace,
-} from '@meterd/core';
+import { ApiError, PAID_PLANS, PLANS, type PaidPlan, type Plan } from '@meterd/core';
 import type { Ctx } from '../context.js';
 import { requireAuth, workspaceAccess } from '../http/auth.js';
-import { createPlanCheckout, returnUrls } from '../billing/checkout.js';
-import { createStripeCustomer } from '../billing/customer.js';
-import { publicWorkspace } from './signup.js';
-
-const wsParams = { type: 'object', required: ['id'], properties: { id: { type: 'string' } } } as const;
-const httpUrl = { type: 'string', maxLength: 2_000, pattern: '^https?://' } as const;
+import { httpUrl, wsParams } from '../http/schemas.js';
+import { publicWorkspace } from '../services/workspaces.js';
 
 /**
  * Plans: a workspace buys one through Stripe Checkout (the plan applies when Stripe's webhook
@@ -25,6 +11,8 @@ const httpUrl = { type: 'string', maxLength: 2_000, pattern: '^https?://' } as c
  * contract invoiced elsewhere.
  */
 export function billingRoutes(app: FastifyInstance, ctx: Ctx): void {
+  const { billing, workspaces } = ctx.services;
+
   app.post<{ Params: { id: string }; Body: { plan: PaidPlan; success_url?: string; cancel_url?: string } }>(
     '/api/v1/workspaces/:id/billing/checkout-session',
     {
@@ -42,33 +30,13 @@ export function billingRoutes(app: FastifyInstance, ctx: Ctx): void {
       preHandler: requireAuth(ctx.auth, ['admin']),
     },
     async (req, reply) => {
-      const wsId = await workspaceAccess(ctx.pool, req, req.params.id);
-      const stripe = ctx.stripe;
-      if (stripe === null)
-        throw new ApiError(
-          'payment_required',
-          'Stripe is not configured on this server: only the operator can set a paid plan',
-        );
-      const { rows } = await ctx.pool.query<Workspace>(
-        'SELECT id, slug, display_name, contact_email, plan, stripe_customer_id, created_at FROM workspaces WHERE id = $1',
-        [wsId],
-      );
-      const ws = rows[0]!;
-      if (isPaidPlan(ws.plan))
-        throw new ApiError(
-          'already_subscribed',
-          `the workspace is on the ${ws.plan} plan: change it in the billing portal`,
-        );
-      const customerId = ws.stripe_customer_id ?? (await linkCustomer(stripe, ctx, ws));
-      const urls = returnUrls(ctx.cfg.PUBLIC_BASE_URL.toString(), wsId);
-      const session = await createPlanCheckout(stripe, {
-        workspaceId: wsId,
-        customerId,
-        plan: req.body.plan,
-        successUrl: req.body.success_url ?? urls.successUrl,
-        cancelUrl: req.body.cancel_url ?? urls.cancelUrl,
+      const ws = await workspaces.get(await workspaceAccess(workspaces, req, req.params.id));
+      const { plan, success_url, cancel_url } = req.body;
+      const session = await billing.checkout(ws, plan, {
+        ...(success_url === undefined ? {} : { successUrl: success_url }),
+        ...(cancel_url === undefined ? {} : { cancelUrl: cancel_url }),
       });
-      return reply.status(201).send({ id: session.id, url: session.url, plan: req.body.plan });
+      return reply.status(201).send({ id: session.id, url: session.url, plan });
     },
   );
 
@@ -94,24 +62,7 @@ export function billingRoutes(app: FastifyInstance, ctx: Ctx): void {
           'operator_only',
           'only the operator key may set a plan; a workspace buys one through POST /api/v1/workspaces/:id/billing/checkout-session',
         );
-      const { rows } = await ctx.pool.query<Workspace>(
-        'UPDATE workspaces SET plan = $2 WHERE id = $1 RETURNING id, slug, display_name, contact_email, plan, stripe_customer_id, created_at',
-        [req.params.id, req.body.plan],
-      );
-      if (rows.length === 0) throw new ApiError('workspace_not_found', `no workspace ${req.params.id}`);
-      await ctx.redis.publish(PLAN_CHANGED_CHANNEL, req.params.id);
-      ctx.log.info({ workspace: req.params.id, plan: req.body.plan }, 'plan set by the operator');
-      return { workspace: publicWorkspace(rows[0]!) };
+      return { workspace: publicWorkspace(await billing.setPlan(req.params.id, req.body.plan)) };
     },
   );
-}
-
-/** A workspace from before Stripe was configured has no customer yet: create and link one. */
-async function linkCustomer(stripe: Stripe, ctx: Ctx, ws: Workspace): Promise<string> {
-  const id = await createStripeCustomer(stripe, ws);
-  await ctx.pool.query('UPDATE workspaces SET stripe_customer_id = $2 WHERE id = $1 AND stripe_customer_id IS NULL', [
-    ws.id,
-    id,
-  ]);
-  return id;
 }

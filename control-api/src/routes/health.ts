@@ -2,10 +2,11 @@ import type { FastifyInstance, FastifySchema } from 'fastify';
 import './openapi.js';
 
 const hidden: FastifySchema = { hide: true };
-import { pgHealthy, redisHealthy } from '@meterd/core';
-import type { Ctx } from '../context.js';
+import { pgHealthy, redisHealthy, type Pool, type Redis } from '@meterd/core';
+import type { ControlMetrics } from '../metrics.js';
 
-export function healthRoutes(app: FastifyInstance, ctx: Ctx): void {
+/** Liveness, readiness (the stores answer) and metrics: plumbing, so it reads the stores directly. */
+export function healthRoutes(app: FastifyInstance, ctx: { pool: Pool; redis: Redis; metrics: ControlMetrics }): void {
   app.get('/healthz', { schema: hidden }, async () => ({ status: 'ok' }));
   app.get('/readyz', { schema: hidden }, async (_req, reply) => {
     const [postgres, redis] = await Promise.all([pgHealthy(ctx.pool), redisHealthy(ctx.redis)]);

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { ApiError } from '@meterd/core';
 import type { Ctx } from '../context.js';
 import { requireAuth, workspaceAccess } from '../http/auth.js';
+import { wsParams } from '../http/schemas.js';
 import { CATALOG } from '../provision/catalog.js';
 
 interface ProvisionBody {
@@ -34,7 +35,7 @@ const idParams = {
 
 export function provisionRoutes(app: FastifyInstance, ctx: Ctx): void {
   const guard = requireAuth(ctx.auth, ['admin', 'provision:write']);
-  const p = ctx.provisioner;
+  const { provisions: p, workspaces } = ctx.services;
 
   app.get(
     '/api/v1/catalog',
@@ -73,7 +74,7 @@ export function provisionRoutes(app: FastifyInstance, ctx: Ctx): void {
       ) {
         throw new ApiError('workspace_mismatch', "workspace_id is not this API key's workspace", 'workspace_id');
       }
-      const ws = await workspaceAccess(ctx.pool, req, target);
+      const ws = await workspaceAccess(workspaces, req, target);
       const row = await p.create(ws, b.service, b.customer_id, config);
       return reply.status(202).header('location', `/api/v1/provision/${row.id}`).send({ provision: row });
     },
@@ -82,7 +83,7 @@ export function provisionRoutes(app: FastifyInstance, ctx: Ctx): void {
   const owned = async (req: Parameters<typeof workspaceAccess>[1], id: string) => {
     const row = await p.get(id);
     if (row === undefined) throw new ApiError('resource_not_found', `no provision ${id}`);
-    await workspaceAccess(ctx.pool, req, row.workspace_id);
+    await workspaceAccess(workspaces, req, row.workspace_id);
     return row;
   };
 
@@ -117,10 +118,10 @@ export function provisionRoutes(app: FastifyInstance, ctx: Ctx): void {
       schema: {
         tags: ['provisioning'],
         summary: "A workspace's provisions.",
-        params: { type: 'object', required: ['id'], properties: { id: { type: 'string' } } },
+        params: wsParams,
       },
       preHandler: guard,
     },
-    async (req) => ({ data: await p.list(await workspaceAccess(ctx.pool, req, req.params.id)) }),
+    async (req) => ({ data: await p.list(await workspaceAccess(workspaces, req, req.params.id)) }),
   );
 }

@@ -1,21 +1,11 @@
-import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
-import { ApiError, inTransaction } from '@meterd/core';
 import type { Ctx } from '../context.js';
 import { requireAuth, workspaceAccess } from '../http/auth.js';
-import { SHOP_DOMAIN, verifyShopifyHmac } from '../shopify/oauth.js';
-import { emitEvent } from '../webhooks/outbox.js';
-
-const STATE_TTL_MINUTES = 10;
+import { wsParams } from '../http/schemas.js';
 
 /** Shopify connect: start returns the authorize URL; the callback checks HMAC and state, stores the token encrypted. */
 export function shopifyRoutes(app: FastifyInstance, ctx: Ctx): void {
-  const cfg = ctx.cfg;
-  const callbackUrl = new URL('/api/v1/shopify/callback', cfg.PUBLIC_BASE_URL).toString();
-  const configured = () => {
-    if (cfg.SHOPIFY_API_KEY === '' || cfg.SHOPIFY_API_SECRET === '')
-      throw new ApiError('not_configured', 'Shopify is not configured on this server');
-  };
+  const { shopify, workspaces } = ctx.services;
 
   app.post<{ Params: { id: string }; Body: { shop_domain: string } }>(
     '/api/v1/workspaces/:id/shopify/connect',
@@ -23,7 +13,7 @@ export function shopifyRoutes(app: FastifyInstance, ctx: Ctx): void {
       schema: {
         tags: ['shopify'],
         summary: 'Start connecting a Shopify store: returns the OAuth URL to redirect the merchant to.',
-        params: { type: 'object', required: ['id'], properties: { id: { type: 'string' } } },
+        params: wsParams,
         body: {
           type: 'object',
           required: ['shop_domain'],
@@ -34,24 +24,10 @@ export function shopifyRoutes(app: FastifyInstance, ctx: Ctx): void {
       preHandler: requireAuth(ctx.auth, ['admin']),
     },
     async (req) => {
-      configured();
-      const wsId = await workspaceAccess(ctx.pool, req, req.params.id);
-      const shop = req.body.shop_domain.toLowerCase();
-      if (!SHOP_DOMAIN.test(shop))
-        throw new ApiError('invalid_field', 'shop_domain must be <store>.myshopify.com', 'shop_domain');
-      const state = randomBytes(24).toString('base64url');
-      await ctx.pool.query(
-        `INSERT INTO shopify_oauth_states (state, workspace_id, shop_domain, expires_at) VALUES ($1, $2, $3, now() + make_interval(mins => $4))`,
-        [state, wsId, shop, STATE_TTL_MINUTES],
-      );
-      const u = new URL(`https://${shop}/admin/oauth/authorize`);
-      u.search = new URLSearchParams({
-        client_id: cfg.SHOPIFY_API_KEY,
-        scope: cfg.SHOPIFY_SCOPES,
-        redirect_uri: callbackUrl,
-        state,
-      }).toString();
-      return { authorize_url: u.toString(), state_expires_in: STATE_TTL_MINUTES * 60 };
+      shopify.requireConfigured();
+      const ws = await workspaceAccess(workspaces, req, req.params.id);
+      const { authorizeUrl, stateTtlSeconds } = await shopify.start(ws, req.body.shop_domain);
+      return { authorize_url: authorizeUrl, state_expires_in: stateTtlSeconds };
     },
   );
 
@@ -59,61 +35,11 @@ export function shopifyRoutes(app: FastifyInstance, ctx: Ctx): void {
     '/api/v1/shopify/callback',
     { schema: { tags: ['shopify'], summary: 'Shopify OAuth callback (HMAC and state checked).' } },
     async (req, reply) => {
-      configured();
-      const q = req.query;
-      if (!verifyShopifyHmac(q, cfg.SHOPIFY_API_SECRET))
-        throw new ApiError('invalid_signature', 'the Shopify HMAC does not verify');
-      const shop = q.shop ?? '';
-      if (!SHOP_DOMAIN.test(shop) || typeof q.code !== 'string' || typeof q.state !== 'string')
-        throw new ApiError('invalid_signature', 'the callback lacks shop, code or state');
-      // Single use: the state row is consumed whether or not the rest succeeds.
-      const { rows } = await ctx.pool.query<{ workspace_id: string }>(
-        'DELETE FROM shopify_oauth_states WHERE state = $1 AND shop_domain = $2 AND expires_at > now() RETURNING workspace_id',
-        [q.state, shop],
+      await shopify.complete(req.query);
+      return reply.redirect(
+        new URL('/dashboard/onboarding?shopify=connected', ctx.cfg.PUBLIC_BASE_URL).toString(),
+        302,
       );
-      if (rows.length === 0) throw new ApiError('invalid_signature', 'unknown, expired or already used state');
-      const wsId = rows[0]!.workspace_id;
-      const token = await exchangeCode(
-        cfg.SHOPIFY_TOKEN_URL_TEMPLATE.replace('{shop}', shop),
-        cfg.SHOPIFY_API_KEY,
-        cfg.SHOPIFY_API_SECRET,
-        q.code,
-      );
-      await inTransaction(ctx.pool, async (c) => {
-        await c.query(
-          `INSERT INTO shopify_connections (workspace_id, shop_domain, access_token_enc, scopes) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (workspace_id, shop_domain) DO UPDATE SET access_token_enc = EXCLUDED.access_token_enc, scopes = EXCLUDED.scopes, connected_at = now()`,
-          [wsId, shop, ctx.box.seal(token.access_token), token.scope ?? null],
-        );
-        await emitEvent(c, wsId, 'shopify.connected', { shop_domain: shop, scopes: token.scope ?? null });
-      });
-      return reply.redirect(new URL('/dashboard/onboarding?shopify=connected', cfg.PUBLIC_BASE_URL).toString(), 302);
     },
   );
-}
-
-async function exchangeCode(
-  url: string,
-  clientId: string,
-  secret: string,
-  code: string,
-): Promise<{ access_token: string; scope?: string }> {
-  let res: Response;
-  try {
-    res = await fetch(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json' },
-      body: JSON.stringify({ client_id: clientId, client_secret: secret, code }),
-      signal: AbortSignal.timeout(10_000),
-    });
-  } catch (err) {
-    throw new ApiError('upstream_error', 'exchanging the Shopify code failed', undefined, {
-      retryable: true,
-      cause: err,
-    });
-  }
-  const body = (await res.json().catch(() => ({}))) as { access_token?: string; scope?: string };
-  if (!res.ok || typeof body.access_token !== 'string')
-    throw new ApiError('upstream_error', `Shopify refused the code (${res.status})`);
-  return { access_token: body.access_token, ...(body.scope ? { scope: body.scope } : {}) };
 }

@@ -1,8 +1,8 @@
 import { ApiError, PLAN_QUOTAS, inTransaction, newId, type Logger, type Plan, type Pool } from '@meterd/core';
 import type { SecretBox } from '../crypto/secret-box.js';
 import { emitEvent } from '../webhooks/outbox.js';
-import { CATALOG, checkConfig, declaredConfig } from './catalog.js';
-import type { DeploySpec, ProvisionDriver } from './driver.js';
+import { CATALOG, checkConfig, declaredConfig } from '../provision/catalog.js';
+import type { DeploySpec, ProvisionDriver } from '../provision/driver.js';
 
 export interface ProvisionRow {
   id: string;
@@ -105,6 +105,19 @@ export class Provisioner {
       [workspaceId],
     );
     return rows;
+  }
+
+  /** The workspace's newest provision of `service` that is not deprovisioned (onboarding's second step). */
+  async latest(
+    workspaceId: string,
+    service: string,
+  ): Promise<Pick<ProvisionRow, 'id' | 'status' | 'url' | 'error'> | null> {
+    const { rows } = await this.pool.query<Pick<ProvisionRow, 'id' | 'status' | 'url' | 'error'>>(
+      `SELECT id, status, url, error FROM provisions WHERE workspace_id = $1 AND service = $2 AND status <> 'deprovisioned'
+        ORDER BY created_at DESC LIMIT 1`,
+      [workspaceId, service],
+    );
+    return rows[0] ?? null;
   }
 
   async deprovision(id: string): Promise<ProvisionRow> {

@@ -1,0 +1,26 @@
+import { SCOPES } from '@meterd/core';
+
+/** JSON schemas more than one route validates with (the public API and the dashboard). */
+
+/** Path parameters, all required strings. */
+export function pathParams(...names: string[]) {
+  return {
+    type: 'object',
+    required: names,
+    properties: Object.fromEntries(names.map((k) => [k, { type: 'string' }])),
+  } as const;
+}
+
+export const wsParams = pathParams('id');
+
+export const httpUrl = { type: 'string', maxLength: 2_000, pattern: '^https?://' } as const;
+
+/** Minting an API key: an optional name and scopes (MINTED_KEY_SCOPES when left out). */
+export const mintKeyBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    name: { type: 'string', maxLength: 200 },
+    scopes: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', enum: [...SCOPES] } },
+  },
+} as const;

@@ -1,0 +1,58 @@
+import type { Logger, Pool, Redis } from '@meterd/core';
+import type Stripe from 'stripe';
+import type { ControlConfig } from '../config.js';
+import type { SecretBox } from '../crypto/secret-box.js';
+import type { ControlMetrics } from '../metrics.js';
+import { BillingService } from './billing.js';
+import { KeyService } from './keys.js';
+import type { Provisioner } from './provisions.js';
+import { ShopifyService } from './shopify.js';
+import { WebhookService } from './webhooks.js';
+import { WorkspaceService } from './workspaces.js';
+
+/**
+ * The control API's domain: every rule and every SQL statement behind the public routes and the
+ * dashboard. Routes parse, authorise, call one of these and serialise the answer.
+ */
+export interface Services {
+  workspaces: WorkspaceService;
+  keys: KeyService;
+  webhooks: WebhookService;
+  billing: BillingService;
+  provisions: Provisioner;
+  shopify: ShopifyService;
+}
+
+export interface ServiceDeps {
+  pool: Pool;
+  redis: Redis;
+  log: Logger;
+  metrics: ControlMetrics;
+  box: SecretBox;
+  stripe: Stripe | null;
+  /** Built by the caller: it runs deploys in the background and closes with the process. */
+  provisioner: Provisioner;
+}
+
+export function createServices(cfg: ControlConfig, d: ServiceDeps): Services {
+  const billing = new BillingService({
+    pool: d.pool,
+    redis: d.redis,
+    stripe: d.stripe,
+    log: d.log,
+    metrics: d.metrics,
+    publicBaseUrl: cfg.PUBLIC_BASE_URL,
+    webhookSecret: cfg.STRIPE_WEBHOOK_SECRET,
+  });
+  return {
+    workspaces: new WorkspaceService(d.pool, billing),
+    keys: new KeyService(d.pool, d.redis),
+    webhooks: new WebhookService(d.pool, d.box, {
+      maxEndpoints: cfg.WEBHOOK_MAX_ENDPOINTS,
+      allowPrivate: cfg.WEBHOOK_ALLOW_PRIVATE,
+    }),
+    billing,
+    provisions: d.provisioner,
+    shopify: new ShopifyService(d.pool, d.box, cfg),
+  };
+}
