@@ -4,12 +4,14 @@
 //    fails at once (node's own --test-timeout, set higher in test.sh, is the backstop for hooks and
 //    names only the file);
 //  - a file whose tests all finished but whose process stays alive (a timer or socket left open
-//    after close): what is left on its event loop is printed and the file fails.
+//    after close): what is left on its event loop is printed and the file fails. The grace counts
+//    from the start of the file's after() hooks (this preload's hook runs first), so it covers a
+//    cleanup that hangs too, and is long enough for a slow one (dropping databases on a busy machine).
 // Both timers are unref()ed: they never keep a healthy file alive.
 import { after, afterEach, beforeEach } from 'node:test';
 
 const testLimitMs = Number(process.env.METERD_TEST_TIMEOUT_MS ?? 180_000);
-const exitGraceMs = Number(process.env.METERD_TEST_EXIT_GRACE_MS ?? 15_000);
+const exitGraceMs = Number(process.env.METERD_TEST_EXIT_GRACE_MS ?? 60_000);
 const file = process.argv[1];
 const timers = new Map();
 
