@@ -46,8 +46,12 @@ export function row(e: Ev): EventRow {
  * One shipped batch, as ingest's shipper does: an INSERT into events (one part per call), then the
  * batch's record. The same rows again are a replay of the same batch.
  */
-export async function insertEvents(ch: ClickHouseClient, evs: readonly Ev[]): Promise<void> {
-  await insertEventBatch(ch, evs.map(row));
+export async function insertEvents(
+  ch: ClickHouseClient,
+  evs: readonly Ev[],
+  batch?: { id: string; attempt: number },
+): Promise<void> {
+  await insertEventBatch(ch, evs.map(row), batch);
 }
 
 export interface StreamOptions {

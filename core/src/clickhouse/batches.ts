@@ -147,12 +147,13 @@ export async function recordBatchWith(ch: ClickHouseClient, rec: BatchRecord): P
 /**
  * Inserts rows into `events` and records them as one batch, as ingest's shipper does, for tools and
  * tests that write events themselves. The batch id defaults to a hash of the rows, so inserting the
- * same rows again is a replay of the same batch.
+ * same rows again is a replay of the same batch; a shipper's replay after a crash may also reach
+ * further (the same id, a later attempt, a superset of the rows).
  */
 export async function insertEventBatch(
   ch: ClickHouseClient,
   rows: readonly EventRow[],
-  batchId?: string,
+  batch?: { id: string; attempt: number },
 ): Promise<void> {
   if (rows.length === 0) return;
   try {
@@ -160,8 +161,8 @@ export async function insertEventBatch(
   } catch (err) {
     throw new ClickHouseError(`inserting ${rows.length} events`, err);
   }
-  const id = batchId ?? `sha256:${createHash('sha256').update(JSON.stringify(rows)).digest('hex').slice(0, 32)}`;
-  await recordBatchWith(ch, batchRecord(id, 0, rows));
+  const id = batch?.id ?? `sha256:${createHash('sha256').update(JSON.stringify(rows)).digest('hex').slice(0, 32)}`;
+  await recordBatchWith(ch, batchRecord(id, batch?.attempt ?? 0, rows));
 }
 
 function jsonLines(rows: readonly object[]): Buffer {
