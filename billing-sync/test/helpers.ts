@@ -100,7 +100,11 @@ export interface EventRow {
 }
 
 /** One shipped batch (events and its record, as ingest's shipper writes them). */
-export async function insertEvents(stores: TestStores, rows: EventRow[]): Promise<void> {
+export async function insertEvents(
+  stores: TestStores,
+  rows: EventRow[],
+  batch?: { id: string; attempt: number },
+): Promise<void> {
   const fmt = (s: number): string => new Date(s * 1000).toISOString().slice(0, 19).replace('T', ' ');
   await insertEventBatch(
     stores.clickhouse,
@@ -115,6 +119,7 @@ export async function insertEvents(stores: TestStores, rows: EventRow[]): Promis
       occurred_at: fmt(r.occurred_at),
       received_at: fmt(r.received_at ?? r.occurred_at),
     })),
+    batch,
   );
 }
 
