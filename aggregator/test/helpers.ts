@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { formatRfc3339, toClickHouseDateTime } from '@meterd/core';
+import { formatRfc3339, insertEventBatch, toClickHouseDateTime, type EventRow } from '@meterd/core';
 import { GRANULARITIES, bucketStart, type Granularity } from '../src/rollups/granularity.js';
 import { readRollups } from '../src/rollups/read.js';
 import type { Aggregator } from '../src/worker/aggregator.js';
@@ -28,7 +28,7 @@ export interface Ev {
   received_ms: number;
 }
 
-export function row(e: Ev): Record<string, string | number> {
+export function row(e: Ev): EventRow {
   return {
     workspace_id: e.workspace_id,
     event_type: e.event_type,
@@ -42,10 +42,16 @@ export function row(e: Ev): Record<string, string | number> {
   };
 }
 
-/** A plain INSERT into events, as ingest's shipper does (one part per call). */
-export async function insertEvents(ch: ClickHouseClient, evs: readonly Ev[]): Promise<void> {
-  if (evs.length === 0) return;
-  await ch.insert({ table: 'events', values: evs.map(row), format: 'JSONEachRow' });
+/**
+ * One shipped batch, as ingest's shipper does: an INSERT into events (one part per call), then the
+ * batch's record. The same rows again are a replay of the same batch.
+ */
+export async function insertEvents(
+  ch: ClickHouseClient,
+  evs: readonly Ev[],
+  batch?: { id: string; attempt: number },
+): Promise<void> {
+  await insertEventBatch(ch, evs.map(row), batch);
 }
 
 export interface StreamOptions {

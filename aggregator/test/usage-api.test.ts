@@ -45,8 +45,11 @@ before(async () => {
       received_ms: occurred + 2000,
     });
   }
-  await insertEvents(stores.clickhouse, evs);
-  await insertEvents(stores.clickhouse, evs.slice(0, 20)); // a replay
+  // A batch shipped, then shipped again after a crash before the checkpoint moved (the same batch
+  // id; the replay reaches further, so it is a later attempt with more rows), then again as it was.
+  await insertEvents(stores.clickhouse, evs.slice(0, 20), { id: 'b1', attempt: 20 });
+  await insertEvents(stores.clickhouse, evs, { id: 'b1', attempt: 60 });
+  await insertEvents(stores.clickhouse, evs, { id: 'b1', attempt: 60 });
   const agg = new Aggregator(stores.clickhouse, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), {
     shards: SHARDS,
     closeAfterSeconds: 3600,

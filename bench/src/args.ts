@@ -25,6 +25,8 @@ export interface BenchArgs {
   /** Write V8 CPU profiles of the self-started ingest to results/. */
   cpuProf: boolean;
   workspaces: number;
+  /** Events loaded into the bench workspace's current month before the run (history). */
+  preload: number;
   /** Extra environment of the self-started ingest (--ingest-env NAME=value, repeatable). */
   ingestEnv: Record<string, string>;
   /** Entry point of the self-started ingest (default: this checkout's build). */
@@ -45,6 +47,7 @@ const HELP = `usage: npm run bench -- [options]
   --verify-database NAME  with --target: ClickHouse database to verify against (at CLICKHOUSE_URL)
   --threads N             threads of the self-started ingest and of the ceiling (default 2)
   --workspaces N          workspaces in the mixed scenario (default 2000)
+  --preload N             first load N events into the bench workspace's current month (server-side)
   --no-compare            skip the ceiling and baseline runs
   --ingest-env NAME=value extra environment for the self-started ingest (repeatable), e.g. SHIP_INTERVAL_MS=100
   --compare-ref REF       also bench git REF's ingest (e.g. main), alternating this, REF, this, REF;
@@ -85,6 +88,7 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defau
     threads: 2,
     cpuProf: false,
     workspaces: 2000,
+    preload: 0,
     ingestEnv: {},
     out: defaultOut,
     ingestMain: undefined,
@@ -143,6 +147,9 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defau
         break;
       case '--workspaces':
         a.workspaces = positive(flag, value(), 100_000);
+        break;
+      case '--preload':
+        a.preload = positive(flag, value(), 1_000_000_000);
         break;
       case '--no-compare':
         a.compare = false;

@@ -11,6 +11,7 @@ import { buildWorkload, type AckCounters, type Tenant } from './load/workloads.j
 import { preflight } from './preflight.js';
 import { summariseProfiles, type ProfileTop } from './report/profile.js';
 import { openBenchStores, type BenchStores } from './stack/stores.js';
+import { preloadEvents } from './stack/preload.js';
 import { verifyKeys, type Verification } from './verify/clickhouse.js';
 import { FreshnessProbe, type Freshness } from './verify/freshness.js';
 import { waitForSpool } from './verify/spool.js';
@@ -106,6 +107,12 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
       log('bench: creating databases and workspaces…');
       stores = await openBenchStores();
       mainTenant = await stores.tenant('enterprise');
+      if (args.preload > 0) {
+        const t0 = Date.now();
+        log(`bench: preloading ${args.preload} events into ${mainTenant.workspaceId}'s current month…`);
+        await preloadEvents(stores.clickhouse, mainTenant.workspaceId, args.preload, Date.now());
+        log(`bench: preloaded in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      }
       spoolDir = mkdtempSync(join(tmpdir(), 'meterd-bench-spool-'));
       const port = await freePort();
       const nodeArgs = args.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] : [];

@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import Stripe from 'stripe';
+import { insertEventBatch } from '@meterd/core';
 import type { TestStores } from '@meterd/core/testing';
 import { loadBillingConfig, type BillingConfig } from '../src/config.js';
 import { meterEventName } from '../src/meters.js';
@@ -98,12 +99,16 @@ export interface EventRow {
   event_id?: string;
 }
 
-export async function insertEvents(stores: TestStores, rows: EventRow[]): Promise<void> {
+/** One shipped batch (events and its record, as ingest's shipper writes them). */
+export async function insertEvents(
+  stores: TestStores,
+  rows: EventRow[],
+  batch?: { id: string; attempt: number },
+): Promise<void> {
   const fmt = (s: number): string => new Date(s * 1000).toISOString().slice(0, 19).replace('T', ' ');
-  await stores.clickhouse.insert({
-    table: 'events',
-    format: 'JSONEachRow',
-    values: rows.map((r) => ({
+  await insertEventBatch(
+    stores.clickhouse,
+    rows.map((r) => ({
       workspace_id: r.workspace_id,
       event_type: r.event_type,
       idempotency_key: r.idempotency_key,
@@ -114,7 +119,8 @@ export async function insertEvents(stores: TestStores, rows: EventRow[]): Promis
       occurred_at: fmt(r.occurred_at),
       received_at: fmt(r.received_at ?? r.occurred_at),
     })),
-  });
+    batch,
+  );
 }
 
 /**

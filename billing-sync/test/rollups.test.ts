@@ -106,8 +106,11 @@ test('rollups equal the raw distinct events; billing pushes them exactly; a late
       }
     }
   }
-  await insertEvents(stores, rows);
-  await insertEvents(stores, rows.slice(0, 25)); // a replayed batch
+  // A batch shipped, then shipped again after a crash before the spool checkpoint moved: the same
+  // batch id, reaching further (a later attempt with more rows), then once more as it was.
+  await insertEvents(stores, rows.slice(0, 25), { id: 'b1', attempt: 25 });
+  await insertEvents(stores, rows, { id: 'b1', attempt: rows.length });
+  await insertEvents(stores, rows, { id: 'b1', attempt: rows.length });
   await rolledUp(source as ClickHouseRollupUsage);
 
   for (const size of ['hour', 'day'] as const) {

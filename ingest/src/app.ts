@@ -6,6 +6,7 @@ import {
   addressMatcher,
   createLogger,
   createPool,
+  createBatchRecorder,
   createRawInserter,
   createRedis,
   errorBody,
@@ -13,6 +14,7 @@ import {
   redisHealthy,
   MetricsRegistry,
   type Logger,
+  type RecordBatch,
   type Pool,
   type Redis,
 } from '@meterd/core';
@@ -80,23 +82,22 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     commitSeconds: metrics.commitSeconds,
     log,
   });
-  const insert =
-    o.insertRows ??
-    createRawInserter(
-      {
-        url: cfg.CLICKHOUSE_URL,
-        database: cfg.CLICKHOUSE_DATABASE,
-        user: cfg.CLICKHOUSE_USER,
-        password: cfg.CLICKHOUSE_PASSWORD,
-      },
-      'events',
-    );
+  const target = {
+    url: cfg.CLICKHOUSE_URL,
+    database: cfg.CLICKHOUSE_DATABASE,
+    user: cfg.CLICKHOUSE_USER,
+    password: cfg.CLICKHOUSE_PASSWORD,
+  };
+  const insert = o.insertRows ?? createRawInserter(target, 'events');
+  // Batches are recorded for the aggregator only where they really reach ClickHouse's events.
+  const record = o.insertRows === undefined ? createBatchRecorder(target) : undefined;
   const shipper = new SpoolShipper(writer, insert, {
     batchRows: cfg.SHIP_BATCH_ROWS,
     intervalMs: cfg.SHIP_INTERVAL_MS,
     metrics,
     log,
     quarantined: metrics.quarantinedRows,
+    record,
   });
   const spool = o.wrapSpool ? o.wrapSpool(writer) : writer;
   const guarded = new SpoolLimit(spool, shipper, cfg.SPOOL_MAX_BYTES);
@@ -156,7 +157,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   health.start();
   const adopted = (o.adopt ?? []).flatMap((dir) => {
     try {
-      return [shipOrphan(dir, insert, cfg, log)];
+      return [shipOrphan(dir, insert, record, cfg, log)];
     } catch (err) {
       // Still owned by a live process (an old instance draining on the same volume): leave it.
       if ((err as { code?: string }).code !== 'METERD_INGEST_SPOOL_LOCKED') throw err;
@@ -188,7 +189,13 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
 }
 
 /** Ships a dead thread's spool to the end, then deletes the folder. */
-function shipOrphan(dir: string, insert: InsertRows, cfg: IngestConfig, log: Logger): { stop(): Promise<void> } {
+function shipOrphan(
+  dir: string,
+  insert: InsertRows,
+  record: RecordBatch | undefined,
+  cfg: IngestConfig,
+  log: Logger,
+): { stop(): Promise<void> } {
   const writer = SpoolWriter.open(dir, { segmentBytes: cfg.SPOOL_SEGMENT_BYTES, fsync: true });
   // Its gauges would overwrite this thread's: give it a registry of its own and log instead.
   const shipper = new SpoolShipper(writer, insert, {
@@ -196,6 +203,7 @@ function shipOrphan(dir: string, insert: InsertRows, cfg: IngestConfig, log: Log
     intervalMs: cfg.SHIP_INTERVAL_MS,
     metrics: defineIngestMetrics(new MetricsRegistry()),
     log,
+    record,
   });
   log.info({ dir, unshipped_bytes: shipper.unshippedBytes }, 'shipping the spool of a thread that no longer exists');
   shipper.start();

@@ -37,7 +37,12 @@ export const ingestVars = {
   ),
   SPOOL_SEGMENT_BYTES: int('Size at which the spool starts a new segment file.', 64 << 20, 1 << 16, 1 << 30),
   SHIP_BATCH_ROWS: int('Most rows per ClickHouse insert.', 50_000, 1, 1_000_000),
-  SHIP_INTERVAL_MS: int('How often the spool is shipped to ClickHouse when a batch has not filled.', 250, 10, 60_000),
+  SHIP_INTERVAL_MS: int(
+    'How often the spool is shipped to ClickHouse when a batch has not filled. Each ship is one insert into events and one into each batch-record table: keep threads × 1000 / this at or under ~2 per ingest process (ClickHouse wants about one insert per second per table).',
+    1000,
+    10,
+    60_000,
+  ),
   REDIS_KEY_PREFIX: str(
     "Prefix of ingest's Redis keys (`<prefix>:{ws}:d:…` dedupe, `<prefix>:{ws}:q:YYYYMM` quota). The control API reads the quota counters with the same prefix (INGEST_REDIS_PREFIX).",
     'md',

@@ -30,11 +30,12 @@ export function totalsFromEventsSql(
   where: string,
   keep: (o: string) => string,
   closeAfterSeconds: number,
+  scope?: string,
 ): string {
   return `SELECT workspace_id, event_type, c AS cur, ${bucketSql(g, 'o')} AS bucket,
       count() AS n, sum(q) AS qs, sum(g) AS gs, min(o) AS fo, max(o) AS lo,
       countIf(r >= toStartOfHour(o) + ${lit(3600 + closeAfterSeconds)}) AS late
-    FROM (${winningEventsSql(where, keep)})
+    FROM (${winningEventsSql(where, keep, scope)})
     GROUP BY workspace_id, event_type, cur, bucket`;
 }
 

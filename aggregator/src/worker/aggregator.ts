@@ -1,10 +1,18 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import { Loop, type Logger } from '@meterd/core';
 import type { AggregatorMetrics } from '../metrics.js';
-import { detectChangedWindows } from './detect.js';
+import {
+  LOOKBACK_SECONDS,
+  closesAt,
+  readClosingWindows,
+  readNewRecords,
+  serverNow,
+  type BatchWindowRecord,
+  type Window,
+} from './detect.js';
 import type { ShardLeases } from './leases.js';
 import { recomputeWindows } from './recompute.js';
-import { readShardStates, writeShardStates, type ShardState } from './state.js';
+import { initialState, readShardStates, writeShardStates, type ShardState } from './state.js';
 
 export interface AggregatorOptions {
   shards: number;
@@ -15,18 +23,26 @@ export interface AggregatorOptions {
 export interface CycleResult {
   shards: number;
   windows: number;
+  /** Of which closed hours recomputed from raw events (the rest: open hours folded from partials). */
+  closed: number;
 }
 
 /**
- * The rollup worker. Each cycle, for the shards it holds a lease on: find the hours whose raw
- * events changed since the shard's watermark, recompute them (and their days and months) exactly,
- * then advance the watermark. Because a window is always recomputed whole from the distinct events
- * and written with a higher version, doing a cycle twice (crash before the watermark moved, a
- * lease handed over mid-cycle) changes nothing; skipping one is impossible since the watermark
- * only moves after the rollups are written.
+ * The rollup worker. Each cycle, for the shards it holds a lease on: read the batch records
+ * (`event_windows`) shipped since the shard's watermark, and the windows whose close time passed;
+ * fold each open hour from its batches' partials, recompute each closed hour exactly from the raw
+ * events (once when it closes, and again whenever a batch touches it later), then advance the
+ * watermarks. Work per cycle follows what was shipped since and what closed, never the history.
+ * A window is always rewritten whole with a higher version, so doing a cycle twice (crash before
+ * the watermarks moved, a lease handed over mid-cycle) changes nothing; skipping one is impossible
+ * since the watermarks only move after the rollups are written. "Open" and "closed" are judged on
+ * the ClickHouse server's clock, the one the records are stamped with, and a window past a shard's
+ * closedUntil is closed for every later holder, so an exact total is never folded over again.
  */
 export class Aggregator {
   private readonly states = new Map<number, ShardState>();
+  /** Records already folded in, by key, with their insert second: the look-back skips them. */
+  private readonly seen = new Map<string, number>();
   private lastUpdated = 0;
   private loop: Loop | undefined;
 
@@ -44,36 +60,76 @@ export class Aggregator {
     const fresh = [...held].filter((s) => !this.states.has(s));
     if (fresh.length > 0) {
       const stored = await readShardStates(this.ch, fresh);
-      for (const s of fresh) {
-        this.states.set(s, stored.get(s) ?? { shard: s, block: 0n, version: 0n, asOfMs: 0 });
-      }
+      for (const s of fresh) this.states.set(s, stored.get(s) ?? initialState(s));
     }
     this.metrics?.shardsHeld.set(this.states.size);
-    if (this.states.size === 0) return { shards: 0, windows: 0 };
+    if (this.states.size === 0) return { shards: 0, windows: 0, closed: 0 };
 
     const asOf = Date.now();
-    const watermarks = new Map([...this.states].map(([s, st]) => [s, st.block]));
-    const found = await detectChangedWindows(this.ch, this.opts.shards, watermarks);
+    const nowS = await serverNow(this.ch);
+    const { shards, closeAfterSeconds } = this.opts;
+    const records = (
+      await readNewRecords(this.ch, shards, new Map([...this.states].map(([s, st]) => [s, st.seenUntil])), nowS)
+    ).filter((r) => !this.seen.has(r.key));
+    const closing = await readClosingWindows(
+      this.ch,
+      shards,
+      new Map([...this.states].map(([s, st]) => [s, st.closedUntil])),
+      nowS,
+      closeAfterSeconds,
+    );
     // The version is drawn before the recompute reads the events, so a successor that draws later
     // writes a higher version from a snapshot at least as new. The leases are re-checked last: a
     // process that lost them meanwhile writes nothing.
     const version = await this.leases.nextVersion();
     const still = await this.leases.verify();
     for (const s of this.states.keys()) if (!still.has(s)) this.states.delete(s);
-    if (this.states.size === 0) return { shards: 0, windows: 0 };
-    const windows = found.windows.filter((w) => still.has(w.shard));
-    if (windows.length > 0) {
-      await recomputeWindows(this.ch, windows, version, this.opts.closeAfterSeconds, this.opts.windowsPerQuery);
+    if (this.states.size === 0) return { shards: 0, windows: 0, closed: 0 };
+    const split = this.classify([...records, ...closing], nowS, still);
+    if (split.closed.length + split.open.length > 0) {
+      await recomputeWindows(this.ch, split, version, closeAfterSeconds, this.opts.windowsPerQuery);
     }
-    const next: ShardState[] = [];
-    for (const st of this.states.values()) {
-      const block = found.maxBlock !== undefined && found.maxBlock > st.block ? found.maxBlock : st.block;
-      next.push({ shard: st.shard, block, version, asOfMs: asOf });
-    }
+    const next: ShardState[] = [...this.states.values()].map((st) => ({
+      shard: st.shard,
+      seenUntil: Math.max(st.seenUntil, nowS),
+      closedUntil: Math.max(st.closedUntil, nowS),
+      version,
+      asOfMs: asOf,
+    }));
     await writeShardStates(this.ch, next, this.nextUpdated());
     for (const st of next) this.states.set(st.shard, st);
-    this.metrics?.windows.inc(windows.length);
-    return { shards: next.length, windows: windows.length };
+    this.remember(records);
+    const windows = split.closed.length + split.open.length;
+    this.metrics?.windows.inc(windows);
+    return { shards: next.length, windows, closed: split.closed.length };
+  }
+
+  /**
+   * Distinct windows of the held shards, closed (close time reached on the server's clock, or
+   * already past the shard's closedUntil) or open.
+   */
+  private classify(
+    windows: readonly Window[],
+    nowS: number,
+    held: ReadonlySet<number>,
+  ): { closed: Window[]; open: Window[] } {
+    const byKey = new Map<string, Window>();
+    for (const w of windows) if (held.has(w.shard)) byKey.set(`${w.workspaceId}|${w.start}`, w);
+    const closed: Window[] = [];
+    const open: Window[] = [];
+    for (const w of byKey.values()) {
+      const at = closesAt(w.start, this.opts.closeAfterSeconds);
+      const closedUntil = this.states.get(w.shard)?.closedUntil ?? 0;
+      (at <= nowS || at <= closedUntil ? closed : open).push(w);
+    }
+    return { closed, open };
+  }
+
+  private remember(records: readonly BatchWindowRecord[]): void {
+    for (const r of records) this.seen.set(r.key, r.insertedAt);
+    let floor = Infinity;
+    for (const st of this.states.values()) floor = Math.min(floor, st.seenUntil);
+    for (const [k, t] of this.seen) if (t < floor - LOOKBACK_SECONDS) this.seen.delete(k);
   }
 
   /** Seconds since the oldest as-of of the held shards, or -1 when none is held. */

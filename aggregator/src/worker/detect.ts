@@ -1,65 +1,145 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import { ClickHouseError, lit } from '@meterd/core';
-import { parseChDateTime } from '../rollups/granularity.js';
 
-/** An hour of one workspace whose raw events changed. */
+/** An hour of one workspace to bring up to date. */
 export interface Window {
   shard: number;
   workspaceId: string;
   start: number;
 }
 
-export interface Detection {
-  windows: Window[];
-  /** Highest block number among the parts read; undefined when no part was newer than the watermarks. */
-  maxBlock: bigint | undefined;
+/** One `event_windows` record: a window a shipped batch (one attempt of it) touched. */
+export interface BatchWindowRecord extends Window {
+  /** `<batch id>|<attempt>|<workspace>|<hour>`: the same on every copy of the record. */
+  key: string;
+  /** Server second it was inserted. */
+  insertedAt: number;
 }
 
 /**
- * The highest insert block number of the part a row lives in. A non-replicated MergeTree numbers an
- * insert's part when it commits, under the table's parts lock, so every part committed later gets a
- * higher number than every part visible now: "parts whose max block is above W" is exactly "rows
- * inserted since W" plus, harmlessly, older rows merged together with them. Part names are
- * `<partition>_<min_block>_<max_block>_<level>[_<mutation>]` on 18.16 and current servers.
+ * Records are read again from this many seconds before a shard's `seenUntil`: a batch whose record
+ * the server stamped with second T may become visible to a reader after that reader's clock passed
+ * T (an insert still in flight at the same second; on a cluster, replication lag). Records already
+ * folded are remembered by key for this long and skipped, so the look-back costs a read, never a
+ * recompute. Raise it for clusters whose replication lags more.
  */
-const PART_MAX_BLOCK = "toUInt64(splitByChar('_', _part)[3])";
+export const LOOKBACK_SECONDS = 10;
+
+/**
+ * A window's records are inserted no earlier than this before the window starts (ingest refuses
+ * occurred_at more than 5 minutes ahead); the rest is margin for clocks.
+ */
+const EARLIEST_RECORD_BEFORE_WINDOW_S = 3600;
 
 /** The shard of a workspace, the unit of leases and watermarks. */
 export function shardSql(shards: number): string {
   return `cityHash64(workspace_id) % ${lit(shards)}`;
 }
 
+/** The ClickHouse server's clock (seconds): the one clock records are stamped with. */
+export async function serverNow(ch: ClickHouseClient): Promise<number> {
+  try {
+    const rs = await ch.query({ query: 'SELECT toUInt32(now()) AS t', format: 'JSONEachRow' });
+    const [row] = await rs.json<{ t: number | string }>();
+    return Number(row!.t);
+  } catch (err) {
+    throw new ClickHouseError("reading the server's clock", err);
+  }
+}
+
 /**
- * Finds the (workspace, hour) windows of the given shards that gained rows since each shard's
- * watermark. One read of the new parts only; current servers prune parts on the `_part` condition.
+ * The batch records of the given shards inserted since each shard's `seenUntil` (minus the
+ * look-back) and up to `nowS`. Reads only the newest records: `event_windows` is ordered by
+ * insert time, so the cost follows what was shipped since, never the history.
  */
-export async function detectChangedWindows(
+export async function readNewRecords(
   ch: ClickHouseClient,
   shards: number,
-  watermarks: ReadonlyMap<number, bigint>,
-): Promise<Detection> {
-  if (watermarks.size === 0) return { windows: [], maxBlock: undefined };
-  let floor = -1n;
-  for (const w of watermarks.values()) if (floor < 0n || w < floor) floor = w;
-  const query = `SELECT ${shardSql(shards)} AS shard, workspace_id, toStartOfHour(occurred_at) AS hour, max(${PART_MAX_BLOCK}) AS blk
-    FROM events
-    WHERE ${PART_MAX_BLOCK} > ${lit(floor)} AND ${shardSql(shards)} IN (${[...watermarks.keys()].map((s) => lit(s)).join(', ')})
-    GROUP BY shard, workspace_id, hour`;
-  let rows: { shard: number | string; workspace_id: string; hour: string; blk: string }[];
+  seenUntil: ReadonlyMap<number, number>,
+  nowS: number,
+): Promise<BatchWindowRecord[]> {
+  if (seenUntil.size === 0) return [];
+  const from = Math.max(0, Math.min(...seenUntil.values()) - LOOKBACK_SECONDS);
+  const query = `SELECT ${shardSql(shards)} AS shard, workspace_id, toUInt32(window_start) AS w, batch_id, attempt, toUInt32(inserted_at) AS t
+    FROM event_windows
+    WHERE inserted_at >= toDateTime(${lit(from)}, 'UTC') AND inserted_at <= toDateTime(${lit(nowS)}, 'UTC')
+      AND ${shardSql(shards)} IN (${[...seenUntil.keys()].map((s) => lit(s)).join(', ')})`;
+  let rows: {
+    shard: number | string;
+    workspace_id: string;
+    w: number | string;
+    batch_id: string;
+    attempt: string;
+    t: number | string;
+  }[];
   try {
     const rs = await ch.query({ query, format: 'JSONEachRow' });
     rows = await rs.json();
   } catch (err) {
-    throw new ClickHouseError('finding event windows changed since the watermark', err);
+    throw new ClickHouseError('reading the batch records since the watermark', err);
   }
-  const windows: Window[] = [];
-  let maxBlock: bigint | undefined;
+  const out: BatchWindowRecord[] = [];
   for (const r of rows) {
-    const blk = BigInt(r.blk);
     const shard = Number(r.shard);
-    if (maxBlock === undefined || blk > maxBlock) maxBlock = blk;
-    if (blk > (watermarks.get(shard) ?? -1n))
-      windows.push({ shard, workspaceId: r.workspace_id, start: parseChDateTime(r.hour) });
+    const insertedAt = Number(r.t);
+    if (insertedAt < (seenUntil.get(shard) ?? 0) - LOOKBACK_SECONDS) continue;
+    const start = Number(r.w) * 1000;
+    out.push({
+      shard,
+      workspaceId: r.workspace_id,
+      start,
+      insertedAt,
+      key: `${r.batch_id}|${r.attempt}|${r.workspace_id}|${start}`,
+    });
   }
-  return { windows, maxBlock };
+  return out;
+}
+
+/** Server second at which a window closes: its end plus the close delay. */
+export function closesAt(startMs: number, closeAfterSeconds: number): number {
+  return startMs / 1000 + 3600 + closeAfterSeconds;
+}
+
+/**
+ * The windows of the given shards that reached their close time in (closedUntil, nowS]: every
+ * window a batch touched while it was open, found from the records of the hours before its close.
+ * Runs only when an hour boundary passed since a shard's closedUntil (about once an hour).
+ */
+export async function readClosingWindows(
+  ch: ClickHouseClient,
+  shards: number,
+  closedUntil: ReadonlyMap<number, number>,
+  nowS: number,
+  closeAfterSeconds: number,
+): Promise<Window[]> {
+  const due = [...closedUntil].filter(([, c]) => hourOf(c, closeAfterSeconds) < hourOf(nowS, closeAfterSeconds));
+  if (due.length === 0) return [];
+  const floor = Math.min(...due.map(([, c]) => c));
+  const lo = Math.max(0, floor - 3600 - closeAfterSeconds);
+  const hi = nowS - 3600 - closeAfterSeconds;
+  const query = `SELECT DISTINCT ${shardSql(shards)} AS shard, workspace_id, toUInt32(window_start) AS w
+    FROM event_windows
+    WHERE inserted_at >= toDateTime(${lit(Math.max(0, lo - EARLIEST_RECORD_BEFORE_WINDOW_S))}, 'UTC')
+      AND window_start > toDateTime(${lit(lo)}, 'UTC') AND window_start <= toDateTime(${lit(Math.max(0, hi))}, 'UTC')
+      AND ${shardSql(shards)} IN (${due.map(([s]) => lit(s)).join(', ')})`;
+  let rows: { shard: number | string; workspace_id: string; w: number | string }[];
+  try {
+    const rs = await ch.query({ query, format: 'JSONEachRow' });
+    rows = await rs.json();
+  } catch (err) {
+    throw new ClickHouseError('finding the windows that closed', err);
+  }
+  const out: Window[] = [];
+  for (const r of rows) {
+    const shard = Number(r.shard);
+    const start = Number(r.w) * 1000;
+    const at = closesAt(start, closeAfterSeconds);
+    if (at > (closedUntil.get(shard) ?? 0) && at <= nowS) out.push({ shard, workspaceId: r.workspace_id, start });
+  }
+  return out;
+}
+
+/** Which hour-aligned close slot a second falls in: windows close only when it changes. */
+function hourOf(s: number, closeAfterSeconds: number): number {
+  return Math.floor((s - closeAfterSeconds) / 3600);
 }

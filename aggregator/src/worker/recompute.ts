@@ -13,23 +13,46 @@ const INSERT_COLUMNS =
 
 /**
  * Rewrites the rollups of the given hours, and of the days and months holding them, with `version`.
- * Hours are recomputed from the distinct raw events; a day is then the sum of its (now current)
- * hours and a month the sum of its days, which is exact because every hour is, and reads 24 or 31
- * small rows instead of a month of raw events. Order matters for a crash half-way: the watermark
- * has not moved, so the next cycle redoes all three levels.
+ * Closed hours are recomputed exactly from the distinct raw events; open hours are the sum of their
+ * shipped batches' partials (the open tail, never read by billing). A day is then the sum of its
+ * (now current) hours and a month the sum of its days. Order matters for a crash half-way: the
+ * watermarks have not moved, so the next cycle redoes all three levels.
  */
 export async function recomputeWindows(
   ch: ClickHouseClient,
-  hours: readonly WindowRef[],
+  windows: { closed: readonly WindowRef[]; open: readonly WindowRef[] },
   version: bigint,
   closeAfterSeconds: number,
   chunk: number,
 ): Promise<void> {
-  for (const part of chunks(hours, chunk)) await recomputeHours(ch, part, version, closeAfterSeconds);
-  const days = uniqueBuckets('day', hours);
+  for (const part of chunks(windows.closed, chunk)) await recomputeHours(ch, part, version, closeAfterSeconds);
+  for (const part of chunks(windows.open, chunk)) await foldOpenHours(ch, part, version);
+  const days = uniqueBuckets('day', [...windows.closed, ...windows.open]);
   for (const part of chunks(days, chunk)) await rollUp(ch, 'hour', 'day', part, version);
   const months = uniqueBuckets('month', days);
   for (const part of chunks(months, chunk)) await rollUp(ch, 'day', 'month', part, version);
+}
+
+/**
+ * The current rows of these hours as zeros. A recompute adds them to its own rows, so a key that
+ * has no event left (its only events were copies whose winner lies in another hour, counted here
+ * while the hour was open) is written as 0 instead of keeping its old total: a row cannot be deleted.
+ */
+function zeroedCurrentSql(hours: readonly WindowRef[], lo: number, hi: number): string {
+  return `SELECT workspace_id, event_type, currency AS cur, window_start AS bucket, toUInt64(0) AS n, toInt64(0) AS qs,
+      toInt64(0) AS gs, toDateTime(4294967295, 'UTC') AS fo, toDateTime(0, 'UTC') AS lo, toUInt64(0) AS late
+    FROM ${ROLLUP_TABLE.hour} FINAL
+    WHERE ${workspacesIn(hours.map((h) => h.workspaceId))} AND window_start >= ${dt(lo)} AND window_start < ${dt(hi)}
+      AND ${windowsIn('window_start', hours)}`;
+}
+
+/** Adds the zero rows to `totals` (same columns) and writes the sum per key with `version`. */
+function writeHoursSql(totals: string, hours: readonly WindowRef[], lo: number, hi: number, version: bigint): string {
+  return `INSERT INTO ${ROLLUP_TABLE.hour} (${INSERT_COLUMNS})
+    SELECT workspace_id, event_type, cur, bucket, sum(n), sum(qs), sum(gs),
+      if(sum(n) = 0, bucket, min(fo)), if(sum(n) = 0, bucket, max(lo)), sum(late), toUInt64(${lit(version)}), now()
+    FROM (${totals} UNION ALL ${zeroedCurrentSql(hours, lo, hi)})
+    GROUP BY workspace_id, event_type, cur, bucket`;
 }
 
 async function recomputeHours(
@@ -39,19 +62,45 @@ async function recomputeHours(
   closeAfterSeconds: number,
 ): Promise<void> {
   const { lo, hi } = span('hour', hours);
-  // The workspace and occurred_at bounds prune by primary key and partition; the tuple IN is exact.
-  // Candidates are the triples with a copy in these hours; each counts in the hour of its winning
-  // copy only, so an hour holding just a losing copy (a forgotten retry) does not count it.
-  const where = `${workspacesIn(hours.map((h) => h.workspaceId))} AND occurred_at >= ${dt(lo)} AND occurred_at < ${dt(hi)}
+  // The workspace and occurred_at bounds prune by primary key (workspace, hour) and partition; the
+  // tuple IN is exact. Candidates are the triples with a copy in these hours; each counts in the
+  // hour of its winning copy only, so an hour holding just a losing copy (a forgotten retry) does
+  // not count it. The copy search looks at these workspaces' copies in every hour.
+  const ws = workspacesIn(hours.map((h) => h.workspaceId));
+  const where = `${ws} AND occurred_at >= ${dt(lo)} AND occurred_at < ${dt(hi)}
       AND ${windowsIn('toStartOfHour(occurred_at)', hours)}`;
   const keep = (o: string): string => windowsIn(`toStartOfHour(${o})`, hours);
-  const query = `INSERT INTO ${ROLLUP_TABLE.hour} (${INSERT_COLUMNS})
-    SELECT workspace_id, event_type, cur, bucket, n, qs, gs, fo, lo, late, toUInt64(${lit(version)}), now()
-    FROM (${totalsFromEventsSql('hour', where, keep, closeAfterSeconds)})`;
+  const query = writeHoursSql(totalsFromEventsSql('hour', where, keep, closeAfterSeconds, ws), hours, lo, hi, version);
   try {
     await ch.command({ query });
   } catch (err) {
     throw new ClickHouseError(`recomputing ${hours.length} hourly windows`, err);
+  }
+}
+
+/**
+ * An open hour = the sum of its batches' partials, the latest attempt of each batch (a replayed
+ * batch rewrites its partial, it never adds one). Reads one small row per batch × event_type ×
+ * currency of these hours, not their events.
+ */
+async function foldOpenHours(ch: ClickHouseClient, hours: readonly WindowRef[], version: bigint): Promise<void> {
+  const { lo, hi } = span('hour', hours);
+  const totals = `SELECT workspace_id, event_type, currency AS cur, window_start AS bucket, sum(bn) AS n, sum(bq) AS qs,
+      sum(bg) AS gs, min(bf) AS fo, max(bl) AS lo, toUInt64(0) AS late
+    FROM (
+      SELECT workspace_id, window_start, batch_id, event_type, currency, argMax(events, attempt) AS bn,
+        argMax(quantity, attempt) AS bq, argMax(gmv_cents, attempt) AS bg, argMax(first_event_at, attempt) AS bf,
+        argMax(last_event_at, attempt) AS bl
+      FROM event_batches
+      WHERE ${workspacesIn(hours.map((h) => h.workspaceId))} AND window_start >= ${dt(lo)} AND window_start < ${dt(hi)}
+        AND ${windowsIn('window_start', hours)}
+      GROUP BY workspace_id, window_start, batch_id, event_type, currency
+    )
+    GROUP BY workspace_id, event_type, cur, bucket`;
+  try {
+    await ch.command({ query: writeHoursSql(totals, hours, lo, hi, version) });
+  } catch (err) {
+    throw new ClickHouseError(`folding the partials of ${hours.length} open hours`, err);
   }
 }
 

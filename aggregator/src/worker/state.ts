@@ -4,12 +4,21 @@ import { ClickHouseError, lit } from '@meterd/core';
 /** Progress of one workspace shard (table aggregator_state, docs/rollups.md). */
 export interface ShardState {
   shard: number;
-  /** Every events part whose max block is at most this has been folded into the rollups. */
-  block: bigint;
+  /**
+   * Server second up to which the shard's `event_windows` records have been folded in; records are
+   * read again from a look-back before it (batches whose record became visible late).
+   */
+  seenUntil: number;
+  /** Server second up to which every window that reached its close time has been closed. */
+  closedUntil: number;
   /** Highest rollup version written for the shard; a new holder continues above it. */
   version: bigint;
-  /** Everything committed to `events` before this time (epoch ms) is in the rollups. */
+  /** Every batch recorded before this time (epoch ms) is in the rollups. */
   asOfMs: number;
+}
+
+export function initialState(shard: number): ShardState {
+  return { shard, seenUntil: 0, closedUntil: 0, version: 0n, asOfMs: 0 };
 }
 
 export async function readShardStates(
@@ -18,15 +27,22 @@ export async function readShardStates(
 ): Promise<Map<number, ShardState>> {
   const where = shards === undefined ? '' : `WHERE shard IN (${shards.map((s) => lit(s)).join(', ')})`;
   // argMax rather than FINAL: the newest write wins whether or not a merge has happened yet.
-  const query = `SELECT shard, argMax(block, updated_ms) AS b, argMax(version, updated_ms) AS v, argMax(as_of_ms, updated_ms) AS a
+  const query = `SELECT shard, argMax(seen_until, updated_ms) AS s, argMax(closed_until, updated_ms) AS c,
+      argMax(version, updated_ms) AS v, argMax(as_of_ms, updated_ms) AS a
     FROM aggregator_state ${where} GROUP BY shard`;
   try {
     const rs = await ch.query({ query, format: 'JSONEachRow' });
-    const rows = await rs.json<{ shard: number | string; b: string; v: string; a: string }>();
+    const rows = await rs.json<{ shard: number | string; s: string; c: string; v: string; a: string }>();
     return new Map(
       rows.map((r) => [
         Number(r.shard),
-        { shard: Number(r.shard), block: BigInt(r.b), version: BigInt(r.v), asOfMs: Number(r.a) },
+        {
+          shard: Number(r.shard),
+          seenUntil: Number(r.s),
+          closedUntil: Number(r.c),
+          version: BigInt(r.v),
+          asOfMs: Number(r.a),
+        },
       ]),
     );
   } catch (err) {
@@ -41,11 +57,14 @@ export async function writeShardStates(
 ): Promise<void> {
   if (states.length === 0) return;
   const values = states
-    .map((s) => `(${lit(s.shard)}, ${lit(s.block)}, ${lit(s.version)}, ${lit(s.asOfMs)}, ${lit(updatedMs)})`)
+    .map(
+      (s) =>
+        `(${lit(s.shard)}, ${lit(s.seenUntil)}, ${lit(s.closedUntil)}, ${lit(s.version)}, ${lit(s.asOfMs)}, ${lit(updatedMs)})`,
+    )
     .join(', ');
   try {
     await ch.command({
-      query: `INSERT INTO aggregator_state (shard, block, version, as_of_ms, updated_ms) VALUES ${values}`,
+      query: `INSERT INTO aggregator_state (shard, seen_until, closed_until, version, as_of_ms, updated_ms) VALUES ${values}`,
     });
   } catch (err) {
     throw new ClickHouseError('advancing aggregator_state', err);

@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { ident, lit } from '@meterd/core';
+import { dateTimeLit, ident, lit } from '@meterd/core';
 import { KeyTracker } from '../load/tracker.js';
 import type { Tenant } from '../load/workloads.js';
 
@@ -112,7 +112,10 @@ export class FreshnessProbe {
       const keys = [...this.sentAt.keys()];
       const rs = await this.ch!.query({
         query:
+          // occurred_at (every probe's, fixed for the run) prunes to one hour by the time-first key:
+          // the poll must not cost ClickHouse in proportion to the workspace's history (--preload).
           `SELECT DISTINCT idempotency_key AS k FROM ${ident(this.table)} WHERE workspace_id = ${lit(this.tenant.workspaceId)} ` +
+          `AND occurred_at = toDateTime(${dateTimeLit(Date.parse(this.occurredAt))}, 'UTC') ` +
           `AND event_type = ${lit(this.eventType)} AND idempotency_key IN (${keys.map(lit).join(',')})`,
         format: 'JSONEachRow',
       });

@@ -17,14 +17,17 @@ export const WINNER = 'ver';
  * o (occurred_at), r (received_at). `where` picks candidate rows (it may bound time and
  * workspace); every copy of each candidate triple is then compared, not only the copies `where`
  * matched, so that a copy in the range never counts when the winner lies outside it. `keep` is a
- * condition on the winner (e.g. its hour), applied after the winner is known.
+ * condition on the winner (e.g. its hour), applied after the winner is known. `scope`, when given,
+ * must hold for every copy of every candidate (a workspace list does: copies share the workspace).
  */
-export function winningEventsSql(where: string, keep: (o: string) => string): string {
+export function winningEventsSql(where: string, keep: (o: string) => string, scope?: string): string {
+  // `scope` (e.g. the workspaces of `where`) prunes the copy search by the sort key's first column:
+  // a tuple IN alone cannot use a key whose second column is the hour.
   return `SELECT workspace_id, event_type, idempotency_key,
       argMax(quantity, ${WINNER}) AS q, argMax(gmv_cents, ${WINNER}) AS g, argMax(currency, ${WINNER}) AS c,
       argMax(occurred_at, ${WINNER}) AS o, argMax(received_at, ${WINNER}) AS r
     FROM events
-    WHERE (workspace_id, event_type, idempotency_key) IN (SELECT workspace_id, event_type, idempotency_key FROM events WHERE ${where})
+    WHERE ${scope === undefined ? '' : `${scope} AND `}(workspace_id, event_type, idempotency_key) IN (SELECT workspace_id, event_type, idempotency_key FROM events WHERE ${where})
     GROUP BY workspace_id, event_type, idempotency_key
     HAVING ${keep('o')}`;
 }

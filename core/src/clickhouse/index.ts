@@ -9,3 +9,14 @@ export {
 export { ident, lit, dateTimeLit, toClickHouseDateTime } from './sql.js';
 export { createRawInserter, type RawInsertTarget } from './raw-insert.js';
 export { WINNER, winningEventsSql } from './events.js';
+export {
+  batchRecord,
+  createBatchRecorder,
+  insertEventBatch,
+  recordBatchWith,
+  type BatchPartial,
+  type BatchRecord,
+  type BatchWindow,
+  type EventRow,
+  type RecordBatch,
+} from './batches.js';

@@ -14,8 +14,15 @@ export interface RawInsertTarget {
  * stores rows that way, so shipping is one POST of file bytes with no decoding or re-encoding
  * (the client library's insert() would parse and re-serialise every row).
  */
-export function createRawInserter(t: RawInsertTarget, table: string): (body: Buffer) => Promise<void> {
-  const query = `INSERT INTO ${ident(table)} FORMAT JSONEachRow`;
+export function createRawInserter(
+  t: RawInsertTarget,
+  table: string,
+  columns?: readonly string[],
+): (body: Buffer) => Promise<void> {
+  // With a column list, the columns left out get their DEFAULT (18.16 fills them with zeros when
+  // a JSONEachRow row merely omits them).
+  const list = columns === undefined ? '' : ` (${columns.map(ident).join(', ')})`;
+  const query = `INSERT INTO ${ident(table)}${list} FORMAT JSONEachRow`;
   const endpoint = new URL(t.url.origin + t.url.pathname);
   endpoint.searchParams.set('database', ident(t.database));
   endpoint.searchParams.set('query', query);

@@ -12,6 +12,7 @@ import {
   writeFileSync,
   mkdirSync,
 } from 'node:fs';
+import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 
 /**
@@ -145,4 +146,31 @@ export function trimTornTail(path: string, from: number, durable?: number): { si
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * The spool's own id, made once when the folder is first used: shipped batches are named
+ * `<spool id>:<segment>:<offset>`, so a batch shipped again after a crash (by this thread or by the
+ * thread that ships an orphaned folder) carries the same name, and two spools never share one.
+ */
+export function spoolId(dir: string): string {
+  const path = join(dir, 'spool-id');
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  mkdirSync(dir, { recursive: true });
+  const id = randomUUID();
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, id);
+  const fd = openSync(tmp, 'r');
+  try {
+    fdatasyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, path);
+  syncDir(dir);
+  return id;
 }

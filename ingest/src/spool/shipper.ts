@@ -1,7 +1,7 @@
 import { open, unlink } from 'node:fs/promises';
-import { Loop, type Counter, type Logger } from '@meterd/core';
+import { batchRecord, Loop, type Counter, type EventRow, type Logger, type RecordBatch } from '@meterd/core';
 import type { IngestMetrics } from '../metrics.js';
-import { readCheckpoint, removeDurableMark, segmentPath, writeCheckpoint, type Position } from './segments.js';
+import { readCheckpoint, removeDurableMark, segmentPath, spoolId, writeCheckpoint, type Position } from './segments.js';
 import type { SpoolWriter } from './writer.js';
 import { rowRejectionCode } from './insert-errors.js';
 import { quarantineRows, type QuarantinedRow } from './quarantine.js';
@@ -16,6 +16,11 @@ export interface ShipperOptions {
   log: Logger;
   /** Counts rows moved to quarantine (meterd_ingest_quarantined_rows_total once metrics.ts defines it). */
   quarantined?: Counter;
+  /**
+   * Records each shipped batch for the aggregator (core's batch record), after its events and
+   * before the checkpoint moves. Left out only where nothing aggregates (tests of the spool alone).
+   */
+  record?: RecordBatch;
 }
 
 /** Bytes read per ship at most; rows are ~200–300 bytes, so 50k rows fit in well under this. */
@@ -43,6 +48,7 @@ export class SpoolShipper {
   /** When the current failure streak began (epoch ms); undefined while shipping works. */
   failingSince: number | undefined;
   private lastSuccessAt = Date.now();
+  private readonly spoolId: string;
 
   constructor(
     private readonly writer: SpoolWriter,
@@ -50,6 +56,7 @@ export class SpoolShipper {
     private readonly opts: ShipperOptions,
   ) {
     this.cp = readCheckpoint(writer.dir);
+    this.spoolId = spoolId(writer.dir);
     this.updateGauges();
     // tick() turns shipping errors into the state /readyz reports; onError sees only a bug in it.
     this.loop = new Loop(() => this.tick(), {
@@ -144,12 +151,18 @@ export class SpoolShipper {
     if (rows === 0) return this.succeeded(0);
     const started = performance.now();
     const batch = buf.subarray(0, end);
+    let refused: ReadonlySet<number> = new Set();
     try {
       await this.insert(batch);
     } catch (err) {
       if (rowRejectionCode(err) === undefined) throw err;
-      await this.isolateRejected(batch, seg.seq, this.cp.offset, err as Error);
+      refused = await this.isolateRejected(batch, seg.seq, this.cp.offset, err as Error);
     }
+    // Named by where it starts: a replay after a crash starts at the same checkpoint, and its end
+    // (the attempt) is at least as far, since the spool only grows; the latest attempt wins.
+    await this.opts.record?.(
+      batchRecord(`${this.spoolId}:${seg.seq}:${this.cp.offset}`, this.cp.offset + end, shippedRows(batch, refused)),
+    );
     this.opts.metrics.shipSeconds.observe((performance.now() - started) / 1000);
     this.cp = { segment: seg.seq, offset: this.cp.offset + end };
     writeCheckpoint(this.writer.dir, this.cp);
@@ -171,11 +184,18 @@ export class SpoolShipper {
    * error on the way throws: the whole batch is retried later, and rows inserted twice collapse in
    * the events table like any replay.
    */
-  private async isolateRejected(batch: Buffer, segment: number, offset: number, first: Error): Promise<void> {
+  private async isolateRejected(
+    batch: Buffer,
+    segment: number,
+    offset: number,
+    first: Error,
+  ): Promise<ReadonlySet<number>> {
     const starts = [0];
     for (let i = batch.indexOf(10); i !== -1; i = batch.indexOf(10, i + 1)) starts.push(i + 1);
     const refused: QuarantinedRow[] = [];
+    const indexes = new Set<number>();
     const refuse = (i: number, err: Error): void => {
+      indexes.add(i);
       refused.push({
         segment,
         offset: offset + starts[i]!,
@@ -199,7 +219,7 @@ export class SpoolShipper {
       }
     };
     await split(0, starts.length - 1, first);
-    if (refused.length === 0) return;
+    if (refused.length === 0) return indexes;
     const file = await quarantineRows(this.writer.dir, refused);
     this.quarantinedRows += refused.length;
     this.opts.quarantined?.inc(refused.length);
@@ -214,6 +234,7 @@ export class SpoolShipper {
       },
       'ClickHouse refused spool rows for their content; moved them to quarantine and shipped the rest',
     );
+    return indexes;
   }
 
   updateGauges(): void {
@@ -233,5 +254,16 @@ export class SpoolShipper {
         break;
       }
     }
+  }
+}
+
+/** The rows of a shipped batch that ClickHouse stored (all but the refused line indexes). */
+function* shippedRows(batch: Buffer, refused: ReadonlySet<number>): Generator<EventRow> {
+  let i = 0;
+  for (let start = 0; start < batch.length; i++) {
+    const nl = batch.indexOf(10, start);
+    const stop = nl === -1 ? batch.length : nl;
+    if (!refused.has(i)) yield JSON.parse(batch.toString('utf8', start, stop)) as EventRow;
+    start = stop + 1;
   }
 }
