@@ -1,5 +1,6 @@
 import Fastify, { type FastifyInstance } from 'fastify';
-import { Authenticator, type Logger, type Pool, type Redis } from '@meterd/core';
+import { Authenticator, pgHealthy, redisHealthy, type Logger, type Pool, type Redis } from '@meterd/core';
+import { serveProbes } from '@meterd/core/http';
 import type Stripe from 'stripe';
 import type { ControlConfig } from './config.js';
 import type { Ctx } from './context.js';
@@ -7,7 +8,6 @@ import type { SecretBox } from './crypto/secret-box.js';
 import { installErrorHandling } from './http/errors.js';
 import type { ControlMetrics } from './metrics.js';
 import type { Provisioner } from './provision/provisioner.js';
-import { healthRoutes } from './routes/health.js';
 import { keyRoutes } from './routes/keys.js';
 import { openApi } from './routes/openapi.js';
 import { provisionRoutes } from './routes/provision.js';
@@ -28,6 +28,8 @@ export interface AppDeps {
   box: SecretBox;
   stripe: Stripe | null;
   provisioner: Provisioner;
+  /** Aborted once the process drains: /readyz answers 503. */
+  draining?: AbortSignal;
 }
 
 /** The control API's HTTP surface. Stores and workers are built by the caller (main.ts or a test). */
@@ -52,7 +54,14 @@ export async function buildApp(cfg: ControlConfig, deps: AppDeps): Promise<Fasti
 
   const doc = openApi(app);
   doc.collect();
-  healthRoutes(app, ctx);
+  serveProbes(app, {
+    ...(deps.draining === undefined ? {} : { draining: deps.draining }),
+    checks: async () => {
+      const [postgres, redis] = await Promise.all([pgHealthy(deps.pool), redisHealthy(deps.redis)]);
+      return { postgres, redis };
+    },
+    metrics: () => deps.metrics.registry.render(),
+  });
   signupRoutes(app, ctx);
   keyRoutes(app, ctx);
   webhookRoutes(app, ctx);

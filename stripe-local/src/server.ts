@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { MetricsRegistry } from '@meterd/core';
+import { METRICS_CONTENT_TYPE, MetricsRegistry } from '@meterd/core';
 import { Billing } from './billing.js';
 import { ErrorReports } from './error-reports.js';
 import { EventsOut, signedPost, snapshotEvent } from './events-out.js';
@@ -43,6 +43,8 @@ export interface StripeLocalOptions {
   onWebhookError?: (e: { id: string; type: string; attempt: number; status?: number; message: string }) => void;
   /** Prices created at start unless an active price already has their lookup key. */
   seedPrices?: PriceSeed[];
+  /** Aborted once the process drains: /readyz answers 503. */
+  draining?: AbortSignal;
 }
 
 type RouteClass = 'meter_events' | 'stream' | 'default' | 'test';
@@ -166,15 +168,18 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
   }
 
   async function control(req: IncomingMessage, res: ServerResponse, path: string): Promise<boolean> {
-    if (path === '/healthz' || path === '/readyz') {
+    if (path === '/healthz') {
       send(res, 200, '{"status":"ok"}');
+      return true;
+    }
+    if (path === '/readyz') {
+      const draining = o.draining?.aborted === true;
+      send(res, draining ? 503 : 200, draining ? '{"status":"draining"}' : '{"status":"ready"}');
       return true;
     }
     if (path === '/metrics') {
       const body = metrics.render();
-      res
-        .writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4', 'Content-Length': Buffer.byteLength(body) })
-        .end(body);
+      res.writeHead(200, { 'Content-Type': METRICS_CONTENT_TYPE, 'Content-Length': Buffer.byteLength(body) }).end(body);
       return true;
     }
     if (path === '/_faults') {
