@@ -19,6 +19,10 @@ const FAULTY = new Set([
   '/v2/billing/meter_event_adjustments',
 ]);
 
+/** An injected 5xx, retryable as Stripe's own are (Stripe-Should-Retry: true). */
+const injected = (message: string): StripeHttpError =>
+  new StripeHttpError(500, 'api_error', message, undefined, undefined, true);
+
 type RouteClass = 'meter_events' | 'stream' | 'default' | 'test';
 
 export interface ApiOptions {
@@ -90,14 +94,7 @@ export function stripeApi(ctx: Context, o: ApiOptions) {
     if (path !== STREAM) authorize(bearer);
     if (faulty && Math.random() < faults.error_rate) {
       o.counters.faults.inc();
-      throw new StripeHttpError(
-        500,
-        'api_error',
-        'An unknown error occurred (injected by stripe-local).',
-        undefined,
-        undefined,
-        true,
-      );
+      throw injected('An unknown error occurred (injected by stripe-local).');
     }
     const idemHeader = req.method === 'POST' && path.startsWith('/v1/') ? req.headers['idempotency-key'] : undefined;
     const idemKey = typeof idemHeader === 'string' ? `${path}\n${idemHeader}` : undefined;
@@ -129,14 +126,7 @@ export function stripeApi(ctx: Context, o: ApiOptions) {
     }
     if (faulty && Math.random() < faults.applied_error_rate) {
       o.counters.faults.inc();
-      throw new StripeHttpError(
-        500,
-        'api_error',
-        'An unknown error occurred (injected by stripe-local, after storing).',
-        undefined,
-        undefined,
-        true,
-      );
+      throw injected('An unknown error occurred (injected by stripe-local, after storing).');
     }
     o.recorder?.record(routed.body, `${r.method} ${path}`);
     return send(reply, routed.status, routed.body, { 'Stripe-Version': '2024-09-30.acacia' });

@@ -1,6 +1,6 @@
 import { listOf } from './http-util.js';
 import { invalid, notFound } from './stripe-error.js';
-import type { StripeRoute } from './context.js';
+import type { Routed, StripeRoute } from './context.js';
 
 /**
  * Events stripe-local emitted (events-out.ts), as Stripe serves them:
@@ -32,15 +32,7 @@ export const eventRoutes: StripeRoute[] = [
       return { status: 200, body: listOf(all, '/v1/events', r.query) };
     },
   },
-  {
-    method: 'GET',
-    url: '/v1/events/:id',
-    handle(ctx, r) {
-      const e = ctx.data().v1Events.find((x) => x.id === r.params.id);
-      if (e === undefined) throw notFound('event', r.params.id!);
-      return { status: 200, body: JSON.stringify(e) };
-    },
-  },
+  { method: 'GET', url: '/v1/events/:id', handle: (ctx, r) => eventById(ctx.data().v1Events, r.params.id!) },
   {
     method: 'GET',
     url: '/v2/core/events',
@@ -59,13 +51,11 @@ export const eventRoutes: StripeRoute[] = [
       };
     },
   },
-  {
-    method: 'GET',
-    url: '/v2/core/events/:id',
-    handle(ctx, r) {
-      const e = ctx.data().v2Events.find((x) => x.id === r.params.id);
-      if (e === undefined) throw notFound('event', r.params.id!);
-      return { status: 200, body: JSON.stringify(e) };
-    },
-  },
+  { method: 'GET', url: '/v2/core/events/:id', handle: (ctx, r) => eventById(ctx.data().v2Events, r.params.id!) },
 ];
+
+function eventById(events: readonly { id: string }[], id: string): Routed {
+  const e = events.find((x) => x.id === id);
+  if (e === undefined) throw notFound('event', id);
+  return { status: 200, body: JSON.stringify(e) };
+}
