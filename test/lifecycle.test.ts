@@ -168,11 +168,14 @@ test('front router: closed with a keep-alive connection open, it ends by itself'
     await runUntilExit(
       `
     const { createFront } = await import(${dist('control-api', 'front/router.js')});
-    const server = createFront({ ingest: new URL('http://127.0.0.1:9'), aggregator: new URL('http://127.0.0.1:9'), control: new URL('http://127.0.0.1:9') });
-    await new Promise((r) => server.listen(0, '127.0.0.1', r));
-    const r = await fetch('http://127.0.0.1:' + server.address().port + '/healthz');
-    await r.arrayBuffer();
-    await new Promise((r) => { server.close(r); server.closeAllConnections(); });
+    const { listenOn } = await import(${dist('core', 'http/index.js')});
+    const app = createFront({ ingest: new URL('http://127.0.0.1:9'), aggregator: new URL('http://127.0.0.1:9'), control: new URL('http://127.0.0.1:9') });
+    const port = await listenOn(app, 0, '127.0.0.1');
+    // One request the front answers itself, one it proxies (to a closed port: 502), on kept-alive connections.
+    ${expect}
+    await expect('http://127.0.0.1:' + port + '/healthz', 200);
+    await expect('http://127.0.0.1:' + port + '/api/v1/signup', 502, { method: 'POST', body: '{}' });
+    await app.close();
   `,
       {},
     ),

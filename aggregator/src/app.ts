@@ -1,5 +1,6 @@
 import { Authenticator, createClickHouse, createLogger, createPool, createRedis } from '@meterd/core';
-import type { AggregatorConfig } from './config.js';
+import type { ServiceContext, ServiceSpec } from '@meterd/core/service';
+import { loadAggregatorConfig, type AggregatorConfig } from './config.js';
 import { createAggregatorMetrics } from './metrics.js';
 import { createAggregatorServer } from './http/server.js';
 import { Aggregator } from './worker/aggregator.js';
@@ -12,8 +13,8 @@ export interface AggregatorApp {
 }
 
 /** Builds the whole service from a parsed config: stores, worker (unless disabled), HTTP server. */
-export async function startAggregatorApp(cfg: AggregatorConfig): Promise<AggregatorApp> {
-  const log = createLogger('aggregator', cfg.LOG_LEVEL);
+export async function startAggregatorApp(cfg: AggregatorConfig, ctx?: Partial<ServiceContext>): Promise<AggregatorApp> {
+  const log = ctx?.log ?? createLogger('aggregator', cfg.LOG_LEVEL);
   const ch = createClickHouse({
     url: cfg.CLICKHOUSE_URL,
     database: cfg.CLICKHOUSE_DATABASE,
@@ -47,6 +48,7 @@ export async function startAggregatorApp(cfg: AggregatorConfig): Promise<Aggrega
     log,
     shards: cfg.AGGREGATOR_SHARDS,
     freshnessTargetMs: cfg.AGGREGATOR_FRESHNESS_TARGET_MS,
+    ...(ctx?.draining === undefined ? {} : { draining: ctx.draining }),
     beforeScrape: () => metrics.watermarkAge.set(aggregator?.watermarkAgeSeconds() ?? -1),
   });
   const port = await http.listen(cfg.AGGREGATOR_PORT, cfg.AGGREGATOR_HOST);
@@ -68,3 +70,15 @@ export async function startAggregatorApp(cfg: AggregatorConfig): Promise<Aggrega
     },
   };
 }
+
+/**
+ * The aggregator process: the rollup worker and the usage API. Several may run at once; shard
+ * leases (Postgres advisory locks) keep each workspace's windows with one of them. A stop finishes
+ * the current cycle and releases the leases.
+ */
+export const aggregatorService: ServiceSpec<AggregatorConfig, AggregatorApp> = {
+  name: 'aggregator',
+  loadConfig: loadAggregatorConfig,
+  start: startAggregatorApp,
+  drainMs: 10_000,
+};

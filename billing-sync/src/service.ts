@@ -1,7 +1,7 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Loop, createClickHouse, createPool, isMeterdError, pgHealthy, type Logger } from '@meterd/core';
-import type { BillingConfig } from './config.js';
+import { createServiceApp, listenOn } from '@meterd/core/http';
+import type { ServiceSpec } from '@meterd/core/service';
+import { loadBillingConfig, type BillingConfig } from './config.js';
 import { createBillingMetrics } from './metrics.js';
 import { createStripe } from './stripe/client.js';
 import { createUsageSource } from './usage/select.js';
@@ -18,8 +18,11 @@ export interface BillingSync {
   close(): Promise<void>;
 }
 
-/** billing-sync's composition: stores, Stripe, the worker, its HTTP surface and its loop, in-process. */
-export async function startBillingSync(cfg: BillingConfig, log: Logger, signal?: AbortSignal): Promise<BillingSync> {
+/**
+ * billing-sync's composition: stores, Stripe, the worker, its HTTP surface and its loop, in-process.
+ * `draining` aborted: /readyz answers 503, and a start still waiting for ClickHouse gives up.
+ */
+export async function startBillingSync(cfg: BillingConfig, log: Logger, draining?: AbortSignal): Promise<BillingSync> {
   const pool = createPool(cfg.DATABASE_URL, cfg.BILLING_CONCURRENCY + 2);
   const ch = createClickHouse({
     url: cfg.CLICKHOUSE_URL,
@@ -32,7 +35,7 @@ export async function startBillingSync(cfg: BillingConfig, log: Logger, signal?:
   if (stripe === undefined) log.warn('STRIPE_SECRET_KEY is not set: dry run (the ledger is filled, nothing is sent)');
   let source: UsageSource;
   try {
-    source = await openUsageSource(cfg, ch, log, signal);
+    source = await openUsageSource(cfg, ch, log, draining);
   } catch (err) {
     await Promise.allSettled([ch.close(), pool.end()]);
     throw err;
@@ -57,25 +60,13 @@ export async function startBillingSync(cfg: BillingConfig, log: Logger, signal?:
     ref: true,
   });
 
-  const http = createServer((req, res) => {
-    void (async () => {
-      if (req.url === '/healthz')
-        return void res.writeHead(200, { 'Content-Type': 'application/json' }).end('{"status":"ok"}');
-      if (req.url === '/readyz') {
-        const ok = (await pgHealthy(pool)) && lastPassOk;
-        return void res
-          .writeHead(ok ? 200 : 503, { 'Content-Type': 'application/json' })
-          .end(JSON.stringify({ status: ok ? 'ready' : 'not_ready' }));
-      }
-      if (req.url === '/metrics')
-        return void res.writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4' }).end(metrics.registry.render());
-      res
-        .writeHead(404, { 'Content-Type': 'application/json' })
-        .end('{"error":{"code":"not_found","message":"No such route."}}');
-    })();
+  const http = createServiceApp({
+    ...(draining === undefined ? {} : { draining }),
+    checks: async () => ({ postgres: await pgHealthy(pool), last_pass: lastPassOk }),
+    metrics: () => metrics.registry.render(),
   });
-  await listen(http, cfg.BILLING_SYNC_PORT, cfg.BILLING_SYNC_HOST);
-  const url = `http://${cfg.BILLING_SYNC_HOST}:${(http.address() as AddressInfo).port}`;
+  const port = await listenOn(http, cfg.BILLING_SYNC_PORT, cfg.BILLING_SYNC_HOST);
+  const url = `http://${cfg.BILLING_SYNC_HOST}:${port}`;
   log.info({ url, dry_run: stripe === undefined, usage_source: cfg.BILLING_USAGE_SOURCE }, 'billing-sync listening');
 
   let closing: Promise<void> | undefined;
@@ -87,10 +78,7 @@ export async function startBillingSync(cfg: BillingConfig, log: Logger, signal?:
       closing ??= (async () => {
         worker.stop();
         await loop.stop();
-        await new Promise<void>((resolve) => {
-          http.close(() => resolve());
-          http.closeAllConnections();
-        });
+        await http.close();
         await Promise.all([ch.close(), pool.end()]);
       })();
       return closing;
@@ -126,12 +114,18 @@ async function openUsageSource(
   }
 }
 
-function listen(server: Server, port: number, host: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-}
+/**
+ * billing-sync's process: pushes closed windows of usage to Stripe meters, exactly once, on a
+ * loop; with BILLING_RUN_ONCE, one pass and exit. A stop waits for the push batch in flight.
+ */
+export const billingSyncService: ServiceSpec<BillingConfig, BillingSync> = {
+  name: 'billing-sync',
+  loadConfig: loadBillingConfig,
+  start: async (cfg, ctx) => {
+    const service = await startBillingSync(cfg, ctx.log, ctx.draining);
+    if (cfg.BILLING_RUN_ONCE) return { ...service, done: service.passOnce() };
+    service.startLoop();
+    return service;
+  },
+  drainMs: 30_000,
+};

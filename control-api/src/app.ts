@@ -1,10 +1,10 @@
 import Fastify, { type FastifyInstance } from 'fastify';
-import { Authenticator, type Redis } from '@meterd/core';
+import { Authenticator, pgHealthy, redisHealthy, type Redis } from '@meterd/core';
+import { serveProbes } from '@meterd/core/http';
 import type { ControlConfig } from './config.js';
 import type { Ctx } from './context.js';
 import { installErrorHandling } from './http/errors.js';
 import { createServices, type ServiceDeps } from './services/index.js';
-import { healthRoutes } from './routes/health.js';
 import { keyRoutes } from './routes/keys.js';
 import { openApi } from './routes/openapi.js';
 import { provisionRoutes } from './routes/provision.js';
@@ -18,6 +18,8 @@ import { dashboardPlugin } from './dashboard/index.js';
 export interface AppDeps extends ServiceDeps {
   /** A Redis connection of its own for the revocation subscription. */
   sub: Redis;
+  /** Aborted once the process drains: /readyz answers 503. */
+  draining?: AbortSignal;
 }
 
 /** The control API's HTTP surface. Stores and workers are built by the caller (main.ts or a test). */
@@ -45,7 +47,14 @@ export async function buildApp(cfg: ControlConfig, deps: AppDeps): Promise<Fasti
 
   const doc = openApi(app);
   doc.collect();
-  healthRoutes(app, deps);
+  serveProbes(app, {
+    ...(deps.draining === undefined ? {} : { draining: deps.draining }),
+    checks: async () => {
+      const [postgres, redis] = await Promise.all([pgHealthy(deps.pool), redisHealthy(deps.redis)]);
+      return { postgres, redis };
+    },
+    metrics: () => deps.metrics.registry.render(),
+  });
   signupRoutes(app, ctx);
   keyRoutes(app, ctx);
   webhookRoutes(app, ctx);

@@ -1,7 +1,8 @@
 import type { FastifyInstance } from 'fastify';
 import { createLogger, createPool, createRedis, type Logger } from '@meterd/core';
 import { buildApp } from './app.js';
-import type { ControlConfig } from './config.js';
+import type { ServiceSpec } from '@meterd/core/service';
+import { loadControlConfig, type ControlConfig } from './config.js';
 import { SecretBox } from './crypto/secret-box.js';
 import { createStripe } from './billing/stripe-client.js';
 import { QuotaWatch } from './billing/quota-watch.js';
@@ -24,7 +25,7 @@ export interface ControlServer {
 /** Everything the control-api process runs: stores, HTTP app, delivery worker, quota watch. */
 export async function startControl(
   cfg: ControlConfig,
-  o: { log?: Logger; driver?: ProvisionDriver } = {},
+  o: { log?: Logger; driver?: ProvisionDriver; draining?: AbortSignal } = {},
 ): Promise<ControlServer> {
   const log = o.log ?? createLogger('control-api', cfg.LOG_LEVEL);
   const pool = createPool(cfg.DATABASE_URL, 10);
@@ -39,7 +40,17 @@ export async function startControl(
   const metrics = defineControlMetrics();
   const driver = o.driver ?? driverOf(cfg, log);
   const provisioner = new Provisioner(pool, driver, box, log);
-  const app = await buildApp(cfg, { pool, redis, sub, log, metrics, box, stripe: createStripe(cfg), provisioner });
+  const app = await buildApp(cfg, {
+    pool,
+    redis,
+    sub,
+    log,
+    metrics,
+    box,
+    stripe: createStripe(cfg),
+    provisioner,
+    ...(o.draining === undefined ? {} : { draining: o.draining }),
+  });
   const worker = cfg.WEBHOOK_WORKER
     ? new DeliveryWorker({
         pool,
@@ -90,3 +101,15 @@ function driverOf(cfg: ControlConfig, log: Logger): ProvisionDriver | null {
   }
   return cfg.PROVISION_LOCAL_ENABLED ? new LocalDriver(log) : null;
 }
+
+/** The control API process: the HTTP API, the webhook delivery worker and the quota watch. */
+export const controlService: ServiceSpec<ControlConfig, ControlServer> = {
+  name: 'control-api',
+  loadConfig: loadControlConfig,
+  start: async (cfg, ctx) => {
+    const server = await startControl(cfg, ctx);
+    ctx.log.info({ url: server.url }, 'control-api listening');
+    return server;
+  },
+  drainMs: 15_000,
+};

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { call, startTestControl } from './helpers.js';
-import { parsePrometheus, snapshotOf } from '../src/dashboard/ingest-metrics.js';
+import { parsePrometheus } from '@meterd/core';
+import { snapshotOf } from '../src/dashboard/ingest-metrics.js';
 import type { ControlServer } from '../src/server.js';
 
 let stores: TestStores;

@@ -4,7 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import type { Server } from 'node:http';
+import type { FastifyInstance } from 'fastify';
+import { listenOn } from '@meterd/core/http';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { OPERATOR_KEY, call, eventually, startTestControl } from './helpers.js';
 import { REPO, exited, freePort, spawnService } from './procs.js';
@@ -14,7 +15,7 @@ import type { ControlServer } from '../src/server.js';
 let stores: TestStores;
 let control: ControlServer;
 let ingest: ChildProcess;
-let front: Server;
+let front: FastifyInstance;
 let base: string;
 let spool: string;
 
@@ -41,11 +42,10 @@ before(async () => {
     aggregator: new URL('http://127.0.0.1:9'),
     control: new URL(control.url),
   });
-  await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
-  base = `http://127.0.0.1:${(front.address() as { port: number }).port}`;
+  base = `http://127.0.0.1:${await listenOn(front, 0, '127.0.0.1')}`;
 });
 after(async () => {
-  front.close();
+  await front.close();
   ingest.kill('SIGTERM');
   await exited(ingest);
   await control.close();

@@ -1,8 +1,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http, { type Server } from 'node:http';
+import http from 'node:http';
 import { join } from 'node:path';
 import { ConfigError } from '@meterd/core';
+import { listenOn } from '@meterd/core/http';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { startTestControl, testEnv } from './helpers.js';
 import { REPO, exited, freePort, spawnService } from './procs.js';
@@ -102,13 +103,12 @@ test('by default no proxy is trusted: a client sending X-Forwarded-For cannot le
 
 test('behind a trusted proxy (the front router), each client has its own bucket and a spoofed X-Forwarded-For does not help', async () => {
   const s = await startTestControl(stores, { ...limits('rl3'), TRUSTED_PROXIES: '127.0.0.1' });
-  const front: Server = createFront({
+  const front = createFront({
     ingest: new URL('http://127.0.0.1:9'),
     aggregator: new URL('http://127.0.0.1:9'),
     control: new URL(s.url),
   });
-  await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
-  const base = `http://127.0.0.1:${(front.address() as { port: number }).port}`;
+  const base = `http://127.0.0.1:${await listenOn(front, 0, '127.0.0.1')}`;
   try {
     // Client 127.0.0.2 claims a fresh address each time; the proxy appends the real one, which counts.
     const codes = [];
@@ -119,8 +119,8 @@ test('behind a trusted proxy (the front router), each client has its own bucket 
     // Straight to the control API from an address that is not a trusted proxy: the header is ignored.
     assert.equal(await signup(s.url, '127.0.0.2', '203.0.113.50'), 429);
   } finally {
-    front.close();
-    front.closeAllConnections();
+    front.server.closeAllConnections();
+    await front.close();
     await s.close();
   }
   assert.throws(

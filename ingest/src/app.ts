@@ -13,6 +13,7 @@ import {
   pgHealthy,
   redisHealthy,
   MetricsRegistry,
+  METRICS_CONTENT_TYPE,
   type Logger,
   type RecordBatch,
   type Pool,
@@ -37,7 +38,9 @@ export interface IngestThread {
   port: number;
   metrics: IngestMetrics;
   shipper: SpoolShipper;
-  /** Stops accepting, waits for requests in flight, ships what it can, closes connections. */
+  /** /readyz answers 503 from now on; everything else is still served. */
+  markDraining(): void;
+  /** Readiness off, stops accepting, waits for requests in flight, ships what it can, closes connections. */
   close(flushWithinMs?: number): Promise<void>;
 }
 
@@ -135,7 +138,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
         .end(JSON.stringify(r));
     })
     .get('/metrics', (res) => {
-      res.writeHeader('content-type', 'text/plain; version=0.0.4').end(o.registry.render());
+      res.writeHeader('content-type', METRICS_CONTENT_TYPE).end(o.registry.render());
     })
     .any('/api/v1/meter', methodNotAllowed)
     .any('/api/v1/meter/batch', methodNotAllowed)
@@ -170,7 +173,9 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     port,
     metrics,
     shipper,
+    markDraining: () => health.markDraining(),
     async close(flushWithinMs = 5_000) {
+      health.markDraining();
       uws.us_listen_socket_close(listenSocket);
       routes.draining = true;
       const deadline = Date.now() + 10_000;
@@ -260,6 +265,7 @@ class SpoolLimit implements Spool {
 const SHIP_STUCK_MS = 60_000;
 
 class Health {
+  private draining = false;
   private redisOk = false;
   private pgOk = false;
   private readonly loop: Loop;
@@ -285,12 +291,17 @@ class Health {
   stop(): Promise<void> {
     return this.loop.stop();
   }
+  /** From now on /readyz answers 503: the load balancer stops sending before the thread closes. */
+  markDraining(): void {
+    this.draining = true;
+  }
   report() {
     const spoolBytes = this.shipper.unshippedBytes;
     const spoolOk = spoolBytes < this.maxSpool;
     return {
-      ready: this.redisOk && this.pgOk && spoolOk,
+      ready: !this.draining && this.redisOk && this.pgOk && spoolOk,
       checks: {
+        draining: this.draining,
         redis: this.redisOk,
         postgres: this.pgOk,
         spool: { ok: spoolOk, unshipped_bytes: spoolBytes, limit_bytes: this.maxSpool },

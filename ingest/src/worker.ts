@@ -32,6 +32,7 @@ const thread = await startIngestThread(cfg, {
 });
 parentPort!.postMessage({ type: 'listening', port: thread.port });
 parentPort!.on('message', (m: { type: string }) => {
+  if (m.type === 'draining') return thread.markDraining();
   if (m.type !== 'drain') return;
   thread.close().then(
     () => {

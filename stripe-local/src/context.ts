@@ -9,7 +9,23 @@ export interface Request {
   query: URLSearchParams;
   /** Raw body text (form-encoded for v1, JSON for v2). */
   body: string;
+  /** The route's path parameters (`:id` → `params.id`). */
+  params: Record<string, string>;
+  /** The Authorization header's Bearer value (a key, or the stream's session token). */
+  bearer: string | undefined;
   nowS: number;
+}
+
+/**
+ * One Stripe API route: Fastify's router picks it by method and path; the server runs the shared
+ * steps (rate limit, authentication, faults, idempotency) around `handle`.
+ */
+export interface StripeRoute {
+  method: 'GET' | 'POST' | 'DELETE';
+  url: string;
+  /** 'session': the stream authenticates by a session token in its handler, not by the API key. */
+  auth?: 'key' | 'session';
+  handle(ctx: Context, r: Request): Routed;
 }
 
 export interface Context {

@@ -1,42 +1,30 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
+import type { FastifyReply } from 'fastify';
 import { StripeHttpError } from './stripe-error.js';
 
-const MAX_BODY = 1 << 20;
+/** Stripe's request body cap (1 MiB): larger bodies are a 413 in Stripe's error shape. */
+export const MAX_BODY = 1 << 20;
 
-export function readBody(req: IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (size > MAX_BODY) {
-        reject(new StripeHttpError(413, 'invalid_request_error', 'Request body too large.'));
-        req.destroy();
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
-    req.on('error', reject);
-  });
+/**
+ * A JSON answer with the headers Stripe sends on every one (a Request-Id). The body goes as bytes:
+ * Fastify would add `; charset=utf-8` to a string's Content-Type, and Stripe sends none.
+ */
+export function send(
+  reply: FastifyReply,
+  status: number,
+  body: string,
+  headers: Record<string, string> = {},
+): FastifyReply {
+  return reply
+    .status(status)
+    .headers({ 'Content-Type': 'application/json', 'Request-Id': `req_${randomBytes(8).toString('hex')}`, ...headers })
+    .send(Buffer.from(body));
 }
 
-export function send(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}): void {
-  if (res.headersSent || res.destroyed) return;
-  res.writeHead(status, {
-    'Content-Type': 'application/json',
-    'Content-Length': Buffer.byteLength(body),
-    'Request-Id': `req_${randomBytes(8).toString('hex')}`,
-    ...headers,
-  });
-  res.end(body);
-}
-
-export function sendError(res: ServerResponse, err: StripeHttpError): void {
+export function sendError(reply: FastifyReply, err: StripeHttpError): FastifyReply {
   const headers: Record<string, string> = {};
   if (err.shouldRetry !== undefined) headers['Stripe-Should-Retry'] = String(err.shouldRetry);
-  send(res, err.status, err.body(), headers);
+  return send(reply, err.status, err.body(), headers);
 }
 
 /** A Stripe list object with cursor pagination over `items` (already in list order). */

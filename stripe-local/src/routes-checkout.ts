@@ -4,7 +4,7 @@ import { listOf } from './http-util.js';
 import { invalid, missingParam, notFound } from './stripe-error.js';
 import { stripeId } from './state.js';
 import type { CheckoutState, StoredSession } from './checkout-state.js';
-import type { Context, Request, Routed } from './context.js';
+import type { Context, Request, Routed, StripeRoute } from './context.js';
 import { metadataOf, newCustomer } from './routes-v1.js';
 
 /**
@@ -13,49 +13,65 @@ import { metadataOf, newCustomer } from './routes-v1.js';
  * types of Stripe's own examples (the `stripe` package's types check them at build time). Billing
  * changes are announced to the configured webhook endpoint as Stripe announces them.
  */
-export function routeCheckout(ctx: Context, r: Request): Routed | undefined {
-  const p = r.path;
-  const m = r.method;
-  const st = ctx.data().checkout;
-  const form = (): FormObject => parseForm(r.body);
-  const ok = (body: unknown): Routed => ({ status: 200, body: JSON.stringify(body) });
+const form = (r: Request): FormObject => parseForm(r.body);
+const ok = (body: unknown): Routed => ({ status: 200, body: JSON.stringify(body) });
 
-  if (p === '/v1/products' && m === 'POST') return ok(createProduct(ctx, st, form(), r.nowS));
-  let match = /^\/v1\/products\/([^/]+)$/.exec(p);
-  if (match && m === 'GET') return ok(st.products[match[1]!] ?? throwNotFound('product', match[1]!));
-
-  if (p === '/v1/prices' && m === 'POST') return ok(createPrice(ctx, st, form(), r.nowS));
-  if (p === '/v1/prices' && m === 'GET') {
-    const keys = arrayParam(r.query, 'lookup_keys');
-    const active = r.query.get('active');
-    const all = Object.values(st.prices)
-      .filter(
-        (x) =>
-          (keys.length === 0 || (x.lookup_key !== null && keys.includes(x.lookup_key))) &&
-          (active === null || String(x.active) === active),
-      )
-      .sort((a, b) => b.created - a.created);
-    return { status: 200, body: listOf(all, '/v1/prices', r.query) };
-  }
-  match = /^\/v1\/prices\/([^/]+)$/.exec(p);
-  if (match && m === 'GET') return ok(st.prices[match[1]!] ?? throwNotFound('price', match[1]!));
-
-  if (p === '/v1/checkout/sessions' && m === 'POST') return ok(createSession(ctx, st, form(), r.nowS).session);
-  match = /^\/v1\/checkout\/sessions\/([^/]+)$/.exec(p);
-  if (match && m === 'GET') return ok((st.sessions[match[1]!] ?? throwNotFound('checkout.session', match[1]!)).session);
-
-  if (p === '/v1/subscriptions' && m === 'GET') {
-    const customer = r.query.get('customer');
-    const all = Object.values(st.subscriptions)
-      .filter((s) => customer === null || s.customer === customer)
-      .sort((a, b) => b.created - a.created);
-    return { status: 200, body: listOf(all, '/v1/subscriptions', r.query) };
-  }
-  match = /^\/v1\/subscriptions\/([^/]+)$/.exec(p);
-  if (match) {
-    const sub = st.subscriptions[match[1]!] ?? throwNotFound('subscription', match[1]!);
-    if (m === 'GET') return ok(sub);
-    if (m === 'DELETE') {
+export const checkoutRoutes: StripeRoute[] = [
+  { method: 'POST', url: '/v1/products', handle: (ctx, r) => ok(createProduct(ctx, st(ctx), form(r), r.nowS)) },
+  {
+    method: 'GET',
+    url: '/v1/products/:id',
+    handle: (ctx, r) => ok(st(ctx).products[r.params.id!] ?? throwNotFound('product', r.params.id!)),
+  },
+  { method: 'POST', url: '/v1/prices', handle: (ctx, r) => ok(createPrice(ctx, st(ctx), form(r), r.nowS)) },
+  {
+    method: 'GET',
+    url: '/v1/prices',
+    handle(ctx, r) {
+      const keys = arrayParam(r.query, 'lookup_keys');
+      const active = r.query.get('active');
+      const all = Object.values(st(ctx).prices)
+        .filter(
+          (x) =>
+            (keys.length === 0 || (x.lookup_key !== null && keys.includes(x.lookup_key))) &&
+            (active === null || String(x.active) === active),
+        )
+        .sort((a, b) => b.created - a.created);
+      return { status: 200, body: listOf(all, '/v1/prices', r.query) };
+    },
+  },
+  {
+    method: 'GET',
+    url: '/v1/prices/:id',
+    handle: (ctx, r) => ok(st(ctx).prices[r.params.id!] ?? throwNotFound('price', r.params.id!)),
+  },
+  {
+    method: 'POST',
+    url: '/v1/checkout/sessions',
+    handle: (ctx, r) => ok(createSession(ctx, st(ctx), form(r), r.nowS).session),
+  },
+  {
+    method: 'GET',
+    url: '/v1/checkout/sessions/:id',
+    handle: (ctx, r) => ok((st(ctx).sessions[r.params.id!] ?? throwNotFound('checkout.session', r.params.id!)).session),
+  },
+  {
+    method: 'GET',
+    url: '/v1/subscriptions',
+    handle(ctx, r) {
+      const customer = r.query.get('customer');
+      const all = Object.values(st(ctx).subscriptions)
+        .filter((s) => customer === null || s.customer === customer)
+        .sort((a, b) => b.created - a.created);
+      return { status: 200, body: listOf(all, '/v1/subscriptions', r.query) };
+    },
+  },
+  { method: 'GET', url: '/v1/subscriptions/:id', handle: (ctx, r) => ok(subscriptionOf(ctx, r.params.id!)) },
+  {
+    method: 'DELETE',
+    url: '/v1/subscriptions/:id',
+    handle(ctx, r) {
+      const sub = subscriptionOf(ctx, r.params.id!);
       if (sub.status !== 'canceled') {
         Object.assign(sub, {
           status: 'canceled',
@@ -67,9 +83,14 @@ export function routeCheckout(ctx: Context, r: Request): Routed | undefined {
         ctx.events.emitEvent('customer.subscription.deleted', sub);
       }
       return ok(sub);
-    }
-  }
-  return undefined;
+    },
+  },
+];
+
+const st = (ctx: Context): CheckoutState => ctx.data().checkout;
+
+function subscriptionOf(ctx: Context, id: string): Stripe.Subscription {
+  return st(ctx).subscriptions[id] ?? throwNotFound('subscription', id);
 }
 
 /**

@@ -4,7 +4,7 @@ import { parseForm, str, obj, onlyParams, type FormObject, type ParamSpec } from
 import { invalid, missingParam, notFound, StripeHttpError } from './stripe-error.js';
 import { listOf } from './http-util.js';
 import { stripeId, type Customer, type Meter } from './state.js';
-import type { Context, Request, Routed } from './context.js';
+import type { Context, Request, Routed, StripeRoute } from './context.js';
 
 const ok = (body: unknown): Routed => ({ status: 200, body: JSON.stringify(body) });
 
@@ -25,104 +25,129 @@ const PARAMS = {
   portal: { customer: true, return_url: true, locale: true, expand: 'map' },
 } satisfies Record<string, ParamSpec>;
 
+const form = (r: Request): FormObject => parseForm(r.body);
+
 /** Stripe API v1 routes stripe-local implements: customers, meters, meter events, adjustments, summaries, portal sessions. */
-export function routeV1(ctx: Context, r: Request): Routed | undefined {
-  const p = r.path;
-  const m = r.method;
-  const form = (): FormObject => parseForm(r.body);
+export const v1Routes: StripeRoute[] = [
+  { method: 'POST', url: '/v1/customers', handle: (ctx, r) => ok(createCustomer(ctx, form(r), r.nowS)) },
+  {
+    method: 'GET',
+    url: '/v1/customers',
+    handle(ctx, r) {
+      const email = r.query.get('email');
+      const all = Object.values(ctx.data().customers)
+        .filter((c) => email === null || c.email === email)
+        .sort((a, b) => b.created - a.created);
+      return { status: 200, body: listOf(all, '/v1/customers', r.query) };
+    },
+  },
+  { method: 'GET', url: '/v1/customers/:id', handle: (ctx, r) => ok(customerOf(ctx, r.params.id!)) },
+  {
+    method: 'POST',
+    url: '/v1/customers/:id',
+    handle: (ctx, r) => ok(updateCustomer(ctx, customerOf(ctx, r.params.id!), form(r))),
+  },
+  { method: 'POST', url: '/v1/billing/meters', handle: (ctx, r) => ok(createMeter(ctx, form(r), r.nowS)) },
+  {
+    method: 'GET',
+    url: '/v1/billing/meters',
+    handle(ctx, r) {
+      const status = r.query.get('status');
+      const all = Object.values(ctx.data().meters)
+        .filter((x) => status === null || x.status === status)
+        .sort((a, b) => a.created - b.created);
+      return { status: 200, body: listOf(all, '/v1/billing/meters', r.query) };
+    },
+  },
+  { method: 'GET', url: '/v1/billing/meters/:id', handle: (ctx, r) => ok(meterOf(ctx, r.params.id!)) },
+  {
+    method: 'GET',
+    url: '/v1/billing/meters/:id/event_summaries',
+    handle: (ctx, r) => ({ status: 200, body: eventSummaries(ctx, meterOf(ctx, r.params.id!), r.query) }),
+  },
+  {
+    method: 'POST',
+    url: '/v1/billing/meter_events',
+    handle(ctx, r) {
+      const f = form(r);
+      onlyParams(f, PARAMS.meterEvent);
+      const ev = ctx.billing.accept(
+        { event_name: f.event_name, payload: obj(f, 'payload'), identifier: f.identifier, timestamp: f.timestamp },
+        r.nowS,
+        'v1',
+      );
+      const body: Stripe.Billing.MeterEvent = {
+        object: 'billing.meter_event',
+        created: ev.created,
+        event_name: ev.event_name,
+        identifier: ev.identifier,
+        livemode: false,
+        payload: ev.payload,
+        timestamp: ev.timestamp,
+      };
+      return ok(body);
+    },
+  },
+  {
+    method: 'POST',
+    url: '/v1/billing/meter_event_adjustments',
+    handle(ctx, r) {
+      const f = form(r);
+      onlyParams(f, PARAMS.adjustment);
+      const c = ctx.billing.cancel(f.event_name, f.type, obj(f, 'cancel')?.identifier, r.nowS, 'v1');
+      ctx.later(c.apply);
+      const body: Stripe.Billing.MeterEventAdjustment = {
+        object: 'billing.meter_event_adjustment',
+        cancel: { identifier: c.identifier },
+        event_name: c.event_name,
+        livemode: false,
+        status: 'pending',
+        type: 'cancel',
+      };
+      return ok(body);
+    },
+  },
+  { method: 'POST', url: '/v1/billing_portal/sessions', handle: (ctx, r) => ok(portalSession(ctx, form(r), r.nowS)) },
+];
 
-  if (p === '/v1/customers' && m === 'POST') return ok(createCustomer(ctx, form(), r.nowS));
-  if (p === '/v1/customers' && m === 'GET') {
-    const email = r.query.get('email');
-    const all = Object.values(ctx.data().customers)
-      .filter((c) => email === null || c.email === email)
-      .sort((a, b) => b.created - a.created);
-    return { status: 200, body: listOf(all, '/v1/customers', r.query) };
-  }
-  let match = /^\/v1\/customers\/([^/]+)$/.exec(p);
-  if (match) {
-    const c = ctx.data().customers[match[1]!];
-    if (c === undefined) throw notFound('customer', match[1]!);
-    if (m === 'GET') return ok(c);
-    if (m === 'POST') return ok(updateCustomer(ctx, c, form()));
-  }
+function customerOf(ctx: Context, id: string): Customer {
+  const c = ctx.data().customers[id];
+  if (c === undefined) throw notFound('customer', id);
+  return c;
+}
 
-  if (p === '/v1/billing/meters' && m === 'POST') return ok(createMeter(ctx, form(), r.nowS));
-  if (p === '/v1/billing/meters' && m === 'GET') {
-    const status = r.query.get('status');
-    const all = Object.values(ctx.data().meters)
-      .filter((x) => status === null || x.status === status)
-      .sort((a, b) => a.created - b.created);
-    return { status: 200, body: listOf(all, '/v1/billing/meters', r.query) };
-  }
-  match = /^\/v1\/billing\/meters\/([^/]+)(\/event_summaries)?$/.exec(p);
-  if (match && m === 'GET') {
-    const meter = ctx.data().meters[match[1]!];
-    if (meter === undefined) throw notFound('billing.meter', match[1]!);
-    if (match[2] === undefined) return ok(meter);
-    return { status: 200, body: eventSummaries(ctx, meter, r.query) };
-  }
+function meterOf(ctx: Context, id: string): Meter {
+  const meter = ctx.data().meters[id];
+  if (meter === undefined) throw notFound('billing.meter', id);
+  return meter;
+}
 
-  if (p === '/v1/billing/meter_events' && m === 'POST') {
-    const f = form();
-    onlyParams(f, PARAMS.meterEvent);
-    const ev = ctx.billing.accept(
-      { event_name: f.event_name, payload: obj(f, 'payload'), identifier: f.identifier, timestamp: f.timestamp },
-      r.nowS,
-      'v1',
-    );
-    const body: Stripe.Billing.MeterEvent = {
-      object: 'billing.meter_event',
-      created: ev.created,
-      event_name: ev.event_name,
-      identifier: ev.identifier,
-      livemode: false,
-      payload: ev.payload,
-      timestamp: ev.timestamp,
-    };
-    return ok(body);
-  }
-  if (p === '/v1/billing/meter_event_adjustments' && m === 'POST') {
-    const f = form();
-    onlyParams(f, PARAMS.adjustment);
-    const c = ctx.billing.cancel(f.event_name, f.type, obj(f, 'cancel')?.identifier, r.nowS, 'v1');
-    ctx.later(c.apply);
-    const body: Stripe.Billing.MeterEventAdjustment = {
-      object: 'billing.meter_event_adjustment',
-      cancel: { identifier: c.identifier },
-      event_name: c.event_name,
-      livemode: false,
-      status: 'pending',
-      type: 'cancel',
-    };
-    return ok(body);
-  }
-
-  if (p === '/v1/billing_portal/sessions' && m === 'POST') {
-    const f = form();
-    onlyParams(f, PARAMS.portal);
-    const customer = str(f, 'customer');
-    if (customer === undefined) throw missingParam('customer');
-    if (ctx.data().customers[customer] === undefined) throw notFound('customer', customer, 'customer');
-    const id = stripeId('bps');
-    // `customer_account` is newer than stripe-node 17's type (Stripe's fixture has it, null for a customer).
-    const body: Stripe.BillingPortal.Session & { customer_account: null } = {
-      id,
-      object: 'billing_portal.session',
-      configuration: 'bpc_local',
-      created: r.nowS,
-      customer,
-      customer_account: null,
-      flow: null,
-      livemode: false,
-      locale: (str(f, 'locale') ?? null) as Stripe.BillingPortal.Session.Locale | null,
-      on_behalf_of: null,
-      return_url: str(f, 'return_url') ?? null,
-      url: `${ctx.baseUrl()}/p/session/${id}`,
-    };
-    return ok(body);
-  }
-  return undefined;
+function portalSession(
+  ctx: Context,
+  f: FormObject,
+  nowS: number,
+): Stripe.BillingPortal.Session & { customer_account: null } {
+  onlyParams(f, PARAMS.portal);
+  const customer = str(f, 'customer');
+  if (customer === undefined) throw missingParam('customer');
+  if (ctx.data().customers[customer] === undefined) throw notFound('customer', customer, 'customer');
+  const id = stripeId('bps');
+  // `customer_account` is newer than stripe-node 17's type (Stripe's fixture has it, null for a customer).
+  const body: Stripe.BillingPortal.Session & { customer_account: null } = {
+    id,
+    object: 'billing_portal.session',
+    configuration: 'bpc_local',
+    created: nowS,
+    customer,
+    customer_account: null,
+    flow: null,
+    livemode: false,
+    locale: (str(f, 'locale') ?? null) as Stripe.BillingPortal.Session.Locale | null,
+    on_behalf_of: null,
+    return_url: str(f, 'return_url') ?? null,
+    url: `${ctx.baseUrl()}/p/session/${id}`,
+  };
+  return body;
 }
 
 export function metadataOf(f: FormObject): Record<string, string> {

@@ -3,7 +3,7 @@ import type Stripe from 'stripe';
 import { StripeHttpError, StripeV2Error, invalid } from './stripe-error.js';
 import { onlyParams, type ParamSpec } from './form.js';
 import { stripeId } from './state.js';
-import type { Context, Request, Routed } from './context.js';
+import type { Context, Request, Routed, StripeRoute } from './context.js';
 
 const EVENT: ParamSpec = { event_name: true, payload: 'map', identifier: true, timestamp: true };
 const ADJUSTMENT: ParamSpec = { event_name: true, type: true, cancel: { identifier: true } };
@@ -30,73 +30,89 @@ function json(body: string): Record<string, unknown> {
 
 const iso = (s: number): string => new Date(s * 1000).toISOString();
 
-/** Stripe API v2 routes authenticated by the secret key: sessions, single meter events, adjustments. */
-export function routeV2(ctx: Context, r: Request): Routed | undefined {
-  if (r.method !== 'POST') return undefined;
-  if (r.path === '/v2/billing/meter_event_session') {
-    onlyParams(json(r.body), {});
-    const s = {
-      id: stripeId('mes'),
-      token: `mes_tok_${randomBytes(24).toString('base64url')}`,
-      created: r.nowS,
-      expires_at: r.nowS + ctx.sessionTtlS,
-    };
-    ctx.data().sessions[s.token] = s;
-    ctx.changed();
-    const body: Stripe.V2.Billing.MeterEventSession = {
-      id: s.id,
-      object: 'v2.billing.meter_event_session',
-      authentication_token: s.token,
-      created: iso(s.created),
-      expires_at: iso(s.expires_at),
-      livemode: false,
-    };
-    return { status: 200, body: JSON.stringify(body) };
-  }
-  if (r.path === '/v2/billing/meter_events') {
-    const b = json(r.body);
-    onlyParams(b, EVENT);
-    const ev = ctx.billing.accept(
-      { event_name: b.event_name, payload: b.payload, identifier: b.identifier, timestamp: b.timestamp },
-      r.nowS,
-      'v2',
-    );
-    const body: Stripe.V2.Billing.MeterEvent = {
-      object: 'v2.billing.meter_event',
-      created: iso(ev.created),
-      event_name: ev.event_name,
-      identifier: ev.identifier,
-      livemode: false,
-      payload: ev.payload,
-      timestamp: iso(ev.timestamp),
-    };
-    return { status: 200, body: JSON.stringify(body) };
-  }
-  if (r.path === '/v2/billing/meter_event_adjustments') {
-    const b = json(r.body);
-    onlyParams(b, ADJUSTMENT);
-    const c = ctx.billing.cancel(
-      b.event_name,
-      b.type,
-      (b.cancel as Record<string, unknown> | undefined)?.identifier,
-      r.nowS,
-      'v2',
-    );
-    ctx.later(c.apply);
-    const body: Stripe.V2.Billing.MeterEventAdjustment = {
-      id: stripeId('mtr_event_adj'),
-      object: 'v2.billing.meter_event_adjustment',
-      cancel: { identifier: c.identifier },
-      created: iso(r.nowS),
-      event_name: c.event_name,
-      livemode: false,
-      status: 'pending',
-      type: 'cancel',
-    };
-    return { status: 200, body: JSON.stringify(body) };
-  }
-  return undefined;
-}
+/** Stripe API v2 routes: sessions, single meter events and adjustments (secret key), the stream (session token). */
+export const v2Routes: StripeRoute[] = [
+  {
+    method: 'POST',
+    url: '/v2/billing/meter_event_session',
+    handle(ctx, r) {
+      onlyParams(json(r.body), {});
+      const s = {
+        id: stripeId('mes'),
+        token: `mes_tok_${randomBytes(24).toString('base64url')}`,
+        created: r.nowS,
+        expires_at: r.nowS + ctx.sessionTtlS,
+      };
+      ctx.data().sessions[s.token] = s;
+      ctx.changed();
+      const body: Stripe.V2.Billing.MeterEventSession = {
+        id: s.id,
+        object: 'v2.billing.meter_event_session',
+        authentication_token: s.token,
+        created: iso(s.created),
+        expires_at: iso(s.expires_at),
+        livemode: false,
+      };
+      return { status: 200, body: JSON.stringify(body) };
+    },
+  },
+  {
+    method: 'POST',
+    url: '/v2/billing/meter_events',
+    handle(ctx, r) {
+      const b = json(r.body);
+      onlyParams(b, EVENT);
+      const ev = ctx.billing.accept(
+        { event_name: b.event_name, payload: b.payload, identifier: b.identifier, timestamp: b.timestamp },
+        r.nowS,
+        'v2',
+      );
+      const body: Stripe.V2.Billing.MeterEvent = {
+        object: 'v2.billing.meter_event',
+        created: iso(ev.created),
+        event_name: ev.event_name,
+        identifier: ev.identifier,
+        livemode: false,
+        payload: ev.payload,
+        timestamp: iso(ev.timestamp),
+      };
+      return { status: 200, body: JSON.stringify(body) };
+    },
+  },
+  {
+    method: 'POST',
+    url: '/v2/billing/meter_event_adjustments',
+    handle(ctx, r) {
+      const b = json(r.body);
+      onlyParams(b, ADJUSTMENT);
+      const c = ctx.billing.cancel(
+        b.event_name,
+        b.type,
+        (b.cancel as Record<string, unknown> | undefined)?.identifier,
+        r.nowS,
+        'v2',
+      );
+      ctx.later(c.apply);
+      const body: Stripe.V2.Billing.MeterEventAdjustment = {
+        id: stripeId('mtr_event_adj'),
+        object: 'v2.billing.meter_event_adjustment',
+        cancel: { identifier: c.identifier },
+        created: iso(r.nowS),
+        event_name: c.event_name,
+        livemode: false,
+        status: 'pending',
+        type: 'cancel',
+      };
+      return { status: 200, body: JSON.stringify(body) };
+    },
+  },
+  {
+    method: 'POST',
+    url: '/v2/billing/meter_event_stream',
+    auth: 'session',
+    handle: (ctx, r) => routeStream(ctx, r, r.bearer, false),
+  },
+];
 
 /**
  * POST /v2/billing/meter_event_stream, authenticated by a session token. Like Stripe, it answers

@@ -1,21 +1,21 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { FastifyError } from 'fastify';
 import { MetricsRegistry } from '@meterd/core';
+import { createServiceApp, listenOn } from '@meterd/core/http';
+import { stripeApi } from './api.js';
 import { Billing } from './billing.js';
 import { ErrorReports } from './error-reports.js';
 import { EventsOut, signedPost, snapshotEvent } from './events-out.js';
 import { Recorder } from './recorder.js';
-import { routeEvents } from './routes-events.js';
+import { eventRoutes } from './routes-events.js';
 import { applyFaults, NO_FAULTS, type Faults } from './faults.js';
-import { readBody, send, sendError } from './http-util.js';
-import { TokenBucket } from './rate-limit.js';
-import { routeV1 } from './routes-v1.js';
-import { routeStream, routeV2 } from './routes-v2.js';
+import { MAX_BODY, send, sendError } from './http-util.js';
+import { v1Routes } from './routes-v1.js';
+import { v2Routes } from './routes-v2.js';
 import { StateFile, emptyState, type StateData } from './state.js';
-import { asV2, rateLimited, StripeHttpError } from './stripe-error.js';
-import { routeCheckout, seedPrices, type PriceSeed } from './routes-checkout.js';
+import { asV2, StripeHttpError } from './stripe-error.js';
+import { checkoutRoutes, seedPrices, type PriceSeed } from './routes-checkout.js';
 import { checkoutControl } from './checkout-control.js';
-import type { Context, Request, Routed } from './context.js';
+import type { Context } from './context.js';
 
 export interface StripeLocalOptions {
   host: string;
@@ -43,19 +43,9 @@ export interface StripeLocalOptions {
   onWebhookError?: (e: { id: string; type: string; attempt: number; status?: number; message: string }) => void;
   /** Prices created at start unless an active price already has their lookup key. */
   seedPrices?: PriceSeed[];
+  /** Aborted once the process drains: /readyz answers 503. */
+  draining?: AbortSignal;
 }
-
-type RouteClass = 'meter_events' | 'stream' | 'default' | 'test';
-
-/** Routes where fault switches apply: the meter event paths billing-sync depends on. */
-const FAULTY = new Set([
-  '/v1/billing/meter_events',
-  '/v1/billing/meter_event_adjustments',
-  '/v2/billing/meter_event_session',
-  '/v2/billing/meter_event_stream',
-  '/v2/billing/meter_events',
-  '/v2/billing/meter_event_adjustments',
-]);
 
 export interface StripeLocal {
   url: string;
@@ -111,14 +101,6 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
     nowS,
     later,
   };
-  const rateTest = o.rateTestMode ?? 25;
-  const buckets: Record<RouteClass, TokenBucket> = {
-    meter_events: new TokenBucket(o.rateMeterEvents),
-    stream: new TokenBucket(o.rateStream),
-    default: new TokenBucket(o.rateDefault),
-    test: new TokenBucket(Math.max(rateTest, 1)),
-  };
-  const idempotent = new Map<string, Routed>();
   seedPrices(ctx, o.seedPrices ?? [], nowS());
 
   /** `expire_sessions` is a one-shot switch: every token issued so far expires now; new ones work. */
@@ -132,195 +114,109 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
   }
 
   const metrics = new MetricsRegistry();
-  const counters = {
-    requests: metrics.counter('stripe_local_requests_total', 'API requests answered.'),
-    limited: metrics.counter('stripe_local_rate_limited_total', 'Requests answered 429 rate_limit (limiter or storm).'),
-    faults: metrics.counter('stripe_local_faults_injected_total', 'Requests given an injected 5xx or timeout.'),
-    events: metrics.counter('stripe_local_meter_events_total', 'Meter events accepted.'),
-  };
+  const requests = metrics.counter('stripe_local_requests_total', 'API requests answered.');
+  const answer = stripeApi(ctx, {
+    apiKey: o.apiKey,
+    rateMeterEvents: o.rateMeterEvents,
+    rateStream: o.rateStream,
+    rateDefault: o.rateDefault,
+    rateTest: o.rateTestMode ?? 25,
+    faults: () => faults,
+    recorder,
+    counters: {
+      limited: metrics.counter(
+        'stripe_local_rate_limited_total',
+        'Requests answered 429 rate_limit (limiter or storm).',
+      ),
+      faults: metrics.counter('stripe_local_faults_injected_total', 'Requests given an injected 5xx or timeout.'),
+      events: metrics.counter('stripe_local_meter_events_total', 'Meter events accepted.'),
+    },
+  });
 
-  /**
-   * Stripe's limits (https://docs.stripe.com/rate-limits): live mode 100/s basic, meter events
-   * 1,000/s apart from it, the stream 10,000/s; test mode 25/s basic, meter event calls included
-   * in it. The stream is authenticated by a session, not a key, and keeps its own limit.
-   */
-  function classOf(path: string, key: string | undefined): RouteClass {
-    if (path === '/v2/billing/meter_event_stream') return 'stream';
-    if (rateTest > 0 && key !== undefined && /^(sk|rk)_test_/.test(key)) return 'test';
-    if (path === '/v1/billing/meter_events') return 'meter_events';
-    return 'default';
-  }
+  const app = createServiceApp(
+    { ...(o.draining === undefined ? {} : { draining: o.draining }), metrics: () => metrics.render() },
+    {
+      bodyLimit: MAX_BODY,
+      keepAliveTimeout: 60_000,
+      // A request held open by the timeout fault must not hold close() up.
+      forceCloseConnections: true,
+      // Stripe answers HEAD like any unknown route; ids may be long.
+      exposeHeadRoutes: false,
+      routerOptions: { maxParamLength: 1_000 },
+    },
+  );
+  // Bodies stay text, whatever their type: v1 reads them as forms, v2 as JSON, each in its routes.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_req, body, done) => done(null, body));
+  app.addHook('onRequest', async () => requests.inc());
+  app.setErrorHandler(async (err: FastifyError, req, reply) => {
+    const e =
+      err instanceof StripeHttpError
+        ? err
+        : err instanceof SyntaxError
+          ? new StripeHttpError(400, 'invalid_request_error', `Invalid JSON: ${err.message}`)
+          : err.code === 'FST_ERR_CTP_BODY_TOO_LARGE'
+            ? new StripeHttpError(413, 'invalid_request_error', 'Request body too large.')
+            : new StripeHttpError(500, 'api_error', 'An unknown error occurred.');
+    // API v2 answers errors in its own shape.
+    return sendError(reply, req.url.startsWith('/v2/') ? asV2(e) : e);
+  });
+  app.setNotFoundHandler((req, reply) => answer(req, reply));
+  for (const route of [...v1Routes, ...checkoutRoutes, ...v2Routes, ...eventRoutes])
+    app.route({ method: route.method, url: route.url, handler: (req, reply) => answer(req, reply, route) });
 
-  function authorize(req: IncomingMessage): void {
-    const h = req.headers.authorization;
-    const key = h?.startsWith('Bearer ') ? h.slice(7) : undefined;
-    if (key === undefined || key === '') {
+  // Test controls (not Stripe's API): faults, the clock, state, webhooks, the hosted pages.
+  app.all('/_faults', async (req, reply) => {
+    if (req.method === 'POST') setFaults(JSON.parse((req.body as string | undefined) || '{}'));
+    return send(reply, 200, JSON.stringify(faults));
+  });
+  app.post('/_clock', async (req, reply) => {
+    const b = JSON.parse((req.body as string | undefined) || '{}') as { advance_seconds?: unknown };
+    if (typeof b.advance_seconds !== 'number' || !Number.isInteger(b.advance_seconds) || b.advance_seconds < 0) {
       throw new StripeHttpError(
-        401,
+        400,
         'invalid_request_error',
-        'You did not provide an API key. You need to provide your API key in the Authorization header, using Bearer auth.',
+        'advance_seconds must be a whole number of seconds, 0 or more.',
       );
     }
-    const okKey = o.apiKey === '' ? /^(sk|rk)_(test|live)_/.test(key) : key === o.apiKey;
-    if (!okKey) throw new StripeHttpError(401, 'invalid_request_error', 'Invalid API Key provided.', 'api_key_invalid');
-  }
-
-  async function control(req: IncomingMessage, res: ServerResponse, path: string): Promise<boolean> {
-    if (path === '/healthz' || path === '/readyz') {
-      send(res, 200, '{"status":"ok"}');
-      return true;
-    }
-    if (path === '/metrics') {
-      const body = metrics.render();
-      res
-        .writeHead(200, { 'Content-Type': 'text/plain; version=0.0.4', 'Content-Length': Buffer.byteLength(body) })
-        .end(body);
-      return true;
-    }
-    if (path === '/_faults') {
-      if (req.method === 'POST') setFaults(JSON.parse((await readBody(req)) || '{}'));
-      send(res, 200, JSON.stringify(faults));
-      return true;
-    }
-    if (path === '/_clock' && req.method === 'POST') {
-      const b = JSON.parse((await readBody(req)) || '{}') as { advance_seconds?: unknown };
-      if (typeof b.advance_seconds !== 'number' || !Number.isInteger(b.advance_seconds) || b.advance_seconds < 0) {
-        throw new StripeHttpError(
-          400,
-          'invalid_request_error',
-          'advance_seconds must be a whole number of seconds, 0 or more.',
-        );
-      }
-      clockOffsetS += b.advance_seconds;
-      send(res, 200, JSON.stringify({ now: nowS(), offset_seconds: clockOffsetS }));
-      return true;
-    }
-    if (path === '/_reset' && req.method === 'POST') {
-      data = emptyState();
-      changed();
-      send(res, 200, '{}');
-      return true;
-    }
-    if (path === '/_state' && req.method === 'GET') {
-      const evs = Object.values(data.events);
-      send(
-        res,
-        200,
-        JSON.stringify({
-          customers: Object.keys(data.customers).length,
-          meters: Object.keys(data.meters).length,
-          events: evs.length,
-          cancelled: evs.filter((e) => e.cancelled).length,
-          sessions: Object.keys(data.sessions).length,
-          stream_errors: data.streamErrors.slice(-100),
-        }),
-      );
-      return true;
-    }
-    if (path === '/_webhooks/send' && req.method === 'POST') {
-      send(res, 200, JSON.stringify(await sendWebhook(JSON.parse(await readBody(req)) as WebhookRequest)));
-      return true;
-    }
-    if (await checkoutControl(ctx, req, res, path)) return true;
-    const portal = /^\/p\/session\/(bps_[A-Za-z0-9]+)$/.exec(path);
-    if (portal && req.method === 'GET') {
-      res
-        .writeHead(200, { 'Content-Type': 'text/html' })
-        .end(`<!doctype html><title>Billing portal (stripe-local)</title><p>Billing portal session ${portal[1]}</p>`);
-      return true;
-    }
-    return false;
-  }
-
-  async function api(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
-    const path = url.pathname;
-    const faulty = FAULTY.has(path);
-    const now = Date.now();
-    if (faulty && (now < faults.rate_limit_until || Math.random() < faults.rate_limit_rate)) {
-      counters.limited.inc();
-      throw rateLimited();
-    }
-    const bearer = req.headers.authorization?.startsWith('Bearer ') ? req.headers.authorization.slice(7) : undefined;
-    if (!buckets[classOf(path, bearer)].take()) {
-      counters.limited.inc();
-      throw rateLimited();
-    }
-    const body = await readBody(req);
-    if (path !== '/v2/billing/meter_event_stream') authorize(req);
-    if (faulty && Math.random() < faults.error_rate) {
-      counters.faults.inc();
-      throw new StripeHttpError(
-        500,
-        'api_error',
-        'An unknown error occurred (injected by stripe-local).',
-        undefined,
-        undefined,
-        true,
-      );
-    }
-    const idemKey = req.method === 'POST' && path.startsWith('/v1/') ? req.headers['idempotency-key'] : undefined;
-    const replay = typeof idemKey === 'string' ? idempotent.get(`${path}\n${idemKey}`) : undefined;
-    if (replay !== undefined) {
-      send(res, replay.status, replay.body, { 'Idempotent-Replayed': 'true' });
-      return;
-    }
-
-    const r: Request = { method: req.method ?? 'GET', path, query: url.searchParams, body, nowS: nowS() };
-    const before = Object.keys(data.events).length;
-    let routed: Routed | undefined;
-    if (path === '/v2/billing/meter_event_stream' && r.method === 'POST') {
-      routed = routeStream(ctx, r, bearer, false);
-    } else if (path.startsWith('/v1/')) routed = routeV1(ctx, r) ?? routeCheckout(ctx, r) ?? routeEvents(ctx, r);
-    else if (path.startsWith('/v2/')) routed = routeV2(ctx, r) ?? routeEvents(ctx, r);
-    if (routed === undefined)
-      throw new StripeHttpError(404, 'invalid_request_error', `Unrecognized request URL (${r.method}: ${path}).`);
-    counters.events.inc(Object.keys(data.events).length - before);
-    if (typeof idemKey === 'string') idempotent.set(`${path}\n${idemKey}`, routed);
-
-    // Faults after the work is done: the change is stored, but the client never learns it.
-    if (faulty && Math.random() < faults.timeout_rate) {
-      counters.faults.inc();
-      setTimeout(() => res.destroy(), faults.timeout_ms).unref();
-      return;
-    }
-    if (faulty && Math.random() < faults.applied_error_rate) {
-      counters.faults.inc();
-      throw new StripeHttpError(
-        500,
-        'api_error',
-        'An unknown error occurred (injected by stripe-local, after storing).',
-        undefined,
-        undefined,
-        true,
-      );
-    }
-    recorder?.record(routed.body, `${r.method} ${path}`);
-    send(res, routed.status, routed.body, { 'Stripe-Version': '2024-09-30.acacia' });
-  }
-
-  const server: Server = createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://stripe-local');
-    counters.requests.inc();
-    void (async () => {
-      try {
-        if (await control(req, res, url.pathname)) return;
-        await api(req, res, url);
-      } catch (err) {
-        // API v2 answers errors in its own shape.
-        if (err instanceof StripeHttpError) sendError(res, url.pathname.startsWith('/v2/') ? asV2(err) : err);
-        else if (err instanceof SyntaxError)
-          sendError(res, new StripeHttpError(400, 'invalid_request_error', `Invalid JSON: ${err.message}`));
-        else sendError(res, new StripeHttpError(500, 'api_error', 'An unknown error occurred.'));
-      }
-    })();
+    clockOffsetS += b.advance_seconds;
+    return send(reply, 200, JSON.stringify({ now: nowS(), offset_seconds: clockOffsetS }));
   });
-  server.keepAliveTimeout = 60_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(o.port, o.host, () => resolve());
+  app.post('/_reset', async (_req, reply) => {
+    data = emptyState();
+    changed();
+    return send(reply, 200, '{}');
   });
-  const addr = server.address() as AddressInfo;
-  baseUrl = `http://${o.host}:${addr.port}`;
+  app.get('/_state', async (_req, reply) => {
+    const evs = Object.values(data.events);
+    return send(
+      reply,
+      200,
+      JSON.stringify({
+        customers: Object.keys(data.customers).length,
+        meters: Object.keys(data.meters).length,
+        events: evs.length,
+        cancelled: evs.filter((e) => e.cancelled).length,
+        sessions: Object.keys(data.sessions).length,
+        stream_errors: data.streamErrors.slice(-100),
+      }),
+    );
+  });
+  app.post('/_webhooks/send', async (req, reply) =>
+    send(reply, 200, JSON.stringify(await sendWebhook(JSON.parse(req.body as string) as WebhookRequest))),
+  );
+  checkoutControl(app, ctx, answer);
+  app.get<{ Params: { id: string } }>('/p/session/:id', async (req, reply) => {
+    if (!/^bps_[A-Za-z0-9]+$/.test(req.params.id)) return answer(req, reply);
+    return reply
+      .type('text/html')
+      .send(
+        `<!doctype html><title>Billing portal (stripe-local)</title><p>Billing portal session ${req.params.id}</p>`,
+      );
+  });
+
+  const port = await listenOn(app, o.port, o.host);
+  baseUrl = `http://${o.host}:${port}`;
   file?.start(() => data);
 
   return {
@@ -335,10 +231,7 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
       reports.flush();
     },
     async close() {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      });
+      await app.close();
       stopped = true;
       reports.close();
       await events.close();

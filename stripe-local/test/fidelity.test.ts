@@ -219,3 +219,19 @@ test("test keys get Stripe's test-mode limit (25/s, meter events included); live
     await limited.close();
   }
 });
+
+test("on the wire: Stripe's Content-Type (no charset), and a body over 1 MiB is a 413 in the path's error shape", async () => {
+  const res = await fetch(`${local.url}/v1/customers?limit=1`, { headers: { Authorization: 'Bearer sk_test_x' } });
+  await res.arrayBuffer();
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('content-type'), 'application/json');
+  assert.match(res.headers.get('request-id') ?? '', /^req_[0-9a-f]{16}$/);
+
+  const big = await v2('/v2/billing/meter_events', { event_name: 'x'.repeat((1 << 20) + 1) });
+  assert.equal(big.status, 413);
+  assert.deepEqual(big.json.error, {
+    type: 'invalid_request_error',
+    code: 'invalid_request',
+    message: 'Request body too large.',
+  });
+});

@@ -1,18 +1,9 @@
-import type { ServerResponse } from 'node:http';
 import { ApiError, errorBody, isMeterdError, type Logger } from '@meterd/core';
 
-export function sendJson(
-  res: ServerResponse,
-  status: number,
-  body: string,
-  headers: Record<string, string> = {},
-): void {
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
-    ...headers,
-  });
-  res.end(body);
+export interface ErrorReply {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
 }
 
 /**
@@ -20,17 +11,19 @@ export function sendJson(
  * internal failure (ClickHouse or Postgres unavailable) is a 503; anything else a logged 500 with
  * no internals in the body.
  */
-export function sendError(res: ServerResponse, err: unknown, log: Logger): void {
+export function errorReply(err: unknown, log: Logger): ErrorReply {
   if (err instanceof ApiError) {
     if (err.status >= 500) log.warn({ err }, 'request failed');
-    return sendJson(res, err.status, errorBody(err.code, err.message, err.field));
+    return { status: err.status, headers: {}, body: errorBody(err.code, err.message, err.field) };
   }
   if (isMeterdError(err) && err.retryable) {
     log.warn({ err }, 'a store is unavailable');
-    return sendJson(res, 503, errorBody('service_unavailable', 'a store is unavailable; retry shortly'), {
-      'retry-after': '1',
-    });
+    return {
+      status: 503,
+      headers: { 'retry-after': '1' },
+      body: errorBody('service_unavailable', 'a store is unavailable; retry shortly'),
+    };
   }
   log.error({ err }, 'unexpected error');
-  sendJson(res, 500, errorBody('internal_error', 'internal error'));
+  return { status: 500, headers: {}, body: errorBody('internal_error', 'internal error') };
 }

@@ -1,78 +1,77 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { FastifyInstance } from 'fastify';
 import { ApiError, pgHealthy, type Logger, type Pool } from '@meterd/core';
+import { createServiceApp, listenOn } from '@meterd/core/http';
 import type { AggregatorMetrics } from '../metrics.js';
 import { handleUsage, type UsageRouteDeps } from './usage-route.js';
-import { sendError, sendJson } from './respond.js';
+import { errorReply } from './respond.js';
 
 export interface ServerDeps extends UsageRouteDeps {
   pool: Pool;
   metrics: AggregatorMetrics;
   log: Logger;
+  /** Aborted once the process drains: /readyz answers 503. */
+  draining?: AbortSignal;
   /** Called before /metrics renders, to refresh gauges computed from state (watermark age). */
   beforeScrape?: () => void;
 }
 
-const USAGE_PATH = /^\/api\/v1\/workspaces\/([^/]+)\/usage\/?$/;
+const USAGE = '/api/v1/workspaces/:workspaceId/usage';
 
 /** The aggregator's HTTP surface: the usage API plus /healthz, /readyz and /metrics. */
 export function createAggregatorServer(deps: ServerDeps): {
-  server: Server;
+  app: FastifyInstance;
   listen(port: number, host: string): Promise<number>;
   close(): Promise<void>;
 } {
-  const server = createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://aggregator');
-    const path = url.pathname;
-    const run = async (): Promise<void> => {
-      if (path === '/healthz') return sendJson(res, 200, '{"status":"ok"}');
-      if (path === '/readyz') return ready(deps, res);
-      if (path === '/metrics') {
+  const app = createServiceApp(
+    {
+      ...(deps.draining === undefined ? {} : { draining: deps.draining }),
+      checks: async () => {
+        const [postgres, clickhouse] = await Promise.all([
+          pgHealthy(deps.pool),
+          deps.ch.ping().then(
+            (r) => r.success,
+            () => false,
+          ),
+        ]);
+        return { postgres, clickhouse };
+      },
+      metrics: () => {
         deps.beforeScrape?.();
-        const body = deps.metrics.registry.render();
-        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4', 'content-length': Buffer.byteLength(body) });
-        return void res.end(body);
-      }
-      const m = USAGE_PATH.exec(path);
-      if (m === null) throw new ApiError('not_found', `no route ${req.method} ${path.slice(0, 200)}`);
-      if (req.method !== 'GET' && req.method !== 'HEAD') {
-        res.setHeader('allow', 'GET, HEAD');
-        throw new ApiError('method_not_allowed', 'use GET');
-      }
-      deps.metrics.usageRequests.inc();
-      await handleUsage(deps, req, res, decodeURIComponent(m[1]!), url.searchParams);
-    };
-    run().catch((err: unknown) => {
-      if (res.headersSent) return void res.destroy();
-      sendError(res, err, deps.log);
-    });
+        return deps.metrics.registry.render();
+      },
+    },
+    { routerOptions: { ignoreTrailingSlash: true } },
+  );
+  // No route takes a body: none is parsed, so a body never turns into a parse error before routing.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_req, _payload, done) => done(null));
+
+  // GET also answers HEAD (Fastify adds the HEAD route).
+  app.get<{ Params: { workspaceId: string } }>(USAGE, async (req, reply) => {
+    deps.metrics.usageRequests.inc();
+    const query = new URL(req.url, 'http://aggregator').searchParams;
+    const r = await handleUsage(deps, req.headers, req.params.workspaceId, query);
+    return reply.status(200).headers(r.headers).send(r.body);
+  });
+  app.route({
+    method: ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+    url: USAGE,
+    handler: async (_req, reply) => {
+      void reply.header('allow', 'GET, HEAD');
+      throw new ApiError('method_not_allowed', 'use GET');
+    },
+  });
+  app.setNotFoundHandler(async (req) => {
+    throw new ApiError('not_found', `no route ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}`);
+  });
+  app.setErrorHandler(async (err, _req, reply) => {
+    const e = errorReply(err, deps.log);
+    return reply.status(e.status).headers(e.headers).type('application/json; charset=utf-8').send(e.body);
   });
   return {
-    server,
-    listen: (port, host) =>
-      new Promise((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(port, host, () => resolve((server.address() as AddressInfo).port));
-      }),
-    close: () =>
-      new Promise((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      }),
+    app,
+    listen: (port, host) => listenOn(app, port, host),
+    close: () => app.close(),
   };
-}
-
-async function ready(deps: ServerDeps, res: import('node:http').ServerResponse): Promise<void> {
-  const [pg, ch] = await Promise.all([
-    pgHealthy(deps.pool),
-    deps.ch.ping().then(
-      (r) => r.success,
-      () => false,
-    ),
-  ]);
-  sendJson(
-    res,
-    pg && ch ? 200 : 503,
-    JSON.stringify({ status: pg && ch ? 'ready' : 'unavailable', postgres: pg, clickhouse: ch }),
-  );
 }

@@ -1,11 +1,10 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { ApiError, hasScope, type Authenticator } from '@meterd/core';
 import { readRollups } from '../rollups/read.js';
 import { workspaceFreshness } from '../rollups/freshness.js';
 import { parseUsageQuery } from './usage-query.js';
 import { usageCsv, usageJson } from './usage-render.js';
-import { sendJson } from './respond.js';
 
 export interface UsageRouteDeps {
   ch: ClickHouseClient;
@@ -21,19 +20,18 @@ export interface UsageRouteDeps {
  */
 export async function handleUsage(
   deps: UsageRouteDeps,
-  req: IncomingMessage,
-  res: ServerResponse,
+  reqHeaders: IncomingHttpHeaders,
   workspaceId: string,
   params: URLSearchParams,
-): Promise<void> {
-  const p = await deps.auth.authenticate(req.headers.authorization ?? '');
+): Promise<{ headers: Record<string, string>; body: string }> {
+  const p = await deps.auth.authenticate(reqHeaders.authorization ?? '');
   if (p instanceof ApiError) throw p;
   if (!hasScope(p, 'meter:read')) throw new ApiError('insufficient_scope', 'this key lacks the meter:read scope');
   if (p.workspaceId !== null && p.workspaceId !== workspaceId) {
     throw new ApiError('workspace_mismatch', "a key can read only its own workspace's usage", 'workspace_id');
   }
   const now = Date.now();
-  const q = parseUsageQuery(workspaceId, params, String(req.headers.accept ?? ''), now);
+  const q = parseUsageQuery(workspaceId, params, String(reqHeaders.accept ?? ''), now);
   if (q instanceof ApiError) throw q;
   if (p.workspaceId === null && (await deps.auth.planOf(workspaceId)) === undefined) {
     throw new ApiError('workspace_not_found', `no workspace ${workspaceId}`, 'workspace_id');
@@ -56,15 +54,17 @@ export async function handleUsage(
     headers['x-meterd-freshness-lag-ms'] = String(freshness.lagMs);
   }
   if (q.format === 'csv') {
-    const body = usageCsv(q, rows);
-    res.writeHead(200, {
-      'content-type': 'text/csv; charset=utf-8',
-      'content-length': Buffer.byteLength(body),
-      'content-disposition': `attachment; filename="usage-${workspaceId}-${q.granularity}.csv"`,
-      ...headers,
-    });
-    res.end(body);
-    return;
+    return {
+      headers: {
+        'content-type': 'text/csv; charset=utf-8',
+        'content-disposition': `attachment; filename="usage-${workspaceId}-${q.granularity}.csv"`,
+        ...headers,
+      },
+      body: usageCsv(q, rows),
+    };
   }
-  sendJson(res, 200, usageJson(q, rows, freshness, deps.freshnessTargetMs), headers);
+  return {
+    headers: { 'content-type': 'application/json; charset=utf-8', ...headers },
+    body: usageJson(q, rows, freshness, deps.freshnessTargetMs),
+  };
 }

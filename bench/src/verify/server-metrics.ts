@@ -1,3 +1,5 @@
+import { parsePrometheus, sumOf, type Sample } from '@meterd/core';
+
 /**
  * What ingest itself says about a phase, from /metrics before and after it: how many events each
  * group commit (write + fdatasync) and each Redis round trip carried, and how long commits and
@@ -17,26 +19,20 @@ export interface ServerMetrics {
   insertMeanMs: number | undefined;
 }
 
-type Scrape = Map<string, number>;
+type Scrape = Sample[];
 
 export async function scrape(baseUrl: string): Promise<Scrape | undefined> {
   try {
     const res = await fetch(`${baseUrl}/metrics`, { signal: AbortSignal.timeout(5_000) });
     if (!res.ok) return undefined;
-    const out: Scrape = new Map();
-    for (const line of (await res.text()).split('\n')) {
-      if (line.startsWith('#') || line === '') continue;
-      const sp = line.lastIndexOf(' ');
-      out.set(line.slice(0, sp), Number(line.slice(sp + 1)));
-    }
-    return out;
+    return parsePrometheus(await res.text());
   } catch {
     return undefined;
   }
 }
 
 export function diff(before: Scrape, after: Scrape): ServerMetrics {
-  const d = (name: string) => (after.get(name) ?? 0) - (before.get(name) ?? 0);
+  const d = (name: string) => sumOf(after, name) - sumOf(before, name);
   const per = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 10) / 10 : undefined);
   const accepted = d('meterd_ingest_events_accepted_total') + d('meterd_ingest_events_duplicate_total');
   const commits = d('meterd_ingest_group_commit_seconds_count');
@@ -58,11 +54,17 @@ export function diff(before: Scrape, after: Scrape): ServerMetrics {
 
 /** Upper bound of the histogram bucket holding quantile q of the phase's observations. */
 function quantileMs(before: Scrape, after: Scrape, name: string, q: number): number | undefined {
-  const buckets: [number, number][] = [];
-  for (const [k, v] of after) {
-    const m = new RegExp(`^${name}_bucket\\{(?:.*,)?le="([^"]+)"\\}$`).exec(k);
-    if (m) buckets.push([m[1] === '+Inf' ? Infinity : Number(m[1]), v - (before.get(k) ?? 0)]);
-  }
+  const le = (s: Scrape): Map<number, number> => {
+    const out = new Map<number, number>();
+    for (const b of s)
+      if (b.name === `${name}_bucket` && b.labels.le !== undefined) {
+        const bound = b.labels.le === '+Inf' ? Infinity : Number(b.labels.le);
+        out.set(bound, (out.get(bound) ?? 0) + b.value);
+      }
+    return out;
+  };
+  const was = le(before);
+  const buckets: [number, number][] = [...le(after)].map(([bound, v]) => [bound, v - (was.get(bound) ?? 0)]);
   buckets.sort((a, b) => a[0] - b[0]);
   const total = buckets.at(-1)?.[1] ?? 0;
   if (total === 0) return undefined;

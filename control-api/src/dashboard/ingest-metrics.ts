@@ -1,3 +1,5 @@
+import { parsePrometheus } from '@meterd/core';
+
 /**
  * Reads ingest's Prometheus /metrics. Its counters are per ingest process and cover every
  * workspace (labelling them by workspace would make series grow with the customer count), so the
@@ -10,23 +12,6 @@ export interface IngestSnapshot {
   accepted: number;
   duplicate: number;
   rejected: Record<string, number>;
-}
-
-const SAMPLE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)/;
-
-/** `name{labels} value` lines to (name, labels, value); comments and malformed lines are skipped. */
-export function parsePrometheus(text: string): { name: string; labels: Record<string, string>; value: number }[] {
-  const out: { name: string; labels: Record<string, string>; value: number }[] = [];
-  for (const line of text.split('\n')) {
-    if (line === '' || line.startsWith('#')) continue;
-    const m = SAMPLE.exec(line);
-    if (m === null) continue;
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]!] = l[2]!;
-    const value = Number(m[3]);
-    if (Number.isFinite(value)) out.push({ name: m[1]!, labels, value });
-  }
-  return out;
 }
 
 export function snapshotOf(source: string, text: string, at: number): IngestSnapshot {

@@ -1,5 +1,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import { errorBody } from '@meterd/core';
+import type { FastifyInstance } from 'fastify';
+import { MetricsRegistry, errorBody } from '@meterd/core';
+import { createServiceApp } from '@meterd/core/http';
 
 export interface Upstreams {
   ingest: URL;
@@ -19,20 +21,40 @@ export function routeOf(path: string): keyof Upstreams {
 /** Hop-by-hop headers are the proxy's own business (RFC 9110 §7.6.1), never forwarded. */
 const HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
 
+/** The front's own operational routes; every other path is proxied. */
+const OWN = new Set(['/healthz', '/readyz', '/metrics']);
+
 /**
  * The local single base URL (production uses an ingress with the same path rules). Bodies stream
  * both ways; each upstream has a keep-alive agent, so the front adds no connection set-up per request.
+ * Fastify answers only the front's own /healthz, /readyz and /metrics: proxied requests never go
+ * through it, so their bodies are piped, never parsed or buffered.
  */
-export function createFront(up: Upstreams): http.Server {
+export function createFront(up: Upstreams, o: { draining?: AbortSignal } = {}): FastifyInstance {
+  const registry = new MetricsRegistry();
+  const counters = Object.fromEntries(
+    (['ingest', 'aggregator', 'control'] as const).map((u) => [
+      u,
+      {
+        requests: registry.counter('meterd_front_requests_total', 'Requests proxied, by upstream.', { upstream: u }),
+        errors: registry.counter('meterd_front_upstream_errors_total', 'Upstreams unreachable (502), by upstream.', {
+          upstream: u,
+        }),
+      },
+    ]),
+  ) as Record<
+    keyof Upstreams,
+    { requests: ReturnType<MetricsRegistry['counter']>; errors: ReturnType<MetricsRegistry['counter']> }
+  >;
   const agents = {
     ingest: new http.Agent({ keepAlive: true, maxSockets: 256 }),
     aggregator: new http.Agent({ keepAlive: true, maxSockets: 64 }),
     control: new http.Agent({ keepAlive: true, maxSockets: 64 }),
   };
-  const server = http.createServer((req: IncomingMessage, res: ServerResponse) => {
-    const path = (req.url ?? '/').split('?')[0]!;
+  const proxy = (req: IncomingMessage, res: ServerResponse, path: string): void => {
     const target = routeOf(path);
     const base = up[target];
+    counters[target].requests.inc();
     const headers: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP.has(k)) headers[k] = v;
     const client = req.socket.remoteAddress ?? '';
@@ -51,13 +73,28 @@ export function createFront(up: Upstreams): http.Server {
       },
     );
     out.on('error', () => {
+      counters[target].errors.inc();
       if (res.headersSent) return res.destroy();
       res
         .writeHead(502, { 'content-type': 'application/json' })
         .end(errorBody('service_unavailable', `the ${target} service is unreachable`));
     });
     req.pipe(out);
-  });
-  server.on('close', () => Object.values(agents).forEach((a) => a.destroy()));
-  return server;
+  };
+  const app = createServiceApp(
+    { ...(o.draining === undefined ? {} : { draining: o.draining }), metrics: () => registry.render() },
+    {
+      serverFactory: (fastify) => {
+        const server = http.createServer((req, res) => {
+          const path = (req.url ?? '/').split('?')[0]!;
+          if (OWN.has(path)) fastify(req, res);
+          else proxy(req, res, path);
+        });
+        server.keepAliveTimeout = 65_000;
+        return server;
+      },
+    },
+  );
+  app.addHook('onClose', async () => Object.values(agents).forEach((a) => a.destroy()));
+  return app;
 }

@@ -1,0 +1,93 @@
+import { existsSync, readdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { MetricsRegistry } from '@meterd/core';
+import type { Service, ServiceContext, ServiceSpec } from '@meterd/core/service';
+import { loadIngestConfig, type IngestConfig } from './config.js';
+import { loadNativeUws } from './native.js';
+
+/**
+ * Ingest's process: INGEST_THREADS uWS threads share one port (SO_REUSEPORT, uWS's default on
+ * Linux) and one SharedArrayBuffer of metrics. Threads rather than processes, so that any thread
+ * answering /metrics sees every thread's counters without IPC. A thread that dies is restarted
+ * with backoff; its spool is replayed by its successor. Draining flips every thread's /readyz to
+ * 503, then close() drains every thread and resolves once all have ended.
+ */
+export const ingestService: ServiceSpec<IngestConfig> = {
+  name: 'ingest',
+  loadConfig(env) {
+    const cfg = loadIngestConfig(env);
+    loadNativeUws(); // a missing native build is a start-up refusal like a bad setting
+    return cfg;
+  },
+  start: async (cfg, ctx) => startThreads(cfg, ctx),
+  drainMs: 20_000,
+};
+
+function startThreads(cfg: IngestConfig, { log, draining, env }: ServiceContext): Service {
+  const registry = new MetricsRegistry(cfg.INGEST_THREADS, 0);
+  const workers = new Map<number, Worker>();
+  let stopping = false;
+  let reported = false;
+  let failed = false;
+  let ended: () => void = () => {};
+  const allEnded = new Promise<void>((r) => (ended = r));
+
+  // Spool folders of threads beyond INGEST_THREADS (the count was lowered): thread 0 ships them.
+  const adopt = existsSync(cfg.SPOOL_DIR)
+    ? readdirSync(cfg.SPOOL_DIR)
+        .filter((n) => /^t\d+$/.test(n) && Number(n.slice(1)) >= cfg.INGEST_THREADS)
+        .map((n) => join(resolve(cfg.SPOOL_DIR), n))
+    : [];
+
+  function spawn(index: number, attempt = 0): void {
+    const w = new Worker(new URL('./worker.js', import.meta.url), {
+      workerData: { index, threads: cfg.INGEST_THREADS, metrics: registry.buffer, adopt: index === 0 ? adopt : [] },
+      env,
+    });
+    workers.set(index, w);
+    let ready = false;
+    w.on('message', (m: { type: string; port?: number }) => {
+      if (m.type === 'listening') {
+        ready = true;
+        if (draining.aborted) w.postMessage({ type: 'draining' });
+        if (!reported && index === 0) {
+          reported = true;
+          log.info({ url: `http://${cfg.INGEST_HOST}:${m.port}`, threads: cfg.INGEST_THREADS }, 'ingest listening');
+        }
+      } else if (m.type === 'fatal') {
+        process.exit(70); // EX_SOFTWARE: the supervisor restarts us; the spool is replayed at start
+      } else if (m.type === 'drained') {
+        // The thread closed every socket and ends by itself; 'exit' below counts it out.
+        log.info({ thread: index }, 'ingest thread drained');
+      }
+    });
+    w.on('error', (err) => log.error({ err, thread: index }, 'ingest thread crashed'));
+    w.on('exit', (code) => {
+      workers.delete(index);
+      if (stopping) {
+        if (code !== 0) failed = true;
+        if (workers.size === 0) ended();
+        return;
+      }
+      const delay = Math.min(30_000, 500 * 2 ** (ready ? 0 : attempt));
+      log.error({ thread: index, code, restart_in_ms: delay }, 'ingest thread exited; restarting');
+      setTimeout(() => !stopping && spawn(index, ready ? 0 : attempt + 1), delay);
+    });
+  }
+
+  for (let i = 0; i < cfg.INGEST_THREADS; i++) spawn(i);
+  draining.addEventListener('abort', () => workers.forEach((w) => w.postMessage({ type: 'draining' })), {
+    once: true,
+  });
+
+  return {
+    async close() {
+      stopping = true;
+      log.info('draining ingest threads');
+      for (const w of workers.values()) w.postMessage({ type: 'drain' });
+      if (workers.size > 0) await allEnded;
+      if (failed) throw new Error('an ingest thread failed while draining');
+    },
+  };
+}
