@@ -100,7 +100,7 @@ export const controlVars = {
     ['http:', 'https:'],
   ),
   STRIPE_WEBHOOK_SECRET: str(
-    'Signing secret (whsec_…) of POST /webhooks/stripe; empty refuses every Stripe webhook.',
+    'Signing secrets (whsec_…, comma-separated) of POST /webhooks/stripe: Stripe signs each event destination with its own secret (snapshot events for plans, thin events for meter error reports), and signs with both the old and the new secret while one is rolled. An event verifying with any of them is taken; empty refuses every Stripe webhook.',
     '',
     true,
   ),

@@ -11,12 +11,17 @@ import { renderManifests } from '../src/provision/k8s-manifests.js';
 import { CATALOG } from '../src/provision/catalog.js';
 
 const WHSEC = 'whsec_test_stripe_secret';
+const WHSEC_THIN = 'whsec_test_thin_destination';
 let stores: TestStores;
 let s: ControlServer;
 
 before(async () => {
   stores = await openTestStores('ctlprov');
-  s = await startTestControl(stores, { STRIPE_WEBHOOK_SECRET: WHSEC, PROVISION_LOCAL_ENABLED: 'true' });
+  // Two destinations, two secrets: snapshot events (plans) and thin events (meter error reports).
+  s = await startTestControl(stores, {
+    STRIPE_WEBHOOK_SECRET: `${WHSEC_THIN}, ${WHSEC}`,
+    PROVISION_LOCAL_ENABLED: 'true',
+  });
 });
 after(async () => {
   await s.close();
@@ -221,4 +226,20 @@ test("meter.quota.warning fires once per threshold per period from ingest's Redi
     rows.map((r) => JSON.parse(r.body).data.threshold_percent),
     [80, 100],
   );
+});
+
+test('Stripe webhooks verify with any configured destination secret, and with no other', async () => {
+  const { workspace } = await stores.workspace('free');
+  await stores.pool.query(`UPDATE workspaces SET stripe_customer_id = 'cus_two_secrets' WHERE id = $1`, [workspace.id]);
+  const body = stripeEvent('evt_two_secrets', Math.floor(Date.now() / 1000), 'cus_two_secrets', 'growth');
+  const other = await call(s.url, 'POST', '/webhooks/stripe', {
+    raw: body,
+    headers: { 'stripe-signature': sign(body, 'whsec_neither') },
+  });
+  assert.deepEqual([other.status, other.json.error.code], [400, 'invalid_signature']);
+  const thinDestination = await call(s.url, 'POST', '/webhooks/stripe', {
+    raw: body,
+    headers: { 'stripe-signature': sign(body, WHSEC_THIN) },
+  });
+  assert.deepEqual([thinDestination.status, thinDestination.json.outcome], [200, 'applied']);
 });

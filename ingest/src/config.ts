@@ -78,7 +78,7 @@ export const ingestVars = {
     1_000_000,
   ),
   TRUSTED_PROXIES: addressList(
-    'HTTP proxies (comma-separated IPs/CIDRs) whose X-Forwarded-For names the client for the per-address limit on failed authentication; default none, so a client cannot pick its address by sending the header. PROXY protocol v2 needs no setting.',
+    'HTTP proxies (comma-separated IPs/CIDRs) (comma-separated IPs/CIDRs) that may name the client for the per-address limit on failed authentication, by X-Forwarded-For (walked from the right past trusted hops) or a PROXY protocol header; default none, so a client cannot pick its address by sending either. IPv6 clients count per /64.',
     '',
   ),
   MAX_BODY_BYTES: int('Largest body of POST /api/v1/meter (413 beyond).', 16 << 10, 1 << 10, 1 << 20),

@@ -196,3 +196,39 @@ test('behind a trusted proxy each forwarded client has its own budget; a client 
     await proxied.close(0);
   }
 });
+
+/** One request over a raw connection that starts with a PROXY protocol v2 header claiming `claimed` as the client. */
+function sendViaProxyHeader(claimed: string, localAddress: string): Promise<number> {
+  const header = Buffer.alloc(28);
+  Buffer.from('0d0a0d0a000d0a515549540a', 'hex').copy(header, 0);
+  header[12] = 0x21; // version 2, PROXY
+  header[13] = 0x11; // TCP over IPv4
+  header.writeUInt16BE(12, 14);
+  claimed.split('.').forEach((o, i) => (header[16 + i] = Number(o)));
+  [127, 0, 0, 1].forEach((o, i) => (header[20 + i] = o));
+  header.writeUInt16BE(40000, 24);
+  header.writeUInt16BE(port, 26);
+  const http = `POST /api/v1/meter HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${randomToken()}\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}`;
+  return new Promise((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port, localAddress }, () =>
+      s.end(Buffer.concat([header, Buffer.from(http)])),
+    );
+    let answer = '';
+    s.setEncoding('latin1');
+    s.on('data', (d: string) => (answer += d));
+    s.on('error', reject);
+    s.on('close', () => resolve(Number(/^HTTP\/1\.1 (\d{3})/.exec(answer)?.[1] ?? 0)));
+  });
+}
+
+test('an untrusted peer cannot pick its address with a PROXY protocol header: a flood claiming a new source per connection is still rationed', async () => {
+  const statuses: number[] = [];
+  for (let i = 0; i < 60 && !statuses.includes(429); i++) {
+    statuses.push(await sendViaProxyHeader(`198.51.${(i >> 8) & 255}.${i & 255}`, '127.0.0.4'));
+  }
+  assert.ok(statuses.includes(429), `never rationed: ${statuses.join(',')}`);
+  assert.ok(
+    statuses.every((s) => s === 401 || s === 429),
+    statuses.join(','),
+  );
+});

@@ -30,7 +30,8 @@ export interface BillingDeps {
   metrics: ControlMetrics;
   publicBaseUrl: URL;
   /** STRIPE_WEBHOOK_SECRET; '' when unset. */
-  webhookSecret: string;
+  /** Every destination's signing secret (STRIPE_WEBHOOK_SECRET). */
+  webhookSecrets: readonly string[];
 }
 
 /** A ledger row Stripe did not bill, with its reason. */
@@ -179,16 +180,10 @@ export class BillingService {
    * meter error reports (thin events) mark billing ledger rows rejected.
    */
   async receiveWebhook(body: unknown, signature: unknown): Promise<{ received: true; outcome: string }> {
-    const secret = this.d.webhookSecret;
-    if (secret === '') throw new ApiError('not_configured', 'STRIPE_WEBHOOK_SECRET is not set');
+    if (this.d.webhookSecrets.length === 0) throw new ApiError('not_configured', 'STRIPE_WEBHOOK_SECRET is not set');
     if (typeof signature !== 'string' || !Buffer.isBuffer(body))
       throw new ApiError('invalid_signature', 'missing Stripe-Signature header or body');
-    let event: Stripe.Event;
-    try {
-      event = stripeOffline.webhooks.constructEvent(body, signature, secret);
-    } catch {
-      throw new ApiError('invalid_signature', 'the Stripe signature does not verify');
-    }
+    const event = this.verified(body, signature);
     if ((event as { object?: string }).object === 'v2.core.event')
       return this.meterErrorReport(event as unknown as ThinEvent);
     const changed: string[] = [];
@@ -206,6 +201,18 @@ export class BillingService {
     for (const ws of changed) await this.d.redis.publish(PLAN_CHANGED_CHANNEL, ws);
     this.d.log.info({ stripe_event: event.id, type: event.type, outcome }, 'stripe webhook');
     return { received: true, outcome };
+  }
+
+  /** The event, if it verifies with one of the destinations' secrets (the SDK compares in constant time). */
+  private verified(body: Buffer, signature: string): Stripe.Event {
+    for (const secret of this.d.webhookSecrets) {
+      try {
+        return stripeOffline.webhooks.constructEvent(body, signature, secret);
+      } catch {
+        // Signed for another destination, or forged: the next secret decides.
+      }
+    }
+    throw new ApiError('invalid_signature', 'the Stripe signature does not verify');
   }
 
   private async meterErrorReport(thin: ThinEvent): Promise<{ received: true; outcome: string }> {

@@ -42,7 +42,9 @@ export function createServices(cfg: ControlConfig, d: ServiceDeps): Services {
     log: d.log,
     metrics: d.metrics,
     publicBaseUrl: cfg.PUBLIC_BASE_URL,
-    webhookSecret: cfg.STRIPE_WEBHOOK_SECRET,
+    webhookSecrets: cfg.STRIPE_WEBHOOK_SECRET.split(',')
+      .map((s) => s.trim())
+      .filter((s) => s !== ''),
   });
   return {
     workspaces: new WorkspaceService(d.pool, billing),
