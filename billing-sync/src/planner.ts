@@ -4,7 +4,7 @@ import { STRIPE_MAX_AGE_S } from './horizon.js';
 import { meterIdentifier } from './identifier.js';
 import { insertRows, keyOf, legacyKeyOf, readLedger, type NewRow } from './ledger.js';
 import { meterEventName } from './meters.js';
-import { WINDOW_SECONDS, type UsageSource, type UsageTotal } from './usage/source.js';
+import { lastClosedEnd, WINDOW_SECONDS, type UsageSource, type UsageTotal } from './usage/source.js';
 
 export interface PlanResult {
   planned: number;
@@ -64,12 +64,12 @@ export async function plan(
     const asOf = await source.asOf(nowS);
     result.asOf = asOf;
     if (asOf === null) return;
-    // A window is closed once its end plus the close delay has passed, measured on the source's
-    // as-of rather than the wall clock: events committed before the close must already be in the
-    // totals (a lagging aggregator delays the push instead of sending a half-computed window).
-    const lastClosedEnd = Math.floor((Math.min(nowS, asOf) - cfg.BILLING_CLOSE_DELAY_SECONDS) / size) * size;
-    if (lastClosedEnd <= fromS) return;
-    const billed = billedKeys(await source.totals(fromS, lastClosedEnd, cfg.BILLING_WINDOW), cfg);
+    // A window is pushed once the source says it is final (the aggregator closed it) and its end
+    // plus the close delay has passed: a lagging aggregator delays the push instead of sending a
+    // window still being computed.
+    const closedEnd = lastClosedEnd(asOf, nowS, cfg.BILLING_CLOSE_DELAY_SECONDS, size);
+    if (closedEnd <= fromS) return;
+    const billed = billedKeys(await source.totals(fromS, closedEnd, cfg.BILLING_WINDOW), cfg);
     const { states, legacy } = await readLedger(c, fromS, dryRun);
     const rows: NewRow[] = [];
     for (const t of billed) {
