@@ -476,6 +476,64 @@ test('a push Stripe accepted whose outcome was never committed is checked agains
   assert.equal(totals.get(`${ws}\ncheckout.completed.usd`), 2468, 'counted once at Stripe');
 });
 
+test('a late event in a window billed before per-currency meters (005) is recorded as unbillable and counted, never skipped', async () => {
+  const cfg = billingConfig(billingEnv(stores, local));
+  const metrics = createBillingMetrics();
+  const worker = new BillingWorker(
+    stores.pool,
+    new ClickHouseRawUsage(stores.clickhouse),
+    createStripe(cfg),
+    cfg,
+    metrics,
+    log,
+  );
+  const { ws, customer } = await workspace('legacy');
+  const now = Math.floor(Date.now() / 1000);
+  const w = hourFloor(now) - 5 * 3600;
+  // Before 005 the window was sent as one sum of every currency (currency '').
+  await stores.pool.query(
+    `INSERT INTO billing_pushes (workspace_id, event_type, currency, event_name, window_start, window_end, revision, identifier,
+       stripe_customer_id, value_field, total, value, status, via, sent_at)
+     VALUES ($1, 'checkout.completed', '', 'checkout.completed', to_timestamp($2), to_timestamp($2 + 3600), 1, $3, $4, 'gmv_cents', 1500, 1500, 'sent', 'v1', now())`,
+    [ws, w, `legacy-${ws}`, customer],
+  );
+  const ev = (key: string, gmv: number, currency: string): EventRow => ({
+    workspace_id: ws,
+    event_type: 'checkout.completed',
+    idempotency_key: key,
+    quantity: 1,
+    gmv_cents: gmv,
+    occurred_at: w + 10,
+    currency,
+  });
+  // What was billed then, and a late EUR event since.
+  await insertEvents(stores, [ev('l1', 1000, 'USD'), ev('l2', 500, 'EUR'), ev('l3', 70, 'EUR')]);
+  const p = await worker.pass(now);
+  assert.equal(p.unbillable, 1);
+  assert.match(metrics.registry.render(), /^billing_unbillable_total 1$/m);
+  const { rows } = await stores.pool.query<{ currency: string; value: string; status: string; reason: string | null }>(
+    `SELECT currency, value::text, status, reason FROM billing_pushes WHERE workspace_id = $1 ORDER BY revision`,
+    [ws],
+  );
+  assert.deepEqual(
+    rows.map((r) => [r.currency, r.value, r.status]),
+    [
+      ['', '1500', 'sent'],
+      ['', '70', 'unbillable'],
+    ],
+  );
+  assert.match(rows[1]!.reason ?? '', /before per-currency meters/);
+  assert.equal((await worker.pass(now)).unbillable, 0, 'recorded once');
+  const totals = await stripeTotals(
+    local.stripe,
+    new Map([[ws, customer]]),
+    ['checkout.completed.usd', 'checkout.completed.eur'],
+    w,
+    w + 3600,
+  );
+  assert.equal(totals.size, 0, 'nothing of the mixed window is sent to the per-currency meters');
+});
+
 test('the planner never corrects downward from totals older than those a window was planned from', async () => {
   const cfg = billingConfig(billingEnv(stores, local));
   const { ws, customer } = await workspace('stale');
