@@ -19,8 +19,8 @@ export const aggregatorVars = {
   ),
   AGGREGATOR_WINDOWS_PER_QUERY: int('Most (workspace, hour) windows recomputed per ClickHouse query.', 200, 1, 5_000),
   AGGREGATOR_CLOSE_AFTER_SECONDS: int(
-    'An hour is closed for billing this long after it ends; events received later are counted in their hour and flagged as late_events.',
-    3_600,
+    "An hour is closed (recomputed exactly by the winner rule) this long after it ends; billing pushes only closed hours, so keep it near billing-sync's BILLING_CLOSE_DELAY_SECONDS (both 300 s by default). Events received later recompute their closed hour, are flagged as late_events and reach Stripe as a correction.",
+    300,
     0,
     90 * 86_400,
   ),

@@ -47,7 +47,7 @@ try {
     ...storeVars,
     AGGREGATOR_CLOSE_AFTER_SECONDS: int(
       'An hour is closed for billing this long after it ends (must match the aggregator).',
-      3_600,
+      300,
       0,
       90 * 86_400,
     ),

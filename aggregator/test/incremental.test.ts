@@ -152,3 +152,45 @@ test("a cycle reads the open hour's new batch, not the events already stored", a
     await ch.close();
   }
 });
+
+test('an hour that loses its winning copy to a late-shipped earlier copy is recomputed', async () => {
+  const agg = new Aggregator(stores.clickhouse, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), {
+    shards: SHARDS,
+    closeAfterSeconds: 600,
+    windowsPerQuery: 10,
+  });
+  try {
+    await catchUp(agg, SHARDS);
+    const h1 = Date.UTC(2024, 4, 7, 10);
+    const h2 = h1 + 3_600_000;
+    // Copy A was received first (in h1) but sat in a backlogged thread; the retry B (Redis forgot
+    // the key, no occurred_at) was received an hour later and shipped first: h2 closes counting B.
+    const a = ev({ workspace_id: 'ws_lost', idempotency_key: 'order-9', occurred_ms: h1 + 60_000, gmv_cents: 700 });
+    const b = { ...a, event_id: 'evt_order-9_retry', occurred_ms: h2 + 60_000, received_ms: h2 + 60_000 };
+    const other = ev({ workspace_id: 'ws_lost', idempotency_key: 'other', occurred_ms: h2 + 120_000 });
+    await insertEvents(stores.clickhouse, [b, other], { id: 'b-retry', attempt: 1 });
+    await agg.runOnce();
+    const h2Key = `ws_lost api.call USD ${new Date(h2).toISOString().replace('.000', '')}`;
+    assert.equal((await rollupSnapshot(stores.clickhouse)).hour.get(h2Key)?.events, '2', 'B wins while A is unknown');
+    await insertEvents(stores.clickhouse, [a], { id: 'b-backlogged', attempt: 1 });
+    await agg.runOnce();
+    const snap = await rollupSnapshot(stores.clickhouse);
+    assert.equal(snap.hour.get(h2Key)?.events, '1', "h2 no longer counts B: A, shipped late, is the triple's winner");
+    assert.equal(
+      snap.day.get(`ws_lost api.call USD ${new Date(Date.UTC(2024, 4, 7)).toISOString().replace('.000', '')}`)
+        ?.gmv_cents,
+      '1200',
+    );
+    assert.deepEqual(
+      await reconcile(stores.clickhouse, {
+        workspaceId: 'ws_lost',
+        from: 0,
+        to: Date.UTC(2025, 0, 1),
+        closeAfterSeconds: 600,
+      }),
+      [],
+    );
+  } finally {
+    await agg.stop();
+  }
+});

@@ -76,7 +76,7 @@ export const billingVars = {
     100,
   ),
   BILLING_USAGE_SOURCE: oneOf(
-    "Where usage totals come from. `rollups`: the aggregator's usage_hourly/usage_daily (read with FINAL), windows closed only once aggregator_state says they are fully rolled up. `raw`: the deduplicated raw events table (no aggregator needed; reads every event of the look-back each pass).",
+    "Where usage totals come from. `rollups`: the aggregator's usage_hourly/usage_daily (read with FINAL), a window pushed only once every aggregator shard has CLOSED it (aggregator_state.closed_before: hours recomputed exactly after AGGREGATOR_CLOSE_AFTER_SECONDS; open hours may still hold duplicates). `raw`: the deduplicated raw events table (no aggregator needed; reads every event of the look-back each pass).",
     'rollups',
     ['rollups', 'raw'] as const,
   ),
@@ -92,13 +92,13 @@ export const billingVars = {
     ['hour', 'day'] as const,
   ),
   BILLING_CLOSE_DELAY_SECONDS: int(
-    'A window is pushed this long after it ends, so late-shipped events are in it (later arrivals become corrections).',
+    'A window is pushed this long after it ends, so late-shipped events are in it (later arrivals become corrections). With BILLING_USAGE_SOURCE=rollups it is also pushed no earlier than the aggregator closes it (AGGREGATOR_CLOSE_AFTER_SECONDS, default the same 300 s).',
     300,
     0,
     86_400,
   ),
   STRIPE_RESEND_CHECK_HOURS: int(
-    "A row first sent more than this many hours ago is checked against Stripe's meter event summaries before it is sent again (Stripe dedupes identifiers for at least 24 h only).",
+    "A pending row planned more than this many hours ago is checked against Stripe's meter event summaries before it is sent (again): Stripe dedupes identifiers for at least 24 h only, and an attempt that reached Stripe may have left no trace in the ledger (killed, or COMMIT failed, after Stripe accepted).",
     20,
     1,
     23,

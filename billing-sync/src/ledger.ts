@@ -22,11 +22,15 @@ export interface PushRow {
   attempts: number;
   /** The usage as-of (epoch s) the row was planned from. */
   as_of: number | null;
-  /** When the row was first sent (epoch s); null before its first attempt. */
-  first_attempt_at: number | null;
+  /**
+   * When the row was planned (epoch s, the database's clock). Every attempt comes after it, so
+   * unlike first_attempt_at (stamped with an outcome, lost with it when the process dies after
+   * Stripe accepted) it always bounds how long ago Stripe may have seen the identifier.
+   */
+  planned_at: number;
 }
 
-export type NewRow = Omit<PushRow, 'first_attempt_at'> & {
+export type NewRow = Omit<PushRow, 'planned_at'> & {
   status: 'pending' | 'dry_run' | 'unbillable';
   reason: string | null;
 };
@@ -141,7 +145,7 @@ export async function claimPending(c: PoolClient, limit: number, nowS: number): 
   const { rows } = await c.query<Record<string, unknown>>(
     `SELECT workspace_id, event_type, currency, event_name, extract(epoch FROM window_start)::bigint AS window_start, extract(epoch FROM window_end)::bigint AS window_end,
             revision, identifier, stripe_customer_id, value_field, total::text, value::text, cancels, attempts,
-            extract(epoch FROM as_of)::bigint AS as_of, extract(epoch FROM first_attempt_at)::bigint AS first_attempt_at
+            extract(epoch FROM as_of)::bigint AS as_of, extract(epoch FROM created_at)::bigint AS planned_at
        FROM billing_pushes
       WHERE status = 'pending' AND next_attempt_at <= greatest(now(), to_timestamp($2))
       ORDER BY next_attempt_at, identifier
@@ -166,7 +170,7 @@ export async function claimPending(c: PoolClient, limit: number, nowS: number): 
     cancels: r.cancels as string[],
     attempts: r.attempts as number,
     as_of: num(r.as_of),
-    first_attempt_at: num(r.first_attempt_at),
+    planned_at: Number(r.planned_at),
   }));
 }
 

@@ -4,7 +4,7 @@ import { STRIPE_MAX_AGE_S } from './horizon.js';
 import { meterIdentifier } from './identifier.js';
 import { insertRows, keyOf, legacyKeyOf, readLedger, type NewRow } from './ledger.js';
 import { meterEventName } from './meters.js';
-import { WINDOW_SECONDS, type UsageSource, type UsageTotal } from './usage/source.js';
+import { lastClosedEnd, WINDOW_SECONDS, type UsageSource, type UsageTotal } from './usage/source.js';
 
 export interface PlanResult {
   planned: number;
@@ -27,6 +27,8 @@ interface Billed {
   window_start: number;
   total: bigint;
   field: 'gmv_cents' | 'quantity';
+  /** A money window billed before per-currency meters: its currencies summed, never sent again. */
+  legacy: boolean;
 }
 
 /**
@@ -44,6 +46,8 @@ interface Billed {
  * - A downward correction is never planned from an as-of older than the one the window was last
  *   planned from: a replica with stale totals would otherwise take back usage that exists.
  * - A key with a rejected row waits until the cause is fixed (worker.ts re-checks it).
+ * - A money window still holding pre-005 rows (currencies summed) records its differences as
+ *   unbillable with the reason (mergeLegacy).
  */
 export async function plan(
   pool: Pool,
@@ -64,18 +68,17 @@ export async function plan(
     const asOf = await source.asOf(nowS);
     result.asOf = asOf;
     if (asOf === null) return;
-    // A window is closed once its end plus the close delay has passed, measured on the source's
-    // as-of rather than the wall clock: events committed before the close must already be in the
-    // totals (a lagging aggregator delays the push instead of sending a half-computed window).
-    const lastClosedEnd = Math.floor((Math.min(nowS, asOf) - cfg.BILLING_CLOSE_DELAY_SECONDS) / size) * size;
-    if (lastClosedEnd <= fromS) return;
-    const billed = billedKeys(await source.totals(fromS, lastClosedEnd, cfg.BILLING_WINDOW), cfg);
+    // A window is pushed once the source says it is final (the aggregator closed it) and its end
+    // plus the close delay has passed: a lagging aggregator delays the push instead of sending a
+    // window still being computed.
+    const closedEnd = lastClosedEnd(asOf, nowS, cfg.BILLING_CLOSE_DELAY_SECONDS, size);
+    if (closedEnd <= fromS) return;
     const { states, legacy } = await readLedger(c, fromS, dryRun);
+    const billed = mergeLegacy(billedKeys(await source.totals(fromS, closedEnd, cfg.BILLING_WINDOW), cfg), legacy);
     const rows: NewRow[] = [];
     for (const t of billed) {
       const customer = customers.get(t.workspace_id);
       if (customer === undefined) continue;
-      if (t.currency !== '' && legacy.has(legacyKeyOf(t.workspace_id, t.event_type, t.window_start))) continue;
       const s = states.get(keyOf(t.workspace_id, t.event_type, t.currency, t.window_start));
       const counted = s?.counted ?? 0n;
       if (t.total === counted || s?.rejected === true) continue;
@@ -96,7 +99,8 @@ export async function plan(
         continue;
       }
       const revision = (s?.maxRevision ?? 0) + 1;
-      const unbillable = t.window_start < stripeFloor;
+      const value = t.total - counted;
+      const unbillable = t.legacy || t.window_start < stripeFloor;
       rows.push({
         workspace_id: t.workspace_id,
         event_type: t.event_type,
@@ -109,12 +113,16 @@ export async function plan(
         stripe_customer_id: customer,
         value_field: t.field,
         total: t.total,
-        value: t.total - counted,
+        value,
         cancels: [],
         attempts: 0,
         as_of: asOf,
         status: unbillable ? 'unbillable' : dryRun ? 'dry_run' : 'pending',
-        reason: unbillable ? `window older than the 35 days Stripe accepts: ${t.total - counted} not billed` : null,
+        reason: !unbillable
+          ? null
+          : t.legacy
+            ? `window billed as one sum of every currency before per-currency meters (migration 005): ${value} (mixed currencies) not billed`
+            : `window older than the 35 days Stripe accepts: ${value} not billed`,
       });
       if (unbillable) {
         result.unbillable++;
@@ -124,9 +132,11 @@ export async function plan(
             event_type: t.event_type,
             currency: t.currency,
             window_start: t.window_start,
-            value: String(t.total - counted),
+            value: String(value),
           },
-          'usage changed in a window Stripe no longer accepts: recorded as unbillable',
+          t.legacy
+            ? 'usage changed in a window billed before per-currency meters: recorded as unbillable'
+            : 'usage changed in a window Stripe no longer accepts: recorded as unbillable',
         );
       } else if (s !== undefined) {
         result.corrections++;
@@ -166,8 +176,30 @@ function billedKeys(totals: UsageTotal[], cfg: BillingConfig): Billed[] {
         window_start: t.window_start,
         total: t[field],
         field,
+        legacy: false,
       });
     else b.total += t[field];
   }
   return [...out.values()];
+}
+
+/**
+ * Money windows that still hold rows from before per-currency meters (005: one sum of every
+ * currency, currency '') stay one key with that sum: their differences can be neither split by
+ * currency nor sent to the old mixed meter, so they are recorded as unbillable, never skipped.
+ */
+function mergeLegacy(billed: Billed[], legacy: ReadonlySet<string>): Billed[] {
+  const out: Billed[] = [];
+  const merged = new Map<string, Billed>();
+  for (const b of billed) {
+    const lk = legacyKeyOf(b.workspace_id, b.event_type, b.window_start);
+    if (b.currency === '' || !legacy.has(lk)) {
+      out.push(b);
+      continue;
+    }
+    const m = merged.get(lk);
+    if (m === undefined) merged.set(lk, { ...b, currency: '', legacy: true });
+    else m.total += b.total;
+  }
+  return out.concat([...merged.values()]);
 }

@@ -6,7 +6,7 @@ import { retryRejected } from './ledger.js';
 import { reconcile, reconcileLedger } from './reconcile.js';
 import { createStripe } from './stripe/client.js';
 import { createUsageSource } from './usage/select.js';
-import { WINDOW_SECONDS } from './usage/source.js';
+import { lastClosedEnd, WINDOW_SECONDS } from './usage/source.js';
 
 /**
  * `node billing-sync/dist/src/reconcile-cli.js --from 2026-04-01T00:00:00Z --to 2026-05-01T00:00:00Z [--workspace ws_…]`
@@ -61,7 +61,7 @@ async function main(): Promise<number> {
     // By default up to the last window billing itself would have closed (same as-of rule as the planner).
     const nowS = Math.floor(now.getTime() / 1000);
     const asOf = (await source.asOf(nowS)) ?? 0;
-    const to = explicitTo ?? Math.floor((Math.min(nowS, asOf) - cfg.BILLING_CLOSE_DELAY_SECONDS) / size) * size;
+    const to = explicitTo ?? lastClosedEnd(asOf, nowS, cfg.BILLING_CLOSE_DELAY_SECONDS, size);
     if (to <= from) {
       console.error(
         `reconcile: nothing to compare: the period ends (${new Date(to * 1000).toISOString()}) before it starts`,

@@ -215,7 +215,12 @@ test('a refund (negative gmv_cents) lowers the Stripe total, in its own window a
 
 test('a retry that Redis forgot, stored again in another hour, counts once in the rollups and at Stripe', async () => {
   const own = await openTestStores('billing_forgot');
-  const aggregator = await startAggregator({ ...own.env, AGGREGATOR_SHARDS: '2', AGGREGATOR_POLL_MS: '100' });
+  const aggregator = await startAggregator({
+    ...own.env,
+    AGGREGATOR_SHARDS: '2',
+    AGGREGATOR_POLL_MS: '100',
+    AGGREGATOR_CLOSE_AFTER_SECONDS: '0',
+  });
   try {
     const cfg = billingConfig(billingEnv(own, local, { BILLING_USAGE_SOURCE: 'rollups', AGGREGATOR_SHARDS: '2' }));
     const source = new ClickHouseRollupUsage(own.clickhouse, 2);
@@ -253,9 +258,9 @@ test('a retry that Redis forgot, stored again in another hour, counts once in th
     await insertEvents(own, [
       { ...first, event_id: 'evt_retry_after_redis_forgot', occurred_at: h2 + 200, received_at: h2 + 200 },
     ]);
-    const since = Math.floor(Date.now() / 1000) + 1;
+    const since = Math.floor(Date.now() / 1000) + 2;
     await waitFor(
-      'the aggregator to roll up both copies',
+      'the aggregator to roll up and close both hours',
       async () => ((await source.asOf(Number.MAX_SAFE_INTEGER)) ?? 0) >= since,
     );
     const byHour = (await source.totals(h1, h2 + 3600, 'hour')).map((t) => [t.window_start, t.gmv_cents]).sort();
@@ -407,6 +412,126 @@ test("a push pending through a 25-hour outage is checked against Stripe's summar
       [lost.ws, 'v1'],
     ]),
   );
+});
+
+test('a push Stripe accepted whose outcome was never committed is checked against the summaries 25 h later, not counted twice', async () => {
+  const cfg = billingConfig(billingEnv(stores, local, { STRIPE_MAX_ATTEMPTS: '1', STRIPE_TRANSPORT: 'v1' }));
+  const metrics = createBillingMetrics();
+  const worker = new BillingWorker(
+    stores.pool,
+    new ClickHouseRawUsage(stores.clickhouse),
+    createStripe(cfg),
+    cfg,
+    metrics,
+    log,
+  );
+  const { ws, customer } = await workspace('outcome-lost');
+  const now = Math.floor(Date.now() / 1000);
+  const w = hourFloor(now) - 3600;
+  await insertEvents(stores, [
+    {
+      workspace_id: ws,
+      event_type: 'checkout.completed',
+      idempotency_key: 'ol1',
+      quantity: 1,
+      gmv_cents: 2468,
+      occurred_at: w + 3,
+    },
+  ]);
+  // Stripe accepts the event, then the transaction recording the outcome fails (as a COMMIT that
+  // fails, or a kill -9 before it): the row is pending again and carries no trace of the attempt.
+  await stores.pool.query(`CREATE FUNCTION fail_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'outcome write lost'; END $$`);
+  await stores.pool.query(`CREATE TRIGGER fail_outcome BEFORE UPDATE ON billing_pushes FOR EACH ROW
+      WHEN (OLD.status = 'pending' AND NEW.status = 'sent') EXECUTE PROCEDURE fail_outcome()`);
+  const eventsBefore = await local.metric('stripe_local_meter_events_total');
+  try {
+    await assert.rejects(worker.pass(now), /outcome write lost/);
+  } finally {
+    await stores.pool.query('DROP TRIGGER fail_outcome ON billing_pushes');
+    await stores.pool.query('DROP FUNCTION fail_outcome()');
+  }
+  assert.equal((await local.metric('stripe_local_meter_events_total')) - eventsBefore, 1, 'Stripe accepted it');
+  const row = async (): Promise<{ status: string; first: string | null; via: string | null }> =>
+    (
+      await stores.pool.query<{ status: string; first: string | null; via: string | null }>(
+        `SELECT status, first_attempt_at::text AS first, via FROM billing_pushes WHERE workspace_id = $1`,
+        [ws],
+      )
+    ).rows[0]!;
+  assert.deepEqual(await row(), { status: 'pending', first: null, via: null });
+
+  // 25 hours later at Stripe too: it no longer remembers the identifier.
+  await fetch(`${local.url}/_clock`, { method: 'POST', body: JSON.stringify({ advance_seconds: 25 * 3600 }) });
+  const checksBefore = /^billing_resend_checks_total (\d+)$/m.exec(metrics.registry.render());
+  assert.equal(checksBefore?.[1] ?? '0', '0');
+  const later = await worker.pass(now + 25 * 3600);
+  assert.equal(later.pending, 0);
+  assert.match(metrics.registry.render(), /^billing_resend_checks_total 1$/m, "Stripe's summary was consulted");
+  assert.match(metrics.registry.render(), /^billing_resend_settled_total 1$/m);
+  assert.equal((await row()).via, 'summary');
+  assert.equal((await row()).status, 'sent');
+  assert.equal((await local.metric('stripe_local_meter_events_total')) - eventsBefore, 1, 'not sent again');
+  const totals = await stripeTotals(local.stripe, new Map([[ws, customer]]), ['checkout.completed.usd'], w, w + 3600);
+  assert.equal(totals.get(`${ws}\ncheckout.completed.usd`), 2468, 'counted once at Stripe');
+});
+
+test('a late event in a window billed before per-currency meters (005) is recorded as unbillable and counted, never skipped', async () => {
+  const cfg = billingConfig(billingEnv(stores, local));
+  const metrics = createBillingMetrics();
+  const worker = new BillingWorker(
+    stores.pool,
+    new ClickHouseRawUsage(stores.clickhouse),
+    createStripe(cfg),
+    cfg,
+    metrics,
+    log,
+  );
+  const { ws, customer } = await workspace('legacy');
+  const now = Math.floor(Date.now() / 1000);
+  const w = hourFloor(now) - 5 * 3600;
+  // Before 005 the window was sent as one sum of every currency (currency '').
+  await stores.pool.query(
+    `INSERT INTO billing_pushes (workspace_id, event_type, currency, event_name, window_start, window_end, revision, identifier,
+       stripe_customer_id, value_field, total, value, status, via, sent_at)
+     VALUES ($1, 'checkout.completed', '', 'checkout.completed', to_timestamp($2), to_timestamp($2 + 3600), 1, $3, $4, 'gmv_cents', 1500, 1500, 'sent', 'v1', now())`,
+    [ws, w, `legacy-${ws}`, customer],
+  );
+  const ev = (key: string, gmv: number, currency: string): EventRow => ({
+    workspace_id: ws,
+    event_type: 'checkout.completed',
+    idempotency_key: key,
+    quantity: 1,
+    gmv_cents: gmv,
+    occurred_at: w + 10,
+    currency,
+  });
+  // What was billed then, and a late EUR event since.
+  await insertEvents(stores, [ev('l1', 1000, 'USD'), ev('l2', 500, 'EUR'), ev('l3', 70, 'EUR')]);
+  const p = await worker.pass(now);
+  assert.equal(p.unbillable, 1);
+  assert.match(metrics.registry.render(), /^billing_unbillable_total 1$/m);
+  const { rows } = await stores.pool.query<{ currency: string; value: string; status: string; reason: string | null }>(
+    `SELECT currency, value::text, status, reason FROM billing_pushes WHERE workspace_id = $1 ORDER BY revision`,
+    [ws],
+  );
+  assert.deepEqual(
+    rows.map((r) => [r.currency, r.value, r.status]),
+    [
+      ['', '1500', 'sent'],
+      ['', '70', 'unbillable'],
+    ],
+  );
+  assert.match(rows[1]!.reason ?? '', /before per-currency meters/);
+  assert.equal((await worker.pass(now)).unbillable, 0, 'recorded once');
+  const totals = await stripeTotals(
+    local.stripe,
+    new Map([[ws, customer]]),
+    ['checkout.completed.usd', 'checkout.completed.eur'],
+    w,
+    w + 3600,
+  );
+  assert.equal(totals.size, 0, 'nothing of the mixed window is sent to the per-currency meters');
 });
 
 test('the planner never corrects downward from totals older than those a window was planned from', async () => {

@@ -64,11 +64,12 @@ test('rollup totals (FINAL, newest version, one per currency) and the as-of rule
   assert.deepEqual(await src.totals(h, h + 3600, 'hour').then((r) => r.length), 2);
 
   assert.equal(await src.asOf(h + 99_999), null);
-  const state = (shard: number, asOfS: number, updated: number) => ({
+  const state = (shard: number, closedBefore: number, updated: number) => ({
     shard,
     block: 1,
     version: 1,
-    as_of_ms: asOfS * 1000,
+    as_of_ms: 0,
+    closed_before: closedBefore,
     updated_ms: updated,
   });
   await ch.insert({

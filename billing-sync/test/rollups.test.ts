@@ -43,7 +43,14 @@ before(async () => {
   stores = await openTestStores('billing_rollups');
   [local, aggregator] = await Promise.all([
     startLocalStripe(),
-    startAggregator({ ...stores.env, AGGREGATOR_SHARDS: SHARDS, AGGREGATOR_POLL_MS: '100', LOG_LEVEL: 'info' }),
+    // Hours close as soon as they end: this suite's windows are all in the past.
+    startAggregator({
+      ...stores.env,
+      AGGREGATOR_SHARDS: SHARDS,
+      AGGREGATOR_POLL_MS: '100',
+      AGGREGATOR_CLOSE_AFTER_SECONDS: '0',
+      LOG_LEVEL: 'info',
+    }),
   ]);
 });
 after(async () => {
@@ -52,9 +59,9 @@ after(async () => {
   await stores.close();
 });
 
-/** Waits until every shard's rollups hold every event committed up to now. */
+/** Waits until every shard has closed every hour up to now (the aggregator closes at once here). */
 async function rolledUp(source: ClickHouseRollupUsage): Promise<void> {
-  const since = Math.floor(Date.now() / 1000) + 1;
+  const since = Math.floor(Date.now() / 1000) + 2;
   await waitFor(
     'the aggregator to roll up the events',
     async () => ((await source.asOf(Number.MAX_SAFE_INTEGER)) ?? 0) >= since,
@@ -156,7 +163,103 @@ test('rollups equal the raw distinct events; billing pushes them exactly; a late
   assert.deepEqual(await stripeTotals(local.stripe, customers, NAMES, from, to), expectedTotals(rows, from, to, field));
 });
 
-test("a window is planned only once every aggregator shard's as-of has passed its close; FINAL picks the newest version", async () => {
+test('an open hour holding a forgotten retry is not pushed; once the aggregator closes it, it is pushed once with the exact total', async () => {
+  const own = await openTestStores('billing_open_hour');
+  const aggEnv = { ...own.env, AGGREGATOR_SHARDS: '2', AGGREGATOR_POLL_MS: '100' };
+  // The previous hour closes an hour after it ends: it is open for this whole first part.
+  let agg = await startAggregator({ ...aggEnv, AGGREGATOR_CLOSE_AFTER_SECONDS: '3600' });
+  try {
+    const cfg = billingConfig(billingEnv(own, local, { BILLING_USAGE_SOURCE: 'rollups', AGGREGATOR_SHARDS: '2' }));
+    const source = new ClickHouseRollupUsage(own.clickhouse, 2);
+    const c = await local.stripe.customers.create({ email: 'open-hour@example.com' });
+    const w = await insertWorkspace(own.pool, {
+      slug: `open-hour-${Date.now()}`,
+      display_name: 'OpenHour',
+      plan: 'growth',
+      stripe_customer_id: c.id,
+    });
+    const now = Math.floor(Date.now() / 1000);
+    const h1 = hourFloor(now) - 3600;
+    const h0 = h1 - 2 * 3600;
+    const first: EventRow = {
+      workspace_id: w.id,
+      event_type: 'checkout.completed',
+      idempotency_key: 'order-open',
+      quantity: 1,
+      gmv_cents: 4200,
+      occurred_at: h0 + 100,
+    };
+    // The retry Redis forgot lands in the open hour h1, in another batch than its first copy.
+    await insertEvents(own, [first], { id: 'b-first', attempt: 1 });
+    await insertEvents(
+      own,
+      [
+        { ...first, event_id: 'evt_retry_forgotten', occurred_at: h1 + 200 },
+        { ...first, idempotency_key: 'order-plain', gmv_cents: 10, occurred_at: h1 + 300 },
+      ],
+      { id: 'b-retry', attempt: 1 },
+    );
+    const since = Math.floor(Date.now() / 1000) + 2;
+    const progressed = async (): Promise<boolean> => {
+      const rs = await own.clickhouse.query({
+        query: `SELECT count() AS n, toString(min(a)) AS m FROM (SELECT shard, argMax(as_of_ms, updated_ms) AS a FROM aggregator_state GROUP BY shard)`,
+        format: 'JSONEachRow',
+      });
+      const [row] = await rs.json<{ n: string | number; m: string }>();
+      return Number(row!.n) === 2 && Number(row!.m) >= since * 1000;
+    };
+    await waitFor('the aggregator to fold both batches', progressed);
+    const gmvOf = async (h: number): Promise<bigint | undefined> =>
+      (await source.totals(h, h + 3600, 'hour')).find((t) => t.event_type === 'checkout.completed')?.gmv_cents;
+    assert.equal(await gmvOf(h1), 4210n, 'the open tail still counts the forgotten retry (the hazard)');
+
+    const worker = new BillingWorker(own.pool, source, createStripe(cfg), cfg, createBillingMetrics(), log);
+    const open = await worker.pass(Math.floor(Date.now() / 1000));
+    const pushed = async (): Promise<[number, string, string][]> =>
+      (
+        await own.pool.query<{ w: number; value: string; status: string }>(
+          `SELECT extract(epoch FROM window_start)::int AS w, value::text, status FROM billing_pushes WHERE workspace_id = $1 ORDER BY window_start, revision`,
+          [w.id],
+        )
+      ).rows.map((r) => [r.w, r.value, r.status]);
+    assert.deepEqual(await pushed(), [[h0, '4200', 'sent']], 'the closed hour only; the open one is not pushed');
+    assert.ok(open.asOf !== null && open.asOf < h1 + 3600, 'the closed mark is before the open hour ends');
+    const at = async (from: number, to: number): Promise<number | undefined> =>
+      (await stripeTotals(local.stripe, new Map([[w.id, c.id]]), ['checkout.completed.usd'], from, to)).get(
+        `${w.id}\ncheckout.completed.usd`,
+      );
+    assert.equal(await at(h1, h1 + 3600), undefined);
+
+    // The aggregator closes h1 two seconds from now (on the server's clock).
+    await agg.close();
+    const closeAt = (await serverSecond(own)) + 2;
+    agg = await startAggregator({ ...aggEnv, AGGREGATOR_CLOSE_AFTER_SECONDS: String(closeAt - (h1 + 3600)) });
+    await waitFor(
+      'the aggregator to close h1',
+      async () => ((await source.asOf(Number.MAX_SAFE_INTEGER)) ?? 0) >= h1 + 3600,
+    );
+    assert.equal(await gmvOf(h1), 10n, 'the close applies the winner rule');
+    const closed = await worker.pass(Math.floor(Date.now() / 1000));
+    assert.equal(closed.planned, 1);
+    assert.equal((await worker.pass(Math.floor(Date.now() / 1000))).planned, 0, 'pushed once');
+    assert.deepEqual(await pushed(), [
+      [h0, '4200', 'sent'],
+      [h1, '10', 'sent'],
+    ]);
+    assert.equal(await at(h1, h1 + 3600), 10, 'Stripe has the exact total of the closed hour');
+    assert.equal(await at(h0, h1 + 3600), 4210);
+  } finally {
+    await agg.close();
+    await own.close();
+  }
+});
+
+async function serverSecond(s: TestStores): Promise<number> {
+  const rs = await s.clickhouse.query({ query: 'SELECT toUInt32(now()) AS t', format: 'JSONEachRow' });
+  return Number((await rs.json<{ t: number | string }>())[0]!.t);
+}
+
+test('a window is planned only once every aggregator shard has closed it; FINAL picks the newest version', async () => {
   const own = await openTestStores('billing_asof');
   try {
     const cfg = billingConfig(
@@ -174,7 +277,7 @@ test("a window is planned only once every aggregator shard's as-of has passed it
     });
     const now = Math.floor(Date.now() / 1000);
     const win = hourFloor(now) - 3 * 3600;
-    const closeAt = win + 3600 + 600;
+    const end = win + 3600;
     const fmt = (s: number): string => new Date(s * 1000).toISOString().slice(0, 19).replace('T', ' ');
     const rollup = (currency: string, gmv: number, version: number) => ({
       workspace_id: w.id,
@@ -198,11 +301,14 @@ test("a window is planned only once every aggregator shard's as-of has passed it
     });
     await own.clickhouse.insert({ table: 'usage_hourly', format: 'JSONEachRow', values: [rollup('USD', 250, 2)] });
     let updated = 1;
-    const state = async (shard: number, asOfS: number): Promise<void> => {
+    // as_of_ms (progress) is far ahead on every row: only the closed mark makes a window billable.
+    const state = async (shard: number, closedBefore: number): Promise<void> => {
       await own.clickhouse.insert({
         table: 'aggregator_state',
         format: 'JSONEachRow',
-        values: [{ shard, block: 1, version: 2, as_of_ms: asOfS * 1000, updated_ms: updated++ }],
+        values: [
+          { shard, block: 1, version: 2, as_of_ms: now * 1000, closed_before: closedBefore, updated_ms: updated++ },
+        ],
       });
     };
     const worker = new BillingWorker(
@@ -216,18 +322,14 @@ test("a window is planned only once every aggregator shard's as-of has passed it
 
     const none = await worker.pass(now);
     assert.deepEqual([none.planned, none.asOf], [0, null], 'no aggregator progress yet: nothing is closed');
-    await state(0, closeAt + 60);
+    await state(0, end + 60);
     await state(7, 0); // a shard left over from a larger AGGREGATOR_SHARDS never holds billing back
     const half = await worker.pass(now);
     assert.deepEqual([half.planned, half.asOf], [0, null], 'one shard has not reported');
-    await state(1, closeAt - 1);
+    await state(1, end - 1);
     const early = await worker.pass(now);
-    assert.deepEqual(
-      [early.planned, early.asOf],
-      [0, closeAt - 1],
-      "the lagging shard has not rolled up to the window's close",
-    );
-    await state(1, closeAt);
+    assert.deepEqual([early.planned, early.asOf], [0, end - 1], 'the lagging shard has not closed the window');
+    await state(1, end);
     const done = await worker.pass(now);
     assert.equal(done.planned, 2);
     const { rows } = await own.pool.query<{ value: string; status: string; event_name: string }>(

@@ -89,13 +89,17 @@ export class Aggregator {
     if (split.closed.length + split.open.length > 0) {
       await recomputeWindows(this.ch, split, version, closeAfterSeconds, this.opts.windowsPerQuery);
     }
-    const next: ShardState[] = [...this.states.values()].map((st) => ({
-      shard: st.shard,
-      seenUntil: Math.max(st.seenUntil, nowS),
-      closedUntil: Math.max(st.closedUntil, nowS),
-      version,
-      asOfMs: asOf,
-    }));
+    const next: ShardState[] = [...this.states.values()].map((st) => {
+      const closedUntil = Math.max(st.closedUntil, nowS);
+      return {
+        shard: st.shard,
+        seenUntil: Math.max(st.seenUntil, nowS),
+        closedUntil,
+        closedBefore: Math.max(st.closedBefore, closedUntil - closeAfterSeconds),
+        version,
+        asOfMs: asOf,
+      };
+    });
     await writeShardStates(this.ch, next, this.nextUpdated());
     for (const st of next) this.states.set(st.shard, st);
     this.remember(records);

@@ -25,12 +25,42 @@ export async function recomputeWindows(
   closeAfterSeconds: number,
   chunk: number,
 ): Promise<void> {
-  for (const part of chunks(windows.closed, chunk)) await recomputeHours(ch, part, version, closeAfterSeconds);
+  const closed = await withCopyHours(ch, windows.closed, chunk);
+  for (const part of chunks(closed, chunk)) await recomputeHours(ch, part, version, closeAfterSeconds);
   for (const part of chunks(windows.open, chunk)) await foldOpenHours(ch, part, version);
-  const days = uniqueBuckets('day', [...windows.closed, ...windows.open]);
+  const days = uniqueBuckets('day', [...closed, ...windows.open]);
   for (const part of chunks(days, chunk)) await rollUp(ch, 'hour', 'day', part, version);
   const months = uniqueBuckets('month', days);
   for (const part of chunks(months, chunk)) await rollUp(ch, 'day', 'month', part, version);
+}
+
+/**
+ * The hours plus every hour holding another copy of a triple with a copy in them. A copy shipped
+ * late can be the triple's winner (received first, by a backlogged thread) while a retry's hour
+ * already closed counting the retry: recomputing only the late copy's hour would count both, so
+ * the hour that loses its winner is recomputed too. Same workspaces, so the same shards.
+ */
+async function withCopyHours(ch: ClickHouseClient, hours: readonly WindowRef[], chunk: number): Promise<WindowRef[]> {
+  const all = new Map(hours.map((h) => [`${h.workspaceId}|${h.start}`, h]));
+  for (const part of chunks(hours, chunk)) {
+    const { lo, hi } = span('hour', part);
+    const ws = workspacesIn(part.map((h) => h.workspaceId));
+    const query = `SELECT DISTINCT workspace_id, toUInt32(toStartOfHour(occurred_at)) AS w FROM events
+      WHERE ${ws} AND (workspace_id, event_type, idempotency_key) IN (
+        SELECT workspace_id, event_type, idempotency_key FROM events
+        WHERE ${ws} AND occurred_at >= ${dt(lo)} AND occurred_at < ${dt(hi)} AND ${windowsIn('toStartOfHour(occurred_at)', part)})`;
+    let rows: { workspace_id: string; w: number | string }[];
+    try {
+      rows = await (await ch.query({ query, format: 'JSONEachRow' })).json();
+    } catch (err) {
+      throw new ClickHouseError(`finding the hours of every copy in ${part.length} hourly windows`, err);
+    }
+    for (const r of rows) {
+      const start = Number(r.w) * 1000;
+      all.set(`${r.workspace_id}|${start}`, { workspaceId: r.workspace_id, start });
+    }
+  }
+  return [...all.values()];
 }
 
 /**

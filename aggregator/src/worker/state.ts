@@ -11,6 +11,11 @@ export interface ShardState {
   seenUntil: number;
   /** Server second up to which every window that reached its close time has been closed. */
   closedUntil: number;
+  /**
+   * Every hour ending at or before this server second is closed (closedUntil minus the close
+   * delay): billing's completeness mark, readable without knowing the aggregator's close delay.
+   */
+  closedBefore: number;
   /** Highest rollup version written for the shard; a new holder continues above it. */
   version: bigint;
   /** Every batch recorded before this time (epoch ms) is in the rollups. */
@@ -18,7 +23,7 @@ export interface ShardState {
 }
 
 export function initialState(shard: number): ShardState {
-  return { shard, seenUntil: 0, closedUntil: 0, version: 0n, asOfMs: 0 };
+  return { shard, seenUntil: 0, closedUntil: 0, closedBefore: 0, version: 0n, asOfMs: 0 };
 }
 
 export async function readShardStates(
@@ -28,11 +33,11 @@ export async function readShardStates(
   const where = shards === undefined ? '' : `WHERE shard IN (${shards.map((s) => lit(s)).join(', ')})`;
   // argMax rather than FINAL: the newest write wins whether or not a merge has happened yet.
   const query = `SELECT shard, argMax(seen_until, updated_ms) AS s, argMax(closed_until, updated_ms) AS c,
-      argMax(version, updated_ms) AS v, argMax(as_of_ms, updated_ms) AS a
+      argMax(closed_before, updated_ms) AS b, argMax(version, updated_ms) AS v, argMax(as_of_ms, updated_ms) AS a
     FROM aggregator_state ${where} GROUP BY shard`;
   try {
     const rs = await ch.query({ query, format: 'JSONEachRow' });
-    const rows = await rs.json<{ shard: number | string; s: string; c: string; v: string; a: string }>();
+    const rows = await rs.json<{ shard: number | string; s: string; c: string; b: string; v: string; a: string }>();
     return new Map(
       rows.map((r) => [
         Number(r.shard),
@@ -40,6 +45,7 @@ export async function readShardStates(
           shard: Number(r.shard),
           seenUntil: Number(r.s),
           closedUntil: Number(r.c),
+          closedBefore: Number(r.b),
           version: BigInt(r.v),
           asOfMs: Number(r.a),
         },
@@ -59,12 +65,12 @@ export async function writeShardStates(
   const values = states
     .map(
       (s) =>
-        `(${lit(s.shard)}, ${lit(s.seenUntil)}, ${lit(s.closedUntil)}, ${lit(s.version)}, ${lit(s.asOfMs)}, ${lit(updatedMs)})`,
+        `(${lit(s.shard)}, ${lit(s.seenUntil)}, ${lit(s.closedUntil)}, ${lit(s.closedBefore)}, ${lit(s.version)}, ${lit(s.asOfMs)}, ${lit(updatedMs)})`,
     )
     .join(', ');
   try {
     await ch.command({
-      query: `INSERT INTO aggregator_state (shard, seen_until, closed_until, version, as_of_ms, updated_ms) VALUES ${values}`,
+      query: `INSERT INTO aggregator_state (shard, seen_until, closed_until, closed_before, version, as_of_ms, updated_ms) VALUES ${values}`,
     });
   } catch (err) {
     throw new ClickHouseError('advancing aggregator_state', err);

@@ -8,8 +8,8 @@ import type { Pacer } from './pacer.js';
 const UNSETTLED_DELAY_MS = 3_600_000;
 
 /**
- * Stripe dedupes meter event identifiers for at least 24 hours only. A row first sent long ago
- * (an outage, a stuck batch) may have reached Stripe even though its answer never came back, and
+ * Stripe dedupes meter event identifiers for at least 24 hours only. A row planned long ago
+ * (an outage, a stuck batch, a process killed after Stripe accepted it) may have reached Stripe even though its answer never came back, and
  * a re-send with the same identifier may no longer be recognised: it would count twice. So before
  * such a re-send, Stripe's meter event summary of the row's customer × meter × window is compared
  * with what the ledger says Stripe holds there (the sent rows):

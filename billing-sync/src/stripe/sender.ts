@@ -49,7 +49,7 @@ export class StripeSender {
   /**
    * Sends claimed rows. Before anything is sent: a row whose window Stripe no longer accepts is
    * unbillable; a row without an active meter (`meters`: event_name → meter id) is rejected with
-   * `no_meter` (the worker retries it once the meter exists); rows first sent more than
+   * `no_meter` (the worker retries it once the meter exists); rows planned more than
    * STRIPE_RESEND_CHECK_HOURS ago are checked against Stripe's summaries (`resend.ts`), since
    * Stripe may have forgotten their identifiers.
    */
@@ -76,10 +76,9 @@ export class StripeSender {
           status: 'rejected',
           reason: `no_meter: no active Stripe meter has event_name ${row.event_name}`,
         });
-      } else if (
-        row.first_attempt_at !== null &&
-        nowS - row.first_attempt_at > this.cfg.STRIPE_RESEND_CHECK_HOURS * 3_600
-      ) {
+      } else if (nowS - row.planned_at > this.cfg.STRIPE_RESEND_CHECK_HOURS * 3_600) {
+        // Planned, not first attempted: a process killed (or a COMMIT failed) after Stripe accepted
+        // the row leaves no trace of the attempt, and any attempt may have been the first.
         stale.push(row);
       } else {
         fresh.push(row);

@@ -14,11 +14,13 @@ const TABLE: Record<WindowSize, string> = { hour: 'usage_hourly', day: 'usage_da
  * (the newest version per key, merged or not), as docs/rollups.md prescribes. Each currency stays
  * its own total, exactly as the raw source gives it.
  *
- * Completeness comes from `aggregator_state`: `as_of_ms` of a shard says every event committed
- * before it is in that shard's rollups, and the state row is written only after the rollups, so
- * billing closes windows against the oldest shard's as-of and never reads a window the aggregator
- * is still folding events into for that close. Until every shard (`AGGREGATOR_SHARDS`, the same
- * value as the aggregator's) has reported once, nothing counts as complete.
+ * Completeness comes from the aggregator's CLOSED mark, never from its progress: an open hour is
+ * the sum of its batches' partials, where a forgotten retry in another batch still counts twice
+ * until the hour closes and is recomputed by the winner rule. `closed_before` of a shard in
+ * `aggregator_state` (server seconds, written after the rollups of that cycle) says every hour of
+ * that shard ending at or before it is closed; a window is complete once every shard's mark has
+ * reached its end. Until every shard (`AGGREGATOR_SHARDS`, the same value as the aggregator's) has
+ * reported once, nothing counts as complete.
  */
 export class ClickHouseRollupUsage implements UsageSource {
   constructor(
@@ -59,15 +61,15 @@ export class ClickHouseRollupUsage implements UsageSource {
   async asOf(nowS: number): Promise<number | null> {
     // argMax rather than FINAL: the newest state row wins whether or not a merge has happened.
     // Shards at or above the count are leftovers of an earlier AGGREGATOR_SHARDS and never advance.
-    const query = `SELECT count() AS n, toString(min(a)) AS m
-      FROM (SELECT shard, argMax(as_of_ms, updated_ms) AS a FROM aggregator_state WHERE shard < ${lit(this.shards)} GROUP BY shard)`;
+    const query = `SELECT count() AS n, toString(min(b)) AS m
+      FROM (SELECT shard, argMax(closed_before, updated_ms) AS b FROM aggregator_state WHERE shard < ${lit(this.shards)} GROUP BY shard)`;
     try {
       const rs = await this.ch.query({ query, format: 'JSONEachRow' });
       const row = (await rs.json<{ n: string | number; m: string }>())[0];
       if (row === undefined || Number(row.n) < this.shards) return null;
-      return Math.min(nowS, Math.floor(Number(row.m) / 1000));
+      return Math.min(nowS, Number(row.m));
     } catch (err) {
-      throw new UsageReadError("reading the aggregator's progress from aggregator_state", err);
+      throw new UsageReadError("reading the aggregator's closed mark from aggregator_state", err);
     }
   }
 }

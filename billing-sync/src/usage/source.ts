@@ -21,12 +21,20 @@ export interface UsageSource {
   /** Totals of windows starting in [fromS, toS); windows without events are absent. */
   totals(fromS: number, toS: number, window: WindowSize): Promise<UsageTotal[]>;
   /**
-   * Epoch seconds before which every event committed to ClickHouse is reflected in totals(), at
-   * most `nowS`; null when nothing is known to be complete yet. Windows are closed against this
-   * instant, never against the wall clock alone, so a window is never pushed from totals that are
-   * still being computed.
+   * Epoch seconds up to which windows are final: every window ending at or before it is complete
+   * in totals() (for the rollups, every hour there is closed), at most `nowS`; null when nothing
+   * is known to be complete yet. Windows are closed against this instant, never against the wall
+   * clock alone, so a window is never pushed from totals that are still being computed.
    */
   asOf(nowS: number): Promise<number | null>;
 }
 
 export const WINDOW_SECONDS: Record<WindowSize, number> = { hour: 3_600, day: 86_400 };
+
+/**
+ * End of the last window billing may push: complete in the source (`asOf`) and at least
+ * `closeDelayS` past its end on the wall clock (late-shipped events are in it), window-aligned.
+ */
+export function lastClosedEnd(asOf: number, nowS: number, closeDelayS: number, size: number): number {
+  return Math.floor(Math.min(asOf, nowS - closeDelayS) / size) * size;
+}
