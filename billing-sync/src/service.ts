@@ -1,6 +1,14 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { Loop, createClickHouse, createPool, isMeterdError, pgHealthy, type Logger } from '@meterd/core';
+import {
+  Loop,
+  createClickHouse,
+  clickHouseFromConfig,
+  createPool,
+  isMeterdError,
+  pgHealthy,
+  type Logger,
+} from '@meterd/core';
 import type { BillingConfig } from './config.js';
 import { createBillingMetrics } from './metrics.js';
 import { createStripe } from './stripe/client.js';
@@ -21,12 +29,7 @@ export interface BillingSync {
 /** billing-sync's composition: stores, Stripe, the worker, its HTTP surface and its loop, in-process. */
 export async function startBillingSync(cfg: BillingConfig, log: Logger, signal?: AbortSignal): Promise<BillingSync> {
   const pool = createPool(cfg.DATABASE_URL, cfg.BILLING_CONCURRENCY + 2);
-  const ch = createClickHouse({
-    url: cfg.CLICKHOUSE_URL,
-    database: cfg.CLICKHOUSE_DATABASE,
-    user: cfg.CLICKHOUSE_USER,
-    password: cfg.CLICKHOUSE_PASSWORD,
-  });
+  const ch = clickHouseFromConfig(cfg);
   const metrics = createBillingMetrics();
   const stripe = cfg.STRIPE_SECRET_KEY === '' ? undefined : createStripe(cfg);
   if (stripe === undefined) log.warn('STRIPE_SECRET_KEY is not set: dry run (the ledger is filled, nothing is sent)');

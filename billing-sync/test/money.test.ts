@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { createLogger, insertWorkspace } from '@meterd/core';
+import { BILLING_METRICS, createLogger, insertWorkspace } from '@meterd/core';
 import { createBillingMetrics } from '../src/metrics.js';
 import { createStripe } from '../src/stripe/client.js';
 import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';
@@ -127,7 +127,7 @@ test('USD and EUR are billed on their own meters, never summed; a currency witho
   const jpy = (await ledger(ws)).find((x) => x.event_name === 'checkout.completed.jpy')!;
   assert.equal(jpy.status, 'rejected');
   assert.match(jpy.reason!, /^no_meter: no active Stripe meter has event_name checkout\.completed\.jpy/);
-  assert.equal(metrics.registry.render().match(/^billing_rejected_rows 1$/m)?.[0], 'billing_rejected_rows 1');
+  assert.match(metrics.registry.render(), new RegExp(`^${BILLING_METRICS.rejectedRows} 1$`, 'm'));
 
   assert.equal((await worker.pass(now)).planned, 0, 'the rejected key waits for its meter');
   await local.stripe.billing.meters.create({
@@ -318,7 +318,7 @@ test('a difference in a window Stripe no longer accepts is recorded as unbillabl
     [['999', 'unbillable']],
   );
   assert.match(rows[0]!.reason!, /older than the 35 days Stripe accepts/);
-  assert.match(metrics.registry.render(), /^billing_unbillable_total 1$/m);
+  assert.match(metrics.registry.render(), new RegExp(`^${BILLING_METRICS.unbillable} 1$`, 'm'));
   assert.equal((await worker.pass(now)).unbillable, 0, 'recorded once, not every pass');
   const report = await reconcileLedger(createStripe(cfg), stores.pool, cfg, hourFloor(old), hourFloor(old) + 3600, ws);
   assert.deepEqual(
@@ -377,8 +377,8 @@ test("a push pending through a 25-hour outage is checked against Stripe's summar
   await fetch(`${local.url}/_clock`, { method: 'POST', body: JSON.stringify({ advance_seconds: 25 * 3600 }) });
   const later = await worker.pass(now + 25 * 3600);
   assert.equal(later.pending, 0);
-  assert.match(metrics.registry.render(), /^billing_resend_checks_total 2$/m);
-  assert.match(metrics.registry.render(), /^billing_resend_settled_total 1$/m);
+  assert.match(metrics.registry.render(), new RegExp(`^${BILLING_METRICS.resendChecks} 2$`, 'm'));
+  assert.match(metrics.registry.render(), new RegExp(`^${BILLING_METRICS.resendSettled} 1$`, 'm'));
   const totals = await stripeTotals(
     local.stripe,
     new Map([

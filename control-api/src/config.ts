@@ -1,6 +1,7 @@
 import {
   ConfigError,
   loadConfig,
+  redisKeyPrefixVar,
   storeVars,
   str,
   int,
@@ -165,7 +166,7 @@ export const controlVars = {
     100,
     3_600_000,
   ),
-  INGEST_REDIS_PREFIX: str("Key prefix of ingest's quota counters in Redis (md:{ws}:q:YYYYMM).", 'md'),
+  ...redisKeyPrefixVar,
   INGEST_URL: url(
     'Ingest base URL whose /metrics the dashboard reads (events/s, duplicates, rejects by reason).',
     'http://127.0.0.1:8081',
@@ -178,7 +179,7 @@ export const controlVars = {
     4096,
   ),
   DASHBOARD_SESSION_TTL_SECONDS: int(
-    'Lifetime of a dashboard sign-in session (server-side, in Redis under INGEST_REDIS_PREFIX).',
+    'Lifetime of a dashboard sign-in session (server-side, in Redis under REDIS_KEY_PREFIX).',
     43_200,
     60,
     30 * 86_400,
@@ -204,6 +205,11 @@ export function loadControlConfig(env: NodeJS.ProcessEnv = process.env): Control
     problems.push(
       `PROVISION_LOCAL_ENABLED=true is refused outside development mode (NODE_ENV=${cfg.NODE_ENV}): local provisioning runs tenants' services on this host; use PROVISION_DRIVER=kubernetes`,
     );
+  }
+  // The old name would otherwise be ignored in silence: quota counters read under the default
+  // prefix show zero and quota warnings never fire.
+  if (env.INGEST_REDIS_PREFIX !== undefined) {
+    problems.push('INGEST_REDIS_PREFIX was renamed REDIS_KEY_PREFIX (the same setting as ingest): set that instead');
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return cfg;

@@ -82,7 +82,7 @@ test('signup is rate-limited per client address', async () => {
     SIGNUP_BURST: '2',
     SIGNUP_RATE_PER_MINUTE: '1',
     TRUSTED_PROXIES: '127.0.0.1,::1',
-    INGEST_REDIS_PREFIX: `${stores.redisPrefix}:rl`,
+    REDIS_KEY_PREFIX: `${stores.redisPrefix}:rl`,
   });
   try {
     const codes: number[] = [];

@@ -13,7 +13,7 @@ import {
   migratePostgres,
   pinnedSettings,
   readMigrations,
-  createClickHouse,
+  clickHouseFromConfig,
   loadConfig,
   storeVars,
 } from '@meterd/core';
@@ -45,13 +45,7 @@ test('every Postgres and ClickHouse (18.16 server) migration applies on a fresh 
     ).json<{ v: string }>();
     assert.match(version[0]!.v, /^18\.16\./, "the server CI runs is Debian's 18.16");
     const base = loadConfig(storeVars);
-    const connect = (database?: string) =>
-      createClickHouse({
-        url: base.CLICKHOUSE_URL,
-        database: database ?? 'default',
-        user: base.CLICKHOUSE_USER,
-        password: base.CLICKHOUSE_PASSWORD,
-      });
+    const connect = (database?: string) => clickHouseFromConfig(base, { database: database ?? 'default' });
     assert.deepEqual(await migrateClickHouse(connect, stores.chDatabase, CH_MIGRATIONS_DIR), []);
 
     // An applied migration edited afterwards is refused loudly: migrations are append-only.

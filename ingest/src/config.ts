@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os';
-import { addressList, loadConfig, storeVars, str, int, oneOf, type ConfigOf } from '@meterd/core';
+import { addressList, loadConfig, redisKeyPrefixVar, storeVars, str, int, oneOf, type ConfigOf } from '@meterd/core';
 
 export const ingestVars = {
   ...storeVars,
@@ -38,10 +38,7 @@ export const ingestVars = {
   SPOOL_SEGMENT_BYTES: int('Size at which the spool starts a new segment file.', 64 << 20, 1 << 16, 1 << 30),
   SHIP_BATCH_ROWS: int('Most rows per ClickHouse insert.', 50_000, 1, 1_000_000),
   SHIP_INTERVAL_MS: int('How often the spool is shipped to ClickHouse when a batch has not filled.', 250, 10, 60_000),
-  REDIS_KEY_PREFIX: str(
-    "Prefix of ingest's Redis keys (`<prefix>:{ws}:d:…` dedupe, `<prefix>:{ws}:q:YYYYMM` quota). The control API reads the quota counters with the same prefix (INGEST_REDIS_PREFIX).",
-    'md',
-  ),
+  ...redisKeyPrefixVar,
   DEDUPE_WINDOW_SECONDS: int(
     "How long an idempotency key is remembered (default 35 days, Stripe's meter event window).",
     35 * 86_400,

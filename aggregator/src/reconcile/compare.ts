@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { ClickHouseError, formatRfc3339, lit } from '@meterd/core';
+import { ClickHouseQueryError, formatRfc3339, lit } from '@meterd/core';
 import { GRANULARITIES, bucketSql, parseChDateTime, type Granularity } from '../rollups/granularity.js';
 import { readRollups, type RollupRow } from '../rollups/read.js';
 import { dt, totalsFromEventsSql } from '../rollups/sql.js';
@@ -66,7 +66,7 @@ async function expectedTotals(ch: ClickHouseClient, g: Granularity, s: Reconcile
     });
     rows = await rs.json();
   } catch (err) {
-    throw new ClickHouseError(`recomputing ${g} totals from events`, err);
+    throw new ClickHouseQueryError(`recomputing ${g} totals from events`, err);
   }
   return new Map(
     rows.map((r) => [

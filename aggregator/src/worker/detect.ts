@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { ClickHouseError, lit } from '@meterd/core';
+import { ClickHouseQueryError, lit, shardSql } from '@meterd/core';
 import { parseChDateTime } from '../rollups/granularity.js';
 
 /** An hour of one workspace whose raw events changed. */
@@ -24,11 +24,6 @@ export interface Detection {
  */
 const PART_MAX_BLOCK = "toUInt64(splitByChar('_', _part)[3])";
 
-/** The shard of a workspace, the unit of leases and watermarks. */
-export function shardSql(shards: number): string {
-  return `cityHash64(workspace_id) % ${lit(shards)}`;
-}
-
 /**
  * Finds the (workspace, hour) windows of the given shards that gained rows since each shard's
  * watermark. One read of the new parts only; current servers prune parts on the `_part` condition.
@@ -41,16 +36,16 @@ export async function detectChangedWindows(
   if (watermarks.size === 0) return { windows: [], maxBlock: undefined };
   let floor = -1n;
   for (const w of watermarks.values()) if (floor < 0n || w < floor) floor = w;
-  const query = `SELECT ${shardSql(shards)} AS shard, workspace_id, toStartOfHour(occurred_at) AS hour, max(${PART_MAX_BLOCK}) AS blk
+  const query = `SELECT ${shardSql('workspace_id', shards)} AS shard, workspace_id, toStartOfHour(occurred_at) AS hour, max(${PART_MAX_BLOCK}) AS blk
     FROM events
-    WHERE ${PART_MAX_BLOCK} > ${lit(floor)} AND ${shardSql(shards)} IN (${[...watermarks.keys()].map((s) => lit(s)).join(', ')})
+    WHERE ${PART_MAX_BLOCK} > ${lit(floor)} AND ${shardSql('workspace_id', shards)} IN (${[...watermarks.keys()].map((s) => lit(s)).join(', ')})
     GROUP BY shard, workspace_id, hour`;
   let rows: { shard: number | string; workspace_id: string; hour: string; blk: string }[];
   try {
     const rs = await ch.query({ query, format: 'JSONEachRow' });
     rows = await rs.json();
   } catch (err) {
-    throw new ClickHouseError('finding event windows changed since the watermark', err);
+    throw new ClickHouseQueryError('finding event windows changed since the watermark', err);
   }
   const windows: Window[] = [];
   let maxBlock: bigint | undefined;

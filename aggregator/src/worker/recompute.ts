@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { ClickHouseError, lit } from '@meterd/core';
+import { ClickHouseQueryError, lit } from '@meterd/core';
 import { bucketSql, bucketStart, bucketEnd, ROLLUP_TABLE, type Granularity } from '../rollups/granularity.js';
 import { dt, totalsFromEventsSql, windowsIn, workspacesIn } from '../rollups/sql.js';
 
@@ -51,7 +51,7 @@ async function recomputeHours(
   try {
     await ch.command({ query });
   } catch (err) {
-    throw new ClickHouseError(`recomputing ${hours.length} hourly windows`, err);
+    throw new ClickHouseQueryError(`recomputing ${hours.length} hourly windows`, err);
   }
 }
 
@@ -74,7 +74,7 @@ async function rollUp(
   try {
     await ch.command({ query });
   } catch (err) {
-    throw new ClickHouseError(`rolling ${windows.length} ${to} windows up from ${ROLLUP_TABLE[from]}`, err);
+    throw new ClickHouseQueryError(`rolling ${windows.length} ${to} windows up from ${ROLLUP_TABLE[from]}`, err);
   }
 }
 

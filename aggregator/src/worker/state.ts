@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { ClickHouseError, lit } from '@meterd/core';
+import { ClickHouseQueryError, lit } from '@meterd/core';
 
 /** Progress of one workspace shard (table aggregator_state, docs/rollups.md). */
 export interface ShardState {
@@ -30,7 +30,7 @@ export async function readShardStates(
       ]),
     );
   } catch (err) {
-    throw new ClickHouseError('reading aggregator_state', err);
+    throw new ClickHouseQueryError('reading aggregator_state', err);
   }
 }
 
@@ -48,6 +48,6 @@ export async function writeShardStates(
       query: `INSERT INTO aggregator_state (shard, block, version, as_of_ms, updated_ms) VALUES ${values}`,
     });
   } catch (err) {
-    throw new ClickHouseError('advancing aggregator_state', err);
+    throw new ClickHouseQueryError('advancing aggregator_state', err);
   }
 }

@@ -1,3 +1,5 @@
+import { INGEST_METRICS } from '@meterd/core';
+
 /**
  * Reads ingest's Prometheus /metrics. Its counters are per ingest process and cover every
  * workspace (labelling them by workspace would make series grow with the customer count), so the
@@ -32,9 +34,9 @@ export function parsePrometheus(text: string): { name: string; labels: Record<st
 export function snapshotOf(source: string, text: string, at: number): IngestSnapshot {
   const s: IngestSnapshot = { source, reachable: true, scrapedAt: at, accepted: 0, duplicate: 0, rejected: {} };
   for (const m of parsePrometheus(text)) {
-    if (m.name === 'meterd_ingest_events_accepted_total') s.accepted += m.value;
-    else if (m.name === 'meterd_ingest_events_duplicate_total') s.duplicate += m.value;
-    else if (m.name === 'meterd_ingest_events_rejected_total' && m.value > 0) {
+    if (m.name === INGEST_METRICS.accepted) s.accepted += m.value;
+    else if (m.name === INGEST_METRICS.duplicate) s.duplicate += m.value;
+    else if (m.name === INGEST_METRICS.rejected && m.value > 0) {
       const reason = m.labels.reason ?? 'unknown';
       s.rejected[reason] = (s.rejected[reason] ?? 0) + m.value;
     }

@@ -1,4 +1,5 @@
 import { str, url, oneOf } from './env.js';
+import { DEFAULT_REDIS_KEY_PREFIX } from '../contracts/redis-keys.js';
 
 /** Variables every service reads: where the stores are, and logging. */
 export const storeVars = {
@@ -19,4 +20,12 @@ export const storeVars = {
   CLICKHOUSE_USER: str('ClickHouse user.', 'default'),
   CLICKHOUSE_PASSWORD: str('ClickHouse password.', '', true),
   LOG_LEVEL: oneOf('pino log level.', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+} as const;
+
+/** The Redis key prefix, one setting for every service that reads or writes meterd's keys. */
+export const redisKeyPrefixVar = {
+  REDIS_KEY_PREFIX: str(
+    'First segment of every Redis key meterd writes (`<prefix>:{ws}:d:…` dedupe, `<prefix>:{ws}:q:YYYYMM` quota, rate limits, dashboard sessions), so several deployments can share one Redis. Ingest and the control API must agree on it.',
+    DEFAULT_REDIS_KEY_PREFIX,
+  ),
 } as const;

@@ -11,4 +11,4 @@ export {
   type VarSpec,
   type ConfigOf,
 } from './env.js';
-export { storeVars } from './common.js';
+export { storeVars, redisKeyPrefixVar } from './common.js';
