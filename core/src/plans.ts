@@ -26,10 +26,6 @@ export function isPaidPlan(s: unknown): s is PaidPlan {
   return typeof s === 'string' && (PAID_PLANS as readonly string[]).includes(s);
 }
 
-export function isPlan(s: unknown): s is Plan {
-  return typeof s === 'string' && (PLANS as readonly string[]).includes(s);
-}
-
 /** The billing period an instant falls in: `YYYYMM` of the UTC calendar month. */
 export function periodOf(ms: number): string {
   const d = new Date(ms);

@@ -96,7 +96,6 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     intervalMs: cfg.SHIP_INTERVAL_MS,
     metrics,
     log,
-    quarantined: metrics.quarantinedRows,
   });
   const spool = o.wrapSpool ? o.wrapSpool(writer) : writer;
   const guarded = new SpoolLimit(spool, shipper, cfg.SPOOL_MAX_BYTES);

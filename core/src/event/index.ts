@@ -1,10 +1,2 @@
-export {
-  validateMeterEvent,
-  parseMeterJson,
-  Rejection,
-  MAX_EVENT_AGE_MS,
-  MAX_EVENT_SKEW_MS,
-  LIMITS,
-  type MeterEvent,
-} from './meter-event.js';
+export { validateMeterEvent, parseMeterJson, Rejection, MAX_EVENT_AGE_MS, type MeterEvent } from './meter-event.js';
 export { parseRfc3339, formatRfc3339 } from './time.js';

@@ -1,5 +1,5 @@
 import { open, unlink } from 'node:fs/promises';
-import { Loop, type Counter, type Logger } from '@meterd/core';
+import { Loop, type Logger } from '@meterd/core';
 import type { IngestMetrics } from '../metrics.js';
 import { readCheckpoint, removeDurableMark, segmentPath, writeCheckpoint, type Position } from './segments.js';
 import type { SpoolWriter } from './writer.js';
@@ -14,8 +14,6 @@ export interface ShipperOptions {
   intervalMs: number;
   metrics: IngestMetrics;
   log: Logger;
-  /** Counts rows moved to quarantine (meterd_ingest_quarantined_rows_total once metrics.ts defines it). */
-  quarantined?: Counter;
 }
 
 /** Bytes read per ship at most; rows are ~200–300 bytes, so 50k rows fit in well under this. */
@@ -202,7 +200,7 @@ export class SpoolShipper {
     if (refused.length === 0) return;
     const file = await quarantineRows(this.writer.dir, refused);
     this.quarantinedRows += refused.length;
-    this.opts.quarantined?.inc(refused.length);
+    this.opts.metrics.quarantinedRows.inc(refused.length);
     this.opts.log.error(
       {
         quarantined_rows: refused.length,
