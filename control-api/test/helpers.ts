@@ -141,9 +141,9 @@ export async function eventually<T>(
   }
 }
 
-/** The seed's Node verification function, verbatim. */
+/** docs/api.md's Node verification function (the receiver's side of the signature scheme). */
 import crypto from 'node:crypto';
-export function seedVerify(raw: string, header: string, secret: string): boolean {
+export function verifySignature(raw: string, header: string, secret: string): boolean {
   const parts = Object.fromEntries(header.split(',').map((p) => p.split('=')));
   const expected = crypto.createHmac('sha256', secret).update(`${parts.t}.${raw}`).digest('hex');
   return crypto.timingSafeEqual(Buffer.from(expected), Buffer.from(parts.v1));

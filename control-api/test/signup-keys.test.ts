@@ -16,7 +16,7 @@ after(async () => {
   await stores.close();
 });
 
-test('signup as the seed: workspace, first key shown once, dashboard url, workspace.signup in the outbox', async () => {
+test('signup as documented: workspace, first key shown once, dashboard url, workspace.signup in the outbox', async () => {
   const res = await call(s.url, 'POST', '/api/v1/signup', {
     body: { slug: 'acme', display_name: 'Acme', contact_email: 'ops@acme.com' },
   });

@@ -1,7 +1,7 @@
 /**
  * Plans and their quotas. Events are counted per calendar month (UTC), the billing period.
- * Free's 500 events and the handler counts come from the seed; growth's and scale's event quotas
- * are meterd's choice, documented in the README. `null` means unlimited.
+ * Free's 500 events and the handler counts come from the API contract (docs/api.md); growth's and
+ * scale's event quotas are meterd's choice, documented in the README. `null` means unlimited.
  */
 export const PLANS = ['free', 'growth', 'scale', 'enterprise'] as const;
 export type Plan = (typeof PLANS)[number];

@@ -15,7 +15,7 @@ export class ApiError extends MeterdError {
   }
 }
 
-/** The seed's error body: `{ "error": { "code", "message", "field"? } }`. */
+/** The API's error body (docs/api.md): `{ "error": { "code", "message", "field"? } }`. */
 export function errorBody(code: string, message: string, field?: string): string {
   return JSON.stringify({ error: field === undefined ? { code, message } : { code, message, field } });
 }

@@ -1,7 +1,7 @@
 import type { ErrorCode } from '../errors/codes.js';
 import { parseRfc3339 } from './time.js';
 
-/** A validated meter event, as the seed defines it; times are epoch milliseconds. */
+/** A validated meter event, as docs/api.md defines it; times are epoch milliseconds. */
 export interface MeterEvent {
   workspace_id: string;
   event_type: string;
@@ -149,7 +149,7 @@ function checkInteger(v: unknown, field: string): Rejection | undefined {
     );
   }
   // JSON.parse has already rounded anything past ±(2^53−1), so such a value can't be trusted: refuse it.
-  // Negative values are refunds and credits (the seed's fields are i64; Stripe meters sum them too).
+  // Negative values are refunds and credits (the API's fields are i64, docs/api.md; Stripe meters sum them too).
   if (!Number.isSafeInteger(v)) {
     return new Rejection(
       'integer_out_of_range',
