@@ -1,5 +1,5 @@
 import type Stripe from 'stripe';
-import { ApiError, type PaidPlan } from '@meterd/core';
+import { ApiError, upstreamError, type PaidPlan } from '@meterd/core';
 
 /**
  * Buying a paid plan: a Stripe Checkout Session in subscription mode for the plan's price. The plan
@@ -31,17 +31,9 @@ export async function createPlanCheckout(stripe: Stripe, t: CheckoutTarget): Pro
       cancel_url: t.cancelUrl,
     });
   } catch (err) {
-    throw new ApiError(
-      'upstream_error',
-      'Stripe did not create a Checkout Session; nothing was changed, retry later',
-      undefined,
-      { retryable: true, cause: err },
-    );
+    throw upstreamError('Stripe did not create a Checkout Session; nothing was changed, retry later', err);
   }
-  if (session.url === null)
-    throw new ApiError('upstream_error', 'Stripe returned a Checkout Session without a URL', undefined, {
-      retryable: true,
-    });
+  if (session.url === null) throw upstreamError('Stripe returned a Checkout Session without a URL');
   return { id: session.id, url: session.url };
 }
 
@@ -50,10 +42,7 @@ async function priceOf(stripe: Stripe, plan: PaidPlan): Promise<string> {
   try {
     prices = await stripe.prices.list({ lookup_keys: [plan], active: true, limit: 1 });
   } catch (err) {
-    throw new ApiError('upstream_error', "looking up the plan's Stripe price failed; retry later", undefined, {
-      retryable: true,
-      cause: err,
-    });
+    throw upstreamError("looking up the plan's Stripe price failed; retry later", err);
   }
   const price = prices.data[0];
   if (price === undefined) {

@@ -1,5 +1,5 @@
 import type Stripe from 'stripe';
-import { ApiError, type Workspace } from '@meterd/core';
+import { upstreamError, type Workspace } from '@meterd/core';
 
 /** The workspace's Stripe customer. Idempotent per workspace, so a retried request never makes two. */
 export async function createStripeCustomer(
@@ -17,11 +17,6 @@ export async function createStripeCustomer(
     );
     return customer.id;
   } catch (err) {
-    throw new ApiError(
-      'upstream_error',
-      'creating the Stripe customer failed; nothing was created, retry later',
-      undefined,
-      { retryable: true, cause: err },
-    );
+    throw upstreamError('creating the Stripe customer failed; nothing was created, retry later', err);
   }
 }

@@ -1,6 +1,7 @@
 import type Stripe from 'stripe';
 import {
   ApiError,
+  upstreamError,
   inTransaction,
   markRejectedRows,
   type MeterErrorOutcome,
@@ -35,12 +36,7 @@ export async function applyMeterErrorEvent(
   try {
     full = await stripe.v2.core.events.retrieve(thin.id);
   } catch (err) {
-    throw new ApiError(
-      'upstream_error',
-      'Stripe did not return the reported event; it will be delivered again',
-      undefined,
-      { retryable: true, cause: err },
-    );
+    throw upstreamError('Stripe did not return the reported event; it will be delivered again', err);
   }
   const data = (full as unknown as { data?: MeterErrorReport }).data;
   if (data?.reason?.error_types === undefined)

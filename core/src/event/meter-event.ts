@@ -12,6 +12,12 @@ export interface MeterEvent {
   occurred_at_ms: number;
 }
 
+/** An accepted event as stored (spool, ClickHouse) and as returned to the client. */
+export interface StoredEvent extends MeterEvent {
+  id: string;
+  received_at_ms: number;
+}
+
 /** Why one event was refused. A class, not a thrown error: batches reject per event, cheaply. */
 export class Rejection {
   constructor(
