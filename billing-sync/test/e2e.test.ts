@@ -18,6 +18,7 @@ import {
   stripeTotals,
   type EventRow,
   type LocalStripe,
+  rawWorker,
 } from './helpers.js';
 
 /**
@@ -57,14 +58,7 @@ async function workspacesWithCustomers(n: number): Promise<Map<string, string>> 
 
 test('end to end: totals at Stripe equal ClickHouse per customer and period; late data makes exactly one correction', async () => {
   const cfg = billingConfig(billingEnv(stores, local));
-  const worker = new BillingWorker(
-    stores.pool,
-    new ClickHouseRawUsage(stores.clickhouse),
-    createStripe(cfg),
-    cfg,
-    createBillingMetrics(),
-    log,
-  );
+  const worker = rawWorker(stores, cfg);
   const customers = await workspacesWithCustomers(3);
   const now = Math.floor(Date.now() / 1000);
   const from = hourFloor(now) - 4 * 3600;

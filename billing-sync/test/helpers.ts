@@ -3,7 +3,12 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import Stripe from 'stripe';
 import type { TestStores } from '@meterd/core/testing';
+import { createLogger, type Logger } from '@meterd/core';
 import { loadBillingConfig, type BillingConfig } from '../src/config.js';
+import { createBillingMetrics, type BillingMetrics } from '../src/metrics.js';
+import { createStripe } from '../src/stripe/client.js';
+import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';
+import { BillingWorker } from '../src/worker.js';
 import { meterEventName } from '../src/meters.js';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
@@ -83,6 +88,23 @@ export function billingEnv(
 
 export function billingConfig(env: Record<string, string>): BillingConfig {
   return loadBillingConfig(env);
+}
+
+/** A worker reading the raw `events` of `stores` and pushing to the Stripe `cfg` names. */
+export function rawWorker(
+  stores: TestStores,
+  cfg: BillingConfig,
+  metrics: BillingMetrics = createBillingMetrics(),
+  log: Logger = createLogger('billing-test', 'silent'),
+): BillingWorker {
+  return new BillingWorker(
+    stores.pool,
+    new ClickHouseRawUsage(stores.clickhouse),
+    createStripe(cfg),
+    cfg,
+    metrics,
+    log,
+  );
 }
 
 /** An `events` row as ingest writes it; `received_at` defaults to `occurred_at`, `event_id` to one derived from the key. */

@@ -22,6 +22,7 @@ import {
   waitFor,
   type EventRow,
   type LocalStripe,
+  rawWorker,
 } from './helpers.js';
 
 /**
@@ -82,14 +83,7 @@ test('USD and EUR are billed on their own meters, never summed; a currency witho
       });
   }
   const metrics = createBillingMetrics();
-  const worker = new BillingWorker(
-    stores.pool,
-    new ClickHouseRawUsage(stores.clickhouse),
-    createStripe(cfg),
-    cfg,
-    metrics,
-    log,
-  );
+  const worker = rawWorker(stores, cfg, metrics, log);
   const { ws, customer } = await workspace('fx');
   const now = Math.floor(Date.now() / 1000);
   const w = hourFloor(now) - 2 * 3600;
@@ -152,14 +146,7 @@ test('USD and EUR are billed on their own meters, never summed; a currency witho
 
 test('a refund (negative gmv_cents) lowers the Stripe total, in its own window and as a late event in a pushed one', async () => {
   const cfg = billingConfig(billingEnv(stores, local));
-  const worker = new BillingWorker(
-    stores.pool,
-    new ClickHouseRawUsage(stores.clickhouse),
-    createStripe(cfg),
-    cfg,
-    createBillingMetrics(),
-    log,
-  );
+  const worker = rawWorker(stores, cfg);
   const { ws, customer } = await workspace('refund');
   const now = Math.floor(Date.now() / 1000);
   const w1 = hourFloor(now) - 3 * 3600;
@@ -288,14 +275,7 @@ test('a retry that Redis forgot, stored again in another hour, counts once in th
 test('a difference in a window Stripe no longer accepts is recorded as unbillable, counted and reported', async () => {
   const cfg = billingConfig(billingEnv(stores, local));
   const metrics = createBillingMetrics();
-  const worker = new BillingWorker(
-    stores.pool,
-    new ClickHouseRawUsage(stores.clickhouse),
-    createStripe(cfg),
-    cfg,
-    metrics,
-    log,
-  );
+  const worker = rawWorker(stores, cfg, metrics, log);
   const { ws } = await workspace('horizon');
   const now = Math.floor(Date.now() / 1000);
   // Accepted by ingest (under 35 days old) but in an hour that starts past Stripe's limit.
@@ -331,14 +311,7 @@ test("a push pending through a 25-hour outage is checked against Stripe's summar
   // Live clock: both cases share stripe-local, whose clock only moves forward.
   const cfg = billingConfig(billingEnv(stores, local, { STRIPE_MAX_ATTEMPTS: '1', STRIPE_TRANSPORT: 'v1' }));
   const metrics = createBillingMetrics();
-  const worker = new BillingWorker(
-    stores.pool,
-    new ClickHouseRawUsage(stores.clickhouse),
-    createStripe(cfg),
-    cfg,
-    metrics,
-    log,
-  );
+  const worker = rawWorker(stores, cfg, metrics, log);
   const stored = await workspace('outage-stored');
   const lost = await workspace('outage-lost');
   const now = Math.floor(Date.now() / 1000);
@@ -493,14 +466,7 @@ test('npm run reconcile:stripe exits 0 when the ledger, ClickHouse and Stripe ag
         occurred_at: h + 6,
       },
     ]);
-    await new BillingWorker(
-      own.pool,
-      new ClickHouseRawUsage(own.clickhouse),
-      createStripe(cfg),
-      cfg,
-      createBillingMetrics(),
-      log,
-    ).pass(now);
+    await rawWorker(own, cfg).pass(now);
     const args = ['--from', new Date(h * 1000).toISOString(), '--to', new Date((h + 3600) * 1000).toISOString()];
     const clean = await runCli(RECONCILE_MAIN, args, env);
     assert.equal(clean.code, 0, clean.out);

@@ -1,11 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { createLogger } from '@meterd/core';
-import { createBillingMetrics } from '../src/metrics.js';
-import { createStripe } from '../src/stripe/client.js';
-import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';
-import { BillingWorker } from '../src/worker.js';
 import {
   billingConfig,
   billingEnv,
@@ -15,6 +10,7 @@ import {
   stripeTotals,
   type EventRow,
   type LocalStripe,
+  rawWorker,
 } from './helpers.js';
 
 /**
@@ -56,14 +52,7 @@ test("10,000 workspaces: every window pushed inside Stripe's rate limits; time m
   await insertEvents(stores, rows);
 
   const cfg = billingConfig(billingEnv(stores, local, { LOG_LEVEL: 'silent' }));
-  const worker = new BillingWorker(
-    stores.pool,
-    new ClickHouseRawUsage(stores.clickhouse),
-    createStripe(cfg),
-    cfg,
-    createBillingMetrics(),
-    createLogger('scale', 'silent'),
-  );
+  const worker = rawWorker(stores, cfg);
   const t0 = performance.now();
   const r = await worker.pass(now);
   const ms = performance.now() - t0;
