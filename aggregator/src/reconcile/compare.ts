@@ -83,7 +83,8 @@ async function expectedTotals(ch: ClickHouseClient, g: Granularity, s: Reconcile
   );
 }
 
-function totalsOf(r: RollupRow): Totals {
+/** A rollup row's totals as text (64-bit sums stay strings; times RFC 3339), as reconcile compares them. */
+export function totalsOf(r: RollupRow): Totals {
   return {
     events: r.events,
     quantity: r.quantity,
