@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process';
+import { after, before } from 'node:test';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import Stripe from 'stripe';
-import type { TestStores } from '@meterd/core/testing';
+import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { createLogger, type Logger } from '@meterd/core';
 import { loadBillingConfig, type BillingConfig } from '../src/config.js';
 import { createBillingMetrics, type BillingMetrics } from '../src/metrics.js';
@@ -88,6 +89,28 @@ export function billingEnv(
 
 export function billingConfig(env: Record<string, string>): BillingConfig {
   return loadBillingConfig(env);
+}
+
+/**
+ * The file's stores (`openTestStores(name)`) and a stripe-local (`env` overrides its settings),
+ * opened before the tests and closed after them; `set` receives them for the file's variables.
+ */
+export function withStoresAndStripe(
+  name: string,
+  env: Record<string, string>,
+  set: (stores: TestStores, local: LocalStripe) => void,
+): void {
+  let stores: TestStores | undefined;
+  let local: LocalStripe | undefined;
+  before(async () => {
+    stores = await openTestStores(name);
+    local = await startLocalStripe(env);
+    set(stores, local);
+  });
+  after(async () => {
+    await local?.close();
+    await stores?.close();
+  });
 }
 
 /** A worker reading the raw `events` of `stores` and pushing to the Stripe `cfg` names. */

@@ -1,4 +1,4 @@
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { BILLING_METRICS, createLogger, insertWorkspace } from '@meterd/core';
@@ -17,12 +17,12 @@ import {
   insertEvents,
   runCli,
   startAggregator,
-  startLocalStripe,
   stripeTotals,
   waitFor,
   type EventRow,
   type LocalStripe,
   rawWorker,
+  withStoresAndStripe,
 } from './helpers.js';
 
 /**
@@ -35,13 +35,9 @@ let stores: TestStores;
 let local: LocalStripe;
 const log = createLogger('billing-money-test', 'silent');
 
-before(async () => {
-  stores = await openTestStores('billing_money');
-  local = await startLocalStripe({ STRIPE_LOCAL_RATE_TEST_MODE: '0' });
-});
-after(async () => {
-  await local.close();
-  await stores.close();
+withStoresAndStripe('billing_money', { STRIPE_LOCAL_RATE_TEST_MODE: '0' }, (s, l) => {
+  stores = s;
+  local = l;
 });
 
 async function workspace(label: string): Promise<{ ws: string; customer: string }> {

@@ -1,16 +1,16 @@
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { openTestStores, type TestStores } from '@meterd/core/testing';
+import type { TestStores } from '@meterd/core/testing';
 import {
   billingConfig,
   billingEnv,
   hourFloor,
   insertEvents,
-  startLocalStripe,
   stripeTotals,
   type EventRow,
   type LocalStripe,
   rawWorker,
+  withStoresAndStripe,
 } from './helpers.js';
 
 /**
@@ -21,15 +21,15 @@ import {
  */
 let stores: TestStores;
 let local: LocalStripe;
-before(async () => {
-  stores = await openTestStores('billing_scale');
-  // The live-mode limits this test is about, and synthetic customer ids.
-  local = await startLocalStripe({ STRIPE_LOCAL_RATE_TEST_MODE: '0', STRIPE_LOCAL_CHECK_CUSTOMERS: 'false' });
-});
-after(async () => {
-  await local.close();
-  await stores.close();
-});
+// The live-mode limits this test is about, and synthetic customer ids.
+withStoresAndStripe(
+  'billing_scale',
+  { STRIPE_LOCAL_RATE_TEST_MODE: '0', STRIPE_LOCAL_CHECK_CUSTOMERS: 'false' },
+  (s, l) => {
+    stores = s;
+    local = l;
+  },
+);
 
 test("10,000 workspaces: every window pushed inside Stripe's rate limits; time measured", async () => {
   const N = 10_000;
