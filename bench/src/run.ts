@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
+  CH_TABLES,
   PLAN_QUOTAS,
   REPO_ROOT,
   clickHouseFromConfig,
@@ -64,7 +65,7 @@ export interface BenchReport {
 
 const INGEST_MAIN = join(REPO_ROOT, 'ingest/dist/src/main.js');
 const AGGREGATOR_MAIN = join(REPO_ROOT, 'aggregator/dist/src/main.js');
-const ROLLUP_TABLE = 'usage_hourly';
+const ROLLUP_TABLE = CH_TABLES.usageHourly;
 const CHILDREN = new URL('./children/', import.meta.url);
 
 export interface RunOptions {

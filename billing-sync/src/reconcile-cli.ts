@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { clickHouseFromConfig, createPool } from '@meterd/core';
+import { PG_TABLES, clickHouseFromConfig, createPool } from '@meterd/core';
 import { loadBillingConfig } from './config.js';
 import { retryRejected } from './ledger.js';
 import { reconcile, reconcileLedger } from './reconcile.js';
@@ -68,7 +68,7 @@ async function main(): Promise<number> {
         `RETRIED ${await retryRejected(pool, 'all')} rejected row(s): billing-sync plans their amounts again on its next pass`,
       );
     const { rows } = await pool.query<{ id: string; stripe_customer_id: string }>(
-      `SELECT id, stripe_customer_id FROM workspaces WHERE stripe_customer_id IS NOT NULL AND ($1::text IS NULL OR id = $1)`,
+      `SELECT id, stripe_customer_id FROM ${PG_TABLES.workspaces} WHERE stripe_customer_id IS NOT NULL AND ($1::text IS NULL OR id = $1)`,
       [values.workspace ?? null],
     );
     const stripe = createStripe(cfg);

@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { ClickHouseQueryError, lit, shardSql } from '@meterd/core';
+import { CH_TABLES, ClickHouseQueryError, lit, shardSql } from '@meterd/core';
 import { parseChDateTime } from '../rollups/granularity.js';
 
 /** An hour of one workspace whose raw events changed. */
@@ -37,7 +37,7 @@ export async function detectChangedWindows(
   let floor = -1n;
   for (const w of watermarks.values()) if (floor < 0n || w < floor) floor = w;
   const query = `SELECT ${shardSql('workspace_id', shards)} AS shard, workspace_id, toStartOfHour(occurred_at) AS hour, max(${PART_MAX_BLOCK}) AS blk
-    FROM events
+    FROM ${CH_TABLES.events}
     WHERE ${PART_MAX_BLOCK} > ${lit(floor)} AND ${shardSql('workspace_id', shards)} IN (${[...watermarks.keys()].map((s) => lit(s)).join(', ')})
     GROUP BY shard, workspace_id, hour`;
   let rows: { shard: number | string; workspace_id: string; hour: string; blk: string }[];

@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { ClickHouseQueryError, lit } from '@meterd/core';
+import { CH_TABLES, ClickHouseQueryError, lit } from '@meterd/core';
 
 /** Progress of one workspace shard (table aggregator_state, docs/rollups.md). */
 export interface ShardState {
@@ -19,7 +19,7 @@ export async function readShardStates(
   const where = shards === undefined ? '' : `WHERE shard IN (${shards.map((s) => lit(s)).join(', ')})`;
   // argMax rather than FINAL: the newest write wins whether or not a merge has happened yet.
   const query = `SELECT shard, argMax(block, updated_ms) AS b, argMax(version, updated_ms) AS v, argMax(as_of_ms, updated_ms) AS a
-    FROM aggregator_state ${where} GROUP BY shard`;
+    FROM ${CH_TABLES.aggregatorState} ${where} GROUP BY shard`;
   try {
     const rs = await ch.query({ query, format: 'JSONEachRow' });
     const rows = await rs.json<{ shard: number | string; b: string; v: string; a: string }>();
@@ -45,7 +45,7 @@ export async function writeShardStates(
     .join(', ');
   try {
     await ch.command({
-      query: `INSERT INTO aggregator_state (shard, block, version, as_of_ms, updated_ms) VALUES ${values}`,
+      query: `INSERT INTO ${CH_TABLES.aggregatorState} (shard, block, version, as_of_ms, updated_ms) VALUES ${values}`,
     });
   } catch (err) {
     throw new ClickHouseQueryError('advancing aggregator_state', err);
