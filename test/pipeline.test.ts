@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Stripe from 'stripe';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { lit } from '@meterd/core';
+import { BILLING_METRICS, lit } from '@meterd/core';
 import { ROOT, freePort, sleep, startService, waitFor, type Service } from './support/services.js';
 
 /**
@@ -360,7 +360,11 @@ test('ingest → ClickHouse → rollups → billing-sync → stripe-local: Strip
   const correctionMs = Date.now() - lateSentAt;
   // Five more billing passes (counted, not guessed with a sleep): none may plan anything else.
   const passes = async (): Promise<number> =>
-    Number(/^billing_passes_total (\d+)/m.exec(await (await fetch(`${billing.url}/metrics`)).text())?.[1] ?? NaN);
+    Number(
+      new RegExp(`^${BILLING_METRICS.passes} (\\d+)`, 'm').exec(
+        await (await fetch(`${billing.url}/metrics`)).text(),
+      )?.[1] ?? NaN,
+    );
   const passesBefore = await passes();
   await waitFor('five more billing passes', async () => (await passes()) >= passesBefore + 5);
   const afterLate = await ledger();

@@ -1,4 +1,4 @@
-import { Authenticator, createClickHouse, createLogger, createPool, createRedis } from '@meterd/core';
+import { Authenticator, clickHouseFromConfig, createLogger, createPool, createRedis } from '@meterd/core';
 import type { ServiceContext, ServiceSpec } from '@meterd/core/service';
 import { loadAggregatorConfig, type AggregatorConfig } from './config.js';
 import { createAggregatorMetrics } from './metrics.js';
@@ -15,12 +15,7 @@ export interface AggregatorApp {
 /** Builds the whole service from a parsed config: stores, worker (unless disabled), HTTP server. */
 export async function startAggregatorApp(cfg: AggregatorConfig, ctx?: Partial<ServiceContext>): Promise<AggregatorApp> {
   const log = ctx?.log ?? createLogger('aggregator', cfg.LOG_LEVEL);
-  const ch = createClickHouse({
-    url: cfg.CLICKHOUSE_URL,
-    database: cfg.CLICKHOUSE_DATABASE,
-    user: cfg.CLICKHOUSE_USER,
-    password: cfg.CLICKHOUSE_PASSWORD,
-  });
+  const ch = clickHouseFromConfig(cfg);
   const pool = createPool(cfg.DATABASE_URL, 4);
   const sub = createRedis(cfg.REDIS_URL);
   const auth = new Authenticator(pool, sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY);

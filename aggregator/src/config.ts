@@ -1,4 +1,4 @@
-import { loadConfig, storeVars, str, int, bool, type ConfigOf } from '@meterd/core';
+import { aggregatorShardsVar, authVars, loadConfig, storeVars, str, int, bool, type ConfigOf } from '@meterd/core';
 
 export const aggregatorVars = {
   ...storeVars,
@@ -11,12 +11,7 @@ export const aggregatorVars = {
     10,
     60_000,
   ),
-  AGGREGATOR_SHARDS: int(
-    'Workspace shards leased between aggregator replicas (Postgres advisory locks). Every replica and the usage API must use the same value.',
-    16,
-    1,
-    4096,
-  ),
+  ...aggregatorShardsVar,
   AGGREGATOR_WINDOWS_PER_QUERY: int('Most (workspace, hour) windows recomputed per ClickHouse query.', 200, 1, 5_000),
   AGGREGATOR_CLOSE_AFTER_SECONDS: int(
     "An hour is closed (recomputed exactly by the winner rule) this long after it ends; billing pushes only closed hours, so keep it near billing-sync's BILLING_CLOSE_DELAY_SECONDS (both 300 s by default). Events received later recompute their closed hour, are flagged as late_events and reach Stripe as a correction.",
@@ -30,17 +25,7 @@ export const aggregatorVars = {
     1,
     3_600_000,
   ),
-  DEPLOY_API_KEY: str(
-    'Operator key accepted on every non-public endpoint, for any workspace. Empty disables it.',
-    '',
-    true,
-  ),
-  KEY_CACHE_TTL_MS: int(
-    'How long an API key lookup is cached (revocations are pushed over Redis at once).',
-    30_000,
-    0,
-    3_600_000,
-  ),
+  ...authVars,
 } as const;
 
 export type AggregatorConfig = ConfigOf<typeof aggregatorVars>;

@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { createClickHouse, loadConfig, parseRfc3339, storeVars, int } from '@meterd/core';
+import { clickHouseFromConfig, loadConfig, parseRfc3339, storeVars, int } from '@meterd/core';
 import { reconcile } from './reconcile/compare.js';
 
 /**
@@ -56,12 +56,7 @@ try {
   fail((err as Error).message, 2);
 }
 
-const ch = createClickHouse({
-  url: cfg.CLICKHOUSE_URL,
-  database: cfg.CLICKHOUSE_DATABASE,
-  user: cfg.CLICKHOUSE_USER,
-  password: cfg.CLICKHOUSE_PASSWORD,
-});
+const ch = clickHouseFromConfig(cfg);
 try {
   const diffs = await reconcile(ch, {
     ...(args.workspace === undefined ? {} : { workspaceId: args.workspace }),

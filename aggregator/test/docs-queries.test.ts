@@ -1,12 +1,11 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createClient, type ClickHouseClient } from '@clickhouse/client';
-import { createChdbConnection } from 'chdb/connection';
-import { CH_MIGRATIONS_DIR, REPO_ROOT, migrateClickHouse, pinnedSettings, toClickHouseDateTime } from '@meterd/core';
+import type { ClickHouseClient } from '@clickhouse/client';
+import { REPO_ROOT, toClickHouseDateTime } from '@meterd/core';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
+import { openChdb, type Chdb } from '@meterd/core/testing/chdb';
 
 /**
  * The ready queries of docs/rollups.md run as written on ClickHouse 18.16 and on the current
@@ -19,23 +18,16 @@ const queries = [...doc.slice(doc.indexOf('## Ready queries')).matchAll(/```sql\
 );
 
 let stores: TestStores;
-let dir: string;
+let engine: Chdb;
 let chdb: ClickHouseClient;
 before(async () => {
   stores = await openTestStores('aggdocs');
-  dir = mkdtempSync(join(tmpdir(), 'meterd-docs-chdb-'));
-  const connect = (): ClickHouseClient =>
-    createClient({
-      connection: createChdbConnection({ path: dir }) as never,
-      clickhouse_settings: pinnedSettings('current'),
-    });
-  await migrateClickHouse(connect, 'default', CH_MIGRATIONS_DIR);
-  chdb = connect();
+  engine = await openChdb('docs');
+  chdb = engine.client;
 });
 after(async () => {
-  await chdb.close();
+  await engine.close();
   await stores.close();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 test('docs/rollups.md has ready queries, each with explicit UTC bounds', () => {

@@ -2,6 +2,7 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import { formatRfc3339, insertEventBatch, toClickHouseDateTime, type EventRow } from '@meterd/core';
 import { GRANULARITIES, bucketStart, type Granularity } from '../src/rollups/granularity.js';
 import { readRollups } from '../src/rollups/read.js';
+import { totalsOf } from '../src/reconcile/compare.js';
 import type { Aggregator } from '../src/worker/aggregator.js';
 
 /** Deterministic PRNG (mulberry32) so a failing seed can be replayed. */
@@ -166,19 +167,7 @@ export async function rollupSnapshot(ch: ClickHouseClient): Promise<Snapshot> {
   const out = {} as Snapshot;
   for (const g of GRANULARITIES) {
     const rows = await readRollups(ch, g, { from: 0, to: Date.UTC(2100, 0, 1) });
-    out[g] = new Map(
-      rows.map((r) => [
-        key(r.workspace_id, r.event_type, r.currency, r.window_start),
-        {
-          events: r.events,
-          quantity: r.quantity,
-          gmv_cents: r.gmv_cents,
-          first_event_at: formatRfc3339(r.first_event_at),
-          last_event_at: formatRfc3339(r.last_event_at),
-          late_events: r.late_events,
-        },
-      ]),
-    );
+    out[g] = new Map(rows.map((r) => [key(r.workspace_id, r.event_type, r.currency, r.window_start), totalsOf(r)]));
   }
   return out;
 }

@@ -1,3 +1,4 @@
+import type { StoredEvent } from '@meterd/core';
 import { isMain, measure, print, type MicroResult } from './harness.js';
 
 /**
@@ -10,21 +11,10 @@ import { isMain, measure, print, type MicroResult } from './harness.js';
  * DateTime text of one second; the two cases show what that single slot costs when the two times
  * of a row fall in different seconds.
  */
-interface StoredRow {
-  id: string;
-  workspace_id: string;
-  event_type: string;
-  quantity: number;
-  gmv_cents: number;
-  currency: string;
-  idempotency_key: string;
-  occurred_at_ms: number;
-  received_at_ms: number;
-}
 interface RowsModule {
-  spoolLine(r: StoredRow): string;
-  compactRow(r: StoredRow): string;
-  rowJson(r: StoredRow, duplicate: boolean): string;
+  spoolLine(r: StoredEvent): string;
+  compactRow(r: StoredEvent): string;
+  rowJson(r: StoredEvent, duplicate: boolean): string;
 }
 
 export async function run(): Promise<MicroResult[]> {
@@ -38,7 +28,7 @@ export async function run(): Promise<MicroResult[]> {
   // Stay inside one wall-clock second per run, as a real thread does between second boundaries.
   const now = Date.now();
   const sec = Math.floor(now / 1000) * 1000;
-  const row = (i: number, occurred: number): StoredRow => ({
+  const row = (i: number, occurred: number): StoredEvent => ({
     id: `ev_${i.toString(36).padStart(22, '0')}`,
     workspace_id: 'ws_abcdefghijklmnop',
     event_type: 'checkout.completed',

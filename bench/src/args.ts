@@ -1,3 +1,4 @@
+import { parseArgs as parseArgv, type ParseArgsConfig } from 'node:util';
 import { BenchError } from './errors.js';
 
 export const SCENARIOS = ['single', 'batch', 'duplicates', 'mixed', 'quota'] as const;
@@ -74,120 +75,100 @@ function positive(flag: string, s: string | undefined, max: number): number {
   return Number(s);
 }
 
-export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defaultOut: string): BenchArgs | 'help' {
-  const a: BenchArgs = {
-    scenarios: ['single'],
-    durationSec: 30,
-    connections: 0,
-    target: undefined,
-    key: env.BENCH_API_KEY || undefined,
-    workspace: undefined,
-    verifyDatabase: undefined,
-    quick: false,
-    compare: true,
-    threads: 2,
-    cpuProf: false,
-    workspaces: 2000,
-    preload: 0,
-    ingestEnv: {},
-    out: defaultOut,
-    ingestMain: undefined,
-    compareRef: undefined,
-  };
-  let durationGiven = false;
-  let scenarioGiven = false;
-  for (let i = 0; i < argv.length; i++) {
-    const flag = argv[i]!;
-    const value = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new BenchError('METERD_BENCH_USAGE', `${flag} needs a value\n\n${HELP}`);
-      return v;
-    };
-    switch (flag) {
-      case '--help':
-      case '-h':
-        return 'help';
-      case '--scenario': {
-        const s = value();
-        if (!(SCENARIOS as readonly string[]).includes(s))
-          throw new BenchError('METERD_BENCH_USAGE', `--scenario must be one of ${SCENARIOS.join(', ')}`);
-        a.scenarios = [s as Scenario];
-        scenarioGiven = true;
-        break;
-      }
-      case '--duration':
-        a.durationSec = parseDuration(value());
-        durationGiven = true;
-        break;
-      case '--connections':
-        a.connections = positive(flag, value(), 10_000);
-        break;
-      case '--target': {
-        const t = value();
-        try {
-          const u = new URL(t);
-          if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('protocol');
-        } catch {
-          throw new BenchError('METERD_BENCH_USAGE', `--target ${JSON.stringify(t)} is not an http(s) URL`);
-        }
-        a.target = t.replace(/\/$/, '');
-        break;
-      }
-      case '--key':
-        a.key = value();
-        break;
-      case '--workspace':
-        a.workspace = value();
-        break;
-      case '--verify-database':
-        a.verifyDatabase = value();
-        break;
-      case '--threads':
-        a.threads = positive(flag, value(), 64);
-        break;
-      case '--workspaces':
-        a.workspaces = positive(flag, value(), 100_000);
-        break;
-      case '--preload':
-        a.preload = positive(flag, value(), 1_000_000_000);
-        break;
-      case '--no-compare':
-        a.compare = false;
-        break;
-      case '--cpu-prof':
-        a.cpuProf = true;
-        break;
-      case '--quick':
-        a.quick = true;
-        break;
-      case '--out':
-        a.out = value();
-        break;
-      case '--ingest-main':
-        a.ingestMain = value();
-        break;
-      case '--compare-ref': {
-        const ref = value();
-        if (!/^[A-Za-z0-9._/-]{1,200}$/.test(ref) || ref.startsWith('-'))
-          throw new BenchError('METERD_BENCH_USAGE', `--compare-ref ${JSON.stringify(ref)} is not a git ref`);
-        a.compareRef = ref;
-        break;
-      }
-      case '--ingest-env': {
-        const kv = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(value());
-        if (kv === null)
-          throw new BenchError('METERD_BENCH_USAGE', '--ingest-env expects NAME=value, e.g. SPOOL_FSYNC=never');
-        a.ingestEnv[kv[1]!] = kv[2]!;
-        break;
-      }
-      default:
-        throw new BenchError('METERD_BENCH_USAGE', `unknown option ${JSON.stringify(flag)}\n\n${HELP}`);
+const usage = (message: string): BenchError => new BenchError('METERD_BENCH_USAGE', message);
+
+function scenario(s: string): Scenario {
+  if (!(SCENARIOS as readonly string[]).includes(s)) throw usage(`--scenario must be one of ${SCENARIOS.join(', ')}`);
+  return s as Scenario;
+}
+
+function target(t: string): string {
+  try {
+    const u = new URL(t);
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new Error('protocol');
+  } catch {
+    throw usage(`--target ${JSON.stringify(t)} is not an http(s) URL`);
+  }
+  return t.replace(/\/$/, '');
+}
+
+function gitRef(ref: string): string {
+  if (!/^[A-Za-z0-9._/-]{1,200}$/.test(ref) || ref.startsWith('-'))
+    throw usage(`--compare-ref ${JSON.stringify(ref)} is not a git ref`);
+  return ref;
+}
+
+const OPTIONS = {
+  help: { type: 'boolean', short: 'h' },
+  scenario: { type: 'string' },
+  duration: { type: 'string' },
+  connections: { type: 'string' },
+  target: { type: 'string' },
+  key: { type: 'string' },
+  workspace: { type: 'string' },
+  'verify-database': { type: 'string' },
+  threads: { type: 'string' },
+  workspaces: { type: 'string' },
+  preload: { type: 'string' },
+  'no-compare': { type: 'boolean' },
+  'cpu-prof': { type: 'boolean' },
+  quick: { type: 'boolean' },
+  out: { type: 'string' },
+  'ingest-main': { type: 'string' },
+  'compare-ref': { type: 'string' },
+  'ingest-env': { type: 'string', multiple: true },
+} as const satisfies ParseArgsConfig['options'];
+
+/** node:util's parse, its errors turned into the bench's usage errors (with the help text). */
+function parse(argv: readonly string[]) {
+  try {
+    return parseArgv({ args: [...argv], options: OPTIONS, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    const e = err as { code?: string; message: string };
+    const option = /'(-[^' ]+)/.exec(e.message)?.[1] ?? '';
+    if (e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+      // The value looks like an option (`--compare-ref --evil`): refused as its flag would refuse it,
+      // or else as missing (a value starting with '-' is written --flag=-…).
+      const given = argv[argv.indexOf(option) + 1];
+      if (option === '--compare-ref' && given !== undefined) gitRef(given);
+      throw usage(`${option} needs a value\n\n${HELP}`);
     }
+    const name = e.code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL' ? (/'([^']*)'/.exec(e.message)?.[1] ?? '') : option;
+    throw usage(`unknown option ${JSON.stringify(name)}\n\n${HELP}`);
+  }
+}
+
+export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defaultOut: string): BenchArgs | 'help' {
+  const v = parse(argv);
+  if (v.help === true) return 'help';
+  const a: BenchArgs = {
+    scenarios: v.scenario === undefined ? ['single'] : [scenario(v.scenario)],
+    durationSec: v.duration === undefined ? 30 : parseDuration(v.duration),
+    connections: v.connections === undefined ? 0 : positive('--connections', v.connections, 10_000),
+    target: v.target === undefined ? undefined : target(v.target),
+    key: v.key ?? (env.BENCH_API_KEY || undefined),
+    workspace: v.workspace,
+    verifyDatabase: v['verify-database'],
+    quick: v.quick === true,
+    compare: v['no-compare'] !== true,
+    threads: v.threads === undefined ? 2 : positive('--threads', v.threads, 64),
+    cpuProf: v['cpu-prof'] === true,
+    workspaces: v.workspaces === undefined ? 2000 : positive('--workspaces', v.workspaces, 100_000),
+    preload: v.preload === undefined ? 0 : positive('--preload', v.preload, 1_000_000_000),
+    ingestEnv: {},
+    out: v.out ?? defaultOut,
+    ingestMain: v['ingest-main'],
+    compareRef: v['compare-ref'] === undefined ? undefined : gitRef(v['compare-ref']),
+  };
+  for (const e of v['ingest-env'] ?? []) {
+    const kv = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(e);
+    if (kv === null) throw usage('--ingest-env expects NAME=value, e.g. SPOOL_FSYNC=never');
+    a.ingestEnv[kv[1]!] = kv[2]!;
   }
   if (a.quick) {
     // Correctness, not speed: short, no side-by-side runs, so it fits in a test suite.
-    if (!durationGiven) a.durationSec = 4;
-    if (!scenarioGiven) a.scenarios = ['single', 'batch', 'duplicates'];
+    if (v.duration === undefined) a.durationSec = 4;
+    if (v.scenario === undefined) a.scenarios = ['single', 'batch', 'duplicates'];
     a.compare = false;
   }
 

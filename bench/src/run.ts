@@ -1,7 +1,16 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PLAN_QUOTAS, REPO_ROOT, createClickHouse, formatRfc3339, ident, loadConfig, storeVars } from '@meterd/core';
+import {
+  CH_TABLES,
+  PLAN_QUOTAS,
+  REPO_ROOT,
+  clickHouseFromConfig,
+  formatRfc3339,
+  ident,
+  loadConfig,
+  storeVars,
+} from '@meterd/core';
 import { connectionsFor, type BenchArgs, type Scenario } from './args.js';
 import { BenchError } from './errors.js';
 import { freePort, startChild, type Child } from './children/child.js';
@@ -57,7 +66,7 @@ export interface BenchReport {
 
 const INGEST_MAIN = join(REPO_ROOT, 'ingest/dist/src/main.js');
 const AGGREGATOR_MAIN = join(REPO_ROOT, 'aggregator/dist/src/main.js');
-const ROLLUP_TABLE = 'usage_hourly';
+const ROLLUP_TABLE = CH_TABLES.usageHourly;
 const CHILDREN = new URL('./children/', import.meta.url);
 
 export interface RunOptions {
@@ -147,12 +156,7 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
       if (args.verifyDatabase !== undefined) {
         // Verify a remote deployment against the ClickHouse it ships to (CLICKHOUSE_URL and credentials).
         const cfg = loadConfig(storeVars);
-        remoteCh = createClickHouse({
-          url: cfg.CLICKHOUSE_URL,
-          database: ident(args.verifyDatabase),
-          user: cfg.CLICKHOUSE_USER,
-          password: cfg.CLICKHOUSE_PASSWORD,
-        });
+        remoteCh = clickHouseFromConfig(cfg, { database: ident(args.verifyDatabase) });
       }
     }
     await preflight(base, mainTenant);

@@ -1,4 +1,15 @@
-import { loadConfig, storeVars, str, int, bool, oneOf, url, type ConfigOf } from '@meterd/core';
+import {
+  aggregatorShardsVar,
+  commaSeparated,
+  loadConfig,
+  storeVars,
+  str,
+  int,
+  bool,
+  oneOf,
+  url,
+  type ConfigOf,
+} from '@meterd/core';
 
 export const VALUE_FIELDS = ['gmv_cents', 'quantity'] as const;
 export type ValueField = (typeof VALUE_FIELDS)[number];
@@ -8,10 +19,7 @@ const meterValues = {
   default: '',
   parse(s: string): ReadonlyMap<string, ValueField> {
     const out = new Map<string, ValueField>();
-    for (const part of s
-      .split(',')
-      .map((p) => p.trim())
-      .filter((p) => p !== '')) {
+    for (const part of commaSeparated(s)) {
       const [type, field] = part.split('=');
       if (!type || !field || !(VALUE_FIELDS as readonly string[]).includes(field))
         throw new Error(`"${part}" is not event_type=gmv_cents|quantity`);
@@ -80,12 +88,7 @@ export const billingVars = {
     'rollups',
     ['rollups', 'raw'] as const,
   ),
-  AGGREGATOR_SHARDS: int(
-    "Number of aggregator shards (must equal the aggregator's AGGREGATOR_SHARDS): with BILLING_USAGE_SOURCE=rollups, windows close only once every shard has reported progress past them.",
-    16,
-    1,
-    4096,
-  ),
+  ...aggregatorShardsVar,
   BILLING_WINDOW: oneOf(
     'Size of a pushed window: usage of one workspace, event type and currency (money meters) per hour or per day becomes one meter event.',
     'hour',

@@ -1,15 +1,6 @@
 import { MeterdError } from '@meterd/core';
 
 /** billing-sync's error codes (internal: billing-sync serves no API, so none are wire codes). */
-export class StripePushError extends MeterdError {
-  constructor(action: string, cause: unknown, retryable: boolean) {
-    super('METERD_BILLING_STRIPE_FAILED', `${action}: ${(cause as Error)?.message ?? String(cause)}`, {
-      retryable,
-      cause,
-    });
-  }
-}
-
 export class UsageReadError extends MeterdError {
   constructor(action: string, cause: unknown) {
     super('METERD_BILLING_USAGE_READ_FAILED', `${action}: ${(cause as Error)?.message ?? String(cause)}`, {

@@ -1,4 +1,4 @@
-import type { Pool, PoolClient } from '@meterd/core';
+import { PG_TABLES, type Pool, type PoolClient } from '@meterd/core';
 import type { ValueField } from './config.js';
 
 /** One row of billing_pushes (infra/postgres/003_billing_ledger.sql, 005_billing_money_path.sql). */
@@ -78,7 +78,7 @@ export async function readLedger(c: PoolClient | Pool, fromS: number, dryRun: bo
   }>(
     `SELECT workspace_id, event_type, currency, value_field, extract(epoch FROM window_start)::bigint AS ws, revision, status, value::text,
             extract(epoch FROM as_of)::bigint AS as_of, superseded_by
-       FROM billing_pushes WHERE window_start >= to_timestamp($1)`,
+       FROM ${PG_TABLES.billingPushes} WHERE window_start >= to_timestamp($1)`,
     [fromS],
   );
   const states = new Map<string, WindowState>();
@@ -106,7 +106,7 @@ export async function insertRows(c: PoolClient, rows: NewRow[]): Promise<number>
     const col = <K extends keyof NewRow>(k: K): unknown[] =>
       part.map((r) => (typeof r[k] === 'bigint' ? String(r[k]) : r[k]));
     const res = await c.query(
-      `INSERT INTO billing_pushes (workspace_id, event_type, currency, event_name, window_start, window_end, revision, identifier, stripe_customer_id,
+      `INSERT INTO ${PG_TABLES.billingPushes} (workspace_id, event_type, currency, event_name, window_start, window_end, revision, identifier, stripe_customer_id,
                                    value_field, total, value, cancels, status, via, sent_at, as_of, reason)
        SELECT w, e, cur, en, to_timestamp(s), to_timestamp(se), r, i, cu, f, t::bigint, v::bigint, '{}'::text[], st,
               CASE WHEN st = 'dry_run' THEN 'dry_run' END, CASE WHEN st = 'dry_run' THEN now() END, to_timestamp(a), re
@@ -146,7 +146,7 @@ export async function claimPending(c: PoolClient, limit: number, nowS: number): 
     `SELECT workspace_id, event_type, currency, event_name, extract(epoch FROM window_start)::bigint AS window_start, extract(epoch FROM window_end)::bigint AS window_end,
             revision, identifier, stripe_customer_id, value_field, total::text, value::text, cancels, attempts,
             extract(epoch FROM as_of)::bigint AS as_of, extract(epoch FROM created_at)::bigint AS planned_at
-       FROM billing_pushes
+       FROM ${PG_TABLES.billingPushes}
       WHERE status = 'pending' AND next_attempt_at <= greatest(now(), to_timestamp($2))
       ORDER BY next_attempt_at, identifier
       LIMIT $1
@@ -186,22 +186,22 @@ export async function recordOutcomes(c: PoolClient, outcomes: Outcome[], nowS: n
   for (const o of outcomes) {
     if (o.status === 'sent') {
       await c.query(
-        `UPDATE billing_pushes SET status = 'sent', via = $3, sent_at = now(), attempts = attempts + 1, stripe_response = $4, last_error = NULL, ${first} WHERE identifier = $1`,
+        `UPDATE ${PG_TABLES.billingPushes} SET status = 'sent', via = $3, sent_at = now(), attempts = attempts + 1, stripe_response = $4, last_error = NULL, ${first} WHERE identifier = $1`,
         [o.identifier, nowS, o.via, JSON.stringify(o.response ?? null)],
       );
     } else if (o.status === 'failed') {
       await c.query(
-        `UPDATE billing_pushes SET status = 'failed', attempts = attempts + 1, last_error = $3, stripe_response = $4, ${first} WHERE identifier = $1`,
+        `UPDATE ${PG_TABLES.billingPushes} SET status = 'failed', attempts = attempts + 1, last_error = $3, stripe_response = $4, ${first} WHERE identifier = $1`,
         [o.identifier, nowS, o.error, JSON.stringify(o.response ?? null)],
       );
     } else if (o.status === 'retry') {
       await c.query(
-        `UPDATE billing_pushes SET attempts = attempts + 1, last_error = $3, next_attempt_at = now() + ($4::int * interval '1 millisecond'), ${first} WHERE identifier = $1`,
+        `UPDATE ${PG_TABLES.billingPushes} SET attempts = attempts + 1, last_error = $3, next_attempt_at = now() + ($4::int * interval '1 millisecond'), ${first} WHERE identifier = $1`,
         [o.identifier, nowS, o.error, o.delayMs],
       );
     } else {
       await c.query(
-        `UPDATE billing_pushes SET status = $2, reason = $3, rejected_at = CASE WHEN $2 = 'rejected' THEN now() END WHERE identifier = $1`,
+        `UPDATE ${PG_TABLES.billingPushes} SET status = $2, reason = $3, rejected_at = CASE WHEN $2 = 'rejected' THEN now() END WHERE identifier = $1`,
         [o.identifier, o.status, o.reason],
       );
     }
@@ -219,7 +219,7 @@ export async function sentValue(
   windowStart: number,
 ): Promise<bigint> {
   const { rows } = await c.query<{ v: string }>(
-    `SELECT COALESCE(sum(value), 0)::text AS v FROM billing_pushes
+    `SELECT COALESCE(sum(value), 0)::text AS v FROM ${PG_TABLES.billingPushes}
       WHERE stripe_customer_id = $1 AND event_name = $2 AND window_start = to_timestamp($3) AND status = 'sent' AND superseded_by IS NULL`,
     [customer, eventName, windowStart],
   );
@@ -228,14 +228,14 @@ export async function sentValue(
 
 export async function pendingCount(pool: Pool): Promise<number> {
   const { rows } = await pool.query<{ n: string }>(
-    `SELECT count(*)::text AS n FROM billing_pushes WHERE status = 'pending'`,
+    `SELECT count(*)::text AS n FROM ${PG_TABLES.billingPushes} WHERE status = 'pending'`,
   );
   return Number(rows[0]!.n);
 }
 
 export async function rejectedCount(pool: Pool): Promise<number> {
   const { rows } = await pool.query<{ n: string }>(
-    `SELECT count(*)::text AS n FROM billing_pushes WHERE status = 'rejected'`,
+    `SELECT count(*)::text AS n FROM ${PG_TABLES.billingPushes} WHERE status = 'rejected'`,
   );
   return Number(rows[0]!.n);
 }
@@ -254,7 +254,7 @@ export async function rejectedCauses(
 ): Promise<Array<{ event_name: string; customer: string }>> {
   const { rows } = await pool.query<{ event_name: string; customer: string }>(
     `SELECT DISTINCT p.event_name, w.stripe_customer_id AS customer
-       FROM billing_pushes p JOIN workspaces w ON w.id = p.workspace_id
+       FROM ${PG_TABLES.billingPushes} p JOIN ${PG_TABLES.workspaces} w ON w.id = p.workspace_id
       WHERE p.status = 'rejected' AND w.stripe_customer_id IS NOT NULL AND split_part(p.reason, ':', 1) = ANY($2::text[])
       LIMIT $1`,
     [limit, SELF_CHECKED],
@@ -269,10 +269,10 @@ export async function retryRejected(
 ): Promise<number> {
   const res =
     where === 'all'
-      ? await pool.query(`UPDATE billing_pushes SET status = 'retried' WHERE status = 'rejected'`)
+      ? await pool.query(`UPDATE ${PG_TABLES.billingPushes} SET status = 'retried' WHERE status = 'rejected'`)
       : await pool.query(
-          `UPDATE billing_pushes SET status = 'retried'
-        WHERE status = 'rejected' AND event_name = $1 AND workspace_id IN (SELECT id FROM workspaces WHERE stripe_customer_id = $2)`,
+          `UPDATE ${PG_TABLES.billingPushes} SET status = 'retried'
+        WHERE status = 'rejected' AND event_name = $1 AND workspace_id IN (SELECT id FROM ${PG_TABLES.workspaces} WHERE stripe_customer_id = $2)`,
           [where.event_name, where.customer],
         );
   return res.rowCount ?? 0;

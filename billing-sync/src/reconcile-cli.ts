@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { createClickHouse, createPool } from '@meterd/core';
+import { PG_TABLES, clickHouseFromConfig, createPool } from '@meterd/core';
 import { loadBillingConfig } from './config.js';
 import { retryRejected } from './ledger.js';
 import { reconcile, reconcileLedger } from './reconcile.js';
@@ -50,12 +50,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const pool = createPool(cfg.DATABASE_URL, 2);
-  const ch = createClickHouse({
-    url: cfg.CLICKHOUSE_URL,
-    database: cfg.CLICKHOUSE_DATABASE,
-    user: cfg.CLICKHOUSE_USER,
-    password: cfg.CLICKHOUSE_PASSWORD,
-  });
+  const ch = clickHouseFromConfig(cfg);
   try {
     const source = await createUsageSource(cfg, ch);
     // By default up to the last window billing itself would have closed (same as-of rule as the planner).
@@ -73,7 +68,7 @@ async function main(): Promise<number> {
         `RETRIED ${await retryRejected(pool, 'all')} rejected row(s): billing-sync plans their amounts again on its next pass`,
       );
     const { rows } = await pool.query<{ id: string; stripe_customer_id: string }>(
-      `SELECT id, stripe_customer_id FROM workspaces WHERE stripe_customer_id IS NOT NULL AND ($1::text IS NULL OR id = $1)`,
+      `SELECT id, stripe_customer_id FROM ${PG_TABLES.workspaces} WHERE stripe_customer_id IS NOT NULL AND ($1::text IS NULL OR id = $1)`,
       [values.workspace ?? null],
     );
     const stripe = createStripe(cfg);

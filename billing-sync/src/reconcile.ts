@@ -1,5 +1,5 @@
 import type Stripe from 'stripe';
-import type { Pool } from '@meterd/core';
+import { PG_TABLES, type Pool } from '@meterd/core';
 import { valueFieldOf, type BillingConfig } from './config.js';
 import { activeMeters, meterEventName } from './meters.js';
 import { Pacer } from './stripe/pacer.js';
@@ -143,7 +143,7 @@ export async function reconcileLedger(
   for (const [a, b] of periods) {
     const { rows } = await pool.query<{ customer: string; event_name: string; v: string }>(
       `SELECT stripe_customer_id AS customer, event_name, sum(value) FILTER (WHERE status = 'sent' AND superseded_by IS NULL)::text AS v
-         FROM billing_pushes
+         FROM ${PG_TABLES.billingPushes}
         WHERE window_start >= to_timestamp($1) AND window_start < to_timestamp($2) AND ($3::text IS NULL OR workspace_id = $3)
         GROUP BY stripe_customer_id, event_name`,
       [a, b, workspaceId ?? null],
@@ -174,7 +174,7 @@ export async function reconcileLedger(
     reason: string | null;
   }>(
     `SELECT identifier, workspace_id, event_name, extract(epoch FROM window_start)::bigint AS ws, value::text, status, reason
-       FROM billing_pushes
+       FROM ${PG_TABLES.billingPushes}
       WHERE status IN ('unbillable', 'rejected') AND window_start >= to_timestamp($1) AND window_start < to_timestamp($2) AND ($3::text IS NULL OR workspace_id = $3)
       ORDER BY window_start, identifier`,
     [fromS, toS, workspaceId ?? null],

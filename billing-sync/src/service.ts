@@ -1,4 +1,4 @@
-import { Loop, createClickHouse, createPool, isMeterdError, pgHealthy, type Logger } from '@meterd/core';
+import { Loop, clickHouseFromConfig, createPool, isMeterdError, pgHealthy, type Logger } from '@meterd/core';
 import { createServiceApp, listenOn } from '@meterd/core/http';
 import type { ServiceSpec } from '@meterd/core/service';
 import { loadBillingConfig, type BillingConfig } from './config.js';
@@ -24,12 +24,7 @@ export interface BillingSync {
  */
 export async function startBillingSync(cfg: BillingConfig, log: Logger, draining?: AbortSignal): Promise<BillingSync> {
   const pool = createPool(cfg.DATABASE_URL, cfg.BILLING_CONCURRENCY + 2);
-  const ch = createClickHouse({
-    url: cfg.CLICKHOUSE_URL,
-    database: cfg.CLICKHOUSE_DATABASE,
-    user: cfg.CLICKHOUSE_USER,
-    password: cfg.CLICKHOUSE_PASSWORD,
-  });
+  const ch = clickHouseFromConfig(cfg);
   const metrics = createBillingMetrics();
   const stripe = cfg.STRIPE_SECRET_KEY === '' ? undefined : createStripe(cfg);
   if (stripe === undefined) log.warn('STRIPE_SECRET_KEY is not set: dry run (the ledger is filled, nothing is sent)');
@@ -89,7 +84,7 @@ export async function startBillingSync(cfg: BillingConfig, log: Logger, draining
 /** Missing rollup tables are a deployment mistake: fail. ClickHouse not answering yet is not: wait for it. */
 async function openUsageSource(
   cfg: BillingConfig,
-  ch: ReturnType<typeof createClickHouse>,
+  ch: ReturnType<typeof clickHouseFromConfig>,
   log: Logger,
   signal?: AbortSignal,
 ): Promise<UsageSource> {

@@ -1,5 +1,5 @@
 import type Stripe from 'stripe';
-import type { Logger, Pool } from '@meterd/core';
+import { PG_TABLES, type Logger, type Pool } from '@meterd/core';
 import type { BillingConfig } from './config.js';
 import { pendingCount, rejectedCauses, rejectedCount, retryRejected } from './ledger.js';
 import { activeMeters, ensureMeters } from './meters.js';
@@ -127,7 +127,7 @@ export class BillingWorker {
 
   private async customers(): Promise<Map<string, string>> {
     const { rows } = await this.pool.query<{ id: string; stripe_customer_id: string }>(
-      `SELECT id, stripe_customer_id FROM workspaces WHERE stripe_customer_id IS NOT NULL`,
+      `SELECT id, stripe_customer_id FROM ${PG_TABLES.workspaces} WHERE stripe_customer_id IS NOT NULL`,
     );
     return new Map(rows.map((r) => [r.id, r.stripe_customer_id]));
   }

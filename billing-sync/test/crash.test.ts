@@ -1,7 +1,7 @@
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { openTestStores, type TestStores } from '@meterd/core/testing';
+import type { TestStores } from '@meterd/core/testing';
 import { insertWorkspace } from '@meterd/core';
 import {
   BILLING_MAIN,
@@ -9,10 +9,10 @@ import {
   expectedTotals,
   hourFloor,
   insertEvents,
-  startLocalStripe,
   stripeTotals,
   type EventRow,
   type LocalStripe,
+  withStoresAndStripe,
 } from './helpers.js';
 
 /**
@@ -24,15 +24,15 @@ import {
  */
 let stores: TestStores;
 let local: LocalStripe;
-before(async () => {
-  stores = await openTestStores('billing_crash');
-  // Live-mode limits (the paced summary check runs at ~80/s) and synthetic customer ids.
-  local = await startLocalStripe({ STRIPE_LOCAL_RATE_TEST_MODE: '0', STRIPE_LOCAL_CHECK_CUSTOMERS: 'false' });
-});
-after(async () => {
-  await local.close();
-  await stores.close();
-});
+// Live-mode limits (the paced summary check runs at ~80/s) and synthetic customer ids.
+withStoresAndStripe(
+  'billing_crash',
+  { STRIPE_LOCAL_RATE_TEST_MODE: '0', STRIPE_LOCAL_CHECK_CUSTOMERS: 'false' },
+  (s, l) => {
+    stores = s;
+    local = l;
+  },
+);
 
 const TYPES = ['checkout.completed', 'api.call'];
 const field = (t: string): 'gmv_cents' | 'quantity' => (t === 'api.call' ? 'quantity' : 'gmv_cents');

@@ -1,4 +1,4 @@
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { createLogger, insertWorkspace } from '@meterd/core';
@@ -14,10 +14,11 @@ import {
   expectedTotals,
   hourFloor,
   insertEvents,
-  startLocalStripe,
   stripeTotals,
   type EventRow,
   type LocalStripe,
+  rawWorker,
+  withStoresAndStripe,
 } from './helpers.js';
 
 /**
@@ -31,13 +32,9 @@ const log = createLogger('billing-test', 'silent');
 const TYPES = ['checkout.completed.usd', 'api.call'];
 const field = (t: string): 'gmv_cents' | 'quantity' => (t === 'api.call' ? 'quantity' : 'gmv_cents');
 
-before(async () => {
-  stores = await openTestStores('billing_e2e');
-  local = await startLocalStripe();
-});
-after(async () => {
-  await local.close();
-  await stores.close();
+withStoresAndStripe('billing_e2e', {}, (s, l) => {
+  stores = s;
+  local = l;
 });
 
 async function workspacesWithCustomers(n: number): Promise<Map<string, string>> {
@@ -57,14 +54,7 @@ async function workspacesWithCustomers(n: number): Promise<Map<string, string>> 
 
 test('end to end: totals at Stripe equal ClickHouse per customer and period; late data makes exactly one correction', async () => {
   const cfg = billingConfig(billingEnv(stores, local));
-  const worker = new BillingWorker(
-    stores.pool,
-    new ClickHouseRawUsage(stores.clickhouse),
-    createStripe(cfg),
-    cfg,
-    createBillingMetrics(),
-    log,
-  );
+  const worker = rawWorker(stores, cfg);
   const customers = await workspacesWithCustomers(3);
   const now = Math.floor(Date.now() / 1000);
   const from = hourFloor(now) - 4 * 3600;

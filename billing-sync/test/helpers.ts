@@ -1,10 +1,15 @@
 import { spawn } from 'node:child_process';
+import { after, before } from 'node:test';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import Stripe from 'stripe';
-import { insertEventBatch } from '@meterd/core';
-import type { TestStores } from '@meterd/core/testing';
+import { insertEventBatch, createLogger, type Logger } from '@meterd/core';
+import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { loadBillingConfig, type BillingConfig } from '../src/config.js';
+import { createBillingMetrics, type BillingMetrics } from '../src/metrics.js';
+import { createStripe } from '../src/stripe/client.js';
+import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';
+import { BillingWorker } from '../src/worker.js';
 import { meterEventName } from '../src/meters.js';
 
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
@@ -84,6 +89,45 @@ export function billingEnv(
 
 export function billingConfig(env: Record<string, string>): BillingConfig {
   return loadBillingConfig(env);
+}
+
+/**
+ * The file's stores (`openTestStores(name)`) and a stripe-local (`env` overrides its settings),
+ * opened before the tests and closed after them; `set` receives them for the file's variables.
+ */
+export function withStoresAndStripe(
+  name: string,
+  env: Record<string, string>,
+  set: (stores: TestStores, local: LocalStripe) => void,
+): void {
+  let stores: TestStores | undefined;
+  let local: LocalStripe | undefined;
+  before(async () => {
+    stores = await openTestStores(name);
+    local = await startLocalStripe(env);
+    set(stores, local);
+  });
+  after(async () => {
+    await local?.close();
+    await stores?.close();
+  });
+}
+
+/** A worker reading the raw `events` of `stores` and pushing to the Stripe `cfg` names. */
+export function rawWorker(
+  stores: TestStores,
+  cfg: BillingConfig,
+  metrics: BillingMetrics = createBillingMetrics(),
+  log: Logger = createLogger('billing-test', 'silent'),
+): BillingWorker {
+  return new BillingWorker(
+    stores.pool,
+    new ClickHouseRawUsage(stores.clickhouse),
+    createStripe(cfg),
+    cfg,
+    metrics,
+    log,
+  );
 }
 
 /** An `events` row as ingest writes it; `received_at` defaults to `occurred_at`, `event_id` to one derived from the key. */

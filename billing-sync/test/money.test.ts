@@ -1,7 +1,7 @@
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { createLogger, insertWorkspace } from '@meterd/core';
+import { BILLING_METRICS, createLogger, insertWorkspace } from '@meterd/core';
 import { createBillingMetrics } from '../src/metrics.js';
 import { createStripe } from '../src/stripe/client.js';
 import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';
@@ -17,11 +17,12 @@ import {
   insertEvents,
   runCli,
   startAggregator,
-  startLocalStripe,
   stripeTotals,
   waitFor,
   type EventRow,
   type LocalStripe,
+  rawWorker,
+  withStoresAndStripe,
 } from './helpers.js';
 
 /**
@@ -34,13 +35,9 @@ let stores: TestStores;
 let local: LocalStripe;
 const log = createLogger('billing-money-test', 'silent');
 
-before(async () => {
-  stores = await openTestStores('billing_money');
-  local = await startLocalStripe({ STRIPE_LOCAL_RATE_TEST_MODE: '0' });
-});
-after(async () => {
-  await local.close();
-  await stores.close();
+withStoresAndStripe('billing_money', { STRIPE_LOCAL_RATE_TEST_MODE: '0' }, (s, l) => {
+  stores = s;
+  local = l;
 });
 
 async function workspace(label: string): Promise<{ ws: string; customer: string }> {
@@ -82,14 +79,7 @@ test('USD and EUR are billed on their own meters, never summed; a currency witho
       });
   }
   const metrics = createBillingMetrics();
-  const worker = new BillingWorker(
-    stores.pool,
-    new ClickHouseRawUsage(stores.clickhouse),
-    createStripe(cfg),
-    cfg,
-    metrics,
-    log,
-  );
+  const worker = rawWorker(stores, cfg, metrics, log);
   const { ws, customer } = await workspace('fx');
   const now = Math.floor(Date.now() / 1000);
   const w = hourFloor(now) - 2 * 3600;
@@ -127,7 +117,7 @@ test('USD and EUR are billed on their own meters, never summed; a currency witho
   const jpy = (await ledger(ws)).find((x) => x.event_name === 'checkout.completed.jpy')!;
   assert.equal(jpy.status, 'rejected');
   assert.match(jpy.reason!, /^no_meter: no active Stripe meter has event_name checkout\.completed\.jpy/);
-  assert.equal(metrics.registry.render().match(/^billing_rejected_rows 1$/m)?.[0], 'billing_rejected_rows 1');
+  assert.match(metrics.registry.render(), new RegExp(`^${BILLING_METRICS.rejectedRows} 1$`, 'm'));
 
   assert.equal((await worker.pass(now)).planned, 0, 'the rejected key waits for its meter');
   await local.stripe.billing.meters.create({
@@ -152,14 +142,7 @@ test('USD and EUR are billed on their own meters, never summed; a currency witho
 
 test('a refund (negative gmv_cents) lowers the Stripe total, in its own window and as a late event in a pushed one', async () => {
   const cfg = billingConfig(billingEnv(stores, local));
-  const worker = new BillingWorker(
-    stores.pool,
-    new ClickHouseRawUsage(stores.clickhouse),
-    createStripe(cfg),
-    cfg,
-    createBillingMetrics(),
-    log,
-  );
+  const worker = rawWorker(stores, cfg);
   const { ws, customer } = await workspace('refund');
   const now = Math.floor(Date.now() / 1000);
   const w1 = hourFloor(now) - 3 * 3600;
@@ -293,14 +276,7 @@ test('a retry that Redis forgot, stored again in another hour, counts once in th
 test('a difference in a window Stripe no longer accepts is recorded as unbillable, counted and reported', async () => {
   const cfg = billingConfig(billingEnv(stores, local));
   const metrics = createBillingMetrics();
-  const worker = new BillingWorker(
-    stores.pool,
-    new ClickHouseRawUsage(stores.clickhouse),
-    createStripe(cfg),
-    cfg,
-    metrics,
-    log,
-  );
+  const worker = rawWorker(stores, cfg, metrics, log);
   const { ws } = await workspace('horizon');
   const now = Math.floor(Date.now() / 1000);
   // Accepted by ingest (under 35 days old) but in an hour that starts past Stripe's limit.
@@ -323,7 +299,7 @@ test('a difference in a window Stripe no longer accepts is recorded as unbillabl
     [['999', 'unbillable']],
   );
   assert.match(rows[0]!.reason!, /older than the 35 days Stripe accepts/);
-  assert.match(metrics.registry.render(), /^billing_unbillable_total 1$/m);
+  assert.match(metrics.registry.render(), new RegExp(`^${BILLING_METRICS.unbillable} 1$`, 'm'));
   assert.equal((await worker.pass(now)).unbillable, 0, 'recorded once, not every pass');
   const report = await reconcileLedger(createStripe(cfg), stores.pool, cfg, hourFloor(old), hourFloor(old) + 3600, ws);
   assert.deepEqual(
@@ -336,14 +312,7 @@ test("a push pending through a 25-hour outage is checked against Stripe's summar
   // Live clock: both cases share stripe-local, whose clock only moves forward.
   const cfg = billingConfig(billingEnv(stores, local, { STRIPE_MAX_ATTEMPTS: '1', STRIPE_TRANSPORT: 'v1' }));
   const metrics = createBillingMetrics();
-  const worker = new BillingWorker(
-    stores.pool,
-    new ClickHouseRawUsage(stores.clickhouse),
-    createStripe(cfg),
-    cfg,
-    metrics,
-    log,
-  );
+  const worker = rawWorker(stores, cfg, metrics, log);
   const stored = await workspace('outage-stored');
   const lost = await workspace('outage-lost');
   const now = Math.floor(Date.now() / 1000);
@@ -382,8 +351,8 @@ test("a push pending through a 25-hour outage is checked against Stripe's summar
   await fetch(`${local.url}/_clock`, { method: 'POST', body: JSON.stringify({ advance_seconds: 25 * 3600 }) });
   const later = await worker.pass(now + 25 * 3600);
   assert.equal(later.pending, 0);
-  assert.match(metrics.registry.render(), /^billing_resend_checks_total 2$/m);
-  assert.match(metrics.registry.render(), /^billing_resend_settled_total 1$/m);
+  assert.match(metrics.registry.render(), new RegExp(`^${BILLING_METRICS.resendChecks} 2$`, 'm'));
+  assert.match(metrics.registry.render(), new RegExp(`^${BILLING_METRICS.resendSettled} 1$`, 'm'));
   const totals = await stripeTotals(
     local.stripe,
     new Map([
@@ -618,14 +587,7 @@ test('npm run reconcile:stripe exits 0 when the ledger, ClickHouse and Stripe ag
         occurred_at: h + 6,
       },
     ]);
-    await new BillingWorker(
-      own.pool,
-      new ClickHouseRawUsage(own.clickhouse),
-      createStripe(cfg),
-      cfg,
-      createBillingMetrics(),
-      log,
-    ).pass(now);
+    await rawWorker(own, cfg).pass(now);
     const args = ['--from', new Date(h * 1000).toISOString(), '--to', new Date((h + 3600) * 1000).toISOString()];
     const clean = await runCli(RECONCILE_MAIN, args, env);
     assert.equal(clean.code, 0, clean.out);

@@ -1,32 +1,18 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { createClient, type ClickHouseClient } from '@clickhouse/client';
-import { createChdbConnection } from 'chdb/connection';
-import { CH_MIGRATIONS_DIR, migrateClickHouse, pinnedSettings } from '@meterd/core';
+import type { ClickHouseClient } from '@clickhouse/client';
+import { openChdb, type Chdb } from '@meterd/core/testing/chdb';
 import { ClickHouseRollupUsage, missingRollupTables } from '../src/usage/clickhouse-rollups.js';
 
 // The rollup source's SQL on the current engine (chDB, in-process); rollups.test.ts runs it on 18.16.
-let dir: string;
+let chdb: Chdb;
 let ch: ClickHouseClient;
-// chdb's connection is typed against its own copy of @clickhouse/client-common; the shapes match.
-const connect = (): ClickHouseClient =>
-  createClient({
-    connection: createChdbConnection({ path: dir }) as never,
-    clickhouse_settings: pinnedSettings('current'),
-  });
 
 before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'meterd-billing-chdb-'));
-  await migrateClickHouse(connect, 'default', CH_MIGRATIONS_DIR);
-  ch = connect();
+  chdb = await openChdb('billing');
+  ch = chdb.client;
 });
-after(async () => {
-  await ch.close();
-  rmSync(dir, { recursive: true, force: true });
-});
+after(() => chdb.close());
 
 test('rollup totals (FINAL, newest version, one per currency) and the as-of rule on the current engine', async () => {
   assert.deepEqual(await missingRollupTables(ch), []);

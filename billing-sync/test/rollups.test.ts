@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { createClickHouse, createLogger, ident, insertWorkspace, loadConfig, storeVars } from '@meterd/core';
+import { clickHouseFromConfig, createLogger, ident, insertWorkspace, loadConfig, storeVars } from '@meterd/core';
 import { createBillingMetrics } from '../src/metrics.js';
 import { createStripe } from '../src/stripe/client.js';
 import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';
@@ -351,19 +351,9 @@ test('a window is planned only once every aggregator shard has closed it; FINAL 
 test('BILLING_USAGE_SOURCE=rollups refuses a database without the rollup tables; raw needs none', async () => {
   const base = loadConfig(storeVars);
   const db = ident(`meterd_t_norollups_${process.pid}`);
-  const admin = createClickHouse({
-    url: base.CLICKHOUSE_URL,
-    database: 'default',
-    user: base.CLICKHOUSE_USER,
-    password: base.CLICKHOUSE_PASSWORD,
-  });
+  const admin = clickHouseFromConfig(base, { database: 'default' });
   await admin.command({ query: `CREATE DATABASE IF NOT EXISTS ${db}` });
-  const ch = createClickHouse({
-    url: base.CLICKHOUSE_URL,
-    database: db,
-    user: base.CLICKHOUSE_USER,
-    password: base.CLICKHOUSE_PASSWORD,
-  });
+  const ch = clickHouseFromConfig(base, { database: db });
   try {
     const env = billingEnv(stores, undefined);
     await assert.rejects(

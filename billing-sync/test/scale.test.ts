@@ -1,20 +1,16 @@
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { createLogger } from '@meterd/core';
-import { createBillingMetrics } from '../src/metrics.js';
-import { createStripe } from '../src/stripe/client.js';
-import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';
-import { BillingWorker } from '../src/worker.js';
+import type { TestStores } from '@meterd/core/testing';
 import {
   billingConfig,
   billingEnv,
   hourFloor,
   insertEvents,
-  startLocalStripe,
   stripeTotals,
   type EventRow,
   type LocalStripe,
+  rawWorker,
+  withStoresAndStripe,
 } from './helpers.js';
 
 /**
@@ -25,15 +21,15 @@ import {
  */
 let stores: TestStores;
 let local: LocalStripe;
-before(async () => {
-  stores = await openTestStores('billing_scale');
-  // The live-mode limits this test is about, and synthetic customer ids.
-  local = await startLocalStripe({ STRIPE_LOCAL_RATE_TEST_MODE: '0', STRIPE_LOCAL_CHECK_CUSTOMERS: 'false' });
-});
-after(async () => {
-  await local.close();
-  await stores.close();
-});
+// The live-mode limits this test is about, and synthetic customer ids.
+withStoresAndStripe(
+  'billing_scale',
+  { STRIPE_LOCAL_RATE_TEST_MODE: '0', STRIPE_LOCAL_CHECK_CUSTOMERS: 'false' },
+  (s, l) => {
+    stores = s;
+    local = l;
+  },
+);
 
 test("10,000 workspaces: every window pushed inside Stripe's rate limits; time measured", async () => {
   const N = 10_000;
@@ -56,14 +52,7 @@ test("10,000 workspaces: every window pushed inside Stripe's rate limits; time m
   await insertEvents(stores, rows);
 
   const cfg = billingConfig(billingEnv(stores, local, { LOG_LEVEL: 'silent' }));
-  const worker = new BillingWorker(
-    stores.pool,
-    new ClickHouseRawUsage(stores.clickhouse),
-    createStripe(cfg),
-    cfg,
-    createBillingMetrics(),
-    createLogger('scale', 'silent'),
-  );
+  const worker = rawWorker(stores, cfg);
   const t0 = performance.now();
   const r = await worker.pass(now);
   const ms = performance.now() - t0;

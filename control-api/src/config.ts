@@ -1,6 +1,10 @@
 import {
   ConfigError,
+  aggregatorShardsVar,
+  authVars,
+  commaSeparated,
   loadConfig,
+  redisKeyPrefixVar,
   storeVars,
   str,
   int,
@@ -41,10 +45,7 @@ const keyList = (doc: string): VarSpec<readonly string[]> => ({
   default: '',
   secret: true,
   parse(s) {
-    const keys = s
-      .split(',')
-      .map((k) => k.trim())
-      .filter(Boolean);
+    const keys = commaSeparated(s);
     keys.forEach((k, i) => {
       if (Buffer.from(k, 'base64').length !== 32) throw new Error(`key ${i + 1}: expected 32 bytes, base64-encoded`);
     });
@@ -65,17 +66,7 @@ export const controlVars = {
     'http://127.0.0.1:8080',
     ['http:', 'https:'],
   ),
-  DEPLOY_API_KEY: str(
-    'Operator key accepted on every non-public endpoint, for any workspace. Empty disables it.',
-    '',
-    true,
-  ),
-  KEY_CACHE_TTL_MS: int(
-    'How long an API key lookup is cached (revocations are pushed over Redis at once).',
-    30_000,
-    0,
-    3_600_000,
-  ),
+  ...authVars,
   TRUSTED_PROXIES: addressList(
     'Proxies (comma-separated IPs/CIDRs) whose X-Forwarded-For is honoured for the client address (rate limits, logs). Default: none, so the socket address counts and a client cannot pick its address by sending the header. Set it to the ingress/load balancer addresses; `npm start` sets loopback, where its front router runs.',
     '',
@@ -165,20 +156,15 @@ export const controlVars = {
     100,
     3_600_000,
   ),
-  INGEST_REDIS_PREFIX: str("Key prefix of ingest's quota counters in Redis (md:{ws}:q:YYYYMM).", 'md'),
+  ...redisKeyPrefixVar,
   INGEST_URL: url(
     'Ingest base URL whose /metrics the dashboard reads (events/s, duplicates, rejects by reason).',
     'http://127.0.0.1:8081',
     ['http:', 'https:'],
   ),
-  AGGREGATOR_SHARDS: int(
-    "The aggregator's AGGREGATOR_SHARDS (same value): tells the dashboard which shard's freshness applies to a workspace.",
-    16,
-    1,
-    4096,
-  ),
+  ...aggregatorShardsVar,
   DASHBOARD_SESSION_TTL_SECONDS: int(
-    'Lifetime of a dashboard sign-in session (server-side, in Redis under INGEST_REDIS_PREFIX).',
+    'Lifetime of a dashboard sign-in session (server-side, in Redis under REDIS_KEY_PREFIX).',
     43_200,
     60,
     30 * 86_400,
@@ -204,6 +190,11 @@ export function loadControlConfig(env: NodeJS.ProcessEnv = process.env): Control
     problems.push(
       `PROVISION_LOCAL_ENABLED=true is refused outside development mode (NODE_ENV=${cfg.NODE_ENV}): local provisioning runs tenants' services on this host; use PROVISION_DRIVER=kubernetes`,
     );
+  }
+  // The old name would otherwise be ignored in silence: quota counters read under the default
+  // prefix show zero and quota warnings never fire.
+  if (env.INGEST_REDIS_PREFIX !== undefined) {
+    problems.push('INGEST_REDIS_PREFIX was renamed REDIS_KEY_PREFIX (the same setting as ingest): set that instead');
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return cfg;

@@ -65,7 +65,7 @@ export async function startControl(
         concurrency: cfg.WEBHOOK_CONCURRENCY,
       })
     : null;
-  const quota = new QuotaWatch(pool, redis, cfg.INGEST_REDIS_PREFIX, log);
+  const quota = new QuotaWatch(pool, redis, cfg.REDIS_KEY_PREFIX, log);
   const address = await app.listen({ host: cfg.CONTROL_API_HOST, port: cfg.CONTROL_API_PORT });
   await worker?.start();
   quota.start(cfg.QUOTA_CHECK_MS);

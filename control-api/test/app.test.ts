@@ -24,7 +24,7 @@ test('health, readiness and Prometheus metrics answer', async () => {
   assert.match(m.text, /# TYPE meterd_control_requests_total counter/);
 });
 
-test('errors use the seed body with registry codes', async () => {
+test('errors use the documented body with registry codes', async () => {
   const nf = await call(s.url, 'GET', '/nope');
   assert.equal(nf.status, 404);
   assert.equal(nf.json.error.code, 'not_found');
@@ -56,7 +56,7 @@ test('an unexpected error is a 500 without internals', async () => {
   }
 });
 
-test('the OpenAPI document lists the seed endpoints', async () => {
+test('the OpenAPI document lists the endpoints of docs/api.md', async () => {
   const doc = (await call(s.url, 'GET', '/api/v1/openapi.json')).json;
   assert.equal(doc.openapi, '3.0.3');
   for (const p of [

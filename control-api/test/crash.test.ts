@@ -1,9 +1,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { periodOf } from '@meterd/core';
+import { periodOf, quotaKey } from '@meterd/core';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { call, Receiver, seedVerify, testEnv } from './helpers.js';
+import { call, Receiver, verifySignature, testEnv } from './helpers.js';
 import { REPO, exited, freePort, spawnService } from './procs.js';
 
 let stores: TestStores;
@@ -39,7 +39,7 @@ test('kill -9 of control-api right after the cause committed: the delivery still
       return 200;
     };
     // The cause: ingest's counter for this workspace crosses 80 % of the free plan.
-    await stores.redis.set(`${stores.redisPrefix}:{${w.workspace.id}}:q:${periodOf(Date.now())}`, '450');
+    await stores.redis.set(quotaKey(stores.redisPrefix, w.workspace.id, periodOf(Date.now())), '450');
     await rx.waitFor(1, 10_000);
     await exited(first);
     const { rows } = await stores.pool.query(`SELECT status FROM webhook_deliveries WHERE workspace_id = $1`, [
@@ -54,7 +54,7 @@ test('kill -9 of control-api right after the cause committed: the delivery still
     const got = await rx.waitFor(2, 20_000);
     assert.equal(got[1]!.headers['stateset-event-id'], got[0]!.headers['stateset-event-id']);
     assert.equal(got[1]!.headers['stateset-delivery-attempt'], '2');
-    assert.equal(seedVerify(got[1]!.body, got[1]!.headers['stateset-signature'] as string, hook.secret), true);
+    assert.equal(verifySignature(got[1]!.body, got[1]!.headers['stateset-signature'] as string, hook.secret), true);
     assert.equal(JSON.parse(got[1]!.body).event, 'meter.quota.warning');
     // Exactly one warning for the 80 % threshold, despite the restart re-checking the counter.
     const { rows: ev } = await stores.pool.query(

@@ -285,7 +285,7 @@ test('a disabled endpoint is reactivated and a failed delivery resent from the w
   });
   assert.equal(created.status, 201);
   const hookId = created.json.webhook.id as string;
-  // Five deliveries that exhaust their five attempts disable the endpoint (the seed's rule).
+  // Five deliveries that exhaust their five attempts disable the endpoint (docs/api.md's rule).
   for (let i = 0; i < 5; i++)
     await inTransaction(stores.pool, (c) => emitEvent(c, ws.id, 'meter.quota.warning', { n: i }));
   await eventually(

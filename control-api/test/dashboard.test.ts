@@ -2,6 +2,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
+import { periodOf, quotaKey } from '@meterd/core';
 import { call, startTestControl } from './helpers.js';
 import { parsePrometheus } from '@meterd/core';
 import { snapshotOf } from '../src/dashboard/ingest-metrics.js';
@@ -55,7 +56,7 @@ test('the cookie is Secure and __Host- prefixed when PUBLIC_BASE_URL is https', 
   const s2 = await startTestControl(stores, {
     PUBLIC_BASE_URL: 'https://meterd.example',
     INGEST_URL: 'http://127.0.0.1:9',
-    INGEST_REDIS_PREFIX: `${stores.redisPrefix}:s2`,
+    REDIS_KEY_PREFIX: `${stores.redisPrefix}:s2`,
   });
   try {
     const { token } = await stores.workspace();
@@ -177,10 +178,7 @@ test('pages redirect to sign-in without a session, keeping only a dashboard path
 test('overview and onboarding answer from real state, and say which parts are unavailable', async () => {
   const { token, workspace } = await stores.workspace('free');
   const s = await signIn(token);
-  await stores.redis.set(
-    `${stores.redisPrefix}:{${workspace.id}}:q:${new Date().toISOString().slice(0, 7).replace('-', '')}`,
-    '7',
-  );
+  await stores.redis.set(quotaKey(stores.redisPrefix, workspace.id, periodOf(Date.now())), '7');
   const o = await call(base, 'GET', '/dashboard/api/overview?granularity=day', { headers: { cookie: s.cookie } });
   assert.equal(o.status, 200, o.text);
   assert.deepEqual(o.json.usage.used, 7);

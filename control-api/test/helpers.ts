@@ -19,7 +19,7 @@ export function testEnv(stores: TestStores, extra: Record<string, string> = {}):
     WEBHOOK_RETRY_SCALE: '0.05',
     WEBHOOK_POLL_MS: '50',
     WEBHOOK_TIMEOUT_MS: '2000',
-    INGEST_REDIS_PREFIX: stores.redisPrefix,
+    REDIS_KEY_PREFIX: stores.redisPrefix,
     QUOTA_CHECK_MS: '3600000',
     // Every test signs up from 127.0.0.1 into one Redis bucket per file; the tests of the limit
     // itself set their own burst and prefix.
@@ -141,9 +141,9 @@ export async function eventually<T>(
   }
 }
 
-/** The seed's Node verification function, verbatim. */
+/** docs/api.md's Node verification function (the receiver's side of the signature scheme). */
 import crypto from 'node:crypto';
-export function seedVerify(raw: string, header: string, secret: string): boolean {
+export function verifySignature(raw: string, header: string, secret: string): boolean {
   const parts = Object.fromEntries(header.split(',').map((p) => p.split('=')));
   const expected = crypto.createHmac('sha256', secret).update(`${parts.t}.${raw}`).digest('hex');
   return crypto.timingSafeEqual(Buffer.from(expected), Buffer.from(parts.v1));

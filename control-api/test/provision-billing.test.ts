@@ -5,6 +5,7 @@ import { Namespace, Secret, Service, ResourceQuota } from 'kubernetes-models/v1'
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { Ingress, NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
+import { periodOf, quotaKey } from '@meterd/core';
 import { OPERATOR_KEY, call, eventually, Receiver, startTestControl } from './helpers.js';
 import type { ControlServer } from '../src/server.js';
 import { renderManifests } from '../src/provision/k8s-manifests.js';
@@ -209,7 +210,7 @@ test('Stripe webhooks: bad signature 400 changes nothing; lookup_key scale → 1
 
 test("meter.quota.warning fires once per threshold per period from ingest's Redis counters", async () => {
   const { workspace } = await stores.workspace('free');
-  const key = `${stores.redisPrefix}:{${workspace.id}}:q:${new Date().toISOString().slice(0, 7).replace('-', '')}`;
+  const key = quotaKey(stores.redisPrefix, workspace.id, periodOf(Date.now()));
   await stores.redis.set(key, '399');
   await s.quota.check();
   await stores.redis.set(key, '400');

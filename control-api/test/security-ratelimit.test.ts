@@ -27,7 +27,7 @@ after(async () => {
 const limits = (name: string) => ({
   SIGNUP_BURST: '2',
   SIGNUP_RATE_PER_MINUTE: '1',
-  INGEST_REDIS_PREFIX: `${stores.redisPrefix}:${name}`,
+  REDIS_KEY_PREFIX: `${stores.redisPrefix}:${name}`,
 });
 
 let slugs = 0;

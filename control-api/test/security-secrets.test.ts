@@ -6,7 +6,7 @@ import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import { inTransaction } from '@meterd/core';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { OPERATOR_KEY, Receiver, call, eventually, seedVerify, startTestControl, testEnv } from './helpers.js';
+import { OPERATOR_KEY, Receiver, call, eventually, verifySignature, startTestControl, testEnv } from './helpers.js';
 import { REPO, exited, freePort, spawnService } from './procs.js';
 import { SecretBox, keyId } from '../src/crypto/secret-box.js';
 import { rewrapAll } from '../src/crypto/rewrap.js';
@@ -128,7 +128,7 @@ test(
       try {
         await emit(w.workspace.id);
         const [r] = await rx.waitFor(1);
-        assert.equal(seedVerify(r!.body, r!.headers['stateset-signature'] as string, hook.secret), true);
+        assert.equal(verifySignature(r!.body, r!.headers['stateset-signature'] as string, hook.secret), true);
       } finally {
         await rotating.close();
       }
@@ -142,7 +142,7 @@ test(
       try {
         await emit(w.workspace.id);
         const got = await rx.waitFor(2);
-        assert.equal(seedVerify(got[1]!.body, got[1]!.headers['stateset-signature'] as string, hook.secret), true);
+        assert.equal(verifySignature(got[1]!.body, got[1]!.headers['stateset-signature'] as string, hook.secret), true);
       } finally {
         await rotated.close();
       }

@@ -16,7 +16,7 @@ after(async () => {
   await stores.close();
 });
 
-test('signup as the seed: workspace, first key shown once, dashboard url, workspace.signup in the outbox', async () => {
+test('signup as documented: workspace, first key shown once, dashboard url, workspace.signup in the outbox', async () => {
   const res = await call(s.url, 'POST', '/api/v1/signup', {
     body: { slug: 'acme', display_name: 'Acme', contact_email: 'ops@acme.com' },
   });
@@ -82,7 +82,7 @@ test('signup is rate-limited per client address', async () => {
     SIGNUP_BURST: '2',
     SIGNUP_RATE_PER_MINUTE: '1',
     TRUSTED_PROXIES: '127.0.0.1,::1',
-    INGEST_REDIS_PREFIX: `${stores.redisPrefix}:rl`,
+    REDIS_KEY_PREFIX: `${stores.redisPrefix}:rl`,
   });
   try {
     const codes: number[] = [];

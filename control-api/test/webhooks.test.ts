@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import Stripe from 'stripe';
 import { inTransaction } from '@meterd/core';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { call, eventually, Receiver, seedVerify, startTestControl } from './helpers.js';
+import { call, eventually, Receiver, verifySignature, startTestControl } from './helpers.js';
 import type { ControlServer } from '../src/server.js';
 import { emitEvent } from '../src/webhooks/outbox.js';
 import { checkResolvedHost } from '../src/webhooks/ssrf.js';
@@ -36,7 +36,7 @@ async function endpoint(rx: Receiver, events?: string[]) {
   return { ...w, hook: res.json.webhook as { id: string; secret: string } };
 }
 
-test('a delivery carries the seed body and headers, and its signature verifies with the seed function and with Stripe', async () => {
+test('a delivery carries the documented body and headers, and its signature verifies with the documented function and with Stripe', async () => {
   const rx = await new Receiver().start();
   try {
     const { workspace, token, hook } = await endpoint(rx);
@@ -60,8 +60,8 @@ test('a delivery carries the seed body and headers, and its signature verifies w
     assert.equal(r!.headers['stateset-delivery-attempt'], '1');
     const sig = r!.headers['stateset-signature'] as string;
     assert.match(sig, /^t=\d+,v1=[0-9a-f]{64}$/);
-    assert.equal(seedVerify(r!.body, sig, hook.secret), true);
-    assert.equal(seedVerify(r!.body, sig, hook.secret.replace(/.$/, 'x')), false);
+    assert.equal(verifySignature(r!.body, sig, hook.secret), true);
+    assert.equal(verifySignature(r!.body, sig, hook.secret.replace(/.$/, 'x')), false);
     const evt = new Stripe('sk_test_unused').webhooks.constructEvent(r!.body, sig, hook.secret);
     assert.equal(evt.id, id);
     assert.throws(() => new Stripe('sk_test_unused').webhooks.constructEvent(r!.body + ' ', sig, hook.secret));

@@ -1,7 +1,7 @@
 /**
  * Plans and their quotas. Events are counted per calendar month (UTC), the billing period.
- * Free's 500 events and the handler counts come from the seed; growth's and scale's event quotas
- * are meterd's choice, documented in the README. `null` means unlimited.
+ * Free's 500 events and the handler counts come from the API contract (docs/api.md); growth's and
+ * scale's event quotas are meterd's choice, documented in the README. `null` means unlimited.
  */
 export const PLANS = ['free', 'growth', 'scale', 'enterprise'] as const;
 export type Plan = (typeof PLANS)[number];
@@ -24,10 +24,6 @@ export type PaidPlan = (typeof PAID_PLANS)[number];
 
 export function isPaidPlan(s: unknown): s is PaidPlan {
   return typeof s === 'string' && (PAID_PLANS as readonly string[]).includes(s);
-}
-
-export function isPlan(s: unknown): s is Plan {
-  return typeof s === 'string' && (PLANS as readonly string[]).includes(s);
 }
 
 /** The billing period an instant falls in: `YYYYMM` of the UTC calendar month. */

@@ -3,17 +3,15 @@ import assert from 'node:assert/strict';
 import { cpSync, mkdtempSync, appendFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createClient } from '@clickhouse/client';
-import { createChdbConnection } from 'chdb/connection';
 import { openTestStores } from '@meterd/core/testing';
+import { chdbConnector } from '@meterd/core/testing/chdb';
 import {
   CH_MIGRATIONS_DIR,
   PG_MIGRATIONS_DIR,
   migrateClickHouse,
   migratePostgres,
-  pinnedSettings,
   readMigrations,
-  createClickHouse,
+  clickHouseFromConfig,
   loadConfig,
   storeVars,
 } from '@meterd/core';
@@ -45,13 +43,7 @@ test('every Postgres and ClickHouse (18.16 server) migration applies on a fresh 
     ).json<{ v: string }>();
     assert.match(version[0]!.v, /^18\.16\./, "the server CI runs is Debian's 18.16");
     const base = loadConfig(storeVars);
-    const connect = (database?: string) =>
-      createClickHouse({
-        url: base.CLICKHOUSE_URL,
-        database: database ?? 'default',
-        user: base.CLICKHOUSE_USER,
-        password: base.CLICKHOUSE_PASSWORD,
-      });
+    const connect = (database?: string) => clickHouseFromConfig(base, { database: database ?? 'default' });
     assert.deepEqual(await migrateClickHouse(connect, stores.chDatabase, CH_MIGRATIONS_DIR), []);
 
     // An applied migration edited afterwards is refused loudly: migrations are append-only.
@@ -89,12 +81,7 @@ test('every ClickHouse migration also applies on a current engine (chDB)', async
   const path = mkdtempSync(join(tmpdir(), 'chdb-'));
   // The migration runner closes each client it opens, and closing a client closes its chDB
   // connection: open a new one per client, on the same data path.
-  const connect = (database?: string) =>
-    createClient({
-      connection: createChdbConnection({ path }),
-      database: database ?? 'default',
-      clickhouse_settings: pinnedSettings('current'),
-    } as Parameters<typeof createClient>[0]);
+  const connect = chdbConnector(path);
   const applied = await migrateClickHouse(connect, 'meterd', CH_MIGRATIONS_DIR);
   assert.deepEqual(
     applied,

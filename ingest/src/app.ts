@@ -99,7 +99,6 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     intervalMs: cfg.SHIP_INTERVAL_MS,
     metrics,
     log,
-    quarantined: metrics.quarantinedRows,
     record,
   });
   const spool = o.wrapSpool ? o.wrapSpool(writer) : writer;

@@ -1,5 +1,15 @@
 import { availableParallelism } from 'node:os';
-import { addressList, loadConfig, storeVars, str, int, oneOf, type ConfigOf } from '@meterd/core';
+import {
+  addressList,
+  authVars,
+  loadConfig,
+  redisKeyPrefixVar,
+  storeVars,
+  str,
+  int,
+  oneOf,
+  type ConfigOf,
+} from '@meterd/core';
 
 export const ingestVars = {
   ...storeVars,
@@ -18,11 +28,7 @@ export const ingestVars = {
       return int('', 1, 1, 64).parse(s);
     },
   },
-  DEPLOY_API_KEY: str(
-    'Operator key accepted on every non-public endpoint, for any workspace. Empty disables it.',
-    '',
-    true,
-  ),
+  ...authVars,
   SPOOL_DIR: str('Folder of the write-ahead spool (one sub-folder per thread). Must be on durable storage.', '.spool'),
   SPOOL_FSYNC: oneOf(
     '`always`: fdatasync before every 202 (group commit). `never`: skip it (benchmarks on throwaway disks only).',
@@ -43,10 +49,7 @@ export const ingestVars = {
     10,
     60_000,
   ),
-  REDIS_KEY_PREFIX: str(
-    "Prefix of ingest's Redis keys (`<prefix>:{ws}:d:…` dedupe, `<prefix>:{ws}:q:YYYYMM` quota). The control API reads the quota counters with the same prefix (INGEST_REDIS_PREFIX).",
-    'md',
-  ),
+  ...redisKeyPrefixVar,
   DEDUPE_WINDOW_SECONDS: int(
     "How long an idempotency key is remembered (default 35 days, Stripe's meter event window).",
     35 * 86_400,
@@ -58,12 +61,6 @@ export const ingestVars = {
     10_000,
     100,
     300_000,
-  ),
-  KEY_CACHE_TTL_MS: int(
-    'How long an API key lookup is cached (revocations are pushed over Redis at once).',
-    30_000,
-    0,
-    3_600_000,
   ),
   AUTH_FAILURE_BURST: int(
     'Unknown API keys one client address may send at once before ingest stops looking its keys up (429 too_many_auth_failures); per ingest thread.',

@@ -6,7 +6,8 @@ export type UWS = typeof import('uWebSockets.js');
 /**
  * Loads uWebSockets.js and refuses to go on unless the native binary loaded. The package's loader
  * silently falls back to a slow pure-JS implementation when the binary does not fit the platform;
- * that fallback has no `getParts`, which is how it is told apart (DESIGN.md).
+ * that fallback has no `getParts`, which is how it is told apart. Ingest's throughput figures
+ * (README, Benchmarks) assume the native server.
  */
 export function loadNativeUws(): UWS {
   const require = createRequire(import.meta.url);

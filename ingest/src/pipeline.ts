@@ -1,13 +1,13 @@
 import { randomBytes } from 'node:crypto';
-import { newEventId, periodOf, type ErrorCode, type MeterEvent, type Logger } from '@meterd/core';
+import { newEventId, periodOf, type ErrorCode, type MeterEvent, type Logger, type StoredEvent } from '@meterd/core';
 import { CLAIMED, OVER_QUOTA, PENDING, type Deduper } from './dedupe/deduper.js';
 import type { Spool } from './spool/writer.js';
 import type { IngestMetrics } from './metrics.js';
-import { compactRow, expandRow, spoolLine, toRow, type StoredRow } from './rows.js';
+import { compactRow, expandRow, spoolLine, toRow } from './rows.js';
 
 export type EventResult =
-  | { kind: 'stored'; row: StoredRow }
-  | { kind: 'duplicate'; row: StoredRow }
+  | { kind: 'stored'; row: StoredEvent }
+  | { kind: 'duplicate'; row: StoredEvent }
   | { kind: 'rejected'; code: ErrorCode; message: string };
 
 export interface SubmitResult {
@@ -39,7 +39,7 @@ interface Group {
   index: Map<string, number>;
   submits: Submit[];
   used: number;
-  newRows: (StoredRow | undefined)[];
+  newRows: (StoredEvent | undefined)[];
 }
 
 const IN_USE: EventResult = {

@@ -1,17 +1,4 @@
-import { formatRfc3339, toClickHouseDateTime, type MeterEvent } from '@meterd/core';
-
-/** An accepted event as stored and as returned to the client. */
-export interface StoredRow {
-  id: string;
-  workspace_id: string;
-  event_type: string;
-  quantity: number;
-  gmv_cents: number;
-  currency: string;
-  idempotency_key: string;
-  occurred_at_ms: number;
-  received_at_ms: number;
-}
+import { formatRfc3339, toClickHouseDateTime, type MeterEvent, type StoredEvent } from '@meterd/core';
 
 /**
  * Per-second text caches. Formatting a date costs ~1 µs; every event needs two ClickHouse
@@ -42,11 +29,11 @@ const rfcTime = new SecondCache(formatRfc3339);
  * currencies are validated to characters that need no JSON escaping; only the idempotency key is
  * free text and goes through JSON.stringify.
  */
-export function spoolLine(r: StoredRow): string {
+export function spoolLine(r: StoredEvent): string {
   return `{"workspace_id":"${r.workspace_id}","event_type":"${r.event_type}","idempotency_key":${JSON.stringify(r.idempotency_key)},"event_id":"${r.id}","quantity":${r.quantity},"gmv_cents":${r.gmv_cents},"currency":"${r.currency}","occurred_at":"${chTime.get(r.occurred_at_ms)}","received_at":"${chTime.get(r.received_at_ms)}"}\n`;
 }
 
-export function toRow(e: MeterEvent, id: string, receivedMs: number): StoredRow {
+export function toRow(e: MeterEvent, id: string, receivedMs: number): StoredEvent {
   return {
     id,
     workspace_id: e.workspace_id,
@@ -65,11 +52,16 @@ export function toRow(e: MeterEvent, id: string, receivedMs: number): StoredRow 
  * already give, `id|quantity|gmv|currency|occurred_s|received_s` (~60 bytes; the figure per key is
  * measured in ingest/test/dedupe-memory.test.ts).
  */
-export function compactRow(r: StoredRow): string {
+export function compactRow(r: StoredEvent): string {
   return `${r.id}|${r.quantity}|${r.gmv_cents}|${r.currency}|${r.occurred_at_ms / 1000}|${Math.floor(r.received_at_ms / 1000)}`;
 }
 
-export function expandRow(workspaceId: string, eventType: string, idempotencyKey: string, compact: string): StoredRow {
+export function expandRow(
+  workspaceId: string,
+  eventType: string,
+  idempotencyKey: string,
+  compact: string,
+): StoredEvent {
   const [id, q, g, c, o, r] = compact.split('|');
   return {
     id: id!,
@@ -85,12 +77,12 @@ export function expandRow(workspaceId: string, eventType: string, idempotencyKey
 }
 
 /** The 202 body of POST /api/v1/meter. */
-export function rowJson(r: StoredRow, duplicate: boolean): string {
+export function rowJson(r: StoredEvent, duplicate: boolean): string {
   return `{"id":"${r.id}","workspace_id":"${r.workspace_id}","event_type":"${r.event_type}","quantity":${r.quantity},"gmv_cents":${r.gmv_cents},"currency":"${r.currency}","idempotency_key":${JSON.stringify(r.idempotency_key)},"occurred_at":"${rfcTime.get(r.occurred_at_ms)}","received_at":"${rfcTime.get(r.received_at_ms)}","duplicate":${duplicate}}`;
 }
 
 /** The row a spool line holds (the inverse of spoolLine), for re-committing dedupe keys at start. */
-export function fromSpoolLine(line: string): StoredRow {
+export function fromSpoolLine(line: string): StoredEvent {
   const r = JSON.parse(line) as Record<string, string | number>;
   return {
     id: String(r.event_id),

@@ -4,7 +4,8 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Stripe from 'stripe';
-import { startStripeLocal, type StripeLocal } from '../src/index.js';
+import type { StripeLocal } from '../src/index.js';
+import { startLocal } from './helpers.js';
 
 /**
  * Paid plans in stripe-local, driven by the real `stripe` SDK: prices found by lookup_key,
@@ -32,32 +33,16 @@ before(async () => {
     });
   });
   await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
-  local = await startStripeLocal({
-    host: '127.0.0.1',
-    port: 0,
-    apiKey: '',
-    stateFile: '',
-    rateMeterEvents: 1000,
-    rateStream: 10_000,
-    rateDefault: 1000,
-    identifierWindowHours: 24,
-    sessionTtlSeconds: 900,
-    faults: {},
+  ({ local, stripe } = await startLocal({
+    // stripe-local's own default (Stripe's test-mode limits), not the helper's live-mode ones.
+    rateTestMode: undefined,
     webhookUrl: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hook`,
     webhookSecret: SECRET,
     seedPrices: [
       { lookup_key: 'growth', unit_amount: 4900, currency: 'usd' },
       { lookup_key: 'scale', unit_amount: 29900, currency: 'usd' },
     ],
-  });
-  const u = new URL(local.url);
-  stripe = new Stripe('sk_test_local', {
-    host: u.hostname,
-    port: Number(u.port),
-    protocol: 'http',
-    maxNetworkRetries: 0,
-    timeout: 3_000,
-  });
+  }));
 });
 after(async () => {
   await local.close();

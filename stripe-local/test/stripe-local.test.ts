@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import Stripe from 'stripe';
-import { startStripeLocal, type StripeLocal } from '../src/index.js';
+import type { StripeLocal } from '../src/index.js';
+import { startLocal } from './helpers.js';
 
 /**
  * stripe-local driven by the real `stripe` SDK (v17), pointed at it with host/port/protocol, the
@@ -11,30 +12,9 @@ import { startStripeLocal, type StripeLocal } from '../src/index.js';
  */
 let local: StripeLocal;
 let stripe: Stripe;
-let port: number;
-const KEY = 'sk_test_local';
-
-function sdk(): Stripe {
-  return new Stripe(KEY, { host: '127.0.0.1', port, protocol: 'http', maxNetworkRetries: 0, timeout: 3_000 });
-}
 
 before(async () => {
-  local = await startStripeLocal({
-    host: '127.0.0.1',
-    port: 0,
-    apiKey: '',
-    stateFile: '',
-    rateMeterEvents: 1000,
-    rateStream: 10_000,
-    rateDefault: 1000,
-    identifierWindowHours: 24,
-    sessionTtlSeconds: 900,
-    faults: {},
-    rateTestMode: 0,
-    recordDir: process.env.STRIPE_LOCAL_RECORD_DIR ?? '',
-  });
-  port = Number(new URL(local.url).port);
-  stripe = sdk();
+  ({ local, stripe } = await startLocal());
 });
 after(() => local.close());
 
@@ -239,26 +219,8 @@ test('v2: a session token authenticates the stream; up to 100 events per call; a
 });
 
 test('rate limits answer 429 rate_limit; fault switches inject 5xx and storms', async () => {
-  const limited = await startStripeLocal({
-    host: '127.0.0.1',
-    port: 0,
-    apiKey: '',
-    stateFile: '',
-    rateMeterEvents: 5,
-    rateStream: 10_000,
-    rateDefault: 1000,
-    identifierWindowHours: 24,
-    sessionTtlSeconds: 900,
-    faults: {},
-    rateTestMode: 0,
-  });
+  const { local: limited, stripe: s } = await startLocal({ rateMeterEvents: 5 });
   try {
-    const s = new Stripe(KEY, {
-      host: '127.0.0.1',
-      port: Number(new URL(limited.url).port),
-      protocol: 'http',
-      maxNetworkRetries: 0,
-    });
     const results = await Promise.allSettled(
       Array.from({ length: 20 }, (_, i) =>
         s.billing.meterEvents.create({

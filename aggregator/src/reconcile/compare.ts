@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { ClickHouseError, formatRfc3339, lit } from '@meterd/core';
+import { ClickHouseQueryError, formatRfc3339, lit } from '@meterd/core';
 import { GRANULARITIES, bucketSql, parseChDateTime, type Granularity } from '../rollups/granularity.js';
 import { readRollups, type RollupRow } from '../rollups/read.js';
 import { dt, totalsFromEventsSql } from '../rollups/sql.js';
@@ -68,7 +68,7 @@ async function expectedTotals(ch: ClickHouseClient, g: Granularity, s: Reconcile
     });
     rows = await rs.json();
   } catch (err) {
-    throw new ClickHouseError(`recomputing ${g} totals from events`, err);
+    throw new ClickHouseQueryError(`recomputing ${g} totals from events`, err);
   }
   return new Map(
     rows.map((r) => [
@@ -85,7 +85,8 @@ async function expectedTotals(ch: ClickHouseClient, g: Granularity, s: Reconcile
   );
 }
 
-function totalsOf(r: RollupRow): Totals {
+/** A rollup row's totals as text (64-bit sums stay strings; times RFC 3339), as reconcile compares them. */
+export function totalsOf(r: RollupRow): Totals {
   return {
     events: r.events,
     quantity: r.quantity,

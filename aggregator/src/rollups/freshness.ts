@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { ClickHouseError, lit } from '@meterd/core';
+import { CH_TABLES, ClickHouseQueryError, lit, shardSql } from '@meterd/core';
 
 export interface Freshness {
   /** Everything committed to `events` before this time (epoch ms) is in the rollups; null before the first cycle. */
@@ -14,8 +14,8 @@ export async function workspaceFreshness(
   shards: number,
   now: number,
 ): Promise<Freshness> {
-  const query = `SELECT argMax(as_of_ms, updated_ms) AS a FROM aggregator_state
-    WHERE shard = cityHash64(${lit(workspaceId)}) % ${lit(shards)} GROUP BY shard`;
+  const query = `SELECT argMax(as_of_ms, updated_ms) AS a FROM ${CH_TABLES.aggregatorState}
+    WHERE shard = ${shardSql(lit(workspaceId), shards)} GROUP BY shard`;
   try {
     const rs = await ch.query({ query, format: 'JSONEachRow' });
     const rows = await rs.json<{ a: string }>();
@@ -23,18 +23,18 @@ export async function workspaceFreshness(
     const asOfMs = Number(rows[0]!.a);
     return { asOfMs, lagMs: Math.max(0, now - asOfMs) };
   } catch (err) {
-    throw new ClickHouseError('reading aggregator_state for freshness', err);
+    throw new ClickHouseQueryError('reading aggregator_state for freshness', err);
   }
 }
 
 /** Everything committed before the returned time is in the rollups of every shard (min over shards). */
 export async function overallAsOf(ch: ClickHouseClient, shards: number): Promise<number | null> {
-  const query = `SELECT count() AS n, min(a) AS m FROM (SELECT shard, argMax(as_of_ms, updated_ms) AS a FROM aggregator_state GROUP BY shard)`;
+  const query = `SELECT count() AS n, min(a) AS m FROM (SELECT shard, argMax(as_of_ms, updated_ms) AS a FROM ${CH_TABLES.aggregatorState} GROUP BY shard)`;
   try {
     const rs = await ch.query({ query, format: 'JSONEachRow' });
     const row = (await rs.json<{ n: string; m: string }>())[0]!;
     return Number(row.n) < shards ? null : Number(row.m);
   } catch (err) {
-    throw new ClickHouseError('reading aggregator_state', err);
+    throw new ClickHouseQueryError('reading aggregator_state', err);
   }
 }

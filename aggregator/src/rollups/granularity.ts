@@ -1,11 +1,13 @@
+import { CH_TABLES } from '@meterd/core';
+
 /** The three rollup granularities, their tables, and how a time is bucketed into each. */
 export const GRANULARITIES = ['hour', 'day', 'month'] as const;
 export type Granularity = (typeof GRANULARITIES)[number];
 
 export const ROLLUP_TABLE: Readonly<Record<Granularity, string>> = Object.freeze({
-  hour: 'usage_hourly',
-  day: 'usage_daily',
-  month: 'usage_monthly',
+  hour: CH_TABLES.usageHourly,
+  day: CH_TABLES.usageDaily,
+  month: CH_TABLES.usageMonthly,
 });
 
 const HOUR = 3_600_000;

@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { ClickHouseError, lit } from '@meterd/core';
+import { ClickHouseQueryError, lit } from '@meterd/core';
 import { ROLLUP_TABLE, parseChDateTime, type Granularity } from './granularity.js';
 import { currentRollupsSql, dt } from './sql.js';
 
@@ -44,7 +44,7 @@ export async function readRollups(ch: ClickHouseClient, g: Granularity, f: Rollu
     const rs = await ch.query({ query: currentRollupsSql(ROLLUP_TABLE[g], rollupWhere(f)), format: 'JSONEachRow' });
     rows = await rs.json<RawRow>();
   } catch (err) {
-    throw new ClickHouseError(`reading ${ROLLUP_TABLE[g]}`, err);
+    throw new ClickHouseQueryError(`reading ${ROLLUP_TABLE[g]}`, err);
   }
   return rows.map((r) => ({
     workspace_id: r.workspace_id!,

@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { ClickHouseError, lit } from '@meterd/core';
+import { CH_TABLES, ClickHouseQueryError, lit, shardSql } from '@meterd/core';
 
 /** An hour of one workspace to bring up to date. */
 export interface Window {
@@ -31,11 +31,6 @@ export const LOOKBACK_SECONDS = 10;
  */
 const EARLIEST_RECORD_BEFORE_WINDOW_S = 3600;
 
-/** The shard of a workspace, the unit of leases and watermarks. */
-export function shardSql(shards: number): string {
-  return `cityHash64(workspace_id) % ${lit(shards)}`;
-}
-
 /** The ClickHouse server's clock (seconds): the one clock records are stamped with. */
 export async function serverNow(ch: ClickHouseClient): Promise<number> {
   try {
@@ -43,7 +38,7 @@ export async function serverNow(ch: ClickHouseClient): Promise<number> {
     const [row] = await rs.json<{ t: number | string }>();
     return Number(row!.t);
   } catch (err) {
-    throw new ClickHouseError("reading the server's clock", err);
+    throw new ClickHouseQueryError("reading the server's clock", err);
   }
 }
 
@@ -60,10 +55,10 @@ export async function readNewRecords(
 ): Promise<BatchWindowRecord[]> {
   if (seenUntil.size === 0) return [];
   const from = Math.max(0, Math.min(...seenUntil.values()) - LOOKBACK_SECONDS);
-  const query = `SELECT ${shardSql(shards)} AS shard, workspace_id, toUInt32(window_start) AS w, batch_id, attempt, toUInt32(inserted_at) AS t
-    FROM event_windows
+  const query = `SELECT ${shardSql('workspace_id', shards)} AS shard, workspace_id, toUInt32(window_start) AS w, batch_id, attempt, toUInt32(inserted_at) AS t
+    FROM ${CH_TABLES.eventWindows}
     WHERE inserted_at >= toDateTime(${lit(from)}, 'UTC') AND inserted_at <= toDateTime(${lit(nowS)}, 'UTC')
-      AND ${shardSql(shards)} IN (${[...seenUntil.keys()].map((s) => lit(s)).join(', ')})`;
+      AND ${shardSql('workspace_id', shards)} IN (${[...seenUntil.keys()].map((s) => lit(s)).join(', ')})`;
   let rows: {
     shard: number | string;
     workspace_id: string;
@@ -76,7 +71,7 @@ export async function readNewRecords(
     const rs = await ch.query({ query, format: 'JSONEachRow' });
     rows = await rs.json();
   } catch (err) {
-    throw new ClickHouseError('reading the batch records since the watermark', err);
+    throw new ClickHouseQueryError('reading the batch records since the watermark', err);
   }
   const out: BatchWindowRecord[] = [];
   for (const r of rows) {
@@ -117,17 +112,17 @@ export async function readClosingWindows(
   const floor = Math.min(...due.map(([, c]) => c));
   const lo = Math.max(0, floor - 3600 - closeAfterSeconds);
   const hi = nowS - 3600 - closeAfterSeconds;
-  const query = `SELECT DISTINCT ${shardSql(shards)} AS shard, workspace_id, toUInt32(window_start) AS w
-    FROM event_windows
+  const query = `SELECT DISTINCT ${shardSql('workspace_id', shards)} AS shard, workspace_id, toUInt32(window_start) AS w
+    FROM ${CH_TABLES.eventWindows}
     WHERE inserted_at >= toDateTime(${lit(Math.max(0, lo - EARLIEST_RECORD_BEFORE_WINDOW_S))}, 'UTC')
       AND window_start > toDateTime(${lit(lo)}, 'UTC') AND window_start <= toDateTime(${lit(Math.max(0, hi))}, 'UTC')
-      AND ${shardSql(shards)} IN (${due.map(([s]) => lit(s)).join(', ')})`;
+      AND ${shardSql('workspace_id', shards)} IN (${due.map(([s]) => lit(s)).join(', ')})`;
   let rows: { shard: number | string; workspace_id: string; w: number | string }[];
   try {
     const rs = await ch.query({ query, format: 'JSONEachRow' });
     rows = await rs.json();
   } catch (err) {
-    throw new ClickHouseError('finding the windows that closed', err);
+    throw new ClickHouseQueryError('finding the windows that closed', err);
   }
   const out: Window[] = [];
   for (const r of rows) {

@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { ClickHouseError, lit } from '@meterd/core';
+import { CH_TABLES, ClickHouseQueryError, lit } from '@meterd/core';
 import { bucketSql, bucketStart, bucketEnd, ROLLUP_TABLE, type Granularity } from '../rollups/granularity.js';
 import { dt, totalsFromEventsSql, windowsIn, workspacesIn } from '../rollups/sql.js';
 
@@ -53,7 +53,7 @@ async function withCopyHours(ch: ClickHouseClient, hours: readonly WindowRef[], 
     try {
       rows = await (await ch.query({ query, format: 'JSONEachRow' })).json();
     } catch (err) {
-      throw new ClickHouseError(`finding the hours of every copy in ${part.length} hourly windows`, err);
+      throw new ClickHouseQueryError(`finding the hours of every copy in ${part.length} hourly windows`, err);
     }
     for (const r of rows) {
       const start = Number(r.w) * 1000;
@@ -104,7 +104,7 @@ async function recomputeHours(
   try {
     await ch.command({ query });
   } catch (err) {
-    throw new ClickHouseError(`recomputing ${hours.length} hourly windows`, err);
+    throw new ClickHouseQueryError(`recomputing ${hours.length} hourly windows`, err);
   }
 }
 
@@ -121,7 +121,7 @@ async function foldOpenHours(ch: ClickHouseClient, hours: readonly WindowRef[], 
       SELECT workspace_id, window_start, batch_id, event_type, currency, argMax(events, attempt) AS bn,
         argMax(quantity, attempt) AS bq, argMax(gmv_cents, attempt) AS bg, argMax(first_event_at, attempt) AS bf,
         argMax(last_event_at, attempt) AS bl
-      FROM event_batches
+      FROM ${CH_TABLES.eventBatches}
       WHERE ${workspacesIn(hours.map((h) => h.workspaceId))} AND window_start >= ${dt(lo)} AND window_start < ${dt(hi)}
         AND ${windowsIn('window_start', hours)}
       GROUP BY workspace_id, window_start, batch_id, event_type, currency
@@ -130,7 +130,7 @@ async function foldOpenHours(ch: ClickHouseClient, hours: readonly WindowRef[], 
   try {
     await ch.command({ query: writeHoursSql(totals, hours, lo, hi, version) });
   } catch (err) {
-    throw new ClickHouseError(`folding the partials of ${hours.length} open hours`, err);
+    throw new ClickHouseQueryError(`folding the partials of ${hours.length} open hours`, err);
   }
 }
 
@@ -153,7 +153,7 @@ async function rollUp(
   try {
     await ch.command({ query });
   } catch (err) {
-    throw new ClickHouseError(`rolling ${windows.length} ${to} windows up from ${ROLLUP_TABLE[from]}`, err);
+    throw new ClickHouseQueryError(`rolling ${windows.length} ${to} windows up from ${ROLLUP_TABLE[from]}`, err);
   }
 }
 

@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { ClickHouseError, lit } from '@meterd/core';
+import { CH_TABLES, ClickHouseQueryError, lit } from '@meterd/core';
 
 /** Progress of one workspace shard (table aggregator_state, docs/rollups.md). */
 export interface ShardState {
@@ -34,7 +34,7 @@ export async function readShardStates(
   // argMax rather than FINAL: the newest write wins whether or not a merge has happened yet.
   const query = `SELECT shard, argMax(seen_until, updated_ms) AS s, argMax(closed_until, updated_ms) AS c,
       argMax(closed_before, updated_ms) AS b, argMax(version, updated_ms) AS v, argMax(as_of_ms, updated_ms) AS a
-    FROM aggregator_state ${where} GROUP BY shard`;
+    FROM ${CH_TABLES.aggregatorState} ${where} GROUP BY shard`;
   try {
     const rs = await ch.query({ query, format: 'JSONEachRow' });
     const rows = await rs.json<{ shard: number | string; s: string; c: string; b: string; v: string; a: string }>();
@@ -52,7 +52,7 @@ export async function readShardStates(
       ]),
     );
   } catch (err) {
-    throw new ClickHouseError('reading aggregator_state', err);
+    throw new ClickHouseQueryError('reading aggregator_state', err);
   }
 }
 
@@ -70,9 +70,9 @@ export async function writeShardStates(
     .join(', ');
   try {
     await ch.command({
-      query: `INSERT INTO aggregator_state (shard, seen_until, closed_until, closed_before, version, as_of_ms, updated_ms) VALUES ${values}`,
+      query: `INSERT INTO ${CH_TABLES.aggregatorState} (shard, seen_until, closed_until, closed_before, version, as_of_ms, updated_ms) VALUES ${values}`,
     });
   } catch (err) {
-    throw new ClickHouseError('advancing aggregator_state', err);
+    throw new ClickHouseQueryError('advancing aggregator_state', err);
   }
 }

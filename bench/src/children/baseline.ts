@@ -7,12 +7,14 @@ import {
   Authenticator,
   Rejection,
   createPool,
+  dedupeKey,
   errorBody,
   formatRfc3339,
   hasScope,
   newEventId,
   periodOf,
   pinnedSettings,
+  quotaKey,
   toClickHouseDateTime,
   validateMeterEvent,
   type MeterEvent,
@@ -96,7 +98,7 @@ async function serve(): Promise<void> {
   const accept = async (ev: MeterEvent): Promise<Outcome> => {
     const now = Date.now();
     const id = newEventId();
-    const dkey = `bl:{${ev.workspace_id}}:d:${ev.event_type}:${ev.idempotency_key}`;
+    const dkey = dedupeKey('bl', ev.workspace_id, `${ev.event_type}:${ev.idempotency_key}`);
     const row = {
       id,
       workspace_id: ev.workspace_id,
@@ -131,7 +133,7 @@ async function serve(): Promise<void> {
       await redis.del(dkey);
       return { status: 503, body: { error: { code: 'service_unavailable', message: 'not stored; retry' } } };
     }
-    await redis.incr(`bl:{${ev.workspace_id}}:q:${periodOf(now)}`);
+    await redis.incr(quotaKey('bl', ev.workspace_id, periodOf(now)));
     return { status: 202, body: { ...row, duplicate: false } };
   };
 

@@ -3,7 +3,7 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import {
   CH_MIGRATIONS_DIR,
   PG_MIGRATIONS_DIR,
-  createClickHouse,
+  clickHouseFromConfig,
   createPool,
   createRedis,
   ident,
@@ -56,13 +56,7 @@ export async function openBenchStores(env: NodeJS.ProcessEnv = process.env): Pro
   databaseUrl.pathname = `/${name}`;
   const pool = createPool(databaseUrl, 8);
   await migratePostgres(pool, PG_MIGRATIONS_DIR);
-  const connect = (database?: string) =>
-    createClickHouse({
-      url: cfg.CLICKHOUSE_URL,
-      database: database ?? 'default',
-      user: cfg.CLICKHOUSE_USER,
-      password: cfg.CLICKHOUSE_PASSWORD,
-    });
+  const connect = (database?: string) => clickHouseFromConfig(cfg, { database: database ?? 'default' });
   await migrateClickHouse(connect, name, CH_MIGRATIONS_DIR);
   const clickhouse = connect(name);
   // The baseline writes to a table of the same shape, so its inserts cost what meterd's would.

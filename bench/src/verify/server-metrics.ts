@@ -1,4 +1,4 @@
-import { parsePrometheus, sumOf, type Sample } from '@meterd/core';
+import { INGEST_METRICS as M, parsePrometheus, sumOf, type Sample } from '@meterd/core';
 
 /**
  * What ingest itself says about a phase, from /metrics before and after it: how many events each
@@ -34,21 +34,21 @@ export async function scrape(baseUrl: string): Promise<Scrape | undefined> {
 export function diff(before: Scrape, after: Scrape): ServerMetrics {
   const d = (name: string) => sumOf(after, name) - sumOf(before, name);
   const per = (a: number, b: number) => (b > 0 ? Math.round((a / b) * 10) / 10 : undefined);
-  const accepted = d('meterd_ingest_events_accepted_total') + d('meterd_ingest_events_duplicate_total');
-  const commits = d('meterd_ingest_group_commit_seconds_count');
-  const trips = d('meterd_ingest_dedupe_round_trips_total');
-  const inserts = d('meterd_ingest_flush_seconds_count');
+  const accepted = d(M.accepted) + d(M.duplicate);
+  const commits = d(`${M.commitSeconds}_count`);
+  const trips = d(M.dedupeRoundTrips);
+  const inserts = d(`${M.shipSeconds}_count`);
   return {
     eventsAccepted: accepted,
     groupCommits: commits,
     eventsPerCommit: per(accepted, commits),
-    commitMeanMs: per(d('meterd_ingest_group_commit_seconds_sum') * 1000, commits),
-    commitP99Ms: quantileMs(before, after, 'meterd_ingest_group_commit_seconds', 0.99),
+    commitMeanMs: per(d(`${M.commitSeconds}_sum`) * 1000, commits),
+    commitP99Ms: quantileMs(before, after, M.commitSeconds, 0.99),
     redisRoundTrips: trips,
     eventsPerRedisRoundTrip: per(accepted, trips),
     clickhouseInserts: inserts,
-    rowsPerInsert: per(d('meterd_ingest_shipped_rows_total'), inserts),
-    insertMeanMs: per(d('meterd_ingest_flush_seconds_sum') * 1000, inserts),
+    rowsPerInsert: per(d(M.shippedRows), inserts),
+    insertMeanMs: per(d(`${M.shipSeconds}_sum`) * 1000, inserts),
   };
 }
 

@@ -1,5 +1,7 @@
+import { INGEST_METRICS } from '@meterd/core';
+
 /**
- * Waits until ingest reports no unshipped spool rows (meterd_ingest_spool_unshipped_rows on
+ * Waits until ingest reports no unshipped spool rows (INGEST_METRICS.spoolRows on
  * /metrics, summed over threads), i.e. every acknowledged event has been inserted into ClickHouse.
  * Returns the milliseconds waited, or undefined if the gauge did not reach zero in time.
  */
@@ -16,13 +18,14 @@ export async function waitForSpool(baseUrl: string, timeoutMs = 120_000): Promis
   return undefined;
 }
 
+const UNSHIPPED = new RegExp(`^${INGEST_METRICS.spoolRows}(?:\\{[^}]*\\})? ([0-9.e+-]+)$`, 'gm');
+
 export async function unshippedRows(baseUrl: string): Promise<number | undefined> {
   try {
     const res = await fetch(`${baseUrl}/metrics`, { signal: AbortSignal.timeout(5_000) });
     const text = await res.text();
     let sum: number | undefined;
-    for (const m of text.matchAll(/^meterd_ingest_spool_unshipped_rows(?:\{[^}]*\})? ([0-9.e+-]+)$/gm))
-      sum = (sum ?? 0) + Number(m[1]);
+    for (const m of text.matchAll(UNSHIPPED)) sum = (sum ?? 0) + Number(m[1]);
     return sum;
   } catch {
     return undefined;

@@ -1,7 +1,7 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import { lit, winningEventsSql } from '@meterd/core';
-import { UsageReadError } from '../errors.js';
 import type { UsageSource, UsageTotal, WindowSize } from './source.js';
+import { queryTotals } from './totals-query.js';
 
 /**
  * Totals straight from the raw `events` table, by the same winner rule as the aggregator
@@ -19,34 +19,14 @@ export class ClickHouseRawUsage implements UsageSource {
     return Promise.resolve(nowS);
   }
 
-  async totals(fromS: number, toS: number, window: WindowSize): Promise<UsageTotal[]> {
+  totals(fromS: number, toS: number, window: WindowSize): Promise<UsageTotal[]> {
     const inRange = (t: string): string =>
       `${t} >= toDateTime(${lit(fromS)}, 'UTC') AND ${t} < toDateTime(${lit(toS)}, 'UTC')`;
     const bucket = window === 'hour' ? 'toStartOfHour(o)' : 'toStartOfDay(o)';
     const query = `
-      SELECT workspace_id, event_type, c AS cur, toUInt32(${bucket}) AS window_start, toString(sum(q)) AS quantity, toString(sum(g)) AS gmv_cents
+      SELECT workspace_id, event_type, c AS cur, toUInt32(${bucket}) AS w, toString(sum(q)) AS tq, toString(sum(g)) AS tg
       FROM (${winningEventsSql(inRange('occurred_at'), inRange)})
-      GROUP BY workspace_id, event_type, cur, window_start`;
-    try {
-      const rs = await this.ch.query({ query, format: 'JSONEachRow' });
-      const rows = await rs.json<{
-        workspace_id: string;
-        event_type: string;
-        cur: string;
-        window_start: number | string;
-        quantity: string;
-        gmv_cents: string;
-      }>();
-      return rows.map((r) => ({
-        workspace_id: r.workspace_id,
-        event_type: r.event_type,
-        currency: r.cur,
-        window_start: Number(r.window_start),
-        quantity: BigInt(r.quantity),
-        gmv_cents: BigInt(r.gmv_cents),
-      }));
-    } catch (err) {
-      throw new UsageReadError('reading usage totals from events', err);
-    }
+      GROUP BY workspace_id, event_type, cur, w`;
+    return queryTotals(this.ch, query, 'reading usage totals from events');
   }
 }

@@ -1,11 +1,12 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { lit } from '@meterd/core';
+import { CH_TABLES, lit } from '@meterd/core';
 import { UsageReadError } from '../errors.js';
 import type { UsageSource, UsageTotal, WindowSize } from './source.js';
+import { queryTotals } from './totals-query.js';
 
 /** The aggregator's tables this source reads (infra/clickhouse/002_rollups.sql, docs/rollups.md). */
-export const ROLLUP_TABLES = ['usage_hourly', 'usage_daily', 'aggregator_state'] as const;
-const TABLE: Record<WindowSize, string> = { hour: 'usage_hourly', day: 'usage_daily' };
+export const ROLLUP_TABLES = [CH_TABLES.usageHourly, CH_TABLES.usageDaily, CH_TABLES.aggregatorState] as const;
+const TABLE: Record<WindowSize, string> = { hour: CH_TABLES.usageHourly, day: CH_TABLES.usageDaily };
 
 /**
  * Totals from the aggregator's rollups: one small row per workspace × event type × currency ×
@@ -28,48 +29,27 @@ export class ClickHouseRollupUsage implements UsageSource {
     private readonly shards: number,
   ) {}
 
-  async totals(fromS: number, toS: number, window: WindowSize): Promise<UsageTotal[]> {
-    // Aliases differ from column names: in ClickHouse an alias shadows the column inside sum(…).
+  totals(fromS: number, toS: number, window: WindowSize): Promise<UsageTotal[]> {
     const query = `
-      SELECT workspace_id, event_type, currency AS cur, toUInt32(window_start) AS w, toString(sum(quantity)) AS q, toString(sum(gmv_cents)) AS g
+      SELECT workspace_id, event_type, currency AS cur, toUInt32(window_start) AS w, toString(sum(quantity)) AS tq, toString(sum(gmv_cents)) AS tg
       FROM ${TABLE[window]} FINAL
       WHERE window_start >= toDateTime(${lit(fromS)}, 'UTC') AND window_start < toDateTime(${lit(toS)}, 'UTC')
       GROUP BY workspace_id, event_type, cur, w`;
-    try {
-      const rs = await this.ch.query({ query, format: 'JSONEachRow' });
-      const rows = await rs.json<{
-        workspace_id: string;
-        event_type: string;
-        cur: string;
-        w: number | string;
-        q: string;
-        g: string;
-      }>();
-      return rows.map((r) => ({
-        workspace_id: r.workspace_id,
-        event_type: r.event_type,
-        currency: r.cur,
-        window_start: Number(r.w),
-        quantity: BigInt(r.q),
-        gmv_cents: BigInt(r.g),
-      }));
-    } catch (err) {
-      throw new UsageReadError(`reading usage totals from ${TABLE[window]}`, err);
-    }
+    return queryTotals(this.ch, query, `reading usage totals from ${TABLE[window]}`);
   }
 
   async asOf(nowS: number): Promise<number | null> {
     // argMax rather than FINAL: the newest state row wins whether or not a merge has happened.
     // Shards at or above the count are leftovers of an earlier AGGREGATOR_SHARDS and never advance.
     const query = `SELECT count() AS n, toString(min(b)) AS m
-      FROM (SELECT shard, argMax(closed_before, updated_ms) AS b FROM aggregator_state WHERE shard < ${lit(this.shards)} GROUP BY shard)`;
+      FROM (SELECT shard, argMax(closed_before, updated_ms) AS b FROM ${CH_TABLES.aggregatorState} WHERE shard < ${lit(this.shards)} GROUP BY shard)`;
     try {
       const rs = await this.ch.query({ query, format: 'JSONEachRow' });
       const row = (await rs.json<{ n: string | number; m: string }>())[0];
       if (row === undefined || Number(row.n) < this.shards) return null;
       return Math.min(nowS, Number(row.m));
     } catch (err) {
-      throw new UsageReadError("reading the aggregator's closed mark from aggregator_state", err);
+      throw new UsageReadError(`reading the aggregator's closed mark from ${CH_TABLES.aggregatorState}`, err);
     }
   }
 }

@@ -1,5 +1,5 @@
 import type Stripe from 'stripe';
-import { ApiError, type PaidPlan } from '@meterd/core';
+import { ApiError, upstreamError, type PaidPlan } from '@meterd/core';
 import { callStripe } from './stripe-client.js';
 
 /**
@@ -31,10 +31,7 @@ export async function createPlanCheckout(stripe: Stripe, t: CheckoutTarget): Pro
       cancel_url: t.cancelUrl,
     }),
   );
-  if (session.url === null)
-    throw new ApiError('upstream_error', 'Stripe returned a Checkout Session without a URL', undefined, {
-      retryable: true,
-    });
+  if (session.url === null) throw upstreamError('Stripe returned a Checkout Session without a URL');
   return { id: session.id, url: session.url };
 }
 

@@ -3,6 +3,7 @@ import {
   PLAN_QUOTAS,
   inTransaction,
   periodOf,
+  quotaKey,
   type Logger,
   type Plan,
   type Pool,
@@ -14,7 +15,7 @@ export const THRESHOLDS = [80, 100] as const;
 
 /**
  * Emits meter.quota.warning when a workspace's event counter (kept by ingest in Redis,
- * `<prefix>:{<workspace>}:q:<YYYYMM>`) crosses 80 % and 100 % of its plan. The (workspace,
+ * core's `quotaKey`) crosses 80 % and 100 % of its plan. The (workspace,
  * period, threshold) row inserted in the event's transaction makes each warning fire once, even
  * with several replicas checking at the same time.
  */
@@ -56,7 +57,7 @@ export class QuotaWatch {
         );
         if (rows.length === 0) break;
         after = rows[rows.length - 1]!.id;
-        const used = await this.redis.mget(rows.map((w) => `${this.prefix}:{${w.id}}:q:${period}`));
+        const used = await this.redis.mget(rows.map((w) => quotaKey(this.prefix, w.id, period)));
         for (let i = 0; i < rows.length; i++) {
           const limit = PLAN_QUOTAS[rows[i]!.plan].eventsPerPeriod;
           const n = Number(used[i] ?? 0);

@@ -1,5 +1,5 @@
 import Stripe from 'stripe';
-import { ApiError } from '@meterd/core';
+import { upstreamError } from '@meterd/core';
 import type { ControlConfig } from '../config.js';
 
 /** The real SDK, pointed at STRIPE_API_BASE (stripe-local in development and tests). */
@@ -28,6 +28,6 @@ export async function callStripe<T>(failure: string, call: () => Promise<T>): Pr
   try {
     return await call();
   } catch (err) {
-    throw new ApiError('upstream_error', failure, undefined, { retryable: true, cause: err });
+    throw upstreamError(failure, err);
   }
 }

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { createClickHouse } from '@meterd/core';
+import { clickHouseFromConfig } from '@meterd/core';
 import type { Ctx } from '../context.js';
 import { cookiePolicy } from './cookies.js';
 import type { DashCtx } from './context.js';
@@ -17,15 +17,9 @@ import { SessionStore } from './session.js';
  */
 export async function dashboardPlugin(app: FastifyInstance, ctx: Ctx): Promise<void> {
   const cfg = ctx.cfg;
-  const sessions = new SessionStore(ctx.redis, cfg.INGEST_REDIS_PREFIX, cfg.DASHBOARD_SESSION_TTL_SECONDS);
+  const sessions = new SessionStore(ctx.redis, cfg.REDIS_KEY_PREFIX, cfg.DASHBOARD_SESSION_TTL_SECONDS);
   const cookie = cookiePolicy(cfg.PUBLIC_BASE_URL, cfg.DASHBOARD_SESSION_TTL_SECONDS);
-  const ch = createClickHouse({
-    url: cfg.CLICKHOUSE_URL,
-    database: cfg.CLICKHOUSE_DATABASE,
-    user: cfg.CLICKHOUSE_USER,
-    password: cfg.CLICKHOUSE_PASSWORD,
-    requestTimeoutMs: 5_000,
-  });
+  const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: 5_000 });
   app.addHook('onClose', async () => ch.close());
   app.decorateRequest('dash', null);
   app.addHook('onSend', async (_req, reply) => {

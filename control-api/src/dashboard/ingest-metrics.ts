@@ -1,4 +1,4 @@
-import { parsePrometheus } from '@meterd/core';
+import { INGEST_METRICS, parsePrometheus } from '@meterd/core';
 
 /**
  * Reads ingest's Prometheus /metrics. Its counters are per ingest process and cover every
@@ -17,9 +17,9 @@ export interface IngestSnapshot {
 export function snapshotOf(source: string, text: string, at: number): IngestSnapshot {
   const s: IngestSnapshot = { source, reachable: true, scrapedAt: at, accepted: 0, duplicate: 0, rejected: {} };
   for (const m of parsePrometheus(text)) {
-    if (m.name === 'meterd_ingest_events_accepted_total') s.accepted += m.value;
-    else if (m.name === 'meterd_ingest_events_duplicate_total') s.duplicate += m.value;
-    else if (m.name === 'meterd_ingest_events_rejected_total' && m.value > 0) {
+    if (m.name === INGEST_METRICS.accepted) s.accepted += m.value;
+    else if (m.name === INGEST_METRICS.duplicate) s.duplicate += m.value;
+    else if (m.name === INGEST_METRICS.rejected && m.value > 0) {
       const reason = m.labels.reason ?? 'unknown';
       s.rejected[reason] = (s.rejected[reason] ?? 0) + m.value;
     }

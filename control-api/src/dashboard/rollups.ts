@@ -1,4 +1,4 @@
-import { ClickHouseError, dateTimeLit, lit, type createClickHouse } from '@meterd/core';
+import { CH_TABLES, ClickHouseQueryError, dateTimeLit, lit, shardSql, type createClickHouse } from '@meterd/core';
 
 type ClickHouseClient = ReturnType<typeof createClickHouse>;
 
@@ -6,12 +6,12 @@ type ClickHouseClient = ReturnType<typeof createClickHouse>;
  * The dashboard reads the aggregator's rollup tables (docs/rollups.md) straight from ClickHouse,
  * with FINAL as documented, instead of calling the aggregator's usage API: that API wants a
  * meter:read bearer key, and the dashboard holds a session, never a key. The tables are the
- * documented contract for readers other than the aggregator; freshness uses the same shard formula
- * as the aggregator (cityHash64(workspace) % AGGREGATOR_SHARDS).
+ * documented contract for readers other than the aggregator; freshness uses the aggregator's shard
+ * formula (core's shardSql).
  */
 export type ChartGranularity = 'hour' | 'day';
 
-const TABLE: Record<ChartGranularity, string> = { hour: 'usage_hourly', day: 'usage_daily' };
+const TABLE: Record<ChartGranularity, string> = { hour: CH_TABLES.usageHourly, day: CH_TABLES.usageDaily };
 const STEP_MS: Record<ChartGranularity, number> = { hour: 3_600_000, day: 86_400_000 };
 /** 48 hours or 30 days: enough bars to see a trend, few enough for a phone screen. */
 const WINDOWS: Record<ChartGranularity, number> = { hour: 48, day: 30 };
@@ -36,7 +36,7 @@ async function rows<T>(ch: ClickHouseClient, query: string, action: string): Pro
   try {
     return await (await ch.query({ query, format: 'JSONEachRow' })).json<T>();
   } catch (err) {
-    throw new ClickHouseError(action, err);
+    throw new ClickHouseQueryError(action, err);
   }
 }
 
@@ -91,7 +91,7 @@ export async function readFreshness(ch: ClickHouseClient, workspaceId: string, s
   const got = await rows<{ a: string }>(
     ch,
     `SELECT argMax(as_of_ms, updated_ms) AS a FROM aggregator_state
-      WHERE shard = cityHash64(${lit(workspaceId)}) % ${lit(shards)} GROUP BY shard`,
+      WHERE shard = ${shardSql(lit(workspaceId), shards)} GROUP BY shard`,
     'reading aggregator_state for the dashboard',
   );
   return got.length === 0 ? null : Number(got[0]!.a);

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { PLAN_QUOTAS, currencyExponents, periodOf } from '@meterd/core';
+import { PLAN_QUOTAS, currencyExponents, periodOf, quotaKey } from '@meterd/core';
 import { hidden, type DashCtx } from './context.js';
 import { scrapeIngest } from './ingest-metrics.js';
 import {
@@ -28,7 +28,7 @@ function monthStart(now: number): number {
 
 /** The quota counter ingest keeps (md:{ws}:q:YYYYMM): exact, and updated with every 202. */
 async function eventsUsed(d: DashCtx, workspaceId: string, now: number): Promise<number> {
-  return Number((await d.redis.get(`${d.cfg.INGEST_REDIS_PREFIX}:{${workspaceId}}:q:${periodOf(now)}`)) ?? 0);
+  return Number((await d.redis.get(quotaKey(d.cfg.REDIS_KEY_PREFIX, workspaceId, periodOf(now)))) ?? 0);
 }
 
 export function overviewRoutes(app: FastifyInstance, d: DashCtx): void {

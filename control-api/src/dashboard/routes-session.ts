@@ -7,7 +7,7 @@ import { hidden, type DashCtx } from './context.js';
 /** Sign-in turns an admin API key into a session cookie; the key travels once, in a POST body. */
 export function sessionRoutes(app: FastifyInstance, d: DashCtx): void {
   // Keys have 256 bits of entropy, so this is about sparing Postgres from floods, not guessing.
-  const buckets = new RedisTokenBuckets(d.redis, d.cfg.INGEST_REDIS_PREFIX, 'dashboard-signin', 10, 30);
+  const buckets = new RedisTokenBuckets(d.redis, d.cfg.REDIS_KEY_PREFIX, 'dashboard-signin', 10, 30);
 
   app.post<{ Body: { api_key: string } }>(
     '/dashboard/api/session',

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import type { Redis } from '@meterd/core';
+import { dashboardSessionKey, type Redis } from '@meterd/core';
 
 /** What a signed-in browser is: a workspace, reached through one of its API keys. */
 export interface Session {
@@ -27,7 +27,7 @@ export class SessionStore {
   ) {}
 
   private key(id: string): string {
-    return `${this.prefix}:dash:s:${createHash('sha256').update(id).digest('hex')}`;
+    return dashboardSessionKey(this.prefix, createHash('sha256').update(id).digest('hex'));
   }
 
   async create(workspaceId: string, keyId: string): Promise<{ id: string; session: Session }> {

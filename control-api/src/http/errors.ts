@@ -61,7 +61,7 @@ function toWire(err: FastifyError): Wire | null {
   return null;
 }
 
-/** The one place where errors become HTTP answers: the seed's body for known codes, a bare 500 otherwise. */
+/** The one place where errors become HTTP answers: docs/api.md's error body for known codes, a bare 500 otherwise. */
 export function installErrorHandling(app: FastifyInstance, log: Logger, metrics: ControlMetrics): void {
   app.setErrorHandler((err: FastifyError, req, reply) => {
     const wire = toWire(err);

@@ -1,4 +1,4 @@
-import { ApiError, type Redis } from '@meterd/core';
+import { ApiError, rateLimitKey, type Redis } from '@meterd/core';
 
 /**
  * Reads, refills and takes one token atomically, on Redis's clock (so replicas whose clocks
@@ -50,7 +50,7 @@ export class RedisTokenBuckets {
   }
 
   key(address: string): string {
-    return `${this.prefix}:rl:${this.name}:${address}`;
+    return rateLimitKey(this.prefix, this.name, address);
   }
 
   /** Takes one token for `address`, or throws rate_limited with the seconds until one is available. */

@@ -35,7 +35,7 @@ export function signupRoutes(app: FastifyInstance, ctx: Ctx): void {
   // Keyed on req.ip: the socket address, or the client address a TRUSTED_PROXIES proxy reported.
   const buckets = new RedisTokenBuckets(
     ctx.redis,
-    ctx.cfg.INGEST_REDIS_PREFIX,
+    ctx.cfg.REDIS_KEY_PREFIX,
     'signup',
     ctx.cfg.SIGNUP_BURST,
     ctx.cfg.SIGNUP_RATE_PER_MINUTE,

@@ -1,6 +1,6 @@
 import { newEventId, newId, type PoolClient } from '@meterd/core';
 
-/** Every event the platform emits (the seed's list). */
+/** Every event the platform emits (listed in docs/api.md). */
 export const EVENT_TYPES = [
   'workspace.signup',
   'shopify.connected',

@@ -7,7 +7,7 @@ import { postWebhook, type SendResult } from './send.js';
 import { signatureHeader } from './signature.js';
 import type { ControlMetrics } from '../metrics.js';
 
-/** The seed's schedule: after a failed first attempt, up to 4 retries after 0 s, 1 s, 3 s and 10 s. */
+/** docs/api.md's schedule: after a failed first attempt, up to 4 retries after 0 s, 1 s, 3 s and 10 s. */
 export const RETRY_DELAYS_S: readonly number[] = [0, 1, 3, 10];
 export const MAX_ATTEMPTS = 1 + RETRY_DELAYS_S.length;
 /** Consecutive deliveries that exhausted their retries before an endpoint is disabled (Stripe's rule). */

@@ -2,7 +2,8 @@ import { timingSafeEqual } from 'node:crypto';
 import { ApiError } from '../errors/api-error.js';
 import { findKeyByHash, type KeyRecord } from '../store/workspaces.js';
 import { hashKey, isWellFormedKey, type Scope } from '../keys/api-key.js';
-import { KEY_REVOKED_CHANNEL, PLAN_CHANGED_CHANNEL, type Redis } from '../store/redis.js';
+import { KEY_REVOKED_CHANNEL, PLAN_CHANGED_CHANNEL } from '../contracts/redis-keys.js';
+import type { Redis } from '../store/redis.js';
 import type { Pool } from '../store/postgres.js';
 import type { Plan } from '../plans.js';
 

@@ -1,4 +1,5 @@
 import type { Pool, PoolClient } from '../store/postgres.js';
+import { PG_TABLES } from '../contracts/tables.js';
 
 /**
  * The `data` of Stripe's `v1.billing.meter.error_report_triggered` and
@@ -43,7 +44,7 @@ export async function markRejectedRows(c: Pool | PoolClient, report: MeterErrorR
       const identifier = s.request?.identifier;
       if (typeof identifier !== 'string' || identifier === '') continue;
       const res = await c.query(
-        `UPDATE billing_pushes SET status = 'rejected', reason = $2, rejected_at = now()
+        `UPDATE ${PG_TABLES.billingPushes} SET status = 'rejected', reason = $2, rejected_at = now()
           WHERE identifier = $1 AND status IN ('pending', 'sent')`,
         [identifier, `${t.code}: ${s.error_message}`.slice(0, 1_000)],
       );

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { ClickHouseClient } from '@clickhouse/client';
-import { ClickHouseError } from './client.js';
+import { ClickHouseQueryError } from './client.js';
+import { CH_TABLES } from '../contracts/tables.js';
 import { createRawInserter, type RawInsertTarget } from './raw-insert.js';
 
 /**
@@ -119,8 +120,8 @@ export type RecordBatch = (record: BatchRecord) => Promise<void>;
 
 /** The recorder ingest's shipper uses: two JSONEachRow POSTs, like its events insert. */
 export function createBatchRecorder(t: RawInsertTarget): RecordBatch {
-  const partials = createRawInserter(t, 'event_batches');
-  const windows = createRawInserter(t, 'event_windows', WINDOW_COLUMNS);
+  const partials = createRawInserter(t, CH_TABLES.eventBatches);
+  const windows = createRawInserter(t, CH_TABLES.eventWindows, WINDOW_COLUMNS);
   return async (rec) => {
     if (rec.windows.length === 0) return;
     await partials(jsonLines(rec.partials));
@@ -132,15 +133,15 @@ export function createBatchRecorder(t: RawInsertTarget): RecordBatch {
 export async function recordBatchWith(ch: ClickHouseClient, rec: BatchRecord): Promise<void> {
   if (rec.windows.length === 0) return;
   try {
-    await ch.insert({ table: 'event_batches', values: rec.partials, format: 'JSONEachRow' });
+    await ch.insert({ table: CH_TABLES.eventBatches, values: rec.partials, format: 'JSONEachRow' });
     await ch.insert({
-      table: 'event_windows',
+      table: CH_TABLES.eventWindows,
       values: rec.windows,
       format: 'JSONEachRow',
       columns: [...WINDOW_COLUMNS],
     });
   } catch (err) {
-    throw new ClickHouseError(`recording batch ${rec.windows[0]!.batch_id}`, err);
+    throw new ClickHouseQueryError(`recording batch ${rec.windows[0]!.batch_id}`, err);
   }
 }
 
@@ -159,7 +160,7 @@ export async function insertEventBatch(
   try {
     await ch.insert({ table: 'events', values: rows, format: 'JSONEachRow' });
   } catch (err) {
-    throw new ClickHouseError(`inserting ${rows.length} events`, err);
+    throw new ClickHouseQueryError(`inserting ${rows.length} events`, err);
   }
   const id = batch?.id ?? `sha256:${createHash('sha256').update(JSON.stringify(rows)).digest('hex').slice(0, 32)}`;
   await recordBatchWith(ch, batchRecord(id, batch?.attempt ?? 0, rows));

@@ -15,9 +15,15 @@ export interface ClickHouseOptions {
   database: string;
   user: string;
   password: string;
-  /** Defaults to 'server-18'; 'current' for 20+ servers and chDB. */
-  flavor?: ClickHouseFlavor;
   requestTimeoutMs?: number;
+}
+
+/** The CLICKHOUSE_* settings every service reads (core's storeVars). */
+export interface ClickHouseEnv {
+  CLICKHOUSE_URL: URL;
+  CLICKHOUSE_DATABASE: string;
+  CLICKHOUSE_USER: string;
+  CLICKHOUSE_PASSWORD: string;
 }
 
 export function pinnedSettings(flavor: ClickHouseFlavor): ClickHouseSettings {
@@ -34,10 +40,27 @@ export function createClickHouse(opts: ClickHouseOptions): ClickHouseClient {
     request_timeout: opts.requestTimeoutMs ?? 30_000,
     // 18.16 does not understand the client's compression negotiation reliably; payloads are local.
     compression: { request: false, response: false },
-    clickhouse_settings: pinnedSettings(opts.flavor ?? 'server-18'),
-    // Callers wrap and log failures with context (ClickHouseError); the client's own multi-line
+    clickhouse_settings: pinnedSettings('server-18'),
+    // Callers wrap and log failures with context (ClickHouseQueryError); the client's own multi-line
     // dumps to the console would double every error and bypass the structured log.
     log: { level: ClickHouseLogLevel.OFF },
+  });
+}
+
+/**
+ * A client for the configured server. `database` overrides CLICKHOUSE_DATABASE (migrations connect
+ * to `default` to create it first).
+ */
+export function clickHouseFromConfig(
+  cfg: ClickHouseEnv,
+  opts: { database?: string; requestTimeoutMs?: number } = {},
+): ClickHouseClient {
+  return createClickHouse({
+    url: cfg.CLICKHOUSE_URL,
+    database: opts.database ?? cfg.CLICKHOUSE_DATABASE,
+    user: cfg.CLICKHOUSE_USER,
+    password: cfg.CLICKHOUSE_PASSWORD,
+    ...(opts.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: opts.requestTimeoutMs }),
   });
 }
 
@@ -49,7 +72,7 @@ export function clickHouseErrorCode(err: unknown): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-export class ClickHouseError extends MeterdError {
+export class ClickHouseQueryError extends MeterdError {
   readonly serverCode: number | undefined;
   constructor(action: string, cause: unknown) {
     super('METERD_CLICKHOUSE_FAILED', `${action}: ${(cause as Error)?.message ?? String(cause)}`, {

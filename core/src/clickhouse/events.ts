@@ -1,3 +1,5 @@
+import { CH_TABLES } from '../contracts/tables.js';
+
 /**
  * The one rule that picks the surviving copy of a (workspace_id, event_type, idempotency_key)
  * triple in `events`, shared by every reader (aggregator rollups and reconcile, billing's raw
@@ -26,8 +28,8 @@ export function winningEventsSql(where: string, keep: (o: string) => string, sco
   return `SELECT workspace_id, event_type, idempotency_key,
       argMax(quantity, ${WINNER}) AS q, argMax(gmv_cents, ${WINNER}) AS g, argMax(currency, ${WINNER}) AS c,
       argMax(occurred_at, ${WINNER}) AS o, argMax(received_at, ${WINNER}) AS r
-    FROM events
-    WHERE ${scope === undefined ? '' : `${scope} AND `}(workspace_id, event_type, idempotency_key) IN (SELECT workspace_id, event_type, idempotency_key FROM events WHERE ${where})
+    FROM ${CH_TABLES.events}
+    WHERE ${scope === undefined ? '' : `${scope} AND `}(workspace_id, event_type, idempotency_key) IN (SELECT workspace_id, event_type, idempotency_key FROM ${CH_TABLES.events} WHERE ${where})
     GROUP BY workspace_id, event_type, idempotency_key
     HAVING ${keep('o')}`;
 }

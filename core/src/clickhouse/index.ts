@@ -1,14 +1,16 @@
 export {
   createClickHouse,
+  clickHouseFromConfig,
   pinnedSettings,
   clickHouseErrorCode,
-  ClickHouseError,
+  ClickHouseQueryError,
   type ClickHouseFlavor,
   type ClickHouseOptions,
+  type ClickHouseEnv,
 } from './client.js';
 export { ident, lit, dateTimeLit, toClickHouseDateTime } from './sql.js';
 export { createRawInserter, type RawInsertTarget } from './raw-insert.js';
-export { WINNER, winningEventsSql } from './events.js';
+export { winningEventsSql } from './events.js';
 export {
   batchRecord,
   createBatchRecorder,

@@ -1,4 +1,4 @@
-import { ClickHouseError } from './client.js';
+import { ClickHouseQueryError } from './client.js';
 import { ident } from './sql.js';
 
 export interface RawInsertTarget {
@@ -37,11 +37,11 @@ export function createRawInserter(
     try {
       res = await fetch(href, { method: 'POST', headers, body, signal: AbortSignal.timeout(t.timeoutMs ?? 30_000) });
     } catch (err) {
-      throw new ClickHouseError(`inserting ${body.length} bytes into ${table}`, err);
+      throw new ClickHouseQueryError(`inserting ${body.length} bytes into ${table}`, err);
     }
     if (!res.ok) {
       const text = (await res.text()).slice(0, 2_000);
-      throw new ClickHouseError(`inserting into ${table} (HTTP ${res.status})`, new Error(text));
+      throw new ClickHouseQueryError(`inserting into ${table} (HTTP ${res.status})`, new Error(text));
     }
     await res.arrayBuffer();
   };

@@ -1,4 +1,5 @@
-import { str, url, oneOf } from './env.js';
+import { str, int, url, oneOf } from './env.js';
+import { DEFAULT_REDIS_KEY_PREFIX } from '../contracts/redis-keys.js';
 
 /** Variables every service reads: where the stores are, and logging. */
 export const storeVars = {
@@ -19,4 +20,37 @@ export const storeVars = {
   CLICKHOUSE_USER: str('ClickHouse user.', 'default'),
   CLICKHOUSE_PASSWORD: str('ClickHouse password.', '', true),
   LOG_LEVEL: oneOf('pino log level.', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+} as const;
+
+/** The Redis key prefix, one setting for every service that reads or writes meterd's keys. */
+export const redisKeyPrefixVar = {
+  REDIS_KEY_PREFIX: str(
+    'First segment of every Redis key meterd writes (`<prefix>:{ws}:d:…` dedupe, `<prefix>:{ws}:q:YYYYMM` quota, rate limits, dashboard sessions), so several deployments can share one Redis. Ingest and the control API must agree on it.',
+    DEFAULT_REDIS_KEY_PREFIX,
+  ),
+} as const;
+
+/** API-key checking, the same in every service that authenticates requests (core's Authenticator). */
+export const authVars = {
+  DEPLOY_API_KEY: str(
+    'Operator key accepted on every non-public endpoint, for any workspace. Empty disables it.',
+    '',
+    true,
+  ),
+  KEY_CACHE_TTL_MS: int(
+    'How long an API key lookup is cached (revocations are pushed over Redis at once).',
+    30_000,
+    0,
+    3_600_000,
+  ),
+} as const;
+
+/** The aggregator's shard count (core's shardSql): whoever reads per-shard progress must use the same value. */
+export const aggregatorShardsVar = {
+  AGGREGATOR_SHARDS: int(
+    "Workspace shards of the aggregator, leased between its replicas (Postgres advisory locks). billing-sync (BILLING_USAGE_SOURCE=rollups: windows close once every shard has reported progress past them) and the control API's dashboard (a workspace's freshness) read per-shard progress, so every service must use the aggregator's value.",
+    16,
+    1,
+    4096,
+  ),
 } as const;

@@ -105,15 +105,20 @@ export const url = (doc: string, def: string, protocols: readonly string[], secr
   },
 });
 
+/** The non-empty, trimmed items of a comma-separated setting. */
+export function commaSeparated(s: string): string[] {
+  return s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+}
+
 /** Comma-separated IP addresses and CIDR blocks (IPv4 or IPv6), e.g. `10.0.0.0/8,::1`; '' is none. */
 export const addressList = (doc: string, def: string): VarSpec<readonly string[]> => ({
   doc,
   default: def,
   parse(s) {
-    const items = s
-      .split(',')
-      .map((x) => x.trim())
-      .filter(Boolean);
+    const items = commaSeparated(s);
     for (const item of items) {
       const [addr, bits, extra] = item.split('/');
       const family = isIP(addr!);

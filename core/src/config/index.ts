@@ -7,8 +7,9 @@ export {
   oneOf,
   url,
   addressList,
+  commaSeparated,
   type Spec,
   type VarSpec,
   type ConfigOf,
 } from './env.js';
-export { storeVars } from './common.js';
+export { storeVars, redisKeyPrefixVar, authVars, aggregatorShardsVar } from './common.js';

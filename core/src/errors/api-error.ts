@@ -15,7 +15,15 @@ export class ApiError extends MeterdError {
   }
 }
 
-/** The seed's error body: `{ "error": { "code", "message", "field"? } }`. */
+/** A call to another service (Stripe, Shopify) failed: 502 upstream_error, worth retrying. */
+export function upstreamError(message: string, cause?: unknown): ApiError {
+  return new ApiError('upstream_error', message, undefined, {
+    retryable: true,
+    ...(cause === undefined ? {} : { cause }),
+  });
+}
+
+/** The API's error body (docs/api.md): `{ "error": { "code", "message", "field"? } }`. */
 export function errorBody(code: string, message: string, field?: string): string {
   return JSON.stringify({ error: field === undefined ? { code, message } : { code, message, field } });
 }

@@ -1,3 +1,3 @@
 export { MeterdError, isMeterdError } from './meterd-error.js';
-export { ApiError, errorBody } from './api-error.js';
+export { ApiError, errorBody, upstreamError } from './api-error.js';
 export { ERROR_CODES, statusOf, type ErrorCode } from './codes.js';

@@ -3,8 +3,7 @@ export {
   parseMeterJson,
   Rejection,
   MAX_EVENT_AGE_MS,
-  MAX_EVENT_SKEW_MS,
-  LIMITS,
   type MeterEvent,
+  type StoredEvent,
 } from './meter-event.js';
 export { parseRfc3339, formatRfc3339 } from './time.js';

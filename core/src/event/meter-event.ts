@@ -1,7 +1,7 @@
 import type { ErrorCode } from '../errors/codes.js';
 import { parseRfc3339 } from './time.js';
 
-/** A validated meter event, as the seed defines it; times are epoch milliseconds. */
+/** A validated meter event, as docs/api.md defines it; times are epoch milliseconds. */
 export interface MeterEvent {
   workspace_id: string;
   event_type: string;
@@ -10,6 +10,12 @@ export interface MeterEvent {
   currency: string;
   idempotency_key: string;
   occurred_at_ms: number;
+}
+
+/** An accepted event as stored (spool, ClickHouse) and as returned to the client. */
+export interface StoredEvent extends MeterEvent {
+  id: string;
+  received_at_ms: number;
 }
 
 /** Why one event was refused. A class, not a thrown error: batches reject per event, cheaply. */
@@ -38,7 +44,7 @@ const FIELDS = new Set([
 // No ':' in event types: the dedupe key joins event type and idempotency key with ':'.
 const EVENT_TYPE_RE = /^[A-Za-z0-9_.-]{1,100}$/;
 const WORKSPACE_ID_RE = /^ws_[A-Za-z0-9]{1,61}$/;
-// eslint-disable-next-line no-control-regex
+// eslint-disable-next-line no-control-regex -- control characters are what this pattern refuses
 const CONTROL_RE = /[\u0000-\u001f\u007f]/;
 // Built once: ICU's list of ISO 4217 codes shipped with Node.
 const CURRENCIES = new Set(Intl.supportedValuesOf('currency'));
@@ -149,7 +155,7 @@ function checkInteger(v: unknown, field: string): Rejection | undefined {
     );
   }
   // JSON.parse has already rounded anything past ±(2^53−1), so such a value can't be trusted: refuse it.
-  // Negative values are refunds and credits (the seed's fields are i64; Stripe meters sum them too).
+  // Negative values are refunds and credits (the API's fields are i64, docs/api.md; Stripe meters sum them too).
   if (!Number.isSafeInteger(v)) {
     return new Rejection(
       'integer_out_of_range',

@@ -1,4 +1,4 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 
 /**
  * Workspace API keys: `sks_` + 43 base64url characters (32 random bytes = 256 bits of entropy).
@@ -29,11 +29,6 @@ export function isWellFormedKey(token: string): boolean {
 
 export function hashKey(token: string): Buffer {
   return createHash('sha256').update(token).digest();
-}
-
-/** Constant-time equality of two secrets, compared through their hashes so lengths never leak. */
-export function secretsEqual(a: string, b: string): boolean {
-  return timingSafeEqual(hashKey(a), hashKey(b));
 }
 
 export const SCOPES = ['meter:write', 'meter:read', 'admin', 'webhooks:write', 'provision:write'] as const;

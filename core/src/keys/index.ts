@@ -1,11 +1,1 @@
-export {
-  mintKey,
-  hashKey,
-  isWellFormedKey,
-  secretsEqual,
-  KEY_PREFIX,
-  SCOPES,
-  DEFAULT_SCOPES,
-  type MintedKey,
-  type Scope,
-} from './api-key.js';
+export { hashKey, isWellFormedKey, SCOPES, DEFAULT_SCOPES, type Scope } from './api-key.js';

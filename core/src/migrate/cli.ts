@@ -1,6 +1,6 @@
 import { loadConfig, storeVars, ConfigError } from '../config/index.js';
 import { createPool } from '../store/postgres.js';
-import { createClickHouse } from '../clickhouse/client.js';
+import { clickHouseFromConfig } from '../clickhouse/client.js';
 import { migratePostgres } from './postgres.js';
 import { migrateClickHouse } from './clickhouse.js';
 import { PG_MIGRATIONS_DIR, CH_MIGRATIONS_DIR } from '../paths.js';
@@ -22,13 +22,7 @@ async function main(): Promise<void> {
     await pool.end();
   }
   const ch = await migrateClickHouse(
-    (database) =>
-      createClickHouse({
-        url: cfg.CLICKHOUSE_URL,
-        database: database ?? 'default',
-        user: cfg.CLICKHOUSE_USER,
-        password: cfg.CLICKHOUSE_PASSWORD,
-      }),
+    (database) => clickHouseFromConfig(cfg, { database: database ?? 'default' }),
     cfg.CLICKHOUSE_DATABASE,
     CH_MIGRATIONS_DIR,
   );

@@ -1,6 +1,6 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import { ident, lit } from '../clickhouse/sql.js';
-import { readMigrations, splitStatements, MigrationError, checkUnchanged } from './files.js';
+import { applyPending, readMigrations, splitStatements } from './files.js';
 
 /** Opens a client on `database`, or on the server's default database when it is undefined. */
 export type ClickHouseConnector = (database?: string) => ClickHouseClient;
@@ -33,24 +33,12 @@ export async function migrateClickHouse(
     });
     const rs = await client.query({ query: 'SELECT name, checksum FROM schema_migrations', format: 'JSONEachRow' });
     const done = new Map((await rs.json<{ name: string; checksum: string }>()).map((r) => [r.name, r.checksum]));
-    const applied: string[] = [];
-    for (const m of migrations) {
-      const prior = done.get(m.name);
-      if (prior !== undefined) {
-        checkUnchanged('clickhouse', m, prior);
-        continue;
-      }
-      try {
-        for (const stmt of splitStatements(m.sql)) await client.command({ query: stmt });
-        await client.command({
-          query: `INSERT INTO schema_migrations (name, checksum, applied_at) VALUES (${lit(m.name)}, ${lit(m.checksum)}, now())`,
-        });
-      } catch (err) {
-        throw new MigrationError('clickhouse', m.name, err);
-      }
-      applied.push(m.name);
-    }
-    return applied;
+    return await applyPending('clickhouse', migrations, done, async (m) => {
+      for (const stmt of splitStatements(m.sql)) await client.command({ query: stmt });
+      await client.command({
+        query: `INSERT INTO schema_migrations (name, checksum, applied_at) VALUES (${lit(m.name)}, ${lit(m.checksum)}, now())`,
+      });
+    });
   } finally {
     await client.close();
   }

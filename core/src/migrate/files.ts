@@ -47,12 +47,34 @@ export class MigrationError extends MeterdError {
   }
 }
 
-/** An applied migration whose file changed: migrations are append-only, so this is always a mistake. */
-export function checkUnchanged(store: string, m: Migration, appliedChecksum: string): void {
-  if (appliedChecksum !== m.checksum) {
-    throw new MeterdError(
-      'METERD_MIGRATION_CHANGED',
-      `${store} migration ${m.name} was edited after it was applied; add a new migration instead`,
-    );
+/**
+ * Applies, in order, each migration `done` (name → checksum) does not hold, and returns their names.
+ * An applied migration whose file changed is refused: migrations are append-only, so that is always
+ * a mistake.
+ */
+export async function applyPending(
+  store: string,
+  migrations: readonly Migration[],
+  done: ReadonlyMap<string, string>,
+  apply: (m: Migration) => Promise<void>,
+): Promise<string[]> {
+  const applied: string[] = [];
+  for (const m of migrations) {
+    const prior = done.get(m.name);
+    if (prior !== undefined) {
+      if (prior !== m.checksum)
+        throw new MeterdError(
+          'METERD_MIGRATION_CHANGED',
+          `${store} migration ${m.name} was edited after it was applied; add a new migration instead`,
+        );
+      continue;
+    }
+    try {
+      await apply(m);
+    } catch (err) {
+      throw new MigrationError(store, m.name, err);
+    }
+    applied.push(m.name);
   }
+  return applied;
 }

@@ -1,3 +1,3 @@
 export { migratePostgres } from './postgres.js';
-export { migrateClickHouse, type ClickHouseConnector } from './clickhouse.js';
-export { readMigrations, splitStatements, MigrationError, type Migration } from './files.js';
+export { migrateClickHouse } from './clickhouse.js';
+export { readMigrations } from './files.js';

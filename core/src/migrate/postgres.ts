@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import { readMigrations, MigrationError, checkUnchanged } from './files.js';
+import { applyPending, readMigrations } from './files.js';
 
 /**
  * Applies each Postgres migration once, in order, each in its own transaction together with its
@@ -8,33 +8,26 @@ import { readMigrations, MigrationError, checkUnchanged } from './files.js';
 export async function migratePostgres(pool: pg.Pool, dir: string): Promise<string[]> {
   const migrations = await readMigrations(dir);
   const c = await pool.connect();
-  const applied: string[] = [];
   try {
     await c.query(`SELECT pg_advisory_lock(hashtext('meterd:migrations'))`);
     await c.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
       name text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
     const { rows } = await c.query<{ name: string; checksum: string }>('SELECT name, checksum FROM schema_migrations');
     const done = new Map(rows.map((r) => [r.name, r.checksum]));
-    for (const m of migrations) {
-      const prior = done.get(m.name);
-      if (prior !== undefined) {
-        checkUnchanged('postgres', m, prior);
-        continue;
-      }
+    return await applyPending('postgres', migrations, done, async (m) => {
       try {
         await c.query('BEGIN');
         await c.query(m.sql);
         await c.query('INSERT INTO schema_migrations (name, checksum) VALUES ($1, $2)', [m.name, m.checksum]);
         await c.query('COMMIT');
       } catch (err) {
+        // The migration's own error is the one to report; a failed ROLLBACK ends with the connection.
         await c.query('ROLLBACK').catch(() => {});
-        throw new MigrationError('postgres', m.name, err);
+        throw err;
       }
-      applied.push(m.name);
-    }
+    });
   } finally {
     await c.query(`SELECT pg_advisory_unlock(hashtext('meterd:migrations'))`).catch(() => {});
     c.release();
   }
-  return applied;
 }

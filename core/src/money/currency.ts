@@ -45,14 +45,3 @@ export function currencyExponents(currencies: Iterable<string>): Record<string, 
   for (const c of currencies) out[c] = currencyExponent(c);
   return out;
 }
-
-/** A whole number of minor units as a decimal string in major units: (4299n, 'KWD') → "4.299". */
-export function formatMinorUnits(minor: bigint | string, currency: string): string {
-  const v = BigInt(minor);
-  const e = currencyExponent(currency);
-  const neg = v < 0n;
-  const a = neg ? -v : v;
-  if (e === 0) return `${neg ? '-' : ''}${a}`;
-  const scale = 10n ** BigInt(e);
-  return `${neg ? '-' : ''}${a / scale}.${String(a % scale).padStart(e, '0')}`;
-}

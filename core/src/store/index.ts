@@ -1,5 +1,5 @@
 export { createPool, pgHealthy, inTransaction, type Pool, type PoolClient } from './postgres.js';
-export { createRedis, redisHealthy, KEY_REVOKED_CHANNEL, PLAN_CHANGED_CHANNEL, type Redis } from './redis.js';
+export { createRedis, redisHealthy, type Redis } from './redis.js';
 export {
   insertWorkspace,
   insertApiKey,

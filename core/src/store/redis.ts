@@ -4,7 +4,7 @@ export type { Redis };
 
 /**
  * ioredis with settings for a hot path: auto-pipelining (commands issued in one tick share one
- * write; measured ~10× the rate of awaited single commands, DESIGN.md), and a bounded offline
+ * write; measured when ingest was designed at ~10× the rate of awaited single commands), and a bounded offline
  * queue so a Redis outage turns into fast errors instead of requests piling up in memory.
  */
 export function createRedis(url: URL, extra: RedisOptions = {}): Redis {
@@ -25,9 +25,3 @@ export async function redisHealthy(redis: Redis): Promise<boolean> {
     return false;
   }
 }
-
-/** Pub/sub channel on which a revoked key's hash is announced, so every ingest drops it from cache. */
-export const KEY_REVOKED_CHANNEL = 'meterd:keys:revoked';
-
-/** Pub/sub channel on which a workspace id is announced when its plan changed, so caches of its quota drop it. */
-export const PLAN_CHANGED_CHANNEL = 'meterd:plans:changed';

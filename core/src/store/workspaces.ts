@@ -2,7 +2,8 @@ import type pg from 'pg';
 import { newId } from '../ids.js';
 import { mintKey, type Scope, DEFAULT_SCOPES } from '../keys/api-key.js';
 import type { Plan } from '../plans.js';
-import { KEY_REVOKED_CHANNEL, type Redis } from './redis.js';
+import { KEY_REVOKED_CHANNEL } from '../contracts/redis-keys.js';
+import type { Redis } from './redis.js';
 
 export interface Workspace {
   id: string;

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { loadConfig } from '../config/env.js';
 import { storeVars } from '../config/common.js';
-import { createClickHouse } from '../clickhouse/client.js';
+import { clickHouseFromConfig } from '../clickhouse/client.js';
 import { ident } from '../clickhouse/sql.js';
 import { createPool, type Pool } from '../store/postgres.js';
 import { createRedis, type Redis } from '../store/redis.js';
@@ -51,13 +51,7 @@ export async function openTestStores(label: string): Promise<TestStores> {
   const redis = createRedis(base.REDIS_URL);
   const redisPrefix = `t_${id}`;
   const chDatabase = ident(`meterd_t_${id}`);
-  const connect = (database?: string) =>
-    createClickHouse({
-      url: base.CLICKHOUSE_URL,
-      database: database ?? 'default',
-      user: base.CLICKHOUSE_USER,
-      password: base.CLICKHOUSE_PASSWORD,
-    });
+  const connect = (database?: string) => clickHouseFromConfig(base, { database: database ?? 'default' });
   await migrateClickHouse(connect, chDatabase, CH_MIGRATIONS_DIR);
   const clickhouse = connect(chDatabase);
 
@@ -73,7 +67,6 @@ export async function openTestStores(label: string): Promise<TestStores> {
       // Services started from this env keep their Redis keys under the test's prefix, which
       // close() deletes (ingest writes them; the control API reads ingest's quota counters).
       REDIS_KEY_PREFIX: redisPrefix,
-      INGEST_REDIS_PREFIX: redisPrefix,
     },
     databaseUrl,
     pool,

@@ -2,7 +2,7 @@
  * The dedupe seam. `claim` marks idempotency keys as pending (short TTL) and counts them against
  * the quota in one atomic step; after the events are durable `commit` stores each key's original
  * row for the dedupe window; if storing failed, `release` frees the keys and the quota, so a retry
- * is stored rather than reported as a duplicate of nothing (DESIGN.md invariant 3).
+ * is stored rather than reported as a duplicate of nothing (README, guarantee 3).
  */
 export interface ClaimRequest {
   workspaceId: string;

@@ -38,7 +38,7 @@ const STATUS: Record<number, string> = {
   503: '503 Service Unavailable',
 };
 
-/** The seed's plan headers: what the workspace used this period, its limit, and what remains. */
+/** The plan headers (docs/api.md): what the workspace used this period, its limit, and what remains. */
 export interface PlanUsage {
   used: number;
   limit: number | null;

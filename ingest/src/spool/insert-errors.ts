@@ -16,7 +16,7 @@ const ROW_REJECTED = new Set([6, 25, 26, 27, 32, 38, 41, 53, 62, 69, 70, 72, 117
 
 /** The ClickHouse code when `err` says the rows themselves were refused; undefined for transient errors. */
 export function rowRejectionCode(err: unknown): number | undefined {
-  // ClickHouseError puts the server's text in its message; its cause keeps the raw text too.
+  // ClickHouseQueryError puts the server's text in its message; its cause keeps the raw text too.
   const code = clickHouseErrorCode(err) ?? clickHouseErrorCode((err as { cause?: unknown })?.cause);
   return code !== undefined && ROW_REJECTED.has(code) ? code : undefined;
 }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ClickHouseError, MetricsRegistry, createLogger } from '@meterd/core';
+import { ClickHouseQueryError, MetricsRegistry, createLogger } from '@meterd/core';
 import { defineIngestMetrics } from '../metrics.js';
 import { SpoolWriter } from './writer.js';
 import { SpoolShipper, type InsertRows } from './shipper.js';
@@ -16,7 +16,7 @@ const append = (w: SpoolWriter, data: string, rows: number) =>
   new Promise<void>((res, rej) => w.append(data, rows, (e) => (e ? rej(e) : res())));
 // What core's raw inserter throws for ClickHouse 18.16's answer to an unparsable row.
 const parseError = () =>
-  new ClickHouseError(
+  new ClickHouseQueryError(
     'inserting into events (HTTP 500)',
     new Error(
       'Code: 25, e.displayText() = DB::Exception: Cannot parse JSON string: expected opening quote: (while read the value of key quantity): (at row 3)\n, e.what() = DB::Exception',
@@ -46,7 +46,7 @@ test("the error classifier: parse codes are the rows' fault, network and plain 5
   assert.equal(rowRejectionCode(parseError()), 25);
   assert.equal(
     rowRejectionCode(
-      new ClickHouseError(
+      new ClickHouseQueryError(
         'inserting into events (HTTP 400)',
         new Error('Code: 27, e.displayText() = DB::Exception: Cannot parse input: expected { before: x'),
       ),
@@ -54,16 +54,16 @@ test("the error classifier: parse codes are the rows' fault, network and plain 5
     27,
   );
   assert.equal(
-    rowRejectionCode(new ClickHouseError('inserting 10 bytes into events', new TypeError('fetch failed'))),
+    rowRejectionCode(new ClickHouseQueryError('inserting 10 bytes into events', new TypeError('fetch failed'))),
     undefined,
   );
   assert.equal(
-    rowRejectionCode(new ClickHouseError('inserting into events (HTTP 503)', new Error('Service Unavailable'))),
+    rowRejectionCode(new ClickHouseQueryError('inserting into events (HTTP 503)', new Error('Service Unavailable'))),
     undefined,
   );
   assert.equal(
     rowRejectionCode(
-      new ClickHouseError(
+      new ClickHouseQueryError(
         'inserting into events (HTTP 404)',
         new Error("Code: 60, e.displayText() = DB::Exception: Table x.events doesn't exist"),
       ),
@@ -73,7 +73,7 @@ test("the error classifier: parse codes are the rows' fault, network and plain 5
   );
   assert.equal(
     rowRejectionCode(
-      new ClickHouseError(
+      new ClickHouseQueryError(
         'inserting into events (HTTP 500)',
         new Error('Code: 216, e.displayText() = DB::Exception: Query with id = x is already running'),
       ),
@@ -129,8 +129,8 @@ test('a transient error is retried and quarantines nothing', async () => {
   await append(w, '{"n":1}\n{"n":2}\n', 2);
   const sink: Buffer[] = [];
   const errors = [
-    new ClickHouseError('inserting 16 bytes into events', new TypeError('fetch failed')),
-    new ClickHouseError('inserting into events (HTTP 503)', new Error('Service Unavailable')),
+    new ClickHouseQueryError('inserting 16 bytes into events', new TypeError('fetch failed')),
+    new ClickHouseQueryError('inserting into events (HTTP 503)', new Error('Service Unavailable')),
   ];
   const s = shipper(w, async (b) => {
     const e = errors.shift();
@@ -154,7 +154,7 @@ test('a transient error while bisecting keeps the whole batch for a retry', asyn
   const sink: Buffer[] = [];
   let calls = 0;
   const s = shipper(w, async (b) => {
-    if (++calls === 2) throw new ClickHouseError('inserting into events', new TypeError('fetch failed'));
+    if (++calls === 2) throw new ClickHouseQueryError('inserting into events', new TypeError('fetch failed'));
     if (b.includes('"bad"')) throw parseError();
     sink.push(Buffer.from(b));
   });
@@ -172,7 +172,7 @@ test('the shipper reports how long it has been failing, and clears it on recover
   await append(w, '{"n":1}\n', 1);
   let down = true;
   const s = shipper(w, async () => {
-    if (down) throw new ClickHouseError('inserting into events', new TypeError('fetch failed'));
+    if (down) throw new ClickHouseQueryError('inserting into events', new TypeError('fetch failed'));
   });
   s.start();
   for (let i = 0; i < 500 && !(s.failingSince !== undefined && s.msSinceLastSuccess >= 200); i++)

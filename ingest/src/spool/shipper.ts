@@ -1,5 +1,5 @@
 import { open, unlink } from 'node:fs/promises';
-import { batchRecord, Loop, type Counter, type EventRow, type Logger, type RecordBatch } from '@meterd/core';
+import { batchRecord, Loop, type EventRow, type Logger, type RecordBatch } from '@meterd/core';
 import type { IngestMetrics } from '../metrics.js';
 import { readCheckpoint, removeDurableMark, segmentPath, spoolId, writeCheckpoint, type Position } from './segments.js';
 import type { SpoolWriter } from './writer.js';
@@ -14,8 +14,6 @@ export interface ShipperOptions {
   intervalMs: number;
   metrics: IngestMetrics;
   log: Logger;
-  /** Counts rows moved to quarantine (meterd_ingest_quarantined_rows_total once metrics.ts defines it). */
-  quarantined?: Counter;
   /**
    * Records each shipped batch for the aggregator (core's batch record), after its events and
    * before the checkpoint moves. Left out only where nothing aggregates (tests of the spool alone).
@@ -222,7 +220,7 @@ export class SpoolShipper {
     if (refused.length === 0) return indexes;
     const file = await quarantineRows(this.writer.dir, refused);
     this.quarantinedRows += refused.length;
-    this.opts.quarantined?.inc(refused.length);
+    this.opts.metrics.quarantinedRows.inc(refused.length);
     this.opts.log.error(
       {
         quarantined_rows: refused.length,

@@ -61,7 +61,7 @@ test('routing table', () => {
   assert.equal(routeOf('/api/v1/meterx'), 'control');
 });
 
-test("the seed's three curl calls work against the front with only the host changed", async () => {
+test('the three curl calls of docs/api.md work against the front with only the host changed', async () => {
   const signup = await call(base, 'POST', '/api/v1/signup', {
     body: { slug: 'acme', display_name: 'Acme', contact_email: 'ops@acme.com' },
   });

@@ -1,0 +1,12 @@
+export {
+  DEFAULT_REDIS_KEY_PREFIX,
+  dedupeKey,
+  quotaKey,
+  rateLimitKey,
+  dashboardSessionKey,
+  KEY_REVOKED_CHANNEL,
+  PLAN_CHANGED_CHANNEL,
+} from './redis-keys.js';
+export { shardSql } from './shards.js';
+export { INGEST_METRICS, BILLING_METRICS } from './metrics.js';
+export { CH_TABLES, PG_TABLES } from './tables.js';

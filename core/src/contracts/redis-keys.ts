@@ -1,0 +1,35 @@
+/**
+ * Every Redis key and channel meterd writes, built in one place: ingest writes the dedupe and
+ * quota keys, the control API reads the quota counters, and a key built differently on one side
+ * would read as zero without any error. Keys of one workspace carry the `{workspace_id}` hash tag,
+ * so one Lua call's keys share a Redis Cluster slot.
+ */
+
+/** Default of REDIS_KEY_PREFIX: the first segment of every key, so deployments sharing a Redis never collide. */
+export const DEFAULT_REDIS_KEY_PREFIX = 'md';
+
+/** Idempotency claim or stored row of one event: `<prefix>:{<workspace>}:d:<event_type>:<idempotency_key>`. */
+export function dedupeKey(prefix: string, workspaceId: string, key: string): string {
+  return `${prefix}:{${workspaceId}}:d:${key}`;
+}
+
+/** Accepted-event counter of one workspace and period (YYYYMM): `<prefix>:{<workspace>}:q:<YYYYMM>`. */
+export function quotaKey(prefix: string, workspaceId: string, period: string): string {
+  return `${prefix}:{${workspaceId}}:q:${period}`;
+}
+
+/** Token bucket of one client address for the limit `name` (signup, dashboard sign-in). */
+export function rateLimitKey(prefix: string, name: string, address: string): string {
+  return `${prefix}:rl:${name}:${address}`;
+}
+
+/** Dashboard session, keyed by the SHA-256 (hex) of the cookie's id, never the id itself. */
+export function dashboardSessionKey(prefix: string, idSha256Hex: string): string {
+  return `${prefix}:dash:s:${idSha256Hex}`;
+}
+
+/** Pub/sub channel on which a revoked key's hash is announced, so every ingest drops it from cache. */
+export const KEY_REVOKED_CHANNEL = 'meterd:keys:revoked';
+
+/** Pub/sub channel on which a workspace id is announced when its plan changed, so caches of its quota drop it. */
+export const PLAN_CHANGED_CHANNEL = 'meterd:plans:changed';
