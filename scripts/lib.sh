@@ -32,7 +32,7 @@ build() {
 
 migrate() {
   echo "== migrations"
-  node core/dist/src/migrate/cli.js
+  node tools/dist/src/migrate.js
 }
 
 # ESLint (type-aware: floating and misused promises are errors) and Prettier; `npm run format` fixes.

@@ -7,4 +7,4 @@ ensure_stack
 build
 migrate
 echo "== services"
-exec node core/dist/src/supervisor.js
+exec node tools/dist/src/supervisor.js

@@ -11,7 +11,8 @@ import { ROOT } from './support/services.js';
  * is exempt: it drives every service.
  */
 const SERVICES = ['ingest', 'aggregator', 'billing-sync', 'control-api', 'stripe-local', 'bench'];
-const PACKAGES = ['core', ...SERVICES];
+// tools/ (the supervisor, the migration and docs commands) is repository tooling: it may import core only.
+const PACKAGES = ['core', 'tools', ...SERVICES];
 
 function sources(dir: string): string[] {
   const out: string[] = [];

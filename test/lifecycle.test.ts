@@ -46,7 +46,7 @@ test('ingest: a thread that served a meter request and was closed ends by itself
       `
     const { startIngestThread } = await import(${dist('ingest', 'app.js')});
     const { loadIngestConfig } = await import(${dist('ingest', 'config.js')});
-    const { MetricsRegistry } = await import(${dist('core', 'index.js')});
+    const { MetricsRegistry } = await import(${dist('core', 'metrics/index.js')});
     ${expect}
     const t = await startIngestThread(loadIngestConfig(), { index: 0, registry: new MetricsRegistry(1, 0), redisPrefix: ${JSON.stringify(stores.redisPrefix)} });
     await expect('http://127.0.0.1:' + t.port + '/api/v1/meter', 202, { method: 'POST', headers: { authorization: 'Bearer ${token}', 'content-type': 'application/json' }, body: ${JSON.stringify(body)} });
@@ -65,7 +65,7 @@ test('ingest: closed while a health check awaits Redis, the check does not re-ar
       `
     const { startIngestThread } = await import(${dist('ingest', 'app.js')});
     const { loadIngestConfig } = await import(${dist('ingest', 'config.js')});
-    const { MetricsRegistry } = await import(${dist('core', 'index.js')});
+    const { MetricsRegistry } = await import(${dist('core', 'metrics/index.js')});
     const { GateProxy } = await import(${dist('core', 'testing/index.js')});
     const gate = await GateProxy.start({ host: ${JSON.stringify(redis.hostname)}, port: ${Number(redis.port || 6379)} });
     const t = await startIngestThread(loadIngestConfig({ ...process.env, REDIS_URL: 'redis://127.0.0.1:' + gate.port }), { index: 0, registry: new MetricsRegistry(1, 0) });
@@ -127,7 +127,7 @@ test('billing-sync: a pass and the loop end by themselves after close', async ()
       `
     const { startBillingSync } = await import(${dist('billing-sync', 'service.js')});
     const { loadBillingConfig } = await import(${dist('billing-sync', 'config.js')});
-    const { createLogger } = await import(${dist('core', 'index.js')});
+    const { createLogger } = await import(${dist('core', 'log.js')});
     ${expect}
     const s = await startBillingSync(loadBillingConfig(), createLogger('billing-sync', 'silent'));
     await s.passOnce();

@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Stripe from 'stripe';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { BILLING_METRICS, lit } from '@meterd/core';
+import { lit } from '@meterd/core/clickhouse';
+import { BILLING_METRICS } from '@meterd/core/contracts';
 import { ROOT, freePort, sleep, startService, waitFor, type Service } from './support/services.js';
 
 /**

@@ -5,7 +5,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync 
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { connect } from 'node:net';
-import { freePort } from '@meterd/core';
+import { freePort } from '@meterd/core/net';
 import { ROOT } from './support/services.js';
 
 /**

@@ -66,7 +66,7 @@ test(
   async () => {
     const stores = await openTestStores('start');
     let out = '';
-    const sup = spawn(process.execPath, [join(ROOT, 'core/dist/src/supervisor.js')], {
+    const sup = spawn(process.execPath, [join(ROOT, 'tools/dist/src/supervisor.js')], {
       env: {
         ...process.env,
         ...stores.env,

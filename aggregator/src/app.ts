@@ -1,4 +1,7 @@
-import { Authenticator, clickHouseFromConfig, createLogger, createPool, createRedis } from '@meterd/core';
+import { Authenticator } from '@meterd/core/auth';
+import { clickHouseFromConfig } from '@meterd/core/clickhouse';
+import { createLogger } from '@meterd/core/log';
+import { createPool, createRedis } from '@meterd/core/store';
 import type { ServiceContext, ServiceSpec } from '@meterd/core/service';
 import { loadAggregatorConfig, type AggregatorConfig } from './config.js';
 import { createAggregatorMetrics } from './metrics.js';

@@ -1,4 +1,13 @@
-import { aggregatorShardsVar, authVars, loadConfig, storeVars, str, int, bool, type ConfigOf } from '@meterd/core';
+import {
+  aggregatorShardsVar,
+  authVars,
+  loadConfig,
+  storeVars,
+  str,
+  int,
+  bool,
+  type ConfigOf,
+} from '@meterd/core/config';
 
 export const aggregatorVars = {
   ...storeVars,

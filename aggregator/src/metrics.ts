@@ -1,4 +1,4 @@
-import { MetricsRegistry, type Counter, type Gauge, type Histogram } from '@meterd/core';
+import { MetricsRegistry, type Counter, type Gauge, type Histogram } from '@meterd/core/metrics';
 
 export interface AggregatorMetrics {
   registry: MetricsRegistry;

@@ -1,5 +1,7 @@
 import { parseArgs } from 'node:util';
-import { clickHouseFromConfig, loadConfig, parseRfc3339, storeVars, int } from '@meterd/core';
+import { clickHouseFromConfig } from '@meterd/core/clickhouse';
+import { loadConfig, storeVars, int } from '@meterd/core/config';
+import { parseRfc3339 } from '@meterd/core/event';
 import { reconcile } from './reconcile/compare.js';
 
 /**

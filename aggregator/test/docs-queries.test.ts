@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ClickHouseClient } from '@clickhouse/client';
-import { REPO_ROOT, toClickHouseDateTime } from '@meterd/core';
+import { toClickHouseDateTime } from '@meterd/core/clickhouse';
+import { REPO_ROOT } from '@meterd/core/testing';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { openChdb, type Chdb } from '@meterd/core/testing/chdb';
 

@@ -1,5 +1,6 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { formatRfc3339, insertEventBatch, toClickHouseDateTime, type EventRow } from '@meterd/core';
+import { insertEventBatch, toClickHouseDateTime, type EventRow } from '@meterd/core/clickhouse';
+import { formatRfc3339 } from '@meterd/core/event';
 import { GRANULARITIES, bucketStart, type Granularity } from '../src/rollups/granularity.js';
 import { readRollups } from '../src/rollups/read.js';
 import { totalsOf } from '../src/reconcile/compare.js';

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { createClient } from '@clickhouse/client';
-import { dateTimeLit, loadConfig, pinnedSettings, storeVars } from '@meterd/core';
+import { dateTimeLit, pinnedSettings } from '@meterd/core/clickhouse';
+import { loadConfig, storeVars } from '@meterd/core/config';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { Aggregator } from '../src/worker/aggregator.js';
 import { serverNow } from '../src/worker/detect.js';

@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { Authenticator, createLogger, createRedis, formatRfc3339 } from '@meterd/core';
+import { Authenticator } from '@meterd/core/auth';
+import { formatRfc3339 } from '@meterd/core/event';
+import { createLogger } from '@meterd/core/log';
+import { createRedis } from '@meterd/core/store';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { createAggregatorMetrics } from '../src/metrics.js';
 import { createAggregatorServer } from '../src/http/server.js';

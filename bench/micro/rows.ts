@@ -1,4 +1,4 @@
-import type { StoredEvent } from '@meterd/core';
+import { type StoredEvent } from '@meterd/core/event';
 import { isMain, measure, print, type MicroResult } from './harness.js';
 
 /**

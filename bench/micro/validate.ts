@@ -1,4 +1,5 @@
-import { formatRfc3339, hashKey, validateMeterEvent } from '@meterd/core';
+import { formatRfc3339, validateMeterEvent } from '@meterd/core/event';
+import { hashKey } from '@meterd/core/keys';
 import { isMain, keep, measure, print, type MicroResult } from './harness.js';
 
 /**

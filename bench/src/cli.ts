@@ -1,6 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO_ROOT, isMeterdError } from '@meterd/core';
+import { isMeterdError } from '@meterd/core/errors';
+import { REPO_ROOT } from '@meterd/core/testing';
 import { HELP, parseArgs, type BenchArgs } from './args.js';
 import { buildRef, renderComparison } from './compare-ref.js';
 import { runBench, type BenchReport } from './run.js';

@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO_ROOT } from '@meterd/core';
+import { REPO_ROOT } from '@meterd/core/testing';
 import { BenchError } from './errors.js';
 import type { BenchReport } from './run.js';
 

@@ -1,4 +1,4 @@
-import { MeterdError } from '@meterd/core';
+import { MeterdError } from '@meterd/core/errors';
 
 /**
  * What stops a benchmark before or during a run, each with a stable code so scripts wrapping the

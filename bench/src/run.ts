@@ -1,16 +1,12 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  CH_TABLES,
-  PLAN_QUOTAS,
-  REPO_ROOT,
-  clickHouseFromConfig,
-  formatRfc3339,
-  ident,
-  loadConfig,
-  storeVars,
-} from '@meterd/core';
+import { clickHouseFromConfig, ident } from '@meterd/core/clickhouse';
+import { loadConfig, storeVars } from '@meterd/core/config';
+import { CH_TABLES } from '@meterd/core/contracts';
+import { formatRfc3339 } from '@meterd/core/event';
+import { PLAN_QUOTAS } from '@meterd/core/plans';
+import { REPO_ROOT } from '@meterd/core/testing';
 import { connectionsFor, type BenchArgs, type Scenario } from './args.js';
 import { BenchError } from './errors.js';
 import { freePort, startChild, type Child } from './children/child.js';

@@ -9,7 +9,7 @@ import {
   oneOf,
   url,
   type ConfigOf,
-} from '@meterd/core';
+} from '@meterd/core/config';
 
 export const VALUE_FIELDS = ['gmv_cents', 'quantity'] as const;
 export type ValueField = (typeof VALUE_FIELDS)[number];

@@ -1,4 +1,4 @@
-import { MeterdError } from '@meterd/core';
+import { MeterdError } from '@meterd/core/errors';
 
 /** billing-sync's error codes (internal: billing-sync serves no API, so none are wire codes). */
 export class UsageReadError extends MeterdError {

@@ -1,4 +1,5 @@
-import { PG_TABLES, type Pool, type PoolClient } from '@meterd/core';
+import { PG_TABLES } from '@meterd/core/contracts';
+import { type Pool, type PoolClient } from '@meterd/core/store';
 import type { ValueField } from './config.js';
 
 /** One row of billing_pushes (infra/postgres/003_billing_ledger.sql, 005_billing_money_path.sql). */

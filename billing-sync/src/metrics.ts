@@ -1,4 +1,5 @@
-import { BILLING_METRICS, MetricsRegistry, type Counter, type Gauge } from '@meterd/core';
+import { BILLING_METRICS } from '@meterd/core/contracts';
+import { MetricsRegistry, type Counter, type Gauge } from '@meterd/core/metrics';
 
 export interface BillingMetrics {
   registry: MetricsRegistry;

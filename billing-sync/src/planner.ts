@@ -1,4 +1,6 @@
-import { inTransaction, MAX_EVENT_AGE_MS, type Logger, type Pool } from '@meterd/core';
+import { MAX_EVENT_AGE_MS } from '@meterd/core/event';
+import { type Logger } from '@meterd/core/log';
+import { inTransaction, type Pool } from '@meterd/core/store';
 import { valueFieldOf, type BillingConfig } from './config.js';
 import { STRIPE_MAX_AGE_S } from './horizon.js';
 import { meterIdentifier } from './identifier.js';

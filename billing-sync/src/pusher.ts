@@ -1,4 +1,4 @@
-import type { Pool } from '@meterd/core';
+import { type Pool } from '@meterd/core/store';
 import { claimPending, recordOutcomes, type Outcome, type PushRow } from './ledger.js';
 
 export type Send = (rows: PushRow[]) => Promise<Outcome[]>;

@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { PG_TABLES, clickHouseFromConfig, createPool } from '@meterd/core';
+import { clickHouseFromConfig } from '@meterd/core/clickhouse';
+import { PG_TABLES } from '@meterd/core/contracts';
+import { createPool } from '@meterd/core/store';
 import { loadBillingConfig } from './config.js';
 import { retryRejected } from './ledger.js';
 import { reconcile, reconcileLedger } from './reconcile.js';

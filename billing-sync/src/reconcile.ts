@@ -1,5 +1,6 @@
 import type Stripe from 'stripe';
-import { PG_TABLES, type Pool } from '@meterd/core';
+import { PG_TABLES } from '@meterd/core/contracts';
+import { type Pool } from '@meterd/core/store';
 import { valueFieldOf, type BillingConfig } from './config.js';
 import { activeMeters, meterEventName } from './meters.js';
 import { Pacer } from './stripe/pacer.js';

@@ -1,4 +1,8 @@
-import { Loop, clickHouseFromConfig, createPool, isMeterdError, pgHealthy, type Logger } from '@meterd/core';
+import { clickHouseFromConfig } from '@meterd/core/clickhouse';
+import { isMeterdError } from '@meterd/core/errors';
+import { type Logger } from '@meterd/core/log';
+import { Loop } from '@meterd/core/loop';
+import { createPool, pgHealthy } from '@meterd/core/store';
 import { createServiceApp, listenOn } from '@meterd/core/http';
 import type { ServiceSpec } from '@meterd/core/service';
 import { loadBillingConfig, type BillingConfig } from './config.js';

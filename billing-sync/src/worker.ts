@@ -1,5 +1,7 @@
 import type Stripe from 'stripe';
-import { PG_TABLES, type Logger, type Pool } from '@meterd/core';
+import { PG_TABLES } from '@meterd/core/contracts';
+import { type Logger } from '@meterd/core/log';
+import { type Pool } from '@meterd/core/store';
 import type { BillingConfig } from './config.js';
 import { pendingCount, rejectedCauses, rejectedCount, retryRejected } from './ledger.js';
 import { activeMeters, ensureMeters } from './meters.js';

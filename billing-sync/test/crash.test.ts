@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import type { TestStores } from '@meterd/core/testing';
-import { insertWorkspace } from '@meterd/core';
+import { insertWorkspace } from '@meterd/core/store';
 import {
   BILLING_MAIN,
   billingEnv,

@@ -1,7 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { createLogger, insertWorkspace } from '@meterd/core';
+import { createLogger } from '@meterd/core/log';
+import { insertWorkspace } from '@meterd/core/store';
 import { createBillingMetrics } from '../src/metrics.js';
 import { createStripe } from '../src/stripe/client.js';
 import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';

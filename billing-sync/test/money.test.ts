@@ -1,7 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { BILLING_METRICS, createLogger, insertWorkspace } from '@meterd/core';
+import { BILLING_METRICS } from '@meterd/core/contracts';
+import { createLogger } from '@meterd/core/log';
+import { insertWorkspace } from '@meterd/core/store';
 import { createBillingMetrics } from '../src/metrics.js';
 import { createStripe } from '../src/stripe/client.js';
 import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';

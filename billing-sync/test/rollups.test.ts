@@ -1,7 +1,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { clickHouseFromConfig, createLogger, ident, insertWorkspace, loadConfig, storeVars } from '@meterd/core';
+import { clickHouseFromConfig, ident } from '@meterd/core/clickhouse';
+import { loadConfig, storeVars } from '@meterd/core/config';
+import { createLogger } from '@meterd/core/log';
+import { insertWorkspace } from '@meterd/core/store';
 import { createBillingMetrics } from '../src/metrics.js';
 import { createStripe } from '../src/stripe/client.js';
 import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';

@@ -1,5 +1,6 @@
 import Fastify, { type FastifyInstance } from 'fastify';
-import { Authenticator, pgHealthy, redisHealthy, type Redis } from '@meterd/core';
+import { Authenticator } from '@meterd/core/auth';
+import { pgHealthy, redisHealthy, type Redis } from '@meterd/core/store';
 import { serveProbes } from '@meterd/core/http';
 import type { ControlConfig } from './config.js';
 import type { Ctx } from './context.js';

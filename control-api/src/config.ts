@@ -14,7 +14,7 @@ import {
   addressList,
   type ConfigOf,
   type VarSpec,
-} from '@meterd/core';
+} from '@meterd/core/config';
 
 /** A positive decimal, e.g. 0.01 to run the webhook retry schedule a hundred times faster in tests. */
 const scale = (doc: string, def: number): VarSpec<number> => ({

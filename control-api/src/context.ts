@@ -1,4 +1,6 @@
-import type { Authenticator, Logger, Redis } from '@meterd/core';
+import { type Authenticator } from '@meterd/core/auth';
+import { type Logger } from '@meterd/core/log';
+import { type Redis } from '@meterd/core/store';
 import type { ControlConfig } from './config.js';
 import type { ControlMetrics } from './metrics.js';
 import type { Services } from './services/index.js';

@@ -1,4 +1,4 @@
-import { MetricsRegistry, type Counter, type Histogram } from '@meterd/core';
+import { MetricsRegistry, type Counter, type Histogram } from '@meterd/core/metrics';
 
 export interface ControlMetrics {
   registry: MetricsRegistry;

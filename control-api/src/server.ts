@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
-import { createLogger, createPool, createRedis, type Logger } from '@meterd/core';
+import { createLogger, type Logger } from '@meterd/core/log';
+import { createPool, createRedis } from '@meterd/core/store';
 import { buildApp } from './app.js';
 import type { ServiceSpec } from '@meterd/core/service';
 import { loadControlConfig, type ControlConfig } from './config.js';

@@ -1,7 +1,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { periodOf, quotaKey } from '@meterd/core';
+import { quotaKey } from '@meterd/core/contracts';
+import { periodOf } from '@meterd/core/plans';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { call, Receiver, verifySignature, testEnv } from './helpers.js';
 import { REPO, exited, freePort, spawnService } from './procs.js';

@@ -5,7 +5,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { inTransaction } from '@meterd/core';
+import { inTransaction } from '@meterd/core/store';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { call, eventually, Receiver, startTestControl } from './helpers.js';
 import { exited, freePort, REPO, spawnService } from './procs.js';

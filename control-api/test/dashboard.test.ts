@@ -2,9 +2,10 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { periodOf, quotaKey } from '@meterd/core';
+import { quotaKey } from '@meterd/core/contracts';
+import { periodOf } from '@meterd/core/plans';
 import { call, startTestControl } from './helpers.js';
-import { parsePrometheus } from '@meterd/core';
+import { parsePrometheus } from '@meterd/core/metrics';
 import { snapshotOf } from '../src/dashboard/ingest-metrics.js';
 import type { ControlServer } from '../src/server.js';
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import Stripe from 'stripe';
-import { freePort } from '@meterd/core';
+import { freePort } from '@meterd/core/net';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { call, eventually, OPERATOR_KEY, startTestControl } from './helpers.js';
 import { REPO, spawnService } from './procs.js';

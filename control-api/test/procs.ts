@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '@meterd/core';
+import { freePort } from '@meterd/core/net';
 export { freePort };
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));

@@ -5,7 +5,8 @@ import { Namespace, Secret, Service, ResourceQuota } from 'kubernetes-models/v1'
 import { Deployment } from 'kubernetes-models/apps/v1';
 import { Ingress, NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { periodOf, quotaKey } from '@meterd/core';
+import { quotaKey } from '@meterd/core/contracts';
+import { periodOf } from '@meterd/core/plans';
 import { OPERATOR_KEY, call, eventually, Receiver, startTestControl } from './helpers.js';
 import type { ControlServer } from '../src/server.js';
 import { renderManifests } from '../src/provision/k8s-manifests.js';

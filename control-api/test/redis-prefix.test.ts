@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { ConfigError } from '@meterd/core';
+import { ConfigError } from '@meterd/core/config';
 import { loadControlConfig } from '../src/config.js';
 
 const dev = { NODE_ENV: 'development' };

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ConfigError } from '@meterd/core';
+import { ConfigError } from '@meterd/core/config';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { call, eventually, startTestControl, testEnv } from './helpers.js';
 import { REPO } from './procs.js';

@@ -2,7 +2,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { join } from 'node:path';
-import { ConfigError } from '@meterd/core';
+import { ConfigError } from '@meterd/core/config';
 import { listenOn } from '@meterd/core/http';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { startTestControl, testEnv } from './helpers.js';

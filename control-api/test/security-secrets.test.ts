@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { createCipheriv, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
-import { inTransaction } from '@meterd/core';
+import { inTransaction } from '@meterd/core/store';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { OPERATOR_KEY, Receiver, call, eventually, verifySignature, startTestControl, testEnv } from './helpers.js';
 import { REPO, exited, freePort, spawnService } from './procs.js';

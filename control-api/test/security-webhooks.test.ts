@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server, type ServerResponse } from 'node:http';
-import { inTransaction } from '@meterd/core';
+import { inTransaction } from '@meterd/core/store';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { call, eventually, Receiver, startTestControl } from './helpers.js';
 import type { ControlServer } from '../src/server.js';

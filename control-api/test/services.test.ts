@@ -1,6 +1,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createLogger, inTransaction, isMeterdError } from '@meterd/core';
+import { isMeterdError } from '@meterd/core/errors';
+import { createLogger } from '@meterd/core/log';
+import { inTransaction } from '@meterd/core/store';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { loadControlConfig } from '../src/config.js';
 import { SecretBox } from '../src/crypto/secret-box.js';

@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import Stripe from 'stripe';
-import { inTransaction } from '@meterd/core';
+import { inTransaction } from '@meterd/core/store';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { call, eventually, Receiver, verifySignature, startTestControl } from './helpers.js';
 import type { ControlServer } from '../src/server.js';

@@ -3,16 +3,10 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { randomBytes } from 'node:crypto';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import {
-  ApiError,
-  Authenticator,
-  createRedis,
-  findKeyByHash,
-  KEY_REVOKED_CHANNEL,
-  PLAN_CHANGED_CHANNEL,
-  revokeApiKey,
-  type Redis,
-} from '@meterd/core';
+import { Authenticator } from '@meterd/core/auth';
+import { KEY_REVOKED_CHANNEL, PLAN_CHANGED_CHANNEL } from '@meterd/core/contracts';
+import { ApiError } from '@meterd/core/errors';
+import { createRedis, findKeyByHash, revokeApiKey, type Redis } from '@meterd/core/store';
 import type { AuthenticatorOptions } from '../src/auth/authenticator.js';
 
 const OPERATOR_KEY = `op-${randomBytes(16).toString('hex')}`;

@@ -5,16 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openTestStores } from '@meterd/core/testing';
 import { chdbConnector } from '@meterd/core/testing/chdb';
-import {
-  CH_MIGRATIONS_DIR,
-  PG_MIGRATIONS_DIR,
-  migrateClickHouse,
-  migratePostgres,
-  readMigrations,
-  clickHouseFromConfig,
-  loadConfig,
-  storeVars,
-} from '@meterd/core';
+import { clickHouseFromConfig } from '@meterd/core/clickhouse';
+import { loadConfig, storeVars } from '@meterd/core/config';
+import { migrateClickHouse, migratePostgres, readMigrations } from '@meterd/core/migrate';
+import { CH_MIGRATIONS_DIR, PG_MIGRATIONS_DIR } from '@meterd/core/testing';
 
 test('every Postgres and ClickHouse (18.16 server) migration applies on a fresh database, once', async () => {
   // openTestStores applies both sets on fresh databases; here we check what it produced.

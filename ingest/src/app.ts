@@ -1,24 +1,13 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import {
-  Authenticator,
-  Loop,
-  addressMatcher,
-  createLogger,
-  createPool,
-  createBatchRecorder,
-  createRawInserter,
-  createRedis,
-  errorBody,
-  pgHealthy,
-  redisHealthy,
-  MetricsRegistry,
-  METRICS_CONTENT_TYPE,
-  type Logger,
-  type RecordBatch,
-  type Pool,
-  type Redis,
-} from '@meterd/core';
+import { Authenticator } from '@meterd/core/auth';
+import { createBatchRecorder, createRawInserter, type RecordBatch } from '@meterd/core/clickhouse';
+import { errorBody } from '@meterd/core/errors';
+import { createLogger, type Logger } from '@meterd/core/log';
+import { Loop } from '@meterd/core/loop';
+import { MetricsRegistry, METRICS_CONTENT_TYPE } from '@meterd/core/metrics';
+import { addressMatcher } from '@meterd/core/net';
+import { createPool, createRedis, pgHealthy, redisHealthy, type Pool, type Redis } from '@meterd/core/store';
 import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import type { IngestConfig } from './config.js';
 import { loadNativeUws } from './native.js';

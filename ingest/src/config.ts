@@ -9,7 +9,7 @@ import {
   int,
   oneOf,
   type ConfigOf,
-} from '@meterd/core';
+} from '@meterd/core/config';
 
 export const ingestVars = {
   ...storeVars,

@@ -1,4 +1,6 @@
-import { MetricsRegistry, ERROR_CODES, INGEST_METRICS, type Counter, type Gauge, type Histogram } from '@meterd/core';
+import { INGEST_METRICS } from '@meterd/core/contracts';
+import { ERROR_CODES } from '@meterd/core/errors';
+import { MetricsRegistry, type Counter, type Gauge, type Histogram } from '@meterd/core/metrics';
 
 /** Every thread calls this in the same order, so each metric has the same cell everywhere. */
 export function defineIngestMetrics(reg: MetricsRegistry) {

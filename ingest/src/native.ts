@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import { MeterdError } from '@meterd/core';
+import { MeterdError } from '@meterd/core/errors';
 
 export type UWS = typeof import('uWebSockets.js');
 

@@ -1,5 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import { newEventId, periodOf, type ErrorCode, type MeterEvent, type Logger, type StoredEvent } from '@meterd/core';
+import { type ErrorCode } from '@meterd/core/errors';
+import { type MeterEvent, type StoredEvent } from '@meterd/core/event';
+import { newEventId } from '@meterd/core/ids';
+import { type Logger } from '@meterd/core/log';
+import { periodOf } from '@meterd/core/plans';
 import { CLAIMED, OVER_QUOTA, PENDING, type Deduper } from './dedupe/deduper.js';
 import type { Spool } from './spool/writer.js';
 import type { IngestMetrics } from './metrics.js';

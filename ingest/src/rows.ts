@@ -1,4 +1,5 @@
-import { formatRfc3339, toClickHouseDateTime, type MeterEvent, type StoredEvent } from '@meterd/core';
+import { toClickHouseDateTime } from '@meterd/core/clickhouse';
+import { formatRfc3339, type MeterEvent, type StoredEvent } from '@meterd/core/event';
 
 /**
  * Per-second text caches. Formatting a date costs ~1 µs; every event needs two ClickHouse

@@ -1,7 +1,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { MetricsRegistry } from '@meterd/core';
+import { MetricsRegistry } from '@meterd/core/metrics';
 import type { Service, ServiceContext, ServiceSpec } from '@meterd/core/service';
 import { loadIngestConfig, type IngestConfig } from './config.js';
 import { loadNativeUws } from './native.js';

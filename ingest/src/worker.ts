@@ -1,5 +1,6 @@
 import { parentPort, workerData } from 'node:worker_threads';
-import { MetricsRegistry, createLogger } from '@meterd/core';
+import { createLogger } from '@meterd/core/log';
+import { MetricsRegistry } from '@meterd/core/metrics';
 import { loadIngestConfig } from './config.js';
 import { startIngestThread } from './app.js';
 

@@ -2,7 +2,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { ERROR_CODES, periodOf, revokeApiKey } from '@meterd/core';
+import { ERROR_CODES } from '@meterd/core/errors';
+import { periodOf } from '@meterd/core/plans';
+import { revokeApiKey } from '@meterd/core/store';
 import { startTestIngest, post, event, storedCounts, waitShipped } from './helpers.js';
 
 /**

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openTestStores } from '@meterd/core/testing';
-import { newEventId } from '@meterd/core';
+import { newEventId } from '@meterd/core/ids';
 import { RedisDeduper } from '../src/dedupe/redis.js';
 import { compactRow, toRow } from '../src/rows.js';
 

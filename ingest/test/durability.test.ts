@@ -1,17 +1,15 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { createClickHouse, migrateClickHouse, CH_MIGRATIONS_DIR } from '@meterd/core';
+import { createClickHouse } from '@meterd/core/clickhouse';
+import { migrateClickHouse } from '@meterd/core/migrate';
+import { CH_MIGRATIONS_DIR } from '@meterd/core/testing';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import {
-  createPool,
-  insertApiKey,
-  insertWorkspace,
-  migratePostgres,
-  newEventId,
-  PG_MIGRATIONS_DIR,
-} from '@meterd/core';
+import { newEventId } from '@meterd/core/ids';
+import { migratePostgres } from '@meterd/core/migrate';
+import { createPool, insertApiKey, insertWorkspace } from '@meterd/core/store';
+import { PG_MIGRATIONS_DIR } from '@meterd/core/testing';
 import { SpoolWriter } from '../src/spool/writer.js';
 import { spoolLine, toRow } from '../src/rows.js';
 import { event, post, startTestIngest, tempDir, until, waitShipped } from './helpers.js';

@@ -1,7 +1,8 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MetricsRegistry, createLogger } from '@meterd/core';
+import { createLogger } from '@meterd/core/log';
+import { MetricsRegistry } from '@meterd/core/metrics';
 import type { TestStores } from '@meterd/core/testing';
 import { loadIngestConfig } from '../src/config.js';
 import { startIngestThread, type IngestThread, type ThreadOptions } from '../src/app.js';

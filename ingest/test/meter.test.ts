@@ -1,7 +1,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { periodOf, revokeApiKey } from '@meterd/core';
+import { periodOf } from '@meterd/core/plans';
+import { revokeApiKey } from '@meterd/core/store';
 import { startTestIngest, post, event, storedCounts, waitShipped, until } from './helpers.js';
 
 let stores: TestStores;

@@ -3,7 +3,7 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { until } from './helpers.js';
-import { freePort } from '@meterd/core';
+import { freePort } from '@meterd/core/net';
 export { freePort };
 
 export const INGEST_MAIN = fileURLToPath(new URL('../src/main.js', import.meta.url));

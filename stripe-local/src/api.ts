@@ -1,5 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import type { Counter } from '@meterd/core';
+import { type Counter } from '@meterd/core/metrics';
 import type { Faults } from './faults.js';
 import { send } from './http-util.js';
 import { TokenBucket } from './rate-limit.js';

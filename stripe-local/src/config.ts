@@ -1,4 +1,4 @@
-import { ConfigError, loadConfig, str, int, bool, oneOf, type ConfigOf } from '@meterd/core';
+import { ConfigError, loadConfig, str, int, bool, oneOf, type ConfigOf } from '@meterd/core/config';
 
 export const stripeLocalVars = {
   STRIPE_LOCAL_HOST: str('Address stripe-local listens on.', '127.0.0.1'),

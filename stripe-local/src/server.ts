@@ -1,5 +1,5 @@
 import type { FastifyError } from 'fastify';
-import { MetricsRegistry } from '@meterd/core';
+import { MetricsRegistry } from '@meterd/core/metrics';
 import { createServiceApp, listenOn } from '@meterd/core/http';
 import { stripeApi } from './api.js';
 import { Billing } from './billing.js';

@@ -1,4 +1,4 @@
-import { ConfigError } from '@meterd/core';
+import { ConfigError } from '@meterd/core/config';
 import type { ServiceSpec } from '@meterd/core/service';
 import { loadStripeLocalConfig, type StripeLocalConfig } from './config.js';
 import { parsePriceSeeds, type PriceSeed } from './routes-checkout.js';

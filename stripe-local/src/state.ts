@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile, rename } from 'node:fs/promises';
 import type Stripe from 'stripe';
-import { Loop } from '@meterd/core';
+import { Loop } from '@meterd/core/loop';
 import type { CheckoutState } from './checkout-state.js';
 
 /**

@@ -1,4 +1,5 @@
-import { ApiError, errorBody, isMeterdError, type Logger } from '@meterd/core';
+import { ApiError, errorBody, isMeterdError } from '@meterd/core/errors';
+import { type Logger } from '@meterd/core/log';
 
 export interface ErrorReply {
   status: number;

@@ -1,5 +1,7 @@
 import type { FastifyInstance } from 'fastify';
-import { ApiError, pgHealthy, type Logger, type Pool } from '@meterd/core';
+import { ApiError } from '@meterd/core/errors';
+import { type Logger } from '@meterd/core/log';
+import { pgHealthy, type Pool } from '@meterd/core/store';
 import { createServiceApp, listenOn } from '@meterd/core/http';
 import type { AggregatorMetrics } from '../metrics.js';
 import { handleUsage, type UsageRouteDeps } from './usage-route.js';

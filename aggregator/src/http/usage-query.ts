@@ -1,4 +1,5 @@
-import { ApiError, parseRfc3339 } from '@meterd/core';
+import { ApiError } from '@meterd/core/errors';
+import { parseRfc3339 } from '@meterd/core/event';
 import { GRANULARITIES, bucketStart, bucketEnd, type Granularity } from '../rollups/granularity.js';
 
 export interface UsageQuery {

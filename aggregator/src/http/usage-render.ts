@@ -1,4 +1,5 @@
-import { currencyExponent, formatRfc3339 } from '@meterd/core';
+import { formatRfc3339 } from '@meterd/core/event';
+import { currencyExponent } from '@meterd/core/money';
 import { bucketEnd } from '../rollups/granularity.js';
 import type { RollupRow } from '../rollups/read.js';
 import type { Freshness } from '../rollups/freshness.js';

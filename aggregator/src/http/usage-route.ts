@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { ClickHouseClient } from '@clickhouse/client';
-import { ApiError, hasScope, type Authenticator } from '@meterd/core';
+import { hasScope, type Authenticator } from '@meterd/core/auth';
+import { ApiError } from '@meterd/core/errors';
 import { readRollups } from '../rollups/read.js';
 import { workspaceFreshness } from '../rollups/freshness.js';
 import { parseUsageQuery } from './usage-query.js';

@@ -1,5 +1,6 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { ClickHouseQueryError, formatRfc3339, lit } from '@meterd/core';
+import { ClickHouseQueryError, lit } from '@meterd/core/clickhouse';
+import { formatRfc3339 } from '@meterd/core/event';
 import { GRANULARITIES, bucketSql, parseChDateTime, type Granularity } from '../rollups/granularity.js';
 import { readRollups, type RollupRow } from '../rollups/read.js';
 import { dt, totalsFromEventsSql } from '../rollups/sql.js';

@@ -1,5 +1,6 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { CH_TABLES, ClickHouseQueryError, lit, shardSql } from '@meterd/core';
+import { ClickHouseQueryError, lit } from '@meterd/core/clickhouse';
+import { CH_TABLES, shardSql } from '@meterd/core/contracts';
 
 export interface Freshness {
   /** Everything committed to `events` before this time (epoch ms) is in the rollups; null before the first cycle. */

@@ -1,4 +1,4 @@
-import { CH_TABLES } from '@meterd/core';
+import { CH_TABLES } from '@meterd/core/contracts';
 
 /** The three rollup granularities, their tables, and how a time is bucketed into each. */
 export const GRANULARITIES = ['hour', 'day', 'month'] as const;

@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { ClickHouseQueryError, lit } from '@meterd/core';
+import { ClickHouseQueryError, lit } from '@meterd/core/clickhouse';
 import { ROLLUP_TABLE, parseChDateTime, type Granularity } from './granularity.js';
 import { currentRollupsSql, dt } from './sql.js';
 

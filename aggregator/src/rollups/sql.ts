@@ -1,4 +1,4 @@
-import { dateTimeLit, ident, lit, winningEventsSql } from '@meterd/core';
+import { dateTimeLit, ident, lit, winningEventsSql } from '@meterd/core/clickhouse';
 import { bucketSql, type Granularity } from './granularity.js';
 
 /** A DateTime('UTC') literal expression; values reach SQL only through core's escaping helpers. */

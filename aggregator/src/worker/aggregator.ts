@@ -1,5 +1,6 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { Loop, type Logger } from '@meterd/core';
+import { type Logger } from '@meterd/core/log';
+import { Loop } from '@meterd/core/loop';
 import type { AggregatorMetrics } from '../metrics.js';
 import {
   LOOKBACK_SECONDS,

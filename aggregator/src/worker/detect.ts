@@ -1,5 +1,6 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { CH_TABLES, ClickHouseQueryError, lit, shardSql } from '@meterd/core';
+import { ClickHouseQueryError, lit } from '@meterd/core/clickhouse';
+import { CH_TABLES, shardSql } from '@meterd/core/contracts';
 
 /** An hour of one workspace to bring up to date. */
 export interface Window {

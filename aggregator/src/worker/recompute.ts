@@ -1,5 +1,6 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { CH_TABLES, ClickHouseQueryError, lit } from '@meterd/core';
+import { ClickHouseQueryError, lit } from '@meterd/core/clickhouse';
+import { CH_TABLES } from '@meterd/core/contracts';
 import { bucketSql, bucketStart, bucketEnd, ROLLUP_TABLE, type Granularity } from '../rollups/granularity.js';
 import { dt, totalsFromEventsSql, windowsIn, workspacesIn } from '../rollups/sql.js';
 

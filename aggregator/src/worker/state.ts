@@ -1,5 +1,6 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { CH_TABLES, ClickHouseQueryError, lit } from '@meterd/core';
+import { ClickHouseQueryError, lit } from '@meterd/core/clickhouse';
+import { CH_TABLES } from '@meterd/core/contracts';
 
 /** Progress of one workspace shard (table aggregator_state, docs/rollups.md). */
 export interface ShardState {

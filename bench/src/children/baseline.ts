@@ -2,24 +2,14 @@ import cluster from 'node:cluster';
 import { createClient } from '@clickhouse/client';
 import Fastify, { type FastifyReply } from 'fastify';
 import { Redis } from 'ioredis';
-import {
-  ApiError,
-  Authenticator,
-  Rejection,
-  createPool,
-  dedupeKey,
-  errorBody,
-  formatRfc3339,
-  hasScope,
-  newEventId,
-  periodOf,
-  pinnedSettings,
-  quotaKey,
-  toClickHouseDateTime,
-  validateMeterEvent,
-  type MeterEvent,
-  type Principal,
-} from '@meterd/core';
+import { Authenticator, hasScope, type Principal } from '@meterd/core/auth';
+import { pinnedSettings, toClickHouseDateTime } from '@meterd/core/clickhouse';
+import { dedupeKey, quotaKey } from '@meterd/core/contracts';
+import { ApiError, errorBody } from '@meterd/core/errors';
+import { Rejection, formatRfc3339, validateMeterEvent, type MeterEvent } from '@meterd/core/event';
+import { newEventId } from '@meterd/core/ids';
+import { periodOf } from '@meterd/core/plans';
+import { createPool } from '@meterd/core/store';
 
 /**
  * The conventional baseline: the same endpoints and semantics as ingest, written the way most teams

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { BenchError } from '../errors.js';
-import { freePort } from '@meterd/core';
+import { freePort } from '@meterd/core/net';
 export { freePort };
 
 /** A server the bench started, on a port of its own, stopped when the run ends. */

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { createRedis } from '@meterd/core';
+import { createRedis } from '@meterd/core/store';
 
 export interface RedisRate {
   opsPerSec: number;

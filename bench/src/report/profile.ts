@@ -1,6 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { REPO_ROOT } from '@meterd/core';
+import { REPO_ROOT } from '@meterd/core/testing';
 
 interface Node {
   id: number;

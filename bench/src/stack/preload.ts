@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { dateTimeLit, lit } from '@meterd/core';
+import { dateTimeLit, lit } from '@meterd/core/clickhouse';
 
 const CHUNK = 5_000_000;
 

@@ -1,23 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import type { ClickHouseClient } from '@clickhouse/client';
-import {
-  CH_MIGRATIONS_DIR,
-  PG_MIGRATIONS_DIR,
-  clickHouseFromConfig,
-  createPool,
-  createRedis,
-  ident,
-  insertApiKey,
-  insertWorkspace,
-  loadConfig,
-  migrateClickHouse,
-  migratePostgres,
-  storeVars,
-  type ConfigOf,
-  type Plan,
-  type Pool,
-  type Redis,
-} from '@meterd/core';
+import { clickHouseFromConfig, ident } from '@meterd/core/clickhouse';
+import { loadConfig, storeVars, type ConfigOf } from '@meterd/core/config';
+import { migrateClickHouse, migratePostgres } from '@meterd/core/migrate';
+import { type Plan } from '@meterd/core/plans';
+import { createPool, createRedis, insertApiKey, insertWorkspace, type Pool, type Redis } from '@meterd/core/store';
+import { CH_MIGRATIONS_DIR, PG_MIGRATIONS_DIR } from '@meterd/core/testing';
 import type { Tenant } from '../load/workloads.js';
 
 export type StoreConfig = ConfigOf<typeof storeVars>;

@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { ident, lit } from '@meterd/core';
+import { ident, lit } from '@meterd/core/clickhouse';
 import type { KeyTracker } from '../load/tracker.js';
 
 /**

@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { dateTimeLit, ident, lit } from '@meterd/core';
+import { dateTimeLit, ident, lit } from '@meterd/core/clickhouse';
 import { KeyTracker } from '../load/tracker.js';
 import type { Tenant } from '../load/workloads.js';
 

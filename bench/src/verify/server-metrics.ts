@@ -1,4 +1,5 @@
-import { INGEST_METRICS as M, parsePrometheus, sumOf, type Sample } from '@meterd/core';
+import { INGEST_METRICS as M } from '@meterd/core/contracts';
+import { parsePrometheus, sumOf, type Sample } from '@meterd/core/metrics';
 
 /**
  * What ingest itself says about a phase, from /metrics before and after it: how many events each

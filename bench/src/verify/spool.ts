@@ -1,4 +1,4 @@
-import { INGEST_METRICS } from '@meterd/core';
+import { INGEST_METRICS } from '@meterd/core/contracts';
 
 /**
  * Waits until ingest reports no unshipped spool rows (INGEST_METRICS.spoolRows on

@@ -1,5 +1,6 @@
 import type Stripe from 'stripe';
-import type { Logger, Pool } from '@meterd/core';
+import { type Logger } from '@meterd/core/log';
+import { type Pool } from '@meterd/core/store';
 import { sentValue, type Outcome, type PushRow } from '../ledger.js';
 import type { BillingMetrics } from '../metrics.js';
 import type { Pacer } from './pacer.js';

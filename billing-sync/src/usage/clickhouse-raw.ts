@@ -1,5 +1,5 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { lit, winningEventsSql } from '@meterd/core';
+import { lit, winningEventsSql } from '@meterd/core/clickhouse';
 import type { UsageSource, UsageTotal, WindowSize } from './source.js';
 import { queryTotals } from './totals-query.js';
 

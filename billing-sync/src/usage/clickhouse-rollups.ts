@@ -1,5 +1,6 @@
 import type { ClickHouseClient } from '@clickhouse/client';
-import { CH_TABLES, lit } from '@meterd/core';
+import { lit } from '@meterd/core/clickhouse';
+import { CH_TABLES } from '@meterd/core/contracts';
 import { UsageReadError } from '../errors.js';
 import type { UsageSource, UsageTotal, WindowSize } from './source.js';
 import { queryTotals } from './totals-query.js';

@@ -1,5 +1,6 @@
 import type Stripe from 'stripe';
-import { ApiError, upstreamError, type PaidPlan } from '@meterd/core';
+import { ApiError, upstreamError } from '@meterd/core/errors';
+import { type PaidPlan } from '@meterd/core/plans';
 import { callStripe } from './stripe-client.js';
 
 /**

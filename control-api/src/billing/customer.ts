@@ -1,5 +1,5 @@
 import type Stripe from 'stripe';
-import type { Workspace } from '@meterd/core';
+import { type Workspace } from '@meterd/core/store';
 import { callStripe } from './stripe-client.js';
 
 /** The workspace's Stripe customer. Idempotent per workspace, so a retried request never makes two. */

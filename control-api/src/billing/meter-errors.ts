@@ -1,12 +1,7 @@
 import type Stripe from 'stripe';
-import {
-  ApiError,
-  inTransaction,
-  markRejectedRows,
-  type MeterErrorOutcome,
-  type MeterErrorReport,
-  type Pool,
-} from '@meterd/core';
+import { markRejectedRows, type MeterErrorOutcome, type MeterErrorReport } from '@meterd/core/billing';
+import { ApiError } from '@meterd/core/errors';
+import { inTransaction, type Pool } from '@meterd/core/store';
 import { callStripe } from './stripe-client.js';
 
 /** A v2 thin event as delivered: a reference only; the `data` is fetched from /v2/core/events/:id. */

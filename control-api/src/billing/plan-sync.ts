@@ -1,5 +1,6 @@
 import type Stripe from 'stripe';
-import { inTransaction, isPaidPlan, type Plan, type Pool } from '@meterd/core';
+import { isPaidPlan, type Plan } from '@meterd/core/plans';
+import { inTransaction, type Pool } from '@meterd/core/store';
 
 /** Subscription states in which the paid plan applies; others (canceled, unpaid, incomplete…) fall back to free. */
 const LIVE = new Set(['active', 'trialing', 'past_due']);

@@ -1,14 +1,8 @@
-import {
-  Loop,
-  PLAN_QUOTAS,
-  inTransaction,
-  periodOf,
-  quotaKey,
-  type Logger,
-  type Plan,
-  type Pool,
-  type Redis,
-} from '@meterd/core';
+import { quotaKey } from '@meterd/core/contracts';
+import { type Logger } from '@meterd/core/log';
+import { Loop } from '@meterd/core/loop';
+import { PLAN_QUOTAS, periodOf, type Plan } from '@meterd/core/plans';
+import { inTransaction, type Pool, type Redis } from '@meterd/core/store';
 import { emitEvent } from '../webhooks/outbox.js';
 
 export const THRESHOLDS = [80, 100] as const;

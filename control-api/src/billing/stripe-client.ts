@@ -1,5 +1,5 @@
 import Stripe from 'stripe';
-import { upstreamError } from '@meterd/core';
+import { upstreamError } from '@meterd/core/errors';
 import type { ControlConfig } from '../config.js';
 
 /** The real SDK, pointed at STRIPE_API_BASE (stripe-local in development and tests). */

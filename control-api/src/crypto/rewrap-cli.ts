@@ -1,4 +1,6 @@
-import { ConfigError, createPool, isMeterdError } from '@meterd/core';
+import { ConfigError } from '@meterd/core/config';
+import { isMeterdError } from '@meterd/core/errors';
+import { createPool } from '@meterd/core/store';
 import { loadControlConfig } from '../config.js';
 import { SecretBox } from './secret-box.js';
 import { rewrapAll } from './rewrap.js';

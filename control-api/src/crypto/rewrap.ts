@@ -1,4 +1,4 @@
-import type { Pool } from '@meterd/core';
+import { type Pool } from '@meterd/core/store';
 import type { SecretBox } from './secret-box.js';
 
 /** Every column holding SecretBox values, with the columns that name its row. */

@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
-import { MeterdError } from '@meterd/core';
+import { MeterdError } from '@meterd/core/errors';
 
 /**
  * Secrets at rest (webhook signing secrets, provision configs, Shopify tokens): AES-256-GCM with a

@@ -1,4 +1,4 @@
-import type { createClickHouse } from '@meterd/core';
+import { type createClickHouse } from '@meterd/core/clickhouse';
 import type { Ctx } from '../context.js';
 import type { CookiePolicy } from './cookies.js';
 import type { SessionStore } from './session.js';

@@ -1,6 +1,6 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { ApiError } from '@meterd/core';
+import { ApiError } from '@meterd/core/errors';
 import type { SessionWorkspace, WorkspaceService } from '../services/workspaces.js';
 import { readCookie, type CookiePolicy } from './cookies.js';
 import type { Session, SessionStore } from './session.js';

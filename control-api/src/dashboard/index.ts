@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { clickHouseFromConfig } from '@meterd/core';
+import { clickHouseFromConfig } from '@meterd/core/clickhouse';
 import type { Ctx } from '../context.js';
 import { cookiePolicy } from './cookies.js';
 import type { DashCtx } from './context.js';

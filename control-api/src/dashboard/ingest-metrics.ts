@@ -1,4 +1,5 @@
-import { INGEST_METRICS, parsePrometheus } from '@meterd/core';
+import { INGEST_METRICS } from '@meterd/core/contracts';
+import { parsePrometheus } from '@meterd/core/metrics';
 
 /**
  * Reads ingest's Prometheus /metrics. Its counters are per ingest process and cover every

@@ -1,4 +1,5 @@
-import { CH_TABLES, ClickHouseQueryError, dateTimeLit, lit, shardSql, type createClickHouse } from '@meterd/core';
+import { ClickHouseQueryError, dateTimeLit, lit, type createClickHouse } from '@meterd/core/clickhouse';
+import { CH_TABLES, shardSql } from '@meterd/core/contracts';
 
 type ClickHouseClient = ReturnType<typeof createClickHouse>;
 

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
-import { ApiError, SCOPES, type Scope } from '@meterd/core';
+import { ApiError } from '@meterd/core/errors';
+import { SCOPES, type Scope } from '@meterd/core/keys';
 import { mintKeyBody } from '../http/schemas.js';
 import { hidden, type DashCtx } from './context.js';
 

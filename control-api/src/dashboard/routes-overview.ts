@@ -1,5 +1,7 @@
 import type { FastifyInstance } from 'fastify';
-import { PLAN_QUOTAS, currencyExponents, periodOf, quotaKey } from '@meterd/core';
+import { quotaKey } from '@meterd/core/contracts';
+import { currencyExponents } from '@meterd/core/money';
+import { PLAN_QUOTAS, periodOf } from '@meterd/core/plans';
 import { hidden, type DashCtx } from './context.js';
 import { scrapeIngest } from './ingest-metrics.js';
 import {

@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { PLAN_QUOTAS } from '@meterd/core';
+import { PLAN_QUOTAS } from '@meterd/core/plans';
 import { RedisTokenBuckets } from '../http/rate-limit.js';
 import { clearedCookie, sessionCookie } from './cookies.js';
 import { hidden, type DashCtx } from './context.js';

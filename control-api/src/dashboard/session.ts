@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { dashboardSessionKey, type Redis } from '@meterd/core';
+import { dashboardSessionKey } from '@meterd/core/contracts';
+import { type Redis } from '@meterd/core/store';
 
 /** What a signed-in browser is: a workspace, reached through one of its API keys. */
 export interface Session {

@@ -1,6 +1,7 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
-import { MetricsRegistry, errorBody } from '@meterd/core';
+import { errorBody } from '@meterd/core/errors';
+import { MetricsRegistry } from '@meterd/core/metrics';
 import { createServiceApp } from '@meterd/core/http';
 
 export interface Upstreams {

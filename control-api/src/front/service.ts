@@ -1,4 +1,4 @@
-import { int, loadConfig, oneOf, str, url } from '@meterd/core';
+import { int, loadConfig, oneOf, str, url } from '@meterd/core/config';
 import { listenOn } from '@meterd/core/http';
 import type { ServiceSpec } from '@meterd/core/service';
 import { createFront } from './router.js';

@@ -1,5 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { ApiError, hasScope, type Authenticator, type Principal, type Scope } from '@meterd/core';
+import { hasScope, type Authenticator, type Principal } from '@meterd/core/auth';
+import { ApiError } from '@meterd/core/errors';
+import { type Scope } from '@meterd/core/keys';
 import type { WorkspaceService } from '../services/workspaces.js';
 
 declare module 'fastify' {

@@ -1,5 +1,6 @@
 import type { FastifyError, FastifyInstance } from 'fastify';
-import { ERROR_CODES, errorBody, isMeterdError, statusOf, type Logger } from '@meterd/core';
+import { ERROR_CODES, errorBody, isMeterdError, statusOf } from '@meterd/core/errors';
+import { type Logger } from '@meterd/core/log';
 import type { ControlMetrics } from '../metrics.js';
 
 /** Fastify's own error codes that are the client's fault, mapped to wire codes. */

@@ -1,4 +1,6 @@
-import { ApiError, rateLimitKey, type Redis } from '@meterd/core';
+import { rateLimitKey } from '@meterd/core/contracts';
+import { ApiError } from '@meterd/core/errors';
+import { type Redis } from '@meterd/core/store';
 
 /**
  * Reads, refills and takes one token atomically, on Redis's clock (so replicas whose clocks

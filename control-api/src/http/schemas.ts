@@ -1,4 +1,4 @@
-import { SCOPES } from '@meterd/core';
+import { SCOPES } from '@meterd/core/keys';
 
 /** JSON schemas more than one route validates with (the public API and the dashboard). */
 

@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import { ApiError } from '@meterd/core';
+import { ApiError } from '@meterd/core/errors';
 
 /**
  * One config key a catalog service accepts. Nothing else ever reaches the service: a tenant's

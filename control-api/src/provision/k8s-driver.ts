@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import http from 'node:http';
-import { ApiError, MeterdError } from '@meterd/core';
+import { ApiError, MeterdError } from '@meterd/core/errors';
 import type { DeploySpec, HostSpec, ProvisionDriver } from './driver.js';
 import { MAX_LABEL, apiPath, hostOf, namespaceOf, renderManifests, type RenderOptions } from './k8s-manifests.js';
 

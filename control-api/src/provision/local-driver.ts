@@ -1,7 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { MeterdError, type Logger } from '@meterd/core';
+import { MeterdError } from '@meterd/core/errors';
+import { type Logger } from '@meterd/core/log';
 import type { DeploySpec, ProvisionDriver } from './driver.js';
-import { freePort } from '@meterd/core';
+import { freePort } from '@meterd/core/net';
 
 /**
  * Runs a catalog service as a child process of the control API (so `npm start` provisions for

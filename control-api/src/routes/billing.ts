@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
-import { ApiError, PAID_PLANS, PLANS, type PaidPlan, type Plan } from '@meterd/core';
+import { ApiError } from '@meterd/core/errors';
+import { PAID_PLANS, PLANS, type PaidPlan, type Plan } from '@meterd/core/plans';
 import type { Ctx } from '../context.js';
 import { requireAuth, workspaceAccess } from '../http/auth.js';
 import { httpUrl, wsParams } from '../http/schemas.js';

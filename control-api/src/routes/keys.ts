@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import type { Scope } from '@meterd/core';
+import { type Scope } from '@meterd/core/keys';
 import type { Ctx } from '../context.js';
 import { requireAuth, workspaceAccess } from '../http/auth.js';
 import { mintKeyBody, pathParams, wsParams } from '../http/schemas.js';

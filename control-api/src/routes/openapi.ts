@@ -1,5 +1,5 @@
 import type { FastifyInstance, RouteOptions } from 'fastify';
-import { ERROR_CODES } from '@meterd/core';
+import { ERROR_CODES } from '@meterd/core/errors';
 
 declare module 'fastify' {
   interface FastifySchema {

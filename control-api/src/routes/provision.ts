@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { ApiError } from '@meterd/core';
+import { ApiError } from '@meterd/core/errors';
 import type { Ctx } from '../context.js';
 import { requireAuth, workspaceAccess } from '../http/auth.js';
 import { wsParams } from '../http/schemas.js';

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
-import { ApiError, PLANS, type Plan } from '@meterd/core';
+import { ApiError } from '@meterd/core/errors';
+import { PLANS, type Plan } from '@meterd/core/plans';
 import type { Ctx } from '../context.js';
 import { RedisTokenBuckets } from '../http/rate-limit.js';
 import { publicWorkspace } from '../services/workspaces.js';

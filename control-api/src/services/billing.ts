@@ -1,18 +1,11 @@
 import type Stripe from 'stripe';
-import {
-  ApiError,
-  METER_ERROR_EVENTS,
-  PLAN_CHANGED_CHANNEL,
-  currencyExponents,
-  isPaidPlan,
-  type Logger,
-  type PaidPlan,
-  type Plan,
-  type Pool,
-  type PoolClient,
-  type Redis,
-  type Workspace,
-} from '@meterd/core';
+import { METER_ERROR_EVENTS } from '@meterd/core/billing';
+import { PLAN_CHANGED_CHANNEL } from '@meterd/core/contracts';
+import { ApiError } from '@meterd/core/errors';
+import { type Logger } from '@meterd/core/log';
+import { currencyExponents } from '@meterd/core/money';
+import { isPaidPlan, type PaidPlan, type Plan } from '@meterd/core/plans';
+import { type Pool, type PoolClient, type Redis, type Workspace } from '@meterd/core/store';
 import { createPlanCheckout, returnUrls } from '../billing/checkout.js';
 import { createStripeCustomer } from '../billing/customer.js';
 import { applyMeterErrorEvent, type ThinEvent } from '../billing/meter-errors.js';

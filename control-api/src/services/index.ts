@@ -1,4 +1,5 @@
-import type { Logger, Pool, Redis } from '@meterd/core';
+import { type Logger } from '@meterd/core/log';
+import { type Pool, type Redis } from '@meterd/core/store';
 import type Stripe from 'stripe';
 import type { ControlConfig } from '../config.js';
 import type { SecretBox } from '../crypto/secret-box.js';

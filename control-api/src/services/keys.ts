@@ -1,14 +1,6 @@
-import {
-  ApiError,
-  findKeyByHash,
-  hashKey,
-  insertApiKey,
-  isWellFormedKey,
-  revokeApiKey,
-  type Pool,
-  type Redis,
-  type Scope,
-} from '@meterd/core';
+import { ApiError } from '@meterd/core/errors';
+import { hashKey, isWellFormedKey, type Scope } from '@meterd/core/keys';
+import { findKeyByHash, insertApiKey, revokeApiKey, type Pool, type Redis } from '@meterd/core/store';
 
 /** A key as listed: never its secret. */
 export interface ApiKeyView {

@@ -1,4 +1,8 @@
-import { ApiError, PLAN_QUOTAS, inTransaction, newId, type Logger, type Plan, type Pool } from '@meterd/core';
+import { ApiError } from '@meterd/core/errors';
+import { newId } from '@meterd/core/ids';
+import { type Logger } from '@meterd/core/log';
+import { PLAN_QUOTAS, type Plan } from '@meterd/core/plans';
+import { inTransaction, type Pool } from '@meterd/core/store';
 import type { SecretBox } from '../crypto/secret-box.js';
 import { emitEvent } from '../webhooks/outbox.js';
 import { CATALOG, checkConfig, declaredConfig } from '../provision/catalog.js';

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { ApiError, inTransaction, type Pool } from '@meterd/core';
+import { ApiError } from '@meterd/core/errors';
+import { inTransaction, type Pool } from '@meterd/core/store';
 import type { ControlConfig } from '../config.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import { SHOP_DOMAIN, verifyShopifyHmac } from '../shopify/oauth.js';

@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { ApiError, inTransaction, newId, type Pool } from '@meterd/core';
+import { ApiError } from '@meterd/core/errors';
+import { newId } from '@meterd/core/ids';
+import { inTransaction, type Pool } from '@meterd/core/store';
 import type { SecretBox } from '../crypto/secret-box.js';
 import { OUTBOX_CHANNEL, insertDelivery } from '../webhooks/outbox.js';
 import { checkResolvedHost, checkWebhookUrl } from '../webhooks/ssrf.js';

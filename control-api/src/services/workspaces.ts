@@ -1,14 +1,7 @@
-import {
-  ApiError,
-  DEFAULT_SCOPES,
-  inTransaction,
-  insertApiKey,
-  insertWorkspace,
-  type Plan,
-  type Pool,
-  type Scope,
-  type Workspace,
-} from '@meterd/core';
+import { ApiError } from '@meterd/core/errors';
+import { DEFAULT_SCOPES, type Scope } from '@meterd/core/keys';
+import { type Plan } from '@meterd/core/plans';
+import { inTransaction, insertApiKey, insertWorkspace, type Pool, type Workspace } from '@meterd/core/store';
 import { emitEvent } from '../webhooks/outbox.js';
 import type { BillingService } from './billing.js';
 

@@ -1,4 +1,5 @@
-import { newEventId, newId, type PoolClient } from '@meterd/core';
+import { newEventId, newId } from '@meterd/core/ids';
+import { type PoolClient } from '@meterd/core/store';
 
 /** Every event the platform emits (listed in docs/api.md). */
 export const EVENT_TYPES = [

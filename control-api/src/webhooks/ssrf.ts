@@ -1,6 +1,6 @@
 import { lookup as dnsLookup } from 'node:dns';
 import { isIP, BlockList, type LookupFunction } from 'node:net';
-import { ApiError } from '@meterd/core';
+import { ApiError } from '@meterd/core/errors';
 
 /**
  * Webhook URLs are chosen by customers, so a delivery must never reach the platform's own network:

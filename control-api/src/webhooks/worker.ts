@@ -1,6 +1,7 @@
 import pg from 'pg';
-import type { Logger, Pool } from '@meterd/core';
-import { inTransaction } from '@meterd/core';
+import { type Logger } from '@meterd/core/log';
+import { type Pool } from '@meterd/core/store';
+import { inTransaction } from '@meterd/core/store';
 import type { SecretBox } from '../crypto/secret-box.js';
 import { OUTBOX_CHANNEL } from './outbox.js';
 import { postWebhook, type SendResult } from './send.js';

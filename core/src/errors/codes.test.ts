@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO_ROOT } from '../paths.js';
+import { REPO_ROOT } from '../testing/paths.js';
 import { ERROR_CODES } from './codes.js';
 import { renderErrorsDoc } from './docs.js';
 

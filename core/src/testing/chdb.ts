@@ -5,7 +5,7 @@ import { createClient, type ClickHouseClient } from '@clickhouse/client';
 import { createChdbConnection } from 'chdb/connection';
 import { pinnedSettings } from '../clickhouse/client.js';
 import { migrateClickHouse } from '../migrate/clickhouse.js';
-import { CH_MIGRATIONS_DIR } from '../paths.js';
+import { CH_MIGRATIONS_DIR } from './paths.js';
 
 /** Opens a client on the chDB data in `path` (a new connection each time, on the same data). */
 export function chdbConnector(path: string): (database?: string) => ClickHouseClient {

@@ -9,7 +9,7 @@ import { createRedis, type Redis } from '../store/redis.js';
 import { insertApiKey, insertWorkspace, type Workspace } from '../store/workspaces.js';
 import { migratePostgres } from '../migrate/postgres.js';
 import { migrateClickHouse } from '../migrate/clickhouse.js';
-import { PG_MIGRATIONS_DIR, CH_MIGRATIONS_DIR } from '../paths.js';
+import { PG_MIGRATIONS_DIR, CH_MIGRATIONS_DIR } from './paths.js';
 import type { Plan } from '../plans.js';
 import type { Scope } from '../keys/api-key.js';
 

@@ -1,4 +1,6 @@
-import { DEFAULT_REDIS_KEY_PREFIX, dedupeKey, quotaKey, type Counter, type Redis } from '@meterd/core';
+import { DEFAULT_REDIS_KEY_PREFIX, dedupeKey, quotaKey } from '@meterd/core/contracts';
+import { type Counter } from '@meterd/core/metrics';
+import { type Redis } from '@meterd/core/store';
 import type { ClaimRequest, ClaimResult, Deduper } from './deduper.js';
 
 /**

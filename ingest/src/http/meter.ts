@@ -1,19 +1,9 @@
 import type { HttpRequest, HttpResponse } from 'uWebSockets.js';
-import {
-  ApiError,
-  hasScope,
-  parseMeterJson,
-  PLAN_QUOTAS,
-  statusOf,
-  type Authenticator,
-  type Principal,
-  Rejection,
-  periodOf,
-  validateMeterEvent,
-  type ErrorCode,
-  type Logger,
-  type MeterEvent,
-} from '@meterd/core';
+import { hasScope, type Authenticator, type Principal } from '@meterd/core/auth';
+import { ApiError, statusOf, type ErrorCode } from '@meterd/core/errors';
+import { parseMeterJson, Rejection, validateMeterEvent, type MeterEvent } from '@meterd/core/event';
+import { type Logger } from '@meterd/core/log';
+import { PLAN_QUOTAS, periodOf } from '@meterd/core/plans';
 import type { Deduper } from '../dedupe/deduper.js';
 import type { IngestMetrics } from '../metrics.js';
 import type { EventResult, Pipeline, SubmitResult } from '../pipeline.js';

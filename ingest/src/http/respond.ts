@@ -1,5 +1,5 @@
 import type { HttpResponse } from 'uWebSockets.js';
-import { ERROR_CODES, errorBody, type ErrorCode } from '@meterd/core';
+import { ERROR_CODES, errorBody, type ErrorCode } from '@meterd/core/errors';
 
 /**
  * Per-request state uWS does not keep. `aborted` turns true when the client went away or the

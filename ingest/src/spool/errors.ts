@@ -1,4 +1,4 @@
-import { MeterdError } from '@meterd/core';
+import { MeterdError } from '@meterd/core/errors';
 
 /** Another live process (or this thread, twice) already writes this spool folder. */
 export class SpoolLockedError extends MeterdError {

@@ -1,4 +1,4 @@
-import { clickHouseErrorCode } from '@meterd/core';
+import { clickHouseErrorCode } from '@meterd/core/clickhouse';
 
 /**
  * ClickHouse error codes that reject the data itself, the same way on every attempt: retrying the

@@ -1,5 +1,7 @@
 import { open, unlink } from 'node:fs/promises';
-import { batchRecord, Loop, type EventRow, type Logger, type RecordBatch } from '@meterd/core';
+import { batchRecord, type EventRow, type RecordBatch } from '@meterd/core/clickhouse';
+import { type Logger } from '@meterd/core/log';
+import { Loop } from '@meterd/core/loop';
 import type { IngestMetrics } from '../metrics.js';
 import { readCheckpoint, removeDurableMark, segmentPath, spoolId, writeCheckpoint, type Position } from './segments.js';
 import type { SpoolWriter } from './writer.js';

@@ -1,5 +1,6 @@
 import { close, closeSync, fdatasync, ftruncate, openSync, unlinkSync, write } from 'node:fs';
-import type { Counter, Histogram, Logger } from '@meterd/core';
+import { type Logger } from '@meterd/core/log';
+import { type Counter, type Histogram } from '@meterd/core/metrics';
 import { FolderLock } from './lock.js';
 import {
   listSegments,

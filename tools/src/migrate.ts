@@ -1,9 +1,12 @@
-import { loadConfig, storeVars, ConfigError } from '../config/index.js';
-import { createPool } from '../store/postgres.js';
-import { clickHouseFromConfig } from '../clickhouse/client.js';
-import { migratePostgres } from './postgres.js';
-import { migrateClickHouse } from './clickhouse.js';
-import { PG_MIGRATIONS_DIR, CH_MIGRATIONS_DIR } from '../paths.js';
+import { join } from 'node:path';
+import { clickHouseFromConfig } from '@meterd/core/clickhouse';
+import { loadConfig, storeVars, ConfigError } from '@meterd/core/config';
+import { migrateClickHouse, migratePostgres } from '@meterd/core/migrate';
+import { createPool } from '@meterd/core/store';
+import { REPO_ROOT } from './paths.js';
+
+const PG_MIGRATIONS_DIR = join(REPO_ROOT, 'infra/postgres');
+const CH_MIGRATIONS_DIR = join(REPO_ROOT, 'infra/clickhouse');
 
 /** `npm run migrate`: applies pending Postgres and ClickHouse migrations; exits non-zero on any failure. */
 async function main(): Promise<void> {
