@@ -29,7 +29,7 @@ function run(
 
 // A spec whose config needs PORT (an integer); its close() reports whether readiness was already off.
 const spec = (close: string, drainMs = 10_000): string => `
-  const { loadConfig, int, oneOf } = await import(${JSON.stringify(new URL('../index.js', import.meta.url).href)});
+  const { loadConfig, int, oneOf } = await import(${JSON.stringify(new URL('../config/index.js', import.meta.url).href)});
   await runService({
     name: 'demo',
     drainMs: ${drainMs},

@@ -42,16 +42,7 @@ export function durableMarkPath(dir: string, seq: number): string {
 
 export function writeDurableMark(dir: string, seq: number, size: number): void {
   const path = durableMarkPath(dir, seq);
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, String(size));
-  const fd = openSync(tmp, 'r');
-  try {
-    fdatasyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-  syncDir(dir);
+  replaceDurably(dir, path, String(size));
 }
 
 export function readDurableMark(dir: string, seq: number): number | undefined {
@@ -91,17 +82,21 @@ export function readCheckpoint(dir: string): Position {
   return { segment: 0, offset: 0 };
 }
 
-/** Atomic replace: write a temporary file, fsync it, rename over the old one, fsync the folder. */
 export function writeCheckpoint(dir: string, p: Position): void {
-  const tmp = join(dir, 'checkpoint.tmp');
-  writeFileSync(tmp, JSON.stringify(p));
+  replaceDurably(dir, join(dir, 'checkpoint'), JSON.stringify(p));
+}
+
+/** Atomic replace: write a temporary file, fsync it, rename over the old one, fsync the folder. */
+export function replaceDurably(dir: string, path: string, text: string): void {
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, text);
   const fd = openSync(tmp, 'r');
   try {
     fdatasyncSync(fd);
   } finally {
     closeSync(fd);
   }
-  renameSync(tmp, join(dir, 'checkpoint'));
+  renameSync(tmp, path);
   syncDir(dir);
 }
 
@@ -162,15 +157,6 @@ export function spoolId(dir: string): string {
   }
   mkdirSync(dir, { recursive: true });
   const id = randomUUID();
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, id);
-  const fd = openSync(tmp, 'r');
-  try {
-    fdatasyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-  syncDir(dir);
+  replaceDurably(dir, path, id);
   return id;
 }
