@@ -115,7 +115,7 @@ export function overviewRoutes(app: FastifyInstance, d: DashCtx): void {
         steps: [
           { id: 'api_key', done: liveKeys > 0, live_keys: liveKeys },
           { id: 'provision', done: provisioned, provision },
-          // The seed: after Shopify's OAuth the merchant lands here "with step 3 unlocked".
+          // docs/api.md (Shopify connect): after Shopify's OAuth the merchant lands here "with step 3 unlocked".
           {
             id: 'first_event',
             done: used > 0 || stored,
