@@ -8,6 +8,7 @@ import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';
 import { ClickHouseRollupUsage } from '../src/usage/clickhouse-rollups.js';
 import type { UsageSource, UsageTotal } from '../src/usage/source.js';
 import { reconcileLedger } from '../src/reconcile.js';
+import { keyOf, readLedger } from '../src/ledger.js';
 import { BillingWorker } from '../src/worker.js';
 import {
   RECONCILE_MAIN,
@@ -612,4 +613,100 @@ test('npm run reconcile:stripe exits 0 when the ledger, ClickHouse and Stripe ag
   } finally {
     await own.close();
   }
+});
+
+test('v1 refusing a missing customer at once rejects the row with the code: listed, not billed, and billed once the customer exists', async () => {
+  const cfg = billingConfig(billingEnv(stores, local, { STRIPE_MAX_ATTEMPTS: '1', STRIPE_TRANSPORT: 'v1' }));
+  const metrics = createBillingMetrics();
+  const worker = rawWorker(stores, cfg, metrics, log);
+  const w0 = await insertWorkspace(stores.pool, {
+    slug: `nocustomer-${Date.now()}-${Math.floor(Math.random() * 1e6)}`,
+    display_name: 'nocustomer',
+    plan: 'growth',
+    stripe_customer_id: `cus_missing${Math.floor(Math.random() * 1e9)}`,
+  });
+  const ws = w0.id;
+  const now = Math.floor(Date.now() / 1000);
+  const w = hourFloor(now) - 3600;
+  await insertEvents(stores, [
+    {
+      workspace_id: ws,
+      event_type: 'checkout.completed',
+      idempotency_key: 'nc1',
+      quantity: 1,
+      gmv_cents: 777,
+      occurred_at: w + 5,
+    },
+  ]);
+  await local.faults({ v1_refuse_unknown_customers: true });
+  try {
+    const r = await worker.pass(now);
+    assert.equal(r.rejected, 1);
+    const [row] = await ledger(ws);
+    assert.equal(row!.status, 'rejected');
+    assert.match(row!.reason!, /^meter_event_customer_not_found: No such customer/);
+    const view = await readLedger(stores.pool, w, false);
+    assert.deepEqual(view.states.get(keyOf(ws, 'checkout.completed', 'USD', w)), {
+      counted: 0n,
+      maxRevision: 1,
+      maxAsOf: null,
+      held: true,
+    });
+    const report = await reconcileLedger(createStripe(cfg), stores.pool, cfg, w, w + 3600, ws);
+    assert.deepEqual(
+      report.held.map((h) => [h.status, String(h.value)]),
+      [['rejected', '777']],
+    );
+    assert.equal((await worker.pass(now)).planned, 0, 'the key waits for its customer');
+
+    const c = await local.stripe.customers.create({ email: 'nocustomer@example.com' });
+    await stores.pool.query('UPDATE workspaces SET stripe_customer_id = $2 WHERE id = $1', [ws, c.id]);
+    const fixed = await worker.pass(now);
+    assert.deepEqual([fixed.retried, fixed.planned, fixed.rejected], [1, 1, 0]);
+    const totals = await stripeTotals(local.stripe, new Map([[ws, c.id]]), ['checkout.completed.usd'], w, w + 3600);
+    assert.equal(totals.get(`${ws}\ncheckout.completed.usd`), 777);
+  } finally {
+    await local.faults({ reset: true });
+  }
+});
+
+test('a row Stripe refused for good (failed) is not counted as billed, holds its key and is listed by reconcile', async () => {
+  const cfg = billingConfig(billingEnv(stores, local, { STRIPE_MAX_ATTEMPTS: '1', STRIPE_TRANSPORT: 'v1' }));
+  const worker = rawWorker(stores, cfg, createBillingMetrics(), log);
+  const { ws } = await workspace('refused');
+  const now = Math.floor(Date.now() / 1000);
+  const w = hourFloor(now) - 3600;
+  // Each event is within ±(2^53−1); their sum is not, and Stripe refuses it synchronously.
+  const big = Number.MAX_SAFE_INTEGER;
+  await insertEvents(stores, [
+    {
+      workspace_id: ws,
+      event_type: 'checkout.completed',
+      idempotency_key: 'r1',
+      quantity: 1,
+      gmv_cents: big,
+      occurred_at: w + 1,
+    },
+    {
+      workspace_id: ws,
+      event_type: 'checkout.completed',
+      idempotency_key: 'r2',
+      quantity: 1,
+      gmv_cents: big,
+      occurred_at: w + 2,
+    },
+  ]);
+  await worker.pass(now);
+  const [row] = await ledger(ws);
+  assert.equal(row!.status, 'failed');
+  const view = await readLedger(stores.pool, w, false);
+  const state = view.states.get(keyOf(ws, 'checkout.completed', 'USD', w))!;
+  assert.deepEqual([state.counted, state.held], [0n, true], 'nothing of it is billed; its key waits');
+  assert.equal((await worker.pass(now)).planned, 0, 'not re-planned every pass');
+  const report = await reconcileLedger(createStripe(cfg), stores.pool, cfg, w, w + 3600, ws);
+  assert.deepEqual(
+    report.held.map((h) => [h.status, String(h.value)]),
+    [['failed', String(2n * BigInt(big))]],
+  );
+  assert.match(report.held[0]!.reason, /whole number/);
 });

@@ -19,6 +19,12 @@ export interface Faults {
   rate_limit_rate: number;
   /** One-shot: every session token issued so far expires at once (the switch then resets itself). */
   expire_sessions: boolean;
+  /**
+   * v1 meter events naming a customer stripe-local does not know are refused at once (400
+   * `resource_missing`, "No such customer") instead of accepted and reported later: a synchronous
+   * refusal of the kind billing-sync must record as rejected, not failed.
+   */
+  v1_refuse_unknown_customers: boolean;
 }
 
 export const NO_FAULTS: Readonly<Faults> = Object.freeze({
@@ -29,6 +35,7 @@ export const NO_FAULTS: Readonly<Faults> = Object.freeze({
   rate_limit_until: 0,
   rate_limit_rate: 0,
   expire_sessions: false,
+  v1_refuse_unknown_customers: false,
 });
 
 /** Merges a partial update (JSON from /_faults) over the current faults; `{ "reset": true }` clears. */
