@@ -710,3 +710,63 @@ test('a row Stripe refused for good (failed) is not counted as billed, holds its
   );
   assert.match(report.held[0]!.reason, /whole number/);
 });
+
+test("a Stripe error re-checking a rejected row's customer (a restricted key's 403) is logged and counted; the pass still plans and pushes everyone else", async () => {
+  const cfg = billingConfig(billingEnv(stores, local, { STRIPE_MAX_ATTEMPTS: '1', STRIPE_TRANSPORT: 'v1' }));
+  const metrics = createBillingMetrics();
+  const worker = rawWorker(stores, cfg, metrics, log);
+  const held = await insertWorkspace(stores.pool, {
+    slug: `recheck-${Date.now()}-${Math.floor(Math.random() * 1e6)}`,
+    display_name: 'recheck',
+    plan: 'growth',
+    stripe_customer_id: `cus_missing${Math.floor(Math.random() * 1e9)}`,
+  });
+  const other = await workspace('recheck-other');
+  const now = Math.floor(Date.now() / 1000);
+  const w = hourFloor(now) - 3600;
+  const ev = (ws: string, key: string, gmv: number): EventRow => ({
+    workspace_id: ws,
+    event_type: 'checkout.completed',
+    idempotency_key: key,
+    quantity: 1,
+    gmv_cents: gmv,
+    occurred_at: w + 7,
+  });
+  await insertEvents(stores, [ev(held.id, 'rc1', 321)]);
+  await local.faults({ v1_refuse_unknown_customers: true });
+  try {
+    assert.equal((await worker.pass(now)).rejected, 1);
+  } finally {
+    await local.faults({ reset: true });
+  }
+  const c = await local.stripe.customers.create({ email: 'recheck@example.com' });
+  await stores.pool.query('UPDATE workspaces SET stripe_customer_id = $2 WHERE id = $1', [held.id, c.id]);
+  await insertEvents(stores, [ev(other.ws, 'rc2', 654)]);
+
+  await local.faults({ customer_read_status: 403 });
+  let r;
+  try {
+    r = await worker.pass(now);
+  } finally {
+    await local.faults({ reset: true });
+  }
+  assert.deepEqual([r.retried, r.rejected], [0, 1], 'the rejected row waits');
+  assert.match(metrics.registry.render(), new RegExp(`^${BILLING_METRICS.recheckErrors} 1$`, 'm'));
+  const totals = await stripeTotals(
+    local.stripe,
+    new Map([
+      [other.ws, other.customer],
+      [held.id, c.id],
+    ]),
+    ['checkout.completed.usd'],
+    w,
+    w + 3600,
+  );
+  assert.equal(totals.get(`${other.ws}\ncheckout.completed.usd`), 654, 'everyone else is billed');
+  assert.equal(totals.get(`${held.id}\ncheckout.completed.usd`), undefined);
+
+  const fixed = await worker.pass(now);
+  assert.deepEqual([fixed.retried, fixed.rejected], [1, 0], 're-checked on the next pass');
+  const after = await stripeTotals(local.stripe, new Map([[held.id, c.id]]), ['checkout.completed.usd'], w, w + 3600);
+  assert.equal(after.get(`${held.id}\ncheckout.completed.usd`), 321);
+});
