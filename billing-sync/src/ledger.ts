@@ -227,6 +227,26 @@ export async function sentValue(
   return BigInt(rows[0]!.v);
 }
 
+/**
+ * The sum of every pending row of one customer × meter × window planned before `plannedBeforeS`
+ * (epoch s): the rows a re-send check must weigh together, whichever batch or replica holds them.
+ */
+export async function stalePendingValue(
+  c: PoolClient | Pool,
+  customer: string,
+  eventName: string,
+  windowStart: number,
+  plannedBeforeS: number,
+): Promise<bigint> {
+  const { rows } = await c.query<{ v: string }>(
+    `SELECT COALESCE(sum(value), 0)::text AS v FROM ${PG_TABLES.billingPushes}
+      WHERE stripe_customer_id = $1 AND event_name = $2 AND window_start = to_timestamp($3) AND status = 'pending'
+        AND superseded_by IS NULL AND extract(epoch FROM created_at)::bigint < $4`,
+    [customer, eventName, windowStart, plannedBeforeS],
+  );
+  return BigInt(rows[0]!.v);
+}
+
 export async function pendingCount(pool: Pool): Promise<number> {
   const { rows } = await pool.query<{ n: string }>(
     `SELECT count(*)::text AS n FROM ${PG_TABLES.billingPushes} WHERE status = 'pending'`,

@@ -770,3 +770,73 @@ test("a Stripe error re-checking a rejected row's customer (a restricted key's 4
   const after = await stripeTotals(local.stripe, new Map([[held.id, c.id]]), ['checkout.completed.usd'], w, w + 3600);
   assert.equal(after.get(`${held.id}\ncheckout.completed.usd`), 321);
 });
+
+test("stale pending rows of one customer × meter × window split across batches are weighed together against Stripe's summary, not left pending", async () => {
+  // One row per batch and two lanes: the group's two rows are never in the same batch.
+  const cfg = billingConfig(
+    billingEnv(stores, local, {
+      STRIPE_MAX_ATTEMPTS: '1',
+      STRIPE_TRANSPORT: 'v1',
+      BILLING_BATCH_SIZE: '1',
+      BILLING_CONCURRENCY: '2',
+    }),
+  );
+  const metrics = createBillingMetrics();
+  const worker = rawWorker(stores, cfg, metrics, log);
+  const { ws, customer } = await workspace('split');
+  const now = Math.floor(Date.now() / 1000);
+  const w = hourFloor(now) - 3600;
+  const ev = (ws: string, key: string, gmv: number): EventRow => ({
+    workspace_id: ws,
+    event_type: 'checkout.completed',
+    idempotency_key: key,
+    quantity: 1,
+    gmv_cents: gmv,
+    occurred_at: w + 9,
+  });
+  // Stripe stores each revision, but the answers are lost: both rows of the window stay pending.
+  await local.faults({ applied_error_rate: 1 });
+  try {
+    await insertEvents(stores, [ev(ws, 'sp1', 1111)]);
+    assert.equal((await worker.pass(now)).pending, 1);
+    // Not due in the next pass (as after a backoff), so that pass plans and sends only the late event.
+    await stores.pool.query(
+      `UPDATE billing_pushes SET next_attempt_at = now() + interval '1 hour' WHERE workspace_id = $1`,
+      [ws],
+    );
+    await insertEvents(stores, [ev(ws, 'sp2', 2222)]);
+    const second = await worker.pass(now);
+    assert.deepEqual([second.planned, second.pending], [1, 2]);
+  } finally {
+    await local.faults({ reset: true });
+  }
+  const eventsBefore = await local.metric('stripe_local_meter_events_total');
+
+  await fetch(`${local.url}/_clock`, { method: 'POST', body: JSON.stringify({ advance_seconds: 25 * 3600 }) });
+  // Under the simulated clock, rows left unsettled (retry in an hour) are due again within the same
+  // pass: a regression would loop until stopped, so the pass is stopped after a bound and fails.
+  const guard = setTimeout(() => worker.stop(), 30_000);
+  guard.unref();
+  let later;
+  try {
+    later = await worker.pass(now + 25 * 3600);
+  } finally {
+    clearTimeout(guard);
+  }
+  assert.equal(later.pending, 0, 'both settled by the summary');
+  assert.match(metrics.registry.render(), new RegExp(`^${BILLING_METRICS.resendSettled} 2$`, 'm'));
+  assert.equal((await local.metric('stripe_local_meter_events_total')) - eventsBefore, 0, 'nothing sent again');
+  const { rows } = await stores.pool.query<{ status: string; via: string }>(
+    `SELECT status, via FROM billing_pushes WHERE workspace_id = $1`,
+    [ws],
+  );
+  assert.deepEqual(
+    rows.map((r) => [r.status, r.via]),
+    [
+      ['sent', 'summary'],
+      ['sent', 'summary'],
+    ],
+  );
+  const totals = await stripeTotals(local.stripe, new Map([[ws, customer]]), ['checkout.completed.usd'], w, w + 3600);
+  assert.equal(totals.get(`${ws}\ncheckout.completed.usd`), 3333, 'counted once at Stripe');
+});

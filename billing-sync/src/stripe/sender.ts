@@ -63,6 +63,7 @@ export class StripeSender {
    */
   async push(rows: PushRow[], nowS: number, meters: ReadonlyMap<string, string>): Promise<Outcome[]> {
     const outcomes: Outcome[] = [];
+    const staleBefore = nowS - this.cfg.STRIPE_RESEND_CHECK_HOURS * 3_600;
     const fresh: PushRow[] = [];
     const stale: PushRow[] = [];
     for (const row of rows) {
@@ -84,7 +85,7 @@ export class StripeSender {
           status: 'rejected',
           reason: `no_meter: no active Stripe meter has event_name ${row.event_name}`,
         });
-      } else if (nowS - row.planned_at > this.cfg.STRIPE_RESEND_CHECK_HOURS * 3_600) {
+      } else if (row.planned_at < staleBefore) {
         // Planned, not first attempted: a process killed (or a COMMIT failed) after Stripe accepted
         // the row leaves no trace of the attempt, and any attempt may have been the first.
         stale.push(row);
@@ -94,7 +95,7 @@ export class StripeSender {
     }
     const ready: PushRow[] = [];
     if (stale.length > 0) {
-      const checked = await this.resend.check(stale, meters);
+      const checked = await this.resend.check(stale, meters, staleBefore);
       outcomes.push(...checked.outcomes);
       ready.push(...checked.send);
     }
