@@ -43,8 +43,8 @@ export interface WindowState {
   maxRevision: number;
   /** Newest as-of any counted row was planned from (epoch s); null when none recorded one. */
   maxAsOf: number | null;
-  /** A rejected row waits for its cause to be fixed: the key is not re-planned meanwhile. */
-  rejected: boolean;
+  /** A rejected or failed row waits for its cause to be fixed: the key is not re-planned meanwhile. */
+  held: boolean;
 }
 
 export interface LedgerView {
@@ -58,13 +58,14 @@ export const keyOf = (ws: string, type: string, currency: string, windowStart: n
 export const legacyKeyOf = (ws: string, type: string, windowStart: number): string => `${ws}\n${type}\n${windowStart}`;
 
 /**
- * The ledger's view of windows starting at or after `fromS`. Rows that count: pending, sent and
- * failed in live mode (a refused row is not re-planned forever; reconciliation reports it) and
- * unbillable (the difference is accounted for, not re-recorded every pass); dry_run in dry run.
- * Superseded and retried rows never count; rejected rows neither, and they hold their key back.
+ * The ledger's view of windows starting at or after `fromS`. Rows that count: pending and sent in
+ * live mode, and unbillable (the difference is accounted for, not re-recorded every pass); dry_run
+ * in dry run. Superseded and retried rows never count. Rejected and failed rows neither: Stripe
+ * refused them, so nothing of them is billed; they hold their key back (a refused amount is not
+ * re-planned every pass) until they are retried (worker.ts, or `reconcile:stripe --retry-rejected`).
  */
 export async function readLedger(c: PoolClient | Pool, fromS: number, dryRun: boolean): Promise<LedgerView> {
-  const counted = dryRun ? ['dry_run'] : ['pending', 'sent', 'failed', 'unbillable'];
+  const counted = dryRun ? ['dry_run'] : ['pending', 'sent', 'unbillable'];
   const { rows } = await c.query<{
     workspace_id: string;
     event_type: string;
@@ -89,9 +90,9 @@ export async function readLedger(c: PoolClient | Pool, fromS: number, dryRun: bo
     if (r.value_field === 'gmv_cents' && r.currency === '') legacy.add(legacyKeyOf(r.workspace_id, r.event_type, w));
     const k = keyOf(r.workspace_id, r.event_type, r.currency, w);
     let s = states.get(k);
-    if (s === undefined) states.set(k, (s = { counted: 0n, maxRevision: 0, maxAsOf: null, rejected: false }));
+    if (s === undefined) states.set(k, (s = { counted: 0n, maxRevision: 0, maxAsOf: null, held: false }));
     s.maxRevision = Math.max(s.maxRevision, r.revision);
-    if (r.status === 'rejected') s.rejected = true;
+    if (r.status === 'rejected' || r.status === 'failed') s.held = true;
     if (r.superseded_by !== null || !counted.includes(r.status)) continue;
     s.counted += BigInt(r.value);
     if (r.as_of !== null) s.maxAsOf = Math.max(s.maxAsOf ?? 0, Number(r.as_of));
@@ -227,6 +228,26 @@ export async function sentValue(
   return BigInt(rows[0]!.v);
 }
 
+/**
+ * The sum of every pending row of one customer × meter × window planned before `plannedBeforeS`
+ * (epoch s): the rows a re-send check must weigh together, whichever batch or replica holds them.
+ */
+export async function stalePendingValue(
+  c: PoolClient | Pool,
+  customer: string,
+  eventName: string,
+  windowStart: number,
+  plannedBeforeS: number,
+): Promise<bigint> {
+  const { rows } = await c.query<{ v: string }>(
+    `SELECT COALESCE(sum(value), 0)::text AS v FROM ${PG_TABLES.billingPushes}
+      WHERE stripe_customer_id = $1 AND event_name = $2 AND window_start = to_timestamp($3) AND status = 'pending'
+        AND superseded_by IS NULL AND extract(epoch FROM created_at)::bigint < $4`,
+    [customer, eventName, windowStart, plannedBeforeS],
+  );
+  return BigInt(rows[0]!.v);
+}
+
 export async function pendingCount(pool: Pool): Promise<number> {
   const { rows } = await pool.query<{ n: string }>(
     `SELECT count(*)::text AS n FROM ${PG_TABLES.billingPushes} WHERE status = 'pending'`,
@@ -263,14 +284,19 @@ export async function rejectedCauses(
   return rows;
 }
 
-/** Rejected rows of this meter and customer's workspaces become `retried`: the planner sends their amount again. */
+/**
+ * Rejected rows of this meter and customer's workspaces become `retried`: the planner sends their
+ * amount again. `all` (the operator fixed the causes) also retries every failed row.
+ */
 export async function retryRejected(
   pool: Pool,
   where: { event_name: string; customer: string } | 'all',
 ): Promise<number> {
   const res =
     where === 'all'
-      ? await pool.query(`UPDATE ${PG_TABLES.billingPushes} SET status = 'retried' WHERE status = 'rejected'`)
+      ? await pool.query(
+          `UPDATE ${PG_TABLES.billingPushes} SET status = 'retried' WHERE status IN ('rejected', 'failed')`,
+        )
       : await pool.query(
           `UPDATE ${PG_TABLES.billingPushes} SET status = 'retried'
         WHERE status = 'rejected' AND event_name = $1 AND workspace_id IN (SELECT id FROM ${PG_TABLES.workspaces} WHERE stripe_customer_id = $2)`,

@@ -10,6 +10,7 @@ export interface BillingMetrics {
   stale: Counter;
   rejected: Counter;
   retriedRejected: Counter;
+  recheckErrors: Counter;
   resendChecks: Counter;
   resendSettled: Counter;
   resendUnsettled: Counter;
@@ -47,6 +48,10 @@ export function createBillingMetrics(): BillingMetrics {
     retriedRejected: r.counter(
       BILLING_METRICS.retriedRejected,
       'Rejected rows whose cause was fixed (meter and customer exist), planned again.',
+    ),
+    recheckErrors: r.counter(
+      BILLING_METRICS.recheckErrors,
+      "Re-checks of a rejected row's customer that Stripe answered with an error other than 404; the pass went on.",
     ),
     resendChecks: r.counter(
       BILLING_METRICS.resendChecks,

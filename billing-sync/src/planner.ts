@@ -47,7 +47,7 @@ interface Billed {
  *   negative meter event values, which Stripe's sum meters add like any other.
  * - A downward correction is never planned from an as-of older than the one the window was last
  *   planned from: a replica with stale totals would otherwise take back usage that exists.
- * - A key with a rejected row waits until the cause is fixed (worker.ts re-checks it).
+ * - A key with a rejected or failed row waits until the cause is fixed (worker.ts re-checks rejected ones).
  * - A money window still holding pre-005 rows (currencies summed) records its differences as
  *   unbillable with the reason (mergeLegacy).
  */
@@ -83,7 +83,7 @@ export async function plan(
       if (customer === undefined) continue;
       const s = states.get(keyOf(t.workspace_id, t.event_type, t.currency, t.window_start));
       const counted = s?.counted ?? 0n;
-      if (t.total === counted || s?.rejected === true) continue;
+      if (t.total === counted || s?.held === true) continue;
       const plannedAsOf = s?.maxAsOf ?? null;
       if (t.total < counted && plannedAsOf !== null && asOf < plannedAsOf) {
         result.stale++;

@@ -19,7 +19,7 @@ import { lastClosedEnd, WINDOW_SECONDS } from './usage/source.js';
  * - UNBILLABLE / REJECTED: ledger rows Stripe never billed, with their reason.
  * Exits 1 when there is any mismatch or drift, 2 on a usage or configuration error.
  * Defaults: from the start of the current month to the end of the last closed window.
- * `--retry-rejected`: the operator has fixed the causes of rejected rows (e.g. an invalid value):
+ * `--retry-rejected`: the operator has fixed the causes of rejected and failed rows (e.g. an invalid value):
  * mark them all `retried`, so billing-sync sends their amounts again, then reconcile.
  */
 async function main(): Promise<number> {
@@ -67,7 +67,7 @@ async function main(): Promise<number> {
     }
     if (values['retry-rejected'] === true)
       console.log(
-        `RETRIED ${await retryRejected(pool, 'all')} rejected row(s): billing-sync plans their amounts again on its next pass`,
+        `RETRIED ${await retryRejected(pool, 'all')} rejected or failed row(s): billing-sync plans their amounts again on its next pass`,
       );
     const { rows } = await pool.query<{ id: string; stripe_customer_id: string }>(
       `SELECT id, stripe_customer_id FROM ${PG_TABLES.workspaces} WHERE stripe_customer_id IS NOT NULL AND ($1::text IS NULL OR id = $1)`,
@@ -103,7 +103,7 @@ async function main(): Promise<number> {
         `${h.status.toUpperCase()} ${h.workspace_id} ${h.event_name} ${iso(h.window_start)} value=${h.value} ${h.identifier}: ${h.reason}`,
       );
     console.log(
-      `ledger against Stripe over ${ledger.periods} month(s): ${ledger.compared} customer×meter total(s), ${ledger.drifts.length} drift(s); ${ledger.held.length} row(s) unbillable or rejected`,
+      `ledger against Stripe over ${ledger.periods} month(s): ${ledger.compared} customer×meter total(s), ${ledger.drifts.length} drift(s); ${ledger.held.length} row(s) unbillable, rejected or failed`,
     );
     return report.differences.length === 0 && ledger.drifts.length === 0 ? 0 : 1;
   } finally {

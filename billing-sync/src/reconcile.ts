@@ -100,7 +100,7 @@ export interface HeldRow {
   event_name: string;
   window_start: number;
   value: bigint;
-  status: 'unbillable' | 'rejected';
+  status: 'unbillable' | 'rejected' | 'failed';
   reason: string;
 }
 export interface LedgerReport {
@@ -126,7 +126,7 @@ export function monthPeriods(fromS: number, toS: number): Array<[number, number]
  * The ledger against Stripe, per month of [fromS, toS) and per customer × meter: what billing-sync
  * recorded as sent must be exactly what Stripe's summaries hold. Any drift (an event sent outside
  * billing-sync, a lost or double-counted push, a rejection nobody recorded) is listed. Rows Stripe
- * never billed (unbillable, rejected) are listed with their reason, period by period.
+ * never billed (unbillable, rejected, failed) are listed with their reason, period by period.
  */
 export async function reconcileLedger(
   stripe: Stripe,
@@ -171,12 +171,12 @@ export async function reconcileLedger(
     event_name: string;
     ws: string;
     value: string;
-    status: 'unbillable' | 'rejected';
+    status: 'unbillable' | 'rejected' | 'failed';
     reason: string | null;
   }>(
-    `SELECT identifier, workspace_id, event_name, extract(epoch FROM window_start)::bigint AS ws, value::text, status, reason
+    `SELECT identifier, workspace_id, event_name, extract(epoch FROM window_start)::bigint AS ws, value::text, status, COALESCE(reason, last_error) AS reason
        FROM ${PG_TABLES.billingPushes}
-      WHERE status IN ('unbillable', 'rejected') AND window_start >= to_timestamp($1) AND window_start < to_timestamp($2) AND ($3::text IS NULL OR workspace_id = $3)
+      WHERE status IN ('unbillable', 'rejected', 'failed') AND window_start >= to_timestamp($1) AND window_start < to_timestamp($2) AND ($3::text IS NULL OR workspace_id = $3)
       ORDER BY window_start, identifier`,
     [fromS, toS, workspaceId ?? null],
   );

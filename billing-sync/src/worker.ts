@@ -104,18 +104,16 @@ export class BillingWorker {
   /**
    * Rejected rows whose cause was a missing meter or customer are retried once both exist: the
    * meter is active and the workspace's current customer is not deleted. They become `retried`
-   * and the planner sends the amount again under a new revision (a new identifier).
+   * and the planner sends the amount again under a new revision (a new identifier). A customer
+   * Stripe cannot be asked about now (a restricted key's 403, a 5xx, a timeout) leaves that cause
+   * for the next pass; it must not stop the planning and pushing of everyone else.
    */
   private async recheckRejected(stripe: Stripe, pacer: Pacer, meters: ReadonlyMap<string, string>): Promise<number> {
     let retried = 0;
+    const failing = new Set<string>();
     for (const cause of await rejectedCauses(this.pool, RECHECKS_PER_PASS)) {
       if (!meters.has(cause.event_name)) continue;
-      await pacer.take();
-      const customer = await stripe.customers.retrieve(cause.customer).catch((err: { statusCode?: number }) => {
-        if (err.statusCode === 404) return { deleted: true };
-        throw err;
-      });
-      if ('deleted' in customer && customer.deleted === true) continue;
+      if (!(await this.customerExists(stripe, pacer, cause.customer, failing))) continue;
       const n = await retryRejected(this.pool, cause);
       retried += n;
       this.metrics.retriedRejected.inc(n);
@@ -125,6 +123,28 @@ export class BillingWorker {
       );
     }
     return retried;
+  }
+
+  /**
+   * Whether Stripe has the customer (not deleted). An error other than 404 counts as "not known
+   * yet": it is logged once per customer and pass (`failing`) and counted, and the pass goes on.
+   */
+  private async customerExists(stripe: Stripe, pacer: Pacer, id: string, failing: Set<string>): Promise<boolean> {
+    if (failing.has(id)) return false;
+    await pacer.take();
+    try {
+      const customer = await stripe.customers.retrieve(id);
+      return !('deleted' in customer && customer.deleted === true);
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return false;
+      failing.add(id);
+      this.metrics.recheckErrors.inc();
+      this.log.error(
+        { err, customer: id },
+        'reading the customer of rejected rows from Stripe failed: they are re-checked next pass',
+      );
+      return false;
+    }
   }
 
   private async customers(): Promise<Map<string, string>> {

@@ -10,6 +10,7 @@ import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';
 import { ClickHouseRollupUsage } from '../src/usage/clickhouse-rollups.js';
 import type { UsageSource, UsageTotal } from '../src/usage/source.js';
 import { reconcileLedger } from '../src/reconcile.js';
+import { keyOf, readLedger } from '../src/ledger.js';
 import { BillingWorker } from '../src/worker.js';
 import {
   RECONCILE_MAIN,
@@ -614,4 +615,230 @@ test('npm run reconcile:stripe exits 0 when the ledger, ClickHouse and Stripe ag
   } finally {
     await own.close();
   }
+});
+
+test('v1 refusing a missing customer at once rejects the row with the code: listed, not billed, and billed once the customer exists', async () => {
+  const cfg = billingConfig(billingEnv(stores, local, { STRIPE_MAX_ATTEMPTS: '1', STRIPE_TRANSPORT: 'v1' }));
+  const metrics = createBillingMetrics();
+  const worker = rawWorker(stores, cfg, metrics, log);
+  const w0 = await insertWorkspace(stores.pool, {
+    slug: `nocustomer-${Date.now()}-${Math.floor(Math.random() * 1e6)}`,
+    display_name: 'nocustomer',
+    plan: 'growth',
+    stripe_customer_id: `cus_missing${Math.floor(Math.random() * 1e9)}`,
+  });
+  const ws = w0.id;
+  const now = Math.floor(Date.now() / 1000);
+  const w = hourFloor(now) - 3600;
+  await insertEvents(stores, [
+    {
+      workspace_id: ws,
+      event_type: 'checkout.completed',
+      idempotency_key: 'nc1',
+      quantity: 1,
+      gmv_cents: 777,
+      occurred_at: w + 5,
+    },
+  ]);
+  await local.faults({ v1_refuse_unknown_customers: true });
+  try {
+    const r = await worker.pass(now);
+    assert.equal(r.rejected, 1);
+    const [row] = await ledger(ws);
+    assert.equal(row!.status, 'rejected');
+    assert.match(row!.reason!, /^meter_event_customer_not_found: No such customer/);
+    const view = await readLedger(stores.pool, w, false);
+    assert.deepEqual(view.states.get(keyOf(ws, 'checkout.completed', 'USD', w)), {
+      counted: 0n,
+      maxRevision: 1,
+      maxAsOf: null,
+      held: true,
+    });
+    const report = await reconcileLedger(createStripe(cfg), stores.pool, cfg, w, w + 3600, ws);
+    assert.deepEqual(
+      report.held.map((h) => [h.status, String(h.value)]),
+      [['rejected', '777']],
+    );
+    assert.equal((await worker.pass(now)).planned, 0, 'the key waits for its customer');
+
+    const c = await local.stripe.customers.create({ email: 'nocustomer@example.com' });
+    await stores.pool.query('UPDATE workspaces SET stripe_customer_id = $2 WHERE id = $1', [ws, c.id]);
+    const fixed = await worker.pass(now);
+    assert.deepEqual([fixed.retried, fixed.planned, fixed.rejected], [1, 1, 0]);
+    const totals = await stripeTotals(local.stripe, new Map([[ws, c.id]]), ['checkout.completed.usd'], w, w + 3600);
+    assert.equal(totals.get(`${ws}\ncheckout.completed.usd`), 777);
+  } finally {
+    await local.faults({ reset: true });
+  }
+});
+
+test('a row Stripe refused for good (failed) is not counted as billed, holds its key and is listed by reconcile', async () => {
+  const cfg = billingConfig(billingEnv(stores, local, { STRIPE_MAX_ATTEMPTS: '1', STRIPE_TRANSPORT: 'v1' }));
+  const worker = rawWorker(stores, cfg, createBillingMetrics(), log);
+  const { ws } = await workspace('refused');
+  const now = Math.floor(Date.now() / 1000);
+  const w = hourFloor(now) - 3600;
+  // Each event is within ±(2^53−1); their sum is not, and Stripe refuses it synchronously.
+  const big = Number.MAX_SAFE_INTEGER;
+  await insertEvents(stores, [
+    {
+      workspace_id: ws,
+      event_type: 'checkout.completed',
+      idempotency_key: 'r1',
+      quantity: 1,
+      gmv_cents: big,
+      occurred_at: w + 1,
+    },
+    {
+      workspace_id: ws,
+      event_type: 'checkout.completed',
+      idempotency_key: 'r2',
+      quantity: 1,
+      gmv_cents: big,
+      occurred_at: w + 2,
+    },
+  ]);
+  await worker.pass(now);
+  const [row] = await ledger(ws);
+  assert.equal(row!.status, 'failed');
+  const view = await readLedger(stores.pool, w, false);
+  const state = view.states.get(keyOf(ws, 'checkout.completed', 'USD', w))!;
+  assert.deepEqual([state.counted, state.held], [0n, true], 'nothing of it is billed; its key waits');
+  assert.equal((await worker.pass(now)).planned, 0, 'not re-planned every pass');
+  const report = await reconcileLedger(createStripe(cfg), stores.pool, cfg, w, w + 3600, ws);
+  assert.deepEqual(
+    report.held.map((h) => [h.status, String(h.value)]),
+    [['failed', String(2n * BigInt(big))]],
+  );
+  assert.match(report.held[0]!.reason, /whole number/);
+});
+
+test("a Stripe error re-checking a rejected row's customer (a restricted key's 403) is logged and counted; the pass still plans and pushes everyone else", async () => {
+  const cfg = billingConfig(billingEnv(stores, local, { STRIPE_MAX_ATTEMPTS: '1', STRIPE_TRANSPORT: 'v1' }));
+  const metrics = createBillingMetrics();
+  const worker = rawWorker(stores, cfg, metrics, log);
+  const held = await insertWorkspace(stores.pool, {
+    slug: `recheck-${Date.now()}-${Math.floor(Math.random() * 1e6)}`,
+    display_name: 'recheck',
+    plan: 'growth',
+    stripe_customer_id: `cus_missing${Math.floor(Math.random() * 1e9)}`,
+  });
+  const other = await workspace('recheck-other');
+  const now = Math.floor(Date.now() / 1000);
+  const w = hourFloor(now) - 3600;
+  const ev = (ws: string, key: string, gmv: number): EventRow => ({
+    workspace_id: ws,
+    event_type: 'checkout.completed',
+    idempotency_key: key,
+    quantity: 1,
+    gmv_cents: gmv,
+    occurred_at: w + 7,
+  });
+  await insertEvents(stores, [ev(held.id, 'rc1', 321)]);
+  await local.faults({ v1_refuse_unknown_customers: true });
+  try {
+    assert.equal((await worker.pass(now)).rejected, 1);
+  } finally {
+    await local.faults({ reset: true });
+  }
+  const c = await local.stripe.customers.create({ email: 'recheck@example.com' });
+  await stores.pool.query('UPDATE workspaces SET stripe_customer_id = $2 WHERE id = $1', [held.id, c.id]);
+  await insertEvents(stores, [ev(other.ws, 'rc2', 654)]);
+
+  await local.faults({ customer_read_status: 403 });
+  let r;
+  try {
+    r = await worker.pass(now);
+  } finally {
+    await local.faults({ reset: true });
+  }
+  assert.deepEqual([r.retried, r.rejected], [0, 1], 'the rejected row waits');
+  assert.match(metrics.registry.render(), new RegExp(`^${BILLING_METRICS.recheckErrors} 1$`, 'm'));
+  const totals = await stripeTotals(
+    local.stripe,
+    new Map([
+      [other.ws, other.customer],
+      [held.id, c.id],
+    ]),
+    ['checkout.completed.usd'],
+    w,
+    w + 3600,
+  );
+  assert.equal(totals.get(`${other.ws}\ncheckout.completed.usd`), 654, 'everyone else is billed');
+  assert.equal(totals.get(`${held.id}\ncheckout.completed.usd`), undefined);
+
+  const fixed = await worker.pass(now);
+  assert.deepEqual([fixed.retried, fixed.rejected], [1, 0], 're-checked on the next pass');
+  const after = await stripeTotals(local.stripe, new Map([[held.id, c.id]]), ['checkout.completed.usd'], w, w + 3600);
+  assert.equal(after.get(`${held.id}\ncheckout.completed.usd`), 321);
+});
+
+test("stale pending rows of one customer × meter × window split across batches are weighed together against Stripe's summary, not left pending", async () => {
+  // One row per batch and two lanes: the group's two rows are never in the same batch.
+  const cfg = billingConfig(
+    billingEnv(stores, local, {
+      STRIPE_MAX_ATTEMPTS: '1',
+      STRIPE_TRANSPORT: 'v1',
+      BILLING_BATCH_SIZE: '1',
+      BILLING_CONCURRENCY: '2',
+    }),
+  );
+  const metrics = createBillingMetrics();
+  const worker = rawWorker(stores, cfg, metrics, log);
+  const { ws, customer } = await workspace('split');
+  const now = Math.floor(Date.now() / 1000);
+  const w = hourFloor(now) - 3600;
+  const ev = (ws: string, key: string, gmv: number): EventRow => ({
+    workspace_id: ws,
+    event_type: 'checkout.completed',
+    idempotency_key: key,
+    quantity: 1,
+    gmv_cents: gmv,
+    occurred_at: w + 9,
+  });
+  // Stripe stores each revision, but the answers are lost: both rows of the window stay pending.
+  await local.faults({ applied_error_rate: 1 });
+  try {
+    await insertEvents(stores, [ev(ws, 'sp1', 1111)]);
+    assert.equal((await worker.pass(now)).pending, 1);
+    // Not due in the next pass (as after a backoff), so that pass plans and sends only the late event.
+    await stores.pool.query(
+      `UPDATE billing_pushes SET next_attempt_at = now() + interval '1 hour' WHERE workspace_id = $1`,
+      [ws],
+    );
+    await insertEvents(stores, [ev(ws, 'sp2', 2222)]);
+    const second = await worker.pass(now);
+    assert.deepEqual([second.planned, second.pending], [1, 2]);
+  } finally {
+    await local.faults({ reset: true });
+  }
+  const eventsBefore = await local.metric('stripe_local_meter_events_total');
+
+  await fetch(`${local.url}/_clock`, { method: 'POST', body: JSON.stringify({ advance_seconds: 25 * 3600 }) });
+  // Under the simulated clock, rows left unsettled (retry in an hour) are due again within the same
+  // pass: a regression would loop until stopped, so the pass is stopped after a bound and fails.
+  const guard = setTimeout(() => worker.stop(), 30_000);
+  guard.unref();
+  let later;
+  try {
+    later = await worker.pass(now + 25 * 3600);
+  } finally {
+    clearTimeout(guard);
+  }
+  assert.equal(later.pending, 0, 'both settled by the summary');
+  assert.match(metrics.registry.render(), new RegExp(`^${BILLING_METRICS.resendSettled} 2$`, 'm'));
+  assert.equal((await local.metric('stripe_local_meter_events_total')) - eventsBefore, 0, 'nothing sent again');
+  const { rows } = await stores.pool.query<{ status: string; via: string }>(
+    `SELECT status, via FROM billing_pushes WHERE workspace_id = $1`,
+    [ws],
+  );
+  assert.deepEqual(
+    rows.map((r) => [r.status, r.via]),
+    [
+      ['sent', 'summary'],
+      ['sent', 'summary'],
+    ],
+  );
+  const totals = await stripeTotals(local.stripe, new Map([[ws, customer]]), ['checkout.completed.usd'], w, w + 3600);
+  assert.equal(totals.get(`${ws}\ncheckout.completed.usd`), 3333, 'counted once at Stripe');
 });

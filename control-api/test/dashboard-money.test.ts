@@ -76,16 +76,26 @@ test("amounts are ISO 4217 minor units: the overview gives each currency's expon
     'window older than the 35 days Stripe accepts: 5000 not billed',
   );
   await ledgerRow(other.workspace.id, 'id-other', 'rejected', 'meter_event_customer_not_found: no such customer');
+  // A row Stripe refused for good (billing-sync records why in last_error) was not billed either.
+  await stores.pool.query(
+    `INSERT INTO billing_pushes (workspace_id, event_type, currency, event_name, window_start, window_end, revision, identifier, stripe_customer_id, value_field, total, value, status, last_error)
+     VALUES ($1, 'checkout.completed', 'JPY', 'checkout.completed.jpy', to_timestamp($2), to_timestamp($2 + 3600), 2, 'id-failed', 'cus_x', 'gmv_cents', 5100, 100, 'failed', 'payload[value] must be a whole number')`,
+    [workspace.id, day / 1000],
+  );
   const u = await call(base, 'GET', '/dashboard/api/billing/unbilled', { headers: { cookie: s.cookie } });
   assert.equal(u.status, 200, u.text);
   assert.deepEqual(
-    u.json.rows.map((r: { identifier: string; status: string; value: string; currency: string }) => [
+    u.json.rows.map((r: { identifier: string; status: string; value: string; currency: string; reason: string }) => [
       r.identifier,
       r.status,
       r.value,
       r.currency,
+      r.reason,
     ]),
-    [['id-unbillable', 'unbillable', '5000', 'JPY']],
+    [
+      ['id-failed', 'failed', '100', 'JPY', 'payload[value] must be a whole number'],
+      ['id-unbillable', 'unbillable', '5000', 'JPY', 'window older than the 35 days Stripe accepts: 5000 not billed'],
+    ],
     "only this workspace's rows",
   );
   assert.deepEqual(u.json.currency_exponents, { JPY: 0 });

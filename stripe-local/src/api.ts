@@ -96,6 +96,20 @@ export function stripeApi(ctx: Context, o: ApiOptions) {
       o.counters.faults.inc();
       throw injected('An unknown error occurred (injected by stripe-local).');
     }
+    if (faults.customer_read_status !== 0 && req.method === 'GET' && /^\/v1\/customers\/[^/]+$/.test(path)) {
+      o.counters.faults.inc();
+      throw faults.customer_read_status === 403
+        ? new StripeHttpError(
+            403,
+            'invalid_request_error',
+            `The provided key does not have the required permissions for this endpoint (injected by stripe-local).`,
+          )
+        : new StripeHttpError(
+            faults.customer_read_status,
+            'api_error',
+            'An unknown error occurred (injected by stripe-local).',
+          );
+    }
     const idemHeader = req.method === 'POST' && path.startsWith('/v1/') ? req.headers['idempotency-key'] : undefined;
     const idemKey = typeof idemHeader === 'string' ? `${path}\n${idemHeader}` : undefined;
     const replay = idemKey === undefined ? undefined : idempotent.get(idemKey);

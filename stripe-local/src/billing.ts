@@ -39,6 +39,8 @@ export interface BillingOptions {
   identifierWindowS: number;
   /** Refuse events whose customer stripe-local does not know (as Stripe does, asynchronously). */
   checkCustomers: boolean;
+  /** The `v1_refuse_unknown_customers` fault (faults.ts): v1 refuses an unknown customer synchronously. */
+  refuseUnknownCustomersV1: () => boolean;
 }
 
 /** One rule broken: the v1 error (code, param), the v2 code, and the error report code for asynchronous paths. */
@@ -75,6 +77,12 @@ export class Billing {
       if (via !== 'v2_stream' || rule.report === undefined) throw broken(rule, via);
       this.reject(ev, meter, rule.report, rule.message);
       return ev;
+    }
+    if (via === 'v1' && meter !== undefined && this.o.refuseUnknownCustomersV1()) {
+      const param = `payload[${meter.customer_mapping.event_payload_key}]`;
+      const id = ev.payload[meter.customer_mapping.event_payload_key]!;
+      if (this.data().customers[id] === undefined)
+        throw new StripeHttpError(400, 'invalid_request_error', `No such customer: '${id}'`, 'resource_missing', param);
     }
     this.record(ev);
     // Stripe's later checks: the meter and the customer must exist.

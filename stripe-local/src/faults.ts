@@ -19,6 +19,17 @@ export interface Faults {
   rate_limit_rate: number;
   /** One-shot: every session token issued so far expires at once (the switch then resets itself). */
   expire_sessions: boolean;
+  /**
+   * v1 meter events naming a customer stripe-local does not know are refused at once (400
+   * `resource_missing`, "No such customer") instead of accepted and reported later: a synchronous
+   * refusal of the kind billing-sync must record as rejected, not failed.
+   */
+  v1_refuse_unknown_customers: boolean;
+  /**
+   * Every customer read (`GET /v1/customers/:id`) answers this status, 0 off: 403 as for a
+   * restricted key without customer read access, 5xx as in an outage.
+   */
+  customer_read_status: number;
 }
 
 export const NO_FAULTS: Readonly<Faults> = Object.freeze({
@@ -29,6 +40,8 @@ export const NO_FAULTS: Readonly<Faults> = Object.freeze({
   rate_limit_until: 0,
   rate_limit_rate: 0,
   expire_sessions: false,
+  v1_refuse_unknown_customers: false,
+  customer_read_status: 0,
 });
 
 /** Merges a partial update (JSON from /_faults) over the current faults; `{ "reset": true }` clears. */
@@ -47,6 +60,12 @@ export function applyFaults(current: Faults, update: unknown): Faults {
     if (!(k in NO_FAULTS)) throw invalid(`unknown fault ${k}`, k);
     const expected = typeof NO_FAULTS[k as keyof Faults];
     if (typeof v !== expected) throw invalid(`${k} must be a ${expected}`, k);
+    if (
+      k === 'customer_read_status' &&
+      v !== 0 &&
+      !(Number.isInteger(v) && (v as number) >= 400 && (v as number) <= 599)
+    )
+      throw invalid(`${k} must be 0 or an HTTP error status (400 to 599)`, k);
     if (k.endsWith('_rate') && ((v as number) < 0 || (v as number) > 1)) throw invalid(`${k} must be from 0 to 1`, k);
     (next as unknown as Record<string, unknown>)[k] = v;
   }

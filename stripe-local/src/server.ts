@@ -81,7 +81,11 @@ export async function startStripeLocal(o: StripeLocalOptions): Promise<StripeLoc
   const reports = new ErrorReports(events, o.errorReportWindowMs ?? 10_000, nowS);
   const billing = new Billing(
     () => data,
-    { identifierWindowS: o.identifierWindowHours * 3_600, checkCustomers: o.checkCustomers ?? true },
+    {
+      identifierWindowS: o.identifierWindowHours * 3_600,
+      checkCustomers: o.checkCustomers ?? true,
+      refuseUnknownCustomersV1: () => faults.v1_refuse_unknown_customers,
+    },
     changed,
     reports,
   );

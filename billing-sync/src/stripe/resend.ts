@@ -1,7 +1,7 @@
 import type Stripe from 'stripe';
 import { type Logger } from '@meterd/core/log';
 import { type Pool } from '@meterd/core/store';
-import { sentValue, type Outcome, type PushRow } from '../ledger.js';
+import { sentValue, stalePendingValue, type Outcome, type PushRow } from '../ledger.js';
 import type { BillingMetrics } from '../metrics.js';
 import type { Pacer } from './pacer.js';
 
@@ -18,6 +18,9 @@ const UNSETTLED_DELAY_MS = 3_600_000;
  * - Stripe holds that plus all the waiting rows: they arrived; they are marked sent (via `summary`).
  * - anything else: the row is not sent, it is logged and counted and checked again an hour later
  *   (reconcile:stripe shows the window).
+ * "The waiting rows" are every stale pending row of the customer × meter × window, not only those
+ * of this batch: one group's rows split across batches, lanes or replicas would otherwise never
+ * match the summary in any of them and stay pending forever.
  */
 export class ResendCheck {
   constructor(
@@ -28,7 +31,12 @@ export class ResendCheck {
     private readonly log: Logger,
   ) {}
 
-  async check(rows: PushRow[], meters: ReadonlyMap<string, string>): Promise<{ outcomes: Outcome[]; send: PushRow[] }> {
+  /** `plannedBeforeS`: rows planned before it (epoch s) are stale, as the sender decided for `rows`. */
+  async check(
+    rows: PushRow[],
+    meters: ReadonlyMap<string, string>,
+    plannedBeforeS: number,
+  ): Promise<{ outcomes: Outcome[]; send: PushRow[] }> {
     const groups = new Map<string, PushRow[]>();
     for (const r of rows) {
       const k = `${r.stripe_customer_id}\n${r.event_name}\n${r.window_start}`;
@@ -61,7 +69,7 @@ export class ResendCheck {
         continue;
       }
       const told = await sentValue(this.pool, customer, eventName, start);
-      const waiting = g.reduce((a, r) => a + r.value, 0n);
+      const waiting = await stalePendingValue(this.pool, customer, eventName, start, plannedBeforeS);
       if (atStripe === told) {
         send.push(...g);
       } else if (atStripe === told + waiting) {

@@ -29,6 +29,33 @@ export function classify(err: unknown): Verdict {
   return { kind: 'permanent', message };
 }
 
+/**
+ * Error-report codes of the refusals whose cause billing-sync can see fixed by itself (ledger.ts
+ * SELF_CHECKED): a missing customer, a missing or archived meter.
+ */
+export type SelfCheckedCause = 'meter_event_customer_not_found' | 'no_meter' | 'archived_meter';
+
+/**
+ * The cause of a synchronous refusal that names a missing customer or meter, in the code Stripe's
+ * error reports use for it, so the row is rejected (and retried once the cause is fixed) rather than
+ * failed. Stripe says so with that code (v2's synchronous API), or with v1's generic
+ * `resource_missing` on the customer parameter ("No such customer"), or in v1's message for a
+ * missing meter ("No active meter was found for event_name …").
+ */
+export function selfCheckedCause(err: unknown): SelfCheckedCause | undefined {
+  const e = err as Partial<Stripe.errors.StripeError> & { message?: string };
+  const code = e?.code;
+  if (code === 'meter_event_customer_not_found' || code === 'no_meter' || code === 'archived_meter') return code;
+  const message = e?.message ?? '';
+  if (
+    code === 'resource_missing' &&
+    (/stripe_customer_id|customer/i.test(e?.param ?? '') || /no such customer/i.test(message))
+  )
+    return 'meter_event_customer_not_found';
+  if (/no active meter/i.test(message)) return 'no_meter';
+  return undefined;
+}
+
 /** Exponential backoff with full jitter: uniform in [0, min(max, base·2^attempt)]. */
 export function backoffMs(attempt: number, baseMs: number, maxMs: number): number {
   return Math.random() * Math.min(maxMs, baseMs * 2 ** attempt);

@@ -6,7 +6,7 @@ import type { Outcome, PushRow } from '../ledger.js';
 import type { BillingMetrics } from '../metrics.js';
 import { MeterEventSession } from './session.js';
 import { Pacer } from './pacer.js';
-import { backoffMs, classify, sleep, type Verdict } from './retry.js';
+import { backoffMs, classify, selfCheckedCause, sleep, type SelfCheckedCause, type Verdict } from './retry.js';
 import { streamHost } from './client.js';
 import { ResendCheck } from './resend.js';
 import { STRIPE_MAX_AGE_S } from '../horizon.js';
@@ -14,7 +14,15 @@ import { STRIPE_MAX_AGE_S } from '../horizon.js';
 const STREAM_MAX = 100;
 const SESSION_RENEWALS = 3;
 
-type Attempt<T> = { ok: true; value: T } | { ok: false; verdict: Verdict; error: string };
+type Failed = { ok: false; verdict: Verdict; error: string; cause: SelfCheckedCause | undefined };
+type Attempt<T> = { ok: true; value: T } | Failed;
+
+const failed = (err: unknown): Failed => ({
+  ok: false,
+  verdict: classify(err),
+  error: (err as Error).message,
+  cause: selfCheckedCause(err),
+});
 
 /**
  * Sends ledger rows to Stripe and says what happened to each. The v2 stream carries the volume
@@ -56,6 +64,7 @@ export class StripeSender {
    */
   async push(rows: PushRow[], nowS: number, meters: ReadonlyMap<string, string>): Promise<Outcome[]> {
     const outcomes: Outcome[] = [];
+    const staleBefore = nowS - this.cfg.STRIPE_RESEND_CHECK_HOURS * 3_600;
     const fresh: PushRow[] = [];
     const stale: PushRow[] = [];
     for (const row of rows) {
@@ -77,7 +86,7 @@ export class StripeSender {
           status: 'rejected',
           reason: `no_meter: no active Stripe meter has event_name ${row.event_name}`,
         });
-      } else if (nowS - row.planned_at > this.cfg.STRIPE_RESEND_CHECK_HOURS * 3_600) {
+      } else if (row.planned_at < staleBefore) {
         // Planned, not first attempted: a process killed (or a COMMIT failed) after Stripe accepted
         // the row leaves no trace of the attempt, and any attempt may have been the first.
         stale.push(row);
@@ -87,7 +96,7 @@ export class StripeSender {
     }
     const ready: PushRow[] = [];
     if (stale.length > 0) {
-      const checked = await this.resend.check(stale, meters);
+      const checked = await this.resend.check(stale, meters, staleBefore);
       outcomes.push(...checked.outcomes);
       ready.push(...checked.send);
     }
@@ -138,7 +147,7 @@ export class StripeSender {
       try {
         token = await this.session.get();
       } catch (err) {
-        const r: Attempt<never> = { ok: false, verdict: classify(err), error: (err as Error).message };
+        const r = failed(err);
         if (r.verdict.kind === 'permanent') return this.sendV1(rows);
         return rows.map((row) => this.failure(row, r));
       }
@@ -214,7 +223,20 @@ export class StripeSender {
     return this.failure(row, r);
   }
 
-  private failure(row: PushRow, r: { verdict: Verdict; error: string }): Outcome {
+  /**
+   * A refusal naming a missing customer or meter rejects the row with Stripe's code: it does not
+   * count as billed, holds its key, and is retried once the cause is fixed (worker.ts). Any other
+   * permanent refusal fails the row (held and listed the same way, retried by an operator).
+   */
+  private failure(row: PushRow, r: Failed): Outcome {
+    if (r.verdict.kind === 'permanent' && r.cause !== undefined) {
+      this.metrics.rejected.inc();
+      this.log.error(
+        { identifier: row.identifier, cause: r.cause, error: r.error },
+        'Stripe refused a meter event for a missing customer or meter: the row waits until it exists',
+      );
+      return { identifier: row.identifier, status: 'rejected', reason: `${r.cause}: ${r.error}` };
+    }
     if (r.verdict.kind === 'permanent') {
       this.metrics.failures.inc();
       this.log.error({ identifier: row.identifier, error: r.error }, 'Stripe refused a meter event for good');
@@ -231,7 +253,7 @@ export class StripeSender {
 
   /** Runs `call` paced, retrying what is retryable; duplicates, expiries and permanent errors return at once. */
   private async withRetries<T>(pacer: Pacer, call: () => Promise<T>): Promise<Attempt<T>> {
-    let last: Attempt<T> = { ok: false, verdict: { kind: 'retry' }, error: 'not attempted' };
+    let last: Failed = { ok: false, verdict: { kind: 'retry' }, error: 'not attempted', cause: undefined };
     for (let attempt = 0; attempt < this.cfg.STRIPE_MAX_ATTEMPTS; attempt++) {
       if (attempt > 0) {
         this.metrics.retries.inc();
@@ -241,7 +263,7 @@ export class StripeSender {
       try {
         return { ok: true, value: await call() };
       } catch (err) {
-        last = { ok: false, verdict: classify(err), error: (err as Error).message };
+        last = failed(err);
         if ((err as { statusCode?: number }).statusCode === 429) this.metrics.rateLimited.inc();
         if (last.verdict.kind !== 'retry') return last;
       }

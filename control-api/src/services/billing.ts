@@ -154,12 +154,13 @@ export class BillingService {
 
   /**
    * Usage Stripe did not bill: ledger rows billing-sync recorded as unbillable (past Stripe's
-   * 35-day limit) or rejected (Stripe's error reports, a missing meter), with their reason.
+   * 35-day limit), rejected (Stripe's error reports, a missing meter or customer) or failed (any
+   * other refusal), with their reason.
    */
   async unbilled(workspaceId: string): Promise<{ rows: UnbilledRow[]; currency_exponents: Record<string, number> }> {
     const { rows } = await this.d.pool.query<Omit<UnbilledRow, 'window_start'> & { window_start: Date }>(
-      `SELECT identifier, event_name, event_type, currency, value_field, window_start, value::text, status, reason FROM billing_pushes
-        WHERE workspace_id = $1 AND status IN ('unbillable', 'rejected') ORDER BY window_start DESC, identifier LIMIT 200`,
+      `SELECT identifier, event_name, event_type, currency, value_field, window_start, value::text, status, COALESCE(reason, last_error) AS reason FROM billing_pushes
+        WHERE workspace_id = $1 AND status IN ('unbillable', 'rejected', 'failed') ORDER BY window_start DESC, identifier LIMIT 200`,
       [workspaceId],
     );
     return {

@@ -27,6 +27,7 @@ export const BILLING_METRICS = {
   stale: 'billing_stale_corrections_skipped_total',
   rejected: 'billing_rejected_total',
   retriedRejected: 'billing_rejected_retried_total',
+  recheckErrors: 'billing_rejected_recheck_errors_total',
   resendChecks: 'billing_resend_checks_total',
   resendSettled: 'billing_resend_settled_total',
   resendUnsettled: 'billing_resend_unsettled_total',
