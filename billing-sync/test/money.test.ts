@@ -416,14 +416,18 @@ test('a push Stripe accepted whose outcome was never committed is checked agains
       BEGIN RAISE EXCEPTION 'outcome write lost'; END $$`);
   await stores.pool.query(`CREATE TRIGGER fail_outcome BEFORE UPDATE ON billing_pushes FOR EACH ROW
       WHEN (OLD.status = 'pending' AND NEW.status = 'sent') EXECUTE PROCEDURE fail_outcome()`);
-  const eventsBefore = await local.metric('stripe_local_meter_events_total');
   try {
     await assert.rejects(worker.pass(now), /outcome write lost/);
   } finally {
     await stores.pool.query('DROP TRIGGER fail_outcome ON billing_pushes');
     await stores.pool.query('DROP FUNCTION fail_outcome()');
   }
-  assert.equal((await local.metric('stripe_local_meter_events_total')) - eventsBefore, 1, 'Stripe accepted it');
+  // This customer's own total, not a global counter: the pass also serves the file's other workspaces.
+  const total = async (): Promise<number | undefined> =>
+    (await stripeTotals(local.stripe, new Map([[ws, customer]]), ['checkout.completed.usd'], w, w + 3600)).get(
+      `${ws}\ncheckout.completed.usd`,
+    );
+  assert.equal(await total(), 2468, 'Stripe accepted it');
   const row = async (): Promise<{ status: string; first: string | null; via: string | null }> =>
     (
       await stores.pool.query<{ status: string; first: string | null; via: string | null }>(
@@ -435,17 +439,16 @@ test('a push Stripe accepted whose outcome was never committed is checked agains
 
   // 25 hours later at Stripe too: it no longer remembers the identifier.
   await fetch(`${local.url}/_clock`, { method: 'POST', body: JSON.stringify({ advance_seconds: 25 * 3600 }) });
-  const checksBefore = /^billing_resend_checks_total (\d+)$/m.exec(metrics.registry.render());
-  assert.equal(checksBefore?.[1] ?? '0', '0');
+  const counter = (name: string): number =>
+    Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(metrics.registry.render())?.[1] ?? 0);
+  assert.equal(counter('billing_resend_checks_total'), 0);
   const later = await worker.pass(now + 25 * 3600);
   assert.equal(later.pending, 0);
-  assert.match(metrics.registry.render(), /^billing_resend_checks_total 1$/m, "Stripe's summary was consulted");
-  assert.match(metrics.registry.render(), /^billing_resend_settled_total 1$/m);
-  assert.equal((await row()).via, 'summary');
+  assert.ok(counter('billing_resend_checks_total') >= 1, "Stripe's summary was consulted");
+  assert.ok(counter('billing_resend_settled_total') >= 1);
+  assert.equal((await row()).via, 'summary', 'settled by the summary, not sent again');
   assert.equal((await row()).status, 'sent');
-  assert.equal((await local.metric('stripe_local_meter_events_total')) - eventsBefore, 1, 'not sent again');
-  const totals = await stripeTotals(local.stripe, new Map([[ws, customer]]), ['checkout.completed.usd'], w, w + 3600);
-  assert.equal(totals.get(`${ws}\ncheckout.completed.usd`), 2468, 'counted once at Stripe');
+  assert.equal(await total(), 2468, 'counted once at Stripe');
 });
 
 test('a late event in a window billed before per-currency meters (005) is recorded as unbillable and counted, never skipped', async () => {
