@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -11,9 +12,9 @@ import { startLocal } from './helpers.js';
  * Paid plans in stripe-local, driven by the real `stripe` SDK: prices found by lookup_key,
  * Checkout Sessions in subscription mode, the test-only completion (Stripe's test cards), the
  * subscriptions it creates, and the signed webhooks each change sends. Object shapes are checked
- * against Stripe's own published examples (/work/shared/reference/stripe/fixtures-billing.json).
+ * against Stripe's own published examples (stripe-local/test/fixtures/stripe-billing.json).
  */
-const FIXTURES = '/work/shared/reference/stripe/fixtures-billing.json';
+const FIXTURES = fileURLToPath(new URL('../../test/fixtures/stripe-billing.json', import.meta.url));
 const SECRET = 'whsec_checkout_test';
 let local: StripeLocal;
 let stripe: Stripe;

@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readdirSync, readFileSync, existsSync } from 'node:fs';
@@ -10,7 +11,7 @@ import { startLocal, startReceiver, waitFor, nowS, hourFloor } from './helpers.j
 /**
  * stripe-local's objects against Stripe's own: every object stripe-local returned (recorded by
  * STRIPE_LOCAL_RECORD_DIR, nested objects too) is checked against Stripe's published example of
- * that object type (/work/shared/reference/stripe/fixtures-billing.json, from stripe/openapi's
+ * that object type (stripe-local/test/fixtures/stripe-billing.json, from stripe/openapi's
  * fixtures3.json) with the rule in conformance/compare.ts.
  *
  * Self-sufficient: it first drives every endpoint stripe-local implements through the real SDK
@@ -20,7 +21,8 @@ import { startLocal, startReceiver, waitFor, nowS, hourFloor } from './helpers.j
  * test exercises them. A fixture type nothing exercised is reported as a TODO ("not exercised"),
  * never as a pass.
  */
-const FIXTURES = process.env.STRIPE_FIXTURES ?? '/work/shared/reference/stripe/fixtures-billing.json';
+const FIXTURES =
+  process.env.STRIPE_FIXTURES ?? fileURLToPath(new URL('../../test/fixtures/stripe-billing.json', import.meta.url));
 const own = mkdtempSync(join(tmpdir(), 'stripe-local-record-'));
 const SECRET = 'whsec_conformance';
 
