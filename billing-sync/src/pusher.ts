@@ -18,8 +18,12 @@ export async function drain(
   stopping: () => boolean,
 ): Promise<number> {
   let sent = 0;
+  // One lane failing stops the others, and drain returns only once every lane has finished: a
+  // lane still running after the pass gave up would claim the failed lane's rolled-back rows and
+  // send them behind the caller's back.
+  let failed = false;
   const lane = async (): Promise<void> => {
-    while (!stopping()) {
+    while (!stopping() && !failed) {
       const c = await pool.connect();
       let n: number;
       try {
@@ -29,6 +33,8 @@ export async function drain(
         if (n > 0) await recordOutcomes(c, await send(rows), nowS);
         await c.query('COMMIT');
       } catch (err) {
+        failed = true;
+        // The connection may be what failed; the original error is the one to report.
         await c.query('ROLLBACK').catch(() => {});
         throw err;
       } finally {
@@ -38,6 +44,8 @@ export async function drain(
       sent += n;
     }
   };
-  await Promise.all(Array.from({ length: concurrency }, lane));
+  const outcomes = await Promise.allSettled(Array.from({ length: concurrency }, lane));
+  const failure = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+  if (failure !== undefined) throw failure.reason;
   return sent;
 }

@@ -418,6 +418,8 @@ test('a push Stripe accepted whose outcome was never committed is checked agains
       WHEN (OLD.status = 'pending' AND NEW.status = 'sent') EXECUTE PROCEDURE fail_outcome()`);
   try {
     await assert.rejects(worker.pass(now), /outcome write lost/);
+    // The pass has given up, so nothing of it may still run: no lane holds or waits for a connection.
+    assert.deepEqual([stores.pool.totalCount - stores.pool.idleCount, stores.pool.waitingCount], [0, 0]);
   } finally {
     await stores.pool.query('DROP TRIGGER fail_outcome ON billing_pushes');
     await stores.pool.query('DROP FUNCTION fail_outcome()');
