@@ -69,8 +69,10 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   });
   const writer = SpoolWriter.open(join(resolve(cfg.SPOOL_DIR), `t${o.index}`), {
     segmentBytes: cfg.SPOOL_SEGMENT_BYTES,
-    fsync: cfg.SPOOL_FSYNC === 'always',
+    fsync: cfg.SPOOL_FSYNC,
+    fsyncIntervalMs: cfg.SPOOL_FSYNC_INTERVAL_MS,
     fsyncs: metrics.spoolFsyncs,
+    fsyncErrors: metrics.spoolFsyncErrors,
     commitSeconds: metrics.commitSeconds,
     log,
   });
@@ -189,7 +191,7 @@ function shipOrphan(
   cfg: IngestConfig,
   log: Logger,
 ): { stop(): Promise<void> } {
-  const writer = SpoolWriter.open(dir, { segmentBytes: cfg.SPOOL_SEGMENT_BYTES, fsync: true });
+  const writer = SpoolWriter.open(dir, { segmentBytes: cfg.SPOOL_SEGMENT_BYTES, fsync: 'always' });
   // Its gauges would overwrite this thread's: give it a registry of its own and log instead.
   const shipper = new SpoolShipper(writer, insert, {
     batchRows: cfg.SHIP_BATCH_ROWS,

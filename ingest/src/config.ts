@@ -31,9 +31,15 @@ export const ingestVars = {
   ...authVars,
   SPOOL_DIR: str('Folder of the write-ahead spool (one sub-folder per thread). Must be on durable storage.', '.spool'),
   SPOOL_FSYNC: oneOf(
-    '`always`: fdatasync before every 202 (group commit). `never`: skip it (benchmarks on throwaway disks only).',
+    'When a 202 is sent. `always`: after an fdatasync covering the event (pipelined group commit); survives power loss. `interval`: after the write reaches the kernel, with an fdatasync every SPOOL_FSYNC_INTERVAL_MS; survives kill -9 of ingest, a power loss may lose the last interval. `never`: no fdatasync (benchmarks on throwaway disks only). See docs/architecture.md.',
     'always',
-    ['always', 'never'] as const,
+    ['always', 'interval', 'never'] as const,
+  ),
+  SPOOL_FSYNC_INTERVAL_MS: int(
+    'With SPOOL_FSYNC=interval: how often written spool bytes are synced (the most a power loss can take).',
+    100,
+    1,
+    10_000,
   ),
   SPOOL_MAX_BYTES: int(
     'Unshipped spool bytes per thread past which ingest answers 503 instead of accepting more.',
@@ -75,7 +81,7 @@ export const ingestVars = {
     1_000_000,
   ),
   TRUSTED_PROXIES: addressList(
-    'HTTP proxies (comma-separated IPs/CIDRs) (comma-separated IPs/CIDRs) that may name the client for the per-address limit on failed authentication, by X-Forwarded-For (walked from the right past trusted hops) or a PROXY protocol header; default none, so a client cannot pick its address by sending either. IPv6 clients count per /64.',
+    'HTTP proxies (comma-separated IPs/CIDRs) that may name the client for the per-address limit on failed authentication, by X-Forwarded-For (walked from the right past trusted hops) or a PROXY protocol header; default none, so a client cannot pick its address by sending either. IPv6 clients count per /64.',
     '',
   ),
   MAX_BODY_BYTES: int('Largest body of POST /api/v1/meter (413 beyond).', 16 << 10, 1 << 10, 1 << 20),

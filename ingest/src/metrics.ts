@@ -23,7 +23,14 @@ export function defineIngestMetrics(reg: MetricsRegistry) {
       INGEST_METRICS.dedupeRoundTrips,
       'Redis calls made to claim, commit or release idempotency keys.',
     ),
-    spoolFsyncs: reg.counter(INGEST_METRICS.spoolFsyncs, 'Group commits (one write + fdatasync each).'),
+    spoolFsyncs: reg.counter(
+      INGEST_METRICS.spoolFsyncs,
+      'fdatasync calls of the spool (each covers one or more groups).',
+    ),
+    spoolFsyncErrors: reg.counter(
+      INGEST_METRICS.spoolFsyncErrors,
+      'SPOOL_FSYNC=interval: background fdatasyncs that failed (acknowledged rows a power loss could take).',
+    ),
     spoolBytes: reg.gauge(INGEST_METRICS.spoolBytes, 'Spool bytes written durably but not yet in ClickHouse.'),
     spoolRows: reg.gauge(
       INGEST_METRICS.spoolRows,
@@ -42,7 +49,7 @@ export function defineIngestMetrics(reg: MetricsRegistry) {
     ),
     commitSeconds: reg.histogram(
       INGEST_METRICS.commitSeconds,
-      'Time of one spool write + fdatasync.',
+      "From a group's write to its acknowledgement (write, plus the fdatasync that covers it when SPOOL_FSYNC=always).",
       [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
     ),
   } satisfies Record<string, Counter | Gauge | Histogram | Record<string, Counter>>;

@@ -10,6 +10,7 @@ export const INGEST_METRICS = {
   duplicate: 'meterd_ingest_events_duplicate_total',
   dedupeRoundTrips: 'meterd_ingest_dedupe_round_trips_total',
   spoolFsyncs: 'meterd_ingest_spool_fsyncs_total',
+  spoolFsyncErrors: 'meterd_ingest_spool_fsync_errors_total',
   spoolBytes: 'meterd_ingest_spool_unshipped_bytes',
   spoolRows: 'meterd_ingest_spool_unshipped_rows',
   shippedRows: 'meterd_ingest_shipped_rows_total',

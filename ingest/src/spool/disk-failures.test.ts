@@ -48,7 +48,7 @@ function faultyIo(f: { sync?: boolean; truncate?: boolean; open?: boolean }): Pa
 test('an abandoned segment is cut to its durable size on recovery: rows answered with an error never ship', async () => {
   const d = dir();
   const f = { sync: false, truncate: false };
-  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: true, io: faultyIo(f) });
+  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: 'always', io: faultyIo(f) });
   await append(w, '{"ok":1}\n');
   const seg = w.durableEnd.segment;
   f.sync = true;
@@ -67,7 +67,7 @@ test('an abandoned segment is cut to its durable size on recovery: rows answered
   assert.notEqual(w.durableEnd.segment, seg, 'the writer moved to a new segment');
   await w.close();
   // Restart: recovery must not read the abandoned segment to its end.
-  const w2 = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: true });
+  const w2 = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: 'always' });
   assert.equal(statSync(segmentPath(d, seg)).size, '{"ok":1}\n'.length);
   assert.equal(w2.unshippedRows, 2);
   assert.equal(await shipAll(w2), '{"ok":1}\n{"ok":2}\n');
@@ -78,7 +78,7 @@ test('an abandoned segment is cut to its durable size on recovery: rows answered
 test('a rotation that cannot open a new segment keeps writing the current one and retries later', async () => {
   const d = dir();
   const f = { open: false };
-  const w = SpoolWriter.open(d, { segmentBytes: 10, fsync: true, io: faultyIo(f) });
+  const w = SpoolWriter.open(d, { segmentBytes: 10, fsync: 'always', io: faultyIo(f) });
   const first = w.durableEnd.segment;
   f.open = true;
   // Each append crosses segmentBytes, so each one tries to rotate: without the fix the EMFILE is
@@ -98,7 +98,7 @@ test('a rotation that cannot open a new segment keeps writing the current one an
 test('with no usable segment (abandoned, and no new one can be opened) appends fail cleanly until a segment opens', async () => {
   const d = dir();
   const f = { sync: false, truncate: false, open: false };
-  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: true, io: faultyIo(f) });
+  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: 'always', io: faultyIo(f) });
   await append(w, '{"ok":1}\n');
   Object.assign(f, { sync: true, truncate: true, open: true });
   await assert.rejects(append(w, '{"failed":1}\n'), /writing to the spool/);

@@ -14,7 +14,7 @@ import { processStartTime } from './lock.js';
 import { segmentPath } from './segments.js';
 
 const dir = () => mkdtempSync(join(tmpdir(), 'spool-lock-'));
-const opts = { segmentBytes: 1 << 20, fsync: true };
+const opts = { segmentBytes: 1 << 20, fsync: 'always' } as const;
 const append = (w: SpoolWriter, data: string) =>
   new Promise<void>((res, rej) => w.append(data, 1, (e) => (e ? rej(e) : res())));
 const lockedBy = (d: string, pid: number) => (err: unknown) => {
@@ -42,7 +42,7 @@ test('another live process holding the folder is refused (real second process)',
   const w = SpoolWriter.open(d, opts);
   await append(w, '{"acked":1}\n');
   const writerUrl = new URL('./writer.js', import.meta.url).href;
-  const script = `import(${JSON.stringify(writerUrl)}).then((m) => { try { m.SpoolWriter.open(${JSON.stringify(d)}, { segmentBytes: 1 << 20, fsync: true }); console.log('opened'); } catch (e) { console.log(e.code + ' ' + e.message); } })`;
+  const script = `import(${JSON.stringify(writerUrl)}).then((m) => { try { m.SpoolWriter.open(${JSON.stringify(d)}, { segmentBytes: 1 << 20, fsync: 'always' }); console.log('opened'); } catch (e) { console.log(e.code + ' ' + e.message); } })`;
   const out = await new Promise<string>((res, rej) =>
     execFile(process.execPath, ['--input-type=module', '-e', script], (err, stdout) => (err ? rej(err) : res(stdout))),
   );
@@ -98,7 +98,7 @@ test('a lock whose pid now belongs to a process started at another time (pid reu
 
 test('a writer that lost its lock ships but never deletes segments', async () => {
   const d = dir();
-  const w = SpoolWriter.open(d, { segmentBytes: 10, fsync: false });
+  const w = SpoolWriter.open(d, { segmentBytes: 10, fsync: 'never' });
   await append(w, '{"n":1}\n{"n":2}\n'); // past segmentBytes: rotates, the first segment is sealed
   const sealed = w.segments[0]!.seq;
   assert.equal(w.segments[0]!.sealed, true);

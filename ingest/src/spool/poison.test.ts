@@ -86,7 +86,7 @@ test("the error classifier: parse codes are the rows' fault, network and plain 5
 
 test('a row ClickHouse refuses is quarantined; every good row arrives once and the checkpoint moves past', async () => {
   const d = dir();
-  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: true });
+  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: 'always' });
   const lines = Array.from({ length: 20 }, (_, i) =>
     i === 7 || i === 13 ? `{"n":${i},"bad":true}\n` : `{"n":${i}}\n`,
   );
@@ -127,7 +127,7 @@ test('a row ClickHouse refuses is quarantined; every good row arrives once and t
 
 test('a transient error is retried and quarantines nothing', async () => {
   const d = dir();
-  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: true });
+  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: 'always' });
   await append(w, '{"n":1}\n{"n":2}\n', 2);
   const sink: Buffer[] = [];
   const errors = [
@@ -151,7 +151,7 @@ test('a transient error is retried and quarantines nothing', async () => {
 
 test('a transient error while bisecting keeps the whole batch for a retry', async () => {
   const d = dir();
-  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: true });
+  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: 'always' });
   await append(w, '{"n":1}\n{"n":2,"bad":true}\n{"n":3}\n{"n":4}\n', 4);
   const sink: Buffer[] = [];
   let calls = 0;
@@ -170,7 +170,7 @@ test('a transient error while bisecting keeps the whole batch for a retry', asyn
 
 test('the shipper reports how long it has been failing, and clears it on recovery', async () => {
   const d = dir();
-  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: true });
+  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: 'always' });
   await append(w, '{"n":1}\n', 1);
   let down = true;
   const s = shipper(w, async () => {

@@ -30,7 +30,7 @@ function shipperFor(w: SpoolWriter, sink: Buffer[], opts: { batchRows?: number; 
 test('appends in the same tick share one write + fdatasync (group commit)', async () => {
   const reg = new MetricsRegistry();
   const metrics = defineIngestMetrics(reg);
-  const w = SpoolWriter.open(dir(), { segmentBytes: 1 << 20, fsync: true, fsyncs: metrics.spoolFsyncs });
+  const w = SpoolWriter.open(dir(), { segmentBytes: 1 << 20, fsync: 'always', fsyncs: metrics.spoolFsyncs });
   await Promise.all(Array.from({ length: 50 }, (_, i) => append(w, `{"n":${i}}\n`)));
   assert.match(reg.render(), /^meterd_ingest_spool_fsyncs_total 1$/m);
   const lines = readFileSync(segmentPath(w.dir, w.durableEnd.segment), 'utf8').trim().split('\n');
@@ -41,12 +41,12 @@ test('appends in the same tick share one write + fdatasync (group commit)', asyn
 
 test('a torn last row left by a crash is cut away on reopen; whole rows are kept and shipped once', async () => {
   const d = dir();
-  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: true });
+  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: 'always' });
   await append(w, '{"n":1}\n{"n":2}\n', 2);
   const seg = w.durableEnd.segment;
   await w.close();
   appendFileSync(segmentPath(d, seg), '{"n":3'); // a write the crash interrupted: never acknowledged
-  const w2 = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: true });
+  const w2 = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: 'always' });
   assert.equal(readFileSync(segmentPath(d, seg), 'utf8'), '{"n":1}\n{"n":2}\n');
   assert.equal(w2.unshippedRows, 2);
   assert.ok(w2.durableEnd.segment > seg, 'a reopened spool writes to a fresh segment');
@@ -61,7 +61,7 @@ test('a torn last row left by a crash is cut away on reopen; whole rows are kept
 
 test('the checkpoint moves only after the insert succeeded; a restart ships from it', async () => {
   const d = dir();
-  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: true });
+  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: 'always' });
   await append(w, '{"n":1}\n{"n":2}\n{"n":3}\n', 3);
   const sink: Buffer[] = [];
   let down = true;
@@ -74,7 +74,7 @@ test('the checkpoint moves only after the insert succeeded; a restart ships from
   assert.equal(cp.offset, 16);
   await w.close();
   // "Crash" here: a new writer and shipper on the same folder continue from the checkpoint.
-  const w2 = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: true });
+  const w2 = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: 'always' });
   const s2 = shipperFor(w2, sink);
   while ((await s2.shipOnce()) > 0);
   assert.equal(Buffer.concat(sink).toString(), '{"n":1}\n{"n":2}\n{"n":3}\n');
@@ -89,7 +89,7 @@ test('the checkpoint moves only after the insert succeeded; a restart ships from
 
 test('segments rotate at their size limit and ship in order', async () => {
   const d = dir();
-  const w = SpoolWriter.open(d, { segmentBytes: 20, fsync: false });
+  const w = SpoolWriter.open(d, { segmentBytes: 20, fsync: 'never' });
   for (let i = 0; i < 6; i++) await append(w, `{"n":${i}}\n`);
   assert.ok(w.segments.length >= 3);
   const sink: Buffer[] = [];
@@ -101,7 +101,7 @@ test('segments rotate at their size limit and ship in order', async () => {
 
 test('a failed write is cut back, so rows whose requests got an error are never shipped', async () => {
   const d = dir();
-  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: true });
+  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: 'always' });
   await append(w, '{"ok":1}\n');
   const seg = w.durableEnd.segment;
   // Force the next write to fail by closing the descriptor under the writer.
@@ -119,7 +119,7 @@ test('a failed write is cut back, so rows whose requests got an error are never 
 
 test('the segment being written is never deleted, even when everything in it has shipped', async () => {
   const d = dir();
-  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: true });
+  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: 'always' });
   const live = w.durableEnd.segment;
   await append(w, '{"n":1}\n');
   const sink: Buffer[] = [];
@@ -133,7 +133,7 @@ test('the segment being written is never deleted, even when everything in it has
   assert.equal(Buffer.concat(sink).toString(), '{"n":1}\n{"n":2}\n');
   await w.close();
   // Its rows survive a restart too (the checkpoint, not a deletion, says they shipped).
-  const w2 = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: true });
+  const w2 = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: 'always' });
   assert.equal(w2.unshippedRows, 0);
   assert.equal(
     w2.segments.find((x) => x.seq === live)?.sealed,

@@ -1,4 +1,4 @@
-import { close, closeSync, fdatasync, ftruncate, openSync, unlinkSync, write } from 'node:fs';
+import { close, closeSync, fdatasync, fdatasyncSync, ftruncate, openSync, unlinkSync, write } from 'node:fs';
 import { type Logger } from '@meterd/core/log';
 import { type Counter, type Histogram } from '@meterd/core/metrics';
 import { FolderLock } from './lock.js';
@@ -35,10 +35,24 @@ const nodeIo: SpoolIo = {
   ftruncate,
 };
 
+/**
+ * When an append counts as durable, and so when ingest may answer 202:
+ * - `always`: after an fdatasync that covers it. An acknowledged row survives a power loss.
+ * - `interval`: once the kernel has it (a write(2) returned); fdatasync runs every `fsyncIntervalMs`.
+ *   A kill -9 of ingest loses nothing (the page cache outlives the process); a power loss or
+ *   kernel crash may lose what was acknowledged in the last interval.
+ * - `never`: no fdatasync at all, for benchmarks on throwaway disks.
+ */
+export type SpoolFsync = 'always' | 'interval' | 'never';
+
 export interface SpoolWriterOptions {
   segmentBytes: number;
-  fsync: boolean;
+  fsync: SpoolFsync;
+  /** `interval` only: how often written bytes are synced. */
+  fsyncIntervalMs?: number;
   fsyncs?: Counter;
+  /** `interval` only: background syncs that failed (acknowledged rows a power loss could now take). */
+  fsyncErrors?: Counter;
   commitSeconds?: Histogram;
   /** Where rotation and abandon failures are reported (they are survived, not thrown). */
   log?: Logger;
@@ -59,11 +73,25 @@ export interface Segment {
   sealed: boolean;
 }
 
+/** Appends written together by one write(2). */
+interface Group {
+  bytes: number;
+  rows: number;
+  waiters: AppendCallback[];
+  started: number;
+}
+
 /**
- * Append-only spool with group commit. Appends arriving while a write + fdatasync is in flight are
- * gathered and written together by the next one, so the cost of a sync is shared by every request
- * of that moment (one fsync per group, not per request) and throughput rises with load.
- * A callback runs only after its bytes are on disk: that is when ingest may answer 202.
+ * Append-only spool with pipelined group commit. Appends that arrive while a write is in flight
+ * are gathered and written together by the next one; with `fsync: always` one fdatasync at a time
+ * runs beside the writes and acknowledges every group written before it started. The next group's
+ * write therefore overlaps the current sync, and a sync's cost is shared by everything written
+ * during the previous one: throughput is no longer connections ÷ (write + sync latency).
+ * A callback runs only once its bytes are durable in the chosen mode: that is when ingest may answer 202.
+ *
+ * The file is only ever extended or cut back while nothing else is in flight on it: a failed write
+ * or sync waits for the other operation, then cuts the tail back to the last durable byte and fails
+ * every group past it; a rotation waits until all written bytes are synced.
  *
  * Nothing here throws from an fs callback: in a uWS worker thread an uncaught error aborts the
  * whole process. A rotation that fails keeps writing the current segment (or, when there is no
@@ -82,7 +110,19 @@ export class SpoolWriter implements Spool {
   private pending: string[] = [];
   private pendingRows = 0;
   private waiters: AppendCallback[] = [];
-  private flushing = false;
+  private scheduled = false;
+  private writing = false;
+  private syncing = false;
+  /** `always`: written groups waiting for a sync (all in the current segment). */
+  private unsynced: Group[] = [];
+  /** Bytes written to the current segment and not yet durable (in `unsynced` or being synced). */
+  private unsyncedBytes = 0;
+  /** `interval`: bytes were written since the last sync started. */
+  private dirty = false;
+  /** Set from a failed write or sync until the tail has been cut back and its groups failed. */
+  private failure: { err: Error; waiters: AppendCallback[] } | undefined;
+  private recovering = false;
+  private readonly syncTimer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly io: SpoolIo;
   /** Why closing or abandoning a previous segment failed, if it did (kept for diagnostics). */
@@ -115,6 +155,10 @@ export class SpoolWriter implements Spool {
     this.fd = this.io.openSegment(segmentPath(dir, this.nextSeq));
     syncDir(dir);
     this.segments.push({ seq: this.nextSeq++, size: 0, sealed: false });
+    if (opts.fsync === 'interval') {
+      this.syncTimer = setInterval(() => this.syncWritten(), opts.fsyncIntervalMs ?? 1000);
+      this.syncTimer.unref();
+    }
   }
 
   /** Takes the folder's lock (SpoolLockedError if a live process holds it), recovers, opens a fresh segment. */
@@ -158,21 +202,32 @@ export class SpoolWriter implements Spool {
     this.pending.push(data);
     this.pendingRows += rows;
     this.waiters.push(done);
-    if (!this.flushing) {
-      this.flushing = true;
-      // setImmediate: let the rest of this I/O phase's requests join the group before writing.
-      setImmediate(() => this.flush());
-    }
+    this.kick();
   }
 
-  private flush(): void {
-    const waiters = this.waiters;
+  /** Arms the next write. setImmediate: let the rest of this I/O phase's requests join the group. */
+  private kick(): void {
+    if (this.scheduled || this.writing || this.pending.length === 0) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.write();
+    });
+  }
+
+  private write(): void {
+    if (this.writing || this.failure !== undefined || this.pending.length === 0) return;
+    if (this.fd === undefined || this.rotateDue) {
+      // The sync that ends this wait kicks the write again.
+      if (!this.quiet) return;
+      this.rotate();
+    }
+    const group: Group = { bytes: 0, rows: this.pendingRows, waiters: this.waiters, started: performance.now() };
     const buf = Buffer.from(this.pending.length === 1 ? this.pending[0]! : this.pending.join(''));
-    const rows = this.pendingRows;
+    group.bytes = buf.length;
     this.pending = [];
     this.pendingRows = 0;
     this.waiters = [];
-    if (this.fd === undefined || this.rotateDue) this.rotate();
     const fd = this.fd;
     if (fd === undefined) {
       const cause = this.rotateError;
@@ -180,19 +235,30 @@ export class SpoolWriter implements Spool {
         `writing to the spool in ${this.dir} failed: no segment to write to (${cause?.message ?? 'unknown'})`,
         { cause },
       );
-      for (const w of waiters) w(e);
-      return this.next();
+      for (const w of group.waiters) w(e);
+      return this.kick();
     }
     const seg = this.segments.at(-1)!;
-    const started = performance.now();
+    this.writing = true;
     this.writeAll(fd, buf, 0, (err) => {
-      if (err) return this.failGroup(fd, seg, waiters, err);
-      if (!this.opts.fsync) return this.groupDone(seg, buf.length, rows, waiters, started);
-      this.io.fdatasync(fd, (syncErr) => {
-        if (syncErr) return this.failGroup(fd, seg, waiters, syncErr);
-        this.opts.fsyncs?.inc();
-        this.groupDone(seg, buf.length, rows, waiters, started);
-      });
+      this.writing = false;
+      if (err) return this.fail(group.waiters, err);
+      if (this.failure !== undefined) {
+        // A sync failed meanwhile: the tail is cut back past this group too.
+        this.failure.waiters.push(...group.waiters);
+        return this.recover();
+      }
+      if (seg.size + this.unsyncedBytes + group.bytes >= this.opts.segmentBytes) this.rotateDue = true;
+      if (this.opts.fsync === 'always') {
+        this.unsynced.push(group);
+        this.unsyncedBytes += group.bytes;
+        this.sync();
+      } else {
+        this.dirty = true;
+        this.commit(seg, group);
+        this.rotateWhenQuiet();
+      }
+      this.kick();
     });
   }
 
@@ -204,30 +270,98 @@ export class SpoolWriter implements Spool {
     });
   }
 
-  private groupDone(seg: Segment, bytes: number, rows: number, waiters: AppendCallback[], started: number): void {
-    seg.size += bytes;
-    this.unshippedRows += rows;
-    this.opts.commitSeconds?.observe((performance.now() - started) / 1000);
-    if (seg.size >= this.opts.segmentBytes) {
-      this.rotateDue = true;
-      this.rotate();
-    }
-    for (const w of waiters) w(null);
-    this.next();
+  /** `always`: one fdatasync at a time, covering every group written before it started. */
+  private sync(): void {
+    if (this.syncing || this.failure !== undefined || this.unsynced.length === 0) return;
+    const fd = this.fd!;
+    const seg = this.segments.at(-1)!;
+    const groups = this.unsynced;
+    this.unsynced = [];
+    this.syncing = true;
+    this.io.fdatasync(fd, (err) => {
+      this.syncing = false;
+      if (err) return this.fail(groupWaiters(groups), err);
+      this.opts.fsyncs?.inc();
+      for (const g of groups) {
+        this.unsyncedBytes -= g.bytes;
+        this.commit(seg, g);
+      }
+      this.sync();
+      this.rotateWhenQuiet();
+      this.kick();
+    });
+  }
+
+  /** `interval`: the background sync. A failure is counted and retried; the rows were acknowledged already. */
+  private syncWritten(): void {
+    if (!this.dirty || this.syncing || this.failure !== undefined || this.fd === undefined) return;
+    this.dirty = false;
+    this.syncing = true;
+    this.io.fdatasync(this.fd, (err) => {
+      this.syncing = false;
+      if (err) {
+        this.dirty = true;
+        this.opts.fsyncErrors?.inc();
+        this.opts.log?.error(
+          { err },
+          'background fdatasync of the spool failed; acknowledged rows may not survive a power loss',
+        );
+      } else {
+        this.opts.fsyncs?.inc();
+      }
+      this.rotateWhenQuiet();
+      this.kick();
+    });
   }
 
   /**
-   * A failed write or sync leaves the file's tail unknown. Cut it back to the last durable byte,
-   * so rows whose requests got an error are not shipped later; if even that fails, abandon the
-   * segment at its durable size, recorded in a sidecar so recovery cuts it there too, and go on
-   * in a new one.
+   * Rotation closes the file, so it waits until nothing is in flight on it and all of it is
+   * durable. Done as soon as that holds, so a full segment is sealed (and deletable once shipped)
+   * without waiting for the next append.
    */
-  private failGroup(fd: number, seg: Segment, waiters: AppendCallback[], err: Error): void {
+  private get quiet(): boolean {
+    return !this.writing && !this.syncing && this.unsynced.length === 0 && this.failure === undefined;
+  }
+
+  private rotateWhenQuiet(): void {
+    if (this.rotateDue && this.quiet) this.rotate();
+  }
+
+  private commit(seg: Segment, g: Group): void {
+    seg.size += g.bytes;
+    this.unshippedRows += g.rows;
+    this.opts.commitSeconds?.observe((performance.now() - g.started) / 1000);
+    for (const w of g.waiters) w(null);
+  }
+
+  private fail(waiters: AppendCallback[], err: Error): void {
+    if (this.failure === undefined) this.failure = { err, waiters };
+    else this.failure.waiters.push(...waiters);
+    this.recover();
+  }
+
+  /**
+   * A failed write or sync leaves the file's tail unknown. Once nothing else is in flight, cut it
+   * back to the last durable byte and fail every group past it, so rows whose requests got an
+   * error are not shipped later; if even that fails, abandon the segment at its durable size,
+   * recorded in a sidecar so recovery cuts it there too, and go on in a new one.
+   */
+  private recover(): void {
+    const f = this.failure;
+    if (f === undefined || this.recovering || this.writing || this.syncing) return;
+    this.recovering = true;
+    const waiters = f.waiters.concat(groupWaiters(this.unsynced));
+    this.unsynced = [];
+    this.unsyncedBytes = 0;
+    const fd = this.fd!;
+    const seg = this.segments.at(-1)!;
     this.io.ftruncate(fd, seg.size, (truncErr) => {
       if (truncErr) this.abandon(fd, seg, truncErr);
-      const e = new Error(`writing to the spool in ${this.dir} failed: ${err.message}`, { cause: err });
+      this.failure = undefined;
+      this.recovering = false;
+      const e = new Error(`writing to the spool in ${this.dir} failed: ${f.err.message}`, { cause: f.err });
       for (const w of waiters) w(e);
-      this.next();
+      this.kick();
     });
   }
 
@@ -250,12 +384,8 @@ export class SpoolWriter implements Spool {
     seg.sealed = true;
     this.closeQuietly(fd);
     this.fd = undefined;
+    this.dirty = false;
     this.rotate();
-  }
-
-  private next(): void {
-    if (this.pending.length > 0) setImmediate(() => this.flush());
-    else this.flushing = false;
   }
 
   /** Starts the next segment; on failure keeps the current one (if any) and leaves rotateDue set. Never throws. */
@@ -276,7 +406,10 @@ export class SpoolWriter implements Spool {
       return this.rotateFailed(err as Error, seq);
     }
     const current = this.segments.at(-1);
-    if (this.fd !== undefined) this.closeQuietly(this.fd);
+    if (this.fd !== undefined) {
+      this.syncBeforeClose(this.fd);
+      this.closeQuietly(this.fd);
+    }
     if (current !== undefined) current.sealed = true;
     this.fd = fd;
     this.nextSeq = seq + 1;
@@ -307,14 +440,51 @@ export class SpoolWriter implements Spool {
     }
   }
 
-  /** Waits for appends in flight, then closes the file and releases the folder's lock. */
+  /**
+   * `interval`: a segment is closed (rotation, shutdown) only after its last writes are synced,
+   * so the power-loss window stays one interval. Rare and short, so it may block.
+   */
+  private syncBeforeClose(fd: number): void {
+    if (!this.dirty) return;
+    this.dirty = false;
+    try {
+      fdatasyncSync(fd);
+      this.opts.fsyncs?.inc();
+    } catch (err) {
+      this.opts.fsyncErrors?.inc();
+      this.opts.log?.error({ err }, 'fdatasync of a spool segment before closing it failed');
+    }
+  }
+
+  private get busy(): boolean {
+    return (
+      this.scheduled ||
+      this.writing ||
+      this.syncing ||
+      this.recovering ||
+      this.pending.length > 0 ||
+      this.unsynced.length > 0
+    );
+  }
+
+  /** Waits for appends in flight (written and, as the mode asks, synced), then closes the file and releases the folder's lock. */
   async close(): Promise<void> {
-    while (this.flushing) await new Promise((r) => setTimeout(r, 1));
+    while (this.busy) await new Promise((r) => setTimeout(r, 1));
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.syncTimer);
     const fd = this.fd;
     this.fd = undefined;
-    if (fd !== undefined) await new Promise<void>((resolve) => close(fd, () => resolve()));
+    if (fd !== undefined) {
+      this.syncBeforeClose(fd);
+      await new Promise<void>((resolve) => close(fd, () => resolve()));
+    }
     this.lock.release();
   }
+}
+
+function groupWaiters(groups: Group[]): AppendCallback[] {
+  const out: AppendCallback[] = [];
+  for (const g of groups) out.push(...g.waiters);
+  return out;
 }
