@@ -41,7 +41,7 @@ const HELP = `usage: npm run bench -- [options]
 
   --scenario single|batch|duplicates|mixed|quota   (default single)
   --duration 30s          run length per measured server (s, m suffix; default 30s)
-  --connections N         concurrent connections (default 50; batch 16)
+  --connections N         concurrent connections (default 50; single 100, batch 16)
   --target URL            bench a running ingest instead of starting one (needs --key and --workspace)
   --key sks_…             API key for --target (or env BENCH_API_KEY)
   --workspace ws_…        workspace of that key
@@ -205,5 +205,5 @@ export { HELP };
 /** Default connections: enough to keep both server threads busy without queueing for nothing. */
 export function connectionsFor(a: BenchArgs, s: Scenario): number {
   if (a.connections > 0) return a.connections;
-  return s === 'batch' ? 16 : s === 'quota' ? 10 : 50;
+  return s === 'batch' ? 16 : s === 'quota' ? 10 : s === 'single' ? 100 : 50;
 }

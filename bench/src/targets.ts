@@ -1,6 +1,7 @@
+import type { LoadSummary } from './load/run-load.js';
 import type { PhaseReport } from './run.js';
 
-/** One of issue 7's targets, as measured in this run. */
+/** One of the hot-path issue's targets, as measured in this run. */
 export interface TargetCheck {
   name: string;
   target: string;
@@ -11,9 +12,26 @@ export interface TargetCheck {
 const fmt = (n: number | undefined, digits = 0) =>
   n === undefined ? 'n/a' : n.toLocaleString('en-US', { maximumFractionDigits: digits });
 
+/** A load generator at or above this share of its one core is measuring itself, not the server. */
+export const GENERATOR_BOUND_PCT = 90;
+
+/** Runs of a phase whose load generator was the bottleneck, as `name (N %)`. */
+export function generatorBound(p: PhaseReport): string[] {
+  const runs: [string, LoadSummary | undefined][] = [
+    ['meterd', p.meterd],
+    ['bare uWS', p.ceiling],
+    ['baseline', p.baseline],
+  ];
+  return runs
+    .filter(([, s]) => s !== undefined && s.generatorCpuPctAvg >= GENERATOR_BOUND_PCT)
+    .map(([name, s]) => `${name} (${s!.generatorCpuPctAvg} %)`);
+}
+
 /**
- * The targets of the bench issue for this 2-core machine, checked against a phase. A target whose
- * figure was not measured in this run (no comparison, remote target) is listed with pass undefined.
+ * The targets of the hot-path issue for this 2-core machine, checked against a phase. A target whose
+ * figure was not measured in this run (no comparison, remote target) is listed with pass undefined,
+ * and so is a ratio either side of which had its load generator at ≥ 90 % CPU: that ratio measures
+ * the generator, not the server.
  */
 export function evaluateTargets(p: PhaseReport): TargetCheck[] {
   const out: TargetCheck[] = [];
@@ -32,16 +50,28 @@ export function evaluateTargets(p: PhaseReport): TargetCheck[] {
       measured: value === undefined ? 'not measured' : `${fmt(value, digits)}${unit}`,
       pass: value === undefined ? undefined : ok(value),
     });
+  const bound = generatorBound(p);
+  /** A ratio of meterd to `other` (or to Redis's own rate), judged only when neither side was generator-bound. */
+  const ratio = (
+    name: string,
+    target: string,
+    value: number | undefined,
+    ok: (v: number) => boolean,
+    other?: string,
+  ) => {
+    const flagged = bound.filter((b) => b.startsWith('meterd ') || (other !== undefined && b.startsWith(`${other} `)));
+    if (value === undefined || flagged.length === 0) return add(name, target, value, ok, 2);
+    out.push({ name, target, measured: `${fmt(value, 2)} (generator-bound: ${flagged.join(', ')})`, pass: undefined });
+  };
   if (p.scenario === 'single') {
-    add('requests/s', '≥ 40,000', m.requestsPerSec, (v) => v >= 40_000);
-    add('p99 latency', '≤ 10 ms', m.latencyMs.p99, (v) => v <= 10, 1, ' ms');
-    add('meterd ÷ bare uWS', '≥ 0.5', p.ratios.vsCeiling, (v) => v >= 0.5, 2);
-    add('meterd ÷ baseline', '≥ 1.5', p.ratios.vsBaseline, (v) => v >= 1.5, 2);
+    add('p99 latency', '≤ 20 ms', m.latencyMs.p99, (v) => v <= 20, 1, ' ms');
+    ratio('meterd ÷ bare uWS', '≥ 0.5', p.ratios.vsCeiling, (v) => v >= 0.5, 'bare uWS');
+    ratio('meterd ÷ baseline', '≥ 3', p.ratios.vsBaseline, (v) => v >= 3, 'baseline');
   }
   if (p.scenario === 'batch') {
-    add('events/s into ClickHouse', '≥ 250,000', m.eventsPerSec, (v) => v >= 250_000);
+    add('events/s into ClickHouse', '≥ 100,000', m.eventsPerSec, (v) => v >= 100_000);
     add('p99 latency', '≤ 50 ms', m.latencyMs.p99, (v) => v <= 50, 1, ' ms');
-    add('meterd events/s ÷ Redis SET NX/s', '≥ 0.5', p.ratios.vsRedisSetNx, (v) => v >= 0.5, 2);
+    ratio('meterd events/s ÷ Redis SET NX/s', '≥ 0.5', p.ratios.vsRedisSetNx, (v) => v >= 0.5);
   }
   const v = p.verification;
   add('lost events', '0', v ? v.lost + (p.probeVerification?.lost ?? 0) : undefined, (x) => x === 0);

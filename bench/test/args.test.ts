@@ -41,7 +41,7 @@ test('connections default per scenario unless given', () => {
   const a = parseArgs([], {}, '/r');
   assert.ok(a !== 'help');
   assert.equal(connectionsFor(a, 'batch'), 16);
-  assert.equal(connectionsFor(a, 'single'), 50);
+  assert.equal(connectionsFor(a, 'single'), 100);
   const b = parseArgs(['--connections', '7'], {}, '/r');
   assert.ok(b !== 'help');
   assert.equal(connectionsFor(b, 'batch'), 7);

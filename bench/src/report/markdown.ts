@@ -1,6 +1,7 @@
 import type { LoadSummary } from '../load/run-load.js';
 import type { BenchReport, PhaseReport } from '../run.js';
 import type { Verification } from '../verify/clickhouse.js';
+import { GENERATOR_BOUND_PCT, generatorBound } from '../targets.js';
 
 const n = (v: number | undefined, d = 0) =>
   v === undefined ? 'n/a' : v.toLocaleString('en-US', { maximumFractionDigits: d });
@@ -48,6 +49,9 @@ function phase(p: PhaseReport): string {
     ratios.push(`meterd events/s ÷ Redis SET NX/s = **${p.ratios.vsRedisSetNx}**`);
   if (ratios.length > 0)
     md += `Ratios (${p.scenario === 'single' ? 'requests' : 'events'}/s, same run): ${ratios.join('; ')}.\n\n`;
+  const bound = generatorBound(p);
+  if (bound.length > 0)
+    md += `**Generator-bound:** the load generator (one autocannon process) was at ≥ ${GENERATOR_BOUND_PCT} % CPU in ${bound.join(', ')}. Those runs measure the generator, not the server: ratios against them are not the server's and their targets are not judged.\n\n`;
   if (p.verification) md += verification('meterd, load events', p.verification, p.spoolDrainMs);
   if (p.probeVerification) md += verification('meterd, freshness probes', p.probeVerification);
   if (p.baselineVerification) md += verification('baseline', p.baselineVerification);
