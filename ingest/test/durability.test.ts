@@ -284,6 +284,16 @@ test(
       const during = await post(ingest.url, '/api/v1/meter', event(workspace.id, 'during-outage'), token);
       assert.equal(during.status, 503);
       assert.equal(during.body.error.code, 'service_unavailable');
+      // Readiness is the process's own (it can accept, spool and ship): a shared store's outage
+      // must not take every replica out of the load balancer at once. The check still reports it.
+      const ready = await until(
+        async () =>
+          (await fetch(ingest.url + '/readyz')).json() as Promise<{ ready: boolean; checks: { redis: boolean } }>,
+        (r) => !r.checks.redis,
+        10_000,
+        'the health check to see Redis down',
+      );
+      assert.equal(ready.ready, true);
       await new Promise((r) => setTimeout(r, 3_000));
       // At most the request each of the 4 clients had in flight, already past its claim, may
       // finish: 4 × 20 events. Nothing sent after the kill is acknowledged.

@@ -20,6 +20,12 @@ export const storeVars = {
   CLICKHOUSE_USER: str('ClickHouse user.', 'default'),
   CLICKHOUSE_PASSWORD: str('ClickHouse password.', '', true),
   LOG_LEVEL: oneOf('pino log level.', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
+  SHUTDOWN_DELAY_MS: int(
+    'After SIGTERM, how long /readyz answers 503 while the process still serves, before it stops accepting and drains: the time a load balancer needs to notice (in Kubernetes, above the readiness probe period × failure threshold). 0 stops at once.',
+    0,
+    0,
+    120_000,
+  ),
 } as const;
 
 /** The Redis key prefix, one setting for every service that reads or writes meterd's keys. */

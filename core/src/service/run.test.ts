@@ -65,3 +65,35 @@ test('a close() that never finishes is cut off at the drain deadline', async () 
   assert.equal(r.code, 0, r.out);
   assert.match(r.out, /did not close in time/);
 });
+
+/** A spec that reads SHUTDOWN_DELAY_MS and prints when readiness went off and when close() ran. */
+const delayed = `
+  const { loadConfig, int, oneOf } = await import(${JSON.stringify(new URL('../config/index.js', import.meta.url).href)});
+  await runService({
+    name: 'demo',
+    loadConfig: (env) => loadConfig({ SHUTDOWN_DELAY_MS: int('delay', 0, 0, 120000), LOG_LEVEL: oneOf('level', 'silent', ['silent', 'info']) }, env),
+    start: async (cfg, ctx) => {
+      const keepAlive = setInterval(() => {}, 1000);
+      ctx.draining.addEventListener('abort', () => console.log('draining at ' + Date.now()));
+      console.log('started');
+      return { close: async () => { console.log('closing at ' + Date.now()); clearInterval(keepAlive); } };
+    },
+  });`;
+
+test('SHUTDOWN_DELAY_MS: readiness goes off at the signal, close() runs only after the delay', async () => {
+  const r = await run(delayed, { SHUTDOWN_DELAY_MS: '400' }, 'SIGTERM');
+  assert.equal(r.code, 0, r.out);
+  const at = (what: string) => Number(new RegExp(`${what} at (\\d+)`).exec(r.out)?.[1]);
+  assert.ok(at('closing') - at('draining') >= 395, r.out);
+});
+
+test('SHUTDOWN_DELAY_MS: a second signal skips the rest of the delay', { timeout: 30_000 }, async () => {
+  const script = delayed.replace(
+    "console.log('started');",
+    "console.log('started'); ctx.draining.addEventListener('abort', () => process.kill(process.pid, 'SIGTERM'));",
+  );
+  // A 2-minute delay: only the second signal can end this run within the test's timeout.
+  const r = await run(script, { SHUTDOWN_DELAY_MS: '120000' }, 'SIGTERM');
+  assert.equal(r.code, 0, r.out);
+  assert.match(r.out, /closing at/);
+});

@@ -20,12 +20,19 @@ export interface Service {
   done?: Promise<void>;
 }
 
-export interface ServiceSpec<C extends { readonly LOG_LEVEL: string }, S extends Service = Service> {
+/** The settings runService itself reads from a service's config. */
+interface RunSettings {
+  readonly LOG_LEVEL: string;
+  /** Readiness off → this long → close(); absent means 0. */
+  readonly SHUTDOWN_DELAY_MS?: number;
+}
+
+export interface ServiceSpec<C extends RunSettings, S extends Service = Service> {
   name: string;
   /** Parses and validates the environment once; throws ConfigError naming every problem. */
   loadConfig(env?: NodeJS.ProcessEnv): C;
   start(cfg: C, ctx: ServiceContext): Promise<S>;
-  /** Longest wait for close() after a signal before the process exits anyway (default 10 s). */
+  /** Longest wait for close() (after SHUTDOWN_DELAY_MS) before the process exits anyway (default 10 s). */
   drainMs?: number;
 }
 
@@ -43,7 +50,7 @@ export interface StartedService<S extends Service> {
  * Starts a service in-process: config (throws ConfigError), logger, start. Tests use this to run a
  * service exactly as its entry point does, without the process-level signal handling.
  */
-export async function startService<C extends { readonly LOG_LEVEL: string }, S extends Service>(
+export async function startService<C extends RunSettings, S extends Service>(
   spec: ServiceSpec<C, S>,
   env: NodeJS.ProcessEnv = process.env,
   draining = new AbortController(),
@@ -64,13 +71,13 @@ export async function startService<C extends { readonly LOG_LEVEL: string }, S e
 
 /**
  * A service's process entry point. A bad config prints its problems and exits 1 before anything
- * starts. SIGTERM/SIGINT flip readiness off first (a load balancer stops sending), then close the
- * service; if close() has not finished within drainMs the process exits anyway, so a stuck
- * dependency cannot keep a rolling deploy waiting forever. A signal during start() aborts it.
+ * starts. SIGTERM/SIGINT flip readiness off first, keep serving for SHUTDOWN_DELAY_MS (so a load
+ * balancer stops sending before connections are refused), then close the service: its listener
+ * first, then the drain. If close() has not finished within drainMs the process exits anyway, so a
+ * stuck dependency cannot keep a rolling deploy waiting forever. A signal during start() aborts it;
+ * a second signal skips the rest of the delay.
  */
-export async function runService<C extends { readonly LOG_LEVEL: string }, S extends Service>(
-  spec: ServiceSpec<C, S>,
-): Promise<void> {
+export async function runService<C extends RunSettings, S extends Service>(spec: ServiceSpec<C, S>): Promise<void> {
   let cfg: C;
   try {
     cfg = spec.loadConfig();
@@ -85,16 +92,25 @@ export async function runService<C extends { readonly LOG_LEVEL: string }, S ext
   let stopping = false;
   let closing: Promise<void> | undefined;
 
+  const delayMs = cfg.SHUTDOWN_DELAY_MS ?? 0;
+  let delay: NodeJS.Timeout | undefined;
   const stop = (reason: string): void => {
     if (!stopping) {
       stopping = true;
       draining.abort();
-      log.info({ reason }, `stopping ${spec.name}`);
+      log.info({ reason, shutdown_delay_ms: delayMs }, `stopping ${spec.name}`);
       const drainMs = spec.drainMs ?? 10_000;
       setTimeout(() => {
         log.warn({ drain_ms: drainMs }, `${spec.name} did not close in time; exiting`);
         process.exit();
-      }, drainMs).unref();
+      }, delayMs + drainMs).unref();
+      if (delayMs > 0 && service !== undefined) {
+        delay = setTimeout(() => stop('shutdown delay over'), delayMs);
+        return;
+      }
+    } else if (delay !== undefined) {
+      clearTimeout(delay);
+      delay = undefined;
     }
     // Not started yet: start() sees the aborted signal, and the code after it calls stop() again.
     if (service === undefined || closing !== undefined) return;
