@@ -99,6 +99,24 @@ test('always: the next group is written while the previous fdatasync is in fligh
   await w.close();
 });
 
+test('always: a large group is not written beside a sync in flight (its pages would be flushed twice), but right after it', async () => {
+  const d = dir();
+  const h = heldSyncs();
+  const w = SpoolWriter.open(d, { segmentBytes: 1 << 20, fsync: 'always', io: h.io });
+  const a = appendTracked(w, '{"a":1}\n');
+  await until(() => h.held.length === 1, "A's sync");
+  const big = `{"big":"${'x'.repeat(20_000)}"}\n`;
+  const b = appendTracked(w, big);
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(h.writes(), 1, 'B waits for the sync');
+  h.held[0]!.release();
+  await until(() => a.done && h.held.length === 2, "B written after A's sync, and its own sync");
+  h.held[1]!.release();
+  await until(() => b.done, 'B acknowledged');
+  assert.equal(b.err, null);
+  await w.close();
+});
+
 test('always: a failed sync fails its groups and the group written beside it, cuts the file back, and the spool goes on', async () => {
   const d = dir();
   const h = heldSyncs();
