@@ -96,8 +96,8 @@ rm -rf "$APP/bench"
 # uWebSockets.js ships native builds for every platform and Node ABI (over 100 MiB): keep this image's one.
 abi="$("$WORK/node-$NODE_VERSION" -p process.versions.modules)"
 uws="$APP/node_modules/uWebSockets.js"
-rm -rf "$uws/binaries"
-find "$uws/dist" -name 'uws_*.node' ! -name "uws_linux_x64_$abi.node" -delete
+# (dist/uws.js loads binaries/uws_<platform>_<arch>_<abi>.node; the copies under dist/ are unused.)
+find "$uws/binaries" "$uws/dist" -name 'uws_*.node' ! -path "$uws/binaries/uws_linux_x64_$abi.node" -delete
 find "$APP" -depth -name node_modules -prune -o -type l -xtype l -print -delete >/dev/null
 
 # 5. the image.

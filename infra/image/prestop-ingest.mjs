@@ -1,3 +1,4 @@
+/* global AbortSignal */
 // preStop of ingest's pods. Kubernetes takes a terminating pod out of its Service's endpoints at once,
 // but ingress controllers and kube-proxy learn it a little later, and ingest closes its listening socket
 // on SIGTERM. So before the SIGTERM: keep serving while traffic moves away (MIN_MS), then wait until this

@@ -40,8 +40,7 @@ export function kustomize(dir: string): Manifest[] {
       out[i] = merge(out[i], patch) as Manifest;
     }
   }
-  for (const l of k.labels ?? [])
-    for (const m of out) m.metadata.labels = { ...m.metadata.labels, ...l.pairs };
+  for (const l of k.labels ?? []) for (const m of out) m.metadata.labels = { ...m.metadata.labels, ...l.pairs };
   if (k.namespace !== undefined) for (const m of out) m.metadata.namespace = k.namespace;
   if (k.images !== undefined) out = out.map((m) => setImages(m, k.images!) as Manifest);
   return out;
@@ -61,13 +60,14 @@ function merge(base: unknown, patch: unknown): unknown {
   if (Array.isArray(base) && Array.isArray(patch)) {
     const named = (l: unknown[]) => l.every((x) => typeof x === 'object' && x !== null && 'name' in x);
     if (!named(base) || !named(patch)) return patch;
-    const out = [...base] as { name: string }[];
-    for (const item of patch as { name: string }[]) {
-      const i = out.findIndex((x) => x.name === item.name);
-      if (i < 0) out.push(item);
-      else out[i] = merge(out[i], item) as { name: string };
-    }
-    return out;
+    // The patch's items first, in its order (merged into the base's item of the same name), then the
+    // base's other items: the order kubectl's strategic merge gives.
+    const rest = base as { name: string }[];
+    const merged = (patch as { name: string }[]).map((item) => {
+      const prior = rest.find((x) => x.name === item.name);
+      return prior === undefined ? item : (merge(prior, item) as { name: string });
+    });
+    return [...merged, ...rest.filter((x) => !merged.some((m) => m.name === x.name))];
   }
   if (isMap(base) && isMap(patch)) {
     const out: Record<string, unknown> = { ...base };
@@ -88,7 +88,8 @@ function setImages(node: unknown, images: NonNullable<Kustomization['images']>):
   if (!isMap(node)) return node;
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(node)) {
-    const rule = key === 'image' && typeof value === 'string' ? images.find((i) => i.name === value.split(':')[0]) : undefined;
+    const rule =
+      key === 'image' && typeof value === 'string' ? images.find((i) => i.name === value.split(':')[0]) : undefined;
     out[key] =
       rule === undefined
         ? setImages(value, images)
