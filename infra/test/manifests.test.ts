@@ -118,3 +118,29 @@ test('secrets are referenced, never written, and every variable is a setting met
       if (secret.test(e.name)) assert.ok(e.valueFrom?.secretKeyRef, `${w.metadata.name}: ${e.name} inline`);
     }
 });
+
+test('the compose trial runs meterd commands of the image with settings meterd reads', () => {
+  const compose = parseAllDocuments(readFileSync(join(REPO_ROOT, 'infra/compose/compose.yaml'), 'utf8'), {
+    merge: true,
+  })[0]!.toJSON() as {
+    services: Record<string, { image: string; command?: string[]; environment?: Record<string, string> }>;
+  };
+  const entry = readFileSync(join(REPO_ROOT, 'infra/image/entrypoint.mjs'), 'utf8');
+  const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
+  const known = new Set([...readme.matchAll(/^\| `([A-Z0-9_]+)` \|/gm)].map((m) => m[1]!));
+  for (const v of ['FRONT_PORT', 'AGGREGATOR_URL', 'CONTROL_API_URL']) known.add(v); // the front router's
+  const meterd = Object.entries(compose.services).filter(([, s]) => s.image.includes('METERD_IMAGE'));
+  assert.deepEqual(meterd.map(([name]) => name).sort(), [
+    'aggregator',
+    'billing-sync',
+    'control-api',
+    'front',
+    'ingest',
+    'migrate',
+    'stripe-local',
+  ]);
+  for (const [name, s] of meterd) {
+    assert.ok(entry.includes(`'${s.command![0]}':`) || entry.includes(`  ${s.command![0]}:`), `${name}: command`);
+    for (const k of Object.keys(s.environment ?? {})) assert.ok(known.has(k), `${name}: ${k} is no meterd setting`);
+  }
+});
