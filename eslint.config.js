@@ -10,6 +10,7 @@ export default tseslint.config(
       '**/dist/**',
       '**/node_modules/**',
       '.stack/**',
+      '.image/**',
       '.spool/**',
       'bench/results/**',
       'control-api/src/dashboard/public/**',

@@ -1,4 +1,4 @@
-import { MetricsRegistry, type Counter, type Histogram } from '@meterd/core/metrics';
+import { MetricsRegistry, type Counter, type Gauge, type Histogram } from '@meterd/core/metrics';
 
 export interface ControlMetrics {
   registry: MetricsRegistry;
@@ -10,6 +10,9 @@ export interface ControlMetrics {
   meterErrorReports: Counter;
   meterEventsRejected: Counter;
   ledgerRowsRejected: Counter;
+  disabledEndpoints: Gauge;
+  redisUsed: Gauge;
+  redisMax: Gauge;
 }
 
 export function defineControlMetrics(registry = new MetricsRegistry()): ControlMetrics {
@@ -38,5 +41,11 @@ export function defineControlMetrics(registry = new MetricsRegistry()): ControlM
       'Latency of webhook POSTs.',
       [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     ),
+    disabledEndpoints: registry.gauge(
+      'meterd_control_webhook_endpoints_disabled',
+      'Webhook endpoints disabled after consecutive exhausted deliveries (all workspaces).',
+    ),
+    redisUsed: registry.gauge('meterd_redis_used_memory_bytes', "Redis INFO used_memory of meterd's Redis."),
+    redisMax: registry.gauge('meterd_redis_maxmemory_bytes', "Redis INFO maxmemory of meterd's Redis (0: no limit)."),
   };
 }

@@ -8,6 +8,7 @@ import { SecretBox } from './crypto/secret-box.js';
 import { createStripe } from './billing/stripe-client.js';
 import { QuotaWatch } from './billing/quota-watch.js';
 import { defineControlMetrics } from './metrics.js';
+import { OpsGauges } from './ops-gauges.js';
 import { KubernetesDriver } from './provision/k8s-driver.js';
 import { LocalDriver } from './provision/local-driver.js';
 import type { ProvisionDriver } from './provision/driver.js';
@@ -67,9 +68,11 @@ export async function startControl(
       })
     : null;
   const quota = new QuotaWatch(pool, redis, cfg.REDIS_KEY_PREFIX, log);
+  const gauges = new OpsGauges(pool, redis, metrics, log);
   const address = await app.listen({ host: cfg.CONTROL_API_HOST, port: cfg.CONTROL_API_PORT });
   await worker?.start();
   quota.start(cfg.QUOTA_CHECK_MS);
+  gauges.start();
   // A store that is down at start must not keep the API from serving: resume at the next start.
   await provisioner.resume().catch((err: unknown) => log.error({ err }, 'resuming pending provisions failed'));
   return {
@@ -80,6 +83,7 @@ export async function startControl(
     quota,
     async close() {
       await quota.stop();
+      await gauges.stop();
       await app.close();
       await worker?.stop();
       await provisioner.close();
