@@ -5,6 +5,7 @@ import { overallAsOf } from '../src/rollups/freshness.js';
 import { reconcile } from '../src/reconcile/compare.js';
 import { spawnAggregator, killHard, stopGracefully, type Child } from './child.js';
 import {
+  COPY_HORIZON_S,
   insertEvents,
   randomStream,
   referenceSnapshot,
@@ -65,6 +66,7 @@ async function assertExact(distinct: Ev[], workspaces: string[]): Promise<void> 
         from: Date.UTC(2024, 0, 1),
         to: Date.UTC(2024, 2, 1),
         closeAfterSeconds: CLOSE_AFTER,
+        copyHorizonSeconds: COPY_HORIZON_S,
       }),
       [],
     );

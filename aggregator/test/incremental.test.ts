@@ -9,6 +9,7 @@ import { serverNow } from '../src/worker/detect.js';
 import { PgAdvisoryLeases } from '../src/worker/leases.js';
 import { reconcile } from '../src/reconcile/compare.js';
 import {
+  COPY_HORIZON_S,
   catchUp,
   insertEvents,
   referenceSnapshot,
@@ -51,6 +52,7 @@ test('an hour is recomputed exactly once when it closes, and the close corrects 
     shards: SHARDS,
     closeAfterSeconds,
     windowsPerQuery: 10,
+    copyHorizonSeconds: COPY_HORIZON_S,
   });
   try {
     await catchUp(agg, SHARDS);
@@ -88,6 +90,7 @@ test('an hour is recomputed exactly once when it closes, and the close corrects 
         from: 0,
         to: hourStart + 3_600_000,
         closeAfterSeconds,
+        copyHorizonSeconds: COPY_HORIZON_S,
       }),
       [],
     );
@@ -117,6 +120,7 @@ test("a cycle reads the open hour's new batch, not the events already stored", a
   const agg = new Aggregator(ch, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), {
     shards: SHARDS,
     closeAfterSeconds: 3600,
+    copyHorizonSeconds: COPY_HORIZON_S,
     windowsPerQuery: 10,
   });
   try {
@@ -158,6 +162,7 @@ test('an hour that loses its winning copy to a late-shipped earlier copy is reco
   const agg = new Aggregator(stores.clickhouse, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), {
     shards: SHARDS,
     closeAfterSeconds: 600,
+    copyHorizonSeconds: COPY_HORIZON_S,
     windowsPerQuery: 10,
   });
   try {
@@ -188,6 +193,7 @@ test('an hour that loses its winning copy to a late-shipped earlier copy is reco
         from: 0,
         to: Date.UTC(2025, 0, 1),
         closeAfterSeconds: 600,
+        copyHorizonSeconds: COPY_HORIZON_S,
       }),
       [],
     );
