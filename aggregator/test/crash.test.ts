@@ -31,6 +31,7 @@ const envFor = (): Record<string, string> => ({
   AGGREGATOR_SHARDS: String(SHARDS),
   AGGREGATOR_POLL_MS: '50',
   AGGREGATOR_CLOSE_AFTER_SECONDS: String(CLOSE_AFTER),
+  AGGREGATOR_COPY_HORIZON_SECONDS: String(COPY_HORIZON_S),
 });
 
 /** Feeds the batches (replays included) at a steady pace; returns when all are inserted. */

@@ -38,7 +38,7 @@ export async function recomputeWindows(
 ): Promise<void> {
   const { chunk } = opts;
   const closed = await withCopyHours(ch, windows.closed, opts);
-  for (const part of sameHourChunks(closed, chunk)) await recomputeHours(ch, part, version, opts);
+  for (const part of timeOrderedChunks(closed, chunk)) await recomputeHours(ch, part, version, opts);
   for (const part of chunks(windows.open, chunk)) await foldOpenHours(ch, part, version);
   const days = uniqueBuckets('day', [...closed, ...windows.open]);
   for (const part of chunks(days, chunk)) await rollUp(ch, 'hour', 'day', part, version);
@@ -59,7 +59,7 @@ async function withCopyHours(
   opts: RecomputeOptions,
 ): Promise<WindowRef[]> {
   const all = new Map(hours.map((h) => [`${h.workspaceId}|${h.start}`, h]));
-  for (const part of sameHourChunks(hours, opts.chunk)) {
+  for (const part of timeOrderedChunks(hours, opts.chunk)) {
     const ws = workspacesIn(part.map((h) => h.workspaceId));
     const query = `SELECT DISTINCT workspace_id, toUInt32(toStartOfHour(occurred_at)) AS w FROM ${CH_TABLES.events}
       WHERE ${ws} AND ${timeRangesSql('occurred_at', 'hour', part, opts.copyHorizonSeconds * 1000)}
@@ -149,6 +149,10 @@ async function foldOpenHours(ch: ClickHouseClient, hours: readonly WindowRef[], 
   }
 }
 
+/**
+ * A day from its hours, a month from its days. A row written as 0 (its events turned out to be
+ * losing copies) carries its bucket as first/last event time: it must not widen the span above.
+ */
 async function rollUp(
   ch: ClickHouseClient,
   from: Granularity,
@@ -159,7 +163,8 @@ async function rollUp(
   const bucket = bucketSql(to, 'window_start');
   const query = `INSERT INTO ${ROLLUP_TABLE[to]} (${INSERT_COLUMNS})
     SELECT workspace_id, event_type, currency, ${bucket} AS b, sum(events), sum(quantity), sum(gmv_cents),
-      min(first_event_at), max(last_event_at), sum(late_events), toUInt64(${lit(version)}), now()
+      if(sum(events) = 0, b, minIf(first_event_at, events > 0)), if(sum(events) = 0, b, maxIf(last_event_at, events > 0)),
+      sum(late_events), toUInt64(${lit(version)}), now()
     FROM ${ROLLUP_TABLE[from]} FINAL
     WHERE ${workspacesIn(windows.map((w) => w.workspaceId))} AND ${timeRangesSql('window_start', to, windows)}
       AND ${windowsIn(bucket, windows)}
@@ -181,18 +186,14 @@ function uniqueBuckets(g: Granularity, windows: readonly WindowRef[]): WindowRef
 }
 
 /**
- * Chunks of windows that share their hour (different workspaces): a query's copy horizon is then
- * exactly each hour's own, so whether two copies are compared never depends on which other hours
- * happened to close in the same query.
+ * Chunks of windows in time order, so a query's hours lie close together and its time ranges
+ * (each hour ± the copy horizon, merged) cover about the chunk's span plus the horizon on each
+ * side. Copies farther apart than the horizon can then still meet in one query (when both hours
+ * are in it); within the horizon they always do.
  */
-function* sameHourChunks(windows: readonly WindowRef[], size: number): Generator<readonly WindowRef[]> {
-  const byHour = new Map<number, WindowRef[]>();
-  for (const w of windows) {
-    const list = byHour.get(w.start);
-    if (list === undefined) byHour.set(w.start, [w]);
-    else list.push(w);
-  }
-  for (const list of byHour.values()) yield* chunks(list, size);
+function* timeOrderedChunks(windows: readonly WindowRef[], size: number): Generator<readonly WindowRef[]> {
+  const sorted = [...windows].sort((a, b) => a.start - b.start || (a.workspaceId < b.workspaceId ? -1 : 1));
+  yield* chunks(sorted, size);
 }
 
 function* chunks<T>(items: readonly T[], size: number): Generator<readonly T[]> {
