@@ -16,7 +16,7 @@ import { BATCH_SIZE, buildWorkload, type AckCounters, type Tenant } from './load
 import { preflight } from './preflight.js';
 import { summariseProfiles, type ProfileTop } from './report/profile.js';
 import { openBenchStores, type BenchStores } from './stack/stores.js';
-import { preloadEvents } from './stack/preload.js';
+import { preloadEvents, waitForMerges } from './stack/preload.js';
 import { SoakRecorder, type SoakReport } from './soak.js';
 import { verifyKeys, type Verification } from './verify/clickhouse.js';
 import { FreshnessProbe, type Freshness } from './verify/freshness.js';
@@ -121,6 +121,8 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
         log(`bench: preloading ${args.preload} events into ${mainTenant.workspaceId}'s current month…`);
         await preloadEvents(stores.clickhouse, mainTenant.workspaceId, args.preload, Date.now());
         log(`bench: preloaded in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+        const waited = await waitForMerges(stores.clickhouse, stores.chDatabase, 600_000);
+        log(`bench: ClickHouse's merges of the preload settled after ${(waited / 1000).toFixed(1)} s more`);
       }
       spoolDir = mkdtempSync(join(tmpdir(), 'meterd-bench-spool-'));
       const port = await freePort();
