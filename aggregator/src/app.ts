@@ -32,6 +32,7 @@ export async function startAggregatorApp(cfg: AggregatorConfig, ctx?: Partial<Se
           shards: cfg.AGGREGATOR_SHARDS,
           closeAfterSeconds: cfg.AGGREGATOR_CLOSE_AFTER_SECONDS,
           windowsPerQuery: cfg.AGGREGATOR_WINDOWS_PER_QUERY,
+          copyHorizonSeconds: cfg.AGGREGATOR_COPY_HORIZON_SECONDS,
         },
         metrics,
         log,

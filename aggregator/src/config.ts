@@ -28,6 +28,12 @@ export const aggregatorVars = {
     0,
     90 * 86_400,
   ),
+  AGGREGATOR_COPY_HORIZON_SECONDS: int(
+    "How far apart two copies of one idempotency triple may be stored (by occurred_at) and still count once. Copies within it come from retries that reached ingest after Redis forgot the key; each hour's close reads its own rows plus the key columns of this horizon around it, so this bound, not the history, sets a close's cost. Copies farther apart may count as separate events (reconcile, which compares over its whole range, reports them).",
+    172_800,
+    0,
+    35 * 86_400,
+  ),
   AGGREGATOR_FRESHNESS_TARGET_MS: int(
     'Freshness target reported by the usage API next to the measured lag (the rollup lag SLO).',
     2_000,

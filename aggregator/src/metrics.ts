@@ -1,3 +1,4 @@
+import { AGGREGATOR_METRICS } from '@meterd/core/contracts';
 import { MetricsRegistry, type Counter, type Gauge, type Histogram } from '@meterd/core/metrics';
 
 export interface AggregatorMetrics {
@@ -24,7 +25,7 @@ export function createAggregatorMetrics(registry = new MetricsRegistry()): Aggre
       'Hourly (workspace, hour) windows recomputed from raw events.',
     ),
     cycleSeconds: registry.histogram(
-      'aggregator_cycle_seconds',
+      AGGREGATOR_METRICS.cycleSeconds,
       'Duration of one rollup cycle.',
       [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     ),

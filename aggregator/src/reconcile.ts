@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { clickHouseFromConfig } from '@meterd/core/clickhouse';
 import { loadConfig, storeVars, int } from '@meterd/core/config';
+import { aggregatorVars } from './config.js';
 import { parseRfc3339 } from '@meterd/core/event';
 import { reconcile } from './reconcile/compare.js';
 
@@ -53,6 +54,7 @@ try {
       0,
       90 * 86_400,
     ),
+    AGGREGATOR_COPY_HORIZON_SECONDS: aggregatorVars.AGGREGATOR_COPY_HORIZON_SECONDS,
   });
 } catch (err) {
   fail((err as Error).message, 2);
@@ -65,6 +67,7 @@ try {
     from,
     to,
     closeAfterSeconds: cfg.AGGREGATOR_CLOSE_AFTER_SECONDS,
+    copyHorizonSeconds: cfg.AGGREGATOR_COPY_HORIZON_SECONDS,
   });
   const scope = args.workspace ?? 'all workspaces';
   if (diffs.length === 0) {

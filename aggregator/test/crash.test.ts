@@ -5,6 +5,7 @@ import { overallAsOf } from '../src/rollups/freshness.js';
 import { reconcile } from '../src/reconcile/compare.js';
 import { spawnAggregator, killHard, stopGracefully, type Child } from './child.js';
 import {
+  COPY_HORIZON_S,
   insertEvents,
   randomStream,
   referenceSnapshot,
@@ -30,6 +31,7 @@ const envFor = (): Record<string, string> => ({
   AGGREGATOR_SHARDS: String(SHARDS),
   AGGREGATOR_POLL_MS: '50',
   AGGREGATOR_CLOSE_AFTER_SECONDS: String(CLOSE_AFTER),
+  AGGREGATOR_COPY_HORIZON_SECONDS: String(COPY_HORIZON_S),
 });
 
 /** Feeds the batches (replays included) at a steady pace; returns when all are inserted. */
@@ -65,6 +67,7 @@ async function assertExact(distinct: Ev[], workspaces: string[]): Promise<void> 
         from: Date.UTC(2024, 0, 1),
         to: Date.UTC(2024, 2, 1),
         closeAfterSeconds: CLOSE_AFTER,
+        copyHorizonSeconds: COPY_HORIZON_S,
       }),
       [],
     );

@@ -4,7 +4,7 @@ import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { overallAsOf } from '../src/rollups/freshness.js';
 import { Aggregator } from '../src/worker/aggregator.js';
 import { PgAdvisoryLeases } from '../src/worker/leases.js';
-import { insertEvents, rng, sleep, type Ev } from './helpers.js';
+import { COPY_HORIZON_S, insertEvents, rng, sleep, type Ev } from './helpers.js';
 
 /**
  * Freshness under load: ingest's shipper pattern (one insert every 250 ms) at ~20k events/s for
@@ -29,6 +29,7 @@ test('freshness p50/p99 under a steady insert load', async (t) => {
   const agg = new Aggregator(stores.clickhouse, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), {
     shards: SHARDS,
     closeAfterSeconds: 3600,
+    copyHorizonSeconds: COPY_HORIZON_S,
     windowsPerQuery: 200,
   });
   agg.start(POLL_MS);

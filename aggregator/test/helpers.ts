@@ -66,6 +66,12 @@ export interface StreamOptions {
 }
 
 /**
+ * The copy horizon of the tests: the largest allowed (35 days), so every copy the random streams
+ * make (forgotten retries up to ~10 days after the original) is compared, as the reference assumes.
+ */
+export const COPY_HORIZON_S = 35 * 86_400;
+
+/**
  * A random stream of insert batches: distinct events in shuffled (out-of-order) order, some
  * received long after their hour closed (late), some copied inside a batch, some retried later
  * with a new event id but the same business event (some in another hour: a retry Redis forgot), and

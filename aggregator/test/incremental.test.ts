@@ -9,6 +9,7 @@ import { serverNow } from '../src/worker/detect.js';
 import { PgAdvisoryLeases } from '../src/worker/leases.js';
 import { reconcile } from '../src/reconcile/compare.js';
 import {
+  COPY_HORIZON_S,
   catchUp,
   insertEvents,
   referenceSnapshot,
@@ -51,17 +52,19 @@ test('an hour is recomputed exactly once when it closes, and the close corrects 
     shards: SHARDS,
     closeAfterSeconds,
     windowsPerQuery: 10,
+    copyHorizonSeconds: COPY_HORIZON_S,
   });
   try {
     await catchUp(agg, SHARDS);
-    const first = ev({ idempotency_key: 'o1', event_type: 'refund.issued', occurred_ms: Date.UTC(2024, 3, 2, 10) });
-    // A retry Redis forgot, stored in the open hour: the first copy (in 2024) is the event.
+    const first = ev({ idempotency_key: 'o1', event_type: 'refund.issued', occurred_ms: prev - 3 * 86_400_000 });
+    // A retry Redis forgot, stored in the open hour: the first copy (3 days earlier, within the
+    // copy horizon) is the event.
     const retry = { ...first, event_id: 'evt_o1_retry', occurred_ms: prev + 60_000, received_ms: prev + 60_000 };
     const plain = ev({ idempotency_key: 'p1', occurred_ms: prev + 120_000 });
     await insertEvents(stores.clickhouse, [first]);
     await insertEvents(stores.clickhouse, [retry, plain]);
     const r1 = await agg.runOnce();
-    assert.deepEqual([r1.windows, r1.closed], [2, 1], 'the 2024 hour is recomputed, the open hour folded');
+    assert.deepEqual([r1.windows, r1.closed], [2, 1], "the first copy's hour is recomputed, the open hour folded");
     const open = (await rollupSnapshot(stores.clickhouse)).hour;
     const prevKey = (et: string): string => `ws_incr ${et} USD ${new Date(prev).toISOString().replace('.000', '')}`;
     assert.equal(open.get(prevKey('api.call'))?.events, '1');
@@ -88,6 +91,7 @@ test('an hour is recomputed exactly once when it closes, and the close corrects 
         from: 0,
         to: hourStart + 3_600_000,
         closeAfterSeconds,
+        copyHorizonSeconds: COPY_HORIZON_S,
       }),
       [],
     );
@@ -117,6 +121,7 @@ test("a cycle reads the open hour's new batch, not the events already stored", a
   const agg = new Aggregator(ch, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), {
     shards: SHARDS,
     closeAfterSeconds: 3600,
+    copyHorizonSeconds: COPY_HORIZON_S,
     windowsPerQuery: 10,
   });
   try {
@@ -158,6 +163,7 @@ test('an hour that loses its winning copy to a late-shipped earlier copy is reco
   const agg = new Aggregator(stores.clickhouse, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), {
     shards: SHARDS,
     closeAfterSeconds: 600,
+    copyHorizonSeconds: COPY_HORIZON_S,
     windowsPerQuery: 10,
   });
   try {
@@ -188,6 +194,7 @@ test('an hour that loses its winning copy to a late-shipped earlier copy is reco
         from: 0,
         to: Date.UTC(2025, 0, 1),
         closeAfterSeconds: 600,
+        copyHorizonSeconds: COPY_HORIZON_S,
       }),
       [],
     );

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { Aggregator } from '../src/worker/aggregator.js';
 import { PgAdvisoryLeases, type ShardLeases } from '../src/worker/leases.js';
-import { insertEvents, rollupSnapshot, type Ev } from './helpers.js';
+import { COPY_HORIZON_S, insertEvents, rollupSnapshot, type Ev } from './helpers.js';
 
 /**
  * A former lease holder never overwrites its successor: versions come from one Postgres sequence
@@ -19,7 +19,7 @@ after(async () => {
 });
 
 const SHARDS = 2;
-const opts = { shards: SHARDS, closeAfterSeconds: 600, windowsPerQuery: 10 };
+const opts = { shards: SHARDS, closeAfterSeconds: 600, windowsPerQuery: 10, copyHorizonSeconds: COPY_HORIZON_S };
 
 test('rollup versions come from one sequence shared by every replica, above the old wall-clock versions', async () => {
   const a = new PgAdvisoryLeases(stores.databaseUrl, SHARDS);

@@ -15,6 +15,7 @@ import { reconcile } from '../src/reconcile/compare.js';
 import { totalsFromEventsSql } from '../src/rollups/sql.js';
 import { GRANULARITIES, type Granularity } from '../src/rollups/granularity.js';
 import {
+  COPY_HORIZON_S,
   catchUp,
   insertEvents,
   randomStream,
@@ -116,6 +117,7 @@ test('004 moves a populated store: every total is unchanged and the aggregator r
   const agg = new Aggregator(ch, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), {
     shards: SHARDS,
     closeAfterSeconds: CLOSE_AFTER,
+    copyHorizonSeconds: COPY_HORIZON_S,
     windowsPerQuery: 20,
   });
   try {
@@ -125,7 +127,13 @@ test('004 moves a populated store: every total is unchanged and the aggregator r
     assert.deepEqual(snapshotToObject(await rollupSnapshot(ch)), snapshotToObject(want));
     for (const ws of workspaces) {
       assert.deepEqual(
-        await reconcile(ch, { workspaceId: ws, from: 0, to: hourStart + 3_600_000, closeAfterSeconds: CLOSE_AFTER }),
+        await reconcile(ch, {
+          workspaceId: ws,
+          from: 0,
+          to: hourStart + 3_600_000,
+          closeAfterSeconds: CLOSE_AFTER,
+          copyHorizonSeconds: COPY_HORIZON_S,
+        }),
         [],
       );
     }

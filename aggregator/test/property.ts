@@ -4,6 +4,7 @@ import { Aggregator } from '../src/worker/aggregator.js';
 import { PgAdvisoryLeases } from '../src/worker/leases.js';
 import { reconcile } from '../src/reconcile/compare.js';
 import {
+  COPY_HORIZON_S,
   catchUp,
   insertEvents,
   type Ev,
@@ -37,6 +38,7 @@ export async function checkProperty(ch: ClickHouseClient, pgUrl: URL, seed: numb
   const agg = new Aggregator(ch, new PgAdvisoryLeases(pgUrl, SHARDS), {
     shards: SHARDS,
     closeAfterSeconds: CLOSE_AFTER,
+    copyHorizonSeconds: COPY_HORIZON_S,
     windowsPerQuery: 7,
   });
   try {
@@ -68,6 +70,7 @@ export async function checkProperty(ch: ClickHouseClient, pgUrl: URL, seed: numb
           from: Date.UTC(2024, 0, 1),
           to: Date.UTC(2024, 2, 1),
           closeAfterSeconds: CLOSE_AFTER,
+          copyHorizonSeconds: COPY_HORIZON_S,
         });
         assert.deepEqual(diffs, [], `seed ${seed}: reconcile found differences for ${ws} ${when}`);
       }

@@ -5,7 +5,7 @@ import { after, before, test } from 'node:test';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { Aggregator } from '../src/worker/aggregator.js';
 import { PgAdvisoryLeases } from '../src/worker/leases.js';
-import { catchUp, insertEvents, randomStream, rng } from './helpers.js';
+import { COPY_HORIZON_S, catchUp, insertEvents, randomStream, rng } from './helpers.js';
 
 const CLI = fileURLToPath(new URL('../src/reconcile.js', import.meta.url));
 let stores: TestStores;
@@ -36,6 +36,7 @@ test('reconcile CLI: 0 when rollups match, 1 and the difference when a rollup is
   const agg = new Aggregator(stores.clickhouse, new PgAdvisoryLeases(stores.databaseUrl, 2), {
     shards: 2,
     closeAfterSeconds: 600,
+    copyHorizonSeconds: COPY_HORIZON_S,
     windowsPerQuery: 100,
   });
   await catchUp(agg, 2);

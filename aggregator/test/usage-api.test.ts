@@ -10,7 +10,7 @@ import { createAggregatorServer } from '../src/http/server.js';
 import { readRollups } from '../src/rollups/read.js';
 import { Aggregator } from '../src/worker/aggregator.js';
 import { PgAdvisoryLeases } from '../src/worker/leases.js';
-import { catchUp, insertEvents, type Ev } from './helpers.js';
+import { COPY_HORIZON_S, catchUp, insertEvents, type Ev } from './helpers.js';
 
 const SHARDS = 2;
 const OPERATOR = 'operator-key-for-usage-tests-0123456789';
@@ -56,6 +56,7 @@ before(async () => {
   const agg = new Aggregator(stores.clickhouse, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), {
     shards: SHARDS,
     closeAfterSeconds: 3600,
+    copyHorizonSeconds: COPY_HORIZON_S,
     windowsPerQuery: 50,
   });
   await catchUp(agg, SHARDS);

@@ -1,7 +1,7 @@
 import { parseArgs as parseArgv, type ParseArgsConfig } from 'node:util';
 import { BenchError } from './errors.js';
 
-export const SCENARIOS = ['single', 'batch', 'duplicates', 'mixed', 'quota'] as const;
+export const SCENARIOS = ['single', 'batch', 'duplicates', 'mixed', 'quota', 'soak'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
 
 export interface BenchArgs {
@@ -39,9 +39,9 @@ export interface BenchArgs {
 
 const HELP = `usage: npm run bench -- [options]
 
-  --scenario single|batch|duplicates|mixed|quota   (default single)
-  --duration 30s          run length per measured server (s, m suffix; default 30s)
-  --connections N         concurrent connections (default 50; single 100, batch 16)
+  --scenario single|batch|duplicates|mixed|quota|soak   (default single)
+  --duration 30s          run length per measured server (s, m suffix; default 30s, soak 10m)
+  --connections N         concurrent connections (default 50; single 100, batch and soak 16)
   --target URL            bench a running ingest instead of starting one (needs --key and --workspace)
   --key sks_…             API key for --target (or env BENCH_API_KEY)
   --workspace ws_…        workspace of that key
@@ -143,7 +143,7 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defau
   if (v.help === true) return 'help';
   const a: BenchArgs = {
     scenarios: v.scenario === undefined ? ['single'] : [scenario(v.scenario)],
-    durationSec: v.duration === undefined ? 30 : parseDuration(v.duration),
+    durationSec: v.duration === undefined ? (v.scenario === 'soak' ? 600 : 30) : parseDuration(v.duration),
     connections: v.connections === undefined ? 0 : positive('--connections', v.connections, 10_000),
     target: v.target === undefined ? undefined : target(v.target),
     key: v.key ?? (env.BENCH_API_KEY || undefined),
@@ -205,5 +205,5 @@ export { HELP };
 /** Default connections: enough to keep both server threads busy without queueing for nothing. */
 export function connectionsFor(a: BenchArgs, s: Scenario): number {
   if (a.connections > 0) return a.connections;
-  return s === 'batch' ? 16 : s === 'quota' ? 10 : s === 'single' ? 100 : 50;
+  return s === 'batch' || s === 'soak' ? 16 : s === 'quota' ? 10 : s === 'single' ? 100 : 50;
 }

@@ -21,6 +21,8 @@ declare module 'autocannon' {
     connections?: number;
     pipelining?: number;
     duration?: number;
+    /** Requests per second over all connections (autocannon's rate limit). */
+    overallRate?: number;
     amount?: number;
     timeout?: number;
     headers?: Record<string, string>;

@@ -12,11 +12,12 @@ import { BenchError } from './errors.js';
 import { freePort, startChild, type Child } from './children/child.js';
 import { redisSetNxRate, type RedisRate } from './children/redis-rate.js';
 import { runLoad, type LoadSummary } from './load/run-load.js';
-import { buildWorkload, type AckCounters, type Tenant } from './load/workloads.js';
+import { BATCH_SIZE, buildWorkload, type AckCounters, type Tenant } from './load/workloads.js';
 import { preflight } from './preflight.js';
 import { summariseProfiles, type ProfileTop } from './report/profile.js';
 import { openBenchStores, type BenchStores } from './stack/stores.js';
-import { preloadEvents } from './stack/preload.js';
+import { preloadEvents, waitForMerges } from './stack/preload.js';
+import { SoakRecorder, type SoakReport } from './soak.js';
 import { verifyKeys, type Verification } from './verify/clickhouse.js';
 import { FreshnessProbe, type Freshness } from './verify/freshness.js';
 import { waitForSpool } from './verify/spool.js';
@@ -36,6 +37,7 @@ export interface PhaseReport {
   /** From ingest's /metrics over the load (absent when the target exposes none). */
   serverMetrics?: ServerMetrics;
   quota?: { limit: number; acknowledged: number; ok: boolean };
+  soak?: SoakReport;
   ceiling?: LoadSummary;
   baseline?: LoadSummary;
   baselineVerification?: Verification;
@@ -63,6 +65,8 @@ export interface BenchReport {
 const INGEST_MAIN = join(REPO_ROOT, 'ingest/dist/src/main.js');
 const AGGREGATOR_MAIN = join(REPO_ROOT, 'aggregator/dist/src/main.js');
 const ROLLUP_TABLE = CH_TABLES.usageHourly;
+/** Length of the soak scenario's unlimited run that sets its rate. */
+const SOAK_PEAK_SEC = 15;
 const CHILDREN = new URL('./children/', import.meta.url);
 
 export interface RunOptions {
@@ -117,6 +121,8 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
         log(`bench: preloading ${args.preload} events into ${mainTenant.workspaceId}'s current month…`);
         await preloadEvents(stores.clickhouse, mainTenant.workspaceId, args.preload, Date.now());
         log(`bench: preloaded in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+        const waited = await waitForMerges(stores.clickhouse, stores.chDatabase, 600_000);
+        log(`bench: ClickHouse's merges of the preload settled after ${(waited / 1000).toFixed(1)} s more`);
       }
       spoolDir = mkdtempSync(join(tmpdir(), 'meterd-bench-spool-'));
       const port = await freePort();
@@ -178,6 +184,7 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
         log,
         verifyCh: stores?.clickhouse ?? remoteCh,
         rollupTable: aggregator ? ROLLUP_TABLE : undefined,
+        aggregatorUrl: aggregator?.url,
       });
       report.phases.push(phase);
       for (const v of [phase.verification, phase.probeVerification]) if (v && !v.ok) report.correct = false;
@@ -239,6 +246,7 @@ interface PhaseInput {
   ingestPid: number | undefined;
   verifyCh: BenchStores['clickhouse'] | undefined;
   rollupTable: string | undefined;
+  aggregatorUrl: string | undefined;
   log: (s: string) => void;
 }
 
@@ -255,25 +263,40 @@ async function runPhase(p: PhaseInput): Promise<PhaseReport> {
     'events',
     p.rollupTable,
   );
-  p.log(`bench: ${p.scenario} — ${work.describe}; ${connections} connections for ${args.durationSec}s`);
-  const before = await scrape(p.base);
-  probe.start();
-  let meterd: LoadSummary;
-  try {
-    meterd = await runLoad({
-      label: `meterd ${p.scenario}`,
+  const load = (label: string, durationSec: number, overallRate?: number): Promise<LoadSummary> =>
+    runLoad({
+      label,
       url: p.base,
       connections,
-      durationSec: args.durationSec,
+      durationSec,
       requests: work.requests,
       counters: work.counters,
+      ...(overallRate === undefined ? {} : { overallRate }),
       ...(p.ingestPid === undefined ? {} : { serverPid: p.ingestPid }),
       ...(p.o.progress ? { progress: p.o.progress } : {}),
     });
+  // Soak: the peak first (unlimited, SOAK_PEAK_SEC), then half of it for the run's duration.
+  let soakRate: { peak: number; rate: number } | undefined;
+  if (p.scenario === 'soak') {
+    const peak = (await load('meterd soak peak', SOAK_PEAK_SEC)).eventsPerSec ?? 0;
+    soakRate = { peak, rate: Math.max(BATCH_SIZE, Math.round(peak / 2)) };
+    p.log(`bench: soak — peak ${peak} events/s; soaking at ${soakRate.rate} events/s`);
+  }
+  p.log(`bench: ${p.scenario} — ${work.describe}; ${connections} connections for ${args.durationSec}s`);
+  const before = await scrape(p.base);
+  const recorder = soakRate ? new SoakRecorder(p.aggregatorUrl, p.base) : undefined;
+  await recorder?.start();
+  probe.start();
+  const startedAt = Date.now();
+  let meterd: LoadSummary;
+  try {
+    meterd = await load(`meterd ${p.scenario}`, args.durationSec, soakRate && soakRate.rate / BATCH_SIZE);
   } catch (err) {
+    await recorder?.stop();
     await probe.finish(0);
     throw err;
   }
+  await recorder?.stop();
   const phase: PhaseReport = {
     scenario: p.scenario,
     describe: work.describe,
@@ -300,13 +323,16 @@ async function runPhase(p: PhaseInput): Promise<PhaseReport> {
   } else {
     phase.freshness = await probe.finish(0);
   }
+  if (recorder && soakRate && phase.freshness) {
+    phase.soak = recorder.report(startedAt, meterd.series, probe.rollupLags(), soakRate.peak, soakRate.rate);
+  }
   if (p.scenario === 'quota') {
     const limit = PLAN_QUOTAS.free.eventsPerPeriod!;
     const acknowledged = work.counters.stored;
     phase.quota = { limit, acknowledged, ok: acknowledged === limit };
   }
 
-  if (args.compare && p.stores && p.scenario !== 'quota') await compare(p, phase, connections);
+  if (args.compare && p.stores && p.scenario !== 'quota' && p.scenario !== 'soak') await compare(p, phase, connections);
   phase.targets = evaluateTargets(phase);
   return phase;
 }

@@ -1,7 +1,7 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Authenticator } from '@meterd/core/auth';
-import { createBatchRecorder, createRawInserter, type RecordBatch } from '@meterd/core/clickhouse';
+import { createBatchRecorder, type RecordBatch } from '@meterd/core/clickhouse';
 import { errorBody } from '@meterd/core/errors';
 import { createLogger, type Logger } from '@meterd/core/log';
 import { Loop } from '@meterd/core/loop';
@@ -16,6 +16,7 @@ import { RedisDeduper } from './dedupe/redis.js';
 import type { Deduper } from './dedupe/deduper.js';
 import { SpoolWriter, type Spool } from './spool/writer.js';
 import { SpoolShipper, type InsertRows } from './spool/shipper.js';
+import { createEventsInserter } from './spool/row-binary.js';
 import { Pipeline } from './pipeline.js';
 import { recommitUnshipped } from './dedupe/recommit.js';
 import { unshippedLines } from './spool/unshipped.js';
@@ -82,7 +83,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     user: cfg.CLICKHOUSE_USER,
     password: cfg.CLICKHOUSE_PASSWORD,
   };
-  const insert = o.insertRows ?? createRawInserter(target, 'events');
+  const insert = o.insertRows ?? createEventsInserter(target);
   // Batches are recorded for the aggregator only where they really reach ClickHouse's events.
   const record = o.insertRows === undefined ? createBatchRecorder(target) : undefined;
   const shipper = new SpoolShipper(writer, insert, {

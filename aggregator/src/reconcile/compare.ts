@@ -12,6 +12,8 @@ export interface ReconcileScope {
   from: number;
   to: number;
   closeAfterSeconds: number;
+  /** Copies of a triple are compared within [from − this, to + this) (AGGREGATOR_COPY_HORIZON_SECONDS). */
+  copyHorizonSeconds: number;
 }
 
 export interface Difference {
@@ -57,14 +59,16 @@ export async function reconcile(ch: ClickHouseClient, scope: ReconcileScope): Pr
 
 async function expectedTotals(ch: ClickHouseClient, g: Granularity, s: ReconcileScope): Promise<Map<string, Totals>> {
   const inRange = (t: string): string => `${bucketSql(g, t)} >= ${dt(s.from)} AND ${bucketSql(g, t)} < ${dt(s.to)}`;
-  const where = [
-    ...(s.workspaceId === undefined ? [] : [`workspace_id = ${lit(s.workspaceId)}`]),
-    inRange('occurred_at'),
-  ].join(' AND ');
+  const ws = s.workspaceId === undefined ? [] : [`workspace_id = ${lit(s.workspaceId)}`];
+  const where = [...ws, inRange('occurred_at')].join(' AND ');
+  const pad = s.copyHorizonSeconds * 1000;
+  const scope = [...ws, `occurred_at >= ${dt(Math.max(0, s.from - pad))} AND occurred_at < ${dt(s.to + pad)}`].join(
+    ' AND ',
+  );
   let rows: Record<string, string>[];
   try {
     const rs = await ch.query({
-      query: totalsFromEventsSql(g, where, inRange, s.closeAfterSeconds),
+      query: totalsFromEventsSql(g, where, inRange, s.closeAfterSeconds, scope),
       format: 'JSONEachRow',
     });
     rows = await rs.json();

@@ -1,5 +1,5 @@
 import { dateTimeLit, ident, lit, winningEventsSql } from '@meterd/core/clickhouse';
-import { bucketSql, type Granularity } from './granularity.js';
+import { bucketEnd, bucketSql, type Granularity } from './granularity.js';
 
 /** A DateTime('UTC') literal expression; values reach SQL only through core's escaping helpers. */
 export function dt(ms: number): string {
@@ -9,6 +9,25 @@ export function dt(ms: number): string {
 /** `(workspace_id, <bucket>) IN ((…), …)` for a list of windows. */
 export function windowsIn(bucketExpr: string, windows: readonly { workspaceId: string; start: number }[]): string {
   return `(workspace_id, ${bucketExpr}) IN (${windows.map((w) => `(${lit(w.workspaceId)}, ${dt(w.start)})`).join(', ')})`;
+}
+
+/**
+ * `(col >= a AND col < b) OR …`: the windows' buckets, each widened by `padMs` on both sides,
+ * overlapping intervals merged. `events` and the rollup tables are ordered time right after the
+ * workspace, so this reads only those intervals, however far apart the windows of one query lie
+ * (a late batch's hour from last month next to the hour closing now) and however much history
+ * lies between them.
+ */
+export function timeRangesSql(col: string, g: Granularity, windows: readonly { start: number }[], padMs = 0): string {
+  const spans = windows.map((w) => [w.start - padMs, bucketEnd(g, w.start) + padMs] as [number, number]);
+  spans.sort((a, b) => a[0] - b[0]);
+  const merged: [number, number][] = [];
+  for (const [a, b] of spans) {
+    const last = merged[merged.length - 1];
+    if (last !== undefined && a <= last[1]) last[1] = Math.max(last[1], b);
+    else merged.push([a, b]);
+  }
+  return `(${merged.map(([a, b]) => `(${col} >= ${dt(Math.max(0, a))} AND ${col} < ${dt(b)})`).join(' OR ')})`;
 }
 
 export function workspacesIn(ids: Iterable<string>): string {

@@ -19,6 +19,8 @@ export interface AggregatorOptions {
   shards: number;
   closeAfterSeconds: number;
   windowsPerQuery: number;
+  /** See RecomputeOptions.copyHorizonSeconds (AGGREGATOR_COPY_HORIZON_SECONDS). */
+  copyHorizonSeconds: number;
 }
 
 export interface CycleResult {
@@ -88,7 +90,11 @@ export class Aggregator {
     if (this.states.size === 0) return { shards: 0, windows: 0, closed: 0 };
     const split = this.classify([...records, ...closing], nowS, still);
     if (split.closed.length + split.open.length > 0) {
-      await recomputeWindows(this.ch, split, version, closeAfterSeconds, this.opts.windowsPerQuery);
+      await recomputeWindows(this.ch, split, version, {
+        closeAfterSeconds,
+        copyHorizonSeconds: this.opts.copyHorizonSeconds,
+        chunk: this.opts.windowsPerQuery,
+      });
     }
     const next: ShardState[] = [...this.states.values()].map((st) => {
       const closedUntil = Math.max(st.closedUntil, nowS);

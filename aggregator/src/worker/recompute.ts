@@ -1,12 +1,23 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import { ClickHouseQueryError, lit } from '@meterd/core/clickhouse';
 import { CH_TABLES } from '@meterd/core/contracts';
-import { bucketSql, bucketStart, bucketEnd, ROLLUP_TABLE, type Granularity } from '../rollups/granularity.js';
-import { dt, totalsFromEventsSql, windowsIn, workspacesIn } from '../rollups/sql.js';
+import { bucketSql, bucketStart, ROLLUP_TABLE, type Granularity } from '../rollups/granularity.js';
+import { timeRangesSql, totalsFromEventsSql, windowsIn, workspacesIn } from '../rollups/sql.js';
 
 export interface WindowRef {
   workspaceId: string;
   start: number;
+}
+
+export interface RecomputeOptions {
+  closeAfterSeconds: number;
+  /**
+   * How far (seconds) from a closed hour its triples' other copies are looked for: every copy within
+   * it is compared by the winner rule. This bound, not the history, sets what a close reads.
+   */
+  copyHorizonSeconds: number;
+  /** Most windows per query. */
+  chunk: number;
 }
 
 const INSERT_COLUMNS =
@@ -23,11 +34,11 @@ export async function recomputeWindows(
   ch: ClickHouseClient,
   windows: { closed: readonly WindowRef[]; open: readonly WindowRef[] },
   version: bigint,
-  closeAfterSeconds: number,
-  chunk: number,
+  opts: RecomputeOptions,
 ): Promise<void> {
-  const closed = await withCopyHours(ch, windows.closed, chunk);
-  for (const part of chunks(closed, chunk)) await recomputeHours(ch, part, version, closeAfterSeconds);
+  const { chunk } = opts;
+  const closed = await withCopyHours(ch, windows.closed, opts);
+  for (const part of timeOrderedChunks(closed, chunk)) await recomputeHours(ch, part, version, opts);
   for (const part of chunks(windows.open, chunk)) await foldOpenHours(ch, part, version);
   const days = uniqueBuckets('day', [...closed, ...windows.open]);
   for (const part of chunks(days, chunk)) await rollUp(ch, 'hour', 'day', part, version);
@@ -36,20 +47,25 @@ export async function recomputeWindows(
 }
 
 /**
- * The hours plus every hour holding another copy of a triple with a copy in them. A copy shipped
- * late can be the triple's winner (received first, by a backlogged thread) while a retry's hour
- * already closed counting the retry: recomputing only the late copy's hour would count both, so
- * the hour that loses its winner is recomputed too. Same workspaces, so the same shards.
+ * The hours plus every hour within the copy horizon holding another copy of a triple with a copy
+ * in them. A copy shipped late can be the triple's winner (received first, by a backlogged thread)
+ * while a retry's hour already closed counting the retry: recomputing only the late copy's hour
+ * would count both, so the hour that loses its winner is recomputed too. Same workspaces, so the
+ * same shards. Reads the hours' rows and the key columns of the horizon around them, never more.
  */
-async function withCopyHours(ch: ClickHouseClient, hours: readonly WindowRef[], chunk: number): Promise<WindowRef[]> {
+async function withCopyHours(
+  ch: ClickHouseClient,
+  hours: readonly WindowRef[],
+  opts: RecomputeOptions,
+): Promise<WindowRef[]> {
   const all = new Map(hours.map((h) => [`${h.workspaceId}|${h.start}`, h]));
-  for (const part of chunks(hours, chunk)) {
-    const { lo, hi } = span('hour', part);
+  for (const part of timeOrderedChunks(hours, opts.chunk)) {
     const ws = workspacesIn(part.map((h) => h.workspaceId));
-    const query = `SELECT DISTINCT workspace_id, toUInt32(toStartOfHour(occurred_at)) AS w FROM events
-      WHERE ${ws} AND (workspace_id, event_type, idempotency_key) IN (
-        SELECT workspace_id, event_type, idempotency_key FROM events
-        WHERE ${ws} AND occurred_at >= ${dt(lo)} AND occurred_at < ${dt(hi)} AND ${windowsIn('toStartOfHour(occurred_at)', part)})`;
+    const query = `SELECT DISTINCT workspace_id, toUInt32(toStartOfHour(occurred_at)) AS w FROM ${CH_TABLES.events}
+      WHERE ${ws} AND ${timeRangesSql('occurred_at', 'hour', part, opts.copyHorizonSeconds * 1000)}
+        AND (workspace_id, event_type, idempotency_key) IN (
+        SELECT workspace_id, event_type, idempotency_key FROM ${CH_TABLES.events}
+        WHERE ${ws} AND ${timeRangesSql('occurred_at', 'hour', part)} AND ${windowsIn('toStartOfHour(occurred_at)', part)})`;
     let rows: { workspace_id: string; w: number | string }[];
     try {
       rows = await (await ch.query({ query, format: 'JSONEachRow' })).json();
@@ -69,20 +85,20 @@ async function withCopyHours(ch: ClickHouseClient, hours: readonly WindowRef[], 
  * has no event left (its only events were copies whose winner lies in another hour, counted here
  * while the hour was open) is written as 0 instead of keeping its old total: a row cannot be deleted.
  */
-function zeroedCurrentSql(hours: readonly WindowRef[], lo: number, hi: number): string {
+function zeroedCurrentSql(hours: readonly WindowRef[]): string {
   return `SELECT workspace_id, event_type, currency AS cur, window_start AS bucket, toUInt64(0) AS n, toInt64(0) AS qs,
       toInt64(0) AS gs, toDateTime(4294967295, 'UTC') AS fo, toDateTime(0, 'UTC') AS lo, toUInt64(0) AS late
     FROM ${ROLLUP_TABLE.hour} FINAL
-    WHERE ${workspacesIn(hours.map((h) => h.workspaceId))} AND window_start >= ${dt(lo)} AND window_start < ${dt(hi)}
+    WHERE ${workspacesIn(hours.map((h) => h.workspaceId))} AND ${timeRangesSql('window_start', 'hour', hours)}
       AND ${windowsIn('window_start', hours)}`;
 }
 
 /** Adds the zero rows to `totals` (same columns) and writes the sum per key with `version`. */
-function writeHoursSql(totals: string, hours: readonly WindowRef[], lo: number, hi: number, version: bigint): string {
+function writeHoursSql(totals: string, hours: readonly WindowRef[], version: bigint): string {
   return `INSERT INTO ${ROLLUP_TABLE.hour} (${INSERT_COLUMNS})
     SELECT workspace_id, event_type, cur, bucket, sum(n), sum(qs), sum(gs),
       if(sum(n) = 0, bucket, min(fo)), if(sum(n) = 0, bucket, max(lo)), sum(late), toUInt64(${lit(version)}), now()
-    FROM (${totals} UNION ALL ${zeroedCurrentSql(hours, lo, hi)})
+    FROM (${totals} UNION ALL ${zeroedCurrentSql(hours)})
     GROUP BY workspace_id, event_type, cur, bucket`;
 }
 
@@ -90,18 +106,17 @@ async function recomputeHours(
   ch: ClickHouseClient,
   hours: readonly WindowRef[],
   version: bigint,
-  closeAfterSeconds: number,
+  opts: RecomputeOptions,
 ): Promise<void> {
-  const { lo, hi } = span('hour', hours);
   // The workspace and occurred_at bounds prune by primary key (workspace, hour) and partition; the
   // tuple IN is exact. Candidates are the triples with a copy in these hours; each counts in the
   // hour of its winning copy only, so an hour holding just a losing copy (a forgotten retry) does
-  // not count it. The copy search looks at these workspaces' copies in every hour.
+  // not count it. The copy search reads these workspaces' copies within the copy horizon only.
   const ws = workspacesIn(hours.map((h) => h.workspaceId));
-  const where = `${ws} AND occurred_at >= ${dt(lo)} AND occurred_at < ${dt(hi)}
-      AND ${windowsIn('toStartOfHour(occurred_at)', hours)}`;
+  const where = `${ws} AND ${timeRangesSql('occurred_at', 'hour', hours)} AND ${windowsIn('toStartOfHour(occurred_at)', hours)}`;
+  const scope = `${ws} AND ${timeRangesSql('occurred_at', 'hour', hours, opts.copyHorizonSeconds * 1000)}`;
   const keep = (o: string): string => windowsIn(`toStartOfHour(${o})`, hours);
-  const query = writeHoursSql(totalsFromEventsSql('hour', where, keep, closeAfterSeconds, ws), hours, lo, hi, version);
+  const query = writeHoursSql(totalsFromEventsSql('hour', where, keep, opts.closeAfterSeconds, scope), hours, version);
   try {
     await ch.command({ query });
   } catch (err) {
@@ -115,7 +130,6 @@ async function recomputeHours(
  * currency of these hours, not their events.
  */
 async function foldOpenHours(ch: ClickHouseClient, hours: readonly WindowRef[], version: bigint): Promise<void> {
-  const { lo, hi } = span('hour', hours);
   const totals = `SELECT workspace_id, event_type, currency AS cur, window_start AS bucket, sum(bn) AS n, sum(bq) AS qs,
       sum(bg) AS gs, min(bf) AS fo, max(bl) AS lo, toUInt64(0) AS late
     FROM (
@@ -123,18 +137,22 @@ async function foldOpenHours(ch: ClickHouseClient, hours: readonly WindowRef[], 
         argMax(quantity, attempt) AS bq, argMax(gmv_cents, attempt) AS bg, argMax(first_event_at, attempt) AS bf,
         argMax(last_event_at, attempt) AS bl
       FROM ${CH_TABLES.eventBatches}
-      WHERE ${workspacesIn(hours.map((h) => h.workspaceId))} AND window_start >= ${dt(lo)} AND window_start < ${dt(hi)}
+      WHERE ${workspacesIn(hours.map((h) => h.workspaceId))} AND ${timeRangesSql('window_start', 'hour', hours)}
         AND ${windowsIn('window_start', hours)}
       GROUP BY workspace_id, window_start, batch_id, event_type, currency
     )
     GROUP BY workspace_id, event_type, cur, bucket`;
   try {
-    await ch.command({ query: writeHoursSql(totals, hours, lo, hi, version) });
+    await ch.command({ query: writeHoursSql(totals, hours, version) });
   } catch (err) {
     throw new ClickHouseQueryError(`folding the partials of ${hours.length} open hours`, err);
   }
 }
 
+/**
+ * A day from its hours, a month from its days. A row written as 0 (its events turned out to be
+ * losing copies) carries its bucket as first/last event time: it must not widen the span above.
+ */
 async function rollUp(
   ch: ClickHouseClient,
   from: Granularity,
@@ -142,13 +160,13 @@ async function rollUp(
   windows: readonly WindowRef[],
   version: bigint,
 ): Promise<void> {
-  const { lo, hi } = span(to, windows);
   const bucket = bucketSql(to, 'window_start');
   const query = `INSERT INTO ${ROLLUP_TABLE[to]} (${INSERT_COLUMNS})
     SELECT workspace_id, event_type, currency, ${bucket} AS b, sum(events), sum(quantity), sum(gmv_cents),
-      min(first_event_at), max(last_event_at), sum(late_events), toUInt64(${lit(version)}), now()
+      if(sum(events) = 0, b, minIf(first_event_at, events > 0)), if(sum(events) = 0, b, maxIf(last_event_at, events > 0)),
+      sum(late_events), toUInt64(${lit(version)}), now()
     FROM ${ROLLUP_TABLE[from]} FINAL
-    WHERE ${workspacesIn(windows.map((w) => w.workspaceId))} AND window_start >= ${dt(lo)} AND window_start < ${dt(hi)}
+    WHERE ${workspacesIn(windows.map((w) => w.workspaceId))} AND ${timeRangesSql('window_start', to, windows)}
       AND ${windowsIn(bucket, windows)}
     GROUP BY workspace_id, event_type, currency, b`;
   try {
@@ -167,14 +185,15 @@ function uniqueBuckets(g: Granularity, windows: readonly WindowRef[]): WindowRef
   return [...seen.values()];
 }
 
-function span(g: Granularity, windows: readonly WindowRef[]): { lo: number; hi: number } {
-  let lo = Infinity;
-  let hi = -Infinity;
-  for (const w of windows) {
-    lo = Math.min(lo, w.start);
-    hi = Math.max(hi, bucketEnd(g, w.start));
-  }
-  return { lo, hi };
+/**
+ * Chunks of windows in time order, so a query's hours lie close together and its time ranges
+ * (each hour ± the copy horizon, merged) cover about the chunk's span plus the horizon on each
+ * side. Copies farther apart than the horizon can then still meet in one query (when both hours
+ * are in it); within the horizon they always do.
+ */
+function* timeOrderedChunks(windows: readonly WindowRef[], size: number): Generator<readonly WindowRef[]> {
+  const sorted = [...windows].sort((a, b) => a.start - b.start || (a.workspaceId < b.workspaceId ? -1 : 1));
+  yield* chunks(sorted, size);
 }
 
 function* chunks<T>(items: readonly T[], size: number): Generator<readonly T[]> {

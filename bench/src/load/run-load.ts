@@ -46,6 +46,8 @@ export interface LoadOptions {
   /** Process whose CPU and RSS are sampled (a child this bench started); undefined for a remote target. */
   serverPid?: number;
   counters?: AckCounters;
+  /** Requests per second over all connections; undefined = as fast as the server answers. */
+  overallRate?: number;
   /** Progress line target; the quick check in tests passes undefined to stay quiet. */
   progress?: NodeJS.WriteStream;
 }
@@ -78,6 +80,7 @@ export function runLoad(o: LoadOptions): Promise<LoadSummary> {
         // answer is lost, which would leave keys of unknown fate (counted, but inexact).
         timeout: 30,
         requests: o.requests,
+        ...(o.overallRate === undefined ? {} : { overallRate: o.overallRate }),
       },
       (err, result) => {
         clearInterval(timer);

@@ -97,6 +97,7 @@ export function buildWorkload(
       setup = (req, ctx) => single(req, ctx, 0, tracker.fresh());
       break;
     case 'batch':
+    case 'soak':
       describe = `${BATCH_SIZE} events per request`;
       setup = (req, ctx) => batch(req, ctx, 0, BATCH_SIZE);
       break;

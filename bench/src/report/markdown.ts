@@ -1,5 +1,6 @@
 import type { LoadSummary } from '../load/run-load.js';
 import type { BenchReport, PhaseReport } from '../run.js';
+import { soakMarkdown } from '../soak.js';
 import type { Verification } from '../verify/clickhouse.js';
 import { GENERATOR_BOUND_PCT, generatorBound } from '../targets.js';
 
@@ -62,6 +63,7 @@ function phase(p: PhaseReport): string {
       md += `Freshness (sent → counted in \`${f.rollup.table}\` FINAL by the aggregator): p50 **${n(f.rollup.p50Ms)} ms**, p99 **${n(f.rollup.p99Ms)} ms**, max ${n(f.rollup.maxMs)} ms over ${f.rollup.probesCounted} of ${f.probesAcknowledged} probes.\n\n`;
     }
   }
+  if (p.soak) md += `${soakMarkdown(p.soak)}\n`;
   if (p.quota)
     md += `Quota: ${n(p.quota.acknowledged)} events acknowledged for a free-plan workspace with a limit of ${p.quota.limit}: **${p.quota.ok ? 'PASS' : 'FAIL'}**.\n\n`;
   md += '| target | goal | measured | |\n|---|---|---|---|\n';

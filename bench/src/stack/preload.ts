@@ -33,3 +33,21 @@ export async function preloadEvents(
     });
   }
 }
+
+/**
+ * Waits (up to `maxMs`) until ClickHouse has no merge running in `database`: right after the
+ * preload it merges the new 5 M-row parts for a while, and a run measured meanwhile would charge
+ * that one-off work to the history. Returns how long it waited.
+ */
+export async function waitForMerges(ch: ClickHouseClient, database: string, maxMs: number): Promise<number> {
+  const t0 = Date.now();
+  for (;;) {
+    const rs = await ch.query({
+      query: `SELECT count() AS c FROM system.merges WHERE database = ${lit(database)}`,
+      format: 'JSONEachRow',
+    });
+    const [row] = await rs.json<{ c: string }>();
+    if (Number(row!.c) === 0 || Date.now() - t0 > maxMs) return Date.now() - t0;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}

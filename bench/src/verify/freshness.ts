@@ -152,6 +152,11 @@ export class FreshnessProbe {
     }
   }
 
+  /** Each acknowledged probe counted in the rollup so far: when it was sent and how long it took. */
+  rollupLags(): { sentAt: number; lagMs: number }[] {
+    return this.rollupAfter.map((lagMs, i) => ({ sentAt: this.ackedSent[i]!, lagMs }));
+  }
+
   /** Stops sending; keeps polling until every acknowledged probe is visible or `waitMs` passed. */
   async finish(waitMs = 30_000): Promise<Freshness> {
     clearInterval(this.sendTimer);

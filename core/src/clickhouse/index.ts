@@ -22,3 +22,4 @@ export {
   type EventRow,
   type RecordBatch,
 } from './batches.js';
+export { eventRowsToRowBinary, EVENT_ROW_BINARY_COLUMNS } from './row-binary.js';

@@ -10,26 +10,27 @@ export interface RawInsertTarget {
 }
 
 /**
- * Inserts bytes that are already in ClickHouse's JSONEachRow format, as they are: the ingest spool
- * stores rows that way, so shipping is one POST of file bytes with no decoding or re-encoding
- * (the client library's insert() would parse and re-serialise every row).
+ * Inserts bytes that are already in a ClickHouse input format (JSONEachRow, or RowBinary, which
+ * ingest's shipper sends its events in) as they are: one POST, no decoding or re-encoding (the
+ * client library's insert() would parse and re-serialise every row).
  */
 export function createRawInserter(
   t: RawInsertTarget,
   table: string,
   columns?: readonly string[],
+  format: 'JSONEachRow' | 'RowBinary' = 'JSONEachRow',
 ): (body: Buffer) => Promise<void> {
   // With a column list, the columns left out get their DEFAULT (18.16 fills them with zeros when
-  // a JSONEachRow row merely omits them).
+  // a JSONEachRow row merely omits them); RowBinary needs the list to match its column order.
   const list = columns === undefined ? '' : ` (${columns.map(ident).join(', ')})`;
-  const query = `INSERT INTO ${ident(table)}${list} FORMAT JSONEachRow`;
+  const query = `INSERT INTO ${ident(table)}${list} FORMAT ${format}`;
   const endpoint = new URL(t.url.origin + t.url.pathname);
   endpoint.searchParams.set('database', ident(t.database));
   endpoint.searchParams.set('query', query);
   const headers = {
     'X-ClickHouse-User': t.user,
     'X-ClickHouse-Key': t.password,
-    'Content-Type': 'application/x-ndjson',
+    'Content-Type': format === 'RowBinary' ? 'application/octet-stream' : 'application/x-ndjson',
   };
   const href = endpoint.href;
   return async (body) => {

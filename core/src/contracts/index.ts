@@ -8,5 +8,5 @@ export {
   PLAN_CHANGED_CHANNEL,
 } from './redis-keys.js';
 export { shardSql } from './shards.js';
-export { INGEST_METRICS, BILLING_METRICS } from './metrics.js';
+export { INGEST_METRICS, BILLING_METRICS, AGGREGATOR_METRICS } from './metrics.js';
 export { CH_TABLES, PG_TABLES } from './tables.js';

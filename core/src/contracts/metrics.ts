@@ -20,6 +20,11 @@ export const INGEST_METRICS = {
   commitSeconds: 'meterd_ingest_group_commit_seconds',
 } as const;
 
+/** The aggregator's cycle time, which the bench's soak scenario reads per minute. */
+export const AGGREGATOR_METRICS = {
+  cycleSeconds: 'aggregator_cycle_seconds',
+} as const;
+
 export const BILLING_METRICS = {
   passes: 'billing_passes_total',
   planned: 'billing_rows_planned_total',

@@ -36,3 +36,20 @@ export class SpoolLockLostError extends MeterdError {
     );
   }
 }
+
+/**
+ * Spool rows that cannot be encoded as RowBinary (not JSON, a missing field, an integer beyond
+ * ±(2^53 − 1), a malformed DateTime): the rows' own fault, like a ClickHouse parse error, so the
+ * shipper isolates and quarantines them instead of retrying forever.
+ */
+export class SpoolRowEncodingError extends MeterdError {
+  constructor(cause: unknown) {
+    super(
+      'METERD_INGEST_SPOOL_ROW_INVALID',
+      `spool rows cannot be encoded for ClickHouse: ${(cause as Error)?.message ?? String(cause)}`,
+      {
+        cause,
+      },
+    );
+  }
+}

@@ -1,4 +1,5 @@
 import { clickHouseErrorCode } from '@meterd/core/clickhouse';
+import { SpoolRowEncodingError } from './errors.js';
 
 /**
  * ClickHouse error codes that reject the data itself, the same way on every attempt: retrying the
@@ -14,8 +15,12 @@ import { clickHouseErrorCode } from '@meterd/core/clickhouse';
  */
 const ROW_REJECTED = new Set([6, 25, 26, 27, 32, 38, 41, 53, 62, 69, 70, 72, 117, 131]);
 
+/** What a row the shipper could not even encode counts as: ClickHouse's own answer to unparsable input. */
+const ENCODING_REJECTED = 27;
+
 /** The ClickHouse code when `err` says the rows themselves were refused; undefined for transient errors. */
 export function rowRejectionCode(err: unknown): number | undefined {
+  if (err instanceof SpoolRowEncodingError) return ENCODING_REJECTED;
   // ClickHouseQueryError puts the server's text in its message; its cause keeps the raw text too.
   const code = clickHouseErrorCode(err) ?? clickHouseErrorCode((err as { cause?: unknown })?.cause);
   return code !== undefined && ROW_REJECTED.has(code) ? code : undefined;

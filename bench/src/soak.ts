@@ -1,0 +1,169 @@
+import { AGGREGATOR_METRICS, INGEST_METRICS } from '@meterd/core/contracts';
+import { sumOf } from '@meterd/core/metrics';
+import type { Sample } from './load/run-load.js';
+import { scrape } from './verify/server-metrics.js';
+
+/**
+ * The soak scenario's per-minute account: does anything grow with time at a steady load? Batch
+ * requests at half the peak rate the same run measured first, for `--duration` (default 10 min).
+ * Each minute: aggregator cycle time (mean, from its /metrics), ClickHouse server CPU, rollup
+ * freshness p99 of the probes sent in that minute, ingest RSS, and ingest's events inserts per
+ * second (every thread's shipper; the insert-shape bound is 2 per process per table).
+ */
+export interface SoakMinute {
+  minute: number;
+  eventsPerSec: number;
+  aggregatorCycleMs: number | undefined;
+  clickhouseCpuPct: number;
+  rollupFreshnessP99Ms: number | undefined;
+  ingestRssMb: number;
+  eventsInsertsPerSec: number | undefined;
+}
+
+export interface SoakCheck {
+  metric: string;
+  second: number | undefined;
+  last: number | undefined;
+  ratio: number | undefined;
+  ok: boolean;
+}
+
+export interface SoakReport {
+  peakEventsPerSec: number;
+  rateEventsPerSec: number;
+  minutes: SoakMinute[];
+  /** Last minute within 1.2× of the second, per metric; inserts per second ≤ 2 every minute. */
+  checks: SoakCheck[];
+  ok: boolean;
+}
+
+/** The growth allowed from the second minute to the last. */
+export const SOAK_GROWTH_LIMIT = 1.2;
+/** ClickHouse's guidance is about one insert per second per table; ingest is allowed two. */
+export const MAX_INSERTS_PER_SEC = 2;
+
+interface Scraped {
+  atMs: number;
+  cycleSum: number;
+  cycleCount: number;
+  inserts: number;
+}
+
+/** Scrapes the aggregator's and ingest's counters once a minute (and at start and stop). */
+export class SoakRecorder {
+  private readonly scrapes: Scraped[] = [];
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly aggregatorUrl: string | undefined,
+    private readonly ingestUrl: string,
+  ) {}
+
+  async start(): Promise<void> {
+    await this.take();
+    this.timer = setInterval(() => void this.take(), 60_000);
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.take();
+  }
+
+  private async take(): Promise<void> {
+    const atMs = Date.now();
+    const [agg, ing] = await Promise.all([
+      this.aggregatorUrl === undefined ? undefined : scrape(this.aggregatorUrl),
+      scrape(this.ingestUrl),
+    ]);
+    this.scrapes.push({
+      atMs,
+      cycleSum: agg ? sumOf(agg, `${AGGREGATOR_METRICS.cycleSeconds}_sum`) : NaN,
+      cycleCount: agg ? sumOf(agg, `${AGGREGATOR_METRICS.cycleSeconds}_count`) : NaN,
+      inserts: ing ? sumOf(ing, `${INGEST_METRICS.shipSeconds}_count`) : NaN,
+    });
+  }
+
+  /** Folds the load's per-second samples, the probes and the scrapes into minutes from `startMs`. */
+  report(
+    startMs: number,
+    series: readonly Sample[],
+    probes: readonly { sentAt: number; lagMs: number }[],
+    peak: number,
+    rate: number,
+  ): SoakReport {
+    const minutes: SoakMinute[] = [];
+    const count = Math.floor((series[series.length - 1]?.t ?? 0) / 60);
+    for (let m = 0; m < count; m++) {
+      const secs = series.filter((s) => s.t > m * 60 && s.t <= (m + 1) * 60);
+      const lags = probes
+        .filter((p) => p.sentAt >= startMs + m * 60_000 && p.sentAt < startMs + (m + 1) * 60_000)
+        .map((p) => p.lagMs)
+        .sort((a, b) => a - b);
+      const from = this.nearest(startMs + m * 60_000);
+      const to = this.nearest(startMs + (m + 1) * 60_000);
+      const dCount = to && from ? to.cycleCount - from.cycleCount : NaN;
+      const dInserts = to && from ? to.inserts - from.inserts : NaN;
+      const span = to && from ? (to.atMs - from.atMs) / 1000 : NaN;
+      minutes.push({
+        minute: m + 1,
+        eventsPerSec: Math.round(avg(secs.map((s) => s.events))),
+        aggregatorCycleMs:
+          Number.isFinite(dCount) && dCount > 0 ? round1(((to!.cycleSum - from!.cycleSum) / dCount) * 1000) : undefined,
+        clickhouseCpuPct: Math.round(avg(secs.map((s) => s.clickhouseCpuPct))),
+        rollupFreshnessP99Ms:
+          lags.length === 0 ? undefined : lags[Math.min(lags.length - 1, Math.floor(0.99 * lags.length))],
+        ingestRssMb: Math.max(0, ...secs.map((s) => s.serverRssMb)),
+        eventsInsertsPerSec: Number.isFinite(dInserts) && span > 0 ? round1(dInserts / span) : undefined,
+      });
+    }
+    const checks: SoakCheck[] = [];
+    const second = minutes[1];
+    const last = minutes[minutes.length - 1];
+    for (const metric of ['aggregatorCycleMs', 'clickhouseCpuPct', 'rollupFreshnessP99Ms', 'ingestRssMb'] as const) {
+      const a = second?.[metric];
+      const b = last?.[metric];
+      const ratio = a === undefined || b === undefined || a === 0 ? undefined : Math.round((b / a) * 100) / 100;
+      checks.push({ metric, second: a, last: b, ratio, ok: ratio !== undefined && ratio <= SOAK_GROWTH_LIMIT });
+    }
+    const inserts = minutes.map((m) => m.eventsInsertsPerSec).filter((x): x is number => x !== undefined);
+    const maxInserts = inserts.length === 0 ? undefined : Math.max(...inserts);
+    checks.push({
+      metric: `eventsInsertsPerSec (max of the minutes, ≤ ${MAX_INSERTS_PER_SEC})`,
+      second: second?.eventsInsertsPerSec,
+      last: maxInserts,
+      ratio: undefined,
+      ok: maxInserts !== undefined && maxInserts <= MAX_INSERTS_PER_SEC,
+    });
+    return {
+      peakEventsPerSec: peak,
+      rateEventsPerSec: rate,
+      minutes,
+      checks,
+      ok: minutes.length >= 2 && checks.every((c) => c.ok),
+    };
+  }
+
+  private nearest(ms: number): Scraped | undefined {
+    let best: Scraped | undefined;
+    for (const s of this.scrapes) if (best === undefined || Math.abs(s.atMs - ms) < Math.abs(best.atMs - ms)) best = s;
+    return best;
+  }
+}
+
+export function soakMarkdown(s: SoakReport): string {
+  let md = `\n**Soak** at ${s.rateEventsPerSec.toLocaleString('en-US')} events/s (half the peak of ${s.peakEventsPerSec.toLocaleString('en-US')} measured first)\n\n`;
+  md +=
+    '| minute | events/s | aggregator cycle ms | ClickHouse CPU % | rollup freshness p99 ms | ingest RSS MB | events inserts/s |\n';
+  md += '|---:|---:|---:|---:|---:|---:|---:|\n';
+  for (const m of s.minutes) {
+    md += `| ${m.minute} | ${m.eventsPerSec} | ${m.aggregatorCycleMs ?? '–'} | ${m.clickhouseCpuPct} | ${m.rollupFreshnessP99Ms ?? '–'} | ${m.ingestRssMb} | ${m.eventsInsertsPerSec ?? '–'} |\n`;
+  }
+  md += `\n| check | second minute | last minute | ratio | |\n|---|---:|---:|---:|---|\n`;
+  for (const c of s.checks)
+    md += `| ${c.metric} | ${c.second ?? '–'} | ${c.last ?? '–'} | ${c.ratio ?? '–'} | ${c.ok ? '✅' : '❌'} |\n`;
+  md += `\nSoak verdict: ${s.ok ? '✅ nothing grew by more than 1.2× from the second minute to the last' : '❌ see the checks above'}\n`;
+  return md;
+}
+
+const avg = (xs: readonly number[]): number => (xs.length === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / xs.length);
+const round1 = (x: number): number => Math.round(x * 10) / 10;
