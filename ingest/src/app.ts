@@ -1,7 +1,12 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Authenticator } from '@meterd/core/auth';
-import { createBatchRecorder, createRawInserter, type RecordBatch } from '@meterd/core/clickhouse';
+import {
+  clickHouseFromConfig,
+  createBatchRecorder,
+  createRawInserter,
+  type RecordBatch,
+} from '@meterd/core/clickhouse';
 import { errorBody } from '@meterd/core/errors';
 import { createLogger, type Logger } from '@meterd/core/log';
 import { Loop } from '@meterd/core/loop';
@@ -13,6 +18,7 @@ import type { IngestConfig } from './config.js';
 import { loadNativeUws } from './native.js';
 import { defineIngestMetrics, type IngestMetrics } from './metrics.js';
 import { RedisDeduper } from './dedupe/redis.js';
+import { ClickHouseStoredRows } from './dedupe/clickhouse.js';
 import type { Deduper } from './dedupe/deduper.js';
 import { SpoolWriter, type Spool } from './spool/writer.js';
 import { SpoolShipper, type InsertRows } from './spool/shipper.js';
@@ -40,6 +46,9 @@ export interface ThreadOptions {
   /** Test seams: wrap the spool (fault injection) or replace the ClickHouse insert. */
   wrapSpool?: (s: Spool) => Spool;
   insertRows?: InsertRows;
+  /** Dedupe's clock (tests move it weeks ahead) and key hash (tests shorten it to force collisions). */
+  dedupeClock?: () => number;
+  dedupeHash?: (key: string) => Buffer;
   /** Prefix of Redis keys (tests give each run its own). */
   redisPrefix?: string;
   /**
@@ -64,8 +73,11 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   const deduper: Deduper = new RedisDeduper(redis, {
     windowSeconds: cfg.DEDUPE_WINDOW_SECONDS,
     pendingTtlMs: cfg.DEDUPE_PENDING_TTL_MS,
+    hotSeconds: cfg.DEDUPE_HOT_SECONDS,
     roundTrips: metrics.dedupeRoundTrips,
     prefix: o.redisPrefix ?? cfg.REDIS_KEY_PREFIX,
+    ...(o.dedupeClock === undefined ? {} : { clock: o.dedupeClock }),
+    ...(o.dedupeHash === undefined ? {} : { hash: o.dedupeHash }),
   });
   const writer = SpoolWriter.open(join(resolve(cfg.SPOOL_DIR), `t${o.index}`), {
     segmentBytes: cfg.SPOOL_SEGMENT_BYTES,
@@ -92,7 +104,15 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   });
   const spool = o.wrapSpool ? o.wrapSpool(writer) : writer;
   const guarded = new SpoolLimit(spool, shipper, cfg.SPOOL_MAX_BYTES);
-  const pipeline = new Pipeline(deduper, guarded, metrics, log, cfg.DEDUPE_PENDING_TTL_MS / 2);
+  const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: 2_000 });
+  const pipeline = new Pipeline(
+    deduper,
+    new ClickHouseStoredRows(ch),
+    guarded,
+    metrics,
+    log,
+    cfg.DEDUPE_PENDING_TTL_MS / 2,
+  );
   const auth = new Authenticator(pool, sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY);
   const routes = new MeterRoutes(auth, pipeline, deduper, metrics, log, {
     maxBodyBytes: cfg.MAX_BODY_BYTES,
@@ -172,7 +192,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
       await Promise.all(adopted.map((a) => a.stop()));
       await shipper.stop(flushWithinMs);
       await writer.close();
-      await Promise.allSettled([redis.quit(), sub.quit(), pool.end()]);
+      await Promise.allSettled([redis.quit(), sub.quit(), pool.end(), ch.close()]);
       // Closes every keep-alive connection too, so the thread's loop empties and it ends on its own.
       // (A worker torn down while uWS handles are open aborts the whole process.) The method exists
       // in this uWS build but is missing from its bundled type definitions.

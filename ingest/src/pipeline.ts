@@ -4,7 +4,7 @@ import { type MeterEvent, type StoredEvent } from '@meterd/core/event';
 import { newEventId } from '@meterd/core/ids';
 import { type Logger } from '@meterd/core/log';
 import { periodOf } from '@meterd/core/plans';
-import { CLAIMED, OVER_QUOTA, PENDING, type Deduper } from './dedupe/deduper.js';
+import { CLAIMED, OVER_QUOTA, PENDING, STORED, type Deduper, type StoredRows } from './dedupe/deduper.js';
 import type { Spool } from './spool/writer.js';
 import type { IngestMetrics } from './metrics.js';
 import { compactRow, expandRow, spoolLine, toRow } from './rows.js';
@@ -56,6 +56,9 @@ const OVER: EventResult = {
   code: 'plan_quota_exceeded',
   message: 'the workspace has used every event its plan allows this period',
 };
+/** A key settled before the claim's answer is read (its duplicate answer came from ClickHouse). */
+const DONE = '\u0000';
+
 const UNAVAILABLE: EventResult = {
   kind: 'rejected',
   code: 'service_unavailable',
@@ -78,6 +81,7 @@ export class Pipeline {
 
   constructor(
     private readonly deduper: Deduper,
+    private readonly stored: StoredRows,
     private readonly spool: Spool,
     private readonly metrics: IngestMetrics,
     private readonly log: Logger,
@@ -162,31 +166,72 @@ export class Pipeline {
       claimed();
     };
     for (const g of groups.values()) {
-      this.deduper.claim({ workspaceId: g.workspaceId, limit: g.limit, period, keys: g.keys, token }).then(
-        ({ states, used }) => {
-          if (Date.now() - now > this.maxClaimMs)
-            return unavailable(g, new Error(`claim answered after ${Date.now() - now} ms`));
-          g.used = used;
-          for (let k = 0; k < states.length; k++) {
-            const st = states[k]!;
-            const slot = g.firsts[k]!;
-            const out = results.get(slot.submit)!;
-            if (st === CLAIMED) {
-              const row = toRow(slot.submit.events[slot.i]!, newEventId(), now);
-              g.newRows[k] = row;
-            } else if (st.startsWith(PENDING)) {
-              out[slot.i] = IN_USE;
-            } else if (st === OVER_QUOTA) {
-              out[slot.i] = OVER;
-            } else {
-              const e = slot.submit.events[slot.i]!;
-              out[slot.i] = { kind: 'duplicate', row: expandRow(g.workspaceId, e.event_type, e.idempotency_key, st) };
-            }
-          }
-          claimed();
-        },
-        (err: unknown) => unavailable(g, err),
-      );
+      this.claimGroup(g, period, token, now, results).then(claimed, (err: unknown) => unavailable(g, err));
+    }
+  }
+
+  /**
+   * Claims a group's keys and settles what Redis said of each. Keys the compact tier remembers
+   * (`S:`) get their original row from ClickHouse; one that is not there was a hash collision, so
+   * the key is claimed again past the tier and stored (docs/redis.md).
+   */
+  private async claimGroup(
+    g: Group,
+    period: string,
+    token: string,
+    now: number,
+    results: Map<Submit, EventResult[]>,
+  ): Promise<void> {
+    const req = { workspaceId: g.workspaceId, limit: g.limit, period, keys: g.keys, token };
+    const { states, used } = await this.deduper.claim(req);
+    g.used = used;
+    let older: number[] | undefined;
+    for (let k = 0; k < states.length; k++) if (states[k]!.startsWith(STORED)) (older ??= []).push(k);
+    if (older !== undefined) {
+      const items = older.map((k) => {
+        const e = g.firsts[k]!.submit.events[g.firsts[k]!.i]!;
+        return {
+          eventType: e.event_type,
+          idempotencyKey: e.idempotency_key,
+          hours: states[k]!.slice(2).split(',').map(Number),
+        };
+      });
+      const rows = await this.stored.find(g.workspaceId, items);
+      const again: number[] = [];
+      for (let j = 0; j < older.length; j++) {
+        const k = older[j]!;
+        const row = rows[j];
+        if (row === undefined) again.push(k);
+        else {
+          const slot = g.firsts[k]!;
+          results.get(slot.submit)![slot.i] = { kind: 'duplicate', row };
+          states[k] = DONE;
+        }
+      }
+      if (again.length > 0) {
+        const re = await this.deduper.claim({ ...req, keys: again.map((k) => g.keys[k]!), skipTier: true });
+        g.used = re.used;
+        for (let j = 0; j < again.length; j++) states[again[j]!] = re.states[j]!;
+      }
+    }
+    if (Date.now() - now > this.maxClaimMs) throw new Error(`claim answered after ${Date.now() - now} ms`);
+    for (let k = 0; k < states.length; k++) {
+      const st = states[k]!;
+      const slot = g.firsts[k]!;
+      const out = results.get(slot.submit)!;
+      if (st === CLAIMED) {
+        const row = toRow(slot.submit.events[slot.i]!, newEventId(), now);
+        g.newRows[k] = row;
+      } else if (st === DONE) {
+        continue;
+      } else if (st.startsWith(PENDING)) {
+        out[slot.i] = IN_USE;
+      } else if (st === OVER_QUOTA) {
+        out[slot.i] = OVER;
+      } else {
+        const e = slot.submit.events[slot.i]!;
+        out[slot.i] = { kind: 'duplicate', row: expandRow(g.workspaceId, e.event_type, e.idempotency_key, st) };
+      }
     }
   }
 
@@ -211,6 +256,7 @@ export class Pipeline {
       for (const g of groups) {
         const keys: string[] = [];
         const compact: string[] = [];
+        const hours: number[] = [];
         for (let k = 0; k < g.newRows.length; k++) {
           const row = g.newRows[k];
           if (row === undefined) continue;
@@ -218,12 +264,13 @@ export class Pipeline {
           results.get(slot.submit)![slot.i] = err ? UNAVAILABLE : { kind: 'stored', row };
           keys.push(g.keys[k]!);
           compact.push(compactRow(row));
+          hours.push(Math.floor(row.occurred_at_ms / 3_600_000));
         }
         if (keys.length === 0) continue;
         if (err) {
           this.release(g.workspaceId, period, keys, token);
         } else {
-          this.deduper.commit(g.workspaceId, keys, compact, token).catch((e: unknown) => {
+          this.deduper.commit(g.workspaceId, keys, compact, token, hours).catch((e: unknown) => {
             // The events are durable; only the dedupe memory is missing. The pending claims expire,
             // a later retry is stored again, and the events table collapses the copy.
             this.log.warn({ err: e, workspace_id: g.workspaceId }, 'committing idempotency keys failed');

@@ -7,7 +7,12 @@ let stores: TestStores;
 let d: RedisDeduper;
 before(async () => {
   stores = await openTestStores('dedupe');
-  d = new RedisDeduper(stores.redis, { windowSeconds: 3600, pendingTtlMs: 200, prefix: stores.redisPrefix });
+  d = new RedisDeduper(stores.redis, {
+    windowSeconds: 3600,
+    pendingTtlMs: 200,
+    hotSeconds: 3600,
+    prefix: stores.redisPrefix,
+  });
 });
 after(() => stores.close());
 

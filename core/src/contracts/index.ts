@@ -1,6 +1,8 @@
 export {
   DEFAULT_REDIS_KEY_PREFIX,
   dedupeKey,
+  dedupeTierBase,
+  redisEpochKey,
   quotaKey,
   rateLimitKey,
   dashboardSessionKey,

@@ -1,3 +1,5 @@
+import type { StoredEvent } from '@meterd/core/event';
+
 /**
  * The dedupe seam. `claim` marks idempotency keys as pending (short TTL) and counts them against
  * the quota in one atomic step; after the events are durable `commit` stores each key's original
@@ -17,9 +19,18 @@ export interface ClaimRequest {
    * or freed by the first request.
    */
   token: string;
+  /**
+   * Claims without consulting the compact tier: for keys the tier reported stored (`S:`) whose row
+   * ClickHouse does not hold, i.e. a hash collision. The hot keys and quota still apply.
+   */
+  skipTier?: boolean;
 }
 
-/** Per key: '' = claimed now; 'P:…' = claimed by an earlier request, not yet stored; 'Q' = over quota; else the committed row. */
+/**
+ * Per key: '' = claimed now; 'P:…' = claimed by an earlier request, not yet stored; 'Q' = over
+ * quota; 'S:<hours>' = stored earlier, its row is in ClickHouse at one of these occurred hours
+ * (comma-separated, hours since the epoch) unless the tier's hash collided; else the committed row.
+ */
 export interface ClaimResult {
   states: string[];
   /** The workspace's event count this period after this claim. */
@@ -28,7 +39,8 @@ export interface ClaimResult {
 
 export interface Deduper {
   claim(req: ClaimRequest): Promise<ClaimResult>;
-  commit(workspaceId: string, keys: string[], rows: string[], token: string): Promise<void>;
+  /** `hours`: hours since the epoch of each row's occurred_at (read from the rows when absent). */
+  commit(workspaceId: string, keys: string[], rows: string[], token: string, hours?: number[]): Promise<void>;
   release(workspaceId: string, period: string, keys: string[], token: string): Promise<void>;
   /**
    * Stores rows for keys that have no value or only a pending claim: at start-up, for events that
@@ -43,3 +55,18 @@ export interface Deduper {
 export const PENDING = 'P:';
 export const OVER_QUOTA = 'Q';
 export const CLAIMED = '';
+/** Prefix of a key the compact tier remembers: `S:<occurred hours>`. */
+export const STORED = 'S:';
+
+/** The original row of keys the compact tier remembers, from where the shipped events are. */
+export interface StoredRows {
+  /** Per item, its winning row in the events table at one of its occurred hours, or undefined. */
+  find(workspaceId: string, items: StoredRowQuery[]): Promise<(StoredEvent | undefined)[]>;
+}
+
+export interface StoredRowQuery {
+  eventType: string;
+  idempotencyKey: string;
+  /** Hours since the epoch the row's occurred_at may be in. */
+  hours: number[];
+}

@@ -1,0 +1,72 @@
+import { CH_TABLES } from '@meterd/core/contracts';
+import { lit, type createClickHouse } from '@meterd/core/clickhouse';
+import type { StoredEvent } from '@meterd/core/event';
+import type { StoredRowQuery, StoredRows } from './deduper.js';
+
+type ClickHouseClient = ReturnType<typeof createClickHouse>;
+
+interface Found {
+  event_type: string;
+  idempotency_key: string;
+  id: string;
+  q: string;
+  g: string;
+  c: string;
+  o: number;
+  r: number;
+}
+
+/**
+ * Original rows of duplicates older than the hot window, one query per workspace per tick. Each
+ * condition names the workspace, the occurred hour, the event type and the key: the whole prefix
+ * of the events sort key, so ClickHouse reads a granule or so per key however long the history.
+ * Among copies of a triple in that hour the winner (highest `ver`, the first received) is the
+ * answer, as every reader takes it.
+ */
+export class ClickHouseStoredRows implements StoredRows {
+  constructor(private readonly ch: ClickHouseClient) {}
+
+  async find(workspaceId: string, items: StoredRowQuery[]): Promise<(StoredEvent | undefined)[]> {
+    const byHour = new Map<string, string[]>();
+    for (const it of items)
+      for (const h of it.hours) {
+        const k = `${h}|${it.eventType}`;
+        let keys = byHour.get(k);
+        if (keys === undefined) byHour.set(k, (keys = []));
+        keys.push(lit(it.idempotencyKey));
+      }
+    const conds: string[] = [];
+    for (const [k, keys] of byHour) {
+      const bar = k.indexOf('|');
+      conds.push(
+        `(toStartOfHour(occurred_at) = toDateTime(${Number(k.slice(0, bar)) * 3600}) AND event_type = ${lit(k.slice(bar + 1))} AND idempotency_key IN (${keys.join(',')}))`,
+      );
+    }
+    const rs = await this.ch.query({
+      query: `SELECT event_type, idempotency_key, argMax(event_id, ver) AS id, argMax(quantity, ver) AS q,
+          argMax(gmv_cents, ver) AS g, argMax(currency, ver) AS c,
+          toUInt32(argMax(occurred_at, ver)) AS o, toUInt32(argMax(received_at, ver)) AS r
+        FROM ${CH_TABLES.events}
+        WHERE workspace_id = ${lit(workspaceId)} AND (${conds.join(' OR ')})
+        GROUP BY event_type, idempotency_key`,
+      format: 'JSONEachRow',
+    });
+    const found = new Map<string, Found>();
+    for (const f of await rs.json<Found>()) found.set(`${f.event_type}:${f.idempotency_key}`, f);
+    return items.map((it) => {
+      const f = found.get(`${it.eventType}:${it.idempotencyKey}`);
+      if (f === undefined) return undefined;
+      return {
+        id: f.id,
+        workspace_id: workspaceId,
+        event_type: f.event_type,
+        idempotency_key: f.idempotency_key,
+        quantity: Number(f.q),
+        gmv_cents: Number(f.g),
+        currency: f.c,
+        occurred_at_ms: Number(f.o) * 1000,
+        received_at_ms: Number(f.r) * 1000,
+      };
+    });
+  }
+}
