@@ -19,7 +19,7 @@ import { loadNativeUws } from './native.js';
 import { defineIngestMetrics, type IngestMetrics } from './metrics.js';
 import { RedisDeduper } from './dedupe/redis.js';
 import { ClickHouseStoredRows } from './dedupe/clickhouse.js';
-import type { Deduper } from './dedupe/deduper.js';
+import { DedupeRecovery } from './dedupe/recovery.js';
 import { SpoolWriter, type Spool } from './spool/writer.js';
 import { SpoolShipper, type InsertRows } from './spool/shipper.js';
 import { Pipeline } from './pipeline.js';
@@ -70,7 +70,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   const sub: Redis = createRedis(cfg.REDIS_URL, { enableAutoPipelining: false });
   for (const r of [redis, sub]) r.on('error', (err) => log.debug({ err }, 'redis connection error'));
 
-  const deduper: Deduper = new RedisDeduper(redis, {
+  const deduper = new RedisDeduper(redis, {
     windowSeconds: cfg.DEDUPE_WINDOW_SECONDS,
     pendingTtlMs: cfg.DEDUPE_PENDING_TTL_MS,
     hotSeconds: cfg.DEDUPE_HOT_SECONDS,
@@ -105,14 +105,14 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   const spool = o.wrapSpool ? o.wrapSpool(writer) : writer;
   const guarded = new SpoolLimit(spool, shipper, cfg.SPOOL_MAX_BYTES);
   const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: 2_000 });
-  const pipeline = new Pipeline(
-    deduper,
-    new ClickHouseStoredRows(ch),
-    guarded,
-    metrics,
+  const storedRows = new ClickHouseStoredRows(ch);
+  const recovery = new DedupeRecovery(deduper, storedRows, {
+    windowSeconds: cfg.DEDUPE_WINDOW_SECONDS,
+    unshippedBytes: () => shipper.unshippedBytes,
+    drainMs: 1_000,
     log,
-    cfg.DEDUPE_PENDING_TTL_MS / 2,
-  );
+  });
+  const pipeline = new Pipeline(deduper, storedRows, recovery, guarded, metrics, log, cfg.DEDUPE_PENDING_TTL_MS / 2);
   const auth = new Authenticator(pool, sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY);
   const routes = new MeterRoutes(auth, pipeline, deduper, metrics, log, {
     maxBodyBytes: cfg.MAX_BODY_BYTES,
@@ -189,6 +189,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
       const deadline = Date.now() + 10_000;
       while (routes.tracker.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
       await health.stop();
+      recovery.close();
       await Promise.all(adopted.map((a) => a.stop()));
       await shipper.stop(flushWithinMs);
       await writer.close();

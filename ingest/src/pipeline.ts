@@ -4,7 +4,17 @@ import { type MeterEvent, type StoredEvent } from '@meterd/core/event';
 import { newEventId } from '@meterd/core/ids';
 import { type Logger } from '@meterd/core/log';
 import { periodOf } from '@meterd/core/plans';
-import { CLAIMED, OVER_QUOTA, PENDING, STORED, type Deduper, type StoredRows } from './dedupe/deduper.js';
+import {
+  CLAIMED,
+  DedupeEpochError,
+  OVER_QUOTA,
+  PENDING,
+  STORED,
+  type ClaimResult,
+  type Deduper,
+  type EpochRecovery,
+  type StoredRows,
+} from './dedupe/deduper.js';
 import type { Spool } from './spool/writer.js';
 import type { IngestMetrics } from './metrics.js';
 import { compactRow, expandRow, spoolLine, toRow } from './rows.js';
@@ -82,6 +92,7 @@ export class Pipeline {
   constructor(
     private readonly deduper: Deduper,
     private readonly stored: StoredRows,
+    private readonly recovery: EpochRecovery,
     private readonly spool: Spool,
     private readonly metrics: IngestMetrics,
     private readonly log: Logger,
@@ -183,8 +194,17 @@ export class Pipeline {
     results: Map<Submit, EventResult[]>,
   ): Promise<void> {
     const req = { workspaceId: g.workspaceId, limit: g.limit, period, keys: g.keys, token };
-    const { states, used } = await this.deduper.claim(req);
+    let claim: ClaimResult;
+    try {
+      claim = await this.deduper.claim(req);
+    } catch (err) {
+      if (!(err instanceof DedupeEpochError)) throw err;
+      await this.recovery.recover(g.workspaceId, now);
+      claim = await this.deduper.claim(req);
+    }
+    const { states, used } = claim;
     g.used = used;
+    if (claim.rebuilding === true) await this.settleRebuilding(g, states, period, token, now, results);
     let older: number[] | undefined;
     for (let k = 0; k < states.length; k++) if (states[k]!.startsWith(STORED)) (older ??= []).push(k);
     if (older !== undefined) {
@@ -232,6 +252,43 @@ export class Pipeline {
         const e = slot.submit.events[slot.i]!;
         out[slot.i] = { kind: 'duplicate', row: expandRow(g.workspaceId, e.event_type, e.idempotency_key, st) };
       }
+    }
+  }
+
+  /**
+   * Redis lost its data and the workspace's tier is not rebuilt yet: a key it calls new may have
+   * been stored before the loss. ClickHouse is asked about each (the spool had drained into it
+   * before claims resumed); a stored one gives its claim back and answers as a duplicate.
+   */
+  private async settleRebuilding(
+    g: Group,
+    states: string[],
+    period: string,
+    token: string,
+    now: number,
+    results: Map<Submit, EventResult[]>,
+  ): Promise<void> {
+    const fresh: number[] = [];
+    for (let k = 0; k < states.length; k++) if (states[k] === CLAIMED) fresh.push(k);
+    if (fresh.length === 0) return;
+    const items = fresh.map((k) => {
+      const e = g.firsts[k]!.submit.events[g.firsts[k]!.i]!;
+      return { eventType: e.event_type, idempotencyKey: e.idempotency_key, hours: [] };
+    });
+    const rows = await this.recovery.stored(g.workspaceId, items, now);
+    const taken: string[] = [];
+    for (let j = 0; j < fresh.length; j++) {
+      const row = rows[j];
+      if (row === undefined) continue;
+      const k = fresh[j]!;
+      const slot = g.firsts[k]!;
+      results.get(slot.submit)![slot.i] = { kind: 'duplicate', row };
+      states[k] = DONE;
+      taken.push(g.keys[k]!);
+    }
+    if (taken.length > 0) {
+      g.used -= taken.length;
+      await this.deduper.release(g.workspaceId, period, taken, token);
     }
   }
 

@@ -13,6 +13,9 @@ before(async () => {
     hotSeconds: 3600,
     prefix: stores.redisPrefix,
   });
+  // What ingest's recovery does for a workspace new to this Redis (dedupe/recovery.ts).
+  await d.markRecovered('ws_dedupe', true, 3600);
+  await d.markRecovered('ws_dedupe', false, 3600);
 });
 after(() => stores.close());
 

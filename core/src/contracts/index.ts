@@ -2,6 +2,7 @@ export {
   DEFAULT_REDIS_KEY_PREFIX,
   dedupeKey,
   dedupeTierBase,
+  dedupeEpochMarker,
   redisEpochKey,
   quotaKey,
   rateLimitKey,

@@ -30,6 +30,14 @@ export function redisEpochKey(prefix: string): string {
   return `${prefix}:epoch`;
 }
 
+/**
+ * The epoch a workspace's counters and dedupe tier were (re)built in: `<epoch>` when complete,
+ * `<epoch>:r` while the tier is being rebuilt from ClickHouse.
+ */
+export function dedupeEpochMarker(prefix: string, workspaceId: string): string {
+  return `${prefix}:{${workspaceId}}:e`;
+}
+
 /** Accepted-event counter of one workspace and period (YYYYMM): `<prefix>:{<workspace>}:q:<YYYYMM>`. */
 export function quotaKey(prefix: string, workspaceId: string, period: string): string {
   return `${prefix}:{${workspaceId}}:q:${period}`;

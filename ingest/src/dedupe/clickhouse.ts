@@ -42,12 +42,79 @@ export class ClickHouseStoredRows implements StoredRows {
         `(toStartOfHour(occurred_at) = toDateTime(${Number(k.slice(0, bar)) * 3600}) AND event_type = ${lit(k.slice(bar + 1))} AND idempotency_key IN (${keys.join(',')}))`,
       );
     }
+    return this.select(workspaceId, items, conds.join(' OR '));
+  }
+
+  /**
+   * The same by triple alone, for when Redis lost its data and no hour is known: bounded by the
+   * window (`sinceMs`), so ClickHouse reads only the workspace's granules of those hours.
+   */
+  findAnyHour(workspaceId: string, items: StoredRowQuery[], sinceMs: number): Promise<(StoredEvent | undefined)[]> {
+    const byType = new Map<string, string[]>();
+    for (const it of items) {
+      let keys = byType.get(it.eventType);
+      if (keys === undefined) byType.set(it.eventType, (keys = []));
+      keys.push(lit(it.idempotencyKey));
+    }
+    const conds = [...byType].map(([t, keys]) => `(event_type = ${lit(t)} AND idempotency_key IN (${keys.join(',')}))`);
+    return this.select(
+      workspaceId,
+      items,
+      `occurred_at >= toDateTime(${Math.floor(sinceMs / 1000)}) AND (${conds.join(' OR ')})`,
+    );
+  }
+
+  /** Distinct triples received from `fromMs` on: a period's event count, rebuilt. */
+  async countReceived(workspaceId: string, fromMs: number, windowSeconds: number): Promise<number> {
+    const from = Math.floor(fromMs / 1000);
+    const rs = await this.ch.query({
+      query: `SELECT uniqExact(event_type, idempotency_key) AS n FROM ${CH_TABLES.events}
+        WHERE workspace_id = ${lit(workspaceId)} AND occurred_at >= toDateTime(${from - windowSeconds - 3600})
+          AND received_at >= toDateTime(${from})`,
+      format: 'JSONEachRow',
+    });
+    const [row] = await rs.json<{ n: string }>();
+    return Number(row?.n ?? 0);
+  }
+
+  /**
+   * Every triple received in [fromMs, toMs) with the hour of its occurred_at (hours since the
+   * epoch), for rebuilding the dedupe tier a day at a time.
+   */
+  async storedKeys(
+    workspaceId: string,
+    fromMs: number,
+    toMs: number,
+    windowSeconds: number,
+  ): Promise<{ keys: string[]; hours: number[] }> {
+    const from = Math.floor(fromMs / 1000);
+    const rs = await this.ch.query({
+      query: `SELECT event_type, idempotency_key, intDiv(toUInt32(argMax(occurred_at, ver)), 3600) AS h FROM ${CH_TABLES.events}
+        WHERE workspace_id = ${lit(workspaceId)} AND occurred_at >= toDateTime(${from - windowSeconds - 3600})
+          AND received_at >= toDateTime(${from}) AND received_at < toDateTime(${Math.floor(toMs / 1000)})
+        GROUP BY event_type, idempotency_key`,
+      format: 'JSONEachRow',
+    });
+    const keys: string[] = [];
+    const hours: number[] = [];
+    for (const r of await rs.json<{ event_type: string; idempotency_key: string; h: string | number }>()) {
+      keys.push(`${r.event_type}:${r.idempotency_key}`);
+      hours.push(Number(r.h));
+    }
+    return { keys, hours };
+  }
+
+  private async select(
+    workspaceId: string,
+    items: StoredRowQuery[],
+    where: string,
+  ): Promise<(StoredEvent | undefined)[]> {
     const rs = await this.ch.query({
       query: `SELECT event_type, idempotency_key, argMax(event_id, ver) AS id, argMax(quantity, ver) AS q,
           argMax(gmv_cents, ver) AS g, argMax(currency, ver) AS c,
           toUInt32(argMax(occurred_at, ver)) AS o, toUInt32(argMax(received_at, ver)) AS r
         FROM ${CH_TABLES.events}
-        WHERE workspace_id = ${lit(workspaceId)} AND (${conds.join(' OR ')})
+        WHERE workspace_id = ${lit(workspaceId)} AND (${where})
         GROUP BY event_type, idempotency_key`,
       format: 'JSONEachRow',
     });

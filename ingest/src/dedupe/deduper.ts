@@ -1,3 +1,4 @@
+import { MeterdError } from '@meterd/core/errors';
 import type { StoredEvent } from '@meterd/core/event';
 
 /**
@@ -35,6 +36,11 @@ export interface ClaimResult {
   states: string[];
   /** The workspace's event count this period after this claim. */
   used: number;
+  /**
+   * The workspace's tier is being rebuilt after Redis lost its data: a key claimed now may still
+   * be stored already, and ClickHouse must be asked (docs/redis.md).
+   */
+  rebuilding?: boolean;
 }
 
 export interface Deduper {
@@ -69,4 +75,24 @@ export interface StoredRowQuery {
   idempotencyKey: string;
   /** Hours since the epoch the row's occurred_at may be in. */
   hours: number[];
+}
+
+/**
+ * The workspace's dedupe state in Redis belongs to another epoch (or none): Redis lost its data,
+ * or never saw this workspace. Its counters must be rebuilt before a claim is trusted.
+ */
+export class DedupeEpochError extends MeterdError {
+  constructor(readonly workspaceId: string) {
+    super('METERD_INGEST_REDIS_EPOCH', `Redis holds no dedupe state of this epoch for workspace ${workspaceId}`, {
+      retryable: true,
+    });
+  }
+}
+
+/** What ingest does when Redis's state of a workspace is of another epoch (dedupe/recovery.ts). */
+export interface EpochRecovery {
+  /** Rebuilds what quota decisions need; the claim may be retried once this resolves. */
+  recover(workspaceId: string, nowMs: number): Promise<void>;
+  /** Exact lookups by triple while the workspace's tier is rebuilt. */
+  stored(workspaceId: string, items: StoredRowQuery[], nowMs: number): Promise<(StoredEvent | undefined)[]>;
 }

@@ -1,8 +1,16 @@
 import { createHash } from 'node:crypto';
-import { DEFAULT_REDIS_KEY_PREFIX, dedupeKey, dedupeTierBase, quotaKey } from '@meterd/core/contracts';
+import { randomBytes } from 'node:crypto';
+import {
+  DEFAULT_REDIS_KEY_PREFIX,
+  dedupeEpochMarker,
+  dedupeKey,
+  dedupeTierBase,
+  quotaKey,
+  redisEpochKey,
+} from '@meterd/core/contracts';
 import { type Counter } from '@meterd/core/metrics';
 import { type Redis } from '@meterd/core/store';
-import type { ClaimRequest, ClaimResult, Deduper } from './deduper.js';
+import { DedupeEpochError, type ClaimRequest, type ClaimResult, type Deduper } from './deduper.js';
 
 /**
  * Redis dedupe in two layers (docs/redis.md):
@@ -30,13 +38,21 @@ import type { ClaimRequest, ClaimResult, Deduper } from './deduper.js';
  * Cluster slot; the tier's bucket keys are built inside the scripts from a base passed as a key.
  */
 const TIER_LUA = `
+-- Per slot that exists, newest first: bucket name prefix and divisor of its current buckets, of
+-- the buckets it is migrating from (and how many of those are done), and its first hour.
 local function tierBuckets(base, now, slotSec, nslots)
   local cur = math.floor(now / slotSec)
   local metas = {}
   for s = cur, cur - nslots + 1, -1 do
     local m = redis.call('HMGET', base .. s, 'b', 'ob', 'oc')
     if m[1] then
-      metas[#metas + 1] = { s, tonumber(m[1]), tonumber(m[2]), tonumber(m[3]), math.floor(s * slotSec / 3600) }
+      local t = { base .. s .. ':' .. m[1] .. ':', 2 ^ (32 - tonumber(m[1])), nil, nil, 0, math.floor(s * slotSec / 3600) }
+      if m[2] then
+        t[3] = base .. s .. ':' .. m[2] .. ':'
+        t[4] = 2 ^ (32 - tonumber(m[2]))
+        t[5] = tonumber(m[3])
+      end
+      metas[#metas + 1] = t
     end
   end
   return metas
@@ -45,22 +61,21 @@ local function prefix32(f)
   local a, b, c, d = string.byte(f, 1, 4)
   return ((a * 256 + b) * 256 + c) * 256 + d
 end
-local function bucket(base, slot, bits, p)
-  return base .. slot .. ':' .. bits .. ':' .. math.floor(p / 2 ^ (32 - bits))
-end
-local function tierFind(base, metas, f)
+local function tierFind(metas, f)
   local p = prefix32(f)
   for i = 1, #metas do
     local m = metas[i]
-    local v = redis.call('HGET', bucket(base, m[1], m[2], p), f)
-    if not v and m[3] and math.floor(p / 2 ^ (32 - m[3])) >= m[4] then
-      v = redis.call('HGET', bucket(base, m[1], m[3], p), f)
+    local v = redis.call('HGET', m[1] .. math.floor(p / m[2]), f)
+    if not v and m[3] then
+      local ob = math.floor(p / m[4])
+      if ob >= m[5] then v = redis.call('HGET', m[3] .. ob, f) end
     end
     if v then
       -- hours are stored relative to the slot's first hour (a 2-byte listpack integer); a field
       -- holds several, comma-separated, only when different keys' hashes collided
+      if not string.find(v, ',', 1, true) then return tonumber(v) + m[6] end
       local hs = {}
-      for h in string.gmatch(v, '[^,]+') do hs[#hs + 1] = tonumber(h) + m[5] end
+      for h in string.gmatch(v, '[^,]+') do hs[#hs + 1] = tonumber(h) + m[6] end
       return table.concat(hs, ',')
     end
   end
@@ -68,36 +83,43 @@ local function tierFind(base, metas, f)
 end
 `;
 
-// ARGV: limit, pendingMs, quotaTtl, token, now, slotSec, slots, useTier, then one MD5 per key.
-// KEYS: quota, tier base, then the hot keys.
+// ARGV: limit, pendingMs, quotaTtl, token, now, slotSec, slots, useTier, epoch, then one MD5 per key.
+// KEYS: quota, tier base, the workspace's epoch marker, then the hot keys. A marker other than this
+// Redis's epoch means the workspace's counters and tier are not to be trusted (docs/redis.md):
+// the call fails with EPOCH; a marker `<epoch>:r` means they are being rebuilt, and the answer's
+// last element is 'R' so the caller also asks ClickHouse about every new key.
 const CLAIM = `${TIER_LUA}
+local marker = redis.call('GET', KEYS[3])
+local rebuilding = marker == ARGV[9] .. ':r'
+if marker ~= ARGV[9] and not rebuilding then return redis.error_reply('EPOCH') end
 local limit = tonumber(ARGV[1])
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 local metas = {}
 if ARGV[8] == '1' then metas = tierBuckets(KEYS[2], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])) end
 local out = {}
 local added = 0
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   local v = redis.call('GET', KEYS[i])
   local h = nil
-  if not v and #metas > 0 then h = tierFind(KEYS[2], metas, ARGV[i + 6]) end
+  if not v and #metas > 0 then h = tierFind(metas, ARGV[i + 6]) end
   if v then
-    out[i - 2] = v
+    out[i - 3] = v
   elseif h then
-    out[i - 2] = 'S:' .. h
+    out[i - 3] = 'S:' .. h
   elseif limit >= 0 and used + added >= limit then
-    out[i - 2] = 'Q'
+    out[i - 3] = 'Q'
   else
     redis.call('SET', KEYS[i], ARGV[4], 'PX', ARGV[2])
     added = added + 1
-    out[i - 2] = ''
+    out[i - 3] = ''
   end
 end
 if added > 0 then
   redis.call('INCRBY', KEYS[1], added)
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
-out[#KEYS - 1] = tostring(used + added)
+out[#KEYS - 2] = tostring(used + added)
+if rebuilding then out[#KEYS - 1] = 'R' end
 return out`;
 
 // A key whose claim expired is committed all the same (the event is durable); a key another
@@ -105,8 +127,10 @@ return out`;
 // any pending claim (start-up repair of spooled events whose commit a crash prevented), but never
 // overwrites a stored row.
 // ARGV: token, hotSec, now, slotSec, window, bucketFields, then per key: MD5, row, occurred hour.
+// The token 'T:' only adds the keys to the tier (rebuilding it from ClickHouse); rows are ignored.
 // KEYS: tier base, then the hot keys.
 const COMMIT = `${TIER_LUA}
+local TIER_ONLY = 'T:'
 local base = KEYS[1]
 local now = tonumber(ARGV[3])
 local slotSec = tonumber(ARGV[4])
@@ -124,8 +148,10 @@ if not bits then
   redis.call('EXPIRE', meta, ttl)
 end
 local hourBase = math.floor(cur * slotSec / 3600)
+local slotPrefix = base .. cur .. ':' .. bits .. ':'
+local div = 2 ^ (32 - bits)
 local function put(f, v)
-  local b = bucket(base, cur, bits, prefix32(f))
+  local b = slotPrefix .. math.floor(prefix32(f) / div)
   local added = redis.call('HSETNX', b, f, v)
   if added == 1 then
     if redis.call('HLEN', b) == 1 then redis.call('EXPIRE', b, ttl) end
@@ -143,8 +169,11 @@ end
 local nk = #KEYS - 1
 local inserted = 0
 for i = 1, nk do
-  local v = redis.call('GET', KEYS[i + 1])
-  if not v or v == ARGV[1] or (ARGV[1] == 'P:*' and string.sub(v, 1, 2) == 'P:') then
+  local v = nil
+  if ARGV[1] ~= TIER_ONLY then v = redis.call('GET', KEYS[i + 1]) end
+  if ARGV[1] == TIER_ONLY then
+    inserted = inserted + put(ARGV[6 + i], tonumber(ARGV[6 + 2 * nk + i]) - hourBase)
+  elseif not v or v == ARGV[1] or (ARGV[1] == 'P:*' and string.sub(v, 1, 2) == 'P:') then
     redis.call('SET', KEYS[i + 1], ARGV[6 + nk + i], 'EX', ARGV[2])
     inserted = inserted + put(ARGV[6 + i], tonumber(ARGV[6 + 2 * nk + i]) - hourBase)
   end
@@ -220,6 +249,7 @@ const QUOTA_TTL_SECONDS = 40 * 86_400;
 export const MAX_KEYS_PER_CALL = 1_000;
 /** Commit token matching every pending claim (claim tokens are `P:<prefix>:<tick>`, never `P:*`). */
 const ANY_PENDING = 'P:*';
+const TIER_ONLY = 'T:';
 /** Slots a lookup reads: the window is cut into SLOTS - 1 slot lengths, plus the current slot. */
 const SLOTS = 6;
 /**
@@ -239,6 +269,7 @@ export class RedisDeduper implements Deduper {
   private readonly clock: () => number;
   private readonly hash: (key: string) => Buffer;
   private readonly slotSeconds: number;
+  private epoch: string | undefined;
 
   constructor(
     redis: Redis,
@@ -281,27 +312,41 @@ export class RedisDeduper implements Deduper {
       parts.push(this.claimChunk(req, req.keys.slice(i, i + MAX_KEYS_PER_CALL)));
     const done = await Promise.all(parts);
     // Redis runs the calls in order (one connection), so the last one saw every earlier increment.
-    return { states: done.flatMap((d) => d.states), used: done.at(-1)!.used };
+    return {
+      states: done.flatMap((d) => d.states),
+      used: done.at(-1)!.used,
+      rebuilding: done.some((d) => d.rebuilding === true),
+    };
   }
 
   private async claimChunk(req: ClaimRequest, keys: string[]): Promise<ClaimResult> {
+    const epoch = this.epoch ?? (await this.readEpoch());
     const n = keys.length;
-    const args: Arg[] = new Array(2 * n + 10);
+    const args: Arg[] = new Array(2 * n + 12);
     args[0] = this.quotaKey(req.workspaceId, req.period);
     args[1] = this.tierBase(req.workspaceId);
-    for (let i = 0; i < n; i++) args[i + 2] = this.dedupeKey(req.workspaceId, keys[i]!);
-    args[n + 2] = req.limit ?? -1;
-    args[n + 3] = this.opts.pendingTtlMs;
-    args[n + 4] = QUOTA_TTL_SECONDS;
-    args[n + 5] = req.token;
-    args[n + 6] = Math.floor(this.clock() / 1000);
-    args[n + 7] = this.slotSeconds;
-    args[n + 8] = SLOTS;
-    args[n + 9] = req.skipTier === true ? '0' : '1';
-    for (let i = 0; i < n; i++) args[n + 10 + i] = this.hash(keys[i]!);
+    args[2] = dedupeEpochMarker(this.prefix, req.workspaceId);
+    for (let i = 0; i < n; i++) args[i + 3] = this.dedupeKey(req.workspaceId, keys[i]!);
+    const a = n + 3;
+    args[a] = req.limit ?? -1;
+    args[a + 1] = this.opts.pendingTtlMs;
+    args[a + 2] = QUOTA_TTL_SECONDS;
+    args[a + 3] = req.token;
+    args[a + 4] = Math.floor(this.clock() / 1000);
+    args[a + 5] = this.slotSeconds;
+    args[a + 6] = SLOTS;
+    args[a + 7] = req.skipTier === true ? '0' : '1';
+    args[a + 8] = epoch;
+    for (let i = 0; i < n; i++) args[a + 9 + i] = this.hash(keys[i]!);
     this.opts.roundTrips?.inc();
-    const out = await this.r.meterdClaim2(n + 2, ...args);
-    return { states: out.slice(0, n), used: Number(out[n]) };
+    let out: string[];
+    try {
+      out = await this.r.meterdClaim2(n + 3, ...args);
+    } catch (err) {
+      if ((err as Error).message.endsWith('EPOCH')) throw new DedupeEpochError(req.workspaceId);
+      throw err;
+    }
+    return { states: out.slice(0, n), used: Number(out[n]), rebuilding: out[n + 1] === 'R' };
   }
 
   async commit(workspaceId: string, keys: string[], rows: string[], token: string, hours?: number[]): Promise<void> {
@@ -333,6 +378,58 @@ export class RedisDeduper implements Deduper {
 
   recommit(workspaceId: string, keys: string[], rows: string[]): Promise<void> {
     return this.commit(workspaceId, keys, rows, ANY_PENDING);
+  }
+
+  /**
+   * This Redis's epoch: written once (SET NX) by the first ingest that finds none, so every
+   * ingest on one Redis reads the same value, and a Redis that lost its data gets a new one.
+   */
+  async readEpoch(): Promise<string> {
+    const key = redisEpochKey(this.prefix);
+    await this.r.set(key, randomBytes(8).toString('hex'), 'NX');
+    const e = await this.r.get(key);
+    if (e === null) throw new DedupeEpochError('*');
+    this.epoch = e;
+    return e;
+  }
+
+  /** Marks the workspace's counters rebuilt (`rebuilding`: its tier not yet, for at most `ttlSeconds`). */
+  async markRecovered(workspaceId: string, rebuilding: boolean, ttlSeconds: number): Promise<void> {
+    const epoch = this.epoch ?? (await this.readEpoch());
+    const marker = dedupeEpochMarker(this.prefix, workspaceId);
+    if (rebuilding) await this.r.set(marker, `${epoch}:r`, 'EX', ttlSeconds);
+    // Only over this epoch's rebuilding mark: if Redis lost its data again meanwhile, the mark is
+    // gone and the tier just rebuilt is not the one to trust.
+    else
+      await this.r.eval(
+        `if redis.call('GET', KEYS[1]) == ARGV[1] .. ':r' then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end`,
+        1,
+        marker,
+        epoch,
+        ttlSeconds,
+      );
+  }
+
+  /** Raises the period's counter to at least `n` (never lowers what other ingests counted meanwhile). */
+  async quotaAtLeast(workspaceId: string, period: string, n: number): Promise<void> {
+    await this.r.eval(
+      `if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end`,
+      1,
+      this.quotaKey(workspaceId, period),
+      n,
+      QUOTA_TTL_SECONDS,
+    );
+  }
+
+  /** Adds stored keys to the tier only (rebuilding it from ClickHouse); `hours` of their occurred_at. */
+  tierInsert(workspaceId: string, keys: string[], hours: number[]): Promise<void> {
+    return this.commit(
+      workspaceId,
+      keys,
+      keys.map(() => ''),
+      TIER_ONLY,
+      hours,
+    );
   }
 
   async used(workspaceId: string, period: string): Promise<number> {
