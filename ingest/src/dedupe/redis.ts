@@ -83,7 +83,8 @@ local function tierFind(metas, f)
 end
 `;
 
-// ARGV: limit, pendingMs, quotaTtl, token, now, slotSec, slots, useTier, epoch, then one MD5 per key.
+// ARGV: limit, pendingMs, quotaTtl, token, now, slotSec, slots, useTier, epoch, the keys' MD5s
+// end to end (one argument: 16 bytes per key).
 // KEYS: quota, tier base, the workspace's epoch marker, then the hot keys. A marker other than this
 // Redis's epoch means the workspace's counters and tier are not to be trusted (docs/redis.md):
 // the call fails with EPOCH; a marker `<epoch>:r` means they are being rebuilt, and the answer's
@@ -101,7 +102,7 @@ local added = 0
 for i = 4, #KEYS do
   local v = redis.call('GET', KEYS[i])
   local h = nil
-  if not v and #metas > 0 then h = tierFind(metas, ARGV[i + 6]) end
+  if not v and #metas > 0 then h = tierFind(metas, string.sub(ARGV[10], (i - 4) * 16 + 1, (i - 3) * 16)) end
   if v then
     out[i - 3] = v
   elseif h then
@@ -126,7 +127,8 @@ return out`;
 // request re-claimed or committed meanwhile is left to that request. The token ANY_PENDING takes
 // any pending claim (start-up repair of spooled events whose commit a crash prevented), but never
 // overwrites a stored row.
-// ARGV: token, hotSec, now, slotSec, window, bucketFields, then per key: MD5, row, occurred hour.
+// ARGV: token, hotSec, now, slotSec, window, bucketFields, the keys' MD5s end to end, then the
+// rows, then the occurred hours.
 // The token 'T:' only adds the keys to the tier (rebuilding it from ClickHouse); rows are ignored.
 // KEYS: tier base, then the hot keys.
 const COMMIT = `${TIER_LUA}
@@ -172,10 +174,10 @@ for i = 1, nk do
   local v = nil
   if ARGV[1] ~= TIER_ONLY then v = redis.call('GET', KEYS[i + 1]) end
   if ARGV[1] == TIER_ONLY then
-    inserted = inserted + put(ARGV[6 + i], tonumber(ARGV[6 + 2 * nk + i]) - hourBase)
+    inserted = inserted + put(string.sub(ARGV[7], (i - 1) * 16 + 1, i * 16), tonumber(ARGV[7 + nk + i]) - hourBase)
   elseif not v or v == ARGV[1] or (ARGV[1] == 'P:*' and string.sub(v, 1, 2) == 'P:') then
-    redis.call('SET', KEYS[i + 1], ARGV[6 + nk + i], 'EX', ARGV[2])
-    inserted = inserted + put(ARGV[6 + i], tonumber(ARGV[6 + 2 * nk + i]) - hourBase)
+    redis.call('SET', KEYS[i + 1], ARGV[7 + i], 'EX', ARGV[2])
+    inserted = inserted + put(string.sub(ARGV[7], (i - 1) * 16 + 1, i * 16), tonumber(ARGV[7 + nk + i]) - hourBase)
   end
 end
 n = n + inserted
@@ -301,8 +303,11 @@ export class RedisDeduper implements Deduper {
     return dedupeTierBase(this.prefix, workspaceId);
   }
 
-  now(): number {
-    return this.clock();
+  /** The MD5s of keys[from, from + n) end to end: one script argument instead of n. */
+  private hashes(keys: string[], from: number, n: number): Buffer {
+    const out = Buffer.allocUnsafe(16 * n);
+    for (let i = 0; i < n; i++) this.hash(keys[from + i]!).copy(out, 16 * i, 0, 16);
+    return out;
   }
 
   async claim(req: ClaimRequest): Promise<ClaimResult> {
@@ -322,7 +327,7 @@ export class RedisDeduper implements Deduper {
   private async claimChunk(req: ClaimRequest, keys: string[]): Promise<ClaimResult> {
     const epoch = this.epoch ?? (await this.readEpoch());
     const n = keys.length;
-    const args: Arg[] = new Array(2 * n + 12);
+    const args: Arg[] = new Array(n + 13);
     args[0] = this.quotaKey(req.workspaceId, req.period);
     args[1] = this.tierBase(req.workspaceId);
     args[2] = dedupeEpochMarker(this.prefix, req.workspaceId);
@@ -337,7 +342,7 @@ export class RedisDeduper implements Deduper {
     args[a + 6] = SLOTS;
     args[a + 7] = req.skipTier === true ? '0' : '1';
     args[a + 8] = epoch;
-    for (let i = 0; i < n; i++) args[a + 9 + i] = this.hash(keys[i]!);
+    args[a + 9] = this.hashes(keys, 0, n);
     this.opts.roundTrips?.inc();
     let out: string[];
     try {
@@ -355,7 +360,7 @@ export class RedisDeduper implements Deduper {
     for (let c = 0; c < keys.length; c += MAX_KEYS_PER_CALL) {
       const k = keys.slice(c, c + MAX_KEYS_PER_CALL);
       const n = k.length;
-      const args: Arg[] = new Array(4 * n + 7);
+      const args: Arg[] = new Array(3 * n + 8);
       args[0] = base;
       for (let i = 0; i < n; i++) args[i + 1] = this.dedupeKey(workspaceId, k[i]!);
       const a = n + 1;
@@ -365,11 +370,11 @@ export class RedisDeduper implements Deduper {
       args[a + 3] = this.slotSeconds;
       args[a + 4] = this.opts.windowSeconds;
       args[a + 5] = BUCKET_FIELDS;
+      args[a + 6] = this.hashes(keys, c, n);
       for (let i = 0; i < n; i++) {
         const row = rows[c + i]!;
-        args[a + 6 + i] = this.hash(k[i]!);
-        args[a + 6 + n + i] = row;
-        args[a + 6 + 2 * n + i] = hours?.[c + i] ?? occurredHour(row);
+        args[a + 7 + i] = row;
+        args[a + 7 + n + i] = hours?.[c + i] ?? occurredHour(row);
       }
       this.opts.roundTrips?.inc();
       await this.r.meterdCommit2(n + 1, ...args);
