@@ -108,8 +108,11 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   const storedRows = new ClickHouseStoredRows(ch);
   const recovery = new DedupeRecovery(deduper, storedRows, {
     windowSeconds: cfg.DEDUPE_WINDOW_SECONDS,
-    unshippedBytes: () => shipper.unshippedBytes,
-    drainMs: 1_000,
+    markSpool: () => {
+      const end = writer.durableEnd;
+      return () => shipper.unshippedBytes <= writer.bytesAfter(end);
+    },
+    drainMs: 4_000,
     log,
   });
   const pipeline = new Pipeline(deduper, storedRows, recovery, guarded, metrics, log, cfg.DEDUPE_PENDING_TTL_MS / 2);

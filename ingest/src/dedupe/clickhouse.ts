@@ -64,17 +64,27 @@ export class ClickHouseStoredRows implements StoredRows {
     );
   }
 
-  /** Distinct triples received from `fromMs` on: a period's event count, rebuilt. */
-  async countReceived(workspaceId: string, fromMs: number, windowSeconds: number): Promise<number> {
-    const from = Math.floor(fromMs / 1000);
+  /**
+   * Distinct triples received from `periodStartMs` on (a period's event count, rebuilt) and from
+   * `sinceMs` on (what the dedupe window holds).
+   */
+  async counts(
+    workspaceId: string,
+    periodStartMs: number,
+    sinceMs: number,
+    windowSeconds: number,
+  ): Promise<{ period: number; window: number }> {
+    const since = Math.floor(Math.min(periodStartMs, sinceMs) / 1000);
     const rs = await this.ch.query({
-      query: `SELECT uniqExact(event_type, idempotency_key) AS n FROM ${CH_TABLES.events}
-        WHERE workspace_id = ${lit(workspaceId)} AND occurred_at >= toDateTime(${from - windowSeconds - 3600})
-          AND received_at >= toDateTime(${from})`,
+      query: `SELECT uniqExactIf(event_type, idempotency_key, received_at >= toDateTime(${Math.floor(periodStartMs / 1000)})) AS p,
+          uniqExactIf(event_type, idempotency_key, received_at >= toDateTime(${Math.floor(sinceMs / 1000)})) AS w
+        FROM ${CH_TABLES.events}
+        WHERE workspace_id = ${lit(workspaceId)} AND occurred_at >= toDateTime(${since - windowSeconds - 3600})
+          AND received_at >= toDateTime(${since})`,
       format: 'JSONEachRow',
     });
-    const [row] = await rs.json<{ n: string }>();
-    return Number(row?.n ?? 0);
+    const [row] = await rs.json<{ p: string | number; w: string | number }>();
+    return { period: Number(row?.p ?? 0), window: Number(row?.w ?? 0) };
   }
 
   /**

@@ -6,9 +6,12 @@ import type { RedisDeduper } from './redis.js';
 
 export interface RecoveryOptions {
   windowSeconds: number;
-  /** Bytes this thread has acknowledged but not yet shipped to ClickHouse. */
-  unshippedBytes: () => number;
-  /** How long to wait for this thread's spool to reach ClickHouse before counting from it. */
+  /**
+   * Marks what this thread has made durable so far; the returned check is true once all of it
+   * has reached ClickHouse (later rows need not have).
+   */
+  markSpool: () => () => boolean;
+  /** How long a claim may wait for that before it is answered 503. */
   drainMs: number;
   log: Logger;
 }
@@ -16,24 +19,33 @@ export interface RecoveryOptions {
 /** Rows per tier insert while rebuilding. */
 const CHUNK = 1_000;
 const DAY_MS = 86_400_000;
+/** Triples rebuilt with one query; a workspace with more in its window is read a day at a time. */
+const ONE_QUERY = 200_000;
+/** Recoveries at once: after a loss every active workspace needs one, each a ClickHouse query. */
+const PARALLEL = 4;
 
 /**
  * What ingest does for a workspace whose Redis state is of another epoch: Redis restarted without
  * its data, failed over to an empty replica, or never saw the workspace (docs/redis.md).
  *
- * 1. Wait until this thread's spool has reached ClickHouse, so ClickHouse holds every event this
- *    thread acknowledged (a claim meanwhile gets 503: nothing is accepted uncounted).
+ * 1. If this thread saw the epoch change, wait until what its spool held then has reached
+ *    ClickHouse, so ClickHouse holds every event this thread acknowledged (a claim meanwhile
+ *    waits, at most DRAIN, then gets 503: nothing is accepted uncounted).
  * 2. Raise the period's quota counter to the events ClickHouse holds for it, before any quota
- *    decision is trusted again.
+ *    decision is trusted again. A workspace ClickHouse has nothing of is done here.
  * 3. Mark the workspace `<epoch>:r`: claims go through again, and every key a claim calls new is
  *    also looked up in ClickHouse by its triple, so a retry of an event stored before the loss is
  *    answered as a duplicate, not stored twice.
- * 4. Rebuild the compact tier from ClickHouse, a day at a time, then mark the workspace `<epoch>`:
- *    claims trust Redis alone again.
+ * 4. Rebuild the compact tier from ClickHouse (a day at a time for a large workspace), then mark
+ *    the workspace `<epoch>`: claims trust Redis alone again.
  */
 export class DedupeRecovery implements EpochRecovery {
   private readonly inFlight = new Map<string, Promise<void>>();
   private closed = false;
+  private running = 0;
+  private readonly queue: (() => void)[] = [];
+  /** Set when this thread saw Redis lose its data, until its spool of that moment has shipped. */
+  private shippedSinceLoss: (() => boolean) | undefined;
 
   constructor(
     private readonly deduper: RedisDeduper,
@@ -61,38 +73,65 @@ export class DedupeRecovery implements EpochRecovery {
   }
 
   private async run(workspaceId: string, nowMs: number): Promise<void> {
-    await this.deduper.readEpoch();
-    const deadline = Date.now() + this.o.drainMs;
-    while (this.o.unshippedBytes() > 0) {
-      if (Date.now() > deadline) throw new Error('the spool has not reached ClickHouse yet');
-      await new Promise((r) => setTimeout(r, 20));
+    if (this.running >= PARALLEL) await new Promise<void>((r) => this.queue.push(r));
+    this.running++;
+    try {
+      await this.recoverNow(workspaceId, nowMs);
+    } finally {
+      this.running--;
+      this.queue.shift()?.();
+    }
+  }
+
+  private async recoverNow(workspaceId: string, nowMs: number): Promise<void> {
+    const known = this.deduper.knownEpoch;
+    const epoch = await this.deduper.readEpoch();
+    // Rows this thread acknowledged before the loss may still be in its spool, so ClickHouse
+    // would not count or find them: wait until they have shipped. (At start-up there is nothing
+    // to wait for: the unshipped rows were re-committed into this Redis before requests.)
+    if (known !== undefined && known !== epoch) this.shippedSinceLoss = this.o.markSpool();
+    if (this.shippedSinceLoss !== undefined) {
+      const deadline = Date.now() + this.o.drainMs;
+      while (!this.shippedSinceLoss()) {
+        if (Date.now() > deadline) throw new Error('the spool has not reached ClickHouse yet');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      this.shippedSinceLoss = undefined;
     }
     const d = new Date(nowMs);
     const monthStart = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
     const period = `${d.getUTCFullYear()}${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
-    const n = await this.rows.countReceived(workspaceId, monthStart, this.o.windowSeconds);
-    await this.deduper.quotaAtLeast(workspaceId, period, n);
+    const since = nowMs - this.o.windowSeconds * 1000 - DAY_MS;
+    const c = await this.rows.counts(workspaceId, monthStart, since, this.o.windowSeconds);
+    await this.deduper.quotaAtLeast(workspaceId, period, c.period);
+    if (c.window === 0) {
+      // New to ClickHouse too: nothing to rebuild.
+      await this.deduper.markRecovered(workspaceId, true, 600);
+      await this.deduper.markRecovered(workspaceId, false);
+      return;
+    }
     // The `:r` mark lapses if this process dies mid-rebuild: another ingest then recovers again.
     await this.deduper.markRecovered(workspaceId, true, 600);
     this.o.log.warn(
-      { workspace_id: workspaceId, events_this_period: n },
+      { workspace_id: workspaceId, events_this_period: c.period, events_in_window: c.window },
       'Redis holds no dedupe state of this epoch for the workspace: counters rebuilt from ClickHouse, rebuilding its dedupe tier',
     );
-    void this.rebuild(workspaceId, nowMs).catch((err: unknown) =>
+    void this.rebuild(workspaceId, nowMs, since, c.window).catch((err: unknown) =>
       // The mark lapses in 10 minutes and the next claim starts over; until then lookups stay exact.
       this.o.log.error({ err, workspace_id: workspaceId }, 'rebuilding the dedupe tier from ClickHouse failed'),
     );
   }
 
-  private async rebuild(workspaceId: string, nowMs: number): Promise<void> {
+  private async rebuild(workspaceId: string, nowMs: number, since: number, total: number): Promise<void> {
     const window = this.o.windowSeconds;
-    for (let from = nowMs - window * 1000 - DAY_MS; from < nowMs + DAY_MS; from += DAY_MS) {
+    const step = total <= ONE_QUERY ? nowMs + DAY_MS - since : DAY_MS;
+    for (let from = since; from < nowMs + DAY_MS; from += step) {
       if (this.closed) return;
-      const { keys, hours } = await this.rows.storedKeys(workspaceId, from, from + DAY_MS, window);
+      const { keys, hours } = await this.rows.storedKeys(workspaceId, from, from + step, window);
       for (let i = 0; i < keys.length; i += CHUNK)
         await this.deduper.tierInsert(workspaceId, keys.slice(i, i + CHUNK), hours.slice(i, i + CHUNK));
     }
-    await this.deduper.markRecovered(workspaceId, false, window + 40 * 86_400);
+    await this.deduper.markRecovered(workspaceId, false);
     this.o.log.info({ workspace_id: workspaceId }, 'dedupe tier rebuilt from ClickHouse');
   }
 }

@@ -398,8 +398,16 @@ export class RedisDeduper implements Deduper {
     return e;
   }
 
-  /** Marks the workspace's counters rebuilt (`rebuilding`: its tier not yet, for at most `ttlSeconds`). */
-  async markRecovered(workspaceId: string, rebuilding: boolean, ttlSeconds: number): Promise<void> {
+  /** The epoch this deduper last read, if any. */
+  get knownEpoch(): string | undefined {
+    return this.epoch;
+  }
+
+  /**
+   * Marks the workspace's counters rebuilt: `rebuilding` (its tier not yet) for `ttlSeconds`, or
+   * done, with no expiry: a marker that lapsed would send an active workspace through recovery.
+   */
+  async markRecovered(workspaceId: string, rebuilding: boolean, ttlSeconds = 600): Promise<void> {
     const epoch = this.epoch ?? (await this.readEpoch());
     const marker = dedupeEpochMarker(this.prefix, workspaceId);
     if (rebuilding) await this.r.set(marker, `${epoch}:r`, 'EX', ttlSeconds);
@@ -407,11 +415,10 @@ export class RedisDeduper implements Deduper {
     // gone and the tier just rebuilt is not the one to trust.
     else
       await this.r.eval(
-        `if redis.call('GET', KEYS[1]) == ARGV[1] .. ':r' then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end`,
+        `if redis.call('GET', KEYS[1]) == ARGV[1] .. ':r' then redis.call('SET', KEYS[1], ARGV[1]) end`,
         1,
         marker,
         epoch,
-        ttlSeconds,
       );
   }
 
