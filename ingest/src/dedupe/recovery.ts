@@ -90,13 +90,15 @@ export class DedupeRecovery implements EpochRecovery {
     // would not count or find them: wait until they have shipped. (At start-up there is nothing
     // to wait for: the unshipped rows were re-committed into this Redis before requests.)
     if (known !== undefined && known !== epoch) this.shippedSinceLoss = this.o.markSpool();
-    if (this.shippedSinceLoss !== undefined) {
+    // A local: another workspace's recovery on this thread may clear the field while this one waits.
+    const shipped = this.shippedSinceLoss;
+    if (shipped !== undefined) {
       const deadline = Date.now() + this.o.drainMs;
-      while (!this.shippedSinceLoss()) {
+      while (!shipped()) {
         if (Date.now() > deadline) throw new Error('the spool has not reached ClickHouse yet');
         await new Promise((r) => setTimeout(r, 20));
       }
-      this.shippedSinceLoss = undefined;
+      if (this.shippedSinceLoss === shipped) this.shippedSinceLoss = undefined;
     }
     const d = new Date(nowMs);
     const monthStart = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);

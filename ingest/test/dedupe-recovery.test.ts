@@ -1,0 +1,53 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { openTestStores, type TestStores } from '@meterd/core/testing';
+import { redisEpochKey } from '@meterd/core/contracts';
+import { clickHouseFromConfig } from '@meterd/core/clickhouse';
+import { loadIngestConfig } from '../src/config.js';
+import { RedisDeduper } from '../src/dedupe/redis.js';
+import { ClickHouseStoredRows } from '../src/dedupe/clickhouse.js';
+import { DedupeRecovery } from '../src/dedupe/recovery.js';
+import { QUIET } from './helpers.js';
+
+/** Recovery after Redis lost its data (docs/redis.md), driven directly against the real stores. */
+let stores: TestStores;
+before(async () => {
+  stores = await openTestStores('deduperec');
+});
+after(() => stores.close());
+
+function parts(prefix: string) {
+  const cfg = loadIngestConfig({ ...stores.env });
+  const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: 10_000 });
+  const deduper = new RedisDeduper(stores.redis, {
+    windowSeconds: 35 * 86_400,
+    pendingTtlMs: 10_000,
+    hotSeconds: 60,
+    prefix,
+  });
+  return { ch, deduper, rows: new ClickHouseStoredRows(ch) };
+}
+
+test('two workspaces recovering at once on one thread after a loss both wait for the spool, then both recover', async () => {
+  const prefix = `${stores.redisPrefix}:r5`;
+  const { ch, deduper, rows } = parts(prefix);
+  try {
+    await deduper.readEpoch();
+    // Redis "lost its data": only this test's epoch key (own prefix) goes.
+    await stores.redis.del(redisEpochKey(prefix));
+    let polls = 0;
+    const recovery = new DedupeRecovery(deduper, rows, {
+      windowSeconds: 35 * 86_400,
+      markSpool: () => () => ++polls > 4,
+      drainMs: 5_000,
+      log: QUIET,
+    });
+    const a = (await stores.workspace('free')).workspace.id;
+    const b = (await stores.workspace('free')).workspace.id;
+    await Promise.all([recovery.recover(a, Date.now()), recovery.recover(b, Date.now())]);
+    assert.ok(polls > 4, 'waited for the spool');
+    recovery.close();
+  } finally {
+    await ch.close();
+  }
+});
