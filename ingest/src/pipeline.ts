@@ -78,8 +78,10 @@ const UNAVAILABLE: EventResult = {
 /**
  * The accept path, batched per event-loop tick: every request of a tick is grouped by workspace,
  * each workspace's idempotency keys are claimed (and counted against its quota) in one Redis call,
- * all new rows go to the spool in one group commit, and only then does any request get its answer.
- * After the spool write the keys are committed with their rows; if the write failed they are
+ * each group's new rows go to the spool as soon as its claim is settled (the spool gathers the
+ * groups of one moment into one write + fdatasync), and only then do its requests get their answer.
+ * A group that waits for ClickHouse never holds the others: their pending claims would expire
+ * meanwhile and a retry be stored twice. After the spool write the keys are committed with their rows; if the write failed they are
  * released, so a retry is stored instead of being taken for a duplicate.
  */
 export class Pipeline {
@@ -162,23 +164,40 @@ export class Pipeline {
     }
     const results = new Map<Submit, EventResult[]>();
     for (const s of submits) results.set(s, new Array<EventResult>(s.events.length));
+    // The next batch may claim once every group has Redis's answer: a group that goes on to wait
+    // for ClickHouse (or a recovery) holds neither it nor the other groups' stores.
     let waiting = groups.size;
     const claimed = (): void => {
       if (--waiting > 0) return;
       this.claiming = false;
       this.schedule();
-      this.store([...groups.values()], results, period, token);
-    };
-    const unavailable = (g: Group, err: unknown): void => {
-      this.log.warn({ err, workspace_id: g.workspaceId }, 'claiming idempotency keys in Redis failed');
-      for (const slot of g.firsts) results.get(slot.submit)![slot.i] = UNAVAILABLE;
-      // The script may have run even though its answer was lost: free whatever it claimed.
-      this.release(g.workspaceId, period, g.keys, token);
-      claimed();
     };
     for (const g of groups.values()) {
-      this.claimGroup(g, period, token, now, results).then(claimed, (err: unknown) => unavailable(g, err));
+      let answered = false;
+      const redisAnswered = (): void => {
+        if (answered) return;
+        answered = true;
+        claimed();
+      };
+      this.claimGroup(g, period, token, now, results, redisAnswered).then(
+        () => {
+          redisAnswered();
+          this.store(g, results, period, token, now);
+        },
+        (err: unknown) => {
+          redisAnswered();
+          this.unavailable(g, results, period, token, err);
+        },
+      );
     }
+  }
+
+  private unavailable(g: Group, results: Map<Submit, EventResult[]>, period: string, token: string, err: unknown) {
+    this.log.warn({ err, workspace_id: g.workspaceId }, 'claiming idempotency keys in Redis failed');
+    for (const slot of g.firsts) results.get(slot.submit)![slot.i] = UNAVAILABLE;
+    // The script may have run even though its answer was lost: free whatever it claimed.
+    this.release(g.workspaceId, period, g.keys, token);
+    this.finish(g, results);
   }
 
   /**
@@ -192,6 +211,8 @@ export class Pipeline {
     token: string,
     now: number,
     results: Map<Submit, EventResult[]>,
+    /** Called before the group waits on anything but Redis. */
+    slow: () => void,
   ): Promise<void> {
     const req = { workspaceId: g.workspaceId, limit: g.limit, period, keys: g.keys, token };
     let claim: ClaimResult;
@@ -199,15 +220,20 @@ export class Pipeline {
       claim = await this.deduper.claim(req);
     } catch (err) {
       if (!(err instanceof DedupeEpochError)) throw err;
+      slow();
       await this.recovery.recover(g.workspaceId, now);
       claim = await this.deduper.claim(req);
     }
     const { states, used } = claim;
     g.used = used;
-    if (claim.rebuilding === true) await this.settleRebuilding(g, states, period, token, now, results);
+    if (claim.rebuilding === true) {
+      slow();
+      await this.settleRebuilding(g, states, period, token, now, results);
+    }
     let older: number[] | undefined;
     for (let k = 0; k < states.length; k++) if (states[k]!.startsWith(STORED)) (older ??= []).push(k);
     if (older !== undefined) {
+      slow();
       const items = older.map((k) => {
         const e = g.firsts[k]!.submit.events[g.firsts[k]!.i]!;
         return {
@@ -234,7 +260,6 @@ export class Pipeline {
         for (let j = 0; j < again.length; j++) states[again[j]!] = re.states[j]!;
       }
     }
-    if (Date.now() - now > this.maxClaimMs) throw new Error(`claim answered after ${Date.now() - now} ms`);
     for (let k = 0; k < states.length; k++) {
       const st = states[k]!;
       const slot = g.firsts[k]!;
@@ -299,66 +324,68 @@ export class Pipeline {
     });
   }
 
-  private store(groups: Group[], results: Map<Submit, EventResult[]>, period: string, token: string): void {
+  /**
+   * Appends one group's new rows (the spool gathers the appends of one moment into one write and
+   * fdatasync). Its claims were taken at `now` at the latest: past maxClaimMs they may have expired
+   * and been re-claimed by a retry, so the group is answered 503 rather than stored twice.
+   */
+  private store(g: Group, results: Map<Submit, EventResult[]>, period: string, token: string, now: number): void {
+    const late = Date.now() - now;
+    if (late > this.maxClaimMs)
+      return this.unavailable(g, results, period, token, new Error(`claim settled after ${late} ms`));
     let data = '';
     let rows = 0;
-    for (const g of groups)
-      for (const r of g.newRows)
-        if (r !== undefined) {
-          data += spoolLine(r);
-          rows++;
-        }
-    if (rows === 0) return this.finish(groups, results);
+    for (const r of g.newRows)
+      if (r !== undefined) {
+        data += spoolLine(r);
+        rows++;
+      }
+    if (rows === 0) return this.finish(g, results);
     this.spool.append(data, rows, (err) => {
-      for (const g of groups) {
-        const keys: string[] = [];
-        const compact: string[] = [];
-        const hours: number[] = [];
-        for (let k = 0; k < g.newRows.length; k++) {
-          const row = g.newRows[k];
-          if (row === undefined) continue;
-          const slot = g.firsts[k]!;
-          results.get(slot.submit)![slot.i] = err ? UNAVAILABLE : { kind: 'stored', row };
-          keys.push(g.keys[k]!);
-          compact.push(compactRow(row));
-          hours.push(Math.floor(row.occurred_at_ms / 3_600_000));
-        }
-        if (keys.length === 0) continue;
-        if (err) {
-          this.release(g.workspaceId, period, keys, token);
-        } else {
-          this.deduper.commit(g.workspaceId, keys, compact, token, hours).catch((e: unknown) => {
-            // The events are durable; only the dedupe memory is missing. The pending claims expire,
-            // a later retry is stored again, and the events table collapses the copy.
-            this.log.warn({ err: e, workspace_id: g.workspaceId }, 'committing idempotency keys failed');
-          });
-        }
+      const keys: string[] = [];
+      const compact: string[] = [];
+      const hours: number[] = [];
+      for (let k = 0; k < g.newRows.length; k++) {
+        const row = g.newRows[k];
+        if (row === undefined) continue;
+        const slot = g.firsts[k]!;
+        results.get(slot.submit)![slot.i] = err ? UNAVAILABLE : { kind: 'stored', row };
+        keys.push(g.keys[k]!);
+        compact.push(compactRow(row));
+        hours.push(Math.floor(row.occurred_at_ms / 3_600_000));
+      }
+      if (err) {
+        this.release(g.workspaceId, period, keys, token);
+      } else {
+        this.deduper.commit(g.workspaceId, keys, compact, token, hours).catch((e: unknown) => {
+          // The events are durable; only the dedupe memory is missing. The pending claims expire,
+          // a later retry is stored again, and the events table collapses the copy.
+          this.log.warn({ err: e, workspace_id: g.workspaceId }, 'committing idempotency keys failed');
+        });
       }
       if (err) this.log.error({ err }, 'spool append failed; answering 503');
-      this.finish(groups, results);
+      this.finish(g, results);
     });
   }
 
-  private finish(groups: Group[], results: Map<Submit, EventResult[]>): void {
-    for (const g of groups) {
-      for (const { slot, first } of g.follows) {
-        const head = g.firsts[first]!;
-        const r = results.get(head.submit)![head.i]!;
-        results.get(slot.submit)![slot.i] = r.kind === 'stored' ? { kind: 'duplicate', row: r.row } : r;
+  private finish(g: Group, results: Map<Submit, EventResult[]>): void {
+    for (const { slot, first } of g.follows) {
+      const head = g.firsts[first]!;
+      const r = results.get(head.submit)![head.i]!;
+      results.get(slot.submit)![slot.i] = r.kind === 'stored' ? { kind: 'duplicate', row: r.row } : r;
+    }
+    for (const s of g.submits) {
+      const out = results.get(s)!;
+      let accepted = 0;
+      let dup = 0;
+      for (const r of out) {
+        if (r.kind === 'stored') accepted++;
+        else if (r.kind === 'duplicate') dup++;
+        else this.metrics.rejected[r.code]!.inc();
       }
-      for (const s of g.submits) {
-        const out = results.get(s)!;
-        let accepted = 0;
-        let dup = 0;
-        for (const r of out) {
-          if (r.kind === 'stored') accepted++;
-          else if (r.kind === 'duplicate') dup++;
-          else this.metrics.rejected[r.code]!.inc();
-        }
-        this.metrics.accepted.inc(accepted);
-        this.metrics.duplicate.inc(dup);
-        s.done({ results: out, used: g.used });
-      }
+      this.metrics.accepted.inc(accepted);
+      this.metrics.duplicate.inc(dup);
+      s.done({ results: out, used: g.used });
     }
   }
 }

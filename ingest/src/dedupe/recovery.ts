@@ -73,7 +73,7 @@ export class DedupeRecovery implements EpochRecovery {
   }
 
   private async run(workspaceId: string, nowMs: number): Promise<void> {
-    if (this.running >= PARALLEL) await new Promise<void>((r) => this.queue.push(r));
+    if (this.running >= PARALLEL) await this.turn();
     this.running++;
     try {
       await this.recoverNow(workspaceId, nowMs);
@@ -81,6 +81,21 @@ export class DedupeRecovery implements EpochRecovery {
       this.running--;
       this.queue.shift()?.();
     }
+  }
+
+  /** A place among the PARALLEL recoveries, waited for at most drainMs: the claim behind it answers 503. */
+  private turn(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const go = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.queue.splice(this.queue.indexOf(go), 1);
+        reject(new Error(`no recovery slot within ${this.o.drainMs} ms`));
+      }, this.o.drainMs);
+      this.queue.push(go);
+    });
   }
 
   private async recoverNow(workspaceId: string, nowMs: number): Promise<void> {

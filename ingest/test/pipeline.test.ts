@@ -1,0 +1,98 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { GateProxy, openTestStores, type TestStores } from '@meterd/core/testing';
+import { clickHouseFromConfig } from '@meterd/core/clickhouse';
+import type { MeterEvent } from '@meterd/core/event';
+import { MetricsRegistry } from '@meterd/core/metrics';
+import { loadIngestConfig } from '../src/config.js';
+import { RedisDeduper } from '../src/dedupe/redis.js';
+import { ClickHouseStoredRows } from '../src/dedupe/clickhouse.js';
+import { DedupeRecovery } from '../src/dedupe/recovery.js';
+import { defineIngestMetrics } from '../src/metrics.js';
+import { Pipeline, type SubmitResult } from '../src/pipeline.js';
+import { SpoolWriter } from '../src/spool/writer.js';
+import { QUIET, tempDir } from './helpers.js';
+
+/**
+ * The accept path driven directly (every submit of one synchronous block lands in one tick),
+ * against the real Redis and a real ClickHouse behind a proxy the test can hold.
+ */
+let stores: TestStores;
+before(async () => {
+  stores = await openTestStores('pipeline');
+});
+after(() => stores.close());
+
+const WINDOW = 35 * 86_400;
+
+async function build(o: { maxClaimMs?: number; hotSeconds?: number } = {}) {
+  const url = new URL(stores.env.CLICKHOUSE_URL!);
+  const proxy = await GateProxy.start({ host: url.hostname, port: Number(url.port) });
+  url.port = String(proxy.port);
+  const cfg = loadIngestConfig({ ...stores.env, CLICKHOUSE_URL: url.toString() });
+  const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: 30_000 });
+  const deduper = new RedisDeduper(stores.redis, {
+    windowSeconds: WINDOW,
+    pendingTtlMs: 10_000,
+    hotSeconds: o.hotSeconds ?? 60,
+    prefix: stores.redisPrefix,
+  });
+  const rows = new ClickHouseStoredRows(ch);
+  const recovery = new DedupeRecovery(deduper, rows, {
+    windowSeconds: WINDOW,
+    markSpool: () => () => true,
+    drainMs: 20_000,
+    log: QUIET,
+  });
+  const spool = SpoolWriter.open(tempDir('pipeline'), { segmentBytes: 1 << 20, fsync: false, log: QUIET });
+  const metrics = defineIngestMetrics(new MetricsRegistry(1, 0));
+  const pipeline = new Pipeline(deduper, rows, recovery, spool, metrics, QUIET, o.maxClaimMs ?? 5_000);
+  const submit = (workspaceId: string, keys: string[]) => {
+    const events: MeterEvent[] = keys.map((k) => ({
+      workspace_id: workspaceId,
+      event_type: 'checkout.completed',
+      quantity: 1,
+      gmv_cents: 100,
+      currency: 'USD',
+      idempotency_key: k,
+      occurred_at_ms: Date.now(),
+    }));
+    let answer: SubmitResult | undefined;
+    const done = new Promise<SubmitResult>((resolve) =>
+      pipeline.submit({ workspaceId, limit: null, events, done: (r) => resolve((answer = r)) }),
+    );
+    return { done, answered: () => answer !== undefined };
+  };
+  const close = async () => {
+    proxy.release();
+    recovery.close();
+    await spool.close();
+    await ch.close();
+    await proxy.close();
+  };
+  return { proxy, submit, close, deduper };
+}
+
+test('a workspace waiting on ClickHouse holds neither the other workspaces of its tick nor the next tick', async () => {
+  const p = await build();
+  try {
+    const slow = (await stores.workspace('free')).workspace.id;
+    const fast = (await stores.workspace('free')).workspace.id;
+    // `fast` is known to this Redis; `slow` is not, so its first claim recovers from ClickHouse.
+    await p.submit(fast, ['warm']).done;
+    p.proxy.hold();
+    const a = p.submit(slow, ['a1']);
+    const b = p.submit(fast, ['b1']);
+    const rb = await b.done;
+    assert.equal(rb.results[0]!.kind, 'stored');
+    assert.equal(a.answered(), false, 'the slow workspace still waits on ClickHouse');
+    const c = await p.submit(fast, ['c1']).done;
+    assert.equal(c.results[0]!.kind, 'stored', 'the next tick went ahead too');
+    assert.equal(a.answered(), false);
+    p.proxy.release();
+    const ra = await a.done;
+    assert.equal(ra.results[0]!.kind, 'stored');
+  } finally {
+    await p.close();
+  }
+});
