@@ -1,6 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { openTestStores, type TestStores } from '@meterd/core/testing';
+import { GateProxy, openTestStores, type TestStores } from '@meterd/core/testing';
 import { redisEpochKey } from '@meterd/core/contracts';
 import { clickHouseFromConfig } from '@meterd/core/clickhouse';
 import { loadIngestConfig } from '../src/config.js';
@@ -16,8 +16,10 @@ before(async () => {
 });
 after(() => stores.close());
 
-function parts(prefix: string) {
-  const cfg = loadIngestConfig({ ...stores.env });
+function parts(prefix: string, clickhousePort?: number) {
+  const url = new URL(stores.env.CLICKHOUSE_URL!);
+  if (clickhousePort !== undefined) url.port = String(clickhousePort);
+  const cfg = loadIngestConfig({ ...stores.env, CLICKHOUSE_URL: url.toString() });
   const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: 10_000 });
   const deduper = new RedisDeduper(stores.redis, {
     windowSeconds: 35 * 86_400,
@@ -49,5 +51,33 @@ test('two workspaces recovering at once on one thread after a loss both wait for
     recovery.close();
   } finally {
     await ch.close();
+  }
+});
+
+test('a recovery waiting for its turn behind stalled ones gives up after drainMs (its claim answers 503)', async () => {
+  const url = new URL(stores.env.CLICKHOUSE_URL!);
+  const proxy = await GateProxy.start({ host: url.hostname, port: Number(url.port) });
+  const { ch, deduper, rows } = parts(`${stores.redisPrefix}:q`, proxy.port);
+  try {
+    await deduper.readEpoch();
+    const recovery = new DedupeRecovery(deduper, rows, {
+      windowSeconds: 35 * 86_400,
+      markSpool: () => () => true,
+      drainMs: 500,
+      log: QUIET,
+    });
+    proxy.hold();
+    const ids = await Promise.all([0, 1, 2, 3, 4].map(async () => (await stores.workspace('free')).workspace.id));
+    const stalled = ids.slice(0, 4).map((id) => recovery.recover(id, Date.now()));
+    const started = Date.now();
+    await assert.rejects(recovery.recover(ids[4]!, Date.now()), /no recovery slot/);
+    assert.ok(Date.now() - started < 5_000);
+    proxy.release();
+    await Promise.all(stalled);
+    recovery.close();
+  } finally {
+    proxy.release();
+    await ch.close();
+    await proxy.close();
   }
 });
