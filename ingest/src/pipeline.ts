@@ -242,17 +242,14 @@ export class Pipeline {
           hours: states[k]!.slice(2).split(',').map(Number),
         };
       });
-      const rows = await this.stored.find(g.workspaceId, items);
+      const rows = await this.stored.find(g.workspaceId, items).catch((err: unknown) => this.lookupFailed(g, err));
       const again: number[] = [];
       for (let j = 0; j < older.length; j++) {
         const k = older[j]!;
-        const row = rows[j];
-        if (row === undefined) again.push(k);
-        else {
-          const slot = g.firsts[k]!;
-          results.get(slot.submit)![slot.i] = { kind: 'duplicate', row };
-          states[k] = DONE;
-        }
+        const row = rows?.[j];
+        if (rows === undefined) this.answer(g, k, states, results, UNAVAILABLE);
+        else if (row === undefined) again.push(k);
+        else this.answer(g, k, states, results, { kind: 'duplicate', row });
       }
       if (again.length > 0) {
         const re = await this.deduper.claim({ ...req, keys: again.map((k) => g.keys[k]!), skipTier: true });
@@ -300,21 +297,37 @@ export class Pipeline {
       const e = g.firsts[k]!.submit.events[g.firsts[k]!.i]!;
       return { eventType: e.event_type, idempotencyKey: e.idempotency_key, hours: [] };
     });
-    const rows = await this.recovery.stored(g.workspaceId, items, now);
+    const rows = await this.recovery
+      .stored(g.workspaceId, items, now)
+      .catch((err: unknown) => this.lookupFailed(g, err));
     const taken: string[] = [];
     for (let j = 0; j < fresh.length; j++) {
-      const row = rows[j];
-      if (row === undefined) continue;
+      const row = rows?.[j];
+      if (rows !== undefined && row === undefined) continue;
       const k = fresh[j]!;
-      const slot = g.firsts[k]!;
-      results.get(slot.submit)![slot.i] = { kind: 'duplicate', row };
-      states[k] = DONE;
+      this.answer(g, k, states, results, row === undefined ? UNAVAILABLE : { kind: 'duplicate', row });
       taken.push(g.keys[k]!);
     }
     if (taken.length > 0) {
       g.used -= taken.length;
       await this.deduper.release(g.workspaceId, period, taken, token);
     }
+  }
+
+  /**
+   * ClickHouse could not be asked: only the keys that needed it are answered 503. The group's new
+   * events are still accepted, the spool holding them until ClickHouse is back (README).
+   */
+  private lookupFailed(g: Group, err: unknown): undefined {
+    this.log.warn({ err, workspace_id: g.workspaceId }, 'looking idempotency keys up in ClickHouse failed');
+    return undefined;
+  }
+
+  /** Settles key `k` of the group before its claim's answer is read. */
+  private answer(g: Group, k: number, states: string[], results: Map<Submit, EventResult[]>, r: EventResult): void {
+    const slot = g.firsts[k]!;
+    results.get(slot.submit)![slot.i] = r;
+    states[k] = DONE;
   }
 
   private release(workspaceId: string, period: string, keys: string[], token: string): void {

@@ -11,7 +11,7 @@ import { DedupeRecovery } from '../src/dedupe/recovery.js';
 import { defineIngestMetrics } from '../src/metrics.js';
 import { Pipeline, type SubmitResult } from '../src/pipeline.js';
 import { SpoolWriter } from '../src/spool/writer.js';
-import { QUIET, tempDir } from './helpers.js';
+import { QUIET, tempDir, until } from './helpers.js';
 
 /**
  * The accept path driven directly (every submit of one synchronous block lands in one tick),
@@ -25,12 +25,12 @@ after(() => stores.close());
 
 const WINDOW = 35 * 86_400;
 
-async function build(o: { maxClaimMs?: number; hotSeconds?: number } = {}) {
+async function build(o: { maxClaimMs?: number; hotSeconds?: number; clickhouseTimeoutMs?: number } = {}) {
   const url = new URL(stores.env.CLICKHOUSE_URL!);
   const proxy = await GateProxy.start({ host: url.hostname, port: Number(url.port) });
   url.port = String(proxy.port);
   const cfg = loadIngestConfig({ ...stores.env, CLICKHOUSE_URL: url.toString() });
-  const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: 30_000 });
+  const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: o.clickhouseTimeoutMs ?? 30_000 });
   const deduper = new RedisDeduper(stores.redis, {
     windowSeconds: WINDOW,
     pendingTtlMs: 10_000,
@@ -73,6 +73,16 @@ async function build(o: { maxClaimMs?: number; hotSeconds?: number } = {}) {
   return { proxy, submit, close, deduper };
 }
 
+/** Waits until Redis dropped the key's hot row, so the next claim answers from the compact tier. */
+function hotGone(workspaceId: string, key: string): Promise<number> {
+  return until(
+    () => stores.redis.exists(`${stores.redisPrefix}:{${workspaceId}}:d:checkout.completed:${key}`),
+    (n) => n === 0,
+    10_000,
+    `the hot row of ${key} to expire`,
+  );
+}
+
 test('a workspace waiting on ClickHouse holds neither the other workspaces of its tick nor the next tick', async () => {
   const p = await build();
   try {
@@ -92,6 +102,23 @@ test('a workspace waiting on ClickHouse holds neither the other workspaces of it
     p.proxy.release();
     const ra = await a.done;
     assert.equal(ra.results[0]!.kind, 'stored');
+  } finally {
+    await p.close();
+  }
+});
+
+test('ClickHouse unreachable: only the older duplicates that need it get 503, new events of the same request are stored', async () => {
+  const p = await build({ hotSeconds: 1, clickhouseTimeoutMs: 1_000 });
+  try {
+    const ws = (await stores.workspace('free')).workspace.id;
+    assert.equal((await p.submit(ws, ['old']).done).results[0]!.kind, 'stored');
+    await hotGone(ws, 'old');
+    p.proxy.hold();
+    const r = await p.submit(ws, ['old', 'fresh']).done;
+    assert.deepEqual(
+      r.results.map((x) => (x.kind === 'rejected' ? x.code : x.kind)),
+      ['service_unavailable', 'stored'],
+    );
   } finally {
     await p.close();
   }
