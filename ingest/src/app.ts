@@ -1,4 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Authenticator } from '@meterd/core/auth';
 import {
@@ -7,6 +9,7 @@ import {
   createRawInserter,
   type RecordBatch,
 } from '@meterd/core/clickhouse';
+import { dedupeShippedKey } from '@meterd/core/contracts';
 import { errorBody } from '@meterd/core/errors';
 import { createLogger, type Logger } from '@meterd/core/log';
 import { Loop } from '@meterd/core/loop';
@@ -20,6 +23,7 @@ import { defineIngestMetrics, type IngestMetrics } from './metrics.js';
 import { RedisDeduper } from './dedupe/redis.js';
 import { ClickHouseStoredRows } from './dedupe/clickhouse.js';
 import { DedupeRecovery } from './dedupe/recovery.js';
+import { ShippedMarks } from './dedupe/shipped.js';
 import { SpoolWriter, type Spool } from './spool/writer.js';
 import { SpoolShipper, type InsertRows } from './spool/shipper.js';
 import { Pipeline } from './pipeline.js';
@@ -106,16 +110,34 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   const guarded = new SpoolLimit(spool, shipper, cfg.SPOOL_MAX_BYTES);
   const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: 2_000 });
   const storedRows = new ClickHouseStoredRows(ch);
+  const markSpool = () => {
+    const end = writer.durableEnd;
+    return () => shipper.unshippedBytes <= writer.bytesAfter(end);
+  };
   const recovery = new DedupeRecovery(deduper, storedRows, {
     windowSeconds: cfg.DEDUPE_WINDOW_SECONDS,
-    markSpool: () => {
-      const end = writer.durableEnd;
-      return () => shipper.unshippedBytes <= writer.bytesAfter(end);
-    },
+    markSpool,
     drainMs: 4_000,
     log,
   });
-  const pipeline = new Pipeline(deduper, storedRows, recovery, guarded, metrics, log, cfg.DEDUPE_PENDING_TTL_MS / 2);
+  const shippedMarks = new ShippedMarks(redis, {
+    key: dedupeShippedKey(o.redisPrefix ?? cfg.REDIS_KEY_PREFIX),
+    id: `${hostname()}:${process.pid}:${o.index}:${randomBytes(4).toString('hex')}`,
+    markSpool,
+    hotSeconds: cfg.DEDUPE_HOT_SECONDS,
+    intervalMs: 1_000,
+    log,
+  }).start();
+  const pipeline = new Pipeline(
+    deduper,
+    storedRows,
+    recovery,
+    shippedMarks,
+    guarded,
+    metrics,
+    log,
+    cfg.DEDUPE_PENDING_TTL_MS / 2,
+  );
   const auth = new Authenticator(pool, sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY);
   const routes = new MeterRoutes(auth, pipeline, deduper, metrics, log, {
     maxBodyBytes: cfg.MAX_BODY_BYTES,
@@ -195,6 +217,9 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
       recovery.close();
       await Promise.all(adopted.map((a) => a.stop()));
       await shipper.stop(flushWithinMs);
+      await shippedMarks
+        .stop()
+        .catch((err: unknown) => log.warn({ err }, 'removing this thread from the shipped marks failed'));
       await writer.close();
       await Promise.allSettled([redis.quit(), sub.quit(), pool.end(), ch.close()]);
       // Closes every keep-alive connection too, so the thread's loop empties and it ends on its own.

@@ -13,6 +13,7 @@ import {
   type ClaimResult,
   type Deduper,
   type EpochRecovery,
+  type ShippedOriginals,
   type StoredRows,
 } from './dedupe/deduper.js';
 import type { Spool } from './spool/writer.js';
@@ -66,6 +67,12 @@ const OVER: EventResult = {
   code: 'plan_quota_exceeded',
   message: 'the workspace has used every event its plan allows this period',
 };
+/** The tier remembers the key, ClickHouse not yet: its original may still be in a spool. */
+const UNSHIPPED: EventResult = {
+  kind: 'rejected',
+  code: 'idempotency_key_in_use',
+  message: 'an event with this idempotency key may still be on its way to storage; retry shortly',
+};
 /** A key settled before the claim's answer is read (its duplicate answer came from ClickHouse). */
 const DONE = '\u0000';
 
@@ -95,6 +102,7 @@ export class Pipeline {
     private readonly deduper: Deduper,
     private readonly stored: StoredRows,
     private readonly recovery: EpochRecovery,
+    private readonly shipped: ShippedOriginals,
     private readonly spool: Spool,
     private readonly metrics: IngestMetrics,
     private readonly log: Logger,
@@ -203,7 +211,8 @@ export class Pipeline {
   /**
    * Claims a group's keys and settles what Redis said of each. Keys the compact tier remembers
    * (`S:`) get their original row from ClickHouse; one that is not there was a hash collision, so
-   * the key is claimed again past the tier and stored (docs/redis.md).
+   * the key is claimed again past the tier and stored, unless its original may still be in a spool
+   * (a ClickHouse backlog longer than the hot window): then it is answered 409 (docs/redis.md).
    */
   private async claimGroup(
     g: Group,
@@ -242,14 +251,18 @@ export class Pipeline {
           hours: states[k]!.slice(2).split(',').map(Number),
         };
       });
+      // Asked before the lookup: an original that ships while it runs must not pass for a collision.
+      const collisionOnly = this.shipped.olderThanHotShipped();
       const rows = await this.stored.find(g.workspaceId, items).catch((err: unknown) => this.lookupFailed(g, err));
       const again: number[] = [];
       for (let j = 0; j < older.length; j++) {
         const k = older[j]!;
         const row = rows?.[j];
         if (rows === undefined) this.answer(g, k, states, results, UNAVAILABLE);
-        else if (row === undefined) again.push(k);
-        else this.answer(g, k, states, results, { kind: 'duplicate', row });
+        else if (row === undefined) {
+          if (collisionOnly) again.push(k);
+          else this.answer(g, k, states, results, UNSHIPPED);
+        } else this.answer(g, k, states, results, { kind: 'duplicate', row });
       }
       if (again.length > 0) {
         const re = await this.deduper.claim({ ...req, keys: again.map((k) => g.keys[k]!), skipTier: true });

@@ -2,12 +2,14 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { GateProxy, openTestStores, type TestStores } from '@meterd/core/testing';
 import { clickHouseFromConfig } from '@meterd/core/clickhouse';
+import { dedupeShippedKey } from '@meterd/core/contracts';
 import type { MeterEvent } from '@meterd/core/event';
 import { MetricsRegistry } from '@meterd/core/metrics';
 import { loadIngestConfig } from '../src/config.js';
 import { RedisDeduper } from '../src/dedupe/redis.js';
 import { ClickHouseStoredRows } from '../src/dedupe/clickhouse.js';
 import { DedupeRecovery } from '../src/dedupe/recovery.js';
+import { ShippedMarks } from '../src/dedupe/shipped.js';
 import { defineIngestMetrics } from '../src/metrics.js';
 import { Pipeline, type SubmitResult } from '../src/pipeline.js';
 import { SpoolWriter } from '../src/spool/writer.js';
@@ -46,7 +48,16 @@ async function build(o: { maxClaimMs?: number; hotSeconds?: number; clickhouseTi
   });
   const spool = SpoolWriter.open(tempDir('pipeline'), { segmentBytes: 1 << 20, fsync: false, log: QUIET });
   const metrics = defineIngestMetrics(new MetricsRegistry(1, 0));
-  const pipeline = new Pipeline(deduper, rows, recovery, spool, metrics, QUIET, o.maxClaimMs ?? 5_000);
+  // Nothing ships here (no shipper): every acknowledged event stays in the spool.
+  const shipped = new ShippedMarks(stores.redis, {
+    key: dedupeShippedKey(stores.redisPrefix),
+    id: 'pipeline-test',
+    markSpool: () => () => false,
+    hotSeconds: o.hotSeconds ?? 60,
+    intervalMs: 1_000,
+    log: QUIET,
+  });
+  const pipeline = new Pipeline(deduper, rows, recovery, shipped, spool, metrics, QUIET, o.maxClaimMs ?? 5_000);
   const submit = (workspaceId: string, keys: string[]) => {
     const events: MeterEvent[] = keys.map((k) => ({
       workspace_id: workspaceId,
@@ -119,6 +130,24 @@ test('ClickHouse unreachable: only the older duplicates that need it get 503, ne
       r.results.map((x) => (x.kind === 'rejected' ? x.code : x.kind)),
       ['service_unavailable', 'stored'],
     );
+  } finally {
+    await p.close();
+  }
+});
+
+test('a retry whose original is still in a spool past the hot window is answered 409, not stored again', async () => {
+  const p = await build({ hotSeconds: 1 });
+  try {
+    const ws = (await stores.workspace('free')).workspace.id;
+    assert.equal((await p.submit(ws, ['queued']).done).results[0]!.kind, 'stored');
+    await hotGone(ws, 'queued');
+    // The tier remembers the key, ClickHouse does not hold it yet: not a hash collision.
+    const r = await p.submit(ws, ['queued']).done;
+    assert.deepEqual(
+      r.results.map((x) => (x.kind === 'rejected' ? x.code : x.kind)),
+      ['idempotency_key_in_use'],
+    );
+    assert.equal(r.used, 1, 'counted once');
   } finally {
     await p.close();
   }

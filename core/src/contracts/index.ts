@@ -3,6 +3,7 @@ export {
   dedupeKey,
   dedupeTierBase,
   dedupeEpochMarker,
+  dedupeShippedKey,
   redisEpochKey,
   quotaKey,
   rateLimitKey,

@@ -31,6 +31,14 @@ export function redisEpochKey(prefix: string): string {
 }
 
 /**
+ * Hash of every ingest thread's "shipped through" time: field = thread, value `<ms>:<heartbeat ms>`,
+ * where every event the thread acknowledged before `<ms>` is in ClickHouse (ingest/src/dedupe/shipped.ts).
+ */
+export function dedupeShippedKey(prefix: string): string {
+  return `${prefix}:shipped`;
+}
+
+/**
  * The epoch a workspace's counters and dedupe tier were (re)built in: `<epoch>` when complete,
  * `<epoch>:r` while the tier is being rebuilt from ClickHouse.
  */

@@ -96,3 +96,13 @@ export interface EpochRecovery {
   /** Exact lookups by triple while the workspace's tier is rebuilt. */
   stored(workspaceId: string, items: StoredRowQuery[], nowMs: number): Promise<(StoredEvent | undefined)[]>;
 }
+
+/**
+ * Whether a key the compact tier remembers, whose hot row has expired, must have its original in
+ * ClickHouse by now: only then is a lookup that misses a hash collision, not an original still in
+ * some ingest's spool (dedupe/shipped.ts).
+ */
+export interface ShippedOriginals {
+  /** True when every event any ingest acknowledged more than DEDUPE_HOT_SECONDS ago is in ClickHouse. */
+  olderThanHotShipped(): boolean;
+}
