@@ -55,6 +55,8 @@ interface Group {
   submits: Submit[];
   used: number;
   newRows: (StoredEvent | undefined)[];
+  /** The keys' hashes, parallel to keys: computed once, for the claim and the commit. */
+  hashes: Buffer;
 }
 
 const IN_USE: EventResult = {
@@ -73,6 +75,7 @@ const UNSHIPPED: EventResult = {
   code: 'idempotency_key_in_use',
   message: 'an event with this idempotency key may still be on its way to storage; retry shortly',
 };
+const NO_HASHES = Buffer.alloc(0);
 /** A key settled before the claim's answer is read (its duplicate answer came from ClickHouse). */
 const DONE = '\u0000';
 
@@ -153,6 +156,7 @@ export class Pipeline {
           submits: [],
           used: NaN,
           newRows: [],
+          hashes: NO_HASHES,
         };
         groups.set(s.workspaceId, g);
       }
@@ -223,7 +227,8 @@ export class Pipeline {
     /** Called before the group waits on anything but Redis. */
     slow: () => void,
   ): Promise<void> {
-    const req = { workspaceId: g.workspaceId, limit: g.limit, period, keys: g.keys, token };
+    g.hashes = this.deduper.hashes(g.keys);
+    const req = { workspaceId: g.workspaceId, limit: g.limit, period, keys: g.keys, token, hashes: g.hashes };
     let claim: ClaimResult;
     try {
       claim = await this.deduper.claim(req);
@@ -265,7 +270,12 @@ export class Pipeline {
         } else this.answer(g, k, states, results, { kind: 'duplicate', row });
       }
       if (again.length > 0) {
-        const re = await this.deduper.claim({ ...req, keys: again.map((k) => g.keys[k]!), skipTier: true });
+        const re = await this.deduper.claim({
+          ...req,
+          keys: again.map((k) => g.keys[k]!),
+          hashes: pick(g.hashes, again),
+          skipTier: true,
+        });
         g.used = re.used;
         for (let j = 0; j < again.length; j++) states[again[j]!] = re.states[j]!;
       }
@@ -371,11 +381,13 @@ export class Pipeline {
       const keys: string[] = [];
       const compact: string[] = [];
       const hours: number[] = [];
+      const stored: number[] = [];
       for (let k = 0; k < g.newRows.length; k++) {
         const row = g.newRows[k];
         if (row === undefined) continue;
         const slot = g.firsts[k]!;
         results.get(slot.submit)![slot.i] = err ? UNAVAILABLE : { kind: 'stored', row };
+        stored.push(k);
         keys.push(g.keys[k]!);
         compact.push(compactRow(row));
         hours.push(Math.floor(row.occurred_at_ms / 3_600_000));
@@ -383,7 +395,8 @@ export class Pipeline {
       if (err) {
         this.release(g.workspaceId, period, keys, token);
       } else {
-        this.deduper.commit(g.workspaceId, keys, compact, token, hours).catch((e: unknown) => {
+        const hashes = keys.length === g.keys.length ? g.hashes : pick(g.hashes, stored);
+        this.deduper.commit(g.workspaceId, keys, compact, token, hours, hashes).catch((e: unknown) => {
           // The events are durable; only the dedupe memory is missing. The pending claims expire,
           // a later retry is stored again, and the events table collapses the copy.
           this.log.warn({ err: e, workspace_id: g.workspaceId }, 'committing idempotency keys failed');
@@ -414,4 +427,11 @@ export class Pipeline {
       s.done({ results: out, used: g.used });
     }
   }
+}
+
+/** The 16-byte hashes of the keys at `idx`, end to end. */
+function pick(hashes: Buffer, idx: number[]): Buffer {
+  const out = Buffer.allocUnsafe(16 * idx.length);
+  for (let j = 0; j < idx.length; j++) hashes.copy(out, 16 * j, 16 * idx[j]!, 16 * idx[j]! + 16);
+  return out;
 }

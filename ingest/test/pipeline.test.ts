@@ -6,7 +6,7 @@ import { dedupeShippedKey } from '@meterd/core/contracts';
 import type { MeterEvent } from '@meterd/core/event';
 import { MetricsRegistry } from '@meterd/core/metrics';
 import { loadIngestConfig } from '../src/config.js';
-import { RedisDeduper } from '../src/dedupe/redis.js';
+import { md5Key, RedisDeduper } from '../src/dedupe/redis.js';
 import { ClickHouseStoredRows } from '../src/dedupe/clickhouse.js';
 import { DedupeRecovery } from '../src/dedupe/recovery.js';
 import { ShippedMarks } from '../src/dedupe/shipped.js';
@@ -27,7 +27,9 @@ after(() => stores.close());
 
 const WINDOW = 35 * 86_400;
 
-async function build(o: { maxClaimMs?: number; hotSeconds?: number; clickhouseTimeoutMs?: number } = {}) {
+async function build(
+  o: { maxClaimMs?: number; hotSeconds?: number; clickhouseTimeoutMs?: number; hash?: (key: string) => Buffer } = {},
+) {
   const url = new URL(stores.env.CLICKHOUSE_URL!);
   const proxy = await GateProxy.start({ host: url.hostname, port: Number(url.port) });
   url.port = String(proxy.port);
@@ -38,6 +40,7 @@ async function build(o: { maxClaimMs?: number; hotSeconds?: number; clickhouseTi
     pendingTtlMs: 10_000,
     hotSeconds: o.hotSeconds ?? 60,
     prefix: stores.redisPrefix,
+    ...(o.hash === undefined ? {} : { hash: o.hash }),
   });
   const rows = new ClickHouseStoredRows(ch);
   const recovery = new DedupeRecovery(deduper, rows, {
@@ -148,6 +151,36 @@ test('a retry whose original is still in a spool past the hot window is answered
       ['idempotency_key_in_use'],
     );
     assert.equal(r.used, 1, 'counted once');
+  } finally {
+    await p.close();
+  }
+});
+
+test('each key is hashed once per tick: the claim and the commit share the hashes', async () => {
+  let calls = 0;
+  const p = await build({
+    hash: (k) => {
+      calls++;
+      return md5Key(k);
+    },
+  });
+  try {
+    const ws = (await stores.workspace('free')).workspace.id;
+    await p.submit(ws, ['warm']).done;
+    const keys = Array.from({ length: 50 }, (_, i) => `k${i}`);
+    await until(
+      () => stores.redis.get(`${stores.redisPrefix}:{${ws}}:d:checkout.completed:warm`),
+      (v) => !v!.startsWith('P:'),
+    );
+    calls = 0;
+    const r = await p.submit(ws, keys).done;
+    assert.ok(r.results.every((x) => x.kind === 'stored'));
+    // The commit runs after the answer: wait for its rows.
+    await until(
+      () => stores.redis.get(`${stores.redisPrefix}:{${ws}}:d:checkout.completed:k49`),
+      (v) => v !== null && !v.startsWith('P:'),
+    );
+    assert.equal(calls, keys.length);
   } finally {
     await p.close();
   }

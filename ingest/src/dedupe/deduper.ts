@@ -25,6 +25,8 @@ export interface ClaimRequest {
    * ClickHouse does not hold, i.e. a hash collision. The hot keys and quota still apply.
    */
   skipTier?: boolean;
+  /** The keys' hashes from `hashes(keys)`, when the caller has them already (commit needs them too). */
+  hashes?: Buffer;
 }
 
 /**
@@ -44,9 +46,21 @@ export interface ClaimResult {
 }
 
 export interface Deduper {
+  /** The keys' 16-byte hashes end to end, computed once per tick for both claim and commit. */
+  hashes(keys: string[]): Buffer;
   claim(req: ClaimRequest): Promise<ClaimResult>;
-  /** `hours`: hours since the epoch of each row's occurred_at (read from the rows when absent). */
-  commit(workspaceId: string, keys: string[], rows: string[], token: string, hours?: number[]): Promise<void>;
+  /**
+   * `hours`: hours since the epoch of each row's occurred_at (read from the rows when absent);
+   * `hashes`: the keys' hashes (computed when absent).
+   */
+  commit(
+    workspaceId: string,
+    keys: string[],
+    rows: string[],
+    token: string,
+    hours?: number[],
+    hashes?: Buffer,
+  ): Promise<void>;
   release(workspaceId: string, period: string, keys: string[], token: string): Promise<void>;
   /**
    * Stores rows for keys that have no value or only a pending claim: at start-up, for events that

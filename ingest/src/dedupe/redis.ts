@@ -1,5 +1,4 @@
-import { createHash } from 'node:crypto';
-import { randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 import {
   DEFAULT_REDIS_KEY_PREFIX,
   dedupeEpochMarker,
@@ -262,7 +261,7 @@ const SLOTS = 6;
 export const BUCKET_FIELDS = 64;
 
 export function md5Key(key: string): Buffer {
-  return createHash('md5').update(key).digest();
+  return hash('md5', key, 'buffer');
 }
 
 export class RedisDeduper implements Deduper {
@@ -303,18 +302,25 @@ export class RedisDeduper implements Deduper {
     return dedupeTierBase(this.prefix, workspaceId);
   }
 
-  /** The MD5s of keys[from, from + n) end to end: one script argument instead of n. */
-  private hashes(keys: string[], from: number, n: number): Buffer {
-    const out = Buffer.allocUnsafe(16 * n);
-    for (let i = 0; i < n; i++) this.hash(keys[from + i]!).copy(out, 16 * i, 0, 16);
+  /** The keys' MD5s end to end: one script argument instead of one per key. */
+  hashes(keys: string[]): Buffer {
+    const out = Buffer.allocUnsafe(16 * keys.length);
+    for (let i = 0; i < keys.length; i++) this.hash(keys[i]!).copy(out, 16 * i, 0, 16);
     return out;
   }
 
   async claim(req: ClaimRequest): Promise<ClaimResult> {
-    if (req.keys.length <= MAX_KEYS_PER_CALL) return this.claimChunk(req, req.keys);
+    const hashes = req.hashes ?? this.hashes(req.keys);
+    if (req.keys.length <= MAX_KEYS_PER_CALL) return this.claimChunk(req, req.keys, hashes);
     const parts: Promise<ClaimResult>[] = [];
     for (let i = 0; i < req.keys.length; i += MAX_KEYS_PER_CALL)
-      parts.push(this.claimChunk(req, req.keys.slice(i, i + MAX_KEYS_PER_CALL)));
+      parts.push(
+        this.claimChunk(
+          req,
+          req.keys.slice(i, i + MAX_KEYS_PER_CALL),
+          hashes.subarray(16 * i, 16 * (i + MAX_KEYS_PER_CALL)),
+        ),
+      );
     const done = await Promise.all(parts);
     // Redis runs the calls in order (one connection), so the last one saw every earlier increment.
     return {
@@ -324,7 +330,7 @@ export class RedisDeduper implements Deduper {
     };
   }
 
-  private async claimChunk(req: ClaimRequest, keys: string[]): Promise<ClaimResult> {
+  private async claimChunk(req: ClaimRequest, keys: string[], hashes: Buffer): Promise<ClaimResult> {
     const epoch = this.epoch ?? (await this.readEpoch());
     const n = keys.length;
     const args: Arg[] = new Array(n + 13);
@@ -342,7 +348,7 @@ export class RedisDeduper implements Deduper {
     args[a + 6] = SLOTS;
     args[a + 7] = req.skipTier === true ? '0' : '1';
     args[a + 8] = epoch;
-    args[a + 9] = this.hashes(keys, 0, n);
+    args[a + 9] = hashes;
     this.opts.roundTrips?.inc();
     let out: string[];
     try {
@@ -354,9 +360,17 @@ export class RedisDeduper implements Deduper {
     return { states: out.slice(0, n), used: Number(out[n]), rebuilding: out[n + 1] === 'R' };
   }
 
-  async commit(workspaceId: string, keys: string[], rows: string[], token: string, hours?: number[]): Promise<void> {
+  async commit(
+    workspaceId: string,
+    keys: string[],
+    rows: string[],
+    token: string,
+    hours?: number[],
+    hashes?: Buffer,
+  ): Promise<void> {
     // Hours since the epoch of each row's occurred_at: the ClickHouse lookup of a later duplicate prunes by it.
     const base = this.tierBase(workspaceId);
+    const all = hashes ?? this.hashes(keys);
     for (let c = 0; c < keys.length; c += MAX_KEYS_PER_CALL) {
       const k = keys.slice(c, c + MAX_KEYS_PER_CALL);
       const n = k.length;
@@ -370,7 +384,7 @@ export class RedisDeduper implements Deduper {
       args[a + 3] = this.slotSeconds;
       args[a + 4] = this.opts.windowSeconds;
       args[a + 5] = BUCKET_FIELDS;
-      args[a + 6] = this.hashes(keys, c, n);
+      args[a + 6] = all.subarray(16 * c, 16 * (c + n));
       for (let i = 0; i < n; i++) {
         const row = rows[c + i]!;
         args[a + 7 + i] = row;
