@@ -114,7 +114,9 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     const end = writer.durableEnd;
     return () => shipper.unshippedBytes <= writer.bytesAfter(end);
   };
-  const recovery = new DedupeRecovery(deduper, storedRows, {
+  // Recovery reads whole days of a workspace's sort key: a timeout for scans, not for lookups.
+  const chScan = clickHouseFromConfig(cfg, { requestTimeoutMs: 60_000 });
+  const recovery = new DedupeRecovery(deduper, storedRows, new ClickHouseStoredRows(chScan), {
     windowSeconds: cfg.DEDUPE_WINDOW_SECONDS,
     markSpool,
     drainMs: 4_000,
@@ -221,7 +223,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
         .stop()
         .catch((err: unknown) => log.warn({ err }, 'removing this thread from the shipped marks failed'));
       await writer.close();
-      await Promise.allSettled([redis.quit(), sub.quit(), pool.end(), ch.close()]);
+      await Promise.allSettled([redis.quit(), sub.quit(), pool.end(), ch.close(), chScan.close()]);
       // Closes every keep-alive connection too, so the thread's loop empties and it ends on its own.
       // (A worker torn down while uWS handles are open aborts the whole process.) The method exists
       // in this uWS build but is missing from its bundled type definitions.

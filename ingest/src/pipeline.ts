@@ -235,7 +235,8 @@ export class Pipeline {
     } catch (err) {
       if (!(err instanceof DedupeEpochError)) throw err;
       slow();
-      await this.recovery.recover(g.workspaceId, now);
+      // Past maxClaimMs the request is answered 503 anyway; the recovery goes on for its retry.
+      await settledBy(this.recovery.recover(g.workspaceId, now), now + this.maxClaimMs);
       claim = await this.deduper.claim(req);
     }
     const { states, used } = claim;
@@ -434,4 +435,21 @@ function pick(hashes: Buffer, idx: number[]): Buffer {
   const out = Buffer.allocUnsafe(16 * idx.length);
   for (let j = 0; j < idx.length; j++) hashes.copy(out, 16 * j, 16 * idx[j]!, 16 * idx[j]! + 16);
   return out;
+}
+
+/** `p`, or a rejection at `atMs` if it has not settled by then (`p` itself goes on). */
+function settledBy(p: Promise<void>, atMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('recovery still running')), Math.max(0, atMs - Date.now()));
+    p.then(
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
 }

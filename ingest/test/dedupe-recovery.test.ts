@@ -16,11 +16,11 @@ before(async () => {
 });
 after(() => stores.close());
 
-function parts(prefix: string, clickhousePort?: number) {
+function parts(prefix: string, clickhousePort?: number, timeoutMs = 10_000) {
   const url = new URL(stores.env.CLICKHOUSE_URL!);
   if (clickhousePort !== undefined) url.port = String(clickhousePort);
   const cfg = loadIngestConfig({ ...stores.env, CLICKHOUSE_URL: url.toString() });
-  const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: 10_000 });
+  const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: timeoutMs });
   const deduper = new RedisDeduper(stores.redis, {
     windowSeconds: 35 * 86_400,
     pendingTtlMs: 10_000,
@@ -38,7 +38,7 @@ test('two workspaces recovering at once on one thread after a loss both wait for
     // Redis "lost its data": only this test's epoch key (own prefix) goes.
     await stores.redis.del(redisEpochKey(prefix));
     let polls = 0;
-    const recovery = new DedupeRecovery(deduper, rows, {
+    const recovery = new DedupeRecovery(deduper, rows, rows, {
       windowSeconds: 35 * 86_400,
       markSpool: () => () => ++polls > 4,
       drainMs: 5_000,
@@ -60,7 +60,7 @@ test('a recovery waiting for its turn behind stalled ones gives up after drainMs
   const { ch, deduper, rows } = parts(`${stores.redisPrefix}:q`, proxy.port);
   try {
     await deduper.readEpoch();
-    const recovery = new DedupeRecovery(deduper, rows, {
+    const recovery = new DedupeRecovery(deduper, rows, rows, {
       windowSeconds: 35 * 86_400,
       markSpool: () => () => true,
       drainMs: 500,
@@ -74,6 +74,33 @@ test('a recovery waiting for its turn behind stalled ones gives up after drainMs
     assert.ok(Date.now() - started < 5_000);
     proxy.release();
     await Promise.all(stalled);
+    recovery.close();
+  } finally {
+    proxy.release();
+    await ch.close();
+    await proxy.close();
+  }
+});
+
+test('a workspace whose recovery failed waits a backoff before the next try, without a query meanwhile', async () => {
+  const url = new URL(stores.env.CLICKHOUSE_URL!);
+  const proxy = await GateProxy.start({ host: url.hostname, port: Number(url.port) });
+  const { ch, deduper, rows } = parts(`${stores.redisPrefix}:b`, proxy.port, 300);
+  try {
+    await deduper.readEpoch();
+    const recovery = new DedupeRecovery(deduper, rows, rows, {
+      windowSeconds: 35 * 86_400,
+      markSpool: () => () => true,
+      drainMs: 5_000,
+      log: QUIET,
+    });
+    const ws = (await stores.workspace('free')).workspace.id;
+    proxy.hold();
+    await assert.rejects(recovery.recover(ws, Date.now()));
+    const held = proxy.heldBytes;
+    await assert.rejects(recovery.recover(ws, Date.now()), /recovery failed recently/);
+    assert.equal(proxy.heldBytes, held, 'no query sent during the backoff');
+    proxy.release();
     recovery.close();
   } finally {
     proxy.release();

@@ -43,7 +43,7 @@ async function build(
     ...(o.hash === undefined ? {} : { hash: o.hash }),
   });
   const rows = new ClickHouseStoredRows(ch);
-  const recovery = new DedupeRecovery(deduper, rows, {
+  const recovery = new DedupeRecovery(deduper, rows, rows, {
     windowSeconds: WINDOW,
     markSpool: () => () => true,
     drainMs: 20_000,

@@ -65,43 +65,50 @@ export class ClickHouseStoredRows implements StoredRows {
   }
 
   /**
-   * Distinct triples received from `periodStartMs` on (a period's event count, rebuilt) and from
-   * `sinceMs` on (what the dedupe window holds).
+   * Whether the workspace has any event occurred from `sinceMs` on: one granule of the sort key at
+   * most, so recovering a workspace new to ClickHouse costs next to nothing.
    */
-  async counts(
-    workspaceId: string,
-    periodStartMs: number,
-    sinceMs: number,
-    windowSeconds: number,
-  ): Promise<{ period: number; window: number }> {
-    const since = Math.floor(Math.min(periodStartMs, sinceMs) / 1000);
+  async hasAny(workspaceId: string, sinceMs: number): Promise<boolean> {
     const rs = await this.ch.query({
-      query: `SELECT uniqExactIf(event_type, idempotency_key, received_at >= toDateTime(${Math.floor(periodStartMs / 1000)})) AS p,
-          uniqExactIf(event_type, idempotency_key, received_at >= toDateTime(${Math.floor(sinceMs / 1000)})) AS w
-        FROM ${CH_TABLES.events}
-        WHERE workspace_id = ${lit(workspaceId)} AND occurred_at >= toDateTime(${since - windowSeconds - 3600})
-          AND received_at >= toDateTime(${since})`,
+      query: `SELECT 1 FROM ${CH_TABLES.events}
+        WHERE workspace_id = ${lit(workspaceId)} AND occurred_at >= toDateTime(${Math.floor(sinceMs / 1000)}) LIMIT 1`,
       format: 'JSONEachRow',
     });
-    const [row] = await rs.json<{ p: string | number; w: string | number }>();
-    return { period: Number(row?.p ?? 0), window: Number(row?.w ?? 0) };
+    return (await rs.json()).length > 0;
   }
 
   /**
-   * Every triple received in [fromMs, toMs) with the hour of its occurred_at (hours since the
-   * epoch), for rebuilding the dedupe tier a day at a time.
+   * Distinct triples received from `periodStartMs` on (a period's event count, rebuilt). Bounded on
+   * occurred_at (the sort key after the workspace) by the window an event may occur before it is
+   * received, so ClickHouse reads the workspace's granules of those hours only.
+   */
+  async periodCount(workspaceId: string, periodStartMs: number, windowSeconds: number): Promise<number> {
+    const from = Math.floor(periodStartMs / 1000);
+    const rs = await this.ch.query({
+      query: `SELECT uniqExact(event_type, idempotency_key) AS n FROM ${CH_TABLES.events}
+        WHERE workspace_id = ${lit(workspaceId)} AND occurred_at >= toDateTime(${from - windowSeconds - 3600})
+          AND received_at >= toDateTime(${from})`,
+      format: 'JSONEachRow',
+    });
+    const [row] = await rs.json<{ n: string | number }>();
+    return Number(row?.n ?? 0);
+  }
+
+  /**
+   * Every triple occurred in [fromMs, toMs) and received from `sinceMs` on, with the hour of its
+   * occurred_at (hours since the epoch): a range of the sort key, for rebuilding the dedupe tier a
+   * day of occurred hours at a time.
    */
   async storedKeys(
     workspaceId: string,
     fromMs: number,
     toMs: number,
-    windowSeconds: number,
+    sinceMs: number,
   ): Promise<{ keys: string[]; hours: number[] }> {
-    const from = Math.floor(fromMs / 1000);
     const rs = await this.ch.query({
       query: `SELECT event_type, idempotency_key, intDiv(toUInt32(argMax(occurred_at, ver)), 3600) AS h FROM ${CH_TABLES.events}
-        WHERE workspace_id = ${lit(workspaceId)} AND occurred_at >= toDateTime(${from - windowSeconds - 3600})
-          AND received_at >= toDateTime(${from}) AND received_at < toDateTime(${Math.floor(toMs / 1000)})
+        WHERE workspace_id = ${lit(workspaceId)} AND occurred_at >= toDateTime(${Math.floor(fromMs / 1000)})
+          AND occurred_at < toDateTime(${Math.floor(toMs / 1000)}) AND received_at >= toDateTime(${Math.floor(sinceMs / 1000)})
         GROUP BY event_type, idempotency_key`,
       format: 'JSONEachRow',
     });

@@ -19,8 +19,9 @@ export interface RecoveryOptions {
 /** Rows per tier insert while rebuilding. */
 const CHUNK = 1_000;
 const DAY_MS = 86_400_000;
-/** Triples rebuilt with one query; a workspace with more in its window is read a day at a time. */
-const ONE_QUERY = 200_000;
+/** Backoff after a failed recovery of a workspace: its claims answer 503 meanwhile, without a query. */
+const BACKOFF_MIN_MS = 1_000;
+const BACKOFF_MAX_MS = 60_000;
 /** Recoveries at once: after a loss every active workspace needs one, each a ClickHouse query. */
 const PARALLEL = 4;
 
@@ -36,8 +37,12 @@ const PARALLEL = 4;
  * 3. Mark the workspace `<epoch>:r`: claims go through again, and every key a claim calls new is
  *    also looked up in ClickHouse by its triple, so a retry of an event stored before the loss is
  *    answered as a duplicate, not stored twice.
- * 4. Rebuild the compact tier from ClickHouse (a day at a time for a large workspace), then mark
+ * 4. Rebuild the compact tier from ClickHouse a day of occurred hours at a time, then mark
  *    the workspace `<epoch>`: claims trust Redis alone again.
+ *
+ * Steps 2 and 4 read ranges of the events sort key through `scans`, a client with a longer
+ * timeout than the hot path's lookups; a workspace whose recovery failed waits a growing backoff
+ * before the next try, so retries of its requests do not relaunch the scans.
  */
 export class DedupeRecovery implements EpochRecovery {
   private readonly inFlight = new Map<string, Promise<void>>();
@@ -46,20 +51,37 @@ export class DedupeRecovery implements EpochRecovery {
   private readonly queue: (() => void)[] = [];
   /** Set when this thread saw Redis lose its data, until its spool of that moment has shipped. */
   private shippedSinceLoss: (() => boolean) | undefined;
+  /** Workspaces whose last recovery failed: when, and how many times in a row. */
+  private readonly failed = new Map<string, { at: number; times: number }>();
 
   constructor(
     private readonly deduper: RedisDeduper,
     private readonly rows: ClickHouseStoredRows,
+    private readonly scans: ClickHouseStoredRows,
     private readonly o: RecoveryOptions,
   ) {}
 
   /** Steps 1–3, once at a time per workspace; the tier rebuild (4) goes on in the background. */
   recover(workspaceId: string, nowMs: number): Promise<void> {
     let p = this.inFlight.get(workspaceId);
-    if (p === undefined) {
-      p = this.run(workspaceId, nowMs).finally(() => this.inFlight.delete(workspaceId));
-      this.inFlight.set(workspaceId, p);
+    if (p !== undefined) return p;
+    const f = this.failed.get(workspaceId);
+    if (f !== undefined) {
+      const wait = f.at + Math.min(BACKOFF_MIN_MS * 2 ** (f.times - 1), BACKOFF_MAX_MS) - Date.now();
+      if (wait > 0) return Promise.reject(new Error(`recovery failed recently; next try in ${wait} ms`));
     }
+    p = this.run(workspaceId, nowMs).then(
+      () => {
+        this.failed.delete(workspaceId);
+        this.inFlight.delete(workspaceId);
+      },
+      (err: unknown) => {
+        this.failed.set(workspaceId, { at: Date.now(), times: (f?.times ?? 0) + 1 });
+        this.inFlight.delete(workspaceId);
+        throw err;
+      },
+    );
+    this.inFlight.set(workspaceId, p);
     return p;
   }
 
@@ -119,32 +141,33 @@ export class DedupeRecovery implements EpochRecovery {
     const monthStart = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
     const period = `${d.getUTCFullYear()}${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
     const since = nowMs - this.o.windowSeconds * 1000 - DAY_MS;
-    const c = await this.rows.counts(workspaceId, monthStart, since, this.o.windowSeconds);
-    await this.deduper.quotaAtLeast(workspaceId, period, c.period);
-    if (c.window === 0) {
-      // New to ClickHouse too: nothing to rebuild.
+    // An event received from `since` on occurred at most a window before it.
+    const occurredFrom = Math.min(monthStart, since) - this.o.windowSeconds * 1000 - 3_600_000;
+    if (!(await this.scans.hasAny(workspaceId, occurredFrom))) {
+      // New to ClickHouse too: nothing to count or rebuild.
       await this.deduper.markRecovered(workspaceId, true, 600);
       await this.deduper.markRecovered(workspaceId, false);
       return;
     }
+    const used = await this.scans.periodCount(workspaceId, monthStart, this.o.windowSeconds);
+    await this.deduper.quotaAtLeast(workspaceId, period, used);
     // The `:r` mark lapses if this process dies mid-rebuild: another ingest then recovers again.
     await this.deduper.markRecovered(workspaceId, true, 600);
     this.o.log.warn(
-      { workspace_id: workspaceId, events_this_period: c.period, events_in_window: c.window },
+      { workspace_id: workspaceId, events_this_period: used },
       'Redis holds no dedupe state of this epoch for the workspace: counters rebuilt from ClickHouse, rebuilding its dedupe tier',
     );
-    void this.rebuild(workspaceId, nowMs, since, c.window).catch((err: unknown) =>
+    const rebuildFrom = since - this.o.windowSeconds * 1000 - 3_600_000;
+    void this.rebuild(workspaceId, nowMs, since, rebuildFrom).catch((err: unknown) =>
       // The mark lapses in 10 minutes and the next claim starts over; until then lookups stay exact.
       this.o.log.error({ err, workspace_id: workspaceId }, 'rebuilding the dedupe tier from ClickHouse failed'),
     );
   }
 
-  private async rebuild(workspaceId: string, nowMs: number, since: number, total: number): Promise<void> {
-    const window = this.o.windowSeconds;
-    const step = total <= ONE_QUERY ? nowMs + DAY_MS - since : DAY_MS;
-    for (let from = since; from < nowMs + DAY_MS; from += step) {
+  private async rebuild(workspaceId: string, nowMs: number, since: number, occurredFrom: number): Promise<void> {
+    for (let from = occurredFrom; from < nowMs + DAY_MS; from += DAY_MS) {
       if (this.closed) return;
-      const { keys, hours } = await this.rows.storedKeys(workspaceId, from, from + step, window);
+      const { keys, hours } = await this.scans.storedKeys(workspaceId, from, from + DAY_MS, since);
       for (let i = 0; i < keys.length; i += CHUNK)
         await this.deduper.tierInsert(workspaceId, keys.slice(i, i + CHUNK), hours.slice(i, i + CHUNK));
     }
