@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { event, post, startTestIngest, storedCounts, until, waitShipped } from './helpers.js';
+import { event, hotGone, post, startTestIngest, storedCounts, waitShipped } from './helpers.js';
 
 /**
  * The compact tier over the whole window (docs/redis.md): once a key's hot row has expired, a
@@ -15,16 +15,6 @@ before(async () => {
 after(() => stores.close());
 
 const DAY = 86_400_000;
-
-/** Waits until Redis dropped the key's hot row (1 s here), so the next answer must come from the tier. */
-function hotGone(workspaceId: string, key: string): Promise<number> {
-  return until(
-    () => stores.redis.exists(`${stores.redisPrefix}:{${workspaceId}}:d:checkout.completed:${key}`),
-    (n) => n === 0,
-    10_000,
-    `the hot row of ${key} to expire`,
-  );
-}
 
 function retry(workspaceId: string, key: string): Record<string, unknown> {
   const e = event(workspaceId, key, { quantity: 3, gmv_cents: 999 });
@@ -43,7 +33,7 @@ test('the same triple retried at day 0, 2, 20 and 34 (simulated clock) is one ev
     await waitShipped(ingest);
     for (const day of [0, 2, 20, 34]) {
       offset = day * DAY;
-      await hotGone(workspace.id, 'order-1');
+      await hotGone(stores, workspace.id, 'order-1');
       const r = await post(ingest.url, '/api/v1/meter', retry(workspace.id, 'order-1'), token);
       assert.equal(r.status, 202, `day ${day}: ${JSON.stringify(r.body)}`);
       assert.equal(r.body.duplicate, true, `day ${day}`);
@@ -69,7 +59,7 @@ test('a tier "maybe" that is a hash collision stores the event; each key then an
     const a = await post(ingest.url, '/api/v1/meter', event(workspace.id, 'a'), token);
     assert.equal(a.body.duplicate, false);
     await waitShipped(ingest);
-    await hotGone(workspace.id, 'a');
+    await hotGone(stores, workspace.id, 'a');
     // B collides with A, in another hour: the tier says "maybe", ClickHouse says no, so B is stored.
     const b = await post(
       ingest.url,
@@ -82,7 +72,7 @@ test('a tier "maybe" that is a hash collision stores the event; each key then an
     assert.notEqual(b.body.id, a.body.id);
     assert.equal(b.headers.get('x-plan-events-used'), '2');
     await waitShipped(ingest);
-    await hotGone(workspace.id, 'b');
+    await hotGone(stores, workspace.id, 'b');
     for (const [key, orig] of [
       ['b', b],
       ['a', a],

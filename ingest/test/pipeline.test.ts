@@ -13,7 +13,7 @@ import { ShippedMarks } from '../src/dedupe/shipped.js';
 import { defineIngestMetrics } from '../src/metrics.js';
 import { Pipeline, type SubmitResult } from '../src/pipeline.js';
 import { SpoolWriter } from '../src/spool/writer.js';
-import { QUIET, tempDir, until } from './helpers.js';
+import { hotGone, QUIET, tempDir, until } from './helpers.js';
 
 /**
  * The accept path driven directly (every submit of one synchronous block lands in one tick),
@@ -87,16 +87,6 @@ async function build(
   return { proxy, submit, close, deduper };
 }
 
-/** Waits until Redis dropped the key's hot row, so the next claim answers from the compact tier. */
-function hotGone(workspaceId: string, key: string): Promise<number> {
-  return until(
-    () => stores.redis.exists(`${stores.redisPrefix}:{${workspaceId}}:d:checkout.completed:${key}`),
-    (n) => n === 0,
-    10_000,
-    `the hot row of ${key} to expire`,
-  );
-}
-
 test('a workspace waiting on ClickHouse holds neither the other workspaces of its tick nor the next tick', async () => {
   const p = await build();
   try {
@@ -126,7 +116,7 @@ test('ClickHouse unreachable: only the older duplicates that need it get 503, ne
   try {
     const ws = (await stores.workspace('free')).workspace.id;
     assert.equal((await p.submit(ws, ['old']).done).results[0]!.kind, 'stored');
-    await hotGone(ws, 'old');
+    await hotGone(stores, ws, 'old');
     p.proxy.hold();
     const r = await p.submit(ws, ['old', 'fresh']).done;
     assert.deepEqual(
@@ -143,7 +133,7 @@ test('a retry whose original is still in a spool past the hot window is answered
   try {
     const ws = (await stores.workspace('free')).workspace.id;
     assert.equal((await p.submit(ws, ['queued']).done).results[0]!.kind, 'stored');
-    await hotGone(ws, 'queued');
+    await hotGone(stores, ws, 'queued');
     // The tier remembers the key, ClickHouse does not hold it yet: not a hash collision.
     const r = await p.submit(ws, ['queued']).done;
     assert.deepEqual(
