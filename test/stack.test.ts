@@ -53,6 +53,14 @@ test(
       assert.equal(first.status, 0, first.stderr);
       assert.equal((first.stdout.match(/started by meterd/g) ?? []).length, 3, first.stdout);
       for (const p of ports) assert.ok(await answers(p), `port ${p} answers after up.sh`);
+      // Its own Redis keeps dedupe keys and counters across a restart and never evicts them.
+      const redisConfig = (key: string) =>
+        spawnSync('redis-cli', ['-p', env.REDIS_PORT, 'config', 'get', key], { encoding: 'utf8' }).stdout.split(
+          '\n',
+        )[1];
+      assert.equal(redisConfig('appendonly'), 'yes');
+      assert.equal(redisConfig('appendfsync'), 'everysec');
+      assert.equal(redisConfig('maxmemory-policy'), 'noeviction');
 
       const t0 = Date.now();
       const second = run('up.sh');

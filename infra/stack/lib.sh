@@ -50,6 +50,22 @@ redis_ok() {
     tcp_open "$REDIS_PORT"
   fi
 }
+# A Redis that keeps nothing on disk or evicts keys forgets idempotency keys and quota counters
+# (docs/redis.md). One this script did not start is never reconfigured: warn, or refuse when
+# METERD_REDIS_REQUIRE_DURABLE=1 (production-like runs).
+redis_durability_check() {
+  have redis-cli || return 0
+  local aof policy problems=""
+  aof="$(redis-cli -h "$STACK_HOST" -p "$REDIS_PORT" config get appendonly 2>/dev/null </dev/null | sed -n 2p)"
+  policy="$(redis-cli -h "$STACK_HOST" -p "$REDIS_PORT" config get maxmemory-policy 2>/dev/null </dev/null | sed -n 2p)"
+  [ "$aof" = yes ] || problems="appendonly is '${aof:-?}' (a restart forgets every dedupe key and quota counter)"
+  [ "$policy" = noeviction ] || problems="${problems:+$problems; }maxmemory-policy is '${policy:-?}' (eviction silently forgets dedupe keys)"
+  [ -z "$problems" ] && return 0
+  if [ "${METERD_REDIS_REQUIRE_DURABLE:-0}" = 1 ]; then
+    die "Redis on $STACK_HOST:$REDIS_PORT is not durable: $problems. Run it with --appendonly yes --appendfsync everysec --maxmemory-policy noeviction (docs/redis.md)."
+  fi
+  warn "Redis on $STACK_HOST:$REDIS_PORT: $problems. Fine for tests; not for data you keep (docs/redis.md). Not changing a Redis this script did not start."
+}
 pg_ok() {
   if have pg_isready; then
     pg_isready -q -h "$STACK_HOST" -p "$PGPORT" -t 2 </dev/null

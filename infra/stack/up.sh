@@ -143,11 +143,14 @@ start_redis() {
   local dir="$STACK_DIR/redis" pid
   mkdir -p "$dir"
   rm -f "$dir/redis.pid"
-  # --save "" / --appendonly no: like the machine's Redis, keep nothing on disk; the
-  # pipeline uses Redis as a cache/queue that may be lost.
+  # Redis holds the dedupe memory and the quota counters (docs/redis.md): an append-only file
+  # synced every second survives a restart, and noeviction turns a full Redis into errors
+  # (ingest answers 503) instead of silently dropping remembered keys. No RDB snapshots: the
+  # AOF is the copy.
   redis-server --daemonize yes --bind "$STACK_HOST" --port "$REDIS_PORT" \
     --dir "$dir" --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
-    --save "" --appendonly no </dev/null >>"$dir/redis.log" 2>&1 9>&- \
+    --save "" --appendonly yes --appendfsync everysec --maxmemory-policy noeviction \
+    </dev/null >>"$dir/redis.log" 2>&1 9>&- \
     || die "redis-server failed to start; see its log: $dir/redis.log"
   pid="$(wait_for_pidfile redis "$dir/redis.pid" "$dir/redis.log")"
   echo "$pid" >"$dir/started.pid"
@@ -360,6 +363,8 @@ if [ "$exists" != 1 ]; then
 else
   db_note="database $PGDATABASE_NAME exists"
 fi
+
+redis_durability_check
 
 ch_version="$(ch_query 'SELECT version()' || true)"
 case "$ch_version" in

@@ -1,7 +1,10 @@
+import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Authenticator } from '@meterd/core/auth';
-import { createBatchRecorder, type RecordBatch } from '@meterd/core/clickhouse';
+import { clickHouseFromConfig, createBatchRecorder, type RecordBatch } from '@meterd/core/clickhouse';
+import { dedupeShippedKey } from '@meterd/core/contracts';
 import { errorBody } from '@meterd/core/errors';
 import { createLogger, type Logger } from '@meterd/core/log';
 import { Loop } from '@meterd/core/loop';
@@ -13,7 +16,9 @@ import type { IngestConfig } from './config.js';
 import { loadNativeUws } from './native.js';
 import { defineIngestMetrics, type IngestMetrics } from './metrics.js';
 import { RedisDeduper } from './dedupe/redis.js';
-import type { Deduper } from './dedupe/deduper.js';
+import { ClickHouseStoredRows } from './dedupe/clickhouse.js';
+import { DedupeRecovery } from './dedupe/recovery.js';
+import { ShippedMarks } from './dedupe/shipped.js';
 import { SpoolWriter, type Spool } from './spool/writer.js';
 import { SpoolShipper, type InsertRows } from './spool/shipper.js';
 import { createEventsInserter } from './spool/row-binary.js';
@@ -41,6 +46,9 @@ export interface ThreadOptions {
   /** Test seams: wrap the spool (fault injection) or replace the ClickHouse insert. */
   wrapSpool?: (s: Spool) => Spool;
   insertRows?: InsertRows;
+  /** Dedupe's clock (tests move it weeks ahead) and key hash (tests shorten it to force collisions). */
+  dedupeClock?: () => number;
+  dedupeHash?: (key: string) => Buffer;
   /** Prefix of Redis keys (tests give each run its own). */
   redisPrefix?: string;
   /**
@@ -62,11 +70,14 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   const sub: Redis = createRedis(cfg.REDIS_URL, { enableAutoPipelining: false });
   for (const r of [redis, sub]) r.on('error', (err) => log.debug({ err }, 'redis connection error'));
 
-  const deduper: Deduper = new RedisDeduper(redis, {
+  const deduper = new RedisDeduper(redis, {
     windowSeconds: cfg.DEDUPE_WINDOW_SECONDS,
     pendingTtlMs: cfg.DEDUPE_PENDING_TTL_MS,
+    hotSeconds: cfg.DEDUPE_HOT_SECONDS,
     roundTrips: metrics.dedupeRoundTrips,
     prefix: o.redisPrefix ?? cfg.REDIS_KEY_PREFIX,
+    ...(o.dedupeClock === undefined ? {} : { clock: o.dedupeClock }),
+    ...(o.dedupeHash === undefined ? {} : { hash: o.dedupeHash }),
   });
   const writer = SpoolWriter.open(join(resolve(cfg.SPOOL_DIR), `t${o.index}`), {
     segmentBytes: cfg.SPOOL_SEGMENT_BYTES,
@@ -95,7 +106,38 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   });
   const spool = o.wrapSpool ? o.wrapSpool(writer) : writer;
   const guarded = new SpoolLimit(spool, shipper, cfg.SPOOL_MAX_BYTES);
-  const pipeline = new Pipeline(deduper, guarded, metrics, log, cfg.DEDUPE_PENDING_TTL_MS / 2);
+  const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: 2_000 });
+  const storedRows = new ClickHouseStoredRows(ch);
+  const markSpool = () => {
+    const end = writer.durableEnd;
+    return () => shipper.unshippedBytes <= writer.bytesAfter(end);
+  };
+  // Recovery reads whole days of a workspace's sort key: a timeout for scans, not for lookups.
+  const chScan = clickHouseFromConfig(cfg, { requestTimeoutMs: 60_000 });
+  const recovery = new DedupeRecovery(deduper, storedRows, new ClickHouseStoredRows(chScan), {
+    windowSeconds: cfg.DEDUPE_WINDOW_SECONDS,
+    markSpool,
+    drainMs: 4_000,
+    log,
+  });
+  const shippedMarks = new ShippedMarks(redis, {
+    key: dedupeShippedKey(o.redisPrefix ?? cfg.REDIS_KEY_PREFIX),
+    id: `${hostname()}:${process.pid}:${o.index}:${randomBytes(4).toString('hex')}`,
+    markSpool,
+    hotSeconds: cfg.DEDUPE_HOT_SECONDS,
+    intervalMs: 1_000,
+    log,
+  }).start();
+  const pipeline = new Pipeline(
+    deduper,
+    storedRows,
+    recovery,
+    shippedMarks,
+    guarded,
+    metrics,
+    log,
+    cfg.DEDUPE_PENDING_TTL_MS / 2,
+  );
   const auth = new Authenticator(pool, sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY);
   const routes = new MeterRoutes(auth, pipeline, deduper, metrics, log, {
     maxBodyBytes: cfg.MAX_BODY_BYTES,
@@ -172,10 +214,14 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
       const deadline = Date.now() + 10_000;
       while (routes.tracker.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
       await health.stop();
+      recovery.close();
       await Promise.all(adopted.map((a) => a.stop()));
       await shipper.stop(flushWithinMs);
+      await shippedMarks
+        .stop()
+        .catch((err: unknown) => log.warn({ err }, 'removing this thread from the shipped marks failed'));
       await writer.close();
-      await Promise.allSettled([redis.quit(), sub.quit(), pool.end()]);
+      await Promise.allSettled([redis.quit(), sub.quit(), pool.end(), ch.close(), chScan.close()]);
       // Closes every keep-alive connection too, so the thread's loop empties and it ends on its own.
       // (A worker torn down while uWS handles are open aborts the whole process.) The method exists
       // in this uWS build but is missing from its bundled type definitions.

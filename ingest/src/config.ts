@@ -62,6 +62,12 @@ export const ingestVars = {
     60,
     400 * 86_400,
   ),
+  DEDUPE_HOT_SECONDS: int(
+    'How long a committed idempotency key keeps its whole row in Redis (~200 bytes), so a retry is answered without ClickHouse. Keep it above the longest time events wait in the spool; after it, the key costs ~30 bytes and a retry reads its row from ClickHouse (docs/redis.md).',
+    600,
+    1,
+    86_400,
+  ),
   DEDUPE_PENDING_TTL_MS: int(
     'How long a claimed-but-unstored idempotency key blocks retries (409) before it is freed.',
     10_000,

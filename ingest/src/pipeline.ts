@@ -4,7 +4,18 @@ import { type MeterEvent, type StoredEvent } from '@meterd/core/event';
 import { newEventId } from '@meterd/core/ids';
 import { type Logger } from '@meterd/core/log';
 import { periodOf } from '@meterd/core/plans';
-import { CLAIMED, OVER_QUOTA, PENDING, type Deduper } from './dedupe/deduper.js';
+import {
+  CLAIMED,
+  DedupeEpochError,
+  OVER_QUOTA,
+  PENDING,
+  STORED,
+  type ClaimResult,
+  type Deduper,
+  type EpochRecovery,
+  type ShippedOriginals,
+  type StoredRows,
+} from './dedupe/deduper.js';
 import type { Spool } from './spool/writer.js';
 import type { IngestMetrics } from './metrics.js';
 import { compactRow, expandRow, spoolLine, toRow } from './rows.js';
@@ -44,6 +55,8 @@ interface Group {
   submits: Submit[];
   used: number;
   newRows: (StoredEvent | undefined)[];
+  /** The keys' hashes, parallel to keys: computed once, for the claim and the commit. */
+  hashes: Buffer;
 }
 
 const IN_USE: EventResult = {
@@ -56,6 +69,16 @@ const OVER: EventResult = {
   code: 'plan_quota_exceeded',
   message: 'the workspace has used every event its plan allows this period',
 };
+/** The tier remembers the key, ClickHouse not yet: its original may still be in a spool. */
+const UNSHIPPED: EventResult = {
+  kind: 'rejected',
+  code: 'idempotency_key_in_use',
+  message: 'an event with this idempotency key may still be on its way to storage; retry shortly',
+};
+const NO_HASHES = Buffer.alloc(0);
+/** A key settled before the claim's answer is read (its duplicate answer came from ClickHouse). */
+const DONE = '\u0000';
+
 const UNAVAILABLE: EventResult = {
   kind: 'rejected',
   code: 'service_unavailable',
@@ -65,8 +88,10 @@ const UNAVAILABLE: EventResult = {
 /**
  * The accept path, batched per event-loop tick: every request of a tick is grouped by workspace,
  * each workspace's idempotency keys are claimed (and counted against its quota) in one Redis call,
- * all new rows go to the spool in one group commit, and only then does any request get its answer.
- * After the spool write the keys are committed with their rows; if the write failed they are
+ * each group's new rows go to the spool as soon as its claim is settled (the spool gathers the
+ * groups of one moment into one write + fdatasync), and only then do its requests get their answer.
+ * A group that waits for ClickHouse never holds the others: their pending claims would expire
+ * meanwhile and a retry be stored twice. After the spool write the keys are committed with their rows; if the write failed they are
  * released, so a retry is stored instead of being taken for a duplicate.
  */
 export class Pipeline {
@@ -78,6 +103,9 @@ export class Pipeline {
 
   constructor(
     private readonly deduper: Deduper,
+    private readonly stored: StoredRows,
+    private readonly recovery: EpochRecovery,
+    private readonly shipped: ShippedOriginals,
     private readonly spool: Spool,
     private readonly metrics: IngestMetrics,
     private readonly log: Logger,
@@ -128,6 +156,7 @@ export class Pipeline {
           submits: [],
           used: NaN,
           newRows: [],
+          hashes: NO_HASHES,
         };
         groups.set(s.workspaceId, g);
       }
@@ -147,47 +176,182 @@ export class Pipeline {
     }
     const results = new Map<Submit, EventResult[]>();
     for (const s of submits) results.set(s, new Array<EventResult>(s.events.length));
+    // The next batch may claim once every group has Redis's answer: a group that goes on to wait
+    // for ClickHouse (or a recovery) holds neither it nor the other groups' stores.
     let waiting = groups.size;
     const claimed = (): void => {
       if (--waiting > 0) return;
       this.claiming = false;
       this.schedule();
-      this.store([...groups.values()], results, period, token);
-    };
-    const unavailable = (g: Group, err: unknown): void => {
-      this.log.warn({ err, workspace_id: g.workspaceId }, 'claiming idempotency keys in Redis failed');
-      for (const slot of g.firsts) results.get(slot.submit)![slot.i] = UNAVAILABLE;
-      // The script may have run even though its answer was lost: free whatever it claimed.
-      this.release(g.workspaceId, period, g.keys, token);
-      claimed();
     };
     for (const g of groups.values()) {
-      this.deduper.claim({ workspaceId: g.workspaceId, limit: g.limit, period, keys: g.keys, token }).then(
-        ({ states, used }) => {
-          if (Date.now() - now > this.maxClaimMs)
-            return unavailable(g, new Error(`claim answered after ${Date.now() - now} ms`));
-          g.used = used;
-          for (let k = 0; k < states.length; k++) {
-            const st = states[k]!;
-            const slot = g.firsts[k]!;
-            const out = results.get(slot.submit)!;
-            if (st === CLAIMED) {
-              const row = toRow(slot.submit.events[slot.i]!, newEventId(), now);
-              g.newRows[k] = row;
-            } else if (st.startsWith(PENDING)) {
-              out[slot.i] = IN_USE;
-            } else if (st === OVER_QUOTA) {
-              out[slot.i] = OVER;
-            } else {
-              const e = slot.submit.events[slot.i]!;
-              out[slot.i] = { kind: 'duplicate', row: expandRow(g.workspaceId, e.event_type, e.idempotency_key, st) };
-            }
-          }
-          claimed();
+      let answered = false;
+      const redisAnswered = (): void => {
+        if (answered) return;
+        answered = true;
+        claimed();
+      };
+      this.claimGroup(g, period, token, now, results, redisAnswered).then(
+        () => {
+          redisAnswered();
+          this.store(g, results, period, token, now);
         },
-        (err: unknown) => unavailable(g, err),
+        (err: unknown) => {
+          redisAnswered();
+          this.unavailable(g, results, period, token, err);
+        },
       );
     }
+  }
+
+  private unavailable(g: Group, results: Map<Submit, EventResult[]>, period: string, token: string, err: unknown) {
+    this.log.warn({ err, workspace_id: g.workspaceId }, 'claiming idempotency keys in Redis failed');
+    for (const slot of g.firsts) results.get(slot.submit)![slot.i] = UNAVAILABLE;
+    // The script may have run even though its answer was lost: free whatever it claimed.
+    this.release(g.workspaceId, period, g.keys, token);
+    this.finish(g, results);
+  }
+
+  /**
+   * Claims a group's keys and settles what Redis said of each. Keys the compact tier remembers
+   * (`S:`) get their original row from ClickHouse; one that is not there was a hash collision, so
+   * the key is claimed again past the tier and stored, unless its original may still be in a spool
+   * (a ClickHouse backlog longer than the hot window): then it is answered 409 (docs/redis.md).
+   */
+  private async claimGroup(
+    g: Group,
+    period: string,
+    token: string,
+    now: number,
+    results: Map<Submit, EventResult[]>,
+    /** Called before the group waits on anything but Redis. */
+    slow: () => void,
+  ): Promise<void> {
+    g.hashes = this.deduper.hashes(g.keys);
+    const req = { workspaceId: g.workspaceId, limit: g.limit, period, keys: g.keys, token, hashes: g.hashes };
+    let claim: ClaimResult;
+    try {
+      claim = await this.deduper.claim(req);
+    } catch (err) {
+      if (!(err instanceof DedupeEpochError)) throw err;
+      slow();
+      // Past maxClaimMs the request is answered 503 anyway; the recovery goes on for its retry.
+      await settledBy(this.recovery.recover(g.workspaceId, now), now + this.maxClaimMs);
+      claim = await this.deduper.claim(req);
+    }
+    const { states, used } = claim;
+    g.used = used;
+    if (claim.rebuilding === true) {
+      slow();
+      await this.settleRebuilding(g, states, period, token, now, results);
+    }
+    let older: number[] | undefined;
+    for (let k = 0; k < states.length; k++) if (states[k]!.startsWith(STORED)) (older ??= []).push(k);
+    if (older !== undefined) {
+      slow();
+      const items = older.map((k) => {
+        const e = g.firsts[k]!.submit.events[g.firsts[k]!.i]!;
+        return {
+          eventType: e.event_type,
+          idempotencyKey: e.idempotency_key,
+          hours: states[k]!.slice(2).split(',').map(Number),
+        };
+      });
+      // Asked before the lookup: an original that ships while it runs must not pass for a collision.
+      const collisionOnly = this.shipped.olderThanHotShipped();
+      const rows = await this.stored.find(g.workspaceId, items).catch((err: unknown) => this.lookupFailed(g, err));
+      const again: number[] = [];
+      for (let j = 0; j < older.length; j++) {
+        const k = older[j]!;
+        const row = rows?.[j];
+        if (rows === undefined) this.answer(g, k, states, results, UNAVAILABLE);
+        else if (row === undefined) {
+          if (collisionOnly) again.push(k);
+          else this.answer(g, k, states, results, UNSHIPPED);
+        } else this.answer(g, k, states, results, { kind: 'duplicate', row });
+      }
+      if (again.length > 0) {
+        const re = await this.deduper.claim({
+          ...req,
+          keys: again.map((k) => g.keys[k]!),
+          hashes: pick(g.hashes, again),
+          skipTier: true,
+        });
+        g.used = re.used;
+        for (let j = 0; j < again.length; j++) states[again[j]!] = re.states[j]!;
+      }
+    }
+    for (let k = 0; k < states.length; k++) {
+      const st = states[k]!;
+      const slot = g.firsts[k]!;
+      const out = results.get(slot.submit)!;
+      if (st === CLAIMED) {
+        const row = toRow(slot.submit.events[slot.i]!, newEventId(), now);
+        g.newRows[k] = row;
+      } else if (st === DONE) {
+        continue;
+      } else if (st.startsWith(PENDING)) {
+        out[slot.i] = IN_USE;
+      } else if (st === OVER_QUOTA) {
+        out[slot.i] = OVER;
+      } else {
+        const e = slot.submit.events[slot.i]!;
+        out[slot.i] = { kind: 'duplicate', row: expandRow(g.workspaceId, e.event_type, e.idempotency_key, st) };
+      }
+    }
+  }
+
+  /**
+   * Redis lost its data and the workspace's tier is not rebuilt yet: a key it calls new may have
+   * been stored before the loss. ClickHouse is asked about each (the spool had drained into it
+   * before claims resumed); a stored one gives its claim back and answers as a duplicate.
+   */
+  private async settleRebuilding(
+    g: Group,
+    states: string[],
+    period: string,
+    token: string,
+    now: number,
+    results: Map<Submit, EventResult[]>,
+  ): Promise<void> {
+    const fresh: number[] = [];
+    for (let k = 0; k < states.length; k++) if (states[k] === CLAIMED) fresh.push(k);
+    if (fresh.length === 0) return;
+    const items = fresh.map((k) => {
+      const e = g.firsts[k]!.submit.events[g.firsts[k]!.i]!;
+      return { eventType: e.event_type, idempotencyKey: e.idempotency_key, hours: [] };
+    });
+    const rows = await this.recovery
+      .stored(g.workspaceId, items, now)
+      .catch((err: unknown) => this.lookupFailed(g, err));
+    const taken: string[] = [];
+    for (let j = 0; j < fresh.length; j++) {
+      const row = rows?.[j];
+      if (rows !== undefined && row === undefined) continue;
+      const k = fresh[j]!;
+      this.answer(g, k, states, results, row === undefined ? UNAVAILABLE : { kind: 'duplicate', row });
+      taken.push(g.keys[k]!);
+    }
+    if (taken.length > 0) {
+      g.used -= taken.length;
+      await this.deduper.release(g.workspaceId, period, taken, token);
+    }
+  }
+
+  /**
+   * ClickHouse could not be asked: only the keys that needed it are answered 503. The group's new
+   * events are still accepted, the spool holding them until ClickHouse is back (README).
+   */
+  private lookupFailed(g: Group, err: unknown): undefined {
+    this.log.warn({ err, workspace_id: g.workspaceId }, 'looking idempotency keys up in ClickHouse failed');
+    return undefined;
+  }
+
+  /** Settles key `k` of the group before its claim's answer is read. */
+  private answer(g: Group, k: number, states: string[], results: Map<Submit, EventResult[]>, r: EventResult): void {
+    const slot = g.firsts[k]!;
+    results.get(slot.submit)![slot.i] = r;
+    states[k] = DONE;
   }
 
   private release(workspaceId: string, period: string, keys: string[], token: string): void {
@@ -197,64 +361,95 @@ export class Pipeline {
     });
   }
 
-  private store(groups: Group[], results: Map<Submit, EventResult[]>, period: string, token: string): void {
+  /**
+   * Appends one group's new rows (the spool gathers the appends of one moment into one write and
+   * fdatasync). Its claims were taken at `now` at the latest: past maxClaimMs they may have expired
+   * and been re-claimed by a retry, so the group is answered 503 rather than stored twice.
+   */
+  private store(g: Group, results: Map<Submit, EventResult[]>, period: string, token: string, now: number): void {
+    const late = Date.now() - now;
+    if (late > this.maxClaimMs)
+      return this.unavailable(g, results, period, token, new Error(`claim settled after ${late} ms`));
     let data = '';
     let rows = 0;
-    for (const g of groups)
-      for (const r of g.newRows)
-        if (r !== undefined) {
-          data += spoolLine(r);
-          rows++;
-        }
-    if (rows === 0) return this.finish(groups, results);
+    for (const r of g.newRows)
+      if (r !== undefined) {
+        data += spoolLine(r);
+        rows++;
+      }
+    if (rows === 0) return this.finish(g, results);
     this.spool.append(data, rows, (err) => {
-      for (const g of groups) {
-        const keys: string[] = [];
-        const compact: string[] = [];
-        for (let k = 0; k < g.newRows.length; k++) {
-          const row = g.newRows[k];
-          if (row === undefined) continue;
-          const slot = g.firsts[k]!;
-          results.get(slot.submit)![slot.i] = err ? UNAVAILABLE : { kind: 'stored', row };
-          keys.push(g.keys[k]!);
-          compact.push(compactRow(row));
-        }
-        if (keys.length === 0) continue;
-        if (err) {
-          this.release(g.workspaceId, period, keys, token);
-        } else {
-          this.deduper.commit(g.workspaceId, keys, compact, token).catch((e: unknown) => {
-            // The events are durable; only the dedupe memory is missing. The pending claims expire,
-            // a later retry is stored again, and the events table collapses the copy.
-            this.log.warn({ err: e, workspace_id: g.workspaceId }, 'committing idempotency keys failed');
-          });
-        }
+      const keys: string[] = [];
+      const compact: string[] = [];
+      const hours: number[] = [];
+      const stored: number[] = [];
+      for (let k = 0; k < g.newRows.length; k++) {
+        const row = g.newRows[k];
+        if (row === undefined) continue;
+        const slot = g.firsts[k]!;
+        results.get(slot.submit)![slot.i] = err ? UNAVAILABLE : { kind: 'stored', row };
+        stored.push(k);
+        keys.push(g.keys[k]!);
+        compact.push(compactRow(row));
+        hours.push(Math.floor(row.occurred_at_ms / 3_600_000));
+      }
+      if (err) {
+        this.release(g.workspaceId, period, keys, token);
+      } else {
+        const hashes = keys.length === g.keys.length ? g.hashes : pick(g.hashes, stored);
+        this.deduper.commit(g.workspaceId, keys, compact, token, hours, hashes).catch((e: unknown) => {
+          // The events are durable; only the dedupe memory is missing. The pending claims expire,
+          // a later retry is stored again, and the events table collapses the copy.
+          this.log.warn({ err: e, workspace_id: g.workspaceId }, 'committing idempotency keys failed');
+        });
       }
       if (err) this.log.error({ err }, 'spool append failed; answering 503');
-      this.finish(groups, results);
+      this.finish(g, results);
     });
   }
 
-  private finish(groups: Group[], results: Map<Submit, EventResult[]>): void {
-    for (const g of groups) {
-      for (const { slot, first } of g.follows) {
-        const head = g.firsts[first]!;
-        const r = results.get(head.submit)![head.i]!;
-        results.get(slot.submit)![slot.i] = r.kind === 'stored' ? { kind: 'duplicate', row: r.row } : r;
+  private finish(g: Group, results: Map<Submit, EventResult[]>): void {
+    for (const { slot, first } of g.follows) {
+      const head = g.firsts[first]!;
+      const r = results.get(head.submit)![head.i]!;
+      results.get(slot.submit)![slot.i] = r.kind === 'stored' ? { kind: 'duplicate', row: r.row } : r;
+    }
+    for (const s of g.submits) {
+      const out = results.get(s)!;
+      let accepted = 0;
+      let dup = 0;
+      for (const r of out) {
+        if (r.kind === 'stored') accepted++;
+        else if (r.kind === 'duplicate') dup++;
+        else this.metrics.rejected[r.code]!.inc();
       }
-      for (const s of g.submits) {
-        const out = results.get(s)!;
-        let accepted = 0;
-        let dup = 0;
-        for (const r of out) {
-          if (r.kind === 'stored') accepted++;
-          else if (r.kind === 'duplicate') dup++;
-          else this.metrics.rejected[r.code]!.inc();
-        }
-        this.metrics.accepted.inc(accepted);
-        this.metrics.duplicate.inc(dup);
-        s.done({ results: out, used: g.used });
-      }
+      this.metrics.accepted.inc(accepted);
+      this.metrics.duplicate.inc(dup);
+      s.done({ results: out, used: g.used });
     }
   }
+}
+
+/** The 16-byte hashes of the keys at `idx`, end to end. */
+function pick(hashes: Buffer, idx: number[]): Buffer {
+  const out = Buffer.allocUnsafe(16 * idx.length);
+  for (let j = 0; j < idx.length; j++) hashes.copy(out, 16 * j, 16 * idx[j]!, 16 * idx[j]! + 16);
+  return out;
+}
+
+/** `p`, or a rejection at `atMs` if it has not settled by then (`p` itself goes on). */
+function settledBy(p: Promise<void>, atMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('recovery still running')), Math.max(0, atMs - Date.now()));
+    p.then(
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      (err: unknown) => {
+        clearTimeout(timer);
+        reject(err);
+      },
+    );
+  });
 }

@@ -7,7 +7,15 @@ let stores: TestStores;
 let d: RedisDeduper;
 before(async () => {
   stores = await openTestStores('dedupe');
-  d = new RedisDeduper(stores.redis, { windowSeconds: 3600, pendingTtlMs: 200, prefix: stores.redisPrefix });
+  d = new RedisDeduper(stores.redis, {
+    windowSeconds: 3600,
+    pendingTtlMs: 200,
+    hotSeconds: 3600,
+    prefix: stores.redisPrefix,
+  });
+  // What ingest's recovery does for a workspace new to this Redis (dedupe/recovery.ts).
+  await d.markRecovered('ws_dedupe', true, 3600);
+  await d.markRecovered('ws_dedupe', false, 3600);
 });
 after(() => stores.close());
 

@@ -114,3 +114,13 @@ export async function until<T>(
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/** Waits until Redis dropped the key's hot row, so the next claim must answer from the compact tier. */
+export function hotGone(stores: TestStores, workspaceId: string, key: string): Promise<number> {
+  return until(
+    () => stores.redis.exists(`${stores.redisPrefix}:{${workspaceId}}:d:checkout.completed:${key}`),
+    (n) => n === 0,
+    10_000,
+    `the hot row of ${key} to expire`,
+  );
+}

@@ -118,12 +118,16 @@ export class PrivateClickHouse {
   }
 }
 
-/** A Redis server of the test's own, with an fsync'd append-only file so a restart keeps its data. */
+/**
+ * A Redis server of the test's own, with an fsync'd append-only file so a restart keeps its data
+ * (`persist: false`: nothing on disk, so a restart starts empty, like a lost Redis).
+ */
 export class PrivateRedis {
   child: ChildProcess | undefined;
   constructor(
     readonly dir: string,
     readonly port: number,
+    readonly persist = true,
   ) {}
 
   get url(): string {
@@ -142,10 +146,7 @@ export class PrivateRedis {
         this.dir,
         '--save',
         '',
-        '--appendonly',
-        'yes',
-        '--appendfsync',
-        'always',
+        ...(this.persist ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']),
       ],
       { stdio: 'ignore' },
     );

@@ -1,6 +1,10 @@
 export {
   DEFAULT_REDIS_KEY_PREFIX,
   dedupeKey,
+  dedupeTierBase,
+  dedupeEpochMarker,
+  dedupeShippedKey,
+  redisEpochKey,
   quotaKey,
   rateLimitKey,
   dashboardSessionKey,

@@ -13,6 +13,39 @@ export function dedupeKey(prefix: string, workspaceId: string, key: string): str
   return `${prefix}:{${workspaceId}}:d:${key}`;
 }
 
+/**
+ * Base of the compact dedupe tier of one workspace: `<base><slot>` is a slot's small meta hash and
+ * `<base><slot>:<bits>:<bucket>` its listpack hashes of 16-byte key hashes (ingest/src/dedupe/redis.ts
+ * appends the rest inside its Lua scripts; the hash tag keeps them in the workspace's slot).
+ */
+export function dedupeTierBase(prefix: string, workspaceId: string): string {
+  return `${prefix}:{${workspaceId}}:h:`;
+}
+
+/**
+ * Random value written once when ingest finds a Redis without it: a Redis that lost its data
+ * (restart without AOF, failover to an empty replica) has no epoch, or another one.
+ */
+export function redisEpochKey(prefix: string): string {
+  return `${prefix}:epoch`;
+}
+
+/**
+ * Hash of every ingest thread's "shipped through" time: field = thread, value `<ms>:<heartbeat ms>`,
+ * where every event the thread acknowledged before `<ms>` is in ClickHouse (ingest/src/dedupe/shipped.ts).
+ */
+export function dedupeShippedKey(prefix: string): string {
+  return `${prefix}:shipped`;
+}
+
+/**
+ * The epoch a workspace's counters and dedupe tier were (re)built in: `<epoch>` when complete,
+ * `<epoch>:r` while the tier is being rebuilt from ClickHouse.
+ */
+export function dedupeEpochMarker(prefix: string, workspaceId: string): string {
+  return `${prefix}:{${workspaceId}}:e`;
+}
+
 /** Accepted-event counter of one workspace and period (YYYYMM): `<prefix>:{<workspace>}:q:<YYYYMM>`. */
 export function quotaKey(prefix: string, workspaceId: string, period: string): string {
   return `${prefix}:{${workspaceId}}:q:${period}`;

@@ -1,51 +1,209 @@
-import { DEFAULT_REDIS_KEY_PREFIX, dedupeKey, quotaKey } from '@meterd/core/contracts';
+import { hash, randomBytes } from 'node:crypto';
+import {
+  DEFAULT_REDIS_KEY_PREFIX,
+  dedupeEpochMarker,
+  dedupeKey,
+  dedupeTierBase,
+  quotaKey,
+  redisEpochKey,
+} from '@meterd/core/contracts';
 import { type Counter } from '@meterd/core/metrics';
 import { type Redis } from '@meterd/core/store';
-import type { ClaimRequest, ClaimResult, Deduper } from './deduper.js';
+import { DedupeEpochError, type ClaimRequest, type ClaimResult, type Deduper } from './deduper.js';
 
 /**
- * Redis dedupe: one Lua call per workspace per tick claims every key of that tick and moves the
- * quota counter, atomically (measured when ingest was designed: ~150–230k keys/s per call of 100
- * vs ~11k/s for awaited SET NX). Keys carry the `{workspace_id}` hash tag, so one call's keys share a Redis Cluster slot.
+ * Redis dedupe in two layers (docs/redis.md):
+ *
+ * - the *hot* key `…:d:<event_type>:<idempotency_key>` holds a pending claim (`P:<token>`, for
+ *   DEDUPE_PENDING_TTL_MS) and then the committed compact row for DEDUPE_HOT_SECONDS, long enough
+ *   for the spool to ship it: a retry in that time is answered from Redis alone;
+ * - the *tier* remembers every committed key for the whole DEDUPE_WINDOW_SECONDS in ~25 bytes: a
+ *   16-byte MD5 of `event_type:idempotency_key` and the hour of its occurred_at, as fields of small
+ *   listpack hashes. A key found only there answers `S:<hours>`; the caller fetches the original
+ *   row from ClickHouse by (workspace, hour, event_type, idempotency_key), the prefix of the events
+ *   sort key, and treats a row that is not there as a hash collision (a "maybe"), storing the event.
+ *
+ * The tier is cut into 6 time slots of window/5 each (a 35-day window: weeks), so a slot expires
+ * whole, 1 slot after the window has passed over it (memory held ~1.1 × the window), and a lookup
+ * reads at most the 6 slots that can still hold a key of this window. Inside a slot, the hash's
+ * first 32 bits pick one of 2^bits buckets. A slot starts with its predecessor's bits (a steady
+ * workload never grows) and, when it holds more than BUCKET_FIELDS × 2^bits keys, moves to 4×
+ * the buckets, migrating one old bucket per key it inserts, so lookups read at most 2 buckets per
+ * slot and every bucket stays a listpack (Redis's default hash-max-listpack-entries is 128).
+ *
+ * One Lua call per workspace per tick claims every key of that tick and moves the quota counter,
+ * atomically (measured when ingest was designed: ~150–230k keys/s per call of 100 vs ~11k/s for
+ * awaited SET NX). Keys carry the `{workspace_id}` hash tag, so one call's keys share a Redis
+ * Cluster slot; the tier's bucket keys are built inside the scripts from a base passed as a key.
  */
-const CLAIM = `
+const TIER_LUA = `
+-- Per slot that exists, newest first: bucket name prefix and divisor of its current buckets, of
+-- the buckets it is migrating from (and how many of those are done), and its first hour.
+local function tierBuckets(base, now, slotSec, nslots)
+  local cur = math.floor(now / slotSec)
+  local metas = {}
+  for s = cur, cur - nslots + 1, -1 do
+    local m = redis.call('HMGET', base .. s, 'b', 'ob', 'oc')
+    if m[1] then
+      local t = { base .. s .. ':' .. m[1] .. ':', 2 ^ (32 - tonumber(m[1])), nil, nil, 0, math.floor(s * slotSec / 3600) }
+      if m[2] then
+        t[3] = base .. s .. ':' .. m[2] .. ':'
+        t[4] = 2 ^ (32 - tonumber(m[2]))
+        t[5] = tonumber(m[3])
+      end
+      metas[#metas + 1] = t
+    end
+  end
+  return metas
+end
+local function prefix32(f)
+  local a, b, c, d = string.byte(f, 1, 4)
+  return ((a * 256 + b) * 256 + c) * 256 + d
+end
+local function tierFind(metas, f)
+  local p = prefix32(f)
+  for i = 1, #metas do
+    local m = metas[i]
+    local v = redis.call('HGET', m[1] .. math.floor(p / m[2]), f)
+    if not v and m[3] then
+      local ob = math.floor(p / m[4])
+      if ob >= m[5] then v = redis.call('HGET', m[3] .. ob, f) end
+    end
+    if v then
+      -- hours are stored relative to the slot's first hour (a 2-byte listpack integer); a field
+      -- holds several, comma-separated, only when different keys' hashes collided
+      if not string.find(v, ',', 1, true) then return tonumber(v) + m[6] end
+      local hs = {}
+      for h in string.gmatch(v, '[^,]+') do hs[#hs + 1] = tonumber(h) + m[6] end
+      return table.concat(hs, ',')
+    end
+  end
+  return nil
+end
+`;
+
+// ARGV: limit, pendingMs, quotaTtl, token, now, slotSec, slots, useTier, epoch, the keys' MD5s
+// end to end (one argument: 16 bytes per key).
+// KEYS: quota, tier base, the workspace's epoch marker, then the hot keys. A marker other than this
+// Redis's epoch means the workspace's counters and tier are not to be trusted (docs/redis.md):
+// the call fails with EPOCH; a marker `<epoch>:r` means they are being rebuilt, and the answer's
+// last element is 'R' so the caller also asks ClickHouse about every new key.
+const CLAIM = `${TIER_LUA}
+local marker = redis.call('GET', KEYS[3])
+local rebuilding = marker == ARGV[9] .. ':r'
+if marker ~= ARGV[9] and not rebuilding then return redis.error_reply('EPOCH') end
 local limit = tonumber(ARGV[1])
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local metas = {}
+if ARGV[8] == '1' then metas = tierBuckets(KEYS[2], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])) end
 local out = {}
 local added = 0
-for i = 2, #KEYS do
+for i = 4, #KEYS do
   local v = redis.call('GET', KEYS[i])
+  local h = nil
+  if not v and #metas > 0 then h = tierFind(metas, string.sub(ARGV[10], (i - 4) * 16 + 1, (i - 3) * 16)) end
   if v then
-    out[i - 1] = v
+    out[i - 3] = v
+  elseif h then
+    out[i - 3] = 'S:' .. h
   elseif limit >= 0 and used + added >= limit then
-    out[i - 1] = 'Q'
+    out[i - 3] = 'Q'
   else
     redis.call('SET', KEYS[i], ARGV[4], 'PX', ARGV[2])
     added = added + 1
-    out[i - 1] = ''
+    out[i - 3] = ''
   end
 end
 if added > 0 then
   redis.call('INCRBY', KEYS[1], added)
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
-out[#KEYS] = tostring(used + added)
+out[#KEYS - 2] = tostring(used + added)
+if rebuilding then out[#KEYS - 1] = 'R' end
 return out`;
 
 // A key whose claim expired is committed all the same (the event is durable); a key another
 // request re-claimed or committed meanwhile is left to that request. The token ANY_PENDING takes
 // any pending claim (start-up repair of spooled events whose commit a crash prevented), but never
 // overwrites a stored row.
-const COMMIT = `
-local n = 0
-for i = 1, #KEYS do
-  local v = redis.call('GET', KEYS[i])
-  if not v or v == ARGV[2] or (ARGV[2] == 'P:*' and string.sub(v, 1, 2) == 'P:') then
-    redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[1])
-    n = n + 1
+// ARGV: token, hotSec, now, slotSec, window, bucketFields, the keys' MD5s end to end, then the
+// rows, then the occurred hours.
+// The token 'T:' only adds the keys to the tier (rebuilding it from ClickHouse); rows are ignored.
+// KEYS: tier base, then the hot keys.
+const COMMIT = `${TIER_LUA}
+local TIER_ONLY = 'T:'
+local base = KEYS[1]
+local now = tonumber(ARGV[3])
+local slotSec = tonumber(ARGV[4])
+local cur = math.floor(now / slotSec)
+local meta = base .. cur
+-- every key of the slot lives until the window has passed over the slot's end
+local ttl = (cur + 1) * slotSec + tonumber(ARGV[5]) - math.floor(now) + 3600
+local m = redis.call('HMGET', meta, 'b', 'ob', 'oc', 'n')
+local bits, ob, oc, n = tonumber(m[1]), tonumber(m[2]), tonumber(m[3]), tonumber(m[4] or '0')
+if not bits then
+  -- one growth below the previous slot's size: a steady workload grows once per slot, a shrinking
+  -- one does not keep sparse buckets
+  bits = math.max(tonumber(redis.call('HGET', base .. (cur - 1), 'b') or '0') - 2, 0)
+  redis.call('HSET', meta, 'b', bits)
+  redis.call('EXPIRE', meta, ttl)
+end
+local hourBase = math.floor(cur * slotSec / 3600)
+local slotPrefix = base .. cur .. ':' .. bits .. ':'
+local div = 2 ^ (32 - bits)
+local function put(f, v)
+  local b = slotPrefix .. math.floor(prefix32(f) / div)
+  local added = redis.call('HSETNX', b, f, v)
+  if added == 1 then
+    if redis.call('HLEN', b) == 1 then redis.call('EXPIRE', b, ttl) end
+  else
+    -- the hash is there already: a collision, or this key stored again in another hour (a retry
+    -- after a collision was settled): keep every hour, so a lookup finds each row
+    local old = redis.call('HGET', b, f)
+    local v = tostring(v)
+    if old ~= v and not string.find(',' .. old .. ',', ',' .. v .. ',', 1, true) then
+      redis.call('HSET', b, f, old .. ',' .. v)
+    end
+  end
+  return added
+end
+local nk = #KEYS - 1
+local inserted = 0
+for i = 1, nk do
+  local v = nil
+  if ARGV[1] ~= TIER_ONLY then v = redis.call('GET', KEYS[i + 1]) end
+  if ARGV[1] == TIER_ONLY then
+    inserted = inserted + put(string.sub(ARGV[7], (i - 1) * 16 + 1, i * 16), tonumber(ARGV[7 + nk + i]) - hourBase)
+  elseif not v or v == ARGV[1] or (ARGV[1] == 'P:*' and string.sub(v, 1, 2) == 'P:') then
+    redis.call('SET', KEYS[i + 1], ARGV[7 + i], 'EX', ARGV[2])
+    inserted = inserted + put(string.sub(ARGV[7], (i - 1) * 16 + 1, i * 16), tonumber(ARGV[7 + nk + i]) - hourBase)
   end
 end
-return n`;
+n = n + inserted
+-- migrate old buckets into the new ones, at least one per key inserted
+if ob then
+  local total = 2 ^ ob
+  local todo = math.max(inserted, 1)
+  while todo > 0 and oc < total do
+    local old = base .. cur .. ':' .. ob .. ':' .. oc
+    local all = redis.call('HGETALL', old)
+    for j = 1, #all, 2 do put(all[j], all[j + 1]) end
+    redis.call('DEL', old)
+    oc = oc + 1
+    todo = todo - 1
+  end
+  if oc >= total then
+    redis.call('HDEL', meta, 'ob', 'oc')
+    ob = nil
+  else
+    redis.call('HSET', meta, 'oc', oc)
+  end
+end
+if not ob and n > tonumber(ARGV[6]) * 2 ^ bits and bits < 30 then
+  redis.call('HSET', meta, 'ob', bits, 'oc', 0, 'b', bits + 2)
+end
+redis.call('HSET', meta, 'n', n)
+return inserted`;
 
 // Only this request's own pending claims are freed.
 const RELEASE = `
@@ -59,18 +217,28 @@ end
 if freed > 0 then redis.call('DECRBY', KEYS[1], freed) end
 return freed`;
 
+type Arg = string | number | Buffer;
 type Scripted = Redis & {
-  meterdClaim(n: number, ...args: (string | number)[]): Promise<string[]>;
-  meterdCommit(n: number, ...args: (string | number)[]): Promise<number>;
-  meterdRelease(n: number, ...args: (string | number)[]): Promise<number>;
+  meterdClaim2(n: number, ...args: Arg[]): Promise<string[]>;
+  meterdCommit2(n: number, ...args: Arg[]): Promise<number>;
+  meterdRelease(n: number, ...args: Arg[]): Promise<number>;
 };
 
 export interface RedisDedupeOptions {
   windowSeconds: number;
   pendingTtlMs: number;
+  /** How long a committed key keeps its whole row in Redis (duplicates answered without ClickHouse). */
+  hotSeconds: number;
   /** Prefix of every key, so tests (and several deployments on one Redis) never collide. */
   prefix?: string;
   roundTrips?: Counter;
+  /** Milliseconds since the epoch; tests move it to replay a retry weeks later. */
+  clock?: () => number;
+  /**
+   * The key hash (16 bytes). Tests shorten it to force collisions: the "maybe" a compact tier
+   * must settle exactly.
+   */
+  hash?: (key: string) => Buffer;
 }
 
 /** Quota counters outlive their month by a little, so a late read of last period still works. */
@@ -82,19 +250,39 @@ const QUOTA_TTL_SECONDS = 40 * 86_400;
 export const MAX_KEYS_PER_CALL = 1_000;
 /** Commit token matching every pending claim (claim tokens are `P:<prefix>:<tick>`, never `P:*`). */
 const ANY_PENDING = 'P:*';
+const TIER_ONLY = 'T:';
+/** Slots a lookup reads: the window is cut into SLOTS - 1 slot lengths, plus the current slot. */
+const SLOTS = 6;
+/**
+ * Mean keys per bucket before a slot grows (to 4× the buckets). Half of Redis's default
+ * hash-max-listpack-entries (128): bucket sizes scatter around their mean, and a bucket past the
+ * limit would turn into a hash table at ~3× the bytes per key.
+ */
+export const BUCKET_FIELDS = 64;
+
+export function md5Key(key: string): Buffer {
+  return hash('md5', key, 'buffer');
+}
 
 export class RedisDeduper implements Deduper {
   private readonly r: Scripted;
   private readonly prefix: string;
+  private readonly clock: () => number;
+  private readonly hash: (key: string) => Buffer;
+  private readonly slotSeconds: number;
+  private epoch: string | undefined;
 
   constructor(
     redis: Redis,
     private readonly opts: RedisDedupeOptions,
   ) {
     this.prefix = opts.prefix ?? DEFAULT_REDIS_KEY_PREFIX;
+    this.clock = opts.clock ?? Date.now;
+    this.hash = opts.hash ?? md5Key;
+    this.slotSeconds = Math.ceil(opts.windowSeconds / (SLOTS - 1));
     for (const [name, lua] of [
-      ['meterdClaim', CLAIM],
-      ['meterdCommit', COMMIT],
+      ['meterdClaim2', CLAIM],
+      ['meterdCommit2', COMMIT],
       ['meterdRelease', RELEASE],
     ] as const) {
       if (!(name in redis)) redis.defineCommand(name, { lua });
@@ -110,46 +298,164 @@ export class RedisDeduper implements Deduper {
     return quotaKey(this.prefix, workspaceId, period);
   }
 
+  tierBase(workspaceId: string): string {
+    return dedupeTierBase(this.prefix, workspaceId);
+  }
+
+  /** The keys' MD5s end to end: one script argument instead of one per key. */
+  hashes(keys: string[]): Buffer {
+    const out = Buffer.allocUnsafe(16 * keys.length);
+    for (let i = 0; i < keys.length; i++) this.hash(keys[i]!).copy(out, 16 * i, 0, 16);
+    return out;
+  }
+
   async claim(req: ClaimRequest): Promise<ClaimResult> {
-    if (req.keys.length <= MAX_KEYS_PER_CALL) return this.claimChunk(req, req.keys);
+    const hashes = req.hashes ?? this.hashes(req.keys);
+    if (req.keys.length <= MAX_KEYS_PER_CALL) return this.claimChunk(req, req.keys, hashes);
     const parts: Promise<ClaimResult>[] = [];
     for (let i = 0; i < req.keys.length; i += MAX_KEYS_PER_CALL)
-      parts.push(this.claimChunk(req, req.keys.slice(i, i + MAX_KEYS_PER_CALL)));
+      parts.push(
+        this.claimChunk(
+          req,
+          req.keys.slice(i, i + MAX_KEYS_PER_CALL),
+          hashes.subarray(16 * i, 16 * (i + MAX_KEYS_PER_CALL)),
+        ),
+      );
     const done = await Promise.all(parts);
     // Redis runs the calls in order (one connection), so the last one saw every earlier increment.
-    return { states: done.flatMap((d) => d.states), used: done.at(-1)!.used };
+    return {
+      states: done.flatMap((d) => d.states),
+      used: done.at(-1)!.used,
+      rebuilding: done.some((d) => d.rebuilding === true),
+    };
   }
 
-  private async claimChunk(req: ClaimRequest, keys: string[]): Promise<ClaimResult> {
+  private async claimChunk(req: ClaimRequest, keys: string[], hashes: Buffer): Promise<ClaimResult> {
+    const epoch = this.epoch ?? (await this.readEpoch());
     const n = keys.length;
-    const args: (string | number)[] = new Array(n + 5);
+    const args: Arg[] = new Array(n + 13);
     args[0] = this.quotaKey(req.workspaceId, req.period);
-    for (let i = 0; i < n; i++) args[i + 1] = this.dedupeKey(req.workspaceId, keys[i]!);
-    args[n + 1] = req.limit ?? -1;
-    args[n + 2] = this.opts.pendingTtlMs;
-    args[n + 3] = QUOTA_TTL_SECONDS;
-    args[n + 4] = req.token;
+    args[1] = this.tierBase(req.workspaceId);
+    args[2] = dedupeEpochMarker(this.prefix, req.workspaceId);
+    for (let i = 0; i < n; i++) args[i + 3] = this.dedupeKey(req.workspaceId, keys[i]!);
+    const a = n + 3;
+    args[a] = req.limit ?? -1;
+    args[a + 1] = this.opts.pendingTtlMs;
+    args[a + 2] = QUOTA_TTL_SECONDS;
+    args[a + 3] = req.token;
+    args[a + 4] = Math.floor(this.clock() / 1000);
+    args[a + 5] = this.slotSeconds;
+    args[a + 6] = SLOTS;
+    args[a + 7] = req.skipTier === true ? '0' : '1';
+    args[a + 8] = epoch;
+    args[a + 9] = hashes;
     this.opts.roundTrips?.inc();
-    const out = await this.r.meterdClaim(n + 1, ...args);
-    return { states: out.slice(0, n), used: Number(out[n]) };
+    let out: string[];
+    try {
+      out = await this.r.meterdClaim2(n + 3, ...args);
+    } catch (err) {
+      if ((err as Error).message.endsWith('EPOCH')) throw new DedupeEpochError(req.workspaceId);
+      throw err;
+    }
+    return { states: out.slice(0, n), used: Number(out[n]), rebuilding: out[n + 1] === 'R' };
   }
 
-  async commit(workspaceId: string, keys: string[], rows: string[], token: string): Promise<void> {
+  async commit(
+    workspaceId: string,
+    keys: string[],
+    rows: string[],
+    token: string,
+    hours?: number[],
+    hashes?: Buffer,
+  ): Promise<void> {
+    // Hours since the epoch of each row's occurred_at: the ClickHouse lookup of a later duplicate prunes by it.
+    const base = this.tierBase(workspaceId);
+    const all = hashes ?? this.hashes(keys);
     for (let c = 0; c < keys.length; c += MAX_KEYS_PER_CALL) {
       const k = keys.slice(c, c + MAX_KEYS_PER_CALL);
       const n = k.length;
-      const args: (string | number)[] = new Array(2 * n + 2);
-      for (let i = 0; i < n; i++) args[i] = this.dedupeKey(workspaceId, k[i]!);
-      args[n] = this.opts.windowSeconds;
-      args[n + 1] = token;
-      for (let i = 0; i < n; i++) args[n + 2 + i] = rows[c + i]!;
+      const args: Arg[] = new Array(3 * n + 8);
+      args[0] = base;
+      for (let i = 0; i < n; i++) args[i + 1] = this.dedupeKey(workspaceId, k[i]!);
+      const a = n + 1;
+      args[a] = token;
+      args[a + 1] = this.opts.hotSeconds;
+      args[a + 2] = Math.floor(this.clock() / 1000);
+      args[a + 3] = this.slotSeconds;
+      args[a + 4] = this.opts.windowSeconds;
+      args[a + 5] = BUCKET_FIELDS;
+      args[a + 6] = all.subarray(16 * c, 16 * (c + n));
+      for (let i = 0; i < n; i++) {
+        const row = rows[c + i]!;
+        args[a + 7 + i] = row;
+        args[a + 7 + n + i] = hours?.[c + i] ?? occurredHour(row);
+      }
       this.opts.roundTrips?.inc();
-      await this.r.meterdCommit(n, ...args);
+      await this.r.meterdCommit2(n + 1, ...args);
     }
   }
 
   recommit(workspaceId: string, keys: string[], rows: string[]): Promise<void> {
     return this.commit(workspaceId, keys, rows, ANY_PENDING);
+  }
+
+  /**
+   * This Redis's epoch: written once (SET NX) by the first ingest that finds none, so every
+   * ingest on one Redis reads the same value, and a Redis that lost its data gets a new one.
+   */
+  async readEpoch(): Promise<string> {
+    const key = redisEpochKey(this.prefix);
+    await this.r.set(key, randomBytes(8).toString('hex'), 'NX');
+    const e = await this.r.get(key);
+    if (e === null) throw new DedupeEpochError('*');
+    this.epoch = e;
+    return e;
+  }
+
+  /** The epoch this deduper last read, if any. */
+  get knownEpoch(): string | undefined {
+    return this.epoch;
+  }
+
+  /**
+   * Marks the workspace's counters rebuilt: `rebuilding` (its tier not yet) for `ttlSeconds`, or
+   * done, with no expiry: a marker that lapsed would send an active workspace through recovery.
+   */
+  async markRecovered(workspaceId: string, rebuilding: boolean, ttlSeconds = 600): Promise<void> {
+    const epoch = this.epoch ?? (await this.readEpoch());
+    const marker = dedupeEpochMarker(this.prefix, workspaceId);
+    if (rebuilding) await this.r.set(marker, `${epoch}:r`, 'EX', ttlSeconds);
+    // Only over this epoch's rebuilding mark: if Redis lost its data again meanwhile, the mark is
+    // gone and the tier just rebuilt is not the one to trust.
+    else
+      await this.r.eval(
+        `if redis.call('GET', KEYS[1]) == ARGV[1] .. ':r' then redis.call('SET', KEYS[1], ARGV[1]) end`,
+        1,
+        marker,
+        epoch,
+      );
+  }
+
+  /** Raises the period's counter to at least `n` (never lowers what other ingests counted meanwhile). */
+  async quotaAtLeast(workspaceId: string, period: string, n: number): Promise<void> {
+    await this.r.eval(
+      `if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end`,
+      1,
+      this.quotaKey(workspaceId, period),
+      n,
+      QUOTA_TTL_SECONDS,
+    );
+  }
+
+  /** Adds stored keys to the tier only (rebuilding it from ClickHouse); `hours` of their occurred_at. */
+  tierInsert(workspaceId: string, keys: string[], hours: number[]): Promise<void> {
+    return this.commit(
+      workspaceId,
+      keys,
+      keys.map(() => ''),
+      TIER_ONLY,
+      hours,
+    );
   }
 
   async used(workspaceId: string, period: string): Promise<number> {
@@ -167,4 +473,11 @@ export class RedisDeduper implements Deduper {
       await this.r.meterdRelease(args.length - 1, ...args);
     }
   }
+}
+
+/** Hours since the epoch of a compact row's occurred_at (its fifth field, in seconds). */
+function occurredHour(compact: string): number {
+  let p = -1;
+  for (let i = 0; i < 4; i++) p = compact.indexOf('|', p + 1);
+  return Math.floor(Number(compact.slice(p + 1, compact.indexOf('|', p + 1))) / 3600);
 }
