@@ -79,7 +79,7 @@ test('every alert expression reads only metrics meterd exports', () => {
   }
 });
 
-test('the alerts cover spool, shipping, rollup watermark, billing, webhooks and Redis memory', () => {
+test('the alerts cover spool, shipping, rollup watermark, billing, webhooks, Redis memory and quota counter rebuilds', () => {
   const read = new Set(alertRules().flatMap((r) => metricNames(r.expr)));
   for (const n of [
     'meterd_ingest_spool_unshipped_bytes',
@@ -90,6 +90,7 @@ test('the alerts cover spool, shipping, rollup watermark, billing, webhooks and 
     'meterd_control_webhook_endpoints_disabled',
     'meterd_redis_used_memory_bytes',
     'meterd_redis_maxmemory_bytes',
+    'meterd_ingest_quota_rebuilds_total',
   ])
     assert.ok(read.has(n), `no alert reads ${n}`);
 });

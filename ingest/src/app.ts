@@ -119,6 +119,8 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     markSpool,
     drainMs: 4_000,
     log,
+    rebuilds: metrics.quotaRebuilds,
+    failures: metrics.dedupeRecoveryFailures,
   });
   const shippedMarks = new ShippedMarks(redis, {
     key: dedupeShippedKey(o.redisPrefix ?? cfg.REDIS_KEY_PREFIX),

@@ -31,6 +31,14 @@ export function defineIngestMetrics(reg: MetricsRegistry) {
       INGEST_METRICS.spoolFsyncErrors,
       'SPOOL_FSYNC=interval: background fdatasyncs that failed (acknowledged rows a power loss could take).',
     ),
+    quotaRebuilds: reg.counter(
+      INGEST_METRICS.quotaRebuilds,
+      'Workspace quota counters rebuilt from ClickHouse after Redis lost its data (docs/redis.md).',
+    ),
+    dedupeRecoveryFailures: reg.counter(
+      INGEST_METRICS.dedupeRecoveryFailures,
+      'Recoveries of a workspace after a Redis data loss that failed; retried after a backoff, its claims answer 503 meanwhile.',
+    ),
     spoolBytes: reg.gauge(INGEST_METRICS.spoolBytes, 'Spool bytes written durably but not yet in ClickHouse.'),
     spoolRows: reg.gauge(
       INGEST_METRICS.spoolRows,

@@ -66,6 +66,9 @@ test(
         30_000,
         'ingest to accept again after Redis came back empty',
       );
+      // Operators are told: the rebuild is counted for the MeterdQuotaCountersRebuilt alert.
+      const text = await (await fetch(ingest.url + '/metrics')).text();
+      assert.match(text, /^meterd_ingest_quota_rebuilds_total [1-9]\d*$/m);
       // Retries of events acknowledged before the loss: answered as duplicates, never stored again.
       const retried = before.slice(0, 400);
       for (let i = 0; i < retried.length; i += 20) {

@@ -11,6 +11,8 @@ export const INGEST_METRICS = {
   dedupeRoundTrips: 'meterd_ingest_dedupe_round_trips_total',
   spoolFsyncs: 'meterd_ingest_spool_fsyncs_total',
   spoolFsyncErrors: 'meterd_ingest_spool_fsync_errors_total',
+  quotaRebuilds: 'meterd_ingest_quota_rebuilds_total',
+  dedupeRecoveryFailures: 'meterd_ingest_dedupe_recovery_failures_total',
   spoolBytes: 'meterd_ingest_spool_unshipped_bytes',
   spoolRows: 'meterd_ingest_spool_unshipped_rows',
   shippedRows: 'meterd_ingest_shipped_rows_total',

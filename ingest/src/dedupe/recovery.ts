@@ -1,3 +1,4 @@
+import { type Counter } from '@meterd/core/metrics';
 import type { Logger } from '@meterd/core/log';
 import type { StoredEvent } from '@meterd/core/event';
 import type { ClickHouseStoredRows } from './clickhouse.js';
@@ -14,6 +15,10 @@ export interface RecoveryOptions {
   /** How long a claim may wait for that before it is answered 503. */
   drainMs: number;
   log: Logger;
+  /** Quota counters raised from ClickHouse after Redis lost its data (alerted on: a loss happened). */
+  rebuilds?: Counter;
+  /** Recoveries that failed and will be retried after a backoff (the workspace gets 503 meanwhile). */
+  failures?: Counter;
 }
 
 /** Rows per tier insert while rebuilding. */
@@ -76,6 +81,7 @@ export class DedupeRecovery implements EpochRecovery {
         this.inFlight.delete(workspaceId);
       },
       (err: unknown) => {
+        this.o.failures?.inc();
         this.failed.set(workspaceId, { at: Date.now(), times: (f?.times ?? 0) + 1 });
         this.inFlight.delete(workspaceId);
         throw err;
@@ -151,6 +157,7 @@ export class DedupeRecovery implements EpochRecovery {
     }
     const used = await this.scans.periodCount(workspaceId, monthStart, this.o.windowSeconds);
     await this.deduper.quotaAtLeast(workspaceId, period, used);
+    this.o.rebuilds?.inc();
     // The `:r` mark lapses if this process dies mid-rebuild: another ingest then recovers again.
     await this.deduper.markRecovered(workspaceId, true, 600);
     this.o.log.warn(
