@@ -12,6 +12,6 @@ test('a bad setting exits at start with a message naming every bad variable', ()
   assert.equal(r.status, 1);
   assert.match(r.stderr, /REDIS_URL=\(hidden\) is invalid: protocol must be redis: or rediss:/);
   assert.match(r.stderr, /INGEST_PORT="eighty" is invalid: expected a whole number/);
-  assert.match(r.stderr, /SPOOL_FSYNC="sometimes" is invalid: expected one of always, never/);
+  assert.match(r.stderr, /SPOOL_FSYNC="sometimes" is invalid: expected one of always, interval, never/);
   assert.doesNotMatch(r.stderr, /localhost:6379/, 'URLs may hold passwords: never echoed');
 });
