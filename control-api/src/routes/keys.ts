@@ -26,6 +26,7 @@ export function keyRoutes(app: FastifyInstance, ctx: Ctx): void {
         summary: 'Mint an API key; the token is in this response only.',
         params: wsParams,
         body: mintKeyBody,
+        idempotent: true,
       },
       preHandler: admin,
     },

@@ -1,5 +1,5 @@
 import type { FastifyInstance, RouteOptions } from 'fastify';
-import { ERROR_CODES } from '@meterd/core/errors';
+import { ERROR_CODES, type ErrorCode } from '@meterd/core/errors';
 
 declare module 'fastify' {
   interface FastifySchema {
@@ -7,6 +7,8 @@ declare module 'fastify' {
     summary?: string;
     /** Left out of the OpenAPI document (health and metrics). */
     hide?: boolean;
+    /** Error codes particular to the route (those of authentication and validation are added from its schema). */
+    errors?: readonly ErrorCode[];
   }
 }
 

@@ -58,6 +58,7 @@ export function provisionRoutes(app: FastifyInstance, ctx: Ctx): void {
         summary:
           "Deploy a catalog service for a workspace. config takes only the keys the catalog declares (400 invalid_field names any other); 429 plan_limit_exceeded beyond the plan's handlers.",
         body,
+        idempotent: true,
       },
       preHandler: guard,
     },

@@ -41,7 +41,7 @@ export function webhookRoutes(app: FastifyInstance, ctx: Ctx): void {
     base,
     opts(
       'Subscribe an endpoint (at most WEBHOOK_MAX_ENDPOINTS per workspace, 16 by default: 409 endpoint_limit_exceeded); the whsec_ signing secret is in this response only.',
-      { body: endpointBody },
+      { body: endpointBody, idempotent: true },
     ),
     async (req, reply) => {
       const ws = await workspaceAccess(workspaces, req, req.params.id);
@@ -107,6 +107,7 @@ export function webhookRoutes(app: FastifyInstance, ctx: Ctx): void {
     `${deliveries}/:delivery_id/resend`,
     opts("Send a delivery's event again to its endpoint, as a new delivery with its own log.", {
       params: pathParams('id', 'delivery_id'),
+      idempotent: true,
     }),
     async (req, reply) => {
       const id = await webhooks.resend(await workspaceAccess(workspaces, req, req.params.id), req.params.delivery_id);

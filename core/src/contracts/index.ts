@@ -3,6 +3,7 @@ export {
   dedupeKey,
   quotaKey,
   rateLimitKey,
+  rejectionsKey,
   dashboardSessionKey,
   KEY_REVOKED_CHANNEL,
   PLAN_CHANGED_CHANNEL,

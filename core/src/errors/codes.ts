@@ -42,6 +42,16 @@ export const ERROR_CODES = {
     summary:
       'Another request with the same idempotency key is being stored right now; retry after the Retry-After seconds.',
   },
+  idempotency_key_reused: {
+    status: 409,
+    summary:
+      'This Idempotency-Key was already used (within 24 h, by this caller) for a request with another method, path or body; use a new key.',
+  },
+  restore_window_closed: {
+    status: 409,
+    summary:
+      "The deleted workspace's grace period is over: it can no longer be restored (its finance export stays available).",
+  },
   plan_quota_exceeded: {
     status: 429,
     summary: 'The workspace has used all events its plan allows this billing period.',

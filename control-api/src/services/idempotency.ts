@@ -1,0 +1,107 @@
+import { ApiError } from '@meterd/core/errors';
+import { type Pool } from '@meterd/core/store';
+
+/** How long a key is remembered, like Stripe's. */
+export const IDEMPOTENCY_TTL_HOURS = 24;
+/**
+ * How long a first request holds its key before another may take it over: longer than any create
+ * takes (signup's Stripe call included), short enough that a caller whose server died mid-request
+ * can retry within a minute instead of a day.
+ */
+const LEASE_SECONDS = 60;
+/** Rows one cleanup statement deletes: bounded work per tick, whatever has piled up. */
+export const CLEANUP_BATCH = 1_000;
+
+export type Begin = { kind: 'owner' } | { kind: 'replay'; status: number; body: string };
+
+/**
+ * Idempotency-Key records in Postgres. A key is scoped to its caller (a workspace, the operator, a
+ * signup's client address), so one tenant can neither replay nor block another's. The first
+ * request inserts its row and runs; a concurrent one with the same key waits on the row lock and
+ * then sees it running (409 idempotency_key_in_use); a later one gets the stored answer, or 409
+ * idempotency_key_reused when its method, path or body differ.
+ */
+export class IdempotencyService {
+  constructor(private readonly pool: Pool) {}
+
+  async begin(scope: string, key: string, fingerprint: Buffer): Promise<Begin> {
+    // Two tries: the row may expire and be cleaned up between the insert and the read.
+    for (let attempt = 0; attempt < 2; attempt++) {
+      // Takes the row over when it expired, or when its first request died holding it (lease over)
+      // and this is the same request: that retry must run, not wait for a day.
+      const { rowCount } = await this.pool.query(
+        `INSERT INTO idempotency_keys (scope, key, fingerprint, locked_until, expires_at)
+         VALUES ($1, $2, $3, now() + make_interval(secs => ${LEASE_SECONDS}), now() + make_interval(hours => ${IDEMPOTENCY_TTL_HOURS}))
+         ON CONFLICT (scope, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, status = NULL, response = NULL,
+           locked_until = EXCLUDED.locked_until, created_at = now(), expires_at = EXCLUDED.expires_at
+         WHERE idempotency_keys.expires_at <= now()
+            OR (idempotency_keys.status IS NULL AND idempotency_keys.locked_until <= now()
+                AND idempotency_keys.fingerprint = EXCLUDED.fingerprint)`,
+        [scope, key, fingerprint],
+      );
+      if (rowCount === 1) return { kind: 'owner' };
+      const { rows } = await this.pool.query<{
+        fingerprint: Buffer;
+        status: number | null;
+        response: string | null;
+        wait_s: number;
+      }>(
+        `SELECT fingerprint, status, response, GREATEST(1, ceil(extract(epoch FROM locked_until - now())))::int AS wait_s
+           FROM idempotency_keys WHERE scope = $1 AND key = $2 AND expires_at > now()`,
+        [scope, key],
+      );
+      const row = rows[0];
+      if (row === undefined) continue;
+      if (!row.fingerprint.equals(fingerprint))
+        throw new ApiError(
+          'idempotency_key_reused',
+          'this Idempotency-Key was used for a request with another method, path or body',
+          'Idempotency-Key',
+        );
+      if (row.status === null)
+        throw Object.assign(
+          new ApiError(
+            'idempotency_key_in_use',
+            'a request with this Idempotency-Key is still running; retry after the Retry-After seconds',
+            'Idempotency-Key',
+            { retryable: true },
+          ),
+          { retryAfter: Math.min(row.wait_s, 5) },
+        );
+      return { kind: 'replay', status: row.status, body: row.response ?? '' };
+    }
+    throw new ApiError(
+      'service_unavailable',
+      'the Idempotency-Key record changed while it was read; retry',
+      undefined,
+      {
+        retryable: true,
+      },
+    );
+  }
+
+  /** Stores the first request's answer, replayed to every later request with the key. */
+  async finish(scope: string, key: string, status: number, body: string): Promise<void> {
+    await this.pool.query(
+      'UPDATE idempotency_keys SET status = $3, response = $4 WHERE scope = $1 AND key = $2 AND status IS NULL',
+      [scope, key, status, body],
+    );
+  }
+
+  /** Forgets a key whose request failed (validation, conflict, a 5xx), so a retry with it runs again. */
+  async abandon(scope: string, key: string): Promise<void> {
+    await this.pool.query('DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND status IS NULL', [
+      scope,
+      key,
+    ]);
+  }
+
+  /** Deletes up to CLEANUP_BATCH expired rows, oldest first, through the expiry index; returns how many. */
+  async cleanup(): Promise<number> {
+    const { rowCount } = await this.pool.query(
+      `DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+         SELECT ctid FROM idempotency_keys WHERE expires_at <= now() ORDER BY expires_at LIMIT ${CLEANUP_BATCH}))`,
+    );
+    return rowCount ?? 0;
+  }
+}
