@@ -26,6 +26,7 @@ export function billingRoutes(app: FastifyInstance, ctx: Ctx): void {
           properties: { plan: { type: 'string', enum: [...PAID_PLANS] }, success_url: httpUrl, cancel_url: httpUrl },
         },
         idempotent: true,
+        errors: ['payment_required', 'already_subscribed', 'not_configured', 'upstream_error'],
       },
       preHandler: requireAuth(ctx.auth, ['admin']),
     },

@@ -44,6 +44,7 @@ export function keyRoutes(app: FastifyInstance, ctx: Ctx): void {
         tags: ['api-keys'],
         summary: 'Revoke an API key (ingest stops accepting it within a second).',
         params: pathParams('id', 'key_id'),
+        errors: ['resource_not_found'],
       },
       preHandler: admin,
     },

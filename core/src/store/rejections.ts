@@ -70,8 +70,8 @@ export class RejectionLog {
       multi.pexpire(key, REJECTIONS_KEPT_MS);
     }
     const results = await multi.exec();
-    const failed = results?.find(([err]) => err !== null);
-    if (failed) throw failed[0];
+    const failed = results?.find(([err]) => err !== null)?.[0];
+    if (failed) throw new Error('writing rejected events to Redis', { cause: failed });
   }
 
   /** Stops the loop and writes what is buffered. */
