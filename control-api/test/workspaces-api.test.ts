@@ -378,3 +378,43 @@ test('event explorer: newest first, keyset pages with no overlap, filters, and r
     'newest first, none older than 7 days, none of another workspace',
   );
 });
+
+test('the events page lists stored events and recent rejections; billing shows readiness', async () => {
+  const { workspace, token } = await stores.workspace();
+  const r = await call(s.url, 'POST', '/dashboard/api/session', { body: { api_key: token } });
+  const cookie = (r.headers.get('set-cookie') ?? '').split(';')[0]!;
+  const now = Math.floor(Date.now() / 1000) - 60;
+  await stores.clickhouse.insert({
+    table: 'events',
+    values: [
+      {
+        workspace_id: workspace.id,
+        event_type: 'api.call',
+        idempotency_key: 'dash-1',
+        event_id: 'evt_d1',
+        quantity: 2,
+        gmv_cents: 0,
+        currency: 'USD',
+        occurred_at: now,
+        received_at: now,
+      },
+    ],
+    format: 'JSONEachRow',
+  });
+  const log = new RejectionLog(stores.redis, stores.redisPrefix, 3_600_000, () => {});
+  log.record(workspace.id, { at: Date.now(), code: 'invalid_currency', message: 'bad', field: 'currency' });
+  await log.close();
+  const ev = await call(s.url, 'GET', '/dashboard/api/events', { headers: { cookie } });
+  assert.deepEqual(
+    ev.json.data.map((e: { id: string }) => e.id),
+    ['evt_d1'],
+  );
+  const rej = await call(s.url, 'GET', '/dashboard/api/events/rejections', { headers: { cookie } });
+  assert.equal(rej.json.data[0].code, 'invalid_currency');
+  const ready = await call(s.url, 'GET', '/dashboard/api/billing/readiness', { headers: { cookie } });
+  assert.equal(ready.json.checks[0].check, 'stripe_configured');
+  const page = await call(s.url, 'GET', '/dashboard/events', { headers: { cookie } });
+  assert.equal(page.status, 200);
+  assert.match(page.text, /aria-current="page">Events</);
+  assert.equal((await call(s.url, 'GET', '/dashboard/api/events')).status, 401, 'no session, no events');
+});
