@@ -3,10 +3,11 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MeterdClient, type MeterResult, type RetryInfo } from '@meterd/client';
+import { spawn } from 'node:child_process';
+import { MeterdClient, QuotaExhaustedError, type MeterResult, type Quota, type RetryInfo } from '@meterd/client';
 import { lit } from '@meterd/core/clickhouse';
 import { GateProxy, openTestStores, type TestStores } from '@meterd/core/testing';
-import { freePort, startService, waitFor, type Service } from './support/services.js';
+import { ROOT, freePort, startService, waitFor, type Service } from './support/services.js';
 
 /**
  * @meterd/client against the real ingest, each its own process: an ingest killed (-9) and
@@ -159,4 +160,58 @@ test('a full spool’s 503s are retried with jittered, growing backoff that hono
   assert.deepEqual(await stored(workspace.id), { distinct: N + 1, doubled: 0 });
   await ingest.stop();
   await gate.close();
+});
+
+test('quota awareness: the headers of every answer reach onQuota; once used up, meter() fails fast instead of queueing', async () => {
+  const { workspace, token } = await stores.workspace('free');
+  const port = await freePort();
+  const ingest = await startIngest(port, spool());
+  const seen: Quota[] = [];
+  const client = new MeterdClient({
+    baseUrl: ingest.url,
+    apiKey: token,
+    workspaceId: workspace.id,
+    quotaBackpressure: true,
+    onQuota: (q) => seen.push(q),
+  });
+  const results = await Promise.all(
+    Array.from({ length: 520 }, (_, i) => client.meter({ event_type: 'api.call', idempotency_key: `q${i}` })),
+  );
+  const t = tally(results);
+  assert.equal(t.accepted, 500, JSON.stringify(t));
+  assert.equal(t.rejected, 20);
+  assert.ok(results.some((r) => r.status === 'rejected' && r.code === 'plan_quota_exceeded'));
+  assert.deepEqual(seen.at(-1), { used: 500, limit: 500, remaining: 0 });
+  assert.deepEqual(client.quota, { used: 500, limit: 500, remaining: 0 });
+  await assert.rejects(client.meter({ event_type: 'api.call' }), QuotaExhaustedError);
+  await client.close();
+  await ingest.stop();
+});
+
+test('graceful shutdown: the README example, sent SIGTERM while events are queued, flushes them all first', async () => {
+  const { workspace, token } = await stores.workspace('enterprise');
+  const port = await freePort();
+  const ingest = await startIngest(port, spool());
+  const child = spawn(process.execPath, [`${ROOT}client/dist/examples/meter.js`, '3000'], {
+    env: { ...process.env, METERD_URL: ingest.url, METERD_API_KEY: token, METERD_WORKSPACE: workspace.id },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  // Signalled once its first batch is stored: the rest are queued or in flight.
+  await waitFor('the first events stored', async () => {
+    const rs = await stores.clickhouse.query({
+      query: `SELECT count() AS n FROM events WHERE workspace_id = ${lit(workspace.id)}`,
+      format: 'JSONEachRow',
+    });
+    return Number((await rs.json<{ n: string }>())[0]!.n) > 0 || child.exitCode !== null;
+  });
+  child.kill('SIGTERM');
+  const [code, signal] = await new Promise<[number | null, string | null]>((r) =>
+    child.once('exit', (c, s) => r([c, s])),
+  );
+  assert.ok(code === 0 || signal === 'SIGTERM', `exit ${code} ${signal}: ${err}`);
+  await waitFor('all 3000 events in ClickHouse', async () => (await stored(workspace.id)).distinct >= 3000, 60_000);
+  assert.deepEqual(await stored(workspace.id), { distinct: 3000, doubled: 0 });
+  await ingest.stop();
 });
