@@ -24,7 +24,7 @@ const { values } = parseArgs({
   options: {
     duration: { type: 'string', default: '15' },
     threads: { type: 'string', default: '2' },
-    concurrency: { type: 'string', default: '16' },
+    concurrency: { type: 'string', default: '32' },
   },
 });
 const durationSec = Number(values.duration);
