@@ -1,16 +1,9 @@
 import type { FastifyInstance } from 'fastify';
+import { eventFilterProps } from '../http/schemas.js';
 import { DEFAULT_RANGE_MS, decodeCursor } from '../services/events.js';
 import { hidden, type DashCtx } from './context.js';
 
-const eventsQuery = {
-  type: 'object',
-  additionalProperties: false,
-  properties: {
-    event_type: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,100}$' },
-    idempotency_key: { type: 'string', minLength: 1, maxLength: 255 },
-    cursor: { type: 'string', maxLength: 2000 },
-  },
-} as const;
+const eventsQuery = { type: 'object', additionalProperties: false, properties: eventFilterProps } as const;
 
 /**
  * The event explorer and billing readiness for the signed-in workspace: the same services as

@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { ApiError } from '@meterd/core/errors';
 import type { Ctx } from '../context.js';
 import { requireAuth, workspaceAccess } from '../http/auth.js';
-import { wsParams } from '../http/schemas.js';
+import { eventFilterProps, wsParams } from '../http/schemas.js';
 import { DEFAULT_RANGE_MS, MAX_RANGE_MS, decodeCursor } from '../services/events.js';
 
 /** RFC 3339 with a zone, as ingest takes occurred_at. */
@@ -13,11 +13,9 @@ const eventsQuery = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    event_type: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,100}$' },
-    idempotency_key: { type: 'string', minLength: 1, maxLength: 255 },
+    ...eventFilterProps,
     from: { type: 'string', pattern: RFC3339 },
     to: { type: 'string', pattern: RFC3339 },
-    cursor: { type: 'string', maxLength: 2000 },
     limit: limitParam,
   },
 } as const;
