@@ -73,7 +73,7 @@ export async function startControl(
   await worker?.start();
   quota.start(cfg.QUOTA_CHECK_MS);
   // A full batch means more expired rows are waiting: the next one runs at once.
-  const idempotency = new IdempotencyService(pool);
+  const idempotency = new IdempotencyService(pool, box);
   const idemCleanup = new Loop(async () => ((await idempotency.cleanup()) === CLEANUP_BATCH ? 0 : undefined), {
     intervalMs: cfg.IDEMPOTENCY_CLEANUP_MS,
     onError: (err) => log.warn({ err }, 'deleting expired idempotency keys failed'),

@@ -8,6 +8,7 @@ import { RejectionLog } from '@meterd/core/store';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { call, eventually, OPERATOR_KEY, startTestControl } from './helpers.js';
 import { REPO, spawnService } from './procs.js';
+import { SecretBox } from '../src/crypto/secret-box.js';
 import type { ControlServer } from '../src/server.js';
 import { IdempotencyService } from '../src/services/idempotency.js';
 
@@ -206,6 +207,79 @@ test('Idempotency-Key: same body replays the first answer, another body is 409 i
   assert.equal(replay.json.workspace.id, signup.json.workspace.id);
 });
 
+test('Idempotency-Key: stored answers hold no plaintext sks_/whsec_ secret, replay to their caller only', async () => {
+  const a = await stores.workspace();
+  const slug = `${a.workspace.slug}-sealed`;
+  const creates = [
+    {
+      key: 'sealed-signup',
+      path: '/api/v1/signup',
+      token: undefined,
+      body: { slug, display_name: 'Sealed' },
+      secret: (j: any) => j.api_key.token,
+    },
+    {
+      key: 'sealed-mint',
+      path: ws(a.workspace.id, '/api-keys'),
+      token: a.token,
+      body: { name: 'sealed' },
+      secret: (j: any) => j.api_key.token,
+    },
+    {
+      key: 'sealed-hook',
+      path: ws(a.workspace.id, '/webhooks'),
+      token: a.token,
+      body: { url: 'https://hooks.example.com/sealed' },
+      secret: (j: any) => j.webhook.secret,
+    },
+  ];
+  for (const c of creates) {
+    const send = () =>
+      call(s.url, 'POST', c.path, {
+        ...(c.token === undefined ? {} : { token: c.token }),
+        body: c.body,
+        headers: { 'idempotency-key': c.key },
+      });
+    const first = await send();
+    assert.equal(first.status, 201, first.text);
+    const secret = c.secret(first.json) as string;
+    assert.match(secret, /^(sks|whsec)_/);
+    const { rows } = await stores.pool.query(
+      `SELECT response FROM idempotency_keys WHERE key = $1 AND (response IS NULL OR response LIKE '%' || $2 || '%')`,
+      [c.key, secret.slice(0, 24)],
+    );
+    assert.deepEqual(rows, [], `${c.path}: the stored answer holds the secret in plaintext`);
+    const replay = await send();
+    assert.equal(replay.headers.get('idempotent-replayed'), 'true');
+    assert.equal(c.secret(replay.json), secret, `${c.path}: the replay returns the secret`);
+  }
+  // A's sealed answer copied under another scope (the operator's: same path and body, so the same
+  // fingerprint) or another key does not open there.
+  const minted = await call(s.url, 'POST', ws(a.workspace.id, '/api-keys'), {
+    token: a.token,
+    body: { name: 'sealed' },
+    headers: { 'idempotency-key': 'sealed-mint' },
+  });
+  for (const [scope, key] of [
+    ['operator', 'sealed-mint'],
+    [`ws:${a.workspace.id}`, 'sealed-copy'],
+  ] as const) {
+    await stores.pool.query(
+      `INSERT INTO idempotency_keys (scope, key, fingerprint, status, response, locked_until, expires_at)
+       SELECT $1, $2, fingerprint, status, response, locked_until, expires_at FROM idempotency_keys
+        WHERE scope = $3 AND key = 'sealed-mint'`,
+      [scope, key, `ws:${a.workspace.id}`],
+    );
+    const stolen = await call(s.url, 'POST', ws(a.workspace.id, '/api-keys'), {
+      token: scope === 'operator' ? OPERATOR_KEY : a.token,
+      body: { name: 'sealed' },
+      headers: { 'idempotency-key': key },
+    });
+    assert.equal(stolen.status, 500, `${scope} ${key}: ${stolen.text}`);
+    assert.ok(!stolen.text.includes(minted.json.api_key.token as string));
+  }
+});
+
 test('Idempotency-Key: concurrent requests with one key create once; the others replay or get 409 in use', async () => {
   const a = await stores.workspace();
   const results = await Promise.all(
@@ -240,7 +314,7 @@ test('Idempotency-Key cleanup deletes expired records only, a bounded batch per 
     `INSERT INTO idempotency_keys (scope, key, fingerprint, status, response, locked_until, expires_at)
      VALUES ('ws:cleanup', 'fresh', '\\x00', 201, '{}', now(), now() + interval '23 hours')`,
   );
-  const svc = new IdempotencyService(stores.pool);
+  const svc = new IdempotencyService(stores.pool, new SecretBox(''));
   assert.equal(await svc.cleanup(), 1000);
   assert.ok((await svc.cleanup()) >= 500);
   const { rows } = await stores.pool.query(`SELECT key FROM idempotency_keys WHERE scope = 'ws:cleanup'`);

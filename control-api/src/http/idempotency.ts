@@ -10,7 +10,7 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     /** Set while this request owns its Idempotency-Key: its answer is stored on send. */
-    idempotency: { scope: string; key: string } | null;
+    idempotency: { scope: string; key: string; fingerprint: Buffer } | null;
   }
 }
 
@@ -37,7 +37,7 @@ export function installIdempotency(app: FastifyInstance, ctx: Ctx): void {
     if (held === null) return payload;
     req.idempotency = null;
     if (reply.statusCode >= 200 && reply.statusCode < 300 && typeof payload === 'string')
-      await store.finish(held.scope, held.key, reply.statusCode, payload);
+      await store.finish(held.scope, held.key, held.fingerprint, reply.statusCode, payload);
     else await store.abandon(held.scope, held.key);
     return payload;
   });
@@ -52,9 +52,10 @@ export function installIdempotency(app: FastifyInstance, ctx: Ctx): void {
         'Idempotency-Key',
       );
     const scope = scopeOf(req);
-    const begun = await store.begin(scope, raw, fingerprint(req));
+    const print = fingerprint(req);
+    const begun = await store.begin(scope, raw, print);
     if (begun.kind === 'owner') {
-      req.idempotency = { scope, key: raw };
+      req.idempotency = { scope, key: raw, fingerprint: print };
       return;
     }
     await reply.status(begun.status).header('idempotent-replayed', 'true').type('application/json').send(begun.body);

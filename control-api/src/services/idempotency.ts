@@ -1,5 +1,6 @@
 import { ApiError } from '@meterd/core/errors';
 import { type Pool } from '@meterd/core/store';
+import type { SecretBox } from '../crypto/secret-box.js';
 
 /** How long a key is remembered, like Stripe's. */
 export const IDEMPOTENCY_TTL_HOURS = 24;
@@ -20,9 +21,16 @@ export type Begin = { kind: 'owner' } | { kind: 'replay'; status: number; body: 
  * request inserts its row and runs; a concurrent one with the same key waits on the row lock and
  * then sees it running (409 idempotency_key_in_use); a later one gets the stored answer, or 409
  * idempotency_key_reused when its method, path or body differ.
+ *
+ * A stored answer may hold a secret shown once (signup's and a minted key's `sks_` token, a webhook
+ * endpoint's `whsec_` secret), so it is sealed with SECRETS_KEY like every secret at rest, bound to
+ * its scope, key and request fingerprint: a row copied under another caller does not open.
  */
 export class IdempotencyService {
-  constructor(private readonly pool: Pool) {}
+  constructor(
+    private readonly pool: Pool,
+    private readonly box: SecretBox,
+  ) {}
 
   async begin(scope: string, key: string, fingerprint: Buffer): Promise<Begin> {
     // Two tries: the row may expire and be cleaned up between the insert and the read.
@@ -68,7 +76,8 @@ export class IdempotencyService {
           ),
           { retryAfter: Math.min(row.wait_s, 5) },
         );
-      return { kind: 'replay', status: row.status, body: row.response ?? '' };
+      const body = row.response === null ? '' : this.box.open(row.response, responseAad(scope, key, fingerprint));
+      return { kind: 'replay', status: row.status, body };
     }
     throw new ApiError(
       'service_unavailable',
@@ -81,10 +90,10 @@ export class IdempotencyService {
   }
 
   /** Stores the first request's answer, replayed to every later request with the key. */
-  async finish(scope: string, key: string, status: number, body: string): Promise<void> {
+  async finish(scope: string, key: string, fingerprint: Buffer, status: number, body: string): Promise<void> {
     await this.pool.query(
       'UPDATE idempotency_keys SET status = $3, response = $4 WHERE scope = $1 AND key = $2 AND status IS NULL',
-      [scope, key, status, body],
+      [scope, key, status, this.box.seal(body, responseAad(scope, key, fingerprint))],
     );
   }
 
@@ -104,4 +113,9 @@ export class IdempotencyService {
     );
     return rowCount ?? 0;
   }
+}
+
+/** What a stored answer is bound to (the rewrap command rebuilds it from the row). */
+export function responseAad(scope: string, key: string, fingerprint: Buffer): string {
+  return `idempotency\0${scope}\0${key}\0${fingerprint.toString('hex')}`;
 }

@@ -73,7 +73,7 @@ export function createServices(cfg: ControlConfig, d: ServiceDeps): Services {
     finance: new FinanceService(d.pool, d.ch),
     events: new EventService(d.ch, d.redis, cfg.REDIS_KEY_PREFIX),
     readiness: new ReadinessService(d.pool, d.stripe),
-    idempotency: new IdempotencyService(d.pool),
+    idempotency: new IdempotencyService(d.pool, d.box),
     ch: d.ch,
   };
 }
