@@ -304,6 +304,43 @@ test('Idempotency-Key: concurrent requests with one key create once; the others 
   assert.equal(list.json.data.length, 1, 'one endpoint, whatever the race');
 });
 
+test('Idempotency-Key: a lapsed lease with no stored answer is refused (409), never run twice; a running one is renewed', async () => {
+  const a = await stores.workspace();
+  const scope = `ws:${a.workspace.id}`;
+  const mint = () =>
+    call(s.url, 'POST', ws(a.workspace.id, '/api-keys'), {
+      token: a.token,
+      body: { name: 'crash' },
+      headers: { 'idempotency-key': 'crash-1' },
+    });
+  assert.equal((await mint()).status, 201);
+  // The process died after the create committed and before its answer was stored, a minute ago.
+  await stores.pool.query(
+    `UPDATE idempotency_keys SET status = NULL, response = NULL, locked_until = now() - interval '1 second'
+      WHERE scope = $1 AND key = 'crash-1'`,
+    [scope],
+  );
+  const retry = await mint();
+  assert.equal(retry.status, 409, retry.text);
+  assert.equal(retry.json.error.code, 'idempotency_key_in_use');
+  assert.equal(retry.headers.get('retry-after'), null, 'waiting would not help: the outcome is unknown');
+  const keys = await call(s.url, 'GET', ws(a.workspace.id, '/api-keys'), { token: a.token });
+  assert.equal(keys.json.data.length, 2, 'the first key and the one minted before the crash, no second mint');
+
+  const svc = new IdempotencyService(stores.pool, new SecretBox(''));
+  assert.equal((await svc.begin(scope, 'slow-1', Buffer.from('x'))).kind, 'owner');
+  await stores.pool.query(
+    `UPDATE idempotency_keys SET locked_until = now() + interval '1 second' WHERE scope = $1 AND key = 'slow-1'`,
+    [scope],
+  );
+  await svc.extend(scope, 'slow-1');
+  const { rows } = await stores.pool.query(
+    `SELECT locked_until > now() + interval '50 seconds' AS renewed FROM idempotency_keys WHERE scope = $1 AND key = 'slow-1'`,
+    [scope],
+  );
+  assert.equal(rows[0].renewed, true);
+});
+
 test('Idempotency-Key cleanup deletes expired records only, a bounded batch per statement', async () => {
   await stores.pool.query(
     `INSERT INTO idempotency_keys (scope, key, fingerprint, status, response, locked_until, created_at, expires_at)

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest, RouteOptions, preHandlerHookHandler } from 'fastify';
 import { ApiError } from '@meterd/core/errors';
 import type { Ctx } from '../context.js';
+import { LEASE_SECONDS } from '../services/idempotency.js';
 
 declare module 'fastify' {
   interface FastifySchema {
@@ -10,7 +11,7 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     /** Set while this request owns its Idempotency-Key: its answer is stored on send. */
-    idempotency: { scope: string; key: string; fingerprint: Buffer } | null;
+    idempotency: { scope: string; key: string; fingerprint: Buffer; heartbeat: NodeJS.Timeout } | null;
   }
 }
 
@@ -36,6 +37,7 @@ export function installIdempotency(app: FastifyInstance, ctx: Ctx): void {
     const held = req.idempotency;
     if (held === null) return payload;
     req.idempotency = null;
+    clearInterval(held.heartbeat);
     if (reply.statusCode >= 200 && reply.statusCode < 300 && typeof payload === 'string')
       await store.finish(held.scope, held.key, held.fingerprint, reply.statusCode, payload);
     else await store.abandon(held.scope, held.key);
@@ -55,7 +57,16 @@ export function installIdempotency(app: FastifyInstance, ctx: Ctx): void {
     const print = fingerprint(req);
     const begun = await store.begin(scope, raw, print);
     if (begun.kind === 'owner') {
-      req.idempotency = { scope, key: raw, fingerprint: print };
+      // Renewed while the handler runs: a lapsed lease then means the process died (services/idempotency.ts).
+      const heartbeat = setInterval(
+        () => {
+          store
+            .extend(scope, raw)
+            .catch((err: unknown) => req.log.warn({ err }, 'renewing an Idempotency-Key lease failed'));
+        },
+        (LEASE_SECONDS * 1000) / 3,
+      ).unref();
+      req.idempotency = { scope, key: raw, fingerprint: print, heartbeat };
       return;
     }
     await reply.status(begun.status).header('idempotent-replayed', 'true').type('application/json').send(begun.body);

@@ -5,11 +5,10 @@ import type { SecretBox } from '../crypto/secret-box.js';
 /** How long a key is remembered, like Stripe's. */
 export const IDEMPOTENCY_TTL_HOURS = 24;
 /**
- * How long a first request holds its key before another may take it over: longer than any create
- * takes (signup's Stripe call included), short enough that a caller whose server died mid-request
- * can retry within a minute instead of a day.
+ * How long a first request holds its key without a heartbeat: while its handler runs the lease is
+ * renewed every LEASE_SECONDS / 3, so only a process that died (or lost Postgres) lets it lapse.
  */
-const LEASE_SECONDS = 60;
+export const LEASE_SECONDS = 60;
 /** Rows one cleanup statement deletes: bounded work per tick, whatever has piled up. */
 export const CLEANUP_BATCH = 1_000;
 
@@ -21,6 +20,11 @@ export type Begin = { kind: 'owner' } | { kind: 'replay'; status: number; body: 
  * request inserts its row and runs; a concurrent one with the same key waits on the row lock and
  * then sees it running (409 idempotency_key_in_use); a later one gets the stored answer, or 409
  * idempotency_key_reused when its method, path or body differ.
+ *
+ * The create commits before its answer is stored (in onSend), so a lapsed lease with no answer
+ * means the first request stopped somewhere in between: its create may have committed. Running it
+ * again could mint a second key or endpoint, so the key stays refused (409, no Retry-After) until
+ * it expires; the caller checks what exists and uses a new key (docs/control-api.md).
  *
  * A stored answer may hold a secret shown once (signup's and a minted key's `sks_` token, a webhook
  * endpoint's `whsec_` secret), so it is sealed with SECRETS_KEY like every secret at rest, bound to
@@ -35,16 +39,13 @@ export class IdempotencyService {
   async begin(scope: string, key: string, fingerprint: Buffer): Promise<Begin> {
     // Two tries: the row may expire and be cleaned up between the insert and the read.
     for (let attempt = 0; attempt < 2; attempt++) {
-      // Takes the row over when it expired, or when its first request died holding it (lease over)
-      // and this is the same request: that retry must run, not wait for a day.
+      // Takes the row over only when it expired.
       const { rowCount } = await this.pool.query(
         `INSERT INTO idempotency_keys (scope, key, fingerprint, locked_until, expires_at)
          VALUES ($1, $2, $3, now() + make_interval(secs => ${LEASE_SECONDS}), now() + make_interval(hours => ${IDEMPOTENCY_TTL_HOURS}))
          ON CONFLICT (scope, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, status = NULL, response = NULL,
            locked_until = EXCLUDED.locked_until, created_at = now(), expires_at = EXCLUDED.expires_at
-         WHERE idempotency_keys.expires_at <= now()
-            OR (idempotency_keys.status IS NULL AND idempotency_keys.locked_until <= now()
-                AND idempotency_keys.fingerprint = EXCLUDED.fingerprint)`,
+         WHERE idempotency_keys.expires_at <= now()`,
         [scope, key, fingerprint],
       );
       if (rowCount === 1) return { kind: 'owner' };
@@ -54,7 +55,7 @@ export class IdempotencyService {
         response: string | null;
         wait_s: number;
       }>(
-        `SELECT fingerprint, status, response, GREATEST(1, ceil(extract(epoch FROM locked_until - now())))::int AS wait_s
+        `SELECT fingerprint, status, response, ceil(extract(epoch FROM locked_until - now()))::int AS wait_s
            FROM idempotency_keys WHERE scope = $1 AND key = $2 AND expires_at > now()`,
         [scope, key],
       );
@@ -64,6 +65,12 @@ export class IdempotencyService {
         throw new ApiError(
           'idempotency_key_reused',
           'this Idempotency-Key was used for a request with another method, path or body',
+          'Idempotency-Key',
+        );
+      if (row.status === null && row.wait_s <= 0)
+        throw new ApiError(
+          'idempotency_key_in_use',
+          'the first request with this Idempotency-Key stopped before its answer was stored, so whether it created anything is unknown; check, then retry with a new key',
           'Idempotency-Key',
         );
       if (row.status === null)
@@ -94,6 +101,15 @@ export class IdempotencyService {
     await this.pool.query(
       'UPDATE idempotency_keys SET status = $3, response = $4 WHERE scope = $1 AND key = $2 AND status IS NULL',
       [scope, key, status, this.box.seal(body, responseAad(scope, key, fingerprint))],
+    );
+  }
+
+  /** Renews a running request's lease (its heartbeat), so a create that takes long is not thought dead. */
+  async extend(scope: string, key: string): Promise<void> {
+    await this.pool.query(
+      `UPDATE idempotency_keys SET locked_until = now() + make_interval(secs => ${LEASE_SECONDS})
+        WHERE scope = $1 AND key = $2 AND status IS NULL`,
+      [scope, key],
     );
   }
 

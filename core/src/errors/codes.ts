@@ -40,7 +40,7 @@ export const ERROR_CODES = {
   idempotency_key_in_use: {
     status: 409,
     summary:
-      'Another request with the same idempotency key is being stored right now; retry after the Retry-After seconds.',
+      'Another request with the same idempotency key is being stored right now; retry after the Retry-After seconds. Without Retry-After (control API creates): the first request stopped before its answer was stored, so whether it created anything is unknown; check, then use a new key.',
   },
   idempotency_key_reused: {
     status: 409,
