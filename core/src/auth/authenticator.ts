@@ -162,6 +162,10 @@ export class Authenticator {
         this.keys.deleteWhere((p) => p.workspaceId === message);
         this.plans.delete(message);
         this.missingPlans.delete(message);
+        // A lookup running now may have read the row before the change (or the delete): later
+        // callers query again. Which keys are the workspace's is unknown until they resolve, so
+        // every running lookup is left to its own callers; plan changes are rare.
+        this.inflight.clear();
       }
     });
     this.subscribe();
