@@ -93,11 +93,23 @@ test('bad input is a 400 naming the field, and changes nothing', async () => {
     ['GET', ws(a.workspace.id, '/events?colour=red'), undefined, 'unknown_field', 'colour'],
     [
       'GET',
-      ws(a.workspace.id, '/events?from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z'),
+      ws(a.workspace.id, '/events?from=2025-11-02T00:00:00Z&to=2025-11-01T00:00:00Z'),
       undefined,
       'invalid_field',
       'from',
     ],
+    // Shaped like a date but none (month 13), or out of range: refused, not an empty page or a 500.
+    ['GET', ws(a.workspace.id, '/events?from=2025-13-01T00:00:00Z'), undefined, 'invalid_field', 'from'],
+    ['GET', ws(a.workspace.id, '/events?to=2025-13-01T00:00:00Z'), undefined, 'invalid_field', 'to'],
+    ['GET', ws(a.workspace.id, '/events?to=2999-01-01T00:00:00Z'), undefined, 'invalid_field', 'to'],
+    ['GET', ws(a.workspace.id, '/events?from=1969-12-31T00:00:00Z'), undefined, 'invalid_field', 'from'],
+    ...[Number.MAX_SAFE_INTEGER, -1, 4_102_444_800].map((t): [string, string, unknown, string, string] => [
+      'GET',
+      ws(a.workspace.id, `/events?cursor=${Buffer.from(JSON.stringify({ t, e: 'x', k: 'y' })).toString('base64url')}`),
+      undefined,
+      'invalid_field',
+      'cursor',
+    ]),
     ['GET', ws(a.workspace.id, '/events/rejections?limit=5000'), undefined, 'invalid_field', 'limit'],
   ];
   for (const [method, path, body, code, field] of cases) {

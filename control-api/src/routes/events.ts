@@ -3,7 +3,7 @@ import { ApiError } from '@meterd/core/errors';
 import type { Ctx } from '../context.js';
 import { requireAuth, workspaceAccess } from '../http/auth.js';
 import { eventFilterProps, wsParams } from '../http/schemas.js';
-import { DEFAULT_RANGE_MS, MAX_RANGE_MS, decodeCursor } from '../services/events.js';
+import { DEFAULT_RANGE_MS, MAX_RANGE_MS, decodeCursor, parseTime } from '../services/events.js';
 
 /** RFC 3339 with a zone, as ingest takes occurred_at. */
 const RFC3339 = '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(?:\\.\\d+)?(?:Z|[+-]\\d{2}:\\d{2})$';
@@ -49,8 +49,8 @@ export function eventRoutes(app: FastifyInstance, ctx: Ctx): void {
     },
     async (req) => {
       const q = req.query;
-      const to = q.to === undefined ? Date.now() : Date.parse(q.to);
-      const from = q.from === undefined ? to - DEFAULT_RANGE_MS : Date.parse(q.from);
+      const to = q.to === undefined ? Date.now() : parseTime(q.to, 'to');
+      const from = q.from === undefined ? to - DEFAULT_RANGE_MS : parseTime(q.from, 'from');
       if (from > to) throw new ApiError('invalid_field', 'from must not be after to', 'from');
       if (to - from > MAX_RANGE_MS)
         throw new ApiError('invalid_field', 'from and to may be at most 366 days apart', 'from');

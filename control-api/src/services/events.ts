@@ -6,10 +6,11 @@ import { readRejections, REJECTIONS_PER_WORKSPACE, type Redis, type Rejected } f
 type ClickHouseClient = ReturnType<typeof createClickHouse>;
 
 const HOUR_MS = 3_600_000;
+const DAY_MS = 86_400_000;
 /** The default look-back without `from`: Stripe's meter event window, the age limit of what ingest accepts. */
-export const DEFAULT_RANGE_MS = 35 * 86_400_000;
+export const DEFAULT_RANGE_MS = 35 * DAY_MS;
 /** The widest range one listing may walk (`from` to `to`). */
-export const MAX_RANGE_MS = 366 * 86_400_000;
+export const MAX_RANGE_MS = 366 * DAY_MS;
 
 export interface StoredEvent {
   id: string;
@@ -44,11 +45,23 @@ export function encodeCursor(c: Cursor): string {
   return Buffer.from(JSON.stringify(c)).toString('base64url');
 }
 
+/** Between 1970 and a day from now: what ClickHouse's DateTime can hold and an event may claim. */
+const inRange = (ms: number) => Number.isFinite(ms) && ms >= 0 && ms <= Date.now() + DAY_MS;
+
+/** An RFC 3339 time as epoch ms; one that is no real date (month 13) or out of range is a 400 naming `field`. */
+export function parseTime(s: string, field: string): number {
+  const ms = Date.parse(s);
+  if (!inRange(ms))
+    throw new ApiError('invalid_field', `${field} must be a real date between 1970 and tomorrow`, field);
+  return ms;
+}
+
 /** A cursor this server wrote; anything else is a 400 naming `cursor`. */
 export function decodeCursor(s: string): Cursor {
   try {
     const c = JSON.parse(Buffer.from(s, 'base64url').toString('utf8')) as Cursor;
-    if (Number.isSafeInteger(c.t) && typeof c.e === 'string' && typeof c.k === 'string') return c;
+    if (Number.isSafeInteger(c.t) && inRange(c.t * 1000) && typeof c.e === 'string' && typeof c.k === 'string')
+      return c;
   } catch {
     // Not base64url JSON: refused below like any other malformed cursor.
   }
