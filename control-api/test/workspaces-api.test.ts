@@ -11,6 +11,7 @@ import { REPO, spawnService } from './procs.js';
 import { SecretBox } from '../src/crypto/secret-box.js';
 import type { ControlServer } from '../src/server.js';
 import { IdempotencyService } from '../src/services/idempotency.js';
+import { ReadinessService } from '../src/services/readiness.js';
 
 /**
  * Workspaces read/updated/deleted, Idempotency-Key on creates, billing readiness and the event
@@ -434,6 +435,27 @@ test('billing readiness: each check with its reason', async () => {
   const noCustomer = await call(s.url, 'GET', ws(bare.workspace.id, '/billing/readiness'), { token: bare.token });
   assert.equal(noCustomer.json.checks[1].ok, false);
   assert.match(noCustomer.json.checks[1].reason, /no Stripe customer/);
+});
+
+test('billing readiness: concurrent and repeated calls share one Stripe meter listing', async () => {
+  const a = await stores.workspace();
+  await stores.pool.query(
+    `INSERT INTO billing_pushes (workspace_id, event_type, window_start, window_end, revision, identifier, stripe_customer_id,
+       value_field, total, value, status, event_name, currency)
+     VALUES ($1, 'shared.call', now() - interval '2 hours', now() - interval '1 hour', 1, $1 || 'shared', 'cus_x', 'quantity', 1, 1, 'sent', 'shared.call', '')`,
+    [a.workspace.id],
+  );
+  const stripe = new Stripe(KEY, { host: '127.0.0.1', port: Number(new URL(stripeUrl).port), protocol: 'http' });
+  const lists: string[] = [];
+  stripe.on('request', (r: { path: string }) => lists.push(r.path));
+  const svc = new ReadinessService(stores.pool, stripe);
+  await Promise.all(Array.from({ length: 10 }, () => svc.of(a.workspace.id, 'cus_x')));
+  for (let i = 0; i < 10; i++) await svc.of(a.workspace.id, 'cus_x');
+  assert.deepEqual(
+    lists,
+    ['/v1/billing/meters?limit=100'],
+    'one listing (fewer than 100 meters: one page) for 20 calls',
+  );
 });
 
 test('event explorer: newest first, keyset pages with no overlap, filters, and recent rejections', async () => {

@@ -34,6 +34,12 @@ interface MeterRow {
  * rejected (Stripe's error report, a missing meter or customer), failed (refused for good).
  */
 const UNBILLED = `'unbillable', 'rejected', 'failed'`;
+/**
+ * How long the list of Stripe meters is reused. The platform has one Stripe account whose rate
+ * limit billing-sync needs too, so tenants' readiness calls share one listing a minute instead of
+ * each paging through every meter; a meter created or archived shows within this time.
+ */
+export const METERS_TTL_MS = 60_000;
 /** The look-back of the ledger read: Stripe's meter event window, so the cost follows recent pushes, not history. */
 const LOOKBACK_DAYS = 35;
 
@@ -43,6 +49,9 @@ const LOOKBACK_DAYS = 35;
  * has it active, its last push was accepted, and none of its rows is unbilled.
  */
 export class ReadinessService {
+  /** The last listing (or the one running, which concurrent calls join); a failed one is not kept. */
+  private meters: { at: number; value: Promise<Map<string, Stripe.Billing.Meter>> } | null = null;
+
   constructor(
     private readonly pool: Pool,
     private readonly stripe: Stripe | null,
@@ -62,12 +71,24 @@ export class ReadinessService {
     const stripeMeters =
       stripe === null || rows.length === 0
         ? null
-        : await callStripe('listing Stripe meters failed; retry later', () => metersByName(stripe));
+        : await callStripe('listing Stripe meters failed; retry later', () => this.metersOf(stripe));
     const meters = rows.map((r) => {
       const mc: Check[] = [meterCheck(r.event_name, stripeMeters), lastPushCheck(r), unbilledCheck(r)];
       return { event_name: r.event_name, ready: mc.every((c) => c.ok), checks: mc };
     });
     return { ready: checks.every((c) => c.ok) && meters.every((m) => m.ready), checks, meters };
+  }
+
+  private metersOf(stripe: Stripe): Promise<Map<string, Stripe.Billing.Meter>> {
+    const now = Date.now();
+    if (this.meters !== null && now - this.meters.at < METERS_TTL_MS) return this.meters.value;
+    const entry = { at: now, value: metersByName(stripe) };
+    this.meters = entry;
+    entry.value.catch(() => {
+      // The caller reports the failure; the next call lists again.
+      if (this.meters === entry) this.meters = null;
+    });
+    return entry.value;
   }
 
   private async meterRows(workspaceId: string): Promise<MeterRow[]> {
