@@ -6,13 +6,14 @@ import { ROOT } from './support/services.js';
 
 /**
  * The import rules of docs/architecture.md, checked on every TypeScript source: a service imports
- * only core (through `@meterd/core` or `@meterd/core/testing`), never another service; core imports
- * no service; relative imports stay inside their own package. The root test/ folder (end-to-end)
- * is exempt: it drives every service.
+ * only core (through `@meterd/core` or `@meterd/core/testing`) and the public client library
+ * (`@meterd/client`), never another service; core imports no service; the client imports nothing
+ * of meterd (it is published on its own, with no dependencies); relative imports stay inside their
+ * own package. The root test/ folder (end-to-end) is exempt: it drives every service.
  */
 const SERVICES = ['ingest', 'aggregator', 'billing-sync', 'control-api', 'stripe-local', 'bench'];
 // tools/ (the supervisor, the migration and docs commands) is repository tooling: it may import core only.
-const PACKAGES = ['core', 'tools', ...SERVICES];
+const PACKAGES = ['core', 'client', 'tools', ...SERVICES];
 
 function sources(dir: string): string[] {
   const out: string[] = [];
@@ -36,7 +37,8 @@ function violations(pkg: string): string[] {
       const where = `${relative(ROOT, file)} imports '${spec}'`;
       if (spec.startsWith('@meterd/')) {
         const target = spec.slice('@meterd/'.length).split('/')[0]!;
-        if (target !== 'core') found.push(where);
+        // The client's examples import it by its published name, as a user would.
+        if (pkg === 'client' ? target !== 'client' : target !== 'core' && target !== 'client') found.push(where);
       } else if (spec.startsWith('.')) {
         const target = relative(ROOT, resolve(dirname(file), spec)).split(sep)[0]!;
         if (target !== pkg) found.push(where);
@@ -47,7 +49,13 @@ function violations(pkg: string): string[] {
 }
 
 for (const pkg of PACKAGES) {
-  test(`${pkg} imports ${pkg === 'core' ? 'no service' : 'only core, never another service'}`, () => {
+  const rule =
+    pkg === 'core'
+      ? 'no service'
+      : pkg === 'client'
+        ? 'nothing of meterd'
+        : 'only core and the client, never another service';
+  test(`${pkg} imports ${rule}`, () => {
     assert.deepEqual(violations(pkg), []);
   });
 }

@@ -1,5 +1,6 @@
 import Fastify, { type FastifyInstance } from 'fastify';
 import { Authenticator } from '@meterd/core/auth';
+import { clickHouseFromConfig } from '@meterd/core/clickhouse';
 import { pgHealthy, redisHealthy, type Redis } from '@meterd/core/store';
 import { serveProbes } from '@meterd/core/http';
 import type { ControlConfig } from './config.js';
@@ -13,10 +14,14 @@ import { signupRoutes } from './routes/signup.js';
 import { webhookRoutes } from './routes/webhooks.js';
 import { stripeRoutes } from './routes/stripe.js';
 import { billingRoutes } from './routes/billing.js';
+import { eventRoutes } from './routes/events.js';
+import { readinessRoutes } from './routes/readiness.js';
+import { workspaceRoutes } from './routes/workspaces.js';
+import { installIdempotency } from './http/idempotency.js';
 import { shopifyRoutes } from './routes/shopify.js';
 import { dashboardPlugin } from './dashboard/index.js';
 
-export interface AppDeps extends ServiceDeps {
+export interface AppDeps extends Omit<ServiceDeps, 'ch'> {
   /** A Redis connection of its own for the revocation subscription. */
   sub: Redis;
   /** Aborted once the process drains: /readyz answers 503. */
@@ -35,13 +40,15 @@ export async function buildApp(cfg: ControlConfig, deps: AppDeps): Promise<Fasti
   app.decorateRequest('principal', null);
   // Every body is JSON: anything else is a 415, not a string that fails validation later.
   app.removeContentTypeParser('text/plain');
+  const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: 5_000 });
+  app.addHook('onClose', async () => ch.close());
   const ctx: Ctx = {
     cfg,
     redis: deps.redis,
     log: deps.log,
     metrics: deps.metrics,
     auth: new Authenticator(deps.pool, deps.sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY),
-    services: createServices(cfg, deps),
+    services: createServices(cfg, { ...deps, ch }),
   };
   installErrorHandling(app, deps.log, deps.metrics);
   app.addHook('onResponse', async () => deps.metrics.requests.inc());
@@ -56,7 +63,11 @@ export async function buildApp(cfg: ControlConfig, deps: AppDeps): Promise<Fasti
     },
     metrics: () => deps.metrics.registry.render(),
   });
+  installIdempotency(app, ctx);
   signupRoutes(app, ctx);
+  workspaceRoutes(app, ctx);
+  readinessRoutes(app, ctx);
+  eventRoutes(app, ctx);
   keyRoutes(app, ctx);
   webhookRoutes(app, ctx);
   provisionRoutes(app, ctx);

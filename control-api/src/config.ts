@@ -150,6 +150,18 @@ export const controlVars = {
     'Where the OAuth code is exchanged; {shop} is replaced (tests point it at a local server).',
     'https://{shop}/admin/oauth/access_token',
   ),
+  WORKSPACE_DELETE_GRACE_DAYS: int(
+    'Days a deleted workspace can be restored by the operator (its keys stop working at deletion; its numbers stay for the finance export).',
+    30,
+    0,
+    3650,
+  ),
+  IDEMPOTENCY_CLEANUP_MS: int(
+    'How often expired Idempotency-Key records (kept 24 h) are deleted, a bounded batch at a time.',
+    60_000,
+    100,
+    3_600_000,
+  ),
   QUOTA_CHECK_MS: int(
     "How often workspaces' event counters are compared with their plan for meter.quota.warning.",
     30_000,

@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { createLogger, type Logger } from '@meterd/core/log';
+import { Loop } from '@meterd/core/loop';
 import { createPool, createRedis } from '@meterd/core/store';
 import { buildApp } from './app.js';
 import type { ServiceSpec } from '@meterd/core/service';
@@ -13,6 +14,7 @@ import { KubernetesDriver } from './provision/k8s-driver.js';
 import { LocalDriver } from './provision/local-driver.js';
 import type { ProvisionDriver } from './provision/driver.js';
 import { Provisioner } from './services/provisions.js';
+import { CLEANUP_BATCH, IdempotencyService } from './services/idempotency.js';
 import { DeliveryWorker } from './webhooks/worker.js';
 
 export interface ControlServer {
@@ -73,6 +75,12 @@ export async function startControl(
   await worker?.start();
   quota.start(cfg.QUOTA_CHECK_MS);
   gauges.start();
+  // A full batch means more expired rows are waiting: the next one runs at once.
+  const idempotency = new IdempotencyService(pool, box);
+  const idemCleanup = new Loop(async () => ((await idempotency.cleanup()) === CLEANUP_BATCH ? 0 : undefined), {
+    intervalMs: cfg.IDEMPOTENCY_CLEANUP_MS,
+    onError: (err) => log.warn({ err }, 'deleting expired idempotency keys failed'),
+  }).start(cfg.IDEMPOTENCY_CLEANUP_MS);
   // A store that is down at start must not keep the API from serving: resume at the next start.
   await provisioner.resume().catch((err: unknown) => log.error({ err }, 'resuming pending provisions failed'));
   return {
@@ -84,6 +92,7 @@ export async function startControl(
     async close() {
       await quota.stop();
       await gauges.stop();
+      await idemCleanup.stop();
       await app.close();
       await worker?.stop();
       await provisioner.close();

@@ -58,7 +58,7 @@ test('an unexpected error is a 500 without internals', async () => {
 
 test('the OpenAPI document lists the endpoints of docs/api.md', async () => {
   const doc = (await call(s.url, 'GET', '/api/v1/openapi.json')).json;
-  assert.equal(doc.openapi, '3.0.3');
+  assert.equal(doc.openapi, '3.1.0');
   for (const p of [
     '/api/v1/signup',
     '/api/v1/provision',

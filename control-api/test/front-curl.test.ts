@@ -112,7 +112,7 @@ test('the three curl calls of docs/api.md work against the front with only the h
     body: JSON.stringify({ total_cents: 1000 }),
   });
   assert.equal(done.status, 200);
-  assert.equal(((await done.json()) as { meter_status: number }).meter_status, 202);
+  assert.equal(((await done.json()) as { meter_status: string }).meter_status, 'accepted');
   await control.provisioner.settle();
   await call(base, 'DELETE', `/api/v1/provision/${prov.json.provision.id}`, { token: SKS });
 });

@@ -4,6 +4,7 @@ import { createLogger } from '@meterd/core/log';
 import { loadControlConfig, type ControlConfig } from '../src/config.js';
 import { startControl, type ControlServer } from '../src/server.js';
 import type { ProvisionDriver } from '../src/provision/driver.js';
+import { checkFor } from './openapi-check.js';
 
 export const OPERATOR_KEY = 'operator-test-key-0123456789';
 
@@ -67,6 +68,12 @@ export async function call(
     redirect: 'manual',
   });
   const text = await res.text();
+  // Every answer of an API path must be one the OpenAPI document describes (status and body).
+  if (/^\/(api|webhooks)\//.test(path) && !path.startsWith('/api/v1/openapi.json')) {
+    const check = await checkFor(base);
+    const problems = check?.check(method, path, res.status, res.headers.get('content-type'), text) ?? [];
+    if (problems.length > 0) throw new Error(`OpenAPI: ${problems.join('; ')}`);
+  }
   let json: unknown = undefined;
   try {
     json = JSON.parse(text);

@@ -112,6 +112,7 @@ test(
           await call(before.url, 'POST', `/api/v1/workspaces/${w.workspace.id}/webhooks`, {
             token: w.token,
             body: { url: rx.url },
+            headers: { 'idempotency-key': 'rotate-1' },
           })
         ).json.webhook;
       } finally {
@@ -135,6 +136,7 @@ test(
       const box = new SecretBox(K2, [K1]);
       const done = await rewrapAll(stores.pool, box);
       assert.ok(done.webhook_endpoints! >= 1);
+      assert.equal(done.idempotency_keys, 1, 'the stored answer of the idempotent create is re-sealed too');
       const { rows: after } = await stores.pool.query('SELECT secret_enc FROM webhook_endpoints');
       assert.ok(after.every((r) => !box.isStale(r.secret_enc)));
 
@@ -143,6 +145,12 @@ test(
         await emit(w.workspace.id);
         const got = await rx.waitFor(2);
         assert.equal(verifySignature(got[1]!.body, got[1]!.headers['stateset-signature'] as string, hook.secret), true);
+        const replay = await call(rotated.url, 'POST', `/api/v1/workspaces/${w.workspace.id}/webhooks`, {
+          token: w.token,
+          body: { url: rx.url },
+          headers: { 'idempotency-key': 'rotate-1' },
+        });
+        assert.equal(replay.json.webhook.secret, hook.secret, 'the replay opens under the new key alone');
       } finally {
         await rotated.close();
       }

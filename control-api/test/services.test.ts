@@ -34,6 +34,7 @@ before(async () => {
     metrics: defineControlMetrics(),
     box,
     stripe: null,
+    ch: stores.clickhouse,
     provisioner,
   });
 });

@@ -32,11 +32,11 @@ async function open(ttlMs = 30_000, options: AuthenticatorOptions = {}): Promise
 
 const randomToken = () => `sks_${randomBytes(32).toString('base64url')}`;
 
-/** Resolves when `sub` has delivered a revocation; listeners run in order, so the Authenticator's ran first. */
-function revocationSeen(sub: Redis): Promise<void> {
+/** Resolves when `sub` has delivered a message on `wanted`; listeners run in order, so the Authenticator's ran first. */
+function revocationSeen(sub: Redis, wanted: string = KEY_REVOKED_CHANNEL): Promise<void> {
   return new Promise((resolve) => {
     const on = (channel: string) => {
-      if (channel !== KEY_REVOKED_CHANNEL) return;
+      if (channel !== wanted) return;
       sub.off('message', on);
       resolve();
     };
@@ -209,6 +209,26 @@ test('the plans cache is bounded, and a reconnected subscriber clears every cach
   await ready;
   assert.deepEqual(auth.cacheSizes, { keys: 0, misses: 0, plans: 0, lookups: 0 });
   assert.ok(auth.authenticate(`Bearer ${token}`) instanceof Promise, 'looked up again after the reconnect');
+});
+
+test('a request arriving after a workspace delete does not join the lookup that started before it', async () => {
+  const held = heldLookup();
+  const { auth, sub } = await open(30_000, { findKey: held.findKey });
+  const { workspace, token } = await stores.workspace();
+  const inflight = auth.authenticate(`Bearer ${token}`);
+  await held.rowRead;
+  // What the control API's delete does: mark the workspace, then publish on the plan channel.
+  await stores.pool.query('UPDATE workspaces SET deleted_at = now() WHERE id = $1', [workspace.id]);
+  const seen = revocationSeen(sub, PLAN_CHANGED_CHANNEL);
+  await stores.redis.publish(PLAN_CHANGED_CHANNEL, workspace.id);
+  await seen;
+
+  const after = auth.authenticate(`Bearer ${token}`);
+  assert.notEqual(after, inflight);
+  assertCode(await after, 'invalid_api_key');
+  held.release();
+  await inflight;
+  assertCode(await auth.authenticate(`Bearer ${token}`), 'invalid_api_key');
 });
 
 test('a plan change published on Redis reaches the cached principal at once, not after the TTL', async () => {

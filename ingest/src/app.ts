@@ -10,7 +10,15 @@ import { createLogger, type Logger } from '@meterd/core/log';
 import { Loop } from '@meterd/core/loop';
 import { MetricsRegistry, METRICS_CONTENT_TYPE } from '@meterd/core/metrics';
 import { addressMatcher } from '@meterd/core/net';
-import { createPool, createRedis, pgHealthy, redisHealthy, type Pool, type Redis } from '@meterd/core/store';
+import {
+  createPool,
+  createRedis,
+  pgHealthy,
+  redisHealthy,
+  RejectionLog,
+  type Pool,
+  type Redis,
+} from '@meterd/core/store';
 import type { TemplatedApp, us_listen_socket } from 'uWebSockets.js';
 import type { IngestConfig } from './config.js';
 import { loadNativeUws } from './native.js';
@@ -141,11 +149,15 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     cfg.DEDUPE_PENDING_TTL_MS / 2,
   );
   const auth = new Authenticator(pool, sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY);
+  const rejections = new RejectionLog(redis, o.redisPrefix ?? cfg.REDIS_KEY_PREFIX, 1_000, (err) =>
+    log.warn({ err }, 'recording rejected events for the explorer failed'),
+  );
   const routes = new MeterRoutes(auth, pipeline, deduper, metrics, log, {
     maxBodyBytes: cfg.MAX_BODY_BYTES,
     maxBatchBodyBytes: cfg.MAX_BATCH_BODY_BYTES,
     authFailures: new AuthFailureLimiter(cfg.AUTH_FAILURE_BURST, cfg.AUTH_FAILURE_RATE_PER_SECOND),
     trustedProxy: addressMatcher(cfg.TRUSTED_PROXIES),
+    rejections,
   });
   const health = new Health(redis, pool, shipper, cfg.SPOOL_MAX_BYTES, log);
   try {
@@ -217,6 +229,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
       while (routes.tracker.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
       await health.stop();
       recovery.close();
+      await rejections.close().catch((err: unknown) => log.warn({ err }, 'writing the last rejected events failed'));
       await Promise.all(adopted.map((a) => a.stop()));
       await shipper.stop(flushWithinMs);
       await shippedMarks

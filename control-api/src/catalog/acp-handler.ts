@@ -1,10 +1,12 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { MeterdClient } from '@meterd/client';
 
 /**
  * The catalog's `acp-handler`, as the local driver runs it: an Agentic Commerce Protocol checkout
- * endpoint that, when a checkout completes, meters it as GMV through meterd's /api/v1/meter
- * (idempotent on the checkout id, so a retried completion is counted once). Config comes from the
- * provisioning request: METER_URL, METER_WORKSPACE_ID, METER_API_KEY; PORT from the driver.
+ * endpoint that, when a checkout completes, meters it as GMV through meterd's client library
+ * (idempotent on the checkout id, so a retried completion is counted once; concurrent completions
+ * share a batch; 503s and network errors are retried; SIGTERM flushes what is queued). Config comes
+ * from the provisioning request: METER_URL, METER_WORKSPACE_ID, METER_API_KEY; PORT from the driver.
  */
 const METER_URL = process.env.METER_URL ?? '';
 const WORKSPACE = process.env.METER_WORKSPACE_ID ?? '';
@@ -14,6 +16,15 @@ if (METER_URL === '' || WORKSPACE === '' || KEY === '') {
   console.error('acp-handler: METER_URL, METER_WORKSPACE_ID and METER_API_KEY are required');
   process.exit(1);
 }
+
+const meterd = new MeterdClient({
+  baseUrl: METER_URL,
+  apiKey: KEY,
+  workspaceId: WORKSPACE,
+  // A completion waits for its answer: a short batching delay keeps that wait small.
+  flushIntervalMs: 5,
+  maxAttempts: 5,
+});
 
 function send(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
@@ -40,26 +51,24 @@ const server = createServer((req, res) => {
         return send(res, 400, {
           error: { code: 'invalid_field', message: 'total_cents must be a whole number', field: 'total_cents' },
         });
-      const meter = await fetch(new URL('/api/v1/meter', METER_URL), {
-        method: 'POST',
-        headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
-        body: JSON.stringify({
-          workspace_id: WORKSPACE,
+      const metered = await meterd
+        .meter({
           event_type: 'checkout.completed',
           quantity: 1,
-          gmv_cents: total,
+          gmv_cents: total as number,
           currency: typeof b.currency === 'string' ? b.currency.toUpperCase() : 'USD',
           idempotency_key: `checkout_${m[1]}`,
-          occurred_at: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
-        }),
-      });
-      send(res, meter.ok ? 200 : 502, {
+        })
+        .catch((err: { code?: string }) => ({ status: 'failed' as const, code: err.code ?? 'network_error' }));
+      const ok = metered.status === 'accepted' || metered.status === 'duplicate';
+      send(res, ok ? 200 : 502, {
         id: m[1],
-        status: meter.ok ? 'completed' : 'metering_failed',
-        meter_status: meter.status,
+        status: ok ? 'completed' : 'metering_failed',
+        meter_status: metered.status,
+        ...('code' in metered ? { meter_error: metered.code } : {}),
       });
     })
     .catch(() => send(res, 400, { error: { code: 'invalid_json', message: 'the body is not valid JSON' } }));
 });
 server.listen(PORT, process.env.HOST ?? '0.0.0.0');
-process.on('SIGTERM', () => server.close(() => process.exit(0)));
+process.on('SIGTERM', () => server.close(() => void meterd.close().finally(() => process.exit(0))));

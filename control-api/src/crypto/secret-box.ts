@@ -7,7 +7,8 @@ import { MeterdError } from '@meterd/core/errors';
  * makes rotation possible: values are sealed with SECRETS_KEY and opened with whichever key their
  * id names, SECRETS_KEY or one of SECRETS_KEYS_OLD (docs/security.md has the procedure).
  * Values written before key ids (`v1.<base64>`) are tried against every configured key; GCM's tag
- * tells the right one.
+ * tells the right one. `aad` (associated data) binds a value to where it is stored: it opens only
+ * with the same `aad`, so a sealed value copied into another row does not decrypt.
  */
 export class SecretBox {
   private readonly current: { kid: string; key: Buffer };
@@ -33,18 +34,19 @@ export class SecretBox {
     return this.current.key.equals(DEV_KEY);
   }
 
-  seal(plain: string): string {
+  seal(plain: string, aad?: string): string {
     const iv = randomBytes(12);
     const c = createCipheriv('aes-256-gcm', this.current.key, iv);
+    if (aad !== undefined) c.setAAD(Buffer.from(aad, 'utf8'));
     const body = Buffer.concat([c.update(plain, 'utf8'), c.final()]);
     return `v2.${this.current.kid}.${Buffer.concat([iv, c.getAuthTag(), body]).toString('base64')}`;
   }
 
-  open(sealed: string): string {
+  open(sealed: string, aad?: string): string {
     if (sealed.startsWith('v1.')) {
       const raw = Buffer.from(sealed.slice(3), 'base64');
       for (const key of this.byKid.values()) {
-        const plain = tryOpen(key, raw);
+        const plain = tryOpen(key, raw, aad);
         if (plain !== undefined) return plain;
       }
       throw new MeterdError(
@@ -60,7 +62,7 @@ export class SecretBox {
         'METERD_SECRET_UNREADABLE',
         `a stored secret is encrypted under key id ${m[1]}, which is neither SECRETS_KEY nor in SECRETS_KEYS_OLD`,
       );
-    const plain = tryOpen(key, Buffer.from(m[2]!, 'base64'));
+    const plain = tryOpen(key, Buffer.from(m[2]!, 'base64'), aad);
     if (plain === undefined)
       throw new MeterdError(
         'METERD_SECRET_UNREADABLE',
@@ -87,10 +89,11 @@ function decodeKey(b64: string): Buffer {
   return key;
 }
 
-/** undefined when the tag does not verify under `key` (the wrong key, or tampering). */
-function tryOpen(key: Buffer, raw: Buffer): string | undefined {
+/** undefined when the tag does not verify under `key` and `aad` (the wrong key or row, or tampering). */
+function tryOpen(key: Buffer, raw: Buffer, aad: string | undefined): string | undefined {
   if (raw.length < 28) return undefined;
   const d = createDecipheriv('aes-256-gcm', key, raw.subarray(0, 12));
+  if (aad !== undefined) d.setAAD(Buffer.from(aad, 'utf8'));
   d.setAuthTag(raw.subarray(12, 28));
   try {
     return Buffer.concat([d.update(raw.subarray(28)), d.final()]).toString('utf8');

@@ -17,6 +17,7 @@ const ASSETS: Record<string, string> = {
 export const PAGES = [
   { path: 'overview', title: 'Overview' },
   { path: 'onboarding', title: 'Get started' },
+  { path: 'events', title: 'Events' },
   { path: 'webhooks', title: 'Webhooks' },
   { path: 'keys', title: 'API keys' },
   { path: 'billing', title: 'Billing' },

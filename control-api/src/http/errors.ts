@@ -75,9 +75,9 @@ export function installErrorHandling(app: FastifyInstance, log: Logger, metrics:
       metrics.errors5xx.inc();
       log.warn({ err, code: wire.code }, 'request failed');
     }
-    if (wire.code === 'rate_limited' && (err as { retryAfter?: number }).retryAfter !== undefined) {
-      void reply.header('retry-after', String((err as { retryAfter?: number }).retryAfter));
-    }
+    // rate_limited and idempotency_key_in_use carry the seconds to wait.
+    const retryAfter = (err as { retryAfter?: number }).retryAfter;
+    if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter));
     return reply
       .status(wire.status)
       .type('application/json')

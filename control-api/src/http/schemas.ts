@@ -24,3 +24,10 @@ export const mintKeyBody = {
     scopes: { type: 'array', minItems: 1, uniqueItems: true, items: { type: 'string', enum: [...SCOPES] } },
   },
 } as const;
+
+/** What the event explorer filters and pages by (the public route and the dashboard's). */
+export const eventFilterProps = {
+  event_type: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,100}$' },
+  idempotency_key: { type: 'string', minLength: 1, maxLength: 255 },
+  cursor: { type: 'string', maxLength: 2000 },
+} as const;

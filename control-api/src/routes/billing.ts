@@ -1,15 +1,13 @@
 import type { FastifyInstance } from 'fastify';
-import { ApiError } from '@meterd/core/errors';
-import { PAID_PLANS, PLANS, type PaidPlan, type Plan } from '@meterd/core/plans';
+import { PAID_PLANS, type PaidPlan } from '@meterd/core/plans';
 import type { Ctx } from '../context.js';
 import { requireAuth, workspaceAccess } from '../http/auth.js';
 import { httpUrl, wsParams } from '../http/schemas.js';
-import { publicWorkspace } from '../services/workspaces.js';
 
 /**
  * Plans: a workspace buys one through Stripe Checkout (the plan applies when Stripe's webhook
- * reports the subscription); the operator can set any plan directly, e.g. without Stripe or for a
- * contract invoiced elsewhere.
+ * reports the subscription); the operator can set any plan directly (PATCH /api/v1/workspaces/:id),
+ * e.g. without Stripe or for a contract invoiced elsewhere.
  */
 export function billingRoutes(app: FastifyInstance, ctx: Ctx): void {
   const { billing, workspaces } = ctx.services;
@@ -27,6 +25,8 @@ export function billingRoutes(app: FastifyInstance, ctx: Ctx): void {
           additionalProperties: false,
           properties: { plan: { type: 'string', enum: [...PAID_PLANS] }, success_url: httpUrl, cancel_url: httpUrl },
         },
+        idempotent: true,
+        errors: ['payment_required', 'already_subscribed', 'not_configured', 'upstream_error'],
       },
       preHandler: requireAuth(ctx.auth, ['admin']),
     },
@@ -38,32 +38,6 @@ export function billingRoutes(app: FastifyInstance, ctx: Ctx): void {
         ...(cancel_url === undefined ? {} : { cancelUrl: cancel_url }),
       });
       return reply.status(201).send({ id: session.id, url: session.url, plan });
-    },
-  );
-
-  app.patch<{ Params: { id: string }; Body: { plan: Plan } }>(
-    '/api/v1/workspaces/:id',
-    {
-      schema: {
-        tags: ['billing'],
-        summary: "Operator only: set a workspace's plan directly (ingest applies it within a second).",
-        params: wsParams,
-        body: {
-          type: 'object',
-          required: ['plan'],
-          additionalProperties: false,
-          properties: { plan: { type: 'string', enum: [...PLANS] } },
-        },
-      },
-      preHandler: requireAuth(ctx.auth, []),
-    },
-    async (req) => {
-      if (req.principal!.workspaceId !== null)
-        throw new ApiError(
-          'operator_only',
-          'only the operator key may set a plan; a workspace buys one through POST /api/v1/workspaces/:id/billing/checkout-session',
-        );
-      return { workspace: publicWorkspace(await billing.setPlan(req.params.id, req.body.plan)) };
     },
   );
 }

@@ -39,7 +39,7 @@ export function provisionRoutes(app: FastifyInstance, ctx: Ctx): void {
 
   app.get(
     '/api/v1/catalog',
-    { schema: { tags: ['provisioning'], summary: 'Services that can be provisioned.' } },
+    { schema: { tags: ['provisioning'], summary: 'Services that can be provisioned.', public: true } },
     async () => ({
       data: Object.values(CATALOG).map((e) => ({
         name: e.name,
@@ -58,6 +58,15 @@ export function provisionRoutes(app: FastifyInstance, ctx: Ctx): void {
         summary:
           "Deploy a catalog service for a workspace. config takes only the keys the catalog declares (400 invalid_field names any other); 429 plan_limit_exceeded beyond the plan's handlers.",
         body,
+        idempotent: true,
+        errors: [
+          'workspace_mismatch',
+          'workspace_not_found',
+          'host_taken',
+          'plan_limit_exceeded',
+          'not_configured',
+          'upstream_error',
+        ],
       },
       preHandler: guard,
     },
@@ -93,6 +102,7 @@ export function provisionRoutes(app: FastifyInstance, ctx: Ctx): void {
       schema: {
         tags: ['provisioning'],
         summary: 'Status of a provision: pending, running, failed or deprovisioned.',
+        errors: ['resource_not_found'],
         params: idParams,
       },
       preHandler: guard,
@@ -103,7 +113,12 @@ export function provisionRoutes(app: FastifyInstance, ctx: Ctx): void {
   app.delete<{ Params: { provision_id: string } }>(
     '/api/v1/provision/:provision_id',
     {
-      schema: { tags: ['provisioning'], summary: 'Deprovision (frees the handler slot).', params: idParams },
+      schema: {
+        tags: ['provisioning'],
+        summary: 'Deprovision (frees the handler slot).',
+        params: idParams,
+        errors: ['resource_not_found'],
+      },
       preHandler: guard,
     },
     async (req) => {

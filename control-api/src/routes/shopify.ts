@@ -13,6 +13,7 @@ export function shopifyRoutes(app: FastifyInstance, ctx: Ctx): void {
       schema: {
         tags: ['shopify'],
         summary: 'Start connecting a Shopify store: returns the OAuth URL to redirect the merchant to.',
+        errors: ['not_configured', 'upstream_error'],
         params: wsParams,
         body: {
           type: 'object',
@@ -33,7 +34,14 @@ export function shopifyRoutes(app: FastifyInstance, ctx: Ctx): void {
 
   app.get<{ Querystring: Record<string, string> }>(
     '/api/v1/shopify/callback',
-    { schema: { tags: ['shopify'], summary: 'Shopify OAuth callback (HMAC and state checked).' } },
+    {
+      schema: {
+        tags: ['shopify'],
+        summary: 'Shopify OAuth callback (HMAC and state checked).',
+        public: true,
+        errors: ['invalid_signature', 'invalid_field', 'not_configured', 'upstream_error'],
+      },
+    },
     async (req, reply) => {
       await shopify.complete(req.query);
       return reply.redirect(

@@ -10,6 +10,9 @@ export const SLUG_PATTERN = '^[a-z0-9](?:[a-z0-9-]{1,38})[a-z0-9]$';
 
 const signupSchema = {
   tags: ['signup'],
+  idempotent: true,
+  public: true,
+  errors: ['rate_limited', 'slug_taken', 'payment_required', 'not_configured', 'upstream_error', 'service_unavailable'],
   summary:
     'Create a workspace on the free plan and mint its first API key (public, rate-limited per client address across all replicas). A paid `plan` answers with a `checkout_url`: the plan applies once Stripe reports the payment.',
   body: {

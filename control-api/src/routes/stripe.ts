@@ -16,6 +16,8 @@ export function stripeRoutes(app: FastifyInstance, ctx: Ctx): void {
         tags: ['billing'],
         summary:
           'Stripe webhooks: checkout.session.completed and customer.subscription.* set the plan from the price lookup_key (growth/scale/enterprise; canceled or deleted is free); meter error reports (thin events) mark billing ledger rows rejected.',
+        public: true,
+        errors: ['invalid_signature', 'not_configured', 'upstream_error'],
       },
     },
     async (req) => billing.receiveWebhook(req.body, req.headers['stripe-signature']),
@@ -24,7 +26,12 @@ export function stripeRoutes(app: FastifyInstance, ctx: Ctx): void {
   app.post<{ Params: { id: string }; Body: Buffer | undefined }>(
     '/api/v1/workspaces/:id/billing/portal-session',
     {
-      schema: { tags: ['billing'], summary: 'A one-time Stripe Customer Portal URL.', params: wsParams },
+      schema: {
+        tags: ['billing'],
+        summary: 'A one-time Stripe Customer Portal URL.',
+        params: wsParams,
+        errors: ['not_configured', 'no_billing_customer', 'upstream_error'],
+      },
       preHandler: requireAuth(ctx.auth, ['admin']),
     },
     async (req) => billing.portalSession(await workspaceAccess(workspaces, req, req.params.id), returnUrlOf(req.body)),

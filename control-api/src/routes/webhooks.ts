@@ -41,7 +41,7 @@ export function webhookRoutes(app: FastifyInstance, ctx: Ctx): void {
     base,
     opts(
       'Subscribe an endpoint (at most WEBHOOK_MAX_ENDPOINTS per workspace, 16 by default: 409 endpoint_limit_exceeded); the whsec_ signing secret is in this response only.',
-      { body: endpointBody },
+      { body: endpointBody, idempotent: true, errors: ['endpoint_limit_exceeded'] },
     ),
     async (req, reply) => {
       const ws = await workspaceAccess(workspaces, req, req.params.id);
@@ -65,7 +65,10 @@ export function webhookRoutes(app: FastifyInstance, ctx: Ctx): void {
 
   app.delete<{ Params: { id: string; webhook_id: string } }>(
     `${base}/:webhook_id`,
-    opts('Delete an endpoint (its pending deliveries go with it).', { params: pathParams('id', 'webhook_id') }),
+    opts('Delete an endpoint (its pending deliveries go with it).', {
+      params: pathParams('id', 'webhook_id'),
+      errors: ['resource_not_found'],
+    }),
     async (req, reply) => {
       await webhooks.remove(await workspaceAccess(workspaces, req, req.params.id), req.params.webhook_id);
       return reply.status(204).send();
@@ -74,7 +77,10 @@ export function webhookRoutes(app: FastifyInstance, ctx: Ctx): void {
 
   app.post<{ Params: { id: string; webhook_id: string } }>(
     `${base}/:webhook_id/reactivate`,
-    opts('Re-enable an endpoint disabled after five exhausted deliveries.', { params: pathParams('id', 'webhook_id') }),
+    opts('Re-enable an endpoint disabled after five exhausted deliveries.', {
+      params: pathParams('id', 'webhook_id'),
+      errors: ['resource_not_found'],
+    }),
     async (req) => ({
       webhook: await webhooks.reactivate(await workspaceAccess(workspaces, req, req.params.id), req.params.webhook_id),
     }),
@@ -97,7 +103,10 @@ export function webhookRoutes(app: FastifyInstance, ctx: Ctx): void {
 
   app.get<{ Params: { id: string; delivery_id: string } }>(
     `${deliveries}/:delivery_id`,
-    opts('One delivery with every attempt (status, latency, error).', { params: pathParams('id', 'delivery_id') }),
+    opts('One delivery with every attempt (status, latency, error).', {
+      params: pathParams('id', 'delivery_id'),
+      errors: ['resource_not_found'],
+    }),
     async (req) => ({
       delivery: await webhooks.delivery(await workspaceAccess(workspaces, req, req.params.id), req.params.delivery_id),
     }),
@@ -107,6 +116,8 @@ export function webhookRoutes(app: FastifyInstance, ctx: Ctx): void {
     `${deliveries}/:delivery_id/resend`,
     opts("Send a delivery's event again to its endpoint, as a new delivery with its own log.", {
       params: pathParams('id', 'delivery_id'),
+      idempotent: true,
+      errors: ['resource_not_found'],
     }),
     async (req, reply) => {
       const id = await webhooks.resend(await workspaceAccess(workspaces, req, req.params.id), req.params.delivery_id);

@@ -1,3 +1,4 @@
+import { type createClickHouse } from '@meterd/core/clickhouse';
 import { type Logger } from '@meterd/core/log';
 import { type Pool, type Redis } from '@meterd/core/store';
 import type Stripe from 'stripe';
@@ -5,6 +6,10 @@ import type { ControlConfig } from '../config.js';
 import type { SecretBox } from '../crypto/secret-box.js';
 import type { ControlMetrics } from '../metrics.js';
 import { BillingService } from './billing.js';
+import { EventService } from './events.js';
+import { FinanceService } from './finance.js';
+import { IdempotencyService } from './idempotency.js';
+import { ReadinessService } from './readiness.js';
 import { KeyService } from './keys.js';
 import type { Provisioner } from './provisions.js';
 import { ShopifyService } from './shopify.js';
@@ -22,6 +27,12 @@ export interface Services {
   billing: BillingService;
   provisions: Provisioner;
   shopify: ShopifyService;
+  finance: FinanceService;
+  events: EventService;
+  readiness: ReadinessService;
+  idempotency: IdempotencyService;
+  /** The ClickHouse client the services read with (the dashboard's rollup reads share it). */
+  ch: ReturnType<typeof createClickHouse>;
 }
 
 export interface ServiceDeps {
@@ -31,6 +42,8 @@ export interface ServiceDeps {
   metrics: ControlMetrics;
   box: SecretBox;
   stripe: Stripe | null;
+  /** Rollups and raw events (the explorer, the finance export, the dashboard); closed by the caller. */
+  ch: ReturnType<typeof createClickHouse>;
   /** Built by the caller: it runs deploys in the background and closes with the process. */
   provisioner: Provisioner;
 }
@@ -48,7 +61,7 @@ export function createServices(cfg: ControlConfig, d: ServiceDeps): Services {
       .filter((s) => s !== ''),
   });
   return {
-    workspaces: new WorkspaceService(d.pool, billing),
+    workspaces: new WorkspaceService(d.pool, d.redis, billing, cfg.WORKSPACE_DELETE_GRACE_DAYS),
     keys: new KeyService(d.pool, d.redis),
     webhooks: new WebhookService(d.pool, d.box, {
       maxEndpoints: cfg.WEBHOOK_MAX_ENDPOINTS,
@@ -57,5 +70,10 @@ export function createServices(cfg: ControlConfig, d: ServiceDeps): Services {
     billing,
     provisions: d.provisioner,
     shopify: new ShopifyService(d.pool, d.box, cfg),
+    finance: new FinanceService(d.pool, d.ch),
+    events: new EventService(d.ch, d.redis, cfg.REDIS_KEY_PREFIX),
+    readiness: new ReadinessService(d.pool, d.stripe),
+    idempotency: new IdempotencyService(d.pool, d.box),
+    ch: d.ch,
   };
 }

@@ -1,11 +1,31 @@
 import { ApiError } from '@meterd/core/errors';
 import { DEFAULT_SCOPES, type Scope } from '@meterd/core/keys';
 import { type Plan } from '@meterd/core/plans';
-import { inTransaction, insertApiKey, insertWorkspace, type Pool, type Workspace } from '@meterd/core/store';
+import { PLAN_CHANGED_CHANNEL } from '@meterd/core/contracts';
+import {
+  inTransaction,
+  insertApiKey,
+  insertWorkspace,
+  type Pool,
+  type Redis,
+  type Workspace,
+} from '@meterd/core/store';
 import { emitEvent } from '../webhooks/outbox.js';
 import type { BillingService } from './billing.js';
 
 export const WORKSPACE_COLS = 'id, slug, display_name, contact_email, plan, stripe_customer_id, created_at';
+const LIFECYCLE_COLS = `${WORKSPACE_COLS}, deleted_at, purge_after`;
+
+/** A workspace with its lifecycle: deleted_at and purge_after are null unless it was deleted. */
+export interface WorkspaceRecord extends Workspace {
+  deleted_at: string | null;
+  purge_after: string | null;
+}
+
+/** A workspace as GET/PATCH/DELETE /api/v1/workspaces/:id show it. */
+export function workspaceView(w: WorkspaceRecord) {
+  return { ...publicWorkspace(w), deleted_at: w.deleted_at, purge_after: w.purge_after };
+}
 
 /** A workspace as the API shows it. */
 export function publicWorkspace(w: Workspace) {
@@ -42,19 +62,80 @@ export interface SignedUp {
 export class WorkspaceService {
   constructor(
     private readonly pool: Pool,
+    private readonly redis: Redis,
     private readonly billing: BillingService,
+    private readonly graceDays: number,
   ) {}
 
+  /** Whether a live (not deleted) workspace has this id: a deleted one is gone for every route but its own. */
   async exists(workspaceId: string): Promise<boolean> {
-    const { rowCount } = await this.pool.query('SELECT 1 FROM workspaces WHERE id = $1', [workspaceId]);
+    const { rowCount } = await this.pool.query('SELECT 1 FROM workspaces WHERE id = $1 AND deleted_at IS NULL', [
+      workspaceId,
+    ]);
     return rowCount !== 0;
   }
 
   async get(workspaceId: string): Promise<Workspace> {
-    const { rows } = await this.pool.query<Workspace>(`SELECT ${WORKSPACE_COLS} FROM workspaces WHERE id = $1`, [
+    const { rows } = await this.pool.query<Workspace>(
+      `SELECT ${WORKSPACE_COLS} FROM workspaces WHERE id = $1 AND deleted_at IS NULL`,
+      [workspaceId],
+    );
+    if (rows.length === 0) throw new ApiError('workspace_not_found', `no workspace ${workspaceId}`);
+    return rows[0]!;
+  }
+
+  /** A workspace with its lifecycle, deleted or not (the operator reads deleted ones during and after the grace period). */
+  async record(workspaceId: string): Promise<WorkspaceRecord> {
+    const { rows } = await this.pool.query<WorkspaceRecord>(`SELECT ${LIFECYCLE_COLS} FROM workspaces WHERE id = $1`, [
       workspaceId,
     ]);
     if (rows.length === 0) throw new ApiError('workspace_not_found', `no workspace ${workspaceId}`);
+    return rows[0]!;
+  }
+
+  /** Changes the display name and/or contact email (null clears it) of a live workspace. */
+  async update(
+    workspaceId: string,
+    patch: { display_name?: string; contact_email?: string | null },
+  ): Promise<WorkspaceRecord> {
+    const { rows } = await this.pool.query<WorkspaceRecord>(
+      `UPDATE workspaces SET display_name = COALESCE($2, display_name),
+              contact_email = CASE WHEN $3 THEN $4 ELSE contact_email END
+        WHERE id = $1 AND deleted_at IS NULL RETURNING ${LIFECYCLE_COLS}`,
+      [workspaceId, patch.display_name ?? null, 'contact_email' in patch, patch.contact_email ?? null],
+    );
+    if (rows.length === 0) throw new ApiError('workspace_not_found', `no workspace ${workspaceId}`);
+    return rows[0]!;
+  }
+
+  /**
+   * Soft delete: from the commit on, no key of the workspace authenticates (core's findKeyByHash
+   * skips deleted workspaces), and the announcement drops its keys from every process's cache, ingest
+   * included. Rows and numbers stay; the operator may restore it until purge_after.
+   */
+  async remove(workspaceId: string): Promise<WorkspaceRecord> {
+    const { rows } = await this.pool.query<WorkspaceRecord>(
+      `UPDATE workspaces SET deleted_at = now(), purge_after = now() + make_interval(days => $2)
+        WHERE id = $1 AND deleted_at IS NULL RETURNING ${LIFECYCLE_COLS}`,
+      [workspaceId, this.graceDays],
+    );
+    if (rows.length === 0) throw new ApiError('workspace_not_found', `no workspace ${workspaceId}`);
+    await this.redis.publish(PLAN_CHANGED_CHANNEL, workspaceId);
+    return rows[0]!;
+  }
+
+  /** Undoes a soft delete within the grace period; its keys work again (those not revoked). */
+  async restore(workspaceId: string): Promise<WorkspaceRecord> {
+    const w = await this.record(workspaceId);
+    if (w.deleted_at === null) return w;
+    const { rows } = await this.pool.query<WorkspaceRecord>(
+      `UPDATE workspaces SET deleted_at = NULL, purge_after = NULL
+        WHERE id = $1 AND deleted_at IS NOT NULL AND purge_after > now() RETURNING ${LIFECYCLE_COLS}`,
+      [workspaceId],
+    );
+    if (rows.length === 0)
+      throw new ApiError('restore_window_closed', `the grace period of workspace ${workspaceId} is over`);
+    await this.redis.publish(PLAN_CHANGED_CHANNEL, workspaceId);
     return rows[0]!;
   }
 
@@ -107,7 +188,7 @@ export class WorkspaceService {
     const { rows } = await this.pool.query<SessionWorkspace>(
       `SELECT w.id, w.slug, w.display_name, w.plan, w.stripe_customer_id
          FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id
-        WHERE k.id = $1 AND k.workspace_id = $2 AND k.revoked_at IS NULL`,
+        WHERE k.id = $1 AND k.workspace_id = $2 AND k.revoked_at IS NULL AND w.deleted_at IS NULL`,
       [keyId, workspaceId],
     );
     return rows[0];

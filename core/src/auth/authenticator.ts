@@ -156,10 +156,16 @@ export class Authenticator {
         this.inflight.delete(message);
       } else if (channel === PLAN_CHANGED_CHANNEL) {
         // The principal carries the plan, and so the quota ingest enforces: drop the workspace's
-        // entries so its next request reads the new plan, instead of after the cache TTL.
+        // entries so its next request reads the new plan (or, for a deleted workspace, finds no
+        // live key), instead of after the cache TTL.
         this.generation++;
         this.keys.deleteWhere((p) => p.workspaceId === message);
         this.plans.delete(message);
+        this.missingPlans.delete(message);
+        // A lookup running now may have read the row before the change (or the delete): later
+        // callers query again. Which keys are the workspace's is unknown until they resolve, so
+        // every running lookup is left to its own callers; plan changes are rare.
+        this.inflight.clear();
       }
     });
     this.subscribe();
@@ -256,7 +262,10 @@ export class Authenticator {
     if (hit !== undefined) return hit;
     if (this.missingPlans.get(workspaceId, now) === true) return undefined;
     const generation = this.generation;
-    const { rows } = await this.pool.query<{ plan: Plan }>('SELECT plan FROM workspaces WHERE id = $1', [workspaceId]);
+    const { rows } = await this.pool.query<{ plan: Plan }>(
+      'SELECT plan FROM workspaces WHERE id = $1 AND deleted_at IS NULL',
+      [workspaceId],
+    );
     const plan = rows[0]?.plan;
     if (generation === this.generation) {
       if (plan === undefined) this.missingPlans.set(workspaceId, true, this.now());

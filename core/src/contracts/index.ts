@@ -7,6 +7,7 @@ export {
   redisEpochKey,
   quotaKey,
   rateLimitKey,
+  rejectionsKey,
   dashboardSessionKey,
   KEY_REVOKED_CHANNEL,
   PLAN_CHANGED_CHANNEL,

@@ -51,6 +51,11 @@ export function quotaKey(prefix: string, workspaceId: string, period: string): s
   return `${prefix}:{${workspaceId}}:q:${period}`;
 }
 
+/** Recent rejected events of one workspace, newest first (a bounded list, core's RejectionLog): `<prefix>:{<workspace>}:rej`. */
+export function rejectionsKey(prefix: string, workspaceId: string): string {
+  return `${prefix}:{${workspaceId}}:rej`;
+}
+
 /** Token bucket of one client address for the limit `name` (signup, dashboard sign-in). */
 export function rateLimitKey(prefix: string, name: string, address: string): string {
   return `${prefix}:rl:${name}:${address}`;
@@ -64,5 +69,8 @@ export function dashboardSessionKey(prefix: string, idSha256Hex: string): string
 /** Pub/sub channel on which a revoked key's hash is announced, so every ingest drops it from cache. */
 export const KEY_REVOKED_CHANNEL = 'meterd:keys:revoked';
 
-/** Pub/sub channel on which a workspace id is announced when its plan changed, so caches of its quota drop it. */
+/**
+ * Pub/sub channel on which a workspace id is announced when its plan changed or it was deleted or
+ * restored, so caches of its keys and quota drop it.
+ */
 export const PLAN_CHANGED_CHANNEL = 'meterd:plans:changed';

@@ -40,7 +40,17 @@ export const ERROR_CODES = {
   idempotency_key_in_use: {
     status: 409,
     summary:
-      'Another request with the same idempotency key is being stored right now; retry after the Retry-After seconds.',
+      'Another request with the same idempotency key is being stored right now; retry after the Retry-After seconds. Without Retry-After (control API creates): the first request stopped before its answer was stored, so whether it created anything is unknown; check, then use a new key.',
+  },
+  idempotency_key_reused: {
+    status: 409,
+    summary:
+      'This Idempotency-Key was already used (within 24 h, by this caller) for a request with another method, path or body; use a new key.',
+  },
+  restore_window_closed: {
+    status: 409,
+    summary:
+      "The deleted workspace's grace period is over: it can no longer be restored (its finance export stays available).",
   },
   plan_quota_exceeded: {
     status: 429,

@@ -1,6 +1,13 @@
 export { createPool, pgHealthy, inTransaction, type Pool, type PoolClient } from './postgres.js';
 export { createRedis, redisHealthy, type Redis } from './redis.js';
 export {
+  RejectionLog,
+  readRejections,
+  type Rejected,
+  REJECTIONS_KEPT_MS,
+  REJECTIONS_PER_WORKSPACE,
+} from './rejections.js';
+export {
   insertWorkspace,
   insertApiKey,
   findKeyByHash,

@@ -59,12 +59,12 @@ export async function insertApiKey(
   return { id, token: key.token, display_prefix: key.displayPrefix, scopes };
 }
 
-/** The live (unrevoked) key with this hash, with its workspace's plan; undefined when none. */
+/** The live (unrevoked) key with this hash, of a workspace not deleted, with its plan; undefined when none. */
 export async function findKeyByHash(db: Queryable, hash: Buffer): Promise<KeyRecord | undefined> {
   const { rows } = await db.query<KeyRecord>(
     `SELECT k.id, k.workspace_id, k.scopes, w.plan
        FROM api_keys k JOIN workspaces w ON w.id = k.workspace_id
-      WHERE k.key_hash = $1 AND k.revoked_at IS NULL`,
+      WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND w.deleted_at IS NULL`,
     [hash],
   );
   return rows[0];

@@ -4,6 +4,7 @@ import { ApiError, statusOf, type ErrorCode } from '@meterd/core/errors';
 import { parseMeterJson, Rejection, validateMeterEvent, type MeterEvent } from '@meterd/core/event';
 import { type Logger } from '@meterd/core/log';
 import { PLAN_QUOTAS, periodOf } from '@meterd/core/plans';
+import type { RejectionLog } from '@meterd/core/store';
 import type { Deduper } from '../dedupe/deduper.js';
 import type { IngestMetrics } from '../metrics.js';
 import type { EventResult, Pipeline, SubmitResult } from '../pipeline.js';
@@ -22,6 +23,8 @@ export interface MeterRouteOptions {
   authFailures: AuthFailureLimiter;
   /** Proxies whose X-Forwarded-For names the client (exact addresses). */
   trustedProxy: (address: string) => boolean;
+  /** Where refused events of a known workspace are noted for the event explorer (buffered, written off the request path). */
+  rejections?: RejectionLog;
 }
 
 /**
@@ -157,9 +160,18 @@ export class MeterRoutes {
     if (ev instanceof Rejection) {
       const ws = p.workspaceId;
       if (ws === null) return this.reject(res, ctx, ev.code, ev.message, ev.field);
+      this.note(ws, ev.code, ev.message, ev.field, doc, now);
       return this.withUsage(ws, p, now, (usage) => this.reject(res, ctx, ev.code, ev.message, ev.field, usage));
     }
     if (p.workspaceId !== null && ev.workspace_id !== p.workspaceId) {
+      this.note(
+        p.workspaceId,
+        'workspace_mismatch',
+        "workspace_id must be the API key's workspace",
+        'workspace_id',
+        doc,
+        now,
+      );
       return this.withUsage(p.workspaceId, p, now, (usage) =>
         this.reject(
           res,
@@ -182,8 +194,10 @@ export class MeterRoutes {
           done: (r: SubmitResult) => {
             const out = r.results[0]!;
             const usage: PlanUsage = { used: r.used, limit };
-            if (out.kind === 'rejected') sendError(res, ctx, out.code, out.message, undefined, usage);
-            else sendJson(res, ctx, 202, rowJson(out.row, out.kind === 'duplicate'), usage);
+            if (out.kind === 'rejected') {
+              this.note(ev.workspace_id, out.code, out.message, undefined, doc, now);
+              sendError(res, ctx, out.code, out.message, undefined, usage);
+            } else sendJson(res, ctx, 202, rowJson(out.row, out.kind === 'duplicate'), usage);
           },
         });
       },
@@ -230,21 +244,23 @@ export class MeterRoutes {
         where.push(i);
       }
     }
-    if (ws === null) return this.answerBatch(res, ctx, results, undefined);
+    if (ws === null) return this.answerBatch(res, ctx, results, undefined, null, items, now);
     const workspaceId = ws;
     this.limitFor(p, workspaceId).then(
       (limit) => {
         if (limit === undefined)
           return this.reject(res, ctx, 'workspace_not_found', `no workspace ${workspaceId}`, 'workspace_id');
         if (valid.length === 0)
-          return this.withUsage(workspaceId, p, now, (usage) => this.answerBatch(res, ctx, results, usage));
+          return this.withUsage(workspaceId, p, now, (usage) =>
+            this.answerBatch(res, ctx, results, usage, workspaceId, items, now),
+          );
         this.pipeline.submit({
           workspaceId,
           limit,
           events: valid,
           done: (r) => {
             for (let k = 0; k < where.length; k++) results[where[k]!] = r.results[k]!;
-            this.answerBatch(res, ctx, results, { used: r.used, limit });
+            this.answerBatch(res, ctx, results, { used: r.used, limit }, workspaceId, items, now);
           },
         });
       },
@@ -257,6 +273,9 @@ export class MeterRoutes {
     ctx: Ctx,
     results: (EventResult | Rejection)[],
     usage: PlanUsage | undefined,
+    ws: string | null,
+    items: unknown[],
+    now: number,
   ): void {
     let accepted = 0;
     let duplicates = 0;
@@ -268,6 +287,7 @@ export class MeterRoutes {
       if (r instanceof Rejection || r.kind === 'rejected') {
         rejected++;
         if (r instanceof Rejection) this.metrics.rejected[r.code]!.inc();
+        if (ws !== null) this.note(ws, r.code, r.message, r instanceof Rejection ? r.field : undefined, items[i], now);
         const field = r instanceof Rejection && r.field !== undefined ? `,"field":${JSON.stringify(r.field)}` : '';
         list += `{"index":${i},"status":${statusOf(r.code)},"error":{"code":"${r.code}","message":${JSON.stringify(r.message)}${field}}}`;
       } else {
@@ -313,6 +333,21 @@ export class MeterRoutes {
   ): void {
     this.metrics.rejected[code]?.inc();
     sendError(res, ctx, code, message, field, usage);
+  }
+
+  /** Notes a refused event of a known workspace for the event explorer; the rejection path only, never an accepted event. */
+  private note(ws: string, code: string, message: string, field: string | undefined, item: unknown, at: number): void {
+    const log = this.opts.rejections;
+    if (log === undefined) return;
+    const o = typeof item === 'object' && item !== null ? (item as Record<string, unknown>) : {};
+    log.record(ws, {
+      at,
+      code,
+      message,
+      ...(field === undefined ? {} : { field }),
+      ...(typeof o.event_type === 'string' ? { event_type: o.event_type.slice(0, 100) } : {}),
+      ...(typeof o.idempotency_key === 'string' ? { idempotency_key: o.idempotency_key.slice(0, 255) } : {}),
+    });
   }
 
   private fail(res: HttpResponse, ctx: Ctx, err: unknown): void {

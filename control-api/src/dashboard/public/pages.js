@@ -637,6 +637,37 @@ export async function billing() {
   });
   const used = ov && typeof ov.usage.used === 'number' ? ov.usage.used : null;
   const unbilled = await api('GET', 'billing/unbilled').catch(() => null);
+  const ready = await api('GET', 'billing/readiness').catch(() => null);
+  const readyCard = h(
+    'section',
+    { class: 'card', id: 'readiness', 'aria-labelledby': 'readiness-label' },
+    h(
+      'h2',
+      { id: 'readiness-label' },
+      ready === null ? 'Billing readiness' : `Billing readiness: ${ready.ready ? 'ready' : 'not ready'}`,
+    ),
+  );
+  if (ready === null) readyCard.append(h('p', { class: 'error' }, 'The readiness check is unavailable right now.'));
+  else
+    readyCard.append(
+      table(
+        'Each check with its reason',
+        ['Meter', 'Check', 'Result', 'Reason'],
+        [
+          ...ready.checks.map((c) => ['workspace', c]),
+          ...ready.meters.flatMap((m) => m.checks.map((c) => [m.event_name, c])),
+        ].map(([meter, c]) =>
+          h(
+            'tr',
+            {},
+            h('td', {}, meter),
+            h('td', {}, c.check),
+            h('td', {}, c.ok ? 'ok' : 'failing'),
+            h('td', {}, c.reason),
+          ),
+        ),
+      ),
+    );
   if (unbilled) setCurrencyExponents(unbilled.currency_exponents);
   // Usage Stripe did not bill: unbillable (too old for Stripe) or rejected (Stripe's error reports).
   const unbilledCard = h(
@@ -695,7 +726,112 @@ export async function billing() {
       ),
       err,
     ),
+    readyCard,
     unbilledCard,
   );
   return null;
+}
+
+// ---------- events ----------
+
+export async function events() {
+  const root = content();
+  const filter = { event_type: '', idempotency_key: '' };
+  const pages = [];
+  const list = h('div', { id: 'event-list' });
+  const older = h('button', { type: 'button', id: 'older', hidden: true }, 'Older events');
+  const rejections = h('div', { id: 'rejection-list' });
+
+  async function load(cursor) {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(filter)) if (v !== '') q.set(k, v);
+    if (cursor) q.set('cursor', cursor);
+    const page = await api('GET', `events?${q}`);
+    if (!cursor) pages.length = 0;
+    pages.push(...page.data);
+    older.hidden = page.next_cursor === null;
+    older.dataset.cursor = page.next_cursor ?? '';
+    replace(
+      list,
+      table(
+        'Stored events, newest first',
+        ['Occurred', 'Event type', 'Idempotency key', 'Quantity', 'GMV', 'Event id'],
+        pages.map((e) =>
+          h(
+            'tr',
+            {},
+            h('td', {}, fmtTime(Date.parse(e.occurred_at))),
+            h('td', {}, e.event_type),
+            h('td', {}, e.idempotency_key),
+            h('td', {}, fmtInt(String(e.quantity))),
+            h('td', {}, `${fmtInt(String(e.gmv_cents))} ${e.currency} minor units`),
+            h('td', {}, h('code', {}, e.id)),
+          ),
+        ),
+      ),
+    );
+  }
+
+  async function loadRejections() {
+    const r = await api('GET', 'events/rejections');
+    replace(
+      rejections,
+      table(
+        'Events ingest refused in the last 7 days, newest first',
+        ['When', 'Code', 'Field', 'Event type', 'Idempotency key', 'Message'],
+        r.data.map((x) =>
+          h(
+            'tr',
+            {},
+            h('td', {}, fmtTime(x.at)),
+            h('td', {}, h('code', {}, x.code)),
+            h('td', {}, x.field ?? ''),
+            h('td', {}, x.event_type ?? ''),
+            h('td', {}, x.idempotency_key ?? ''),
+            h('td', {}, x.message),
+          ),
+        ),
+      ),
+    );
+  }
+
+  const form = h(
+    'form',
+    { id: 'event-filter', class: 'inline' },
+    h('label', { for: 'f-type' }, 'Event type'),
+    h('input', { id: 'f-type', name: 'event_type', autocomplete: 'off' }),
+    h('label', { for: 'f-key' }, 'Idempotency key'),
+    h('input', { id: 'f-key', name: 'idempotency_key', autocomplete: 'off' }),
+    h('button', { type: 'submit' }, 'Filter'),
+  );
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const fd = new FormData(form);
+    filter.event_type = String(fd.get('event_type') ?? '').trim();
+    filter.idempotency_key = String(fd.get('idempotency_key') ?? '').trim();
+    void guarded(root, () => load(undefined));
+  });
+  older.addEventListener('click', () => void guarded(root, () => load(older.dataset.cursor)));
+  replace(
+    root,
+    h(
+      'section',
+      { class: 'card', 'aria-labelledby': 'events-label' },
+      h('h2', { id: 'events-label' }, 'Events'),
+      form,
+      list,
+      older,
+    ),
+    h(
+      'section',
+      { class: 'card', 'aria-labelledby': 'rejections-label' },
+      h('h2', { id: 'rejections-label' }, 'Recent rejections'),
+      rejections,
+    ),
+  );
+  await guarded(root, async () => {
+    await Promise.all([load(undefined), loadRejections()]);
+  });
+  // Rejections refresh on the timer; the event list stays where the reader paged to.
+  return loadRejections;
 }
