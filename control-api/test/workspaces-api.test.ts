@@ -563,3 +563,33 @@ test('the events page lists stored events and recent rejections; billing shows r
   assert.match(page.text, /aria-current="page">Events</);
   assert.equal((await call(s.url, 'GET', '/dashboard/api/events')).status, 401, 'no session, no events');
 });
+
+test('billing readiness reads only the recent ledger: a year of history is never visited', async () => {
+  const seen: { text: string; values: unknown[] }[] = [];
+  const recording = {
+    query: (text: string, values: unknown[]) => {
+      seen.push({ text, values });
+      return stores.pool.query(text, values);
+    },
+  } as unknown as typeof stores.pool;
+  const { workspace } = await stores.workspace('growth');
+  // A year of hourly ledger rows, all older than the 35 days readiness looks at.
+  await stores.pool.query(
+    `INSERT INTO billing_pushes (workspace_id, event_type, currency, event_name, window_start, window_end, revision,
+       identifier, stripe_customer_id, value_field, total, value, status, created_at)
+     SELECT $1, 'checkout.completed', 'usd', 'checkout.completed.usd', t, t + interval '1 hour', 1,
+       $1 || ':' || extract(epoch FROM t), 'cus_x', 'gmv_cents', 1, 1, 'sent', t
+       FROM generate_series(now() - interval '400 days', now() - interval '40 days', interval '1 hour') AS t`,
+    [workspace.id],
+  );
+  await stores.pool.query('ANALYZE billing_pushes');
+  await new ReadinessService(recording, null).of(workspace.id, null);
+  const ledger = seen.find((q) => q.text.includes('billing_pushes'));
+  assert.ok(ledger, 'the readiness check reads the ledger');
+  const { rows } = await stores.pool.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE) ${ledger.text}`, ledger.values);
+  const plan = rows.map((r) => r['QUERY PLAN']).join('\n');
+  // Without an index bounding the read by time, the plan walks the workspace's 8,000+ old rows and
+  // filters them out one by one.
+  const removed = [...plan.matchAll(/Rows Removed by Filter: (\d+)/g)].reduce((a, m) => a + Number(m[1]), 0);
+  assert.ok(removed < 100, plan);
+});
