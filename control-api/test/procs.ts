@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '@meterd/core/net';
 export { freePort };
@@ -31,6 +32,21 @@ export async function spawnService(
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** stripe-local on a free port (or `port`), healthy: the Stripe double the control API's tests call. */
+export async function spawnStripeLocal(
+  env: Record<string, string> = {},
+  port?: number,
+): Promise<{ child: ChildProcess; url: string }> {
+  const p = port ?? (await freePort());
+  const url = `http://127.0.0.1:${p}`;
+  const child = await spawnService(
+    join(REPO, 'stripe-local/dist/src/main.js'),
+    { STRIPE_LOCAL_PORT: String(p), LOG_LEVEL: 'warn', ...env },
+    `${url}/healthz`,
+  );
+  return { child, url };
 }
 
 export function exited(child: ChildProcess): Promise<void> {

@@ -1,12 +1,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import Stripe from 'stripe';
 import { freePort } from '@meterd/core/net';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { call, startTestControl } from './helpers.js';
-import { REPO, spawnService } from './procs.js';
+import { spawnStripeLocal } from './procs.js';
 
 /** Signup with Stripe configured, against stripe-local through the real SDK. */
 let stores: TestStores;
@@ -16,13 +15,7 @@ const KEY = 'sk_test_signup';
 
 before(async () => {
   stores = await openTestStores('ctlstripe');
-  const port = await freePort();
-  stripeUrl = `http://127.0.0.1:${port}`;
-  stripeLocal = await spawnService(
-    join(REPO, 'stripe-local/dist/src/main.js'),
-    { STRIPE_LOCAL_PORT: String(port), LOG_LEVEL: 'warn' },
-    `${stripeUrl}/healthz`,
-  );
+  ({ child: stripeLocal, url: stripeUrl } = await spawnStripeLocal());
 });
 after(async () => {
   stripeLocal.kill('SIGTERM');

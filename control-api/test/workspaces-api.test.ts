@@ -1,13 +1,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
 import Stripe from 'stripe';
-import { freePort } from '@meterd/core/net';
 import { RejectionLog } from '@meterd/core/store';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { call, eventually, OPERATOR_KEY, startTestControl } from './helpers.js';
-import { REPO, spawnService } from './procs.js';
+import { spawnStripeLocal } from './procs.js';
 import { SecretBox } from '../src/crypto/secret-box.js';
 import type { ControlServer } from '../src/server.js';
 import { IdempotencyService } from '../src/services/idempotency.js';
@@ -25,13 +23,7 @@ const KEY = 'sk_test_workspaces_api';
 
 before(async () => {
   stores = await openTestStores('ctlworkspaces');
-  const port = await freePort();
-  stripeUrl = `http://127.0.0.1:${port}`;
-  stripeLocal = await spawnService(
-    join(REPO, 'stripe-local/dist/src/main.js'),
-    { STRIPE_LOCAL_PORT: String(port), LOG_LEVEL: 'warn' },
-    `${stripeUrl}/healthz`,
-  );
+  ({ child: stripeLocal, url: stripeUrl } = await spawnStripeLocal());
   s = await startTestControl(stores, { STRIPE_SECRET_KEY: KEY, STRIPE_API_BASE: stripeUrl });
 });
 after(async () => {

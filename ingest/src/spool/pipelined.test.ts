@@ -167,18 +167,25 @@ test('always: a rotation waits for the sync in flight, then seals the full segme
   await w.close();
 });
 
-test('interval: an append is acknowledged once written, before any fdatasync; the background sync follows within the interval', async () => {
-  const d = dir();
+/** An `interval` writer syncing every 5 ms through held fdatasyncs, with its metrics. */
+function intervalWriter() {
   const h = heldSyncs();
   const reg = new MetricsRegistry();
   const metrics = defineIngestMetrics(reg);
-  const w = SpoolWriter.open(d, {
+  const w = SpoolWriter.open(dir(), {
     segmentBytes: 1 << 20,
     fsync: 'interval',
     fsyncIntervalMs: 5,
     fsyncs: metrics.spoolFsyncs,
+    fsyncErrors: metrics.spoolFsyncErrors,
+    log,
     io: h.io,
   });
+  return { h, reg, w };
+}
+
+test('interval: an append is acknowledged once written, before any fdatasync; the background sync follows within the interval', async () => {
+  const { h, reg, w } = intervalWriter();
   const a = appendTracked(w, '{"a":1}\n');
   await until(() => a.done, 'A acknowledged');
   assert.equal(a.err, null);
@@ -194,19 +201,7 @@ test('interval: an append is acknowledged once written, before any fdatasync; th
 });
 
 test('interval: a failed background sync is counted and retried; the acknowledged rows stay', async () => {
-  const d = dir();
-  const h = heldSyncs();
-  const reg = new MetricsRegistry();
-  const metrics = defineIngestMetrics(reg);
-  const w = SpoolWriter.open(d, {
-    segmentBytes: 1 << 20,
-    fsync: 'interval',
-    fsyncIntervalMs: 5,
-    fsyncs: metrics.spoolFsyncs,
-    fsyncErrors: metrics.spoolFsyncErrors,
-    log,
-    io: h.io,
-  });
+  const { h, reg, w } = intervalWriter();
   const a = appendTracked(w, '{"a":1}\n');
   await until(() => h.held.length === 1, 'the background sync');
   h.held[0]!.release(true);
