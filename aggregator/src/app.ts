@@ -20,7 +20,7 @@ export async function startAggregatorApp(cfg: AggregatorConfig, ctx?: Partial<Se
   const log = ctx?.log ?? createLogger('aggregator', cfg.LOG_LEVEL);
   const ch = clickHouseFromConfig(cfg);
   const pool = createPool(cfg.DATABASE_URL, 4);
-  const sub = createRedis(cfg.REDIS_URL);
+  const sub = createRedis(cfg);
   const auth = new Authenticator(pool, sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY);
   const metrics = createAggregatorMetrics();
 

@@ -45,7 +45,13 @@ export function defineControlMetrics(registry = new MetricsRegistry()): ControlM
       'meterd_control_webhook_endpoints_disabled',
       'Webhook endpoints disabled after consecutive exhausted deliveries (all workspaces).',
     ),
-    redisUsed: registry.gauge('meterd_redis_used_memory_bytes', "Redis INFO used_memory of meterd's Redis."),
-    redisMax: registry.gauge('meterd_redis_maxmemory_bytes', "Redis INFO maxmemory of meterd's Redis (0: no limit)."),
+    redisUsed: registry.gauge(
+      'meterd_redis_used_memory_bytes',
+      "Redis INFO used_memory of meterd's Redis (on a cluster, of the primary nearest its maxmemory).",
+    ),
+    redisMax: registry.gauge(
+      'meterd_redis_maxmemory_bytes',
+      "Redis INFO maxmemory of meterd's Redis (0: no limit; on a cluster, of the primary nearest it).",
+    ),
   };
 }

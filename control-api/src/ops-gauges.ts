@@ -1,7 +1,7 @@
 import type { Logger } from '@meterd/core/log';
 import { Loop } from '@meterd/core/loop';
 import type { Gauge } from '@meterd/core/metrics';
-import type { Pool, Redis } from '@meterd/core/store';
+import { redisPrimaries, type Pool, type Redis } from '@meterd/core/store';
 
 /** How often the gauges are refreshed: a scrape interval's worth, well under any alert's `for`. */
 export const OPS_GAUGES_MS = 15_000;
@@ -38,10 +38,25 @@ export class OpsGauges {
       `SELECT count(*) AS n FROM webhook_endpoints WHERE status = 'disabled'`,
     );
     this.gauges.disabledEndpoints.set(Number(rows[0]!.n));
-    const info = await this.redis.info('memory');
-    this.gauges.redisUsed.set(infoField(info, 'used_memory'));
-    this.gauges.redisMax.set(infoField(info, 'maxmemory'));
+    // On a Redis Cluster each primary fills on its own and refuses writes to its slots once full:
+    // report the primary nearest to its limit (the one server otherwise).
+    const nodes = await Promise.all(
+      redisPrimaries(this.redis).map(async (node) => {
+        const info = await node.info('memory');
+        return { used: infoField(info, 'used_memory'), max: infoField(info, 'maxmemory') };
+      }),
+    );
+    const fullest = nodes.reduce((a, b) =>
+      fillRatio(b) > fillRatio(a) || (fillRatio(b) === fillRatio(a) && b.used > a.used) ? b : a,
+    );
+    this.gauges.redisUsed.set(fullest.used);
+    this.gauges.redisMax.set(fullest.max);
   }
+}
+
+/** How full a node is: 0 without a maxmemory (then the most used node is reported). */
+function fillRatio(n: { used: number; max: number }): number {
+  return n.max === 0 ? 0 : n.used / n.max;
 }
 
 function infoField(info: string, name: string): number {

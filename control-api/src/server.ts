@@ -33,8 +33,8 @@ export async function startControl(
 ): Promise<ControlServer> {
   const log = o.log ?? createLogger('control-api', cfg.LOG_LEVEL);
   const pool = createPool(cfg.DATABASE_URL, 10);
-  const redis = createRedis(cfg.REDIS_URL);
-  const sub = createRedis(cfg.REDIS_URL, { enableAutoPipelining: false });
+  const redis = createRedis(cfg);
+  const sub = createRedis(cfg, { enableAutoPipelining: false });
   for (const r of [redis, sub]) r.on('error', (err) => log.debug({ err }, 'redis connection error'));
   const box = new SecretBox(cfg.SECRETS_KEY, cfg.SECRETS_KEYS_OLD);
   if (box.usesDevelopmentKey)

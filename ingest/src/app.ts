@@ -74,8 +74,8 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   const metrics = defineIngestMetrics(o.registry);
   const pool: Pool = createPool(cfg.DATABASE_URL, 4);
   // A stalled Redis must turn into fast 503s, not requests that hang (and claims that outlive their TTL).
-  const redis: Redis = createRedis(cfg.REDIS_URL, { commandTimeout: 2_000 });
-  const sub: Redis = createRedis(cfg.REDIS_URL, { enableAutoPipelining: false });
+  const redis: Redis = createRedis(cfg, { commandTimeout: 2_000 });
+  const sub: Redis = createRedis(cfg, { enableAutoPipelining: false });
   for (const r of [redis, sub]) r.on('error', (err) => log.debug({ err }, 'redis connection error'));
 
   const deduper = new RedisDeduper(redis, {

@@ -51,7 +51,10 @@ export class QuotaWatch {
         );
         if (rows.length === 0) break;
         after = rows[rows.length - 1]!.id;
-        const used = await this.redis.mget(rows.map((w) => quotaKey(this.prefix, w.id, period)));
+        // One GET per workspace, not one MGET: on a Redis Cluster each workspace's counter is in
+        // its own hash slot, and MGET across slots fails (CROSSSLOT). Auto-pipelining still sends
+        // a page's GETs in one write per node.
+        const used = await Promise.all(rows.map((w) => this.redis.get(quotaKey(this.prefix, w.id, period))));
         for (let i = 0; i < rows.length; i++) {
           const limit = PLAN_QUOTAS[rows[i]!.plan].eventsPerPeriod;
           const n = Number(used[i] ?? 0);

@@ -1,4 +1,4 @@
-import { str, int, url, oneOf } from './env.js';
+import { str, int, url, oneOf, hostPortList } from './env.js';
 import { DEFAULT_REDIS_KEY_PREFIX } from '../contracts/redis-keys.js';
 
 /** Variables every service reads: where the stores are, and logging. */
@@ -14,6 +14,9 @@ export const storeVars = {
     'redis://127.0.0.1:6379',
     ['redis:', 'rediss:'],
     true,
+  ),
+  REDIS_CLUSTER_NODES: hostPortList(
+    "Seed nodes of a Redis Cluster, comma-separated `host:port` (e.g. `10.0.0.5:6379,10.0.0.6:6379`); the client discovers the rest and follows MOVED/ASK. When set, REDIS_URL's host and port are not used, but its scheme (`rediss:` for TLS), username and password apply to every node. Empty: the one Redis of REDIS_URL (docs/operations.md).",
   ),
   CLICKHOUSE_URL: url('ClickHouse HTTP interface URL.', 'http://127.0.0.1:8123', ['http:', 'https:'], true),
   CLICKHOUSE_DATABASE: str('ClickHouse database holding the events and rollups.', 'meterd'),

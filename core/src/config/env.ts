@@ -130,3 +130,22 @@ export const addressList = (doc: string, def: string): VarSpec<readonly string[]
     return Object.freeze(items);
   },
 });
+
+/**
+ * Comma-separated `host:port` items (IPv6 as `[::1]:7000`), e.g. the seed nodes of a Redis Cluster;
+ * '' is none.
+ */
+export const hostPortList = (doc: string): VarSpec<readonly { host: string; port: number }[]> => ({
+  doc,
+  default: '',
+  parse(s) {
+    const nodes = commaSeparated(s).map((item) => {
+      const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s/@]+)):(\d{1,5})$/.exec(item);
+      const port = m === null ? 0 : Number(m[3]);
+      if (m === null || port < 1 || port > 65_535)
+        throw new Error(`${JSON.stringify(item)} is not host:port (e.g. 10.0.0.5:6379 or [::1]:7000)`);
+      return Object.freeze({ host: (m[1] ?? m[2])!, port });
+    });
+    return Object.freeze(nodes);
+  },
+});

@@ -8,6 +8,7 @@ export {
   url,
   addressList,
   commaSeparated,
+  hostPortList,
   type Spec,
   type VarSpec,
   type ConfigOf,

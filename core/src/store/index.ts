@@ -1,5 +1,12 @@
 export { createPool, pgHealthy, inTransaction, type Pool, type PoolClient } from './postgres.js';
-export { createRedis, redisHealthy, type Redis } from './redis.js';
+export {
+  createRedis,
+  redisHealthy,
+  redisPrimaries,
+  type Redis,
+  type RedisTarget,
+  type RedisClusterNode,
+} from './redis.js';
 export {
   RejectionLog,
   readRejections,

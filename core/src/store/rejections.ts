@@ -22,8 +22,8 @@ export interface Rejected {
 
 /**
  * Ingest's record of recent rejections, off the request path: `record` only appends to an
- * in-memory buffer, and a Loop writes the buffer every `flushMs` in one pipelined round trip
- * (per workspace LPUSH, LTRIM to REJECTIONS_PER_WORKSPACE, PEXPIRE to REJECTIONS_KEPT_MS). Memory and
+ * in-memory buffer, and a Loop writes the buffer every `flushMs`, per workspace one MULTI of LPUSH,
+ * LTRIM to REJECTIONS_PER_WORKSPACE and PEXPIRE to REJECTIONS_KEPT_MS (auto-pipelined). Memory and
  * Redis stay bounded whatever the flood: the buffer holds at most BUFFER_MAX entries, each list
  * REJECTIONS_PER_WORKSPACE. Best effort by design: a failed flush or a crash loses at most one
  * buffer of diagnostics, never an event.
@@ -61,17 +61,27 @@ export class RejectionLog {
       if (list === undefined) byWorkspace.set(ws, [entry]);
       else list.push(entry);
     }
-    const multi = this.redis.pipeline();
+    // One transaction per workspace: its list is in the workspace's hash slot, and a Redis Cluster
+    // refuses a pipeline or transaction whose keys span slots on several nodes.
+    const writes: Promise<unknown>[] = [];
     for (const [ws, entries] of byWorkspace) {
       const key = rejectionsKey(this.prefix, ws);
-      // LPUSH of many puts the last one first: newest first, like the explorer lists them.
-      multi.lpush(key, ...entries.slice(-REJECTIONS_PER_WORKSPACE));
-      multi.ltrim(key, 0, REJECTIONS_PER_WORKSPACE - 1);
-      multi.pexpire(key, REJECTIONS_KEPT_MS);
+      writes.push(
+        this.redis
+          .multi()
+          // LPUSH of many puts the last one first: newest first, like the explorer lists them.
+          .lpush(key, ...entries.slice(-REJECTIONS_PER_WORKSPACE))
+          .ltrim(key, 0, REJECTIONS_PER_WORKSPACE - 1)
+          .pexpire(key, REJECTIONS_KEPT_MS)
+          .exec()
+          .then((results) => {
+            const failed = results?.find(([err]) => err !== null)?.[0];
+            if (failed) throw failed;
+          }),
+      );
     }
-    const results = await multi.exec();
-    const failed = results?.find(([err]) => err !== null)?.[0];
-    if (failed) throw new Error('writing rejected events to Redis', { cause: failed });
+    const failed = (await Promise.allSettled(writes)).find((r) => r.status === 'rejected');
+    if (failed) throw new Error('writing rejected events to Redis', { cause: failed.reason });
   }
 
   /** Stops the loop and writes what is buffered. */
