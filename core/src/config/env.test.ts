@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { loadConfig, ConfigError, int, url, oneOf, str } from './env.js';
+import { loadConfig, ConfigError, int, url, oneOf, str, hostPortList } from './env.js';
 
 const spec = {
   REDIS_URL: url('Redis', 'redis://127.0.0.1:6379', ['redis:'], true),
@@ -40,4 +40,20 @@ test('a URL with the wrong protocol is refused', () => {
     () => loadConfig(spec, { NAME: 'x', REDIS_URL: 'http://127.0.0.1:6379' }),
     /REDIS_URL=\(hidden\) is invalid: protocol must be redis:/,
   );
+});
+
+test('host:port lists: names, IPv4 and bracketed IPv6; anything else is refused naming the item', () => {
+  const nodes = { NODES: hostPortList('seeds') };
+  assert.deepEqual(loadConfig(nodes, {}).NODES, []);
+  assert.deepEqual(loadConfig(nodes, { NODES: 'redis-0.redis:6379, 10.0.0.5:7000,[::1]:7001' }).NODES, [
+    { host: 'redis-0.redis', port: 6379 },
+    { host: '10.0.0.5', port: 7000 },
+    { host: '::1', port: 7001 },
+  ]);
+  for (const bad of ['redis-0', 'redis://h:1', 'h:0', 'h:65536', '::1:7000', 'user@h:1'])
+    assert.throws(
+      () => loadConfig(nodes, { NODES: `h:1,${bad}` }),
+      (e: ConfigError) => e.problems[0]!.includes(JSON.stringify(bad)),
+      bad,
+    );
 });
