@@ -46,6 +46,7 @@ export class OpsGauges {
         return { used: infoField(info, 'used_memory'), max: infoField(info, 'maxmemory') };
       }),
     );
+    if (nodes.length === 0) throw new Error('no Redis primary is known yet (the cluster client has no slot map)');
     const fullest = nodes.reduce((a, b) =>
       fillRatio(b) > fillRatio(a) || (fillRatio(b) === fillRatio(a) && b.used > a.used) ? b : a,
     );

@@ -27,8 +27,8 @@ export type RedisExtra = Omit<RedisOptions, 'retryStrategy' | 'enableOfflineQueu
 const retryStrategy = (times: number): number => Math.min(times * 100, 2_000);
 
 /**
- * Per-connection settings for a hot path: a bounded number of retries and an offline queue, so a
- * Redis outage turns into fast errors instead of requests piling up in memory.
+ * Per-connection settings for a hot path: few retries per command and a connect timeout, so a Redis
+ * outage turns the offline queue into fast errors instead of requests piling up in memory.
  */
 const connection = {
   maxRetriesPerRequest: 2,
