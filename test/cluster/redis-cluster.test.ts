@@ -61,6 +61,8 @@ before(async () => {
     NODE_ENV: 'development',
     WEBHOOK_WORKER: 'false',
     QUOTA_CHECK_MS: '200',
+    // Every test signs up its own workspaces from this one address.
+    SIGNUP_BURST: '100',
   });
   aggregator = await startService('aggregator', 'aggregator', ap, {
     ...env,
@@ -233,8 +235,57 @@ test('signup, meter (single and batch, with duplicates), quota, QuotaWatch and r
 
   // 0 lost, 0 doubled: every distinct key once in ClickHouse.
   await waitFor('A’s events in ClickHouse', async () => (await countInClickHouse(a.id)).distinct === 500);
+  await waitFor('B’s event in ClickHouse', async () => (await countInClickHouse(b.id)).distinct === 1);
   assert.deepEqual(await countInClickHouse(a.id), { rows: 500, distinct: 500 });
   assert.deepEqual(await countInClickHouse(b.id), { rows: 1, distinct: 1 });
+});
+
+/**
+ * Moves every key of `slot` to another primary the way `redis-cli --cluster reshard` does
+ * (SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE everywhere), while the services keep their
+ * old slot map: their next command for the slot is answered MOVED. Returns how many keys moved.
+ */
+async function moveSlot(slot: number): Promise<number> {
+  const nodes = redisPrimaries(cluster);
+  const ids = await Promise.all(nodes.map((n) => n.cluster('MYID') as Promise<string>));
+  const owners = await cluster.cluster('SLOTS');
+  const ownerId = owners.find(([from, to]) => from <= slot && slot <= to)![2]![2];
+  const src = nodes[ids.indexOf(ownerId)]!;
+  const dstIndex = (ids.indexOf(ownerId) + 1) % nodes.length;
+  const dst = nodes[dstIndex]!;
+  await dst.cluster('SETSLOT', slot, 'IMPORTING', ownerId);
+  await src.cluster('SETSLOT', slot, 'MIGRATING', ids[dstIndex]!);
+  let moved = 0;
+  for (;;) {
+    const keys = (await src.cluster('GETKEYSINSLOT', slot, 100)) as string[];
+    if (keys.length === 0) break;
+    await src.migrate(dst.options.host!, dst.options.port!, '', 0, 5_000, 'KEYS', ...keys);
+    moved += keys.length;
+  }
+  for (const n of nodes) await n.cluster('SETSLOT', slot, 'NODE', ids[dstIndex]!);
+  return moved;
+}
+
+test('a workspace whose slot moved to another primary: ingest follows MOVED, nothing forgotten', async () => {
+  const w = await signup(`rc-m-${stores.id.slice(-8)}`);
+  const keys = Array.from({ length: 50 }, (_, i) => event(w.id, `m-${i}`));
+  const send = (events: unknown[]) => call(ingest.url, 'POST', '/api/v1/meter/batch', w.token, { events });
+  assert.equal((await send(keys)).json.accepted, 50);
+  const counter = quotaKey(stores.redisPrefix, w.id, periodOf(Date.now()));
+  const slot = (await cluster.cluster('KEYSLOT', counter)) as number;
+  // The counter, the epoch marker and the 50 pending-then-committed claims, at least.
+  assert.ok((await moveSlot(slot)) >= 52);
+  // The moved claims still answer duplicates, the moved counter keeps counting.
+  const again = await send(keys);
+  assert.deepEqual([again.json.accepted, again.json.duplicates], [0, 50]);
+  const more = await send(Array.from({ length: 10 }, (_, i) => event(w.id, `m-new-${i}`)));
+  assert.equal(more.json.accepted, 10);
+  assert.equal(Number(await cluster.get(counter)), 60);
+  await waitFor(
+    'the moved workspace’s events in ClickHouse',
+    async () => (await countInClickHouse(w.id)).distinct === 60,
+  );
+  assert.deepEqual(await countInClickHouse(w.id), { rows: 60, distinct: 60 });
 });
 
 test('a revoked key is refused by ingest at once: the announcement crosses the cluster', async () => {
