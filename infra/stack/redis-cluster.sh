@@ -42,13 +42,13 @@ cluster_ok() {
   done
 }
 
-# No node knows another or serves a slot: the state right after starting from empty dirs.
-cluster_blank() {
-  local p
+# How many nodes know no other node and serve no slot (started from an empty dir).
+blank_nodes() {
+  local p n=0
   for p in "${PORTS[@]}"; do
-    [ "$(info_field "$p" cluster_known_nodes)" = 1 ] || return 1
-    [ "$(info_field "$p" cluster_slots_assigned)" = 0 ] || return 1
+    [ "$(info_field "$p" cluster_known_nodes)" = 1 ] && [ "$(info_field "$p" cluster_slots_assigned)" = 0 ] && n=$((n + 1))
   done
+  echo "$n"
 }
 
 start_node() {
@@ -106,14 +106,17 @@ wait_cluster_ok() {
   return 1
 }
 
-recreate() {
+wipe_and_start() {
   local p
   for p in "${PORTS[@]}"; do stop_node "$p"; done
   for p in "${PORTS[@]}"; do
     rm -rf "${DIR:?}/$p"
     start_node "$p"
   done
-  local hosts=()
+}
+
+create() {
+  local p hosts=()
   for p in "${PORTS[@]}"; do hosts+=("$STACK_HOST:$p"); done
   redis-cli --cluster create "${hosts[@]}" --cluster-replicas 0 --cluster-yes </dev/null >>"$DIR/create.log" 2>&1 \
     || die "redis-cli --cluster create failed; see $DIR/create.log"
@@ -135,16 +138,20 @@ up() {
     [ "$started" = 1 ] && echo "started $SEEDS" || echo "reused $SEEDS"
     return 0
   fi
-  if [ "$started" = 1 ] && ! cluster_blank; then
-    # Restarted from kept nodes.conf files: the nodes find each other within a few
+  if [ "$started" = 1 ] && [ "$(blank_nodes)" = 0 ]; then
+    # Every node restarted from its kept nodes.conf: they find each other within a few
     # cluster-node-timeouts, or the configs do not belong together.
     if wait_cluster_ok 15; then
       echo "started $SEEDS"
       return 0
     fi
-    log "stale cluster config in $DIR: recreating the cluster (its data is lost)"
   fi
-  recreate
+  # Partly fresh, or configs of different clusters: start over.
+  if [ "$(blank_nodes)" != "${#PORTS[@]}" ]; then
+    log "stale cluster config in $DIR: recreating the cluster (its data is lost)"
+    wipe_and_start
+  fi
+  create
   echo "started $SEEDS"
 }
 
