@@ -72,22 +72,25 @@ before(async () => {
 });
 
 after(async () => {
-  await Promise.all([control?.stop(), ingest?.stop(), aggregator?.stop()]);
-  if (cluster !== undefined) {
-    // The test's keys, node by node; UNLINK one key a call (keys of several slots cannot share one).
-    for (const node of redisPrimaries(cluster)) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await node.scan(cursor, 'MATCH', `${stores.redisPrefix}:*`, 'COUNT', 1000);
-        cursor = next;
-        await Promise.all(keys.map((k) => node.unlink(k)));
-      } while (cursor !== '0');
+  try {
+    await Promise.all([control?.stop(), ingest?.stop(), aggregator?.stop()]);
+    if (cluster !== undefined) {
+      // The test's keys, node by node; UNLINK one key a call (keys of several slots cannot share one).
+      for (const node of redisPrimaries(cluster)) {
+        let cursor = '0';
+        do {
+          const [next, keys] = await node.scan(cursor, 'MATCH', `${stores.redisPrefix}:*`, 'COUNT', 1000);
+          cursor = next;
+          await Promise.all(keys.map((k) => node.unlink(k)));
+        } while (cursor !== '0');
+      }
+      await cluster.quit();
     }
-    await cluster.quit();
+    if (spoolDir !== undefined) rmSync(spoolDir, { recursive: true, force: true });
+    await stores?.close();
+  } finally {
+    if (startedCluster) clusterScript('down');
   }
-  rmSync(spoolDir, { recursive: true, force: true });
-  await stores?.close();
-  if (startedCluster) clusterScript('down');
 });
 
 async function call(

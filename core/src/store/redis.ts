@@ -1,4 +1,5 @@
 import { Cluster, Redis as Standalone, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { ConfigError } from '../config/env.js';
 
 /**
  * A connection to meterd's Redis: one server (REDIS_URL) or a Redis Cluster (REDIS_CLUSTER_NODES).
@@ -64,6 +65,11 @@ export function createRedis(target: URL | RedisTarget, extra: RedisExtra = {}): 
  * port are not used).
  */
 function clusterOptions(url: URL, extra: RedisExtra): ClusterOptions {
+  // A cluster has database 0 only: a URL naming another would silently write elsewhere than meant.
+  if (!/^\/?0?$/.test(url.pathname))
+    throw new ConfigError([
+      `REDIS_URL names database ${JSON.stringify(url.pathname.slice(1))}, but a Redis Cluster (REDIS_CLUSTER_NODES) has database 0 only`,
+    ]);
   const { enableAutoPipelining = true, ...perConnection } = extra;
   const tls = url.protocol === 'rediss:';
   return {
