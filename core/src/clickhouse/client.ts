@@ -46,6 +46,9 @@ export function pinnedSettings(flavor: ClickHouseFlavor): ClickHouseSettings {
  * - distributed_product_mode=local: an `IN (SELECT … FROM events)` inside a query on a Distributed
  *   table reads each shard's local table (18.16 refuses double-distributed subqueries by default);
  *   exact because every row of a workspace lives on one shard.
+ * - optimize_move_to_prewhere=0: 18.16 fails a query on a Distributed table whose select list is
+ *   constants only (`SELECT 1 FROM events WHERE … LIMIT 1`, ingest's dedupe recovery) once a
+ *   condition is moved to PREWHERE ("Cannot find column `greaterOrEquals(…)` in source stream").
  */
 export function clusterSettings(cfg: Pick<ClickHouseEnv, 'CLICKHOUSE_CLUSTER' | 'CLICKHOUSE_INSERT_QUORUM'>): ClickHouseSettings {
   if (cfg.CLICKHOUSE_CLUSTER === undefined || cfg.CLICKHOUSE_CLUSTER === '') return {};
@@ -54,6 +57,7 @@ export function clusterSettings(cfg: Pick<ClickHouseEnv, 'CLICKHOUSE_CLUSTER' | 
     insert_distributed_sync: 1,
     ...(quorum > 1 ? { insert_quorum: String(quorum), insert_quorum_timeout: CLUSTER_QUORUM_TIMEOUT_MS } : {}),
     distributed_product_mode: 'local',
+    optimize_move_to_prewhere: 0,
   };
 }
 

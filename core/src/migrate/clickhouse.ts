@@ -67,7 +67,7 @@ export async function migrateClickHouse(
               ENGINE = ${historyEngine} ORDER BY name`,
     });
     const quorum = cluster === undefined ? 0 : await clusterNodes(client, cluster);
-    await takeLock(client, db, cluster, opts.lockWaitMs ?? 300_000);
+    await takeMigrationLock(client, db, cluster, opts.lockWaitMs ?? 300_000);
     try {
       const rs = await client.query({ query: 'SELECT name, checksum FROM schema_migrations', format: 'JSONEachRow' });
       const done = new Map((await rs.json<{ name: string; checksum: string }>()).map((r) => [r.name, r.checksum]));
@@ -79,7 +79,7 @@ export async function migrateClickHouse(
         });
       });
     } finally {
-      await client.command({ query: `DROP TABLE IF EXISTS ${MIGRATION_LOCK_TABLE}` });
+      await releaseMigrationLock(client);
     }
   } finally {
     await client.close();
@@ -113,7 +113,13 @@ async function clusterNodes(client: ClickHouseClient, cluster: string): Promise<
   return n;
 }
 
-async function takeLock(client: ClickHouseClient, db: string, cluster: string | undefined, waitMs: number): Promise<void> {
+/** Takes the migration lock of `db` (the client's database), waiting up to `waitMs` for its holder. */
+export async function takeMigrationLock(
+  client: ClickHouseClient,
+  db: string,
+  cluster: string | undefined,
+  waitMs: number,
+): Promise<void> {
   // Not ON CLUSTER: on a cluster the table is one replica at a fixed ZooKeeper path, which any
   // node's CREATE contends for.
   const engine =
@@ -134,4 +140,8 @@ async function takeLock(client: ClickHouseClient, db: string, cluster: string | 
       await new Promise((r) => setTimeout(r, delay));
     }
   }
+}
+
+export async function releaseMigrationLock(client: ClickHouseClient): Promise<void> {
+  await client.command({ query: `DROP TABLE IF EXISTS ${MIGRATION_LOCK_TABLE}` });
 }
