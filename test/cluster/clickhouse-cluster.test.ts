@@ -6,7 +6,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import type { ClickHouseClient } from '@clickhouse/client';
-import { clusterSettings, createClickHouse, lit } from '@meterd/core/clickhouse';
+import {
+  batchRecord,
+  clusterSettings,
+  createClickHouse,
+  lit,
+  toClickHouseDateTime,
+  type EventRow,
+} from '@meterd/core/clickhouse';
 import { migrateClickHouse, readMigrations, releaseMigrationLock, takeMigrationLock } from '@meterd/core/migrate';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { ROOT, freePort, sleep, startService, waitFor, type Service } from '../support/services.js';
@@ -248,6 +255,40 @@ test('ingest → cluster → aggregator: kill -9 of a replica under load loses n
       timeout: 60_000,
     });
     assert.equal(rec.status, 0, `${rec.stdout}${rec.stderr}`);
+
+    // Change detection across clocks: a batch whose record carries a stamp 30 s behind the
+    // aggregator's watermark (a node whose clock is behind, or a record that became readable only
+    // when a slow quorum insert finished) into an hour closed long ago. The watermark has passed
+    // it; the cluster look-back (60 s) must still fold it, or that hour stays under-billed.
+    const late = workspaces[0]!;
+    const [server] = await rows<{ t: string }>(ch, 'SELECT toString(toUInt32(now())) AS t');
+    const lateRow: EventRow = {
+      workspace_id: late.id,
+      event_type: 'checkout.completed',
+      idempotency_key: 'late-record',
+      event_id: 'evt_late_record',
+      quantity: 7,
+      gmv_cents: 7_000,
+      currency: 'USD',
+      occurred_at: toClickHouseDateTime((nowS - 2 * 3_600) * 1000),
+      received_at: toClickHouseDateTime(nowS * 1000),
+    };
+    const record = batchRecord('late-batch', 1, [lateRow]);
+    await ch.insert({ table: 'events', values: [lateRow], format: 'JSONEachRow' });
+    await ch.insert({ table: 'event_batches', values: record.partials, format: 'JSONEachRow' });
+    const stamp = toClickHouseDateTime((Number(server!.t) - 30) * 1000);
+    await ch.insert({
+      table: 'event_windows',
+      values: record.windows.map((w) => ({ ...w, inserted_at: stamp })),
+      format: 'JSONEachRow',
+    });
+    sent.push({ workspace_id: late.id, quantity: 7, gmv_cents: 7_000 });
+    const wantLate = totals(sent);
+    await waitFor('the late record folded', async () => (await rollups()) === wantLate, 30_000).catch(
+      async (err: Error) => {
+        assert.equal(await rollups(), wantLate, err.message);
+      },
+    );
   } finally {
     for (const s of services) await s.stop();
     rmSync(spoolDir, { recursive: true, force: true });
