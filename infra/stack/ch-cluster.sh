@@ -48,7 +48,7 @@ node_ready() {
 
 ensure_packages() {
   local pkgs=()
-  [ -x /usr/share/java/zookeeper.jar ] || [ -f /usr/share/java/zookeeper.jar ] || pkgs+=(zookeeper)
+  [ -f /usr/share/java/zookeeper.jar ] || pkgs+=(zookeeper)
   have java || pkgs+=(default-jre-headless)
   have clickhouse-server || pkgs+=(clickhouse-server)
   have curl || pkgs+=(curl)
@@ -191,6 +191,8 @@ EOF
 start_node() {
   local n="$1" dir="$CLUSTER_DIR/$1" pid logf
   node_ok "$n" && return 0
+  # Started by an earlier run and still starting up: wait for it rather than start a second one.
+  if [ -f "$dir/started.pid" ] && pid_is "$(tr -dc 0-9 <"$dir/started.pid")" clickhouse; then return 0; fi
   logf="$dir/log/clickhouse-server.err.log"
   mkdir -p "$dir"/{data,tmp,user_files,format_schemas,log}
   write_node_config "$n"
@@ -202,11 +204,29 @@ start_node() {
   echo "$pid" >"$dir/started.pid"
 }
 
+# wait_node <node>: 0 once it answers, 1 if its process exited first; dies after STACK_WAIT_SECONDS.
 wait_node() {
-  local n="$1" pid=""
+  local n="$1" pid="" i
   [ -f "$CLUSTER_DIR/$n/started.pid" ] && pid="$(tr -dc 0-9 <"$CLUSTER_DIR/$n/started.pid")"
-  eval "ready_$n() { node_ready $n; }"
-  wait_for "clickhouse $n" "$CLUSTER_DIR/$n/log/clickhouse-server.err.log" "ready_$n" "$pid"
+  for ((i = 0; i < STACK_WAIT_SECONDS * 5; i++)); do
+    node_ready "$n" && return 0
+    [ -n "$pid" ] && ! pid_alive "$pid" && return 1
+    sleep 0.2
+  done
+  die "clickhouse $n did not answer within ${STACK_WAIT_SECONDS}s; see $CLUSTER_DIR/$n/log/clickhouse-server.err.log"
+}
+
+# 18.16 now and then aborts while loading its tables right after ZooKeeper restarted (signal 6,
+# no message): a node that exits while starting is started again, twice at most.
+ensure_node() {
+  local n="$1" attempt
+  for attempt in 1 2 3; do
+    start_node "$n"
+    wait_node "$n" && return 0
+    warn "clickhouse $n exited while starting (attempt $attempt); see $CLUSTER_DIR/$n/log/clickhouse-server.err.log"
+    rm -f "$CLUSTER_DIR/$n/started.pid"
+  done
+  die "clickhouse $n would not start"
 }
 
 # stop <name> <dir> <comm-prefix> <signal>
@@ -235,13 +255,12 @@ case "$cmd" in
     ensure_packages
     start_zookeeper
     for n in "${NODES[@]}"; do start_node "$n"; done
-    for n in "${NODES[@]}"; do wait_node "$n"; done
+    for n in "${NODES[@]}"; do ensure_node "$n"; done
     print_env
     ;;
   start-node)
     n="${CH_CLUSTER_NODE:?CH_CLUSTER_NODE=n1..n4}"
-    start_node "$n"
-    wait_node "$n"
+    ensure_node "$n"
     ;;
   kill9)
     n="${CH_CLUSTER_NODE:?CH_CLUSTER_NODE=n1..n4}"

@@ -14,6 +14,7 @@ import {
   toClickHouseDateTime,
   type EventRow,
 } from '@meterd/core/clickhouse';
+import { INGEST_METRICS } from '@meterd/core/contracts';
 import { migrateClickHouse, readMigrations, releaseMigrationLock, takeMigrationLock } from '@meterd/core/migrate';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { ROOT, freePort, sleep, startService, waitFor, type Service } from '../support/services.js';
@@ -63,7 +64,12 @@ async function rows<T>(ch: ClickHouseClient, query: string): Promise<T[]> {
   return (await ch.query({ query, format: 'JSONEachRow' })).json<T>();
 }
 
-const newDb = (label: string): string => `meterd_c_${label}_${randomBytes(3).toString('hex')}`;
+const databases: string[] = [];
+const newDb = (label: string): string => {
+  const db = `meterd_c_${label}_${randomBytes(3).toString('hex')}`;
+  databases.push(db);
+  return db;
+};
 
 before(async () => {
   startedHere = cluster('status').includes(' down');
@@ -72,6 +78,9 @@ before(async () => {
 });
 
 after(async () => {
+  // Dropped ON CLUSTER: every node's tables and their replicas' ZooKeeper paths.
+  const admin = client('n1', 'default');
+  for (const db of databases) await admin.command({ query: `DROP DATABASE IF EXISTS ${db} ON CLUSTER ${CLUSTER}` });
   for (const c of clients) await c.close();
   await stores?.close();
   if (startedHere) cluster('down');
@@ -217,6 +226,13 @@ test('ingest → cluster → aggregator: kill -9 of a replica under load loses n
     // A replica of shard 02 dies: that shard's quorum inserts fail, its rows wait in the spool.
     cluster('kill9', 'n4');
     await load(4_000);
+    // The shipper's checkpoint did not move past rows that are on one replica only: shard 02's
+    // inserts failed their quorum, and their rows are still unshipped in the spool.
+    const metrics = await (await fetch(`${ingestUrl}/metrics`)).text();
+    const gauge = (name: string): number =>
+      Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(metrics)?.[1]);
+    assert.ok(gauge(INGEST_METRICS.shipFailures) > 0, 'quorum inserts failed while a replica was down');
+    assert.ok(gauge(INGEST_METRICS.spoolRows) > 0, 'rows not on 2 replicas stay in the spool');
     cluster('start-node', 'n4');
     await load(2_000);
 
@@ -228,7 +244,11 @@ test('ingest → cluster → aggregator: kill -9 of a replica under load loses n
           'SELECT toString(count()) AS n FROM (SELECT DISTINCT workspace_id, event_type, idempotency_key FROM events)',
         )
       )[0]!.n;
-    await waitFor('every accepted event in ClickHouse', async () => (await distinct()) === String(sent.length), 120_000);
+    await waitFor(
+      'every accepted event in ClickHouse',
+      async () => (await distinct()) === String(sent.length),
+      120_000,
+    );
     // Every copy on disk (a replayed insert may store one twice) is exactly one accepted event.
     const [raw] = await rows<{ n: string }>(
       ch,

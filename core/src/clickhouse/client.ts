@@ -50,7 +50,9 @@ export function pinnedSettings(flavor: ClickHouseFlavor): ClickHouseSettings {
  *   constants only (`SELECT 1 FROM events WHERE … LIMIT 1`, ingest's dedupe recovery) once a
  *   condition is moved to PREWHERE ("Cannot find column `greaterOrEquals(…)` in source stream").
  */
-export function clusterSettings(cfg: Pick<ClickHouseEnv, 'CLICKHOUSE_CLUSTER' | 'CLICKHOUSE_INSERT_QUORUM'>): ClickHouseSettings {
+export function clusterSettings(
+  cfg: Pick<ClickHouseEnv, 'CLICKHOUSE_CLUSTER' | 'CLICKHOUSE_INSERT_QUORUM'>,
+): ClickHouseSettings {
   if (cfg.CLICKHOUSE_CLUSTER === undefined || cfg.CLICKHOUSE_CLUSTER === '') return {};
   const quorum = cfg.CLICKHOUSE_INSERT_QUORUM ?? 2;
   return {

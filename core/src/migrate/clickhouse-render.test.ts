@@ -45,7 +45,9 @@ test('cluster: Replicated local tables with a per-migration ZooKeeper path, Dist
     events.map((s) => /'\/clickhouse\/tables\/\{shard\}\/meterd_db\/events_local\/(\d{3})'/.exec(s)?.[1]),
     ['001', '003', '004'],
   );
-  assert.ok(events.every((s) => s.includes('ON CLUSTER meterd') && s.includes('ENGINE = ReplicatedReplacingMergeTree(')));
+  assert.ok(
+    events.every((s) => s.includes('ON CLUSTER meterd') && s.includes('ENGINE = ReplicatedReplacingMergeTree(')),
+  );
   const dist = all.filter((s) => s.startsWith('CREATE TABLE IF NOT EXISTS events ON CLUSTER'));
   assert.ok(dist.at(-1)!.endsWith('ENGINE = Distributed(meterd, meterd_db, events_local, cityHash64(workspace_id))'));
   assert.match(dist.at(-1)!, /ver\s+UInt64 ALIAS bitOr/, 'a MATERIALIZED column is an ALIAS on the Distributed table');

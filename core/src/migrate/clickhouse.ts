@@ -109,7 +109,10 @@ async function clusterNodes(client: ClickHouseClient, cluster: string): Promise<
   });
   const n = Number((await rs.json<{ n: string }>())[0]!.n);
   if (n === 0)
-    throw new MeterdError('METERD_CLICKHOUSE_CLUSTER_UNKNOWN', `ClickHouse knows no cluster ${cluster} (remote_servers)`);
+    throw new MeterdError(
+      'METERD_CLICKHOUSE_CLUSTER_UNKNOWN',
+      `ClickHouse knows no cluster ${cluster} (remote_servers)`,
+    );
   return n;
 }
 
@@ -123,11 +126,15 @@ export async function takeMigrationLock(
   // Not ON CLUSTER: on a cluster the table is one replica at a fixed ZooKeeper path, which any
   // node's CREATE contends for.
   const engine =
-    cluster === undefined ? 'MergeTree()' : `ReplicatedMergeTree('/clickhouse/meterd/${db}/${MIGRATION_LOCK_TABLE}', 'lock')`;
+    cluster === undefined
+      ? 'MergeTree()'
+      : `ReplicatedMergeTree('/clickhouse/meterd/${db}/${MIGRATION_LOCK_TABLE}', 'lock')`;
   const deadline = Date.now() + waitMs;
   for (let delay = 100; ; delay = Math.min(delay * 2, 2_000)) {
     try {
-      await client.command({ query: `CREATE TABLE ${MIGRATION_LOCK_TABLE} (at DateTime) ENGINE = ${engine} ORDER BY at` });
+      await client.command({
+        query: `CREATE TABLE ${MIGRATION_LOCK_TABLE} (at DateTime) ENGINE = ${engine} ORDER BY at`,
+      });
       return;
     } catch (err) {
       const code = clickHouseErrorCode(err);
