@@ -311,6 +311,8 @@ test('ingest → cluster → aggregator: kill -9 of a replica under load loses n
     );
   } finally {
     for (const s of services) await s.stop();
+    // A failure while n4 was down must not leave it down for the next test or run.
+    cluster('up');
     rmSync(spoolDir, { recursive: true, force: true });
   }
 });
