@@ -8,6 +8,7 @@ import { createAggregatorMetrics } from './metrics.js';
 import { createAggregatorServer } from './http/server.js';
 import { Aggregator } from './worker/aggregator.js';
 import { PgAdvisoryLeases } from './worker/leases.js';
+import { CLUSTER_LOOKBACK_SECONDS, LOOKBACK_SECONDS } from './worker/detect.js';
 
 export interface AggregatorApp {
   port: number;
@@ -33,6 +34,7 @@ export async function startAggregatorApp(cfg: AggregatorConfig, ctx?: Partial<Se
           closeAfterSeconds: cfg.AGGREGATOR_CLOSE_AFTER_SECONDS,
           windowsPerQuery: cfg.AGGREGATOR_WINDOWS_PER_QUERY,
           copyHorizonSeconds: cfg.AGGREGATOR_COPY_HORIZON_SECONDS,
+          lookbackSeconds: lookbackSeconds(cfg),
         },
         metrics,
         log,
@@ -81,3 +83,9 @@ export const aggregatorService: ServiceSpec<AggregatorConfig, AggregatorApp> = {
   start: startAggregatorApp,
   drainMs: 10_000,
 };
+
+/** AGGREGATOR_LOOKBACK_SECONDS, or its default for one server or a cluster (worker/detect.ts). */
+export function lookbackSeconds(cfg: AggregatorConfig): number {
+  if (cfg.AGGREGATOR_LOOKBACK_SECONDS > 0) return cfg.AGGREGATOR_LOOKBACK_SECONDS;
+  return cfg.CLICKHOUSE_CLUSTER === '' ? LOOKBACK_SECONDS : CLUSTER_LOOKBACK_SECONDS;
+}

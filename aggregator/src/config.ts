@@ -34,6 +34,12 @@ export const aggregatorVars = {
     0,
     35 * 86_400,
   ),
+  AGGREGATOR_LOOKBACK_SECONDS: int(
+    'How far before its watermark the worker reads shipped-batch records again, for records that became readable after its clock passed their insert stamp (an insert in flight; on a cluster, the quorum insert and the clock skew between nodes). 0: 10 s on one server, 60 s with CLICKHOUSE_CLUSTER. Records already folded are skipped, so a larger value costs a read, never a recompute.',
+    0,
+    0,
+    3_600,
+  ),
   AGGREGATOR_FRESHNESS_TARGET_MS: int(
     'Freshness target reported by the usage API next to the measured lag (the rollup lag SLO).',
     2_000,

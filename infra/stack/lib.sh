@@ -157,3 +157,14 @@ take_stack_lock() {
   exec 9>"$STACK_DIR/.lock"
   flock -w 300 9 || die "another infra/stack script holds $STACK_DIR/.lock"
 }
+
+# wait_for_pidfile <service> <pidfile> <logfile>: echo the pid once the daemon wrote it.
+wait_for_pidfile() {
+  local name="$1" pidfile="$2" logfile="$3" i pid
+  for ((i = 0; i < STACK_WAIT_SECONDS * 10; i++)); do
+    pid="$(cat "$pidfile" 2>/dev/null | head -n 1 | tr -dc 0-9 || true)"
+    if [ -n "$pid" ]; then echo "$pid"; return 0; fi
+    sleep 0.1
+  done
+  die "$name did not write its pid file $pidfile within ${STACK_WAIT_SECONDS}s; see its log: $logfile"
+}

@@ -128,17 +128,6 @@ fi
 #    down.sh can still stop an instance that started but never became healthy.
 # ---------------------------------------------------------------------------------------
 
-# wait_for_pidfile <service> <pidfile> <logfile>: echo the pid once the daemon wrote it.
-wait_for_pidfile() {
-  local name="$1" pidfile="$2" logfile="$3" i pid
-  for ((i = 0; i < STACK_WAIT_SECONDS * 10; i++)); do
-    pid="$(cat "$pidfile" 2>/dev/null | head -n 1 | tr -dc 0-9 || true)"
-    if [ -n "$pid" ]; then echo "$pid"; return 0; fi
-    sleep 0.1
-  done
-  die "$name did not write its pid file $pidfile within ${STACK_WAIT_SECONDS}s; see its log: $logfile"
-}
-
 start_redis() {
   local dir="$STACK_DIR/redis" pid
   mkdir -p "$dir"

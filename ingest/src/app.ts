@@ -3,7 +3,7 @@ import { existsSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Authenticator } from '@meterd/core/auth';
-import { clickHouseFromConfig, createBatchRecorder, type RecordBatch } from '@meterd/core/clickhouse';
+import { clickHouseFromConfig, clusterSettings, createBatchRecorder, type RecordBatch } from '@meterd/core/clickhouse';
 import { dedupeShippedKey } from '@meterd/core/contracts';
 import { errorBody } from '@meterd/core/errors';
 import { createLogger, type Logger } from '@meterd/core/log';
@@ -101,6 +101,9 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     database: cfg.CLICKHOUSE_DATABASE,
     user: cfg.CLICKHOUSE_USER,
     password: cfg.CLICKHOUSE_PASSWORD,
+    // On a cluster: synchronous Distributed inserts with a quorum per shard, so the checkpoint
+    // moves only once the rows are on CLICKHOUSE_INSERT_QUORUM replicas of their shard.
+    settings: clusterSettings(cfg),
   };
   const insert = o.insertRows ?? createEventsInserter(target);
   // Batches are recorded for the aggregator only where they really reach ClickHouse's events.

@@ -16,6 +16,8 @@ async function main(): Promise<void> {
     CLICKHOUSE_DATABASE: storeVars.CLICKHOUSE_DATABASE,
     CLICKHOUSE_USER: storeVars.CLICKHOUSE_USER,
     CLICKHOUSE_PASSWORD: storeVars.CLICKHOUSE_PASSWORD,
+    CLICKHOUSE_CLUSTER: storeVars.CLICKHOUSE_CLUSTER,
+    CLICKHOUSE_INSERT_QUORUM: storeVars.CLICKHOUSE_INSERT_QUORUM,
   });
   const pool = createPool(cfg.DATABASE_URL, 1);
   try {
@@ -28,6 +30,7 @@ async function main(): Promise<void> {
     (database) => clickHouseFromConfig(cfg, { database: database ?? 'default' }),
     cfg.CLICKHOUSE_DATABASE,
     CH_MIGRATIONS_DIR,
+    { cluster: cfg.CLICKHOUSE_CLUSTER },
   );
   console.log(`clickhouse: ${ch.length === 0 ? 'up to date' : `applied ${ch.join(', ')}`}`);
 }

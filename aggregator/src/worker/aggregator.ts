@@ -21,6 +21,8 @@ export interface AggregatorOptions {
   windowsPerQuery: number;
   /** See RecomputeOptions.copyHorizonSeconds (AGGREGATOR_COPY_HORIZON_SECONDS). */
   copyHorizonSeconds: number;
+  /** How far before its watermark a shard's records are read again (detect.ts); LOOKBACK_SECONDS by default. */
+  lookbackSeconds?: number;
 }
 
 export interface CycleResult {
@@ -72,7 +74,13 @@ export class Aggregator {
     const nowS = await serverNow(this.ch);
     const { shards, closeAfterSeconds } = this.opts;
     const records = (
-      await readNewRecords(this.ch, shards, new Map([...this.states].map(([s, st]) => [s, st.seenUntil])), nowS)
+      await readNewRecords(
+        this.ch,
+        shards,
+        new Map([...this.states].map(([s, st]) => [s, st.seenUntil])),
+        nowS,
+        this.lookback,
+      )
     ).filter((r) => !this.seen.has(r.key));
     const closing = await readClosingWindows(
       this.ch,
@@ -140,7 +148,7 @@ export class Aggregator {
     for (const r of records) this.seen.set(r.key, r.insertedAt);
     let floor = Infinity;
     for (const st of this.states.values()) floor = Math.min(floor, st.seenUntil);
-    for (const [k, t] of this.seen) if (t < floor - LOOKBACK_SECONDS) this.seen.delete(k);
+    for (const [k, t] of this.seen) if (t < floor - this.lookback) this.seen.delete(k);
   }
 
   /** Seconds since the oldest as-of of the held shards, or -1 when none is held. */
@@ -174,6 +182,10 @@ export class Aggregator {
   async stop(): Promise<void> {
     await this.loop?.stop();
     await this.leases.close();
+  }
+
+  private get lookback(): number {
+    return this.opts.lookbackSeconds ?? LOOKBACK_SECONDS;
   }
 
   private nextUpdated(): number {

@@ -20,11 +20,21 @@ export interface BatchWindowRecord extends Window {
 /**
  * Records are read again from this many seconds before a shard's `seenUntil`: a batch whose record
  * the server stamped with second T may become visible to a reader after that reader's clock passed
- * T (an insert still in flight at the same second; on a cluster, replication lag). Records already
- * folded are remembered by key for this long and skipped, so the look-back costs a read, never a
- * recompute. Raise it for clusters whose replication lags more.
+ * T (an insert still in flight at the same second). Records already folded are remembered by key
+ * for this long and skipped, so the look-back costs a read, never a recompute.
  */
 export const LOOKBACK_SECONDS = 10;
+
+/**
+ * The look-back on a cluster (CLICKHOUSE_CLUSTER). A record is stamped (inserted_at DEFAULT now())
+ * by the node that receives the insert, and the aggregator compares with its own node's clock. A
+ * shipped record is acknowledged only once it is on its shard's quorum of replicas (synchronous
+ * Distributed insert, insert_quorum), within the recorder's 30 s request timeout, so a record
+ * becomes readable at most 30 s after its stamp, plus the clock skew between the two nodes. A
+ * record whose insert failed is shipped again with a new stamp. 60 s covers both with margin;
+ * raise AGGREGATOR_LOOKBACK_SECONDS if node clocks may drift further apart.
+ */
+export const CLUSTER_LOOKBACK_SECONDS = 60;
 
 /**
  * A window's records are inserted no earlier than this before the window starts (ingest refuses
@@ -44,8 +54,8 @@ export async function serverNow(ch: ClickHouseClient): Promise<number> {
 }
 
 /**
- * The batch records of the given shards inserted since each shard's `seenUntil` (minus the
- * look-back) and up to `nowS`. Reads only the newest records: `event_windows` is ordered by
+ * The batch records of the given shards inserted since each shard's `seenUntil` (minus
+ * `lookbackSeconds`) and up to `nowS`. Reads only the newest records: `event_windows` is ordered by
  * insert time, so the cost follows what was shipped since, never the history.
  */
 export async function readNewRecords(
@@ -53,9 +63,10 @@ export async function readNewRecords(
   shards: number,
   seenUntil: ReadonlyMap<number, number>,
   nowS: number,
+  lookbackSeconds = LOOKBACK_SECONDS,
 ): Promise<BatchWindowRecord[]> {
   if (seenUntil.size === 0) return [];
-  const from = Math.max(0, Math.min(...seenUntil.values()) - LOOKBACK_SECONDS);
+  const from = Math.max(0, Math.min(...seenUntil.values()) - lookbackSeconds);
   const query = `SELECT ${shardSql('workspace_id', shards)} AS shard, workspace_id, toUInt32(window_start) AS w, batch_id, attempt, toUInt32(inserted_at) AS t
     FROM ${CH_TABLES.eventWindows}
     WHERE inserted_at >= toDateTime(${lit(from)}, 'UTC') AND inserted_at <= toDateTime(${lit(nowS)}, 'UTC')
@@ -78,7 +89,7 @@ export async function readNewRecords(
   for (const r of rows) {
     const shard = Number(r.shard);
     const insertedAt = Number(r.t);
-    if (insertedAt < (seenUntil.get(shard) ?? 0) - LOOKBACK_SECONDS) continue;
+    if (insertedAt < (seenUntil.get(shard) ?? 0) - lookbackSeconds) continue;
     const start = Number(r.w) * 1000;
     out.push({
       shard,

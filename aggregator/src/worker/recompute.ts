@@ -86,8 +86,12 @@ async function withCopyHours(
  * while the hour was open) is written as 0 instead of keeping its old total: a row cannot be deleted.
  */
 function zeroedCurrentSql(hours: readonly WindowRef[]): string {
-  return `SELECT workspace_id, event_type, currency AS cur, window_start AS bucket, toUInt64(0) AS n, toInt64(0) AS qs,
-      toInt64(0) AS gs, toDateTime(4294967295, 'UTC') AS fo, toDateTime(0, 'UTC') AS lo, toUInt64(0) AS late
+  // materialize(): on a cluster this branch reads a Distributed table, whose remote streams carry
+  // constants as full columns, and 18.16 refuses a UNION ALL of those with constant columns (Code
+  // 171 "non constant in source stream but must be constant in result"). Same values everywhere.
+  return `SELECT workspace_id, event_type, currency AS cur, window_start AS bucket, materialize(toUInt64(0)) AS n,
+      materialize(toInt64(0)) AS qs, materialize(toInt64(0)) AS gs, materialize(toDateTime(4294967295, 'UTC')) AS fo,
+      materialize(toDateTime(0, 'UTC')) AS lo, materialize(toUInt64(0)) AS late
     FROM ${ROLLUP_TABLE.hour} FINAL
     WHERE ${workspacesIn(hours.map((h) => h.workspaceId))} AND ${timeRangesSql('window_start', 'hour', hours)}
       AND ${windowsIn('window_start', hours)}`;
@@ -131,7 +135,7 @@ async function recomputeHours(
  */
 async function foldOpenHours(ch: ClickHouseClient, hours: readonly WindowRef[], version: bigint): Promise<void> {
   const totals = `SELECT workspace_id, event_type, currency AS cur, window_start AS bucket, sum(bn) AS n, sum(bq) AS qs,
-      sum(bg) AS gs, min(bf) AS fo, max(bl) AS lo, toUInt64(0) AS late
+      sum(bg) AS gs, min(bf) AS fo, max(bl) AS lo, materialize(toUInt64(0)) AS late
     FROM (
       SELECT workspace_id, window_start, batch_id, event_type, currency, argMax(events, attempt) AS bn,
         argMax(quantity, attempt) AS bq, argMax(gmv_cents, attempt) AS bg, argMax(first_event_at, attempt) AS bf,

@@ -16,6 +16,8 @@ export interface ClickHouseOptions {
   user: string;
   password: string;
   requestTimeoutMs?: number;
+  /** Merged over the pinned settings (clusterSettings). */
+  settings?: ClickHouseSettings;
 }
 
 /** The CLICKHOUSE_* settings every service reads (core's storeVars). */
@@ -24,12 +26,45 @@ export interface ClickHouseEnv {
   CLICKHOUSE_DATABASE: string;
   CLICKHOUSE_USER: string;
   CLICKHOUSE_PASSWORD: string;
+  CLICKHOUSE_CLUSTER?: string;
+  CLICKHOUSE_INSERT_QUORUM?: number;
 }
 
 export function pinnedSettings(flavor: ClickHouseFlavor): ClickHouseSettings {
   const common: ClickHouseSettings = { output_format_json_quote_64bit_integers: 1 };
   return flavor === 'current' ? { ...common, async_insert: 0, date_time_input_format: 'basic' } : common;
 }
+
+/**
+ * Settings for a cluster (CLICKHOUSE_CLUSTER), merged over the pinned ones; none on one server.
+ * - insert_distributed_sync: an insert into a Distributed table returns only once every shard
+ *   stored its rows (otherwise the initiator queues them on its own disk and answers at once: a
+ *   checkpoint or watermark moved on that answer could point past rows a shard does not have yet).
+ * - insert_quorum: each shard's replica acknowledges only when this many replicas hold the part;
+ *   checked on 18.16 through a synchronous Distributed insert (a replica down: Code 319/159 after
+ *   insert_quorum_timeout). insert_quorum_timeout stays below the clients' request timeout.
+ * - distributed_product_mode=local: an `IN (SELECT … FROM events)` inside a query on a Distributed
+ *   table reads each shard's local table (18.16 refuses double-distributed subqueries by default);
+ *   exact because every row of a workspace lives on one shard.
+ * - optimize_move_to_prewhere=0: 18.16 fails a query on a Distributed table whose select list is
+ *   constants only (`SELECT 1 FROM events WHERE … LIMIT 1`, ingest's dedupe recovery) once a
+ *   condition is moved to PREWHERE ("Cannot find column `greaterOrEquals(…)` in source stream").
+ */
+export function clusterSettings(
+  cfg: Pick<ClickHouseEnv, 'CLICKHOUSE_CLUSTER' | 'CLICKHOUSE_INSERT_QUORUM'>,
+): ClickHouseSettings {
+  if (cfg.CLICKHOUSE_CLUSTER === undefined || cfg.CLICKHOUSE_CLUSTER === '') return {};
+  const quorum = cfg.CLICKHOUSE_INSERT_QUORUM ?? 2;
+  return {
+    insert_distributed_sync: 1,
+    ...(quorum > 1 ? { insert_quorum: String(quorum), insert_quorum_timeout: CLUSTER_QUORUM_TIMEOUT_MS } : {}),
+    distributed_product_mode: 'local',
+    optimize_move_to_prewhere: 0,
+  };
+}
+
+/** How long a shard waits for its quorum before failing the insert (the client then retries). */
+export const CLUSTER_QUORUM_TIMEOUT_MS = 20_000;
 
 export function createClickHouse(opts: ClickHouseOptions): ClickHouseClient {
   return createClient({
@@ -40,7 +75,7 @@ export function createClickHouse(opts: ClickHouseOptions): ClickHouseClient {
     request_timeout: opts.requestTimeoutMs ?? 30_000,
     // 18.16 does not understand the client's compression negotiation reliably; payloads are local.
     compression: { request: false, response: false },
-    clickhouse_settings: pinnedSettings('server-18'),
+    clickhouse_settings: { ...pinnedSettings('server-18'), ...opts.settings },
     // Callers wrap and log failures with context (ClickHouseQueryError); the client's own multi-line
     // dumps to the console would double every error and bypass the structured log.
     log: { level: ClickHouseLogLevel.OFF },
@@ -60,6 +95,7 @@ export function clickHouseFromConfig(
     database: opts.database ?? cfg.CLICKHOUSE_DATABASE,
     user: cfg.CLICKHOUSE_USER,
     password: cfg.CLICKHOUSE_PASSWORD,
+    settings: clusterSettings(cfg),
     ...(opts.requestTimeoutMs === undefined ? {} : { requestTimeoutMs: opts.requestTimeoutMs }),
   });
 }

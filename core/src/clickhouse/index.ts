@@ -2,6 +2,8 @@ export {
   createClickHouse,
   clickHouseFromConfig,
   pinnedSettings,
+  clusterSettings,
+  CLUSTER_QUORUM_TIMEOUT_MS,
   clickHouseErrorCode,
   ClickHouseQueryError,
   type ClickHouseFlavor,

@@ -7,6 +7,8 @@ export interface RawInsertTarget {
   user: string;
   password: string;
   timeoutMs?: number;
+  /** Query settings sent with every insert (core's clusterSettings on a cluster). */
+  settings?: Readonly<Record<string, unknown>>;
 }
 
 /**
@@ -27,6 +29,7 @@ export function createRawInserter(
   const endpoint = new URL(t.url.origin + t.url.pathname);
   endpoint.searchParams.set('database', ident(t.database));
   endpoint.searchParams.set('query', query);
+  for (const [k, v] of Object.entries(t.settings ?? {})) endpoint.searchParams.set(k, String(v));
   const headers = {
     'X-ClickHouse-User': t.user,
     'X-ClickHouse-Key': t.password,

@@ -22,6 +22,16 @@ export const storeVars = {
   CLICKHOUSE_DATABASE: str('ClickHouse database holding the events and rollups.', 'meterd'),
   CLICKHOUSE_USER: str('ClickHouse user.', 'default'),
   CLICKHOUSE_PASSWORD: str('ClickHouse password.', '', true),
+  CLICKHOUSE_CLUSTER: str(
+    'ClickHouse cluster name (remote_servers) to run on: migrations create Replicated*MergeTree local tables and Distributed tables sharded by workspace, ON CLUSTER, and every insert is synchronous through the Distributed tables with CLICKHOUSE_INSERT_QUORUM (docs/operations.md). Empty: one server.',
+    '',
+  ),
+  CLICKHOUSE_INSERT_QUORUM: int(
+    'With CLICKHOUSE_CLUSTER: replicas of a shard that must hold an insert before it is acknowledged (insert_quorum); ingest moves its spool checkpoint only then. 2 or more survives the loss of a replica; with 2 replicas per shard, a shard with a replica down refuses inserts (its rows wait in the spool) until the replica is back.',
+    2,
+    1,
+    16,
+  ),
   LOG_LEVEL: oneOf('pino log level.', 'info', ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const),
   SHUTDOWN_DELAY_MS: int(
     'After SIGTERM, how long /readyz answers 503 while the process still serves, before it stops accepting and drains: the time a load balancer needs to notice (in Kubernetes, above the readiness probe period × failure threshold). 0 stops at once.',
