@@ -1,5 +1,6 @@
 import type { FastifyInstance, RouteOptions } from 'fastify';
 import { ERROR_CODES, type ErrorCode } from '@meterd/core/errors';
+import { ENVIRONMENTS } from '@meterd/core/keys';
 import { EXTERNAL_ROUTES } from '../openapi/external.js';
 
 declare module 'fastify' {
@@ -74,6 +75,15 @@ const idempotencyHeader = {
   schema: { type: 'string', minLength: 1, maxLength: 255 },
 };
 
+const environmentParam = {
+  name: 'environment',
+  in: 'query',
+  required: false,
+  description:
+    "Which environment of the workspace to act on (docs/api.md §12). Without it, the key's own: a test key acts on the test environment. A live admin key may ask for test; a test key never reaches live.",
+  schema: { type: 'string', enum: [...ENVIRONMENTS] },
+};
+
 /** The error answers of a route, one per status, each naming the codes it can carry. */
 function errorResponses(codes: Iterable<ErrorCode>): Record<string, unknown> {
   const byStatus = new Map<number, Set<ErrorCode>>();
@@ -129,6 +139,7 @@ function controlOperation(r: Seen) {
     ...Object.entries((s.querystring as { properties?: Record<string, object> } | undefined)?.properties ?? {}).map(
       ([name, schema]) => ({ name, in: 'query', schema }),
     ),
+    ...(!isPublic && r.url.includes('/workspaces/:id') ? [environmentParam] : []),
     ...(idempotent ? [idempotencyHeader] : []),
   ];
   const ok = s.ok as { status: number; schema: unknown } | undefined;

@@ -12,6 +12,8 @@ export {
   insertApiKey,
   findKeyByHash,
   revokeApiKey,
+  testBucketOf,
+  WORKSPACE_COLUMNS,
   type Workspace,
   type KeyRecord,
 } from './workspaces.js';
