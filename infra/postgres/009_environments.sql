@@ -1,9 +1,10 @@
 -- Environments (issue 21; docs/api.md §12). Every workspace has `live` and `test`. The test
--- environment is a bucket of its own: a workspaces row with its own id (`ws_test_…`), linked to its
--- live workspace. Every store (ClickHouse events and rollups, Redis dedupe and quota keys, webhooks,
--- the billing ledger) is keyed by workspace id, so giving test its own id isolates it everywhere
--- without touching the hot path. A test bucket never has a Stripe customer, and billing-sync only
--- reads live rows, so test usage is never pushed to Stripe.
+-- environment is a bucket of its own: a workspaces row with its own id (`ws_test…`, which still
+-- matches the event contract's ws_ + alphanumerics), linked to its live workspace. Every store
+-- (ClickHouse events and rollups, Redis dedupe and quota keys, webhooks, the billing ledger) is
+-- keyed by workspace id, so giving test its own id isolates it everywhere without touching the hot
+-- path. A test bucket never has a Stripe customer, and billing-sync only reads live rows, so test
+-- usage is never pushed to Stripe.
 ALTER TABLE workspaces ADD COLUMN environment text NOT NULL DEFAULT 'live' CHECK (environment IN ('live', 'test'));
 ALTER TABLE workspaces ADD COLUMN live_workspace_id text UNIQUE REFERENCES workspaces (id) ON DELETE CASCADE;
 ALTER TABLE workspaces ADD CONSTRAINT workspaces_environment_link
@@ -18,6 +19,6 @@ CREATE UNIQUE INDEX workspaces_slug_environment_key ON workspaces (slug, environ
 -- Every existing workspace gets its test bucket, with the live one's plan and lifecycle.
 INSERT INTO workspaces (id, slug, display_name, contact_email, plan, environment, live_workspace_id, created_at,
                         deleted_at, purge_after)
-SELECT 'ws_test_' || substr(md5(random()::text || id), 1, 20), slug, display_name, contact_email, plan, 'test', id,
+SELECT 'ws_test' || substr(md5(random()::text || id), 1, 20), slug, display_name, contact_email, plan, 'test', id,
        created_at, deleted_at, purge_after
   FROM workspaces WHERE environment = 'live';

@@ -166,7 +166,8 @@ export class WorkspaceService {
     if (w.deleted_at === null) return w;
     const { rows } = await this.pool.query<WorkspaceRecord>(
       `UPDATE workspaces SET deleted_at = NULL, purge_after = NULL
-        WHERE (id = $1 OR live_workspace_id = $1) AND deleted_at IS NOT NULL AND purge_after > now()
+        WHERE (id = $1 OR live_workspace_id = $1) AND deleted_at IS NOT NULL
+          AND (SELECT l.purge_after FROM workspaces l WHERE l.id = $1) > now()
         RETURNING ${LIFECYCLE_COLS}`,
       [workspaceId],
     );

@@ -1,0 +1,200 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Stripe from 'stripe';
+import { openTestStores, type TestStores } from '@meterd/core/testing';
+import { insertApiKey } from '@meterd/core/store';
+import { lit } from '@meterd/core/clickhouse';
+import { quotaKey, BILLING_METRICS } from '@meterd/core/contracts';
+import { periodOf } from '@meterd/core/plans';
+import { freePort, startService, waitFor, type Service } from './support/services.js';
+
+/**
+ * Environment isolation end to end (docs/api.md §12), every service its own process: a workspace's
+ * live and test keys send events with the same idempotency keys into one closed hour, through the
+ * real ingest, aggregator, billing-sync and stripe-local. Checked both ways: neither environment's
+ * events are duplicates of the other's, count in the other's quota, appear in the other's rollups or
+ * usage API answer; and only live usage reaches Stripe (the billing ledger holds no test row after
+ * several billing passes, and Stripe's summaries equal the live rollups).
+ */
+const KEY = 'sk_test_environments';
+const N = 6;
+
+let stores: TestStores;
+let spoolDir: string;
+const services: Service[] = [];
+
+before(async () => {
+  stores = await openTestStores('environments');
+  spoolDir = mkdtempSync(join(tmpdir(), 'meterd-environments-'));
+});
+after(async () => {
+  await Promise.all(services.map((s) => s.stop()));
+  rmSync(spoolDir, { recursive: true, force: true });
+  await stores.close();
+});
+
+const rfc3339 = (s: number): string => new Date(s * 1000).toISOString().replace('.000Z', 'Z');
+
+async function send(url: string, token: string, body: unknown) {
+  const r = await fetch(url, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return { status: r.status, used: r.headers.get('x-plan-events-used'), json: (await r.json()) as any };
+}
+
+/** Sum of api.call quantities per workspace in ClickHouse's hourly rollups. */
+async function rollups(ids: string[]): Promise<Record<string, number>> {
+  const rs = await stores.clickhouse.query({
+    query: `SELECT workspace_id, toString(sum(quantity)) AS q FROM usage_hourly FINAL
+      WHERE workspace_id IN (${ids.map(lit).join(', ')}) GROUP BY workspace_id`,
+    format: 'JSONEachRow',
+  });
+  return Object.fromEntries((await rs.json<{ workspace_id: string; q: string }>()).map((r) => [r.workspace_id, +r.q]));
+}
+
+test('a test event never reaches live rollups, quotas or Stripe pushes, and a live event never reaches test', async () => {
+  const [ingestPort, aggregatorPort, stripePort, billingPort] = await Promise.all([
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+  ]);
+  const hour = Math.floor(Date.now() / 3_600_000) * 3600 - 2 * 3600;
+  const stripeUrl = `http://127.0.0.1:${stripePort}`;
+  const [stripeLocal, ingest, aggregator] = await Promise.all([
+    startService('stripe-local', 'stripe-local', stripePort, {
+      STRIPE_LOCAL_PORT: String(stripePort),
+      LOG_LEVEL: 'warn',
+    }),
+    startService('ingest', 'ingest', ingestPort, {
+      ...stores.env,
+      INGEST_PORT: String(ingestPort),
+      INGEST_THREADS: '1',
+      SPOOL_DIR: spoolDir,
+      SHIP_INTERVAL_MS: '100',
+      LOG_LEVEL: 'warn',
+    }),
+    startService('aggregator', 'aggregator', aggregatorPort, {
+      ...stores.env,
+      AGGREGATOR_PORT: String(aggregatorPort),
+      AGGREGATOR_POLL_MS: '100',
+      AGGREGATOR_CLOSE_AFTER_SECONDS: '60',
+      LOG_LEVEL: 'warn',
+    }),
+  ]);
+  services.push(stripeLocal, ingest, aggregator);
+
+  const stripe = new Stripe(KEY, { host: '127.0.0.1', port: stripePort, protocol: 'http', maxNetworkRetries: 0 });
+  const { workspace, token: liveToken } = await stores.workspace('growth');
+  const customer = await stripe.customers.create({
+    email: 'env@example.com',
+    metadata: { workspace_id: workspace.id },
+  });
+  await stores.pool.query('UPDATE workspaces SET stripe_customer_id = $2 WHERE id = $1', [workspace.id, customer.id]);
+  const { rows } = await stores.pool.query<{ id: string }>('SELECT id FROM workspaces WHERE live_workspace_id = $1', [
+    workspace.id,
+  ]);
+  const testId = rows[0]!.id;
+  // A test bucket can never be linked to a Stripe customer (the schema refuses it), and billing-sync reads live buckets only.
+  await assert.rejects(
+    stores.pool.query('UPDATE workspaces SET stripe_customer_id = $2 WHERE id = $1', [testId, 'cus_test_bucket']),
+    /workspaces_test_has_no_customer/,
+  );
+  const testKey = await insertApiKey(stores.pool, testId);
+  assert.match(testKey.token, /^sks_test_/);
+  const live = workspace.id;
+
+  // The same idempotency keys in both environments, different quantities: live 1 each, test 10 each.
+  const events = (ws: string, quantity: number) =>
+    Array.from({ length: N }, (_, i) => ({
+      workspace_id: ws,
+      event_type: 'api.call',
+      idempotency_key: `req-${i}`,
+      quantity,
+      occurred_at: rfc3339(hour + 60 * i + 5),
+    }));
+  const l = await send(`${ingest.url}/api/v1/meter/batch`, liveToken, { events: events(live, 1) });
+  assert.deepEqual([l.status, l.json.accepted, l.json.duplicates], [202, N, 0]);
+  const t = await send(`${ingest.url}/api/v1/meter/batch`, testKey.token, { events: events(testId, 10) });
+  assert.deepEqual([t.status, t.json.accepted, t.json.duplicates], [202, N, 0], JSON.stringify(t.json));
+  // Each environment counts against its own quota counter.
+  assert.deepEqual([l.used, t.used], [String(N), String(N)]);
+  const period = periodOf(Date.now());
+  assert.deepEqual(
+    await stores.redis.mget(quotaKey(stores.redisPrefix, live, period), quotaKey(stores.redisPrefix, testId, period)),
+    [String(N), String(N)],
+  );
+  // A test key cannot send into live, nor a live key into test.
+  const cross = await send(`${ingest.url}/api/v1/meter`, testKey.token, events(live, 1)[0]);
+  const crossBack = await send(`${ingest.url}/api/v1/meter`, liveToken, events(testId, 1)[0]);
+  assert.deepEqual([cross.json.error.code, crossBack.json.error.code], ['workspace_mismatch', 'workspace_mismatch']);
+
+  await waitFor('both environments in the rollups', async () => {
+    const r = await rollups([live, testId]);
+    return r[live] === N && r[testId] === 10 * N;
+  });
+
+  // The usage API: a test key reads its bucket by either id; a live key reads live only.
+  const usage = async (id: string, token: string) => {
+    const r = await fetch(
+      `${aggregator.url}/api/v1/workspaces/${id}/usage?granularity=hour&from=${rfc3339(hour)}&to=${rfc3339(hour + 3600)}`,
+      {
+        headers: { authorization: `Bearer ${token}` },
+      },
+    );
+    const body = (await r.json()) as any;
+    return r.status === 200
+      ? body.data.reduce((a: number, x: { quantity: string }) => a + Number(x.quantity), 0)
+      : body.error.code;
+  };
+  assert.equal(await usage(live, liveToken), N);
+  assert.equal(await usage(live, testKey.token), 10 * N);
+  assert.equal(await usage(testId, testKey.token), 10 * N);
+  assert.equal(await usage(testId, liveToken), 'workspace_mismatch');
+
+  const billing = await startService('billing-sync', 'billing-sync', billingPort, {
+    ...stores.env,
+    BILLING_SYNC_PORT: String(billingPort),
+    STRIPE_SECRET_KEY: KEY,
+    STRIPE_API_BASE: stripeUrl,
+    BILLING_CLOSE_DELAY_SECONDS: '60',
+    BILLING_INTERVAL_MS: '200',
+    BILLING_ENSURE_METERS: 'true',
+    BILLING_METER_VALUES: 'api.call=quantity',
+    LOG_LEVEL: 'warn',
+  });
+  services.push(billing);
+  const ledger = async () =>
+    (
+      await stores.pool.query<{ workspace_id: string; value: string; status: string }>(
+        'SELECT workspace_id, value::text, status FROM billing_pushes ORDER BY workspace_id',
+      )
+    ).rows;
+  await waitFor('the live hour to be pushed', async () => (await ledger()).some((r) => r.status === 'sent'));
+  // Five more billing passes (counted from its metrics, not guessed with a sleep): none may push test usage.
+  const passes = async (): Promise<number> =>
+    Number(
+      new RegExp(`^${BILLING_METRICS.passes} (\\d+)`, 'm').exec(
+        await (await fetch(`${billing.url}/metrics`)).text(),
+      )?.[1] ?? NaN,
+    );
+  const before = await passes();
+  await waitFor('five more billing passes', async () => (await passes()) >= before + 5);
+  assert.deepEqual(await ledger(), [{ workspace_id: live, value: String(N), status: 'sent' }]);
+  const meter = (await stripe.billing.meters.list({ limit: 100 })).data.find((m) => m.event_name === 'api.call')!;
+  const summaries = await stripe.billing.meters.listEventSummaries(meter.id, {
+    customer: customer.id,
+    start_time: hour,
+    end_time: hour + 3600,
+  });
+  assert.equal(
+    summaries.data.reduce((a, x) => a + x.aggregated_value, 0),
+    N,
+    'Stripe holds the live usage only',
+  );
+});
