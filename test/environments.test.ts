@@ -5,11 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Stripe from 'stripe';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { insertApiKey } from '@meterd/core/store';
 import { lit } from '@meterd/core/clickhouse';
 import { quotaKey, BILLING_METRICS } from '@meterd/core/contracts';
 import { periodOf } from '@meterd/core/plans';
 import { freePort, startService, waitFor, type Service } from './support/services.js';
+import { apiClient } from './support/api.js';
 
 /**
  * Environment isolation end to end (docs/api.md §12), every service its own process: a workspace's
@@ -38,15 +38,6 @@ after(async () => {
 
 const rfc3339 = (s: number): string => new Date(s * 1000).toISOString().replace('.000Z', 'Z');
 
-async function send(url: string, token: string, body: unknown) {
-  const r = await fetch(url, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  return { status: r.status, used: r.headers.get('x-plan-events-used'), json: (await r.json()) as any };
-}
-
 /** Sum of api.call quantities per workspace in ClickHouse's hourly rollups. */
 async function rollups(ids: string[]): Promise<Record<string, number>> {
   const rs = await stores.clickhouse.query({
@@ -58,7 +49,8 @@ async function rollups(ids: string[]): Promise<Record<string, number>> {
 }
 
 test('a test event never reaches live rollups, quotas or Stripe pushes, and a live event never reaches test', async () => {
-  const [ingestPort, aggregatorPort, stripePort, billingPort] = await Promise.all([
+  const [ingestPort, aggregatorPort, stripePort, billingPort, controlPort] = await Promise.all([
+    freePort(),
     freePort(),
     freePort(),
     freePort(),
@@ -66,7 +58,7 @@ test('a test event never reaches live rollups, quotas or Stripe pushes, and a li
   ]);
   const hour = Math.floor(Date.now() / 3_600_000) * 3600 - 2 * 3600;
   const stripeUrl = `http://127.0.0.1:${stripePort}`;
-  const [stripeLocal, ingest, aggregator] = await Promise.all([
+  const [stripeLocal, ingest, aggregator, control] = await Promise.all([
     startService('stripe-local', 'stripe-local', stripePort, {
       STRIPE_LOCAL_PORT: String(stripePort),
       LOG_LEVEL: 'warn',
@@ -86,8 +78,17 @@ test('a test event never reaches live rollups, quotas or Stripe pushes, and a li
       AGGREGATOR_CLOSE_AFTER_SECONDS: '60',
       LOG_LEVEL: 'warn',
     }),
+    startService('control-api', 'control-api', controlPort, {
+      ...stores.env,
+      CONTROL_API_PORT: String(controlPort),
+      NODE_ENV: 'development',
+      LOG_LEVEL: 'warn',
+      WEBHOOK_WORKER: 'false',
+    }),
   ]);
-  services.push(stripeLocal, ingest, aggregator);
+  services.push(stripeLocal, ingest, aggregator, control);
+  // Every answer below, from any service, is checked against the OpenAPI document.
+  const call = apiClient(control.url);
 
   const stripe = new Stripe(KEY, { host: '127.0.0.1', port: stripePort, protocol: 'http', maxNetworkRetries: 0 });
   const { workspace, token: liveToken } = await stores.workspace('growth');
@@ -96,17 +97,19 @@ test('a test event never reaches live rollups, quotas or Stripe pushes, and a li
     metadata: { workspace_id: workspace.id },
   });
   await stores.pool.query('UPDATE workspaces SET stripe_customer_id = $2 WHERE id = $1', [workspace.id, customer.id]);
-  const { rows } = await stores.pool.query<{ id: string }>('SELECT id FROM workspaces WHERE live_workspace_id = $1', [
-    workspace.id,
-  ]);
-  const testId = rows[0]!.id;
+  const view = await call(control.url, 'GET', `/api/v1/workspaces/${workspace.id}`, { token: liveToken });
+  const testId: string = view.json.workspace.environments.test;
   // A test bucket can never be linked to a Stripe customer (the schema refuses it), and billing-sync reads live buckets only.
   await assert.rejects(
     stores.pool.query('UPDATE workspaces SET stripe_customer_id = $2 WHERE id = $1', [testId, 'cus_test_bucket']),
     /workspaces_test_has_no_customer/,
   );
-  const testKey = await insertApiKey(stores.pool, testId);
-  assert.match(testKey.token, /^sks_test_/);
+  const minted = await call(control.url, 'POST', `/api/v1/workspaces/${workspace.id}/api-keys?environment=test`, {
+    token: liveToken,
+    body: { name: 'ci' },
+  });
+  const testToken: string = minted.json.api_key.token;
+  assert.match(testToken, /^sks_test_/);
   const live = workspace.id;
 
   // The same idempotency keys in both environments, different quantities: live 1 each, test 10 each.
@@ -118,9 +121,13 @@ test('a test event never reaches live rollups, quotas or Stripe pushes, and a li
       quantity,
       occurred_at: rfc3339(hour + 60 * i + 5),
     }));
-  const l = await send(`${ingest.url}/api/v1/meter/batch`, liveToken, { events: events(live, 1) });
+  const send = async (path: string, token: string, body: unknown) => {
+    const r = await call(ingest.url, 'POST', path, { token, body });
+    return { ...r, used: r.headers.get('x-plan-events-used') };
+  };
+  const l = await send('/api/v1/meter/batch', liveToken, { events: events(live, 1) });
   assert.deepEqual([l.status, l.json.accepted, l.json.duplicates], [202, N, 0]);
-  const t = await send(`${ingest.url}/api/v1/meter/batch`, testKey.token, { events: events(testId, 10) });
+  const t = await send('/api/v1/meter/batch', testToken, { events: events(testId, 10) });
   assert.deepEqual([t.status, t.json.accepted, t.json.duplicates], [202, N, 0], JSON.stringify(t.json));
   // Each environment counts against its own quota counter.
   assert.deepEqual([l.used, t.used], [String(N), String(N)]);
@@ -130,8 +137,8 @@ test('a test event never reaches live rollups, quotas or Stripe pushes, and a li
     [String(N), String(N)],
   );
   // A test key cannot send into live, nor a live key into test.
-  const cross = await send(`${ingest.url}/api/v1/meter`, testKey.token, events(live, 1)[0]);
-  const crossBack = await send(`${ingest.url}/api/v1/meter`, liveToken, events(testId, 1)[0]);
+  const cross = await send('/api/v1/meter', testToken, events(live, 1)[0]);
+  const crossBack = await send('/api/v1/meter', liveToken, events(testId, 1)[0]);
   assert.deepEqual([cross.json.error.code, crossBack.json.error.code], ['workspace_mismatch', 'workspace_mismatch']);
 
   await waitFor('both environments in the rollups', async () => {
@@ -141,20 +148,19 @@ test('a test event never reaches live rollups, quotas or Stripe pushes, and a li
 
   // The usage API: a test key reads its bucket by either id; a live key reads live only.
   const usage = async (id: string, token: string) => {
-    const r = await fetch(
-      `${aggregator.url}/api/v1/workspaces/${id}/usage?granularity=hour&from=${rfc3339(hour)}&to=${rfc3339(hour + 3600)}`,
-      {
-        headers: { authorization: `Bearer ${token}` },
-      },
+    const r = await call(
+      aggregator.url,
+      'GET',
+      `/api/v1/workspaces/${id}/usage?granularity=hour&from=${rfc3339(hour)}&to=${rfc3339(hour + 3600)}`,
+      { token },
     );
-    const body = (await r.json()) as any;
     return r.status === 200
-      ? body.data.reduce((a: number, x: { quantity: string }) => a + Number(x.quantity), 0)
-      : body.error.code;
+      ? r.json.data.reduce((a: number, x: { quantity: number }) => a + x.quantity, 0)
+      : r.json.error.code;
   };
   assert.equal(await usage(live, liveToken), N);
-  assert.equal(await usage(live, testKey.token), 10 * N);
-  assert.equal(await usage(testId, testKey.token), 10 * N);
+  assert.equal(await usage(live, testToken), 10 * N);
+  assert.equal(await usage(testId, testToken), 10 * N);
   assert.equal(await usage(testId, liveToken), 'workspace_mismatch');
 
   const billing = await startService('billing-sync', 'billing-sync', billingPort, {
