@@ -22,3 +22,18 @@ INSERT INTO workspaces (id, slug, display_name, contact_email, plan, environment
 SELECT 'ws_test' || substr(md5(random()::text || id), 1, 20), slug, display_name, contact_email, plan, 'test', id,
        created_at, deleted_at, purge_after
   FROM workspaces WHERE environment = 'live';
+
+-- Purge after the grace period (docs/api.md §8). A purged workspace keeps its row as a tombstone
+-- (contact email cleared) and its billing ledger (the record of what Stripe was told); everything
+-- else of it is deleted: keys, webhooks, outbox, quota warnings, Shopify, idempotency records, its
+-- ClickHouse events and rollups, its Redis keys. The finance export's numbers are copied here first,
+-- so GET …/export answers the same after the purge.
+ALTER TABLE workspaces ADD COLUMN purged_at timestamptz;
+CREATE TABLE workspace_final_exports (
+  workspace_id text        PRIMARY KEY REFERENCES workspaces (id),
+  usage        jsonb       NOT NULL,
+  billing      jsonb       NOT NULL,
+  created_at   timestamptz NOT NULL DEFAULT now()
+);
+-- The purge's selection: deleted, not yet purged, by purge_after.
+CREATE INDEX workspaces_purge_due_idx ON workspaces (purge_after) WHERE deleted_at IS NOT NULL AND purged_at IS NULL;

@@ -167,7 +167,7 @@ export class WorkspaceService {
     const { rows } = await this.pool.query<WorkspaceRecord>(
       `UPDATE workspaces SET deleted_at = NULL, purge_after = NULL
         WHERE (id = $1 OR live_workspace_id = $1) AND deleted_at IS NOT NULL
-          AND (SELECT l.purge_after FROM workspaces l WHERE l.id = $1) > now()
+          AND (SELECT l.purge_after > now() AND l.purged_at IS NULL FROM workspaces l WHERE l.id = $1)
         RETURNING ${LIFECYCLE_COLS}`,
       [workspaceId],
     );
