@@ -95,6 +95,12 @@ test('keys are minted per environment, carry it in their prefix, and a test key 
   assert.deepEqual([bad.status, bad.json.error.code], [400, 'invalid_field']);
 
   // Another workspace's test bucket is another workspace.
+  // Readiness says why the test environment is never billed.
+  const ready = await call(s.url, 'GET', ws(w.live, '/billing/readiness'), { token: w.testToken });
+  const env = ready.json.checks.find((c: { check: string }) => c.check === 'live_environment');
+  assert.deepEqual([ready.json.ready, env.ok], [false, false]);
+  assert.match(env.reason, /never pushed to Stripe/);
+
   const other = await signup('env-keys-other');
   const cross = await call(s.url, 'GET', ws(other.test), { token: w.testToken });
   assert.equal(cross.json.error.code, 'workspace_mismatch');
