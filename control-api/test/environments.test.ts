@@ -91,6 +91,13 @@ test('keys are minted per environment, carry it in their prefix, and a test key 
     const r = await call(s.url, method, path, { token: w.testToken, ...(body === undefined ? {} : { body }) });
     assert.deepEqual([r.status, r.json.error.code], [403, 'workspace_mismatch'], `${method} ${path}`);
   }
+  // Routes with query parameters of their own take it too.
+  for (const path of [
+    '/events?environment=test&limit=5',
+    '/events/rejections?environment=test',
+    '/webhook-deliveries?environment=test',
+  ])
+    assert.equal((await call(s.url, 'GET', ws(w.live, path), { token: w.liveToken })).status, 200, path);
   const bad = await call(s.url, 'GET', ws(w.live, '/api-keys?environment=prod'), { token: w.liveToken });
   assert.deepEqual([bad.status, bad.json.error.code], [400, 'invalid_field']);
 

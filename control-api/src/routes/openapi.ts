@@ -1,7 +1,7 @@
 import type { FastifyInstance, RouteOptions } from 'fastify';
 import { ERROR_CODES, type ErrorCode } from '@meterd/core/errors';
-import { ENVIRONMENTS } from '@meterd/core/keys';
 import { EXTERNAL_ROUTES } from '../openapi/external.js';
+import { environmentQueryProp } from '../http/schemas.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -79,9 +79,8 @@ const environmentParam = {
   name: 'environment',
   in: 'query',
   required: false,
-  description:
-    "Which environment of the workspace to act on (docs/api.md §12). Without it, the key's own: a test key acts on the test environment. A live admin key may ask for test; a test key never reaches live.",
-  schema: { type: 'string', enum: [...ENVIRONMENTS] },
+  description: environmentQueryProp.environment.description,
+  schema: { type: 'string', enum: environmentQueryProp.environment.enum },
 };
 
 /** The error answers of a route, one per status, each naming the codes it can carry. */
@@ -129,6 +128,7 @@ function controlOperation(r: Seen) {
   if (s.body || s.querystring || s.params) INPUT_ERRORS.forEach((c) => codes.add(c));
   if (s.body) BODY_ERRORS.forEach((c) => codes.add(c));
   if (idempotent) IDEMPOTENCY_ERRORS.forEach((c) => codes.add(c));
+  const queryProps = (s.querystring as { properties?: Record<string, object> } | undefined)?.properties ?? {};
   const params = [
     ...Object.keys((s.params as { properties?: object } | undefined)?.properties ?? {}).map((name) => ({
       name,
@@ -136,10 +136,9 @@ function controlOperation(r: Seen) {
       required: true,
       schema: { type: 'string' },
     })),
-    ...Object.entries((s.querystring as { properties?: Record<string, object> } | undefined)?.properties ?? {}).map(
-      ([name, schema]) => ({ name, in: 'query', schema }),
-    ),
-    ...(!isPublic && r.url.includes('/workspaces/:id') ? [environmentParam] : []),
+    ...Object.entries(queryProps).map(([name, schema]) => ({ name, in: 'query', schema })),
+    // Every workspace route takes it (http/auth.ts); those with a querystring schema list it there already.
+    ...(!isPublic && r.url.includes('/workspaces/:id') && !('environment' in queryProps) ? [environmentParam] : []),
     ...(idempotent ? [idempotencyHeader] : []),
   ];
   const ok = s.ok as { status: number; schema: unknown } | undefined;
