@@ -12,7 +12,7 @@ import { freePort, startService, waitFor, type Service } from './support/service
 import { apiClient } from './support/api.js';
 
 /**
- * Environment isolation end to end (docs/api.md §12), every service its own process: a workspace's
+ * Environment isolation end to end (docs/api.md §13), every service its own process: a workspace's
  * live and test keys send events with the same idempotency keys into one closed hour, through the
  * real ingest, aggregator, billing-sync and stripe-local. Checked both ways: neither environment's
  * events are duplicates of the other's, count in the other's quota, appear in the other's rollups or

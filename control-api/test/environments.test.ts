@@ -11,7 +11,7 @@ import { QuotaWatch } from '../src/billing/quota-watch.js';
 import type { ControlServer } from '../src/server.js';
 
 /**
- * Environments through the public API and the dashboard (docs/api.md §12): every workspace has a
+ * Environments through the public API and the dashboard (docs/api.md §13): every workspace has a
  * live and a test bucket with ids of their own; keys are minted per environment with the
  * environment in their prefix; a test key reaches only test; webhooks are per environment; deleting
  * a workspace deletes both; the dashboard switches between them.

@@ -1,4 +1,4 @@
--- Environments (issue 21; docs/api.md §12). Every workspace has `live` and `test`. The test
+-- Environments (issue 21; docs/api.md §13). Every workspace has `live` and `test`. The test
 -- environment is a bucket of its own: a workspaces row with its own id (`ws_test…`, which still
 -- matches the event contract's ws_ + alphanumerics), linked to its live workspace. Every store
 -- (ClickHouse events and rollups, Redis dedupe and quota keys, webhooks, the billing ledger) is

@@ -28,7 +28,7 @@ export async function handleUsage(
   const p = await deps.auth.authenticate(reqHeaders.authorization ?? '');
   if (p instanceof ApiError) throw p;
   if (!hasScope(p, 'meter:read')) throw new ApiError('insufficient_scope', 'this key lacks the meter:read scope');
-  // A test key names its bucket by the bucket's id or its live workspace's id (docs/api.md §12).
+  // A test key names its bucket by the bucket's id or its live workspace's id (docs/api.md §13).
   const bucket = p.workspaceId === null ? pathId : bucketOfKey(p, pathId);
   if (bucket === undefined) {
     throw new ApiError('workspace_mismatch', "a key can read only its own workspace's usage", 'workspace_id');

@@ -39,7 +39,7 @@ function secured(reply: FastifyReply): FastifyReply {
 }
 
 /**
- * The environment switch (docs/api.md §12): live and test for a session signed in with a live key,
+ * The environment switch (docs/api.md §13): live and test for a session signed in with a live key,
  * test alone for one signed in with a test key. Test pages carry a banner, so test numbers are never
  * mistaken for live ones.
  */

@@ -42,7 +42,7 @@ export function sessionRoutes(app: FastifyInstance, d: DashCtx): void {
   });
 
   // The environment switch: a session signed in with a live key shows either bucket; one signed in
-  // with a test key shows test only (docs/api.md §12).
+  // with a test key shows test only (docs/api.md §13).
   app.post<{ Body: { environment: Environment } }>(
     '/dashboard/api/environment',
     {

@@ -11,7 +11,7 @@ export interface Session {
   /** Sent back in X-CSRF-Token on every state-changing call. */
   csrf: string;
   createdAt: number;
-  /** The environment the dashboard shows (docs/api.md §12); absent in sessions from before environments: live. */
+  /** The environment the dashboard shows (docs/api.md §13); absent in sessions from before environments: live. */
   environment?: Environment;
 }
 

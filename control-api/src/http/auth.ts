@@ -26,7 +26,7 @@ export function requireAuth(auth: Authenticator, scopes: readonly Scope[]) {
 }
 
 /**
- * The bucket a request acts on (docs/api.md §12): a workspace key only its own workspace (403
+ * The bucket a request acts on (docs/api.md §13): a workspace key only its own workspace (403
  * otherwise), the operator any that exists (404 otherwise). The path names a workspace by its live
  * id or by its test bucket's id. With the live id, the environment is the key's (a test key acts on
  * its test bucket) unless `?environment=` names one: a live key may then act on its test bucket, a
@@ -53,9 +53,9 @@ export async function workspaceAccess(
 }
 
 /**
- * `?environment=live|test`, read from the raw query string: a route's querystring schema would strip
- * an unknown parameter silently, and acting on live when test was asked for is the one mistake this
- * parameter must never make.
+ * `?environment=live|test`, read from the raw query string, so routes without a querystring schema
+ * take it too (those with one list it: http/schemas.ts's environmentQueryProp). Any other value is
+ * refused, never ignored: acting on live when test was meant is the one mistake this must not make.
  */
 export function environmentParam(req: FastifyRequest): Environment | undefined {
   const q = req.url.indexOf('?');

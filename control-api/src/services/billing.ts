@@ -103,7 +103,7 @@ export class BillingService {
         'payment_required',
         'Stripe is not configured on this server: only the operator can set a paid plan',
       );
-    // A test bucket has no Stripe customer (docs/api.md §12): plans are bought by the live workspace.
+    // A test bucket has no Stripe customer (docs/api.md §13): plans are bought by the live workspace.
     if (w.environment === 'test')
       throw new ApiError('workspace_mismatch', 'a plan is bought through the live workspace, with a live key');
     if (isPaidPlan(w.plan))
@@ -125,7 +125,7 @@ export class BillingService {
 
   /** The operator sets a plan directly; ingest and the other services drop the cached plan at once. */
   async setPlan(workspaceId: string, plan: Plan): Promise<Workspace> {
-    // The test bucket follows its workspace's plan, so test traffic meets the same limits (docs/api.md §12).
+    // The test bucket follows its workspace's plan, so test traffic meets the same limits (docs/api.md §13).
     const { rows } = await this.d.pool.query<Workspace>(
       `UPDATE workspaces SET plan = $2 WHERE id = $1 OR live_workspace_id = $1 RETURNING ${WORKSPACE_COLS}`,
       [workspaceId, plan],

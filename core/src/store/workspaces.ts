@@ -45,7 +45,7 @@ export async function insertWorkspace(
     stripe_customer_id?: string | null;
   },
 ): Promise<Workspace> {
-  // One statement, so a workspace never exists without its test bucket (docs/api.md §12).
+  // One statement, so a workspace never exists without its test bucket (docs/api.md §13).
   const { rows } = await db.query<Workspace>(
     `WITH live AS (
        INSERT INTO workspaces (id, slug, display_name, contact_email, plan, stripe_customer_id)
