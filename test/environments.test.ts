@@ -8,7 +8,7 @@ import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { lit } from '@meterd/core/clickhouse';
 import { quotaKey, BILLING_METRICS } from '@meterd/core/contracts';
 import { periodOf } from '@meterd/core/plans';
-import { freePort, startService, waitFor, type Service } from './support/services.js';
+import { startOn, waitFor, type Service } from './support/services.js';
 import { apiClient } from './support/api.js';
 
 /**
@@ -49,43 +49,15 @@ async function rollups(ids: string[]): Promise<Record<string, number>> {
 }
 
 test('a test event never reaches live rollups, quotas or Stripe pushes, and a live event never reaches test', async () => {
-  const [ingestPort, aggregatorPort, stripePort, billingPort, controlPort] = await Promise.all([
-    freePort(),
-    freePort(),
-    freePort(),
-    freePort(),
-    freePort(),
-  ]);
   const hour = Math.floor(Date.now() / 3_600_000) * 3600 - 2 * 3600;
-  const stripeUrl = `http://127.0.0.1:${stripePort}`;
   const [stripeLocal, ingest, aggregator, control] = await Promise.all([
-    startService('stripe-local', 'stripe-local', stripePort, {
-      STRIPE_LOCAL_PORT: String(stripePort),
-      LOG_LEVEL: 'warn',
-    }),
-    startService('ingest', 'ingest', ingestPort, {
-      ...stores.env,
-      INGEST_PORT: String(ingestPort),
-      INGEST_THREADS: '1',
-      SPOOL_DIR: spoolDir,
-      SHIP_INTERVAL_MS: '100',
-      LOG_LEVEL: 'warn',
-    }),
-    startService('aggregator', 'aggregator', aggregatorPort, {
-      ...stores.env,
-      AGGREGATOR_PORT: String(aggregatorPort),
-      AGGREGATOR_POLL_MS: '100',
-      AGGREGATOR_CLOSE_AFTER_SECONDS: '60',
-      LOG_LEVEL: 'warn',
-    }),
-    startService('control-api', 'control-api', controlPort, {
-      ...stores.env,
-      CONTROL_API_PORT: String(controlPort),
-      NODE_ENV: 'development',
-      LOG_LEVEL: 'warn',
-      WEBHOOK_WORKER: 'false',
-    }),
+    startOn('stripe-local', stores.env),
+    startOn('ingest', stores.env, { SPOOL_DIR: spoolDir, SHIP_INTERVAL_MS: '100' }),
+    startOn('aggregator', stores.env, { AGGREGATOR_POLL_MS: '100', AGGREGATOR_CLOSE_AFTER_SECONDS: '60' }),
+    startOn('control-api', stores.env),
   ]);
+  const stripeUrl = stripeLocal.url;
+  const stripePort = Number(new URL(stripeUrl).port);
   services.push(stripeLocal, ingest, aggregator, control);
   // Every answer below, from any service, is checked against the OpenAPI document.
   const call = apiClient(control.url);
@@ -163,16 +135,13 @@ test('a test event never reaches live rollups, quotas or Stripe pushes, and a li
   assert.equal(await usage(testId, testToken), 10 * N);
   assert.equal(await usage(testId, liveToken), 'workspace_mismatch');
 
-  const billing = await startService('billing-sync', 'billing-sync', billingPort, {
-    ...stores.env,
-    BILLING_SYNC_PORT: String(billingPort),
+  const billing = await startOn('billing-sync', stores.env, {
     STRIPE_SECRET_KEY: KEY,
     STRIPE_API_BASE: stripeUrl,
     BILLING_CLOSE_DELAY_SECONDS: '60',
     BILLING_INTERVAL_MS: '200',
     BILLING_ENSURE_METERS: 'true',
     BILLING_METER_VALUES: 'api.call=quantity',
-    LOG_LEVEL: 'warn',
   });
   services.push(billing);
   const ledger = async () =>

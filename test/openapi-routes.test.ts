@@ -11,7 +11,7 @@ import {
   type StartedService,
 } from '@meterd/core/service';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { ROOT, freePort, startService, type Service } from './support/services.js';
+import { ROOT, freePort, startOn, type Service } from './support/services.js';
 import { apiClient } from './support/api.js';
 
 /**
@@ -40,35 +40,13 @@ after(async () => {
 });
 
 test('every documented operation is served behind the front router, with a documented answer', async () => {
-  const [ingestPort, aggregatorPort, controlPort, frontPort] = await Promise.all([
-    freePort(),
-    freePort(),
-    freePort(),
-    freePort(),
+  const [ingest, aggregator, control] = await Promise.all([
+    startOn('ingest', stores.env, { SPOOL_DIR: spoolDir }),
+    startOn('aggregator', stores.env),
+    startOn('control-api', stores.env),
   ]);
-  services.push(
-    ...(await Promise.all([
-      startService('ingest', 'ingest', ingestPort, {
-        ...stores.env,
-        INGEST_PORT: String(ingestPort),
-        INGEST_THREADS: '1',
-        SPOOL_DIR: spoolDir,
-        LOG_LEVEL: 'warn',
-      }),
-      startService('aggregator', 'aggregator', aggregatorPort, {
-        ...stores.env,
-        AGGREGATOR_PORT: String(aggregatorPort),
-        LOG_LEVEL: 'warn',
-      }),
-      startService('control-api', 'control-api', controlPort, {
-        ...stores.env,
-        CONTROL_API_PORT: String(controlPort),
-        NODE_ENV: 'development',
-        LOG_LEVEL: 'warn',
-        WEBHOOK_WORKER: 'false',
-      }),
-    ])),
-  );
+  services.push(ingest, aggregator, control);
+  const frontPort = await freePort();
   const mod = (await import(pathToFileURL(`${ROOT}control-api/dist/src/front/service.js`).href)) as {
     frontService: ServiceSpec<{ readonly LOG_LEVEL: string }, InProcess>;
   };
@@ -76,9 +54,9 @@ test('every documented operation is served behind the front router, with a docum
     ...process.env,
     LOG_LEVEL: 'silent',
     FRONT_PORT: String(frontPort),
-    INGEST_URL: `http://127.0.0.1:${ingestPort}`,
-    AGGREGATOR_URL: `http://127.0.0.1:${aggregatorPort}`,
-    CONTROL_API_URL: `http://127.0.0.1:${controlPort}`,
+    INGEST_URL: ingest.url,
+    AGGREGATOR_URL: aggregator.url,
+    CONTROL_API_URL: control.url,
   });
   const base = `http://127.0.0.1:${frontPort}`;
   const doc = (await (await fetch(`${base}/api/v1/openapi.json`)).json()) as {

@@ -8,7 +8,7 @@ import Stripe from 'stripe';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { lit } from '@meterd/core/clickhouse';
 import { BILLING_METRICS } from '@meterd/core/contracts';
-import { ROOT, freePort, sleep, startService, waitFor, type Service } from './support/services.js';
+import { ROOT, freePort, sleep, startOn, startService, waitFor, type Service } from './support/services.js';
 import { apiClient } from './support/api.js';
 
 /**
@@ -171,8 +171,7 @@ function run(args: string[], env: Record<string, string>): { status: number | nu
 
 test('ingest → ClickHouse → rollups → billing-sync → stripe-local: Stripe equals the rollups exactly; late data makes one correction', async (t) => {
   const t0 = Date.now();
-  const [ingestPort, aggregatorPort, stripePort, billingPort, controlPort] = await Promise.all([
-    freePort(),
+  const [ingestPort, aggregatorPort, stripePort, billingPort] = await Promise.all([
     freePort(),
     freePort(),
     freePort(),
@@ -210,13 +209,7 @@ test('ingest → ClickHouse → rollups → billing-sync → stripe-local: Strip
       LOG_LEVEL: 'warn',
     }),
     // Only for its OpenAPI document, which every answer of ingest is checked against.
-    startService('control-api', 'control-api', controlPort, {
-      ...stores.env,
-      CONTROL_API_PORT: String(controlPort),
-      NODE_ENV: 'development',
-      LOG_LEVEL: 'warn',
-      WEBHOOK_WORKER: 'false',
-    }),
+    startOn('control-api', stores.env),
   ]);
   services.push(stripeLocal, ingest, aggregator, control);
   call = apiClient(control.url);
