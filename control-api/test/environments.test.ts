@@ -39,6 +39,7 @@ async function signup(slug: string) {
   assert.equal(view.json.workspace.environments.live, live);
   const testId = view.json.workspace.environments.test as string;
   assert.match(testId, /^ws_test[A-Za-z0-9]{20}$/);
+  assert.deepEqual(r.json.workspace.environments, { live, test: testId }, 'signup names both environments');
   const minted = await call(s.url, 'POST', ws(live, '/api-keys?environment=test'), {
     token: r.json.api_key.token,
     body: { name: 'test admin', scopes: ['admin', 'meter:write', 'meter:read', 'webhooks:write'] },

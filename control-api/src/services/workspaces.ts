@@ -6,6 +6,7 @@ import {
   inTransaction,
   insertApiKey,
   insertWorkspace,
+  testBucketOf,
   type Pool,
   type Redis,
   type Workspace,
@@ -69,6 +70,8 @@ export interface SignupInput {
 
 export interface SignedUp {
   workspace: Workspace;
+  /** The id of its test environment (docs/api.md §13). */
+  testWorkspaceId: string;
   key: { id: string; token: string; prefix: string; scopes: readonly Scope[] };
   /** Where to pay the plan asked for; null for free, or without Stripe. */
   checkoutUrl: string | null;
@@ -201,12 +204,14 @@ export class WorkspaceService {
           throw err;
         }
         const key = await insertApiKey(c, created.id, DEFAULT_SCOPES, 'first key');
+        const testWorkspaceId = (await testBucketOf(c, created.id))!;
         const { workspace, checkoutUrl } = await this.billing.openAccount(c, created, input.plan, (id) => {
           customerId = id;
         });
         await emitEvent(c, workspace.id, 'workspace.signup', { workspace: publicWorkspace(workspace) });
         return {
           workspace,
+          testWorkspaceId,
           key: { id: key.id, token: key.token, prefix: key.display_prefix, scopes: key.scopes },
           checkoutUrl,
         };
