@@ -31,6 +31,9 @@ const PG_DELETES = [
   'DELETE FROM idempotency_keys WHERE scope = ANY($1)',
 ];
 
+/** The advisory lock that lets one purge run at a time across replicas. */
+const LOCK = 'meterd:workspace-purge';
+
 /** Redis keys SCANned per call: bounds each round trip, not the purge. */
 const SCAN_COUNT = 1_000;
 
@@ -62,8 +65,27 @@ export class PurgeService {
     private readonly batch: number,
   ) {}
 
-  /** One bounded run, with `now` the clock that decides what is due (tests move it instead of waiting 30 days). */
+  /**
+   * One bounded run, with `now` the clock that decides what is due (tests move it instead of waiting
+   * 30 days). Every control-api replica runs the loop; a session-level advisory lock lets one run at
+   * a time, so two replicas never issue the same ClickHouse mutations twice.
+   */
   async run(now: Date = new Date()): Promise<PurgeResult> {
+    const lock = await this.pool.connect();
+    try {
+      const { rows } = await lock.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [LOCK]);
+      if (rows[0]!.ok !== true) return { purged: [] };
+      try {
+        return await this.purgeDue(now);
+      } finally {
+        await lock.query('SELECT pg_advisory_unlock(hashtext($1))', [LOCK]);
+      }
+    } finally {
+      lock.release();
+    }
+  }
+
+  private async purgeDue(now: Date): Promise<PurgeResult> {
     const { rows } = await this.pool.query<{ id: string }>(
       `SELECT id FROM workspaces WHERE deleted_at IS NOT NULL AND purged_at IS NULL AND purge_after <= $1
         ORDER BY purge_after, id LIMIT $2`,
