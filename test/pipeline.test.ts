@@ -8,7 +8,8 @@ import Stripe from 'stripe';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { lit } from '@meterd/core/clickhouse';
 import { BILLING_METRICS } from '@meterd/core/contracts';
-import { ROOT, freePort, sleep, startService, waitFor, type Service } from './support/services.js';
+import { ROOT, freePort, sleep, startOn, startService, waitFor, type Service } from './support/services.js';
+import { apiClient } from './support/api.js';
 
 /**
  * The whole pipeline, every service its own process: events go over HTTP into ingest (with
@@ -59,17 +60,17 @@ after(async () => {
 const rfc3339 = (s: number): string => new Date(s * 1000).toISOString().replace('.000Z', 'Z');
 const hourFloor = (s: number): number => Math.floor(s / 3600) * 3600;
 
+/** Set once the control API runs: every answer of ingest is checked against its OpenAPI document. */
+let call: ReturnType<typeof apiClient>;
+
 async function post(
   url: string,
   token: string,
   body: unknown,
 ): Promise<{ status: number; json: Record<string, unknown> }> {
-  const r = await fetch(url, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  return { status: r.status, json: (await r.json()) as Record<string, unknown> };
+  const u = new URL(url);
+  const r = await call(u.origin, 'POST', u.pathname, { token, body });
+  return { status: r.status, json: r.json as Record<string, unknown> };
 }
 
 /** Exact totals per `workspace|meter|hour` straight from ClickHouse's hourly rollups (FINAL). */
@@ -186,7 +187,7 @@ test('ingest → ClickHouse → rollups → billing-sync → stripe-local: Strip
   const closeDelay = closeAt - (h2 + 3600);
 
   const stripeUrl = `http://127.0.0.1:${stripePort}`;
-  const [stripeLocal, ingest, aggregator] = await Promise.all([
+  const [stripeLocal, ingest, aggregator, control] = await Promise.all([
     startService('stripe-local', 'stripe-local', stripePort, {
       STRIPE_LOCAL_PORT: String(stripePort),
       LOG_LEVEL: 'warn',
@@ -207,8 +208,11 @@ test('ingest → ClickHouse → rollups → billing-sync → stripe-local: Strip
       AGGREGATOR_CLOSE_AFTER_SECONDS: String(closeDelay),
       LOG_LEVEL: 'warn',
     }),
+    // Only for its OpenAPI document, which every answer of ingest is checked against.
+    startOn('control-api', stores.env),
   ]);
-  services.push(stripeLocal, ingest, aggregator);
+  services.push(stripeLocal, ingest, aggregator, control);
+  call = apiClient(control.url);
 
   // Workspaces with Stripe customers made through the real SDK.
   const stripe = new Stripe(KEY, { host: '127.0.0.1', port: stripePort, protocol: 'http', maxNetworkRetries: 0 });

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openTestStores } from '@meterd/core/testing';
 import { ROOT, waitFor } from './support/services.js';
+import { apiClient } from './support/api.js';
 
 /**
  * Under npm start's own wiring (issue 12, items 2 and 3): a signup for growth starts on free
@@ -13,12 +14,12 @@ import { ROOT, waitFor } from './support/services.js';
  * API, and ingest reports the growth quota within a second of the payment.
  */
 async function paidPlanEndToEnd(url: Record<string, string>): Promise<void> {
-  const signup = await fetch(`${url['control-api']}/api/v1/signup`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ slug: `start-${Date.now().toString(36)}`, display_name: 'Start', plan: 'growth' }),
+  // Every answer of the API is checked against the control API's OpenAPI document.
+  const call = apiClient(url['control-api']!);
+  const signup = await call(url['control-api']!, 'POST', '/api/v1/signup', {
+    body: { slug: `start-${Date.now().toString(36)}`, display_name: 'Start', plan: 'growth' },
   });
-  const s = (await signup.json()) as {
+  const s = signup.json as {
     workspace: { id: string; plan: string };
     api_key: { token: string };
     checkout_url: string;
@@ -27,19 +28,17 @@ async function paidPlanEndToEnd(url: Record<string, string>): Promise<void> {
   assert.equal(s.workspace.plan, 'free');
   let n = 0;
   const limitAtIngest = async (): Promise<string | null> => {
-    const r = await fetch(`${url.ingest}/api/v1/meter`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${s.api_key.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({
+    const r = await call(url.ingest!, 'POST', '/api/v1/meter', {
+      token: s.api_key.token,
+      body: {
         workspace_id: s.workspace.id,
         event_type: 'api.call',
         quantity: 1,
         gmv_cents: 0,
         idempotency_key: `start-${n++}`,
         occurred_at: new Date().toISOString(),
-      }),
+      },
     });
-    await r.arrayBuffer();
     assert.equal(r.status, 202);
     return r.headers.get('x-plan-events-limit');
   };

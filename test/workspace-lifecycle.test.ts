@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { freePort, startService, waitFor, type Service } from './support/services.js';
+import { apiClient } from './support/api.js';
 
 /**
  * A workspace's lifecycle across processes: ingest records the events it refuses for the event
@@ -47,16 +48,9 @@ after(async () => {
   await stores.close();
 });
 
+/** Every answer, ingest's included, is checked against the control API's OpenAPI document. */
 async function req(base: string, method: string, path: string, token: string, body?: unknown) {
-  const r = await fetch(base + path, {
-    method,
-    headers: {
-      authorization: `Bearer ${token}`,
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: r.status, json: (await r.json()) as any };
+  return apiClient(control.url)(base, method, path, { token, ...(body === undefined ? {} : { body }) });
 }
 
 const event = (ws: string, key: string, extra: Record<string, unknown> = {}) => ({

@@ -149,7 +149,8 @@ export class BillingWorker {
 
   private async customers(): Promise<Map<string, string>> {
     const { rows } = await this.pool.query<{ id: string; stripe_customer_id: string }>(
-      `SELECT id, stripe_customer_id FROM ${PG_TABLES.workspaces} WHERE stripe_customer_id IS NOT NULL`,
+      // Live workspaces only: test buckets' usage is never pushed (docs/api.md §13).
+      `SELECT id, stripe_customer_id FROM ${PG_TABLES.workspaces} WHERE stripe_customer_id IS NOT NULL AND environment = 'live'`,
     );
     return new Map(rows.map((r) => [r.id, r.stripe_customer_id]));
   }

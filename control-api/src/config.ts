@@ -156,6 +156,18 @@ export const controlVars = {
     0,
     3650,
   ),
+  WORKSPACE_PURGE_INTERVAL_MS: int(
+    'How often workspaces past their grace period are purged (rows, ClickHouse events and rollups, Redis keys; docs/api.md §8).',
+    3_600_000,
+    100,
+    86_400_000,
+  ),
+  WORKSPACE_PURGE_BATCH: int(
+    'Workspaces purged per run at most (a ClickHouse mutation per table per run covers the whole batch).',
+    50,
+    1,
+    1_000,
+  ),
   IDEMPOTENCY_CLEANUP_MS: int(
     'How often expired Idempotency-Key records (kept 24 h) are deleted, a bounded batch at a time.',
     60_000,

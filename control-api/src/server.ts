@@ -2,12 +2,15 @@ import type { FastifyInstance } from 'fastify';
 import { createLogger, type Logger } from '@meterd/core/log';
 import { Loop } from '@meterd/core/loop';
 import { createPool, createRedis } from '@meterd/core/store';
+import { clickHouseFromConfig } from '@meterd/core/clickhouse';
 import { buildApp } from './app.js';
 import type { ServiceSpec } from '@meterd/core/service';
 import { loadControlConfig, type ControlConfig } from './config.js';
 import { SecretBox } from './crypto/secret-box.js';
 import { createStripe } from './billing/stripe-client.js';
 import { QuotaWatch } from './billing/quota-watch.js';
+import { FinanceService } from './services/finance.js';
+import { PurgeService } from './services/purge.js';
 import { defineControlMetrics } from './metrics.js';
 import { OpsGauges } from './ops-gauges.js';
 import { KubernetesDriver } from './provision/k8s-driver.js';
@@ -81,6 +84,24 @@ export async function startControl(
     intervalMs: cfg.IDEMPOTENCY_CLEANUP_MS,
     onError: (err) => log.warn({ err }, 'deleting expired idempotency keys failed'),
   }).start(cfg.IDEMPOTENCY_CLEANUP_MS);
+  // Its own ClickHouse client: a mutation statement may take longer than the API's 5 s queries.
+  const purgeCh = clickHouseFromConfig(cfg, { requestTimeoutMs: 60_000 });
+  const purge = new PurgeService(
+    pool,
+    purgeCh,
+    redis,
+    cfg.REDIS_KEY_PREFIX,
+    new FinanceService(pool, purgeCh),
+    cfg.WORKSPACE_PURGE_BATCH,
+  );
+  // A full batch means more are due: the next run starts at once.
+  const purgeLoop = new Loop(
+    async () => ((await purge.run()).purged.length === cfg.WORKSPACE_PURGE_BATCH ? 0 : undefined),
+    {
+      intervalMs: cfg.WORKSPACE_PURGE_INTERVAL_MS,
+      onError: (err) => log.error({ err }, 'purging deleted workspaces failed; the next run resumes it'),
+    },
+  ).start(cfg.WORKSPACE_PURGE_INTERVAL_MS);
   // A store that is down at start must not keep the API from serving: resume at the next start.
   await provisioner.resume().catch((err: unknown) => log.error({ err }, 'resuming pending provisions failed'));
   return {
@@ -93,6 +114,8 @@ export async function startControl(
       await quota.stop();
       await gauges.stop();
       await idemCleanup.stop();
+      await purgeLoop.stop();
+      await purgeCh.close();
       await app.close();
       await worker?.stop();
       await provisioner.close();

@@ -1,10 +1,9 @@
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import type { TestStores } from '@meterd/core/testing';
+import { checkFor, type TestStores } from '@meterd/core/testing';
 import { createLogger } from '@meterd/core/log';
 import { loadControlConfig, type ControlConfig } from '../src/config.js';
 import { startControl, type ControlServer } from '../src/server.js';
 import type { ProvisionDriver } from '../src/provision/driver.js';
-import { checkFor } from './openapi-check.js';
 
 export const OPERATOR_KEY = 'operator-test-key-0123456789';
 

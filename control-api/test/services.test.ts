@@ -82,16 +82,24 @@ test("keys: revoking works once and only in the key's workspace; the dashboard's
 
   assert.equal(await codeOf(svc.keys.adminKey(reader.token)), 'insufficient_scope');
   assert.equal(await codeOf(svc.keys.adminKey('sks_not_a_key')), 'invalid_api_key');
-  assert.deepEqual(await svc.keys.adminKey(admin.token), { keyId: admin.id, workspaceId: workspace.id });
-  assert.equal((await svc.workspaces.ofLiveKey(admin.id, workspace.id))?.id, workspace.id);
-  assert.equal(await svc.workspaces.ofLiveKey(admin.id, other.workspace.id), undefined, 'a key of another workspace');
+  assert.deepEqual(await svc.keys.adminKey(admin.token), {
+    keyId: admin.id,
+    workspaceId: workspace.id,
+    environment: 'live',
+  });
+  assert.equal((await svc.workspaces.ofLiveKey(admin.id, workspace.id, 'live'))?.id, workspace.id);
+  assert.equal(
+    await svc.workspaces.ofLiveKey(admin.id, other.workspace.id, 'live'),
+    undefined,
+    'a key of another workspace',
+  );
 
   assert.equal(await codeOf(svc.keys.revoke(other.workspace.id, admin.id)), 'resource_not_found');
   await svc.keys.revoke(workspace.id, admin.id);
   assert.equal(await codeOf(svc.keys.revoke(workspace.id, admin.id)), 'resource_not_found', 'already revoked');
   assert.equal(await codeOf(svc.keys.adminKey(admin.token)), 'invalid_api_key');
-  assert.equal(await svc.workspaces.ofLiveKey(admin.id, workspace.id), undefined, 'its sessions end');
-  assert.ok(await svc.workspaces.ofLiveKey(keyId, workspace.id), 'the other keys stay live');
+  assert.equal(await svc.workspaces.ofLiveKey(admin.id, workspace.id, 'live'), undefined, 'its sessions end');
+  assert.ok(await svc.workspaces.ofLiveKey(keyId, workspace.id, 'live'), 'the other keys stay live');
   assert.equal(await svc.keys.liveCount(workspace.id), 2);
 });
 

@@ -23,7 +23,7 @@ test('signup as documented: workspace, first key shown once, dashboard url, work
   assert.equal(res.status, 201);
   assert.match(res.json.workspace.id, /^ws_/);
   assert.equal(res.json.workspace.plan, 'free');
-  assert.match(res.json.api_key.token, /^sks_[A-Za-z0-9_-]{43}$/);
+  assert.match(res.json.api_key.token, /^sks_live_[A-Za-z0-9_-]{43}$/);
   assert.equal(typeof res.json.dashboard_url, 'string');
   const { rows } = await stores.pool.query('SELECT event, body FROM outbox_events WHERE workspace_id = $1', [
     res.json.workspace.id,
@@ -72,7 +72,9 @@ test('signup validates slug and plan, and a taken slug is a 409 that creates not
   assert.equal(first.json.workspace.plan, 'free');
   const again = await call(s.url, 'POST', '/api/v1/signup', { body: { slug: 'taken-co', display_name: 'B' } });
   assert.deepEqual([again.status, again.json.error.code], [409, 'slug_taken']);
-  const { rows } = await stores.pool.query(`SELECT count(*)::int AS n FROM workspaces WHERE slug = 'taken-co'`);
+  const { rows } = await stores.pool.query(
+    `SELECT count(*)::int AS n FROM workspaces WHERE slug = 'taken-co' AND environment = 'live'`,
+  );
   assert.equal(rows[0].n, 1);
 });
 

@@ -405,6 +405,7 @@ test('billing readiness: each check with its reason', async () => {
     [
       ['stripe_configured', true],
       ['customer_linked', true],
+      ['live_environment', true],
     ],
   );
   const byName = Object.fromEntries(

@@ -80,3 +80,41 @@ export async function waitFor(what: string, check: () => Promise<boolean>, ms = 
   }
   return Date.now() - t0;
 }
+
+/** The variable each service reads its port from. */
+const PORT_VARS = {
+  ingest: 'INGEST_PORT',
+  aggregator: 'AGGREGATOR_PORT',
+  'control-api': 'CONTROL_API_PORT',
+  'billing-sync': 'BILLING_SYNC_PORT',
+  'stripe-local': 'STRIPE_LOCAL_PORT',
+} as const;
+
+/** What the end-to-end tests run every service with unless they say otherwise. */
+const DEFAULTS: Record<keyof typeof PORT_VARS, Record<string, string>> = {
+  ingest: { INGEST_THREADS: '1' },
+  aggregator: {},
+  // The webhook worker only when a test asks for it: it polls the database the whole test long.
+  'control-api': { NODE_ENV: 'development', WEBHOOK_WORKER: 'false' },
+  'billing-sync': {},
+  'stripe-local': {},
+};
+
+/**
+ * Starts a service of the pipeline on a free port with the test's stores (stripe-local needs none),
+ * warn-level logs and the defaults above, `extra` winning over all of them.
+ */
+export async function startOn(
+  name: keyof typeof PORT_VARS,
+  storesEnv: Record<string, string>,
+  extra: Record<string, string> = {},
+): Promise<Service> {
+  const port = await freePort();
+  return startService(name, name, port, {
+    ...(name === 'stripe-local' ? {} : storesEnv),
+    [PORT_VARS[name]]: String(port),
+    LOG_LEVEL: 'warn',
+    ...DEFAULTS[name],
+    ...extra,
+  });
+}

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { ClickHouseClient } from '@clickhouse/client';
-import { hasScope, type Authenticator } from '@meterd/core/auth';
+import { bucketOfKey, hasScope, type Authenticator } from '@meterd/core/auth';
 import { ApiError } from '@meterd/core/errors';
 import { readRollups } from '../rollups/read.js';
 import { workspaceFreshness } from '../rollups/freshness.js';
@@ -22,15 +22,18 @@ export interface UsageRouteDeps {
 export async function handleUsage(
   deps: UsageRouteDeps,
   reqHeaders: IncomingHttpHeaders,
-  workspaceId: string,
+  pathId: string,
   params: URLSearchParams,
 ): Promise<{ headers: Record<string, string>; body: string }> {
   const p = await deps.auth.authenticate(reqHeaders.authorization ?? '');
   if (p instanceof ApiError) throw p;
   if (!hasScope(p, 'meter:read')) throw new ApiError('insufficient_scope', 'this key lacks the meter:read scope');
-  if (p.workspaceId !== null && p.workspaceId !== workspaceId) {
+  // A test key names its bucket by the bucket's id or its live workspace's id (docs/api.md §13).
+  const bucket = p.workspaceId === null ? pathId : bucketOfKey(p, pathId);
+  if (bucket === undefined) {
     throw new ApiError('workspace_mismatch', "a key can read only its own workspace's usage", 'workspace_id');
   }
+  const workspaceId = bucket;
   const now = Date.now();
   const q = parseUsageQuery(workspaceId, params, String(reqHeaders.accept ?? ''), now);
   if (q instanceof ApiError) throw q;

@@ -82,7 +82,9 @@ export async function applyStripeEvent(
     if (plan === null) return 'ignored';
     const { rows } = await c.query<{ id: string }>(
       `UPDATE workspaces SET plan = $1, plan_event_created = $2
-        WHERE (stripe_customer_id = $3 OR id = $4) AND (plan_event_created IS NULL OR plan_event_created <= $2)
+        WHERE (stripe_customer_id = $3 OR id = $4
+               OR live_workspace_id IN (SELECT id FROM workspaces WHERE stripe_customer_id = $3 OR id = $4))
+          AND (plan_event_created IS NULL OR plan_event_created <= $2)
         RETURNING id`,
       [plan, event.created, idOf(change.sub.customer), change.workspaceId],
     );

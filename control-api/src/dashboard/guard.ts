@@ -33,12 +33,20 @@ export async function resolveSession(
   const sessionId = readCookie(req.headers.cookie, cookie.name);
   const session = await store.get(sessionId);
   if (session === undefined) return undefined;
-  const workspace = await workspaces.ofLiveKey(session.keyId, session.workspaceId);
+  const workspace = await workspaces.ofLiveKey(session.keyId, session.workspaceId, session.environment ?? 'live');
   if (workspace === undefined) {
     await store.destroy(sessionId);
     return undefined;
   }
   return { sessionId: sessionId!, session, workspace };
+}
+
+/**
+ * Whether the session was signed in with a test key. The bucket shown is the signing-in key's own
+ * exactly when live is shown or the key is a test key, so a test bucket that is the key's own says so.
+ */
+export function signedInWithTestKey(dash: Pick<Dash, 'session' | 'workspace'>): boolean {
+  return dash.workspace.environment === 'test' && dash.workspace.id === dash.session.workspaceId;
 }
 
 function csrfMatches(sent: string | string[] | undefined, expected: string): boolean {

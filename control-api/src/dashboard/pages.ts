@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { hidden, type DashCtx } from './context.js';
-import { resolveSession } from './guard.js';
+import { resolveSession, signedInWithTestKey } from './guard.js';
+import { type Environment } from '@meterd/core/keys';
 
 /** Plain files next to the sources: no build step, no CDN, nothing fetched from elsewhere. */
 const PUBLIC_DIR = new URL('../../../src/dashboard/public/', import.meta.url);
@@ -37,7 +38,25 @@ function secured(reply: FastifyReply): FastifyReply {
     .header('x-frame-options', 'DENY');
 }
 
-function shell(o: { page: string; title: string; csrf?: string; workspace?: string; body: string }): string {
+/**
+ * The environment switch (docs/api.md §13): live and test for a session signed in with a live key,
+ * test alone for one signed in with a test key. Test pages carry a banner, so test numbers are never
+ * mistaken for live ones.
+ */
+function environmentSwitch(e: { current: Environment; liveAllowed: boolean }): string {
+  const option = (v: Environment, label: string) =>
+    `<option value="${v}"${v === e.current ? ' selected' : ''}>${label}</option>`;
+  return `<label class="env">Environment <select id="environment">${e.liveAllowed ? option('live', 'Live') : ''}${option('test', 'Test')}</select></label>`;
+}
+
+function shell(o: {
+  page: string;
+  title: string;
+  csrf?: string;
+  workspace?: string;
+  environment?: { current: Environment; liveAllowed: boolean };
+  body: string;
+}): string {
   const nav =
     o.csrf === undefined
       ? ''
@@ -54,7 +73,8 @@ function shell(o: { page: string; title: string; csrf?: string; workspace?: stri
 ${o.csrf === undefined ? '' : `<meta name="csrf-token" content="${esc(o.csrf)}">`}
 <script type="module" src="/dashboard/assets/app.js"></script>
 </head><body data-page="${esc(o.page)}">
-<header class="top"><a class="brand" href="/dashboard/overview">meterd</a>${o.workspace === undefined ? '' : `<span class="ws">${esc(o.workspace)}</span>`}${nav}</header>
+<header class="top"><a class="brand" href="/dashboard/overview">meterd</a>${o.workspace === undefined ? '' : `<span class="ws">${esc(o.workspace)}</span>`}${o.environment === undefined ? '' : environmentSwitch(o.environment)}${nav}</header>
+${o.environment?.current === 'test' ? '<p class="test-banner" role="status">Test environment: test keys, test events and test webhooks; nothing here is billed.</p>' : ''}
 <main id="main" tabindex="-1"><h1>${esc(o.title)}</h1>${o.body}</main>
 </body></html>`;
 }
@@ -123,6 +143,10 @@ export function pageRoutes(app: FastifyInstance, d: DashCtx): void {
             title: p.title,
             csrf: dash.session.csrf,
             workspace: `${dash.workspace.display_name} (${dash.workspace.id})`,
+            environment: {
+              current: dash.workspace.environment,
+              liveAllowed: !signedInWithTestKey(dash),
+            },
             body: '<div id="content" aria-live="polite"><p class="muted">Loading…</p></div>',
           }),
         );

@@ -35,6 +35,6 @@ export function eventRoutes(app: FastifyInstance, d: DashCtx): void {
 
   app.get('/dashboard/api/billing/readiness', { schema: hidden, preHandler: d.guard }, async (req) => {
     const w = req.dash!.workspace;
-    return readiness.of(w.id, w.stripe_customer_id);
+    return readiness.of(w.id, w.stripe_customer_id, w.environment);
   });
 }

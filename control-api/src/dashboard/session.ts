@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { dashboardSessionKey } from '@meterd/core/contracts';
+import { type Environment } from '@meterd/core/keys';
 import { type Redis } from '@meterd/core/store';
 
 /** What a signed-in browser is: a workspace, reached through one of its API keys. */
@@ -10,6 +11,8 @@ export interface Session {
   /** Sent back in X-CSRF-Token on every state-changing call. */
   csrf: string;
   createdAt: number;
+  /** The environment the dashboard shows (docs/api.md §13); absent in sessions from before environments: live. */
+  environment?: Environment;
 }
 
 /** 32 random bytes, base64url: what the cookie carries. */
@@ -31,9 +34,19 @@ export class SessionStore {
     return dashboardSessionKey(this.prefix, createHash('sha256').update(id).digest('hex'));
   }
 
-  async create(workspaceId: string, keyId: string): Promise<{ id: string; session: Session }> {
+  async create(
+    workspaceId: string,
+    keyId: string,
+    environment: Environment,
+  ): Promise<{ id: string; session: Session }> {
     const id = randomBytes(32).toString('base64url');
-    const session: Session = { workspaceId, keyId, csrf: randomBytes(24).toString('base64url'), createdAt: Date.now() };
+    const session: Session = {
+      workspaceId,
+      keyId,
+      csrf: randomBytes(24).toString('base64url'),
+      createdAt: Date.now(),
+      environment,
+    };
     await this.redis.set(this.key(id), JSON.stringify(session), 'EX', this.ttlSeconds);
     return { id, session };
   }
@@ -42,6 +55,11 @@ export class SessionStore {
     if (id === undefined || !SESSION_ID.test(id)) return undefined;
     const raw = await this.redis.get(this.key(id));
     return raw === null ? undefined : (JSON.parse(raw) as Session);
+  }
+
+  /** Switches the environment the session shows, keeping its expiry. */
+  async setEnvironment(id: string, session: Session, environment: Environment): Promise<void> {
+    await this.redis.set(this.key(id), JSON.stringify({ ...session, environment }), 'KEEPTTL');
   }
 
   async destroy(id: string | undefined): Promise<void> {

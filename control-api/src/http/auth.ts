@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { hasScope, type Authenticator, type Principal } from '@meterd/core/auth';
+import { bucketOfKey, hasScope, type Authenticator, type Principal } from '@meterd/core/auth';
 import { ApiError } from '@meterd/core/errors';
-import { type Scope } from '@meterd/core/keys';
+import { ENVIRONMENTS, type Environment, type Scope } from '@meterd/core/keys';
 import type { WorkspaceService } from '../services/workspaces.js';
 
 declare module 'fastify' {
@@ -26,8 +26,11 @@ export function requireAuth(auth: Authenticator, scopes: readonly Scope[]) {
 }
 
 /**
- * The workspace a request may act on: a workspace key only its own (403 otherwise), the operator
- * any that exists (404 otherwise).
+ * The bucket a request acts on (docs/api.md §13): a workspace key only its own workspace (403
+ * otherwise), the operator any that exists (404 otherwise). The path names a workspace by its live
+ * id or by its test bucket's id. With the live id, the environment is the key's (a test key acts on
+ * its test bucket) unless `?environment=` names one: a live key may then act on its test bucket, a
+ * test key never on live.
  */
 export async function workspaceAccess(
   workspaces: WorkspaceService,
@@ -35,11 +38,31 @@ export async function workspaceAccess(
   workspaceId: string,
 ): Promise<string> {
   const p = req.principal!;
+  const asked = environmentParam(req);
   if (p.workspaceId !== null) {
-    if (p.workspaceId !== workspaceId)
-      throw new ApiError('workspace_mismatch', 'this API key belongs to another workspace');
-    return workspaceId;
+    const own = bucketOfKey(p, workspaceId);
+    if (own === undefined) throw new ApiError('workspace_mismatch', 'this API key belongs to another workspace');
+    if (asked === undefined || asked === p.environment) return own;
+    if (asked === 'live')
+      throw new ApiError('workspace_mismatch', 'a test key acts on the test environment only', 'environment');
+    return workspaces.bucket(own, 'test');
   }
+  if (asked !== undefined) return workspaces.bucket(workspaceId, asked);
   if (!(await workspaces.exists(workspaceId))) throw new ApiError('workspace_not_found', `no workspace ${workspaceId}`);
   return workspaceId;
+}
+
+/**
+ * `?environment=live|test`, read from the raw query string, so routes without a querystring schema
+ * take it too (those with one list it: http/schemas.ts's environmentQueryProp). Any other value is
+ * refused, never ignored: acting on live when test was meant is the one mistake this must not make.
+ */
+export function environmentParam(req: FastifyRequest): Environment | undefined {
+  const q = req.url.indexOf('?');
+  if (q === -1) return undefined;
+  const v = new URLSearchParams(req.url.slice(q + 1)).get('environment');
+  if (v === null) return undefined;
+  if (!(ENVIRONMENTS as readonly string[]).includes(v))
+    throw new ApiError('invalid_field', 'environment must be live or test', 'environment');
+  return v as Environment;
 }

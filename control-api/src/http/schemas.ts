@@ -1,4 +1,4 @@
-import { SCOPES } from '@meterd/core/keys';
+import { ENVIRONMENTS, SCOPES } from '@meterd/core/keys';
 
 /** JSON schemas more than one route validates with (the public API and the dashboard). */
 
@@ -30,4 +30,17 @@ export const eventFilterProps = {
   event_type: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,100}$' },
   idempotency_key: { type: 'string', minLength: 1, maxLength: 255 },
   cursor: { type: 'string', maxLength: 2000 },
+} as const;
+
+/**
+ * `?environment=live|test` (docs/api.md §13), read by http/auth.ts's workspaceAccess. Every workspace
+ * route takes it; a route with a querystring schema lists it so the schema does not refuse it.
+ */
+export const environmentQueryProp = {
+  environment: {
+    type: 'string',
+    enum: [...ENVIRONMENTS],
+    description:
+      "Which environment of the workspace to act on. Without it, the key's own: a test key acts on the test environment. A live admin key may ask for test; a test key never reaches live.",
+  },
 } as const;

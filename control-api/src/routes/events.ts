@@ -2,7 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import { ApiError } from '@meterd/core/errors';
 import type { Ctx } from '../context.js';
 import { requireAuth, workspaceAccess } from '../http/auth.js';
-import { eventFilterProps, wsParams } from '../http/schemas.js';
+import { environmentQueryProp, eventFilterProps, wsParams } from '../http/schemas.js';
 import { DEFAULT_RANGE_MS, MAX_RANGE_MS, decodeCursor, parseTime } from '../services/events.js';
 
 /** RFC 3339 with a zone, as ingest takes occurred_at. */
@@ -17,6 +17,7 @@ const eventsQuery = {
     from: { type: 'string', pattern: RFC3339 },
     to: { type: 'string', pattern: RFC3339 },
     limit: limitParam,
+    ...environmentQueryProp,
   },
 } as const;
 
@@ -75,7 +76,11 @@ export function eventRoutes(app: FastifyInstance, ctx: Ctx): void {
         summary:
           'Events ingest refused for this workspace in the last 7 days, newest first, with their error code (at most 1,000 kept per workspace; recorded within about a second).',
         params: wsParams,
-        querystring: { type: 'object', additionalProperties: false, properties: { limit: limitParam } },
+        querystring: {
+          type: 'object',
+          additionalProperties: false,
+          properties: { limit: limitParam, ...environmentQueryProp },
+        },
         errors: ['workspace_mismatch', 'workspace_not_found'],
       },
       preHandler: reader,

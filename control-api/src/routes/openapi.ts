@@ -1,6 +1,7 @@
 import type { FastifyInstance, RouteOptions } from 'fastify';
 import { ERROR_CODES, type ErrorCode } from '@meterd/core/errors';
 import { EXTERNAL_ROUTES } from '../openapi/external.js';
+import { environmentQueryProp } from '../http/schemas.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -74,6 +75,14 @@ const idempotencyHeader = {
   schema: { type: 'string', minLength: 1, maxLength: 255 },
 };
 
+const environmentParam = {
+  name: 'environment',
+  in: 'query',
+  required: false,
+  description: environmentQueryProp.environment.description,
+  schema: { type: 'string', enum: environmentQueryProp.environment.enum },
+};
+
 /** The error answers of a route, one per status, each naming the codes it can carry. */
 function errorResponses(codes: Iterable<ErrorCode>): Record<string, unknown> {
   const byStatus = new Map<number, Set<ErrorCode>>();
@@ -119,6 +128,7 @@ function controlOperation(r: Seen) {
   if (s.body || s.querystring || s.params) INPUT_ERRORS.forEach((c) => codes.add(c));
   if (s.body) BODY_ERRORS.forEach((c) => codes.add(c));
   if (idempotent) IDEMPOTENCY_ERRORS.forEach((c) => codes.add(c));
+  const queryProps = (s.querystring as { properties?: Record<string, object> } | undefined)?.properties ?? {};
   const params = [
     ...Object.keys((s.params as { properties?: object } | undefined)?.properties ?? {}).map((name) => ({
       name,
@@ -126,9 +136,9 @@ function controlOperation(r: Seen) {
       required: true,
       schema: { type: 'string' },
     })),
-    ...Object.entries((s.querystring as { properties?: Record<string, object> } | undefined)?.properties ?? {}).map(
-      ([name, schema]) => ({ name, in: 'query', schema }),
-    ),
+    ...Object.entries(queryProps).map(([name, schema]) => ({ name, in: 'query', schema })),
+    // Every workspace route takes it (http/auth.ts); those with a querystring schema list it there already.
+    ...(!isPublic && r.url.includes('/workspaces/:id') && !('environment' in queryProps) ? [environmentParam] : []),
     ...(idempotent ? [idempotencyHeader] : []),
   ];
   const ok = s.ok as { status: number; schema: unknown } | undefined;

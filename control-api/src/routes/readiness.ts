@@ -20,7 +20,7 @@ export function readinessRoutes(app: FastifyInstance, ctx: Ctx): void {
     },
     async (req) => {
       const w = await workspaces.get(await workspaceAccess(workspaces, req, req.params.id));
-      return readiness.of(w.id, w.stripe_customer_id);
+      return readiness.of(w.id, w.stripe_customer_id, w.environment);
     },
   );
 }

@@ -53,7 +53,7 @@ export function signupRoutes(app: FastifyInstance, ctx: Ctx): void {
       if (b.slug.includes('--'))
         throw new ApiError('invalid_field', 'slug must not contain consecutive hyphens', 'slug');
       const wanted = b.plan ?? 'free';
-      const { workspace, key, checkoutUrl } = await ctx.services.workspaces.signup({
+      const { workspace, testWorkspaceId, key, checkoutUrl } = await ctx.services.workspaces.signup({
         slug: b.slug,
         display_name: b.display_name,
         contact_email: b.contact_email ?? null,
@@ -61,7 +61,7 @@ export function signupRoutes(app: FastifyInstance, ctx: Ctx): void {
       });
       ctx.metrics.signups.inc();
       return reply.status(201).send({
-        workspace: publicWorkspace(workspace),
+        workspace: { ...publicWorkspace(workspace), environments: { live: workspace.id, test: testWorkspaceId } },
         api_key: key,
         dashboard_url: new URL(`/dashboard/onboarding?workspace=${workspace.id}`, ctx.cfg.PUBLIC_BASE_URL).toString(),
         ...(checkoutUrl === null ? {} : { requested_plan: wanted, checkout_url: checkoutUrl }),

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifySchema } from 'fastify';
 import type { Ctx } from '../context.js';
 import { requireAuth, workspaceAccess } from '../http/auth.js';
-import { pathParams, wsParams } from '../http/schemas.js';
+import { environmentQueryProp, pathParams, wsParams } from '../http/schemas.js';
 import type { DeliveryStatus } from '../services/webhooks.js';
 import { EVENT_TYPES } from '../webhooks/outbox.js';
 
@@ -23,6 +23,7 @@ const deliveryQuery = {
     webhook_id: { type: 'string' },
     status: { type: 'string', enum: ['pending', 'delivering', 'succeeded', 'failed'] },
     limit: { type: 'string', pattern: '^(?:[1-9]|[1-9][0-9]|1[0-9][0-9]|200)$' },
+    ...environmentQueryProp,
   },
 } as const;
 

@@ -22,8 +22,21 @@ export function workspaceRoutes(app: FastifyInstance, ctx: Ctx): void {
 
   /** The workspace's own key sees it live only (a deleted one's keys no longer authenticate); the operator any. */
   async function visible(req: FastifyRequest, id: string): Promise<WorkspaceRecord> {
-    if (req.principal!.workspaceId !== null) await workspaceAccess(workspaces, req, id);
-    return workspaces.record(id);
+    return workspaces.record(req.principal!.workspaceId !== null ? await workspaceAccess(workspaces, req, id) : id);
+  }
+
+  /**
+   * Renaming and deleting act on the whole workspace (both environments), so they take its live id
+   * and a live key: a test key must never delete the live workspace.
+   */
+  async function liveWorkspace(req: FastifyRequest, id: string): Promise<string> {
+    const bucket = await workspaceAccess(workspaces, req, id);
+    if ((await workspaces.record(bucket)).environment === 'test')
+      throw new ApiError(
+        'workspace_mismatch',
+        'a workspace is changed or deleted through its live id with a live key; that deletes its test environment too',
+      );
+    return bucket;
   }
 
   app.get<{ Params: { id: string } }>(
@@ -63,7 +76,7 @@ export function workspaceRoutes(app: FastifyInstance, ctx: Ctx): void {
       preHandler: admin,
     },
     async (req) => {
-      const id = await workspaceAccess(workspaces, req, req.params.id);
+      const id = await liveWorkspace(req, req.params.id);
       const { plan, ...rest } = req.body;
       if (plan !== undefined && req.principal!.workspaceId !== null)
         throw new ApiError(
@@ -83,14 +96,14 @@ export function workspaceRoutes(app: FastifyInstance, ctx: Ctx): void {
       schema: {
         tags: ['workspaces'],
         summary:
-          'Soft-delete a workspace: its keys stop working at once (ingest included); the operator may restore it until purge_after; its finance export stays available.',
+          'Soft-delete a workspace and its test environment: their keys stop working at once (ingest included); the operator may restore them until purge_after; the finance export stays available.',
         params: wsParams,
         errors: ['workspace_mismatch', 'workspace_not_found'],
       },
       preHandler: admin,
     },
     async (req) => ({
-      workspace: workspaceView(await workspaces.remove(await workspaceAccess(workspaces, req, req.params.id))),
+      workspace: workspaceView(await workspaces.remove(await liveWorkspace(req, req.params.id))),
     }),
   );
 

@@ -103,6 +103,9 @@ export class BillingService {
         'payment_required',
         'Stripe is not configured on this server: only the operator can set a paid plan',
       );
+    // A test bucket has no Stripe customer (docs/api.md §13): plans are bought by the live workspace.
+    if (w.environment === 'test')
+      throw new ApiError('workspace_mismatch', 'a plan is bought through the live workspace, with a live key');
     if (isPaidPlan(w.plan))
       throw new ApiError(
         'already_subscribed',
@@ -122,14 +125,16 @@ export class BillingService {
 
   /** The operator sets a plan directly; ingest and the other services drop the cached plan at once. */
   async setPlan(workspaceId: string, plan: Plan): Promise<Workspace> {
+    // The test bucket follows its workspace's plan, so test traffic meets the same limits (docs/api.md §13).
     const { rows } = await this.d.pool.query<Workspace>(
-      `UPDATE workspaces SET plan = $2 WHERE id = $1 RETURNING ${WORKSPACE_COLS}`,
+      `UPDATE workspaces SET plan = $2 WHERE id = $1 OR live_workspace_id = $1 RETURNING ${WORKSPACE_COLS}`,
       [workspaceId, plan],
     );
-    if (rows.length === 0) throw new ApiError('workspace_not_found', `no workspace ${workspaceId}`);
-    await this.d.redis.publish(PLAN_CHANGED_CHANNEL, workspaceId);
+    const w = rows.find((r) => r.id === workspaceId);
+    if (w === undefined) throw new ApiError('workspace_not_found', `no workspace ${workspaceId}`);
+    for (const r of rows) await this.d.redis.publish(PLAN_CHANGED_CHANNEL, r.id);
     this.d.log.info({ workspace: workspaceId, plan }, 'plan set by the operator');
-    return rows[0]!;
+    return w;
   }
 
   /** A one-time Stripe Customer Portal URL; by default it returns to the dashboard's billing page. */

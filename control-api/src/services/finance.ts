@@ -26,7 +26,8 @@ export interface MonthBilling {
  * A workspace's final numbers for finance: usage per month × event type × currency from the
  * aggregator's usage_monthly (FINAL, docs/rollups.md) and what the billing ledger told Stripe (or
  * recorded as unbillable) per month × meter × status. Amounts stay per currency and 64-bit sums
- * stay strings. It reads the same way for a deleted workspace: nothing of its numbers is removed.
+ * stay strings. It reads the same way for a deleted workspace: nothing of its numbers is removed
+ * during the grace period, and the purge after it keeps a copy (workspace_final_exports).
  */
 export class FinanceService {
   constructor(
@@ -35,6 +36,12 @@ export class FinanceService {
   ) {}
 
   async export(workspaceId: string): Promise<{ usage: MonthUsage[]; billing: MonthBilling[] }> {
+    // A purged workspace's events and rollups are gone: its numbers were copied before (services/purge.ts).
+    const { rows } = await this.pool.query<{ usage: MonthUsage[]; billing: MonthBilling[] }>(
+      'SELECT usage, billing FROM workspace_final_exports WHERE workspace_id = $1',
+      [workspaceId],
+    );
+    if (rows.length > 0) return rows[0]!;
     const [usage, billing] = await Promise.all([this.usage(workspaceId), this.billing(workspaceId)]);
     return { usage, billing };
   }

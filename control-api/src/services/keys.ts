@@ -1,5 +1,5 @@
 import { ApiError } from '@meterd/core/errors';
-import { hashKey, isWellFormedKey, type Scope } from '@meterd/core/keys';
+import { hashKey, isWellFormedKey, type Environment, type Scope } from '@meterd/core/keys';
 import { findKeyByHash, insertApiKey, revokeApiKey, type Pool, type Redis } from '@meterd/core/store';
 
 /** A key as listed: never its secret. */
@@ -65,12 +65,12 @@ export class KeyService {
   }
 
   /** The live admin key a dashboard sign-in presents; the error names the `api_key` field. */
-  async adminKey(token: string): Promise<{ keyId: string; workspaceId: string }> {
+  async adminKey(token: string): Promise<{ keyId: string; workspaceId: string; environment: Environment }> {
     const rec = isWellFormedKey(token) ? await findKeyByHash(this.pool, hashKey(token)) : undefined;
     if (rec === undefined)
       throw new ApiError('invalid_api_key', 'this API key is not valid or has been revoked', 'api_key');
     if (!rec.scopes.includes('admin'))
       throw new ApiError('insufficient_scope', 'the dashboard needs a key with the admin scope', 'api_key');
-    return { keyId: rec.id, workspaceId: rec.workspace_id };
+    return { keyId: rec.id, workspaceId: rec.workspace_id, environment: rec.environment };
   }
 }

@@ -1,5 +1,6 @@
 import type Stripe from 'stripe';
 import { PG_TABLES } from '@meterd/core/contracts';
+import { type Environment } from '@meterd/core/keys';
 import { type Pool } from '@meterd/core/store';
 import { callStripe } from '../billing/stripe-client.js';
 
@@ -57,7 +58,11 @@ export class ReadinessService {
     private readonly stripe: Stripe | null,
   ) {}
 
-  async of(workspaceId: string, stripeCustomerId: string | null): Promise<Readiness> {
+  async of(
+    workspaceId: string,
+    stripeCustomerId: string | null,
+    environment: Environment = 'live',
+  ): Promise<Readiness> {
     const stripe = this.stripe;
     const checks: Check[] = [
       stripe === null
@@ -66,6 +71,13 @@ export class ReadinessService {
       stripeCustomerId === null
         ? { check: 'customer_linked', ok: false, reason: 'the workspace has no Stripe customer' }
         : { check: 'customer_linked', ok: true, reason: `linked to Stripe customer ${stripeCustomerId}` },
+      environment === 'test'
+        ? {
+            check: 'live_environment',
+            ok: false,
+            reason: 'this is the test environment: its usage is never pushed to Stripe (docs/api.md §13)',
+          }
+        : { check: 'live_environment', ok: true, reason: 'the live environment is billed' },
     ];
     const rows = await this.meterRows(workspaceId);
     const stripeMeters =

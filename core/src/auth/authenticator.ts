@@ -1,7 +1,7 @@
 import { timingSafeEqual } from 'node:crypto';
 import { ApiError } from '../errors/api-error.js';
 import { findKeyByHash, type KeyRecord } from '../store/workspaces.js';
-import { hashKey, isWellFormedKey, type Scope } from '../keys/api-key.js';
+import { hashKey, isWellFormedKey, type Environment, type Scope } from '../keys/api-key.js';
 import { KEY_REVOKED_CHANNEL, PLAN_CHANGED_CHANNEL } from '../contracts/redis-keys.js';
 import type { Redis } from '../store/redis.js';
 import type { Pool } from '../store/postgres.js';
@@ -9,10 +9,14 @@ import type { Plan } from '../plans.js';
 
 /** Who is calling: a workspace key, or the operator (DEPLOY_API_KEY), who may act for any workspace. */
 export interface Principal {
-  /** null for the operator. */
+  /** The bucket the key belongs to (a live workspace or its test bucket); null for the operator. */
   workspaceId: string | null;
   scopes: ReadonlySet<Scope> | 'all';
   plan: Plan | null;
+  /** The key's environment; null for the operator. */
+  environment: Environment | null;
+  /** The live workspace the key's bucket belongs to (workspaceId itself for a live key); null for the operator. */
+  liveWorkspaceId: string | null;
 }
 
 export interface AuthenticatorOptions {
@@ -249,7 +253,13 @@ export class Authenticator {
       this.misses.set(hex, INVALID, this.now());
       return INVALID;
     }
-    const principal: Principal = { workspaceId: rec.workspace_id, scopes: new Set(rec.scopes), plan: rec.plan };
+    const principal: Principal = {
+      workspaceId: rec.workspace_id,
+      scopes: new Set(rec.scopes),
+      plan: rec.plan,
+      environment: rec.environment,
+      liveWorkspaceId: rec.live_workspace_id ?? rec.workspace_id,
+    };
     // Callers that asked before the revocation still get this answer; later ones query again.
     if (generation === this.generation) this.keys.set(hex, principal, this.now());
     return principal;
@@ -291,7 +301,13 @@ function positiveInt(name: string, n: number): number {
   return n;
 }
 
-const OPERATOR: Principal = Object.freeze({ workspaceId: null, scopes: 'all', plan: null });
+const OPERATOR: Principal = Object.freeze({
+  workspaceId: null,
+  scopes: 'all',
+  plan: null,
+  environment: null,
+  liveWorkspaceId: null,
+});
 const INVALID = new ApiError('invalid_api_key', 'the API key is not valid or has been revoked');
 // Shared for the same reason as INVALID: a flood of junk headers must not build an Error each.
 const MISSING = new ApiError('missing_api_key', 'send Authorization: Bearer <api key>');
@@ -304,4 +320,15 @@ const BUSY = new ApiError('service_unavailable', 'too many API key checks in pro
 
 export function hasScope(p: Principal, scope: Scope): boolean {
   return p.scopes === 'all' || p.scopes.has(scope);
+}
+
+/**
+ * The bucket a workspace key acts on when a path names `workspaceId`: its own bucket, named by its
+ * own id or, for a test key, by its live workspace's id (the environment then comes from the key).
+ * Undefined when the path names another workspace. Not for the operator.
+ */
+export function bucketOfKey(p: Principal, workspaceId: string): string | undefined {
+  if (p.workspaceId === workspaceId || (p.environment === 'test' && p.liveWorkspaceId === workspaceId))
+    return p.workspaceId!;
+  return undefined;
 }

@@ -1,1 +1,10 @@
-export { hashKey, isWellFormedKey, SCOPES, DEFAULT_SCOPES, type Scope } from './api-key.js';
+export {
+  hashKey,
+  isWellFormedKey,
+  keyEnvironment,
+  SCOPES,
+  DEFAULT_SCOPES,
+  ENVIRONMENTS,
+  type Environment,
+  type Scope,
+} from './api-key.js';

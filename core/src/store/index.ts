@@ -19,6 +19,8 @@ export {
   insertApiKey,
   findKeyByHash,
   revokeApiKey,
+  testBucketOf,
+  WORKSPACE_COLUMNS,
   type Workspace,
   type KeyRecord,
 } from './workspaces.js';

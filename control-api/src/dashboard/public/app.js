@@ -34,6 +34,11 @@ async function main() {
     await api('DELETE', 'session').catch(() => {});
     location.assign('/dashboard/signin');
   });
+  // The environment switch: the session remembers the choice, and the page reloads on the other bucket.
+  document.getElementById('environment')?.addEventListener('change', async (e) => {
+    await api('POST', 'environment', { environment: e.target.value });
+    location.reload();
+  });
   const render = pages[page];
   if (typeof render !== 'function') return;
   const refresh = await render();

@@ -1,7 +1,8 @@
 import { Ajv, type ValidateFunction } from 'ajv';
 
 /**
- * Checks answers against /api/v1/openapi.json: the end-to-end tests' HTTP helper (`call`) runs
+ * Checks answers against /api/v1/openapi.json: the HTTP helpers of the control API tests and the
+ * end-to-end tests (control-api/test/helpers.ts `call`, test/support/api.ts `call`) run
  * every answer of an API path through it, so a status or body the document does not describe
  * fails the test that received it, and so does a route the document lacks.
  */
