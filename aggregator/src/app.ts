@@ -19,7 +19,7 @@ export interface AggregatorApp {
 export async function startAggregatorApp(cfg: AggregatorConfig, ctx?: Partial<ServiceContext>): Promise<AggregatorApp> {
   const log = ctx?.log ?? createLogger('aggregator', cfg.LOG_LEVEL);
   const ch = clickHouseFromConfig(cfg);
-  const pool = createPool(cfg.DATABASE_URL, 4);
+  const pool = createPool(cfg.DATABASE_URL, 4, { statementTimeoutMs: cfg.DATABASE_STATEMENT_TIMEOUT_MS });
   const sub = createRedis(cfg.REDIS_URL);
   const auth = new Authenticator(pool, sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY);
   const metrics = createAggregatorMetrics();

@@ -1,4 +1,4 @@
-import { str, int, url, oneOf } from './env.js';
+import { str, int, url, oneOf, optionalUrl } from './env.js';
 import { DEFAULT_REDIS_KEY_PREFIX } from '../contracts/redis-keys.js';
 
 /** Variables every service reads: where the stores are, and logging. */
@@ -8,6 +8,17 @@ export const storeVars = {
     'postgres://postgres@127.0.0.1:5432/meterd',
     ['postgres:', 'postgresql:'],
     true,
+  ),
+  DATABASE_SESSION_URL: optionalUrl(
+    'Postgres URL for the work that needs one server session: migrations (advisory lock) and the control API\'s outbox LISTEN. Set it to the direct (or session-pooled) address when DATABASE_URL goes through PgBouncer in transaction mode. Empty: DATABASE_URL.',
+    ['postgres:', 'postgresql:'],
+    true,
+  ),
+  DATABASE_STATEMENT_TIMEOUT_MS: int(
+    'Longest a Postgres statement may run (ms); 0 turns the limit off. Set per transaction (SET LOCAL statement_timeout) and as a client-side timeout slightly above it on every query, so it holds through PgBouncer in transaction mode too. Migrations run without it.',
+    30_000,
+    0,
+    3_600_000,
   ),
   REDIS_URL: url(
     'Redis URL (dedupe claims, quota counters, key-revocation pub/sub).',
