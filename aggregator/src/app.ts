@@ -7,7 +7,7 @@ import { loadAggregatorConfig, type AggregatorConfig } from './config.js';
 import { createAggregatorMetrics } from './metrics.js';
 import { createAggregatorServer } from './http/server.js';
 import { Aggregator } from './worker/aggregator.js';
-import { PgAdvisoryLeases } from './worker/leases.js';
+import { PgTableLeases } from './worker/leases.js';
 
 export interface AggregatorApp {
   port: number;
@@ -23,21 +23,26 @@ export async function startAggregatorApp(cfg: AggregatorConfig, ctx?: Partial<Se
   const sub = createRedis(cfg.REDIS_URL);
   const auth = new Authenticator(pool, sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY);
   const metrics = createAggregatorMetrics();
-
-  const aggregator = cfg.AGGREGATOR_WORKER
-    ? new Aggregator(
-        ch,
-        new PgAdvisoryLeases(cfg.DATABASE_URL, cfg.AGGREGATOR_SHARDS),
-        {
-          shards: cfg.AGGREGATOR_SHARDS,
-          closeAfterSeconds: cfg.AGGREGATOR_CLOSE_AFTER_SECONDS,
-          windowsPerQuery: cfg.AGGREGATOR_WINDOWS_PER_QUERY,
-          copyHorizonSeconds: cfg.AGGREGATOR_COPY_HORIZON_SECONDS,
-        },
-        metrics,
-        log,
-      )
+  // Leases get their own two connections: a burst of usage-API reads must not delay a renewal.
+  const leasePool = cfg.AGGREGATOR_WORKER
+    ? createPool(cfg.DATABASE_URL, 2, { statementTimeoutMs: cfg.DATABASE_STATEMENT_TIMEOUT_MS })
     : null;
+
+  const aggregator =
+    leasePool !== null
+      ? new Aggregator(
+          ch,
+          new PgTableLeases(leasePool, { shards: cfg.AGGREGATOR_SHARDS, ttlMs: cfg.AGGREGATOR_LEASE_TTL_MS }),
+          {
+            shards: cfg.AGGREGATOR_SHARDS,
+            closeAfterSeconds: cfg.AGGREGATOR_CLOSE_AFTER_SECONDS,
+            windowsPerQuery: cfg.AGGREGATOR_WINDOWS_PER_QUERY,
+            copyHorizonSeconds: cfg.AGGREGATOR_COPY_HORIZON_SECONDS,
+          },
+          metrics,
+          log,
+        )
+      : null;
 
   const http = createAggregatorServer({
     ch,
@@ -63,6 +68,7 @@ export async function startAggregatorApp(cfg: AggregatorConfig, ctx?: Partial<Se
     async close() {
       await http.close();
       await aggregator?.stop();
+      await leasePool?.end();
       sub.disconnect();
       await pool.end();
       await ch.close();
@@ -72,8 +78,8 @@ export async function startAggregatorApp(cfg: AggregatorConfig, ctx?: Partial<Se
 
 /**
  * The aggregator process: the rollup worker and the usage API. Several may run at once; shard
- * leases (Postgres advisory locks) keep each workspace's windows with one of them. A stop finishes
- * the current cycle and releases the leases.
+ * leases (rows in Postgres, split evenly over the live replicas) keep each workspace's windows with
+ * one of them. A stop finishes the current cycle and gives the leases back.
  */
 export const aggregatorService: ServiceSpec<AggregatorConfig, AggregatorApp> = {
   name: 'aggregator',

@@ -46,7 +46,6 @@ export class Aggregator {
   private readonly states = new Map<number, ShardState>();
   /** Records already folded in, by key, with their insert second: the look-back skips them. */
   private readonly seen = new Map<string, number>();
-  private lastUpdated = 0;
   private loop: Loop | undefined;
 
   constructor(
@@ -107,7 +106,7 @@ export class Aggregator {
         asOfMs: asOf,
       };
     });
-    await writeShardStates(this.ch, next, this.nextUpdated());
+    await writeShardStates(this.ch, next);
     for (const st of next) this.states.set(st.shard, st);
     this.remember(records);
     const windows = split.closed.length + split.open.length;
@@ -174,10 +173,5 @@ export class Aggregator {
   async stop(): Promise<void> {
     await this.loop?.stop();
     await this.leases.close();
-  }
-
-  private nextUpdated(): number {
-    this.lastUpdated = Math.max(Date.now(), this.lastUpdated + 1);
-    return this.lastUpdated;
   }
 }

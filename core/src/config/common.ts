@@ -10,7 +10,7 @@ export const storeVars = {
     true,
   ),
   DATABASE_SESSION_URL: optionalUrl(
-    'Postgres URL for the work that needs one server session: migrations (advisory lock) and the control API\'s outbox LISTEN. Set it to the direct (or session-pooled) address when DATABASE_URL goes through PgBouncer in transaction mode. Empty: DATABASE_URL.',
+    "Postgres URL for the work that needs one server session: migrations (advisory lock) and the control API's outbox LISTEN. Set it to the direct (or session-pooled) address when DATABASE_URL goes through PgBouncer in transaction mode. Empty: DATABASE_URL.",
     ['postgres:', 'postgresql:'],
     true,
   ),
@@ -65,7 +65,7 @@ export const authVars = {
 /** The aggregator's shard count (core's shardSql): whoever reads per-shard progress must use the same value. */
 export const aggregatorShardsVar = {
   AGGREGATOR_SHARDS: int(
-    "Workspace shards of the aggregator, leased between its replicas (Postgres advisory locks). billing-sync (BILLING_USAGE_SOURCE=rollups: windows close once every shard has reported progress past them) and the control API's dashboard (a workspace's freshness) read per-shard progress, so every service must use the aggregator's value.",
+    "Workspace shards of the aggregator, split evenly between the live replicas by leases in Postgres (AGGREGATOR_LEASE_TTL_MS). billing-sync (BILLING_USAGE_SOURCE=rollups: windows close once every shard has reported progress past them) and the control API's dashboard (a workspace's freshness) read per-shard progress, so every service must use the aggregator's value.",
     16,
     1,
     4096,
