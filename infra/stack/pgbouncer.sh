@@ -4,9 +4,9 @@
 #   bash infra/stack/pgbouncer.sh up|down|status      (from any cwd)
 #
 # up:     install Debian's pgbouncer if missing (non-interactive), write its config under
-#         <repo>/.stack/pgbouncer/ and start it on 127.0.0.1:$PGBOUNCER_PORT (6432), unless ours
-#         already runs there. Idempotent; prints the URL prefix to use on stdout.
-# down:   stop it if this script started it (marker .stack/pgbouncer/started.pid), else nothing.
+#         <repo>/.stack/pgbouncer/<port>/ and start it on 127.0.0.1:$PGBOUNCER_PORT (6432), unless
+#         ours already runs there. Idempotent; prints a status line on stdout.
+# down:   stop it if this script started it (marker .stack/pgbouncer/<port>/started.pid), else nothing.
 # status: "running <pid>" or "stopped"; exit 0 either way.
 #
 # Every database name is routed to the Postgres on $PGPORT (the `*` fallback), so a test's fresh
@@ -25,7 +25,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 PGBOUNCER_PORT="${PGBOUNCER_PORT:-6432}"
 PGBOUNCER_POOL_SIZE="${PGBOUNCER_POOL_SIZE:-20}"
 PGBOUNCER_QUERY_TIMEOUT_S="${PGBOUNCER_QUERY_TIMEOUT_S:-0}"
-DIR="$STACK_DIR/pgbouncer"
+# One directory per port, so several instances (one per test file) can run side by side.
+DIR="$STACK_DIR/pgbouncer/$PGBOUNCER_PORT"
 MARKER="$DIR/started.pid"
 
 pgbouncer_ok() {
@@ -91,6 +92,8 @@ logfile = $DIR/pgbouncer.log
 pidfile = $DIR/pgbouncer.pid
 admin_users = postgres
 EOF
+  # Created here so the daemon, running as postgres, can append to it.
+  touch "$DIR/pgbouncer.log"
   if [ "$(id -u)" -eq 0 ]; then chown -R postgres:postgres "$DIR"; fi
 }
 

@@ -2,3 +2,4 @@ export { openTestStores, type TestStores } from './stores.js';
 export { runUntilExit, moduleUrl, type ExitReport } from './exits.js';
 export { GateProxy } from './gate-proxy.js';
 export { REPO_ROOT, PG_MIGRATIONS_DIR, CH_MIGRATIONS_DIR } from './paths.js';
+export { startPgBouncer, type TestPgBouncer } from './pgbouncer.js';
