@@ -81,6 +81,7 @@ export class BillingWorker {
         this.cfg.BILLING_BATCH_SIZE,
         this.cfg.BILLING_CONCURRENCY,
         nowS,
+        this.cfg.BILLING_CLAIM_LEASE_MS,
         () => this.stopped,
       );
     }
