@@ -21,3 +21,8 @@ CREATE TABLE aggregator_shard_leases (
   epoch       bigint NOT NULL DEFAULT 0,
   lease_until timestamptz NOT NULL DEFAULT '-infinity'
 );
+
+-- A pending provision is deployed by the replica that created it; `deploy_lease_until` tells a
+-- control API starting meanwhile (resume) to leave it alone until the lease runs out, so K replicas
+-- never deploy one provision at the same time. NULL (rows from before): free to resume.
+ALTER TABLE provisions ADD COLUMN deploy_lease_until timestamptz;
