@@ -2,10 +2,12 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { startPgBouncer, type TestPgBouncer, type TestStores } from '@meterd/core/testing';
-import { insertWorkspace } from '@meterd/core/store';
+import { createPool, insertWorkspace } from '@meterd/core/store';
 import {
   BILLING_MAIN,
+  billingConfig,
   billingEnv,
+  rawWorker,
   expectedTotals,
   hourFloor,
   insertEvents,
@@ -119,4 +121,39 @@ test('two replicas through PgBouncer, one killed -9 mid-push: every total reache
     await stripeTotals(local.stripe, customers, ['checkout.completed.usd', 'api.call'], from, to),
     expectedTotals(rows, from, to, field),
   );
+});
+
+test('three replicas planning at once record each difference once', async () => {
+  const ws = await insertWorkspace(stores.pool, {
+    slug: `plan-${Date.now()}`,
+    display_name: 'Plan',
+    plan: 'growth',
+    stripe_customer_id: 'cus_plan_replicas',
+  });
+  const from = hourFloor(Math.floor(Date.now() / 1000)) - 3 * 3600;
+  const rows: EventRow[] = [0, 1, 2].flatMap((h) =>
+    TYPES.map((type, i) => ({
+      workspace_id: ws.id,
+      event_type: type,
+      idempotency_key: `p${h}-${i}`,
+      quantity: 2,
+      gmv_cents: 500,
+      occurred_at: from + h * 3600 + 60,
+    })),
+  );
+  await insertEvents(stores, rows);
+  // Dry run (no Stripe key): planning alone, through PgBouncer like the services.
+  const cfg = billingConfig(billingEnv(stores, undefined, bouncer.envFor(stores.databaseUrl)));
+  const pooled = createPool(bouncer.urlFor(stores.databaseUrl), 6);
+  try {
+    const workers = [1, 2, 3].map(() => rawWorker({ ...stores, pool: pooled }, cfg));
+    await Promise.all(workers.map((w) => w.pass()));
+  } finally {
+    await pooled.end();
+  }
+  const { rows: planned } = await stores.pool.query<{ n: string; keys: string }>(
+    `SELECT count(*)::text AS n, count(DISTINCT (event_type, window_start))::text AS keys FROM billing_pushes WHERE workspace_id = $1`,
+    [ws.id],
+  );
+  assert.deepEqual(planned[0], { n: String(rows.length), keys: String(rows.length) });
 });
