@@ -3,11 +3,14 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { startPgBouncer, type TestPgBouncer, type TestStores } from '@meterd/core/testing';
 import { createPool, insertWorkspace } from '@meterd/core/store';
+import { createLogger } from '@meterd/core/log';
+import { createBillingMetrics } from '../src/metrics.js';
+import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';
+import { BillingWorker } from '../src/worker.js';
 import {
   BILLING_MAIN,
   billingConfig,
   billingEnv,
-  rawWorker,
   expectedTotals,
   hourFloor,
   insertEvents,
@@ -107,7 +110,7 @@ test('two replicas through PgBouncer, one killed -9 mid-push: every total reache
     const left = await count(`status = 'pending'`);
     assert.ok(left > 0, 'the kill landed mid-run: rows were still pending');
     await waitFor(
-      'every row to be sent by the survivor',
+      `every row to be sent by the survivor (${left} were pending at the kill)`,
       async () => (await count(`status <> 'sent'`)) === 0 && (await count(`status = 'sent'`)) >= left,
       60_000,
     );
@@ -146,7 +149,18 @@ test('three replicas planning at once record each difference once', async () => 
   const cfg = billingConfig(billingEnv(stores, undefined, bouncer.envFor(stores.databaseUrl)));
   const pooled = createPool(bouncer.urlFor(stores.databaseUrl), 6);
   try {
-    const workers = [1, 2, 3].map(() => rawWorker({ ...stores, pool: pooled }, cfg));
+    const log = createLogger('billing-replicas', 'silent');
+    const workers = [1, 2, 3].map(
+      () =>
+        new BillingWorker(
+          pooled,
+          new ClickHouseRawUsage(stores.clickhouse),
+          undefined,
+          cfg,
+          createBillingMetrics(),
+          log,
+        ),
+    );
     await Promise.all(workers.map((w) => w.pass()));
   } finally {
     await pooled.end();
