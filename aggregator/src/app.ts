@@ -7,7 +7,7 @@ import { loadAggregatorConfig, type AggregatorConfig } from './config.js';
 import { createAggregatorMetrics } from './metrics.js';
 import { createAggregatorServer } from './http/server.js';
 import { Aggregator } from './worker/aggregator.js';
-import { PgAdvisoryLeases } from './worker/leases.js';
+import { PgTableLeases } from './worker/leases.js';
 import { CLUSTER_LOOKBACK_SECONDS, LOOKBACK_SECONDS } from './worker/detect.js';
 
 export interface AggregatorApp {
@@ -20,26 +20,31 @@ export interface AggregatorApp {
 export async function startAggregatorApp(cfg: AggregatorConfig, ctx?: Partial<ServiceContext>): Promise<AggregatorApp> {
   const log = ctx?.log ?? createLogger('aggregator', cfg.LOG_LEVEL);
   const ch = clickHouseFromConfig(cfg);
-  const pool = createPool(cfg.DATABASE_URL, 4);
+  const pool = createPool(cfg.DATABASE_URL, 4, { statementTimeoutMs: cfg.DATABASE_STATEMENT_TIMEOUT_MS });
   const sub = createRedis(cfg);
   const auth = new Authenticator(pool, sub, cfg.KEY_CACHE_TTL_MS, cfg.DEPLOY_API_KEY);
   const metrics = createAggregatorMetrics();
-
-  const aggregator = cfg.AGGREGATOR_WORKER
-    ? new Aggregator(
-        ch,
-        new PgAdvisoryLeases(cfg.DATABASE_URL, cfg.AGGREGATOR_SHARDS),
-        {
-          shards: cfg.AGGREGATOR_SHARDS,
-          closeAfterSeconds: cfg.AGGREGATOR_CLOSE_AFTER_SECONDS,
-          windowsPerQuery: cfg.AGGREGATOR_WINDOWS_PER_QUERY,
-          copyHorizonSeconds: cfg.AGGREGATOR_COPY_HORIZON_SECONDS,
-          lookbackSeconds: lookbackSeconds(cfg),
-        },
-        metrics,
-        log,
-      )
+  // Leases get their own two connections: a burst of usage-API reads must not delay a renewal.
+  const leasePool = cfg.AGGREGATOR_WORKER
+    ? createPool(cfg.DATABASE_URL, 2, { statementTimeoutMs: cfg.DATABASE_STATEMENT_TIMEOUT_MS })
     : null;
+
+  const aggregator =
+    leasePool !== null
+      ? new Aggregator(
+          ch,
+          new PgTableLeases(leasePool, { shards: cfg.AGGREGATOR_SHARDS, ttlMs: cfg.AGGREGATOR_LEASE_TTL_MS }),
+          {
+            shards: cfg.AGGREGATOR_SHARDS,
+            closeAfterSeconds: cfg.AGGREGATOR_CLOSE_AFTER_SECONDS,
+            windowsPerQuery: cfg.AGGREGATOR_WINDOWS_PER_QUERY,
+            copyHorizonSeconds: cfg.AGGREGATOR_COPY_HORIZON_SECONDS,
+            lookbackSeconds: lookbackSeconds(cfg),
+          },
+          metrics,
+          log,
+        )
+      : null;
 
   const http = createAggregatorServer({
     ch,
@@ -65,6 +70,7 @@ export async function startAggregatorApp(cfg: AggregatorConfig, ctx?: Partial<Se
     async close() {
       await http.close();
       await aggregator?.stop();
+      await leasePool?.end();
       sub.disconnect();
       await pool.end();
       await ch.close();
@@ -74,8 +80,8 @@ export async function startAggregatorApp(cfg: AggregatorConfig, ctx?: Partial<Se
 
 /**
  * The aggregator process: the rollup worker and the usage API. Several may run at once; shard
- * leases (Postgres advisory locks) keep each workspace's windows with one of them. A stop finishes
- * the current cycle and releases the leases.
+ * leases (rows in Postgres, split evenly over the live replicas) keep each workspace's windows with
+ * one of them. A stop finishes the current cycle and gives the leases back.
  */
 export const aggregatorService: ServiceSpec<AggregatorConfig, AggregatorApp> = {
   name: 'aggregator',

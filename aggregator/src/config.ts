@@ -21,6 +21,12 @@ export const aggregatorVars = {
     60_000,
   ),
   ...aggregatorShardsVar,
+  AGGREGATOR_LEASE_TTL_MS: int(
+    "How long a replica's heartbeat and shard leases last without renewal: a replica that died (or stalled this long) loses its shards to the others after it. Renewed every TTL/5 and before each write; keep it well above a cycle's duration and a Postgres failover.",
+    15_000,
+    1_000,
+    600_000,
+  ),
   AGGREGATOR_WINDOWS_PER_QUERY: int('Most (workspace, hour) windows recomputed per ClickHouse query.', 200, 1, 5_000),
   AGGREGATOR_CLOSE_AFTER_SECONDS: int(
     "An hour is closed (recomputed exactly by the winner rule) this long after it ends; billing pushes only closed hours, so keep it near billing-sync's BILLING_CLOSE_DELAY_SECONDS (both 300 s by default). Events received later recompute their closed hour, are flagged as late_events and reach Stripe as a correction.",

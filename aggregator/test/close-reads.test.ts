@@ -7,7 +7,7 @@ import { loadConfig, storeVars } from '@meterd/core/config';
 import { CH_TABLES } from '@meterd/core/contracts';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { Aggregator } from '../src/worker/aggregator.js';
-import { PgAdvisoryLeases } from '../src/worker/leases.js';
+import { PgTableLeases } from '../src/worker/leases.js';
 import { catchUp, insertEvents, rollupSnapshot, type Ev } from './helpers.js';
 
 // What a close reads from `events`, from the server's own account (system.query_log read_rows):
@@ -106,7 +106,7 @@ for (const horizonHours of [0, 1]) {
     await insertEvents(stores.clickhouse, own);
     await insertEvents(stores.clickhouse, [ev(ws, 'k0', H + HOUR + 60_000, H + HOUR + 60_000)]);
     const ch = loggedClient(app);
-    const agg = new Aggregator(ch, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), {
+    const agg = new Aggregator(ch, new PgTableLeases(stores.pool, { shards: SHARDS, ttlMs: 10_000 }), {
       shards: SHARDS,
       closeAfterSeconds: 300,
       windowsPerQuery: 50,

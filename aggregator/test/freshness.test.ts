@@ -3,7 +3,7 @@ import { after, before, test } from 'node:test';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { overallAsOf } from '../src/rollups/freshness.js';
 import { Aggregator } from '../src/worker/aggregator.js';
-import { PgAdvisoryLeases } from '../src/worker/leases.js';
+import { PgTableLeases } from '../src/worker/leases.js';
 import { COPY_HORIZON_S, insertEvents, rng, sleep, type Ev } from './helpers.js';
 
 /**
@@ -26,7 +26,7 @@ after(async () => {
 
 test('freshness p50/p99 under a steady insert load', async (t) => {
   const rand = rng(5);
-  const agg = new Aggregator(stores.clickhouse, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), {
+  const agg = new Aggregator(stores.clickhouse, new PgTableLeases(stores.pool, { shards: SHARDS, ttlMs: 10_000 }), {
     shards: SHARDS,
     closeAfterSeconds: 3600,
     copyHorizonSeconds: COPY_HORIZON_S,

@@ -6,7 +6,7 @@ import { loadConfig, storeVars } from '@meterd/core/config';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { Aggregator } from '../src/worker/aggregator.js';
 import { serverNow } from '../src/worker/detect.js';
-import { PgAdvisoryLeases } from '../src/worker/leases.js';
+import { PgTableLeases } from '../src/worker/leases.js';
 import { reconcile } from '../src/reconcile/compare.js';
 import {
   COPY_HORIZON_S,
@@ -48,7 +48,7 @@ test('an hour is recomputed exactly once when it closes, and the close corrects 
   // The previous hour closes 4 s from now: it is open for the first cycles, then closes.
   const closeAt = nowS + 4;
   const closeAfterSeconds = closeAt - hourStart / 1000;
-  const agg = new Aggregator(stores.clickhouse, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), {
+  const agg = new Aggregator(stores.clickhouse, new PgTableLeases(stores.pool, { shards: SHARDS, ttlMs: 10_000 }), {
     shards: SHARDS,
     closeAfterSeconds,
     windowsPerQuery: 10,
@@ -118,7 +118,7 @@ test("a cycle reads the open hour's new batch, not the events already stored", a
     password: base.CLICKHOUSE_PASSWORD,
     clickhouse_settings: { ...pinnedSettings('server-18'), log_queries: 1 },
   });
-  const agg = new Aggregator(ch, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), {
+  const agg = new Aggregator(ch, new PgTableLeases(stores.pool, { shards: SHARDS, ttlMs: 10_000 }), {
     shards: SHARDS,
     closeAfterSeconds: 3600,
     copyHorizonSeconds: COPY_HORIZON_S,
@@ -160,7 +160,7 @@ test("a cycle reads the open hour's new batch, not the events already stored", a
 });
 
 test('an hour that loses its winning copy to a late-shipped earlier copy is recomputed', async () => {
-  const agg = new Aggregator(stores.clickhouse, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), {
+  const agg = new Aggregator(stores.clickhouse, new PgTableLeases(stores.pool, { shards: SHARDS, ttlMs: 10_000 }), {
     shards: SHARDS,
     closeAfterSeconds: 600,
     copyHorizonSeconds: COPY_HORIZON_S,

@@ -10,7 +10,7 @@ import { migrateClickHouse } from '@meterd/core/migrate';
 import { CH_MIGRATIONS_DIR } from '@meterd/core/testing';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { Aggregator } from '../src/worker/aggregator.js';
-import { PgAdvisoryLeases } from '../src/worker/leases.js';
+import { PgTableLeases } from '../src/worker/leases.js';
 import { reconcile } from '../src/reconcile/compare.js';
 import { totalsFromEventsSql } from '../src/rollups/sql.js';
 import { GRANULARITIES, type Granularity } from '../src/rollups/granularity.js';
@@ -114,7 +114,7 @@ test('004 moves a populated store: every total is unchanged and the aggregator r
   const after = Object.fromEntries(await Promise.all(GRANULARITIES.map(async (g) => [g, await totals(g)] as const)));
   assert.deepEqual(after, before, 'the raw events give the same totals after the move');
 
-  const agg = new Aggregator(ch, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), {
+  const agg = new Aggregator(ch, new PgTableLeases(stores.pool, { shards: SHARDS, ttlMs: 10_000 }), {
     shards: SHARDS,
     closeAfterSeconds: CLOSE_AFTER,
     copyHorizonSeconds: COPY_HORIZON_S,

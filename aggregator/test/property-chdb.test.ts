@@ -18,6 +18,6 @@ after(async () => {
 
 for (const seed of [11, 12]) {
   test(`random streams with duplicates, replays, late and out-of-order events (chDB, seed ${seed})`, async () => {
-    await checkProperty(chdb.client, stores.databaseUrl, seed);
+    await checkProperty(chdb.client, stores.pool, seed);
   });
 }

@@ -13,6 +13,6 @@ after(async () => {
 
 for (const seed of [1, 2, 3]) {
   test(`random streams with duplicates, replays, late and out-of-order events (18.16, seed ${seed})`, async () => {
-    await checkProperty(stores.clickhouse, stores.databaseUrl, seed);
+    await checkProperty(stores.clickhouse, stores.pool, seed);
   });
 }

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { Aggregator } from '../src/worker/aggregator.js';
-import { PgAdvisoryLeases } from '../src/worker/leases.js';
+import type { Pool } from '@meterd/core/store';
+import { PgTableLeases } from '../src/worker/leases.js';
 import { reconcile } from '../src/reconcile/compare.js';
 import {
   COPY_HORIZON_S,
@@ -23,7 +24,7 @@ const CLOSE_AFTER = 600;
  * and aggregator cycles, the rollups equal a reference computed from the distinct events alone,
  * and reconcile finds nothing. Workspace ids carry the seed so runs never see each other's rows.
  */
-export async function checkProperty(ch: ClickHouseClient, pgUrl: URL, seed: number): Promise<void> {
+export async function checkProperty(ch: ClickHouseClient, pool: Pool, seed: number): Promise<void> {
   const rand = rng(seed);
   const workspaces = [`ws_p${seed}a`, `ws_p${seed}b`, `ws_p${seed}c`];
   // 28 Jan 22:00 to ~2 Feb: crosses day and month boundaries.
@@ -35,7 +36,7 @@ export async function checkProperty(ch: ClickHouseClient, pgUrl: URL, seed: numb
     spanMs: 4 * 86_400_000,
     closeAfterSeconds: CLOSE_AFTER,
   });
-  const agg = new Aggregator(ch, new PgAdvisoryLeases(pgUrl, SHARDS), {
+  const agg = new Aggregator(ch, new PgTableLeases(pool, { shards: SHARDS, ttlMs: 10_000 }), {
     shards: SHARDS,
     closeAfterSeconds: CLOSE_AFTER,
     copyHorizonSeconds: COPY_HORIZON_S,

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { Aggregator } from '../src/worker/aggregator.js';
-import { PgAdvisoryLeases } from '../src/worker/leases.js';
+import { PgTableLeases } from '../src/worker/leases.js';
 import { COPY_HORIZON_S, catchUp, insertEvents, randomStream, rng } from './helpers.js';
 
 const CLI = fileURLToPath(new URL('../src/reconcile.js', import.meta.url));
@@ -33,7 +33,7 @@ test('reconcile CLI: 0 when rollups match, 1 and the difference when a rollup is
     closeAfterSeconds: 600,
   });
   for (const b of batches) await insertEvents(stores.clickhouse, b);
-  const agg = new Aggregator(stores.clickhouse, new PgAdvisoryLeases(stores.databaseUrl, 2), {
+  const agg = new Aggregator(stores.clickhouse, new PgTableLeases(stores.pool, { shards: 2, ttlMs: 10_000 }), {
     shards: 2,
     closeAfterSeconds: 600,
     copyHorizonSeconds: COPY_HORIZON_S,

@@ -9,7 +9,7 @@ import { createAggregatorMetrics } from '../src/metrics.js';
 import { createAggregatorServer } from '../src/http/server.js';
 import { readRollups } from '../src/rollups/read.js';
 import { Aggregator } from '../src/worker/aggregator.js';
-import { PgAdvisoryLeases } from '../src/worker/leases.js';
+import { PgTableLeases } from '../src/worker/leases.js';
 import { COPY_HORIZON_S, catchUp, insertEvents, type Ev } from './helpers.js';
 
 const SHARDS = 2;
@@ -53,7 +53,7 @@ before(async () => {
   await insertEvents(stores.clickhouse, evs.slice(0, 20), { id: 'b1', attempt: 20 });
   await insertEvents(stores.clickhouse, evs, { id: 'b1', attempt: 60 });
   await insertEvents(stores.clickhouse, evs, { id: 'b1', attempt: 60 });
-  const agg = new Aggregator(stores.clickhouse, new PgAdvisoryLeases(stores.databaseUrl, SHARDS), {
+  const agg = new Aggregator(stores.clickhouse, new PgTableLeases(stores.pool, { shards: SHARDS, ttlMs: 10_000 }), {
     shards: SHARDS,
     closeAfterSeconds: 3600,
     copyHorizonSeconds: COPY_HORIZON_S,

@@ -109,6 +109,12 @@ export const billingVars = {
   BILLING_INTERVAL_MS: int('Pause between passes (plan, then push everything pending).', 30_000, 100, 3_600_000),
   BILLING_BATCH_SIZE: int('Ledger rows claimed per batch (the stream takes at most 100 events per call).', 100, 1, 100),
   BILLING_CONCURRENCY: int('Batches pushed in parallel.', 4, 1, 64),
+  BILLING_CLAIM_LEASE_MS: int(
+    "How long a batch of ledger rows stays claimed by the replica pushing it (no transaction is held across Stripe calls). Rows of a replica that died are claimed again after it and re-sent under the same identifiers, which Stripe deduplicates. Keep it above a batch's longest push: STRIPE_TIMEOUT_MS × STRIPE_MAX_ATTEMPTS plus backoff.",
+    600_000,
+    1_000,
+    3_600_000,
+  ),
   BILLING_DEFAULT_VALUE: oneOf('Meter value of event types not in BILLING_METER_VALUES.', 'gmv_cents', VALUE_FIELDS),
   BILLING_METER_VALUES: meterValues,
   BILLING_ENSURE_METERS: bool(

@@ -139,21 +139,40 @@ export async function insertRows(c: PoolClient, rows: NewRow[]): Promise<number>
   return inserted;
 }
 
+/** Who holds a batch of claimed rows, and for how long: a token per batch, so a late outcome of a lost claim is refused. */
+export interface Claim {
+  token: string;
+  leaseMs: number;
+}
+
 /**
- * Claims due pending rows for this transaction; other replicas skip them (and get them back if we
- * crash). Due means by the database clock or by the pass's clock, whichever is later.
+ * Claims due pending rows for `claim.leaseMs`, in one statement that commits at once: no
+ * transaction stays open while Stripe is called. Other replicas skip rows under a live claim; a
+ * claim whose holder died or stalled expires and the rows are claimed again, re-sent under the same
+ * identifiers, which Stripe deduplicates. Due means by the database clock or by the pass's clock,
+ * whichever is later.
  */
-export async function claimPending(c: PoolClient, limit: number, nowS: number): Promise<PushRow[]> {
-  const { rows } = await c.query<Record<string, unknown>>(
-    `SELECT workspace_id, event_type, currency, event_name, extract(epoch FROM window_start)::bigint AS window_start, extract(epoch FROM window_end)::bigint AS window_end,
-            revision, identifier, stripe_customer_id, value_field, total::text, value::text, cancels, attempts,
-            extract(epoch FROM as_of)::bigint AS as_of, extract(epoch FROM created_at)::bigint AS planned_at
-       FROM ${PG_TABLES.billingPushes}
-      WHERE status = 'pending' AND next_attempt_at <= greatest(now(), to_timestamp($2))
-      ORDER BY next_attempt_at, identifier
-      LIMIT $1
-      FOR UPDATE SKIP LOCKED`,
-    [limit, nowS],
+export async function claimPending(pool: Pool, limit: number, nowS: number, claim: Claim): Promise<PushRow[]> {
+  const { rows } = await pool.query<Record<string, unknown>>(
+    `UPDATE ${PG_TABLES.billingPushes} p SET claimed_by = $3, lease_until = now() + make_interval(secs => $4::float8 / 1000)
+      WHERE p.identifier IN (
+        SELECT identifier FROM ${PG_TABLES.billingPushes}
+         WHERE status = 'pending' AND next_attempt_at <= greatest(now(), to_timestamp($2))
+           AND (lease_until IS NULL OR lease_until <= now())
+         ORDER BY next_attempt_at, identifier
+         LIMIT $1
+         FOR UPDATE SKIP LOCKED)
+      RETURNING workspace_id, event_type, currency, event_name, extract(epoch FROM window_start)::bigint AS window_start,
+            extract(epoch FROM window_end)::bigint AS window_end, revision, identifier, stripe_customer_id, value_field,
+            total::text, value::text, cancels, attempts, extract(epoch FROM as_of)::bigint AS as_of,
+            extract(epoch FROM created_at)::bigint AS planned_at, next_attempt_at`,
+    [limit, nowS, claim.token, claim.leaseMs],
+  );
+  // RETURNING has no ORDER BY: the batch keeps the order the rows were due in.
+  rows.sort(
+    (a, b) =>
+      (a.next_attempt_at as Date).getTime() - (b.next_attempt_at as Date).getTime() ||
+      (a.identifier as string).localeCompare(b.identifier as string),
   );
   const num = (v: unknown): number | null => (v === null ? null : Number(v));
   return rows.map((r) => ({
@@ -182,32 +201,51 @@ export type Outcome =
   | { identifier: string; status: 'retry'; error: string; delayMs: number }
   | { identifier: string; status: 'rejected' | 'unbillable'; reason: string };
 
-/** Records what happened to each claimed row; `nowS` stamps the first attempt of rows sent now. */
-export async function recordOutcomes(c: PoolClient, outcomes: Outcome[], nowS: number): Promise<void> {
+/**
+ * Records what happened to each claimed row; `nowS` stamps the first attempt of rows sent now.
+ * Only rows still pending under this claim are updated, and their claim is cleared: if the lease
+ * expired and another replica claimed them meanwhile, that replica records the outcome of its own
+ * (deduplicated) send; a row the control API marked rejected meanwhile stays rejected.
+ */
+export async function recordOutcomes(c: PoolClient, outcomes: Outcome[], nowS: number, token: string): Promise<void> {
   const first = 'first_attempt_at = COALESCE(first_attempt_at, to_timestamp($2))';
+  const mine = (tokenParam: number): string => `identifier = $1 AND status = 'pending' AND claimed_by = $${tokenParam}`;
+  const release = 'claimed_by = NULL, lease_until = NULL';
   for (const o of outcomes) {
     if (o.status === 'sent') {
       await c.query(
-        `UPDATE ${PG_TABLES.billingPushes} SET status = 'sent', via = $3, sent_at = now(), attempts = attempts + 1, stripe_response = $4, last_error = NULL, ${first} WHERE identifier = $1`,
-        [o.identifier, nowS, o.via, JSON.stringify(o.response ?? null)],
+        `UPDATE ${PG_TABLES.billingPushes} SET status = 'sent', via = $3, sent_at = now(), attempts = attempts + 1, stripe_response = $4, last_error = NULL, ${first}, ${release}
+          WHERE ${mine(5)}`,
+        [o.identifier, nowS, o.via, JSON.stringify(o.response ?? null), token],
       );
     } else if (o.status === 'failed') {
       await c.query(
-        `UPDATE ${PG_TABLES.billingPushes} SET status = 'failed', attempts = attempts + 1, last_error = $3, stripe_response = $4, ${first} WHERE identifier = $1`,
-        [o.identifier, nowS, o.error, JSON.stringify(o.response ?? null)],
+        `UPDATE ${PG_TABLES.billingPushes} SET status = 'failed', attempts = attempts + 1, last_error = $3, stripe_response = $4, ${first}, ${release}
+          WHERE ${mine(5)}`,
+        [o.identifier, nowS, o.error, JSON.stringify(o.response ?? null), token],
       );
     } else if (o.status === 'retry') {
       await c.query(
-        `UPDATE ${PG_TABLES.billingPushes} SET attempts = attempts + 1, last_error = $3, next_attempt_at = now() + ($4::int * interval '1 millisecond'), ${first} WHERE identifier = $1`,
-        [o.identifier, nowS, o.error, o.delayMs],
+        `UPDATE ${PG_TABLES.billingPushes} SET attempts = attempts + 1, last_error = $3, next_attempt_at = now() + ($4::int * interval '1 millisecond'), ${first}, ${release}
+          WHERE ${mine(5)}`,
+        [o.identifier, nowS, o.error, o.delayMs, token],
       );
     } else {
       await c.query(
-        `UPDATE ${PG_TABLES.billingPushes} SET status = $2, reason = $3, rejected_at = CASE WHEN $2 = 'rejected' THEN now() END WHERE identifier = $1`,
-        [o.identifier, o.status, o.reason],
+        `UPDATE ${PG_TABLES.billingPushes} SET status = $2, reason = $3, rejected_at = CASE WHEN $2 = 'rejected' THEN now() END, ${release}
+          WHERE ${mine(4)}`,
+        [o.identifier, o.status, o.reason, token],
       );
     }
   }
+}
+
+/** Gives a batch's rows back at once (its send failed before any outcome): the next pass claims them again. */
+export async function releaseClaim(pool: Pool, token: string): Promise<void> {
+  await pool.query(
+    `UPDATE ${PG_TABLES.billingPushes} SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = $1 AND status = 'pending'`,
+    [token],
+  );
 }
 
 /**

@@ -51,7 +51,7 @@ async function main(): Promise<number> {
     console.error(`reconcile: --from and --to must be ${cfg.BILLING_WINDOW}-aligned UTC instants with from < to`);
     return 2;
   }
-  const pool = createPool(cfg.DATABASE_URL, 2);
+  const pool = createPool(cfg.DATABASE_URL, 2, { statementTimeoutMs: cfg.DATABASE_STATEMENT_TIMEOUT_MS });
   const ch = clickHouseFromConfig(cfg);
   try {
     const source = await createUsageSource(cfg, ch);

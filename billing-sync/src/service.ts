@@ -27,7 +27,9 @@ export interface BillingSync {
  * `draining` aborted: /readyz answers 503, and a start still waiting for ClickHouse gives up.
  */
 export async function startBillingSync(cfg: BillingConfig, log: Logger, draining?: AbortSignal): Promise<BillingSync> {
-  const pool = createPool(cfg.DATABASE_URL, cfg.BILLING_CONCURRENCY + 2);
+  const pool = createPool(cfg.DATABASE_URL, cfg.BILLING_CONCURRENCY + 2, {
+    statementTimeoutMs: cfg.DATABASE_STATEMENT_TIMEOUT_MS,
+  });
   const ch = clickHouseFromConfig(cfg);
   const metrics = createBillingMetrics();
   const stripe = cfg.STRIPE_SECRET_KEY === '' ? undefined : createStripe(cfg);

@@ -70,17 +70,29 @@ export class BillingWorker {
       );
     let pushed = 0;
     if (this.sender !== undefined && this.stripe !== undefined && meters !== undefined) {
-      if (this.cfg.BILLING_ENSURE_METERS && p.eventNames.size > 0) {
-        const created = await ensureMeters(this.stripe, p.eventNames, meters);
-        if (created.length > 0) this.log.info({ event_names: created }, 'created Stripe meters');
-      }
+      if (this.cfg.BILLING_ENSURE_METERS && p.eventNames.size > 0)
+        await this.ensureLogged(this.stripe, p.eventNames, meters);
       const sender = this.sender;
+      const stripe = this.stripe;
+      let live = meters;
       pushed = await drain(
         this.pool,
-        (rows) => sender.push(rows, nowS, meters),
+        async (rows) => {
+          // With several replicas, rows are often planned (and their meters created) by another
+          // one after this pass read the meter list: a stale list must not reject them as no_meter.
+          const missing = rows.filter((r) => !live.has(r.event_name)).map((r) => r.event_name);
+          if (missing.length > 0) {
+            live = await activeMeters(stripe);
+            // A meter the other replica is creating this very moment may be created twice; Stripe's
+            // refusal fails this batch, its rows are released and the next pass finds the meter.
+            if (this.cfg.BILLING_ENSURE_METERS) await this.ensureLogged(stripe, missing, live);
+          }
+          return sender.push(rows, nowS, live);
+        },
         this.cfg.BILLING_BATCH_SIZE,
         this.cfg.BILLING_CONCURRENCY,
         nowS,
+        this.cfg.BILLING_CLAIM_LEASE_MS,
         () => this.stopped,
       );
     }
@@ -99,6 +111,11 @@ export class BillingWorker {
       rejected,
       asOf: p.asOf,
     };
+  }
+
+  private async ensureLogged(stripe: Stripe, names: Iterable<string>, known: Map<string, string>): Promise<void> {
+    const created = await ensureMeters(stripe, names, known);
+    if (created.length > 0) this.log.info({ event_names: created }, 'created Stripe meters');
   }
 
   /**

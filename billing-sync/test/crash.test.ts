@@ -12,6 +12,7 @@ import {
   stripeTotals,
   type EventRow,
   type LocalStripe,
+  waitFor,
   withStoresAndStripe,
 } from './helpers.js';
 
@@ -93,6 +94,8 @@ test('kill -9 at random moments under 5xx, timeouts and 429s: Stripe totals stil
     STRIPE_TIMEOUT_MS: '500',
     BILLING_BATCH_SIZE: '50',
     BILLING_CONCURRENCY: '3',
+    // A killed run's claims expire this fast, so the runs after it take its rows again.
+    BILLING_CLAIM_LEASE_MS: '1000',
   });
   let kills = 0;
   for (let i = 0; i < 8; i++) {
@@ -105,6 +108,12 @@ test('kill -9 at random moments under 5xx, timeouts and 429s: Stripe totals stil
   assert.ok(kills >= 6, `expected most runs killed mid-flight, got ${kills}`);
 
   await local.faults({ reset: true });
+  await waitFor("the killed runs' claims to expire", async () => {
+    const { rows: held } = await stores.pool.query<{ n: string }>(
+      `SELECT count(*)::text AS n FROM billing_pushes WHERE status = 'pending' AND lease_until > now()`,
+    );
+    return held[0]!.n === '0';
+  });
   assert.equal(await run({ ...base, BILLING_RUN_ONCE: 'true' }, undefined), 0);
   // Whether a killed run got to plan before its kill depends on the machine's speed; this does
   // not: every window has now been pushed, so late events for them must become corrections.

@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import { createLogger, type Logger } from '@meterd/core/log';
 import { Loop } from '@meterd/core/loop';
-import { createPool, createRedis } from '@meterd/core/store';
+import { createPool, createRedis, sessionUrl } from '@meterd/core/store';
 import { clickHouseFromConfig } from '@meterd/core/clickhouse';
 import { buildApp } from './app.js';
 import type { ServiceSpec } from '@meterd/core/service';
@@ -35,7 +35,7 @@ export async function startControl(
   o: { log?: Logger; driver?: ProvisionDriver; draining?: AbortSignal } = {},
 ): Promise<ControlServer> {
   const log = o.log ?? createLogger('control-api', cfg.LOG_LEVEL);
-  const pool = createPool(cfg.DATABASE_URL, 10);
+  const pool = createPool(cfg.DATABASE_URL, 10, { statementTimeoutMs: cfg.DATABASE_STATEMENT_TIMEOUT_MS });
   const redis = createRedis(cfg);
   const sub = createRedis(cfg, { enableAutoPipelining: false });
   for (const r of [redis, sub]) r.on('error', (err) => log.debug({ err }, 'redis connection error'));
@@ -61,7 +61,7 @@ export async function startControl(
   const worker = cfg.WEBHOOK_WORKER
     ? new DeliveryWorker({
         pool,
-        databaseUrl: cfg.DATABASE_URL,
+        databaseUrl: sessionUrl(cfg),
         box,
         log,
         metrics,

@@ -72,7 +72,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   const uws = loadNativeUws();
   const log = o.log ?? createLogger('ingest', cfg.LOG_LEVEL).child({ thread: o.index });
   const metrics = defineIngestMetrics(o.registry);
-  const pool: Pool = createPool(cfg.DATABASE_URL, 4);
+  const pool: Pool = createPool(cfg.DATABASE_URL, 4, { statementTimeoutMs: cfg.DATABASE_STATEMENT_TIMEOUT_MS });
   // A stalled Redis must turn into fast 503s, not requests that hang (and claims that outlive their TTL).
   const redis: Redis = createRedis(cfg, { commandTimeout: 2_000 });
   const sub: Redis = createRedis(cfg, { enableAutoPipelining: false });

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { clickHouseFromConfig } from '@meterd/core/clickhouse';
 import { loadConfig, storeVars, ConfigError } from '@meterd/core/config';
 import { migrateClickHouse, migratePostgres } from '@meterd/core/migrate';
-import { createPool } from '@meterd/core/store';
+import { createPool, sessionUrl } from '@meterd/core/store';
 import { REPO_ROOT } from './paths.js';
 
 const PG_MIGRATIONS_DIR = join(REPO_ROOT, 'infra/postgres');
@@ -12,6 +12,7 @@ const CH_MIGRATIONS_DIR = join(REPO_ROOT, 'infra/clickhouse');
 async function main(): Promise<void> {
   const cfg = loadConfig({
     DATABASE_URL: storeVars.DATABASE_URL,
+    DATABASE_SESSION_URL: storeVars.DATABASE_SESSION_URL,
     CLICKHOUSE_URL: storeVars.CLICKHOUSE_URL,
     CLICKHOUSE_DATABASE: storeVars.CLICKHOUSE_DATABASE,
     CLICKHOUSE_USER: storeVars.CLICKHOUSE_USER,
@@ -19,7 +20,8 @@ async function main(): Promise<void> {
     CLICKHOUSE_CLUSTER: storeVars.CLICKHOUSE_CLUSTER,
     CLICKHOUSE_INSERT_QUORUM: storeVars.CLICKHOUSE_INSERT_QUORUM,
   });
-  const pool = createPool(cfg.DATABASE_URL, 1);
+  // The migration lock is a session advisory lock: a direct (or session-pooled) connection.
+  const pool = createPool(sessionUrl(cfg), 1, { statementTimeoutMs: 0 });
   try {
     const pg = await migratePostgres(pool, PG_MIGRATIONS_DIR);
     console.log(`postgres: ${pg.length === 0 ? 'up to date' : `applied ${pg.join(', ')}`}`);

@@ -48,7 +48,6 @@ export class Aggregator {
   private readonly states = new Map<number, ShardState>();
   /** Records already folded in, by key, with their insert second: the look-back skips them. */
   private readonly seen = new Map<string, number>();
-  private lastUpdated = 0;
   private loop: Loop | undefined;
 
   constructor(
@@ -115,7 +114,7 @@ export class Aggregator {
         asOfMs: asOf,
       };
     });
-    await writeShardStates(this.ch, next, this.nextUpdated());
+    await writeShardStates(this.ch, next);
     for (const st of next) this.states.set(st.shard, st);
     this.remember(records);
     const windows = split.closed.length + split.open.length;
@@ -186,10 +185,5 @@ export class Aggregator {
 
   private get lookback(): number {
     return this.opts.lookbackSeconds ?? LOOKBACK_SECONDS;
-  }
-
-  private nextUpdated(): number {
-    this.lastUpdated = Math.max(Date.now(), this.lastUpdated + 1);
-    return this.lastUpdated;
   }
 }

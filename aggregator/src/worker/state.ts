@@ -32,7 +32,7 @@ export async function readShardStates(
   shards?: readonly number[],
 ): Promise<Map<number, ShardState>> {
   const where = shards === undefined ? '' : `WHERE shard IN (${shards.map((s) => lit(s)).join(', ')})`;
-  // argMax rather than FINAL: the newest write wins whether or not a merge has happened yet.
+  // argMax rather than FINAL: the newest write (highest version) wins whether or not a merge has happened yet.
   const query = `SELECT shard, argMax(seen_until, updated_ms) AS s, argMax(closed_until, updated_ms) AS c,
       argMax(closed_before, updated_ms) AS b, argMax(version, updated_ms) AS v, argMax(as_of_ms, updated_ms) AS a
     FROM ${CH_TABLES.aggregatorState} ${where} GROUP BY shard`;
@@ -57,16 +57,19 @@ export async function readShardStates(
   }
 }
 
-export async function writeShardStates(
-  ch: ClickHouseClient,
-  states: readonly ShardState[],
-  updatedMs: number,
-): Promise<void> {
+/**
+ * Appends the shards' new progress. The row's `updated_ms` (the column readers take argMax by, and
+ * the table's ReplacingMergeTree key) is the cycle's rollup version, not a wall clock: versions come
+ * from one Postgres sequence and a shard's successor always draws a higher one (leases.ts), so a
+ * former holder that writes late can never roll a shard's progress back. Sequence versions start
+ * at 10^16, above every wall-clock millisecond stored before.
+ */
+export async function writeShardStates(ch: ClickHouseClient, states: readonly ShardState[]): Promise<void> {
   if (states.length === 0) return;
   const values = states
     .map(
       (s) =>
-        `(${lit(s.shard)}, ${lit(s.seenUntil)}, ${lit(s.closedUntil)}, ${lit(s.closedBefore)}, ${lit(s.version)}, ${lit(s.asOfMs)}, ${lit(updatedMs)})`,
+        `(${lit(s.shard)}, ${lit(s.seenUntil)}, ${lit(s.closedUntil)}, ${lit(s.closedBefore)}, ${lit(s.version)}, ${lit(s.asOfMs)}, ${lit(s.version)})`,
     )
     .join(', ');
   try {

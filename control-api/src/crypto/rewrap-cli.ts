@@ -8,7 +8,7 @@ import { rewrapAll } from './rewrap.js';
 /** `npm run secrets:rewrap`: re-seals stored secrets under SECRETS_KEY (see docs/security.md, key rotation). */
 try {
   const cfg = loadControlConfig();
-  const pool = createPool(cfg.DATABASE_URL, 2);
+  const pool = createPool(cfg.DATABASE_URL, 2, { statementTimeoutMs: cfg.DATABASE_STATEMENT_TIMEOUT_MS });
   try {
     const done = await rewrapAll(pool, new SecretBox(cfg.SECRETS_KEY, cfg.SECRETS_KEYS_OLD));
     for (const [table, n] of Object.entries(done)) console.log(`${table}: ${n} re-sealed`);

@@ -22,6 +22,14 @@ export interface ProvisionRow {
 }
 const COLS = 'id, workspace_id, service, customer_id, driver, status, url, error, created_at, updated_at';
 
+/**
+ * How long a pending provision stays with the replica deploying it before another replica's
+ * resume() may take it over (the creator died mid-deploy). Above any deploy: the Kubernetes driver
+ * waits for its rollout far less. A takeover of a deploy still running is harmless (drivers are
+ * idempotent); it is only rare.
+ */
+const DEPLOY_LEASE_SECONDS = 900;
+
 /** States that hold a handler slot against the plan's quota. */
 const ACTIVE = ['pending', 'running'];
 
@@ -79,9 +87,18 @@ export class Provisioner {
       }
       try {
         const { rows } = await c.query<ProvisionRow>(
-          `INSERT INTO provisions (id, workspace_id, service, customer_id, driver, status, config_enc, host)
-           VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7) RETURNING ${COLS}`,
-          [newId('prv'), workspaceId, service, customerId, driver.name, this.box.seal(JSON.stringify(config)), host],
+          `INSERT INTO provisions (id, workspace_id, service, customer_id, driver, status, config_enc, host, deploy_lease_until)
+           VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, now() + make_interval(secs => $8)) RETURNING ${COLS}`,
+          [
+            newId('prv'),
+            workspaceId,
+            service,
+            customerId,
+            driver.name,
+            this.box.seal(JSON.stringify(config)),
+            host,
+            DEPLOY_LEASE_SECONDS,
+          ],
         );
         return rows[0]!;
       } catch (err) {
@@ -136,12 +153,18 @@ export class Provisioner {
     return rows[0]!;
   }
 
-  /** Deploys left pending by a previous process (it died before the outcome was written). */
+  /**
+   * Deploys left pending by a process that died before the outcome was written. With several
+   * replicas, one that starts while another is still deploying must not deploy the same provision:
+   * only provisions whose deploy lease ran out are taken, and taking one renews its lease.
+   */
   async resume(): Promise<void> {
     if (this.driver === null) return;
     const { rows } = await this.pool.query<{ id: string }>(
-      `SELECT id FROM provisions WHERE status = 'pending' AND driver = $1`,
-      [this.driver.name],
+      `UPDATE provisions SET deploy_lease_until = now() + make_interval(secs => $2)
+        WHERE status = 'pending' AND driver = $1 AND (deploy_lease_until IS NULL OR deploy_lease_until <= now())
+        RETURNING id`,
+      [this.driver.name, DEPLOY_LEASE_SECONDS],
     );
     for (const r of rows) this.track(this.run(r.id));
   }

@@ -16,6 +16,7 @@ export const DISABLE_AFTER_EXHAUSTED = 5;
 
 export interface WorkerOptions {
   pool: Pool;
+  /** Where the LISTEN connection goes: a server session (DATABASE_SESSION_URL), not PgBouncer's transaction mode. */
   databaseUrl: URL;
   box: SecretBox;
   log: Logger;
@@ -98,7 +99,8 @@ export class DeliveryWorker {
 
   private async listen(): Promise<void> {
     if (this.stopped) return;
-    const c = new pg.Client({ connectionString: this.o.databaseUrl.toString() });
+    // keepAlive: a LISTEN connection only ever reads; without it a silently dropped one would wait forever.
+    const c = new pg.Client({ connectionString: this.o.databaseUrl.toString(), keepAlive: true });
     c.on('error', (err) => {
       this.o.log.warn({ err }, 'outbox LISTEN connection lost; polling until it is back');
       this.listener = undefined;

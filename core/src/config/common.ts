@@ -1,4 +1,4 @@
-import { str, int, url, oneOf, hostPortList } from './env.js';
+import { str, int, url, oneOf, optionalUrl, hostPortList } from './env.js';
 import { DEFAULT_REDIS_KEY_PREFIX } from '../contracts/redis-keys.js';
 
 /** Variables every service reads: where the stores are, and logging. */
@@ -8,6 +8,17 @@ export const storeVars = {
     'postgres://postgres@127.0.0.1:5432/meterd',
     ['postgres:', 'postgresql:'],
     true,
+  ),
+  DATABASE_SESSION_URL: optionalUrl(
+    "Postgres URL for the work that needs one server session: migrations (advisory lock) and the control API's outbox LISTEN. Set it to the direct (or session-pooled) address when DATABASE_URL goes through PgBouncer in transaction mode. Empty: DATABASE_URL.",
+    ['postgres:', 'postgresql:'],
+    true,
+  ),
+  DATABASE_STATEMENT_TIMEOUT_MS: int(
+    'Longest a Postgres statement may run (ms); 0 turns the limit off. Set per transaction (SET LOCAL statement_timeout) and as a client-side timeout slightly above it on every query, so it holds through PgBouncer in transaction mode too. Migrations run without it.',
+    30_000,
+    0,
+    3_600_000,
   ),
   REDIS_URL: url(
     'Redis URL (dedupe claims, quota counters, key-revocation pub/sub).',
@@ -67,7 +78,7 @@ export const authVars = {
 /** The aggregator's shard count (core's shardSql): whoever reads per-shard progress must use the same value. */
 export const aggregatorShardsVar = {
   AGGREGATOR_SHARDS: int(
-    "Workspace shards of the aggregator, leased between its replicas (Postgres advisory locks). billing-sync (BILLING_USAGE_SOURCE=rollups: windows close once every shard has reported progress past them) and the control API's dashboard (a workspace's freshness) read per-shard progress, so every service must use the aggregator's value.",
+    "Workspace shards of the aggregator, split evenly between the live replicas by leases in Postgres (AGGREGATOR_LEASE_TTL_MS). billing-sync (BILLING_USAGE_SOURCE=rollups: windows close once every shard has reported progress past them) and the control API's dashboard (a workspace's freshness) read per-shard progress, so every service must use the aggregator's value.",
     16,
     1,
     4096,

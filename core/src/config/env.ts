@@ -105,6 +105,12 @@ export const url = (doc: string, def: string, protocols: readonly string[], secr
   },
 });
 
+/** Like url(), but empty (the default) means "not set": the caller falls back to another setting. */
+export const optionalUrl = (doc: string, protocols: readonly string[], secret = false): VarSpec<URL | null> => {
+  const inner = url(doc, 'postgres://host/db', protocols, secret);
+  return { doc, default: '', secret, parse: (s) => (s === '' ? null : inner.parse(s)) };
+};
+
 /** The non-empty, trimmed items of a comma-separated setting. */
 export function commaSeparated(s: string): string[] {
   return s

@@ -6,6 +6,7 @@ export {
   bool,
   oneOf,
   url,
+  optionalUrl,
   addressList,
   commaSeparated,
   hostPortList,

@@ -22,4 +22,8 @@ export const PG_TABLES = {
   apiKeys: 'api_keys',
   /** Billing-sync's ledger of meter events sent to Stripe; the control API marks rows Stripe reported. */
   billingPushes: 'billing_pushes',
+  /** Aggregator replicas' heartbeats (008): the live ones share the shards. */
+  aggregatorReplicas: 'aggregator_replicas',
+  /** Aggregator shard leases with their epoch (008). */
+  aggregatorShardLeases: 'aggregator_shard_leases',
 } as const;

@@ -1,4 +1,13 @@
-export { createPool, pgHealthy, inTransaction, type Pool, type PoolClient } from './postgres.js';
+export {
+  createPool,
+  pgHealthy,
+  inTransaction,
+  sessionUrl,
+  DEFAULT_STATEMENT_TIMEOUT_MS,
+  type Pool,
+  type PoolClient,
+  type PoolOptions,
+} from './postgres.js';
 export {
   createRedis,
   redisHealthy,
