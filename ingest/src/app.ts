@@ -1,10 +1,16 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Authenticator } from '@meterd/core/auth';
-import { clickHouseFromConfig, createBatchRecorder, type RecordBatch } from '@meterd/core/clickhouse';
-import { dedupeShippedKey } from '@meterd/core/contracts';
+import {
+  clickHouseFromConfig,
+  createBatchRecorder,
+  createRawInserter,
+  eventRowsToRowBinary,
+  EVENT_ROW_BINARY_COLUMNS,
+  type RecordBatch,
+} from '@meterd/core/clickhouse';
+import { CH_TABLES, dedupeShippedKey } from '@meterd/core/contracts';
 import { errorBody } from '@meterd/core/errors';
 import { createLogger, type Logger } from '@meterd/core/log';
 import { Loop } from '@meterd/core/loop';
@@ -31,6 +37,8 @@ import { SpoolWriter, type Spool } from './spool/writer.js';
 import { SpoolShipper, type InsertRows } from './spool/shipper.js';
 import { createEventsInserter } from './spool/row-binary.js';
 import { Pipeline } from './pipeline.js';
+import { ClickHouseAck } from './ack-clickhouse.js';
+import { ingestInstance } from './spool/identity.js';
 import { recommitUnshipped } from './dedupe/recommit.js';
 import { unshippedLines } from './spool/unshipped.js';
 import { MeterRoutes } from './http/meter.js';
@@ -112,8 +120,13 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     log,
     record,
   });
+  const instance = ingestInstance(cfg);
   const spool = o.wrapSpool ? o.wrapSpool(writer) : writer;
-  const guarded = new SpoolLimit(spool, shipper, cfg.SPOOL_MAX_BYTES);
+  // INGEST_ACK=clickhouse: the spool above only ships what an earlier INGEST_ACK=spool run left.
+  const accept: Spool =
+    cfg.INGEST_ACK === 'clickhouse'
+      ? ackInClickHouse(cfg, target, record, `${instance}:t${o.index}:${randomBytes(4).toString('hex')}`)
+      : new SpoolLimit(spool, shipper, cfg.SPOOL_MAX_BYTES);
   const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: 2_000 });
   const storedRows = new ClickHouseStoredRows(ch);
   const markSpool = () => {
@@ -132,7 +145,8 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   });
   const shippedMarks = new ShippedMarks(redis, {
     key: dedupeShippedKey(o.redisPrefix ?? cfg.REDIS_KEY_PREFIX),
-    id: `${hostname()}:${process.pid}:${o.index}:${randomBytes(4).toString('hex')}`,
+    // Prefixed by the instance: `npm run spool:lost` finds a lost volume's marks by it (spool/identity-lost.ts).
+    id: `${instance}:${process.pid}:${o.index}:${randomBytes(4).toString('hex')}`,
     markSpool,
     hotSeconds: cfg.DEDUPE_HOT_SECONDS,
     intervalMs: 1_000,
@@ -143,7 +157,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     storedRows,
     recovery,
     shippedMarks,
-    guarded,
+    accept,
     metrics,
     log,
     cfg.DEDUPE_PENDING_TTL_MS / 2,
@@ -243,6 +257,26 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
       (app as TemplatedApp & { close(): void }).close();
     },
   };
+}
+
+/**
+ * The accept path of INGEST_ACK=clickhouse (ack-clickhouse.ts): the same RowBinary insert as the
+ * shipper's, bounded by half the pending-claim TTL so that a slow insert is answered 503 (and its
+ * claims released) before a retry could claim the same keys.
+ */
+function ackInClickHouse(
+  cfg: IngestConfig,
+  target: { url: URL; database: string; user: string; password: string },
+  record: RecordBatch | undefined,
+  batchPrefix: string,
+): Spool {
+  const post = createRawInserter(
+    { ...target, timeoutMs: cfg.DEDUPE_PENDING_TTL_MS / 2 },
+    CH_TABLES.events,
+    EVENT_ROW_BINARY_COLUMNS,
+    'RowBinary',
+  );
+  return new ClickHouseAck((rows) => post(eventRowsToRowBinary(rows)), record, batchPrefix);
 }
 
 /** Ships a dead thread's spool to the end, then deletes the folder. */
