@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { EventRow } from '@meterd/core/clickhouse';
+import type { BatchRecord, EventRow } from '@meterd/core/clickhouse';
 import { ClickHouseAck } from './ack-clickhouse.js';
 
 const line = (key: string) =>
@@ -48,4 +48,38 @@ test('one insert in flight; groups that arrive meanwhile share the next one; eac
   calls[2]!.finish();
   await tick();
   assert.deepEqual(done.at(-1), 'e:ok');
+});
+
+test("a group's batch record overlaps the next group's insert, and its 202 waits for its own record", async () => {
+  const { calls, insert } = gatedInsert();
+  const records: { ids: string[]; finish: () => void }[] = [];
+  const record = (rec: BatchRecord) =>
+    new Promise<void>((resolve) => records.push({ ids: [rec.windows[0]!.batch_id], finish: resolve }));
+  const ack = new ClickHouseAck(insert, record, 'p');
+  const done: string[] = [];
+  const append = (k: string) => ack.append(line(k), 1, (err) => done.push(`${k}:${err ? 'err' : 'ok'}`));
+  append('a');
+  await tick();
+  calls[0]!.finish();
+  append('b');
+  await tick();
+  await tick();
+  assert.equal(calls.length, 2, "b's insert runs while a's record is written");
+  assert.equal(records.length, 1);
+  assert.deepEqual(done, [], 'a waits for its record');
+  calls[1]!.finish();
+  await tick();
+  assert.equal(records.length, 1, "b's record waits for a's (records stay in order)");
+  records[0]!.finish();
+  await tick();
+  await tick();
+  assert.deepEqual(done, ['a:ok']);
+  assert.deepEqual(
+    records.map((r) => r.ids[0]),
+    ['p:0', 'p:1'],
+  );
+  records[1]!.finish();
+  await tick();
+  await tick();
+  assert.deepEqual(done, ['a:ok', 'b:ok']);
 });

@@ -125,7 +125,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   // INGEST_ACK=clickhouse: the spool above only ships what an earlier INGEST_ACK=spool run left.
   const accept: Spool =
     cfg.INGEST_ACK === 'clickhouse'
-      ? ackInClickHouse(cfg, target, record, `${instance}:t${o.index}:${randomBytes(4).toString('hex')}`)
+      ? ackInClickHouse(cfg, target, record, `${instance}:t${o.index}:${randomBytes(4).toString('hex')}`, metrics)
       : new SpoolLimit(spool, shipper, cfg.SPOOL_MAX_BYTES);
   const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: 2_000 });
   const storedRows = new ClickHouseStoredRows(ch);
@@ -269,6 +269,7 @@ function ackInClickHouse(
   target: { url: URL; database: string; user: string; password: string },
   record: RecordBatch | undefined,
   batchPrefix: string,
+  metrics: IngestMetrics,
 ): Spool {
   const post = createRawInserter(
     { ...target, timeoutMs: cfg.DEDUPE_PENDING_TTL_MS / 2 },
@@ -276,7 +277,11 @@ function ackInClickHouse(
     EVENT_ROW_BINARY_COLUMNS,
     'RowBinary',
   );
-  return new ClickHouseAck((rows) => post(eventRowsToRowBinary(rows)), record, batchPrefix);
+  return new ClickHouseAck((rows) => post(eventRowsToRowBinary(rows)), record, batchPrefix, {
+    commitSeconds: metrics.commitSeconds,
+    insertSeconds: metrics.shipSeconds,
+    insertedRows: metrics.shippedRows,
+  });
 }
 
 /** Ships a dead thread's spool to the end, then deletes the folder. */
