@@ -260,9 +260,10 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
 }
 
 /**
- * The accept path of INGEST_ACK=clickhouse (ack-clickhouse.ts): the same RowBinary insert as the
- * shipper's, bounded by half the pending-claim TTL so that a slow insert is answered 503 (and its
- * claims released) before a retry could claim the same keys.
+ * The accept path of INGEST_ACK=clickhouse (ack-clickhouse.ts): the same RowBinary insert and batch
+ * record as the shipper's (`record` is left out where tests replace the insert), each bounded by
+ * half the pending-claim TTL so that a slow insert is answered 503 (and its claims released)
+ * rather than outliving the claims.
  */
 function ackInClickHouse(
   cfg: IngestConfig,
@@ -271,13 +272,10 @@ function ackInClickHouse(
   batchPrefix: string,
   metrics: IngestMetrics,
 ): Spool {
-  const post = createRawInserter(
-    { ...target, timeoutMs: cfg.DEDUPE_PENDING_TTL_MS / 2 },
-    CH_TABLES.events,
-    EVENT_ROW_BINARY_COLUMNS,
-    'RowBinary',
-  );
-  return new ClickHouseAck((rows) => post(eventRowsToRowBinary(rows)), record, batchPrefix, {
+  const bounded = { ...target, timeoutMs: cfg.DEDUPE_PENDING_TTL_MS / 2 };
+  const post = createRawInserter(bounded, CH_TABLES.events, EVENT_ROW_BINARY_COLUMNS, 'RowBinary');
+  const ackRecord = record === undefined ? undefined : createBatchRecorder(bounded);
+  return new ClickHouseAck((rows) => post(eventRowsToRowBinary(rows)), ackRecord, batchPrefix, {
     commitSeconds: metrics.commitSeconds,
     insertSeconds: metrics.shipSeconds,
     insertedRows: metrics.shippedRows,
