@@ -50,11 +50,13 @@ test('one insert in flight; groups that arrive meanwhile share the next one; eac
   assert.deepEqual(done.at(-1), 'e:ok');
 });
 
-test("a group's batch record overlaps the next group's insert, and its 202 waits for its own record", async () => {
+test('batch records overlap the next inserts; inserts that finish meanwhile share the next record; each 202 waits for its own record', async () => {
   const { calls, insert } = gatedInsert();
-  const records: { ids: string[]; finish: () => void }[] = [];
+  const records: { ids: string[]; keys: number; finish: () => void }[] = [];
   const record = (rec: BatchRecord) =>
-    new Promise<void>((resolve) => records.push({ ids: [rec.windows[0]!.batch_id], finish: resolve }));
+    new Promise<void>((resolve) =>
+      records.push({ ids: [rec.windows[0]!.batch_id], keys: rec.partials[0]!.events, finish: resolve }),
+    );
   const ack = new ClickHouseAck(insert, record, 'p');
   const done: string[] = [];
   const append = (k: string) => ack.append(line(k), 1, (err) => done.push(`${k}:${err ? 'err' : 'ok'}`));
@@ -68,18 +70,25 @@ test("a group's batch record overlaps the next group's insert, and its 202 waits
   assert.equal(records.length, 1);
   assert.deepEqual(done, [], 'a waits for its record');
   calls[1]!.finish();
+  append('c');
   await tick();
-  assert.equal(records.length, 1, "b's record waits for a's (records stay in order)");
+  await tick();
+  calls[2]!.finish();
+  await tick();
+  assert.equal(records.length, 1, 'one record in flight at a time');
   records[0]!.finish();
   await tick();
-  await tick();
   assert.deepEqual(done, ['a:ok']);
+  assert.equal(records.length, 2);
   assert.deepEqual(
-    records.map((r) => r.ids[0]),
-    ['p:0', 'p:1'],
+    records.map((r) => [r.ids[0], r.keys]),
+    [
+      ['p:0', 1],
+      ['p:1', 2],
+    ],
+    'b and c, inserted while a was recorded, share one record',
   );
   records[1]!.finish();
   await tick();
-  await tick();
-  assert.deepEqual(done, ['a:ok', 'b:ok']);
+  assert.deepEqual(done, ['a:ok', 'b:ok', 'c:ok']);
 });

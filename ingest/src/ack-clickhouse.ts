@@ -21,21 +21,23 @@ export interface AckMetrics {
  * groups' dedupe keys after the insert and releases them if it failed, exactly as after a spool
  * write.
  *
- * Group commit, as the spool's: one events insert is in flight at a time, and every group that
- * arrives meanwhile goes into the next one, so inserts per second stay near 1 / insert latency
- * however many requests come (ClickHouse wants few, large inserts: each makes a part). Each insert
- * is then recorded for the aggregator like a shipped spool batch, under its own batch id, before
- * its 202; that record overlaps the next events insert (records stay in insert order), as the
- * spool's fdatasync overlaps the next write.
+ * Two stages, each a group commit with one call in flight, as the spool's write and fdatasync:
+ * the events insert takes every group that arrived while the previous insert ran (inserts per
+ * second stay near 1 / insert latency however many requests come: ClickHouse wants few, large
+ * inserts, each makes a part); then the aggregator's batch record, the same as a shipped spool
+ * batch's, takes every insert that finished while the previous record was written (a record is
+ * two small inserts, slower than the events insert under load). A group is answered after its
+ * record: a window the aggregator never hears of would stay unrolled.
  */
 export class ClickHouseAck implements Spool {
   private lines: string[] = [];
   private callbacks: AppendCallback[] = [];
   private scheduled = false;
   private inserting = false;
+  /** Inserted, waiting for the batch record in flight to finish. */
+  private inserted: { rows: EventRow[]; callbacks: AppendCallback[]; started: number }[] = [];
+  private recording = false;
   private seq = 0;
-  /** The last batch record written or being written: the next one starts after it. */
-  private recorded: Promise<unknown> = Promise.resolve();
 
   constructor(
     private readonly insert: InsertEvents,
@@ -68,39 +70,72 @@ export class ClickHouseAck implements Spool {
     this.callbacks = [];
     this.inserting = true;
     const started = performance.now();
-    this.write(data, started).then(
-      () => this.settle(callbacks, null, started),
-      (err: unknown) => this.settle(callbacks, err instanceof Error ? err : new Error(String(err)), started),
+    let rows: EventRow[];
+    try {
+      rows = parseLines(data);
+    } catch (err) {
+      this.inserting = false;
+      return settle(callbacks, err);
+    }
+    this.insert(rows).then(
+      () => {
+        this.inserting = false;
+        this.kick();
+        this.metrics.insertSeconds?.observe((performance.now() - started) / 1000);
+        this.metrics.insertedRows?.inc(rows.length);
+        this.inserted.push({ rows, callbacks, started });
+        this.recordNext();
+      },
+      (err: unknown) => {
+        this.inserting = false;
+        this.kick();
+        settle(callbacks, err);
+      },
     );
   }
 
-  private settle(callbacks: AppendCallback[], err: Error | null, started: number): void {
-    if (err === null) this.metrics.commitSeconds?.observe((performance.now() - started) / 1000);
-    for (const cb of callbacks) cb(err);
+  private recordNext(): void {
+    if (this.recording || this.inserted.length === 0) return;
+    const done = this.inserted;
+    this.inserted = [];
+    const answer = (err: unknown): void => {
+      const now = performance.now();
+      for (const d of done) {
+        if (err === null) this.metrics.commitSeconds?.observe((now - d.started) / 1000);
+        settle(d.callbacks, err);
+      }
+    };
+    if (this.record === undefined) return answer(null);
+    this.recording = true;
+    this.record(batchRecord(`${this.batchPrefix}:${this.seq++}`, 1, rowsOf(done))).then(
+      () => this.recorded(answer, null),
+      (err: unknown) => this.recorded(answer, err),
+    );
   }
 
-  private async write(data: string, started: number): Promise<void> {
-    // Parsed once for both the insert (RowBinary) and the aggregator's batch record.
-    const rows: EventRow[] = [];
-    for (let start = 0; start < data.length;) {
-      const nl = data.indexOf('\n', start);
-      rows.push(JSON.parse(data.slice(start, nl)) as EventRow);
-      start = nl + 1;
-    }
-    try {
-      await this.insert(rows);
-    } finally {
-      // The next groups' insert may start now, whatever came of this one.
-      this.inserting = false;
-      this.kick();
-    }
-    this.metrics.insertSeconds?.observe((performance.now() - started) / 1000);
-    this.metrics.insertedRows?.inc(rows.length);
-    if (this.record === undefined) return;
-    // Before the 202: a window the aggregator never hears of would stay unrolled.
-    const id = `${this.batchPrefix}:${this.seq++}`;
-    const mine = this.recorded.catch(() => {}).then(() => this.record!(batchRecord(id, 1, rows)));
-    this.recorded = mine;
-    await mine;
+  private recorded(answer: (err: unknown) => void, err: unknown): void {
+    this.recording = false;
+    answer(err);
+    this.recordNext();
   }
+}
+
+function settle(callbacks: AppendCallback[], err: unknown): void {
+  const e = err === null ? null : err instanceof Error ? err : new Error(String(err));
+  for (const cb of callbacks) cb(e);
+}
+
+/** Spool lines (one JSONEachRow row each), parsed once for both the insert and the batch record. */
+function parseLines(data: string): EventRow[] {
+  const rows: EventRow[] = [];
+  for (let start = 0; start < data.length;) {
+    const nl = data.indexOf('\n', start);
+    rows.push(JSON.parse(data.slice(start, nl)) as EventRow);
+    start = nl + 1;
+  }
+  return rows;
+}
+
+function* rowsOf(groups: { rows: EventRow[] }[]): Generator<EventRow> {
+  for (const g of groups) yield* g.rows;
 }
