@@ -55,7 +55,8 @@ function startThreads(cfg: IngestConfig, { log, draining, env }: ServiceContext,
   let stopping = false;
   let reported = false;
   let failed = false;
-  /** Unshipped spool bytes each thread reported when it drained. */
+  /** Threads that drained, and the unshipped spool bytes they reported. */
+  let drained = 0;
   let leftBytes = 0;
   let ended: () => void = () => {};
   const allEnded = new Promise<void>((r) => (ended = r));
@@ -86,6 +87,7 @@ function startThreads(cfg: IngestConfig, { log, draining, env }: ServiceContext,
         process.exit(70); // EX_SOFTWARE: the supervisor restarts us; the spool is replayed at start
       } else if (m.type === 'drained') {
         // The thread closed every socket and ends by itself; 'exit' below counts it out.
+        drained++;
         leftBytes += m.unshippedBytes ?? 0;
         log.info({ thread: index }, 'ingest thread drained');
       }
@@ -117,7 +119,9 @@ function startThreads(cfg: IngestConfig, { log, draining, env }: ServiceContext,
       if (workers.size > 0) await allEnded;
       if (failed) throw new Error('an ingest thread failed while draining');
       // Every row this volume acknowledged is in ClickHouse: losing the volume now loses nothing.
-      if (leftBytes === 0 && adopt.every((dir) => !existsSync(dir))) {
+      // (A thread waiting to be restarted never drained: its spool may still hold rows.)
+      const shippedAll = drained === cfg.INGEST_THREADS && leftBytes === 0;
+      if (shippedAll && adopt.every((dir) => !existsSync(dir))) {
         const pool = createPool(cfg.DATABASE_URL, 1);
         await markSpoolClosed(pool, ingestInstance(cfg), identity.spool_id).finally(() => pool.end());
       }
