@@ -11,6 +11,7 @@ const COMMANDS = {
   reconcile: 'aggregator/dist/src/reconcile.js',
   'reconcile-stripe': 'billing-sync/dist/src/reconcile-cli.js',
   'secrets-rewrap': 'control-api/dist/src/crypto/rewrap-cli.js',
+  'spool-lost': 'ingest/dist/src/spool/identity-cli.js',
 };
 
 const [command, ...args] = process.argv.slice(2);

@@ -1,10 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
-import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Authenticator } from '@meterd/core/auth';
-import { clickHouseFromConfig, clusterSettings, createBatchRecorder, type RecordBatch } from '@meterd/core/clickhouse';
-import { dedupeShippedKey } from '@meterd/core/contracts';
+import {
+  clickHouseFromConfig,
+  clusterSettings,
+  createBatchRecorder,
+  createRawInserter,
+  eventRowsToRowBinary,
+  EVENT_ROW_BINARY_COLUMNS,
+  type RawInsertTarget,
+  type RecordBatch,
+} from '@meterd/core/clickhouse';
+import { CH_TABLES, dedupeShippedKey } from '@meterd/core/contracts';
 import { errorBody } from '@meterd/core/errors';
 import { createLogger, type Logger } from '@meterd/core/log';
 import { Loop } from '@meterd/core/loop';
@@ -31,6 +39,8 @@ import { SpoolWriter, type Spool } from './spool/writer.js';
 import { SpoolShipper, type InsertRows } from './spool/shipper.js';
 import { createEventsInserter } from './spool/row-binary.js';
 import { Pipeline } from './pipeline.js';
+import { ClickHouseAck } from './ack-clickhouse.js';
+import { ingestInstance } from './spool/identity.js';
 import { recommitUnshipped } from './dedupe/recommit.js';
 import { unshippedLines } from './spool/unshipped.js';
 import { MeterRoutes } from './http/meter.js';
@@ -115,8 +125,13 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     log,
     record,
   });
+  const instance = ingestInstance(cfg);
   const spool = o.wrapSpool ? o.wrapSpool(writer) : writer;
-  const guarded = new SpoolLimit(spool, shipper, cfg.SPOOL_MAX_BYTES);
+  // INGEST_ACK=clickhouse: the spool above only ships what an earlier INGEST_ACK=spool run left.
+  const accept: Spool =
+    cfg.INGEST_ACK === 'clickhouse'
+      ? ackInClickHouse(cfg, target, record, `${instance}:t${o.index}:${randomBytes(4).toString('hex')}`, metrics)
+      : new SpoolLimit(spool, shipper, cfg.SPOOL_MAX_BYTES);
   const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: 2_000 });
   const storedRows = new ClickHouseStoredRows(ch);
   const markSpool = () => {
@@ -135,7 +150,8 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   });
   const shippedMarks = new ShippedMarks(redis, {
     key: dedupeShippedKey(o.redisPrefix ?? cfg.REDIS_KEY_PREFIX),
-    id: `${hostname()}:${process.pid}:${o.index}:${randomBytes(4).toString('hex')}`,
+    // Prefixed by the instance: `npm run spool:lost` finds a lost volume's marks by it (spool/identity-lost.ts).
+    id: `${instance}:${process.pid}:${o.index}:${randomBytes(4).toString('hex')}`,
     markSpool,
     hotSeconds: cfg.DEDUPE_HOT_SECONDS,
     intervalMs: 1_000,
@@ -146,7 +162,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     storedRows,
     recovery,
     shippedMarks,
-    guarded,
+    accept,
     metrics,
     log,
     cfg.DEDUPE_PENDING_TTL_MS / 2,
@@ -246,6 +262,29 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
       (app as TemplatedApp & { close(): void }).close();
     },
   };
+}
+
+/**
+ * The accept path of INGEST_ACK=clickhouse (ack-clickhouse.ts): the same RowBinary insert and batch
+ * record as the shipper's (`record` is left out where tests replace the insert), each bounded by
+ * half the pending-claim TTL so that a slow insert is answered 503 (and its claims released)
+ * rather than outliving the claims.
+ */
+function ackInClickHouse(
+  cfg: IngestConfig,
+  target: RawInsertTarget,
+  record: RecordBatch | undefined,
+  batchPrefix: string,
+  metrics: IngestMetrics,
+): Spool {
+  const bounded = { ...target, timeoutMs: cfg.DEDUPE_PENDING_TTL_MS / 2 };
+  const post = createRawInserter(bounded, CH_TABLES.events, EVENT_ROW_BINARY_COLUMNS, 'RowBinary');
+  const ackRecord = record === undefined ? undefined : createBatchRecorder(bounded);
+  return new ClickHouseAck((rows) => post(eventRowsToRowBinary(rows)), ackRecord, batchPrefix, {
+    commitSeconds: metrics.commitSeconds,
+    insertSeconds: metrics.shipSeconds,
+    insertedRows: metrics.shippedRows,
+  });
 }
 
 /** Ships a dead thread's spool to the end, then deletes the folder. */

@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import {
   addressList,
+  bool,
   authVars,
   loadConfig,
   redisKeyPrefixVar,
@@ -30,6 +31,24 @@ export const ingestVars = {
   },
   ...authVars,
   SPOOL_DIR: str('Folder of the write-ahead spool (one sub-folder per thread). Must be on durable storage.', '.spool'),
+  INGEST_INSTANCE: {
+    doc: "This ingest's stable name: its spool is registered under it in Postgres (`ingest_spools`) and its threads' shipped-through marks in Redis start with it. Set it to the StatefulSet pod name (infra/k8s does, `meterd-ingest-0`); two processes running at once must not share it. Default: the host name and a hash of SPOOL_DIR's absolute path, so several local processes with their own spools never collide.",
+    default: '',
+    parse: (s: string): string => {
+      if (s !== '' && !/^[A-Za-z0-9._-]{1,128}$/.test(s))
+        throw new Error('must be 1-128 letters, digits, `.`, `_` or `-`');
+      return s;
+    },
+  },
+  INGEST_ACK: oneOf(
+    'When a 202 is sent. `spool` (default): after the rows are durable in the local write-ahead spool (SPOOL_FSYNC), which ships them to ClickHouse later; needs a disk that outlives the process. `clickhouse`: after the rows of the group commit are inserted into ClickHouse (one insert at a time, gathering every request that arrived meanwhile); for ephemeral disks, where a lost volume must lose nothing. See docs/deploy.md.',
+    'spool',
+    ['spool', 'clickhouse'] as const,
+  ),
+  SPOOL_ACCEPT_LOST_VOLUME: bool(
+    "`true`: start on an empty spool even though Postgres says this instance's previous spool may have held unshipped rows (its volume was lost or replaced). Prefer `npm run spool:lost -- --instance <name>`, which accounts for the lost rows and lets their retries be stored before it clears the refusal (docs/deploy.md).",
+    false,
+  ),
   SPOOL_FSYNC: oneOf(
     'When a 202 is sent. `always`: after an fdatasync covering the event (pipelined group commit); survives power loss. `interval`: after the write reaches the kernel, with an fdatasync every SPOOL_FSYNC_INTERVAL_MS; survives kill -9 of ingest, a power loss may lose the last interval. `never`: no fdatasync (benchmarks on throwaway disks only). See docs/architecture.md.',
     'always',

@@ -44,7 +44,10 @@ export function defineIngestMetrics(reg: MetricsRegistry) {
       INGEST_METRICS.spoolRows,
       'Spool rows written durably but not yet in ClickHouse (buffer depth).',
     ),
-    shippedRows: reg.counter(INGEST_METRICS.shippedRows, 'Rows inserted into ClickHouse from the spool.'),
+    shippedRows: reg.counter(
+      INGEST_METRICS.shippedRows,
+      'Rows inserted into ClickHouse from the spool (with INGEST_ACK=clickhouse: before their 202).',
+    ),
     quarantinedRows: reg.counter(
       INGEST_METRICS.quarantinedRows,
       'Spool rows ClickHouse refused for their content (parse errors), moved to SPOOL_DIR/t<i>/quarantine/ instead of blocking shipping.',
@@ -52,12 +55,12 @@ export function defineIngestMetrics(reg: MetricsRegistry) {
     shipFailures: reg.counter(INGEST_METRICS.shipFailures, 'Failed ClickHouse inserts (retried with backoff).'),
     shipSeconds: reg.histogram(
       INGEST_METRICS.shipSeconds,
-      'Time of one ClickHouse insert of a spool batch.',
+      "Time of one ClickHouse insert of a spool batch (with INGEST_ACK=clickhouse: of a group commit's rows).",
       [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     ),
     commitSeconds: reg.histogram(
       INGEST_METRICS.commitSeconds,
-      "From a group's write to its acknowledgement (write, plus the fdatasync that covers it when SPOOL_FSYNC=always).",
+      "From a group's write to its acknowledgement (write, plus the fdatasync that covers it when SPOOL_FSYNC=always; with INGEST_ACK=clickhouse, the insert and its batch record).",
       [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
     ),
   } satisfies Record<string, Counter | Gauge | Histogram | Record<string, Counter>>;

@@ -2,9 +2,12 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { MetricsRegistry } from '@meterd/core/metrics';
+import type { Logger } from '@meterd/core/log';
 import type { Service, ServiceContext, ServiceSpec } from '@meterd/core/service';
+import { createPool } from '@meterd/core/store';
 import { loadIngestConfig, type IngestConfig } from './config.js';
 import { loadNativeUws } from './native.js';
+import { checkSpoolIdentity, ingestInstance, markSpoolClosed, type SpoolIdentity } from './spool/identity.js';
 
 /**
  * Ingest's process: INGEST_THREADS uWS threads share one port (SO_REUSEPORT, uWS's default on
@@ -20,16 +23,41 @@ export const ingestService: ServiceSpec<IngestConfig> = {
     loadNativeUws(); // a missing native build is a start-up refusal like a bad setting
     return cfg;
   },
-  start: async (cfg, ctx) => startThreads(cfg, ctx),
+  start: async (cfg, ctx) => startThreads(cfg, ctx, await checkSpool(cfg, ctx.log)),
   drainMs: 20_000,
 };
 
-function startThreads(cfg: IngestConfig, { log, draining, env }: ServiceContext): Service {
+/** Refuses to start on a replaced spool volume that may have lost acknowledged rows (spool/identity.ts). */
+async function checkSpool(cfg: IngestConfig, log: Logger): Promise<SpoolIdentity> {
+  const pool = createPool(cfg.DATABASE_URL, 1);
+  try {
+    const { identity, outcome } = await checkSpoolIdentity({
+      pool,
+      dir: resolve(cfg.SPOOL_DIR),
+      instance: ingestInstance(cfg),
+      register: cfg.INGEST_ACK === 'spool',
+      acceptLost: cfg.SPOOL_ACCEPT_LOST_VOLUME,
+    });
+    if (outcome === 'accepted-lost')
+      log.error(
+        { instance: identity.instance, spool_id: identity.spool_id },
+        'SPOOL_ACCEPT_LOST_VOLUME: starting on a new spool although the previous one may have held unshipped rows; they are not accounted for',
+      );
+    return identity;
+  } finally {
+    await pool.end();
+  }
+}
+
+function startThreads(cfg: IngestConfig, { log, draining, env }: ServiceContext, identity: SpoolIdentity): Service {
   const registry = new MetricsRegistry(cfg.INGEST_THREADS, 0);
   const workers = new Map<number, Worker>();
   let stopping = false;
   let reported = false;
   let failed = false;
+  /** Threads that drained, and the unshipped spool bytes they reported. */
+  let drained = 0;
+  let leftBytes = 0;
   let ended: () => void = () => {};
   const allEnded = new Promise<void>((r) => (ended = r));
 
@@ -47,7 +75,7 @@ function startThreads(cfg: IngestConfig, { log, draining, env }: ServiceContext)
     });
     workers.set(index, w);
     let ready = false;
-    w.on('message', (m: { type: string; port?: number }) => {
+    w.on('message', (m: { type: string; port?: number; unshippedBytes?: number }) => {
       if (m.type === 'listening') {
         ready = true;
         if (draining.aborted) w.postMessage({ type: 'draining' });
@@ -59,6 +87,8 @@ function startThreads(cfg: IngestConfig, { log, draining, env }: ServiceContext)
         process.exit(70); // EX_SOFTWARE: the supervisor restarts us; the spool is replayed at start
       } else if (m.type === 'drained') {
         // The thread closed every socket and ends by itself; 'exit' below counts it out.
+        drained++;
+        leftBytes += m.unshippedBytes ?? 0;
         log.info({ thread: index }, 'ingest thread drained');
       }
     });
@@ -88,6 +118,13 @@ function startThreads(cfg: IngestConfig, { log, draining, env }: ServiceContext)
       for (const w of workers.values()) w.postMessage({ type: 'drain' });
       if (workers.size > 0) await allEnded;
       if (failed) throw new Error('an ingest thread failed while draining');
+      // Every row this volume acknowledged is in ClickHouse: losing the volume now loses nothing.
+      // (A thread waiting to be restarted never drained: its spool may still hold rows.)
+      const shippedAll = drained === cfg.INGEST_THREADS && leftBytes === 0;
+      if (shippedAll && adopt.every((dir) => !existsSync(dir))) {
+        const pool = createPool(cfg.DATABASE_URL, 1);
+        await markSpoolClosed(pool, ingestInstance(cfg), identity.spool_id).finally(() => pool.end());
+      }
     },
   };
 }

@@ -37,7 +37,7 @@ parentPort!.on('message', (m: { type: string }) => {
   if (m.type !== 'drain') return;
   thread.close().then(
     () => {
-      parentPort!.postMessage({ type: 'drained' });
+      parentPort!.postMessage({ type: 'drained', unshippedBytes: thread.shipper.unshippedBytes });
       parentPort!.close(); // nothing keeps the thread alive now: it exits when its loop is empty
     },
     (err: unknown) => {
