@@ -1,5 +1,5 @@
 import { AGGREGATOR_METRICS, INGEST_METRICS } from '@meterd/core/contracts';
-import { sumOf } from '@meterd/core/metrics';
+import { sumOf, type Sample as PromSample } from '@meterd/core/metrics';
 import type { Sample } from './load/run-load.js';
 import { scrape } from './verify/server-metrics.js';
 
@@ -82,13 +82,9 @@ export class SoakRecorder {
       this.aggregatorUrl === undefined ? undefined : scrape(this.aggregatorUrl),
       scrape(this.ingestUrl),
     ]);
-    const cycleBuckets = new Map<number, number>();
-    for (const s of agg ?? [])
-      if (s.name === `${AGGREGATOR_METRICS.cycleSeconds}_bucket`)
-        cycleBuckets.set(Number(s.labels.le), (cycleBuckets.get(Number(s.labels.le)) ?? 0) + s.value);
     this.scrapes.push({
       atMs,
-      cycleBuckets,
+      cycleBuckets: cycleBucketsOf(agg ?? []),
       inserts: ing ? sumOf(ing, `${INGEST_METRICS.shipSeconds}_count`) : NaN,
     });
   }
@@ -176,8 +172,17 @@ export function soakReport(
   };
 }
 
+/** The aggregator's cycle-time histogram in a /metrics scrape: cumulative count per upper bound (s). */
+export function cycleBucketsOf(samples: readonly PromSample[]): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const s of samples)
+    if (s.name === `${AGGREGATOR_METRICS.cycleSeconds}_bucket`)
+      out.set(Number(s.labels.le), (out.get(Number(s.labels.le)) ?? 0) + s.value);
+  return out;
+}
+
 /** Cycles per bucket between two scrapes: [upper bound (s), cumulative count], ascending. */
-function bucketDelta(from: ReadonlyMap<number, number>, to: ReadonlyMap<number, number>): [number, number][] {
+export function bucketDelta(from: ReadonlyMap<number, number>, to: ReadonlyMap<number, number>): [number, number][] {
   return [...to].map(([le, c]): [number, number] => [le, c - (from.get(le) ?? 0)]).sort((a, b) => a[0] - b[0]);
 }
 
