@@ -22,7 +22,7 @@ async function main(): Promise<number> {
     return 0;
   }
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
-  const name = `${stamp}-${parsed.quick ? 'quick' : parsed.scenarios.join('-')}`;
+  const name = `${stamp}-${parsed.quick ? 'quick' : parsed.againstEmpty ? 'batch' : parsed.scenarios.join('-')}`;
   if (parsed.compareRef !== undefined) return compareWithRef(parsed, argv, name);
   if (parsed.againstEmpty) return preloadAgainstEmpty(parsed, argv, name);
   const report = await runBench({
