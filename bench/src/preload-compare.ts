@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { formatRfc3339 } from '@meterd/core/event';
 import type { BenchArgs } from './args.js';
 import type { Child } from './children/child.js';
-import { preflight } from './preflight.js';
+import { preflight, warmUp } from './preflight.js';
 import { ROLLUP_TABLE, runPhase, startAggregator, startIngest, type PhaseReport } from './run.js';
 import { preloadEvents, waitForMerges } from './stack/preload.js';
 import { openBenchStores, type BenchStores } from './stack/stores.js';
@@ -15,7 +15,9 @@ import type { Tenant } from './load/workloads.js';
  * so both sides see the same machine. Two store sets (Postgres + ClickHouse databases of their
  * own): one empty, one whose bench workspace holds N events of this month's history. After the
  * preload, and again before every phase, the bench waits for ClickHouse's merges in both databases
- * to settle, so a phase is never charged with the preload's (or the previous phase's) merging.
+ * to settle, so a phase is never charged with the preload's (or the previous phase's) merging,
+ * and until ingest stores the workspace's events (its one-off dedupe recovery of a workspace Redis
+ * never saw scans the preload; see warmUp).
  * Then the batch scenario at a fixed rate (`--rate`, so both sides do the same work) runs on each
  * side in turn, a fresh ingest and aggregator per phase, in the order E P P E E P … (each pair of
  * rounds balanced against a drift of the machine's load). Reported per phase and as medians per
@@ -55,6 +57,8 @@ export interface PreloadComparison {
 export const PRELOAD_LIMIT = 1.2;
 /** Longest wait for merges: a 50 M preload on 18.16 merges for minutes at most here. */
 const MERGE_WAIT_MS = 600_000;
+/** Longest wait for ingest's one-off dedupe recovery of the preloaded workspace (see warmUp). */
+const WARM_UP_MS = 600_000;
 
 interface Side {
   name: PreloadRun['side'];
@@ -160,6 +164,9 @@ async function phaseOn(
     aggregator = await startAggregator(side.stores, { aggregator: { running: false, note: '' } });
     if (aggregator === undefined) throw new Error('the aggregator did not start: rollup freshness cannot be compared');
     await preflight(ingest.url, side.tenant);
+    const warmUpMs = await warmUp(ingest.url, side.tenant, `${side.stores.tag}r${round}`, WARM_UP_MS);
+    if (warmUpMs > 1_000)
+      log(`bench: ${side.name} store: the first event was stored after ${warmUpMs} ms (dedupe recovery)`);
     phase = await runPhase({
       o: { args: { ...args, compare: false }, command: '', profileDir },
       scenario: 'batch',
