@@ -1,4 +1,6 @@
 import { BenchError } from './errors.js';
+import { DEFAULT_REDIS_KEY_PREFIX, dedupeEpochMarker } from '@meterd/core/contracts';
+import type { Redis } from '@meterd/core/store';
 import type { Tenant } from './load/workloads.js';
 
 /**
@@ -62,11 +64,19 @@ export async function preflight(baseUrl: string, tenant: Tenant): Promise<void> 
  * took. A workspace that Redis never saw but ClickHouse holds events of (a --preload) first goes
  * through ingest's dedupe recovery (docs/redis.md: its quota counter and dedupe tier are rebuilt
  * from ClickHouse, and claims get 503 meanwhile). That is a one-off per workspace, not what a run
- * measures, so the bench waits it out before the load. The events carry their own event type, so
- * no probe or verification counts them.
+ * measures, so the bench waits it out before the load: until an event is stored and `rebuilt`
+ * says the recovery finished (until then every new key is also looked up in ClickHouse). The
+ * events carry their own event type, so no probe or verification counts them.
  */
-export async function warmUp(baseUrl: string, tenant: Tenant, tag: string, maxMs: number): Promise<number> {
+export async function warmUp(
+  baseUrl: string,
+  tenant: Tenant,
+  tag: string,
+  maxMs: number,
+  rebuilt: () => Promise<boolean> = async () => true,
+): Promise<number> {
   const t0 = Date.now();
+  let stored = false;
   for (let i = 0; ; i++) {
     const body = JSON.stringify({
       workspace_id: tenant.workspaceId,
@@ -89,7 +99,8 @@ export async function warmUp(baseUrl: string, tenant: Tenant, tag: string, maxMs
     } catch {
       // a timeout while the recovery scans: try again
     }
-    if (status === 202) return Date.now() - t0;
+    stored ||= status === 202;
+    if (stored && (await rebuilt())) return Date.now() - t0;
     if (Date.now() - t0 > maxMs)
       throw new BenchError(
         'METERD_BENCH_TARGET_REFUSED',
@@ -97,4 +108,16 @@ export async function warmUp(baseUrl: string, tenant: Tenant, tag: string, maxMs
       );
     await new Promise((r) => setTimeout(r, 500));
   }
+}
+
+/**
+ * True once ingest's recovery of the workspace is complete: its epoch marker in Redis no longer
+ * says `<epoch>:r` (tier being rebuilt from ClickHouse; core's dedupeEpochMarker).
+ */
+export function recoveryDone(redis: Redis, workspaceId: string, prefix: string | undefined): () => Promise<boolean> {
+  const key = dedupeEpochMarker(prefix || DEFAULT_REDIS_KEY_PREFIX, workspaceId);
+  return async () => {
+    const v = await redis.get(key);
+    return v !== null && !v.endsWith(':r');
+  };
 }

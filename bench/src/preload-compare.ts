@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { formatRfc3339 } from '@meterd/core/event';
 import type { BenchArgs } from './args.js';
 import type { Child } from './children/child.js';
-import { preflight, warmUp } from './preflight.js';
+import { preflight, recoveryDone, warmUp } from './preflight.js';
 import { ROLLUP_TABLE, runPhase, startAggregator, startIngest, type PhaseReport } from './run.js';
 import { preloadEvents, waitForMerges } from './stack/preload.js';
 import { openBenchStores, type BenchStores } from './stack/stores.js';
@@ -164,7 +164,17 @@ async function phaseOn(
     aggregator = await startAggregator(side.stores, { aggregator: { running: false, note: '' } });
     if (aggregator === undefined) throw new Error('the aggregator did not start: rollup freshness cannot be compared');
     await preflight(ingest.url, side.tenant);
-    const warmUpMs = await warmUp(ingest.url, side.tenant, `${side.stores.tag}r${round}`, WARM_UP_MS);
+    const warmUpMs = await warmUp(
+      ingest.url,
+      side.tenant,
+      `${side.stores.tag}r${round}`,
+      WARM_UP_MS,
+      recoveryDone(
+        side.stores.redis,
+        side.tenant.workspaceId,
+        args.ingestEnv.REDIS_KEY_PREFIX ?? process.env.REDIS_KEY_PREFIX,
+      ),
+    );
     if (warmUpMs > 1_000)
       log(`bench: ${side.name} store: the first event was stored after ${warmUpMs} ms (dedupe recovery)`);
     phase = await runPhase({

@@ -13,7 +13,7 @@ import { freePort, startChild, type Child } from './children/child.js';
 import { redisSetNxRate, type RedisRate } from './children/redis-rate.js';
 import { runLoad, type LoadSummary } from './load/run-load.js';
 import { BATCH_SIZE, buildWorkload, type AckCounters, type Tenant } from './load/workloads.js';
-import { preflight, warmUp } from './preflight.js';
+import { preflight, recoveryDone, warmUp } from './preflight.js';
 import { summariseProfiles, type ProfileTop } from './report/profile.js';
 import { openBenchStores, type BenchStores } from './stack/stores.js';
 import { preloadEvents, waitForMerges } from './stack/preload.js';
@@ -146,7 +146,14 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
     }
     await preflight(base, mainTenant);
     if (args.preload > 0) {
-      const ms = await warmUp(base, mainTenant, stores?.tag ?? 'target', 600_000);
+      const done = stores
+        ? recoveryDone(
+            stores.redis,
+            mainTenant.workspaceId,
+            args.ingestEnv.REDIS_KEY_PREFIX ?? process.env.REDIS_KEY_PREFIX,
+          )
+        : undefined;
+      const ms = await warmUp(base, mainTenant, stores?.tag ?? 'target', 600_000, done);
       log(
         `bench: the preloaded workspace's first event was stored after ${(ms / 1000).toFixed(1)} s (dedupe recovery)`,
       );
