@@ -17,7 +17,7 @@ import { preflight, recoveryDone, warmUp } from './preflight.js';
 import { summariseProfiles, type ProfileTop } from './report/profile.js';
 import { openBenchStores, type BenchStores } from './stack/stores.js';
 import { preloadEvents, waitForMerges } from './stack/preload.js';
-import { SoakRecorder, bucketDelta, cycleBucketsOf, histogramQuantile, type SoakReport } from './soak.js';
+import { SoakRecorder, bucketDelta, soakReport, cycleBucketsOf, histogramQuantile, type SoakReport } from './soak.js';
 import { verifyKeys, type Verification } from './verify/clickhouse.js';
 import { FreshnessProbe, type Freshness } from './verify/freshness.js';
 import { waitForSpool } from './verify/spool.js';
@@ -365,7 +365,14 @@ export async function runPhase(p: PhaseInput): Promise<PhaseReport> {
     phase.freshness = await probe.finish(0);
   }
   if (recorder && soakRate && phase.freshness) {
-    phase.soak = recorder.report(startedAt, meterd.series, probe.rollupLags(), soakRate.peak, soakRate.rate);
+    phase.soak = soakReport(
+      recorder.scrapes,
+      startedAt,
+      meterd.series,
+      probe.rollupLags(),
+      soakRate.peak,
+      soakRate.rate,
+    );
   }
   if (p.scenario === 'quota') {
     const limit = PLAN_QUOTAS.free.eventsPerPeriod!;

@@ -58,7 +58,8 @@ export interface Scraped {
 
 /** Scrapes the aggregator's and ingest's counters once a minute (and at start and stop). */
 export class SoakRecorder {
-  private readonly scrapes: Scraped[] = [];
+  /** Every scrape so far, in time order: soakReport folds them into minutes. */
+  readonly scrapes: Scraped[] = [];
   private timer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -88,20 +89,9 @@ export class SoakRecorder {
       inserts: ing ? sumOf(ing, `${INGEST_METRICS.shipSeconds}_count`) : NaN,
     });
   }
-
-  /** Folds the load's per-second samples, the probes and the scrapes into minutes from `startMs`. */
-  report(
-    startMs: number,
-    series: readonly Sample[],
-    probes: readonly { sentAt: number; lagMs: number }[],
-    peak: number,
-    rate: number,
-  ): SoakReport {
-    return soakReport(this.scrapes, startMs, series, probes, peak, rate);
-  }
 }
 
-/** The soak's account (see SoakReport) from its scrapes, per-second samples and probes. */
+/** The soak's account (see SoakReport): the scrapes, the load's per-second samples and the probes in minutes from `startMs`. */
 export function soakReport(
   scrapes: readonly Scraped[],
   startMs: number,
