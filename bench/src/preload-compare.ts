@@ -6,7 +6,7 @@ import type { BenchArgs } from './args.js';
 import type { Child } from './children/child.js';
 import { preflight, recoveryDone, warmUp } from './preflight.js';
 import { ROLLUP_TABLE, runPhase, startAggregator, startIngest, type PhaseReport } from './run.js';
-import { preloadEvents, waitForMerges } from './stack/preload.js';
+import { markWorkspaceKnown, preloadEvents, waitForMerges } from './stack/preload.js';
 import { openBenchStores, type BenchStores } from './stack/stores.js';
 import type { Tenant } from './load/workloads.js';
 
@@ -16,8 +16,9 @@ import type { Tenant } from './load/workloads.js';
  * own): one empty, one whose bench workspace holds N events of this month's history. After the
  * preload, and again before every phase, the bench waits for ClickHouse's merges in both databases
  * to settle, so a phase is never charged with the preload's (or the previous phase's) merging,
- * and until ingest stores the workspace's events (its one-off dedupe recovery of a workspace Redis
- * never saw scans the preload; see warmUp).
+ * and until ingest stores the workspace's events. The preloaded workspace is marked as one Redis
+ * kept the state of (markWorkspaceKnown), so ingest does not take it for a Redis data loss and
+ * rebuild its dedupe tier from the preload meanwhile (the warm-up waits that out otherwise).
  * Then the batch scenario at a fixed rate (`--rate`, so both sides do the same work) runs on each
  * side in turn, a fresh ingest and aggregator per phase, in the order E P P E E P … (each pair of
  * rounds balanced against a drift of the machine's load). Reported per phase and as medians per
@@ -97,6 +98,9 @@ export async function runPreloadComparison(
     const t0 = Date.now();
     await preloadEvents(preloaded.stores.clickhouse, preloaded.tenant.workspaceId, args.preload, Date.now());
     out.preloadSec = Math.round((Date.now() - t0) / 100) / 10;
+    const prefix = args.ingestEnv.REDIS_KEY_PREFIX ?? process.env.REDIS_KEY_PREFIX;
+    const known = await markWorkspaceKnown(preloaded.stores.redis, preloaded.tenant.workspaceId, prefix || undefined);
+    if (!known) log("bench: this Redis has no epoch yet: ingest's dedupe recovery of the preload is waited out");
     const settle = async () => {
       let ms = 0;
       for (const s of sides) ms += await waitForMerges(s.stores.clickhouse, s.stores.chDatabase, MERGE_WAIT_MS);

@@ -16,7 +16,7 @@ import { BATCH_SIZE, buildWorkload, type AckCounters, type Tenant } from './load
 import { preflight, recoveryDone, warmUp } from './preflight.js';
 import { summariseProfiles, type ProfileTop } from './report/profile.js';
 import { openBenchStores, type BenchStores } from './stack/stores.js';
-import { preloadEvents, waitForMerges } from './stack/preload.js';
+import { markWorkspaceKnown, preloadEvents, waitForMerges } from './stack/preload.js';
 import { SoakRecorder, bucketDelta, soakReport, cycleBucketsOf, histogramQuantile, type SoakReport } from './soak.js';
 import { verifyKeys, type Verification } from './verify/clickhouse.js';
 import { FreshnessProbe, type Freshness } from './verify/freshness.js';
@@ -123,6 +123,11 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
         log(`bench: preloading ${args.preload} events into ${mainTenant.workspaceId}'s current month…`);
         await preloadEvents(stores.clickhouse, mainTenant.workspaceId, args.preload, Date.now());
         log(`bench: preloaded in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+        await markWorkspaceKnown(
+          stores.redis,
+          mainTenant.workspaceId,
+          (args.ingestEnv.REDIS_KEY_PREFIX ?? process.env.REDIS_KEY_PREFIX) || undefined,
+        );
         const waited = await waitForMerges(stores.clickhouse, stores.chDatabase, 600_000);
         log(`bench: ClickHouse's merges of the preload settled after ${(waited / 1000).toFixed(1)} s more`);
       }
