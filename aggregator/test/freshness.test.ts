@@ -4,18 +4,31 @@ import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { overallAsOf } from '../src/rollups/freshness.js';
 import { Aggregator } from '../src/worker/aggregator.js';
 import { PgTableLeases } from '../src/worker/leases.js';
-import { COPY_HORIZON_S, insertEvents, rng, sleep, type Ev } from './helpers.js';
+import {
+  COPY_HORIZON_S,
+  insertEvents,
+  referenceSnapshot,
+  rng,
+  rollupSnapshot,
+  sleep,
+  snapshotToObject,
+  type Ev,
+} from './helpers.js';
 
 /**
- * Freshness under load: ingest's shipper pattern (one insert every 250 ms) at ~20k events/s for
- * 8 s, the aggregator at its defaults (16 shards, 200 ms poll). For each insert, the lag is the
- * time from its acknowledgement until the rollups' as-of passes it (every row committed before
- * as-of is in the rollups). Reports p50/p99 as test diagnostics; it asserts only that every insert
- * is rolled up. The 2 s p99 target is judged by the benchmark (bench/), where it is measured against
- * ceilings of the same run: a timed assertion here would fail whenever the machine is busy.
+ * The running aggregator keeps up with a stream of shipped batches: ingest's shipper pattern (an
+ * insert every 250 ms, 5k events each, 50 workspaces) while the aggregator runs at its defaults
+ * (16 shards, 200 ms poll), then the rollups must hold every event exactly and the as-of must pass
+ * the last insert. Both are waited on as conditions with a generous deadline: nothing here is
+ * timed, so a busy machine makes the test slower, never red. How fast rows reach the rollups is the
+ * benchmark's to measure (bench/: rollup freshness p99); the lags seen here are only diagnostics.
  */
 const SHARDS = 16;
 const POLL_MS = 200;
+const CLOSE_AFTER = 3600;
+const BATCHES = 24;
+const BATCH_EVENTS = 5_000;
+const DEADLINE_MS = 120_000;
 let stores: TestStores;
 before(async () => {
   stores = await openTestStores('aggfresh');
@@ -24,60 +37,74 @@ after(async () => {
   await stores.close();
 });
 
-test('freshness p50/p99 under a steady insert load', async (t) => {
+test('a running aggregator folds a stream of shipped batches into exact rollups, and its as-of passes the last one', async (t) => {
   const rand = rng(5);
   const agg = new Aggregator(stores.clickhouse, new PgTableLeases(stores.pool, { shards: SHARDS, ttlMs: 10_000 }), {
     shards: SHARDS,
-    closeAfterSeconds: 3600,
+    closeAfterSeconds: CLOSE_AFTER,
     copyHorizonSeconds: COPY_HORIZON_S,
     windowsPerQuery: 200,
   });
   agg.start(POLL_MS);
-  const pending: number[] = [];
+  const inserted: number[] = [];
   const lags: number[] = [];
-  let producing = true;
+  let watching = true;
+  // Diagnostics only: how long each insert took to fall behind the rollups' as-of.
   const watcher = (async () => {
-    while (producing || pending.length > 0) {
+    while (watching) {
       const asOf = await overallAsOf(stores.clickhouse, SHARDS);
       const now = Date.now();
-      while (asOf !== null && pending.length > 0 && pending[0]! < asOf) lags.push(now - pending.shift()!);
-      await sleep(10);
+      while (asOf !== null && lags.length < inserted.length && inserted[lags.length]! < asOf)
+        lags.push(now - inserted[lags.length]!);
+      await sleep(20);
     }
   })();
-  let n = 0;
-  let inserts = 0;
-  const started = Date.now();
-  while (Date.now() - started < 8_000) {
-    const t0 = Date.now();
-    const batch: Ev[] = [];
-    for (let i = 0; i < 5_000; i++, n++) {
-      const occurred = Math.floor((t0 - rand() * 60_000) / 1000) * 1000;
-      batch.push({
-        workspace_id: `ws_fresh${n % 50}`,
-        event_type: 'checkout.completed',
-        idempotency_key: `o${n}`,
-        event_id: `e${n}`,
-        quantity: 1,
-        gmv_cents: 4299,
-        currency: 'USD',
-        occurred_ms: occurred,
-        received_ms: Math.floor(t0 / 1000) * 1000,
-      });
+  const distinct: Ev[] = [];
+  try {
+    for (let b = 0, n = 0; b < BATCHES; b++) {
+      const t0 = Date.now();
+      const batch: Ev[] = [];
+      for (let i = 0; i < BATCH_EVENTS; i++, n++) {
+        batch.push({
+          workspace_id: `ws_fresh${n % 50}`,
+          event_type: 'checkout.completed',
+          idempotency_key: `o${n}`,
+          event_id: `e${n}`,
+          quantity: 1 + (n % 3),
+          gmv_cents: 4299,
+          currency: 'USD',
+          occurred_ms: Math.floor((t0 - rand() * 60_000) / 1000) * 1000,
+          received_ms: Math.floor(t0 / 1000) * 1000,
+        });
+      }
+      await insertEvents(stores.clickhouse, batch);
+      inserted.push(Date.now());
+      distinct.push(...batch);
+      await sleep(Math.max(0, 250 - (Date.now() - t0)));
     }
-    await insertEvents(stores.clickhouse, batch);
-    pending.push(Date.now());
-    inserts++;
-    await sleep(Math.max(0, 250 - (Date.now() - t0)));
+    const want = snapshotToObject(referenceSnapshot(distinct, CLOSE_AFTER)).hour;
+    const last = inserted[inserted.length - 1]!;
+    let got: unknown;
+    let asOf: number | null = null;
+    const deadline = Date.now() + DEADLINE_MS;
+    for (;;) {
+      asOf = await overallAsOf(stores.clickhouse, SHARDS);
+      got = snapshotToObject(await rollupSnapshot(stores.clickhouse)).hour;
+      if (asOf !== null && asOf > last && JSON.stringify(got) === JSON.stringify(want)) break;
+      if (Date.now() > deadline) break;
+      await sleep(100);
+    }
+    assert.deepEqual(got, want, 'every shipped event is in the hourly rollups, once');
+    assert.ok(asOf !== null && asOf > last, `the rollups' as-of (${asOf}) passed the last insert (${last})`);
+  } finally {
+    watching = false;
+    await watcher;
+    await agg.stop();
   }
-  producing = false;
-  await watcher;
-  await agg.stop();
   lags.sort((a, b) => a - b);
-  const pct = (p: number): number => lags[Math.min(lags.length - 1, Math.ceil((p / 100) * lags.length) - 1)]!;
-  const rate = Math.round(n / ((Date.now() - started) / 1000));
+  const pct = (p: number): number | undefined =>
+    lags[Math.min(lags.length - 1, Math.ceil((p / 100) * lags.length) - 1)];
   t.diagnostic(
-    `freshness over ${lags.length} inserts (${n} events, ~${rate} events/s): p50 ${pct(50)} ms, p99 ${pct(99)} ms, max ${lags.at(-1)} ms`,
+    `as-of lag over ${lags.length} of ${inserted.length} inserts (${BATCHES * BATCH_EVENTS} events): p50 ${pct(50)} ms, p99 ${pct(99)} ms (diagnostic, not asserted)`,
   );
-  assert.ok(inserts > 20);
-  assert.equal(lags.length, inserts, 'every insert was rolled up');
 });

@@ -28,6 +28,11 @@ export interface BenchArgs {
   workspaces: number;
   /** Events loaded into the bench workspace's current month before the run (history). */
   preload: number;
+  /** With --preload: compare against an empty store in the same run (preload-compare.ts). */
+  againstEmpty: boolean;
+  /** --against-empty: rounds (each one phase per store) and the fixed load in events/s. */
+  rounds: number;
+  rate: number;
   /** Extra environment of the self-started ingest (--ingest-env NAME=value, repeatable). */
   ingestEnv: Record<string, string>;
   /** Entry point of the self-started ingest (default: this checkout's build). */
@@ -49,6 +54,10 @@ const HELP = `usage: npm run bench -- [options]
   --threads N             threads of the self-started ingest and of the ceiling (default 2)
   --workspaces N          workspaces in the mixed scenario (default 2000)
   --preload N             first load N events into the bench workspace's current month (server-side)
+  --against-empty         with --preload: batch at a fixed --rate on an empty and on the preloaded
+                          store, alternately in one run (E P P E …), medians and ratios per side
+  --rounds N              --against-empty rounds (default 2: four phases)
+  --rate N                --against-empty load in events/s (default 5000)
   --no-compare            skip the ceiling and baseline runs
   --ingest-env NAME=value extra environment for the self-started ingest (repeatable), e.g. SHIP_INTERVAL_MS=100
   --compare-ref REF       also bench git REF's ingest (e.g. main), alternating this, REF, this, REF;
@@ -110,6 +119,9 @@ const OPTIONS = {
   threads: { type: 'string' },
   workspaces: { type: 'string' },
   preload: { type: 'string' },
+  'against-empty': { type: 'boolean' },
+  rounds: { type: 'string' },
+  rate: { type: 'string' },
   'no-compare': { type: 'boolean' },
   'cpu-prof': { type: 'boolean' },
   quick: { type: 'boolean' },
@@ -155,6 +167,9 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defau
     cpuProf: v['cpu-prof'] === true,
     workspaces: v.workspaces === undefined ? 2000 : positive('--workspaces', v.workspaces, 100_000),
     preload: v.preload === undefined ? 0 : positive('--preload', v.preload, 1_000_000_000),
+    againstEmpty: v['against-empty'] === true,
+    rounds: v.rounds === undefined ? 2 : positive('--rounds', v.rounds, 20),
+    rate: v.rate === undefined ? 5_000 : positive('--rate', v.rate, 10_000_000),
     ingestEnv: {},
     out: v.out ?? defaultOut,
     ingestMain: v['ingest-main'],
@@ -171,6 +186,9 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defau
     if (v.scenario === undefined) a.scenarios = ['single', 'batch', 'duplicates'];
     a.compare = false;
   }
+
+  if (a.againstEmpty && (a.preload === 0 || a.target !== undefined || a.compareRef !== undefined))
+    throw usage('--against-empty needs --preload N, and runs only on the self-started stack without --compare-ref');
 
   if (a.compareRef !== undefined) {
     if (a.target !== undefined)

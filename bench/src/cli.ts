@@ -4,6 +4,7 @@ import { isMeterdError } from '@meterd/core/errors';
 import { REPO_ROOT } from '@meterd/core/testing';
 import { HELP, parseArgs, type BenchArgs } from './args.js';
 import { buildRef, renderComparison } from './compare-ref.js';
+import { preloadMarkdown, runPreloadComparison } from './preload-compare.js';
 import { runBench, type BenchReport } from './run.js';
 import { renderMarkdown } from './report/markdown.js';
 import { renderSvg } from './report/svg.js';
@@ -21,8 +22,9 @@ async function main(): Promise<number> {
     return 0;
   }
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
-  const name = `${stamp}-${parsed.quick ? 'quick' : parsed.scenarios.join('-')}`;
+  const name = `${stamp}-${parsed.quick ? 'quick' : parsed.againstEmpty ? 'batch' : parsed.scenarios.join('-')}`;
   if (parsed.compareRef !== undefined) return compareWithRef(parsed, argv, name);
+  if (parsed.againstEmpty) return preloadAgainstEmpty(parsed, argv, name);
   const report = await runBench({
     args: parsed,
     command: `npm run bench -- ${argv.join(' ')}`.trim(),
@@ -62,6 +64,22 @@ async function compareWithRef(parsed: BenchArgs, argv: string[], name: string): 
   writeFileSync(join(parsed.out, `${name}-compare.md`), table);
   process.stdout.write(`\n${table}\nwritten: ${join(parsed.out, `${name}-compare.md`)} and each run's report\n`);
   return [...mine, ...theirs].every((r) => r.correct) ? 0 : 1;
+}
+
+/** --preload N --against-empty: both stores in one run; writes <name>-preload.{json,md}. */
+async function preloadAgainstEmpty(parsed: BenchArgs, argv: string[], name: string): Promise<number> {
+  const c = await runPreloadComparison(
+    parsed,
+    `npm run bench -- ${argv.join(' ')}`.trim(),
+    join(parsed.out, `${name}-profile`),
+    (s) => process.stderr.write(`${s}\n`),
+  );
+  mkdirSync(parsed.out, { recursive: true });
+  const md = preloadMarkdown(c);
+  writeFileSync(join(parsed.out, `${name}-preload.json`), JSON.stringify(c, null, 2));
+  writeFileSync(join(parsed.out, `${name}-preload.md`), md);
+  process.stdout.write(`\n${md}\nwritten: ${join(parsed.out, `${name}-preload.{json,md}`)}\n`);
+  return c.correct ? 0 : 1;
 }
 
 export function writeReport(dir: string, name: string, report: BenchReport): string[] {

@@ -13,11 +13,11 @@ import { freePort, startChild, type Child } from './children/child.js';
 import { redisSetNxRate, type RedisRate } from './children/redis-rate.js';
 import { runLoad, type LoadSummary } from './load/run-load.js';
 import { BATCH_SIZE, buildWorkload, type AckCounters, type Tenant } from './load/workloads.js';
-import { preflight } from './preflight.js';
+import { preflight, recoveryDone, warmUp } from './preflight.js';
 import { summariseProfiles, type ProfileTop } from './report/profile.js';
 import { openBenchStores, type BenchStores } from './stack/stores.js';
-import { preloadEvents, waitForMerges } from './stack/preload.js';
-import { SoakRecorder, type SoakReport } from './soak.js';
+import { markWorkspaceKnown, preloadEvents, waitForMerges } from './stack/preload.js';
+import { SoakRecorder, bucketDelta, soakReport, cycleBucketsOf, histogramQuantile, type SoakReport } from './soak.js';
 import { verifyKeys, type Verification } from './verify/clickhouse.js';
 import { FreshnessProbe, type Freshness } from './verify/freshness.js';
 import { waitForSpool } from './verify/spool.js';
@@ -38,6 +38,8 @@ export interface PhaseReport {
   serverMetrics?: ServerMetrics;
   quota?: { limit: number; acknowledged: number; ok: boolean };
   soak?: SoakReport;
+  /** The aggregator's cycles during the load (its /metrics histogram): how much of rollup freshness it adds. */
+  aggregatorCycles?: { count: number; medianMs: number | undefined; p99Ms: number | undefined };
   ceiling?: LoadSummary;
   baseline?: LoadSummary;
   baselineVerification?: Verification;
@@ -64,7 +66,7 @@ export interface BenchReport {
 
 const INGEST_MAIN = join(REPO_ROOT, 'ingest/dist/src/main.js');
 const AGGREGATOR_MAIN = join(REPO_ROOT, 'aggregator/dist/src/main.js');
-const ROLLUP_TABLE = CH_TABLES.usageHourly;
+export const ROLLUP_TABLE = CH_TABLES.usageHourly;
 /** Length of the soak scenario's unlimited run that sets its rate. */
 const SOAK_PEAK_SEC = 15;
 const CHILDREN = new URL('./children/', import.meta.url);
@@ -121,30 +123,16 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
         log(`bench: preloading ${args.preload} events into ${mainTenant.workspaceId}'s current month…`);
         await preloadEvents(stores.clickhouse, mainTenant.workspaceId, args.preload, Date.now());
         log(`bench: preloaded in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+        await markWorkspaceKnown(
+          stores.redis,
+          mainTenant.workspaceId,
+          (args.ingestEnv.REDIS_KEY_PREFIX ?? process.env.REDIS_KEY_PREFIX) || undefined,
+        );
         const waited = await waitForMerges(stores.clickhouse, stores.chDatabase, 600_000);
         log(`bench: ClickHouse's merges of the preload settled after ${(waited / 1000).toFixed(1)} s more`);
       }
       spoolDir = mkdtempSync(join(tmpdir(), 'meterd-bench-spool-'));
-      const port = await freePort();
-      const nodeArgs = args.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${o.profileDir}`] : [];
-      if (args.cpuProf) mkdirSync(o.profileDir, { recursive: true });
-      ingest = await startChild(
-        'ingest',
-        ingestMain,
-        {
-          ...stores.env,
-          INGEST_HOST: '127.0.0.1',
-          INGEST_PORT: String(port),
-          INGEST_THREADS: String(args.threads),
-          SPOOL_DIR: spoolDir,
-          LOG_LEVEL: 'warn',
-          // Ten minutes, not 35 days: a run writes millions of claims into a shared Redis.
-          DEDUPE_WINDOW_SECONDS: '600',
-          ...args.ingestEnv,
-        },
-        port,
-        nodeArgs,
-      );
+      ingest = await startIngest(stores, args, spoolDir, o.profileDir);
       base = ingest.url;
       aggregator = await startAggregator(stores, report);
       if (aggregator)
@@ -162,6 +150,19 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
       }
     }
     await preflight(base, mainTenant);
+    if (args.preload > 0) {
+      const done = stores
+        ? recoveryDone(
+            stores.redis,
+            mainTenant.workspaceId,
+            args.ingestEnv.REDIS_KEY_PREFIX ?? process.env.REDIS_KEY_PREFIX,
+          )
+        : undefined;
+      const ms = await warmUp(base, mainTenant, stores?.tag ?? 'target', 600_000, done);
+      log(
+        `bench: the preloaded workspace's first event was stored after ${(ms / 1000).toFixed(1)} s (dedupe recovery)`,
+      );
+    }
 
     for (const [i, scenario] of args.scenarios.entries()) {
       const tag = `${stores?.tag ?? `t${Date.now().toString(36)}`}s${i}`;
@@ -204,11 +205,43 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
   return report;
 }
 
+/** The self-started ingest, pointed at the bench's own databases, spooling into `spoolDir`. */
+export async function startIngest(
+  stores: BenchStores,
+  args: BenchArgs,
+  spoolDir: string,
+  profileDir: string,
+): Promise<Child> {
+  const port = await freePort();
+  const nodeArgs = args.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [];
+  if (args.cpuProf) mkdirSync(profileDir, { recursive: true });
+  return startChild(
+    'ingest',
+    args.ingestMain ?? INGEST_MAIN,
+    {
+      ...stores.env,
+      INGEST_HOST: '127.0.0.1',
+      INGEST_PORT: String(port),
+      INGEST_THREADS: String(args.threads),
+      SPOOL_DIR: spoolDir,
+      LOG_LEVEL: 'warn',
+      // Ten minutes, not 35 days: a run writes millions of claims into a shared Redis.
+      DEDUPE_WINDOW_SECONDS: '600',
+      ...args.ingestEnv,
+    },
+    port,
+    nodeArgs,
+  );
+}
+
 /**
  * The aggregator, pointed at the bench's own databases, so freshness can be measured up to the
  * hourly rollup. Optional: without a built aggregator or its tables, freshness stops at `events`.
  */
-async function startAggregator(stores: BenchStores, report: BenchReport): Promise<Child | undefined> {
+export async function startAggregator(
+  stores: BenchStores,
+  report: Pick<BenchReport, 'aggregator'>,
+): Promise<Child | undefined> {
   if (!existsSync(AGGREGATOR_MAIN)) {
     report.aggregator.note = `${AGGREGATOR_MAIN} not built: freshness measured up to the events table only`;
     return undefined;
@@ -234,7 +267,7 @@ async function startAggregator(stores: BenchStores, report: BenchReport): Promis
   }
 }
 
-interface PhaseInput {
+export interface PhaseInput {
   o: RunOptions;
   scenario: Scenario;
   tag: string;
@@ -248,9 +281,11 @@ interface PhaseInput {
   rollupTable: string | undefined;
   aggregatorUrl: string | undefined;
   log: (s: string) => void;
+  /** Events per second to hold the load at (the soak sets its own); undefined = as fast as served. */
+  eventsPerSec?: number;
 }
 
-async function runPhase(p: PhaseInput): Promise<PhaseReport> {
+export async function runPhase(p: PhaseInput): Promise<PhaseReport> {
   const { args } = p.o;
   const connections = connectionsFor(args, p.scenario);
   const work = buildWorkload(p.scenario, p.tag, p.tenants, p.occurredAt);
@@ -284,13 +319,15 @@ async function runPhase(p: PhaseInput): Promise<PhaseReport> {
   }
   p.log(`bench: ${p.scenario} — ${work.describe}; ${connections} connections for ${args.durationSec}s`);
   const before = await scrape(p.base);
+  const aggBefore = p.aggregatorUrl === undefined ? undefined : await scrape(p.aggregatorUrl);
   const recorder = soakRate ? new SoakRecorder(p.aggregatorUrl, p.base) : undefined;
   await recorder?.start();
   probe.start();
   const startedAt = Date.now();
   let meterd: LoadSummary;
   try {
-    meterd = await load(`meterd ${p.scenario}`, args.durationSec, soakRate && soakRate.rate / BATCH_SIZE);
+    const rate = soakRate?.rate ?? p.eventsPerSec;
+    meterd = await load(`meterd ${p.scenario}`, args.durationSec, rate === undefined ? undefined : rate / BATCH_SIZE);
   } catch (err) {
     await recorder?.stop();
     await probe.finish(0);
@@ -307,6 +344,15 @@ async function runPhase(p: PhaseInput): Promise<PhaseReport> {
   };
   const after = await scrape(p.base);
   if (before && after) phase.serverMetrics = diff(before, after);
+  const aggAfter = p.aggregatorUrl === undefined ? undefined : await scrape(p.aggregatorUrl);
+  if (aggBefore && aggAfter) {
+    const cycles = bucketDelta(cycleBucketsOf(aggBefore), cycleBucketsOf(aggAfter));
+    const ms = (q: number) => {
+      const s = histogramQuantile(cycles, q);
+      return s === undefined ? undefined : Math.round(s * 10_000) / 10;
+    };
+    phase.aggregatorCycles = { count: cycles.at(-1)?.[1] ?? 0, medianMs: ms(0.5), p99Ms: ms(0.99) };
+  }
 
   if (p.verifyCh) {
     p.log('bench: waiting for the spool to ship, then verifying ClickHouse…');
@@ -314,8 +360,8 @@ async function runPhase(p: PhaseInput): Promise<PhaseReport> {
     const drained = await waitForSpool(p.base);
     if (drained !== undefined) phase.spoolDrainMs = drained;
     phase.freshness = freshness;
-    phase.verification = await verifyKeys(p.verifyCh, 'events', work.tracker);
-    phase.probeVerification = await verifyKeys(p.verifyCh, 'events', probe.tracker);
+    phase.verification = await verifyKeys(p.verifyCh, 'events', work.tracker, p.occurredAt);
+    phase.probeVerification = await verifyKeys(p.verifyCh, 'events', probe.tracker, p.occurredAt);
     if (drained === undefined) {
       phase.verification.ok = false;
       phase.verification.note = `${phase.verification.note ?? ''} the spool did not drain within 120 s`.trim();
@@ -324,7 +370,14 @@ async function runPhase(p: PhaseInput): Promise<PhaseReport> {
     phase.freshness = await probe.finish(0);
   }
   if (recorder && soakRate && phase.freshness) {
-    phase.soak = recorder.report(startedAt, meterd.series, probe.rollupLags(), soakRate.peak, soakRate.rate);
+    phase.soak = soakReport(
+      recorder.scrapes,
+      startedAt,
+      meterd.series,
+      probe.rollupLags(),
+      soakRate.peak,
+      soakRate.rate,
+    );
   }
   if (p.scenario === 'quota') {
     const limit = PLAN_QUOTAS.free.eventsPerPeriod!;

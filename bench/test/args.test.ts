@@ -66,3 +66,22 @@ test('--compare-ref takes a git ref, skips the side-by-side ceilings, and refuse
   assert.ok(m !== 'help');
   assert.equal(m.ingestMain, '/opt/other/ingest/dist/src/main.js');
 });
+
+test('--against-empty needs --preload and the self-started stack; rounds and rate default to 2 and 5000', () => {
+  assert.throws(() => parseArgs(['--against-empty'], {}, '/r'), /--preload/);
+  assert.throws(
+    () =>
+      parseArgs(
+        ['--against-empty', '--preload', '10', '--target', 'http://h:1', '--key', 'k', '--workspace', 'ws_a'],
+        {},
+        '/r',
+      ),
+    /self-started/,
+  );
+  const a = parseArgs(['--preload', '50000000', '--against-empty'], {}, '/r');
+  assert.ok(a !== 'help');
+  assert.deepEqual([a.againstEmpty, a.preload, a.rounds, a.rate], [true, 50_000_000, 2, 5_000]);
+  const b = parseArgs(['--preload', '5', '--against-empty', '--rounds', '3', '--rate', '2000'], {}, '/r');
+  assert.ok(b !== 'help');
+  assert.deepEqual([b.rounds, b.rate], [3, 2_000]);
+});

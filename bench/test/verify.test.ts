@@ -93,3 +93,12 @@ test('a loss and a stray of equal count do not cancel out', async () => {
   assert.equal(v.ok, false);
   assert.ok(v.lost >= 1 && v.stray >= 1);
 });
+
+test("with the run's occurred_at, only rows of that second are looked at (the time-first key prunes the rest)", async () => {
+  const t = new KeyTracker('vat');
+  for (let i = 0; i < 10; i++) t.ack(t.fresh());
+  await insert(Array.from({ length: 10 }, (_, i) => t.key(i)));
+  assert.equal((await verifyKeys(s.clickhouse, 'events', t, '2026-01-01T00:00:00.000Z')).ok, true);
+  const other = await verifyKeys(s.clickhouse, 'events', t, '2026-01-01T00:00:01.000Z');
+  assert.equal(other.lost, 10);
+});

@@ -62,6 +62,8 @@ function phase(p: PhaseReport): string {
     if (f.rollup) {
       md += `Freshness (sent → counted in \`${f.rollup.table}\` FINAL by the aggregator): p50 **${n(f.rollup.p50Ms)} ms**, p99 **${n(f.rollup.p99Ms)} ms**, max ${n(f.rollup.maxMs)} ms over ${f.rollup.probesCounted} of ${f.probesAcknowledged} probes.\n\n`;
     }
+    if (p.aggregatorCycles)
+      md += `Aggregator cycles during the load (its /metrics histogram): ${n(p.aggregatorCycles.count)}, median ${n(p.aggregatorCycles.medianMs)} ms, p99 ${n(p.aggregatorCycles.p99Ms)} ms.\n\n`;
   }
   if (p.soak) md += `${soakMarkdown(p.soak)}\n`;
   if (p.quota)

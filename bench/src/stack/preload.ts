@@ -1,5 +1,7 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import { dateTimeLit, lit } from '@meterd/core/clickhouse';
+import { DEFAULT_REDIS_KEY_PREFIX, dedupeEpochMarker, redisEpochKey } from '@meterd/core/contracts';
+import type { Redis } from '@meterd/core/store';
 
 const CHUNK = 5_000_000;
 
@@ -50,4 +52,23 @@ export async function waitForMerges(ch: ClickHouseClient, database: string, maxM
     if (Number(row!.c) === 0 || Date.now() - t0 > maxMs) return Date.now() - t0;
     await new Promise((r) => setTimeout(r, 500));
   }
+}
+
+/**
+ * Marks the preloaded workspace as one whose state this Redis kept (its epoch marker set to the
+ * Redis's epoch, core's redis-keys contract), as on a deployment that ingested that history.
+ * Otherwise ingest's first claim takes it for a workspace whose Redis state was lost and rebuilds
+ * its dedupe tier from the preload (docs/redis.md): minutes of scans and over a million tier
+ * inserts, which are not what the run measures. Returns false when this Redis has no epoch yet
+ * (no ingest ran against it): the warm-up then waits the recovery out.
+ */
+export async function markWorkspaceKnown(
+  redis: Redis,
+  workspaceId: string,
+  prefix = DEFAULT_REDIS_KEY_PREFIX,
+): Promise<boolean> {
+  const epoch = await redis.get(redisEpochKey(prefix));
+  if (epoch === null) return false;
+  await redis.set(dedupeEpochMarker(prefix, workspaceId), epoch);
+  return true;
 }

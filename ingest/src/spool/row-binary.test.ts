@@ -7,7 +7,8 @@ import type { StoredEvent } from '@meterd/core/event';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { spoolLine } from '../rows.js';
 import { rowRejectionCode } from './insert-errors.js';
-import { createEventsInserter, spoolLinesToRowBinary } from './row-binary.js';
+import { createEventsInserter, parsedRowsToRowBinary } from './row-binary.js';
+import { parseLines } from './shipper.js';
 
 // Spool lines shipped as RowBinary read back from ClickHouse (18.16 here) exactly as the lines say.
 let stores: TestStores;
@@ -51,7 +52,8 @@ test('spool lines shipped as RowBinary read back identically: huge integers, uni
     password: cfg.CLICKHOUSE_PASSWORD,
   });
   const lines = EDGES.map(spoolLine);
-  await insert(Buffer.from(lines.join('')));
+  const body = Buffer.from(lines.join(''));
+  await insert(body, parseLines(body, lines.length));
   const rs = await stores.clickhouse.query({
     query: `SELECT workspace_id, event_type, idempotency_key, event_id, toString(quantity) AS quantity, toString(gmv_cents) AS gmv_cents,
         currency, toString(occurred_at) AS occurred_at, toString(received_at) AS received_at
@@ -73,7 +75,7 @@ test('a row that cannot be encoded is refused like a row ClickHouse cannot parse
     spoolLine(base(0, {})).replace(/"occurred_at":"[^"]*"/, '"occurred_at":"yesterday"'),
   ]) {
     assert.throws(
-      () => spoolLinesToRowBinary(Buffer.from(`${bad}\n`)),
+      () => parsedRowsToRowBinary(parseLines(Buffer.from(`${bad}\n`), 1)),
       (err: unknown) => rowRejectionCode(err) === 27,
     );
   }

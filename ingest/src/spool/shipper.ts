@@ -7,9 +7,20 @@ import { readCheckpoint, removeDurableMark, segmentPath, spoolId, writeCheckpoin
 import type { SpoolWriter } from './writer.js';
 import { rowRejectionCode } from './insert-errors.js';
 import { quarantineRows, type QuarantinedRow } from './quarantine.js';
+import { SpoolRowEncodingError } from './errors.js';
 
-/** Where shipped rows go. The ClickHouse implementation posts JSONEachRow bytes as they are. */
-export type InsertRows = (body: Buffer) => Promise<void>;
+/**
+ * A spool line as the shipper parsed it, once per ship: the row, or why the line is not one (a
+ * torn or foreign line; the inserter refuses it and bisecting moves it to quarantine).
+ */
+export type ParsedLine = EventRow | SpoolRowEncodingError;
+
+/**
+ * Where shipped rows go: the batch's spool lines (JSONEachRow, one row per line) and the same lines
+ * parsed, index for index. ClickHouse's inserter encodes the parsed rows (RowBinary), so each line
+ * is parsed once per ship, for the insert and the batch record alike.
+ */
+export type InsertRows = (lines: Buffer, rows: readonly ParsedLine[]) => Promise<void>;
 
 export interface ShipperOptions {
   batchRows: number;
@@ -78,8 +89,14 @@ export class SpoolShipper {
     this.loop.start();
   }
 
-  /** One ship attempt; returns the delay before the next (at once while full batches remain, backoff on failure). */
+  /**
+   * One ship attempt; returns the delay before the next: at once while full batches remain, backoff
+   * on failure, else what is left of `intervalMs` counted from this attempt's start. Ships start
+   * once per interval, so a row waits at most one interval plus its own insert, and a slow insert
+   * never stretches the period (nor raises the insert rate past 1000 / intervalMs per thread).
+   */
   private async tick(): Promise<number> {
+    const started = performance.now();
     let full = false;
     try {
       const shipped = await this.shipOnce();
@@ -101,7 +118,8 @@ export class SpoolShipper {
         );
       }
     }
-    return this.failures === 0 ? (full ? 0 : this.opts.intervalMs) : Math.min(MAX_BACKOFF_MS, 100 * 2 ** this.failures);
+    if (this.failures > 0) return Math.min(MAX_BACKOFF_MS, 100 * 2 ** this.failures);
+    return full ? 0 : Math.max(0, this.opts.intervalMs - (performance.now() - started));
   }
 
   /** Ships one insert's worth of rows from the checkpoint on; returns how many rows it shipped. */
@@ -151,17 +169,18 @@ export class SpoolShipper {
     if (rows === 0) return this.succeeded(0);
     const started = performance.now();
     const batch = buf.subarray(0, end);
+    const parsed = parseLines(batch, rows);
     let refused: ReadonlySet<number> = new Set();
     try {
-      await this.insert(batch);
+      await this.insert(batch, parsed);
     } catch (err) {
       if (rowRejectionCode(err) === undefined) throw err;
-      refused = await this.isolateRejected(batch, seg.seq, this.cp.offset, err as Error);
+      refused = await this.isolateRejected(batch, parsed, seg.seq, this.cp.offset, err as Error);
     }
     // Named by where it starts: a replay after a crash starts at the same checkpoint, and its end
     // (the attempt) is at least as far, since the spool only grows; the latest attempt wins.
     await this.opts.record?.(
-      batchRecord(`${this.spoolId}:${seg.seq}:${this.cp.offset}`, this.cp.offset + end, shippedRows(batch, refused)),
+      batchRecord(`${this.spoolId}:${seg.seq}:${this.cp.offset}`, this.cp.offset + end, shippedRows(parsed, refused)),
     );
     this.opts.metrics.shipSeconds.observe((performance.now() - started) / 1000);
     this.cp = { segment: seg.seq, offset: this.cp.offset + end };
@@ -186,6 +205,7 @@ export class SpoolShipper {
    */
   private async isolateRejected(
     batch: Buffer,
+    parsed: readonly ParsedLine[],
     segment: number,
     offset: number,
     first: Error,
@@ -211,7 +231,7 @@ export class SpoolShipper {
         [mid, hi],
       ] as const) {
         try {
-          await this.insert(batch.subarray(starts[a]!, starts[b]!));
+          await this.insert(batch.subarray(starts[a]!, starts[b]!), parsed.slice(a, b));
         } catch (e) {
           if (rowRejectionCode(e) === undefined) throw e;
           await split(a, b, e as Error);
@@ -257,13 +277,27 @@ export class SpoolShipper {
   }
 }
 
-/** The rows of a shipped batch that ClickHouse stored (all but the refused line indexes). */
-function* shippedRows(batch: Buffer, refused: ReadonlySet<number>): Generator<EventRow> {
-  let i = 0;
-  for (let start = 0; start < batch.length; i++) {
+/** Each of a batch's `count` lines (each ends with a newline) parsed; a line that is not JSON as its error. */
+export function parseLines(batch: Buffer, count: number): ParsedLine[] {
+  const out = new Array<ParsedLine>(count);
+  let start = 0;
+  for (let i = 0; i < count; i++) {
     const nl = batch.indexOf(10, start);
     const stop = nl === -1 ? batch.length : nl;
-    if (!refused.has(i)) yield JSON.parse(batch.toString('utf8', start, stop)) as EventRow;
+    try {
+      out[i] = JSON.parse(batch.toString('utf8', start, stop)) as EventRow;
+    } catch (err) {
+      out[i] = new SpoolRowEncodingError(err);
+    }
     start = stop + 1;
+  }
+  return out;
+}
+
+/** The rows of a shipped batch that ClickHouse stored (all but the refused line indexes). */
+function* shippedRows(parsed: readonly ParsedLine[], refused: ReadonlySet<number>): Generator<EventRow> {
+  for (let i = 0; i < parsed.length; i++) {
+    const r = parsed[i]!;
+    if (!refused.has(i) && !(r instanceof SpoolRowEncodingError)) yield r;
   }
 }

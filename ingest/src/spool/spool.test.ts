@@ -142,3 +142,46 @@ test('the segment being written is never deleted, even when everything in it has
   );
   await w2.close();
 });
+
+test('ships start at most once per interval on average, even when an insert takes most of it; each gets its lines parsed once', async () => {
+  const w = SpoolWriter.open(dir(), { segmentBytes: 1 << 20, fsync: 'never' });
+  const INTERVAL = 150;
+  const SHIPS = 11;
+  const starts: number[] = [];
+  const seen: { lines: string[]; rows: unknown[] }[] = [];
+  const s = new SpoolShipper(
+    w,
+    async (lines, rows) => {
+      starts.push(performance.now());
+      seen.push({ lines: lines.toString().trim().split('\n'), rows: [...rows] });
+      await new Promise((r) => setTimeout(r, 100));
+    },
+    { batchRows: 1000, intervalMs: INTERVAL, metrics: defineIngestMetrics(new MetricsRegistry()), log },
+  );
+  let n = 0;
+  let feeding = true;
+  // Rows keep arriving, so every tick has something to ship.
+  const feeder = (async () => {
+    while (feeding) {
+      await append(w, `{"n":${n++}}\n`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  })();
+  s.start();
+  const deadline = Date.now() + 60_000;
+  while (starts.length < SHIPS && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  await s.stop();
+  feeding = false;
+  await feeder;
+  await w.close();
+  assert.ok(starts.length >= SHIPS, `only ${starts.length} ships within 60 s`);
+  // Ticks start INTERVAL apart or more; an insert starts after the tick's read of the spool, whose
+  // time varies, so single gaps may be a little shorter while the mean over ten may not.
+  const meanGap = (starts[SHIPS - 1]! - starts[0]!) / (SHIPS - 1);
+  assert.ok(meanGap >= INTERVAL - 15, `ships started ${meanGap.toFixed(1)} ms apart on average`);
+  for (const b of seen)
+    assert.deepEqual(
+      b.rows,
+      b.lines.map((l) => JSON.parse(l) as unknown),
+    );
+});
