@@ -120,24 +120,27 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     const end = writer.durableEnd;
     return () => shipper.unshippedBytes <= writer.bytesAfter(end);
   };
+  const shippedMarks = new ShippedMarks(redis, {
+    key: dedupeShippedKey(o.redisPrefix ?? cfg.REDIS_KEY_PREFIX),
+    id: `${hostname()}:${process.pid}:${o.index}:${randomBytes(4).toString('hex')}`,
+    markSpool,
+    lastClaimAt: () => deduper.lastClaimAt,
+    // A claim is acknowledged within DEDUPE_PENDING_TTL_MS / 2 or answered 503; 1 s for the spool write.
+    inFlightMs: cfg.DEDUPE_PENDING_TTL_MS / 2 + 1_000,
+    hotSeconds: cfg.DEDUPE_HOT_SECONDS,
+    intervalMs: 1_000,
+    log,
+  }).start();
   // Recovery reads whole days of a workspace's sort key: a timeout for scans, not for lookups.
   const chScan = clickHouseFromConfig(cfg, { requestTimeoutMs: 60_000 });
   const recovery = new DedupeRecovery(deduper, storedRows, new ClickHouseStoredRows(chScan), {
     windowSeconds: cfg.DEDUPE_WINDOW_SECONDS,
-    markSpool,
+    shipped: shippedMarks,
     drainMs: 4_000,
     log,
     rebuilds: metrics.quotaRebuilds,
     failures: metrics.dedupeRecoveryFailures,
   });
-  const shippedMarks = new ShippedMarks(redis, {
-    key: dedupeShippedKey(o.redisPrefix ?? cfg.REDIS_KEY_PREFIX),
-    id: `${hostname()}:${process.pid}:${o.index}:${randomBytes(4).toString('hex')}`,
-    markSpool,
-    hotSeconds: cfg.DEDUPE_HOT_SECONDS,
-    intervalMs: 1_000,
-    log,
-  }).start();
   const pipeline = new Pipeline(
     deduper,
     storedRows,

@@ -35,9 +35,7 @@ before(async () => {
   redis = new Redis(server.url);
   d = new RedisDeduper(redis, { windowSeconds: 35 * 86_400, pendingTtlMs: 10_000, hotSeconds: 1, prefix: 'md' });
   // What ingest's recovery does for a workspace new to this Redis (dedupe/recovery.ts).
-  await d.readEpoch();
-  await d.markRecovered(WS, true, 3600);
-  await d.markRecovered(WS, false, 3600);
+  await d.markFresh(WS);
   before0 = usedMemory(await redis.info('memory'));
 });
 

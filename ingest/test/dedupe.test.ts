@@ -14,8 +14,7 @@ before(async () => {
     prefix: stores.redisPrefix,
   });
   // What ingest's recovery does for a workspace new to this Redis (dedupe/recovery.ts).
-  await d.markRecovered('ws_dedupe', true, 3600);
-  await d.markRecovered('ws_dedupe', false, 3600);
+  await d.markFresh('ws_dedupe');
 });
 after(() => stores.close());
 

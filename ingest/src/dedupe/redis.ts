@@ -3,9 +3,9 @@ import {
   DEFAULT_REDIS_KEY_PREFIX,
   dedupeEpochMarker,
   dedupeKey,
+  dedupeRegistryKey,
   dedupeTierBase,
   quotaKey,
-  redisEpochKey,
 } from '@meterd/core/contracts';
 import { type Counter } from '@meterd/core/metrics';
 import { type Redis } from '@meterd/core/store';
@@ -82,16 +82,20 @@ local function tierFind(metas, f)
 end
 `;
 
-// ARGV: limit, pendingMs, quotaTtl, token, now, slotSec, slots, useTier, epoch, the keys' MD5s
-// end to end (one argument: 16 bytes per key).
-// KEYS: quota, tier base, the workspace's epoch marker, then the hot keys. A marker other than this
-// Redis's epoch means the workspace's counters and tier are not to be trusted (docs/redis.md):
-// the call fails with EPOCH; a marker `<epoch>:r` means they are being rebuilt, and the answer's
-// last element is 'R' so the caller also asks ClickHouse about every new key.
+// ARGV: limit, pendingMs, quotaTtl, token, now, slotSec, slots, useTier, registry generation, the
+// keys' MD5s end to end (one argument: 16 bytes per key).
+// KEYS: quota, tier base, the workspace's marker, then the hot keys; all in the workspace's slot.
+// No marker means the workspace's counters and tier are not to be trusted (docs/redis.md): the
+// call fails with EPOCH. The answer's last element holds flags: 'R' when the marker says
+// `<gen>:r:<token>` (the tier is being rebuilt: the caller also asks ClickHouse about every new
+// key), 'G' when the marker's generation is not the registry's (the registry lost its data: the
+// caller registers the workspace again before anything claimed here is acknowledged).
 const CLAIM = `${TIER_LUA}
 local marker = redis.call('GET', KEYS[3])
-local rebuilding = marker == ARGV[9] .. ':r'
-if marker ~= ARGV[9] and not rebuilding then return redis.error_reply('EPOCH') end
+if not marker then return redis.error_reply('EPOCH') end
+local flags = ''
+if string.find(marker, ':r:', 17, true) then flags = 'R' end
+if string.sub(marker, 1, 16) ~= ARGV[9] then flags = flags .. 'G' end
 local limit = tonumber(ARGV[1])
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 local metas = {}
@@ -119,7 +123,7 @@ if added > 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
 out[#KEYS - 2] = tostring(used + added)
-if rebuilding then out[#KEYS - 1] = 'R' end
+out[#KEYS - 1] = flags
 return out`;
 
 // A key whose claim expired is committed all the same (the event is durable); a key another
@@ -222,7 +226,18 @@ type Scripted = Redis & {
   meterdClaim2(n: number, ...args: Arg[]): Promise<string[]>;
   meterdCommit2(n: number, ...args: Arg[]): Promise<number>;
   meterdRelease(n: number, ...args: Arg[]): Promise<number>;
+  meterdGeneration(n: number, ...args: Arg[]): Promise<string>;
+  meterdRelabel(n: number, ...args: Arg[]): Promise<null>;
+  meterdRebuilt(n: number, ...args: Arg[]): Promise<number>;
 };
+
+/** The workspace registry's generation: a fresh one after the registry lost its data. */
+export interface Generation {
+  /** 16 hex characters: the prefix of every workspace marker written in this generation. */
+  id: string;
+  /** When it was created (ms since the epoch): workspaces registered before it are not listed. */
+  birthMs: number;
+}
 
 export interface RedisDedupeOptions {
   windowSeconds: number;
@@ -251,6 +266,24 @@ export const MAX_KEYS_PER_CALL = 1_000;
 /** Commit token matching every pending claim (claim tokens are `P:<prefix>:<tick>`, never `P:*`). */
 const ANY_PENDING = 'P:*';
 const TIER_ONLY = 'T:';
+/** How long a read of the registry's generation is used: claims wait for a fresher one past it. */
+export const GENERATION_REFRESH_MS = 1_000;
+/**
+ * The registry's generation, created if missing (`HSETNX`): `<16 hex>:<birth ms>`. Single key, so
+ * it runs on whichever node holds the registry.
+ */
+const GENERATION = `
+redis.call('HSETNX', KEYS[1], '~gen', ARGV[1])
+return redis.call('HGET', KEYS[1], '~gen')`;
+/** Re-labels a workspace's marker with the registry's current generation (keeping a rebuild's suffix). */
+const RELABEL = `
+local m = redis.call('GET', KEYS[1])
+if m and string.sub(m, 1, 16) ~= ARGV[1] then redis.call('SET', KEYS[1], ARGV[1] .. string.sub(m, 17), 'KEEPTTL') end`;
+/** Marks a rebuilt workspace done, only over its own rebuild's mark (a newer loss or rebuild wins). */
+const REBUILT = `
+local m = redis.call('GET', KEYS[1])
+if m and string.sub(m, 17) == ':r:' .. ARGV[2] then redis.call('SET', KEYS[1], ARGV[1]) return 1 end
+return 0`;
 /** Slots a lookup reads: the window is cut into SLOTS - 1 slot lengths, plus the current slot. */
 const SLOTS = 6;
 /**
@@ -270,7 +303,13 @@ export class RedisDeduper implements Deduper {
   private readonly clock: () => number;
   private readonly hash: (key: string) => Buffer;
   private readonly slotSeconds: number;
-  private epoch: string | undefined;
+  /** The registry's generation last read, and when (Date.now()). */
+  private gen: Generation | undefined;
+  private genAt = 0;
+  private genRead: Promise<Generation> | undefined;
+  /** When the last claim that Redis answered was sent (Date.now()), and claims awaiting an answer. */
+  private lastClaimSent = 0;
+  private claimsSent = 0;
 
   constructor(
     redis: Redis,
@@ -284,6 +323,9 @@ export class RedisDeduper implements Deduper {
       ['meterdClaim2', CLAIM],
       ['meterdCommit2', COMMIT],
       ['meterdRelease', RELEASE],
+      ['meterdGeneration', GENERATION],
+      ['meterdRelabel', RELABEL],
+      ['meterdRebuilt', REBUILT],
     ] as const) {
       if (!(name in redis)) redis.defineCommand(name, { lua });
     }
@@ -331,7 +373,8 @@ export class RedisDeduper implements Deduper {
   }
 
   private async claimChunk(req: ClaimRequest, keys: string[], hashes: Buffer): Promise<ClaimResult> {
-    const epoch = this.epoch ?? (await this.readEpoch());
+    const gen =
+      this.gen !== undefined && Date.now() - this.genAt < GENERATION_REFRESH_MS ? this.gen : await this.generation();
     const n = keys.length;
     const args: Arg[] = new Array(n + 13);
     args[0] = this.quotaKey(req.workspaceId, req.period);
@@ -347,17 +390,26 @@ export class RedisDeduper implements Deduper {
     args[a + 5] = this.slotSeconds;
     args[a + 6] = SLOTS;
     args[a + 7] = req.skipTier === true ? '0' : '1';
-    args[a + 8] = epoch;
+    args[a + 8] = gen.id;
     args[a + 9] = hashes;
     this.opts.roundTrips?.inc();
+    const sent = Date.now();
+    this.claimsSent++;
     let out: string[];
     try {
       out = await this.r.meterdClaim2(n + 3, ...args);
+      this.lastClaimSent = Math.max(this.lastClaimSent, sent);
     } catch (err) {
       if ((err as Error).message.endsWith('EPOCH')) throw new DedupeEpochError(req.workspaceId);
       throw err;
+    } finally {
+      this.claimsSent--;
     }
-    return { states: out.slice(0, n), used: Number(out[n]), rebuilding: out[n + 1] === 'R' };
+    const flags = out[n + 1]!;
+    // Before the caller acknowledges anything claimed here: a workspace that holds unshipped events
+    // is always listed, so a later loss of its slot is never taken for a new workspace.
+    if (flags.endsWith('G')) await this.register(req.workspaceId);
+    return { states: out.slice(0, n), used: Number(out[n]), rebuilding: flags.startsWith('R') };
   }
 
   async commit(
@@ -400,40 +452,74 @@ export class RedisDeduper implements Deduper {
   }
 
   /**
-   * This Redis's epoch: written once (SET NX) by the first ingest that finds none, so every
-   * ingest on one Redis reads the same value, and a Redis that lost its data gets a new one.
+   * The registry's generation, read now (created by the first ingest that finds none: at start, or
+   * after the node holding the registry lost its data). One read at a time per deduper.
    */
-  async readEpoch(): Promise<string> {
-    const key = redisEpochKey(this.prefix);
-    await this.r.set(key, randomBytes(8).toString('hex'), 'NX');
-    const e = await this.r.get(key);
-    if (e === null) throw new DedupeEpochError('*');
-    this.epoch = e;
-    return e;
-  }
-
-  /** The epoch this deduper last read, if any. */
-  get knownEpoch(): string | undefined {
-    return this.epoch;
+  generation(): Promise<Generation> {
+    this.genRead ??= (async () => {
+      try {
+        const at = Date.now();
+        const v = await this.r.meterdGeneration(1, dedupeRegistryKey(this.prefix), `${randomBytes(8).toString('hex')}:${at}`);
+        const g = { id: v.slice(0, 16), birthMs: Number(v.slice(17)) };
+        this.gen = g;
+        this.genAt = at;
+        return g;
+      } finally {
+        this.genRead = undefined;
+      }
+    })();
+    return this.genRead;
   }
 
   /**
-   * Marks the workspace's counters rebuilt: `rebuilding` (its tier not yet) for `ttlSeconds`, or
-   * done, with no expiry: a marker that lapsed would send an active workspace through recovery.
+   * When the last claim that may have claimed something was sent: now while one awaits its answer.
+   * A claim refused for want of a marker claimed nothing, so it does not count.
    */
-  async markRecovered(workspaceId: string, rebuilding: boolean, ttlSeconds = 600): Promise<void> {
-    const epoch = this.epoch ?? (await this.readEpoch());
-    const marker = dedupeEpochMarker(this.prefix, workspaceId);
-    if (rebuilding) await this.r.set(marker, `${epoch}:r`, 'EX', ttlSeconds);
-    // Only over this epoch's rebuilding mark: if Redis lost its data again meanwhile, the mark is
-    // gone and the tier just rebuilt is not the one to trust.
-    else
-      await this.r.eval(
-        `if redis.call('GET', KEYS[1]) == ARGV[1] .. ':r' then redis.call('SET', KEYS[1], ARGV[1]) end`,
-        1,
-        marker,
-        epoch,
-      );
+  get lastClaimAt(): number {
+    return this.claimsSent > 0 ? Date.now() : this.lastClaimSent;
+  }
+
+  /** Whether the workspace is listed in the registry, and the registry's generation. */
+  async registryState(workspaceId: string): Promise<Generation & { listed: boolean }> {
+    const g = await this.generation();
+    const listed = (await this.r.hexists(dedupeRegistryKey(this.prefix), workspaceId)) === 1;
+    return { ...g, listed };
+  }
+
+  /** Lists the workspace in the registry, then labels its marker (if any) with the generation. */
+  async register(workspaceId: string): Promise<Generation> {
+    const g = await this.generation();
+    await this.r.hset(dedupeRegistryKey(this.prefix), workspaceId, '1');
+    await this.r.meterdRelabel(1, dedupeEpochMarker(this.prefix, workspaceId), g.id);
+    return g;
+  }
+
+  /**
+   * Registers a workspace that has nothing to rebuild and marks it complete: `NX`, so a marker
+   * another thread wrote meanwhile (a rebuild under way) is left alone.
+   */
+  async markFresh(workspaceId: string): Promise<void> {
+    const g = await this.register(workspaceId);
+    await this.r.set(dedupeEpochMarker(this.prefix, workspaceId), g.id, 'NX');
+  }
+
+  /**
+   * Marks the workspace's counters rebuilt and its tier being rebuilt by `token`, for `ttlSeconds`:
+   * if the rebuilding process dies, the mark lapses and the next claim recovers again.
+   */
+  async markRebuilding(workspaceId: string, token: string, ttlSeconds = 600): Promise<void> {
+    const g = await this.register(workspaceId);
+    await this.r.set(dedupeEpochMarker(this.prefix, workspaceId), `${g.id}:r:${token}`, 'EX', ttlSeconds);
+  }
+
+  /**
+   * Marks the tier rebuilt by `token` complete, with no expiry (a marker that lapsed would send an
+   * active workspace through recovery). Only over that rebuild's own mark: if the slot lost its
+   * data again meanwhile, the tier just rebuilt is not the one to trust. True if marked.
+   */
+  async markRebuilt(workspaceId: string, token: string): Promise<boolean> {
+    const g = await this.generation();
+    return (await this.r.meterdRebuilt(1, dedupeEpochMarker(this.prefix, workspaceId), g.id, token)) === 1;
   }
 
   /** Raises the period's counter to at least `n` (never lowers what other ingests counted meanwhile). */
