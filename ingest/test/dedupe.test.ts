@@ -1,7 +1,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { RedisDeduper, MAX_KEYS_PER_CALL } from '../src/dedupe/redis.js';
+import { dedupeEpochMarker, dedupeRegistryKey } from '@meterd/core/contracts';
+import { RedisDeduper, MAX_KEYS_PER_CALL, GENERATION_REFRESH_MS } from '../src/dedupe/redis.js';
+import { DedupeEpochError } from '../src/dedupe/deduper.js';
 
 let stores: TestStores;
 let d: RedisDeduper;
@@ -75,4 +77,24 @@ test('a tick with more keys than one call takes is split, and the quota still ho
     await stores.redis.get(d.dedupeKey('ws_dedupe', `big:${MAX_KEYS_PER_CALL + 5}`)),
     `evt_${MAX_KEYS_PER_CALL + 5}|1|1|USD|1|1`,
   );
+});
+
+test('a registry that lost its data gets every workspace that claims listed again before the claim returns', async () => {
+  const reg = dedupeRegistryKey(stores.redisPrefix);
+  const fresh = new RedisDeduper(stores.redis, { windowSeconds: 3600, pendingTtlMs: 200, hotSeconds: 3600, prefix: stores.redisPrefix });
+  await fresh.markFresh('ws_relist');
+  const before = (await fresh.generation()).id;
+  // The node holding the registry lost its data; the workspace's own slot did not.
+  await stores.redis.del(reg);
+  await new Promise((r) => setTimeout(r, GENERATION_REFRESH_MS + 50)); // the cached generation is read again
+  await fresh.claim({ ...req(['e:relist'], 'P:r:1'), workspaceId: 'ws_relist' });
+  const after = (await fresh.generation()).id;
+  assert.notEqual(after, before, 'a new generation');
+  assert.equal(await stores.redis.hexists(reg, 'ws_relist'), 1, 'listed again');
+  assert.equal(await stores.redis.get(dedupeEpochMarker(stores.redisPrefix, 'ws_relist')), after, 'marker relabelled');
+});
+
+test('a claim of a workspace without a marker claims nothing and fails (recovery first)', async () => {
+  await assert.rejects(d.claim({ ...req(['e:none'], 'P:n:1'), workspaceId: 'ws_unmarked' }), DedupeEpochError);
+  assert.equal(await stores.redis.exists(d.dedupeKey('ws_unmarked', 'e:none')), 0);
 });
