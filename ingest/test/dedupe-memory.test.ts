@@ -3,7 +3,8 @@ import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { RedisDeduper } from '../src/dedupe/redis.js';
 import { until, tempDir } from './helpers.js';
-import { freePort, PrivateRedis } from './processes.js';
+import { PrivateRedis } from './processes.js';
+import { privateRedisPort } from './dedupe-ports.js';
 
 /**
  * What the 35-day dedupe window costs per event held, as Redis's own `used_memory` grows (key
@@ -30,7 +31,7 @@ function usedMemory(info: string): number {
 }
 
 before(async () => {
-  server = new PrivateRedis(tempDir('redis-mem'), await freePort(), false);
+  server = new PrivateRedis(tempDir('redis-mem'), await privateRedisPort(), false);
   await server.start();
   redis = new Redis(server.url);
   d = new RedisDeduper(redis, { windowSeconds: 35 * 86_400, pendingTtlMs: 10_000, hotSeconds: 1, prefix: 'md' });

@@ -81,7 +81,12 @@ test('a tick with more keys than one call takes is split, and the quota still ho
 
 test('a registry that lost its data gets every workspace that claims listed again before the claim returns', async () => {
   const reg = dedupeRegistryKey(stores.redisPrefix);
-  const fresh = new RedisDeduper(stores.redis, { windowSeconds: 3600, pendingTtlMs: 200, hotSeconds: 3600, prefix: stores.redisPrefix });
+  const fresh = new RedisDeduper(stores.redis, {
+    windowSeconds: 3600,
+    pendingTtlMs: 200,
+    hotSeconds: 3600,
+    prefix: stores.redisPrefix,
+  });
   await fresh.markFresh('ws_relist');
   const before = (await fresh.generation()).id;
   // The node holding the registry lost its data; the workspace's own slot did not.

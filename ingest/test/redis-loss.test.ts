@@ -3,12 +3,12 @@ import assert from 'node:assert/strict';
 import { Redis } from 'ioredis';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { periodOf } from '@meterd/core/plans';
-import { createServer } from 'node:net';
 import { dedupeRegistryKey } from '@meterd/core/contracts';
 import { loadIngestConfig } from '../src/config.js';
 import { createEventsInserter } from '../src/spool/row-binary.js';
 import { event, startTestIngest, storedCounts, tempDir, until, waitShipped } from './helpers.js';
 import { PrivateRedis } from './processes.js';
+import { privateRedisPort } from './dedupe-ports.js';
 
 /**
  * Redis restarted without its data under load (docs/redis.md): ingest notices (the workspace's
@@ -36,7 +36,7 @@ test(
   'Redis restarted without its data under load: counters rebuilt, retries still duplicates, 0 lost, 0 doubled',
   { timeout: 150_000 },
   async () => {
-    const redis = new PrivateRedis(tempDir('redis-loss'), await privatePort(), false);
+    const redis = new PrivateRedis(tempDir('redis-loss'), await privateRedisPort(), false);
     await redis.start();
     const { workspace, token } = await stores.workspace('growth');
     const ingest = await startTestIngest(stores, { REDIS_URL: redis.url });
@@ -121,19 +121,6 @@ test(
   },
 );
 
-/** A free port of the range this test suite's private Redis servers may use (7200–7249). */
-async function privatePort(): Promise<number> {
-  for (let port = 7200 + Math.floor(Math.random() * 50), n = 0; n < 50; n++, port = 7200 + ((port - 7200 + 1) % 50)) {
-    const free = await new Promise<boolean>((resolve) => {
-      const s = createServer();
-      s.once('error', () => resolve(false));
-      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-    });
-    if (free) return port;
-  }
-  throw new Error('no free port in 7200-7249');
-}
-
 /** Per key of `keys`: its answer (202 stored, 202 duplicate, or the rejection's status). */
 async function sendKeys(url: string, token: string, workspaceId: string, keys: string[]) {
   const out = new Map<string, { status: number; duplicate?: boolean }>();
@@ -170,7 +157,7 @@ for (const loss of ['Redis restarted empty', "only the workspace's slot lost its
     `two ingest threads, ${loss}: the other thread's acknowledged-unshipped events retried during the recovery are duplicates, counted once`,
     { timeout: 150_000 },
     async () => {
-      const redis = new PrivateRedis(tempDir('redis-loss2'), await privatePort(), false);
+      const redis = new PrivateRedis(tempDir('redis-loss2'), await privateRedisPort(), false);
       await redis.start();
       const admin = new Redis(redis.url);
       const { workspace, token } = await stores.workspace('growth');
@@ -252,7 +239,8 @@ for (const loss of ['Redis restarted empty', "only the workspace's slot lost its
         const answered = await storedOnce(a.url, token, workspace.id, onB);
         for (const k of onB) assert.deepEqual(answered.get(k), { status: 202, duplicate: true }, `retry of ${k}`);
         const youngAfter = await storedOnce(a.url, young.token, young.workspace.id, youngKeys);
-        for (const k of youngKeys) assert.deepEqual(youngAfter.get(k), { status: 202, duplicate: true }, `retry of ${k}`);
+        for (const k of youngKeys)
+          assert.deepEqual(youngAfter.get(k), { status: 202, duplicate: true }, `retry of ${k}`);
         await until(
           async () => acked.size,
           (n) => n > 1_000,

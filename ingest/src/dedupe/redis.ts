@@ -459,7 +459,11 @@ export class RedisDeduper implements Deduper {
     this.genRead ??= (async () => {
       try {
         const at = Date.now();
-        const v = await this.r.meterdGeneration(1, dedupeRegistryKey(this.prefix), `${randomBytes(8).toString('hex')}:${at}`);
+        const v = await this.r.meterdGeneration(
+          1,
+          dedupeRegistryKey(this.prefix),
+          `${randomBytes(8).toString('hex')}:${at}`,
+        );
         const g = { id: v.slice(0, 16), birthMs: Number(v.slice(17)) };
         this.gen = g;
         this.genAt = at;
