@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
-import { dedupeEpochMarker, dedupeRegistryKey } from '@meterd/core/contracts';
+import { dedupeEpochMarker, dedupeRegistryKey, dedupeTierBase } from '@meterd/core/contracts';
 import { RedisDeduper, MAX_KEYS_PER_CALL, GENERATION_REFRESH_MS } from '../src/dedupe/redis.js';
 import { DedupeEpochError } from '../src/dedupe/deduper.js';
 
@@ -102,4 +102,40 @@ test('a registry that lost its data gets every workspace that claims listed agai
 test('a claim of a workspace without a marker claims nothing and fails (recovery first)', async () => {
   await assert.rejects(d.claim({ ...req(['e:none'], 'P:n:1'), workspaceId: 'ws_unmarked' }), DedupeEpochError);
   assert.equal(await stores.redis.exists(d.dedupeKey('ws_unmarked', 'e:none')), 0);
+});
+
+test('the tier finds every committed key through its filters, also in buckets a growing slot has not migrated yet', async () => {
+  const prefix = `${stores.redisPrefix}:grow`;
+  const at = Date.UTC(2026, 10, 30, 12, 0, 10);
+  const g = new RedisDeduper(stores.redis, {
+    windowSeconds: 3600,
+    pendingTtlMs: 200,
+    hotSeconds: 3600,
+    prefix,
+    clock: () => at,
+  });
+  await g.markFresh('ws_grow');
+  const keys = Array.from({ length: 1_030 }, (_, i) => `e:grow-${i}`);
+  const row = `evt_g|1|1|USD|${Math.floor(at / 1000)}|1`;
+  // One key per commit: a slot that grows migrates one old bucket per key, so the last ones leave
+  // most of the old buckets unmigrated.
+  for (const k of keys) await g.commit('ws_grow', [k], [row], 'P:g:1');
+  const meta = await stores.redis.hgetall(`${dedupeTierBase(prefix, 'ws_grow')}${Math.floor(at / 1000 / 720)}`);
+  assert.ok(meta.ob !== undefined && Number(meta.oc) < 2 ** Number(meta.ob), `mid-migration: ${JSON.stringify(meta)}`);
+  await stores.redis.del(...keys.map((k) => g.dedupeKey('ws_grow', k))); // hot rows gone: the tier answers
+  const hour = Math.floor(at / 3_600_000);
+  for (let i = 0; i < keys.length; i += 500) {
+    const r = await g.claim({ ...req(keys.slice(i, i + 500), 'P:g:2'), workspaceId: 'ws_grow' });
+    assert.deepEqual(
+      r.states.flatMap((s, j) => (s === `S:${hour}` ? [] : [`${keys[i + j]} → ${s}`])),
+      [],
+      'every key found',
+    );
+  }
+  const fresh = Array.from({ length: 500 }, (_, i) => `e:fresh-${i}`);
+  const r = await g.claim({ ...req(fresh, 'P:g:3'), workspaceId: 'ws_grow' });
+  assert.ok(
+    r.states.every((s) => s === ''),
+    'new keys are new',
+  );
 });

@@ -37,19 +37,35 @@ import { DedupeEpochError, type ClaimRequest, type ClaimResult, type Deduper } f
  * Cluster slot; the tier's bucket keys are built inside the scripts from a base passed as a key.
  */
 const TIER_LUA = `
+-- A slot's filter for 2^bits buckets: one bit per 2^(32 - bits - 9) of the hash prefix, so ~8 bits
+-- per key at the 64 keys a bucket holds on average (capped at Redis's 2^32-bit strings).
+local function filterDiv(bits)
+  return 2 ^ (32 - math.min(bits + 9, 32))
+end
 -- Per slot that exists, newest first: bucket name prefix and divisor of its current buckets, of
--- the buckets it is migrating from (and how many of those are done), and its first hour.
+-- the buckets it is migrating from (and how many of those are done), its first hour, and the
+-- filters of both bucket sets (nil for a slot written before slots had filters).
 local function tierBuckets(base, now, slotSec, nslots)
   local cur = math.floor(now / slotSec)
   local metas = {}
   for s = cur, cur - nslots + 1, -1 do
-    local m = redis.call('HMGET', base .. s, 'b', 'ob', 'oc')
+    local m = redis.call('HMGET', base .. s, 'b', 'ob', 'oc', 'f')
     if m[1] then
-      local t = { base .. s .. ':' .. m[1] .. ':', 2 ^ (32 - tonumber(m[1])), nil, nil, 0, math.floor(s * slotSec / 3600) }
+      local bits = tonumber(m[1])
+      local t = { base .. s .. ':' .. bits .. ':', 2 ^ (32 - bits), nil, nil, 0, math.floor(s * slotSec / 3600) }
+      if m[4] then
+        t[7] = base .. s .. ':' .. bits .. ':f'
+        t[8] = filterDiv(bits)
+      end
       if m[2] then
-        t[3] = base .. s .. ':' .. m[2] .. ':'
-        t[4] = 2 ^ (32 - tonumber(m[2]))
+        local ob = tonumber(m[2])
+        t[3] = base .. s .. ':' .. ob .. ':'
+        t[4] = 2 ^ (32 - ob)
         t[5] = tonumber(m[3])
+        if m[4] then
+          t[9] = base .. s .. ':' .. ob .. ':f'
+          t[10] = filterDiv(ob)
+        end
       end
       metas[#metas + 1] = t
     end
@@ -60,25 +76,54 @@ local function prefix32(f)
   local a, b, c, d = string.byte(f, 1, 4)
   return ((a * 256 + b) * 256 + c) * 256 + d
 end
-local function tierFind(metas, f)
-  local p = prefix32(f)
+-- The hours a bucket field holds, absolute: relative to the slot's first hour (a 2-byte listpack
+-- integer), several comma-separated only when different keys' hashes collided.
+local function hoursOf(v, base)
+  if not string.find(v, ',', 1, true) then return tonumber(v) + base end
+  local hs = {}
+  for h in string.gmatch(v, '[^,]+') do hs[#hs + 1] = tonumber(h) + base end
+  return table.concat(hs, ',')
+end
+-- Each candidate's bit in one bucket set's filter, all in one call (nil: the set has no filter).
+local function filterBits(key, div, ps)
+  if not key then return nil end
+  local args = {}
+  for j = 1, #ps do
+    args[3 * j - 2] = 'GET'
+    args[3 * j - 1] = 'u1'
+    args[3 * j] = math.floor(ps[j] / div)
+  end
+  return redis.call('BITFIELD_RO', key, unpack(args))
+end
+-- The stored hours of each key hash in fs (nil: not in the tier). A key is looked for in a bucket
+-- only if its bucket set's filter has its bit, and the filters of a slot are read for all keys in
+-- one call: a new key costs a few bits per slot, not a scan of a 64-field listpack per slot.
+local function tierFindAll(metas, fs)
+  local ps = {}
+  for j = 1, #fs do ps[j] = prefix32(fs[j]) end
+  local cur, old = {}, {}
   for i = 1, #metas do
-    local m = metas[i]
-    local v = redis.call('HGET', m[1] .. math.floor(p / m[2]), f)
-    if not v and m[3] then
-      local ob = math.floor(p / m[4])
-      if ob >= m[5] then v = redis.call('HGET', m[3] .. ob, f) end
-    end
-    if v then
-      -- hours are stored relative to the slot's first hour (a 2-byte listpack integer); a field
-      -- holds several, comma-separated, only when different keys' hashes collided
-      if not string.find(v, ',', 1, true) then return tonumber(v) + m[6] end
-      local hs = {}
-      for h in string.gmatch(v, '[^,]+') do hs[#hs + 1] = tonumber(h) + m[6] end
-      return table.concat(hs, ',')
+    cur[i] = filterBits(metas[i][7], metas[i][8], ps)
+    if metas[i][3] then old[i] = filterBits(metas[i][9], metas[i][10], ps) end
+  end
+  local found = {}
+  for j = 1, #fs do
+    local p, f = ps[j], fs[j]
+    for i = 1, #metas do
+      local m = metas[i]
+      local v = nil
+      if not cur[i] or cur[i][j] == 1 then v = redis.call('HGET', m[1] .. math.floor(p / m[2]), f) end
+      if not v and m[3] then
+        local ob = math.floor(p / m[4])
+        if ob >= m[5] and (not old[i] or old[i][j] == 1) then v = redis.call('HGET', m[3] .. ob, f) end
+      end
+      if v then
+        found[j] = hoursOf(v, m[6])
+        break
+      end
     end
   end
-  return nil
+  return found
 end
 `;
 
@@ -102,10 +147,24 @@ local metas = {}
 if ARGV[8] == '1' then metas = tierBuckets(KEYS[2], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])) end
 local out = {}
 local added = 0
+local vals = {}
+-- keys without a hot row are looked up in the tier together (its filters: one call per slot)
+local misses, fs = {}, {}
 for i = 4, #KEYS do
-  local v = redis.call('GET', KEYS[i])
-  local h = nil
-  if not v and #metas > 0 then h = tierFind(metas, string.sub(ARGV[10], (i - 4) * 16 + 1, (i - 3) * 16)) end
+  vals[i] = redis.call('GET', KEYS[i])
+  if not vals[i] and #metas > 0 then
+    misses[#misses + 1] = i
+    fs[#fs + 1] = string.sub(ARGV[10], (i - 4) * 16 + 1, (i - 3) * 16)
+  end
+end
+local hs = {}
+if #fs > 0 then
+  local found = tierFindAll(metas, fs)
+  for j = 1, #misses do hs[misses[j]] = found[j] end
+end
+for i = 4, #KEYS do
+  local v = vals[i]
+  local h = hs[i]
   if v then
     out[i - 3] = v
   elseif h then
@@ -143,20 +202,26 @@ local cur = math.floor(now / slotSec)
 local meta = base .. cur
 -- every key of the slot lives until the window has passed over the slot's end
 local ttl = (cur + 1) * slotSec + tonumber(ARGV[5]) - math.floor(now) + 3600
-local m = redis.call('HMGET', meta, 'b', 'ob', 'oc', 'n')
+local m = redis.call('HMGET', meta, 'b', 'ob', 'oc', 'n', 'f')
 local bits, ob, oc, n = tonumber(m[1]), tonumber(m[2]), tonumber(m[3]), tonumber(m[4] or '0')
 if not bits then
   -- one growth below the previous slot's size: a steady workload grows once per slot, a shrinking
   -- one does not keep sparse buckets
   bits = math.max(tonumber(redis.call('HGET', base .. (cur - 1), 'b') or '0') - 2, 0)
-  redis.call('HSET', meta, 'b', bits)
+  redis.call('HSET', meta, 'b', bits, 'f', 1)
   redis.call('EXPIRE', meta, ttl)
+  m[5] = '1'
 end
 local hourBase = math.floor(cur * slotSec / 3600)
 local slotPrefix = base .. cur .. ':' .. bits .. ':'
 local div = 2 ^ (32 - bits)
+-- a slot written before slots had filters keeps none (its lookups read every bucket)
+local filter = m[5] and (slotPrefix .. 'f')
+local fdiv = filterDiv(bits)
 local function put(f, v)
-  local b = slotPrefix .. math.floor(prefix32(f) / div)
+  local p = prefix32(f)
+  local b = slotPrefix .. math.floor(p / div)
+  if filter then redis.call('SETBIT', filter, math.floor(p / fdiv), 1) end
   local added = redis.call('HSETNX', b, f, v)
   if added == 1 then
     if redis.call('HLEN', b) == 1 then redis.call('EXPIRE', b, ttl) end
@@ -198,6 +263,7 @@ if ob then
   end
   if oc >= total then
     redis.call('HDEL', meta, 'ob', 'oc')
+    redis.call('DEL', base .. cur .. ':' .. ob .. ':f')
     ob = nil
   else
     redis.call('HSET', meta, 'oc', oc)
@@ -207,6 +273,7 @@ if not ob and n > tonumber(ARGV[6]) * 2 ^ bits and bits < 30 then
   redis.call('HSET', meta, 'ob', bits, 'oc', 0, 'b', bits + 2)
 end
 redis.call('HSET', meta, 'n', n)
+if filter and nk > 0 then redis.call('EXPIRE', filter, ttl) end
 return inserted`;
 
 // Only this request's own pending claims are freed.
