@@ -200,3 +200,26 @@ async function until(ok: () => boolean, ms = 10_000): Promise<void> {
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+test('a thread that sent a claim counts as settled only once that claim can no longer be acknowledged', async () => {
+  const key = dedupeShippedKey(`${stores.redisPrefix}:settled`);
+  const claimAt = Date.now();
+  const marks = new ShippedMarks(stores.redis, {
+    key,
+    id: 'busy',
+    markSpool: () => () => true,
+    lastClaimAt: () => claimAt,
+    inFlightMs: 800,
+    hotSeconds: 60,
+    intervalMs: 100,
+    log: QUIET,
+  }).start();
+  try {
+    await until(() => marks.allShippedThrough(claimAt));
+    const took = Date.now() - claimAt;
+    assert.ok(took >= 800, `a claim sent at t may be acknowledged until t + inFlightMs (${took} ms)`);
+  } finally {
+    await marks.stop();
+    await stores.redis.del(key);
+  }
+});
