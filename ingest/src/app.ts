@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -122,7 +121,10 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   };
   const shippedMarks = new ShippedMarks(redis, {
     key: dedupeShippedKey(o.redisPrefix ?? cfg.REDIS_KEY_PREFIX),
-    id: `${hostname()}:${process.pid}:${o.index}:${randomBytes(4).toString('hex')}`,
+    // The spool's folder, which one live thread at a time can hold (its lock): a thread restarted on
+    // it takes over the field its killed predecessor left, rather than that field holding back
+    // recoveries until it goes stale.
+    id: `${hostname()}:${writer.dir}`,
     markSpool,
     lastClaimAt: () => deduper.lastClaimAt,
     // A claim is acknowledged within DEDUPE_PENDING_TTL_MS / 2 or answered 503; 1 s for the spool write.

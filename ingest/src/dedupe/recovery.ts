@@ -29,6 +29,11 @@ const BACKOFF_MIN_MS = 1_000;
 const BACKOFF_MAX_MS = 60_000;
 /** Recoveries at once: after a loss every active workspace needs one, each a ClickHouse query. */
 const PARALLEL = 4;
+/**
+ * How long a workspace that may be new waits for the threads' times to show the registry is older
+ * than anything unshipped: they are read once a second, and a registry is young for seconds.
+ */
+const NEW_WAIT_MS = 3_000;
 /** Default of shipWaitMs: past the 30 s after which a silent thread is taken for dead. */
 const SHIP_WAIT_MS = 60_000;
 
@@ -118,7 +123,7 @@ export class DedupeRecovery implements EpochRecovery {
     // generation, read at most GENERATION_REFRESH_MS before, registers it first), and events of
     // claims sent before are in ClickHouse. So if ClickHouse has none, it is new: no wait, one
     // LIMIT 1 query.
-    if (!reg.listed && this.o.shipped.allShippedThrough(reg.birthMs + GENERATION_REFRESH_MS)) {
+    if (!reg.listed && (await this.shippedWithin(reg.birthMs + GENERATION_REFRESH_MS, NEW_WAIT_MS))) {
       if (!(await this.inTurn(() => this.scans.hasAny(workspaceId, occurredFrom)))) {
         await this.deduper.markFresh(workspaceId);
         return;
@@ -126,6 +131,16 @@ export class DedupeRecovery implements EpochRecovery {
     }
     await this.allShipped(noticed);
     await this.inTurn(() => this.recoverNow(workspaceId, nowMs, monthStart, since, occurredFrom));
+  }
+
+  /** Whether every live thread ships past `t` within `ms` (at a thread's start: its first read of the others). */
+  private async shippedWithin(t: number, ms: number): Promise<boolean> {
+    const deadline = Date.now() + ms;
+    while (!this.o.shipped.allShippedThrough(t)) {
+      if (this.closed || Date.now() > deadline) return false;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return true;
   }
 
   /**

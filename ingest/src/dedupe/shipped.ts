@@ -57,7 +57,11 @@ export class ShippedMarks implements ShippedOriginals, ShippedEverywhere {
   private marks: Mark[] = [];
   /** This thread's latest shipped and settled times. */
   private shippedAt = 0;
-  private settledAt = 0;
+  /**
+   * From the thread's start: rows its spool held then were acknowledged by a predecessor that died
+   * (re-committed into Redis before requests), and fall under the dead-thread rule (docs/redis.md).
+   */
+  private settledAt = Date.now();
   /** The earliest `shipped` and `settled` of the other live threads (Infinity: none). */
   private others = Infinity;
   private othersSettled = Infinity;
