@@ -203,7 +203,7 @@ async function until(ok: () => boolean, ms = 10_000): Promise<void> {
 
 test('a thread that sent a claim counts as settled only once that claim can no longer be acknowledged', async () => {
   const key = dedupeShippedKey(`${stores.redisPrefix}:settled`);
-  const claimAt = Date.now();
+  let claimAt = 0;
   const marks = new ShippedMarks(stores.redis, {
     key,
     id: 'busy',
@@ -213,7 +213,10 @@ test('a thread that sent a claim counts as settled only once that claim can no l
     hotSeconds: 60,
     intervalMs: 100,
     log: QUIET,
-  }).start();
+  });
+  await new Promise((r) => setTimeout(r, 20)); // the claim is sent after the thread started
+  claimAt = Date.now();
+  marks.start();
   try {
     await until(() => marks.allShippedThrough(claimAt));
     const took = Date.now() - claimAt;
