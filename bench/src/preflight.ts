@@ -111,13 +111,13 @@ export async function warmUp(
 }
 
 /**
- * True once ingest's recovery of the workspace is complete: its epoch marker in Redis no longer
- * says `<epoch>:r` (tier being rebuilt from ClickHouse; core's dedupeEpochMarker).
+ * True once ingest's recovery of the workspace is complete: its marker in Redis no longer says
+ * `<generation>:r:<token>` (tier being rebuilt from ClickHouse; core's dedupeEpochMarker).
  */
 export function recoveryDone(redis: Redis, workspaceId: string, prefix: string | undefined): () => Promise<boolean> {
   const key = dedupeEpochMarker(prefix || DEFAULT_REDIS_KEY_PREFIX, workspaceId);
   return async () => {
     const v = await redis.get(key);
-    return v !== null && !v.endsWith(':r');
+    return v !== null && !v.includes(':r');
   };
 }

@@ -138,25 +138,31 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     const end = writer.durableEnd;
     return () => shipper.unshippedBytes <= writer.bytesAfter(end);
   };
+  const shippedMarks = new ShippedMarks(redis, {
+    key: dedupeShippedKey(o.redisPrefix ?? cfg.REDIS_KEY_PREFIX),
+    // The spool's folder, which one live thread at a time can hold (its lock): a thread restarted on
+    // it takes over the field its killed predecessor left, rather than that field holding back
+    // recoveries until it goes stale. Prefixed by the instance: `npm run spool:lost` finds a lost
+    // volume's marks by it (spool/identity-lost.ts).
+    id: `${instance}:${writer.dir}`,
+    markSpool,
+    lastClaimAt: () => deduper.lastClaimAt,
+    // A claim is acknowledged within DEDUPE_PENDING_TTL_MS / 2 or answered 503; 1 s for the spool write.
+    inFlightMs: cfg.DEDUPE_PENDING_TTL_MS / 2 + 1_000,
+    hotSeconds: cfg.DEDUPE_HOT_SECONDS,
+    intervalMs: 1_000,
+    log,
+  }).start();
   // Recovery reads whole days of a workspace's sort key: a timeout for scans, not for lookups.
   const chScan = clickHouseFromConfig(cfg, { requestTimeoutMs: 60_000 });
   const recovery = new DedupeRecovery(deduper, storedRows, new ClickHouseStoredRows(chScan), {
     windowSeconds: cfg.DEDUPE_WINDOW_SECONDS,
-    markSpool,
+    shipped: shippedMarks,
     drainMs: 4_000,
     log,
     rebuilds: metrics.quotaRebuilds,
     failures: metrics.dedupeRecoveryFailures,
   });
-  const shippedMarks = new ShippedMarks(redis, {
-    key: dedupeShippedKey(o.redisPrefix ?? cfg.REDIS_KEY_PREFIX),
-    // Prefixed by the instance: `npm run spool:lost` finds a lost volume's marks by it (spool/identity-lost.ts).
-    id: `${instance}:${process.pid}:${o.index}:${randomBytes(4).toString('hex')}`,
-    markSpool,
-    hotSeconds: cfg.DEDUPE_HOT_SECONDS,
-    intervalMs: 1_000,
-    log,
-  }).start();
   const pipeline = new Pipeline(
     deduper,
     storedRows,

@@ -1,12 +1,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { GateProxy, openTestStores, type TestStores } from '@meterd/core/testing';
-import { redisEpochKey } from '@meterd/core/contracts';
+import { dedupeEpochMarker, dedupeRegistryKey, dedupeShippedKey } from '@meterd/core/contracts';
 import { clickHouseFromConfig } from '@meterd/core/clickhouse';
 import { loadIngestConfig } from '../src/config.js';
 import { RedisDeduper } from '../src/dedupe/redis.js';
 import { ClickHouseStoredRows } from '../src/dedupe/clickhouse.js';
 import { DedupeRecovery } from '../src/dedupe/recovery.js';
+import { ShippedMarks } from '../src/dedupe/shipped.js';
 import { QUIET } from './helpers.js';
 
 /** Recovery after Redis lost its data (docs/redis.md), driven directly against the real stores. */
@@ -30,26 +31,111 @@ function parts(prefix: string, clickhousePort?: number, timeoutMs = 10_000) {
   return { ch, deduper, rows: new ClickHouseStoredRows(ch) };
 }
 
-test('two workspaces recovering at once on one thread after a loss both wait for the spool, then both recover', async () => {
+const ALL_SHIPPED = { allShippedThrough: () => true };
+
+test('a new workspace is recovered after one query; one whose slot lost its marker waits until every thread has shipped', async () => {
   const prefix = `${stores.redisPrefix}:r5`;
   const { ch, deduper, rows } = parts(prefix);
   try {
-    await deduper.readEpoch();
-    // Redis "lost its data": only this test's epoch key (own prefix) goes.
-    await stores.redis.del(redisEpochKey(prefix));
-    let polls = 0;
+    // A registry from long ago, and every thread has shipped what it acknowledged up to `shippedTo`.
+    await stores.redis.hset(dedupeRegistryKey(prefix), '~gen', '0123456789abcdef:1000');
+    let shippedTo = Date.now() - 1;
+    let asked = 0;
     const recovery = new DedupeRecovery(deduper, rows, rows, {
       windowSeconds: 35 * 86_400,
-      markSpool: () => () => ++polls > 4,
+      shipped: {
+        allShippedThrough: (t) => {
+          asked++;
+          return t <= shippedTo;
+        },
+      },
+      shipWaitMs: 60_000,
       drainMs: 5_000,
       log: QUIET,
     });
     const a = (await stores.workspace('free')).workspace.id;
     const b = (await stores.workspace('free')).workspace.id;
     await Promise.all([recovery.recover(a, Date.now()), recovery.recover(b, Date.now())]);
-    assert.ok(polls > 4, 'waited for the spool');
+    assert.equal(await stores.redis.hexists(dedupeRegistryKey(prefix), a), 1, 'registered');
+    assert.equal(await stores.redis.get(dedupeEpochMarker(prefix, a)), '0123456789abcdef', 'marked');
+    // The node holding a's slot lost its data; the registry (another slot) did not.
+    await stores.redis.del(dedupeEpochMarker(prefix, a));
+    let done = false;
+    const p = recovery.recover(a, Date.now()).then(() => (done = true));
+    const polls = asked;
+    await until(() => asked > polls + 5);
+    assert.equal(done, false, 'a listed workspace is not recovered before every thread has shipped');
+    assert.equal(await stores.redis.get(dedupeEpochMarker(prefix, a)), null);
+    shippedTo = Date.now() + 60_000;
+    await p;
+    assert.equal(await stores.redis.get(dedupeEpochMarker(prefix, a)), '0123456789abcdef');
     recovery.close();
   } finally {
+    await ch.close();
+  }
+});
+
+test('a registry that lost its data makes unlisted workspaces wait too, until every thread shipped past its birth', async () => {
+  const prefix = `${stores.redisPrefix}:g`;
+  const { ch, deduper, rows } = parts(prefix);
+  try {
+    const shippedTo = Date.now();
+    await stores.redis.del(dedupeRegistryKey(prefix));
+    const recovery = new DedupeRecovery(deduper, rows, rows, {
+      windowSeconds: 35 * 86_400,
+      shipped: { allShippedThrough: (t) => t <= shippedTo },
+      shipWaitMs: 300,
+      drainMs: 5_000,
+      log: QUIET,
+    });
+    const ws = (await stores.workspace('free')).workspace.id;
+    // Born after `shippedTo`: a workspace whose marker went with the registry may have events in a spool.
+    await assert.rejects(recovery.recover(ws, Date.now()), /have not shipped/);
+    assert.equal(await stores.redis.get(dedupeEpochMarker(prefix, ws)), null, 'nothing trusted meanwhile');
+    recovery.close();
+  } finally {
+    await ch.close();
+  }
+});
+
+test('a thread that died with rows unshipped holds recovery back only until its heartbeat is stale', async () => {
+  const prefix = `${stores.redisPrefix}:dead`;
+  const { ch, deduper, rows } = parts(prefix);
+  const key = dedupeShippedKey(prefix);
+  // This thread has shipped everything; the dead one last said "shipped through 0" and went silent.
+  const marks = new ShippedMarks(stores.redis, {
+    key,
+    id: 'live',
+    markSpool: () => () => true,
+    lastClaimAt: () => 0,
+    inFlightMs: 0,
+    hotSeconds: 60,
+    intervalMs: 100,
+    staleMs: 1_500,
+    log: QUIET,
+  });
+  try {
+    const recovery = new DedupeRecovery(deduper, rows, rows, {
+      windowSeconds: 35 * 86_400,
+      shipped: marks,
+      shipWaitMs: 20_000,
+      drainMs: 5_000,
+      log: QUIET,
+    });
+    const ws = (await stores.workspace('free')).workspace.id;
+    await deduper.register(ws);
+    await stores.redis.hset(key, 'dead', `0:${Date.now()}`);
+    marks.start();
+    const started = Date.now();
+    await recovery.recover(ws, Date.now());
+    const took = Date.now() - started;
+    assert.ok(took >= 1_200, `waited for the dead thread while its heartbeat was fresh (${took} ms)`);
+    assert.ok(took < 10_000, `then went on without it (${took} ms)`);
+    assert.ok(await stores.redis.get(dedupeEpochMarker(prefix, ws)));
+    recovery.close();
+  } finally {
+    await marks.stop();
+    await stores.redis.del(key);
     await ch.close();
   }
 });
@@ -59,10 +145,9 @@ test('a recovery waiting for its turn behind stalled ones gives up after drainMs
   const proxy = await GateProxy.start({ host: url.hostname, port: Number(url.port) });
   const { ch, deduper, rows } = parts(`${stores.redisPrefix}:q`, proxy.port);
   try {
-    await deduper.readEpoch();
     const recovery = new DedupeRecovery(deduper, rows, rows, {
       windowSeconds: 35 * 86_400,
-      markSpool: () => () => true,
+      shipped: ALL_SHIPPED,
       drainMs: 500,
       log: QUIET,
     });
@@ -87,10 +172,9 @@ test('a workspace whose recovery failed waits a backoff before the next try, wit
   const proxy = await GateProxy.start({ host: url.hostname, port: Number(url.port) });
   const { ch, deduper, rows } = parts(`${stores.redisPrefix}:b`, proxy.port, 300);
   try {
-    await deduper.readEpoch();
     const recovery = new DedupeRecovery(deduper, rows, rows, {
       windowSeconds: 35 * 86_400,
-      markSpool: () => () => true,
+      shipped: ALL_SHIPPED,
       drainMs: 5_000,
       log: QUIET,
     });
@@ -106,5 +190,39 @@ test('a workspace whose recovery failed waits a backoff before the next try, wit
     proxy.release();
     await ch.close();
     await proxy.close();
+  }
+});
+
+async function until(ok: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test('a thread that sent a claim counts as settled only once that claim can no longer be acknowledged', async () => {
+  const key = dedupeShippedKey(`${stores.redisPrefix}:settled`);
+  let claimAt = 0;
+  const marks = new ShippedMarks(stores.redis, {
+    key,
+    id: 'busy',
+    markSpool: () => () => true,
+    lastClaimAt: () => claimAt,
+    inFlightMs: 800,
+    hotSeconds: 60,
+    intervalMs: 100,
+    log: QUIET,
+  });
+  await new Promise((r) => setTimeout(r, 20)); // the claim is sent after the thread started
+  claimAt = Date.now();
+  marks.start();
+  try {
+    await until(() => marks.allShippedThrough(claimAt));
+    const took = Date.now() - claimAt;
+    assert.ok(took >= 800, `a claim sent at t may be acknowledged until t + inFlightMs (${took} ms)`);
+  } finally {
+    await marks.stop();
+    await stores.redis.del(key);
   }
 });

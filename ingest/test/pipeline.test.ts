@@ -45,7 +45,8 @@ async function build(
   const rows = new ClickHouseStoredRows(ch);
   const recovery = new DedupeRecovery(deduper, rows, rows, {
     windowSeconds: WINDOW,
-    markSpool: () => () => true,
+    // No Redis loss here: a new workspace is recovered without waiting for any spool.
+    shipped: { allShippedThrough: () => true },
     drainMs: 20_000,
     log: QUIET,
   });
@@ -56,6 +57,8 @@ async function build(
     key: dedupeShippedKey(stores.redisPrefix),
     id: 'pipeline-test',
     markSpool: () => () => false,
+    lastClaimAt: () => 0,
+    inFlightMs: 0,
     hotSeconds: o.hotSeconds ?? 60,
     intervalMs: 1_000,
     log: QUIET,

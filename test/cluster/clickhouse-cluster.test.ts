@@ -225,12 +225,19 @@ test('ingest → cluster → aggregator: kill -9 of a replica under load loses n
     await load(2_000);
     // A replica of shard 02 dies: that shard's quorum inserts fail, its rows wait in the spool.
     cluster('kill9', 'n4');
-    await load(4_000);
-    // The shipper's checkpoint did not move past rows that are on one replica only: shard 02's
-    // inserts failed their quorum, and their rows are still unshipped in the spool.
-    const metrics = await (await fetch(`${ingestUrl}/metrics`)).text();
-    const gauge = (name: string): number =>
-      Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(metrics)?.[1]);
+    // The shipper's checkpoint must not move past rows that are on one replica only: shard 02's
+    // inserts fail their quorum (after insert_quorum_timeout, longer on a busy machine), and their
+    // rows stay unshipped in the spool. Load goes on until the ingest reports such a failure.
+    const scrape = async (): Promise<(name: string) => number> => {
+      const metrics = await (await fetch(`${ingestUrl}/metrics`)).text();
+      return (name) => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(metrics)?.[1]);
+    };
+    const failedBy = Date.now() + 60_000;
+    let gauge = await scrape();
+    while (!(gauge(INGEST_METRICS.shipFailures) > 0) && Date.now() < failedBy) {
+      await load(500);
+      gauge = await scrape();
+    }
     assert.ok(gauge(INGEST_METRICS.shipFailures) > 0, 'quorum inserts failed while a replica was down');
     assert.ok(gauge(INGEST_METRICS.spoolRows) > 0, 'rows not on 2 replicas stay in the spool');
     cluster('start-node', 'n4');

@@ -1,6 +1,6 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import { dateTimeLit, lit } from '@meterd/core/clickhouse';
-import { DEFAULT_REDIS_KEY_PREFIX, dedupeEpochMarker, redisEpochKey } from '@meterd/core/contracts';
+import { DEFAULT_REDIS_KEY_PREFIX, dedupeEpochMarker, dedupeRegistryKey } from '@meterd/core/contracts';
 import type { Redis } from '@meterd/core/store';
 
 const CHUNK = 5_000_000;
@@ -55,20 +55,23 @@ export async function waitForMerges(ch: ClickHouseClient, database: string, maxM
 }
 
 /**
- * Marks the preloaded workspace as one whose state this Redis kept (its epoch marker set to the
- * Redis's epoch, core's redis-keys contract), as on a deployment that ingested that history.
- * Otherwise ingest's first claim takes it for a workspace whose Redis state was lost and rebuilds
- * its dedupe tier from the preload (docs/redis.md): minutes of scans and over a million tier
- * inserts, which are not what the run measures. Returns false when this Redis has no epoch yet
- * (no ingest ran against it): the warm-up then waits the recovery out.
+ * Marks the preloaded workspace as one whose state this Redis kept (listed in the workspace registry,
+ * its marker labelled with the registry's generation: core's redis-keys contract), as on a
+ * deployment that ingested that history. Otherwise ingest's first claim takes it for a workspace
+ * whose Redis state was lost and rebuilds its dedupe tier from the preload (docs/redis.md): minutes
+ * of scans and over a million tier inserts, which are not what the run measures. Returns false when
+ * this Redis has no registry yet (no ingest ran against it): the warm-up then waits the recovery out.
  */
 export async function markWorkspaceKnown(
   redis: Redis,
   workspaceId: string,
   prefix = DEFAULT_REDIS_KEY_PREFIX,
 ): Promise<boolean> {
-  const epoch = await redis.get(redisEpochKey(prefix));
-  if (epoch === null) return false;
-  await redis.set(dedupeEpochMarker(prefix, workspaceId), epoch);
+  const registry = dedupeRegistryKey(prefix);
+  // `<16 hex>:<birth ms>`; a marker carries the 16 hex characters.
+  const generation = await redis.hget(registry, '~gen');
+  if (generation === null) return false;
+  await redis.hset(registry, workspaceId, '1');
+  await redis.set(dedupeEpochMarker(prefix, workspaceId), generation.slice(0, 16));
   return true;
 }

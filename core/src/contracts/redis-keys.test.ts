@@ -7,7 +7,7 @@ import {
   dedupeTierBase,
   quotaKey,
   rateLimitKey,
-  redisEpochKey,
+  dedupeRegistryKey,
 } from './redis-keys.js';
 
 // The layout is stored state: a running deployment's counters and claims live under these keys,
@@ -19,5 +19,5 @@ test('Redis key layout', () => {
   assert.equal(dashboardSessionKey('md', 'ab12'), 'md:dash:s:ab12');
   assert.equal(dedupeTierBase('md', 'ws_1'), 'md:{ws_1}:h:');
   assert.equal(dedupeEpochMarker('md', 'ws_1'), 'md:{ws_1}:e');
-  assert.equal(redisEpochKey('md'), 'md:epoch');
+  assert.equal(dedupeRegistryKey('md'), 'md:{registry}:ws');
 });

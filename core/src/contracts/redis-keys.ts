@@ -23,11 +23,15 @@ export function dedupeTierBase(prefix: string, workspaceId: string): string {
 }
 
 /**
- * Random value written once when ingest finds a Redis without it: a Redis that lost its data
- * (restart without AOF, failover to an empty replica) has no epoch, or another one.
+ * Registry of the workspaces whose dedupe state Redis has held: a hash whose fields are workspace
+ * ids, plus the field `~gen` = `<16 hex>:<birth ms>` written when ingest finds the hash without it.
+ * A workspace whose marker is missing but which is listed here lost its state (Redis, or the node
+ * holding its slot, lost data); one missing here is new, once every ingest has shipped past the
+ * registry's birth (ingest/src/dedupe/recovery.ts). Its own hash tag: on a cluster it lives on
+ * one node, never in a script with a workspace's keys.
  */
-export function redisEpochKey(prefix: string): string {
-  return `${prefix}:epoch`;
+export function dedupeRegistryKey(prefix: string): string {
+  return `${prefix}:{registry}:ws`;
 }
 
 /**
@@ -39,8 +43,10 @@ export function dedupeShippedKey(prefix: string): string {
 }
 
 /**
- * The epoch a workspace's counters and dedupe tier were (re)built in: `<epoch>` when complete,
- * `<epoch>:r` while the tier is being rebuilt from ClickHouse.
+ * Marker that Redis holds a workspace's counters and dedupe tier: `<gen>` (the registry generation
+ * the workspace was last registered in) when complete, `<gen>:r:<token>` while its tier is being
+ * rebuilt from ClickHouse. It lives in the workspace's slot, so a node that lost its data has lost
+ * the marker with the state it vouches for.
  */
 export function dedupeEpochMarker(prefix: string, workspaceId: string): string {
   return `${prefix}:{${workspaceId}}:e`;

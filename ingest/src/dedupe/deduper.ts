@@ -92,8 +92,9 @@ export interface StoredRowQuery {
 }
 
 /**
- * The workspace's dedupe state in Redis belongs to another epoch (or none): Redis lost its data,
- * or never saw this workspace. Its counters must be rebuilt before a claim is trusted.
+ * Redis holds no marker of the workspace's dedupe state: Redis (or the cluster node holding the
+ * workspace's slot) lost its data, or never saw this workspace. Its counters must be rebuilt before
+ * a claim is trusted.
  */
 export class DedupeEpochError extends MeterdError {
   constructor(readonly workspaceId: string) {
@@ -119,4 +120,9 @@ export interface EpochRecovery {
 export interface ShippedOriginals {
   /** True when every event any ingest acknowledged more than DEDUPE_HOT_SECONDS ago is in ClickHouse. */
   olderThanHotShipped(): boolean;
+}
+
+/** Whether every live ingest thread has shipped what it acknowledged before a time (dedupe/shipped.ts). */
+export interface ShippedEverywhere {
+  allShippedThrough(t: number): boolean;
 }

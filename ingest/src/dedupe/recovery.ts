@@ -1,18 +1,18 @@
+import { randomBytes } from 'node:crypto';
 import { type Counter } from '@meterd/core/metrics';
 import type { Logger } from '@meterd/core/log';
 import type { StoredEvent } from '@meterd/core/event';
 import type { ClickHouseStoredRows } from './clickhouse.js';
-import type { EpochRecovery, StoredRowQuery } from './deduper.js';
-import type { RedisDeduper } from './redis.js';
+import type { EpochRecovery, ShippedEverywhere, StoredRowQuery } from './deduper.js';
+import { GENERATION_REFRESH_MS, type RedisDeduper } from './redis.js';
 
 export interface RecoveryOptions {
   windowSeconds: number;
-  /**
-   * Marks what this thread has made durable so far; the returned check is true once all of it
-   * has reached ClickHouse (later rows need not have).
-   */
-  markSpool: () => () => boolean;
-  /** How long a claim may wait for that before it is answered 503. */
+  /** Whether every live ingest thread has shipped what it acknowledged on claims before a time (ShippedMarks). */
+  shipped: ShippedEverywhere;
+  /** How long a recovery waits for the other threads to ship before it fails (and backs off). */
+  shipWaitMs?: number;
+  /** How long a recovery waits for a place among the PARALLEL ones (its claim then answers 503). */
   drainMs: number;
   log: Logger;
   /** Quota counters raised from ClickHouse after Redis lost its data (alerted on: a loss happened). */
@@ -29,21 +29,33 @@ const BACKOFF_MIN_MS = 1_000;
 const BACKOFF_MAX_MS = 60_000;
 /** Recoveries at once: after a loss every active workspace needs one, each a ClickHouse query. */
 const PARALLEL = 4;
+/**
+ * How long a workspace that may be new waits for the threads' times to show the registry is older
+ * than anything unshipped: they are read once a second, and a registry is young for seconds.
+ */
+const NEW_WAIT_MS = 3_000;
+/** Default of shipWaitMs: past the 30 s after which a silent thread is taken for dead. */
+const SHIP_WAIT_MS = 60_000;
 
 /**
- * What ingest does for a workspace whose Redis state is of another epoch: Redis restarted without
- * its data, failed over to an empty replica, or never saw the workspace (docs/redis.md).
+ * What ingest does for a workspace Redis holds no marker of: Redis (or the cluster node holding the
+ * workspace's slot) lost its data, or the workspace is new (docs/redis.md).
  *
- * 1. If this thread saw the epoch change, wait until what its spool held then has reached
- *    ClickHouse, so ClickHouse holds every event this thread acknowledged (a claim meanwhile
- *    waits, at most DRAIN, then gets 503: nothing is accepted uncounted).
+ * 0. New or lost? The registry (another slot) lists every workspace whose marker was ever
+ *    written. One not listed, of a registry older than every live thread's unshipped rows, with
+ *    nothing in ClickHouse in the window, is new: marked complete, done.
+ * 1. Otherwise wait until every live ingest thread, of every process, has shipped what it
+ *    acknowledged on claims sent before this moment: then every event acknowledged on a claim
+ *    from before the loss is in ClickHouse (no claim of the workspace succeeds meanwhile: it has
+ *    no marker). Claims wait for this at most DEDUPE_PENDING_TTL_MS / 2, then answer 503; the
+ *    recovery goes on for their retries.
  * 2. Raise the period's quota counter to the events ClickHouse holds for it, before any quota
  *    decision is trusted again. A workspace ClickHouse has nothing of is done here.
- * 3. Mark the workspace `<epoch>:r`: claims go through again, and every key a claim calls new is
- *    also looked up in ClickHouse by its triple, so a retry of an event stored before the loss is
- *    answered as a duplicate, not stored twice.
+ * 3. Mark the workspace `<gen>:r:<token>`: claims go through again, and every key a claim calls new
+ *    is also looked up in ClickHouse by its triple, so a retry of an event stored before the loss,
+ *    by any thread, is answered as a duplicate, not stored twice.
  * 4. Rebuild the compact tier from ClickHouse a day of occurred hours at a time, then mark
- *    the workspace `<epoch>`: claims trust Redis alone again.
+ *    the workspace `<gen>` (only over its own token): claims trust Redis alone again.
  *
  * Steps 2 and 4 read ranges of the events sort key through `scans`, a client with a longer
  * timeout than the hot path's lookups; a workspace whose recovery failed waits a growing backoff
@@ -54,8 +66,6 @@ export class DedupeRecovery implements EpochRecovery {
   private closed = false;
   private running = 0;
   private readonly queue: (() => void)[] = [];
-  /** Set when this thread saw Redis lose its data, until its spool of that moment has shipped. */
-  private shippedSinceLoss: (() => boolean) | undefined;
   /** Workspaces whose last recovery failed: when, and how many times in a row. */
   private readonly failed = new Map<string, { at: number; times: number }>();
 
@@ -101,10 +111,59 @@ export class DedupeRecovery implements EpochRecovery {
   }
 
   private async run(workspaceId: string, nowMs: number): Promise<void> {
+    const noticed = Date.now();
+    const reg = await this.deduper.registryState(workspaceId);
+    const d = new Date(nowMs);
+    const monthStart = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
+    const since = nowMs - this.o.windowSeconds * 1000 - DAY_MS;
+    // An event received from `since` on occurred at most a window before it.
+    const occurredFrom = Math.min(monthStart, since) - this.o.windowSeconds * 1000 - 3_600_000;
+    // Not listed in a registry born before everything still unshipped anywhere: the workspace had
+    // no marker when any claim after the registry's birth was sent (a claim that carried an older
+    // generation, read at most GENERATION_REFRESH_MS before, registers it first), and events of
+    // claims sent before are in ClickHouse. So if ClickHouse has none, it is new: no wait, one
+    // LIMIT 1 query.
+    if (!reg.listed && (await this.shippedWithin(reg.birthMs + GENERATION_REFRESH_MS, NEW_WAIT_MS))) {
+      if (!(await this.inTurn(() => this.scans.hasAny(workspaceId, occurredFrom)))) {
+        await this.deduper.markFresh(workspaceId);
+        return;
+      }
+    }
+    await this.allShipped(noticed);
+    await this.inTurn(() => this.recoverNow(workspaceId, nowMs, monthStart, since, occurredFrom));
+  }
+
+  /** Whether every live thread ships past `t` within `ms` (at a thread's start: its first read of the others). */
+  private async shippedWithin(t: number, ms: number): Promise<boolean> {
+    const deadline = Date.now() + ms;
+    while (!this.o.shipped.allShippedThrough(t)) {
+      if (this.closed || Date.now() > deadline) return false;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return true;
+  }
+
+  /**
+   * Waits until every live ingest thread has shipped what it acknowledged on claims sent before `t`:
+   * every claim that ran on the state Redis lost.
+   */
+  private async allShipped(t: number): Promise<void> {
+    const wait = this.o.shipWaitMs ?? SHIP_WAIT_MS;
+    const deadline = Date.now() + wait;
+    while (!this.o.shipped.allShippedThrough(t)) {
+      if (this.closed) throw new Error('ingest is closing');
+      if (Date.now() > deadline)
+        throw new Error(`ingest threads have not shipped their spools to ClickHouse within ${wait} ms`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** Runs `f` as one of the PARALLEL recoveries (their ClickHouse scans). */
+  private async inTurn<T>(f: () => Promise<T>): Promise<T> {
     if (this.running >= PARALLEL) await this.turn();
     this.running++;
     try {
-      await this.recoverNow(workspaceId, nowMs);
+      return await f();
     } finally {
       this.running--;
       this.queue.shift()?.();
@@ -126,59 +185,52 @@ export class DedupeRecovery implements EpochRecovery {
     });
   }
 
-  private async recoverNow(workspaceId: string, nowMs: number): Promise<void> {
-    const known = this.deduper.knownEpoch;
-    const epoch = await this.deduper.readEpoch();
-    // Rows this thread acknowledged before the loss may still be in its spool, so ClickHouse
-    // would not count or find them: wait until they have shipped. (At start-up there is nothing
-    // to wait for: the unshipped rows were re-committed into this Redis before requests.)
-    if (known !== undefined && known !== epoch) this.shippedSinceLoss = this.o.markSpool();
-    // A local: another workspace's recovery on this thread may clear the field while this one waits.
-    const shipped = this.shippedSinceLoss;
-    if (shipped !== undefined) {
-      const deadline = Date.now() + this.o.drainMs;
-      while (!shipped()) {
-        if (Date.now() > deadline) throw new Error('the spool has not reached ClickHouse yet');
-        await new Promise((r) => setTimeout(r, 20));
-      }
-      if (this.shippedSinceLoss === shipped) this.shippedSinceLoss = undefined;
-    }
-    const d = new Date(nowMs);
-    const monthStart = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
-    const period = `${d.getUTCFullYear()}${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
-    const since = nowMs - this.o.windowSeconds * 1000 - DAY_MS;
-    // An event received from `since` on occurred at most a window before it.
-    const occurredFrom = Math.min(monthStart, since) - this.o.windowSeconds * 1000 - 3_600_000;
+  private async recoverNow(
+    workspaceId: string,
+    nowMs: number,
+    monthStart: number,
+    since: number,
+    occurredFrom: number,
+  ): Promise<void> {
     if (!(await this.scans.hasAny(workspaceId, occurredFrom))) {
-      // New to ClickHouse too: nothing to count or rebuild.
-      await this.deduper.markRecovered(workspaceId, true, 600);
-      await this.deduper.markRecovered(workspaceId, false);
+      // Nothing in ClickHouse, and every thread has shipped: nothing to count or rebuild.
+      await this.deduper.markFresh(workspaceId);
       return;
     }
+    const d = new Date(nowMs);
+    const period = `${d.getUTCFullYear()}${String(d.getUTCMonth() + 1).padStart(2, '0')}`;
     const used = await this.scans.periodCount(workspaceId, monthStart, this.o.windowSeconds);
     await this.deduper.quotaAtLeast(workspaceId, period, used);
     this.o.rebuilds?.inc();
-    // The `:r` mark lapses if this process dies mid-rebuild: another ingest then recovers again.
-    await this.deduper.markRecovered(workspaceId, true, 600);
+    const token = randomBytes(6).toString('hex');
+    // The `:r:` mark lapses if this process dies mid-rebuild: another ingest then recovers again.
+    await this.deduper.markRebuilding(workspaceId, token, 600);
     this.o.log.warn(
       { workspace_id: workspaceId, events_this_period: used },
-      'Redis holds no dedupe state of this epoch for the workspace: counters rebuilt from ClickHouse, rebuilding its dedupe tier',
+      'Redis holds no dedupe state for the workspace: counters rebuilt from ClickHouse, rebuilding its dedupe tier',
     );
     const rebuildFrom = since - this.o.windowSeconds * 1000 - 3_600_000;
-    void this.rebuild(workspaceId, nowMs, since, rebuildFrom).catch((err: unknown) =>
+    void this.rebuild(workspaceId, nowMs, since, rebuildFrom, token).catch((err: unknown) =>
       // The mark lapses in 10 minutes and the next claim starts over; until then lookups stay exact.
       this.o.log.error({ err, workspace_id: workspaceId }, 'rebuilding the dedupe tier from ClickHouse failed'),
     );
   }
 
-  private async rebuild(workspaceId: string, nowMs: number, since: number, occurredFrom: number): Promise<void> {
+  private async rebuild(
+    workspaceId: string,
+    nowMs: number,
+    since: number,
+    occurredFrom: number,
+    token: string,
+  ): Promise<void> {
     for (let from = occurredFrom; from < nowMs + DAY_MS; from += DAY_MS) {
       if (this.closed) return;
       const { keys, hours } = await this.scans.storedKeys(workspaceId, from, from + DAY_MS, since);
       for (let i = 0; i < keys.length; i += CHUNK)
         await this.deduper.tierInsert(workspaceId, keys.slice(i, i + CHUNK), hours.slice(i, i + CHUNK));
     }
-    await this.deduper.markRecovered(workspaceId, false);
-    this.o.log.info({ workspace_id: workspaceId }, 'dedupe tier rebuilt from ClickHouse');
+    if (await this.deduper.markRebuilt(workspaceId, token))
+      this.o.log.info({ workspace_id: workspaceId }, 'dedupe tier rebuilt from ClickHouse');
+    else this.o.log.warn({ workspace_id: workspaceId }, 'dedupe tier rebuilt, but its mark was replaced meanwhile');
   }
 }

@@ -3,9 +3,9 @@ import {
   DEFAULT_REDIS_KEY_PREFIX,
   dedupeEpochMarker,
   dedupeKey,
+  dedupeRegistryKey,
   dedupeTierBase,
   quotaKey,
-  redisEpochKey,
 } from '@meterd/core/contracts';
 import { type Counter } from '@meterd/core/metrics';
 import { type Redis } from '@meterd/core/store';
@@ -37,19 +37,35 @@ import { DedupeEpochError, type ClaimRequest, type ClaimResult, type Deduper } f
  * Cluster slot; the tier's bucket keys are built inside the scripts from a base passed as a key.
  */
 const TIER_LUA = `
+-- A slot's filter for 2^bits buckets: one bit per 2^(32 - bits - 9) of the hash prefix, so ~8 bits
+-- per key at the 64 keys a bucket holds on average (capped at Redis's 2^32-bit strings).
+local function filterDiv(bits)
+  return 2 ^ (32 - math.min(bits + 9, 32))
+end
 -- Per slot that exists, newest first: bucket name prefix and divisor of its current buckets, of
--- the buckets it is migrating from (and how many of those are done), and its first hour.
+-- the buckets it is migrating from (and how many of those are done), its first hour, and the
+-- filters of both bucket sets (nil for a slot written before slots had filters).
 local function tierBuckets(base, now, slotSec, nslots)
   local cur = math.floor(now / slotSec)
   local metas = {}
   for s = cur, cur - nslots + 1, -1 do
-    local m = redis.call('HMGET', base .. s, 'b', 'ob', 'oc')
+    local m = redis.call('HMGET', base .. s, 'b', 'ob', 'oc', 'f')
     if m[1] then
-      local t = { base .. s .. ':' .. m[1] .. ':', 2 ^ (32 - tonumber(m[1])), nil, nil, 0, math.floor(s * slotSec / 3600) }
+      local bits = tonumber(m[1])
+      local t = { base .. s .. ':' .. bits .. ':', 2 ^ (32 - bits), nil, nil, 0, math.floor(s * slotSec / 3600) }
+      if m[4] then
+        t[7] = base .. s .. ':' .. bits .. ':f'
+        t[8] = filterDiv(bits)
+      end
       if m[2] then
-        t[3] = base .. s .. ':' .. m[2] .. ':'
-        t[4] = 2 ^ (32 - tonumber(m[2]))
+        local ob = tonumber(m[2])
+        t[3] = base .. s .. ':' .. ob .. ':'
+        t[4] = 2 ^ (32 - ob)
         t[5] = tonumber(m[3])
+        if m[4] then
+          t[9] = base .. s .. ':' .. ob .. ':f'
+          t[10] = filterDiv(ob)
+        end
       end
       metas[#metas + 1] = t
     end
@@ -60,48 +76,95 @@ local function prefix32(f)
   local a, b, c, d = string.byte(f, 1, 4)
   return ((a * 256 + b) * 256 + c) * 256 + d
 end
-local function tierFind(metas, f)
-  local p = prefix32(f)
+-- The hours a bucket field holds, absolute: relative to the slot's first hour (a 2-byte listpack
+-- integer), several comma-separated only when different keys' hashes collided.
+local function hoursOf(v, base)
+  if not string.find(v, ',', 1, true) then return tonumber(v) + base end
+  local hs = {}
+  for h in string.gmatch(v, '[^,]+') do hs[#hs + 1] = tonumber(h) + base end
+  return table.concat(hs, ',')
+end
+-- Each candidate's bit in one bucket set's filter, all in one call (nil: the set has no filter).
+local function filterBits(key, div, ps)
+  if not key then return nil end
+  local args = {}
+  for j = 1, #ps do
+    args[3 * j - 2] = 'GET'
+    args[3 * j - 1] = 'u1'
+    args[3 * j] = math.floor(ps[j] / div)
+  end
+  return redis.call('BITFIELD_RO', key, unpack(args))
+end
+-- The stored hours of each key hash in fs (nil: not in the tier). A key is looked for in a bucket
+-- only if its bucket set's filter has its bit, and the filters of a slot are read for all keys in
+-- one call: a new key costs a few bits per slot, not a scan of a 64-field listpack per slot.
+local function tierFindAll(metas, fs)
+  local ps = {}
+  for j = 1, #fs do ps[j] = prefix32(fs[j]) end
+  local cur, old = {}, {}
   for i = 1, #metas do
-    local m = metas[i]
-    local v = redis.call('HGET', m[1] .. math.floor(p / m[2]), f)
-    if not v and m[3] then
-      local ob = math.floor(p / m[4])
-      if ob >= m[5] then v = redis.call('HGET', m[3] .. ob, f) end
-    end
-    if v then
-      -- hours are stored relative to the slot's first hour (a 2-byte listpack integer); a field
-      -- holds several, comma-separated, only when different keys' hashes collided
-      if not string.find(v, ',', 1, true) then return tonumber(v) + m[6] end
-      local hs = {}
-      for h in string.gmatch(v, '[^,]+') do hs[#hs + 1] = tonumber(h) + m[6] end
-      return table.concat(hs, ',')
+    cur[i] = filterBits(metas[i][7], metas[i][8], ps)
+    if metas[i][3] then old[i] = filterBits(metas[i][9], metas[i][10], ps) end
+  end
+  local found = {}
+  for j = 1, #fs do
+    local p, f = ps[j], fs[j]
+    for i = 1, #metas do
+      local m = metas[i]
+      local v = nil
+      if not cur[i] or cur[i][j] == 1 then v = redis.call('HGET', m[1] .. math.floor(p / m[2]), f) end
+      if not v and m[3] then
+        local ob = math.floor(p / m[4])
+        if ob >= m[5] and (not old[i] or old[i][j] == 1) then v = redis.call('HGET', m[3] .. ob, f) end
+      end
+      if v then
+        found[j] = hoursOf(v, m[6])
+        break
+      end
     end
   end
-  return nil
+  return found
 end
 `;
 
-// ARGV: limit, pendingMs, quotaTtl, token, now, slotSec, slots, useTier, epoch, the keys' MD5s
-// end to end (one argument: 16 bytes per key).
-// KEYS: quota, tier base, the workspace's epoch marker, then the hot keys. A marker other than this
-// Redis's epoch means the workspace's counters and tier are not to be trusted (docs/redis.md):
-// the call fails with EPOCH; a marker `<epoch>:r` means they are being rebuilt, and the answer's
-// last element is 'R' so the caller also asks ClickHouse about every new key.
+// ARGV: limit, pendingMs, quotaTtl, token, now, slotSec, slots, useTier, registry generation, the
+// keys' MD5s end to end (one argument: 16 bytes per key).
+// KEYS: quota, tier base, the workspace's marker, then the hot keys; all in the workspace's slot.
+// No marker means the workspace's counters and tier are not to be trusted (docs/redis.md): the
+// call fails with EPOCH. The answer's last element holds flags: 'R' when the marker says
+// `<gen>:r:<token>` (the tier is being rebuilt: the caller also asks ClickHouse about every new
+// key), 'G' when the marker's generation is not the registry's (the registry lost its data: the
+// caller registers the workspace again before anything claimed here is acknowledged).
 const CLAIM = `${TIER_LUA}
 local marker = redis.call('GET', KEYS[3])
-local rebuilding = marker == ARGV[9] .. ':r'
-if marker ~= ARGV[9] and not rebuilding then return redis.error_reply('EPOCH') end
+if not marker then return redis.error_reply('EPOCH') end
+local flags = ''
+if string.find(marker, ':r:', 17, true) then flags = 'R' end
+if string.sub(marker, 1, 16) ~= ARGV[9] then flags = flags .. 'G' end
 local limit = tonumber(ARGV[1])
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 local metas = {}
 if ARGV[8] == '1' then metas = tierBuckets(KEYS[2], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])) end
 local out = {}
 local added = 0
+local vals = {}
+-- keys without a hot row are looked up in the tier together (its filters: one call per slot)
+local misses, fs = {}, {}
 for i = 4, #KEYS do
-  local v = redis.call('GET', KEYS[i])
-  local h = nil
-  if not v and #metas > 0 then h = tierFind(metas, string.sub(ARGV[10], (i - 4) * 16 + 1, (i - 3) * 16)) end
+  vals[i] = redis.call('GET', KEYS[i])
+  if not vals[i] and #metas > 0 then
+    misses[#misses + 1] = i
+    fs[#fs + 1] = string.sub(ARGV[10], (i - 4) * 16 + 1, (i - 3) * 16)
+  end
+end
+local hs = {}
+if #fs > 0 then
+  local found = tierFindAll(metas, fs)
+  for j = 1, #misses do hs[misses[j]] = found[j] end
+end
+for i = 4, #KEYS do
+  local v = vals[i]
+  local h = hs[i]
   if v then
     out[i - 3] = v
   elseif h then
@@ -119,7 +182,7 @@ if added > 0 then
   redis.call('EXPIRE', KEYS[1], ARGV[3])
 end
 out[#KEYS - 2] = tostring(used + added)
-if rebuilding then out[#KEYS - 1] = 'R' end
+out[#KEYS - 1] = flags
 return out`;
 
 // A key whose claim expired is committed all the same (the event is durable); a key another
@@ -139,20 +202,26 @@ local cur = math.floor(now / slotSec)
 local meta = base .. cur
 -- every key of the slot lives until the window has passed over the slot's end
 local ttl = (cur + 1) * slotSec + tonumber(ARGV[5]) - math.floor(now) + 3600
-local m = redis.call('HMGET', meta, 'b', 'ob', 'oc', 'n')
+local m = redis.call('HMGET', meta, 'b', 'ob', 'oc', 'n', 'f')
 local bits, ob, oc, n = tonumber(m[1]), tonumber(m[2]), tonumber(m[3]), tonumber(m[4] or '0')
 if not bits then
   -- one growth below the previous slot's size: a steady workload grows once per slot, a shrinking
   -- one does not keep sparse buckets
   bits = math.max(tonumber(redis.call('HGET', base .. (cur - 1), 'b') or '0') - 2, 0)
-  redis.call('HSET', meta, 'b', bits)
+  redis.call('HSET', meta, 'b', bits, 'f', 1)
   redis.call('EXPIRE', meta, ttl)
+  m[5] = '1'
 end
 local hourBase = math.floor(cur * slotSec / 3600)
 local slotPrefix = base .. cur .. ':' .. bits .. ':'
 local div = 2 ^ (32 - bits)
+-- a slot written before slots had filters keeps none (its lookups read every bucket)
+local filter = m[5] and (slotPrefix .. 'f')
+local fdiv = filterDiv(bits)
 local function put(f, v)
-  local b = slotPrefix .. math.floor(prefix32(f) / div)
+  local p = prefix32(f)
+  local b = slotPrefix .. math.floor(p / div)
+  if filter then redis.call('SETBIT', filter, math.floor(p / fdiv), 1) end
   local added = redis.call('HSETNX', b, f, v)
   if added == 1 then
     if redis.call('HLEN', b) == 1 then redis.call('EXPIRE', b, ttl) end
@@ -194,6 +263,7 @@ if ob then
   end
   if oc >= total then
     redis.call('HDEL', meta, 'ob', 'oc')
+    redis.call('DEL', base .. cur .. ':' .. ob .. ':f')
     ob = nil
   else
     redis.call('HSET', meta, 'oc', oc)
@@ -203,6 +273,7 @@ if not ob and n > tonumber(ARGV[6]) * 2 ^ bits and bits < 30 then
   redis.call('HSET', meta, 'ob', bits, 'oc', 0, 'b', bits + 2)
 end
 redis.call('HSET', meta, 'n', n)
+if filter and nk > 0 then redis.call('EXPIRE', filter, ttl) end
 return inserted`;
 
 // Only this request's own pending claims are freed.
@@ -222,7 +293,18 @@ type Scripted = Redis & {
   meterdClaim2(n: number, ...args: Arg[]): Promise<string[]>;
   meterdCommit2(n: number, ...args: Arg[]): Promise<number>;
   meterdRelease(n: number, ...args: Arg[]): Promise<number>;
+  meterdGeneration(n: number, ...args: Arg[]): Promise<string>;
+  meterdRelabel(n: number, ...args: Arg[]): Promise<null>;
+  meterdRebuilt(n: number, ...args: Arg[]): Promise<number>;
 };
+
+/** The workspace registry's generation: a fresh one after the registry lost its data. */
+export interface Generation {
+  /** 16 hex characters: the prefix of every workspace marker written in this generation. */
+  id: string;
+  /** When it was created (ms since the epoch): workspaces registered before it are not listed. */
+  birthMs: number;
+}
 
 export interface RedisDedupeOptions {
   windowSeconds: number;
@@ -251,6 +333,24 @@ export const MAX_KEYS_PER_CALL = 1_000;
 /** Commit token matching every pending claim (claim tokens are `P:<prefix>:<tick>`, never `P:*`). */
 const ANY_PENDING = 'P:*';
 const TIER_ONLY = 'T:';
+/** How long a read of the registry's generation is used: claims wait for a fresher one past it. */
+export const GENERATION_REFRESH_MS = 1_000;
+/**
+ * The registry's generation, created if missing (`HSETNX`): `<16 hex>:<birth ms>`. Single key, so
+ * it runs on whichever node holds the registry.
+ */
+const GENERATION = `
+redis.call('HSETNX', KEYS[1], '~gen', ARGV[1])
+return redis.call('HGET', KEYS[1], '~gen')`;
+/** Re-labels a workspace's marker with the registry's current generation (keeping a rebuild's suffix). */
+const RELABEL = `
+local m = redis.call('GET', KEYS[1])
+if m and string.sub(m, 1, 16) ~= ARGV[1] then redis.call('SET', KEYS[1], ARGV[1] .. string.sub(m, 17), 'KEEPTTL') end`;
+/** Marks a rebuilt workspace done, only over its own rebuild's mark (a newer loss or rebuild wins). */
+const REBUILT = `
+local m = redis.call('GET', KEYS[1])
+if m and string.sub(m, 17) == ':r:' .. ARGV[2] then redis.call('SET', KEYS[1], ARGV[1]) return 1 end
+return 0`;
 /** Slots a lookup reads: the window is cut into SLOTS - 1 slot lengths, plus the current slot. */
 const SLOTS = 6;
 /**
@@ -270,7 +370,13 @@ export class RedisDeduper implements Deduper {
   private readonly clock: () => number;
   private readonly hash: (key: string) => Buffer;
   private readonly slotSeconds: number;
-  private epoch: string | undefined;
+  /** The registry's generation last read, and when (Date.now()). */
+  private gen: Generation | undefined;
+  private genAt = 0;
+  private genRead: Promise<Generation> | undefined;
+  /** When the last claim that Redis answered was sent (Date.now()), and claims awaiting an answer. */
+  private lastClaimSent = 0;
+  private claimsSent = 0;
 
   constructor(
     redis: Redis,
@@ -284,6 +390,9 @@ export class RedisDeduper implements Deduper {
       ['meterdClaim2', CLAIM],
       ['meterdCommit2', COMMIT],
       ['meterdRelease', RELEASE],
+      ['meterdGeneration', GENERATION],
+      ['meterdRelabel', RELABEL],
+      ['meterdRebuilt', REBUILT],
     ] as const) {
       if (!(name in redis)) redis.defineCommand(name, { lua });
     }
@@ -331,7 +440,8 @@ export class RedisDeduper implements Deduper {
   }
 
   private async claimChunk(req: ClaimRequest, keys: string[], hashes: Buffer): Promise<ClaimResult> {
-    const epoch = this.epoch ?? (await this.readEpoch());
+    const gen =
+      this.gen !== undefined && Date.now() - this.genAt < GENERATION_REFRESH_MS ? this.gen : await this.generation();
     const n = keys.length;
     const args: Arg[] = new Array(n + 13);
     args[0] = this.quotaKey(req.workspaceId, req.period);
@@ -347,17 +457,26 @@ export class RedisDeduper implements Deduper {
     args[a + 5] = this.slotSeconds;
     args[a + 6] = SLOTS;
     args[a + 7] = req.skipTier === true ? '0' : '1';
-    args[a + 8] = epoch;
+    args[a + 8] = gen.id;
     args[a + 9] = hashes;
     this.opts.roundTrips?.inc();
+    const sent = Date.now();
+    this.claimsSent++;
     let out: string[];
     try {
       out = await this.r.meterdClaim2(n + 3, ...args);
+      this.lastClaimSent = Math.max(this.lastClaimSent, sent);
     } catch (err) {
       if ((err as Error).message.endsWith('EPOCH')) throw new DedupeEpochError(req.workspaceId);
       throw err;
+    } finally {
+      this.claimsSent--;
     }
-    return { states: out.slice(0, n), used: Number(out[n]), rebuilding: out[n + 1] === 'R' };
+    const flags = out[n + 1]!;
+    // Before the caller acknowledges anything claimed here: a workspace that holds unshipped events
+    // is always listed, so a later loss of its slot is never taken for a new workspace.
+    if (flags.endsWith('G')) await this.register(req.workspaceId);
+    return { states: out.slice(0, n), used: Number(out[n]), rebuilding: flags.startsWith('R') };
   }
 
   async commit(
@@ -400,40 +519,78 @@ export class RedisDeduper implements Deduper {
   }
 
   /**
-   * This Redis's epoch: written once (SET NX) by the first ingest that finds none, so every
-   * ingest on one Redis reads the same value, and a Redis that lost its data gets a new one.
+   * The registry's generation, read now (created by the first ingest that finds none: at start, or
+   * after the node holding the registry lost its data). One read at a time per deduper.
    */
-  async readEpoch(): Promise<string> {
-    const key = redisEpochKey(this.prefix);
-    await this.r.set(key, randomBytes(8).toString('hex'), 'NX');
-    const e = await this.r.get(key);
-    if (e === null) throw new DedupeEpochError('*');
-    this.epoch = e;
-    return e;
-  }
-
-  /** The epoch this deduper last read, if any. */
-  get knownEpoch(): string | undefined {
-    return this.epoch;
+  generation(): Promise<Generation> {
+    this.genRead ??= (async () => {
+      try {
+        const at = Date.now();
+        const v = await this.r.meterdGeneration(
+          1,
+          dedupeRegistryKey(this.prefix),
+          `${randomBytes(8).toString('hex')}:${at}`,
+        );
+        const g = { id: v.slice(0, 16), birthMs: Number(v.slice(17)) };
+        this.gen = g;
+        this.genAt = at;
+        return g;
+      } finally {
+        this.genRead = undefined;
+      }
+    })();
+    return this.genRead;
   }
 
   /**
-   * Marks the workspace's counters rebuilt: `rebuilding` (its tier not yet) for `ttlSeconds`, or
-   * done, with no expiry: a marker that lapsed would send an active workspace through recovery.
+   * When the last claim that may have claimed something was sent: now while one awaits its answer.
+   * A claim refused for want of a marker claimed nothing, so it does not count.
    */
-  async markRecovered(workspaceId: string, rebuilding: boolean, ttlSeconds = 600): Promise<void> {
-    const epoch = this.epoch ?? (await this.readEpoch());
-    const marker = dedupeEpochMarker(this.prefix, workspaceId);
-    if (rebuilding) await this.r.set(marker, `${epoch}:r`, 'EX', ttlSeconds);
-    // Only over this epoch's rebuilding mark: if Redis lost its data again meanwhile, the mark is
-    // gone and the tier just rebuilt is not the one to trust.
-    else
-      await this.r.eval(
-        `if redis.call('GET', KEYS[1]) == ARGV[1] .. ':r' then redis.call('SET', KEYS[1], ARGV[1]) end`,
-        1,
-        marker,
-        epoch,
-      );
+  get lastClaimAt(): number {
+    return this.claimsSent > 0 ? Date.now() : this.lastClaimSent;
+  }
+
+  /** Whether the workspace is listed in the registry, and the registry's generation. */
+  async registryState(workspaceId: string): Promise<Generation & { listed: boolean }> {
+    const g = await this.generation();
+    const listed = (await this.r.hexists(dedupeRegistryKey(this.prefix), workspaceId)) === 1;
+    return { ...g, listed };
+  }
+
+  /** Lists the workspace in the registry, then labels its marker (if any) with the generation. */
+  async register(workspaceId: string): Promise<Generation> {
+    const g = await this.generation();
+    await this.r.hset(dedupeRegistryKey(this.prefix), workspaceId, '1');
+    await this.r.meterdRelabel(1, dedupeEpochMarker(this.prefix, workspaceId), g.id);
+    return g;
+  }
+
+  /**
+   * Registers a workspace that has nothing to rebuild and marks it complete: `NX`, so a marker
+   * another thread wrote meanwhile (a rebuild under way) is left alone.
+   */
+  async markFresh(workspaceId: string): Promise<void> {
+    const g = await this.register(workspaceId);
+    await this.r.set(dedupeEpochMarker(this.prefix, workspaceId), g.id, 'NX');
+  }
+
+  /**
+   * Marks the workspace's counters rebuilt and its tier being rebuilt by `token`, for `ttlSeconds`:
+   * if the rebuilding process dies, the mark lapses and the next claim recovers again.
+   */
+  async markRebuilding(workspaceId: string, token: string, ttlSeconds = 600): Promise<void> {
+    const g = await this.register(workspaceId);
+    await this.r.set(dedupeEpochMarker(this.prefix, workspaceId), `${g.id}:r:${token}`, 'EX', ttlSeconds);
+  }
+
+  /**
+   * Marks the tier rebuilt by `token` complete, with no expiry (a marker that lapsed would send an
+   * active workspace through recovery). Only over that rebuild's own mark: if the slot lost its
+   * data again meanwhile, the tier just rebuilt is not the one to trust. True if marked.
+   */
+  async markRebuilt(workspaceId: string, token: string): Promise<boolean> {
+    const g = await this.generation();
+    return (await this.r.meterdRebuilt(1, dedupeEpochMarker(this.prefix, workspaceId), g.id, token)) === 1;
   }
 
   /** Raises the period's counter to at least `n` (never lowers what other ingests counted meanwhile). */

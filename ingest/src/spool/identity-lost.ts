@@ -224,9 +224,8 @@ async function unshippedWindow(d: LostVolumeDeps, rec: SpoolRecord, now: () => n
     let others = Infinity;
     const t = now();
     for (const [id, v] of Object.entries(marks)) {
-      const colon = v.indexOf(':');
-      const shipped = Number(v.slice(0, colon));
-      const heartbeat = Number(v.slice(colon + 1));
+      // `<shipped>:<heartbeat>:<settled>` (dedupe/shipped.ts).
+      const [shipped, heartbeat] = v.split(':', 2).map(Number) as [number, number];
       if (id.startsWith(`${instance}:`)) mine.push({ shipped, heartbeat });
       else if (t - heartbeat <= LIVE_MS) others = Math.min(others, shipped);
     }
