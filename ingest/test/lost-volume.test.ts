@@ -5,7 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { event, post, startTestIngest, tempDir, until, waitShipped } from './helpers.js';
 import { freePort, INGEST_MAIN, killHard, spawnIngest } from './processes.js';
-import type { LostReport } from '../src/spool/identity-lost.js';
+import { ClickHouseStoredRows } from '../src/dedupe/clickhouse.js';
+import { accountLostVolume, type LostReport } from '../src/spool/identity-lost.js';
 
 /**
  * A replaced spool volume (issue 17, "Volumes"): ingest refuses to start on it, `spool:lost`
@@ -140,6 +141,65 @@ test(
     } finally {
       await killHard(a.child);
       await other.close();
+    }
+  },
+);
+
+test(
+  'spool:lost refuses while another instance is down with its spool open, then accounts for its own rows only',
+  { timeout: 120_000 },
+  async () => {
+    const { workspace, token } = await stores.workspace('enterprise');
+    const base = { ...stores.env, ...TTL, INGEST_THREADS: '1', SHIP_INTERVAL_MS: '60000' };
+    const envX = { ...base, INGEST_INSTANCE: `down-${process.pid}`, SPOOL_DIR: tempDir('down-x') };
+    const envY = { ...base, INGEST_INSTANCE: `gone-${process.pid}`, SPOOL_DIR: tempDir('gone-y') };
+    let x = await spawnIngest({ ...envX, INGEST_PORT: String(await freePort()) });
+    const y = await spawnIngest({ ...envY, INGEST_PORT: String(await freePort()) });
+    try {
+      const xKeys = Array.from({ length: 20 }, (_, i) => `x-${i}`);
+      const yKeys = Array.from({ length: 20 }, (_, i) => `y-${i}`);
+      const batch = (url: string, keys: string[]) =>
+        post(url, '/api/v1/meter/batch', { events: keys.map((k) => event(workspace.id, k)) }, token);
+      const [rx, ry] = await Promise.all([batch(x.url, xKeys), batch(y.url, yKeys)]);
+      assert.equal(rx.status, 202);
+      assert.equal(ry.status, 202);
+      // Both die with their rows unshipped: X's volume survives, Y's is lost.
+      await Promise.all([killHard(x.child), killHard(y.child)]);
+
+      // Seen 40 s later (X's heartbeat stale): X's rows would be taken for Y's and released.
+      const deps = {
+        pool: stores.pool,
+        redis: stores.redis,
+        stored: new ClickHouseStoredRows(stores.clickhouse),
+        prefix: stores.redisPrefix,
+        hotSeconds: 600,
+        pendingTtlMs: 2_000,
+        waitMs: 2_000,
+        now: () => Date.now() + 40_000,
+      };
+      await assert.rejects(
+        accountLostVolume(deps, envY.INGEST_INSTANCE),
+        (e: Error & { code?: string }) =>
+          e.code === 'METERD_INGEST_SPOOL_OTHER_DOWN' && e.message.includes(envX.INGEST_INSTANCE),
+      );
+
+      // X comes back on its volume and ships; then Y's accounting lists exactly Y's rows.
+      x = await spawnIngest({ ...envX, INGEST_PORT: String(await freePort()), SHIP_INTERVAL_MS: '50' });
+      await until(
+        () => storedTimes(workspace.id),
+        (m) => xKeys.every((k) => m.get(k) === 1),
+        30_000,
+        "X's rows shipped from its volume",
+      );
+      const cli = await runToEnd([CLI, '--instance', envY.INGEST_INSTANCE, '--wait-ms', '40000'], {
+        ...stores.env,
+        ...TTL,
+      });
+      assert.equal(cli.code, 0, cli.stderr);
+      const report = JSON.parse(cli.stdout) as LostReport;
+      assert.deepEqual(report.workspaces[workspace.id]!.keys.map((k) => k.idempotency_key).sort(), [...yKeys].sort());
+    } finally {
+      await Promise.all([killHard(x.child), killHard(y.child)]);
     }
   },
 );

@@ -8,7 +8,7 @@ import { ClickHouseStoredRows } from '../dedupe/clickhouse.js';
 import { accountLostVolume } from './identity-lost.js';
 
 /**
- * `npm run spool:lost -- --instance meterd-ingest-0 [--wait-ms 30000]`, with ingest's environment
+ * `npm run spool:lost -- --instance meterd-ingest-0 [--wait-ms 30000] [--ignore-down a,b]`, with ingest's environment
  * (DATABASE_URL, REDIS_URL, REDIS_KEY_PREFIX, CLICKHOUSE_*, DEDUPE_*). Accounts for the instance's
  * lost spool volume (identity-lost.ts): prints the report as JSON on stdout (counts and the lost
  * rows per workspace), releases their idempotency keys, and clears ingest's start-up refusal.
@@ -18,16 +18,23 @@ import { accountLostVolume } from './identity-lost.js';
  */
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { instance: { type: 'string' }, 'wait-ms': { type: 'string', default: '30000' } },
+    options: {
+      instance: { type: 'string' },
+      'wait-ms': { type: 'string', default: '30000' },
+      'ignore-down': { type: 'string', default: '' },
+    },
   });
   const waitMs = Number(values['wait-ms']);
   if (values.instance === undefined || !Number.isSafeInteger(waitMs) || waitMs < 0) {
-    console.error('spool:lost: usage: npm run spool:lost -- --instance <INGEST_INSTANCE> [--wait-ms <ms>]');
+    console.error(
+      'spool:lost: usage: npm run spool:lost -- --instance <INGEST_INSTANCE> [--wait-ms <ms>] [--ignore-down <instance,…>]',
+    );
     return 2;
   }
   const cfg = loadIngestConfig();
   const pool = createPool(cfg.DATABASE_URL, 1);
-  const redis = createRedis(cfg.REDIS_URL, { enableAutoPipelining: true });
+  // The config, not the URL alone: on a Redis Cluster (REDIS_CLUSTER_NODES) every primary is scanned.
+  const redis = createRedis(cfg, { enableAutoPipelining: true });
   const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: 60_000 });
   try {
     const { report, releasedNow } = await accountLostVolume(
@@ -39,6 +46,7 @@ async function main(): Promise<number> {
         hotSeconds: cfg.DEDUPE_HOT_SECONDS,
         pendingTtlMs: cfg.DEDUPE_PENDING_TTL_MS,
         waitMs,
+        ignoreDown: values['ignore-down'].split(',').filter((x) => x !== ''),
       },
       values.instance,
     );

@@ -2,7 +2,7 @@ import { dedupeKey, dedupeShippedKey, quotaKey } from '@meterd/core/contracts';
 import { MeterdError } from '@meterd/core/errors';
 import type { StoredEvent } from '@meterd/core/event';
 import { periodOf } from '@meterd/core/plans';
-import type { Pool, Redis } from '@meterd/core/store';
+import { redisPrimaries, type Pool, type Redis } from '@meterd/core/store';
 import type { StoredRows } from '../dedupe/deduper.js';
 import { PENDING } from '../dedupe/deduper.js';
 import { compactRow, expandRow } from '../rows.js';
@@ -52,6 +52,11 @@ export interface LostVolumeDeps {
   pendingTtlMs: number;
   /** How long to wait for other live instances to ship through the window's end. */
   waitMs: number;
+  /**
+   * Other instances that are down with their spool still `open`, which the operator says lost their
+   * volume too (or shipped everything): without this the accounting refuses while any is down.
+   */
+  ignoreDown?: readonly string[];
   now?: () => number;
 }
 
@@ -98,6 +103,7 @@ export async function accountLostVolume(
     );
   let report = rec.lost_report as LostReport | null;
   if (rec.state === 'open') {
+    await refuseWhileOthersDown(d, instance, now);
     report = await findLost(d, rec, now);
     const done = await d.pool.query(
       `UPDATE ingest_spools SET state = 'lost', lost_report = $3, updated_at = now()
@@ -109,6 +115,35 @@ export async function accountLostVolume(
   }
   const releasedNow = await release(d, report!);
   return { report: report!, releasedNow };
+}
+
+/**
+ * Refuses while another instance is down with its spool `open` (no live thread, not drained): its
+ * acknowledged, unshipped rows are in the same Redis and not in ClickHouse either, so they would be
+ * taken for this volume's and released, and stored twice once that instance comes back and ships
+ * them. Start it first (its rows ship), or name it in `ignoreDown` when its volume is lost too.
+ */
+async function refuseWhileOthersDown(d: LostVolumeDeps, instance: string, now: () => number): Promise<void> {
+  const { rows } = await d.pool.query<{ instance: string }>(
+    `SELECT instance FROM ingest_spools WHERE state = 'open' AND instance <> $1`,
+    [instance],
+  );
+  if (rows.length === 0) return;
+  const marks = await d.redis.hgetall(dedupeShippedKey(d.prefix));
+  const t = now();
+  const live = new Set<string>();
+  for (const [id, v] of Object.entries(marks)) {
+    const heartbeat = Number(v.split(':', 2)[1]);
+    if (t - heartbeat <= LIVE_MS) live.add(id.slice(0, id.indexOf(':')));
+  }
+  const ignore = new Set(d.ignoreDown ?? []);
+  const down = rows.map((r) => r.instance).filter((i) => !live.has(i) && !ignore.has(i));
+  if (down.length > 0)
+    throw new LostVolumeError(
+      'METERD_INGEST_SPOOL_OTHER_DOWN',
+      `ingest instance(s) ${down.join(', ')} are down with rows possibly unshipped: start them on their volumes first (their rows ship), or pass --ignore-down ${down.join(',')} if their volumes are lost too`,
+      { retryable: true },
+    );
 }
 
 async function findLost(d: LostVolumeDeps, rec: SpoolRecord, now: () => number): Promise<LostReport> {
@@ -129,18 +164,22 @@ async function findLost(d: LostVolumeDeps, rec: SpoolRecord, now: () => number):
     }
   };
   const match = `${d.prefix}:{*}:d:*`;
-  let cursor = '0';
-  do {
-    const [next, keys] = await d.redis.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT);
-    cursor = next;
-    if (keys.length === 0) continue;
-    const values = await Promise.all(keys.map((k) => d.redis.get(k)));
-    for (let i = 0; i < keys.length; i++) {
-      const row = hotRow(d.prefix, keys[i]!, values[i] ?? null);
-      if (row !== undefined && row.received_at_ms >= window.from && row.received_at_ms <= window.to) batch.push(row);
-    }
-    await flush();
-  } while (cursor !== '0');
+  // A keyless SCAN reaches one node of a cluster: each primary is scanned with its own cursor (the
+  // values are read through the client, which routes each key to its slot's node).
+  for (const node of redisPrimaries(d.redis)) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT);
+      cursor = next;
+      if (keys.length === 0) continue;
+      const values = await Promise.all(keys.map((k) => d.redis.get(k)));
+      for (let i = 0; i < keys.length; i++) {
+        const row = hotRow(d.prefix, keys[i]!, values[i] ?? null);
+        if (row !== undefined && row.received_at_ms >= window.from && row.received_at_ms <= window.to) batch.push(row);
+      }
+      await flush();
+    } while (cursor !== '0');
+  }
   for (const [ws, list] of candidates) if (list.length > 0) await keepUnstored(d, ws, list, byWorkspace);
 
   const workspaces: LostReport['workspaces'] = {};
