@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # infra/stack/ch-cluster.sh up|down|status — a ClickHouse cluster on this machine for tests:
 # Debian's ZooKeeper standalone on 127.0.0.1:2281 and four clickhouse-server 18.16 processes
-# forming cluster `meterd` = 2 shards × 2 replicas (docs/operations-clickhouse.md).
+# forming cluster `meterd` = 2 shards × 2 replicas (docs/operations.md, "ClickHouse cluster").
 #
 #   node  shard replica  http  native  interserver
 #   n1    01    n1       9201  9202    9203
