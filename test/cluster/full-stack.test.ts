@@ -280,9 +280,8 @@ test('the whole stack clustered: kills under load lose nothing, double nothing; 
   // the totals Stripe ends with are pushes plus corrections.
   const h0 = hourFloor(Date.now() / 1000) - 2 * 3600;
   const acked = new Map<string, Ev>();
-  /** Per workspace: events of requests that ended without an answer from ingest (see the quota check). */
+  /** Per workspace: events answered without being stored, or not answered at all (see the quota check). */
   const unanswered = new Map<string, number>();
-  const retriedAs = new Map<string, string[]>();
   let requests = 0;
   let retries = 0;
   /** Sends until a 202 (the front answers 502 while an ingest is down; a reset connection is retried too). */
@@ -307,13 +306,14 @@ test('the whole stack clustered: kills under load lose nothing, double nothing; 
         for (const e of events) if (!acked.has(triple(e))) acked.set(triple(e), e);
         return;
       }
-      const seen = `${res?.status ?? 'reset'}:${[...new Set(results.map((r) => r.status))].join(',')}:${path.endsWith('/batch') ? 'b' : 's'}`;
-      (
-        retriedAs.get(events[0]!.workspace_id) ??
-        retriedAs.set(events[0]!.workspace_id, []).get(events[0]!.workspace_id)!
-      ).push(seen);
-      if (res === null || (res.status >= 502 && results.length === 0))
-        unanswered.set(events[0]!.workspace_id, (unanswered.get(events[0]!.workspace_id) ?? 0) + events.length);
+      // Events answered without being stored: their claim may stay counted in the quota (below).
+      const notStored =
+        res === null || results.length === 0
+          ? res === null || res.status >= 502
+            ? events.length
+            : 0
+          : results.filter((r) => r.status >= 500).length;
+      unanswered.set(events[0]!.workspace_id, (unanswered.get(events[0]!.workspace_id) ?? 0) + notStored);
       const inUse = (json?.error as { code?: string } | undefined)?.code === 'idempotency_key_in_use';
       assert.ok(
         res === null || res.status >= 500 || inUse || results.every((r) => r.status >= 500 || r.status === 409),
@@ -448,10 +448,11 @@ test('the whole stack clustered: kills under load lose nothing, double nothing; 
     );
   }
 
-  // Quota counters (this month's, counted when an event is claimed) equal the stored events, except
-  // for claims a killed ingest took and never answered: their quota stays counted when the claim
-  // expires and the retry claims again (ingest's dedupe counts at claim; a crash between claim and
-  // answer over-counts, never under-counts). So: stored ≤ counter ≤ stored + unanswered.
+  // Quota counters (this month's, counted when an event is claimed) equal the stored events, but for
+  // events whose request was not answered (a killed ingest's claims) or answered 503 after its claim
+  // outlived DEDUPE_PENDING_TTL_MS on this loaded machine: ingest counts quota at claim and frees only
+  // claims still its own, so such a claim stays counted when the retry claims again. Over-counts,
+  // never under-counts: stored ≤ counter ≤ stored + those events.
   const period = periodOf(Date.now());
   const overCounts: number[] = [];
   for (const w of workspaces) {
@@ -460,7 +461,7 @@ test('the whole stack clustered: kills under load lose nothing, double nothing; 
     const slack = unanswered.get(w.id) ?? 0;
     assert.ok(
       counter >= stored && counter <= stored + slack,
-      `quota of ${w.id}: ${counter}, stored ${stored} (+${slack}) ${JSON.stringify([...retriedAs])}`,
+      `quota of ${w.id}: ${counter}, stored ${stored} (+${slack})`,
     );
     overCounts.push(counter - stored);
   }
