@@ -590,6 +590,6 @@ test('the whole stack clustered: kills under load lose nothing, double nothing; 
 
   console.log(
     `# full-stack: ${acked.size} events acknowledged over ${requests} requests (${retries} retried) from ${workspaces.length} workspaces; ` +
-      `quota over-count after the ingest kill ${overCounts.join('/')}; load with kills ${loadMs} ms; all stored at ${storedMs} ms; Stripe exact at ${billedMs} ms; whole test ${Date.now() - t0} ms`,
+      `quota over-count ${overCounts.join('/')}; load with kills ${loadMs} ms; all stored at ${storedMs} ms; Stripe exact at ${billedMs} ms; whole test ${Date.now() - t0} ms`,
   );
 });
