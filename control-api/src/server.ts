@@ -86,14 +86,18 @@ export async function startControl(
   }).start(cfg.IDEMPOTENCY_CLEANUP_MS);
   // Its own ClickHouse client: a mutation statement may take longer than the API's 5 s queries.
   const purgeCh = clickHouseFromConfig(cfg, { requestTimeoutMs: 60_000 });
-  const purge = new PurgeService(
+  // One connection on the session URL: the purge's advisory lock must keep its server session.
+  const purgeLockPool = createPool(sessionUrl(cfg), 1);
+  const purge = new PurgeService({
     pool,
-    purgeCh,
+    lockPool: purgeLockPool,
+    ch: purgeCh,
+    chCluster: cfg.CLICKHOUSE_CLUSTER,
     redis,
-    cfg.REDIS_KEY_PREFIX,
-    new FinanceService(pool, purgeCh),
-    cfg.WORKSPACE_PURGE_BATCH,
-  );
+    redisPrefix: cfg.REDIS_KEY_PREFIX,
+    finance: new FinanceService(pool, purgeCh),
+    batch: cfg.WORKSPACE_PURGE_BATCH,
+  });
   // A full batch means more are due: the next run starts at once.
   const purgeLoop = new Loop(
     async () => ((await purge.run()).purged.length === cfg.WORKSPACE_PURGE_BATCH ? 0 : undefined),
@@ -119,7 +123,7 @@ export async function startControl(
       await app.close();
       await worker?.stop();
       await provisioner.close();
-      await Promise.all([pool.end(), redis.quit().catch(() => {}), sub.quit().catch(() => {})]);
+      await Promise.all([pool.end(), purgeLockPool.end(), redis.quit().catch(() => {}), sub.quit().catch(() => {})]);
     },
   };
 }

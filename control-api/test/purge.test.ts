@@ -2,7 +2,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { clickHouseFromConfig, lit } from '@meterd/core/clickhouse';
 import { quotaKey, rejectionsKey } from '@meterd/core/contracts';
-import { openTestStores, type TestStores } from '@meterd/core/testing';
+import { createPool, type Pool } from '@meterd/core/store';
+import { GateProxy, openTestStores, startPgBouncer, type TestStores } from '@meterd/core/testing';
 import { call, eventually, OPERATOR_KEY, startTestControl } from './helpers.js';
 import { FinanceService } from '../src/services/finance.js';
 import { PurgeService } from '../src/services/purge.js';
@@ -32,7 +33,8 @@ after(async () => {
 
 const ws = (id: string, rest = '') => `/api/v1/workspaces/${id}${rest}`;
 
-function purger(batch: number, clickhouseUrl?: string): PurgeService {
+/** A purger on the test's stores; `pool` replaces the direct pool for everything but the lock. */
+function purger(batch: number, clickhouseUrl?: string, pool: Pool = stores.pool): PurgeService {
   const ch = clickHouseFromConfig(
     {
       CLICKHOUSE_URL: new URL(clickhouseUrl ?? stores.env.CLICKHOUSE_URL!),
@@ -43,14 +45,16 @@ function purger(batch: number, clickhouseUrl?: string): PurgeService {
     { requestTimeoutMs: 5_000 },
   );
   clients.push(ch);
-  return new PurgeService(
-    stores.pool,
+  return new PurgeService({
+    pool,
+    lockPool: stores.pool,
     ch,
-    stores.redis,
-    stores.redisPrefix,
-    new FinanceService(stores.pool, ch),
+    chCluster: '',
+    redis: stores.redis,
+    redisPrefix: stores.redisPrefix,
+    finance: new FinanceService(pool, ch),
     batch,
-  );
+  });
 }
 
 /** A workspace with a webhook, a test key, events and a monthly rollup in both environments, and Redis keys. */
@@ -195,4 +199,31 @@ test('runs are bounded, and a run that failed half-way is finished by the next w
   await eventually(async () => (await chRows([b.live, b.test, c.live, c.test])) === 0, 20_000, 'the rows to go');
   const exportAfter = (await call(s.url, 'GET', ws(b.live, '/export'), { token: OPERATOR_KEY })).json;
   assert.deepEqual(exportAfter.usage, exportBefore.usage, 'the copy taken before the failure is the one kept');
+});
+
+test('through PgBouncer in transaction mode, one run at a time: the lock is held on the session URL', async () => {
+  // One server connection behind the pooler: every client shares one Postgres session, so a
+  // session-level lock taken through it would be re-entered by the next replica's try_lock.
+  const bouncer = await startPgBouncer(6437, { poolSize: 1 });
+  const chUrl = new URL(stores.env.CLICKHOUSE_URL!);
+  const gate = await GateProxy.start({ host: chUrl.hostname, port: Number(chUrl.port) });
+  const through = createPool(bouncer.urlFor(stores.databaseUrl), 3);
+  try {
+    const d = await populated('purge-bouncer');
+    assert.equal((await call(s.url, 'DELETE', ws(d.live), { token: d.token })).status, 200);
+    const later = new Date(Date.now() + 31 * DAY);
+    // The first run stops at its first ClickHouse request, holding the lock.
+    gate.hold();
+    const first = purger(50, `http://127.0.0.1:${gate.port}`, through).run(later);
+    await eventually(async () => gate.heldBytes > 0, 10_000, 'the first run to reach ClickHouse');
+    assert.deepEqual((await purger(50, undefined, through).run(later)).purged, [], 'a second run finds the lock taken');
+    gate.release();
+    assert.deepEqual((await first).purged.sort(), [d.live, d.test].sort());
+    await eventually(async () => (await chRows([d.live, d.test])) === 0, 20_000, 'the rows to go');
+  } finally {
+    gate.release();
+    await through.end();
+    await gate.close();
+    await bouncer.stop();
+  }
 });

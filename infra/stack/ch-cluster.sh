@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # infra/stack/ch-cluster.sh up|down|status — a ClickHouse cluster on this machine for tests:
 # Debian's ZooKeeper standalone on 127.0.0.1:2281 and four clickhouse-server 18.16 processes
-# forming cluster `meterd` = 2 shards × 2 replicas (docs/operations-clickhouse.md).
+# forming cluster `meterd` = 2 shards × 2 replicas (docs/operations.md, "ClickHouse cluster").
 #
 #   node  shard replica  http  native  interserver
 #   n1    01    n1       9201  9202    9203
@@ -197,6 +197,21 @@ start_node() {
   mkdir -p "$dir"/{data,tmp,user_files,format_schemas,log}
   write_node_config "$n"
   rm -f "$dir/server.pid"
+  # After a kill -9, parts written locally but never registered in ZooKeeper (an insert that did
+  # not reach its quorum) can outweigh a small table's registered ones, and 18.16 then refuses to
+  # load the table ("doesn't look like the set of parts in ZooKeeper"). The documented recovery:
+  # force_restore_data, which detaches those parts (the writer retries them) and fetches the rest.
+  # The killed process's temporary part directories go too: 18.16 keeps them for a day, and a
+  # leftover tmp_fetch_<part> makes every fetch of that part fail ("already exists"), so a quorum
+  # waiting for it is never reached and the shard refuses inserts.
+  if [ -f "$dir/killed" ]; then
+    mkdir -p "$dir/data/flags"
+    touch "$dir/data/flags/force_restore_data"
+    if [ -d "$dir/data/data" ]; then
+      find "$dir/data/data" -mindepth 3 -maxdepth 3 -type d -name 'tmp_*' -exec rm -rf {} +
+    fi
+    rm -f "$dir/killed"
+  fi
   clickhouse-server --config-file="$dir/config.xml" --pid-file="$dir/server.pid" --daemon \
     </dev/null >>"$dir/log/stdout.log" 2>&1 9>&- \
     || die "clickhouse-server $n failed to start; see $logf"
@@ -265,6 +280,7 @@ case "$cmd" in
   kill9)
     n="${CH_CLUSTER_NODE:?CH_CLUSTER_NODE=n1..n4}"
     stop_marked "clickhouse $n" "$CLUSTER_DIR/$n" clickhouse KILL
+    touch "$CLUSTER_DIR/$n/killed"
     ;;
   down)
     take_stack_lock

@@ -11,7 +11,7 @@
 #
 # Every database name is routed to the Postgres on $PGPORT (the `*` fallback), so a test's fresh
 # database is reachable at once. pool_mode=transaction is the point: meterd must work when each
-# transaction may run on a different server connection (docs/operations-postgres.md). Auth is
+# transaction may run on a different server connection (docs/operations.md, "Postgres behind PgBouncer"). Auth is
 # trust, like the stack's Postgres on loopback; a deployment uses auth_type=scram-sha-256 with an
 # auth_file or auth_query.
 #

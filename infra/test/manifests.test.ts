@@ -107,7 +107,7 @@ test('secrets are referenced, never written, and every variable is a setting met
   const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
   const known = new Set([...readme.matchAll(/^\| `([A-Z0-9_]+)` \|/gm)].map((m) => m[1]!));
   for (const extra of ['PRESTOP_MAX_MS', 'PRESTOP_MIN_MS']) known.add(extra); // prestop-ingest.mjs
-  const secret = /SECRET|PASSWORD|TOKEN|_KEY$|DATABASE_URL|REDIS_URL/;
+  const secret = /SECRET|PASSWORD|TOKEN|_KEY$|DATABASE_(SESSION_)?URL|REDIS_URL/;
   for (const m of all as Obj[]) {
     for (const k of Object.keys(m.data ?? {})) assert.ok(known.has(k), `ConfigMap key ${k} is no meterd setting`);
     for (const k of Object.keys(m.data ?? {})) assert.doesNotMatch(k, secret, `${k} belongs in a Secret`);

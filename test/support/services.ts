@@ -18,8 +18,9 @@ export interface Service {
 }
 
 /**
- * Starts `node <pkg>/dist/src/main.js` with `env` over the current environment and waits until its
- * GET /healthz answers 200. Its output is kept (last 8 KB) and shown if it dies before that.
+ * Starts `node <pkg>/dist/src/<entry>.js` (main.js unless told: the front router is control-api's
+ * front.js) with `env` over the current environment and waits until its GET /healthz answers 200.
+ * Its output is kept (last 8 KB) and shown if it dies before that.
  */
 export async function startService(
   name: string,
@@ -27,8 +28,9 @@ export async function startService(
   port: number,
   env: Record<string, string>,
   timeoutMs = 20_000,
+  entry = 'main',
 ): Promise<Service> {
-  const proc = spawn(process.execPath, [`${ROOT}${pkg}/dist/src/main.js`], {
+  const proc = spawn(process.execPath, [`${ROOT}${pkg}/dist/src/${entry}.js`], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

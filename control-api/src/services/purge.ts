@@ -1,6 +1,6 @@
 import { ClickHouseQueryError, lit, type createClickHouse } from '@meterd/core/clickhouse';
 import { CH_TABLES } from '@meterd/core/contracts';
-import { inTransaction, type Pool, type Redis } from '@meterd/core/store';
+import { inTransaction, redisPrimaries, type Pool, type Redis } from '@meterd/core/store';
 import type { FinanceService } from './finance.js';
 
 type ClickHouseClient = ReturnType<typeof createClickHouse>;
@@ -55,23 +55,33 @@ export interface PurgeResult {
  * 4. the workspace's Redis keys (all under its `{workspace}` hash tag) are deleted;
  * 5. purged_at is set.
  */
+export interface PurgeStores {
+  /** The pool for the purge's own statements (may go through PgBouncer in transaction mode). */
+  pool: Pool;
+  /**
+   * A pool on DATABASE_SESSION_URL (sessionUrl): the run's advisory lock is session-level, so it must
+   * live on one server session from take to release, which a transaction-mode pooler does not keep.
+   */
+  lockPool: Pool;
+  ch: ClickHouseClient;
+  /** CLICKHOUSE_CLUSTER ('' on one server): the mutations then go to every shard's local tables. */
+  chCluster: string;
+  redis: Redis;
+  redisPrefix: string;
+  finance: FinanceService;
+  batch: number;
+}
+
 export class PurgeService {
-  constructor(
-    private readonly pool: Pool,
-    private readonly ch: ClickHouseClient,
-    private readonly redis: Redis,
-    private readonly redisPrefix: string,
-    private readonly finance: FinanceService,
-    private readonly batch: number,
-  ) {}
+  constructor(private readonly s: PurgeStores) {}
 
   /**
    * One bounded run, with `now` the clock that decides what is due (tests move it instead of waiting
-   * 30 days). Every control-api replica runs the loop; a session-level advisory lock lets one run at
-   * a time, so two replicas never issue the same ClickHouse mutations twice.
+   * 30 days). Every control-api replica runs the loop; a session-level advisory lock (on the session
+   * pool) lets one run at a time, so two replicas never issue the same ClickHouse mutations twice.
    */
   async run(now: Date = new Date()): Promise<PurgeResult> {
-    const lock = await this.pool.connect();
+    const lock = await this.s.lockPool.connect();
     try {
       const { rows } = await lock.query<{ ok: boolean }>('SELECT pg_try_advisory_lock(hashtext($1)) AS ok', [LOCK]);
       if (rows[0]!.ok !== true) return { purged: [] };
@@ -86,50 +96,68 @@ export class PurgeService {
   }
 
   private async purgeDue(now: Date): Promise<PurgeResult> {
-    const { rows } = await this.pool.query<{ id: string }>(
+    const { pool } = this.s;
+    const { rows } = await pool.query<{ id: string }>(
       `SELECT id FROM workspaces WHERE deleted_at IS NOT NULL AND purged_at IS NULL AND purge_after <= $1
         ORDER BY purge_after, id LIMIT $2`,
-      [now, this.batch],
+      [now, this.s.batch],
     );
     const ids = rows.map((r) => r.id);
     if (ids.length === 0) return { purged: [] };
     for (const id of ids) await this.keepExport(id);
-    await inTransaction(this.pool, async (c) => {
+    await inTransaction(pool, async (c) => {
       for (const sql of PG_DELETES) await c.query(sql, [ids]);
       await c.query('UPDATE workspaces SET contact_email = NULL WHERE id = ANY($1)', [ids]);
     });
     const list = ids.map(lit).join(', ');
     for (const table of CH_WORKSPACE_TABLES) {
       try {
-        await this.ch.command({ query: `ALTER TABLE ${table} DELETE WHERE workspace_id IN (${list})` });
+        await this.s.ch.command({ query: `${this.alterOf(table)} DELETE WHERE workspace_id IN (${list})` });
       } catch (err) {
         throw new ClickHouseQueryError(`deleting purged workspaces' rows from ${table}`, err);
       }
     }
     for (const id of ids) await this.deleteRedisKeys(id);
-    await this.pool.query('UPDATE workspaces SET purged_at = $2 WHERE id = ANY($1)', [ids, now]);
+    await pool.query('UPDATE workspaces SET purged_at = $2 WHERE id = ANY($1)', [ids, now]);
     return { purged: ids };
   }
 
   private async keepExport(id: string): Promise<void> {
     // export() answers the kept copy once there is one, so a rerun writes nothing new.
-    const { usage, billing } = await this.finance.export(id);
-    await this.pool.query(
+    const { usage, billing } = await this.s.finance.export(id);
+    await this.s.pool.query(
       `INSERT INTO workspace_final_exports (workspace_id, usage, billing) VALUES ($1, $2, $3)
        ON CONFLICT (workspace_id) DO NOTHING`,
       [id, JSON.stringify(usage), JSON.stringify(billing)],
     );
   }
 
-  /** Every key under the workspace's hash tag: dedupe claims and tier, quota counters, epoch marker, rejections. */
+  /**
+   * `ALTER TABLE` of a workspace table. On a cluster the rows live in the Replicated `<table>_local`
+   * tables (core/src/migrate/clickhouse-render.ts); a Distributed table takes no mutation, and
+   * `ON CLUSTER` on a replicated table runs the mutation once per shard, replicated to its replicas.
+   */
+  private alterOf(table: string): string {
+    return this.s.chCluster === ''
+      ? `ALTER TABLE ${table}`
+      : `ALTER TABLE ${table}_local ON CLUSTER ${this.s.chCluster}`;
+  }
+
+  /**
+   * Every key under the workspace's hash tag: dedupe claims and tier, quota counters, epoch marker,
+   * rejections. SCAN sees one node's keys: on a Redis Cluster every primary is scanned (the hash tag
+   * puts them all in one slot, so they are on one primary, and one UNLINK on it takes them).
+   */
   private async deleteRedisKeys(id: string): Promise<void> {
     // SCAN's MATCH is a glob: the braces of the hash tag are literal there, the id has no glob characters.
-    const match = `${this.redisPrefix}:{${id}}:*`;
-    let cursor = '0';
-    do {
-      const [next, keys] = await this.redis.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT);
-      cursor = next;
-      if (keys.length > 0) await this.redis.unlink(...keys);
-    } while (cursor !== '0');
+    const match = `${this.s.redisPrefix}:{${id}}:*`;
+    for (const node of redisPrimaries(this.s.redis)) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT);
+        cursor = next;
+        if (keys.length > 0) await node.unlink(...keys);
+      } while (cursor !== '0');
+    }
   }
 }

@@ -20,7 +20,7 @@ export interface PoolOptions {
    * statement_timeout`, pg's `statement_timeout`) is refused and a session `SET` would leak into
    * other clients' transactions: inTransaction sends `SET LOCAL statement_timeout` with its BEGIN
    * (one round trip), and every query has a client-side timeout a little above it, after which the
-   * pool discards the connection (docs/operations-postgres.md).
+   * pool discards the connection (docs/operations.md, "Postgres behind PgBouncer").
    */
   statementTimeoutMs?: number;
 }

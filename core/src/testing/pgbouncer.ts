@@ -18,10 +18,15 @@ export interface TestPgBouncer {
 
 /**
  * Starts PgBouncer on `port` (one of 6432–6439; each test file uses its own, so files running side
- * by side never stop each other's) in front of the stack's Postgres.
+ * by side never stop each other's) in front of the stack's Postgres. `poolSize`: server connections
+ * per database and user (1 makes every client share one server session, as a busy pooler may).
  */
-export async function startPgBouncer(port: number): Promise<TestPgBouncer> {
-  const env = { ...process.env, PGBOUNCER_PORT: String(port) };
+export async function startPgBouncer(port: number, o: { poolSize?: number } = {}): Promise<TestPgBouncer> {
+  const env = {
+    ...process.env,
+    PGBOUNCER_PORT: String(port),
+    ...(o.poolSize === undefined ? {} : { PGBOUNCER_POOL_SIZE: String(o.poolSize) }),
+  };
   await run('bash', [SCRIPT, 'up'], { env, timeout: 300_000 });
   const urlFor = (direct: URL): URL => {
     const u = new URL(direct.toString());
