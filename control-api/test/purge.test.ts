@@ -69,6 +69,8 @@ async function populated(slug: string) {
   await call(s.url, 'POST', ws(live, '/webhooks'), {
     token,
     body: { url: 'https://hooks.example.com/x', events: ['meter.quota.warning'] },
+    // Its stored reply (encrypted, scoped to the workspace) must go with the workspace.
+    headers: { 'idempotency-key': `hook-${slug}` },
   });
   for (const [id, q] of [
     [live, 7],
@@ -135,6 +137,11 @@ async function pgRows(ids: string[]): Promise<Record<string, number>> {
     const { rows } = await stores.pool.query(`SELECT count(*)::int AS n FROM ${t} WHERE workspace_id = ANY($1)`, [ids]);
     out[t] = rows[0].n;
   }
+  const { rows } = await stores.pool.query(
+    `SELECT count(*)::int AS n FROM idempotency_keys WHERE scope = ANY(SELECT 'ws:' || x FROM unnest($1::text[]) AS x)`,
+    [ids],
+  );
+  out.idempotency_keys = rows[0].n;
   return out;
 }
 
@@ -152,7 +159,12 @@ test('a workspace past its grace period is purged everywhere; its export stays; 
   const later = new Date(Date.now() + 31 * DAY);
   assert.deepEqual((await p.run(later)).purged.sort(), [a.live, a.test].sort());
 
-  assert.deepEqual(await pgRows([a.live, a.test]), { api_keys: 0, webhook_endpoints: 0, outbox_events: 0 });
+  assert.deepEqual(await pgRows([a.live, a.test]), {
+    api_keys: 0,
+    webhook_endpoints: 0,
+    outbox_events: 0,
+    idempotency_keys: 0,
+  });
   assert.deepEqual(await redisKeys(a.live), []);
   assert.deepEqual(await redisKeys(a.test), []);
   // The mutation runs in the background: wait for it, on the rows themselves.
@@ -166,7 +178,12 @@ test('a workspace past its grace period is purged everywhere; its export stays; 
   assert.equal(restore.json.error.code, 'restore_window_closed');
 
   // The other workspace lost nothing.
-  assert.deepEqual(await pgRows([kept.live, kept.test]), { api_keys: 2, webhook_endpoints: 1, outbox_events: 1 });
+  assert.deepEqual(await pgRows([kept.live, kept.test]), {
+    api_keys: 2,
+    webhook_endpoints: 1,
+    outbox_events: 1,
+    idempotency_keys: 1,
+  });
   assert.equal(await chRows([kept.live, kept.test]), 4);
   assert.equal((await redisKeys(kept.live)).length, 2);
   assert.equal((await redisKeys(kept.test)).length, 2);

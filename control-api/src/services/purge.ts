@@ -28,7 +28,8 @@ const PG_DELETES = [
   'DELETE FROM quota_warnings WHERE workspace_id = ANY($1)',
   'DELETE FROM shopify_oauth_states WHERE workspace_id = ANY($1)',
   'DELETE FROM shopify_connections WHERE workspace_id = ANY($1)',
-  'DELETE FROM idempotency_keys WHERE scope = ANY($1)',
+  // Stored replies are scoped `ws:<id>` (http/idempotency.ts).
+  "DELETE FROM idempotency_keys WHERE scope = ANY(SELECT 'ws:' || x FROM unnest($1::text[]) AS x)",
 ];
 
 /** The advisory lock that lets one purge run at a time across replicas. */
