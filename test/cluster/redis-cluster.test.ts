@@ -10,6 +10,7 @@ import { periodOf } from '@meterd/core/plans';
 import { createRedis, redisPrimaries, type Redis } from '@meterd/core/store';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { ROOT, freePort, startService, waitFor, type Service } from '../support/services.js';
+import { lockClusterStacks } from '../support/cluster-lock.js';
 
 /**
  * meterd on a 3-primary Redis Cluster (infra/stack/redis-cluster.sh): control-api, ingest and the
@@ -36,7 +37,10 @@ function clusterScript(cmd: 'up' | 'down'): string {
   return r.stdout.trim();
 }
 
+let unlock: (() => Promise<void>) | undefined;
+
 before(async () => {
+  unlock = await lockClusterStacks();
   const [state, nodes] = clusterScript('up').split(' ');
   startedCluster = state === 'started';
   seeds = nodes!;
@@ -90,6 +94,7 @@ after(async () => {
     await stores?.close();
   } finally {
     if (startedCluster) clusterScript('down');
+    await unlock?.();
   }
 });
 
