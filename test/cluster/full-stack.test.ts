@@ -12,7 +12,7 @@ import { loadConfig, storeVars } from '@meterd/core/config';
 import { quotaKey } from '@meterd/core/contracts';
 import { migrateClickHouse } from '@meterd/core/migrate';
 import { periodOf } from '@meterd/core/plans';
-import { createRedis, redisPrimaries, type Redis } from '@meterd/core/store';
+import { createRedis, scanEveryPrimary, type Redis } from '@meterd/core/store';
 import {
   CH_MIGRATIONS_DIR,
   openTestStores,
@@ -113,14 +113,10 @@ after(async () => {
       await ch.close();
     }
     if (redis !== undefined) {
-      for (const node of redisPrimaries(redis)) {
-        let cursor = '0';
-        do {
-          const [next, keys] = await node.scan(cursor, 'MATCH', `${stores.redisPrefix}:*`, 'COUNT', 1000);
-          cursor = next;
-          await Promise.all(keys.map((k) => node.unlink(k)));
-        } while (cursor !== '0');
-      }
+      // One UNLINK per key: a page holds keys of several slots.
+      await scanEveryPrimary(redis, `${stores.redisPrefix}:*`, 1000, async (keys, node) => {
+        await Promise.all(keys.map((k) => node.unlink(k)));
+      });
       await redis.quit();
     }
     for (const d of spools) rmSync(d, { recursive: true, force: true });
@@ -601,14 +597,9 @@ test('the whole stack clustered: kills under load lose nothing, double nothing; 
       await node.close();
     }
   }
-  for (const node of redisPrimaries(redis)) {
-    let cursor = '0';
-    do {
-      const [next, keys] = await node.scan(cursor, 'MATCH', `${stores.redisPrefix}:{${gone.id}}:*`, 'COUNT', 1000);
-      cursor = next;
-      assert.deepEqual(keys, [], 'no key of the purged workspace on any primary');
-    } while (cursor !== '0');
-  }
+  await scanEveryPrimary(redis, `${stores.redisPrefix}:{${gone.id}}:*`, 1000, async (keys) => {
+    assert.deepEqual(keys, [], 'no key of the purged workspace on any primary');
+  });
 
   console.log(
     `# full-stack: ${acked.size} events acknowledged over ${requests} requests (${retries} retried) from ${workspaces.length} workspaces; ` +

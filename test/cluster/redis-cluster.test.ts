@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { loadConfig, storeVars } from '@meterd/core/config';
 import { quotaKey, KEY_REVOKED_CHANNEL } from '@meterd/core/contracts';
 import { periodOf } from '@meterd/core/plans';
-import { createRedis, redisPrimaries, type Redis } from '@meterd/core/store';
+import { createRedis, redisPrimaries, scanEveryPrimary, type Redis } from '@meterd/core/store';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { ROOT, freePort, startService, waitFor, type Service } from '../support/services.js';
 import { lockClusterStacks } from '../support/cluster-lock.js';
@@ -80,14 +80,9 @@ after(async () => {
     await Promise.all([control?.stop(), ingest?.stop(), aggregator?.stop()]);
     if (cluster !== undefined) {
       // The test's keys, node by node; UNLINK one key a call (keys of several slots cannot share one).
-      for (const node of redisPrimaries(cluster)) {
-        let cursor = '0';
-        do {
-          const [next, keys] = await node.scan(cursor, 'MATCH', `${stores.redisPrefix}:*`, 'COUNT', 1000);
-          cursor = next;
-          await Promise.all(keys.map((k) => node.unlink(k)));
-        } while (cursor !== '0');
-      }
+      await scanEveryPrimary(cluster, `${stores.redisPrefix}:*`, 1000, async (keys, node) => {
+        await Promise.all(keys.map((k) => node.unlink(k)));
+      });
       await cluster.quit();
     }
     if (spoolDir !== undefined) rmSync(spoolDir, { recursive: true, force: true });

@@ -1,6 +1,6 @@
 import { ClickHouseQueryError, lit, type createClickHouse } from '@meterd/core/clickhouse';
 import { CH_TABLES } from '@meterd/core/contracts';
-import { inTransaction, redisPrimaries, type Pool, type Redis } from '@meterd/core/store';
+import { inTransaction, scanEveryPrimary, type Pool, type Redis } from '@meterd/core/store';
 import type { FinanceService } from './finance.js';
 
 type ClickHouseClient = ReturnType<typeof createClickHouse>;
@@ -152,13 +152,8 @@ export class PurgeService {
   private async deleteRedisKeys(id: string): Promise<void> {
     // SCAN's MATCH is a glob: the braces of the hash tag are literal there, the id has no glob characters.
     const match = `${this.s.redisPrefix}:{${id}}:*`;
-    for (const node of redisPrimaries(this.s.redis)) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await node.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT);
-        cursor = next;
-        if (keys.length > 0) await node.unlink(...keys);
-      } while (cursor !== '0');
-    }
+    await scanEveryPrimary(this.s.redis, match, SCAN_COUNT, async (keys, node) => {
+      await node.unlink(...keys);
+    });
   }
 }

@@ -12,6 +12,7 @@ export {
   createRedis,
   redisHealthy,
   redisPrimaries,
+  scanEveryPrimary,
   type Redis,
   type RedisTarget,
   type RedisClusterNode,

@@ -111,3 +111,24 @@ export async function redisHealthy(redis: Redis): Promise<boolean> {
 export function redisPrimaries(redis: Redis): Standalone[] {
   return redis instanceof Cluster ? redis.nodes('master') : [redis];
 }
+
+/**
+ * Every key matching the SCAN glob `match`, a page at a time, on every primary (a keyless SCAN
+ * reaches one node of a cluster). `each` gets a page and the node holding it: keys of one page may
+ * be in several slots, so a multi-key command on them is only safe when `match` pins one slot.
+ */
+export async function scanEveryPrimary(
+  redis: Redis,
+  match: string,
+  count: number,
+  each: (keys: string[], node: Standalone) => Promise<void>,
+): Promise<void> {
+  for (const node of redisPrimaries(redis)) {
+    let cursor = '0';
+    do {
+      const [next, keys] = await node.scan(cursor, 'MATCH', match, 'COUNT', count);
+      cursor = next;
+      if (keys.length > 0) await each(keys, node);
+    } while (cursor !== '0');
+  }
+}

@@ -2,7 +2,7 @@ import { dedupeKey, dedupeShippedKey, quotaKey } from '@meterd/core/contracts';
 import { MeterdError } from '@meterd/core/errors';
 import type { StoredEvent } from '@meterd/core/event';
 import { periodOf } from '@meterd/core/plans';
-import { redisPrimaries, type Pool, type Redis } from '@meterd/core/store';
+import { scanEveryPrimary, type Pool, type Redis } from '@meterd/core/store';
 import type { StoredRows } from '../dedupe/deduper.js';
 import { PENDING } from '../dedupe/deduper.js';
 import { compactRow, expandRow } from '../rows.js';
@@ -164,22 +164,15 @@ async function findLost(d: LostVolumeDeps, rec: SpoolRecord, now: () => number):
     }
   };
   const match = `${d.prefix}:{*}:d:*`;
-  // A keyless SCAN reaches one node of a cluster: each primary is scanned with its own cursor (the
-  // values are read through the client, which routes each key to its slot's node).
-  for (const node of redisPrimaries(d.redis)) {
-    let cursor = '0';
-    do {
-      const [next, keys] = await node.scan(cursor, 'MATCH', match, 'COUNT', SCAN_COUNT);
-      cursor = next;
-      if (keys.length === 0) continue;
-      const values = await Promise.all(keys.map((k) => d.redis.get(k)));
-      for (let i = 0; i < keys.length; i++) {
-        const row = hotRow(d.prefix, keys[i]!, values[i] ?? null);
-        if (row !== undefined && row.received_at_ms >= window.from && row.received_at_ms <= window.to) batch.push(row);
-      }
-      await flush();
-    } while (cursor !== '0');
-  }
+  // The values are read through the client, which routes each key to its slot's node.
+  await scanEveryPrimary(d.redis, match, SCAN_COUNT, async (keys) => {
+    const values = await Promise.all(keys.map((k) => d.redis.get(k)));
+    for (let i = 0; i < keys.length; i++) {
+      const row = hotRow(d.prefix, keys[i]!, values[i] ?? null);
+      if (row !== undefined && row.received_at_ms >= window.from && row.received_at_ms <= window.to) batch.push(row);
+    }
+    await flush();
+  });
   for (const [ws, list] of candidates) if (list.length > 0) await keepUnstored(d, ws, list, byWorkspace);
 
   const workspaces: LostReport['workspaces'] = {};
