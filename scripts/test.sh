@@ -30,6 +30,15 @@ if [ "${#files[@]}" -eq 0 ]; then echo "no test files found" >&2; exit 1; fi
 #  - --test-timeout: node's own limit on a file (hooks included), the backstop;
 #  - TEST_RUN_LIMIT: the whole run.
 # Files run two at a time: each has its own databases and key prefix; the machine has 2 cores.
+# The ClickHouse cluster of test/cluster/ stays up between its files (restarting 18.16's Replicated
+# tables is slow and has hung) and is stopped after the run if this run started it, so no cluster
+# outlives the checkout it runs from.
+ch_cluster_was_up=0
+if [ "$mode" != unit ] && ! bash infra/stack/ch-cluster.sh status | grep -q ' down'; then ch_cluster_was_up=1; fi
+stop_ch_cluster() {
+  if [ "$mode" != unit ] && [ "$ch_cluster_was_up" = 0 ]; then bash infra/stack/ch-cluster.sh down >/dev/null 2>&1 || true; fi
+}
+trap stop_ch_cluster EXIT
 set +e
 timeout --kill-after=30s "${TEST_RUN_LIMIT:-60m}" node --test --test-concurrency="${TEST_CONCURRENCY:-2}" --test-timeout=300000 \
   --test-reporter=tap --test-reporter-destination=stdout --test-reporter=./scripts/test-slowest.mjs --test-reporter-destination=stderr \

@@ -86,9 +86,9 @@ after(async () => {
   for (const c of clients) await c.close();
   try {
     await stores?.close();
-    // Left running, as npm test leaves the stack's own servers: restarting 18.16's Replicated tables
-    // (down, then up for the next file) is where its start-up hangs were seen. Up again only brings
-    // back a node a failed test left killed.
+    // Left running for the next cluster file (scripts/test.sh stops it after the run): restarting
+    // 18.16's Replicated tables between files is where its start-up hangs were seen. Up again only
+    // brings back a node a failed test left killed.
     cluster('up');
   } finally {
     await unlock?.();

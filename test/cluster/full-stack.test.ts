@@ -125,7 +125,7 @@ after(async () => {
   } finally {
     // A failure while n4 was down must not leave it down for the next file.
     try {
-      // Left running (clickhouse-cluster.test.ts says why); up brings back a node left killed.
+      // Left running for the next file (clickhouse-cluster.test.ts says why); up brings back a node left killed.
       script(CH_SCRIPT, 'up');
       if (startedRedis) script(REDIS_SCRIPT, 'down');
     } finally {
