@@ -34,7 +34,11 @@ if [ "${#files[@]}" -eq 0 ]; then echo "no test files found" >&2; exit 1; fi
 # tables is slow and has hung) and is stopped after the run if this run started it, so no cluster
 # outlives the checkout it runs from.
 ch_cluster_was_up=0
-if [ "$mode" != unit ] && ! bash infra/stack/ch-cluster.sh status | grep -q ' down'; then ch_cluster_was_up=1; fi
+# (The status is read whole first: under pipefail, grep -q closing the pipe early would fail it.)
+if [ "$mode" != unit ]; then
+  ch_status="$(bash infra/stack/ch-cluster.sh status)"
+  case "$ch_status" in *' down'*) ;; *) ch_cluster_was_up=1 ;; esac
+fi
 stop_ch_cluster() {
   if [ "$mode" != unit ] && [ "$ch_cluster_was_up" = 0 ]; then bash infra/stack/ch-cluster.sh down >/dev/null 2>&1 || true; fi
 }

@@ -250,6 +250,7 @@ async function unshippedWindow(d: LostVolumeDeps, rec: SpoolRecord, now: () => n
   const lastRun = rec.updated_at.getTime();
   const key = dedupeShippedKey(d.prefix);
   const deadline = now() + d.waitMs;
+  let goneAt: number | undefined;
   for (;;) {
     const marks = await d.redis.hgetall(key);
     const mine: { shipped: number; heartbeat: number }[] = [];
@@ -279,7 +280,11 @@ async function unshippedWindow(d: LostVolumeDeps, rec: SpoolRecord, now: () => n
     }
     const known = beat > -Infinity;
     const from = known ? through - d.pendingTtlMs : 0;
-    const to = known ? beat + d.pendingTtlMs : t;
+    // The window ends when the instance was first seen gone, not at its last heartbeat: a busy
+    // event loop beats late, and a key it received after that beat would be left out (and its
+    // retries answered duplicate for good). Fixed once, so the other instances can ship past it.
+    goneAt ??= t;
+    const to = known ? Math.max(beat + d.pendingTtlMs, goneAt) : goneAt;
     if (others >= to) {
       return {
         from,
