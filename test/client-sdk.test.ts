@@ -192,25 +192,34 @@ test('graceful shutdown: the README example, sent SIGTERM while events are queue
   const { workspace, token } = await stores.workspace('enterprise');
   const port = await freePort();
   const ingest = await startIngest(port, spool());
+  // The example's requests are held at a gate until it has been signalled, so the signal always
+  // lands while its events are queued or in flight (a fast machine once sent all 3000 first).
+  const gate = await GateProxy.start({ host: '127.0.0.1', port });
+  gate.hold();
   const child = spawn(process.execPath, [`${ROOT}client/dist/examples/meter.js`, '3000'], {
-    env: { ...process.env, METERD_URL: ingest.url, METERD_API_KEY: token, METERD_WORKSPACE: workspace.id },
+    env: {
+      ...process.env,
+      METERD_URL: `http://127.0.0.1:${gate.port}`,
+      METERD_API_KEY: token,
+      METERD_WORKSPACE: workspace.id,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  // Listened for from the start: an 'exit' emitted before a later once() would never be seen.
+  const exit = new Promise<[number | null, string | null]>((r) => child.once('exit', (c, s) => r([c, s])));
   let err = '';
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  // Signalled once its first batch is stored: the rest are queued or in flight.
-  await waitFor('the first events stored', async () => {
-    const rs = await stores.clickhouse.query({
-      query: `SELECT count() AS n FROM events WHERE workspace_id = ${lit(workspace.id)}`,
-      format: 'JSONEachRow',
-    });
-    return Number((await rs.json<{ n: string }>())[0]!.n) > 0 || child.exitCode !== null;
-  });
-  child.kill('SIGTERM');
-  const [code, signal] = await new Promise<[number | null, string | null]>((r) =>
-    child.once('exit', (c, s) => r([c, s])),
-  );
-  assert.ok(code === 0 || signal === 'SIGTERM', `exit ${code} ${signal}: ${err}`);
+  try {
+    await waitFor('the example to send its first request', async () => gate.heldBytes > 0 || child.exitCode !== null);
+    assert.equal(child.exitCode, null, `the example exited before it sent anything: ${err}`);
+    child.kill('SIGTERM');
+    gate.release();
+    const [code, signal] = await exit;
+    assert.ok(code === 0 || signal === 'SIGTERM', `exit ${code} ${signal}: ${err}`);
+  } finally {
+    gate.release();
+    await gate.close();
+  }
   await waitFor('all 3000 events in ClickHouse', async () => (await stored(workspace.id)).distinct >= 3000, 60_000);
   assert.deepEqual(await stored(workspace.id), { distinct: 3000, doubled: 0 });
   await ingest.stop();

@@ -31,7 +31,7 @@ test(
   async () => {
     const repo = mkdtempSync(join(tmpdir(), 'stack-'));
     mkdirSync(join(repo, 'infra/stack'), { recursive: true });
-    for (const f of ['up.sh', 'down.sh', 'lib.sh'])
+    for (const f of ['up.sh', 'down.sh', 'lib.sh', 'clickhouse-config.sh'])
       copyFileSync(join(ROOT, 'infra/stack', f), join(repo, 'infra/stack', f));
     const env = {
       ...process.env,

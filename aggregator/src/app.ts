@@ -1,7 +1,9 @@
 import { Authenticator } from '@meterd/core/auth';
 import { clickHouseFromConfig } from '@meterd/core/clickhouse';
-import { createLogger } from '@meterd/core/log';
-import { createPool, createRedis } from '@meterd/core/store';
+import { BATCHES_RECORDED_CHANNEL } from '@meterd/core/contracts';
+import { createLogger, type Logger } from '@meterd/core/log';
+import { MeterCatalog } from '@meterd/core/meters';
+import { createPool, createRedis, type Redis, type RedisTarget } from '@meterd/core/store';
 import type { ServiceContext, ServiceSpec } from '@meterd/core/service';
 import { loadAggregatorConfig, type AggregatorConfig } from './config.js';
 import { createAggregatorMetrics } from './metrics.js';
@@ -40,6 +42,8 @@ export async function startAggregatorApp(cfg: AggregatorConfig, ctx?: Partial<Se
             windowsPerQuery: cfg.AGGREGATOR_WINDOWS_PER_QUERY,
             copyHorizonSeconds: cfg.AGGREGATOR_COPY_HORIZON_SECONDS,
             lookbackSeconds: lookbackSeconds(cfg),
+            meters: new MeterCatalog(pool, { ttlMs: 2_000 }),
+            backfill: { db: pool, hours: cfg.AGGREGATOR_METER_BACKFILL_HOURS },
           },
           metrics,
           log,
@@ -59,6 +63,7 @@ export async function startAggregatorApp(cfg: AggregatorConfig, ctx?: Partial<Se
   });
   const port = await http.listen(cfg.AGGREGATOR_PORT, cfg.AGGREGATOR_HOST);
   aggregator?.start(cfg.AGGREGATOR_POLL_MS);
+  const wakes = aggregator === null ? null : subscribeToWakes(cfg, aggregator, log);
   log.info(
     { url: `http://${cfg.AGGREGATOR_HOST}:${port}`, worker: aggregator !== null, shards: cfg.AGGREGATOR_SHARDS },
     'aggregator listening',
@@ -69,6 +74,7 @@ export async function startAggregatorApp(cfg: AggregatorConfig, ctx?: Partial<Se
     aggregator,
     async close() {
       await http.close();
+      wakes?.disconnect();
       await aggregator?.stop();
       await leasePool?.end();
       sub.disconnect();
@@ -76,6 +82,21 @@ export async function startAggregatorApp(cfg: AggregatorConfig, ctx?: Partial<Se
       await ch.close();
     },
   };
+}
+
+/**
+ * Wakes the worker when an ingest process recorded batches, so that a rollup waits for the cycle
+ * rather than for the next poll. A lost message or a Redis outage costs at most one poll.
+ */
+export function subscribeToWakes(cfg: RedisTarget, aggregator: Aggregator, log: Logger): Redis {
+  const r = createRedis(cfg, { enableAutoPipelining: false });
+  r.on('error', (err) => log.debug({ err }, 'redis connection error (batch announcements)'));
+  r.on('message', () => aggregator.wake());
+  // ioredis subscribes again by itself after a reconnect.
+  r.subscribe(BATCHES_RECORDED_CHANNEL).catch((err: unknown) =>
+    log.warn({ err }, 'could not subscribe to batch announcements; rollups wait for the poll'),
+  );
+  return r;
 }
 
 /**

@@ -15,7 +15,7 @@ export const aggregatorVars = {
   AGGREGATOR_PORT: int('Port of the usage API (GET /api/v1/workspaces/:id/usage) and health/metrics.', 8083, 0, 65535),
   AGGREGATOR_WORKER: bool('Run the rollup worker in this process (false: serve the usage API only).', true),
   AGGREGATOR_POLL_MS: int(
-    'How often the worker looks for newly inserted event parts; bounds the rollup lag together with the cycle time.',
+    'How often the worker looks for newly recorded batches when no ingest process announced any (ingest wakes it after each ship round); bounds the rollup lag together with the cycle time.',
     200,
     10,
     60_000,
@@ -28,6 +28,12 @@ export const aggregatorVars = {
     600_000,
   ),
   AGGREGATOR_WINDOWS_PER_QUERY: int('Most (workspace, hour) windows recomputed per ClickHouse query.', 200, 1, 5_000),
+  AGGREGATOR_METER_BACKFILL_HOURS: int(
+    'Hours of a new meter backfilled from the raw events per meter and cycle (docs/meters.md): a meter created after its events arrived gets the 35 days before its creation hour in chunks this size, progress in meters.backfill_*.',
+    24,
+    1,
+    840,
+  ),
   AGGREGATOR_CLOSE_AFTER_SECONDS: int(
     "An hour is closed (recomputed exactly by the winner rule) this long after it ends; billing pushes only closed hours, so keep it near billing-sync's BILLING_CLOSE_DELAY_SECONDS (both 300 s by default). Events received later recompute their closed hour, are flagged as late_events and reach Stripe as a correction.",
     300,

@@ -1,4 +1,5 @@
 import { AGGREGATOR_METRICS } from '@meterd/core/contracts';
+import { METER_BACKFILL_ERRORS, type MeterBackfillErrorCode } from '@meterd/core/meters';
 import { MetricsRegistry, type Counter, type Gauge, type Histogram } from '@meterd/core/metrics';
 
 export interface AggregatorMetrics {
@@ -10,6 +11,8 @@ export interface AggregatorMetrics {
   shardsHeld: Gauge;
   watermarkAge: Gauge;
   usageRequests: Counter;
+  /** Per backfill error code (core's METER_BACKFILL_ERRORS), so each shows as 0 before it happens. */
+  meterBackfillsFailed: Record<MeterBackfillErrorCode, Counter>;
 }
 
 export function createAggregatorMetrics(registry = new MetricsRegistry()): AggregatorMetrics {
@@ -36,5 +39,15 @@ export function createAggregatorMetrics(registry = new MetricsRegistry()): Aggre
       'Freshness: seconds since the oldest as-of time of the shards this process holds (everything committed to events before it is in the rollups); -1 when it holds none.',
     ),
     usageRequests: registry.counter('aggregator_usage_requests_total', 'Requests to GET /api/v1/workspaces/:id/usage.'),
+    meterBackfillsFailed: Object.fromEntries(
+      Object.keys(METER_BACKFILL_ERRORS).map((code) => [
+        code,
+        registry.counter(
+          'aggregator_meter_backfills_failed_total',
+          "Meter backfills this process stopped in state failed, by code (meter.backfill.error.code, docs/meters.md): each waits for an operator's fix.",
+          { code },
+        ),
+      ]),
+    ) as Record<MeterBackfillErrorCode, Counter>,
   };
 }

@@ -108,7 +108,11 @@ test('004 moves a populated store: every total is unchanged and the aggregator r
   const before = Object.fromEntries(await Promise.all(GRANULARITIES.map(async (g) => [g, await totals(g)] as const)));
   assert.ok(before.hour!.length > 50);
 
-  assert.deepEqual(await migrateRest(), ['004_events_time_key.sql', '005_aggregator_closed_before.sql']);
+  assert.deepEqual(await migrateRest(), [
+    '004_events_time_key.sql',
+    '005_aggregator_closed_before.sql',
+    '006_meters.sql',
+  ]);
   const create = await (await ch.query({ query: 'SHOW CREATE TABLE events', format: 'TabSeparatedRaw' })).text();
   assert.match(create, /ORDER BY \(workspace_id, toStartOfHour\(occurred_at\), event_type, idempotency_key\)/);
   const after = Object.fromEntries(await Promise.all(GRANULARITIES.map(async (g) => [g, await totals(g)] as const)));

@@ -1,5 +1,6 @@
 import { parseArgs as parseArgv, type ParseArgsConfig } from 'node:util';
 import { BenchError } from './errors.js';
+import { MAX_BENCH_METERS } from './stack/meters.js';
 
 export const SCENARIOS = ['single', 'batch', 'duplicates', 'mixed', 'quota', 'soak'] as const;
 export type Scenario = (typeof SCENARIOS)[number];
@@ -33,14 +34,28 @@ export interface BenchArgs {
   /** --against-empty: rounds (each one phase per store) and the fixed load in events/s. */
   rounds: number;
   rate: number;
+  /** Meters defined on the bench workspace before the run (its events then carry properties). */
+  meters: number;
+  /** With --meters: the batch scenario without and with the meters, alternately (meters-compare.ts). */
+  againstNoMeters: boolean;
   /** Extra environment of the self-started ingest (--ingest-env NAME=value, repeatable). */
   ingestEnv: Record<string, string>;
   /** Entry point of the self-started ingest (default: this checkout's build). */
   ingestMain: string | undefined;
   /** --compare-ref: also bench this git ref's ingest, same scenario, and report this ÷ ref. */
   compareRef: string | undefined;
+  /**
+   * What generates the load: wrk (LuaJIT, one thread per connection; the default when installed)
+   * or autocannon in this process. Fixed-rate loads (soak, --against-empty) always use autocannon.
+   */
+  generator: Generator;
+  /** After the phase, measure each stage of the hot path alone and say which one binds (stages.ts). */
+  stages: boolean;
   out: string;
 }
+
+export const GENERATORS = ['wrk', 'autocannon'] as const;
+export type Generator = (typeof GENERATORS)[number];
 
 const HELP = `usage: npm run bench -- [options]
 
@@ -56,14 +71,22 @@ const HELP = `usage: npm run bench -- [options]
   --preload N             first load N events into the bench workspace's current month (server-side)
   --against-empty         with --preload: batch at a fixed --rate on an empty and on the preloaded
                           store, alternately in one run (E P P E …), medians and ratios per side
-  --rounds N              --against-empty rounds (default 2: four phases)
+  --rounds N              --against-empty / --against-no-meters rounds (default 2: four phases)
   --rate N                --against-empty load in events/s (default 5000)
+  --meters N              define N meters (1-50: count, sum, max, unique_count, latest, some grouped by
+                          model / region / route) on the bench workspace; its events carry properties;
+                          verification checks the meters' rollups against the raw events, exactly
+  --against-no-meters     with --meters: batch without and with the meters, alternately in one run
+                          (N M M N …, --rounds), events/s ratio and rollup freshness p99 of each side
   --no-compare            skip the ceiling and baseline runs
   --ingest-env NAME=value extra environment for the self-started ingest (repeatable), e.g. SHIP_INTERVAL_MS=100
   --compare-ref REF       also bench git REF's ingest (e.g. main), alternating this, REF, this, REF;
                           reports this ÷ REF (built in a temporary folder with its own npm ci)
   --ingest-main PATH      entry point of the self-started ingest (default: this checkout's build)
   --cpu-prof              write CPU profiles of the self-started ingest to the results folder
+  --generator wrk|autocannon  load generator (default wrk when installed: apt-get install wrk)
+  --stages                after the run, each stage of the hot path alone (HTTP, validation,
+                          Redis claim, spool, ClickHouse insert) and which one binds (single, batch)
   --quick                 ~20 s correctness check under load (no loss, no duplicates); exits 1 on any
   --out DIR               results folder (default bench/results)
 `;
@@ -101,6 +124,12 @@ function target(t: string): string {
   return t.replace(/\/$/, '');
 }
 
+function generator(g: string): Generator {
+  if (!(GENERATORS as readonly string[]).includes(g))
+    throw usage(`--generator must be one of ${GENERATORS.join(', ')}`);
+  return g as Generator;
+}
+
 function gitRef(ref: string): string {
   if (!/^[A-Za-z0-9._/-]{1,200}$/.test(ref) || ref.startsWith('-'))
     throw usage(`--compare-ref ${JSON.stringify(ref)} is not a git ref`);
@@ -122,6 +151,8 @@ const OPTIONS = {
   'against-empty': { type: 'boolean' },
   rounds: { type: 'string' },
   rate: { type: 'string' },
+  meters: { type: 'string' },
+  'against-no-meters': { type: 'boolean' },
   'no-compare': { type: 'boolean' },
   'cpu-prof': { type: 'boolean' },
   quick: { type: 'boolean' },
@@ -129,6 +160,8 @@ const OPTIONS = {
   'ingest-main': { type: 'string' },
   'compare-ref': { type: 'string' },
   'ingest-env': { type: 'string', multiple: true },
+  generator: { type: 'string' },
+  stages: { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
 
 /** node:util's parse, its errors turned into the bench's usage errors (with the help text). */
@@ -150,7 +183,13 @@ function parse(argv: readonly string[]) {
   }
 }
 
-export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defaultOut: string): BenchArgs | 'help' {
+/** `wrkInstalled`: whether `wrk` is on PATH (load/wrk.ts wrkAvailable), which sets the default generator. */
+export function parseArgs(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+  defaultOut: string,
+  wrkInstalled = false,
+): BenchArgs | 'help' {
   const v = parse(argv);
   if (v.help === true) return 'help';
   const a: BenchArgs = {
@@ -170,11 +209,19 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defau
     againstEmpty: v['against-empty'] === true,
     rounds: v.rounds === undefined ? 2 : positive('--rounds', v.rounds, 20),
     rate: v.rate === undefined ? 5_000 : positive('--rate', v.rate, 10_000_000),
+    meters: v.meters === undefined ? 0 : positive('--meters', v.meters, MAX_BENCH_METERS),
+    againstNoMeters: v['against-no-meters'] === true,
     ingestEnv: {},
     out: v.out ?? defaultOut,
     ingestMain: v['ingest-main'],
     compareRef: v['compare-ref'] === undefined ? undefined : gitRef(v['compare-ref']),
+    generator: v.generator === undefined ? (wrkInstalled ? 'wrk' : 'autocannon') : generator(v.generator),
+    stages: v.stages === true,
   };
+  if (a.generator === 'wrk' && !wrkInstalled)
+    throw usage('--generator wrk: wrk is not installed here (Debian: apt-get install wrk)');
+  if (a.stages && (a.target !== undefined || a.scenarios.some((s) => s !== 'single' && s !== 'batch')))
+    throw usage('--stages measures the stages of the self-started stack for --scenario single or batch');
   for (const e of v['ingest-env'] ?? []) {
     const kv = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(e);
     if (kv === null) throw usage('--ingest-env expects NAME=value, e.g. SPOOL_FSYNC=never');
@@ -189,6 +236,19 @@ export function parseArgs(argv: readonly string[], env: NodeJS.ProcessEnv, defau
 
   if (a.againstEmpty && (a.preload === 0 || a.target !== undefined || a.compareRef !== undefined))
     throw usage('--against-empty needs --preload N, and runs only on the self-started stack without --compare-ref');
+
+  if (a.meters > 0 && a.target !== undefined)
+    throw usage('--meters defines meters on the self-started stack (no --target)');
+  if (a.againstNoMeters) {
+    if (a.meters === 0 || a.againstEmpty || a.compareRef !== undefined || a.target !== undefined)
+      throw usage(
+        '--against-no-meters needs --meters N, and runs only on the self-started stack without --against-empty or --compare-ref',
+      );
+    if (v.scenario !== undefined && v.scenario !== 'batch') throw usage('--against-no-meters runs the batch scenario');
+    a.scenarios = ['batch'];
+    // Meters against none: the ceilings and baseline add nothing to that comparison.
+    a.compare = false;
+  }
 
   if (a.compareRef !== undefined) {
     if (a.target !== undefined)

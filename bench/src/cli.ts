@@ -4,10 +4,12 @@ import { isMeterdError } from '@meterd/core/errors';
 import { REPO_ROOT } from '@meterd/core/testing';
 import { HELP, parseArgs, type BenchArgs } from './args.js';
 import { buildRef, renderComparison } from './compare-ref.js';
+import { metersMarkdown, runMetersComparison } from './meters-compare.js';
 import { preloadMarkdown, runPreloadComparison } from './preload-compare.js';
 import { runBench, type BenchReport } from './run.js';
 import { renderMarkdown } from './report/markdown.js';
 import { renderSvg } from './report/svg.js';
+import { wrkAvailable } from './load/wrk.js';
 
 /**
  * `npm run bench -- …`: runs the phases, writes <stamp>-<scenarios>.{json,md,svg} into the results
@@ -16,7 +18,7 @@ import { renderSvg } from './report/svg.js';
  */
 async function main(): Promise<number> {
   const argv = process.argv.slice(2);
-  const parsed = parseArgs(argv, process.env, join(REPO_ROOT, 'bench/results'));
+  const parsed = parseArgs(argv, process.env, join(REPO_ROOT, 'bench/results'), wrkAvailable());
   if (parsed === 'help') {
     process.stdout.write(HELP);
     return 0;
@@ -25,6 +27,7 @@ async function main(): Promise<number> {
   const name = `${stamp}-${parsed.quick ? 'quick' : parsed.againstEmpty ? 'batch' : parsed.scenarios.join('-')}`;
   if (parsed.compareRef !== undefined) return compareWithRef(parsed, argv, name);
   if (parsed.againstEmpty) return preloadAgainstEmpty(parsed, argv, name);
+  if (parsed.againstNoMeters) return metersAgainstNone(parsed, argv, name);
   const report = await runBench({
     args: parsed,
     command: `npm run bench -- ${argv.join(' ')}`.trim(),
@@ -79,6 +82,22 @@ async function preloadAgainstEmpty(parsed: BenchArgs, argv: string[], name: stri
   writeFileSync(join(parsed.out, `${name}-preload.json`), JSON.stringify(c, null, 2));
   writeFileSync(join(parsed.out, `${name}-preload.md`), md);
   process.stdout.write(`\n${md}\nwritten: ${join(parsed.out, `${name}-preload.{json,md}`)}\n`);
+  return c.correct ? 0 : 1;
+}
+
+/** --meters N --against-no-meters: both sides in one run; writes <name>-meters.{json,md}. */
+async function metersAgainstNone(parsed: BenchArgs, argv: string[], name: string): Promise<number> {
+  const c = await runMetersComparison(
+    parsed,
+    `npm run bench -- ${argv.join(' ')}`.trim(),
+    join(parsed.out, `${name}-profile`),
+    (s) => process.stderr.write(`${s}\n`),
+  );
+  mkdirSync(parsed.out, { recursive: true });
+  const md = metersMarkdown(c);
+  writeFileSync(join(parsed.out, `${name}-meters.json`), JSON.stringify(c, null, 2));
+  writeFileSync(join(parsed.out, `${name}-meters.md`), md);
+  process.stdout.write(`\n${md}\nwritten: ${join(parsed.out, `${name}-meters.{json,md}`)}\n`);
   return c.correct ? 0 : 1;
 }
 

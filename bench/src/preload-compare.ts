@@ -1,14 +1,9 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { loadavg } from 'node:os';
 import { formatRfc3339 } from '@meterd/core/event';
 import type { BenchArgs } from './args.js';
-import type { Child } from './children/child.js';
-import { preflight, recoveryDone, warmUp } from './preflight.js';
-import { ROLLUP_TABLE, runPhase, startAggregator, startIngest, type PhaseReport } from './run.js';
+import { defined, median, phaseCorrect, phaseOnSide, type Side } from './side-phase.js';
 import { markWorkspaceKnown, preloadEvents, waitForMerges } from './stack/preload.js';
-import { openBenchStores, type BenchStores } from './stack/stores.js';
-import type { Tenant } from './load/workloads.js';
+import { openBenchStores } from './stack/stores.js';
 
 /**
  * `--preload N --against-empty`: the issue's comparison, preloaded store ÷ empty store, in ONE run,
@@ -58,14 +53,6 @@ export interface PreloadComparison {
 export const PRELOAD_LIMIT = 1.2;
 /** Longest wait for merges: a 50 M preload on 18.16 merges for minutes at most here. */
 const MERGE_WAIT_MS = 600_000;
-/** Longest wait for ingest's one-off dedupe recovery of the preloaded workspace (see warmUp). */
-const WARM_UP_MS = 600_000;
-
-interface Side {
-  name: PreloadRun['side'];
-  stores: BenchStores;
-  tenant: Tenant;
-}
 
 export async function runPreloadComparison(
   args: BenchArgs,
@@ -87,13 +74,13 @@ export async function runPreloadComparison(
     ok: false,
     correct: true,
   };
-  const sides: Side[] = [];
+  const sides: Side<PreloadRun['side']>[] = [];
   try {
     for (const name of ['empty', 'preloaded'] as const) {
       const stores = await openBenchStores();
       sides.push({ name, stores, tenant: await stores.tenant('enterprise') });
     }
-    const [empty, preloaded] = sides as [Side, Side];
+    const [empty, preloaded] = sides as [Side<PreloadRun['side']>, Side<PreloadRun['side']>];
     log(`bench: preloading ${args.preload} events into ${preloaded.tenant.workspaceId}'s current month…`);
     const t0 = Date.now();
     await preloadEvents(preloaded.stores.clickhouse, preloaded.tenant.workspaceId, args.preload, Date.now());
@@ -150,58 +137,16 @@ export async function runPreloadComparison(
   return out;
 }
 
-/** One batch phase at the fixed rate on one side, with an ingest and an aggregator of its own. */
+/** One batch phase at the fixed rate on one side (side-phase.ts), as this comparison's figures. */
 async function phaseOn(
-  side: Side,
+  side: Side<PreloadRun['side']>,
   round: number,
   args: BenchArgs,
   occurredAt: string,
   profileDir: string,
   log: (s: string) => void,
 ): Promise<Omit<PreloadRun, 'mergeWaitMs'>> {
-  const spoolDir = mkdtempSync(join(tmpdir(), 'meterd-bench-spool-'));
-  let ingest: Child | undefined;
-  let aggregator: Child | undefined;
-  let phase: PhaseReport;
-  try {
-    ingest = await startIngest(side.stores, args, spoolDir, profileDir);
-    aggregator = await startAggregator(side.stores, { aggregator: { running: false, note: '' } });
-    if (aggregator === undefined) throw new Error('the aggregator did not start: rollup freshness cannot be compared');
-    await preflight(ingest.url, side.tenant);
-    const warmUpMs = await warmUp(
-      ingest.url,
-      side.tenant,
-      `${side.stores.tag}r${round}`,
-      WARM_UP_MS,
-      recoveryDone(
-        side.stores.redis,
-        side.tenant.workspaceId,
-        args.ingestEnv.REDIS_KEY_PREFIX ?? process.env.REDIS_KEY_PREFIX,
-      ),
-    );
-    if (warmUpMs > 1_000)
-      log(`bench: ${side.name} store: the first event was stored after ${warmUpMs} ms (dedupe recovery)`);
-    phase = await runPhase({
-      o: { args: { ...args, compare: false }, command: '', profileDir },
-      scenario: 'batch',
-      tag: `${side.stores.tag}r${round}`,
-      base: ingest.url,
-      tenants: [side.tenant],
-      probeTenant: side.tenant,
-      occurredAt,
-      stores: side.stores,
-      ingestPid: ingest.pid,
-      verifyCh: side.stores.clickhouse,
-      rollupTable: ROLLUP_TABLE,
-      aggregatorUrl: aggregator.url,
-      log,
-      eventsPerSec: args.rate,
-    });
-  } finally {
-    if (ingest) await ingest.stop();
-    if (aggregator) await aggregator.stop();
-    rmSync(spoolDir, { recursive: true, force: true });
-  }
+  const phase = await phaseOnSide(side, round, args, occurredAt, profileDir, log, { eventsPerSec: args.rate });
   const m = phase.meterd;
   const perK = m.eventsPerSec ? Math.round((m.clickhouseCpuPctAvg / (m.eventsPerSec / 1000)) * 100) / 100 : undefined;
   return {
@@ -214,7 +159,7 @@ async function phaseOn(
     eventsP99Ms: phase.freshness?.p99Ms,
     insertMeanMs: phase.serverMetrics?.insertMeanMs,
     loadavg1m: Math.round(loadavg()[0]! * 100) / 100,
-    correct: [phase.verification, phase.probeVerification].every((v) => v === undefined || v.ok),
+    correct: phaseCorrect(phase),
   };
 }
 
@@ -233,15 +178,4 @@ export function preloadMarkdown(c: PreloadComparison): string {
   md += `\nMedians, empty / preloaded: CH CPU per 1k events/s ${e.clickhouseCpuPerKEvents ?? '–'} / ${p.clickhouseCpuPerKEvents ?? '–'} (**${c.ratios.clickhouseCpuPerEvent ?? '–'}×**), rollup p99 ${e.rollupP99Ms ?? '–'} / ${p.rollupP99Ms ?? '–'} ms (**${c.ratios.rollupP99 ?? '–'}×**), \`events\` p99 ${e.eventsP99Ms ?? '–'} / ${p.eventsP99Ms ?? '–'} ms (${c.ratios.eventsP99 ?? '–'}×)\n`;
   md += `\nVerdict: ${c.ok ? `✅ preloaded within ${PRELOAD_LIMIT}× of empty` : `❌ a ratio is over ${PRELOAD_LIMIT}× (or missing)`}\n`;
   return md;
-}
-
-function median(xs: readonly (number | undefined)[]): number | undefined {
-  const v = xs.filter((x): x is number => x !== undefined).sort((a, b) => a - b);
-  if (v.length === 0) return undefined;
-  const mid = v.length >> 1;
-  return v.length % 2 === 1 ? v[mid] : Math.round(((v[mid - 1]! + v[mid]!) / 2) * 100) / 100;
-}
-
-function defined<K extends string>(k: K, v: number | undefined): Partial<Record<K, number>> {
-  return v === undefined ? {} : ({ [k]: v } as Record<K, number>);
 }

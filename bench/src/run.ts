@@ -7,11 +7,12 @@ import { CH_TABLES } from '@meterd/core/contracts';
 import { formatRfc3339 } from '@meterd/core/event';
 import { PLAN_QUOTAS } from '@meterd/core/plans';
 import { REPO_ROOT } from '@meterd/core/testing';
-import { connectionsFor, type BenchArgs, type Scenario } from './args.js';
+import { connectionsFor, type BenchArgs, type Generator, type Scenario } from './args.js';
 import { BenchError } from './errors.js';
 import { freePort, startChild, type Child } from './children/child.js';
 import { redisSetNxRate, type RedisRate } from './children/redis-rate.js';
-import { runLoad, type LoadSummary } from './load/run-load.js';
+import { generate } from './load/generate.js';
+import type { LoadSummary } from './load/run-load.js';
 import { BATCH_SIZE, buildWorkload, type AckCounters, type Tenant } from './load/workloads.js';
 import { preflight, recoveryDone, warmUp } from './preflight.js';
 import { summariseProfiles, type ProfileTop } from './report/profile.js';
@@ -19,10 +20,14 @@ import { openBenchStores, type BenchStores } from './stack/stores.js';
 import { markWorkspaceKnown, preloadEvents, waitForMerges } from './stack/preload.js';
 import { SoakRecorder, bucketDelta, soakReport, cycleBucketsOf, histogramQuantile, type SoakReport } from './soak.js';
 import { verifyKeys, type Verification } from './verify/clickhouse.js';
+import { verifyMeters, type MeterVerification } from './verify/meters.js';
+import { defineBenchMeters } from './stack/meters.js';
+import type { MeterDefinition } from '@meterd/core/meters';
 import { FreshnessProbe, type Freshness } from './verify/freshness.js';
 import { waitForSpool } from './verify/spool.js';
 import { diff, scrape, type ServerMetrics } from './verify/server-metrics.js';
 import { evaluateTargets, type TargetCheck } from './targets.js';
+import { runStages, type StagesReport } from './stages/measure.js';
 
 export interface PhaseReport {
   scenario: Scenario;
@@ -32,6 +37,8 @@ export interface PhaseReport {
   answers: AckCounters;
   verification?: Verification;
   probeVerification?: Verification;
+  /** --meters: the meters' rollups against the raw events of the bench workspace (exact). */
+  meterVerification?: MeterVerification;
   freshness?: Freshness;
   spoolDrainMs?: number;
   /** From ingest's /metrics over the load (absent when the target exposes none). */
@@ -58,7 +65,11 @@ export interface BenchReport {
   /** The aggregator the bench started for rollup freshness, or why there is none. */
   aggregator: { running: boolean; note: string };
   machine: { cores: number; loadavg1mAtStart: number; node: string };
+  /** The load generator chosen (fixed-rate runs use autocannon: each run's summary names its tool). */
+  generator?: Generator;
   phases: PhaseReport[];
+  /** --stages: each stage of the hot path alone after the phase, and which one binds. */
+  stages?: StagesReport;
   profile?: ProfileTop;
   /** Every verification passed (nothing lost, doubled or stored against a refusal). */
   correct: boolean;
@@ -95,6 +106,7 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
       loadavg1mAtStart: Math.round(loadavg()[0]! * 100) / 100,
       node: process.version,
     },
+    generator: args.generator,
     phases: [],
     correct: true,
   };
@@ -104,6 +116,7 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
   let aggregator: Child | undefined;
   let remoteCh: BenchStores['clickhouse'] | undefined;
   let spoolDir: string | undefined;
+  let meters: MeterDefinition[] | undefined;
   const log = (s: string) => o.progress?.write(`${s}\n`);
   try {
     let base: string;
@@ -118,6 +131,11 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
       log('bench: creating databases and workspaces…');
       stores = await openBenchStores();
       mainTenant = await stores.tenant('enterprise');
+      if (args.meters > 0) {
+        // Before ingest starts: its meter catalog then knows them from the first batch on.
+        meters = await defineBenchMeters(stores.pool, mainTenant.workspaceId, args.meters);
+        log(`bench: ${meters.length} meters defined on ${mainTenant.workspaceId}`);
+      }
       if (args.preload > 0) {
         const t0 = Date.now();
         log(`bench: preloading ${args.preload} events into ${mainTenant.workspaceId}'s current month…`);
@@ -186,10 +204,28 @@ export async function runBench(o: RunOptions): Promise<BenchReport> {
         verifyCh: stores?.clickhouse ?? remoteCh,
         rollupTable: aggregator ? ROLLUP_TABLE : undefined,
         aggregatorUrl: aggregator?.url,
+        ...(aggregator ? { watch: { aggregator: aggregator.pid } } : {}),
+        properties: args.meters > 0,
+        // Checked where the load goes to the bench workspace, which the meters are defined on.
+        ...(meters && aggregator && tenants[0] === mainTenant ? { meters } : {}),
       });
       report.phases.push(phase);
-      for (const v of [phase.verification, phase.probeVerification]) if (v && !v.ok) report.correct = false;
+      for (const v of [phase.verification, phase.probeVerification, phase.meterVerification])
+        if (v && !v.ok) report.correct = false;
       if (phase.quota && !phase.quota.ok) report.correct = false;
+      if (args.stages && stores && (scenario === 'single' || scenario === 'batch'))
+        report.stages = await runStages({
+          args,
+          stores,
+          scenario,
+          tag,
+          tenant: mainTenant,
+          occurredAt,
+          pipeline: phase.meterd,
+          eventsPerCommit: phase.serverMetrics?.eventsPerCommit,
+          log,
+          ...(o.progress ? { progress: o.progress } : {}),
+        });
     }
   } finally {
     if (ingest) await ingest.stop();
@@ -283,12 +319,18 @@ export interface PhaseInput {
   log: (s: string) => void;
   /** Events per second to hold the load at (the soak sets its own); undefined = as fast as served. */
   eventsPerSec?: number;
+  /** Further processes whose CPU the load run samples, by name (the aggregator). */
+  watch?: Record<string, number>;
+  /** The load's events carry `properties` (for meters; stack/meters.ts). */
+  properties?: boolean;
+  /** Meters of probeTenant to verify against the raw events after the load (needs the aggregator). */
+  meters?: readonly MeterDefinition[];
 }
 
 export async function runPhase(p: PhaseInput): Promise<PhaseReport> {
   const { args } = p.o;
   const connections = connectionsFor(args, p.scenario);
-  const work = buildWorkload(p.scenario, p.tag, p.tenants, p.occurredAt);
+  const work = buildWorkload(p.scenario, p.tag, p.tenants, p.occurredAt, { properties: p.properties === true });
   const probe = new FreshnessProbe(
     `${p.tag}p`,
     p.base,
@@ -298,16 +340,18 @@ export async function runPhase(p: PhaseInput): Promise<PhaseReport> {
     'events',
     p.rollupTable,
   );
+  // The soak's peak and its half-rate run use one generator: autocannon, the one that holds a rate.
+  const generator = p.scenario === 'soak' ? 'autocannon' : args.generator;
   const load = (label: string, durationSec: number, overallRate?: number): Promise<LoadSummary> =>
-    runLoad({
+    generate(generator, {
       label,
       url: p.base,
       connections,
       durationSec,
-      requests: work.requests,
-      counters: work.counters,
+      work,
       ...(overallRate === undefined ? {} : { overallRate }),
       ...(p.ingestPid === undefined ? {} : { serverPid: p.ingestPid }),
+      ...(p.watch === undefined ? {} : { watch: p.watch }),
       ...(p.o.progress ? { progress: p.o.progress } : {}),
     });
   // Soak: the peak first (unlimited, SOAK_PEAK_SEC), then half of it for the run's duration.
@@ -362,6 +406,15 @@ export async function runPhase(p: PhaseInput): Promise<PhaseReport> {
     phase.freshness = freshness;
     phase.verification = await verifyKeys(p.verifyCh, 'events', work.tracker, p.occurredAt);
     phase.probeVerification = await verifyKeys(p.verifyCh, 'events', probe.tracker, p.occurredAt);
+    if (p.meters !== undefined && p.meters.length > 0) {
+      p.log(`bench: checking ${p.meters.length} meters' rollups against the raw events…`);
+      phase.meterVerification = await verifyMeters(
+        p.verifyCh,
+        p.probeTenant.workspaceId,
+        p.meters,
+        Date.parse(p.occurredAt),
+      );
+    }
     if (drained === undefined) {
       phase.verification.ok = false;
       phase.verification.note = `${phase.verification.note ?? ''} the spool did not drain within 120 s`.trim();
@@ -407,16 +460,17 @@ async function compare(p: PhaseInput, phase: PhaseReport, connections: number): 
       { ...env, PORT: String(port), THREADS: String(args.threads) },
       port,
     );
-    const work = buildWorkload(p.scenario, `${p.tag}${name[0]}`, p.tenants, p.occurredAt);
+    const work = buildWorkload(p.scenario, `${p.tag}${name[0]}`, p.tenants, p.occurredAt, {
+      properties: p.properties === true,
+    });
     let summary: LoadSummary;
     try {
-      summary = await runLoad({
+      summary = await generate(args.generator, {
         label: `${name} ${p.scenario}`,
         url: child.url,
         connections,
         durationSec: args.durationSec,
-        requests: work.requests,
-        counters: work.counters,
+        work,
         serverPid: child.pid,
         ...(p.o.progress ? { progress: p.o.progress } : {}),
       });

@@ -85,3 +85,28 @@ test('--against-empty needs --preload and the self-started stack; rounds and rat
   assert.ok(b !== 'help');
   assert.deepEqual([b.rounds, b.rate], [3, 2_000]);
 });
+
+test('--generator: wrk by default when installed, autocannon otherwise; wrk asked for but missing is refused', () => {
+  const installed = parseArgs([], {}, '/r', true);
+  assert.ok(installed !== 'help');
+  assert.equal(installed.generator, 'wrk');
+  const missing = parseArgs([], {}, '/r', false);
+  assert.ok(missing !== 'help');
+  assert.equal(missing.generator, 'autocannon');
+  const chosen = parseArgs(['--generator', 'autocannon'], {}, '/r', true);
+  assert.ok(chosen !== 'help');
+  assert.equal(chosen.generator, 'autocannon');
+  assert.throws(() => parseArgs(['--generator', 'wrk'], {}, '/r', false), /apt-get install wrk/);
+  assert.throws(() => parseArgs(['--generator', 'ab'], {}, '/r', true), /one of wrk, autocannon/);
+});
+
+test('--stages runs for single or batch on the self-started stack only', () => {
+  const a = parseArgs(['--scenario', 'batch', '--stages'], {}, '/r');
+  assert.ok(a !== 'help');
+  assert.equal(a.stages, true);
+  assert.throws(() => parseArgs(['--scenario', 'mixed', '--stages'], {}, '/r'), /--stages/);
+  assert.throws(
+    () => parseArgs(['--stages', '--target', 'http://h:1', '--key', 'k', '--workspace', 'ws_a'], {}, '/r'),
+    /--stages/,
+  );
+});

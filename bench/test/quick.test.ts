@@ -62,6 +62,26 @@ test(
   },
 );
 
+test(
+  'the autocannon generator (where wrk is missing) verifies the same way: batch, nothing lost or doubled',
+  { timeout: 120_000 },
+  async () => {
+    const out = mkdtempSync(join(tmpdir(), 'meterd-bench-autocannon-'));
+    try {
+      const r = await runCli(['--quick', '--scenario', 'batch', '--generator', 'autocannon', '--out', out]);
+      assert.equal(r.code, 0, `bench --quick --generator autocannon failed:\n${r.stderr.slice(-3_000)}`);
+      const json = readdirSync(out).find((f) => f.endsWith('.json'))!;
+      const report = JSON.parse(readFileSync(join(out, json), 'utf8')) as BenchReport;
+      const p = report.phases[0]!;
+      assert.equal(p.meterd.generator.tool, 'autocannon');
+      assert.ok(p.verification!.acknowledged > 0);
+      assert.equal(p.verification!.ok, true);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  },
+);
+
 test('an unreachable target is a clear error, not a run of zeros', { timeout: 30_000 }, async () => {
   const port = await freePort(); // free now, so nothing listens there
   const r = await runCli([

@@ -15,7 +15,14 @@ export interface PushRow {
   revision: number;
   identifier: string;
   stripe_customer_id: string;
-  value_field: ValueField;
+  /** 'meter' for a user-defined meter's row (meter_id set). */
+  value_field: ValueField | 'meter';
+  /** The meter of a user-defined meter's row (012_meter_billing.sql); '' for the built-in totals. */
+  meter_id: string;
+  /** The meter's group values in group_by order as a JSON array; '' for the built-in totals. */
+  group_key: string;
+  /** Sent in the meter event payload: the meter's group_by properties and this group's values. */
+  dimensions: Record<string, string>;
   total: bigint;
   /** What this row adds to Stripe's sum; negative for refunds and downward corrections. */
   value: bigint;
@@ -36,7 +43,7 @@ export type NewRow = Omit<PushRow, 'planned_at'> & {
   reason: string | null;
 };
 
-/** What the ledger already says about one billed key (workspace, event type, currency, window). */
+/** What the ledger already says about one billed key (workspace, event type, currency, window; meter and group for a meter). */
 export interface WindowState {
   /** Sum of the rows Stripe has been (or will be) told, plus what was recorded as unbillable. */
   counted: bigint;
@@ -53,8 +60,14 @@ export interface LedgerView {
   legacy: Set<string>;
 }
 
-export const keyOf = (ws: string, type: string, currency: string, windowStart: number): string =>
-  `${ws}\n${type}\n${currency}\n${windowStart}`;
+export const keyOf = (
+  ws: string,
+  type: string,
+  currency: string,
+  windowStart: number,
+  meterId = '',
+  groupKey = '',
+): string => `${ws}\n${type}\n${currency}\n${windowStart}\n${meterId}\n${groupKey}`;
 export const legacyKeyOf = (ws: string, type: string, windowStart: number): string => `${ws}\n${type}\n${windowStart}`;
 
 /**
@@ -77,9 +90,11 @@ export async function readLedger(c: PoolClient | Pool, fromS: number, dryRun: bo
     value: string;
     as_of: string | null;
     superseded_by: number | null;
+    meter_id: string;
+    group_key: string;
   }>(
     `SELECT workspace_id, event_type, currency, value_field, extract(epoch FROM window_start)::bigint AS ws, revision, status, value::text,
-            extract(epoch FROM as_of)::bigint AS as_of, superseded_by
+            extract(epoch FROM as_of)::bigint AS as_of, superseded_by, meter_id, group_key
        FROM ${PG_TABLES.billingPushes} WHERE window_start >= to_timestamp($1)`,
     [fromS],
   );
@@ -88,7 +103,7 @@ export async function readLedger(c: PoolClient | Pool, fromS: number, dryRun: bo
   for (const r of rows) {
     const w = Number(r.ws);
     if (r.value_field === 'gmv_cents' && r.currency === '') legacy.add(legacyKeyOf(r.workspace_id, r.event_type, w));
-    const k = keyOf(r.workspace_id, r.event_type, r.currency, w);
+    const k = keyOf(r.workspace_id, r.event_type, r.currency, w, r.meter_id, r.group_key);
     let s = states.get(k);
     if (s === undefined) states.set(k, (s = { counted: 0n, maxRevision: 0, maxAsOf: null, held: false }));
     s.maxRevision = Math.max(s.maxRevision, r.revision);
@@ -109,12 +124,12 @@ export async function insertRows(c: PoolClient, rows: NewRow[]): Promise<number>
       part.map((r) => (typeof r[k] === 'bigint' ? String(r[k]) : r[k]));
     const res = await c.query(
       `INSERT INTO ${PG_TABLES.billingPushes} (workspace_id, event_type, currency, event_name, window_start, window_end, revision, identifier, stripe_customer_id,
-                                   value_field, total, value, cancels, status, via, sent_at, as_of, reason)
+                                   value_field, total, value, cancels, status, via, sent_at, as_of, reason, meter_id, group_key, dimensions)
        SELECT w, e, cur, en, to_timestamp(s), to_timestamp(se), r, i, cu, f, t::bigint, v::bigint, '{}'::text[], st,
-              CASE WHEN st = 'dry_run' THEN 'dry_run' END, CASE WHEN st = 'dry_run' THEN now() END, to_timestamp(a), re
+              CASE WHEN st = 'dry_run' THEN 'dry_run' END, CASE WHEN st = 'dry_run' THEN now() END, to_timestamp(a), re, m, g, d::jsonb
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::int[], $8::text[], $9::text[], $10::text[],
-                     $11::text[], $12::text[], $13::text[], $14::bigint[], $15::text[])
-              AS x(w, e, cur, en, s, se, r, i, cu, f, t, v, st, a, re)
+                     $11::text[], $12::text[], $13::text[], $14::bigint[], $15::text[], $16::text[], $17::text[], $18::text[])
+              AS x(w, e, cur, en, s, se, r, i, cu, f, t, v, st, a, re, m, g, d)
        ON CONFLICT DO NOTHING`,
       [
         col('workspace_id'),
@@ -132,6 +147,9 @@ export async function insertRows(c: PoolClient, rows: NewRow[]): Promise<number>
         col('status'),
         col('as_of'),
         col('reason'),
+        col('meter_id'),
+        col('group_key'),
+        part.map((r) => JSON.stringify(r.dimensions)),
       ],
     );
     inserted += res.rowCount ?? 0;
@@ -165,7 +183,7 @@ export async function claimPending(pool: Pool, limit: number, nowS: number, clai
       RETURNING workspace_id, event_type, currency, event_name, extract(epoch FROM window_start)::bigint AS window_start,
             extract(epoch FROM window_end)::bigint AS window_end, revision, identifier, stripe_customer_id, value_field,
             total::text, value::text, cancels, attempts, extract(epoch FROM as_of)::bigint AS as_of,
-            extract(epoch FROM created_at)::bigint AS planned_at, next_attempt_at`,
+            extract(epoch FROM created_at)::bigint AS planned_at, next_attempt_at, meter_id, group_key, dimensions`,
     [limit, nowS, claim.token, claim.leaseMs],
   );
   // RETURNING has no ORDER BY: the batch keeps the order the rows were due in.
@@ -185,7 +203,10 @@ export async function claimPending(pool: Pool, limit: number, nowS: number, clai
     revision: r.revision as number,
     identifier: r.identifier as string,
     stripe_customer_id: r.stripe_customer_id as string,
-    value_field: r.value_field as ValueField,
+    value_field: r.value_field as PushRow['value_field'],
+    meter_id: r.meter_id as string,
+    group_key: r.group_key as string,
+    dimensions: r.dimensions as Record<string, string>,
     total: BigInt(r.total as string),
     value: BigInt(r.value as string),
     cancels: r.cancels as string[],

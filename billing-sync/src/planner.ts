@@ -1,11 +1,12 @@
 import { MAX_EVENT_AGE_MS } from '@meterd/core/event';
 import { type Logger } from '@meterd/core/log';
 import { inTransaction, type Pool } from '@meterd/core/store';
-import { valueFieldOf, type BillingConfig } from './config.js';
+import { valueFieldOf, type BillingConfig, type ValueField } from './config.js';
 import { STRIPE_MAX_AGE_S } from './horizon.js';
-import { meterIdentifier } from './identifier.js';
+import { meterGroupIdentifier, meterIdentifier } from './identifier.js';
 import { insertRows, keyOf, legacyKeyOf, readLedger, type NewRow } from './ledger.js';
-import { meterEventName } from './meters.js';
+import { meterEventName, meterGroupKey, meterDimensions } from './meters.js';
+import type { MeterTotal, MeterUsageSource } from './usage/meters.js';
 import { lastClosedEnd, WINDOW_SECONDS, type UsageSource, type UsageTotal } from './usage/source.js';
 
 export interface PlanResult {
@@ -15,22 +16,31 @@ export interface PlanResult {
   unbillable: number;
   /** Downward corrections not planned because this pass read totals older than the ledger's. */
   stale: number;
-  /** Event names (Stripe meters) of the rows planned to be sent. */
-  eventNames: Set<string>;
+  /** Event names (Stripe meters) of the rows planned to be sent, with their dimension payload keys. */
+  eventNames: Map<string, string[]>;
   /** The source's as-of (epoch s) windows were closed against; null: nothing complete yet, nothing planned. */
   asOf: number | null;
 }
 
-/** One billed key: a workspace's event type in one currency ('' for unit meters) and window. */
-interface Billed {
+/**
+ * One billed key: a workspace's event type in one currency ('' for unit meters) and window; or a
+ * user-defined meter's group in one currency ('' unless over gmv_cents) and window.
+ */
+export interface Billed {
   workspace_id: string;
+  /** The event type; `meter:<slug>` for a meter's key (a label: the meter id is the key). */
   event_type: string;
   currency: string;
   window_start: number;
   total: bigint;
-  field: 'gmv_cents' | 'quantity';
+  field: ValueField | 'meter';
   /** A money window billed before per-currency meters: its currencies summed, never sent again. */
   legacy: boolean;
+  event_name: string;
+  /** '' for the built-in totals. */
+  meter_id: string;
+  group_key: string;
+  dimensions: Record<string, string>;
 }
 
 /**
@@ -59,9 +69,10 @@ export async function plan(
   nowS: number,
   dryRun: boolean,
   log: Logger,
+  meters?: MeterUsageSource,
 ): Promise<PlanResult> {
   const size = WINDOW_SECONDS[cfg.BILLING_WINDOW];
-  const result: PlanResult = { planned: 0, corrections: 0, unbillable: 0, stale: 0, eventNames: new Set(), asOf: null };
+  const result: PlanResult = { planned: 0, corrections: 0, unbillable: 0, stale: 0, eventNames: new Map(), asOf: null };
   const fromS = Math.floor((nowS - MAX_EVENT_AGE_MS / 1000 - cfg.BILLING_CLOSE_DELAY_SECONDS) / size) * size - size;
   const stripeFloor = nowS - STRIPE_MAX_AGE_S;
 
@@ -77,11 +88,20 @@ export async function plan(
     if (closedEnd <= fromS) return;
     const { states, legacy } = await readLedger(c, fromS, dryRun);
     const billed = mergeLegacy(billedKeys(await source.totals(fromS, closedEnd, cfg.BILLING_WINDOW), cfg), legacy);
+    if (meters !== undefined) {
+      const m = await meters.totals(fromS, closedEnd, cfg.BILLING_WINDOW, new Set(customers.keys()));
+      for (const r of m.refused)
+        log.error(
+          { meter_id: r.meter.id, workspace_id: r.meter.workspace_id, stripe_event_name: r.meter.stripe_event_name },
+          `meter not billed: ${r.reason}`,
+        );
+      billed.push(...meterKeys(m.totals));
+    }
     const rows: NewRow[] = [];
     for (const t of billed) {
       const customer = customers.get(t.workspace_id);
       if (customer === undefined) continue;
-      const s = states.get(keyOf(t.workspace_id, t.event_type, t.currency, t.window_start));
+      const s = states.get(keyOf(t.workspace_id, t.event_type, t.currency, t.window_start, t.meter_id, t.group_key));
       const counted = s?.counted ?? 0n;
       if (t.total === counted || s?.held === true) continue;
       const plannedAsOf = s?.maxAsOf ?? null;
@@ -91,6 +111,7 @@ export async function plan(
           {
             workspace_id: t.workspace_id,
             event_type: t.event_type,
+            meter_id: t.meter_id || undefined,
             currency: t.currency,
             window_start: t.window_start,
             as_of: asOf,
@@ -107,13 +128,19 @@ export async function plan(
         workspace_id: t.workspace_id,
         event_type: t.event_type,
         currency: t.currency,
-        event_name: meterEventName(t.event_type, t.currency),
+        event_name: t.event_name,
         window_start: t.window_start,
         window_end: t.window_start + size,
         revision,
-        identifier: meterIdentifier(t.workspace_id, t.event_type, t.currency, t.window_start, revision),
+        identifier:
+          t.meter_id === ''
+            ? meterIdentifier(t.workspace_id, t.event_type, t.currency, t.window_start, revision)
+            : meterGroupIdentifier(t.workspace_id, t.meter_id, t.group_key, t.currency, t.window_start, revision),
         stripe_customer_id: customer,
         value_field: t.field,
+        meter_id: t.meter_id,
+        group_key: t.group_key,
+        dimensions: t.dimensions,
         total: t.total,
         value,
         cancels: [],
@@ -145,7 +172,7 @@ export async function plan(
       }
     }
     result.planned = await insertRows(c, rows);
-    for (const r of rows) if (r.status !== 'unbillable') result.eventNames.add(r.event_name);
+    for (const r of rows) if (r.status !== 'unbillable') result.eventNames.set(r.event_name, Object.keys(r.dimensions));
     if (dryRun)
       for (const r of rows)
         log.info(
@@ -179,6 +206,10 @@ function billedKeys(totals: UsageTotal[], cfg: BillingConfig): Billed[] {
         total: t[field],
         field,
         legacy: false,
+        event_name: meterEventName(t.event_type, currency),
+        meter_id: '',
+        group_key: '',
+        dimensions: {},
       });
     else b.total += t[field];
   }
@@ -195,7 +226,7 @@ function mergeLegacy(billed: Billed[], legacy: ReadonlySet<string>): Billed[] {
   const merged = new Map<string, Billed>();
   for (const b of billed) {
     const lk = legacyKeyOf(b.workspace_id, b.event_type, b.window_start);
-    if (b.currency === '' || !legacy.has(lk)) {
+    if (b.currency === '' || b.meter_id !== '' || !legacy.has(lk)) {
       out.push(b);
       continue;
     }
@@ -204,4 +235,25 @@ function mergeLegacy(billed: Billed[], legacy: ReadonlySet<string>): Billed[] {
     else m.total += b.total;
   }
   return out.concat([...merged.values()]);
+}
+
+/**
+ * A billed meter's closed windows → billed keys: one per workspace × meter × currency × group ×
+ * window. The meter event goes to the meter's stripe_event_name (per currency for a meter over
+ * gmv_cents, like the built-in money meters) and carries the group as its dimensions.
+ */
+export function meterKeys(totals: readonly MeterTotal[]): Billed[] {
+  return totals.map((t) => ({
+    workspace_id: t.workspace_id,
+    event_type: `meter:${t.meter.slug}`,
+    currency: t.currency,
+    window_start: t.window_start,
+    total: t.total,
+    field: 'meter',
+    legacy: false,
+    event_name: meterEventName(t.meter.stripe_event_name!, t.currency),
+    meter_id: t.meter.id,
+    group_key: meterGroupKey(t.group),
+    dimensions: meterDimensions(t.meter.group_by, t.group),
+  }));
 }

@@ -8,6 +8,7 @@ import type { ServiceSpec } from '@meterd/core/service';
 import { loadBillingConfig, type BillingConfig } from './config.js';
 import { createBillingMetrics } from './metrics.js';
 import { createStripe } from './stripe/client.js';
+import { ClickHouseMeterUsage } from './usage/meters.js';
 import { createUsageSource } from './usage/select.js';
 import type { UsageSource } from './usage/source.js';
 import { BillingWorker } from './worker.js';
@@ -41,7 +42,7 @@ export async function startBillingSync(cfg: BillingConfig, log: Logger, draining
     await Promise.allSettled([ch.close(), pool.end()]);
     throw err;
   }
-  const worker = new BillingWorker(pool, source, stripe, cfg, metrics, log);
+  const worker = new BillingWorker(pool, source, stripe, cfg, metrics, log, new ClickHouseMeterUsage(pool, ch));
 
   let lastPassOk = false;
   const passOnce = async (): Promise<void> => {

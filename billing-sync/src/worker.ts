@@ -10,6 +10,7 @@ import { plan } from './planner.js';
 import { drain } from './pusher.js';
 import type { Pacer } from './stripe/pacer.js';
 import { StripeSender } from './stripe/sender.js';
+import type { MeterUsageSource } from './usage/meters.js';
 import type { UsageSource } from './usage/source.js';
 
 export interface PassResult {
@@ -43,6 +44,8 @@ export class BillingWorker {
     private readonly cfg: BillingConfig,
     private readonly metrics: BillingMetrics,
     private readonly log: Logger,
+    /** User-defined meters to bill (docs/billing.md "Meters"); without it only the built-in totals. */
+    private readonly meters?: MeterUsageSource,
   ) {
     this.sender = stripe === undefined ? undefined : new StripeSender(stripe, pool, cfg, metrics, log);
   }
@@ -58,7 +61,16 @@ export class BillingWorker {
       this.stripe === undefined || this.sender === undefined || meters === undefined
         ? 0
         : await this.recheckRejected(this.stripe, this.sender.apiPacer, meters);
-    const p = await plan(this.pool, this.source, this.cfg, customers, nowS, this.sender === undefined, this.log);
+    const p = await plan(
+      this.pool,
+      this.source,
+      this.cfg,
+      customers,
+      nowS,
+      this.sender === undefined,
+      this.log,
+      this.meters,
+    );
     this.metrics.planned.inc(p.planned);
     this.metrics.corrections.inc(p.corrections);
     this.metrics.unbillable.inc(p.unbillable);
@@ -80,8 +92,10 @@ export class BillingWorker {
         async (rows) => {
           // With several replicas, rows are often planned (and their meters created) by another
           // one after this pass read the meter list: a stale list must not reject them as no_meter.
-          const missing = rows.filter((r) => !live.has(r.event_name)).map((r) => r.event_name);
-          if (missing.length > 0) {
+          const missing = new Map(
+            rows.filter((r) => !live.has(r.event_name)).map((r) => [r.event_name, Object.keys(r.dimensions)]),
+          );
+          if (missing.size > 0) {
             live = await activeMeters(stripe);
             // A meter the other replica is creating this very moment may be created twice; Stripe's
             // refusal fails this batch, its rows are released and the next pass finds the meter.
@@ -113,7 +127,11 @@ export class BillingWorker {
     };
   }
 
-  private async ensureLogged(stripe: Stripe, names: Iterable<string>, known: Map<string, string>): Promise<void> {
+  private async ensureLogged(
+    stripe: Stripe,
+    names: ReadonlyMap<string, readonly string[]>,
+    known: Map<string, string>,
+  ): Promise<void> {
     const created = await ensureMeters(stripe, names, known);
     if (created.length > 0) this.log.info({ event_names: created }, 'created Stripe meters');
   }

@@ -1,19 +1,20 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import type { TestStores } from '@meterd/core/testing';
-import { insertWorkspace } from '@meterd/core/store';
 import {
-  BILLING_MAIN,
   billingEnv,
+  countPushes,
   expectedTotals,
-  hourFloor,
   insertEvents,
+  pastHours,
+  spawnBilling,
   stripeTotals,
   type EventRow,
   type LocalStripe,
+  valueField,
   waitFor,
   withStoresAndStripe,
+  workspacesFor,
 } from './helpers.js';
 
 /**
@@ -36,31 +37,16 @@ withStoresAndStripe(
 );
 
 const TYPES = ['checkout.completed', 'api.call'];
-const field = (t: string): 'gmv_cents' | 'quantity' => (t === 'api.call' ? 'quantity' : 'gmv_cents');
 
 function run(env: Record<string, string>, killAfterMs: number | undefined): Promise<number | string | null> {
-  const child = spawn(process.execPath, [BILLING_MAIN], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  if (killAfterMs !== undefined) setTimeout(() => child.kill('SIGKILL'), killAfterMs);
-  return new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)));
+  const { proc, exited } = spawnBilling(env);
+  if (killAfterMs !== undefined) setTimeout(() => proc.kill('SIGKILL'), killAfterMs);
+  return exited;
 }
 
 test('kill -9 at random moments under 5xx, timeouts and 429s: Stripe totals still equal ClickHouse', async () => {
-  const customers = new Map<string, string>();
-  for (let i = 0; i < 60; i++) {
-    const w = await insertWorkspace(stores.pool, {
-      slug: `k-${i}-${Date.now()}`,
-      display_name: `K${i}`,
-      plan: 'growth',
-      stripe_customer_id: `cus_crash_${i}`,
-    });
-    customers.set(w.id, `cus_crash_${i}`);
-  }
-  const now = Math.floor(Date.now() / 1000);
-  const from = hourFloor(now) - 4 * 3600;
-  const to = hourFloor(now);
+  const customers = await workspacesFor(stores, 'crash', 60);
+  const { from, to } = pastHours(4);
   const rows: EventRow[] = [];
   let k = 0;
   const addEvents = (n: number): EventRow[] => {
@@ -108,20 +94,14 @@ test('kill -9 at random moments under 5xx, timeouts and 429s: Stripe totals stil
   assert.ok(kills >= 6, `expected most runs killed mid-flight, got ${kills}`);
 
   await local.faults({ reset: true });
-  await waitFor("the killed runs' claims to expire", async () => {
-    const { rows: held } = await stores.pool.query<{ n: string }>(
-      `SELECT count(*)::text AS n FROM billing_pushes WHERE status = 'pending' AND lease_until > now()`,
-    );
-    return held[0]!.n === '0';
-  });
+  await waitFor(
+    "the killed runs' claims to expire",
+    async () => (await countPushes(stores, `status = 'pending' AND lease_until > now()`)) === 0,
+  );
   assert.equal(await run({ ...base, BILLING_RUN_ONCE: 'true' }, undefined), 0);
   // Whether a killed run got to plan before its kill depends on the machine's speed; this does
   // not: every window has now been pushed, so late events for them must become corrections.
-  const corrections = async (): Promise<number> =>
-    Number(
-      (await stores.pool.query<{ n: string }>(`SELECT count(*)::text AS n FROM billing_pushes WHERE revision > 1`))
-        .rows[0]!.n,
-    );
+  const corrections = (): Promise<number> => countPushes(stores, 'revision > 1');
   const before = await corrections();
   await insertEvents(stores, addEvents(200));
   assert.equal(await run({ ...base, BILLING_RUN_ONCE: 'true' }, undefined), 0);
@@ -136,6 +116,6 @@ test('kill -9 at random moments under 5xx, timeouts and 429s: Stripe totals stil
   );
   assert.deepEqual(
     await stripeTotals(local.stripe, customers, ['checkout.completed.usd', 'api.call'], from, to),
-    expectedTotals(rows, from, to, field),
+    expectedTotals(rows, from, to, valueField),
   );
 });

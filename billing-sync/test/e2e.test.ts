@@ -12,14 +12,20 @@ import type { UsageSource, UsageTotal } from '../src/usage/source.js';
 import {
   billingConfig,
   billingEnv,
+  checkout,
   expectedTotals,
   hourFloor,
+  hourlyEvents,
   insertEvents,
+  pastHours,
+  stripeTotal,
   stripeTotals,
-  type EventRow,
   type LocalStripe,
   rawWorker,
+  valueField,
   withStoresAndStripe,
+  workspaceFor,
+  workspacesFor,
 } from './helpers.js';
 
 /**
@@ -31,69 +37,20 @@ let stores: TestStores;
 let local: LocalStripe;
 const log = createLogger('billing-test', 'silent');
 const TYPES = ['checkout.completed.usd', 'api.call'];
-const field = (t: string): 'gmv_cents' | 'quantity' => (t === 'api.call' ? 'quantity' : 'gmv_cents');
 
 withStoresAndStripe('billing_e2e', {}, (s, l) => {
   stores = s;
   local = l;
 });
 
-async function workspacesWithCustomers(n: number): Promise<Map<string, string>> {
-  const out = new Map<string, string>();
-  for (let i = 0; i < n; i++) {
-    const c = await local.stripe.customers.create({ email: `w${i}@example.com` });
-    const w = await insertWorkspace(stores.pool, {
-      slug: `b-${i}-${Date.now()}`,
-      display_name: `W${i}`,
-      plan: 'growth',
-      stripe_customer_id: c.id,
-    });
-    out.set(w.id, c.id);
-  }
-  return out;
-}
-
 test('end to end: totals at Stripe equal ClickHouse per customer and period; late data makes exactly one correction', async () => {
   const cfg = billingConfig(billingEnv(stores, local));
   const worker = rawWorker(stores, cfg);
-  const customers = await workspacesWithCustomers(3);
-  const now = Math.floor(Date.now() / 1000);
-  const from = hourFloor(now) - 4 * 3600;
-  const to = hourFloor(now);
-  const rows: EventRow[] = [];
-  let k = 0;
-  for (const ws of customers.keys()) {
-    for (let h = 0; h < 4; h++) {
-      for (let j = 0; j < 5; j++) {
-        const t = from + h * 3600 + j * 600 + 7;
-        rows.push({
-          workspace_id: ws,
-          event_type: 'checkout.completed',
-          idempotency_key: `o${k++}`,
-          quantity: 1,
-          gmv_cents: 1000 + k * 13,
-          occurred_at: t,
-        });
-        rows.push({
-          workspace_id: ws,
-          event_type: 'api.call',
-          idempotency_key: `a${k++}`,
-          quantity: 3 + j,
-          gmv_cents: 0,
-          occurred_at: t,
-        });
-      }
-    }
-  }
+  const customers = await workspacesFor(stores, 'b', 3, local.stripe);
+  const { now, from, to } = pastHours(4);
+  const rows = hourlyEvents(customers.keys(), from, 4, 5);
   // A workspace without a Stripe customer is never pushed.
-  rows.push({
-    workspace_id: 'ws_without_customer',
-    event_type: 'checkout.completed',
-    idempotency_key: 'x',
-    quantity: 1,
-    gmv_cents: 5,
-    occurred_at: from + 10,
-  });
+  rows.push(checkout('ws_without_customer', 'x', 5, from + 10));
   await insertEvents(stores, rows);
   // A replayed batch: the same rows again must not count twice.
   await insertEvents(stores, rows.slice(0, 20));
@@ -105,7 +62,7 @@ test('end to end: totals at Stripe equal ClickHouse per customer and period; lat
     rows.filter((r) => customers.has(r.workspace_id)),
     from,
     to,
-    field,
+    valueField,
   );
   assert.deepEqual(await stripeTotals(local.stripe, customers, TYPES, from, to), expected);
 
@@ -114,14 +71,7 @@ test('end to end: totals at Stripe equal ClickHouse per customer and period; lat
 
   // Late: an event for a window that was already pushed.
   const [ws] = customers.keys();
-  const late: EventRow = {
-    workspace_id: ws!,
-    event_type: 'checkout.completed',
-    idempotency_key: 'late-1',
-    quantity: 1,
-    gmv_cents: 777,
-    occurred_at: from + 3600 + 5,
-  };
+  const late = checkout(ws!, 'late-1', 777, from + 3600 + 5);
   rows.push(late);
   await insertEvents(stores, [late, late]);
   const corrected = await worker.pass(now);
@@ -145,7 +95,7 @@ test('end to end: totals at Stripe equal ClickHouse per customer and period; lat
       rows.filter((r) => customers.has(r.workspace_id)),
       from,
       to,
-      field,
+      valueField,
     ),
   );
 
@@ -172,16 +122,14 @@ test('end to end: totals at Stripe equal ClickHouse per customer and period; lat
 
 test('a downward change is sent as one negative correction', async () => {
   const cfg = billingConfig(billingEnv(stores, local));
-  const customers = await workspacesWithCustomers(1);
-  const [ws] = customers.keys();
-  const now = Math.floor(Date.now() / 1000);
-  const w = hourFloor(now) - 3 * 3600;
+  const { ws, customer } = await workspaceFor(stores, 'down', local.stripe);
+  const { now, from: w } = pastHours(3);
   // An in-memory source stands in for a ClickHouse deletion (which this test cannot make synchronously on 18.16).
   let total = 500n;
   const source: UsageSource = {
     totals: async (): Promise<UsageTotal[]> => [
       {
-        workspace_id: ws!,
+        workspace_id: ws,
         event_type: 'refund.test',
         currency: 'USD',
         window_start: w,
@@ -198,8 +146,7 @@ test('a downward change is sent as one negative correction', async () => {
   total = 300n;
   const down = await worker.pass(now);
   assert.equal(down.corrections, 1);
-  const got = await stripeTotals(local.stripe, customers, ['refund.test.usd'], w, w + 3600);
-  assert.equal(got.get(`${ws}\nrefund.test.usd`), 300);
+  assert.equal(await stripeTotal(local.stripe, ws, customer, 'refund.test.usd', w), 300);
   const { rows } = await stores.pool.query<{ revision: number; value: string; status: string }>(
     `SELECT revision, value::text, status FROM billing_pushes WHERE workspace_id = $1 ORDER BY revision`,
     [ws],
@@ -226,16 +173,7 @@ test('dry run: without STRIPE_SECRET_KEY the ledger is filled and nothing reache
       stripe_customer_id: 'cus_dry_run',
     });
     const now = Math.floor(Date.now() / 1000);
-    await insertEvents(dry, [
-      {
-        workspace_id: w.id,
-        event_type: 'checkout.completed',
-        idempotency_key: 'd1',
-        quantity: 1,
-        gmv_cents: 4299,
-        occurred_at: hourFloor(now) - 1800,
-      },
-    ]);
+    await insertEvents(dry, [checkout(w.id, 'd1', 4299, hourFloor(now) - 1800)]);
     const before = (await (await fetch(`${local.url}/_state`)).json()) as { events: number };
     const worker = new BillingWorker(
       dry.pool,

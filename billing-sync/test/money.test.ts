@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { BILLING_METRICS } from '@meterd/core/contracts';
 import { createLogger } from '@meterd/core/log';
-import { insertWorkspace } from '@meterd/core/store';
 import { createBillingMetrics } from '../src/metrics.js';
 import { createStripe } from '../src/stripe/client.js';
 import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';
@@ -16,16 +15,20 @@ import {
   RECONCILE_MAIN,
   billingConfig,
   billingEnv,
+  checkout,
   hourFloor,
   insertEvents,
+  pastHours,
+  rolledUp,
   runCli,
   startAggregator,
+  stripeTotal,
   stripeTotals,
-  waitFor,
   type EventRow,
   type LocalStripe,
   rawWorker,
   withStoresAndStripe,
+  workspaceFor,
 } from './helpers.js';
 
 /**
@@ -43,16 +46,11 @@ withStoresAndStripe('billing_money', { STRIPE_LOCAL_RATE_TEST_MODE: '0' }, (s, l
   local = l;
 });
 
-async function workspace(label: string): Promise<{ ws: string; customer: string }> {
-  const c = await local.stripe.customers.create({ email: `${label}@example.com` });
-  const w = await insertWorkspace(stores.pool, {
-    slug: `${label}-${Date.now()}-${Math.floor(Math.random() * 1e6)}`,
-    display_name: label,
-    plan: 'growth',
-    stripe_customer_id: c.id,
-  });
-  return { ws: w.id, customer: c.id };
-}
+const workspace = (label: string): Promise<{ ws: string; customer: string }> =>
+  workspaceFor(stores, label, local.stripe);
+/** A workspace whose customer Stripe does not have. */
+const withoutCustomer = (label: string): Promise<{ ws: string; customer: string }> =>
+  workspaceFor(stores, label, `cus_missing${Math.floor(Math.random() * 1e9)}`);
 
 async function ledger(
   ws: string,
@@ -84,17 +82,8 @@ test('USD and EUR are billed on their own meters, never summed; a currency witho
   const metrics = createBillingMetrics();
   const worker = rawWorker(stores, cfg, metrics, log);
   const { ws, customer } = await workspace('fx');
-  const now = Math.floor(Date.now() / 1000);
-  const w = hourFloor(now) - 2 * 3600;
-  const ev = (key: string, gmv: number, currency: string): EventRow => ({
-    workspace_id: ws,
-    event_type: 'checkout.completed',
-    idempotency_key: key,
-    quantity: 1,
-    gmv_cents: gmv,
-    currency,
-    occurred_at: w + 60,
-  });
+  const { now, from: w } = pastHours(2);
+  const ev = (key: string, gmv: number, currency: string): EventRow => checkout(ws, key, gmv, w + 60, { currency });
   await insertEvents(stores, [
     ev('u1', 4299, 'USD'),
     ev('u2', 1000, 'USD'),
@@ -130,8 +119,7 @@ test('USD and EUR are billed on their own meters, never summed; a currency witho
   });
   const fixed = await worker.pass(now);
   assert.deepEqual([fixed.retried, fixed.planned, fixed.rejected], [1, 1, 0]);
-  const jpyTotal = await stripeTotals(local.stripe, new Map([[ws, customer]]), ['checkout.completed.jpy'], w, w + 3600);
-  assert.equal(jpyTotal.get(`${ws}\ncheckout.completed.jpy`), 5000);
+  assert.equal(await stripeTotal(local.stripe, ws, customer, 'checkout.completed.jpy', w), 5000);
   assert.deepEqual(
     (await ledger(ws))
       .filter((x) => x.event_name === 'checkout.completed.jpy')
@@ -147,45 +135,18 @@ test('a refund (negative gmv_cents) lowers the Stripe total, in its own window a
   const cfg = billingConfig(billingEnv(stores, local));
   const worker = rawWorker(stores, cfg);
   const { ws, customer } = await workspace('refund');
-  const now = Math.floor(Date.now() / 1000);
-  const w1 = hourFloor(now) - 3 * 3600;
+  const { now, from: w1 } = pastHours(3);
   const w2 = w1 + 3600;
   await insertEvents(stores, [
-    {
-      workspace_id: ws,
-      event_type: 'checkout.completed',
-      idempotency_key: 'order-1',
-      quantity: 1,
-      gmv_cents: 5000,
-      occurred_at: w1 + 10,
-    },
-    {
-      workspace_id: ws,
-      event_type: 'checkout.completed',
-      idempotency_key: 'refund-1',
-      quantity: -1,
-      gmv_cents: -1500,
-      occurred_at: w2 + 10,
-    },
+    checkout(ws, 'order-1', 5000, w1 + 10),
+    checkout(ws, 'refund-1', -1500, w2 + 10, { quantity: -1 }),
   ]);
   await worker.pass(now);
-  const total = async (): Promise<number | undefined> =>
-    (await stripeTotals(local.stripe, new Map([[ws, customer]]), ['checkout.completed.usd'], w1, w2 + 3600)).get(
-      `${ws}\ncheckout.completed.usd`,
-    );
+  const total = (): Promise<number | undefined> =>
+    stripeTotal(local.stripe, ws, customer, 'checkout.completed.usd', w1, w2 + 3600);
   assert.equal(await total(), 3500);
   // A late refund in the first window: one negative correction.
-  await insertEvents(stores, [
-    {
-      workspace_id: ws,
-      event_type: 'checkout.completed',
-      idempotency_key: 'refund-2',
-      quantity: -1,
-      gmv_cents: -700,
-      occurred_at: w1 + 20,
-      received_at: now,
-    },
-  ]);
+  await insertEvents(stores, [checkout(ws, 'refund-2', -700, w1 + 20, { quantity: -1, received_at: now })]);
   const late = await worker.pass(now);
   assert.equal(late.corrections, 1);
   assert.equal(await total(), 2800);
@@ -210,45 +171,17 @@ test('a retry that Redis forgot, stored again in another hour, counts once in th
   try {
     const cfg = billingConfig(billingEnv(own, local, { BILLING_USAGE_SOURCE: 'rollups', AGGREGATOR_SHARDS: '2' }));
     const source = new ClickHouseRollupUsage(own.clickhouse, 2);
-    const c = await local.stripe.customers.create({ email: 'forgot@example.com' });
-    const w = await insertWorkspace(own.pool, {
-      slug: `forgot-${Date.now()}`,
-      display_name: 'Forgot',
-      plan: 'growth',
-      stripe_customer_id: c.id,
-    });
-    const now = Math.floor(Date.now() / 1000);
-    const h1 = hourFloor(now) - 3 * 3600;
+    const { ws, customer } = await workspaceFor(own, 'forgot', local.stripe);
+    const { now, from: h1 } = pastHours(3);
     const h2 = h1 + 3600;
     // The first copy, then the client's retry an hour later after Redis lost the key: a new event
     // id, and, since the client sent no occurred_at, its own arrival time in another hour.
-    const first: EventRow = {
-      workspace_id: w.id,
-      event_type: 'checkout.completed',
-      idempotency_key: 'order-77',
-      quantity: 1,
-      gmv_cents: 4200,
-      occurred_at: h1 + 100,
-    };
-    await insertEvents(own, [
-      first,
-      {
-        workspace_id: w.id,
-        event_type: 'checkout.completed',
-        idempotency_key: 'other',
-        quantity: 1,
-        gmv_cents: 10,
-        occurred_at: h2 + 5,
-      },
-    ]);
+    const first = checkout(ws, 'order-77', 4200, h1 + 100);
+    await insertEvents(own, [first, checkout(ws, 'other', 10, h2 + 5)]);
     await insertEvents(own, [
       { ...first, event_id: 'evt_retry_after_redis_forgot', occurred_at: h2 + 200, received_at: h2 + 200 },
     ]);
-    const since = Math.floor(Date.now() / 1000) + 2;
-    await waitFor(
-      'the aggregator to roll up and close both hours',
-      async () => ((await source.asOf(Number.MAX_SAFE_INTEGER)) ?? 0) >= since,
-    );
+    await rolledUp(source);
     const byHour = (await source.totals(h1, h2 + 3600, 'hour')).map((t) => [t.window_start, t.gmv_cents]).sort();
     assert.deepEqual(
       byHour,
@@ -268,8 +201,7 @@ test('a retry that Redis forgot, stored again in another hour, counts once in th
 
     const worker = new BillingWorker(own.pool, source, createStripe(cfg), cfg, createBillingMetrics(), log);
     await worker.pass(now);
-    const got = await stripeTotals(local.stripe, new Map([[w.id, c.id]]), ['checkout.completed.usd'], h1, h2 + 3600);
-    assert.equal(got.get(`${w.id}\ncheckout.completed.usd`), 4210);
+    assert.equal(await stripeTotal(local.stripe, ws, customer, 'checkout.completed.usd', h1, h2 + 3600), 4210);
   } finally {
     await aggregator.close();
     await own.close();
@@ -284,16 +216,7 @@ test('a difference in a window Stripe no longer accepts is recorded as unbillabl
   const now = Math.floor(Date.now() / 1000);
   // Accepted by ingest (under 35 days old) but in an hour that starts past Stripe's limit.
   const old = now - 35 * 86_400 + 600;
-  await insertEvents(stores, [
-    {
-      workspace_id: ws,
-      event_type: 'checkout.completed',
-      idempotency_key: 'old-1',
-      quantity: 1,
-      gmv_cents: 999,
-      occurred_at: old,
-    },
-  ]);
+  await insertEvents(stores, [checkout(ws, 'old-1', 999, old)]);
   const r = await worker.pass(now);
   assert.equal(r.unbillable, 1);
   const rows = await ledger(ws);
@@ -318,33 +241,14 @@ test("a push pending through a 25-hour outage is checked against Stripe's summar
   const worker = rawWorker(stores, cfg, metrics, log);
   const stored = await workspace('outage-stored');
   const lost = await workspace('outage-lost');
-  const now = Math.floor(Date.now() / 1000);
-  const w = hourFloor(now) - 3600;
-  await insertEvents(stores, [
-    {
-      workspace_id: stored.ws,
-      event_type: 'checkout.completed',
-      idempotency_key: 's1',
-      quantity: 1,
-      gmv_cents: 1234,
-      occurred_at: w + 1,
-    },
-  ]);
+  const { now, from: w } = pastHours(1);
+  await insertEvents(stores, [checkout(stored.ws, 's1', 1234, w + 1)]);
   // Stripe stores the event but the answer is lost (a 500 after storing): the row stays pending.
   await local.faults({ applied_error_rate: 1 });
   const down = await worker.pass(now);
   await local.faults({ reset: true });
   assert.equal(down.pending, 1);
-  await insertEvents(stores, [
-    {
-      workspace_id: lost.ws,
-      event_type: 'checkout.completed',
-      idempotency_key: 'l1',
-      quantity: 1,
-      gmv_cents: 4321,
-      occurred_at: w + 2,
-    },
-  ]);
+  await insertEvents(stores, [checkout(lost.ws, 'l1', 4321, w + 2)]);
   await local.faults({ error_rate: 1 });
   assert.equal((await worker.pass(now)).pending, 2, 'the second never reached Stripe');
   await local.faults({ reset: true });
@@ -356,18 +260,10 @@ test("a push pending through a 25-hour outage is checked against Stripe's summar
   assert.equal(later.pending, 0);
   assert.match(metrics.registry.render(), new RegExp(`^${BILLING_METRICS.resendChecks} 2$`, 'm'));
   assert.match(metrics.registry.render(), new RegExp(`^${BILLING_METRICS.resendSettled} 1$`, 'm'));
-  const totals = await stripeTotals(
-    local.stripe,
-    new Map([
-      [stored.ws, stored.customer],
-      [lost.ws, lost.customer],
-    ]),
-    ['checkout.completed.usd'],
-    w,
-    w + 3600,
-  );
-  assert.equal(totals.get(`${stored.ws}\ncheckout.completed.usd`), 1234, 'the event Stripe had is not counted twice');
-  assert.equal(totals.get(`${lost.ws}\ncheckout.completed.usd`), 4321, 'the event Stripe never had is sent');
+  const usd = (x: { ws: string; customer: string }): Promise<number | undefined> =>
+    stripeTotal(local.stripe, x.ws, x.customer, 'checkout.completed.usd', w);
+  assert.equal(await usd(stored), 1234, 'the event Stripe had is not counted twice');
+  assert.equal(await usd(lost), 4321, 'the event Stripe never had is sent');
   assert.equal(
     (await local.metric('stripe_local_meter_events_total')) - eventsBefore,
     1,
@@ -389,27 +285,10 @@ test("a push pending through a 25-hour outage is checked against Stripe's summar
 test('a push Stripe accepted whose outcome was never committed is checked against the summaries 25 h later, not counted twice', async () => {
   const cfg = billingConfig(billingEnv(stores, local, { STRIPE_MAX_ATTEMPTS: '1', STRIPE_TRANSPORT: 'v1' }));
   const metrics = createBillingMetrics();
-  const worker = new BillingWorker(
-    stores.pool,
-    new ClickHouseRawUsage(stores.clickhouse),
-    createStripe(cfg),
-    cfg,
-    metrics,
-    log,
-  );
+  const worker = rawWorker(stores, cfg, metrics, log);
   const { ws, customer } = await workspace('outcome-lost');
-  const now = Math.floor(Date.now() / 1000);
-  const w = hourFloor(now) - 3600;
-  await insertEvents(stores, [
-    {
-      workspace_id: ws,
-      event_type: 'checkout.completed',
-      idempotency_key: 'ol1',
-      quantity: 1,
-      gmv_cents: 2468,
-      occurred_at: w + 3,
-    },
-  ]);
+  const { now, from: w } = pastHours(1);
+  await insertEvents(stores, [checkout(ws, 'ol1', 2468, w + 3)]);
   // Stripe accepts the event, then the transaction recording the outcome fails (as a COMMIT that
   // fails, or a kill -9 before it): the row is pending again and carries no trace of the attempt.
   await stores.pool.query(`CREATE FUNCTION fail_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -425,10 +304,7 @@ test('a push Stripe accepted whose outcome was never committed is checked agains
     await stores.pool.query('DROP FUNCTION fail_outcome()');
   }
   // This customer's own total, not a global counter: the pass also serves the file's other workspaces.
-  const total = async (): Promise<number | undefined> =>
-    (await stripeTotals(local.stripe, new Map([[ws, customer]]), ['checkout.completed.usd'], w, w + 3600)).get(
-      `${ws}\ncheckout.completed.usd`,
-    );
+  const total = (): Promise<number | undefined> => stripeTotal(local.stripe, ws, customer, 'checkout.completed.usd', w);
   assert.equal(await total(), 2468, 'Stripe accepted it');
   const row = async (): Promise<{ status: string; first: string | null; via: string | null }> =>
     (
@@ -456,17 +332,9 @@ test('a push Stripe accepted whose outcome was never committed is checked agains
 test('a late event in a window billed before per-currency meters (005) is recorded as unbillable and counted, never skipped', async () => {
   const cfg = billingConfig(billingEnv(stores, local));
   const metrics = createBillingMetrics();
-  const worker = new BillingWorker(
-    stores.pool,
-    new ClickHouseRawUsage(stores.clickhouse),
-    createStripe(cfg),
-    cfg,
-    metrics,
-    log,
-  );
+  const worker = rawWorker(stores, cfg, metrics, log);
   const { ws, customer } = await workspace('legacy');
-  const now = Math.floor(Date.now() / 1000);
-  const w = hourFloor(now) - 5 * 3600;
+  const { now, from: w } = pastHours(5);
   // Before 005 the window was sent as one sum of every currency (currency '').
   await stores.pool.query(
     `INSERT INTO billing_pushes (workspace_id, event_type, currency, event_name, window_start, window_end, revision, identifier,
@@ -474,15 +342,7 @@ test('a late event in a window billed before per-currency meters (005) is record
      VALUES ($1, 'checkout.completed', '', 'checkout.completed', to_timestamp($2), to_timestamp($2 + 3600), 1, $3, $4, 'gmv_cents', 1500, 1500, 'sent', 'v1', now())`,
     [ws, w, `legacy-${ws}`, customer],
   );
-  const ev = (key: string, gmv: number, currency: string): EventRow => ({
-    workspace_id: ws,
-    event_type: 'checkout.completed',
-    idempotency_key: key,
-    quantity: 1,
-    gmv_cents: gmv,
-    occurred_at: w + 10,
-    currency,
-  });
+  const ev = (key: string, gmv: number, currency: string): EventRow => checkout(ws, key, gmv, w + 10, { currency });
   // What was billed then, and a late EUR event since.
   await insertEvents(stores, [ev('l1', 1000, 'USD'), ev('l2', 500, 'EUR'), ev('l3', 70, 'EUR')]);
   const p = await worker.pass(now);
@@ -514,8 +374,7 @@ test('a late event in a window billed before per-currency meters (005) is record
 test('the planner never corrects downward from totals older than those a window was planned from', async () => {
   const cfg = billingConfig(billingEnv(stores, local));
   const { ws, customer } = await workspace('stale');
-  const now = Math.floor(Date.now() / 1000);
-  const w = hourFloor(now) - 2 * 3600;
+  const { now, from: w } = pastHours(2);
   // Two replicas' views of the same window: the current one (as of now) and a stale one (as of
   // an hour ago, before a late event arrived). They stand for two usage sources at different as-ofs.
   const view = (asOf: number, gmv: bigint): UsageSource => ({
@@ -543,8 +402,7 @@ test('the planner never corrects downward from totals older than those a window 
   assert.equal((await current.pass(now)).planned, 1);
   const r = await stale.pass(now);
   assert.deepEqual([r.planned, r.stale], [0, 1]);
-  const got = await stripeTotals(local.stripe, new Map([[ws, customer]]), ['checkout.completed.usd'], w, w + 3600);
-  assert.equal(got.get(`${ws}\ncheckout.completed.usd`), 900);
+  assert.equal(await stripeTotal(local.stripe, ws, customer, 'checkout.completed.usd', w), 900);
   // Newer totals may still go down (a refund's negative event, say).
   const newer = new BillingWorker(
     stores.pool,
@@ -566,34 +424,11 @@ test('npm run reconcile:stripe exits 0 when the ledger, ClickHouse and Stripe ag
   try {
     const env = billingEnv(own, local);
     const cfg = billingConfig(env);
-    const c = await local.stripe.customers.create({ email: 'recon@example.com' });
-    const w = await insertWorkspace(own.pool, {
-      slug: `recon-${Date.now()}`,
-      display_name: 'Recon',
-      plan: 'growth',
-      stripe_customer_id: c.id,
-    });
-    const now = Math.floor(Date.now() / 1000);
-    const h = hourFloor(now) - 2 * 3600;
+    const { ws, customer } = await workspaceFor(own, 'recon', local.stripe);
+    const { now, from: h } = pastHours(2);
     await insertEvents(own, [
-      {
-        workspace_id: w.id,
-        event_type: 'checkout.completed',
-        idempotency_key: 'r1',
-        quantity: 1,
-        gmv_cents: 1500,
-        currency: 'EUR',
-        occurred_at: h + 5,
-      },
-      {
-        workspace_id: w.id,
-        event_type: 'checkout.completed',
-        idempotency_key: 'r2',
-        quantity: 1,
-        gmv_cents: -200,
-        currency: 'EUR',
-        occurred_at: h + 6,
-      },
+      checkout(ws, 'r1', 1500, h + 5, { currency: 'EUR' }),
+      checkout(ws, 'r2', -200, h + 6, { currency: 'EUR' }),
     ]);
     await rawWorker(own, cfg).pass(now);
     const args = ['--from', new Date(h * 1000).toISOString(), '--to', new Date((h + 3600) * 1000).toISOString()];
@@ -604,18 +439,21 @@ test('npm run reconcile:stripe exits 0 when the ledger, ClickHouse and Stripe ag
     // Drift: Stripe holds an event billing-sync never sent (another system, or a push the ledger lost).
     await local.stripe.billing.meterEvents.create({
       event_name: 'checkout.completed.eur',
-      payload: { stripe_customer_id: c.id, value: '25' },
+      payload: { stripe_customer_id: customer, value: '25' },
       timestamp: h + 60,
     });
     const drift = await runCli(RECONCILE_MAIN, args, env);
     assert.equal(drift.code, 1, drift.out);
     assert.match(
       drift.out,
-      new RegExp(`^DRIFT ${c.id} checkout\\.completed\\.eur \\S+ stripe=1325 ledger=1300 diff=25$`, 'm'),
+      new RegExp(`^DRIFT ${customer} checkout\\.completed\\.eur \\S+ stripe=1325 ledger=1300 diff=25$`, 'm'),
     );
     assert.match(
       drift.out,
-      new RegExp(`^MISMATCH ${w.id} ${c.id} checkout\\.completed\\.eur \\S+ stripe=1325 clickhouse=1300 diff=25$`, 'm'),
+      new RegExp(
+        `^MISMATCH ${ws} ${customer} checkout\\.completed\\.eur \\S+ stripe=1325 clickhouse=1300 diff=25$`,
+        'm',
+      ),
     );
   } finally {
     await own.close();
@@ -626,25 +464,9 @@ test('v1 refusing a missing customer at once rejects the row with the code: list
   const cfg = billingConfig(billingEnv(stores, local, { STRIPE_MAX_ATTEMPTS: '1', STRIPE_TRANSPORT: 'v1' }));
   const metrics = createBillingMetrics();
   const worker = rawWorker(stores, cfg, metrics, log);
-  const w0 = await insertWorkspace(stores.pool, {
-    slug: `nocustomer-${Date.now()}-${Math.floor(Math.random() * 1e6)}`,
-    display_name: 'nocustomer',
-    plan: 'growth',
-    stripe_customer_id: `cus_missing${Math.floor(Math.random() * 1e9)}`,
-  });
-  const ws = w0.id;
-  const now = Math.floor(Date.now() / 1000);
-  const w = hourFloor(now) - 3600;
-  await insertEvents(stores, [
-    {
-      workspace_id: ws,
-      event_type: 'checkout.completed',
-      idempotency_key: 'nc1',
-      quantity: 1,
-      gmv_cents: 777,
-      occurred_at: w + 5,
-    },
-  ]);
+  const { ws } = await withoutCustomer('nocustomer');
+  const { now, from: w } = pastHours(1);
+  await insertEvents(stores, [checkout(ws, 'nc1', 777, w + 5)]);
   await local.faults({ v1_refuse_unknown_customers: true });
   try {
     const r = await worker.pass(now);
@@ -670,8 +492,7 @@ test('v1 refusing a missing customer at once rejects the row with the code: list
     await stores.pool.query('UPDATE workspaces SET stripe_customer_id = $2 WHERE id = $1', [ws, c.id]);
     const fixed = await worker.pass(now);
     assert.deepEqual([fixed.retried, fixed.planned, fixed.rejected], [1, 1, 0]);
-    const totals = await stripeTotals(local.stripe, new Map([[ws, c.id]]), ['checkout.completed.usd'], w, w + 3600);
-    assert.equal(totals.get(`${ws}\ncheckout.completed.usd`), 777);
+    assert.equal(await stripeTotal(local.stripe, ws, c.id, 'checkout.completed.usd', w), 777);
   } finally {
     await local.faults({ reset: true });
   }
@@ -681,28 +502,10 @@ test('a row Stripe refused for good (failed) is not counted as billed, holds its
   const cfg = billingConfig(billingEnv(stores, local, { STRIPE_MAX_ATTEMPTS: '1', STRIPE_TRANSPORT: 'v1' }));
   const worker = rawWorker(stores, cfg, createBillingMetrics(), log);
   const { ws } = await workspace('refused');
-  const now = Math.floor(Date.now() / 1000);
-  const w = hourFloor(now) - 3600;
+  const { now, from: w } = pastHours(1);
   // Each event is within ±(2^53−1); their sum is not, and Stripe refuses it synchronously.
   const big = Number.MAX_SAFE_INTEGER;
-  await insertEvents(stores, [
-    {
-      workspace_id: ws,
-      event_type: 'checkout.completed',
-      idempotency_key: 'r1',
-      quantity: 1,
-      gmv_cents: big,
-      occurred_at: w + 1,
-    },
-    {
-      workspace_id: ws,
-      event_type: 'checkout.completed',
-      idempotency_key: 'r2',
-      quantity: 1,
-      gmv_cents: big,
-      occurred_at: w + 2,
-    },
-  ]);
+  await insertEvents(stores, [checkout(ws, 'r1', big, w + 1), checkout(ws, 'r2', big, w + 2)]);
   await worker.pass(now);
   const [row] = await ledger(ws);
   assert.equal(row!.status, 'failed');
@@ -722,24 +525,10 @@ test("a Stripe error re-checking a rejected row's customer (a restricted key's 4
   const cfg = billingConfig(billingEnv(stores, local, { STRIPE_MAX_ATTEMPTS: '1', STRIPE_TRANSPORT: 'v1' }));
   const metrics = createBillingMetrics();
   const worker = rawWorker(stores, cfg, metrics, log);
-  const held = await insertWorkspace(stores.pool, {
-    slug: `recheck-${Date.now()}-${Math.floor(Math.random() * 1e6)}`,
-    display_name: 'recheck',
-    plan: 'growth',
-    stripe_customer_id: `cus_missing${Math.floor(Math.random() * 1e9)}`,
-  });
+  const held = await withoutCustomer('recheck');
   const other = await workspace('recheck-other');
-  const now = Math.floor(Date.now() / 1000);
-  const w = hourFloor(now) - 3600;
-  const ev = (ws: string, key: string, gmv: number): EventRow => ({
-    workspace_id: ws,
-    event_type: 'checkout.completed',
-    idempotency_key: key,
-    quantity: 1,
-    gmv_cents: gmv,
-    occurred_at: w + 7,
-  });
-  await insertEvents(stores, [ev(held.id, 'rc1', 321)]);
+  const { now, from: w } = pastHours(1);
+  await insertEvents(stores, [checkout(held.ws, 'rc1', 321, w + 7)]);
   await local.faults({ v1_refuse_unknown_customers: true });
   try {
     assert.equal((await worker.pass(now)).rejected, 1);
@@ -747,8 +536,8 @@ test("a Stripe error re-checking a rejected row's customer (a restricted key's 4
     await local.faults({ reset: true });
   }
   const c = await local.stripe.customers.create({ email: 'recheck@example.com' });
-  await stores.pool.query('UPDATE workspaces SET stripe_customer_id = $2 WHERE id = $1', [held.id, c.id]);
-  await insertEvents(stores, [ev(other.ws, 'rc2', 654)]);
+  await stores.pool.query('UPDATE workspaces SET stripe_customer_id = $2 WHERE id = $1', [held.ws, c.id]);
+  await insertEvents(stores, [checkout(other.ws, 'rc2', 654, w + 7)]);
 
   await local.faults({ customer_read_status: 403 });
   let r;
@@ -759,23 +548,14 @@ test("a Stripe error re-checking a rejected row's customer (a restricted key's 4
   }
   assert.deepEqual([r.retried, r.rejected], [0, 1], 'the rejected row waits');
   assert.match(metrics.registry.render(), new RegExp(`^${BILLING_METRICS.recheckErrors} 1$`, 'm'));
-  const totals = await stripeTotals(
-    local.stripe,
-    new Map([
-      [other.ws, other.customer],
-      [held.id, c.id],
-    ]),
-    ['checkout.completed.usd'],
-    w,
-    w + 3600,
-  );
-  assert.equal(totals.get(`${other.ws}\ncheckout.completed.usd`), 654, 'everyone else is billed');
-  assert.equal(totals.get(`${held.id}\ncheckout.completed.usd`), undefined);
+  const usd = (ws: string, customer: string): Promise<number | undefined> =>
+    stripeTotal(local.stripe, ws, customer, 'checkout.completed.usd', w);
+  assert.equal(await usd(other.ws, other.customer), 654, 'everyone else is billed');
+  assert.equal(await usd(held.ws, c.id), undefined);
 
   const fixed = await worker.pass(now);
   assert.deepEqual([fixed.retried, fixed.rejected], [1, 0], 're-checked on the next pass');
-  const after = await stripeTotals(local.stripe, new Map([[held.id, c.id]]), ['checkout.completed.usd'], w, w + 3600);
-  assert.equal(after.get(`${held.id}\ncheckout.completed.usd`), 321);
+  assert.equal(await usd(held.ws, c.id), 321);
 });
 
 test("stale pending rows of one customer × meter × window split across batches are weighed together against Stripe's summary, not left pending", async () => {
@@ -791,27 +571,18 @@ test("stale pending rows of one customer × meter × window split across batches
   const metrics = createBillingMetrics();
   const worker = rawWorker(stores, cfg, metrics, log);
   const { ws, customer } = await workspace('split');
-  const now = Math.floor(Date.now() / 1000);
-  const w = hourFloor(now) - 3600;
-  const ev = (ws: string, key: string, gmv: number): EventRow => ({
-    workspace_id: ws,
-    event_type: 'checkout.completed',
-    idempotency_key: key,
-    quantity: 1,
-    gmv_cents: gmv,
-    occurred_at: w + 9,
-  });
+  const { now, from: w } = pastHours(1);
   // Stripe stores each revision, but the answers are lost: both rows of the window stay pending.
   await local.faults({ applied_error_rate: 1 });
   try {
-    await insertEvents(stores, [ev(ws, 'sp1', 1111)]);
+    await insertEvents(stores, [checkout(ws, 'sp1', 1111, w + 9)]);
     assert.equal((await worker.pass(now)).pending, 1);
     // Not due in the next pass (as after a backoff), so that pass plans and sends only the late event.
     await stores.pool.query(
       `UPDATE billing_pushes SET next_attempt_at = now() + interval '1 hour' WHERE workspace_id = $1`,
       [ws],
     );
-    await insertEvents(stores, [ev(ws, 'sp2', 2222)]);
+    await insertEvents(stores, [checkout(ws, 'sp2', 2222, w + 9)]);
     const second = await worker.pass(now);
     assert.deepEqual([second.planned, second.pending], [1, 2]);
   } finally {
@@ -844,6 +615,9 @@ test("stale pending rows of one customer × meter × window split across batches
       ['sent', 'summary'],
     ],
   );
-  const totals = await stripeTotals(local.stripe, new Map([[ws, customer]]), ['checkout.completed.usd'], w, w + 3600);
-  assert.equal(totals.get(`${ws}\ncheckout.completed.usd`), 3333, 'counted once at Stripe');
+  assert.equal(
+    await stripeTotal(local.stripe, ws, customer, 'checkout.completed.usd', w),
+    3333,
+    'counted once at Stripe',
+  );
 });

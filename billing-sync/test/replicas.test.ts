@@ -1,24 +1,27 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { startPgBouncer, type TestPgBouncer, type TestStores } from '@meterd/core/testing';
-import { createPool, insertWorkspace } from '@meterd/core/store';
+import { createPool } from '@meterd/core/store';
 import { createLogger } from '@meterd/core/log';
 import { createBillingMetrics } from '../src/metrics.js';
 import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';
 import { BillingWorker } from '../src/worker.js';
 import {
-  BILLING_MAIN,
   billingConfig,
   billingEnv,
+  countPushes,
   expectedTotals,
-  hourFloor,
   insertEvents,
+  pastHours,
+  spawnBilling,
   stripeTotals,
-  waitFor,
   type EventRow,
   type LocalStripe,
+  valueField,
+  waitFor,
   withStoresAndStripe,
+  workspaceFor,
+  workspacesFor,
 } from './helpers.js';
 
 /**
@@ -45,39 +48,11 @@ after(async () => {
 });
 
 const TYPES = ['checkout.completed', 'api.call'];
-const field = (t: string): 'gmv_cents' | 'quantity' => (t === 'api.call' ? 'quantity' : 'gmv_cents');
-
-function spawnReplica(env: Record<string, string>): { proc: ChildProcess; exited: Promise<number | string | null> } {
-  const proc = spawn(process.execPath, [BILLING_MAIN], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
-  const exited = new Promise<number | string | null>((resolve) =>
-    proc.once('exit', (code, sig) => resolve(code ?? sig)),
-  );
-  return { proc, exited };
-}
-
-const count = async (where: string): Promise<number> =>
-  Number(
-    (await stores.pool.query<{ n: string }>(`SELECT count(*)::text AS n FROM billing_pushes WHERE ${where}`)).rows[0]!
-      .n,
-  );
+const count = (where: string): Promise<number> => countPushes(stores, where);
 
 test('two replicas through PgBouncer, one killed -9 mid-push: every total reaches Stripe exactly once', async () => {
-  const customers = new Map<string, string>();
-  for (let i = 0; i < 40; i++) {
-    const w = await insertWorkspace(stores.pool, {
-      slug: `r-${i}-${Date.now()}`,
-      display_name: `R${i}`,
-      plan: 'growth',
-      stripe_customer_id: `cus_rep_${i}`,
-    });
-    customers.set(w.id, `cus_rep_${i}`);
-  }
-  const now = Math.floor(Date.now() / 1000);
-  const from = hourFloor(now) - 4 * 3600;
-  const to = hourFloor(now);
+  const customers = await workspacesFor(stores, 'rep', 40);
+  const { from, to } = pastHours(4);
   const rows: EventRow[] = [];
   let k = 0;
   for (const ws of customers.keys())
@@ -101,8 +76,8 @@ test('two replicas through PgBouncer, one killed -9 mid-push: every total reache
     BILLING_CONCURRENCY: '2',
     BILLING_CLAIM_LEASE_MS: '1500',
   });
-  const victim = spawnReplica(env);
-  const survivor = spawnReplica(env);
+  const victim = spawnBilling(env);
+  const survivor = spawnBilling(env);
   try {
     await waitFor('the first rows to be sent', async () => (await count(`status = 'sent'`)) > 0);
     victim.proc.kill('SIGKILL');
@@ -122,21 +97,16 @@ test('two replicas through PgBouncer, one killed -9 mid-push: every total reache
   assert.equal(await count(`claimed_by IS NOT NULL`), 0, 'no claim left behind');
   assert.deepEqual(
     await stripeTotals(local.stripe, customers, ['checkout.completed.usd', 'api.call'], from, to),
-    expectedTotals(rows, from, to, field),
+    expectedTotals(rows, from, to, valueField),
   );
 });
 
 test('three replicas planning at once record each difference once', async () => {
-  const ws = await insertWorkspace(stores.pool, {
-    slug: `plan-${Date.now()}`,
-    display_name: 'Plan',
-    plan: 'growth',
-    stripe_customer_id: 'cus_plan_replicas',
-  });
-  const from = hourFloor(Math.floor(Date.now() / 1000)) - 3 * 3600;
+  const { ws } = await workspaceFor(stores, 'plan', 'cus_plan_replicas');
+  const { from } = pastHours(3);
   const rows: EventRow[] = [0, 1, 2].flatMap((h) =>
     TYPES.map((type, i) => ({
-      workspace_id: ws.id,
+      workspace_id: ws,
       event_type: type,
       idempotency_key: `p${h}-${i}`,
       quantity: 2,
@@ -167,7 +137,7 @@ test('three replicas planning at once record each difference once', async () => 
   }
   const { rows: planned } = await stores.pool.query<{ n: string; keys: string }>(
     `SELECT count(*)::text AS n, count(DISTINCT (event_type, window_start))::text AS keys FROM billing_pushes WHERE workspace_id = $1`,
-    [ws.id],
+    [ws],
   );
   assert.deepEqual(planned[0], { n: String(rows.length), keys: String(rows.length) });
 });

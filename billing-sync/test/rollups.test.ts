@@ -4,7 +4,6 @@ import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { clickHouseFromConfig, ident } from '@meterd/core/clickhouse';
 import { loadConfig, storeVars } from '@meterd/core/config';
 import { createLogger } from '@meterd/core/log';
-import { insertWorkspace } from '@meterd/core/store';
 import { createBillingMetrics } from '../src/metrics.js';
 import { createStripe } from '../src/stripe/client.js';
 import { ClickHouseRawUsage } from '../src/usage/clickhouse-raw.js';
@@ -15,15 +14,21 @@ import { BillingWorker } from '../src/worker.js';
 import {
   billingConfig,
   billingEnv,
+  checkout,
   expectedTotals,
-  hourFloor,
+  hourlyEvents,
   insertEvents,
+  pastHours,
+  rolledUp,
   startAggregator,
   startLocalStripe,
+  stripeTotal,
   stripeTotals,
-  waitFor,
-  type EventRow,
   type LocalStripe,
+  valueField,
+  waitFor,
+  workspaceFor,
+  workspacesFor,
 } from './helpers.js';
 
 /**
@@ -37,7 +42,6 @@ let local: LocalStripe;
 let aggregator: { close(): Promise<void> };
 const SHARDS = '4';
 const log = createLogger('billing-rollups-test', 'silent');
-const field = (t: string): 'gmv_cents' | 'quantity' => (t === 'api.call' ? 'quantity' : 'gmv_cents');
 const sorted = (t: UsageTotal[]): string[] =>
   t.map((x) => `${x.workspace_id} ${x.event_type} ${x.currency} ${x.window_start} ${x.quantity} ${x.gmv_cents}`).sort();
 const NAMES = ['checkout.completed.usd', 'checkout.completed.eur', 'api.call'];
@@ -62,60 +66,14 @@ after(async () => {
   await stores.close();
 });
 
-/** Waits until every shard has closed every hour up to now (the aggregator closes at once here). */
-async function rolledUp(source: ClickHouseRollupUsage): Promise<void> {
-  const since = Math.floor(Date.now() / 1000) + 2;
-  await waitFor(
-    'the aggregator to roll up the events',
-    async () => ((await source.asOf(Number.MAX_SAFE_INTEGER)) ?? 0) >= since,
-  );
-}
-
 test('rollups equal the raw distinct events; billing pushes them exactly; a late event makes one correction', async () => {
   const cfg = billingConfig(billingEnv(stores, local, { BILLING_USAGE_SOURCE: 'rollups', AGGREGATOR_SHARDS: SHARDS }));
   const source = await createUsageSource(cfg, stores.clickhouse);
   assert.ok(source instanceof ClickHouseRollupUsage);
   const raw = new ClickHouseRawUsage(stores.clickhouse);
-  const customers = new Map<string, string>();
-  for (let i = 0; i < 3; i++) {
-    const c = await local.stripe.customers.create({ email: `r${i}@example.com` });
-    const w = await insertWorkspace(stores.pool, {
-      slug: `r-${i}-${Date.now()}`,
-      display_name: `R${i}`,
-      plan: 'growth',
-      stripe_customer_id: c.id,
-    });
-    customers.set(w.id, c.id);
-  }
-  const now = Math.floor(Date.now() / 1000);
-  const from = hourFloor(now) - 3 * 3600;
-  const to = hourFloor(now);
-  const rows: EventRow[] = [];
-  let k = 0;
-  for (const ws of customers.keys()) {
-    for (let h = 0; h < 3; h++) {
-      for (let j = 0; j < 4; j++) {
-        const t = from + h * 3600 + j * 900 + 11;
-        rows.push({
-          workspace_id: ws,
-          event_type: 'checkout.completed',
-          idempotency_key: `o${k++}`,
-          quantity: 1,
-          gmv_cents: 500 + k * 7,
-          occurred_at: t,
-          currency: j % 2 === 0 ? 'USD' : 'EUR',
-        });
-        rows.push({
-          workspace_id: ws,
-          event_type: 'api.call',
-          idempotency_key: `a${k++}`,
-          quantity: 2 + j,
-          gmv_cents: 0,
-          occurred_at: t,
-        });
-      }
-    }
-  }
+  const customers = await workspacesFor(stores, 'r', 3, local.stripe);
+  const { now, from, to } = pastHours(3);
+  const rows = hourlyEvents(customers.keys(), from, 3, 4, (slot) => (slot % 2 === 0 ? 'USD' : 'EUR'));
   // A batch shipped, then shipped again after a crash before the spool checkpoint moved: the same
   // batch id, reaching further (a later attempt with more rows), then once more as it was.
   await insertEvents(stores, rows.slice(0, 25), { id: 'b1', attempt: 25 });
@@ -136,17 +94,13 @@ test('rollups equal the raw distinct events; billing pushes them exactly; a late
   assert.equal(first.planned, 3 * 3 * 3, 'per workspace and hour: checkout in USD, checkout in EUR, api.call');
   assert.equal(first.pending, 0);
   assert.ok(first.asOf !== null && first.asOf <= now);
-  assert.deepEqual(await stripeTotals(local.stripe, customers, NAMES, from, to), expectedTotals(rows, from, to, field));
+  assert.deepEqual(
+    await stripeTotals(local.stripe, customers, NAMES, from, to),
+    expectedTotals(rows, from, to, valueField),
+  );
 
   const [ws] = customers.keys();
-  const late: EventRow = {
-    workspace_id: ws!,
-    event_type: 'checkout.completed',
-    idempotency_key: 'late-1',
-    quantity: 1,
-    gmv_cents: 909,
-    occurred_at: from + 3600 + 42,
-  };
+  const late = checkout(ws!, 'late-1', 909, from + 3600 + 42);
   rows.push(late);
   await insertEvents(stores, [late, late]);
   await rolledUp(source as ClickHouseRollupUsage);
@@ -163,7 +117,10 @@ test('rollups equal the raw distinct events; billing pushes them exactly; a late
     [1, 2],
   );
   assert.equal(revs[1]!.value, '909');
-  assert.deepEqual(await stripeTotals(local.stripe, customers, NAMES, from, to), expectedTotals(rows, from, to, field));
+  assert.deepEqual(
+    await stripeTotals(local.stripe, customers, NAMES, from, to),
+    expectedTotals(rows, from, to, valueField),
+  );
 });
 
 test('an open hour holding a forgotten retry is not pushed; once the aggregator closes it, it is pushed once with the exact total', async () => {
@@ -174,24 +131,10 @@ test('an open hour holding a forgotten retry is not pushed; once the aggregator 
   try {
     const cfg = billingConfig(billingEnv(own, local, { BILLING_USAGE_SOURCE: 'rollups', AGGREGATOR_SHARDS: '2' }));
     const source = new ClickHouseRollupUsage(own.clickhouse, 2);
-    const c = await local.stripe.customers.create({ email: 'open-hour@example.com' });
-    const w = await insertWorkspace(own.pool, {
-      slug: `open-hour-${Date.now()}`,
-      display_name: 'OpenHour',
-      plan: 'growth',
-      stripe_customer_id: c.id,
-    });
-    const now = Math.floor(Date.now() / 1000);
-    const h1 = hourFloor(now) - 3600;
+    const { ws, customer } = await workspaceFor(own, 'open-hour', local.stripe);
+    const { from: h1 } = pastHours(1);
     const h0 = h1 - 2 * 3600;
-    const first: EventRow = {
-      workspace_id: w.id,
-      event_type: 'checkout.completed',
-      idempotency_key: 'order-open',
-      quantity: 1,
-      gmv_cents: 4200,
-      occurred_at: h0 + 100,
-    };
+    const first = checkout(ws, 'order-open', 4200, h0 + 100);
     // The retry Redis forgot lands in the open hour h1, in another batch than its first copy.
     await insertEvents(own, [first], { id: 'b-first', attempt: 1 });
     await insertEvents(
@@ -222,15 +165,13 @@ test('an open hour holding a forgotten retry is not pushed; once the aggregator 
       (
         await own.pool.query<{ w: number; value: string; status: string }>(
           `SELECT extract(epoch FROM window_start)::int AS w, value::text, status FROM billing_pushes WHERE workspace_id = $1 ORDER BY window_start, revision`,
-          [w.id],
+          [ws],
         )
       ).rows.map((r) => [r.w, r.value, r.status]);
     assert.deepEqual(await pushed(), [[h0, '4200', 'sent']], 'the closed hour only; the open one is not pushed');
     assert.ok(open.asOf !== null && open.asOf < h1 + 3600, 'the closed mark is before the open hour ends');
-    const at = async (from: number, to: number): Promise<number | undefined> =>
-      (await stripeTotals(local.stripe, new Map([[w.id, c.id]]), ['checkout.completed.usd'], from, to)).get(
-        `${w.id}\ncheckout.completed.usd`,
-      );
+    const at = (from: number, to: number): Promise<number | undefined> =>
+      stripeTotal(local.stripe, ws, customer, 'checkout.completed.usd', from, to);
     assert.equal(await at(h1, h1 + 3600), undefined);
 
     // The aggregator closes h1 two seconds from now (on the server's clock).
@@ -272,18 +213,12 @@ test('a window is planned only once every aggregator shard has closed it; FINAL 
         BILLING_CLOSE_DELAY_SECONDS: '600',
       }),
     );
-    const w = await insertWorkspace(own.pool, {
-      slug: `asof-${Date.now()}`,
-      display_name: 'AsOf',
-      plan: 'growth',
-      stripe_customer_id: 'cus_asof',
-    });
-    const now = Math.floor(Date.now() / 1000);
-    const win = hourFloor(now) - 3 * 3600;
+    const { ws } = await workspaceFor(own, 'asof', 'cus_asof');
+    const { now, from: win } = pastHours(3);
     const end = win + 3600;
     const fmt = (s: number): string => new Date(s * 1000).toISOString().slice(0, 19).replace('T', ' ');
     const rollup = (currency: string, gmv: number, version: number) => ({
-      workspace_id: w.id,
+      workspace_id: ws,
       event_type: 'checkout.completed',
       currency,
       window_start: fmt(win),

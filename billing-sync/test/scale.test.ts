@@ -4,10 +4,10 @@ import type { TestStores } from '@meterd/core/testing';
 import {
   billingConfig,
   billingEnv,
-  hourFloor,
+  checkout,
   insertEvents,
+  pastHours,
   stripeTotals,
-  type EventRow,
   type LocalStripe,
   rawWorker,
   withStoresAndStripe,
@@ -39,17 +39,11 @@ test("10,000 workspaces: every window pushed inside Stripe's rate limits; time m
      SELECT id, 'scale-' || id, 'Scale', 'growth', 'cus_' || id FROM unnest($1::text[]) AS id`,
     [ids],
   );
-  const now = Math.floor(Date.now() / 1000);
-  const w = hourFloor(now) - 3600;
-  const rows: EventRow[] = ids.map((ws, i) => ({
-    workspace_id: ws,
-    event_type: 'checkout.completed',
-    idempotency_key: `s${i}`,
-    quantity: 1,
-    gmv_cents: 1000 + i,
-    occurred_at: w + (i % 3600),
-  }));
-  await insertEvents(stores, rows);
+  const { now, from: w } = pastHours(1);
+  await insertEvents(
+    stores,
+    ids.map((ws, i) => checkout(ws, `s${i}`, 1000 + i, w + (i % 3600))),
+  );
 
   const cfg = billingConfig(billingEnv(stores, local, { LOG_LEVEL: 'silent' }));
   const worker = rawWorker(stores, cfg);

@@ -17,6 +17,12 @@ export interface MeterEvent {
   currency?: string;
   /** RFC 3339 with a zone, or a Date. Set to the time of queueing when left out, so a retry keeps its hour. */
   occurred_at?: string | Date;
+  /**
+   * String properties meters group, filter and aggregate by (docs/api.md): at most 16 keys of
+   * 1–64 letters, digits, `.`, `_`, `-`; values of at most 256 characters, no control characters.
+   * Numbers a meter sums or maxes are sent as decimal integer strings (`{ "tokens": "1200" }`).
+   */
+  properties?: Readonly<Record<string, string>>;
 }
 
 /** What ingest answered for one event. */

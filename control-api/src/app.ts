@@ -19,6 +19,8 @@ import { readinessRoutes } from './routes/readiness.js';
 import { workspaceRoutes } from './routes/workspaces.js';
 import { installIdempotency } from './http/idempotency.js';
 import { shopifyRoutes } from './routes/shopify.js';
+import { meterRoutes } from './routes/meters.js';
+import { alertRoutes } from './routes/alerts.js';
 import { dashboardPlugin } from './dashboard/index.js';
 
 export interface AppDeps extends Omit<ServiceDeps, 'ch'> {
@@ -70,6 +72,8 @@ export async function buildApp(cfg: ControlConfig, deps: AppDeps): Promise<Fasti
   eventRoutes(app, ctx);
   keyRoutes(app, ctx);
   webhookRoutes(app, ctx);
+  meterRoutes(app, ctx);
+  alertRoutes(app, ctx);
   provisionRoutes(app, ctx);
   await app.register(async (scope) => stripeRoutes(scope, ctx));
   billingRoutes(app, ctx);

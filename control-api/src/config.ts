@@ -180,6 +180,12 @@ export const controlVars = {
     100,
     3_600_000,
   ),
+  METER_ALERT_CHECK_MS: int(
+    'How often usage alerts are compared with their meter for meter.threshold.reached (docs/meters.md).',
+    30_000,
+    100,
+    3_600_000,
+  ),
   ...redisKeyPrefixVar,
   INGEST_URL: url(
     'Ingest base URL whose /metrics the dashboard reads (events/s, duplicates, rejects by reason).',

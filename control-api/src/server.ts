@@ -3,12 +3,15 @@ import { createLogger, type Logger } from '@meterd/core/log';
 import { Loop } from '@meterd/core/loop';
 import { createPool, createRedis, sessionUrl } from '@meterd/core/store';
 import { clickHouseFromConfig } from '@meterd/core/clickhouse';
+import { readMeterUsage } from '@meterd/core/meters';
 import { buildApp } from './app.js';
 import type { ServiceSpec } from '@meterd/core/service';
 import { loadControlConfig, type ControlConfig } from './config.js';
 import { SecretBox } from './crypto/secret-box.js';
 import { createStripe } from './billing/stripe-client.js';
 import { QuotaWatch } from './billing/quota-watch.js';
+import { AlertWatch } from './meters/alert-watch.js';
+import type { MeterUsageReader } from './meters/usage-reader.js';
 import { FinanceService } from './services/finance.js';
 import { PurgeService } from './services/purge.js';
 import { defineControlMetrics } from './metrics.js';
@@ -26,13 +29,14 @@ export interface ControlServer {
   worker: DeliveryWorker | null;
   provisioner: Provisioner;
   quota: QuotaWatch;
+  alerts: AlertWatch;
   close(): Promise<void>;
 }
 
 /** Everything the control-api process runs: stores, HTTP app, delivery worker, quota watch. */
 export async function startControl(
   cfg: ControlConfig,
-  o: { log?: Logger; driver?: ProvisionDriver; draining?: AbortSignal } = {},
+  o: { log?: Logger; driver?: ProvisionDriver; draining?: AbortSignal; meterUsage?: MeterUsageReader } = {},
 ): Promise<ControlServer> {
   const log = o.log ?? createLogger('control-api', cfg.LOG_LEVEL);
   const pool = createPool(cfg.DATABASE_URL, 10, { statementTimeoutMs: cfg.DATABASE_STATEMENT_TIMEOUT_MS });
@@ -47,6 +51,10 @@ export async function startControl(
   const metrics = defineControlMetrics();
   const driver = o.driver ?? driverOf(cfg, log);
   const provisioner = new Provisioner(pool, driver, box, log);
+  // Alerts and the dashboard's meter charts read the meters' rollups (core's readMeterUsage) on a
+  // client of their own, closed with the process; a caller may give its own reader.
+  const meterCh = o.meterUsage === undefined ? clickHouseFromConfig(cfg, { requestTimeoutMs: 10_000 }) : undefined;
+  const meterUsage: MeterUsageReader = o.meterUsage ?? ((q) => readMeterUsage(meterCh!, q));
   const app = await buildApp(cfg, {
     pool,
     redis,
@@ -56,6 +64,7 @@ export async function startControl(
     box,
     stripe: createStripe(cfg),
     provisioner,
+    meterUsage,
     ...(o.draining === undefined ? {} : { draining: o.draining }),
   });
   const worker = cfg.WEBHOOK_WORKER
@@ -73,10 +82,12 @@ export async function startControl(
       })
     : null;
   const quota = new QuotaWatch(pool, redis, cfg.REDIS_KEY_PREFIX, log);
+  const alerts = new AlertWatch(pool, meterUsage, log);
   const gauges = new OpsGauges(pool, redis, metrics, log);
   const address = await app.listen({ host: cfg.CONTROL_API_HOST, port: cfg.CONTROL_API_PORT });
   await worker?.start();
   quota.start(cfg.QUOTA_CHECK_MS);
+  alerts.start(cfg.METER_ALERT_CHECK_MS);
   gauges.start();
   // A full batch means more expired rows are waiting: the next one runs at once.
   const idempotency = new IdempotencyService(pool, box);
@@ -114,12 +125,15 @@ export async function startControl(
     worker,
     provisioner,
     quota,
+    alerts,
     async close() {
       await quota.stop();
+      await alerts.stop();
       await gauges.stop();
       await idemCleanup.stop();
       await purgeLoop.stop();
       await purgeCh.close();
+      await meterCh?.close();
       await app.close();
       await worker?.stop();
       await provisioner.close();

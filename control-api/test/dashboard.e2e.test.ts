@@ -4,7 +4,7 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { chromium, type BrowserContext, type Page, type Route } from 'playwright-core';
 import { inTransaction } from '@meterd/core/store';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { call, eventually, Receiver, startTestControl } from './helpers.js';
@@ -183,29 +183,22 @@ test('an event sent through ingest appears in the overview chart', async () => {
   await page.locator('#chart-summary').waitFor();
   assert.equal(await page.locator('#chart-summary').getAttribute('data-events'), '0');
   const occurred = new Date(Date.now() - 60_000).toISOString().replace(/\.\d{3}Z$/, 'Z');
-  const sent = await call(ingestUrl, 'POST', '/api/v1/meter', {
-    token: ws.token,
-    body: {
-      workspace_id: ws.id,
-      event_type: 'checkout.completed',
-      quantity: 1,
-      gmv_cents: 4299,
-      idempotency_key: 'order_5521',
-      occurred_at: occurred,
-    },
-  });
+  const send = () =>
+    call(ingestUrl, 'POST', '/api/v1/meter', {
+      token: ws.token,
+      body: {
+        workspace_id: ws.id,
+        event_type: 'checkout.completed',
+        quantity: 1,
+        gmv_cents: 4299,
+        idempotency_key: 'order_5521',
+        occurred_at: occurred,
+      },
+    });
+  const sent = await send();
   assert.equal(sent.status, 202, sent.text);
-  const dup = await call(ingestUrl, 'POST', '/api/v1/meter', {
-    token: ws.token,
-    body: {
-      workspace_id: ws.id,
-      event_type: 'checkout.completed',
-      quantity: 1,
-      gmv_cents: 4299,
-      idempotency_key: 'order_5521',
-      occurred_at: occurred,
-    },
-  });
+  // The same event again: ingest answers it as a duplicate.
+  const dup = await send();
   assert.equal(dup.json.duplicate, true);
   // The page refreshes itself: ingest spools and ships the event, the aggregator folds it in.
   await page.locator('#chart-summary[data-events="1"]').waitFor({ timeout: 30_000 });
@@ -335,9 +328,40 @@ test('billing shows the plan and opens the Stripe billing portal; sign-out ends 
   await shot('10-billing');
   await page.getByRole('button', { name: 'Open the Stripe billing portal' }).click();
   await page.waitForURL(/\/p\/session\/bps_/);
+
+  // Sign out while the page's own requests are still in flight, as a quick click does. Those requests
+  // come back 401 once the session is gone; they must not start a second navigation (to ?next=)
+  // that aborts the sign-out's own (CI saw "page.waitForURL: net::ERR_ABORTED" from that race).
+  const held: Route[] = [];
+  let releaseSignOut!: () => void;
+  const signOutHeld = new Promise<void>((resolve) => (releaseSignOut = resolve));
+  await page.route('**/dashboard/api/**', async (route) => {
+    if (route.request().method() === 'GET') return void held.push(route);
+    await signOutHeld;
+    await route.continue();
+  });
   await page.goto(url('/dashboard/billing'));
+  await eventually(async () => held.length > 0, 5_000, 'the billing page to request its data');
+  const navigations: string[] = [];
+  page.on('request', (r) => {
+    if (r.isNavigationRequest()) navigations.push(r.url());
+  });
   await page.getByRole('button', { name: 'Sign out' }).click();
+  for (const route of held.splice(0))
+    await route.fulfill({ status: 401, contentType: 'application/json', body: '{"error":{"code":"unauthorized"}}' });
+  // With the race, the 401s navigate at once; a second is ample for that, and its absence is the pass.
+  const early = await page
+    .waitForRequest((r) => r.isNavigationRequest(), { timeout: 1_000 })
+    .then((r) => r.url())
+    .catch((err: Error) => {
+      if (err.name !== 'TimeoutError') throw err;
+      return null;
+    });
+  assert.equal(early, null, 'no navigation before the session is deleted');
+  releaseSignOut();
   await page.waitForURL(/\/dashboard\/signin/);
+  await page.unroute('**/dashboard/api/**');
+  assert.deepEqual(navigations, [url('/dashboard/signin')], 'one navigation, to the sign-in page');
   await page.goto(url('/dashboard/overview'));
   assert.match(page.url(), /\/dashboard\/signin\?next=%2Fdashboard%2Foverview$/);
   assert.equal((await call(control.url, 'GET', '/dashboard/api/me')).status, 401);
@@ -355,7 +379,7 @@ test('every control on every page has an accessible name', async () => {
     await p.getByLabel('API key').fill(ws.token);
     await p.getByRole('button', { name: 'Sign in' }).click();
     await p.waitForURL(/overview/);
-    for (const path of ['overview', 'onboarding', 'webhooks', 'keys', 'billing']) {
+    for (const path of ['overview', 'onboarding', 'webhooks', 'keys', 'billing', 'meters']) {
       await p.goto(url(`/dashboard/${path}`));
       await p.locator('#content').filter({ hasNotText: 'Loading…' }).waitFor();
       const unnamed = await p.evaluate<string[]>(UNNAMED_CONTROLS);

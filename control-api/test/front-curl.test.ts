@@ -58,6 +58,9 @@ test('routing table', () => {
   assert.equal(routeOf('/api/v1/meter/batch'), 'ingest');
   assert.equal(routeOf('/api/v1/workspaces/ws_1/usage'), 'aggregator');
   assert.equal(routeOf('/api/v1/workspaces/ws_1/webhooks'), 'control');
+  assert.equal(routeOf('/api/v1/workspaces/ws_1/meters/tokens/usage'), 'aggregator');
+  assert.equal(routeOf('/api/v1/workspaces/ws_1/meters/tokens'), 'control');
+  assert.equal(routeOf('/api/v1/workspaces/ws_1/meters'), 'control');
   assert.equal(routeOf('/api/v1/meterx'), 'control');
 });
 

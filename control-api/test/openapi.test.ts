@@ -46,7 +46,12 @@ test('the paths ingest and the aggregator serve are documented (ingest, usage)',
     ...readFileSync(join(REPO, 'ingest/src/app.ts'), 'utf8').matchAll(/\.post\('(\/api\/[^']+)'/g),
     ...readFileSync(join(REPO, 'aggregator/src/http/server.ts'), 'utf8').matchAll(/'(\/api\/v1\/[^']+)'/g),
   ].map((m) => shape(template(m[1]!)));
-  assert.deepEqual(served.sort(), ['/api/v1/meter', '/api/v1/meter/batch', '/api/v1/workspaces/{}/usage']);
+  assert.deepEqual(served.sort(), [
+    '/api/v1/meter',
+    '/api/v1/meter/batch',
+    '/api/v1/workspaces/{}/meters/{}/usage',
+    '/api/v1/workspaces/{}/usage',
+  ]);
   const documented = new Set(Object.keys(doc.paths).map(shape));
   for (const p of served) assert.ok(documented.has(p), `${p} is missing`);
   assert.ok(doc.paths['/api/v1/meter']!.post!.responses['202']);

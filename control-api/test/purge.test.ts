@@ -72,6 +72,21 @@ async function populated(slug: string) {
     // Its stored reply (encrypted, scoped to the workspace) must go with the workspace.
     headers: { 'idempotency-key': `hook-${slug}` },
   });
+  // A meter with an alert that fired: definitions, alerts and firings go with the workspace.
+  const meter = await call(s.url, 'POST', ws(live, '/meters'), {
+    token,
+    body: { slug: 'calls', event_types: ['api.call'], aggregation: 'count' },
+  });
+  assert.equal(meter.status, 201, meter.text);
+  const alert = await call(s.url, 'POST', ws(live, '/alerts'), {
+    token,
+    body: { meter: 'calls', threshold_kind: 'absolute', threshold: 1, period: 'month' },
+  });
+  assert.equal(alert.status, 201, alert.text);
+  await stores.pool.query(
+    "INSERT INTO meter_alert_firings (alert_id, period_start, threshold, value) VALUES ($1, '2026-10-01', 1, 1)",
+    [alert.json.alert.id],
+  );
   for (const [id, q] of [
     [live, 7],
     [testId, 70],
@@ -133,7 +148,7 @@ async function chRows(ids: string[]): Promise<number> {
 
 async function pgRows(ids: string[]): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
-  for (const t of ['api_keys', 'webhook_endpoints', 'outbox_events']) {
+  for (const t of ['api_keys', 'webhook_endpoints', 'outbox_events', 'meters', 'meter_alerts']) {
     const { rows } = await stores.pool.query(`SELECT count(*)::int AS n FROM ${t} WHERE workspace_id = ANY($1)`, [ids]);
     out[t] = rows[0].n;
   }
@@ -142,6 +157,11 @@ async function pgRows(ids: string[]): Promise<Record<string, number>> {
     [ids],
   );
   out.idempotency_keys = rows[0].n;
+  const { rows: firings } = await stores.pool.query(
+    'SELECT count(*)::int AS n FROM meter_alert_firings f JOIN meter_alerts a ON a.id = f.alert_id WHERE a.workspace_id = ANY($1)',
+    [ids],
+  );
+  out.meter_alert_firings = firings[0].n;
   return out;
 }
 
@@ -163,7 +183,10 @@ test('a workspace past its grace period is purged everywhere; its export stays; 
     api_keys: 0,
     webhook_endpoints: 0,
     outbox_events: 0,
+    meters: 0,
+    meter_alerts: 0,
     idempotency_keys: 0,
+    meter_alert_firings: 0,
   });
   assert.deepEqual(await redisKeys(a.live), []);
   assert.deepEqual(await redisKeys(a.test), []);
@@ -182,7 +205,10 @@ test('a workspace past its grace period is purged everywhere; its export stays; 
     api_keys: 2,
     webhook_endpoints: 1,
     outbox_events: 1,
+    meters: 1,
+    meter_alerts: 1,
     idempotency_keys: 1,
+    meter_alert_firings: 1,
   });
   assert.equal(await chRows([kept.live, kept.test]), 4);
   assert.equal((await redisKeys(kept.live)).length, 2);

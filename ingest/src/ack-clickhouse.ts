@@ -1,4 +1,5 @@
-import { batchRecord, type EventRow, type RecordBatch } from '@meterd/core/clickhouse';
+import { batchWinners, type EventRow, type RecordBatch } from '@meterd/core/clickhouse';
+import { batchRecordWithMeters, type MeterPartialsOf } from '@meterd/core/meters';
 import type { Counter, Histogram } from '@meterd/core/metrics';
 import type { AppendCallback, Spool } from './spool/writer.js';
 
@@ -26,8 +27,10 @@ export interface AckMetrics {
  * second stay near 1 / insert latency however many requests come: ClickHouse wants few, large
  * inserts, each makes a part); then the aggregator's batch record, the same as a shipped spool
  * batch's, takes every insert that finished while the previous record was written (a record is
- * two small inserts, slower than the events insert under load). A group is answered after its
- * record: a window the aggregator never hears of would stay unrolled.
+ * two or three small inserts, slower than the events insert under load). A group is answered after
+ * its record: a window the aggregator never hears of would stay unrolled. The record carries the
+ * meters' partials exactly as the shipper's does (core's batchRecordWithMeters): without them the
+ * meters' open hours would stay short in this mode until they close.
  */
 export class ClickHouseAck implements Spool {
   private lines: string[] = [];
@@ -45,6 +48,8 @@ export class ClickHouseAck implements Spool {
     /** Unique to this thread's run: batch ids are `<prefix>:<n>`. */
     private readonly batchPrefix: string,
     private readonly metrics: AckMetrics = {},
+    /** The meters' partials of each record, as the spool's shipper writes them (none: no meters). */
+    private readonly meterPartials?: MeterPartialsOf,
   ) {}
 
   append(data: string, _rows: number, done: AppendCallback): void {
@@ -107,10 +112,13 @@ export class ClickHouseAck implements Spool {
     };
     if (this.record === undefined) return answer(null);
     this.recording = true;
-    this.record(batchRecord(`${this.batchPrefix}:${this.seq++}`, 1, rowsOf(done))).then(
-      () => this.recorded(answer, null),
-      (err: unknown) => this.recorded(answer, err),
-    );
+    const record = this.record;
+    batchRecordWithMeters(`${this.batchPrefix}:${this.seq++}`, 1, batchWinners(rowsOf(done)), this.meterPartials)
+      .then((rec) => record(rec))
+      .then(
+        () => this.recorded(answer, null),
+        (err: unknown) => this.recorded(answer, err),
+      );
   }
 
   private recorded(answer: (err: unknown) => void, err: unknown): void {

@@ -35,8 +35,9 @@ import { RedisDeduper } from './dedupe/redis.js';
 import { ClickHouseStoredRows } from './dedupe/clickhouse.js';
 import { DedupeRecovery } from './dedupe/recovery.js';
 import { ShippedMarks } from './dedupe/shipped.js';
+import { meterPartialsFor, MeterCatalog, type MeterPartialsOf } from '@meterd/core/meters';
 import { SpoolWriter, type Spool } from './spool/writer.js';
-import { SpoolShipper, type InsertRows } from './spool/shipper.js';
+import { SpoolShipper, type InsertRows, type ShipTogether } from './spool/shipper.js';
 import { createEventsInserter } from './spool/row-binary.js';
 import { Pipeline } from './pipeline.js';
 import { ClickHouseAck } from './ack-clickhouse.js';
@@ -66,7 +67,7 @@ export interface ThreadOptions {
   insertRows?: InsertRows;
   /** Dedupe's clock (tests move it weeks ahead) and key hash (tests shorten it to force collisions). */
   dedupeClock?: () => number;
-  dedupeHash?: (key: string) => Buffer;
+  dedupeHash?: (key: string) => string;
   /** Prefix of Redis keys (tests give each run its own). */
   redisPrefix?: string;
   /**
@@ -74,7 +75,22 @@ export interface ThreadOptions {
    * acknowledged, so this thread ships them and then removes the folders.
    */
   adopt?: string[];
+  /** Ship in the process's ship rounds (spool/ship-rounds.ts) rather than on this thread's own timer. */
+  together?: ShipTogether;
   log?: Logger;
+}
+
+/** Where ingest inserts: the thread's shipper, and the main thread's ship rounds. */
+export function clickHouseTarget(cfg: IngestConfig): RawInsertTarget {
+  return {
+    url: cfg.CLICKHOUSE_URL,
+    database: cfg.CLICKHOUSE_DATABASE,
+    user: cfg.CLICKHOUSE_USER,
+    password: cfg.CLICKHOUSE_PASSWORD,
+    // On a cluster: synchronous Distributed inserts with a quorum per shard, so the checkpoint
+    // moves only once the rows are on CLICKHOUSE_INSERT_QUORUM replicas of their shard.
+    settings: clusterSettings(cfg),
+  };
 }
 
 /** Builds one ingest thread: config already validated, stores connected, routes registered, listening. */
@@ -106,31 +122,41 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
     commitSeconds: metrics.commitSeconds,
     log,
   });
-  const target = {
-    url: cfg.CLICKHOUSE_URL,
-    database: cfg.CLICKHOUSE_DATABASE,
-    user: cfg.CLICKHOUSE_USER,
-    password: cfg.CLICKHOUSE_PASSWORD,
-    // On a cluster: synchronous Distributed inserts with a quorum per shard, so the checkpoint
-    // moves only once the rows are on CLICKHOUSE_INSERT_QUORUM replicas of their shard.
-    settings: clusterSettings(cfg),
-  };
+  const target = clickHouseTarget(cfg);
   const insert = o.insertRows ?? createEventsInserter(target);
   // Batches are recorded for the aggregator only where they really reach ClickHouse's events.
   const record = o.insertRows === undefined ? createBatchRecorder(target) : undefined;
+  const meterPartials =
+    record === undefined
+      ? undefined
+      : meterPartialsFor(
+          new MeterCatalog(pool, {
+            onLoadError: (err) => log.warn({ err }, 'loading meter definitions failed; shipping without new partials'),
+          }),
+        );
   const shipper = new SpoolShipper(writer, insert, {
     batchRows: cfg.SHIP_BATCH_ROWS,
     intervalMs: cfg.SHIP_INTERVAL_MS,
     metrics,
     log,
     record,
+    // Rounds ship the record too: only where this thread records its batches itself.
+    together: record === undefined ? undefined : o.together,
+    meterPartials,
   });
   const instance = ingestInstance(cfg);
   const spool = o.wrapSpool ? o.wrapSpool(writer) : writer;
   // INGEST_ACK=clickhouse: the spool above only ships what an earlier INGEST_ACK=spool run left.
   const accept: Spool =
     cfg.INGEST_ACK === 'clickhouse'
-      ? ackInClickHouse(cfg, target, record, `${instance}:t${o.index}:${randomBytes(4).toString('hex')}`, metrics)
+      ? ackInClickHouse(
+          cfg,
+          target,
+          record,
+          meterPartials,
+          `${instance}:t${o.index}:${randomBytes(4).toString('hex')}`,
+          metrics,
+        )
       : new SpoolLimit(spool, shipper, cfg.SPOOL_MAX_BYTES);
   const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: 2_000 });
   const storedRows = new ClickHouseStoredRows(ch);
@@ -232,7 +258,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
   health.start();
   const adopted = (o.adopt ?? []).flatMap((dir) => {
     try {
-      return [shipOrphan(dir, insert, record, cfg, log)];
+      return [shipOrphan(dir, insert, record, meterPartials, cfg, log)];
     } catch (err) {
       // Still owned by a live process (an old instance draining on the same volume): leave it.
       if ((err as { code?: string }).code !== 'METERD_INGEST_SPOOL_LOCKED') throw err;
@@ -280,17 +306,20 @@ function ackInClickHouse(
   cfg: IngestConfig,
   target: RawInsertTarget,
   record: RecordBatch | undefined,
+  meterPartials: MeterPartialsOf | undefined,
   batchPrefix: string,
   metrics: IngestMetrics,
 ): Spool {
   const bounded = { ...target, timeoutMs: cfg.DEDUPE_PENDING_TTL_MS / 2 };
   const post = createRawInserter(bounded, CH_TABLES.events, EVENT_ROW_BINARY_COLUMNS, 'RowBinary');
   const ackRecord = record === undefined ? undefined : createBatchRecorder(bounded);
-  return new ClickHouseAck((rows) => post(eventRowsToRowBinary(rows)), ackRecord, batchPrefix, {
-    commitSeconds: metrics.commitSeconds,
-    insertSeconds: metrics.shipSeconds,
-    insertedRows: metrics.shippedRows,
-  });
+  return new ClickHouseAck(
+    (rows) => post(eventRowsToRowBinary(rows)),
+    ackRecord,
+    batchPrefix,
+    { commitSeconds: metrics.commitSeconds, insertSeconds: metrics.shipSeconds, insertedRows: metrics.shippedRows },
+    meterPartials,
+  );
 }
 
 /** Ships a dead thread's spool to the end, then deletes the folder. */
@@ -298,6 +327,7 @@ function shipOrphan(
   dir: string,
   insert: InsertRows,
   record: RecordBatch | undefined,
+  meterPartials: MeterPartialsOf | undefined,
   cfg: IngestConfig,
   log: Logger,
 ): { stop(): Promise<void> } {
@@ -309,6 +339,8 @@ function shipOrphan(
     metrics: defineIngestMetrics(new MetricsRegistry()),
     log,
     record,
+    // A dead thread's batches are batches like any other: the meters' open hours need their partials.
+    meterPartials,
   });
   log.info({ dir, unshipped_bytes: shipper.unshippedBytes }, 'shipping the spool of a thread that no longer exists');
   shipper.start();

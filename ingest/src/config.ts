@@ -69,8 +69,8 @@ export const ingestVars = {
   SPOOL_SEGMENT_BYTES: int('Size at which the spool starts a new segment file.', 64 << 20, 1 << 16, 1 << 30),
   SHIP_BATCH_ROWS: int('Most rows per ClickHouse insert.', 50_000, 1, 1_000_000),
   SHIP_INTERVAL_MS: int(
-    'How often the spool is shipped to ClickHouse when a batch has not filled. Each ship is one insert into events and one into each batch-record table: keep threads × 1000 / this at or under ~2 per ingest process (ClickHouse wants about one insert per second per table).',
-    1000,
+    "How often the spool is shipped to ClickHouse when a batch has not filled. Each ship round carries every thread's batch as one insert into events and one into each batch-record table: 1000 / this inserts per second per table per ingest process, whatever INGEST_THREADS is (keep it at or above 500: ClickHouse wants about one insert per second per table).",
+    500,
     10,
     60_000,
   ),

@@ -87,7 +87,7 @@ const UNAVAILABLE: EventResult = {
 
 /**
  * The accept path, batched per event-loop tick: every request of a tick is grouped by workspace,
- * each workspace's idempotency keys are claimed (and counted against its quota) in one Redis call,
+ * each workspace's idempotency keys are claimed (and reserved against its quota) in one Redis call,
  * each group's new rows go to the spool as soon as its claim is settled (the spool gathers the
  * groups of one moment into one write + fdatasync), and only then do its requests get their answer.
  * A group that waits for ClickHouse never holds the others: their pending claims would expire
@@ -397,9 +397,10 @@ export class Pipeline {
         this.release(g.workspaceId, period, keys, token);
       } else {
         const hashes = keys.length === g.keys.length ? g.hashes : pick(g.hashes, stored);
-        this.deduper.commit(g.workspaceId, keys, compact, token, hours, hashes).catch((e: unknown) => {
-          // The events are durable; only the dedupe memory is missing. The pending claims expire,
-          // a later retry is stored again, and the events table collapses the copy.
+        this.deduper.commit(g.workspaceId, period, keys, compact, token, hours, hashes).catch((e: unknown) => {
+          // The events are durable; only the dedupe memory and their count are missing. The pending
+          // claims and reservation expire, a later retry is stored (and counted) again, and the
+          // events table collapses the copy.
           this.log.warn({ err: e, workspace_id: g.workspaceId }, 'committing idempotency keys failed');
         });
       }

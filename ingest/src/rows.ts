@@ -31,7 +31,11 @@ const rfcTime = new SecondCache(formatRfc3339);
  * free text and goes through JSON.stringify.
  */
 export function spoolLine(r: StoredEvent): string {
-  return `{"workspace_id":"${r.workspace_id}","event_type":"${r.event_type}","idempotency_key":${JSON.stringify(r.idempotency_key)},"event_id":"${r.id}","quantity":${r.quantity},"gmv_cents":${r.gmv_cents},"currency":"${r.currency}","occurred_at":"${chTime.get(r.occurred_at_ms)}","received_at":"${chTime.get(r.received_at_ms)}"}\n`;
+  const head = `{"workspace_id":"${r.workspace_id}","event_type":"${r.event_type}","idempotency_key":${JSON.stringify(r.idempotency_key)},"event_id":"${r.id}","quantity":${r.quantity},"gmv_cents":${r.gmv_cents},"currency":"${r.currency}","occurred_at":"${chTime.get(r.occurred_at_ms)}","received_at":"${chTime.get(r.received_at_ms)}"`;
+  // Properties only when the event has some: JSONEachRow fills omitted columns with their default
+  // (empty arrays), so an event without them keeps the line it always had.
+  if (r.prop_keys === undefined) return `${head}}\n`;
+  return `${head},"prop_keys":${JSON.stringify(r.prop_keys)},"prop_values":${JSON.stringify(r.prop_values)}}\n`;
 }
 
 export function toRow(e: MeterEvent, id: string, receivedMs: number): StoredEvent {
@@ -45,6 +49,8 @@ export function toRow(e: MeterEvent, id: string, receivedMs: number): StoredEven
     idempotency_key: e.idempotency_key,
     occurred_at_ms: Math.floor(e.occurred_at_ms / 1000) * 1000,
     received_at_ms: receivedMs,
+    prop_keys: e.prop_keys,
+    prop_values: e.prop_values,
   };
 }
 

@@ -4,16 +4,21 @@ import { Worker } from 'node:worker_threads';
 import { MetricsRegistry } from '@meterd/core/metrics';
 import type { Logger } from '@meterd/core/log';
 import type { Service, ServiceContext, ServiceSpec } from '@meterd/core/service';
-import { createPool } from '@meterd/core/store';
+import { createPool, createRedis } from '@meterd/core/store';
 import { loadIngestConfig, type IngestConfig } from './config.js';
 import { loadNativeUws } from './native.js';
+import { createBatchRecorder, createRawInserter, EVENT_ROW_BINARY_COLUMNS } from '@meterd/core/clickhouse';
+import { BATCHES_RECORDED_CHANNEL, CH_TABLES } from '@meterd/core/contracts';
+import { clickHouseTarget } from './app.js';
+import { ShipRounds, type RoundReply } from './spool/ship-rounds.js';
 import { checkSpoolIdentity, ingestInstance, markSpoolClosed, type SpoolIdentity } from './spool/identity.js';
 
 /**
  * Ingest's process: INGEST_THREADS uWS threads share one port (SO_REUSEPORT, uWS's default on
  * Linux) and one SharedArrayBuffer of metrics. Threads rather than processes, so that any thread
  * answering /metrics sees every thread's counters without IPC. A thread that dies is restarted
- * with backoff; its spool is replayed by its successor. Draining flips every thread's /readyz to
+ * with backoff; its spool is replayed by its successor. The main thread starts the ship rounds that
+ * carry every thread's spool batch to ClickHouse together (spool/ship-rounds.ts). Draining flips every thread's /readyz to
  * 503, then close() drains every thread and resolves once all have ended.
  */
 export const ingestService: ServiceSpec<IngestConfig> = {
@@ -76,8 +81,11 @@ function startThreads(cfg: IngestConfig, { log, draining, env }: ServiceContext,
     workers.set(index, w);
     let ready = false;
     w.on('message', (m: { type: string; port?: number; unshippedBytes?: number }) => {
-      if (m.type === 'listening') {
+      if (m.type === 'ship-batch' || m.type === 'ship-none') {
+        rounds.receive(index, m as RoundReply);
+      } else if (m.type === 'listening') {
         ready = true;
+        rounds.join(index, (r) => w.postMessage(r));
         if (draining.aborted) w.postMessage({ type: 'draining' });
         if (!reported && index === 0) {
           reported = true;
@@ -95,6 +103,7 @@ function startThreads(cfg: IngestConfig, { log, draining, env }: ServiceContext,
     w.on('error', (err) => log.error({ err, thread: index }, 'ingest thread crashed'));
     w.on('exit', (code) => {
       workers.delete(index);
+      rounds.leave(index);
       if (stopping) {
         if (code !== 0) failed = true;
         if (workers.size === 0) ended();
@@ -106,6 +115,21 @@ function startThreads(cfg: IngestConfig, { log, draining, env }: ServiceContext,
     });
   }
 
+  const target = clickHouseTarget(cfg);
+  const pub = createRedis(cfg);
+  pub.on('error', (err) => log.debug({ err }, 'redis connection error (batch announcements)'));
+  const rounds = new ShipRounds({
+    intervalMs: cfg.SHIP_INTERVAL_MS,
+    insertEvents: createRawInserter(target, CH_TABLES.events, EVENT_ROW_BINARY_COLUMNS, 'RowBinary'),
+    record: createBatchRecorder(target),
+    onShipped: () =>
+      void pub.publish(BATCHES_RECORDED_CHANNEL, '').catch((err: unknown) =>
+        // Only a hint: the aggregators' poll finds the batches anyway, one poll later.
+        log.debug({ err }, 'announcing recorded batches to the aggregators failed'),
+      ),
+    log,
+  }).start();
+
   for (let i = 0; i < cfg.INGEST_THREADS; i++) spawn(i);
   draining.addEventListener('abort', () => workers.forEach((w) => w.postMessage({ type: 'draining' })), {
     once: true,
@@ -115,6 +139,9 @@ function startThreads(cfg: IngestConfig, { log, draining, env }: ServiceContext,
     async close() {
       stopping = true;
       log.info('draining ingest threads');
+      // The round in flight ends first; each thread then ships what is left on its own.
+      await rounds.stop();
+      pub.disconnect();
       for (const w of workers.values()) w.postMessage({ type: 'drain' });
       if (workers.size > 0) await allEnded;
       if (failed) throw new Error('an ingest thread failed while draining');

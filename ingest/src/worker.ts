@@ -3,6 +3,7 @@ import { createLogger } from '@meterd/core/log';
 import { MetricsRegistry } from '@meterd/core/metrics';
 import { loadIngestConfig } from './config.js';
 import { startIngestThread } from './app.js';
+import { RoundShipping, type RoundRequest } from './spool/ship-rounds.js';
 
 /** One ingest thread: its own uWS app on the shared port, its own spool, Redis and Postgres clients. */
 interface Data {
@@ -25,14 +26,18 @@ const fatal = (err: unknown) => {
 };
 process.on('uncaughtException', fatal);
 process.on('unhandledRejection', fatal);
+// The main thread starts the ship rounds that carry this thread's batches (spool/ship-rounds.ts).
+const rounds = new RoundShipping((m) => parentPort!.postMessage(m), cfg.SHIP_BATCH_ROWS);
 const thread = await startIngestThread(cfg, {
   index,
   registry: new MetricsRegistry(threads, index, metrics),
   log,
   adopt,
+  together: rounds.together,
 });
 parentPort!.postMessage({ type: 'listening', port: thread.port });
 parentPort!.on('message', (m: { type: string }) => {
+  if (m.type === 'ship-round' || m.type === 'ship-result') return rounds.receive(m as RoundRequest, thread.shipper);
   if (m.type === 'draining') return thread.markDraining();
   if (m.type !== 'drain') return;
   thread.close().then(

@@ -66,6 +66,7 @@ for (let part = 0; part < PARTS; part++) {
         );
         await d.commit(
           WS,
+          '202611',
           keys,
           keys.map((_, i) => row(c + i)),
           token,

@@ -8,6 +8,8 @@ import { RedisDeduper } from '../src/dedupe/redis.js';
 import { ClickHouseStoredRows } from '../src/dedupe/clickhouse.js';
 import { DedupeRecovery } from '../src/dedupe/recovery.js';
 import { ShippedMarks } from '../src/dedupe/shipped.js';
+import { spoolLine, toRow } from '../src/rows.js';
+import { newEventId } from '@meterd/core/ids';
 import { QUIET } from './helpers.js';
 
 /** Recovery after Redis lost its data (docs/redis.md), driven directly against the real stores. */
@@ -224,5 +226,84 @@ test('a thread that sent a claim counts as settled only once that claim can no l
   } finally {
     await marks.stop();
     await stores.redis.del(key);
+  }
+});
+
+test('a rebuild longer than its mark renews the mark while it makes progress, and stops renewing once closed', async () => {
+  const prefix = `${stores.redisPrefix}:renew`;
+  const { ch, deduper } = parts(prefix);
+  const MARK_SECONDS = 1;
+  // Each day of the rebuild takes 40 ms more: ~72 days, about 3 s, three times the mark's lifetime.
+  let slow = true;
+  let days = 0;
+  class SlowScans extends ClickHouseStoredRows {
+    override async storedKeys(workspaceId: string, fromMs: number, toMs: number, sinceMs: number) {
+      days++;
+      if (slow) await new Promise((r) => setTimeout(r, 40));
+      return super.storedKeys(workspaceId, fromMs, toMs, sinceMs);
+    }
+  }
+  const recovery = (): DedupeRecovery =>
+    new DedupeRecovery(deduper, new ClickHouseStoredRows(ch), new SlowScans(ch), {
+      windowSeconds: 35 * 86_400,
+      shipped: ALL_SHIPPED,
+      drainMs: 5_000,
+      log: QUIET,
+      rebuildMarkSeconds: MARK_SECONDS,
+    });
+  try {
+    await stores.redis.hset(dedupeRegistryKey(prefix), '~gen', '0123456789abcdef:1000');
+    // Listed and with an event in ClickHouse: a workspace whose slot lost its data.
+    const ws = (await stores.workspace('free')).workspace.id;
+    await stores.redis.hset(dedupeRegistryKey(prefix), ws, '1');
+    const row = toRow(
+      {
+        workspace_id: ws,
+        event_type: 'checkout.completed',
+        quantity: 1,
+        gmv_cents: 1,
+        currency: 'USD',
+        idempotency_key: 'renew-1',
+        occurred_at_ms: Date.now(),
+      },
+      newEventId(),
+      Date.now(),
+    );
+    await stores.clickhouse.insert({ table: 'events', values: [JSON.parse(spoolLine(row))], format: 'JSONEachRow' });
+    const marker = dedupeEpochMarker(prefix, ws);
+
+    const first = recovery();
+    const started = Date.now();
+    await first.recover(ws, Date.now());
+    let lapsed = false;
+    let mark: string | null = '';
+    while (mark === '' || mark!.includes(':r:')) {
+      mark = await stores.redis.get(marker);
+      if (mark === null) lapsed = true;
+      if (lapsed || Date.now() - started > 60_000) break;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    assert.equal(lapsed, false, `the mark lapsed mid-rebuild, after ${Date.now() - started} ms`);
+    assert.equal(mark, '0123456789abcdef', 'rebuilt and marked complete');
+    const took = Date.now() - started;
+    assert.ok(took > 2 * MARK_SECONDS * 1000, `the rebuild outlived its mark's lifetime (${took} ms, ${days} days)`);
+    first.close();
+
+    // Lost again; a recovery closed mid-rebuild stops renewing, so its mark lapses.
+    await stores.redis.del(marker);
+    const second = recovery();
+    const daysBefore = days;
+    await second.recover(ws, Date.now());
+    assert.match((await stores.redis.get(marker)) ?? '', /:r:/);
+    await until(() => days > daysBefore + 3);
+    second.close();
+    slow = false;
+    const closedAt = Date.now();
+    while ((await stores.redis.get(marker)) !== null) {
+      assert.ok(Date.now() - closedAt < 10_000, 'the mark of a closed recovery still renewed after 10 s');
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  } finally {
+    await ch.close();
   }
 });

@@ -54,7 +54,7 @@ test('the same triple retried at day 0, 2, 20 and 34 (simulated clock) is one ev
 test('a tier "maybe" that is a hash collision stores the event; each key then answers with its own row', async () => {
   const { workspace, token } = await stores.workspace('free');
   // Every key hashes alike: each lookup after the first finds a colliding entry.
-  const ingest = await startTestIngest(stores, { DEDUPE_HOT_SECONDS: '1' }, { dedupeHash: () => Buffer.alloc(16) });
+  const ingest = await startTestIngest(stores, { DEDUPE_HOT_SECONDS: '1' }, { dedupeHash: () => '\0'.repeat(16) });
   try {
     const a = await post(ingest.url, '/api/v1/meter', event(workspace.id, 'a'), token);
     assert.equal(a.body.duplicate, false);

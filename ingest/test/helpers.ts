@@ -85,6 +85,29 @@ export function event(workspaceId: string, key: string, extra: Record<string, un
   };
 }
 
+/**
+ * POSTs one batch; the idempotency keys answered 202 (stored or duplicate), or null when the
+ * connection failed (refused or reset while ingest is down: nothing acknowledged).
+ */
+export async function batchAcked(
+  url: string,
+  token: string,
+  events: Record<string, unknown>[],
+): Promise<string[] | null> {
+  try {
+    const res = await fetch(url + '/api/v1/meter/batch', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+      body: JSON.stringify({ events }),
+    });
+    const body = (await res.json()) as { results?: { index: number; status: number }[] };
+    if (res.status !== 202) return [];
+    return body.results!.filter((r) => r.status === 202).map((r) => events[r.index]!.idempotency_key as string);
+  } catch {
+    return null;
+  }
+}
+
 /** Rows for a workspace in ClickHouse: `total` counts every stored copy, `distinct` the idempotency triples. */
 export async function storedCounts(
   stores: TestStores,

@@ -4,9 +4,13 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { openTestStores, type TestStores } from '@meterd/core/testing';
 import { event, post, startTestIngest, tempDir, until, waitShipped } from './helpers.js';
-import { freePort, INGEST_MAIN, killHard, spawnIngest } from './processes.js';
+import { freePort, INGEST_MAIN, killHard, spawnIngest, stopClean } from './processes.js';
 import { ClickHouseStoredRows } from '../src/dedupe/clickhouse.js';
-import { accountLostVolume, type LostReport } from '../src/spool/identity-lost.js';
+import { accountLostVolume, lostLookupSettings, type LostReport } from '../src/spool/identity-lost.js';
+import { createClickHouse } from '@meterd/core/clickhouse';
+import { quotaKey } from '@meterd/core/contracts';
+import { periodOf } from '@meterd/core/plans';
+import { loadIngestConfig } from '../src/config.js';
 
 /**
  * A replaced spool volume (issue 17, "Volumes"): ingest refuses to start on it, `spool:lost`
@@ -47,6 +51,20 @@ function runToEnd(args: string[], env: Record<string, string>, ms = 60_000) {
   });
 }
 
+/**
+ * Sends the keys' events as one batch until every event is answered 202, as a client retries: a
+ * fresh process's first claim of a new workspace can outlast its claim budget on a loaded machine
+ * (503), and an event never acknowledged is in no spool.
+ */
+async function acknowledged(url: string, token: string, workspaceId: string, keys: string[]): Promise<void> {
+  await until(
+    () => post(url, '/api/v1/meter/batch', { events: keys.map((k) => event(workspaceId, k)) }, token),
+    (r) => r.status === 202 && r.body.results.every((x: { status: number }) => x.status === 202),
+    30_000,
+    `every event of the batch to ${url} acknowledged`,
+  );
+}
+
 async function storedTimes(workspaceId: string): Promise<Map<string, number>> {
   const rs = await stores.clickhouse.query({
     query: `SELECT idempotency_key, count() AS n FROM events WHERE workspace_id = '${workspaceId}' GROUP BY idempotency_key`,
@@ -82,9 +100,10 @@ test(
         post(url, '/api/v1/meter/batch', { events: keys.map((k) => event(workspace.id, k)) }, token);
       // In the same seconds, another instance stores (and ships) keys of its own: they are in the
       // lost instance's window but in ClickHouse, so they must not be counted.
-      const [ra, rb] = await Promise.all([batch(a.url, lostKeys), batch(other.url, shippedKeys)]);
-      assert.equal(ra.status, 202);
-      assert.equal(rb.status, 202);
+      await Promise.all([
+        acknowledged(a.url, token, workspace.id, lostKeys),
+        acknowledged(other.url, token, workspace.id, shippedKeys),
+      ]);
       await waitShipped(other);
       await killHard(a.child);
 
@@ -135,9 +154,17 @@ test(
         'every key in ClickHouse',
       );
       for (const k of [...lostKeys, ...shippedKeys]) assert.equal(stored.get(k), 1, k);
+      // The lost rows' count was given back with their keys, and their retries counted once.
+      assert.equal(
+        Number(await stores.redis.get(quotaKey(stores.redisPrefix, workspace.id, periodOf(Date.now())))),
+        80,
+      );
 
-      // The refusal is cleared: ingest starts on the new volume.
+      // The refusal is cleared: ingest starts on the new volume. It stops cleanly: killed, it would be
+      // an instance down with its spool open, which the next test's spool:lost refuses over once
+      // its heartbeat is stale (how soon depends on the machine's load).
       a = await spawnIngest(replaced);
+      await stopClean(a.child);
     } finally {
       await killHard(a.child);
       await other.close();
@@ -158,11 +185,10 @@ test(
     try {
       const xKeys = Array.from({ length: 20 }, (_, i) => `x-${i}`);
       const yKeys = Array.from({ length: 20 }, (_, i) => `y-${i}`);
-      const batch = (url: string, keys: string[]) =>
-        post(url, '/api/v1/meter/batch', { events: keys.map((k) => event(workspace.id, k)) }, token);
-      const [rx, ry] = await Promise.all([batch(x.url, xKeys), batch(y.url, yKeys)]);
-      assert.equal(rx.status, 202);
-      assert.equal(ry.status, 202);
+      await Promise.all([
+        acknowledged(x.url, token, workspace.id, xKeys),
+        acknowledged(y.url, token, workspace.id, yKeys),
+      ]);
       // Both die with their rows unshipped: X's volume survives, Y's is lost.
       await Promise.all([killHard(x.child), killHard(y.child)]);
 
@@ -216,8 +242,38 @@ test('a clean stop with everything shipped: a new volume starts without the comm
   const { workspace, token } = await stores.workspace('enterprise');
   const first = await spawnIngest(env);
   assert.equal((await post(first.url, '/api/v1/meter', event(workspace.id, 'k1'), token)).status, 202);
-  first.child.kill('SIGTERM');
-  await new Promise((r) => first.child.once('exit', r));
+  await stopClean(first.child);
   const next = await spawnIngest({ ...env, SPOOL_DIR: tempDir('clean-b') });
   await killHard(next.child);
+});
+
+test('spool:lost looks keys up with select_sequential_consistency=1 on a cluster, and without it on one server', async () => {
+  const one = loadIngestConfig(stores.env);
+  assert.equal(lostLookupSettings(one).select_sequential_consistency, undefined);
+  const cfg = loadIngestConfig({ ...stores.env, CLICKHOUSE_CLUSTER: 'meterd_cluster' });
+  // The command's lookup with its client's settings, on the real server (here one node: the
+  // setting is accepted, and system.query_log shows what the query carried).
+  const ch = createClickHouse({
+    url: cfg.CLICKHOUSE_URL,
+    database: cfg.CLICKHOUSE_DATABASE,
+    user: cfg.CLICKHOUSE_USER,
+    password: cfg.CLICKHOUSE_PASSWORD,
+    settings: { ...lostLookupSettings(cfg), log_queries: 1 },
+  });
+  try {
+    const ws = `ws_seq_${process.pid}_${Date.now()}`;
+    const found = await new ClickHouseStoredRows(ch).find(ws, [
+      { eventType: 'checkout.completed', idempotencyKey: 'k', hours: [Math.floor(Date.now() / 3_600_000)] },
+    ]);
+    assert.deepEqual(found, [undefined]);
+    await stores.clickhouse.command({ query: 'SYSTEM FLUSH LOGS' });
+    const rs = await stores.clickhouse.query({
+      query: `SELECT Settings.Values[indexOf(Settings.Names, 'select_sequential_consistency')] AS v
+        FROM system.query_log WHERE type = 2 AND query LIKE '%${ws}%' AND query NOT LIKE '%query_log%'`,
+      format: 'JSONEachRow',
+    });
+    assert.deepEqual(await rs.json(), [{ v: '1' }]);
+  } finally {
+    await ch.close();
+  }
 });

@@ -28,7 +28,7 @@ after(() => stores.close());
 const WINDOW = 35 * 86_400;
 
 async function build(
-  o: { maxClaimMs?: number; hotSeconds?: number; clickhouseTimeoutMs?: number; hash?: (key: string) => Buffer } = {},
+  o: { maxClaimMs?: number; hotSeconds?: number; clickhouseTimeoutMs?: number; hash?: (key: string) => string } = {},
 ) {
   const url = new URL(stores.env.CLICKHOUSE_URL!);
   const proxy = await GateProxy.start({ host: url.hostname, port: Number(url.port) });

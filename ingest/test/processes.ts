@@ -35,6 +35,15 @@ export async function spawnIngest(
   return { child, url, output: () => out };
 }
 
+/** SIGTERM, resolved once it exited: ingest ships its spool and records a clean stop. */
+export function stopClean(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once('exit', () => resolve());
+    child.kill('SIGTERM');
+  });
+}
+
 export function killHard(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => {
     if (child.exitCode !== null || child.signalCode !== null) return resolve();

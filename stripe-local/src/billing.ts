@@ -18,7 +18,11 @@ import type { ErrorReportCode, ErrorReports } from './error-reports.js';
  * - adjustments cancel one event by identifier within 24 hours of its receipt; they answer
  *   `status: pending` and apply asynchronously, also for an identifier Stripe does not know
  *   (nothing is cancelled then; Stripe's error reports have no code for it);
- * - summaries over minute-aligned [start_time, end_time) ranges.
+ * - summaries over minute-aligned [start_time, end_time) ranges;
+ * - a meter's `dimension_payload_keys` ("Each key must be present in the event payload"): an event
+ *   without one is refused (v1/v2) or dropped and reported (`missing_dimension_payload_keys`). An
+ *   empty value counts as absent (on v1 an empty form value unsets a parameter). Summaries sum
+ *   every dimension; the Meter Usage Analytics read (`usage`) filters and groups by them.
  */
 const PAST_S = 35 * 86_400;
 const FUTURE_S = 5 * 60;
@@ -166,6 +170,16 @@ export class Billing {
         message,
       };
     }
+    const missingDim = (meter?.dimension_payload_keys ?? []).find((k) => (ev.payload[k] ?? '') === '');
+    if (missingDim !== undefined) {
+      const message = `Dimension payload key ${missingDim} not found in payload.`;
+      return {
+        v1: () => invalid(message, `payload[${missingDim}]`, 'missing_dimension_payload_keys'),
+        v2: 'missing_dimension_payload_keys',
+        report: 'missing_dimension_payload_keys',
+        message,
+      };
+    }
     if (!/^-?\d{1,16}$/.test(value) || !Number.isSafeInteger(Number(value))) {
       const message = `payload[${valueKey}] must be a whole number within ±(2^53−1), got "${value}".`;
       return {
@@ -262,27 +276,59 @@ export class Billing {
     end: number,
     grouping: 'hour' | 'day' | undefined,
   ): Array<{ start: number; end: number; value: number }> {
+    return this.usage(meter, customer, start, end, grouping, { groupBy: [], filters: {} });
+  }
+
+  /**
+   * As summaries, split by the values of `by.groupBy` (dimension payload keys) and keeping only
+   * events whose dimension `k` is one of `by.filters[k]`: the Meter Usage Analytics read. Buckets
+   * without events are left out when grouping (there is no group to name), kept as 0 otherwise.
+   */
+  usage(
+    meter: Meter,
+    customer: string,
+    start: number,
+    end: number,
+    grouping: 'hour' | 'day' | undefined,
+    by: { groupBy: readonly string[]; filters: Readonly<Record<string, readonly string[]>> },
+  ): Array<{ start: number; end: number; value: number; dimensions: Record<string, string> }> {
     const step = grouping === 'hour' ? 3_600 : grouping === 'day' ? 86_400 : end - start;
     // `last`: the value of the latest event by timestamp, ties broken by the later receipt.
-    const buckets: Array<{
+    interface Bucket {
       start: number;
       end: number;
       value: number;
       last: number;
       lastAt: number;
       lastCreated: number;
-    }> = [];
-    for (let s = start; s < end; s += step)
-      buckets.push({ start: s, end: Math.min(end, s + step), value: 0, last: 0, lastAt: -1, lastCreated: -1 });
+      dimensions: Record<string, string>;
+    }
+    const empty = (s: number, dimensions: Record<string, string>): Bucket => ({
+      start: s,
+      end: Math.min(end, s + step),
+      value: 0,
+      last: 0,
+      lastAt: -1,
+      lastCreated: -1,
+      dimensions,
+    });
+    const buckets = new Map<string, Bucket>();
+    if (by.groupBy.length === 0) for (let s = start; s < end; s += step) buckets.set(`${s}\n[]`, empty(s, {}));
     const ck = meter.customer_mapping.event_payload_key;
     const vk = meter.value_settings.event_payload_key;
     const f = meter.default_aggregation.formula;
     const windowS = meter.event_time_window === 'hour' ? 3_600 : meter.event_time_window === 'day' ? 86_400 : 1;
+    const filters = Object.entries(by.filters);
     for (const ev of Object.values(this.data().events)) {
       if (ev.cancelled || ev.event_name !== meter.event_name || ev.payload[ck] !== customer) continue;
+      if (!filters.every(([k, vs]) => vs.includes(ev.payload[k] ?? ''))) continue;
       const at = Math.floor(ev.timestamp / windowS) * windowS;
       if (at < start || at >= end) continue;
-      const b = buckets[Math.floor((at - start) / step)]!;
+      const s = start + Math.floor((at - start) / step) * step;
+      const dims = Object.fromEntries(by.groupBy.map((k) => [k, ev.payload[k] ?? '']));
+      const key = `${s}\n${JSON.stringify(Object.values(dims))}`;
+      let b = buckets.get(key);
+      if (b === undefined) buckets.set(key, (b = empty(s, dims)));
       const v = Number(ev.payload[vk] ?? 0);
       if (f === 'count') b.value += 1;
       else if (f === 'sum') b.value += v;
@@ -292,7 +338,14 @@ export class Billing {
         b.lastCreated = ev.created;
       }
     }
-    return buckets.map((b) => ({ start: b.start, end: b.end, value: f === 'last' ? b.last : b.value }));
+    return [...buckets.values()]
+      .sort((a, b) => a.start - b.start || JSON.stringify(a.dimensions).localeCompare(JSON.stringify(b.dimensions)))
+      .map((b) => ({
+        start: b.start,
+        end: b.end,
+        value: f === 'last' ? b.last : b.value,
+        dimensions: b.dimensions,
+      }));
   }
 }
 

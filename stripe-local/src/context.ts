@@ -47,3 +47,6 @@ export interface Routed {
   status: number;
   body: string;
 }
+
+/** A 200 answering with `body` as JSON. */
+export const ok = (body: unknown): Routed => ({ status: 200, body: JSON.stringify(body) });

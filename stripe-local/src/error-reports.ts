@@ -3,7 +3,10 @@ import type { EventsOut } from './events-out.js';
 import type { Meter } from './state.js';
 
 /** The codes Stripe reports for events it rejected during asynchronous validation. */
-export type ErrorReportCode = Stripe.Events.V1BillingMeterErrorReportTriggeredEvent.Data.Reason.ErrorType.Code;
+export type ErrorReportCode =
+  | Stripe.Events.V1BillingMeterErrorReportTriggeredEvent.Data.Reason.ErrorType.Code
+  // Newer than stripe-node 17's types: an event lacking one of its meter's dimension_payload_keys.
+  | 'missing_dimension_payload_keys';
 
 /** Sample errors kept per code and report: Stripe sends a sample, not every rejected identifier. */
 export const SAMPLES_PER_CODE = 5;

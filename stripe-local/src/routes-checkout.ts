@@ -4,7 +4,7 @@ import { listOf } from './http-util.js';
 import { invalid, missingParam, notFound } from './stripe-error.js';
 import { stripeId } from './state.js';
 import type { CheckoutState, StoredSession } from './checkout-state.js';
-import type { Context, Request, Routed, StripeRoute } from './context.js';
+import { ok, type Context, type Request, type StripeRoute } from './context.js';
 import { metadataOf, newCustomer } from './routes-v1.js';
 
 /**
@@ -14,7 +14,6 @@ import { metadataOf, newCustomer } from './routes-v1.js';
  * changes are announced to the configured webhook endpoint as Stripe announces them.
  */
 const form = (r: Request): FormObject => parseForm(r.body);
-const ok = (body: unknown): Routed => ({ status: 200, body: JSON.stringify(body) });
 
 export const checkoutRoutes: StripeRoute[] = [
   { method: 'POST', url: '/v1/products', handle: (ctx, r) => ok(createProduct(ctx, st(ctx), form(r), r.nowS)) },

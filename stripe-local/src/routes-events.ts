@@ -1,6 +1,6 @@
 import { listOf } from './http-util.js';
 import { invalid, notFound } from './stripe-error.js';
-import type { Routed, StripeRoute } from './context.js';
+import { ok, type Routed, type StripeRoute } from './context.js';
 
 /**
  * Events stripe-local emitted (events-out.ts), as Stripe serves them:
@@ -57,5 +57,5 @@ export const eventRoutes: StripeRoute[] = [
 function eventById(events: readonly { id: string }[], id: string): Routed {
   const e = events.find((x) => x.id === id);
   if (e === undefined) throw notFound('event', id);
-  return { status: 200, body: JSON.stringify(e) };
+  return ok(e);
 }

@@ -4,9 +4,7 @@ import { parseForm, str, obj, onlyParams, type FormObject, type ParamSpec } from
 import { invalid, missingParam, notFound, StripeHttpError } from './stripe-error.js';
 import { listOf } from './http-util.js';
 import { stripeId, type Customer, type Meter } from './state.js';
-import type { Context, Request, Routed, StripeRoute } from './context.js';
-
-const ok = (body: unknown): Routed => ({ status: 200, body: JSON.stringify(body) });
+import { ok, type Context, type Request, type StripeRoute } from './context.js';
 
 /** Parameters each create/update endpoint takes (anything else: 400 parameter_unknown). */
 const PARAMS = {
@@ -19,6 +17,7 @@ const PARAMS = {
     default_aggregation: { formula: true },
     customer_mapping: { event_payload_key: true, type: true },
     value_settings: { event_payload_key: true },
+    dimension_payload_keys: 'map',
   },
   meterEvent: { event_name: true, payload: 'map', identifier: true, timestamp: true, expand: 'map' },
   adjustment: { event_name: true, type: true, cancel: { identifier: true }, expand: 'map' },
@@ -47,7 +46,7 @@ export const v1Routes: StripeRoute[] = [
     url: '/v1/customers/:id',
     handle: (ctx, r) => ok(updateCustomer(ctx, customerOf(ctx, r.params.id!), form(r))),
   },
-  { method: 'POST', url: '/v1/billing/meters', handle: (ctx, r) => ok(createMeter(ctx, form(r), r.nowS)) },
+  { method: 'POST', url: '/v1/billing/meters', handle: (ctx, r) => ok(meterView(createMeter(ctx, form(r), r.nowS))) },
   {
     method: 'GET',
     url: '/v1/billing/meters',
@@ -55,11 +54,17 @@ export const v1Routes: StripeRoute[] = [
       const status = r.query.get('status');
       const all = Object.values(ctx.data().meters)
         .filter((x) => status === null || x.status === status)
-        .sort((a, b) => a.created - b.created);
+        .sort((a, b) => a.created - b.created)
+        .map(meterView);
       return { status: 200, body: listOf(all, '/v1/billing/meters', r.query) };
     },
   },
-  { method: 'GET', url: '/v1/billing/meters/:id', handle: (ctx, r) => ok(meterOf(ctx, r.params.id!)) },
+  { method: 'GET', url: '/v1/billing/meters/:id', handle: (ctx, r) => ok(meterView(meterOf(ctx, r.params.id!))) },
+  {
+    method: 'GET',
+    url: '/v1/billing/analytics/meter_usage',
+    handle: (ctx, r) => ({ status: 200, body: meterUsage(ctx, r.query, r.nowS) }),
+  },
   {
     method: 'GET',
     url: '/v1/billing/meters/:id/event_summaries',
@@ -247,6 +252,12 @@ function createMeter(ctx: Context, f: FormObject, nowS: number): Meter {
     throw invalid('Invalid event_time_window: must be one of day or hour', 'event_time_window');
   const mappingType = str(obj(f, 'customer_mapping') ?? {}, 'type') ?? 'by_id';
   if (mappingType !== 'by_id') throw invalid('Invalid customer_mapping[type]: must be by_id', 'customer_mapping[type]');
+  const dimensions = listParam(f, 'dimension_payload_keys');
+  dimensions.forEach((k, i) => {
+    const param = `dimension_payload_keys[${i}]`;
+    if (k === '' || k.length > 100) throw invalid('Each dimension payload key must be 1 to 100 characters.', param);
+    if (dimensions.indexOf(k) !== i) throw invalid(`Duplicate dimension payload key ${k}.`, param);
+  });
   if (ctx.billing.meterForEvent(eventName) !== undefined) {
     throw invalid(
       `An active meter with event_name ${eventName} already exists.`,
@@ -271,6 +282,7 @@ function createMeter(ctx: Context, f: FormObject, nowS: number): Meter {
     value_settings: { event_payload_key: str(obj(f, 'value_settings') ?? {}, 'event_payload_key') ?? 'value' },
     event_time_window: window,
     status_transitions: { deactivated_at: null },
+    dimension_payload_keys: dimensions,
   };
   ctx.data().meters[meter.id] = meter;
   ctx.changed();
@@ -311,4 +323,84 @@ function intParam(q: URLSearchParams, name: string): number {
   if (!/^\d+$/.test(v))
     throw new StripeHttpError(400, 'invalid_request_error', `Invalid integer: ${v}`, 'parameter_invalid_integer', name);
   return Number(v);
+}
+
+/** A form list (`k[0]=a&k[1]=b`, as stripe-node encodes arrays) in index order; [] when absent or ''. */
+function listParam(f: FormObject, key: string): string[] {
+  const o = obj(f, key);
+  if (o === undefined) return [];
+  const entries = Object.entries(o);
+  entries.forEach(([i, v], n) => {
+    if (i !== String(n) || typeof v !== 'string') throw invalid(`Invalid array: ${key}`, key);
+  });
+  return entries.map(([, v]) => v as string);
+}
+
+/**
+ * GET /v1/billing/analytics/meter_usage (Stripe's Meter Usage Analytics API, preview: docs.stripe.com
+ * billing/subscriptions/usage-based/analytics): one customer's usage of one meter over
+ * [starts_at, ends_at), per `value_grouping_window` (hour or day; absent: the whole range), grouped by
+ * `meters[0][dimension_group_by_keys][]` and filtered by `meters[0][dimension_filters][key]` (a value
+ * or, since 2025-11-17, a list). stripe-local answers for one meter and in UTC only.
+ */
+function meterUsage(ctx: Context, q: URLSearchParams, nowS: number): string {
+  const f = parseForm(q.toString());
+  const customer = str(f, 'customer');
+  if (customer === undefined || customer === '') throw missingParam('customer');
+  const start = intParam(q, 'starts_at');
+  const end = intParam(q, 'ends_at');
+  if (end <= start) throw invalid('ends_at must be after starts_at.', 'ends_at');
+  const tz = str(f, 'timezone');
+  if (tz !== undefined && tz !== 'UTC') throw invalid('stripe-local supports only timezone UTC.', 'timezone');
+  const grouping = str(f, 'value_grouping_window');
+  if (grouping !== undefined && grouping !== 'hour' && grouping !== 'day')
+    throw invalid('Invalid value_grouping_window', 'value_grouping_window');
+  const step = grouping === 'hour' ? 3_600 : grouping === 'day' ? 86_400 : 0;
+  if (step > 0 && (start % step !== 0 || end % step !== 0))
+    throw invalid(`starts_at and ends_at must be aligned with ${grouping} boundaries.`, 'starts_at');
+  const meters = obj(f, 'meters');
+  const spec = meters === undefined ? undefined : obj(meters, '0');
+  const meterId = spec === undefined ? undefined : str(spec, 'meter');
+  if (spec === undefined || meterId === undefined) throw missingParam('meters[0][meter]');
+  if (Object.keys(meters!).length > 1) throw invalid('stripe-local answers for one meter at a time.', 'meters');
+  const meter = meterOf(ctx, meterId);
+  const dims = meter.dimension_payload_keys ?? [];
+  const groupBy = listParam(spec, 'dimension_group_by_keys');
+  groupBy.forEach((k, i) => {
+    if (!dims.includes(k))
+      throw invalid(
+        `${k} is not a dimension payload key of meter ${meter.id}.`,
+        `meters[0][dimension_group_by_keys][${i}]`,
+      );
+  });
+  const filters: Record<string, string[]> = {};
+  for (const [k, v] of Object.entries(obj(spec, 'dimension_filters') ?? {})) {
+    const param = `meters[0][dimension_filters][${k}]`;
+    if (!dims.includes(k)) throw invalid(`${k} is not a dimension payload key of meter ${meter.id}.`, param);
+    filters[k] = typeof v === 'string' ? [v] : listParam(spec.dimension_filters as FormObject, k);
+  }
+  const data = ctx.billing.usage(meter, customer, start, end, grouping, { groupBy, filters }).map((u) => ({
+    object: 'billing.analytics.meter_usage_row',
+    starts_at: u.start,
+    ends_at: u.end,
+    meter: meter.id,
+    value: u.value,
+    dimensions: u.dimensions,
+  }));
+  return JSON.stringify({
+    object: 'billing.analytics.meter_usage',
+    livemode: false,
+    refreshed_at: nowS,
+    rows: { object: 'list', url: '/v1/billing/analytics/meter_usage', has_more: false, data },
+  });
+}
+
+/**
+ * A meter as the API shows it. Its dimension_payload_keys are kept and enforced, but not shown:
+ * Stripe's published example of the object (shared/reference/stripe) has no such field, and
+ * stripe-local shows no field it cannot check against Stripe's own examples.
+ */
+function meterView(m: Meter): Omit<Meter, 'dimension_payload_keys'> {
+  const { dimension_payload_keys: _kept, ...shown } = m;
+  return shown;
 }

@@ -3,7 +3,7 @@ import type Stripe from 'stripe';
 import { StripeHttpError, StripeV2Error, invalid } from './stripe-error.js';
 import { onlyParams, type ParamSpec } from './form.js';
 import { stripeId } from './state.js';
-import type { Context, Request, Routed, StripeRoute } from './context.js';
+import { ok, type Context, type Request, type Routed, type StripeRoute } from './context.js';
 
 const EVENT: ParamSpec = { event_name: true, payload: 'map', identifier: true, timestamp: true };
 const ADJUSTMENT: ParamSpec = { event_name: true, type: true, cancel: { identifier: true } };
@@ -53,7 +53,7 @@ export const v2Routes: StripeRoute[] = [
         expires_at: iso(s.expires_at),
         livemode: false,
       };
-      return { status: 200, body: JSON.stringify(body) };
+      return ok(body);
     },
   },
   {
@@ -76,7 +76,7 @@ export const v2Routes: StripeRoute[] = [
         payload: ev.payload,
         timestamp: iso(ev.timestamp),
       };
-      return { status: 200, body: JSON.stringify(body) };
+      return ok(body);
     },
   },
   {
@@ -103,7 +103,7 @@ export const v2Routes: StripeRoute[] = [
         status: 'pending',
         type: 'cancel',
       };
-      return { status: 200, body: JSON.stringify(body) };
+      return ok(body);
     },
   },
   {

@@ -14,6 +14,11 @@ export type Customer = Stripe.Customer;
 /** stripe-node 17's Meter type predates the `last` formula (added to the API in 2025); stripe-local keeps it. */
 export type Meter = Omit<Stripe.Billing.Meter, 'default_aggregation'> & {
   default_aggregation: { formula: Stripe.Billing.Meter.DefaultAggregation.Formula | 'last' };
+  /**
+   * The payload keys meter events are grouped by (also newer than stripe-node 17): each must be in
+   * every event's payload. Absent on meters saved before stripe-local knew them: read as [].
+   */
+  dimension_payload_keys?: string[];
 };
 
 export interface MeterEvent {

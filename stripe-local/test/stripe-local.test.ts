@@ -221,6 +221,7 @@ test('v2: a session token authenticates the stream; up to 100 events per call; a
 test('rate limits answer 429 rate_limit; fault switches inject 5xx and storms', async () => {
   const { local: limited, stripe: s } = await startLocal({ rateMeterEvents: 5 });
   try {
+    const t0 = performance.now();
     const results = await Promise.allSettled(
       Array.from({ length: 20 }, (_, i) =>
         s.billing.meterEvents.create({
@@ -231,7 +232,13 @@ test('rate limits answer 429 rate_limit; fault switches inject 5xx and storms', 
       ),
     );
     const rejected = results.filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
-    assert.ok(rejected.length >= 14, `expected most of 20 burst calls limited at 5/s, got ${rejected.length}`);
+    // At most the burst (5) plus what 5/s refilled while the calls came in: on a busy machine the 20
+    // calls take a while to arrive, so the bound follows the time they took.
+    const allowed = 5 + Math.ceil((5 * (performance.now() - t0)) / 1000);
+    assert.ok(
+      rejected.length > 0 && 20 - rejected.length <= allowed,
+      `20 burst calls at 5/s: ${20 - rejected.length} passed, at most ${allowed} allowed`,
+    );
     for (const r of rejected) {
       assert.equal((r.reason as Stripe.errors.StripeError).statusCode, 429);
       assert.equal((r.reason as Stripe.errors.StripeError).code, 'rate_limit');

@@ -4,6 +4,7 @@ import { type Logger } from '@meterd/core/log';
 import { pgHealthy, type Pool } from '@meterd/core/store';
 import { createServiceApp, listenOn } from '@meterd/core/http';
 import type { AggregatorMetrics } from '../metrics.js';
+import { handleMeterUsage } from './meter-usage-route.js';
 import { handleUsage, type UsageRouteDeps } from './usage-route.js';
 import { errorReply } from './respond.js';
 
@@ -18,6 +19,7 @@ export interface ServerDeps extends UsageRouteDeps {
 }
 
 const USAGE = '/api/v1/workspaces/:workspaceId/usage';
+const METER_USAGE = '/api/v1/workspaces/:workspaceId/meters/:slug/usage';
 
 /** The aggregator's HTTP surface: the usage API plus /healthz, /readyz and /metrics. */
 export function createAggregatorServer(deps: ServerDeps): {
@@ -56,14 +58,21 @@ export function createAggregatorServer(deps: ServerDeps): {
     const r = await handleUsage(deps, req.headers, req.params.workspaceId, query);
     return reply.status(200).headers(r.headers).send(r.body);
   });
-  app.route({
-    method: ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
-    url: USAGE,
-    handler: async (_req, reply) => {
-      void reply.header('allow', 'GET, HEAD');
-      throw new ApiError('method_not_allowed', 'use GET');
-    },
+  app.get<{ Params: { workspaceId: string; slug: string } }>(METER_USAGE, async (req, reply) => {
+    deps.metrics.usageRequests.inc();
+    const query = new URL(req.url, 'http://aggregator').searchParams;
+    const r = await handleMeterUsage(deps, req.headers, req.params.workspaceId, req.params.slug, query);
+    return reply.status(200).headers(r.headers).send(r.body);
   });
+  for (const url of [USAGE, METER_USAGE])
+    app.route({
+      method: ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'],
+      url,
+      handler: async (_req, reply) => {
+        void reply.header('allow', 'GET, HEAD');
+        throw new ApiError('method_not_allowed', 'use GET');
+      },
+    });
   app.setNotFoundHandler(async (req) => {
     throw new ApiError('not_found', `no route ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}`);
   });

@@ -82,7 +82,7 @@ export function usageCsv(q: UsageQuery, rows: readonly RollupRow[]): string {
 }
 
 /** Quotes when needed, and defuses spreadsheet formulas (a leading = + - @ is prefixed with '). */
-function csvField(s: string): string {
+export function csvField(s: string): string {
   const v = /^[=+\-@]/.test(s) ? `'${s}` : s;
   return /[",\r\n]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v;
 }

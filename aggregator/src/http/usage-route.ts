@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { ClickHouseClient } from '@clickhouse/client';
-import { bucketOfKey, hasScope, type Authenticator } from '@meterd/core/auth';
+import { bucketOfKey, hasScope, type Authenticator, type Principal } from '@meterd/core/auth';
 import { ApiError } from '@meterd/core/errors';
 import { readRollups } from '../rollups/read.js';
 import { workspaceFreshness } from '../rollups/freshness.js';
@@ -25,21 +25,11 @@ export async function handleUsage(
   pathId: string,
   params: URLSearchParams,
 ): Promise<{ headers: Record<string, string>; body: string }> {
-  const p = await deps.auth.authenticate(reqHeaders.authorization ?? '');
-  if (p instanceof ApiError) throw p;
-  if (!hasScope(p, 'meter:read')) throw new ApiError('insufficient_scope', 'this key lacks the meter:read scope');
-  // A test key names its bucket by the bucket's id or its live workspace's id (docs/api.md §13).
-  const bucket = p.workspaceId === null ? pathId : bucketOfKey(p, pathId);
-  if (bucket === undefined) {
-    throw new ApiError('workspace_mismatch', "a key can read only its own workspace's usage", 'workspace_id');
-  }
-  const workspaceId = bucket;
+  const { principal: p, bucket: workspaceId } = await authorizeUsageRead(deps.auth, reqHeaders, pathId);
   const now = Date.now();
   const q = parseUsageQuery(workspaceId, params, String(reqHeaders.accept ?? ''), now);
   if (q instanceof ApiError) throw q;
-  if (p.workspaceId === null && (await deps.auth.planOf(workspaceId)) === undefined) {
-    throw new ApiError('workspace_not_found', `no workspace ${workspaceId}`, 'workspace_id');
-  }
+  await assertWorkspaceExists(deps.auth, p, workspaceId);
   const [rows, freshness] = await Promise.all([
     readRollups(deps.ch, q.granularity, {
       workspaceId,
@@ -71,4 +61,31 @@ export async function handleUsage(
     headers: { 'content-type': 'application/json; charset=utf-8', ...headers },
     body: usageJson(q, rows, freshness, deps.freshnessTargetMs),
   };
+}
+
+/**
+ * Who may read a workspace's usage (this API and the meters' usage API): a key with meter:read for
+ * that workspace, or the operator key. The environment comes from the key: a test key reads its
+ * test bucket whether the path names the bucket or its live workspace (docs/api.md §13).
+ */
+export async function authorizeUsageRead(
+  auth: Authenticator,
+  reqHeaders: IncomingHttpHeaders,
+  pathId: string,
+): Promise<{ principal: Principal; bucket: string }> {
+  const p = await auth.authenticate(reqHeaders.authorization ?? '');
+  if (p instanceof ApiError) throw p;
+  if (!hasScope(p, 'meter:read')) throw new ApiError('insufficient_scope', 'this key lacks the meter:read scope');
+  const bucket = p.workspaceId === null ? pathId : bucketOfKey(p, pathId);
+  if (bucket === undefined) {
+    throw new ApiError('workspace_mismatch', "a key can read only its own workspace's usage", 'workspace_id');
+  }
+  return { principal: p, bucket };
+}
+
+/** The operator key may name any workspace: one that does not exist is a 404, not an empty answer. */
+export async function assertWorkspaceExists(auth: Authenticator, p: Principal, bucket: string): Promise<void> {
+  if (p.workspaceId === null && (await auth.planOf(bucket)) === undefined) {
+    throw new ApiError('workspace_not_found', `no workspace ${bucket}`, 'workspace_id');
+  }
 }

@@ -1,7 +1,12 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import { type Logger } from '@meterd/core/log';
 import { Loop } from '@meterd/core/loop';
+import type { MeterCatalog } from '@meterd/core/meters';
 import type { AggregatorMetrics } from '../metrics.js';
+import type { Pool } from '@meterd/core/store';
+import { backfillStep } from '../meters/backfill.js';
+import { recomputeMeterWindows } from '../meters/cycle.js';
+import { OpenMeterFolds } from '../meters/open.js';
 import {
   LOOKBACK_SECONDS,
   closesAt,
@@ -23,6 +28,10 @@ export interface AggregatorOptions {
   copyHorizonSeconds: number;
   /** How far before its watermark a shard's records are read again (detect.ts); LOOKBACK_SECONDS by default. */
   lookbackSeconds?: number;
+  /** The meters to roll up with the built-in rollups (docs/meters.md); none when left out. */
+  meters?: MeterCatalog;
+  /** Backfill of new meters, a chunk of `hours` per meter per cycle (meters/backfill.ts); none when left out. */
+  backfill?: { db: Pool; hours: number };
 }
 
 export interface CycleResult {
@@ -49,6 +58,8 @@ export class Aggregator {
   /** Records already folded in, by key, with their insert second: the look-back skips them. */
   private readonly seen = new Map<string, number>();
   private loop: Loop | undefined;
+  /** The meters' open hours as this process folded them (meters/open.ts). */
+  private readonly meterFolds = new OpenMeterFolds();
 
   constructor(
     private readonly ch: ClickHouseClient,
@@ -60,7 +71,7 @@ export class Aggregator {
 
   async runOnce(): Promise<CycleResult> {
     const held = await this.leases.refresh();
-    for (const s of this.states.keys()) if (!held.has(s)) this.states.delete(s);
+    this.dropShards(held);
     const fresh = [...held].filter((s) => !this.states.has(s));
     if (fresh.length > 0) {
       const stored = await readShardStates(this.ch, fresh);
@@ -93,14 +104,32 @@ export class Aggregator {
     // process that lost them meanwhile writes nothing.
     const version = await this.leases.nextVersion();
     const still = await this.leases.verify();
-    for (const s of this.states.keys()) if (!still.has(s)) this.states.delete(s);
+    this.dropShards(still);
     if (this.states.size === 0) return { shards: 0, windows: 0, closed: 0 };
     const split = this.classify([...records, ...closing], nowS, still);
     if (split.closed.length + split.open.length > 0) {
-      await recomputeWindows(this.ch, split, version, {
+      const closed = await recomputeWindows(this.ch, split, version, {
         closeAfterSeconds,
         copyHorizonSeconds: this.opts.copyHorizonSeconds,
         chunk: this.opts.windowsPerQuery,
+      });
+      if (this.opts.meters !== undefined) {
+        await recomputeMeterWindows(this.ch, this.opts.meters, { closed, open: split.open, records }, version, {
+          copyHorizonSeconds: this.opts.copyHorizonSeconds,
+          chunk: this.opts.windowsPerQuery,
+          folds: this.meterFolds,
+        });
+      }
+    }
+    if (this.opts.backfill !== undefined) {
+      await backfillStep(this.ch, this.opts.backfill.db, new Set(this.states.keys()), version, {
+        shards,
+        chunkHours: this.opts.backfill.hours,
+        copyHorizonSeconds: this.opts.copyHorizonSeconds,
+        onFailed: (meter, error) => {
+          this.metrics?.meterBackfillsFailed[error.code].inc();
+          this.log?.error({ meter: meter.id, workspace: meter.workspace_id, ...error }, 'meter backfill failed');
+        },
       });
     }
     const next: ShardState[] = [...this.states.values()].map((st) => {
@@ -143,6 +172,19 @@ export class Aggregator {
     return { closed, open };
   }
 
+  /**
+   * Forgets the shards no longer held. Their open meter hours as folded here are dropped with them
+   * (all of them: rare, and the next cycle folds each hour whole once): another holder may have
+   * folded batches since.
+   */
+  private dropShards(held: ReadonlySet<number>): void {
+    for (const s of this.states.keys()) {
+      if (held.has(s)) continue;
+      this.states.delete(s);
+      this.meterFolds.clear();
+    }
+  }
+
   private remember(records: readonly BatchWindowRecord[]): void {
     for (const r of records) this.seen.set(r.key, r.insertedAt);
     let floor = Infinity;
@@ -155,6 +197,15 @@ export class Aggregator {
     let oldest = Infinity;
     for (const st of this.states.values()) oldest = Math.min(oldest, st.asOfMs);
     return oldest === Infinity ? -1 : (now - oldest) / 1000;
+  }
+
+  /**
+   * Starts the next cycle now, or right after the one in flight, instead of at the next poll: an
+   * ingest process recorded batches (BATCHES_RECORDED_CHANNEL). Each ship round of each ingest
+   * process adds at most one cycle (about 2 per second per process at SHIP_INTERVAL_MS=500).
+   */
+  wake(): void {
+    this.loop?.wake();
   }
 
   start(pollMs: number): void {

@@ -13,6 +13,8 @@ export interface Window {
 export interface BatchWindowRecord extends Window {
   /** `<batch id>|<attempt>|<workspace>|<hour>`: the same on every copy of the record. */
   key: string;
+  batchId: string;
+  attempt: number;
   /** Server second it was inserted. */
   insertedAt: number;
 }
@@ -97,6 +99,8 @@ export async function readNewRecords(
       start,
       insertedAt,
       key: `${r.batch_id}|${r.attempt}|${r.workspace_id}|${start}`,
+      batchId: r.batch_id,
+      attempt: Number(r.attempt),
     });
   }
   return out;

@@ -28,14 +28,16 @@ const INSERT_COLUMNS =
  * Closed hours are recomputed exactly from the distinct raw events; open hours are the sum of their
  * shipped batches' partials (the open tail, never read by billing). A day is then the sum of its
  * (now current) hours and a month the sum of its days. Order matters for a crash half-way: the
- * watermarks have not moved, so the next cycle redoes all three levels.
+ * watermarks have not moved, so the next cycle redoes all three levels. Returns the closed hours
+ * recomputed: the given ones plus the hours of their triples' other copies (the meters' recompute
+ * takes the same set).
  */
 export async function recomputeWindows(
   ch: ClickHouseClient,
   windows: { closed: readonly WindowRef[]; open: readonly WindowRef[] },
   version: bigint,
   opts: RecomputeOptions,
-): Promise<void> {
+): Promise<WindowRef[]> {
   const { chunk } = opts;
   const closed = await withCopyHours(ch, windows.closed, opts);
   for (const part of timeOrderedChunks(closed, chunk)) await recomputeHours(ch, part, version, opts);
@@ -44,6 +46,7 @@ export async function recomputeWindows(
   for (const part of chunks(days, chunk)) await rollUp(ch, 'hour', 'day', part, version);
   const months = uniqueBuckets('month', days);
   for (const part of chunks(months, chunk)) await rollUp(ch, 'day', 'month', part, version);
+  return closed;
 }
 
 /**
@@ -195,11 +198,11 @@ function uniqueBuckets(g: Granularity, windows: readonly WindowRef[]): WindowRef
  * side. Copies farther apart than the horizon can then still meet in one query (when both hours
  * are in it); within the horizon they always do.
  */
-function* timeOrderedChunks(windows: readonly WindowRef[], size: number): Generator<readonly WindowRef[]> {
+export function* timeOrderedChunks(windows: readonly WindowRef[], size: number): Generator<readonly WindowRef[]> {
   const sorted = [...windows].sort((a, b) => a.start - b.start || (a.workspaceId < b.workspaceId ? -1 : 1));
   yield* chunks(sorted, size);
 }
 
-function* chunks<T>(items: readonly T[], size: number): Generator<readonly T[]> {
+export function* chunks<T>(items: readonly T[], size: number): Generator<readonly T[]> {
   for (let i = 0; i < items.length; i += size) yield items.slice(i, i + size);
 }

@@ -16,17 +16,37 @@ export class KeyTracker {
   /** A new key index, marked sent. */
   fresh(): number {
     const n = this.next++;
-    if (n >= this.state.length) {
-      const grown = new Uint8Array(this.state.length * 2);
-      grown.set(this.state);
-      this.state = grown;
-    }
+    this.grow(n);
     this.state[n] = SENT;
     return n;
   }
 
+  /**
+   * Adds state bits to key n, as another process tracked them (wrk's threads each send their own
+   * interleaved indexes): keys never marked stay unsent, so gaps are neither acked nor unanswered.
+   */
+  mark(n: number, bits: number): void {
+    this.grow(n);
+    this.state[n]! |= bits;
+    if (n >= this.next) this.next = n + 1;
+  }
+
+  private grow(n: number): void {
+    if (n < this.state.length) return;
+    let size = this.state.length * 2;
+    while (size <= n) size *= 2;
+    const grown = new Uint8Array(size);
+    grown.set(this.state);
+    this.state = grown;
+  }
+
   key(n: number): string {
     return `${this.tag}-${n}`;
+  }
+
+  /** Key n's state bits (SENT | ACKED | REFUSED), 0 for an index never sent. */
+  stateOf(n: number): number {
+    return this.state[n] ?? 0;
   }
 
   get issued(): number {

@@ -1,5 +1,6 @@
 import type { AcRequest } from 'autocannon';
 import type { Scenario } from '../args.js';
+import { benchProperties } from '../stack/meters.js';
 import { KeyTracker } from './tracker.js';
 
 /** A workspace the load generator meters for, with the key it sends. */
@@ -17,11 +18,16 @@ export interface AckCounters {
 
 export interface Workload {
   scenario: Scenario;
+  /** What a generator other than autocannon needs to build the same requests (wrk-load.lua). */
+  tenants: readonly Tenant[];
+  occurredAt: string;
   tracker: KeyTracker;
   counters: AckCounters;
   requests: AcRequest[];
   /** For the report: what one request carries. */
   describe: string;
+  /** Events carry `properties` (benchProperties), for the meters of --meters. */
+  properties: boolean;
 }
 
 interface InFlight {
@@ -49,12 +55,14 @@ export function buildWorkload(
   tag: string,
   tenants: readonly Tenant[],
   occurredAt: string,
+  opts: { properties?: boolean } = {},
 ): Workload {
+  const properties = opts.properties === true;
   const tracker = new KeyTracker(tag);
   const counters: AckCounters = { stored: 0, duplicate: 0, rejected: 0 };
   const headersOf = tenants.map((t) => ({ authorization: `Bearer ${t.token}`, 'content-type': 'application/json' }));
   const eventText = (ws: string, n: number, i: number): string =>
-    `{"workspace_id":"${ws}","event_type":"checkout.completed","quantity":1,"gmv_cents":${1000 + (i % 9000)},"currency":"USD","idempotency_key":"${tracker.key(n)}","occurred_at":"${occurredAt}"}`;
+    `{"workspace_id":"${ws}","event_type":"checkout.completed","quantity":1,"gmv_cents":${1000 + (i % 9000)},"currency":"USD","idempotency_key":"${tracker.key(n)}","occurred_at":"${occurredAt}"${properties ? `,${benchProperties(n)}` : ''}}`;
 
   const recent = new Int32Array(RECENT);
   let recentFill = 0;
@@ -172,9 +180,12 @@ export function buildWorkload(
 
   return {
     scenario,
+    tenants,
+    occurredAt,
     tracker,
     counters,
-    describe,
+    describe: properties ? `${describe}, with properties` : describe,
+    properties,
     requests: [
       {
         method: 'POST',

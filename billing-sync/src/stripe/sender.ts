@@ -139,7 +139,7 @@ export class StripeSender {
       event_name: r.event_name,
       identifier: r.identifier,
       timestamp: new Date(r.window_start * 1000).toISOString(),
-      payload: { stripe_customer_id: r.stripe_customer_id, value: r.value.toString() },
+      payload: payloadOf(r),
     }));
     let renewals = 0;
     for (;;) {
@@ -209,7 +209,7 @@ export class StripeSender {
         event_name: row.event_name,
         identifier: row.identifier,
         timestamp: row.window_start,
-        payload: { stripe_customer_id: row.stripe_customer_id, value: row.value.toString() },
+        payload: payloadOf(row),
       }),
     );
     if (r.ok) {
@@ -270,4 +270,13 @@ export class StripeSender {
     }
     return last;
   }
+}
+
+/**
+ * A row's meter event payload: the customer, the value and, for a meter with group_by, its
+ * dimensions (the Stripe meter's dimension_payload_keys; core's stripeBillingProblem keeps them
+ * off the two keys billing-sync sets, so they come first and can never overwrite them).
+ */
+export function payloadOf(row: PushRow): Record<string, string> {
+  return { ...row.dimensions, stripe_customer_id: row.stripe_customer_id, value: row.value.toString() };
 }

@@ -1,9 +1,9 @@
 import { quotaKey } from '@meterd/core/contracts';
 import { type Logger } from '@meterd/core/log';
-import { Loop } from '@meterd/core/loop';
 import { PLAN_QUOTAS, periodOf, type Plan } from '@meterd/core/plans';
 import { inTransaction, type Pool, type Redis } from '@meterd/core/store';
 import { emitEvent } from '../webhooks/outbox.js';
+import { Watch } from '../watch.js';
 
 export const THRESHOLDS = [80, 100] as const;
 
@@ -13,60 +13,41 @@ export const THRESHOLDS = [80, 100] as const;
  * period, threshold) row inserted in the event's transaction makes each warning fire once, even
  * with several replicas checking at the same time.
  */
-export class QuotaWatch {
-  private loop: Loop | undefined;
-  private running = false;
-
+export class QuotaWatch extends Watch {
   constructor(
     private readonly pool: Pool,
     private readonly redis: Redis,
     private readonly prefix: string,
-    private readonly log: Logger,
-  ) {}
-
-  start(intervalMs: number): void {
-    this.loop = new Loop(async () => void (await this.check()), {
-      intervalMs,
-      onError: (err) => this.log.warn({ err }, 'quota check failed'),
-    }).start(intervalMs);
-  }
-
-  /** Resolves once a check in flight has finished, so the pool and Redis can be closed after. */
-  async stop(): Promise<void> {
-    await this.loop?.stop();
+    log: Logger,
+  ) {
+    super(log, 'quota check failed');
   }
 
   /** One pass over every workspace with a finite plan; returns the warnings emitted. */
-  async check(now = Date.now()): Promise<number> {
-    if (this.running) return 0;
-    this.running = true;
-    try {
-      const period = periodOf(now);
-      let emitted = 0;
-      let after = '';
-      for (;;) {
-        const { rows } = await this.pool.query<{ id: string; plan: Plan }>(
-          `SELECT id, plan FROM workspaces WHERE plan <> 'enterprise' AND id > $1 ORDER BY id LIMIT 500`,
-          [after],
-        );
-        if (rows.length === 0) break;
-        after = rows[rows.length - 1]!.id;
-        // One GET per workspace, not one MGET: on a Redis Cluster each workspace's counter is in
-        // its own hash slot, and MGET across slots fails (CROSSSLOT). Auto-pipelining still sends
-        // a page's GETs in one write per node.
-        const used = await Promise.all(rows.map((w) => this.redis.get(quotaKey(this.prefix, w.id, period))));
-        for (let i = 0; i < rows.length; i++) {
-          const limit = PLAN_QUOTAS[rows[i]!.plan].eventsPerPeriod;
-          const n = Number(used[i] ?? 0);
-          if (limit === null || n === 0) continue;
-          for (const t of THRESHOLDS)
-            if (n * 100 >= limit * t) emitted += await this.warn(rows[i]!.id, rows[i]!.plan, period, t, n, limit);
-        }
+  protected async pass(now: number): Promise<number> {
+    const period = periodOf(now);
+    let emitted = 0;
+    let after = '';
+    for (;;) {
+      const { rows } = await this.pool.query<{ id: string; plan: Plan }>(
+        `SELECT id, plan FROM workspaces WHERE plan <> 'enterprise' AND id > $1 ORDER BY id LIMIT 500`,
+        [after],
+      );
+      if (rows.length === 0) break;
+      after = rows[rows.length - 1]!.id;
+      // One GET per workspace, not one MGET: on a Redis Cluster each workspace's counter is in
+      // its own hash slot, and MGET across slots fails (CROSSSLOT). Auto-pipelining still sends
+      // a page's GETs in one write per node.
+      const used = await Promise.all(rows.map((w) => this.redis.get(quotaKey(this.prefix, w.id, period))));
+      for (let i = 0; i < rows.length; i++) {
+        const limit = PLAN_QUOTAS[rows[i]!.plan].eventsPerPeriod;
+        const n = Number(used[i] ?? 0);
+        if (limit === null || n === 0) continue;
+        for (const t of THRESHOLDS)
+          if (n * 100 >= limit * t) emitted += await this.warn(rows[i]!.id, rows[i]!.plan, period, t, n, limit);
       }
-      return emitted;
-    } finally {
-      this.running = false;
     }
+    return emitted;
   }
 
   private warn(

@@ -4,6 +4,7 @@ import { cookiePolicy } from './cookies.js';
 import type { DashCtx } from './context.js';
 import { sessionGuard } from './guard.js';
 import { manageRoutes } from './routes-manage.js';
+import { meterRoutes } from './routes-meters.js';
 import { eventRoutes } from './routes-events.js';
 import { overviewRoutes } from './routes-overview.js';
 import { pageRoutes } from './pages.js';
@@ -34,6 +35,7 @@ export async function dashboardPlugin(app: FastifyInstance, ctx: Ctx): Promise<v
   sessionRoutes(app, d);
   overviewRoutes(app, d);
   manageRoutes(app, d);
+  meterRoutes(app, d);
   eventRoutes(app, d);
   pageRoutes(app, d);
 }

@@ -19,6 +19,7 @@ export const PAGES = [
   { path: 'overview', title: 'Overview' },
   { path: 'onboarding', title: 'Get started' },
   { path: 'events', title: 'Events' },
+  { path: 'meters', title: 'Meters' },
   { path: 'webhooks', title: 'Webhooks' },
   { path: 'keys', title: 'API keys' },
   { path: 'billing', title: 'Billing' },

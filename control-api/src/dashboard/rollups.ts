@@ -12,6 +12,13 @@ type ClickHouseClient = ReturnType<typeof createClickHouse>;
  */
 export type ChartGranularity = 'hour' | 'day';
 
+/** `?granularity=hour|day` of the dashboard's charts (the overview's and the meters'). */
+export const granularityQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { granularity: { type: 'string', enum: ['hour', 'day'] } },
+} as const;
+
 const TABLE: Record<ChartGranularity, string> = { hour: CH_TABLES.usageHourly, day: CH_TABLES.usageDaily };
 const STEP_MS: Record<ChartGranularity, number> = { hour: 3_600_000, day: 86_400_000 };
 /** 48 hours or 30 days: enough bars to see a trend, few enough for a phone screen. */

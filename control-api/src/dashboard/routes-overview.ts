@@ -6,6 +6,7 @@ import { hidden, type DashCtx } from './context.js';
 import { scrapeIngest } from './ingest-metrics.js';
 import {
   chartRange,
+  granularityQuery,
   hasAnyEvent,
   readFreshness,
   readMonthTotals,
@@ -39,11 +40,7 @@ export function overviewRoutes(app: FastifyInstance, d: DashCtx): void {
     {
       schema: {
         ...hidden,
-        querystring: {
-          type: 'object',
-          additionalProperties: false,
-          properties: { granularity: { type: 'string', enum: ['hour', 'day'] } },
-        },
+        querystring: granularityQuery,
       },
       preHandler: d.guard,
     },

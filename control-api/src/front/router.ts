@@ -11,11 +11,13 @@ export interface Upstreams {
 }
 
 const USAGE = /^\/api\/v1\/workspaces\/[^/]+\/usage(?:\/|$)/;
+/** A meter's usage (docs/meters.md) is read from the aggregator; the meters' CRUD stays with the control API. */
+const METER_USAGE = /^\/api\/v1\/workspaces\/[^/]+\/meters\/[^/]+\/usage(?:\/|$)/;
 
 /** Which service answers a path: meter writes to ingest, usage reads to the aggregator, the rest to the control API. */
 export function routeOf(path: string): keyof Upstreams {
   if (path === '/api/v1/meter' || path === '/api/v1/meter/batch') return 'ingest';
-  if (USAGE.test(path)) return 'aggregator';
+  if (USAGE.test(path) || METER_USAGE.test(path)) return 'aggregator';
   return 'control';
 }
 

@@ -53,6 +53,26 @@ export async function workspaceAccess(
 }
 
 /**
+ * The live workspace of the bucket a request may act on (workspaceAccess), for what belongs to the
+ * whole workspace rather than one environment: meter definitions and alerts (docs/meters.md). Any of
+ * its keys reads them; writes need a live key, since they decide what live usage is billed by.
+ */
+export async function liveWorkspaceAccess(
+  workspaces: WorkspaceService,
+  req: FastifyRequest,
+  workspaceId: string,
+  mode: 'read' | 'write',
+): Promise<string> {
+  const bucket = await workspaceAccess(workspaces, req, workspaceId);
+  if (mode === 'write' && req.principal!.environment === 'test')
+    throw new ApiError(
+      'workspace_mismatch',
+      'meters and alerts belong to the live workspace and decide what it is billed for: change them with a live key (a test key reads them)',
+    );
+  return workspaces.liveOf(bucket);
+}
+
+/**
  * `?environment=live|test`, read from the raw query string, so routes without a querystring schema
  * take it too (those with one list it: http/schemas.ts's environmentQueryProp). Any other value is
  * refused, never ignored: acting on live when test was meant is the one mistake this must not make.

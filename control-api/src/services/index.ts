@@ -11,6 +11,9 @@ import { FinanceService } from './finance.js';
 import { IdempotencyService } from './idempotency.js';
 import { ReadinessService } from './readiness.js';
 import { KeyService } from './keys.js';
+import { AlertService } from './alerts.js';
+import { MeterService } from './meters.js';
+import type { MeterUsageReader } from '../meters/usage-reader.js';
 import type { Provisioner } from './provisions.js';
 import { ShopifyService } from './shopify.js';
 import { WebhookService } from './webhooks.js';
@@ -31,6 +34,10 @@ export interface Services {
   events: EventService;
   readiness: ReadinessService;
   idempotency: IdempotencyService;
+  meters: MeterService;
+  alerts: AlertService;
+  /** Reads a meter's rollups (the dashboard's meter charts); null until one is wired (server.ts). */
+  meterUsage: MeterUsageReader | null;
   /** The ClickHouse client the services read with (the dashboard's rollup reads share it). */
   ch: ReturnType<typeof createClickHouse>;
 }
@@ -46,6 +53,8 @@ export interface ServiceDeps {
   ch: ReturnType<typeof createClickHouse>;
   /** Built by the caller: it runs deploys in the background and closes with the process. */
   provisioner: Provisioner;
+  /** Left out: no meter charts (until server.ts wires core's readMeterUsage). */
+  meterUsage?: MeterUsageReader | null;
 }
 
 export function createServices(cfg: ControlConfig, d: ServiceDeps): Services {
@@ -74,6 +83,9 @@ export function createServices(cfg: ControlConfig, d: ServiceDeps): Services {
     events: new EventService(d.ch, d.redis, cfg.REDIS_KEY_PREFIX),
     readiness: new ReadinessService(d.pool, d.stripe),
     idempotency: new IdempotencyService(d.pool, d.box),
+    meters: new MeterService(d.pool),
+    alerts: new AlertService(d.pool),
+    meterUsage: d.meterUsage ?? null,
     ch: d.ch,
   };
 }

@@ -26,6 +26,9 @@ const PG_DELETES = [
   'DELETE FROM outbox_events WHERE workspace_id = ANY($1)',
   'DELETE FROM api_keys WHERE workspace_id = ANY($1)',
   'DELETE FROM quota_warnings WHERE workspace_id = ANY($1)',
+  // Firings go with their alerts (ON DELETE CASCADE), alerts before their meters.
+  'DELETE FROM meter_alerts WHERE workspace_id = ANY($1)',
+  'DELETE FROM meters WHERE workspace_id = ANY($1)',
   'DELETE FROM shopify_oauth_states WHERE workspace_id = ANY($1)',
   'DELETE FROM shopify_connections WHERE workspace_id = ANY($1)',
   // Stored replies are scoped `ws:<id>` (http/idempotency.ts).

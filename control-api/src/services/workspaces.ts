@@ -109,6 +109,16 @@ export class WorkspaceService {
     return rows[0]!.id;
   }
 
+  /** The live workspace of a bucket: itself, or the live workspace of a test bucket. */
+  async liveOf(bucketId: string): Promise<string> {
+    const { rows } = await this.pool.query<{ id: string }>(
+      'SELECT coalesce(live_workspace_id, id) AS id FROM workspaces WHERE id = $1 AND deleted_at IS NULL',
+      [bucketId],
+    );
+    if (rows.length === 0) throw new ApiError('workspace_not_found', `no workspace ${bucketId}`);
+    return rows[0]!.id;
+  }
+
   async get(workspaceId: string): Promise<Workspace> {
     const { rows } = await this.pool.query<Workspace>(
       `SELECT ${WORKSPACE_COLS} FROM workspaces WHERE id = $1 AND deleted_at IS NULL`,

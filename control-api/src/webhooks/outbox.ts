@@ -8,6 +8,7 @@ export const EVENT_TYPES = [
   'provision.running',
   'provision.failed',
   'meter.quota.warning',
+  'meter.threshold.reached',
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 

@@ -3,6 +3,7 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import { ClickHouseQueryError } from './client.js';
 import { CH_TABLES } from '../contracts/tables.js';
 import { createRawInserter, type RawInsertTarget } from './raw-insert.js';
+import type { MeterPartial } from '../meters/partials.js';
 
 /**
  * The record of a shipped batch (infra/clickhouse/004_events_time_key.sql), the aggregator's only
@@ -24,6 +25,9 @@ export interface EventRow {
   currency: string;
   occurred_at: string;
   received_at: string;
+  /** The event's properties as parallel arrays (absent: none; the columns default to []). */
+  prop_keys?: string[];
+  prop_values?: string[];
 }
 
 export interface BatchPartial {
@@ -50,6 +54,13 @@ export interface BatchWindow {
 export interface BatchRecord {
   partials: BatchPartial[];
   windows: BatchWindow[];
+  /** The batch's partials per meter (core/meters), written like `partials`: before the windows. */
+  meters?: readonly MeterPartial[];
+}
+
+/** The hour a row's occurred_at falls in, as a ClickHouse DateTime: the window_start of its partials. */
+export function hourOf(r: Pick<EventRow, 'occurred_at'>): string {
+  return `${r.occurred_at.slice(0, 13)}:00:00`;
 }
 
 /**
@@ -59,15 +70,25 @@ export interface BatchRecord {
  * BigInt: a batch of 50k rows of up to 2^53 each passes 2^53.
  */
 export function batchRecord(batchId: string, attempt: number, rows: Iterable<EventRow>): BatchRecord {
+  return batchRecordOf(batchId, attempt, batchWinners(rows));
+}
+
+/** One copy per triple of a batch: the earliest received, ties in batch order (see batchRecord). */
+export function batchWinners(rows: Iterable<EventRow>): EventRow[] {
   const winners = new Map<string, EventRow>();
   for (const r of rows) {
     const k = `${r.workspace_id}\n${r.event_type}\n${r.idempotency_key}`;
     const prev = winners.get(k);
     if (prev === undefined || r.received_at < prev.received_at) winners.set(k, r);
   }
+  return [...winners.values()];
+}
+
+/** The record of a batch's winners (batchWinners). */
+export function batchRecordOf(batchId: string, attempt: number, winners: Iterable<EventRow>): BatchRecord {
   const acc = new Map<string, { p: BatchPartial; q: bigint; g: bigint }>();
-  for (const r of winners.values()) {
-    const hour = `${r.occurred_at.slice(0, 13)}:00:00`;
+  for (const r of winners) {
+    const hour = hourOf(r);
     const k = `${r.workspace_id}\n${hour}\n${r.event_type}\n${r.currency}`;
     let a = acc.get(k);
     if (a === undefined) {
@@ -122,9 +143,14 @@ export type RecordBatch = (record: BatchRecord) => Promise<void>;
 export function createBatchRecorder(t: RawInsertTarget): RecordBatch {
   const partials = createRawInserter(t, CH_TABLES.eventBatches);
   const windows = createRawInserter(t, CH_TABLES.eventWindows, WINDOW_COLUMNS);
+  const meters = createRawInserter(t, CH_TABLES.meterBatches);
   return async (rec) => {
     if (rec.windows.length === 0) return;
-    await partials(jsonLines(rec.partials));
+    // Both before the windows that point the aggregator at them; neither depends on the other.
+    await Promise.all([
+      partials(jsonLines(rec.partials)),
+      rec.meters === undefined || rec.meters.length === 0 ? undefined : meters(jsonLines(rec.meters)),
+    ]);
     await windows(jsonLines(rec.windows));
   };
 }
@@ -155,6 +181,8 @@ export async function insertEventBatch(
   ch: ClickHouseClient,
   rows: readonly EventRow[],
   batch?: { id: string; attempt: number },
+  /** Runs between the events and the record, as the shipper's meter partials do (core/meters). */
+  beforeRecord?: (batchId: string, attempt: number, winners: readonly EventRow[]) => Promise<void>,
 ): Promise<void> {
   if (rows.length === 0) return;
   try {
@@ -163,7 +191,9 @@ export async function insertEventBatch(
     throw new ClickHouseQueryError(`inserting ${rows.length} events`, err);
   }
   const id = batch?.id ?? `sha256:${createHash('sha256').update(JSON.stringify(rows)).digest('hex').slice(0, 32)}`;
-  await recordBatchWith(ch, batchRecord(id, batch?.attempt ?? 0, rows));
+  const winners = batchWinners(rows);
+  await beforeRecord?.(id, batch?.attempt ?? 0, winners);
+  await recordBatchWith(ch, batchRecordOf(id, batch?.attempt ?? 0, winners));
 }
 
 function jsonLines(rows: readonly object[]): Buffer {

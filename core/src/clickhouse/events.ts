@@ -22,12 +22,19 @@ export const WINNER = 'ver';
  * condition on the winner (e.g. its hour), applied after the winner is known. `scope`, when given,
  * must hold for every copy of every candidate (a workspace list does: copies share the workspace).
  */
-export function winningEventsSql(where: string, keep: (o: string) => string, scope?: string): string {
+export function winningEventsSql(
+  where: string,
+  keep: (o: string) => string,
+  scope?: string,
+  /** Also the winner's properties as pk (keys) and pv (values): meters read them, the built-in rollups do not. */
+  withProperties = false,
+): string {
   // `scope` (e.g. the workspaces of `where`) prunes the copy search by the sort key's first column:
   // a tuple IN alone cannot use a key whose second column is the hour.
+  const props = withProperties ? `, argMax(prop_keys, ${WINNER}) AS pk, argMax(prop_values, ${WINNER}) AS pv` : '';
   return `SELECT workspace_id, event_type, idempotency_key,
       argMax(quantity, ${WINNER}) AS q, argMax(gmv_cents, ${WINNER}) AS g, argMax(currency, ${WINNER}) AS c,
-      argMax(occurred_at, ${WINNER}) AS o, argMax(received_at, ${WINNER}) AS r
+      argMax(occurred_at, ${WINNER}) AS o, argMax(received_at, ${WINNER}) AS r${props}
     FROM ${CH_TABLES.events}
     WHERE ${scope === undefined ? '' : `${scope} AND `}(workspace_id, event_type, idempotency_key) IN (SELECT workspace_id, event_type, idempotency_key FROM ${CH_TABLES.events} WHERE ${where})
     GROUP BY workspace_id, event_type, idempotency_key

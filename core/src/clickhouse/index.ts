@@ -5,6 +5,7 @@ export {
   clusterSettings,
   CLUSTER_QUORUM_TIMEOUT_MS,
   clickHouseErrorCode,
+  statementRefusedCode,
   ClickHouseQueryError,
   type ClickHouseFlavor,
   type ClickHouseOptions,
@@ -15,6 +16,8 @@ export { createRawInserter, type RawInsertTarget } from './raw-insert.js';
 export { winningEventsSql } from './events.js';
 export {
   batchRecord,
+  batchRecordOf,
+  batchWinners,
   createBatchRecorder,
   insertEventBatch,
   recordBatchWith,

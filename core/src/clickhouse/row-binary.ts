@@ -2,9 +2,10 @@ import type { EventRow } from './batches.js';
 
 /**
  * The `events` columns ingest ships, in RowBinary order (`ver` is MATERIALIZED and never sent).
- * Types as in infra/clickhouse/004_events_time_key.sql: String ×4, Int64 ×2, String,
- * DateTime('UTC') ×2 — all of which 18.16's RowBinary reads (String: varint length + bytes;
- * Int64: 8 bytes little-endian; DateTime: UInt32 seconds little-endian).
+ * Types as in infra/clickhouse/004_events_time_key.sql and 006_meters.sql: String ×4, Int64 ×2,
+ * String, DateTime('UTC') ×2, Array(String) ×2 — all of which 18.16's RowBinary reads (String:
+ * varint length + bytes; Int64: 8 bytes little-endian; DateTime: UInt32 seconds little-endian;
+ * Array: varint count + elements).
  */
 export const EVENT_ROW_BINARY_COLUMNS = [
   'workspace_id',
@@ -16,6 +17,8 @@ export const EVENT_ROW_BINARY_COLUMNS = [
   'currency',
   'occurred_at',
   'received_at',
+  'prop_keys',
+  'prop_values',
 ] as const;
 
 const TWO_32 = 2 ** 32;
@@ -31,6 +34,7 @@ export function eventRowsToRowBinary(rows: readonly EventRow[]): Buffer {
   for (const r of rows) {
     size += strSize(r.workspace_id) + strSize(r.event_type) + strSize(r.idempotency_key) + strSize(r.event_id);
     size += 16 + strSize(r.currency) + 8;
+    size += r.prop_keys === undefined ? 2 : arraySize(r.prop_keys) + arraySize(r.prop_values!);
   }
   const buf = Buffer.allocUnsafe(size);
   let o = 0;
@@ -44,8 +48,28 @@ export function eventRowsToRowBinary(rows: readonly EventRow[]): Buffer {
     o = writeStr(buf, o, r.currency);
     o = buf.writeUInt32LE(dateTimeSeconds(r.occurred_at), o);
     o = buf.writeUInt32LE(dateTimeSeconds(r.received_at), o);
+    if (r.prop_keys === undefined) {
+      // Two empty arrays: a zero count each.
+      buf[o++] = 0;
+      buf[o++] = 0;
+    } else {
+      o = writeArray(buf, o, r.prop_keys);
+      o = writeArray(buf, o, r.prop_values!);
+    }
   }
   return buf;
+}
+
+function arraySize(a: readonly string[]): number {
+  let size = varintSize(a.length);
+  for (const s of a) size += strSize(s);
+  return size;
+}
+
+function writeArray(buf: Buffer, o: number, a: readonly string[]): number {
+  o = writeVarint(buf, o, a.length);
+  for (const s of a) o = writeStr(buf, o, s);
+  return o;
 }
 
 function strSize(s: string): number {
@@ -62,13 +86,17 @@ function varintSize(n: number): number {
   return size;
 }
 
-function writeStr(buf: Buffer, o: number, s: string): number {
-  let n = Buffer.byteLength(s, 'utf8');
+function writeVarint(buf: Buffer, o: number, n: number): number {
   while (n >= 0x80) {
     buf[o++] = (n & 0x7f) | 0x80;
     n = Math.floor(n / 128);
   }
   buf[o++] = n;
+  return o;
+}
+
+function writeStr(buf: Buffer, o: number, s: string): number {
+  o = writeVarint(buf, o, Buffer.byteLength(s, 'utf8'));
   return o + buf.write(s, o, 'utf8');
 }
 

@@ -11,6 +11,7 @@ export {
   dashboardSessionKey,
   KEY_REVOKED_CHANNEL,
   PLAN_CHANGED_CHANNEL,
+  BATCHES_RECORDED_CHANNEL,
 } from './redis-keys.js';
 export { shardSql } from './shards.js';
 export { INGEST_METRICS, BILLING_METRICS, AGGREGATOR_METRICS } from './metrics.js';

@@ -80,3 +80,10 @@ export const KEY_REVOKED_CHANNEL = 'meterd:keys:revoked';
  * restored, so caches of its keys and quota drop it.
  */
 export const PLAN_CHANGED_CHANNEL = 'meterd:plans:changed';
+
+/**
+ * Pub/sub channel on which an ingest process announces that its ship round recorded batches
+ * (`event_batches`, `event_windows`), so that aggregators start their next cycle at once rather
+ * than at their next poll. Only a hint: a lost message costs at most one poll of freshness.
+ */
+export const BATCHES_RECORDED_CHANNEL = 'meterd:batches:recorded';

@@ -15,6 +15,10 @@ export const CH_TABLES = {
   eventBatches: 'event_batches',
   /** The windows each shipped batch changed, by insert time: the aggregator's change detection. */
   eventWindows: 'event_windows',
+  /** Each meter's hourly rollups (006): written by the aggregator, read by core/meters' readMeterUsage. */
+  meterHourly: 'meter_hourly',
+  /** One partial per shipped batch × meter × hour × currency × group (006): written by ingest's shipper, folded by the aggregator. */
+  meterBatches: 'meter_batches',
 } as const;
 
 export const PG_TABLES = {

@@ -68,13 +68,36 @@ export const ERROR_CODES = {
     status: 409,
     summary: 'Provisioning: the ingress host this provision would get is already in use by another provision.',
   },
+  meter_slug_taken: {
+    status: 409,
+    summary: 'Meters: the workspace already has a live meter with this slug (a deleted one frees its slug).',
+  },
+  stripe_event_name_taken: {
+    status: 409,
+    summary:
+      'Meters: another live meter of the workspace already pushes to this Stripe `stripe_event_name`; two would bill the same usage twice.',
+  },
+  meter_limit_exceeded: {
+    status: 409,
+    summary: 'Meters: the workspace already has the most live meters it may have (50); delete one first.',
+  },
+  meter_immutable: {
+    status: 409,
+    summary:
+      "Meters: `event_types`, `aggregation`, `value_field` and `group_by` never change after creation (the meter's rollups were computed with them); create a new meter instead.",
+  },
+  alert_limit_exceeded: {
+    status: 409,
+    summary: 'Alerts: the workspace already has the most live usage alerts it may have (100); delete one first.',
+  },
   rate_limited: {
     status: 429,
     summary: 'Too many requests from this client address; retry after the Retry-After seconds.',
   },
   resource_not_found: {
     status: 404,
-    summary: 'The API key, webhook endpoint, delivery or provision named in the path does not exist in this workspace.',
+    summary:
+      'The API key, webhook endpoint, delivery, provision, meter or alert named in the path (or a meter named in an alert) does not exist in this workspace.',
   },
   invalid_signature: {
     status: 400,

@@ -121,3 +121,31 @@ test('idempotency keys must be well-formed Unicode (a lone surrogate has no UTF-
   assert.equal(code({ ...base, idempotency_key: 'x\udc00' }), 'invalid_field:idempotency_key');
   assert.equal(code({ ...base, idempotency_key: 'emoji \u{1F600}' }), undefined);
 });
+
+test('properties: a flat object of strings, bounded, each bad entry refused by name; absent allocates nothing', () => {
+  const r = validateMeterEvent({ ...base, properties: { region: 'eu-west', 'model.name': 'gpt-4', empty: '' } }, NOW);
+  assert.ok(!(r instanceof Rejection));
+  assert.deepEqual(r.prop_keys, ['region', 'model.name', 'empty']);
+  assert.deepEqual(r.prop_values, ['eu-west', 'gpt-4', '']);
+  const none = validateMeterEvent(base, NOW);
+  assert.ok(!(none instanceof Rejection) && !('prop_keys' in none));
+  const empty = validateMeterEvent({ ...base, properties: {} }, NOW);
+  assert.ok(!(empty instanceof Rejection) && !('prop_keys' in empty));
+  const sixteen = Object.fromEntries(Array.from({ length: 16 }, (_, i) => [`k${i}`, 'v']));
+  assert.equal(code({ ...base, properties: sixteen }), undefined);
+  assert.equal(code({ ...base, properties: { ...sixteen, k16: 'v' } }), 'invalid_field:properties');
+  assert.equal(code({ ...base, properties: { ['k'.repeat(64)]: 'v' } }), undefined);
+  assert.equal(code({ ...base, properties: { ['k'.repeat(65)]: 'v' } }), 'invalid_field:properties');
+  assert.equal(code({ ...base, properties: { 'bad key': 'v' } }), 'invalid_field:properties');
+  assert.equal(code({ ...base, properties: { region: 'v'.repeat(256) } }), undefined);
+  assert.equal(code({ ...base, properties: { region: 'v'.repeat(257) } }), 'invalid_field:properties.region');
+  assert.equal(code({ ...base, properties: { region: 5 } }), 'invalid_field:properties.region');
+  assert.equal(code({ ...base, properties: { region: { nested: 'x' } } }), 'invalid_field:properties.region');
+  assert.equal(code({ ...base, properties: { region: 'a\nb' } }), 'invalid_field:properties.region');
+  assert.equal(code({ ...base, properties: { region: '\ud800' } }), 'invalid_field:properties.region');
+  assert.equal(code({ ...base, properties: ['a'] }), 'invalid_field:properties');
+  assert.equal(code({ ...base, properties: 'region=eu' }), 'invalid_field:properties');
+  assert.equal(code({ ...base, properties: null }), 'invalid_field:properties');
+  // Top-level strictness stays: a misspelt field is still refused.
+  assert.equal(code({ ...base, propertie: { region: 'eu' } }), 'unknown_field:propertie');
+});

@@ -1,4 +1,5 @@
 import type { ErrorCode } from '../errors/codes.js';
+import { PROPERTY_KEY_RE, PROPERTY_LIMITS } from '../meters/definition.js';
 import { parseRfc3339 } from './time.js';
 
 /** A validated meter event, as docs/api.md defines it; times are epoch milliseconds. */
@@ -10,6 +11,13 @@ export interface MeterEvent {
   currency: string;
   idempotency_key: string;
   occurred_at_ms: number;
+  /**
+   * The event's string properties (docs/api.md), as parallel key and value arrays in the order
+   * sent: the `events` columns they are stored in. Undefined when the event carried none, so the
+   * common event allocates nothing for them.
+   */
+  prop_keys?: string[];
+  prop_values?: string[];
 }
 
 /** An accepted event as stored (spool, ClickHouse) and as returned to the client. */
@@ -40,6 +48,7 @@ const FIELDS = new Set([
   'currency',
   'idempotency_key',
   'occurred_at',
+  'properties',
 ]);
 // No ':' in event types: the dedupe key joins event type and idempotency key with ':'.
 const EVENT_TYPE_RE = /^[A-Za-z0-9_.-]{1,100}$/;
@@ -133,7 +142,7 @@ export function validateMeterEvent(v: unknown, nowMs: number): MeterEvent | Reje
     }
   }
 
-  return {
+  const ev: MeterEvent = {
     workspace_id: ws,
     event_type: et,
     quantity: quantity as number,
@@ -142,6 +151,47 @@ export function validateMeterEvent(v: unknown, nowMs: number): MeterEvent | Reje
     idempotency_key: ik,
     occurred_at_ms: occurred,
   };
+  if (o.properties !== undefined) {
+    const p = checkProperties(o.properties, ev);
+    if (p !== undefined) return p;
+  }
+  return ev;
+}
+
+/**
+ * `properties`: a flat object of at most 16 string values (keys like event types, values up to 256
+ * characters without control characters or unpaired surrogates, the same text rule as
+ * idempotency_key). Sets the event's parallel key/value arrays; a bad entry is refused naming it.
+ */
+function checkProperties(p: unknown, ev: MeterEvent): Rejection | undefined {
+  if (typeof p !== 'object' || p === null || Array.isArray(p))
+    return new Rejection('invalid_field', 'properties must be an object of string values', 'properties');
+  const keys: string[] = [];
+  const values: string[] = [];
+  for (const k in p) {
+    if (keys.length === PROPERTY_LIMITS.maxKeys)
+      return new Rejection('invalid_field', `properties holds more than ${PROPERTY_LIMITS.maxKeys} keys`, 'properties');
+    if (!PROPERTY_KEY_RE.test(k))
+      return new Rejection(
+        'invalid_field',
+        `property key ${JSON.stringify(k.slice(0, 64))} must be 1–64 characters of letters, digits, ".", "_" or "-"`,
+        'properties',
+      );
+    const v = (p as Record<string, unknown>)[k];
+    if (typeof v !== 'string' || v.length > PROPERTY_LIMITS.valueMax || CONTROL_RE.test(v) || !v.isWellFormed())
+      return new Rejection(
+        'invalid_field',
+        `properties.${k} must be a string of at most ${PROPERTY_LIMITS.valueMax} characters without control characters or unpaired surrogates`,
+        `properties.${k}`,
+      );
+    keys.push(k);
+    values.push(v);
+  }
+  if (keys.length > 0) {
+    ev.prop_keys = keys;
+    ev.prop_values = values;
+  }
+  return undefined;
 }
 
 function checkInteger(v: unknown, field: string): Rejection | undefined {

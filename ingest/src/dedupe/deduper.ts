@@ -2,10 +2,12 @@ import { MeterdError } from '@meterd/core/errors';
 import type { StoredEvent } from '@meterd/core/event';
 
 /**
- * The dedupe seam. `claim` marks idempotency keys as pending (short TTL) and counts them against
+ * The dedupe seam. `claim` marks idempotency keys as pending (short TTL) and reserves them against
  * the quota in one atomic step; after the events are durable `commit` stores each key's original
- * row for the dedupe window; if storing failed, `release` frees the keys and the quota, so a retry
- * is stored rather than reported as a duplicate of nothing (README, guarantee 3).
+ * row for the dedupe window and counts it on the period's counter; if storing failed, `release`
+ * frees the keys and their reservation, so a retry is stored rather than reported as a duplicate
+ * of nothing (README, guarantee 3). A reservation neither committed nor released lapses with its
+ * claim: the counter holds exactly the events made durable (docs/redis.md, "Counting quota").
  */
 export interface ClaimRequest {
   workspaceId: string;
@@ -36,7 +38,7 @@ export interface ClaimRequest {
  */
 export interface ClaimResult {
   states: string[];
-  /** The workspace's event count this period after this claim. */
+  /** The workspace's event count this period after this claim: committed, plus live reservations. */
   used: number;
   /**
    * The workspace's tier is being rebuilt after Redis lost its data: a key claimed now may still
@@ -50,11 +52,13 @@ export interface Deduper {
   hashes(keys: string[]): Buffer;
   claim(req: ClaimRequest): Promise<ClaimResult>;
   /**
+   * `period`: the claim's (YYYYMM), whose counter the stored keys count on;
    * `hours`: hours since the epoch of each row's occurred_at (read from the rows when absent);
    * `hashes`: the keys' hashes (computed when absent).
    */
   commit(
     workspaceId: string,
+    period: string,
     keys: string[],
     rows: string[],
     token: string,
@@ -66,8 +70,8 @@ export interface Deduper {
    * Stores rows for keys that have no value or only a pending claim: at start-up, for events that
    * were durable in the spool when a crash came before their commit. Never overwrites a stored row.
    */
-  recommit(workspaceId: string, keys: string[], rows: string[]): Promise<void>;
-  /** The workspace's event count this period, read only (for answers that never reach a claim). */
+  recommit(workspaceId: string, period: string, keys: string[], rows: string[]): Promise<void>;
+  /** The workspace's committed event count this period, read only (for answers that never reach a claim). */
   used(workspaceId: string, period: string): Promise<number>;
 }
 

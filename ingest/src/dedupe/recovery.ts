@@ -19,6 +19,11 @@ export interface RecoveryOptions {
   rebuilds?: Counter;
   /** Recoveries that failed and will be retried after a backoff (the workspace gets 503 meanwhile). */
   failures?: Counter;
+  /**
+   * Lifetime of a tier rebuild's `:r:` mark, renewed while the rebuild makes progress: how long
+   * after its process died a workspace is recovered again (REBUILD_MARK_SECONDS; tests shorten it).
+   */
+  rebuildMarkSeconds?: number;
 }
 
 /** Rows per tier insert while rebuilding. */
@@ -36,6 +41,11 @@ const PARALLEL = 4;
 const NEW_WAIT_MS = 3_000;
 /** Default of shipWaitMs: past the 30 s after which a silent thread is taken for dead. */
 const SHIP_WAIT_MS = 60_000;
+/**
+ * Default of rebuildMarkSeconds: ten times the scans' 60 s timeout, so a rebuild renews its mark
+ * many times before one slow step could let it lapse.
+ */
+const REBUILD_MARK_SECONDS = 600;
 
 /**
  * What ingest does for a workspace Redis holds no marker of: Redis (or the cluster node holding the
@@ -204,14 +214,14 @@ export class DedupeRecovery implements EpochRecovery {
     this.o.rebuilds?.inc();
     const token = randomBytes(6).toString('hex');
     // The `:r:` mark lapses if this process dies mid-rebuild: another ingest then recovers again.
-    await this.deduper.markRebuilding(workspaceId, token, 600);
+    await this.deduper.markRebuilding(workspaceId, token, this.markSeconds);
     this.o.log.warn(
       { workspace_id: workspaceId, events_this_period: used },
       'Redis holds no dedupe state for the workspace: counters rebuilt from ClickHouse, rebuilding its dedupe tier',
     );
     const rebuildFrom = since - this.o.windowSeconds * 1000 - 3_600_000;
     void this.rebuild(workspaceId, nowMs, since, rebuildFrom, token).catch((err: unknown) =>
-      // The mark lapses in 10 minutes and the next claim starts over; until then lookups stay exact.
+      // The mark is no longer renewed: it lapses and the next claim starts over; until then lookups stay exact.
       this.o.log.error({ err, workspace_id: workspaceId }, 'rebuilding the dedupe tier from ClickHouse failed'),
     );
   }
@@ -223,14 +233,36 @@ export class DedupeRecovery implements EpochRecovery {
     occurredFrom: number,
     token: string,
   ): Promise<void> {
+    // A rebuild longer than the mark's lifetime (a large workspace, a slow ClickHouse) would
+    // otherwise lose its mark and start over, serving 503 meanwhile: after each step, the mark is
+    // renewed once a third of its lifetime has passed. A closed recovery stops, and so do renewals.
+    const renewMs = (this.markSeconds * 1000) / 3;
+    let renewedAt = Date.now();
+    const renewed = async (): Promise<boolean> => {
+      if (Date.now() - renewedAt < renewMs) return true;
+      renewedAt = Date.now();
+      return this.deduper.renewRebuilding(workspaceId, token, this.markSeconds);
+    };
     for (let from = occurredFrom; from < nowMs + DAY_MS; from += DAY_MS) {
       if (this.closed) return;
       const { keys, hours } = await this.scans.storedKeys(workspaceId, from, from + DAY_MS, since);
-      for (let i = 0; i < keys.length; i += CHUNK)
+      for (let i = 0; i < keys.length; i += CHUNK) {
+        if (this.closed) return;
         await this.deduper.tierInsert(workspaceId, keys.slice(i, i + CHUNK), hours.slice(i, i + CHUNK));
+        if (!(await renewed())) return this.replaced(workspaceId);
+      }
+      if (!(await renewed())) return this.replaced(workspaceId);
     }
     if (await this.deduper.markRebuilt(workspaceId, token))
       this.o.log.info({ workspace_id: workspaceId }, 'dedupe tier rebuilt from ClickHouse');
-    else this.o.log.warn({ workspace_id: workspaceId }, 'dedupe tier rebuilt, but its mark was replaced meanwhile');
+    else this.replaced(workspaceId);
+  }
+
+  private replaced(workspaceId: string): void {
+    this.o.log.warn({ workspace_id: workspaceId }, 'dedupe tier rebuild stopped: its mark was replaced meanwhile');
+  }
+
+  private get markSeconds(): number {
+    return this.o.rebuildMarkSeconds ?? REBUILD_MARK_SECONDS;
   }
 }

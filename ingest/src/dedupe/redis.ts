@@ -8,6 +8,7 @@ import {
   quotaKey,
 } from '@meterd/core/contracts';
 import { type Counter } from '@meterd/core/metrics';
+import { periodOf } from '@meterd/core/plans';
 import { type Redis } from '@meterd/core/store';
 import { DedupeEpochError, type ClaimRequest, type ClaimResult, type Deduper } from './deduper.js';
 
@@ -36,7 +37,22 @@ import { DedupeEpochError, type ClaimRequest, type ClaimResult, type Deduper } f
  * awaited SET NX). Keys carry the `{workspace_id}` hash tag, so one call's keys share a Redis
  * Cluster slot; the tier's bucket keys are built inside the scripts from a base passed as a key.
  */
-const TIER_LUA = `
+const SPLIT_LUA = `
+-- The n parts of s, a '\\n'-joined list (idempotency keys cannot hold control characters); nil when s
+-- does not hold exactly n, so a malformed argument claims or stores nothing.
+local function split(s, n)
+  local out, pos = {}, 1
+  for i = 1, n do
+    if pos > #s + 1 then return nil end
+    local e = string.find(s, '\\n', pos, true) or (#s + 1)
+    out[i] = string.sub(s, pos, e - 1)
+    pos = e + 1
+  end
+  if pos ~= #s + 2 then return nil end
+  return out
+end
+`;
+const TIER_LUA = `${SPLIT_LUA}
 -- A slot's filter for 2^bits buckets: one bit per 2^(32 - bits - 9) of the hash prefix, so ~8 bits
 -- per key at the 64 keys a bucket holds on average (capped at Redis's 2^32-bit strings).
 local function filterDiv(bits)
@@ -127,34 +143,89 @@ local function tierFindAll(metas, fs)
 end
 `;
 
-// ARGV: limit, pendingMs, quotaTtl, token, now, slotSec, slots, useTier, registry generation, the
-// keys' MD5s end to end (one argument: 16 bytes per key).
-// KEYS: quota, tier base, the workspace's marker, then the hot keys; all in the workspace's slot.
+/** Quota counters outlive their month by a little, so a late read of last period still works. */
+const QUOTA_TTL_SECONDS = 40 * 86_400;
+/**
+ * Quota reservations (docs/redis.md, "Counting quota"). The period's counter (`…:q:<YYYYMM>`) counts
+ * committed events only; claims not yet committed or released are held in the hash `<counter>:p`,
+ * field = claim token, value = `<expires ms>:<keys>`, and count against the limit until their
+ * claims' pending TTL has passed (Redis's clock, like the claims' PX). A claim whose commit never
+ * comes (its process died, or its request was answered 503) stops counting by itself.
+ */
+const RESERVE_LUA = `
+local function clockMs()
+  local t = redis.call('TIME')
+  return t[1] * 1000 + math.floor(t[2] / 1000)
+end
+-- Keys reserved by live claims; expired fields are dropped on the way.
+local function reserved(q, now)
+  local k, n = q .. ':p', 0
+  local all = redis.call('HGETALL', k)
+  for j = 1, #all, 2 do
+    local c = string.find(all[j + 1], ':', 1, true)
+    if tonumber(string.sub(all[j + 1], 1, c - 1)) <= now then
+      redis.call('HDEL', k, all[j])
+    else
+      n = n + tonumber(string.sub(all[j + 1], c + 1))
+    end
+  end
+  return n
+end
+local function reserve(q, token, n, now, ms)
+  local k = q .. ':p'
+  local v = redis.call('HGET', k, token)
+  if v then n = n + tonumber(string.sub(v, string.find(v, ':', 1, true) + 1)) end
+  redis.call('HSET', k, token, (now + ms) .. ':' .. n)
+  if redis.call('PTTL', k) < ms then redis.call('PEXPIRE', k, ms) end
+end
+-- Gives back n keys of the token's reservation (all of it at 0 or below: the group is over).
+local function unreserve(q, token, n)
+  local k = q .. ':p'
+  local v = redis.call('HGET', k, token)
+  if not v then return end
+  local c = string.find(v, ':', 1, true)
+  local left = tonumber(string.sub(v, c + 1)) - n
+  if left > 0 then redis.call('HSET', k, token, string.sub(v, 1, c) .. left) else redis.call('HDEL', k, token) end
+end
+`;
+
+// ARGV: limit, pendingMs, token, now, slotSec, slots, useTier, registry generation, the keys' MD5s
+// end to end (16 bytes per key), the keys (`event_type:idempotency_key`) joined by '\n', their
+// number. Packed, not one argument per key: the client's per-argument encoding was the largest CPU
+// item of a batch claim (bench/micro/dedupe.ts).
+// KEYS: quota, tier base, the workspace's marker, the hot keys' common prefix; the hot keys are that
+// prefix and a key, all in the workspace's slot (its hash tag).
 // No marker means the workspace's counters and tier are not to be trusted (docs/redis.md): the
 // call fails with EPOCH. The answer's last element holds flags: 'R' when the marker says
 // `<gen>:r:<token>` (the tier is being rebuilt: the caller also asks ClickHouse about every new
 // key), 'G' when the marker's generation is not the registry's (the registry lost its data: the
 // caller registers the workspace again before anything claimed here is acknowledged).
-const CLAIM = `${TIER_LUA}
+const CLAIM = `${TIER_LUA}${RESERVE_LUA}
 local marker = redis.call('GET', KEYS[3])
 if not marker then return redis.error_reply('EPOCH') end
 local flags = ''
 if string.find(marker, ':r:', 17, true) then flags = 'R' end
-if string.sub(marker, 1, 16) ~= ARGV[9] then flags = flags .. 'G' end
+if string.sub(marker, 1, 16) ~= ARGV[8] then flags = flags .. 'G' end
+local n = tonumber(ARGV[11])
+local hot = split(ARGV[10], n)
+if not hot then return redis.error_reply('PACKING') end
 local limit = tonumber(ARGV[1])
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+-- committed events, and claims of any process not yet committed (RESERVE_LUA)
+local nowMs = clockMs()
+local used = tonumber(redis.call('GET', KEYS[1]) or '0') + reserved(KEYS[1], nowMs)
 local metas = {}
-if ARGV[8] == '1' then metas = tierBuckets(KEYS[2], tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])) end
+if ARGV[7] == '1' then metas = tierBuckets(KEYS[2], tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])) end
 local out = {}
 local added = 0
 local vals = {}
 -- keys without a hot row are looked up in the tier together (its filters: one call per slot)
 local misses, fs = {}, {}
-for i = 4, #KEYS do
-  vals[i] = redis.call('GET', KEYS[i])
+for i = 1, n do
+  hot[i] = KEYS[4] .. hot[i]
+  vals[i] = redis.call('GET', hot[i])
   if not vals[i] and #metas > 0 then
     misses[#misses + 1] = i
-    fs[#fs + 1] = string.sub(ARGV[10], (i - 4) * 16 + 1, (i - 3) * 16)
+    fs[#fs + 1] = string.sub(ARGV[9], (i - 1) * 16 + 1, i * 16)
   end
 end
 local hs = {}
@@ -162,38 +233,39 @@ if #fs > 0 then
   local found = tierFindAll(metas, fs)
   for j = 1, #misses do hs[misses[j]] = found[j] end
 end
-for i = 4, #KEYS do
+for i = 1, n do
   local v = vals[i]
   local h = hs[i]
   if v then
-    out[i - 3] = v
+    out[i] = v
   elseif h then
-    out[i - 3] = 'S:' .. h
+    out[i] = 'S:' .. h
   elseif limit >= 0 and used + added >= limit then
-    out[i - 3] = 'Q'
+    out[i] = 'Q'
   else
-    redis.call('SET', KEYS[i], ARGV[4], 'PX', ARGV[2])
+    redis.call('SET', hot[i], ARGV[3], 'PX', ARGV[2])
     added = added + 1
-    out[i - 3] = ''
+    out[i] = ''
   end
 end
-if added > 0 then
-  redis.call('INCRBY', KEYS[1], added)
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-end
-out[#KEYS - 2] = tostring(used + added)
-out[#KEYS - 1] = flags
+if added > 0 then reserve(KEYS[1], ARGV[3], added, nowMs, tonumber(ARGV[2])) end
+out[n + 1] = tostring(used + added)
+out[n + 2] = flags
 return out`;
 
 // A key whose claim expired is committed all the same (the event is durable); a key another
 // request re-claimed or committed meanwhile is left to that request. The token ANY_PENDING takes
 // any pending claim (start-up repair of spooled events whose commit a crash prevented), but never
 // overwrites a stored row.
-// ARGV: token, hotSec, now, slotSec, window, bucketFields, the keys' MD5s end to end, then the
-// rows, then the occurred hours.
-// The token 'T:' only adds the keys to the tier (rebuilding it from ClickHouse); rows are ignored.
-// KEYS: tier base, then the hot keys.
-const COMMIT = `${TIER_LUA}
+// ARGV: token, hotSec, now, slotSec, window, bucketFields, the keys' MD5s end to end, then the keys,
+// the rows and the occurred hours, each list joined by '\n' (packed as in the claim), and their number.
+// The token 'T:' only adds the keys to the tier (rebuilding it from ClickHouse); keys and rows are ignored.
+// KEYS: tier base, the hot keys' common prefix, the period's quota counter.
+// Each key stored here counts once on the counter, and its claim's reservation is given back
+// (RESERVE_LUA): the counter holds exactly the events whose rows are durable. With ANY_PENDING
+// (start-up repair) a key counts only if it was pending or is new to the tier: one whose hot row
+// merely expired was counted by its own commit.
+const COMMIT = `${TIER_LUA}${RESERVE_LUA}
 local TIER_ONLY = 'T:'
 local base = KEYS[1]
 local now = tonumber(ARGV[3])
@@ -218,13 +290,23 @@ local div = 2 ^ (32 - bits)
 -- a slot written before slots had filters keeps none (its lookups read every bucket)
 local filter = m[5] and (slotPrefix .. 'f')
 local fdiv = filterDiv(bits)
+-- Calls from Lua cost more than the work of most of them (bench/micro/dedupe.ts: a commit cost 3× a
+-- claim per key): the filter's bits are set in one BITFIELD per FILTER_CHUNK at the end, and a
+-- bucket is checked for being new (its first field: give it the slot's expiry) once per call, not
+-- once per key it gains (a migrated bucket's 64 fields land in a few).
+local FILTER_CHUNK = 1000
+local offsets = {}
+local checked = {}
 local function put(f, v)
   local p = prefix32(f)
   local b = slotPrefix .. math.floor(p / div)
-  if filter then redis.call('SETBIT', filter, math.floor(p / fdiv), 1) end
+  if filter then offsets[#offsets + 1] = math.floor(p / fdiv) end
   local added = redis.call('HSETNX', b, f, v)
   if added == 1 then
-    if redis.call('HLEN', b) == 1 then redis.call('EXPIRE', b, ttl) end
+    if not checked[b] then
+      checked[b] = true
+      if redis.call('HLEN', b) == 1 then redis.call('EXPIRE', b, ttl) end
+    end
   else
     -- the hash is there already: a collision, or this key stored again in another hour (a retry
     -- after a collision was settled): keep every hour, so a lookup finds each row
@@ -236,18 +318,35 @@ local function put(f, v)
   end
   return added
 end
-local nk = #KEYS - 1
+local nk = tonumber(ARGV[11])
+local hours = split(ARGV[10], nk)
+local keys, rows = nil, nil
+if ARGV[1] ~= TIER_ONLY then
+  keys = split(ARGV[8], nk)
+  rows = split(ARGV[9], nk)
+end
+if not hours or (ARGV[1] ~= TIER_ONLY and not (keys and rows)) then return redis.error_reply('PACKING') end
 local inserted = 0
+local counted = 0
 for i = 1, nk do
-  local v = nil
-  if ARGV[1] ~= TIER_ONLY then v = redis.call('GET', KEYS[i + 1]) end
   if ARGV[1] == TIER_ONLY then
-    inserted = inserted + put(string.sub(ARGV[7], (i - 1) * 16 + 1, i * 16), tonumber(ARGV[7 + nk + i]) - hourBase)
-  elseif not v or v == ARGV[1] or (ARGV[1] == 'P:*' and string.sub(v, 1, 2) == 'P:') then
-    redis.call('SET', KEYS[i + 1], ARGV[7 + i], 'EX', ARGV[2])
-    inserted = inserted + put(string.sub(ARGV[7], (i - 1) * 16 + 1, i * 16), tonumber(ARGV[7 + nk + i]) - hourBase)
+    inserted = inserted + put(string.sub(ARGV[7], (i - 1) * 16 + 1, i * 16), tonumber(hours[i]) - hourBase)
+  else
+    local k = KEYS[2] .. keys[i]
+    local v = redis.call('GET', k)
+    if not v or v == ARGV[1] or (ARGV[1] == 'P:*' and string.sub(v, 1, 2) == 'P:') then
+      redis.call('SET', k, rows[i], 'EX', ARGV[2])
+      local new = put(string.sub(ARGV[7], (i - 1) * 16 + 1, i * 16), tonumber(hours[i]) - hourBase)
+      inserted = inserted + new
+      if ARGV[1] ~= 'P:*' or v or new == 1 then counted = counted + 1 end
+    end
   end
 end
+if counted > 0 then
+  redis.call('INCRBY', KEYS[#KEYS], counted)
+  redis.call('EXPIRE', KEYS[#KEYS], ${QUOTA_TTL_SECONDS})
+end
+if ARGV[1] ~= TIER_ONLY and ARGV[1] ~= 'P:*' then unreserve(KEYS[#KEYS], ARGV[1], nk) end
 n = n + inserted
 -- migrate old buckets into the new ones, at least one per key inserted
 if ob then
@@ -273,29 +372,49 @@ if not ob and n > tonumber(ARGV[6]) * 2 ^ bits and bits < 30 then
   redis.call('HSET', meta, 'ob', bits, 'oc', 0, 'b', bits + 2)
 end
 redis.call('HSET', meta, 'n', n)
-if filter and nk > 0 then redis.call('EXPIRE', filter, ttl) end
+if filter then
+  for c = 1, #offsets, FILTER_CHUNK do
+    local args = {}
+    for j = c, math.min(c + FILTER_CHUNK - 1, #offsets) do
+      args[#args + 1] = 'SET'
+      args[#args + 1] = 'u1'
+      args[#args + 1] = offsets[j]
+      args[#args + 1] = 1
+    end
+    redis.call('BITFIELD', filter, unpack(args))
+  end
+  if nk > 0 then redis.call('EXPIRE', filter, ttl) end
+end
 return inserted`;
 
-// Only this request's own pending claims are freed.
-const RELEASE = `
+// Only this request's own pending claims are freed; its reservation gives back every key named
+// (a key whose claim expired meanwhile was reserved all the same).
+// KEYS: the period's quota counter, the hot keys' common prefix. ARGV: token, the keys joined by
+// '\n', their number.
+const RELEASE = `${SPLIT_LUA}${RESERVE_LUA}
+local n = tonumber(ARGV[3])
+local keys = split(ARGV[2], n)
+if not keys then return redis.error_reply('PACKING') end
 local freed = 0
-for i = 2, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then
-    redis.call('DEL', KEYS[i])
+for i = 1, n do
+  local k = KEYS[2] .. keys[i]
+  if redis.call('GET', k) == ARGV[1] then
+    redis.call('DEL', k)
     freed = freed + 1
   end
 end
-if freed > 0 then redis.call('DECRBY', KEYS[1], freed) end
+unreserve(KEYS[1], ARGV[1], n)
 return freed`;
 
 type Arg = string | number | Buffer;
 type Scripted = Redis & {
-  meterdClaim2(n: number, ...args: Arg[]): Promise<string[]>;
-  meterdCommit2(n: number, ...args: Arg[]): Promise<number>;
-  meterdRelease(n: number, ...args: Arg[]): Promise<number>;
-  meterdGeneration(n: number, ...args: Arg[]): Promise<string>;
-  meterdRelabel(n: number, ...args: Arg[]): Promise<null>;
-  meterdRebuilt(n: number, ...args: Arg[]): Promise<number>;
+  meterdClaim4(...args: Arg[]): Promise<string[]>;
+  meterdCommit4(...args: Arg[]): Promise<number>;
+  meterdRelease2(...args: Arg[]): Promise<number>;
+  meterdGeneration1(...args: Arg[]): Promise<string>;
+  meterdRelabel1(...args: Arg[]): Promise<null>;
+  meterdRebuilt1(...args: Arg[]): Promise<number>;
+  meterdRenew1(...args: Arg[]): Promise<number>;
 };
 
 /** The workspace registry's generation: a fresh one after the registry lost its data. */
@@ -317,14 +436,12 @@ export interface RedisDedupeOptions {
   /** Milliseconds since the epoch; tests move it to replay a retry weeks later. */
   clock?: () => number;
   /**
-   * The key hash (16 bytes). Tests shorten it to force collisions: the "maybe" a compact tier
-   * must settle exactly.
+   * The key hash: 16 bytes as a latin1 string (one character per byte). Tests shorten it to force
+   * collisions: the "maybe" a compact tier must settle exactly.
    */
-  hash?: (key: string) => Buffer;
+  hash?: (key: string) => string;
 }
 
-/** Quota counters outlive their month by a little, so a late read of last period still works. */
-const QUOTA_TTL_SECONDS = 40 * 86_400;
 /**
  * Keys per Lua call at most: a script blocks Redis while it runs, and V8 refuses calls with more
  * than ~125k spread arguments. A tick's keys of one workspace above this go in several calls.
@@ -346,6 +463,11 @@ return redis.call('HGET', KEYS[1], '~gen')`;
 const RELABEL = `
 local m = redis.call('GET', KEYS[1])
 if m and string.sub(m, 1, 16) ~= ARGV[1] then redis.call('SET', KEYS[1], ARGV[1] .. string.sub(m, 17), 'KEEPTTL') end`;
+/** Extends a rebuild's mark, only its own (a newer loss or rebuild wins): 1 if extended. */
+const RENEW = `
+local m = redis.call('GET', KEYS[1])
+if m and string.sub(m, 17) == ':r:' .. ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return 0`;
 /** Marks a rebuilt workspace done, only over its own rebuild's mark (a newer loss or rebuild wins). */
 const REBUILT = `
 local m = redis.call('GET', KEYS[1])
@@ -360,15 +482,19 @@ const SLOTS = 6;
  */
 export const BUCKET_FIELDS = 64;
 
-export function md5Key(key: string): Buffer {
-  return hash('md5', key, 'buffer');
+/**
+ * A latin1 string rather than a Buffer: a Buffer per digest (an ArrayBuffer each) cost ~2× the
+ * string's time per key in bench/micro/dedupe.ts (hashes), and both land in one Buffer anyway.
+ */
+export function md5Key(key: string): string {
+  return hash('md5', key, 'binary');
 }
 
 export class RedisDeduper implements Deduper {
   private readonly r: Scripted;
   private readonly prefix: string;
   private readonly clock: () => number;
-  private readonly hash: (key: string) => Buffer;
+  private readonly hash: (key: string) => string;
   private readonly slotSeconds: number;
   /** The registry's generation last read, and when (Date.now()). */
   private gen: Generation | undefined;
@@ -386,15 +512,20 @@ export class RedisDeduper implements Deduper {
     this.clock = opts.clock ?? Date.now;
     this.hash = opts.hash ?? md5Key;
     this.slotSeconds = Math.ceil(opts.windowSeconds / (SLOTS - 1));
-    for (const [name, lua] of [
-      ['meterdClaim2', CLAIM],
-      ['meterdCommit2', COMMIT],
-      ['meterdRelease', RELEASE],
-      ['meterdGeneration', GENERATION],
-      ['meterdRelabel', RELABEL],
-      ['meterdRebuilt', REBUILT],
+    // The number of keys is fixed per script, so a call's first argument is its first key: with
+    // auto-pipelining on a Redis Cluster, ioredis groups a call with others by the slot of its
+    // first argument (a key count there put calls for workspaces on different nodes in one
+    // pipeline, which failed whole: claims, commits and releases lost at random).
+    for (const [name, lua, numberOfKeys] of [
+      ['meterdClaim4', CLAIM, 4],
+      ['meterdCommit4', COMMIT, 3],
+      ['meterdRelease2', RELEASE, 2],
+      ['meterdGeneration1', GENERATION, 1],
+      ['meterdRelabel1', RELABEL, 1],
+      ['meterdRebuilt1', REBUILT, 1],
+      ['meterdRenew1', RENEW, 1],
     ] as const) {
-      if (!(name in redis)) redis.defineCommand(name, { lua });
+      if (!(name in redis)) redis.defineCommand(name, { lua, numberOfKeys });
     }
     this.r = redis as Scripted;
   }
@@ -414,7 +545,7 @@ export class RedisDeduper implements Deduper {
   /** The keys' MD5s end to end: one script argument instead of one per key. */
   hashes(keys: string[]): Buffer {
     const out = Buffer.allocUnsafe(16 * keys.length);
-    for (let i = 0; i < keys.length; i++) this.hash(keys[i]!).copy(out, 16 * i, 0, 16);
+    for (let i = 0; i < keys.length; i++) out.write(this.hash(keys[i]!), 16 * i, 16, 'latin1');
     return out;
   }
 
@@ -443,28 +574,28 @@ export class RedisDeduper implements Deduper {
     const gen =
       this.gen !== undefined && Date.now() - this.genAt < GENERATION_REFRESH_MS ? this.gen : await this.generation();
     const n = keys.length;
-    const args: Arg[] = new Array(n + 13);
-    args[0] = this.quotaKey(req.workspaceId, req.period);
-    args[1] = this.tierBase(req.workspaceId);
-    args[2] = dedupeEpochMarker(this.prefix, req.workspaceId);
-    for (let i = 0; i < n; i++) args[i + 3] = this.dedupeKey(req.workspaceId, keys[i]!);
-    const a = n + 3;
-    args[a] = req.limit ?? -1;
-    args[a + 1] = this.opts.pendingTtlMs;
-    args[a + 2] = QUOTA_TTL_SECONDS;
-    args[a + 3] = req.token;
-    args[a + 4] = Math.floor(this.clock() / 1000);
-    args[a + 5] = this.slotSeconds;
-    args[a + 6] = SLOTS;
-    args[a + 7] = req.skipTier === true ? '0' : '1';
-    args[a + 8] = gen.id;
-    args[a + 9] = hashes;
     this.opts.roundTrips?.inc();
     const sent = Date.now();
     this.claimsSent++;
     let out: string[];
     try {
-      out = await this.r.meterdClaim2(n + 3, ...args);
+      out = await this.r.meterdClaim4(
+        this.quotaKey(req.workspaceId, req.period),
+        this.tierBase(req.workspaceId),
+        dedupeEpochMarker(this.prefix, req.workspaceId),
+        this.dedupeKey(req.workspaceId, ''),
+        req.limit ?? -1,
+        this.opts.pendingTtlMs,
+        req.token,
+        Math.floor(this.clock() / 1000),
+        this.slotSeconds,
+        SLOTS,
+        req.skipTier === true ? '0' : '1',
+        gen.id,
+        hashes,
+        keys.join('\n'),
+        n,
+      );
       this.lastClaimSent = Math.max(this.lastClaimSent, sent);
     } catch (err) {
       if ((err as Error).message.endsWith('EPOCH')) throw new DedupeEpochError(req.workspaceId);
@@ -481,6 +612,7 @@ export class RedisDeduper implements Deduper {
 
   async commit(
     workspaceId: string,
+    period: string,
     keys: string[],
     rows: string[],
     token: string,
@@ -489,33 +621,37 @@ export class RedisDeduper implements Deduper {
   ): Promise<void> {
     // Hours since the epoch of each row's occurred_at: the ClickHouse lookup of a later duplicate prunes by it.
     const base = this.tierBase(workspaceId);
+    const hot = this.dedupeKey(workspaceId, '');
+    const quota = this.quotaKey(workspaceId, period);
     const all = hashes ?? this.hashes(keys);
     for (let c = 0; c < keys.length; c += MAX_KEYS_PER_CALL) {
-      const k = keys.slice(c, c + MAX_KEYS_PER_CALL);
-      const n = k.length;
-      const args: Arg[] = new Array(3 * n + 8);
-      args[0] = base;
-      for (let i = 0; i < n; i++) args[i + 1] = this.dedupeKey(workspaceId, k[i]!);
-      const a = n + 1;
-      args[a] = token;
-      args[a + 1] = this.opts.hotSeconds;
-      args[a + 2] = Math.floor(this.clock() / 1000);
-      args[a + 3] = this.slotSeconds;
-      args[a + 4] = this.opts.windowSeconds;
-      args[a + 5] = BUCKET_FIELDS;
-      args[a + 6] = all.subarray(16 * c, 16 * (c + n));
-      for (let i = 0; i < n; i++) {
-        const row = rows[c + i]!;
-        args[a + 7 + i] = row;
-        args[a + 7 + n + i] = hours?.[c + i] ?? occurredHour(row);
-      }
+      const end = Math.min(c + MAX_KEYS_PER_CALL, keys.length);
+      const whole = c === 0 && end === keys.length;
+      const k = whole ? keys : keys.slice(c, end);
+      const r = whole ? rows : rows.slice(c, end);
+      const h = hours === undefined ? r.map(occurredHour) : whole ? hours : hours.slice(c, end);
       this.opts.roundTrips?.inc();
-      await this.r.meterdCommit2(n + 1, ...args);
+      await this.r.meterdCommit4(
+        base,
+        hot,
+        quota,
+        token,
+        this.opts.hotSeconds,
+        Math.floor(this.clock() / 1000),
+        this.slotSeconds,
+        this.opts.windowSeconds,
+        BUCKET_FIELDS,
+        all.subarray(16 * c, 16 * end),
+        k.join('\n'),
+        r.join('\n'),
+        h.join('\n'),
+        end - c,
+      );
     }
   }
 
-  recommit(workspaceId: string, keys: string[], rows: string[]): Promise<void> {
-    return this.commit(workspaceId, keys, rows, ANY_PENDING);
+  recommit(workspaceId: string, period: string, keys: string[], rows: string[]): Promise<void> {
+    return this.commit(workspaceId, period, keys, rows, ANY_PENDING);
   }
 
   /**
@@ -526,8 +662,7 @@ export class RedisDeduper implements Deduper {
     this.genRead ??= (async () => {
       try {
         const at = Date.now();
-        const v = await this.r.meterdGeneration(
-          1,
+        const v = await this.r.meterdGeneration1(
           dedupeRegistryKey(this.prefix),
           `${randomBytes(8).toString('hex')}:${at}`,
         );
@@ -561,7 +696,7 @@ export class RedisDeduper implements Deduper {
   async register(workspaceId: string): Promise<Generation> {
     const g = await this.generation();
     await this.r.hset(dedupeRegistryKey(this.prefix), workspaceId, '1');
-    await this.r.meterdRelabel(1, dedupeEpochMarker(this.prefix, workspaceId), g.id);
+    await this.r.meterdRelabel1(dedupeEpochMarker(this.prefix, workspaceId), g.id);
     return g;
   }
 
@@ -575,12 +710,22 @@ export class RedisDeduper implements Deduper {
   }
 
   /**
-   * Marks the workspace's counters rebuilt and its tier being rebuilt by `token`, for `ttlSeconds`:
-   * if the rebuilding process dies, the mark lapses and the next claim recovers again.
+   * Marks the workspace's counters rebuilt and its tier being rebuilt by `token`, for `ttlSeconds`
+   * (renewed while the rebuild makes progress): if the rebuilding process dies, the mark lapses and
+   * the next claim recovers again.
    */
-  async markRebuilding(workspaceId: string, token: string, ttlSeconds = 600): Promise<void> {
+  async markRebuilding(workspaceId: string, token: string, ttlSeconds: number): Promise<void> {
     const g = await this.register(workspaceId);
     await this.r.set(dedupeEpochMarker(this.prefix, workspaceId), `${g.id}:r:${token}`, 'EX', ttlSeconds);
+  }
+
+  /**
+   * Extends the `:r:` mark of the rebuild `token` by `ttlSeconds` from now, while that rebuild
+   * makes progress. False if the mark is no longer its own (the slot lost its data again, or
+   * another rebuild took over): the rebuild then has nothing to finish.
+   */
+  async renewRebuilding(workspaceId: string, token: string, ttlSeconds: number): Promise<boolean> {
+    return (await this.r.meterdRenew1(dedupeEpochMarker(this.prefix, workspaceId), token, ttlSeconds)) === 1;
   }
 
   /**
@@ -590,7 +735,7 @@ export class RedisDeduper implements Deduper {
    */
   async markRebuilt(workspaceId: string, token: string): Promise<boolean> {
     const g = await this.generation();
-    return (await this.r.meterdRebuilt(1, dedupeEpochMarker(this.prefix, workspaceId), g.id, token)) === 1;
+    return (await this.r.meterdRebuilt1(dedupeEpochMarker(this.prefix, workspaceId), g.id, token)) === 1;
   }
 
   /** Raises the period's counter to at least `n` (never lowers what other ingests counted meanwhile). */
@@ -608,6 +753,8 @@ export class RedisDeduper implements Deduper {
   tierInsert(workspaceId: string, keys: string[], hours: number[]): Promise<void> {
     return this.commit(
       workspaceId,
+      // declared with the script's keys only: a tier insert counts nothing
+      periodOf(this.clock()),
       keys,
       keys.map(() => ''),
       TIER_ONLY,
@@ -620,14 +767,12 @@ export class RedisDeduper implements Deduper {
   }
 
   async release(workspaceId: string, period: string, keys: string[], token: string): Promise<void> {
+    const hot = this.dedupeKey(workspaceId, '');
+    const quota = this.quotaKey(workspaceId, period);
     for (let c = 0; c < keys.length; c += MAX_KEYS_PER_CALL) {
-      const args = [
-        this.quotaKey(workspaceId, period),
-        ...keys.slice(c, c + MAX_KEYS_PER_CALL).map((k) => this.dedupeKey(workspaceId, k)),
-        token,
-      ];
+      const part = keys.slice(c, c + MAX_KEYS_PER_CALL);
       this.opts.roundTrips?.inc();
-      await this.r.meterdRelease(args.length - 1, ...args);
+      await this.r.meterdRelease2(quota, hot, token, part.join('\n'), part.length);
     }
   }
 }

@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
-import { clickHouseFromConfig } from '@meterd/core/clickhouse';
+import { createClickHouse } from '@meterd/core/clickhouse';
 import { isMeterdError } from '@meterd/core/errors';
 import { createPool, createRedis } from '@meterd/core/store';
 import { loadIngestConfig } from '../config.js';
 import { ClickHouseStoredRows } from '../dedupe/clickhouse.js';
-import { accountLostVolume } from './identity-lost.js';
+import { accountLostVolume, lostLookupSettings } from './identity-lost.js';
 
 /**
  * `npm run spool:lost -- --instance meterd-ingest-0 [--wait-ms 30000] [--ignore-down a,b]`, with ingest's environment
@@ -35,7 +35,15 @@ async function main(): Promise<number> {
   const pool = createPool(cfg.DATABASE_URL, 1);
   // The config, not the URL alone: on a Redis Cluster (REDIS_CLUSTER_NODES) every primary is scanned.
   const redis = createRedis(cfg, { enableAutoPipelining: true });
-  const ch = clickHouseFromConfig(cfg, { requestTimeoutMs: 60_000 });
+  const ch = createClickHouse({
+    url: cfg.CLICKHOUSE_URL,
+    database: cfg.CLICKHOUSE_DATABASE,
+    user: cfg.CLICKHOUSE_USER,
+    password: cfg.CLICKHOUSE_PASSWORD,
+    requestTimeoutMs: 60_000,
+    // On a cluster, only replicas holding every quorum insert answer (identity-lost.ts).
+    settings: lostLookupSettings(cfg),
+  });
   try {
     const { report, releasedNow } = await accountLostVolume(
       {

@@ -1,3 +1,4 @@
+import { ClickHouseQueryError, clusterSettings, type ClickHouseEnv } from '@meterd/core/clickhouse';
 import { dedupeKey, dedupeShippedKey, quotaKey } from '@meterd/core/contracts';
 import { MeterdError } from '@meterd/core/errors';
 import type { StoredEvent } from '@meterd/core/event';
@@ -61,6 +62,21 @@ export interface LostVolumeDeps {
 }
 
 export class LostVolumeError extends MeterdError {}
+
+/**
+ * Settings of the ClickHouse client that looks the lost keys up, over the cluster ones. On a
+ * cluster a shard may have more replicas than CLICKHOUSE_INSERT_QUORUM: ingest moved its spool
+ * checkpoint once the quorum held an insert, and a replica outside it may not have fetched the
+ * part yet. A read from that replica would take a stored event for lost, release its key, and its
+ * retry would be stored twice. With select_sequential_consistency=1 a replica answers only if it
+ * holds every quorum-acknowledged insert, else the query fails and the command is run again. On
+ * one server there is no replica to lag, and the setting is left out.
+ */
+export function lostLookupSettings(cfg: ClickHouseEnv): ReturnType<typeof clusterSettings> {
+  const cluster = clusterSettings(cfg);
+  if (cfg.CLICKHOUSE_CLUSTER === undefined || cfg.CLICKHOUSE_CLUSTER === '') return cluster;
+  return { ...cluster, select_sequential_consistency: '1' };
+}
 
 /** Another thread whose heartbeat is younger than this runs (dedupe/shipped.ts STALE_MS). */
 const LIVE_MS = 30_000;
@@ -200,14 +216,19 @@ const cmp = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 async function keepUnstored(d: LostVolumeDeps, ws: string, list: LostKey[], out: Map<string, LostKey[]>) {
   for (let i = 0; i < list.length; i += CHUNK) {
     const part = list.slice(i, i + CHUNK);
-    const found = await d.stored.find(
-      ws,
-      part.map((r) => ({
-        eventType: r.event_type,
-        idempotencyKey: r.idempotency_key,
-        hours: [Math.floor(r.occurred_at_ms / 3_600_000)],
-      })),
-    );
+    const found = await d.stored
+      .find(
+        ws,
+        part.map((r) => ({
+          eventType: r.event_type,
+          idempotencyKey: r.idempotency_key,
+          hours: [Math.floor(r.occurred_at_ms / 3_600_000)],
+        })),
+      )
+      .catch((err: unknown) => {
+        // Retryable (exit 3): on a cluster, a replica missing a quorum insert refuses the read.
+        throw new ClickHouseQueryError('looking the lost keys up in ClickHouse', err);
+      });
     for (let j = 0; j < part.length; j++) {
       if (found[j] !== undefined) continue;
       let lost = out.get(ws);

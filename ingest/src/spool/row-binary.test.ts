@@ -41,9 +41,12 @@ const EDGES: StoredEvent[] = [
   base(5, { idempotency_key: 'ünïcödé 注文 🧾 "quoted" back\\slash\nnew line\ttab' }),
   base(6, { idempotency_key: 'x'.repeat(300) }),
   base(7, { occurred_at_ms: Date.UTC(1970, 0, 1, 0, 0, 1), received_at_ms: Date.UTC(2105, 11, 31, 23, 59, 59) }),
+  base(8, { prop_keys: ['region', 'model'], prop_values: ['eu-west', 'gpt-4 ünïcödé 注文 🧾 "q" \\'] }),
+  base(9, { prop_keys: ['empty'], prop_values: [''] }),
+  base(10, { prop_keys: ['long'], prop_values: ['v'.repeat(256)] }),
 ];
 
-test('spool lines shipped as RowBinary read back identically: huge integers, unicode, empty and long strings, DateTime bounds', async () => {
+test('spool lines shipped as RowBinary read back identically: huge integers, unicode, empty and long strings, DateTime bounds, properties', async () => {
   const cfg = loadConfig(storeVars);
   const insert = createEventsInserter({
     url: cfg.CLICKHOUSE_URL,
@@ -56,15 +59,21 @@ test('spool lines shipped as RowBinary read back identically: huge integers, uni
   await insert(body, parseLines(body, lines.length));
   const rs = await stores.clickhouse.query({
     query: `SELECT workspace_id, event_type, idempotency_key, event_id, toString(quantity) AS quantity, toString(gmv_cents) AS gmv_cents,
-        currency, toString(occurred_at) AS occurred_at, toString(received_at) AS received_at
-      FROM ${CH_TABLES.events} WHERE workspace_id = ${lit('ws_rowbinary')} ORDER BY event_id`,
+        currency, toString(occurred_at) AS occurred_at, toString(received_at) AS received_at, prop_keys, prop_values
+      FROM ${CH_TABLES.events} WHERE workspace_id = ${lit('ws_rowbinary')} ORDER BY toUInt32(substring(event_id, 6))`,
     format: 'JSONEachRow',
   });
-  const got = await rs.json<Record<string, string>>();
+  const got = await rs.json<Record<string, string | string[]>>();
   const want = lines.map((l) => {
-    const r = JSON.parse(l) as Record<string, string | number>;
-    return Object.fromEntries(Object.entries(r).map(([k, v]) => [k, String(v)]));
+    const r = JSON.parse(l) as Record<string, string | number | string[]>;
+    // A line without properties stores empty arrays (the columns' default).
+    return {
+      ...Object.fromEntries(Object.entries(r).map(([k, v]) => [k, Array.isArray(v) ? v : String(v)])),
+      prop_keys: r.prop_keys ?? [],
+      prop_values: r.prop_values ?? [],
+    };
   });
+  assert.ok(got.some((r) => r.prop_keys!.length === 2));
   assert.deepEqual(got, want);
 });
 

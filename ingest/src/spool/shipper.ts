@@ -1,5 +1,6 @@
 import { open, unlink } from 'node:fs/promises';
-import { batchRecord, type EventRow, type RecordBatch } from '@meterd/core/clickhouse';
+import { batchWinners, type BatchRecord, type EventRow, type RecordBatch } from '@meterd/core/clickhouse';
+import { batchRecordWithMeters, type MeterPartialsOf } from '@meterd/core/meters';
 import { type Logger } from '@meterd/core/log';
 import { Loop } from '@meterd/core/loop';
 import type { IngestMetrics } from '../metrics.js';
@@ -22,6 +23,17 @@ export type ParsedLine = EventRow | SpoolRowEncodingError;
  */
 export type InsertRows = (lines: Buffer, rows: readonly ParsedLine[]) => Promise<void>;
 
+/**
+ * Ships a batch's rows and its record together with the other threads' batches, in the process's
+ * ship round (ship-rounds.ts). `alone`: not shipped, the shipper ships it by itself (a refused row,
+ * or no round open); otherwise it was, and `insertSeconds` is the round insert's time for the one
+ * thread that reports it. Throws when the round's insert failed.
+ */
+export type ShipTogether = (
+  rows: readonly ParsedLine[],
+  record: BatchRecord,
+) => Promise<{ alone: true } | { alone: false; insertSeconds?: number | undefined }>;
+
 export interface ShipperOptions {
   batchRows: number;
   intervalMs: number;
@@ -32,6 +44,13 @@ export interface ShipperOptions {
    * before the checkpoint moves. Left out only where nothing aggregates (tests of the spool alone).
    */
   record?: RecordBatch;
+  /**
+   * Ship in the process's ship rounds (ship-rounds.ts) instead of on this shipper's own timer:
+   * the main thread then starts each attempt (shipInRound).
+   */
+  together?: ShipTogether;
+  /** The batch's meter partials (core/meters), carried in its record. */
+  meterPartials?: MeterPartialsOf;
 }
 
 /** Bytes read per ship at most; rows are ~200–300 bytes, so 50k rows fit in well under this. */
@@ -52,6 +71,9 @@ const MAX_BACKOFF_MS = 5_000;
 export class SpoolShipper {
   private cp: Position;
   private readonly loop: Loop;
+  /** The attempt a ship round started, which stop() waits for. */
+  private inRound: Promise<unknown> | undefined;
+  private stopping = false;
   private failures = 0;
   lastError: string | undefined;
   /** Rows moved to quarantine by this shipper. */
@@ -85,8 +107,16 @@ export class SpoolShipper {
     return Date.now() - this.lastSuccessAt;
   }
 
+  /** Ships on its own timer, unless the process's ship rounds start its attempts. */
   start(): void {
-    this.loop.start();
+    if (this.opts.together === undefined) this.loop.start();
+  }
+
+  /** One attempt, started by the process's ship round. */
+  async shipInRound(): Promise<void> {
+    if (this.stopping) return;
+    this.inRound = this.attempt();
+    await this.inRound;
   }
 
   /**
@@ -97,6 +127,13 @@ export class SpoolShipper {
    */
   private async tick(): Promise<number> {
     const started = performance.now();
+    const full = await this.attempt();
+    if (this.failures > 0) return Math.min(MAX_BACKOFF_MS, 100 * 2 ** this.failures);
+    return full ? 0 : Math.max(0, this.opts.intervalMs - (performance.now() - started));
+  }
+
+  /** One ship attempt with its failure accounting; true when it shipped a full batch. */
+  private async attempt(): Promise<boolean> {
     let full = false;
     try {
       const shipped = await this.shipOnce();
@@ -118,8 +155,7 @@ export class SpoolShipper {
         );
       }
     }
-    if (this.failures > 0) return Math.min(MAX_BACKOFF_MS, 100 * 2 ** this.failures);
-    return full ? 0 : Math.max(0, this.opts.intervalMs - (performance.now() - started));
+    return full;
   }
 
   /** Ships one insert's worth of rows from the checkpoint on; returns how many rows it shipped. */
@@ -170,19 +206,29 @@ export class SpoolShipper {
     const started = performance.now();
     const batch = buf.subarray(0, end);
     const parsed = parseLines(batch, rows);
-    let refused: ReadonlySet<number> = new Set();
-    try {
-      await this.insert(batch, parsed);
-    } catch (err) {
-      if (rowRejectionCode(err) === undefined) throw err;
-      refused = await this.isolateRejected(batch, parsed, seg.seq, this.cp.offset, err as Error);
-    }
     // Named by where it starts: a replay after a crash starts at the same checkpoint, and its end
     // (the attempt) is at least as far, since the spool only grows; the latest attempt wins.
-    await this.opts.record?.(
-      batchRecord(`${this.spoolId}:${seg.seq}:${this.cp.offset}`, this.cp.offset + end, shippedRows(parsed, refused)),
-    );
-    this.opts.metrics.shipSeconds.observe((performance.now() - started) / 1000);
+    const batchId = `${this.spoolId}:${seg.seq}:${this.cp.offset}`;
+    const attempt = this.cp.offset + end;
+    const recordOf = (refused: ReadonlySet<number>): Promise<BatchRecord> =>
+      batchRecordWithMeters(batchId, attempt, batchWinners(shippedRows(parsed, refused)), this.opts.meterPartials);
+    const round =
+      this.opts.together === undefined || this.stopping
+        ? undefined
+        : await this.opts.together(parsed, await recordOf(new Set()));
+    if (round === undefined || round.alone) {
+      let refused: ReadonlySet<number> = new Set();
+      try {
+        await this.insert(batch, parsed);
+      } catch (err) {
+        if (rowRejectionCode(err) === undefined) throw err;
+        refused = await this.isolateRejected(batch, parsed, seg.seq, this.cp.offset, err as Error);
+      }
+      await this.opts.record?.(await recordOf(refused));
+      this.opts.metrics.shipSeconds.observe((performance.now() - started) / 1000);
+    } else if (round.insertSeconds !== undefined) {
+      this.opts.metrics.shipSeconds.observe(round.insertSeconds);
+    }
     this.cp = { segment: seg.seq, offset: this.cp.offset + end };
     writeCheckpoint(this.writer.dir, this.cp);
     this.writer.unshippedRows -= rows;
@@ -262,9 +308,11 @@ export class SpoolShipper {
     this.opts.metrics.spoolRows.set(Math.max(0, this.writer.unshippedRows));
   }
 
-  /** Stops the loop; with `flushWithinMs`, first ships what it can in that time. */
+  /** Stops shipping (its timer, or its part in the ship rounds); with `flushWithinMs`, then ships alone what it can in that time. */
   async stop(flushWithinMs = 0): Promise<void> {
+    this.stopping = true;
     await this.loop.stop();
+    await this.inRound;
     const deadline = Date.now() + flushWithinMs;
     while (Date.now() < deadline && this.unshippedBytes > 0) {
       try {

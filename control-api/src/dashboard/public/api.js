@@ -8,7 +8,22 @@ export class ApiError extends Error {
     super(body?.error?.message ?? `request failed (${status})`);
     this.status = status;
     this.code = body?.error?.code;
+    this.field = body?.error?.field;
   }
+}
+
+// One navigation away per page: a sign-out (or the first 401) leaves, and the 401s of requests still
+// in flight must not start a second navigation that aborts the first.
+let leaving = false;
+
+export function leave(url) {
+  if (leaving) return;
+  leaving = true;
+  location.assign(url);
+}
+
+export function startLeaving() {
+  leaving = true;
 }
 
 export async function api(method, path, body) {
@@ -22,7 +37,7 @@ export async function api(method, path, body) {
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (res.status === 401) {
-    location.assign(`/dashboard/signin?next=${encodeURIComponent(location.pathname + location.search)}`);
+    leave(`/dashboard/signin?next=${encodeURIComponent(location.pathname + location.search)}`);
     throw new ApiError(401, null);
   }
   const json = res.status === 204 ? null : await res.json().catch(() => null);

@@ -1,5 +1,5 @@
 // Entry point of every dashboard page: sign-in, sign-out, and the page's renderer with its refresh timer.
-import { api } from './api.js';
+import { api, startLeaving } from './api.js';
 import * as pages from './pages.js';
 
 const REFRESH_MS = 3000;
@@ -31,6 +31,9 @@ async function main() {
   const page = document.body.dataset.page;
   if (page === 'signin') return signin();
   document.getElementById('signout')?.addEventListener('click', async () => {
+    // The page's own requests still in flight will get 401 once the session is gone: they must not
+    // navigate to the sign-in page with ?next= and abort this navigation.
+    startLeaving();
     await api('DELETE', 'session').catch(() => {});
     location.assign('/dashboard/signin');
   });

@@ -82,3 +82,50 @@ export function renderChart(windows, { currency, granularity, summary }) {
   );
   return svg;
 }
+
+/** The colour class of a series (style.css .s0–.s9, .s-other): classes, since the CSP refuses inline styles. */
+export const seriesClass = (label, k) => (label === 'other' ? 's-other' : `s${k % 10}`);
+
+/**
+ * A meter's usage: one line per group (the top groups, then "other" in grey), over the windows of
+ * the range. chart: { windows: [ms], series: [{ label, values: ["n"] }] }. Each line carries its
+ * label and values in data-* attributes and a <title>.
+ */
+export function renderSeriesChart(chart, { granularity, summary }) {
+  const { windows, series } = chart;
+  const max = series.reduce((m, sr) => sr.values.reduce((a, v) => Math.max(a, Number(v)), m), 0);
+  const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': summary, class: 'chart' });
+  svg.append(s('title', {}, summary));
+  const plotW = W - PAD_L - PAD_R,
+    plotH = H - PAD_T - PAD_B;
+  const step = plotW / Math.max(1, windows.length);
+  // Pixels only: the exact values are in the titles and data attributes.
+  const y = (v) => PAD_T + plotH - (max === 0 ? 0 : (Number(v) / max) * plotH);
+  for (let i = 0; i <= 4; i++)
+    svg.append(
+      s('line', { x1: PAD_L, x2: W - PAD_R, y1: PAD_T + (plotH * i) / 4, y2: PAD_T + (plotH * i) / 4, class: 'grid' }),
+    );
+  series.forEach((sr, k) => {
+    const points = sr.values.map((v, i) => `${(PAD_L + i * step + step / 2).toFixed(1)},${y(v).toFixed(1)}`);
+    const line = s('polyline', {
+      points: points.join(' '),
+      class: `series-line ${seriesClass(sr.label, k)}`,
+      'data-series': sr.label,
+      'data-values': sr.values.join(','),
+    });
+    line.append(s('title', {}, `${sr.label}: ${sr.values.join(', ')}`));
+    svg.append(line);
+  });
+  const every = Math.ceil(windows.length / 8);
+  windows.forEach((t, i) => {
+    if (i % every !== 0) return;
+    const d = new Date(t);
+    const text =
+      granularity === 'hour'
+        ? `${String(d.getUTCHours()).padStart(2, '0')}:00`
+        : `${d.getUTCMonth() + 1}/${d.getUTCDate()}`;
+    svg.append(s('text', { x: PAD_L + i * step + step / 2, y: H - 8, class: 'axis', 'text-anchor': 'middle' }, text));
+  });
+  svg.append(s('text', { x: PAD_L + 2, y: PAD_T - 4, class: 'axis' }, `max ${max.toLocaleString('en-US')}`));
+  return svg;
+}

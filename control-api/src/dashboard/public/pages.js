@@ -1,7 +1,7 @@
 // One renderer per page. Each draws into #content from the dashboard API and may return a refresh
 // function that app.js calls on a timer.
 import { api } from './api.js';
-import { renderChart } from './chart.js';
+import { renderChart, renderSeriesChart, seriesClass } from './chart.js';
 import { badge, fmtAgo, fmtInt, fmtMoney, fmtTime, h, replace, setCurrencyExponents, table } from './dom.js';
 
 const content = () => document.getElementById('content');
@@ -834,4 +834,265 @@ export async function events() {
   });
   // Rejections refresh on the timer; the event list stays where the reader paged to.
   return loadRejections;
+}
+
+// ---------- meters ----------
+
+const meterView = { granularity: 'hour' };
+
+/** "model=gpt-4, region=eu" → { model: "gpt-4", region: "eu" }; blank → null (the meter's total). */
+function parseGroup(text) {
+  const t = text.trim();
+  if (t === '') return null;
+  return Object.fromEntries(
+    t.split(',').map((pair) => {
+      const i = pair.indexOf('=');
+      return i === -1 ? [pair.trim(), ''] : [pair.slice(0, i).trim(), pair.slice(i + 1).trim()];
+    }),
+  );
+}
+
+const groupText = (g) =>
+  g === null || g === undefined
+    ? 'total'
+    : Object.entries(g)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(', ');
+
+function backfillBadge(b) {
+  const kind = { done: 'ok', failed: 'bad', running: 'todo', pending: 'muted' }[b.state] ?? 'muted';
+  return badge(b.state, kind);
+}
+
+async function meterChartCard(m) {
+  const el = h('section', { class: 'card', 'data-meter': m.slug, 'aria-labelledby': `chart-${m.slug}-label` });
+  const title = h(
+    'h2',
+    { id: `chart-${m.slug}-label` },
+    `${m.slug} — ${m.aggregation}${m.value_field ? ` of ${m.value_field}` : ''}`,
+  );
+  try {
+    const c = await api('GET', `meters/${encodeURIComponent(m.slug)}/usage?granularity=${meterView.granularity}`);
+    const summary = `${m.slug} per ${c.granularity}, ${c.series.length} series`;
+    const svg = renderSeriesChart(c, { granularity: c.granularity, summary });
+    replace(
+      el,
+      title,
+      svg,
+      h(
+        'ul',
+        { class: 'legend', 'aria-label': `Series of ${m.slug}` },
+        c.series.map((sr, i) =>
+          h('li', { 'data-series': sr.label }, h('span', { class: `key ${seriesClass(sr.label, i)}` }), ` ${sr.label}`),
+        ),
+      ),
+      c.other.groups > 0 && !c.other.folded
+        ? h(
+            'p',
+            { class: 'muted' },
+            `${c.other.groups} more groups not shown: ${m.aggregation} values of different groups do not add up.`,
+          )
+        : null,
+      c.series.length === 0 ? h('p', { class: 'muted' }, 'No usage in this range yet.') : null,
+    );
+  } catch (err) {
+    if (err.status === 401) throw err;
+    replace(el, title, notice(err.message, 'error'));
+  }
+  return el;
+}
+
+export async function meters() {
+  const root = content();
+  const listEl = h('div');
+  const alertsEl = h('div');
+  const chartsEl = h('div', { id: 'meter-charts' });
+  const message = h('div', { 'aria-live': 'polite' });
+  let state = { meters: [], alerts: [], can_manage: false, charts: false };
+
+  function renderMeters() {
+    replace(
+      listEl,
+      table(
+        'Meters of this workspace (shared by its live and test environments)',
+        ['Slug', 'Aggregation', 'Event types', 'Group by', 'Backfill', 'Stripe event name'],
+        state.meters.map((m) =>
+          h(
+            'tr',
+            { 'data-meter': m.slug },
+            h('td', {}, h('code', {}, m.slug), m.name ? h('div', { class: 'muted' }, m.name) : null),
+            h('td', {}, m.value_field ? `${m.aggregation}(${m.value_field})` : m.aggregation),
+            h('td', { class: 'wrap' }, m.event_types.join(', ')),
+            h('td', {}, m.group_by.length === 0 ? h('span', { class: 'muted' }, 'none') : m.group_by.join(', ')),
+            h('td', {}, backfillBadge(m.backfill)),
+            h(
+              'td',
+              {},
+              m.stripe_event_name ? h('code', {}, m.stripe_event_name) : h('span', { class: 'muted' }, 'not billed'),
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+
+  function renderAlerts() {
+    replace(
+      alertsEl,
+      table(
+        'Usage alerts: meter.threshold.reached is sent once per period and threshold',
+        ['Meter', 'Threshold', 'Period', 'Group', 'Last fired', ''],
+        state.alerts.map((a) =>
+          h(
+            'tr',
+            { 'data-alert-id': a.id },
+            h('td', {}, h('code', {}, a.meter.slug)),
+            h(
+              'td',
+              {},
+              a.threshold_kind === 'quota_percent' ? `${a.threshold} % of the plan quota` : String(a.threshold),
+            ),
+            h('td', {}, a.period),
+            h('td', {}, groupText(a.group_value)),
+            h('td', {}, fmtTime(a.last_fired_at)),
+            h(
+              'td',
+              {},
+              state.can_manage
+                ? h(
+                    'button',
+                    {
+                      type: 'button',
+                      class: 'danger',
+                      'aria-label': `Delete the alert on ${a.meter.slug} at ${a.threshold}`,
+                      onclick: async () => {
+                        if (!confirm(`Delete this alert on ${a.meter.slug}?`)) return;
+                        try {
+                          await api('DELETE', `alerts/${encodeURIComponent(a.id)}`);
+                        } catch (err) {
+                          if (err.status !== 401) message.replaceChildren(notice(err.message, 'error'));
+                        }
+                        await refresh();
+                      },
+                    },
+                    'Delete',
+                  )
+                : null,
+            ),
+          ),
+        ),
+      ),
+    );
+  }
+
+  async function refresh() {
+    state = await api('GET', 'meters');
+    renderMeters();
+    renderAlerts();
+  }
+
+  async function drawCharts() {
+    if (!state.charts) return replace(chartsEl, notice('Meter charts are not available on this server yet.'));
+    replace(chartsEl, ...(await Promise.all(state.meters.map(meterChartCard))));
+  }
+
+  await guarded(listEl, refresh);
+  const field = (id, label, control) => h('div', {}, h('label', { for: id }, label), control);
+  const form = h(
+    'form',
+    { class: 'card', id: 'create-alert' },
+    h('h2', {}, 'Create an alert'),
+    h(
+      'div',
+      { class: 'inline' },
+      field(
+        'alert-meter',
+        'Meter',
+        h(
+          'select',
+          { id: 'alert-meter', name: 'meter', required: true },
+          state.meters.map((m) => h('option', { value: m.slug }, m.slug)),
+        ),
+      ),
+      field(
+        'alert-kind',
+        'Threshold kind',
+        h(
+          'select',
+          { id: 'alert-kind', name: 'threshold_kind' },
+          h('option', { value: 'absolute' }, "absolute (the meter's unit)"),
+          h('option', { value: 'quota_percent' }, 'percent of the plan quota (monthly)'),
+        ),
+      ),
+      field(
+        'alert-threshold',
+        'Threshold',
+        h('input', { id: 'alert-threshold', name: 'threshold', type: 'number', min: '0', step: 'any', required: true }),
+      ),
+      field(
+        'alert-period',
+        'Period (UTC)',
+        h(
+          'select',
+          { id: 'alert-period', name: 'period' },
+          h('option', { value: 'month' }, 'month'),
+          h('option', { value: 'day' }, 'day'),
+        ),
+      ),
+      field(
+        'alert-group',
+        'Group (optional)',
+        h('input', { id: 'alert-group', name: 'group_value', placeholder: 'model=gpt-4', spellcheck: 'false' }),
+      ),
+    ),
+    h('button', { type: 'submit' }, 'Create alert'),
+  );
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const fd = new FormData(form);
+    const group = parseGroup(String(fd.get('group_value') ?? ''));
+    try {
+      await api('POST', 'alerts', {
+        meter: String(fd.get('meter')),
+        threshold_kind: String(fd.get('threshold_kind')),
+        threshold: Number(fd.get('threshold')),
+        period: String(fd.get('period')),
+        ...(group === null ? {} : { group_value: group }),
+      });
+      message.replaceChildren(notice('Alert created.', 'ok'));
+      form.reset();
+      await refresh();
+    } catch (err) {
+      if (err.status !== 401)
+        message.replaceChildren(notice(err.field ? `${err.message} (${err.field})` : err.message, 'error'));
+    }
+  });
+  const granularity = h(
+    'p',
+    { class: 'controls' },
+    h('label', { for: 'meter-granularity' }, 'Charts per '),
+    h(
+      'select',
+      {
+        id: 'meter-granularity',
+        onchange: async (e) => {
+          meterView.granularity = e.target.value;
+          await drawCharts();
+        },
+      },
+      h('option', { value: 'hour', selected: meterView.granularity === 'hour' }, 'hour (48 h)'),
+      h('option', { value: 'day', selected: meterView.granularity === 'day' }, 'day (30 d)'),
+    ),
+  );
+  replace(
+    root,
+    h('section', { class: 'card' }, h('h2', {}, 'Meters'), listEl),
+    h('section', { class: 'card' }, h('h2', {}, 'Alerts'), alertsEl, message),
+    state.can_manage && state.meters.length > 0 ? form : null,
+    granularity,
+    chartsEl,
+  );
+  await drawCharts();
+  // Backfill progress and last firings change by themselves: the lists follow; charts redraw on demand.
+  return refresh;
 }
