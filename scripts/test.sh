@@ -31,8 +31,8 @@ if [ "${#files[@]}" -eq 0 ]; then echo "no test files found" >&2; exit 1; fi
 #  - TEST_RUN_LIMIT: the whole run.
 # Files run two at a time: each has its own databases and key prefix; the machine has 2 cores.
 # The ClickHouse cluster of test/cluster/ stays up between its files (restarting 18.16's Replicated
-# tables is slow and has hung) and is stopped after the run if this run started it, so no cluster
-# outlives the checkout it runs from.
+# tables is slow and has hung) and is stopped after the run if this run started it, once no test
+# file of any checkout uses it (it is the machine's: MACHINE_STACK_DIR in infra/stack/lib.sh).
 ch_cluster_was_up=0
 # (The status is read whole first: under pipefail, grep -q closing the pipe early would fail it.)
 if [ "$mode" != unit ]; then
@@ -40,7 +40,7 @@ if [ "$mode" != unit ]; then
   case "$ch_status" in *' down'*) ;; *) ch_cluster_was_up=1 ;; esac
 fi
 stop_ch_cluster() {
-  if [ "$mode" != unit ] && [ "$ch_cluster_was_up" = 0 ]; then bash infra/stack/ch-cluster.sh down >/dev/null 2>&1 || true; fi
+  if [ "$mode" != unit ] && [ "$ch_cluster_was_up" = 0 ]; then bash infra/stack/ch-cluster.sh down-when-idle >/dev/null 2>&1 || true; fi
 }
 trap stop_ch_cluster EXIT
 set +e

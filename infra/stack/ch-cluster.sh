@@ -9,7 +9,7 @@
 #   n3    02    n3       9221  9222    9223
 #   n4    02    n4       9231  9232    9233
 #
-# State lives under .stack/ch-cluster/ (zookeeper/, n1..n4/), each process with a started.pid
+# State lives under $MACHINE_STACK_DIR/ch-cluster/ (lib.sh; zookeeper/, n1..n4/), each process with a started.pid
 # marker; `down` stops only processes whose marker names a live process of the right program, and
 # keeps the data. `up` is idempotent: what already answers is left alone. `up` prints, on stdout,
 # the environment a meterd process needs to use the cluster (CLICKHOUSE_CLUSTER, …).
@@ -21,7 +21,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=infra/stack/clickhouse-config.sh
 source "$(dirname "${BASH_SOURCE[0]}")/clickhouse-config.sh"
 
-CLUSTER_DIR="$STACK_DIR/ch-cluster"
+CLUSTER_DIR="$MACHINE_STACK_DIR/ch-cluster"
 ZK_PORT="${CH_CLUSTER_ZK_PORT:-2281}"
 CLUSTER_NAME=meterd
 NODES=(n1 n2 n3 n4)
@@ -215,7 +215,7 @@ cmd="${1:-status}"
 mkdir -p "$CLUSTER_DIR"
 case "$cmd" in
   up)
-    take_stack_lock
+    take_stack_lock "$MACHINE_STACK_DIR"
     ensure_packages
     start_zookeeper
     for n in "${NODES[@]}"; do start_node "$n"; done
@@ -231,8 +231,14 @@ case "$cmd" in
     stop_marked "clickhouse $n" "$CLUSTER_DIR/$n" clickhouse KILL
     touch "$CLUSTER_DIR/$n/killed"
     ;;
-  down)
-    take_stack_lock
+  down | down-when-idle)
+    # down-when-idle (npm test, after its run) first waits for any test file, of any checkout,
+    # still using the cluster.
+    if [ "$cmd" = down-when-idle ]; then
+      exec 7>"$CLUSTER_TESTS_LOCK"
+      flock -w 600 7 || die "a cluster test file held $CLUSTER_TESTS_LOCK for 10 minutes"
+    fi
+    take_stack_lock "$MACHINE_STACK_DIR"
     for n in "${NODES[@]}"; do stop_marked "clickhouse $n" "$CLUSTER_DIR/$n" clickhouse TERM; done
     stop_marked zookeeper "$CLUSTER_DIR/zookeeper" java TERM
     ;;
@@ -243,5 +249,5 @@ case "$cmd" in
       status_line "ch-$n" "$STACK_HOST:$(node_http "$n")" "$s (shard $(node_shard "$n"))"
     done
     ;;
-  *) die "usage: $0 up|down|status (and CH_CLUSTER_NODE=nX $0 kill9|start-node)" ;;
+  *) die "usage: $0 up|down|down-when-idle|status (and CH_CLUSTER_NODE=nX $0 kill9|start-node)" ;;
 esac

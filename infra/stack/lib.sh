@@ -14,6 +14,13 @@
 STACK_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)"
 REPO_ROOT="$(cd "$STACK_LIB_DIR/../.." && pwd -P)"
 STACK_DIR="$REPO_ROOT/.stack"
+# The test clusters (ch-cluster.sh, redis-cluster.sh) listen on fixed ports, so a machine has one of
+# each, whichever checkout started it. Their state and locks live outside every checkout, where a
+# fresh CI clone running beside a working tree finds them: kept per checkout, one run's `down` or
+# kill -9 missed (or stopped) the other's nodes, and removing a clone took its servers' data away.
+MACHINE_STACK_DIR="${METERD_MACHINE_STACK_DIR:-/var/tmp/meterd-stack}"
+# Held (flock -x) by a test file for as long as it uses a test cluster (test/support/cluster-lock.ts).
+CLUSTER_TESTS_LOCK="$MACHINE_STACK_DIR/cluster-tests.lock"
 
 # Everything binds to loopback only; ports may be overridden from the environment.
 STACK_HOST=127.0.0.1
@@ -152,10 +159,12 @@ pg_bindir() {
 # The lock is held on fd 9. Every daemon (and apt-get, whose maintainer scripts may start
 # one) must be launched with `9>&-`: a daemon that inherited fd 9 would hold the lock for
 # its whole life and make every later up.sh/down.sh wait.
+# take_stack_lock [<dir>]: the lock of <dir>'s stack (default: this checkout's).
 take_stack_lock() {
-  mkdir -p "$STACK_DIR"
-  exec 9>"$STACK_DIR/.lock"
-  flock -w 300 9 || die "another infra/stack script holds $STACK_DIR/.lock"
+  local dir="${1:-$STACK_DIR}"
+  mkdir -p "$dir"
+  exec 9>"$dir/.lock"
+  flock -w 300 9 || die "another infra/stack script holds $dir/.lock"
 }
 
 # wait_for_pidfile <service> <pidfile> <logfile>: echo the pid once the daemon wrote it.

@@ -10,7 +10,7 @@
 #   status  one line per node, then the cluster's state.
 #
 # DIR (absolute, or relative to the cwd) holds one folder per port: redis.conf, nodes.conf, the
-# AOF, redis.log, redis.pid. Default: <repo>/.stack/redis-cluster (git-ignored).
+# AOF, redis.log, redis.pid. Default: $MACHINE_STACK_DIR/redis-cluster (infra/stack/lib.sh).
 # Env: REDIS_CLUSTER_PORTS (default "7101 7102 7103"); cluster-bus ports are +10000.
 # On stdout, `up` prints one line: "started <seeds>" or "reused <seeds>", seeds as
 # REDIS_CLUSTER_NODES wants them (the caller knows whether it must call `down` after).
@@ -19,7 +19,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CMD="${1:-}"
-DIR="${2:-$STACK_DIR/redis-cluster}"
+DIR="${2:-$MACHINE_STACK_DIR/redis-cluster}"
 read -r -a PORTS <<<"${REDIS_CLUSTER_PORTS:-7101 7102 7103}"
 [ "${#PORTS[@]}" -ge 3 ] || die "a Redis Cluster needs at least 3 primaries (REDIS_CLUSTER_PORTS)"
 SEEDS="$(printf "$STACK_HOST:%s," "${PORTS[@]}")"

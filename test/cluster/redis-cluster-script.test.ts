@@ -1,7 +1,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ROOT } from '../support/services.js';
@@ -70,4 +70,34 @@ test('up creates, reuses, keeps data across down/up, recreates a stale cluster; 
 
   script('down');
   for (const p of PORTS) assert.equal(cli(p, 'ping'), '');
+});
+
+test('the cluster is the machine’s, not the checkout’s: a second checkout finds and stops what the first started', () => {
+  // Two checkouts side by side (a fresh CI clone beside a working tree): each kept its own state,
+  // so one's `down` or kill -9 missed the other's nodes, and its after-run `down` stopped a cluster
+  // the other's tests were using.
+  const machine = mkdtempSync(join(tmpdir(), 'meterd-machine-'));
+  const checkouts = ['a', 'b'].map((name) => {
+    const root = join(machine, name);
+    cpSync(join(ROOT, 'infra/stack'), join(root, 'infra/stack'), { recursive: true });
+    return root;
+  });
+  const ports = ['7121', '7122', '7123'];
+  const run = (root: string, cmd: string) =>
+    spawnSync('bash', [join(root, 'infra/stack/redis-cluster.sh'), cmd], {
+      env: { ...process.env, REDIS_CLUSTER_PORTS: ports.join(' '), METERD_MACHINE_STACK_DIR: join(machine, 'stack') },
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+  try {
+    const up = run(checkouts[0]!, 'up');
+    assert.equal(up.status, 0, up.stderr);
+    assert.match(up.stdout, /^started /);
+    assert.equal(run(checkouts[1]!, 'up').stdout.trim().split(' ')[0], 'reused');
+    assert.match(run(checkouts[1]!, 'down').stdout, /stopped/);
+    for (const p of ports) assert.equal(cli(p, 'ping'), '', `${p} stopped by the other checkout`);
+  } finally {
+    run(checkouts[0]!, 'down');
+    rmSync(machine, { recursive: true, force: true });
+  }
 });
