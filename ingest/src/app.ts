@@ -279,6 +279,7 @@ export async function startIngestThread(cfg: IngestConfig, o: ThreadOptions): Pr
       const deadline = Date.now() + 10_000;
       while (routes.tracker.inflight > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
       await health.stop();
+      await pipeline.close();
       recovery.close();
       await rejections.close().catch((err: unknown) => log.warn({ err }, 'writing the last rejected events failed'));
       await Promise.all(adopted.map((a) => a.stop()));

@@ -39,6 +39,10 @@ export function defineIngestMetrics(reg: MetricsRegistry) {
       INGEST_METRICS.dedupeRecoveryFailures,
       'Recoveries of a workspace after a Redis data loss that failed; retried after a backoff, its claims answer 503 meanwhile.',
     ),
+    dedupeCommitFailures: reg.counter(
+      INGEST_METRICS.dedupeCommitFailures,
+      'Redis commits of stored events that failed; each is retried with backoff until it lands (docs/redis.md).',
+    ),
     spoolBytes: reg.gauge(INGEST_METRICS.spoolBytes, 'Spool bytes written durably but not yet in ClickHouse.'),
     spoolRows: reg.gauge(
       INGEST_METRICS.spoolRows,

@@ -85,14 +85,30 @@ const UNAVAILABLE: EventResult = {
   message: 'the event could not be stored; nothing was recorded, retry with backoff',
 };
 
+/** A failed commit's retries back off from 50 ms to 2 s, well inside the claims' pending TTL at first. */
+const COMMIT_RETRY_FIRST_MS = 50;
+const COMMIT_RETRY_MAX_MS = 2_000;
+
+/** One group's commit, kept for its retries. */
+interface PendingCommit {
+  workspaceId: string;
+  period: string;
+  keys: string[];
+  rows: string[];
+  token: string;
+  hours: number[];
+  hashes: Buffer;
+}
+
 /**
  * The accept path, batched per event-loop tick: every request of a tick is grouped by workspace,
  * each workspace's idempotency keys are claimed (and reserved against its quota) in one Redis call,
  * each group's new rows go to the spool as soon as its claim is settled (the spool gathers the
  * groups of one moment into one write + fdatasync), and only then do its requests get their answer.
  * A group that waits for ClickHouse never holds the others: their pending claims would expire
- * meanwhile and a retry be stored twice. After the spool write the keys are committed with their rows; if the write failed they are
- * released, so a retry is stored instead of being taken for a duplicate.
+ * meanwhile and a retry be stored twice. After the spool write the keys are committed with their
+ * rows (retried until Redis takes them); if the write failed they are released, so a retry is stored
+ * instead of being taken for a duplicate.
  */
 export class Pipeline {
   private queue: Submit[] = [];
@@ -121,6 +137,9 @@ export class Pipeline {
    * ~3 events paid its own claim and commit calls.)
    */
   private claiming = false;
+  /** Commits waiting for their next attempt, by the timer that will make it (see commit). */
+  private readonly retries = new Map<NodeJS.Timeout, PendingCommit>();
+  private closed = false;
 
   submit(s: Submit): void {
     this.queue.push(s);
@@ -397,16 +416,60 @@ export class Pipeline {
         this.release(g.workspaceId, period, keys, token);
       } else {
         const hashes = keys.length === g.keys.length ? g.hashes : pick(g.hashes, stored);
-        this.deduper.commit(g.workspaceId, period, keys, compact, token, hours, hashes).catch((e: unknown) => {
-          // The events are durable; only the dedupe memory and their count are missing. The pending
-          // claims and reservation expire, a later retry is stored (and counted) again, and the
-          // events table collapses the copy.
-          this.log.warn({ err: e, workspace_id: g.workspaceId }, 'committing idempotency keys failed');
-        });
+        this.commit({ workspaceId: g.workspaceId, period, keys, rows: compact, token, hours, hashes }, 0);
       }
       if (err) this.log.error({ err }, 'spool append failed; answering 503');
       this.finish(g, results);
     });
+  }
+
+  /**
+   * Commits stored events' keys, retrying with backoff until Redis takes them. The events are
+   * durable and answered: until the commit lands their keys are only pending claims, uncounted on
+   * the quota, and once those expire a client's retry would be stored again. The commit is
+   * idempotent (by its token; a key another request re-claimed meanwhile is left to it), so a retry
+   * that repeats one that landed unseen changes nothing.
+   */
+  private commit(c: PendingCommit, attempt: number): void {
+    this.send(c).catch((err: unknown) => {
+      this.metrics.dedupeCommitFailures.inc();
+      if (attempt === 0)
+        this.log.warn({ err, workspace_id: c.workspaceId }, 'committing idempotency keys failed; retrying');
+      if (this.closed) return this.commitLost(c, err);
+      const timer = setTimeout(
+        () => {
+          this.retries.delete(timer);
+          this.commit(c, attempt + 1);
+        },
+        Math.min(COMMIT_RETRY_MAX_MS, COMMIT_RETRY_FIRST_MS * 2 ** attempt),
+      );
+      this.retries.set(timer, c);
+    });
+  }
+
+  private send(c: PendingCommit): Promise<void> {
+    return this.deduper.commit(c.workspaceId, c.period, c.keys, c.rows, c.token, c.hours, c.hashes);
+  }
+
+  private commitLost(c: PendingCommit, err: unknown): void {
+    // Unshipped rows are committed again at the next start (recommitUnshipped); shipped ones keep
+    // only their pending claims until those expire.
+    this.log.error(
+      { err, workspace_id: c.workspaceId, events: c.keys.length },
+      'idempotency keys left uncommitted at close',
+    );
+  }
+
+  /**
+   * Once no request is in flight: every commit still waiting for a retry gets one last attempt now,
+   * and nothing is scheduled after it.
+   */
+  async close(): Promise<void> {
+    this.closed = true;
+    const waiting = [...this.retries.values()];
+    for (const timer of this.retries.keys()) clearTimeout(timer);
+    this.retries.clear();
+    await Promise.all(waiting.map((c) => this.send(c).catch((err: unknown) => this.commitLost(c, err))));
   }
 
   private finish(g: Group, results: Map<Submit, EventResult[]>): void {

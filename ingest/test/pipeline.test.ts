@@ -12,6 +12,7 @@ import { DedupeRecovery } from '../src/dedupe/recovery.js';
 import { ShippedMarks } from '../src/dedupe/shipped.js';
 import { defineIngestMetrics } from '../src/metrics.js';
 import { Pipeline, type SubmitResult } from '../src/pipeline.js';
+import { periodOf } from '@meterd/core/plans';
 import { SpoolWriter } from '../src/spool/writer.js';
 import { hotGone, QUIET, tempDir, until } from './helpers.js';
 
@@ -28,7 +29,14 @@ after(() => stores.close());
 const WINDOW = 35 * 86_400;
 
 async function build(
-  o: { maxClaimMs?: number; hotSeconds?: number; clickhouseTimeoutMs?: number; hash?: (key: string) => string } = {},
+  o: {
+    maxClaimMs?: number;
+    hotSeconds?: number;
+    clickhouseTimeoutMs?: number;
+    hash?: (key: string) => string;
+    /** Fails a commit while it answers true (Redis unreachable for that call), given its attempt number. */
+    failCommit?: (attempt: number) => boolean;
+  } = {},
 ) {
   const url = new URL(stores.env.CLICKHOUSE_URL!);
   const proxy = await GateProxy.start({ host: url.hostname, port: Number(url.port) });
@@ -42,6 +50,12 @@ async function build(
     prefix: stores.redisPrefix,
     ...(o.hash === undefined ? {} : { hash: o.hash }),
   });
+  let commits = 0;
+  const commit = deduper.commit.bind(deduper);
+  deduper.commit = (...args) => {
+    if (o.failCommit?.(++commits)) return Promise.reject(new Error('Connection is closed.'));
+    return commit(...args);
+  };
   const rows = new ClickHouseStoredRows(ch);
   const recovery = new DedupeRecovery(deduper, rows, rows, {
     windowSeconds: WINDOW,
@@ -87,7 +101,7 @@ async function build(
     await ch.close();
     await proxy.close();
   };
-  return { proxy, submit, close, deduper };
+  return { proxy, submit, close, deduper, pipeline, commits: () => commits };
 }
 
 test('a workspace waiting on ClickHouse holds neither the other workspaces of its tick nor the next tick', async () => {
@@ -174,6 +188,60 @@ test('each key is hashed once per tick: the claim and the commit share the hashe
       (v) => v !== null && !v.startsWith('P:'),
     );
     assert.equal(calls, keys.length);
+  } finally {
+    await p.close();
+  }
+});
+
+const keyOf = (ws: string, k: string) => `${stores.redisPrefix}:{${ws}}:d:checkout.completed:${k}`;
+
+test('a commit Redis refuses is retried until it lands: the stored events count once, and their retries are duplicates', async () => {
+  // The first two attempts fail. Without the retry the keys stayed pending claims, uncounted, and
+  // once those expired a client's retry was stored again.
+  const p = await build({ failCommit: (attempt) => attempt <= 2 });
+  try {
+    const ws = (await stores.workspace('free')).workspace.id;
+    const first = await p.submit(ws, ['a', 'b']).done;
+    assert.deepEqual(
+      first.results.map((r) => r.kind),
+      ['stored', 'stored'],
+    );
+    await until(
+      () => stores.redis.get(keyOf(ws, 'b')),
+      (v) => v !== null && !v.startsWith('P:'),
+      15_000,
+      'the commit to land',
+    );
+    assert.equal(p.commits(), 3);
+    assert.equal(await p.deduper.used(ws, periodOf(Date.now())), 2);
+    const again = await p.submit(ws, ['a', 'b']).done;
+    assert.deepEqual(
+      again.results.map((r) => r.kind),
+      ['duplicate', 'duplicate'],
+    );
+  } finally {
+    await p.close();
+  }
+});
+
+test('close gives a commit still failing one last attempt and schedules none after it', async () => {
+  let down = true;
+  const p = await build({ failCommit: () => down });
+  try {
+    const ws = (await stores.workspace('free')).workspace.id;
+    await p.submit(ws, ['c']).done;
+    await until(
+      async () => p.commits(),
+      (n) => n >= 2,
+      15_000,
+      'a retry',
+    );
+    down = false;
+    const before = p.commits();
+    await p.pipeline.close();
+    assert.ok(p.commits() >= before + 1, 'the last attempt was made at close');
+    assert.ok(!(await stores.redis.get(keyOf(ws, 'c')))!.startsWith('P:'), 'it landed');
+    assert.equal(await p.deduper.used(ws, periodOf(Date.now())), 1);
   } finally {
     await p.close();
   }

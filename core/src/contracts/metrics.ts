@@ -18,6 +18,7 @@ export const INGEST_METRICS = {
   shippedRows: 'meterd_ingest_shipped_rows_total',
   quarantinedRows: 'meterd_ingest_quarantined_rows_total',
   shipFailures: 'meterd_ingest_ship_failures_total',
+  dedupeCommitFailures: 'meterd_ingest_dedupe_commit_failures_total',
   shipSeconds: 'meterd_ingest_flush_seconds',
   commitSeconds: 'meterd_ingest_group_commit_seconds',
 } as const;
